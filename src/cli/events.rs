@@ -1,0 +1,62 @@
+//! `opsdeck events`: the event log from a sequence number, optionally following it.
+
+use std::time::Duration;
+
+use clap::Args;
+
+use super::output::event_line;
+use super::{Cli, CliError, CliResult, EXIT_OK, open_workspace, reader};
+use crate::model::Event;
+
+#[derive(Debug, Args)]
+pub struct EventsArgs {
+    /// Only events after this sequence number
+    #[arg(long, default_value_t = 0, value_name = "SEQ")]
+    pub since: u64,
+    /// Print at most this many events
+    #[arg(long)]
+    pub limit: Option<usize>,
+    /// One JSON object per line, each with its `seq`
+    #[arg(long)]
+    pub json: bool,
+    /// Keep printing new events as they are appended (Ctrl-C stops)
+    #[arg(long, short)]
+    pub follow: bool,
+}
+
+fn print(e: &Event, json: bool) -> Result<(), CliError> {
+    if json {
+        let line = serde_json::to_string(e)
+            .map_err(|err| CliError::failed(format!("could not format event {}: {err}", e.seq)))?;
+        say!("{line}")
+    } else {
+        say!("{}", event_line(e))
+    }
+}
+
+pub async fn run(cli: &Cli, args: &EventsArgs) -> CliResult {
+    let (ws, _log) = open_workspace(cli, false)?;
+    let r = reader(&ws)?;
+    let mut since = args.since;
+    let mut left = args.limit.unwrap_or(usize::MAX);
+    loop {
+        while left > 0 {
+            let page = r
+                .events(since, left.min(1_000))
+                .map_err(|e| CliError::failed(e.0))?;
+            let Some(last) = page.last() else { break };
+            since = last.seq;
+            left -= page.len();
+            for e in &page {
+                print(e, args.json)?;
+            }
+        }
+        if !args.follow || left == 0 {
+            return Ok(EXIT_OK);
+        }
+        tokio::select! {
+            () = tokio::time::sleep(Duration::from_millis(500)) => {}
+            _ = tokio::signal::ctrl_c() => return Ok(EXIT_OK),
+        }
+    }
+}

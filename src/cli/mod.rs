@@ -1,0 +1,209 @@
+//! The command line. Each subcommand group has its own file; this one parses, finds the
+//! workspace, starts logging, dispatches, and turns errors into one sentence and an exit code.
+
+/// Writes a line to stdout; a closed pipe ends the command quietly instead of panicking.
+macro_rules! say {
+    () => { $crate::cli::output::emit("\n") };
+    ($($arg:tt)*) => { $crate::cli::output::emit(&format!("{}\n", format_args!($($arg)*))) };
+}
+
+/// Writes text to stdout as it is (tables that end with their own newline).
+macro_rules! say_raw {
+    ($($arg:tt)*) => { $crate::cli::output::emit(&format!($($arg)*)) };
+}
+
+mod dlq;
+mod events;
+mod live;
+mod output;
+mod run;
+mod runs;
+mod serve;
+mod validate;
+
+use std::io::Write as _;
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::logging;
+use crate::model::{DlqId, RunId, RunStatus};
+use crate::runtime::workspace::{self, Workspace, WorkspaceError};
+use crate::runtime::{self, RuntimeError};
+
+/// Exit codes: 0 success, 1 the work failed or could not be done now, 2 bad input.
+pub const EXIT_OK: u8 = 0;
+pub const EXIT_FAILED: u8 = 1;
+pub const EXIT_BAD_INPUT: u8 = 2;
+/// The conventional code for "stopped by Ctrl-C".
+pub const EXIT_INTERRUPTED: u8 = 130;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "opsdeck",
+    version,
+    about = "A terminal dashboard for live operations: pipelines, canaries, rollbacks",
+    long_about = "A terminal dashboard for live operations.\n\nWith no command, opsdeck hosts the workspace (the bundled demo if none is found), runs its schedules and shows the live run table."
+)]
+pub struct Cli {
+    /// The workspace directory [default: $OPSDECK_WORKSPACE, else the current directory if it
+    /// holds opsdeck.toml or pipelines/, else the bundled demo]
+    #[arg(long, global = true, env = "OPSDECK_WORKSPACE", value_name = "DIR")]
+    pub workspace: Option<PathBuf>,
+    /// Log more (-v debug, -vv trace); logs go to WORKSPACE/.opsdeck/logs
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Check pipeline files and report every problem as FILE:LINE:COL
+    Validate {
+        #[arg(required = true, value_name = "FILE")]
+        files: Vec<PathBuf>,
+    },
+    /// Run a pipeline in the foreground and wait for it (exit 0 if it succeeds, 1 if not)
+    Run(run::RunArgs),
+    /// List runs, newest first, or show, resume, retry or cancel one
+    Runs(runs::RunsArgs),
+    /// The dead-letter queue: stages that ran out of attempts
+    #[command(subcommand)]
+    Dlq(dlq::DlqCommand),
+    /// The event log, oldest first (JSON lines with --json)
+    Events(events::EventsArgs),
+    /// Host the workspace: run schedules, resume interrupted runs, log to stderr
+    Serve(serve::ServeArgs),
+}
+
+/// Arguments shared by commands that print a run or a list.
+#[derive(Debug, Clone, Copy, Args)]
+pub struct JsonFlag {
+    /// Print JSON instead of a table
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// A failure to report: one sentence for stderr and an exit code.
+#[derive(Debug)]
+pub struct CliError {
+    pub code: u8,
+    pub message: String,
+}
+
+impl CliError {
+    pub fn bad_input(message: impl Into<String>) -> Self {
+        CliError {
+            code: EXIT_BAD_INPUT,
+            message: message.into(),
+        }
+    }
+
+    pub fn failed(message: impl Into<String>) -> Self {
+        CliError {
+            code: EXIT_FAILED,
+            message: message.into(),
+        }
+    }
+
+    /// Standard output was closed (`opsdeck events | head`): stop without a message.
+    pub fn closed_output() -> Self {
+        CliError {
+            code: EXIT_OK,
+            message: String::new(),
+        }
+    }
+
+    /// Prefixes the message with what was being attempted.
+    #[must_use]
+    pub fn context(mut self, what: &str) -> Self {
+        self.message = format!("{what}: {}", self.message);
+        self
+    }
+}
+
+impl From<RuntimeError> for CliError {
+    fn from(e: RuntimeError) -> Self {
+        let code = match &e {
+            RuntimeError::BadInput(_) | RuntimeError::NotFound(_) | RuntimeError::Conflict(_) => {
+                EXIT_BAD_INPUT
+            }
+            RuntimeError::Hosted(_) | RuntimeError::Store(_) | RuntimeError::Io(_) => EXIT_FAILED,
+        };
+        CliError {
+            code,
+            message: e.to_string(),
+        }
+    }
+}
+
+impl From<WorkspaceError> for CliError {
+    fn from(e: WorkspaceError) -> Self {
+        CliError::bad_input(e.to_string())
+    }
+}
+
+pub type CliResult = Result<u8, CliError>;
+
+/// The exit code for a run that has ended.
+pub fn exit_for(status: RunStatus) -> u8 {
+    if status == RunStatus::Succeeded {
+        EXIT_OK
+    } else {
+        EXIT_FAILED
+    }
+}
+
+/// Resolves and loads the workspace named by the flags, and starts logging into it.
+pub fn open_workspace(
+    cli: &Cli,
+    json_logs: bool,
+) -> Result<(Workspace, logging::LogGuard), CliError> {
+    let dir = workspace::resolve(cli.workspace.as_deref())?;
+    let ws = Workspace::open(&dir)?;
+    let guard = logging::init(
+        Some(&ws.logs_dir()),
+        &ws.settings.log.level,
+        cli.verbose,
+        json_logs,
+    );
+    Ok((ws, guard))
+}
+
+/// Opens a read connection on a workspace, usable whether or not another process hosts it.
+pub fn reader(ws: &Workspace) -> Result<crate::store::Reader, CliError> {
+    runtime::open_reader(ws).map_err(CliError::from)
+}
+
+pub fn parse_run_id(s: &str) -> Result<RunId, String> {
+    s.parse()
+        .map_err(|e: crate::model::ParseIdError| e.to_string())
+}
+
+pub fn parse_dlq_id(s: &str) -> Result<DlqId, String> {
+    s.parse()
+        .map_err(|e: crate::model::ParseIdError| e.to_string())
+}
+
+/// Runs the parsed command line and returns the process exit code.
+pub async fn dispatch(cli: Cli) -> u8 {
+    let result = match &cli.command {
+        Some(Command::Validate { files }) => validate::run(files),
+        Some(Command::Run(args)) => run::run(&cli, args).await,
+        Some(Command::Runs(args)) => runs::run(&cli, args).await,
+        Some(Command::Dlq(cmd)) => dlq::run(&cli, cmd).await,
+        Some(Command::Events(args)) => events::run(&cli, args).await,
+        Some(Command::Serve(args)) => serve::run(&cli, args).await,
+        None => live::run(&cli).await,
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            if !e.message.is_empty() {
+                let _ = writeln!(std::io::stderr(), "opsdeck: {}", e.message);
+            }
+            e.code
+        }
+    }
+}

@@ -1,0 +1,134 @@
+//! `opsdeck run PIPELINE`: hosts the workspace while one run runs in the foreground.
+
+use clap::Args;
+use tokio::sync::broadcast;
+
+use super::output::{print_json, progress_line, took};
+use super::{Cli, CliError, CliResult, EXIT_INTERRUPTED, exit_for, open_workspace};
+use crate::model::{Event, RunId, Trigger};
+use crate::runtime::workspace::Workspace;
+use crate::runtime::{Host, HostOptions, RuntimeError};
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// The pipeline's name (its [pipeline] name, not the file name)
+    pub pipeline: String,
+    /// A run parameter; repeatable. Values take the type of the declared default.
+    #[arg(long = "param", short = 'p', value_name = "KEY=VALUE", value_parser = parse_param)]
+    pub params: Vec<(String, String)>,
+    /// Print the finished run as JSON on stdout instead of progress lines
+    #[arg(long)]
+    pub json: bool,
+}
+
+fn parse_param(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((k, v)) if !k.trim().is_empty() => Ok((k.trim().to_string(), v.to_string())),
+        _ => Err(format!("`{s}` is not KEY=VALUE")),
+    }
+}
+
+/// Starts a host for a one-shot command, with a sentence naming any host already in the way.
+pub async fn start_host(ws: Workspace, command: String, what: &str) -> Result<Host, CliError> {
+    Host::start(ws, HostOptions::new(command))
+        .await
+        .map_err(|e| {
+            let hint = matches!(e, RuntimeError::Hosted(_));
+            let mut err = CliError::from(e).context(what);
+            if hint {
+                err.message
+                    .push_str("; stop it or wait for it to finish, then try again");
+            }
+            err
+        })
+}
+
+/// Runs `f` with a temporary host and always shuts the host down afterwards.
+pub async fn with_host<F>(ws: Workspace, command: String, what: &str, f: F) -> CliResult
+where
+    F: AsyncFnOnce(&Host) -> CliResult,
+{
+    let host = start_host(ws, command, what).await?;
+    let result = f(&host).await;
+    host.shutdown().await;
+    result.map_err(|e| e.context(what))
+}
+
+pub async fn run(cli: &Cli, args: &RunArgs) -> CliResult {
+    let (ws, _log) = open_workspace(cli, false)?;
+    let pipeline = ws.pipeline(&args.pipeline).map_err(CliError::bad_input)?;
+    let params = pipeline
+        .params_from_text(&args.params)
+        .map_err(CliError::bad_input)?;
+    let command = format!("opsdeck run {}", args.pipeline);
+    let json = args.json;
+    with_host(
+        ws,
+        command,
+        &format!("cannot run `{}`", args.pipeline),
+        async move |host| {
+            let events = host.subscribe();
+            let id = host
+                .start_run(&pipeline.name, &params, Trigger::Manual)
+                .await?;
+            if !json {
+                say!("run {id} of `{}` started", pipeline.name)?;
+            }
+            follow(host, events, id, json).await
+        },
+    )
+    .await
+}
+
+/// Prints progress of a run until it ends (Ctrl-C cancels it), then the result.
+pub async fn follow(
+    host: &Host,
+    mut events: broadcast::Receiver<Event>,
+    id: RunId,
+    json: bool,
+) -> CliResult {
+    let print = |e: &Event| -> Result<(), CliError> {
+        if !json
+            && e.run_id == Some(id)
+            && let Some(line) = progress_line(e)
+        {
+            say!("{line}")?;
+        }
+        Ok(())
+    };
+    let wait = host.wait(id);
+    tokio::pin!(wait);
+    let mut interrupted = false;
+    let status = loop {
+        tokio::select! {
+            status = &mut wait => break status?,
+            ev = events.recv() => if let Ok(ev) = ev { print(&ev)? },
+            _ = tokio::signal::ctrl_c(), if !interrupted => {
+                interrupted = true;
+                host.cancel_run(id, "cancelled from the terminal (Ctrl-C)").await?;
+            }
+        }
+    };
+    while let Ok(ev) = events.try_recv() {
+        print(&ev)?;
+    }
+    let run = host.run(id).await?;
+    if json {
+        print_json(&run)?;
+    } else {
+        say!(
+            "run {id} of `{}` {} in {}",
+            run.pipeline,
+            run.status,
+            took(run.duration_ms)
+        )?;
+        if run.status != crate::model::RunStatus::Succeeded {
+            say!("details: opsdeck runs show {id}")?;
+        }
+    }
+    Ok(if interrupted {
+        EXIT_INTERRUPTED
+    } else {
+        exit_for(status)
+    })
+}

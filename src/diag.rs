@@ -1,0 +1,466 @@
+//! Problems in TOML files reported as `FILE:LINE:COL: sentence`, and a checking walker over the
+//! spanned tree from `toml`, so every problem in a file is found in one pass instead of the first.
+
+use std::fmt;
+use std::ops::Range;
+
+use serde_json::Value;
+use toml::Spanned;
+use toml::de::{DeTable, DeValue};
+
+/// One problem at one place in one file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Diagnostic {
+    pub file: String,
+    /// 1-based; 0 when the problem concerns the whole file (it could not be read, say).
+    pub line: usize,
+    /// 1-based, counted in characters.
+    pub col: usize,
+    pub message: String,
+}
+
+impl Diagnostic {
+    /// A problem with the file as a whole rather than a place in it.
+    pub fn whole_file(file: impl Into<String>, message: impl Into<String>) -> Self {
+        Diagnostic {
+            file: file.into(),
+            line: 0,
+            col: 0,
+            message: message.into(),
+        }
+    }
+}
+
+impl fmt::Display for Diagnostic {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.line == 0 {
+            write!(f, "{}: {}", self.file, self.message)
+        } else {
+            write!(
+                f,
+                "{}:{}:{}: {}",
+                self.file, self.line, self.col, self.message
+            )
+        }
+    }
+}
+
+/// The text of a file with an index of line starts, to turn byte offsets into line and column.
+pub struct SourceFile {
+    name: String,
+    text: String,
+    line_starts: Vec<usize>,
+}
+
+impl SourceFile {
+    pub fn new(name: impl Into<String>, text: impl Into<String>) -> Self {
+        let text = text.into();
+        let mut line_starts = vec![0];
+        line_starts.extend(text.match_indices('\n').map(|(i, _)| i + 1));
+        SourceFile {
+            name: name.into(),
+            text,
+            line_starts,
+        }
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    pub fn text(&self) -> &str {
+        &self.text
+    }
+
+    /// 1-based line and character column of a byte offset.
+    pub fn locate(&self, offset: usize) -> (usize, usize) {
+        let offset = offset.min(self.text.len());
+        let line = self
+            .line_starts
+            .partition_point(|&start| start <= offset)
+            .max(1);
+        let start = self.line_starts[line - 1];
+        let col = self
+            .text
+            .get(start..offset)
+            .map_or(1, |s| s.chars().count() + 1);
+        (line, col)
+    }
+
+    pub fn at(&self, span: &Range<usize>, message: impl Into<String>) -> Diagnostic {
+        let (line, col) = self.locate(span.start);
+        Diagnostic {
+            file: self.name.clone(),
+            line,
+            col,
+            message: message.into(),
+        }
+    }
+}
+
+/// Walks a parsed document, collecting problems instead of stopping at the first.
+pub struct Checker<'s> {
+    src: &'s SourceFile,
+    problems: Vec<Diagnostic>,
+}
+
+/// A value found in a table, with the span to point at when it is wrong.
+pub type Found<'t, T> = Option<(T, Range<usize>)>;
+
+impl<'s> Checker<'s> {
+    pub fn new(src: &'s SourceFile) -> Self {
+        Checker {
+            src,
+            problems: Vec::new(),
+        }
+    }
+
+    pub fn source(&self) -> &SourceFile {
+        self.src
+    }
+
+    pub fn error(&mut self, span: &Range<usize>, message: impl Into<String>) {
+        self.problems.push(self.src.at(span, message));
+    }
+
+    pub fn has_problems(&self) -> bool {
+        !self.problems.is_empty()
+    }
+
+    pub fn into_problems(self) -> Vec<Diagnostic> {
+        let mut problems = self.problems;
+        problems.sort_by_key(|d| (d.line, d.col));
+        problems.dedup();
+        problems
+    }
+
+    /// Parses `text` as TOML, reporting every syntax error the parser can recover from.
+    pub fn parse(src: &'s SourceFile) -> Result<Spanned<DeTable<'s>>, Vec<Diagnostic>> {
+        let (doc, errors) = DeTable::parse_recoverable(src.text());
+        if errors.is_empty() {
+            return Ok(doc);
+        }
+        let mut problems: Vec<Diagnostic> = errors
+            .iter()
+            .map(|e| {
+                let span = e.span().unwrap_or(0..0);
+                src.at(
+                    &span,
+                    format!("TOML syntax error: {}", e.message().trim_end_matches('\n')),
+                )
+            })
+            .collect();
+        problems.sort_by_key(|d| (d.line, d.col));
+        problems.dedup_by_key(|d| d.line);
+        Err(problems)
+    }
+
+    /// Reports every key of `table` that is not in `known`, with a suggestion and the valid keys.
+    pub fn known_keys(&mut self, table: &DeTable<'_>, known: &[&str], context: &str) {
+        for (key, _) in table {
+            let name = key.get_ref().as_ref();
+            if !known.contains(&name) {
+                let hint = suggest(name, known)
+                    .map(|s| format!(" (did you mean `{s}`?)"))
+                    .unwrap_or_default();
+                self.error(
+                    &key.span(),
+                    format!(
+                        "unknown key `{name}` in {context}{hint}; valid keys: {}",
+                        known.join(", ")
+                    ),
+                );
+            }
+        }
+    }
+
+    /// Reports a missing required key at the table's own location.
+    pub fn missing(&mut self, table_span: &Range<usize>, key: &str, context: &str) {
+        self.error(
+            table_span,
+            format!("{context} is missing the required key `{key}`"),
+        );
+    }
+
+    fn wrong_type(&mut self, key: &str, context: &str, want: &str, got: &Spanned<DeValue<'_>>) {
+        self.error(
+            &got.span(),
+            format!(
+                "`{key}` in {context} must be {want}, found {}",
+                got.get_ref().type_str()
+            ),
+        );
+    }
+
+    pub fn str<'t>(
+        &mut self,
+        table: &'t DeTable<'_>,
+        key: &str,
+        context: &str,
+    ) -> Found<'t, &'t str> {
+        let v = get(table, key)?;
+        match v.get_ref() {
+            DeValue::String(s) => Some((s.as_ref(), v.span())),
+            _ => {
+                self.wrong_type(key, context, "a string", v);
+                None
+            }
+        }
+    }
+
+    pub fn bool(&mut self, table: &DeTable<'_>, key: &str, context: &str) -> Found<'static, bool> {
+        let v = get(table, key)?;
+        match v.get_ref() {
+            DeValue::Boolean(b) => Some((*b, v.span())),
+            _ => {
+                self.wrong_type(key, context, "true or false", v);
+                None
+            }
+        }
+    }
+
+    /// An integer in `min..=max`.
+    pub fn int(
+        &mut self,
+        table: &DeTable<'_>,
+        key: &str,
+        context: &str,
+        min: i64,
+        max: i64,
+    ) -> Found<'static, i64> {
+        let v = get(table, key)?;
+        let range = if max == i64::MAX {
+            format!("at least {min}")
+        } else {
+            format!("from {min} to {max}")
+        };
+        match v.get_ref() {
+            DeValue::Integer(i) => match i64::from_str_radix(i.as_str(), i.radix()) {
+                Ok(n) if (min..=max).contains(&n) => Some((n, v.span())),
+                _ => {
+                    self.error(
+                        &v.span(),
+                        format!("`{key}` in {context} must be an integer {range}, found {i}"),
+                    );
+                    None
+                }
+            },
+            _ => {
+                self.wrong_type(key, context, &format!("an integer {range}"), v);
+                None
+            }
+        }
+    }
+
+    /// A number (integer or float) in `min..=max`.
+    pub fn number(
+        &mut self,
+        table: &DeTable<'_>,
+        key: &str,
+        context: &str,
+        min: f64,
+        max: f64,
+    ) -> Found<'static, f64> {
+        let v = get(table, key)?;
+        let n = match v.get_ref() {
+            DeValue::Integer(i) => i64::from_str_radix(i.as_str(), i.radix())
+                .ok()
+                .map(|n| n as f64),
+            DeValue::Float(f) => f.as_str().parse::<f64>().ok(),
+            _ => {
+                self.wrong_type(key, context, "a number", v);
+                return None;
+            }
+        };
+        match n {
+            Some(n) if n.is_finite() && n >= min && n <= max => Some((n, v.span())),
+            _ => {
+                let range = if max.is_infinite() {
+                    format!("at least {min}")
+                } else {
+                    format!("from {min} to {max}")
+                };
+                self.error(
+                    &v.span(),
+                    format!("`{key}` in {context} must be a number {range}"),
+                );
+                None
+            }
+        }
+    }
+
+    pub fn table<'t, 'i>(
+        &mut self,
+        table: &'t DeTable<'i>,
+        key: &str,
+        context: &str,
+    ) -> Found<'t, &'t DeTable<'i>> {
+        let v = get(table, key)?;
+        match v.get_ref() {
+            DeValue::Table(t) => Some((t, v.span())),
+            _ => {
+                self.wrong_type(key, context, "a table", v);
+                None
+            }
+        }
+    }
+
+    /// An array of strings, each with its own span.
+    pub fn str_list(
+        &mut self,
+        table: &DeTable<'_>,
+        key: &str,
+        context: &str,
+    ) -> Found<'static, Vec<(String, Range<usize>)>> {
+        let v = get(table, key)?;
+        let DeValue::Array(items) = v.get_ref() else {
+            self.wrong_type(key, context, "an array of strings", v);
+            return None;
+        };
+        let mut out = Vec::with_capacity(items.len());
+        let mut ok = true;
+        for item in &**items {
+            match item.get_ref() {
+                DeValue::String(s) => out.push((s.to_string(), item.span())),
+                other => {
+                    ok = false;
+                    self.error(
+                        &item.span(),
+                        format!(
+                            "`{key}` in {context} must hold only strings, found {}",
+                            other.type_str()
+                        ),
+                    );
+                }
+            }
+        }
+        ok.then_some((out, v.span()))
+    }
+
+    /// A table whose values are all strings (environment variables, HTTP headers).
+    pub fn str_map(
+        &mut self,
+        table: &DeTable<'_>,
+        key: &str,
+        context: &str,
+    ) -> Found<'static, Vec<(String, String)>> {
+        let (t, span) = self.table(table, key, context)?;
+        let mut out = Vec::with_capacity(t.len());
+        let mut ok = true;
+        for (k, v) in t {
+            match v.get_ref() {
+                DeValue::String(s) => out.push((k.get_ref().to_string(), s.to_string())),
+                other => {
+                    ok = false;
+                    self.error(
+                        &v.span(),
+                        format!(
+                            "`{key}.{}` in {context} must be a string, found {}",
+                            k.get_ref(),
+                            other.type_str()
+                        ),
+                    );
+                }
+            }
+        }
+        ok.then_some((out, span))
+    }
+}
+
+/// Looks a key up in a spanned table.
+pub fn get<'t, 'i>(table: &'t DeTable<'i>, key: &str) -> Option<&'t Spanned<DeValue<'i>>> {
+    table
+        .iter()
+        .find(|(k, _)| k.get_ref().as_ref() == key)
+        .map(|(_, v)| v)
+}
+
+/// Converts a TOML value to JSON (dates become RFC 3339 strings).
+pub fn to_json(value: &DeValue<'_>) -> Value {
+    match value {
+        DeValue::String(s) => Value::String(s.to_string()),
+        DeValue::Integer(i) => {
+            i64::from_str_radix(i.as_str(), i.radix()).map_or(Value::Null, Value::from)
+        }
+        DeValue::Float(f) => f
+            .as_str()
+            .parse::<f64>()
+            .ok()
+            .map_or(Value::Null, Value::from),
+        DeValue::Boolean(b) => Value::Bool(*b),
+        DeValue::Datetime(d) => Value::String(d.to_string()),
+        DeValue::Array(items) => Value::Array(items.iter().map(|v| to_json(v.get_ref())).collect()),
+        DeValue::Table(t) => Value::Object(
+            t.iter()
+                .map(|(k, v)| (k.get_ref().to_string(), to_json(v.get_ref())))
+                .collect(),
+        ),
+    }
+}
+
+/// The closest valid name to a misspelt one, if it is close enough to be a likely typo.
+pub fn suggest<'a>(given: &str, choices: &[&'a str]) -> Option<&'a str> {
+    choices
+        .iter()
+        .map(|c| (levenshtein(given, c), *c))
+        // About 40% of the longer name may differ: `retries` -> `retry`, never `zz` -> `a`.
+        .filter(|(d, c)| {
+            *d <= 1.max((given.chars().count().max(c.chars().count()) * 2).div_ceil(5))
+        })
+        .min_by_key(|(d, _)| *d)
+        .map(|(_, c)| c)
+}
+
+fn levenshtein(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut prev: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut cur = vec![i + 1; b.len() + 1];
+        for (j, cb) in b.iter().enumerate() {
+            let cost = usize::from(ca != *cb);
+            cur[j + 1] = (prev[j] + cost).min(prev[j + 1] + 1).min(cur[j] + 1);
+        }
+        prev = cur;
+    }
+    prev[b.len()]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn locates_lines_and_character_columns() {
+        let src = SourceFile::new("f.toml", "a = 1\nbé = 2\n");
+        assert_eq!(src.locate(0), (1, 1));
+        assert_eq!(src.locate(6), (2, 1));
+        // `=` on line 2 follows a two-byte character: column counts characters.
+        assert_eq!(src.locate(10), (2, 4));
+    }
+
+    #[test]
+    fn suggests_close_names_only() {
+        assert_eq!(
+            suggest("retries", &["retry", "needs", "timeout_ms"]),
+            Some("retry")
+        );
+        assert_eq!(suggest("zzz", &["retry", "needs"]), None);
+    }
+
+    #[test]
+    fn reads_integers_in_any_radix_and_sign() {
+        let src = SourceFile::new("f.toml", "a = -1_000\nb = 0x10\n");
+        let doc = Checker::parse(&src).unwrap();
+        let mut c = Checker::new(&src);
+        assert_eq!(
+            c.int(doc.get_ref(), "a", "x", i64::MIN, i64::MAX)
+                .map(|v| v.0),
+            Some(-1000)
+        );
+        assert_eq!(
+            c.int(doc.get_ref(), "b", "x", 0, 100).map(|v| v.0),
+            Some(16)
+        );
+        assert!(!c.has_problems());
+    }
+}

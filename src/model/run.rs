@@ -1,0 +1,134 @@
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use super::{AttemptStatus, RunId, RunStatus, StageStatus, Timestamp};
+
+/// Why a run exists: typed so the UI can filter scheduled noise from manual work.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Trigger {
+    Manual,
+    Schedule,
+}
+
+impl Trigger {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Trigger::Manual => "manual",
+            Trigger::Schedule => "schedule",
+        }
+    }
+
+    pub fn parse(s: &str) -> Trigger {
+        if s == "schedule" {
+            Trigger::Schedule
+        } else {
+            Trigger::Manual
+        }
+    }
+}
+
+/// A whole run with every stage and every attempt: what `runs show --json` prints.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Run {
+    pub id: RunId,
+    pub pipeline: String,
+    pub status: RunStatus,
+    pub trigger: Trigger,
+    pub params: Value,
+    pub created_at: Timestamp,
+    pub started_at: Option<Timestamp>,
+    pub finished_at: Option<Timestamp>,
+    pub duration_ms: Option<i64>,
+    pub stages: Vec<StageRecord>,
+}
+
+impl Run {
+    pub fn stage(&self, id: &str) -> Option<&StageRecord> {
+        self.stages.iter().find(|s| s.id == id)
+    }
+}
+
+/// One stage of a run with its attempts, oldest first.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StageRecord {
+    pub id: String,
+    pub kind: String,
+    pub needs: Vec<String>,
+    pub status: StageStatus,
+    pub attempts: Vec<Attempt>,
+}
+
+impl StageRecord {
+    pub fn last_attempt(&self) -> Option<&Attempt> {
+        self.attempts.last()
+    }
+}
+
+/// One try of a stage. Inputs and outputs are kept for every attempt so failures can be replayed
+/// and diffed; an output over the store's limit is kept as truncated text with `output_truncated`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Attempt {
+    pub n: u32,
+    pub status: AttemptStatus,
+    pub started_at: Timestamp,
+    pub finished_at: Option<Timestamp>,
+    pub duration_ms: Option<i64>,
+    pub input: Value,
+    pub output: Option<Value>,
+    /// True when `output` holds only the first part of what the stage produced.
+    pub output_truncated: bool,
+    /// Size in bytes of the whole output as produced, before any truncation.
+    pub output_bytes: Option<u64>,
+    pub stderr: Option<String>,
+    pub error: Option<AttemptError>,
+}
+
+/// Why an attempt failed: a stable machine-readable code and a sentence for people.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AttemptError {
+    pub code: String,
+    pub message: String,
+}
+
+/// A row of the runs table: enough to list and page without loading stage records.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunSummary {
+    pub id: RunId,
+    pub pipeline: String,
+    pub status: RunStatus,
+    pub trigger: Trigger,
+    pub created_at: Timestamp,
+    pub started_at: Option<Timestamp>,
+    pub finished_at: Option<Timestamp>,
+    pub duration_ms: Option<i64>,
+    pub stages_total: u32,
+    pub stages_done: u32,
+}
+
+/// A filter and page request for runs, newest first.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct RunQuery {
+    pub pipeline: Option<String>,
+    pub status: Option<RunStatus>,
+    /// Only runs older than this id (the cursor from the previous page).
+    pub before: Option<RunId>,
+    pub limit: usize,
+}
+
+/// One page of results and the cursor for the next, absent on the last page.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Page<T> {
+    pub items: Vec<T>,
+    pub next: Option<RunId>,
+}
+
+/// Every attempt of one stage, with its inputs, outputs and errors: the stage I/O view.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StageIo {
+    pub run_id: RunId,
+    pub pipeline: String,
+    pub stage: String,
+    pub status: StageStatus,
+    pub attempts: Vec<Attempt>,
+}

@@ -1,0 +1,208 @@
+//! One attempt of one stage: breaker admission, execution, breaker bookkeeping, and the
+//! attempt's record, committed before the run's driver hears of it (so a stage is never
+//! treated as done before its result is durable).
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use super::breaker::{Admission, Transition};
+use super::host::Inner;
+use super::scheduler::{Msg, STOP_SHUTDOWN};
+use super::spec::Pipeline;
+use super::stage::{
+    AttemptIds, ExecCtx, ExecResult, Failure, Outcome, execute, process_start_time,
+};
+use crate::model::{AttemptStatus, EventKind, RunId, Timestamp, duration};
+use crate::store::{NewEvent, Op, clip, clip_json};
+
+/// How an attempt ended, as the driver needs to know it.
+#[derive(Debug)]
+pub(crate) enum AttemptEnd {
+    Succeeded(Value),
+    Failed(Failure),
+    /// Cancelled or interrupted: the driver knows which from its own stop state.
+    Stopped,
+}
+
+pub(crate) struct AttemptJob {
+    pub inner: Arc<Inner>,
+    pub run_id: RunId,
+    pub pipeline: Arc<Pipeline>,
+    pub idx: usize,
+    pub n: u32,
+    pub input: Value,
+    pub started_at: Timestamp,
+    pub cancel: CancellationToken,
+    pub stop: Arc<AtomicU8>,
+    pub tx: mpsc::UnboundedSender<Msg>,
+}
+
+pub(crate) async fn breaker_event(inner: &Inner, target: &str, t: Transition) {
+    tracing::info!(target_name = target, from = %t.from, to = %t.to, "circuit breaker changed");
+    inner
+        .writer
+        .send(vec![Op::Event(NewEvent {
+            at: inner.clock.timestamp(),
+            kind: EventKind::BreakerChanged,
+            run_id: None,
+            stage: None,
+            data: json!({"target": target, "from": t.from, "to": t.to}),
+        })])
+        .await;
+}
+
+pub(crate) async fn run(job: AttemptJob) {
+    let inner = &job.inner;
+    let stage = &job.pipeline.stages[job.idx];
+    let target = stage.breaker_target();
+    let mut probe = false;
+    let mut rejected: Option<Duration> = None;
+    if let Some(t) = &target {
+        let (admission, transition) = inner
+            .breakers
+            .with(t, |b| b.admit(&stage.breaker, inner.clock.now()));
+        if let Some(tr) = transition {
+            breaker_event(inner, t, tr).await;
+        }
+        match admission {
+            Admission::Allowed { probe: p } => probe = p,
+            Admission::Rejected { retry_after } => rejected = Some(retry_after),
+        }
+    }
+
+    let result = match (rejected, &target) {
+        (Some(after), Some(t)) => ExecResult::failed(Failure {
+            code: "breaker_open",
+            message: format!(
+                "the circuit breaker for {t} is open after repeated failures; it lets a probe through in about {}",
+                duration::format(after)
+            ),
+            retryable: true,
+            target_unhealthy: false,
+        }),
+        _ => {
+            let writer = inner.writer.clone();
+            let stage_id = stage.id.clone();
+            let (run_id, n) = (job.run_id, job.n);
+            let on_spawn = move |pid: u32| {
+                writer.send_now(vec![Op::AttemptProcess {
+                    run_id,
+                    stage: stage_id.clone(),
+                    n,
+                    pid: i64::from(pid),
+                    pid_start: process_start_time(pid),
+                }]);
+            };
+            let ctx = ExecCtx {
+                input: &job.input,
+                timeout: Duration::from_millis(stage.timeout_ms),
+                cancel: &job.cancel,
+                clock: inner.clock.as_ref(),
+                limit: inner.limit,
+                workspace: &inner.ws.dir,
+                http: &inner.http,
+                ids: AttemptIds {
+                    run_id: job.run_id.0,
+                    pipeline: &job.pipeline.name,
+                    stage: &stage.id,
+                    attempt: job.n,
+                },
+                on_spawn: &on_spawn,
+            };
+            execute(stage, &ctx).await
+        }
+    };
+
+    if rejected.is_none()
+        && let Some(t) = &target
+    {
+        let now = inner.clock.now();
+        let transition = inner.breakers.with(t, |b| match &result.outcome {
+            Outcome::Succeeded => b.record(true, probe, &stage.breaker, now),
+            Outcome::Failed(f) => b.record(!f.target_unhealthy, probe, &stage.breaker, now),
+            Outcome::Cancelled => {
+                b.release_probe(probe);
+                None
+            }
+        });
+        if let Some(tr) = transition {
+            breaker_event(inner, t, tr).await;
+        }
+    }
+
+    let finished_at = inner.clock.timestamp();
+    let (status, error) = match &result.outcome {
+        Outcome::Succeeded => (AttemptStatus::Succeeded, None),
+        Outcome::Failed(f) => (
+            AttemptStatus::Failed,
+            Some((f.code.to_string(), f.message.clone())),
+        ),
+        Outcome::Cancelled if job.stop.load(Ordering::SeqCst) == STOP_SHUTDOWN => (
+            AttemptStatus::Interrupted,
+            Some((
+                "interrupted".to_string(),
+                "the host shut down during this attempt".to_string(),
+            )),
+        ),
+        Outcome::Cancelled => (
+            AttemptStatus::Cancelled,
+            Some((
+                "cancelled".to_string(),
+                "the run was cancelled during this attempt".to_string(),
+            )),
+        ),
+    };
+    let (output, output_truncated, output_bytes) = match &result.output {
+        // The executor already kept only the head (plus its marker): store it as it is.
+        Some(o) if o.truncated => (Some(o.value.to_string()), true, Some(o.bytes)),
+        Some(o) => {
+            let (text, cut, total) = clip_json(&o.value, inner.limit);
+            (Some(text), cut, Some(total))
+        }
+        None => (None, false, None),
+    };
+    let duration_ms = finished_at.millis_since(job.started_at);
+    let error_json = error
+        .as_ref()
+        .map(|(code, message)| json!({"code": code, "message": message}));
+    let ops = vec![
+        Op::FinishAttempt {
+            run_id: job.run_id,
+            stage: stage.id.clone(),
+            n: job.n,
+            status,
+            finished_at,
+            duration_ms,
+            output,
+            output_truncated,
+            output_bytes,
+            stderr: result.stderr.clone().map(|s| clip(s, inner.limit).0),
+            error,
+        },
+        Op::stage_event(
+            finished_at,
+            EventKind::StageFinished,
+            job.run_id,
+            &stage.id,
+            json!({"attempt": job.n, "status": status, "duration_ms": duration_ms, "error": error_json}),
+        ),
+    ];
+    if let Err(e) = inner.writer.commit(ops).await {
+        tracing::error!(run = %job.run_id, stage = %stage.id, error = %e, "could not record an attempt");
+    }
+    let end = match result.outcome {
+        Outcome::Succeeded => AttemptEnd::Succeeded(result.output.map_or(Value::Null, |o| o.value)),
+        Outcome::Failed(f) => AttemptEnd::Failed(f),
+        Outcome::Cancelled => AttemptEnd::Stopped,
+    };
+    let _ = job.tx.send(Msg::Done {
+        idx: job.idx,
+        n: job.n,
+        end,
+    });
+}

@@ -1,0 +1,603 @@
+//! The host: the one process that runs a workspace's pipelines. It holds the workspace lock,
+//! owns the store's writer, resumes runs a crashed host left behind, fires schedules, and is
+//! the only way to change state. Read-only access needs no host: see [`open_reader`].
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use serde_json::{Map, Value, json};
+use tokio::sync::{broadcast, oneshot};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use super::breaker::Breakers;
+use super::clock::{Clock, SystemClock};
+use super::error::{Result, RuntimeError};
+use super::lock::{HostInfo, HostLock, LockError};
+use super::rng::Rng;
+use super::scheduler::{self, ActiveRun, Control, Reset};
+use super::stage::{http_client, kill_orphan};
+use super::triggers;
+use super::workspace::Workspace;
+use crate::model::{
+    DlqEntry, DlqId, Event, EventKind, Page, Run, RunId, RunQuery, RunStatus, RunSummary, StageIo,
+    StageStatus, Timestamp, Trigger,
+};
+use crate::store::{self, NewEvent, NewStage, Op, ReadPool, Reader, Writer, WriterThread, schema};
+
+/// How a host behaves; `command` names it in `host.json` and in "hosted by" messages.
+pub struct HostOptions {
+    pub command: String,
+    /// Fire pipeline schedules (serve and the dashboard do; one-shot commands do not).
+    pub schedules: bool,
+    /// Resume every `interrupted` run at start.
+    pub resume_interrupted: bool,
+    pub clock: Arc<dyn Clock>,
+    /// Seed for retry jitter; random when absent.
+    pub seed: Option<u64>,
+}
+
+impl HostOptions {
+    /// Options for a one-shot command that hosts the workspace only while it works.
+    pub fn new(command: impl Into<String>) -> Self {
+        HostOptions {
+            command: command.into(),
+            schedules: false,
+            resume_interrupted: false,
+            clock: Arc::new(SystemClock),
+            seed: None,
+        }
+    }
+
+    /// Options for a long-lived host (`serve`, the dashboard): schedules fire and interrupted
+    /// runs resume.
+    pub fn long_lived(command: impl Into<String>) -> Self {
+        HostOptions {
+            schedules: true,
+            resume_interrupted: true,
+            ..HostOptions::new(command)
+        }
+    }
+}
+
+/// Shared state of a host, used by drivers, attempts and schedule tasks.
+pub(crate) struct Inner {
+    pub(crate) ws: Workspace,
+    pub(crate) clock: Arc<dyn Clock>,
+    pub(crate) writer: Writer,
+    pub(crate) reads: ReadPool,
+    pub(crate) breakers: Breakers,
+    pub(crate) rng: Mutex<Rng>,
+    pub(crate) http: reqwest::Client,
+    pub(crate) active: Mutex<HashMap<RunId, ActiveRun>>,
+    pub(crate) next_dlq: AtomicI64,
+    pub(crate) shutdown: CancellationToken,
+    pub(crate) tasks: TaskTracker,
+    pub(crate) limit: usize,
+    next_run: AtomicI64,
+    events: broadcast::Sender<Event>,
+}
+
+/// A running host. Cloning shares it.
+#[derive(Clone)]
+pub struct Host {
+    inner: Arc<Inner>,
+    parts: Arc<Mutex<Option<(WriterThread, HostLock)>>>,
+}
+
+#[allow(clippy::needless_pass_by_value)] // used as `map_err(hosted)`
+fn hosted(e: LockError) -> RuntimeError {
+    match e {
+        LockError::Held(_) => RuntimeError::Hosted(e.to_string()),
+        LockError::Io { .. } => RuntimeError::Io(e.to_string()),
+    }
+}
+
+fn kill_orphans(orphans: &[store::Orphan]) {
+    for o in orphans {
+        if kill_orphan(o.pid, o.pid_start) {
+            tracing::warn!(
+                pid = o.pid,
+                "killed the process group of an attempt whose host had died"
+            );
+        }
+    }
+}
+
+/// If no host holds the workspace, marks any runs a dead host left behind as `interrupted`.
+/// Read-only commands call this so a crashed run never looks alive.
+pub fn recover_if_unhosted(ws: &Workspace) -> Result<()> {
+    let Some(lock) = HostLock::try_quiet(&ws.state_dir()).map_err(hosted)? else {
+        return Ok(());
+    };
+    let mut conn = store::connect(&ws.db_path(), true)?;
+    schema::migrate(&mut conn)?;
+    let (runs, orphans) =
+        store::mark_interrupted(&mut conn, Timestamp::from_datetime(chrono::Utc::now()))?;
+    if !runs.is_empty() {
+        tracing::warn!(?runs, "marked runs of a stopped host as interrupted");
+    }
+    kill_orphans(&orphans);
+    drop(conn);
+    drop(lock);
+    Ok(())
+}
+
+/// A reader on the workspace's store, usable while another process hosts it.
+pub fn open_reader(ws: &Workspace) -> Result<Reader> {
+    recover_if_unhosted(ws)?;
+    Ok(Reader::open(&ws.db_path())?)
+}
+
+fn not_found_run(id: RunId) -> RuntimeError {
+    RuntimeError::NotFound(format!(
+        "there is no run {id}; list runs with `opsdeck runs`"
+    ))
+}
+
+impl Host {
+    /// Takes the workspace lock, opens the store (recovering after a crash) and starts.
+    pub async fn start(ws: Workspace, opts: HostOptions) -> Result<Host> {
+        let state_dir = ws.state_dir();
+        let info = HostInfo {
+            pid: std::process::id(),
+            command: opts.command.clone(),
+            started_at: opts.clock.timestamp(),
+            address: None,
+        };
+        let lock = HostLock::acquire(&state_dir, &info).map_err(hosted)?;
+        let db = ws.db_path();
+        let mut conn = store::connect(&db, true)?;
+        schema::migrate(&mut conn)?;
+        let (recovered, orphans) = store::mark_interrupted(&mut conn, opts.clock.timestamp())?;
+        if !recovered.is_empty() {
+            tracing::warn!(runs = ?recovered, "runs of a stopped host were interrupted");
+        }
+        kill_orphans(&orphans);
+        let (next_run, next_dlq) = Reader::open(&db)?.next_ids()?;
+        let (events, _) = broadcast::channel(4096);
+        let (writer, thread) = Writer::spawn(conn, events.clone())?;
+        let limit = usize::try_from(ws.settings.store.max_output_bytes).unwrap_or(usize::MAX);
+        let inner = Arc::new(Inner {
+            reads: ReadPool::new(&db),
+            ws,
+            clock: opts.clock,
+            writer,
+            breakers: Breakers::default(),
+            rng: Mutex::new(opts.seed.map_or_else(Rng::from_entropy, Rng::new)),
+            http: http_client(),
+            active: Mutex::new(HashMap::new()),
+            next_dlq: AtomicI64::new(next_dlq),
+            shutdown: CancellationToken::new(),
+            tasks: TaskTracker::new(),
+            limit,
+            next_run: AtomicI64::new(next_run),
+            events,
+        });
+        let host = Host {
+            inner,
+            parts: Arc::new(Mutex::new(Some((thread, lock)))),
+        };
+        tracing::info!(workspace = %host.inner.ws.dir.display(), command = %opts.command, "host started");
+        if opts.resume_interrupted {
+            let ids = host
+                .inner
+                .reads
+                .with(|r| r.run_ids_with_status(RunStatus::Interrupted))
+                .await?;
+            for id in ids {
+                if let Err(e) = host.resume_run(id).await {
+                    tracing::warn!(run = %id, error = %e, "could not resume an interrupted run");
+                }
+            }
+        }
+        if opts.schedules {
+            triggers::start(&host.inner);
+        }
+        Ok(host)
+    }
+
+    pub fn workspace(&self) -> &Workspace {
+        &self.inner.ws
+    }
+
+    /// Live events, published once committed. A receiver that falls behind gets `Lagged` and
+    /// should catch up from the store with [`Host::events`].
+    pub fn subscribe(&self) -> broadcast::Receiver<Event> {
+        self.inner.events.subscribe()
+    }
+
+    /// Records a new run and starts it; returns once the run is durably recorded.
+    pub async fn start_run(
+        &self,
+        pipeline: &str,
+        params: &Map<String, Value>,
+        trigger: Trigger,
+    ) -> Result<RunId> {
+        start_run(&self.inner, pipeline, params, trigger).await
+    }
+
+    pub fn is_active(&self, id: RunId) -> bool {
+        self.inner
+            .active
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .contains_key(&id)
+    }
+
+    /// Waits until the run is no longer active and returns its stored status.
+    pub async fn wait(&self, id: RunId) -> Result<RunStatus> {
+        loop {
+            let done = {
+                let active = self
+                    .inner
+                    .active
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+                active.get(&id).map(|a| a.done.clone())
+            };
+            match done {
+                Some(mut rx) => {
+                    let _ = rx.wait_for(Option::is_some).await;
+                }
+                None => break,
+            }
+        }
+        let summary = self.inner.reads.with(move |r| r.run_summary(id)).await?;
+        summary.map(|s| s.status).ok_or_else(|| not_found_run(id))
+    }
+
+    fn refuse_when_stopping(&self) -> Result<()> {
+        if self.inner.shutdown.is_cancelled() {
+            return Err(RuntimeError::Conflict("the host is shutting down".into()));
+        }
+        Ok(())
+    }
+
+    async fn summary(&self, id: RunId) -> Result<RunSummary> {
+        self.inner
+            .reads
+            .with(move |r| r.run_summary(id))
+            .await?
+            .ok_or_else(|| not_found_run(id))
+    }
+
+    /// Cancels a run: an active run's attempts are killed and it ends `cancelled`; a pending or
+    /// interrupted run is marked `cancelled` at once.
+    pub async fn cancel_run(&self, id: RunId, reason: &str) -> Result<()> {
+        let (ack, acked) = oneshot::channel();
+        let sent = {
+            let active = self
+                .inner
+                .active
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            active.get(&id).is_some_and(|a| {
+                a.send(Control::Cancel {
+                    reason: reason.to_string(),
+                    ack,
+                })
+            })
+        };
+        if sent {
+            let _ = acked.await;
+            return Ok(());
+        }
+        let summary = self.summary(id).await?;
+        if summary.status.is_finished() {
+            return Err(RuntimeError::Conflict(format!(
+                "run {id} already finished ({}); there is nothing to cancel",
+                summary.status
+            )));
+        }
+        let loaded = self
+            .inner
+            .reads
+            .with(move |r| r.load_run(id))
+            .await?
+            .ok_or_else(|| not_found_run(id))?;
+        let now = self.inner.clock.timestamp();
+        let mut ops = vec![Op::UpdateRun {
+            id,
+            status: RunStatus::Cancelled,
+            started_at: None,
+            finished_at: Some(now),
+        }];
+        for (stage, status, _, _) in loaded.stages {
+            let to = match status {
+                StageStatus::Pending => StageStatus::Skipped,
+                StageStatus::Running | StageStatus::Retrying | StageStatus::Interrupted => {
+                    StageStatus::Cancelled
+                }
+                _ => continue,
+            };
+            ops.push(Op::UpdateStage {
+                run_id: id,
+                stage,
+                status: to,
+            });
+        }
+        ops.push(Op::run_event(
+            now,
+            EventKind::RunFinished,
+            id,
+            json!({"status": RunStatus::Cancelled, "reason": reason}),
+        ));
+        self.inner.writer.commit(ops).await?;
+        Ok(())
+    }
+
+    /// Re-runs a failed or cancelled run from its failed stages, keeping what succeeded.
+    pub async fn retry_run(&self, id: RunId) -> Result<()> {
+        self.refuse_when_stopping()?;
+        if self.is_active(id) {
+            return Err(RuntimeError::Conflict(format!(
+                "run {id} is still running; wait for it or cancel it first"
+            )));
+        }
+        let summary = self.summary(id).await?;
+        match summary.status {
+            RunStatus::Failed | RunStatus::Cancelled => {}
+            RunStatus::Interrupted => {
+                return Err(RuntimeError::Conflict(format!(
+                    "run {id} was interrupted, not failed; continue it with `opsdeck runs resume {id}`"
+                )));
+            }
+            s => {
+                return Err(RuntimeError::Conflict(format!(
+                    "run {id} is {s}; only failed or cancelled runs can be retried"
+                )));
+            }
+        }
+        let entries = self.inner.reads.with(move |r| r.dlq_for_run(id)).await?;
+        let now = self.inner.clock.timestamp();
+        let mut ops = Vec::new();
+        for e in &entries {
+            ops.push(Op::DeleteDlq { id: e.id });
+            ops.push(Op::stage_event(
+                now,
+                EventKind::DlqRequeued,
+                id,
+                &e.stage,
+                json!({"dlq_id": e.id, "reason": "run retried"}),
+            ));
+        }
+        ops.push(Op::Event(NewEvent {
+            at: now,
+            kind: EventKind::RunRetried,
+            run_id: Some(id),
+            stage: None,
+            data: json!({}),
+        }));
+        scheduler::launch(&self.inner, id, Reset::Retry, ops).await
+    }
+
+    /// Continues an interrupted run: finished stages keep their results and are not run again.
+    pub async fn resume_run(&self, id: RunId) -> Result<()> {
+        self.refuse_when_stopping()?;
+        if self.is_active(id) {
+            return Err(RuntimeError::Conflict(format!(
+                "run {id} is already running"
+            )));
+        }
+        let summary = self.summary(id).await?;
+        if summary.status != RunStatus::Interrupted {
+            let hint = if matches!(summary.status, RunStatus::Failed | RunStatus::Cancelled) {
+                format!("; re-run its failed stages with `opsdeck runs retry {id}`")
+            } else {
+                String::new()
+            };
+            return Err(RuntimeError::Conflict(format!(
+                "run {id} is {}, not interrupted; only interrupted runs can be resumed{hint}",
+                summary.status
+            )));
+        }
+        let now = self.inner.clock.timestamp();
+        let ops = vec![Op::Event(NewEvent {
+            at: now,
+            kind: EventKind::RunResumed,
+            run_id: Some(id),
+            stage: None,
+            data: json!({}),
+        })];
+        scheduler::launch(&self.inner, id, Reset::Resume, ops).await
+    }
+
+    /// Gives a dead-lettered stage a new attempt in its run; returns the run.
+    pub async fn requeue(&self, dlq: DlqId) -> Result<RunId> {
+        self.refuse_when_stopping()?;
+        let entry = self.dlq_entry(dlq).await?;
+        let now = self.inner.clock.timestamp();
+        let ops = vec![
+            Op::DeleteDlq { id: dlq },
+            Op::stage_event(
+                now,
+                EventKind::DlqRequeued,
+                entry.run_id,
+                &entry.stage,
+                json!({"dlq_id": dlq}),
+            ),
+        ];
+        let (ack, acked) = oneshot::channel();
+        let control = Control::Reopen {
+            stages: vec![entry.stage.clone()],
+            ops: ops.clone(),
+            ack,
+        };
+        let sent = {
+            let active = self
+                .inner
+                .active
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            active.get(&entry.run_id).is_some_and(|a| a.send(control))
+        };
+        if sent {
+            acked.await.map_err(|_| {
+                RuntimeError::Conflict("the run ended before the requeue was applied".into())
+            })??;
+        } else {
+            scheduler::launch(
+                &self.inner,
+                entry.run_id,
+                Reset::Stages(vec![entry.stage.clone()]),
+                ops,
+            )
+            .await?;
+        }
+        Ok(entry.run_id)
+    }
+
+    /// Removes a dead-letter entry; its run stays failed.
+    pub async fn discard(&self, dlq: DlqId, reason: &str) -> Result<DlqEntry> {
+        let entry = self.dlq_entry(dlq).await?;
+        let now = self.inner.clock.timestamp();
+        self.inner
+            .writer
+            .commit(vec![
+                Op::DeleteDlq { id: dlq },
+                Op::stage_event(
+                    now,
+                    EventKind::DlqDiscarded,
+                    entry.run_id,
+                    &entry.stage,
+                    json!({"dlq_id": dlq, "reason": reason}),
+                ),
+            ])
+            .await?;
+        Ok(entry)
+    }
+
+    async fn dlq_entry(&self, id: DlqId) -> Result<DlqEntry> {
+        self.inner
+            .reads
+            .with(move |r| r.dlq_entry(id))
+            .await?
+            .ok_or_else(|| {
+                RuntimeError::NotFound(format!(
+                    "there is no dead-letter entry {id}; list them with `opsdeck dlq list`"
+                ))
+            })
+    }
+
+    pub async fn runs(&self, q: RunQuery) -> Result<Page<RunSummary>> {
+        Ok(self.inner.reads.with(move |r| r.runs(&q)).await?)
+    }
+
+    pub async fn run(&self, id: RunId) -> Result<Run> {
+        self.inner
+            .reads
+            .with(move |r| r.run(id))
+            .await?
+            .ok_or_else(|| not_found_run(id))
+    }
+
+    pub async fn stage_io(&self, id: RunId, stage: &str) -> Result<StageIo> {
+        let s = stage.to_string();
+        let io = self.inner.reads.with(move |r| r.stage_io(id, &s)).await?;
+        match io {
+            Some(io) => Ok(io),
+            None => {
+                let ids = self.inner.reads.with(move |r| r.stage_ids(id)).await?;
+                if ids.is_empty() {
+                    Err(not_found_run(id))
+                } else {
+                    Err(RuntimeError::NotFound(format!(
+                        "run {id} has no stage `{stage}`; stages: {}",
+                        ids.join(", ")
+                    )))
+                }
+            }
+        }
+    }
+
+    pub async fn dlq(&self) -> Result<Vec<DlqEntry>> {
+        Ok(self.inner.reads.with(Reader::dlq).await?)
+    }
+
+    /// Stored events after `since`, oldest first.
+    pub async fn events(&self, since: u64, limit: usize) -> Result<Vec<Event>> {
+        Ok(self
+            .inner
+            .reads
+            .with(move |r| r.events(since, limit))
+            .await?)
+    }
+
+    /// Stops schedules, interrupts active runs (they resume when a host next starts), writes
+    /// everything queued, and releases the workspace.
+    pub async fn shutdown(&self) {
+        self.inner.shutdown.cancel();
+        self.inner.tasks.close();
+        self.inner.tasks.wait().await;
+        self.inner.writer.close().await;
+        let parts = self
+            .parts
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take();
+        if let Some((thread, lock)) = parts {
+            let _ = tokio::task::spawn_blocking(move || thread.join()).await;
+            drop(lock);
+        }
+        tracing::info!("host stopped");
+    }
+}
+
+pub(crate) async fn start_run(
+    inner: &Arc<Inner>,
+    pipeline: &str,
+    params: &Map<String, Value>,
+    trigger: Trigger,
+) -> Result<RunId> {
+    if inner.shutdown.is_cancelled() {
+        return Err(RuntimeError::Conflict("the host is shutting down".into()));
+    }
+    let p = inner
+        .ws
+        .pipeline(pipeline)
+        .map_err(RuntimeError::BadInput)?;
+    let params = p.params_from_json(params).map_err(RuntimeError::BadInput)?;
+    let id = RunId(inner.next_run.fetch_add(1, Ordering::SeqCst));
+    let now = inner.clock.timestamp();
+    let spec = serde_json::to_string(p.as_ref()).map_err(|e| RuntimeError::Io(e.to_string()))?;
+    let params_text = Value::Object(params.clone()).to_string();
+    let ops = vec![
+        Op::InsertRun {
+            id,
+            pipeline: p.name.clone(),
+            trigger,
+            params: params_text,
+            spec,
+            created_at: now,
+            stages: p
+                .stages
+                .iter()
+                .map(|s| NewStage {
+                    id: s.id.clone(),
+                    kind: s.kind.name().to_string(),
+                    needs: s.needs.clone(),
+                })
+                .collect(),
+        },
+        Op::run_event(
+            now,
+            EventKind::RunCreated,
+            id,
+            json!({"pipeline": p.name, "trigger": trigger, "params": params}),
+        ),
+    ];
+    inner.writer.commit(ops).await?;
+    scheduler::launch(inner, id, Reset::New, Vec::new()).await?;
+    Ok(id)
+}
+
+impl Inner {
+    pub(crate) fn is_active(&self, id: RunId) -> bool {
+        self.active
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .contains_key(&id)
+    }
+}

@@ -1,0 +1,184 @@
+//! At most one host per workspace: an exclusive advisory lock on `.opsdeck/host.lock`, plus
+//! `.opsdeck/host.json` naming the holder so a second host can say who is in the way. The
+//! kernel drops the lock when the holder dies, however it dies, which is how the next process
+//! knows a crashed host's runs were interrupted.
+
+use std::fs::{File, OpenOptions, TryLockError};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::model::Timestamp;
+
+/// Who hosts a workspace, published in `host.json`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HostInfo {
+    pub pid: u32,
+    /// The command line that hosts it, such as `opsdeck serve`.
+    pub command: String,
+    pub started_at: Timestamp,
+    /// Where the host can be reached, once it serves HTTP.
+    pub address: Option<String>,
+}
+
+impl HostInfo {
+    pub fn describe(&self) -> String {
+        format!(
+            "`{}` (pid {}, running since {})",
+            self.command, self.pid, self.started_at
+        )
+    }
+}
+
+/// A held workspace lock; released (and `host.json` removed) on drop.
+#[derive(Debug)]
+pub struct HostLock {
+    info_path: Option<PathBuf>,
+    _file: File,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum LockError {
+    #[error("{}", held_message(.0.as_ref()))]
+    Held(Option<HostInfo>),
+    #[error("cannot use the workspace lock {path}: {message}")]
+    Io { path: String, message: String },
+}
+
+fn held_message(info: Option<&HostInfo>) -> String {
+    match info {
+        Some(i) => format!("the workspace is hosted by {}", i.describe()),
+        None => "the workspace is hosted by another opsdeck process".to_string(),
+    }
+}
+
+fn lock_path(state_dir: &Path) -> PathBuf {
+    state_dir.join("host.lock")
+}
+
+fn info_path(state_dir: &Path) -> PathBuf {
+    state_dir.join("host.json")
+}
+
+fn open(state_dir: &Path) -> Result<File, LockError> {
+    let path = lock_path(state_dir);
+    std::fs::create_dir_all(state_dir)
+        .and_then(|()| {
+            OpenOptions::new()
+                .create(true)
+                .truncate(false)
+                .write(true)
+                .open(&path)
+        })
+        .map_err(|e| LockError::Io {
+            path: path.display().to_string(),
+            message: e.to_string(),
+        })
+}
+
+fn try_lock(file: &File, state_dir: &Path) -> Result<bool, LockError> {
+    match file.try_lock() {
+        Ok(()) => Ok(true),
+        Err(TryLockError::WouldBlock) => Ok(false),
+        Err(TryLockError::Error(e)) => Err(LockError::Io {
+            path: lock_path(state_dir).display().to_string(),
+            message: e.to_string(),
+        }),
+    }
+}
+
+impl HostLock {
+    /// Takes the lock to host the workspace and publishes `info`. Waits up to a second, since
+    /// a read-only command may hold the lock for a moment while it recovers a crashed host's runs.
+    pub fn acquire(state_dir: &Path, info: &HostInfo) -> Result<HostLock, LockError> {
+        let file = open(state_dir)?;
+        for attempt in 0..20 {
+            if try_lock(&file, state_dir)? {
+                let path = info_path(state_dir);
+                let tmp = state_dir.join("host.json.tmp");
+                let text = serde_json::to_string_pretty(info).unwrap_or_default();
+                std::fs::write(&tmp, text)
+                    .and_then(|()| std::fs::rename(&tmp, &path))
+                    .map_err(|e| LockError::Io {
+                        path: path.display().to_string(),
+                        message: e.to_string(),
+                    })?;
+                return Ok(HostLock {
+                    info_path: Some(path),
+                    _file: file,
+                });
+            }
+            if attempt < 19 {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+        Err(LockError::Held(Self::holder(state_dir)))
+    }
+
+    /// Takes the lock only if it is free right now, without publishing anything: for a
+    /// read-only command that wants to recover a crashed host's runs.
+    pub fn try_quiet(state_dir: &Path) -> Result<Option<HostLock>, LockError> {
+        let file = open(state_dir)?;
+        Ok(try_lock(&file, state_dir)?.then_some(HostLock {
+            info_path: None,
+            _file: file,
+        }))
+    }
+
+    /// The current host, if one holds the lock and has published itself.
+    pub fn holder(state_dir: &Path) -> Option<HostInfo> {
+        let file = open(state_dir).ok()?;
+        if try_lock(&file, state_dir).ok()? {
+            // Nobody holds it: any host.json is stale.
+            return None;
+        }
+        let text = std::fs::read_to_string(info_path(state_dir)).ok()?;
+        serde_json::from_str(&text).ok()
+    }
+
+    /// Records where the host can be reached (for commands that talk to it).
+    pub fn set_address(&self, info: &HostInfo) {
+        if let Some(path) = &self.info_path
+            && let Ok(text) = serde_json::to_string_pretty(info)
+        {
+            let _ = std::fs::write(path, text);
+        }
+    }
+}
+
+impl Drop for HostLock {
+    fn drop(&mut self) {
+        if let Some(path) = &self.info_path {
+            let _ = std::fs::remove_file(path);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_second_host_is_refused_and_told_who_holds_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let info = HostInfo {
+            pid: 4242,
+            command: "opsdeck serve".into(),
+            started_at: Timestamp::from_millis(0),
+            address: None,
+        };
+        let held = HostLock::acquire(dir.path(), &info).unwrap();
+        assert!(HostLock::try_quiet(dir.path()).unwrap().is_none());
+        let err = HostLock::acquire(dir.path(), &info)
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            err,
+            "the workspace is hosted by `opsdeck serve` (pid 4242, running since 1970-01-01T00:00:00.000Z)"
+        );
+        drop(held);
+        assert!(!dir.path().join("host.json").exists());
+        assert!(HostLock::try_quiet(dir.path()).unwrap().is_some());
+    }
+}

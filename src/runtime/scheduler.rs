@@ -1,0 +1,686 @@
+//! Runs one run's DAG: a stage starts as soon as every stage it needs has succeeded, up to the
+//! pipeline's `concurrency`; failures retry with backoff, then go to the dead-letter queue and
+//! skip their dependents while independent branches carry on. One driver task per active run
+//! owns that run's state; nothing else mutates it.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU8, Ordering};
+
+use serde_json::{Map, Value, json};
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio_util::sync::CancellationToken;
+
+use super::attempt::{self, AttemptEnd, AttemptJob};
+use super::error::{Result, RuntimeError};
+use super::host::Inner;
+use super::spec::Pipeline;
+use crate::model::{
+    AttemptError, DlqEntry, DlqId, EventKind, RunId, RunStatus, StageStatus, Timestamp,
+};
+use crate::store::{Op, clip_json};
+
+pub(crate) const STOP_NONE: u8 = 0;
+pub(crate) const STOP_CANCEL: u8 = 1;
+pub(crate) const STOP_SHUTDOWN: u8 = 2;
+
+/// Which stages a (re)started driver should run again.
+#[derive(Debug, Clone)]
+pub(crate) enum Reset {
+    /// A run that has just been created.
+    New,
+    /// Continue an interrupted run: stages that were in flight run again; failures stay.
+    Resume,
+    /// Re-run every failed, cancelled and skipped stage, keeping what succeeded.
+    Retry,
+    /// Give these stages a new attempt (a requeued dead-letter entry) and un-skip dependents.
+    Stages(Vec<String>),
+}
+
+/// Messages from attempt and timer tasks to their driver.
+#[derive(Debug)]
+pub(crate) enum Msg {
+    Done { idx: usize, n: u32, end: AttemptEnd },
+    RetryDue { idx: usize, n: u32 },
+}
+
+/// Requests from the host to a running driver.
+pub(crate) enum Control {
+    Cancel {
+        reason: String,
+        ack: oneshot::Sender<()>,
+    },
+    Reopen {
+        stages: Vec<String>,
+        ops: Vec<Op>,
+        ack: oneshot::Sender<Result<()>>,
+    },
+}
+
+/// The host's handle on an active run.
+pub(crate) struct ActiveRun {
+    control: mpsc::UnboundedSender<Control>,
+    pub(crate) done: watch::Receiver<Option<RunStatus>>,
+}
+
+impl ActiveRun {
+    pub(crate) fn send(&self, c: Control) -> bool {
+        self.control.send(c).is_ok()
+    }
+}
+
+struct StageState {
+    status: StageStatus,
+    attempts: u32,
+    output: Option<Value>,
+    /// For a retrying stage: its backoff has elapsed.
+    due: bool,
+}
+
+struct Driver {
+    inner: Arc<Inner>,
+    id: RunId,
+    pipeline: Arc<Pipeline>,
+    params: Value,
+    needs: Vec<Vec<usize>>,
+    states: Vec<StageState>,
+    running: usize,
+    tx: mpsc::UnboundedSender<Msg>,
+    rx: mpsc::UnboundedReceiver<Msg>,
+    control: mpsc::UnboundedReceiver<Control>,
+    done: watch::Sender<Option<RunStatus>>,
+    cancel: CancellationToken,
+    stop: Arc<AtomicU8>,
+    started_at: Timestamp,
+}
+
+/// Starts (or restarts) the driver of a run from what the store holds, after committing
+/// `ops` (the events that explain why) together with the run's move to `running`.
+pub(crate) async fn launch(
+    inner: &Arc<Inner>,
+    id: RunId,
+    reset: Reset,
+    mut ops: Vec<Op>,
+) -> Result<()> {
+    let loaded = inner
+        .reads
+        .with(move |r| r.load_run(id))
+        .await?
+        .ok_or_else(|| RuntimeError::NotFound(format!("there is no run {id}")))?;
+    let pipeline: Pipeline = serde_json::from_str(&loaded.spec).map_err(|e| {
+        RuntimeError::Io(format!(
+            "run {id} has a definition this opsdeck cannot read: {e}"
+        ))
+    })?;
+    let index: HashMap<&str, usize> = pipeline
+        .stages
+        .iter()
+        .enumerate()
+        .map(|(i, s)| (s.id.as_str(), i))
+        .collect();
+    let needs = pipeline
+        .stages
+        .iter()
+        .map(|s| {
+            s.needs
+                .iter()
+                .filter_map(|n| index.get(n.as_str()).copied())
+                .collect()
+        })
+        .collect();
+    let mut states: Vec<StageState> = pipeline
+        .stages
+        .iter()
+        .map(|_| StageState {
+            status: StageStatus::Pending,
+            attempts: 0,
+            output: None,
+            due: false,
+        })
+        .collect();
+    let mut stored: Vec<StageStatus> = vec![StageStatus::Pending; states.len()];
+    for (stage_id, status, attempts, output) in loaded.stages {
+        if let Some(&i) = index.get(stage_id.as_str()) {
+            stored[i] = status;
+            // Nothing runs without a driver, so anything in flight starts over.
+            let status = match status {
+                StageStatus::Running | StageStatus::Retrying | StageStatus::Interrupted => {
+                    StageStatus::Pending
+                }
+                s => s,
+            };
+            states[i] = StageState {
+                status,
+                attempts,
+                output,
+                due: false,
+            };
+        }
+    }
+    let now = inner.clock.timestamp();
+    let (tx, rx) = mpsc::unbounded_channel();
+    let (control_tx, control_rx) = mpsc::unbounded_channel();
+    let (done_tx, done_rx) = watch::channel(None);
+    let mut driver = Driver {
+        inner: inner.clone(),
+        id,
+        pipeline: Arc::new(pipeline),
+        params: loaded.params,
+        needs,
+        states,
+        running: 0,
+        tx,
+        rx,
+        control: control_rx,
+        done: done_tx,
+        cancel: CancellationToken::new(),
+        stop: Arc::new(AtomicU8::new(STOP_NONE)),
+        started_at: loaded.started_at.unwrap_or(now),
+    };
+    let to_reset: Vec<String> = match &reset {
+        Reset::New | Reset::Resume => Vec::new(),
+        Reset::Retry => driver
+            .pipeline
+            .stages
+            .iter()
+            .map(|s| s.id.clone())
+            .collect(),
+        Reset::Stages(list) => list.clone(),
+    };
+    driver.reopen_stages(&to_reset);
+    for (i, st) in driver.states.iter().enumerate() {
+        if st.status != stored[i] {
+            ops.push(Op::UpdateStage {
+                run_id: id,
+                stage: driver.pipeline.stages[i].id.clone(),
+                status: st.status,
+            });
+        }
+    }
+    ops.insert(
+        0,
+        Op::UpdateRun {
+            id,
+            status: RunStatus::Running,
+            started_at: Some(now),
+            finished_at: None,
+        },
+    );
+    if matches!(reset, Reset::New) {
+        ops.push(Op::run_event(
+            now,
+            EventKind::RunStarted,
+            id,
+            json!({"pipeline": driver.pipeline.name}),
+        ));
+    }
+    {
+        let mut active = inner
+            .active
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if active.contains_key(&id) {
+            return Err(RuntimeError::Conflict(format!(
+                "run {id} is already running"
+            )));
+        }
+        active.insert(
+            id,
+            ActiveRun {
+                control: control_tx,
+                done: done_rx,
+            },
+        );
+    }
+    if let Err(e) = inner.writer.commit(ops).await {
+        inner
+            .active
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .remove(&id);
+        return Err(e.into());
+    }
+    inner.tasks.spawn(driver.drive());
+    Ok(())
+}
+
+impl Driver {
+    fn stage_id(&self, idx: usize) -> &str {
+        &self.pipeline.stages[idx].id
+    }
+
+    fn stopping(&self) -> bool {
+        self.stop.load(Ordering::SeqCst) != STOP_NONE
+    }
+
+    /// Puts the named stages (if they ended badly) and every skipped stage back to pending;
+    /// stages still blocked by a failure are skipped again on the next pass.
+    fn reopen_stages(&mut self, stages: &[String]) {
+        if stages.is_empty() {
+            return;
+        }
+        for (i, st) in self.states.iter_mut().enumerate() {
+            let named = stages.iter().any(|s| *s == self.pipeline.stages[i].id);
+            let bad = matches!(
+                st.status,
+                StageStatus::Failed | StageStatus::Cancelled | StageStatus::Skipped
+            );
+            if (named && bad) || st.status == StageStatus::Skipped {
+                st.status = StageStatus::Pending;
+                st.due = false;
+            }
+        }
+    }
+
+    fn input_for(&self, idx: usize) -> Value {
+        let mut stages = Map::new();
+        for &n in &self.needs[idx] {
+            stages.insert(
+                self.stage_id(n).to_string(),
+                self.states[n].output.clone().unwrap_or(Value::Null),
+            );
+        }
+        json!({"params": self.params, "stages": stages})
+    }
+
+    async fn drive(mut self) {
+        loop {
+            if !self.stopping() {
+                self.skip_blocked().await;
+                self.start_ready().await;
+            }
+            let waiting_retry = self
+                .states
+                .iter()
+                .any(|s| s.status == StageStatus::Retrying);
+            if self.running == 0 && (self.stopping() || !waiting_retry) {
+                if self.finish().await {
+                    return;
+                }
+                continue;
+            }
+            let shutdown = self.inner.shutdown.clone();
+            tokio::select! {
+                Some(msg) = self.rx.recv() => self.on_msg(msg).await,
+                Some(ctl) = self.control.recv() => self.on_control(ctl).await,
+                () = shutdown.cancelled(), if !self.stopping() => self.begin_stop(STOP_SHUTDOWN),
+            }
+        }
+    }
+
+    fn begin_stop(&mut self, kind: u8) {
+        if self
+            .stop
+            .compare_exchange(STOP_NONE, kind, Ordering::SeqCst, Ordering::SeqCst)
+            .is_ok()
+        {
+            self.cancel.cancel();
+        }
+    }
+
+    async fn skip_blocked(&mut self) {
+        let mut ops = Vec::new();
+        let now = self.inner.clock.timestamp();
+        loop {
+            let mut changed = false;
+            for i in 0..self.states.len() {
+                if self.states[i].status != StageStatus::Pending {
+                    continue;
+                }
+                let blocker = self.needs[i].iter().copied().find(|&n| {
+                    matches!(
+                        self.states[n].status,
+                        StageStatus::Failed | StageStatus::Skipped | StageStatus::Cancelled
+                    )
+                });
+                if let Some(b) = blocker {
+                    self.states[i].status = StageStatus::Skipped;
+                    changed = true;
+                    let (stage, because) =
+                        (self.stage_id(i).to_string(), self.stage_id(b).to_string());
+                    ops.push(Op::UpdateStage {
+                        run_id: self.id,
+                        stage: stage.clone(),
+                        status: StageStatus::Skipped,
+                    });
+                    ops.push(Op::stage_event(
+                        now,
+                        EventKind::StageSkipped,
+                        self.id,
+                        &stage,
+                        json!({"because": because, "reason": format!("`{because}` did not succeed")}),
+                    ));
+                }
+            }
+            if !changed {
+                break;
+            }
+        }
+        if !ops.is_empty() {
+            self.inner.writer.send(ops).await;
+        }
+    }
+
+    async fn start_ready(&mut self) {
+        let limit = self.pipeline.concurrency as usize;
+        for i in 0..self.states.len() {
+            if self.running >= limit {
+                break;
+            }
+            let st = &self.states[i];
+            let ready =
+                st.status == StageStatus::Pending || (st.status == StageStatus::Retrying && st.due);
+            if ready
+                && self.needs[i]
+                    .iter()
+                    .all(|&n| self.states[n].status == StageStatus::Succeeded)
+            {
+                self.start_attempt(i).await;
+            }
+        }
+    }
+
+    async fn start_attempt(&mut self, idx: usize) {
+        let input = self.input_for(idx);
+        let st = &mut self.states[idx];
+        st.attempts += 1;
+        st.status = StageStatus::Running;
+        st.due = false;
+        let n = st.attempts;
+        let now = self.inner.clock.timestamp();
+        let stage = self.stage_id(idx).to_string();
+        let (input_text, _, _) = clip_json(&input, self.inner.limit);
+        self.inner
+            .writer
+            .send(vec![
+                Op::UpdateStage {
+                    run_id: self.id,
+                    stage: stage.clone(),
+                    status: StageStatus::Running,
+                },
+                Op::StartAttempt {
+                    run_id: self.id,
+                    stage: stage.clone(),
+                    n,
+                    started_at: now,
+                    input: input_text,
+                },
+                Op::stage_event(
+                    now,
+                    EventKind::StageStarted,
+                    self.id,
+                    &stage,
+                    json!({"attempt": n, "kind": self.pipeline.stages[idx].kind.name()}),
+                ),
+            ])
+            .await;
+        self.running += 1;
+        tokio::spawn(attempt::run(AttemptJob {
+            inner: self.inner.clone(),
+            run_id: self.id,
+            pipeline: self.pipeline.clone(),
+            idx,
+            n,
+            input,
+            started_at: now,
+            cancel: self.cancel.child_token(),
+            stop: self.stop.clone(),
+            tx: self.tx.clone(),
+        }));
+    }
+
+    async fn on_msg(&mut self, msg: Msg) {
+        match msg {
+            Msg::RetryDue { idx, n } => {
+                let st = &mut self.states[idx];
+                if st.status == StageStatus::Retrying && st.attempts == n {
+                    st.due = true;
+                }
+            }
+            Msg::Done { idx, n, end } => {
+                self.running = self.running.saturating_sub(1);
+                self.on_attempt_end(idx, n, end).await;
+            }
+        }
+    }
+
+    async fn on_attempt_end(&mut self, idx: usize, n: u32, end: AttemptEnd) {
+        let now = self.inner.clock.timestamp();
+        let stage = self.pipeline.stages[idx].clone();
+        let mut ops = Vec::new();
+        let stop = self.stop.load(Ordering::SeqCst);
+        let status = match end {
+            AttemptEnd::Succeeded(output) => {
+                self.states[idx].output = Some(output);
+                StageStatus::Succeeded
+            }
+            AttemptEnd::Stopped | AttemptEnd::Failed(_) if stop == STOP_SHUTDOWN => {
+                StageStatus::Interrupted
+            }
+            AttemptEnd::Stopped | AttemptEnd::Failed(_) if stop == STOP_CANCEL => {
+                StageStatus::Cancelled
+            }
+            AttemptEnd::Stopped => StageStatus::Cancelled,
+            AttemptEnd::Failed(f) if f.retryable && n < stage.retry.max_attempts => {
+                let delay = {
+                    let mut rng = self
+                        .inner
+                        .rng
+                        .lock()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner);
+                    stage.retry.backoff.delay(n, &mut rng)
+                };
+                ops.push(Op::stage_event(
+                    now,
+                    EventKind::StageRetrying,
+                    self.id,
+                    &stage.id,
+                    json!({"attempt": n, "next_attempt": n + 1, "delay_ms": delay.as_millis() as u64,
+                           "error": {"code": f.code, "message": f.message}}),
+                ));
+                let (tx, clock) = (self.tx.clone(), self.inner.clock.clone());
+                tokio::spawn(async move {
+                    clock.sleep(delay).await;
+                    let _ = tx.send(Msg::RetryDue { idx, n });
+                });
+                StageStatus::Retrying
+            }
+            AttemptEnd::Failed(f) => {
+                let dlq = DlqEntry {
+                    id: DlqId(self.inner.next_dlq.fetch_add(1, Ordering::SeqCst)),
+                    run_id: self.id,
+                    pipeline: self.pipeline.name.clone(),
+                    stage: stage.id.clone(),
+                    attempts: n,
+                    input: Value::Null,
+                    error: AttemptError {
+                        code: f.code.to_string(),
+                        message: f.message.clone(),
+                    },
+                    created_at: now,
+                };
+                let (input, _, _) = clip_json(&self.input_for(idx), self.inner.limit);
+                ops.push(Op::stage_event(
+                    now,
+                    EventKind::DlqAdded,
+                    self.id,
+                    &stage.id,
+                    json!({"dlq_id": dlq.id, "attempts": n, "error": dlq.error}),
+                ));
+                ops.insert(0, Op::InsertDlq { entry: dlq, input });
+                StageStatus::Failed
+            }
+        };
+        self.states[idx].status = status;
+        ops.insert(
+            0,
+            Op::UpdateStage {
+                run_id: self.id,
+                stage: stage.id.clone(),
+                status,
+            },
+        );
+        self.inner.writer.send(ops).await;
+    }
+
+    async fn on_control(&mut self, ctl: Control) {
+        match ctl {
+            Control::Cancel { reason, ack } => {
+                if !self.stopping() {
+                    let now = self.inner.clock.timestamp();
+                    self.inner
+                        .writer
+                        .send(vec![Op::run_event(
+                            now,
+                            EventKind::RunCancelRequested,
+                            self.id,
+                            json!({"reason": reason}),
+                        )])
+                        .await;
+                    self.begin_stop(STOP_CANCEL);
+                }
+                let _ = ack.send(());
+            }
+            Control::Reopen {
+                stages,
+                mut ops,
+                ack,
+            } => {
+                if self.stopping() {
+                    let why = if self.stop.load(Ordering::SeqCst) == STOP_SHUTDOWN {
+                        "the host is shutting down"
+                    } else {
+                        "the run is being cancelled"
+                    };
+                    let _ = ack.send(Err(RuntimeError::Conflict(format!(
+                        "run {} cannot be reopened now: {why}",
+                        self.id
+                    ))));
+                    return;
+                }
+                let before: Vec<StageStatus> = self.states.iter().map(|s| s.status).collect();
+                self.reopen_stages(&stages);
+                let now = self.inner.clock.timestamp();
+                ops.insert(
+                    0,
+                    Op::UpdateRun {
+                        id: self.id,
+                        status: RunStatus::Running,
+                        started_at: Some(now),
+                        finished_at: None,
+                    },
+                );
+                for (i, st) in self.states.iter().enumerate() {
+                    if st.status != before[i] {
+                        ops.push(Op::UpdateStage {
+                            run_id: self.id,
+                            stage: self.stage_id(i).to_string(),
+                            status: st.status,
+                        });
+                    }
+                }
+                let result = self
+                    .inner
+                    .writer
+                    .commit(ops)
+                    .await
+                    .map_err(RuntimeError::from);
+                let _ = ack.send(result);
+            }
+        }
+    }
+
+    /// Records the run's end and deregisters it, unless a reopen request arrived meanwhile,
+    /// in which case the run carries on (returns false).
+    async fn finish(&mut self) -> bool {
+        let stop = self.stop.load(Ordering::SeqCst);
+        let now = self.inner.clock.timestamp();
+        let mut ops = Vec::new();
+        if stop == STOP_CANCEL {
+            for i in 0..self.states.len() {
+                let to = match self.states[i].status {
+                    StageStatus::Pending => StageStatus::Skipped,
+                    StageStatus::Retrying | StageStatus::Running => StageStatus::Cancelled,
+                    _ => continue,
+                };
+                self.states[i].status = to;
+                ops.push(Op::UpdateStage {
+                    run_id: self.id,
+                    stage: self.stage_id(i).to_string(),
+                    status: to,
+                });
+            }
+        }
+        let status = match stop {
+            STOP_CANCEL => RunStatus::Cancelled,
+            STOP_SHUTDOWN => RunStatus::Interrupted,
+            _ if self
+                .states
+                .iter()
+                .all(|s| s.status == StageStatus::Succeeded) =>
+            {
+                RunStatus::Succeeded
+            }
+            _ => RunStatus::Failed,
+        };
+        let duration_ms = now.millis_since(self.started_at);
+        ops.push(Op::UpdateRun {
+            id: self.id,
+            status,
+            started_at: None,
+            finished_at: status.is_finished().then_some(now),
+        });
+        ops.push(if status == RunStatus::Interrupted {
+            Op::run_event(
+                now,
+                EventKind::RunInterrupted,
+                self.id,
+                json!({"reason": "the host shut down; the run resumes when a host starts"}),
+            )
+        } else {
+            Op::run_event(
+                now,
+                EventKind::RunFinished,
+                self.id,
+                json!({"status": status, "duration_ms": duration_ms}),
+            )
+        });
+        if let Err(e) = self.inner.writer.commit(ops).await {
+            tracing::error!(run = %self.id, error = %e, "could not record the end of a run");
+        }
+        loop {
+            let active = self
+                .inner
+                .active
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            match self.control.try_recv() {
+                Ok(Control::Cancel { ack, .. }) => {
+                    drop(active);
+                    let _ = ack.send(());
+                }
+                Ok(Control::Reopen { stages, ops, ack }) => {
+                    drop(active);
+                    if stop == STOP_SHUTDOWN {
+                        let _ = ack.send(Err(RuntimeError::Conflict(
+                            "the host is shutting down".into(),
+                        )));
+                        continue;
+                    }
+                    // A new lease of life: clear the stop so the run can go on.
+                    self.stop.store(STOP_NONE, Ordering::SeqCst);
+                    self.cancel = CancellationToken::new();
+                    self.on_control(Control::Reopen { stages, ops, ack }).await;
+                    return false;
+                }
+                Err(_) => {
+                    let mut active = active;
+                    active.remove(&self.id);
+                    drop(active);
+                    self.done.send_replace(Some(status));
+                    return true;
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,1042 @@
+//! Pipeline specs: TOML text -> a validated [`Pipeline`], every problem reported with its
+//! `file:line:col` before anything runs.
+
+use std::collections::{BTreeMap, HashMap};
+use std::ops::Range;
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+use toml::de::{DeTable, DeValue};
+
+use super::breaker::BreakerConfig;
+use super::retry::{Backoff, RetryPolicy};
+use super::rng::seed_of;
+use super::schedule::Schedule;
+use crate::diag::{Checker, Diagnostic, SourceFile, get, suggest, to_json};
+
+/// A validated pipeline: a DAG of stages plus run defaults. Stored as JSON with every run, so a
+/// run resumes with the definition it started with even if the file changed since.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Pipeline {
+    pub name: String,
+    pub description: Option<String>,
+    pub concurrency: u32,
+    pub schedule: Option<Schedule>,
+    /// Declared parameters and their defaults; `--param` may only set these.
+    pub params: Map<String, Value>,
+    pub stages: Vec<Stage>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Stage {
+    pub id: String,
+    pub description: Option<String>,
+    pub needs: Vec<String>,
+    pub timeout_ms: u64,
+    pub retry: RetryPolicy,
+    pub breaker: BreakerConfig,
+    #[serde(flatten)]
+    pub kind: StageKind,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum StageKind {
+    Command(CommandStage),
+    Http(HttpStage),
+    Simulate(SimulateStage),
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CommandStage {
+    pub command: Vec<String>,
+    pub env: BTreeMap<String, String>,
+    pub workdir: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HttpStage {
+    pub method: String,
+    pub url: String,
+    pub headers: BTreeMap<String, String>,
+    pub body: Option<Value>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SimulateStage {
+    pub p50_ms: f64,
+    pub p95_ms: f64,
+    pub fail_rate: f64,
+    pub seed: u64,
+    pub output: Value,
+    pub target: Option<String>,
+}
+
+pub const KINDS: &[&str] = &["command", "http", "simulate"];
+const PIPELINE_KEYS: &[&str] = &[
+    "name",
+    "description",
+    "concurrency",
+    "schedule",
+    "timeout_ms",
+    "retry",
+    "breaker",
+    "params",
+];
+const COMMON_KEYS: &[&str] = &[
+    "id",
+    "kind",
+    "description",
+    "needs",
+    "timeout_ms",
+    "retry",
+    "breaker",
+];
+const COMMAND_KEYS: &[&str] = &["command", "env", "workdir"];
+const HTTP_KEYS: &[&str] = &["method", "url", "headers", "body"];
+const SIMULATE_KEYS: &[&str] = &["latency", "fail_rate", "seed", "output", "target"];
+const METHODS: &[&str] = &["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD"];
+const DEFAULT_TIMEOUT_MS: i64 = 600_000;
+const MAX_TIMEOUT_MS: i64 = 86_400_000;
+
+impl StageKind {
+    pub fn name(&self) -> &'static str {
+        match self {
+            StageKind::Command(_) => "command",
+            StageKind::Http(_) => "http",
+            StageKind::Simulate(_) => "simulate",
+        }
+    }
+}
+
+impl Stage {
+    /// The circuit-breaker key this stage calls: `host:port`, the program, or the simulated
+    /// target. Stages that share a target share a breaker.
+    pub fn breaker_target(&self) -> Option<String> {
+        match &self.kind {
+            StageKind::Command(c) => c.command.first().map(|p| format!("command:{p}")),
+            StageKind::Http(h) => reqwest::Url::parse(&h.url).ok().and_then(|u| {
+                let host = u.host_str()?.to_string();
+                let port = u.port_or_known_default()?;
+                Some(format!("http:{host}:{port}"))
+            }),
+            StageKind::Simulate(s) => s.target.as_ref().map(|t| format!("simulate:{t}")),
+        }
+    }
+}
+
+impl Pipeline {
+    pub fn stage(&self, id: &str) -> Option<&Stage> {
+        self.stages.iter().find(|s| s.id == id)
+    }
+
+    pub fn stage_ids(&self) -> Vec<&str> {
+        self.stages.iter().map(|s| s.id.as_str()).collect()
+    }
+
+    /// Applies `KEY=VALUE` pairs from the command line over the declared defaults, converting
+    /// each value to the type of its default.
+    pub fn params_from_text(
+        &self,
+        pairs: &[(String, String)],
+    ) -> Result<Map<String, Value>, String> {
+        let mut out = self.params.clone();
+        for (key, text) in pairs {
+            let default = self.declared(key)?;
+            let value = match default {
+                Value::Bool(_) => text
+                    .parse::<bool>()
+                    .map(Value::Bool)
+                    .map_err(|_| "true or false"),
+                Value::Number(n) if n.is_i64() || n.is_u64() => text
+                    .parse::<i64>()
+                    .map(Value::from)
+                    .map_err(|_| "an integer"),
+                Value::Number(_) => text.parse::<f64>().map(Value::from).map_err(|_| "a number"),
+                Value::String(_) | Value::Null => Ok(Value::String(text.clone())),
+                Value::Array(_) | Value::Object(_) => {
+                    serde_json::from_str(text).map_err(|_| "JSON")
+                }
+            }
+            .map_err(|want| {
+                format!("param `{key}` must be {want} (like its default {default}), got `{text}`")
+            })?;
+            out.insert(key.clone(), value);
+        }
+        Ok(out)
+    }
+
+    /// Applies a JSON object of params over the defaults; types must match the defaults.
+    pub fn params_from_json(
+        &self,
+        given: &Map<String, Value>,
+    ) -> Result<Map<String, Value>, String> {
+        let mut out = self.params.clone();
+        for (key, value) in given {
+            let default = self.declared(key)?;
+            let same = matches!(
+                (default, value),
+                (Value::Null, _)
+                    | (Value::Bool(_), Value::Bool(_))
+                    | (Value::Number(_), Value::Number(_))
+                    | (Value::String(_), Value::String(_))
+                    | (Value::Array(_), Value::Array(_))
+                    | (Value::Object(_), Value::Object(_))
+            );
+            if !same {
+                return Err(format!(
+                    "param `{key}` must have the type of its default {default}, got {value}"
+                ));
+            }
+            out.insert(key.clone(), value.clone());
+        }
+        Ok(out)
+    }
+
+    fn declared(&self, key: &str) -> Result<&Value, String> {
+        self.params.get(key).ok_or_else(|| {
+            if self.params.is_empty() {
+                format!(
+                    "pipeline `{}` declares no params; declare them under [pipeline.params]",
+                    self.name
+                )
+            } else {
+                let names: Vec<&str> = self.params.keys().map(String::as_str).collect();
+                let hint = suggest(key, &names)
+                    .map(|s| format!(" (did you mean `{s}`?)"))
+                    .unwrap_or_default();
+                format!(
+                    "pipeline `{}` has no param `{key}`{hint}; declared params: {}",
+                    self.name,
+                    names.join(", ")
+                )
+            }
+        })
+    }
+}
+
+/// Reads and validates one pipeline file.
+pub fn load_file(path: &Path) -> Result<Pipeline, Vec<Diagnostic>> {
+    let name = path.display().to_string();
+    match std::fs::read_to_string(path) {
+        Ok(text) => parse(&name, &text),
+        Err(e) => Err(vec![Diagnostic::whole_file(
+            name,
+            format!("cannot read the file: {e}"),
+        )]),
+    }
+}
+
+/// Validates pipeline TOML, reporting every problem found.
+pub fn parse(file_name: &str, text: &str) -> Result<Pipeline, Vec<Diagnostic>> {
+    let src = SourceFile::new(file_name, text);
+    let doc = Checker::parse(&src)?;
+    let mut c = Checker::new(&src);
+    let root = doc.get_ref();
+    c.known_keys(root, &["pipeline", "stage"], "the file");
+
+    let pipeline = match c.table(root, "pipeline", "the file") {
+        Some((t, span)) => Some(pipeline_table(&mut c, t, &span)),
+        None => {
+            if get(root, "pipeline").is_none() {
+                c.error(
+                    &(0..0),
+                    "the file has no [pipeline] table; add one with at least `name = \"...\"`",
+                );
+            }
+            None
+        }
+    };
+    let defaults = pipeline
+        .as_ref()
+        .map(|p| p.defaults.clone())
+        .unwrap_or_default();
+
+    let mut heads: Vec<StageHead> = Vec::new();
+    let mut stages: Vec<Option<Stage>> = Vec::new();
+    match get(root, "stage") {
+        None => c.error(
+            &(src.text().len()..src.text().len()),
+            "the pipeline has no stages; add at least one [[stage]] table",
+        ),
+        Some(v) => match v.get_ref() {
+            DeValue::Array(items) => {
+                for (i, item) in items.iter().enumerate() {
+                    match item.get_ref() {
+                        DeValue::Table(t) => {
+                            let (head, stage) = stage_table(
+                                &mut c,
+                                t,
+                                &item.span(),
+                                i,
+                                &defaults,
+                                pipeline.as_ref(),
+                            );
+                            heads.push(head);
+                            stages.push(stage);
+                        }
+                        other => c.error(
+                            &item.span(),
+                            format!("each stage must be a table, found {}", other.type_str()),
+                        ),
+                    }
+                }
+            }
+            _ => c.error(
+                &v.span(),
+                "`stage` must be an array of tables; write each stage as [[stage]]",
+            ),
+        },
+    }
+    check_graph(&mut c, &heads);
+
+    let problems_found = c.has_problems();
+    let problems = c.into_problems();
+    match pipeline {
+        Some(p) if !problems_found => Ok(Pipeline {
+            name: p.name,
+            description: p.description,
+            concurrency: p.concurrency,
+            schedule: p.schedule,
+            params: p.params,
+            stages: stages.into_iter().flatten().collect(),
+        }),
+        _ => Err(problems),
+    }
+}
+
+#[derive(Clone)]
+struct Defaults {
+    timeout_ms: u64,
+    retry: RetryPolicy,
+    breaker: BreakerConfig,
+}
+
+impl Default for Defaults {
+    fn default() -> Self {
+        Defaults {
+            timeout_ms: DEFAULT_TIMEOUT_MS as u64,
+            retry: RetryPolicy::default(),
+            breaker: BreakerConfig::default(),
+        }
+    }
+}
+
+struct PipelineHead {
+    name: String,
+    description: Option<String>,
+    concurrency: u32,
+    schedule: Option<Schedule>,
+    params: Map<String, Value>,
+    defaults: Defaults,
+}
+
+/// What the graph checks need of every stage, even one whose kind-specific keys were wrong.
+struct StageHead {
+    id: String,
+    id_span: Range<usize>,
+    needs: Vec<String>,
+    needs_spans: Vec<Range<usize>>,
+}
+
+fn valid_name(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 64
+        && s.chars().next().is_some_and(|c| c.is_ascii_alphanumeric())
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+}
+
+fn check_name(c: &mut Checker<'_>, what: &str, name: &str, span: &Range<usize>) {
+    if !valid_name(name) {
+        c.error(
+            span,
+            format!("{what} `{name}` is not valid; use 1-64 letters, digits, `-`, `_` or `.`, starting with a letter or digit"),
+        );
+    }
+}
+
+fn pipeline_table(c: &mut Checker<'_>, t: &DeTable<'_>, span: &Range<usize>) -> PipelineHead {
+    const CTX: &str = "[pipeline]";
+    c.known_keys(t, PIPELINE_KEYS, CTX);
+    let name = match c.str(t, "name", CTX) {
+        Some((n, s)) => {
+            check_name(c, "pipeline name", n, &s);
+            n.to_string()
+        }
+        None => {
+            if get(t, "name").is_none() {
+                c.missing(span, "name", CTX);
+            }
+            String::new()
+        }
+    };
+    let description = c.str(t, "description", CTX).map(|(s, _)| s.to_string());
+    let concurrency = c
+        .int(t, "concurrency", CTX, 1, 1024)
+        .map_or(4, |(n, _)| n as u32);
+    let schedule =
+        c.str(t, "schedule", CTX)
+            .and_then(|(text, vspan)| match Schedule::parse(text) {
+                Ok(s) => Some(s),
+                Err((range, msg)) => {
+                    // +1 skips the opening quote; exact for strings without escapes.
+                    let start = vspan.start + 1 + range.start;
+                    c.error(&(start..start), format!("`schedule`: {msg}"));
+                    None
+                }
+            });
+    let timeout_ms = c
+        .int(t, "timeout_ms", CTX, 1, MAX_TIMEOUT_MS)
+        .map_or(DEFAULT_TIMEOUT_MS, |(n, _)| n) as u64;
+    let retry = c
+        .table(t, "retry", CTX)
+        .map_or_else(RetryPolicy::default, |(rt, _)| {
+            retry_table(c, rt, "[pipeline.retry]", &RetryPolicy::default())
+        });
+    let breaker = c
+        .table(t, "breaker", CTX)
+        .map_or_else(BreakerConfig::default, |(bt, _)| {
+            breaker_table(c, bt, "[pipeline.breaker]", &BreakerConfig::default())
+        });
+    let params = c
+        .table(t, "params", CTX)
+        .map(|(pt, _)| match to_json(&DeValue::Table(pt.clone())) {
+            Value::Object(m) => m,
+            _ => Map::new(),
+        })
+        .unwrap_or_default();
+    PipelineHead {
+        name,
+        description,
+        concurrency,
+        schedule,
+        params,
+        defaults: Defaults {
+            timeout_ms,
+            retry,
+            breaker,
+        },
+    }
+}
+
+fn retry_table(c: &mut Checker<'_>, t: &DeTable<'_>, ctx: &str, base: &RetryPolicy) -> RetryPolicy {
+    c.known_keys(t, &["max_attempts", "backoff"], ctx);
+    let mut out = base.clone();
+    if let Some((n, _)) = c.int(t, "max_attempts", ctx, 1, 100) {
+        out.max_attempts = n as u32;
+    }
+    if let Some((bt, _)) = c.table(t, "backoff", ctx) {
+        let bctx = format!("`backoff` of {ctx}");
+        c.known_keys(bt, &["initial_ms", "multiplier", "max_ms", "jitter"], &bctx);
+        let b: &mut Backoff = &mut out.backoff;
+        if let Some((n, _)) = c.int(bt, "initial_ms", &bctx, 0, MAX_TIMEOUT_MS) {
+            b.initial_ms = n as u64;
+        }
+        if let Some((m, _)) = c.number(bt, "multiplier", &bctx, 1.0, 100.0) {
+            b.multiplier = m;
+        }
+        if let Some((n, span)) = c.int(bt, "max_ms", &bctx, 0, MAX_TIMEOUT_MS) {
+            b.max_ms = n as u64;
+            if b.max_ms < b.initial_ms {
+                c.error(
+                    &span,
+                    format!(
+                        "`max_ms` in {bctx} ({}) must be at least `initial_ms` ({})",
+                        b.max_ms, b.initial_ms
+                    ),
+                );
+            }
+        }
+        if let Some((j, _)) = c.bool(bt, "jitter", &bctx) {
+            b.jitter = j;
+        }
+    }
+    out
+}
+
+fn breaker_table(
+    c: &mut Checker<'_>,
+    t: &DeTable<'_>,
+    ctx: &str,
+    base: &BreakerConfig,
+) -> BreakerConfig {
+    c.known_keys(t, &["failure_threshold", "cooldown_ms"], ctx);
+    let mut out = base.clone();
+    if let Some((n, _)) = c.int(t, "failure_threshold", ctx, 1, 1000) {
+        out.failure_threshold = n as u32;
+    }
+    if let Some((n, _)) = c.int(t, "cooldown_ms", ctx, 0, MAX_TIMEOUT_MS) {
+        out.cooldown_ms = n as u64;
+    }
+    out
+}
+
+fn stage_table(
+    c: &mut Checker<'_>,
+    t: &DeTable<'_>,
+    span: &Range<usize>,
+    index: usize,
+    defaults: &Defaults,
+    pipeline: Option<&PipelineHead>,
+) -> (StageHead, Option<Stage>) {
+    let numbered = format!("stage #{}", index + 1);
+    let (id, id_span) = match c.str(t, "id", &numbered) {
+        Some((id, s)) => {
+            check_name(c, "stage id", id, &s);
+            (id.to_string(), s)
+        }
+        None => {
+            if get(t, "id").is_none() {
+                c.missing(span, "id", &numbered);
+            }
+            (String::new(), span.clone())
+        }
+    };
+    let ctx = if id.is_empty() {
+        numbered
+    } else {
+        format!("stage `{id}`")
+    };
+    let kind_name = match c.str(t, "kind", &ctx) {
+        Some((k, s)) => {
+            if KINDS.contains(&k) {
+                Some(k.to_string())
+            } else {
+                let hint = suggest(k, KINDS)
+                    .map(|s| format!(" (did you mean `{s}`?)"))
+                    .unwrap_or_default();
+                c.error(
+                    &s,
+                    format!(
+                        "unknown stage kind `{k}` in {ctx}{hint}; valid kinds: {}",
+                        KINDS.join(", ")
+                    ),
+                );
+                None
+            }
+        }
+        None => {
+            if get(t, "kind").is_none() {
+                c.missing(span, "kind", &ctx);
+            }
+            None
+        }
+    };
+    let specific: &[&str] = match kind_name.as_deref() {
+        Some("command") => COMMAND_KEYS,
+        Some("http") => HTTP_KEYS,
+        Some("simulate") => SIMULATE_KEYS,
+        _ => &[],
+    };
+    if let Some(kind) = &kind_name {
+        let known: Vec<&str> = COMMON_KEYS.iter().chain(specific).copied().collect();
+        c.known_keys(t, &known, &format!("{ctx} (kind {kind})"));
+    } else {
+        // Without a known kind, only flag keys no kind accepts.
+        let all: Vec<&str> = COMMON_KEYS
+            .iter()
+            .chain(COMMAND_KEYS)
+            .chain(HTTP_KEYS)
+            .chain(SIMULATE_KEYS)
+            .copied()
+            .collect();
+        c.known_keys(t, &all, &ctx);
+    }
+
+    let description = c.str(t, "description", &ctx).map(|(s, _)| s.to_string());
+    let (needs, needs_spans): (Vec<String>, Vec<Range<usize>>) = c
+        .str_list(t, "needs", &ctx)
+        .map(|(v, _)| v.into_iter().unzip())
+        .unwrap_or_default();
+    let timeout_ms = c
+        .int(t, "timeout_ms", &ctx, 1, MAX_TIMEOUT_MS)
+        .map_or(defaults.timeout_ms, |(n, _)| n as u64);
+    let retry = c.table(t, "retry", &ctx).map_or_else(
+        || defaults.retry.clone(),
+        |(rt, _)| retry_table(c, rt, &format!("`retry` of {ctx}"), &defaults.retry),
+    );
+    let breaker = c.table(t, "breaker", &ctx).map_or_else(
+        || defaults.breaker.clone(),
+        |(bt, _)| breaker_table(c, bt, &format!("`breaker` of {ctx}"), &defaults.breaker),
+    );
+
+    let kind = match kind_name.as_deref() {
+        Some("command") => command_stage(c, t, span, &ctx).map(StageKind::Command),
+        Some("http") => http_stage(c, t, span, &ctx).map(StageKind::Http),
+        Some("simulate") => {
+            let pipeline_name = pipeline.map_or("", |p| p.name.as_str());
+            Some(StageKind::Simulate(simulate_stage(
+                c,
+                t,
+                &ctx,
+                pipeline_name,
+                &id,
+            )))
+        }
+        _ => None,
+    };
+    let head = StageHead {
+        id: id.clone(),
+        id_span,
+        needs: needs.clone(),
+        needs_spans,
+    };
+    let stage = kind.map(|kind| Stage {
+        id,
+        description,
+        needs,
+        timeout_ms,
+        retry,
+        breaker,
+        kind,
+    });
+    (head, stage)
+}
+
+fn command_stage(
+    c: &mut Checker<'_>,
+    t: &DeTable<'_>,
+    span: &Range<usize>,
+    ctx: &str,
+) -> Option<CommandStage> {
+    let command = match c.str_list(t, "command", ctx) {
+        Some((argv, s)) => {
+            if argv.first().is_none_or(|(p, _)| p.trim().is_empty()) {
+                c.error(
+                    &s,
+                    format!(
+                        "`command` in {ctx} must name a program, like [\"python3\", \"job.py\"]"
+                    ),
+                );
+                return None;
+            }
+            argv.into_iter().map(|(a, _)| a).collect()
+        }
+        None => {
+            if get(t, "command").is_none() {
+                c.missing(span, "command", ctx);
+            }
+            return None;
+        }
+    };
+    let env = c
+        .str_map(t, "env", ctx)
+        .map(|(v, _)| v.into_iter().collect())
+        .unwrap_or_default();
+    let workdir = c.str(t, "workdir", ctx).map(|(s, _)| s.to_string());
+    Some(CommandStage {
+        command,
+        env,
+        workdir,
+    })
+}
+
+fn http_stage(
+    c: &mut Checker<'_>,
+    t: &DeTable<'_>,
+    span: &Range<usize>,
+    ctx: &str,
+) -> Option<HttpStage> {
+    // Every field is checked even when an earlier one is wrong, so all problems are reported.
+    let url = match c.str(t, "url", ctx) {
+        Some((u, s)) => match reqwest::Url::parse(u) {
+            Ok(parsed)
+                if matches!(parsed.scheme(), "http" | "https") && parsed.host_str().is_some() =>
+            {
+                Some(u.to_string())
+            }
+            Ok(parsed) => {
+                c.error(
+                    &s,
+                    format!(
+                        "`url` in {ctx} must be http or https, not `{}`",
+                        parsed.scheme()
+                    ),
+                );
+                None
+            }
+            Err(e) => {
+                c.error(&s, format!("`url` in {ctx} is not a valid URL ({e})"));
+                None
+            }
+        },
+        None => {
+            if get(t, "url").is_none() {
+                c.missing(span, "url", ctx);
+            }
+            None
+        }
+    };
+    let method = match c.str(t, "method", ctx) {
+        Some((m, s)) => {
+            let upper = m.to_ascii_uppercase();
+            if METHODS.contains(&upper.as_str()) {
+                Some(upper)
+            } else {
+                c.error(
+                    &s,
+                    format!(
+                        "`method` in {ctx} is `{m}`; valid methods: {}",
+                        METHODS.join(", ")
+                    ),
+                );
+                None
+            }
+        }
+        None => Some("GET".to_string()),
+    };
+    let mut headers = Some(BTreeMap::new());
+    if let Some((pairs, s)) = c.str_map(t, "headers", ctx) {
+        for (k, v) in pairs {
+            if reqwest::header::HeaderName::from_bytes(k.as_bytes()).is_err()
+                || reqwest::header::HeaderValue::from_str(&v).is_err()
+            {
+                c.error(
+                    &s,
+                    format!("header `{k}` in {ctx} is not a valid HTTP header"),
+                );
+                headers = None;
+            } else if let Some(h) = headers.as_mut() {
+                h.insert(k, v);
+            }
+        }
+    }
+    let body = get(t, "body").map(|v| to_json(v.get_ref()));
+    Some(HttpStage {
+        method: method?,
+        url: url?,
+        headers: headers?,
+        body,
+    })
+}
+
+fn simulate_stage(
+    c: &mut Checker<'_>,
+    t: &DeTable<'_>,
+    ctx: &str,
+    pipeline: &str,
+    id: &str,
+) -> SimulateStage {
+    let (mut p50_ms, mut p95_ms) = (0.0, 0.0);
+    if let Some((lt, _)) = c.table(t, "latency", ctx) {
+        let lctx = format!("`latency` of {ctx}");
+        c.known_keys(lt, &["p50_ms", "p95_ms"], &lctx);
+        if let Some((v, _)) = c.number(lt, "p50_ms", &lctx, 0.0, MAX_TIMEOUT_MS as f64) {
+            p50_ms = v;
+            p95_ms = v;
+        }
+        if let Some((v, s)) = c.number(lt, "p95_ms", &lctx, 0.0, MAX_TIMEOUT_MS as f64) {
+            if v < p50_ms {
+                c.error(
+                    &s,
+                    format!("`p95_ms` in {lctx} ({v}) must be at least `p50_ms` ({p50_ms})"),
+                );
+            }
+            p95_ms = v;
+        }
+    }
+    let fail_rate = c
+        .number(t, "fail_rate", ctx, 0.0, 1.0)
+        .map_or(0.0, |(v, _)| v);
+    let seed = c.int(t, "seed", ctx, 0, i64::MAX).map_or_else(
+        || seed_of(&[pipeline.as_bytes(), id.as_bytes()]),
+        |(v, _)| v as u64,
+    );
+    let output =
+        get(t, "output").map_or_else(|| Value::Object(Map::new()), |v| to_json(v.get_ref()));
+    let target = c.str(t, "target", ctx).map(|(s, _)| s.to_string());
+    SimulateStage {
+        p50_ms,
+        p95_ms,
+        fail_rate,
+        seed,
+        output,
+        target,
+    }
+}
+
+/// Duplicate ids, `needs` that name no stage, and cycles.
+fn check_graph(c: &mut Checker<'_>, stages: &[StageHead]) {
+    let mut first: HashMap<&str, usize> = HashMap::new();
+    for (i, s) in stages.iter().enumerate() {
+        if s.id.is_empty() {
+            continue;
+        }
+        if let Some(&j) = first.get(s.id.as_str()) {
+            let (line, _) = c.source().locate(stages[j].id_span.start);
+            c.error(
+                &s.id_span,
+                format!(
+                    "duplicate stage id `{}` (first defined on line {line})",
+                    s.id
+                ),
+            );
+        } else {
+            first.insert(&s.id, i);
+        }
+    }
+    let mut ids: Vec<&str> = first.keys().copied().collect();
+    ids.sort_by_key(|id| first[id]);
+    let mut edges: Vec<Vec<(usize, usize)>> = vec![Vec::new(); stages.len()];
+    for (i, s) in stages.iter().enumerate() {
+        let mut seen = Vec::new();
+        for (k, need) in s.needs.iter().enumerate() {
+            let span = &s.needs_spans[k];
+            if seen.contains(&need) {
+                c.error(
+                    span,
+                    format!("stage `{}` lists `{need}` in `needs` more than once", s.id),
+                );
+                continue;
+            }
+            seen.push(need);
+            match first.get(need.as_str()) {
+                Some(&j) => edges[i].push((j, k)),
+                None => {
+                    let hint = suggest(need, &ids)
+                        .map(|s| format!(" (did you mean `{s}`?)"))
+                        .unwrap_or_default();
+                    c.error(
+                        span,
+                        format!(
+                            "stage `{}` needs `{need}`, which is not a stage in this pipeline{hint}; stages: {}",
+                            s.id,
+                            ids.join(", ")
+                        ),
+                    );
+                }
+            }
+        }
+    }
+    for cycle in find_cycles(&edges) {
+        let names: Vec<&str> = cycle.iter().map(|&i| stages[i].id.as_str()).collect();
+        let (from, to) = (cycle[0], cycle[1 % cycle.len()]);
+        let k = edges[from]
+            .iter()
+            .find(|(j, _)| *j == to)
+            .map_or(0, |(_, k)| *k);
+        let span = stages[from]
+            .needs_spans
+            .get(k)
+            .cloned()
+            .unwrap_or_else(|| stages[from].id_span.clone());
+        c.error(
+            &span,
+            format!(
+                "`needs` forms a cycle: {} -> {} (each stage needs the next)",
+                names.join(" -> "),
+                names[0]
+            ),
+        );
+    }
+}
+
+/// Every distinct elementary cycle reachable by depth-first search, each rotated to start at its
+/// smallest index so the same cycle is reported once.
+fn find_cycles(edges: &[Vec<(usize, usize)>]) -> Vec<Vec<usize>> {
+    let n = edges.len();
+    let mut colour = vec![0u8; n];
+    let mut found: Vec<Vec<usize>> = Vec::new();
+    for root in 0..n {
+        if colour[root] != 0 {
+            continue;
+        }
+        // Iterative DFS: (node, next edge index); `path` mirrors the stack.
+        let mut stack = vec![(root, 0usize)];
+        let mut path = vec![root];
+        colour[root] = 1;
+        while let Some((node, next)) = stack.last_mut() {
+            let node = *node;
+            if let Some(&(to, _)) = edges[node].get(*next) {
+                *next += 1;
+                match colour[to] {
+                    0 => {
+                        colour[to] = 1;
+                        stack.push((to, 0));
+                        path.push(to);
+                    }
+                    1 => {
+                        if let Some(pos) = path.iter().position(|&p| p == to) {
+                            let mut cycle = path[pos..].to_vec();
+                            let min_pos = cycle
+                                .iter()
+                                .enumerate()
+                                .min_by_key(|(_, v)| **v)
+                                .map_or(0, |(i, _)| i);
+                            cycle.rotate_left(min_pos);
+                            if !found.contains(&cycle) {
+                                found.push(cycle);
+                            }
+                        }
+                    }
+                    _ => {}
+                }
+            } else {
+                colour[node] = 2;
+                stack.pop();
+                path.pop();
+            }
+        }
+    }
+    found
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn errors(text: &str) -> Vec<String> {
+        parse("p.toml", text)
+            .unwrap_err()
+            .iter()
+            .map(ToString::to_string)
+            .collect()
+    }
+
+    const OK: &str = r#"
+[pipeline]
+name = "etl"
+schedule = "every 30s"
+[pipeline.retry]
+max_attempts = 3
+backoff = { initial_ms = 100, multiplier = 2.0, max_ms = 1_000, jitter = true }
+[pipeline.params]
+limit = 100
+
+[[stage]]
+id = "a"
+kind = "simulate"
+latency = { p50_ms = 10, p95_ms = 40 }
+
+[[stage]]
+id = "b"
+kind = "command"
+needs = ["a"]
+command = ["sh", "-c", "cat"]
+retry = { max_attempts = 5 }
+
+[[stage]]
+id = "c"
+kind = "http"
+needs = ["a"]
+url = "http://127.0.0.1:9/x"
+method = "post"
+"#;
+
+    #[test]
+    fn parses_a_valid_pipeline_with_inherited_defaults() {
+        let p = parse("p.toml", OK).unwrap();
+        assert_eq!(p.name, "etl");
+        assert_eq!(p.stage_ids(), vec!["a", "b", "c"]);
+        let b = p.stage("b").unwrap();
+        assert_eq!(b.retry.max_attempts, 5);
+        assert_eq!(
+            b.retry.backoff.max_ms, 1_000,
+            "backoff inherited from the pipeline"
+        );
+        assert_eq!(p.stage("a").unwrap().retry.max_attempts, 3);
+        assert!(matches!(&p.stage("c").unwrap().kind, StageKind::Http(h) if h.method == "POST"));
+        assert_eq!(
+            p.stage("c").unwrap().breaker_target().as_deref(),
+            Some("http:127.0.0.1:9")
+        );
+        // Round-trips through the JSON snapshot stored with each run.
+        let json = serde_json::to_string(&p).unwrap();
+        assert_eq!(serde_json::from_str::<Pipeline>(&json).unwrap(), p);
+    }
+
+    #[test]
+    fn reports_every_problem_with_line_and_column() {
+        let errs = errors(
+            r#"[pipeline]
+name = "x"
+colour = "red"
+
+[[stage]]
+id = "a"
+kind = "shell"
+
+[[stage]]
+id = "a"
+kind = "simulate"
+needs = ["ghost"]
+"#,
+        );
+        assert_eq!(errs.len(), 4, "{errs:#?}");
+        assert!(
+            errs[0].starts_with("p.toml:3:1: unknown key `colour` in [pipeline]"),
+            "{}",
+            errs[0]
+        );
+        assert!(
+            errs[1].starts_with("p.toml:7:8: unknown stage kind `shell`"),
+            "{}",
+            errs[1]
+        );
+        assert!(errs[1].ends_with("valid kinds: command, http, simulate"));
+        assert!(
+            errs[2].starts_with("p.toml:10:6: duplicate stage id `a` (first defined on line 6)"),
+            "{}",
+            errs[2]
+        );
+        assert!(
+            errs[3].starts_with("p.toml:12:10: stage `a` needs `ghost`, which is not a stage"),
+            "{}",
+            errs[3]
+        );
+    }
+
+    #[test]
+    fn names_the_cycle() {
+        let errs = errors(
+            r#"[pipeline]
+name = "x"
+[[stage]]
+id = "a"
+kind = "simulate"
+needs = ["c"]
+[[stage]]
+id = "b"
+kind = "simulate"
+needs = ["a"]
+[[stage]]
+id = "c"
+kind = "simulate"
+needs = ["b"]
+"#,
+        );
+        assert_eq!(
+            errs,
+            vec![
+                "p.toml:6:10: `needs` forms a cycle: a -> c -> b -> a (each stage needs the next)"
+            ]
+        );
+    }
+
+    #[test]
+    fn syntax_errors_have_locations() {
+        let errs = errors("[pipeline]\nname = \"x\nconcurrency = 2\n");
+        assert!(errs[0].starts_with("p.toml:2:"), "{errs:?}");
+        assert!(errs[0].contains("TOML syntax error"), "{errs:?}");
+    }
+
+    #[test]
+    fn typed_params_from_the_command_line() {
+        let p = parse("p.toml", OK).unwrap();
+        let m = p.params_from_text(&[("limit".into(), "7".into())]).unwrap();
+        assert_eq!(m["limit"], Value::from(7));
+        let e = p
+            .params_from_text(&[("limit".into(), "many".into())])
+            .unwrap_err();
+        assert_eq!(
+            e,
+            "param `limit` must be an integer (like its default 100), got `many`"
+        );
+        let e = p
+            .params_from_text(&[("limt".into(), "1".into())])
+            .unwrap_err();
+        assert!(e.contains("did you mean `limit`"), "{e}");
+    }
+}

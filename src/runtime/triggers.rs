@@ -1,0 +1,57 @@
+//! Pipeline schedules: one task per scheduled pipeline, sleeping on the host's clock until the
+//! next fire. A fire is skipped (and says so in the event log) while the previous scheduled
+//! run of the same pipeline is still going, so slow runs never pile up.
+
+use std::sync::Arc;
+
+use serde_json::{Map, json};
+
+use super::host::{Inner, start_run};
+use super::spec::Pipeline;
+use crate::model::{EventKind, RunId, Trigger};
+use crate::store::Op;
+
+pub(crate) fn start(inner: &Arc<Inner>) {
+    for p in inner.ws.pipelines() {
+        if p.schedule.is_some() {
+            let (inner2, p) = (inner.clone(), p.clone());
+            inner.tasks.spawn(schedule_loop(inner2, p));
+        }
+    }
+}
+
+async fn schedule_loop(inner: Arc<Inner>, pipeline: Arc<Pipeline>) {
+    let Some(schedule) = pipeline.schedule.clone() else {
+        return;
+    };
+    let mut next = schedule.first_fire(inner.clock.now());
+    let mut last: Option<RunId> = None;
+    while let Some(at) = next {
+        let wait = (at - inner.clock.now()).to_std().unwrap_or_default();
+        tokio::select! {
+            () = inner.clock.sleep(wait) => {}
+            () = inner.shutdown.cancelled() => return,
+        }
+        match last {
+            Some(prev) if inner.is_active(prev) => {
+                inner
+                    .writer
+                    .send(vec![Op::run_event(
+                        inner.clock.timestamp(),
+                        EventKind::ScheduleSkipped,
+                        prev,
+                        json!({"pipeline": pipeline.name, "schedule": schedule.text(),
+                               "reason": format!("run {prev} from the previous fire is still going")}),
+                    )])
+                    .await;
+            }
+            _ => match start_run(&inner, &pipeline.name, &Map::new(), Trigger::Schedule).await {
+                Ok(id) => last = Some(id),
+                Err(e) => {
+                    tracing::warn!(pipeline = %pipeline.name, error = %e, "a scheduled run could not start");
+                }
+            },
+        }
+        next = schedule.next_fire(at, inner.clock.now());
+    }
+}

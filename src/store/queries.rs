@@ -1,0 +1,427 @@
+//! Read queries. A [`Reader`] is one read-only connection for synchronous callers (the CLI);
+//! a [`ReadPool`] lends connections to async callers on the blocking thread pool.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use rusqlite::{Connection, OptionalExtension, Row, params};
+use serde_json::Value;
+
+use super::{Result, StoreError, connect};
+use crate::model::{
+    Attempt, AttemptError, DlqEntry, DlqId, Event, Page, Run, RunId, RunQuery, RunStatus,
+    RunSummary, StageIo, StageRecord, StageStatus, Timestamp, Trigger,
+};
+
+/// One read connection.
+pub struct Reader {
+    conn: Connection,
+}
+
+/// What a driver needs to continue a run: its definition as started, its params, and each
+/// stage's status, attempt count and latest successful output.
+pub struct LoadedRun {
+    pub status: RunStatus,
+    pub spec: String,
+    pub params: Value,
+    pub started_at: Option<Timestamp>,
+    pub stages: Vec<(String, StageStatus, u32, Option<Value>)>,
+}
+
+fn ts(s: Option<String>) -> Option<Timestamp> {
+    s.and_then(|s| Timestamp::parse(&s).ok())
+}
+
+fn json(s: Option<String>) -> Option<Value> {
+    s.map(|s| serde_json::from_str(&s).unwrap_or(Value::String(s)))
+}
+
+fn parse_status<T: std::str::FromStr>(s: &str) -> rusqlite::Result<T> {
+    s.parse().map_err(|_| {
+        rusqlite::Error::InvalidColumnType(0, format!("status `{s}`"), rusqlite::types::Type::Text)
+    })
+}
+
+fn duration(start: Option<Timestamp>, end: Option<Timestamp>) -> Option<i64> {
+    Some(end?.millis_since(start?))
+}
+
+const SUMMARY_COLUMNS: &str = "r.id, r.pipeline, r.status, r.trigger, r.created_at, r.started_at, r.finished_at, r.stages_total,
+    (SELECT COUNT(*) FROM stages s WHERE s.run_id = r.id AND s.status IN ('succeeded','failed','skipped','cancelled'))";
+
+fn summary(row: &Row<'_>) -> rusqlite::Result<RunSummary> {
+    let started_at = ts(row.get(5)?);
+    let finished_at = ts(row.get(6)?);
+    Ok(RunSummary {
+        id: RunId(row.get(0)?),
+        pipeline: row.get(1)?,
+        status: parse_status(&row.get::<_, String>(2)?)?,
+        trigger: Trigger::parse(&row.get::<_, String>(3)?),
+        created_at: ts(row.get(4)?).unwrap_or(Timestamp::from_millis(0)),
+        started_at,
+        finished_at,
+        duration_ms: duration(started_at, finished_at),
+        stages_total: row.get(7)?,
+        stages_done: row.get(8)?,
+    })
+}
+
+/// Reads an attempt whose [`ATTEMPT_COLUMNS`] start at column `at`.
+fn attempt_at(row: &Row<'_>, at: usize) -> rusqlite::Result<Attempt> {
+    let code: Option<String> = row.get(at + 10)?;
+    let message: Option<String> = row.get(at + 11)?;
+    Ok(Attempt {
+        n: row.get(at)?,
+        status: parse_status(&row.get::<_, String>(at + 1)?)?,
+        started_at: ts(row.get(at + 2)?).unwrap_or(Timestamp::from_millis(0)),
+        finished_at: ts(row.get(at + 3)?),
+        duration_ms: row.get(at + 4)?,
+        input: json(row.get(at + 5)?).unwrap_or(Value::Null),
+        output: json(row.get(at + 6)?),
+        output_truncated: row.get(at + 7)?,
+        output_bytes: row.get::<_, Option<i64>>(at + 8)?.map(|b| b as u64),
+        stderr: row.get(at + 9)?,
+        error: code.map(|code| AttemptError {
+            code,
+            message: message.unwrap_or_default(),
+        }),
+    })
+}
+
+const ATTEMPT_COLUMNS: &str =
+    "n, status, started_at, finished_at, duration_ms, input, output, output_truncated,
+    output_bytes, stderr, error_code, error_message";
+
+fn dlq_entry(row: &Row<'_>) -> rusqlite::Result<DlqEntry> {
+    Ok(DlqEntry {
+        id: DlqId(row.get(0)?),
+        run_id: RunId(row.get(1)?),
+        pipeline: row.get(2)?,
+        stage: row.get(3)?,
+        attempts: row.get(4)?,
+        input: json(row.get(5)?).unwrap_or(Value::Null),
+        error: AttemptError {
+            code: row.get(6)?,
+            message: row.get(7)?,
+        },
+        created_at: ts(row.get(8)?).unwrap_or(Timestamp::from_millis(0)),
+    })
+}
+
+const DLQ_COLUMNS: &str =
+    "id, run_id, pipeline, stage_id, attempts, input, error_code, error_message, created_at";
+
+fn event(row: &Row<'_>) -> rusqlite::Result<Event> {
+    Ok(Event {
+        seq: row.get::<_, i64>(0)? as u64,
+        at: ts(row.get(1)?).unwrap_or(Timestamp::from_millis(0)),
+        kind: parse_status(&row.get::<_, String>(2)?)?,
+        run_id: row.get::<_, Option<i64>>(3)?.map(RunId),
+        stage: row.get(4)?,
+        data: json(row.get(5)?).unwrap_or(Value::Null),
+    })
+}
+
+impl Reader {
+    pub fn open(path: &Path) -> Result<Reader> {
+        Ok(Reader {
+            conn: connect(path, false)?,
+        })
+    }
+
+    /// Newest first, filtered, one page; the cursor is the last id of the page.
+    pub fn runs(&self, q: &RunQuery) -> Result<Page<RunSummary>> {
+        let limit = q.limit.clamp(1, 10_000);
+        let sql = format!(
+            "SELECT {SUMMARY_COLUMNS} FROM runs r
+             WHERE (?1 IS NULL OR r.pipeline = ?1) AND (?2 IS NULL OR r.status = ?2) AND (?3 IS NULL OR r.id < ?3)
+             ORDER BY r.id DESC LIMIT ?4"
+        );
+        let mut stmt = self.conn.prepare_cached(&sql)?;
+        let items: Vec<RunSummary> = stmt
+            .query_map(
+                params![
+                    q.pipeline,
+                    q.status.map(RunStatus::as_str),
+                    q.before.map(|r| r.0),
+                    limit as i64 + 1
+                ],
+                summary,
+            )?
+            .collect::<rusqlite::Result<_>>()?;
+        let more = items.len() > limit;
+        let items: Vec<RunSummary> = items.into_iter().take(limit).collect();
+        let next = if more {
+            items.last().map(|r| r.id)
+        } else {
+            None
+        };
+        Ok(Page { items, next })
+    }
+
+    pub fn run_summary(&self, id: RunId) -> Result<Option<RunSummary>> {
+        let sql = format!("SELECT {SUMMARY_COLUMNS} FROM runs r WHERE r.id = ?1");
+        Ok(self
+            .conn
+            .prepare_cached(&sql)?
+            .query_row(params![id.0], summary)
+            .optional()?)
+    }
+
+    pub fn run(&self, id: RunId) -> Result<Option<Run>> {
+        let row = self
+            .conn
+            .prepare_cached(
+                "SELECT id, pipeline, status, trigger, params, created_at, started_at, finished_at FROM runs WHERE id = ?1",
+            )?
+            .query_row(params![id.0], |r| {
+                Ok((
+                    r.get::<_, String>(1)?,
+                    r.get::<_, String>(2)?,
+                    r.get::<_, String>(3)?,
+                    r.get::<_, String>(4)?,
+                    r.get::<_, String>(5)?,
+                    r.get::<_, Option<String>>(6)?,
+                    r.get::<_, Option<String>>(7)?,
+                ))
+            })
+            .optional()?;
+        let Some((pipeline, status, trigger, params_text, created, started, finished)) = row else {
+            return Ok(None);
+        };
+        let mut stages: Vec<StageRecord> = self
+            .conn
+            .prepare_cached(
+                "SELECT stage_id, kind, needs, status FROM stages WHERE run_id = ?1 ORDER BY ord",
+            )?
+            .query_map(params![id.0], |r| {
+                Ok(StageRecord {
+                    id: r.get(0)?,
+                    kind: r.get(1)?,
+                    needs: serde_json::from_str(&r.get::<_, String>(2)?).unwrap_or_default(),
+                    status: parse_status(&r.get::<_, String>(3)?)?,
+                    attempts: Vec::new(),
+                })
+            })?
+            .collect::<rusqlite::Result<_>>()?;
+        let sql = format!(
+            "SELECT stage_id, {ATTEMPT_COLUMNS} FROM attempts WHERE run_id = ?1 ORDER BY stage_id, n"
+        );
+        let mut stmt = self.conn.prepare_cached(&sql)?;
+        let mut rows = stmt.query(params![id.0])?;
+        while let Some(row) = rows.next()? {
+            let stage_id: String = row.get(0)?;
+            let a = attempt_at(row, 1)?;
+            if let Some(s) = stages.iter_mut().find(|s| s.id == stage_id) {
+                s.attempts.push(a);
+            }
+        }
+        let started_at = ts(started);
+        let finished_at = ts(finished);
+        Ok(Some(Run {
+            id,
+            pipeline,
+            status: parse_status(&status)?,
+            trigger: Trigger::parse(&trigger),
+            params: serde_json::from_str(&params_text)?,
+            created_at: ts(Some(created)).unwrap_or(Timestamp::from_millis(0)),
+            started_at,
+            finished_at,
+            duration_ms: duration(started_at, finished_at),
+            stages,
+        }))
+    }
+
+    pub fn stage_io(&self, id: RunId, stage: &str) -> Result<Option<StageIo>> {
+        let head = self
+            .conn
+            .prepare_cached(
+                "SELECT r.pipeline, s.status FROM stages s JOIN runs r ON r.id = s.run_id WHERE s.run_id = ?1 AND s.stage_id = ?2",
+            )?
+            .query_row(params![id.0, stage], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))
+            .optional()?;
+        let Some((pipeline, status)) = head else {
+            return Ok(None);
+        };
+        let sql = format!(
+            "SELECT {ATTEMPT_COLUMNS} FROM attempts WHERE run_id = ?1 AND stage_id = ?2 ORDER BY n"
+        );
+        let attempts = self
+            .conn
+            .prepare_cached(&sql)?
+            .query_map(params![id.0, stage], |r| attempt_at(r, 0))?
+            .collect::<rusqlite::Result<_>>()?;
+        Ok(Some(StageIo {
+            run_id: id,
+            pipeline,
+            stage: stage.to_string(),
+            status: parse_status(&status)?,
+            attempts,
+        }))
+    }
+
+    /// The stage ids of a run, in definition order (to name the valid choices in errors).
+    pub fn stage_ids(&self, id: RunId) -> Result<Vec<String>> {
+        Ok(self
+            .conn
+            .prepare_cached("SELECT stage_id FROM stages WHERE run_id = ?1 ORDER BY ord")?
+            .query_map(params![id.0], |r| r.get(0))?
+            .collect::<rusqlite::Result<_>>()?)
+    }
+
+    pub fn load_run(&self, id: RunId) -> Result<Option<LoadedRun>> {
+        let row = self
+            .conn
+            .prepare_cached("SELECT status, spec, params, started_at FROM runs WHERE id = ?1")?
+            .query_row(params![id.0], |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, String>(2)?,
+                    r.get::<_, Option<String>>(3)?,
+                ))
+            })
+            .optional()?;
+        let Some((status, spec, params_text, started)) = row else {
+            return Ok(None);
+        };
+        let stages = self
+            .conn
+            .prepare_cached(
+                "SELECT s.stage_id, s.status,
+                    (SELECT COALESCE(MAX(n), 0) FROM attempts a WHERE a.run_id = s.run_id AND a.stage_id = s.stage_id),
+                    (SELECT output FROM attempts a WHERE a.run_id = s.run_id AND a.stage_id = s.stage_id
+                        AND a.status = 'succeeded' ORDER BY n DESC LIMIT 1)
+                 FROM stages s WHERE s.run_id = ?1 ORDER BY s.ord",
+            )?
+            .query_map(params![id.0], |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    parse_status::<StageStatus>(&r.get::<_, String>(1)?)?,
+                    r.get::<_, u32>(2)?,
+                    json(r.get(3)?),
+                ))
+            })?
+            .collect::<rusqlite::Result<_>>()?;
+        Ok(Some(LoadedRun {
+            status: parse_status(&status)?,
+            spec,
+            params: serde_json::from_str(&params_text)?,
+            started_at: ts(started),
+            stages,
+        }))
+    }
+
+    pub fn run_ids_with_status(&self, status: RunStatus) -> Result<Vec<RunId>> {
+        Ok(self
+            .conn
+            .prepare_cached("SELECT id FROM runs WHERE status = ?1 ORDER BY id")?
+            .query_map(params![status.as_str()], |r| Ok(RunId(r.get(0)?)))?
+            .collect::<rusqlite::Result<_>>()?)
+    }
+
+    pub fn dlq(&self) -> Result<Vec<DlqEntry>> {
+        let sql = format!("SELECT {DLQ_COLUMNS} FROM dlq ORDER BY id");
+        Ok(self
+            .conn
+            .prepare_cached(&sql)?
+            .query_map([], dlq_entry)?
+            .collect::<rusqlite::Result<_>>()?)
+    }
+
+    pub fn dlq_entry(&self, id: DlqId) -> Result<Option<DlqEntry>> {
+        let sql = format!("SELECT {DLQ_COLUMNS} FROM dlq WHERE id = ?1");
+        Ok(self
+            .conn
+            .prepare_cached(&sql)?
+            .query_row(params![id.0], dlq_entry)
+            .optional()?)
+    }
+
+    pub fn dlq_for_run(&self, run: RunId) -> Result<Vec<DlqEntry>> {
+        let sql = format!("SELECT {DLQ_COLUMNS} FROM dlq WHERE run_id = ?1 ORDER BY id");
+        Ok(self
+            .conn
+            .prepare_cached(&sql)?
+            .query_map(params![run.0], dlq_entry)?
+            .collect::<rusqlite::Result<_>>()?)
+    }
+
+    /// Events with `seq > since`, oldest first, at most `limit`.
+    pub fn events(&self, since: u64, limit: usize) -> Result<Vec<Event>> {
+        Ok(self
+            .conn
+            .prepare_cached("SELECT seq, at, kind, run_id, stage_id, data FROM events WHERE seq > ?1 ORDER BY seq LIMIT ?2")?
+            .query_map(params![since as i64, limit as i64], event)?
+            .collect::<rusqlite::Result<_>>()?)
+    }
+
+    /// The next run and dead-letter ids to hand out (ids are never reused, even after deletes).
+    pub fn next_ids(&self) -> Result<(i64, i64)> {
+        let next = |table: &str| -> Result<i64> {
+            let seq: i64 = self
+                .conn
+                .query_row(
+                    "SELECT COALESCE(MAX(seq), 0) FROM sqlite_sequence WHERE name = ?1",
+                    params![table],
+                    |r| r.get(0),
+                )
+                .optional()?
+                .unwrap_or(0);
+            let max: i64 = self.conn.query_row(
+                &format!("SELECT COALESCE(MAX(id), 0) FROM {table}"),
+                [],
+                |r| r.get(0),
+            )?;
+            Ok(seq.max(max) + 1)
+        };
+        Ok((next("runs")?, next("dlq")?))
+    }
+}
+
+/// A few read connections shared by async callers; each query runs on the blocking pool so the
+/// async runtime never waits on SQLite.
+#[derive(Clone)]
+pub struct ReadPool {
+    path: PathBuf,
+    idle: Arc<Mutex<Vec<Reader>>>,
+}
+
+impl ReadPool {
+    pub fn new(path: &Path) -> ReadPool {
+        ReadPool {
+            path: path.to_path_buf(),
+            idle: Arc::new(Mutex::new(Vec::new())),
+        }
+    }
+
+    pub async fn with<T, F>(&self, f: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Reader) -> Result<T> + Send + 'static,
+    {
+        let pool = self.clone();
+        tokio::task::spawn_blocking(move || {
+            let reader = pool
+                .idle
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .pop();
+            let reader = match reader {
+                Some(r) => r,
+                None => Reader::open(&pool.path)?,
+            };
+            let out = f(&reader);
+            let mut idle = pool
+                .idle
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            if idle.len() < 4 {
+                idle.push(reader);
+            }
+            out
+        })
+        .await
+        .map_err(|e| StoreError(format!("a store read was aborted: {e}")))?
+    }
+}

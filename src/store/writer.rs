@@ -1,0 +1,448 @@
+//! The single writer: a dedicated thread that owns the write connection, drains requests in
+//! batches, applies each batch in one transaction, assigns event sequence numbers inside that
+//! transaction (so they are gap-free), acknowledges, and only then publishes the events.
+
+use std::thread::JoinHandle;
+
+use rusqlite::{Connection, Transaction, params};
+use serde_json::Value;
+use tokio::sync::{broadcast, mpsc, oneshot};
+
+use super::{Result, StoreError};
+use crate::model::{
+    AttemptStatus, DlqEntry, DlqId, Event, EventKind, RunId, RunStatus, StageStatus, Timestamp,
+    Trigger,
+};
+
+/// Most requests folded into one transaction; bounds commit latency under load.
+const MAX_BATCH: usize = 512;
+
+/// A stage row created with its run.
+#[derive(Debug, Clone)]
+pub struct NewStage {
+    pub id: String,
+    pub kind: String,
+    pub needs: Vec<String>,
+}
+
+/// An event to append; its `seq` is assigned at commit.
+#[derive(Debug, Clone)]
+pub struct NewEvent {
+    pub at: Timestamp,
+    pub kind: EventKind,
+    pub run_id: Option<RunId>,
+    pub stage: Option<String>,
+    pub data: Value,
+}
+
+/// One change to the store.
+#[derive(Debug, Clone)]
+pub enum Op {
+    InsertRun {
+        id: RunId,
+        pipeline: String,
+        trigger: Trigger,
+        params: String,
+        spec: String,
+        created_at: Timestamp,
+        stages: Vec<NewStage>,
+    },
+    /// Sets the status; `started_at` is kept once set; `finished_at` is replaced (None clears).
+    UpdateRun {
+        id: RunId,
+        status: RunStatus,
+        started_at: Option<Timestamp>,
+        finished_at: Option<Timestamp>,
+    },
+    UpdateStage {
+        run_id: RunId,
+        stage: String,
+        status: StageStatus,
+    },
+    StartAttempt {
+        run_id: RunId,
+        stage: String,
+        n: u32,
+        started_at: Timestamp,
+        input: String,
+    },
+    /// The process that runs an attempt, so a host that restarts after a crash can kill it.
+    AttemptProcess {
+        run_id: RunId,
+        stage: String,
+        n: u32,
+        pid: i64,
+        pid_start: Option<i64>,
+    },
+    FinishAttempt {
+        run_id: RunId,
+        stage: String,
+        n: u32,
+        status: AttemptStatus,
+        finished_at: Timestamp,
+        duration_ms: i64,
+        output: Option<String>,
+        output_truncated: bool,
+        output_bytes: Option<u64>,
+        stderr: Option<String>,
+        error: Option<(String, String)>,
+    },
+    InsertDlq {
+        entry: DlqEntry,
+        input: String,
+    },
+    DeleteDlq {
+        id: DlqId,
+    },
+    Event(NewEvent),
+}
+
+impl Op {
+    /// An event about a run as a whole.
+    pub fn run_event(at: Timestamp, kind: EventKind, run: RunId, data: Value) -> Op {
+        Op::Event(NewEvent {
+            at,
+            kind,
+            run_id: Some(run),
+            stage: None,
+            data,
+        })
+    }
+
+    /// An event about one stage of a run.
+    pub fn stage_event(at: Timestamp, kind: EventKind, run: RunId, stage: &str, data: Value) -> Op {
+        Op::Event(NewEvent {
+            at,
+            kind,
+            run_id: Some(run),
+            stage: Some(stage.to_string()),
+            data,
+        })
+    }
+}
+
+enum Request {
+    Write {
+        ops: Vec<Op>,
+        ack: Option<oneshot::Sender<Result<()>>>,
+    },
+    Close,
+}
+
+/// A handle for submitting writes; cheap to clone.
+#[derive(Clone)]
+pub struct Writer {
+    tx: mpsc::Sender<Request>,
+}
+
+/// The writer thread; join it after [`Writer::close`] to be sure everything is on disk.
+pub struct WriterThread(JoinHandle<()>);
+
+impl WriterThread {
+    pub fn join(self) {
+        if self.0.join().is_err() {
+            tracing::error!("the store writer thread panicked");
+        }
+    }
+}
+
+impl Writer {
+    /// Starts the writer on a migrated connection. Committed events are published on `events`.
+    pub fn spawn(
+        conn: Connection,
+        events: broadcast::Sender<Event>,
+    ) -> Result<(Writer, WriterThread)> {
+        let next_seq = max_seq(&conn)? + 1;
+        let (tx, rx) = mpsc::channel(8192);
+        let handle = std::thread::Builder::new()
+            .name("opsdeck-store-writer".into())
+            .spawn(move || run(conn, rx, &events, next_seq))
+            .map_err(|e| StoreError(format!("cannot start the store writer: {e}")))?;
+        Ok((Writer { tx }, WriterThread(handle)))
+    }
+
+    /// Queues writes without waiting for them to commit. Order with other writes is kept.
+    pub async fn send(&self, ops: Vec<Op>) {
+        if self
+            .tx
+            .send(Request::Write { ops, ack: None })
+            .await
+            .is_err()
+        {
+            tracing::error!("a write was submitted after the store closed; it was dropped");
+        }
+    }
+
+    /// Queues writes from synchronous code without waiting; if the queue is full the writes
+    /// are handed to a task, so the caller never blocks.
+    pub fn send_now(&self, ops: Vec<Op>) {
+        match self.tx.try_send(Request::Write { ops, ack: None }) {
+            Ok(()) => {}
+            Err(mpsc::error::TrySendError::Full(req)) => {
+                let tx = self.tx.clone();
+                tokio::spawn(async move {
+                    let _ = tx.send(req).await;
+                });
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => {
+                tracing::error!("a write was submitted after the store closed; it was dropped");
+            }
+        }
+    }
+
+    /// Queues writes and waits until they are committed.
+    pub async fn commit(&self, ops: Vec<Op>) -> Result<()> {
+        let (ack, done) = oneshot::channel();
+        self.tx
+            .send(Request::Write {
+                ops,
+                ack: Some(ack),
+            })
+            .await
+            .map_err(|_| StoreError("the store is closed".into()))?;
+        done.await
+            .map_err(|_| StoreError("the store writer stopped before committing".into()))?
+    }
+
+    /// Asks the writer to finish what is queued and stop.
+    pub async fn close(&self) {
+        let _ = self.tx.send(Request::Close).await;
+    }
+}
+
+fn run(
+    mut conn: Connection,
+    mut rx: mpsc::Receiver<Request>,
+    events: &broadcast::Sender<Event>,
+    mut next_seq: u64,
+) {
+    let mut closing = false;
+    while !closing {
+        let Some(first) = rx.blocking_recv() else {
+            break;
+        };
+        let mut batch = Vec::new();
+        for req in std::iter::once(first)
+            .chain(std::iter::from_fn(|| rx.try_recv().ok()))
+            .take(MAX_BATCH)
+        {
+            match req {
+                Request::Write { ops, ack } => batch.push((ops, ack)),
+                Request::Close => {
+                    closing = true;
+                    break;
+                }
+            }
+        }
+        let all: Vec<&Op> = batch.iter().flat_map(|(ops, _)| ops.iter()).collect();
+        match apply(&mut conn, &all, next_seq) {
+            Ok(published) => {
+                next_seq += published.len() as u64;
+                for (_, ack) in batch {
+                    if let Some(ack) = ack {
+                        let _ = ack.send(Ok(()));
+                    }
+                }
+                for e in published {
+                    let _ = events.send(e);
+                }
+            }
+            Err(e) => {
+                // One bad request must not sink the others: retry each on its own.
+                tracing::warn!(error = %e, "a write batch failed; retrying its requests one by one");
+                for (ops, ack) in batch {
+                    let refs: Vec<&Op> = ops.iter().collect();
+                    let result = apply(&mut conn, &refs, next_seq);
+                    let reply = match result {
+                        Ok(published) => {
+                            next_seq += published.len() as u64;
+                            for e in published {
+                                let _ = events.send(e);
+                            }
+                            Ok(())
+                        }
+                        Err(e) => {
+                            tracing::error!(error = %e, "a write failed and was not stored");
+                            Err(e)
+                        }
+                    };
+                    if let Some(ack) = ack {
+                        let _ = ack.send(reply);
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn max_seq(conn: &Connection) -> Result<u64> {
+    let seq: i64 = conn.query_row("SELECT COALESCE(MAX(seq), 0) FROM events", [], |r| r.get(0))?;
+    Ok(seq as u64)
+}
+
+fn apply(conn: &mut Connection, ops: &[&Op], first_seq: u64) -> Result<Vec<Event>> {
+    let tx = conn.transaction()?;
+    let mut published = Vec::new();
+    for op in ops {
+        apply_op(&tx, op, first_seq + published.len() as u64, &mut published)?;
+    }
+    tx.commit()?;
+    Ok(published)
+}
+
+/// Appends one event with the given sequence number. Shared with recovery, which writes
+/// without the writer thread while it holds the workspace lock.
+pub(crate) fn insert_event(tx: &Transaction<'_>, seq: u64, e: &NewEvent) -> Result<Event> {
+    tx.prepare_cached("INSERT INTO events (seq, at, kind, run_id, stage_id, data) VALUES (?1, ?2, ?3, ?4, ?5, ?6)")?
+        .execute(params![
+            seq as i64,
+            e.at.to_string(),
+            e.kind.as_str(),
+            e.run_id.map(|r| r.0),
+            e.stage,
+            e.data.to_string()
+        ])?;
+    Ok(Event {
+        seq,
+        at: e.at,
+        kind: e.kind,
+        run_id: e.run_id,
+        stage: e.stage.clone(),
+        data: e.data.clone(),
+    })
+}
+
+fn apply_op(tx: &Transaction<'_>, op: &Op, seq: u64, published: &mut Vec<Event>) -> Result<()> {
+    match op {
+        Op::InsertRun {
+            id,
+            pipeline,
+            trigger,
+            params,
+            spec,
+            created_at,
+            stages,
+        } => {
+            tx.prepare_cached(
+                "INSERT INTO runs (id, pipeline, status, trigger, params, spec, created_at, stages_total)
+                 VALUES (?1, ?2, 'pending', ?3, ?4, ?5, ?6, ?7)",
+            )?
+            .execute(params![id.0, pipeline, trigger.as_str(), params, spec, created_at.to_string(), stages.len() as i64])?;
+            let mut stmt = tx.prepare_cached(
+                "INSERT INTO stages (run_id, stage_id, ord, kind, needs, status) VALUES (?1, ?2, ?3, ?4, ?5, 'pending')",
+            )?;
+            for (i, s) in stages.iter().enumerate() {
+                stmt.execute(params![
+                    id.0,
+                    s.id,
+                    i as i64,
+                    s.kind,
+                    serde_json::to_string(&s.needs)?
+                ])?;
+            }
+        }
+        Op::UpdateRun {
+            id,
+            status,
+            started_at,
+            finished_at,
+        } => {
+            tx.prepare_cached(
+                "UPDATE runs SET status = ?2, started_at = COALESCE(started_at, ?3), finished_at = ?4 WHERE id = ?1",
+            )?
+            .execute(params![
+                id.0,
+                status.as_str(),
+                started_at.map(|t| t.to_string()),
+                finished_at.map(|t| t.to_string())
+            ])?;
+        }
+        Op::UpdateStage {
+            run_id,
+            stage,
+            status,
+        } => {
+            tx.prepare_cached("UPDATE stages SET status = ?3 WHERE run_id = ?1 AND stage_id = ?2")?
+                .execute(params![run_id.0, stage, status.as_str()])?;
+        }
+        Op::StartAttempt {
+            run_id,
+            stage,
+            n,
+            started_at,
+            input,
+        } => {
+            tx.prepare_cached(
+                "INSERT OR REPLACE INTO attempts (run_id, stage_id, n, status, started_at, input)
+                 VALUES (?1, ?2, ?3, 'running', ?4, ?5)",
+            )?
+            .execute(params![run_id.0, stage, n, started_at.to_string(), input])?;
+        }
+        Op::AttemptProcess {
+            run_id,
+            stage,
+            n,
+            pid,
+            pid_start,
+        } => {
+            tx.prepare_cached("UPDATE attempts SET pid = ?4, pid_start = ?5 WHERE run_id = ?1 AND stage_id = ?2 AND n = ?3")?
+                .execute(params![run_id.0, stage, n, pid, pid_start])?;
+        }
+        Op::FinishAttempt {
+            run_id,
+            stage,
+            n,
+            status,
+            finished_at,
+            duration_ms,
+            output,
+            output_truncated,
+            output_bytes,
+            stderr,
+            error,
+        } => {
+            tx.prepare_cached(
+                "UPDATE attempts SET status = ?4, finished_at = ?5, duration_ms = ?6, output = ?7,
+                   output_truncated = ?8, output_bytes = ?9, stderr = ?10, error_code = ?11, error_message = ?12
+                 WHERE run_id = ?1 AND stage_id = ?2 AND n = ?3",
+            )?
+            .execute(params![
+                run_id.0,
+                stage,
+                n,
+                status.as_str(),
+                finished_at.to_string(),
+                duration_ms,
+                output,
+                output_truncated,
+                output_bytes.map(|b| b as i64),
+                stderr,
+                error.as_ref().map(|e| &e.0),
+                error.as_ref().map(|e| &e.1),
+            ])?;
+        }
+        Op::InsertDlq { entry, input } => {
+            tx.prepare_cached(
+                "INSERT INTO dlq (id, run_id, pipeline, stage_id, attempts, input, error_code, error_message, created_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+            )?
+            .execute(params![
+                entry.id.0,
+                entry.run_id.0,
+                entry.pipeline,
+                entry.stage,
+                entry.attempts,
+                input,
+                entry.error.code,
+                entry.error.message,
+                entry.created_at.to_string()
+            ])?;
+        }
+        Op::DeleteDlq { id } => {
+            tx.prepare_cached("DELETE FROM dlq WHERE id = ?1")?
+                .execute(params![id.0])?;
+        }
+        Op::Event(e) => published.push(insert_event(tx, seq, e)?),
+    }
+    Ok(())
+}

@@ -1,0 +1,374 @@
+//! The command line as users and scripts see it: JSON shapes, filters, exit codes, errors.
+
+use serde_json::{Value, json};
+
+use crate::support::TestWorkspace;
+
+const ETL: &str = r#"[pipeline]
+name = "etl"
+[pipeline.params]
+region = "eu"
+limit = 10
+[[stage]]
+id = "extract"
+kind = "simulate"
+output = { rows = 3 }
+[[stage]]
+id = "load"
+kind = "command"
+needs = ["extract"]
+command = ["cat"]
+"#;
+
+const FRAGILE: &str = r#"[pipeline]
+name = "fragile"
+[[stage]]
+id = "a"
+kind = "command"
+command = ["sh", "-c", "[ -f ok ] || { echo 'not yet' >&2; exit 1; }"]
+"#;
+
+fn workspace() -> TestWorkspace {
+    let ws = TestWorkspace::new();
+    ws.pipeline("etl", ETL).pipeline("fragile", FRAGILE);
+    ws
+}
+
+#[test]
+fn run_json_has_the_documented_shape() {
+    let ws = workspace();
+    let out = ws.run(&["run", "etl", "--param", "limit=25", "--json"]);
+    out.expect_code(0);
+    let run = out.json();
+    for key in [
+        "id",
+        "pipeline",
+        "status",
+        "params",
+        "created_at",
+        "started_at",
+        "finished_at",
+        "stages",
+    ] {
+        assert!(run.get(key).is_some(), "missing {key} in {run}");
+    }
+    assert_eq!(run["status"], "succeeded");
+    assert_eq!(
+        run["params"],
+        json!({"region": "eu", "limit": 25}),
+        "typed like the default"
+    );
+    let load = &run["stages"][1];
+    assert_eq!(
+        (load["id"].as_str(), load["status"].as_str()),
+        (Some("load"), Some("succeeded"))
+    );
+    let attempt = &load["attempts"][0];
+    for key in [
+        "n",
+        "status",
+        "started_at",
+        "finished_at",
+        "duration_ms",
+        "input",
+        "output",
+        "stderr",
+        "error",
+    ] {
+        assert!(attempt.get(key).is_some(), "missing {key} in {attempt}");
+    }
+    assert_eq!(attempt["n"], 1);
+    assert_eq!(attempt["error"], Value::Null);
+    assert_eq!(
+        attempt["input"],
+        json!({"params": {"region": "eu", "limit": 25}, "stages": {"extract": {"rows": 3}}})
+    );
+
+    // A failing run exits 1 and its error is in the JSON.
+    let out = ws.run(&["run", "fragile", "--json"]);
+    out.expect_code(1);
+    let err = &out.json()["stages"][0]["attempts"][0]["error"];
+    assert_eq!(err["code"], "exit_status");
+    assert_eq!(
+        out.json()["stages"][0]["attempts"][0]["stderr"],
+        "not yet\n"
+    );
+}
+
+#[test]
+fn human_run_output_shows_progress_and_the_result() {
+    let ws = workspace();
+    let out = ws.run(&["run", "fragile"]);
+    out.expect_code(1);
+    let text = out.stdout();
+    assert!(text.starts_with("run 1 of `fragile` started\n"), "{text}");
+    assert!(text.contains("  ✗ a: failed after 1 attempt(s) (exit_status: `sh` exited with status 1); parked as dead-letter entry 1"), "{text}");
+    assert!(text.contains("details: opsdeck runs show 1"), "{text}");
+}
+
+#[test]
+fn runs_are_listed_newest_first_filtered_and_paged() {
+    let ws = workspace();
+    for p in ["etl", "fragile", "etl", "etl"] {
+        ws.run(&["run", p]);
+    }
+    let ids = |args: &[&str]| -> Vec<u64> {
+        let mut all = vec!["runs", "--json"];
+        all.extend_from_slice(args);
+        let out = ws.run(&all);
+        out.expect_code(0);
+        out.json()
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["id"].as_u64().unwrap())
+            .collect()
+    };
+    assert_eq!(ids(&[]), [4, 3, 2, 1]);
+    assert_eq!(ids(&["--pipeline", "etl"]), [4, 3, 1]);
+    assert_eq!(ids(&["--status", "failed"]), [2]);
+    assert_eq!(ids(&["--limit", "2"]), [4, 3]);
+    assert_eq!(ids(&["--limit", "2", "--before", "3"]), [2, 1]);
+    let table = ws.run(&["runs", "--limit", "2"]).stdout();
+    assert!(table.starts_with("ID  PIPELINE  STATUS"), "{table}");
+    assert!(table.contains("(more: --before 3)"), "{table}");
+    let summary = &ws.run(&["runs", "--json", "--limit", "1"]).json()[0];
+    assert_eq!(
+        (
+            summary["stages_done"].as_u64(),
+            summary["stages_total"].as_u64()
+        ),
+        (Some(2), Some(2))
+    );
+}
+
+#[test]
+fn bad_input_gets_one_sentence_and_exit_2() {
+    let ws = workspace();
+    let cases: &[(&[&str], &str)] = &[
+        (
+            &["runs", "show", "abc"],
+            "`abc` is not a valid run id; ids are positive numbers such as 42",
+        ),
+        (
+            &["runs", "show", "99"],
+            "opsdeck: there is no run 99; list runs with `opsdeck runs`",
+        ),
+        (
+            &["runs", "--status", "done"],
+            "`done` is not a run status; valid choices: pending, running, succeeded, failed, cancelled, interrupted",
+        ),
+        (
+            &["runs", "--pipeline", "elt"],
+            "opsdeck: there is no pipeline `elt` (did you mean `etl`?); pipelines: etl, fragile",
+        ),
+        (
+            &["run", "nope"],
+            "opsdeck: there is no pipeline `nope`; pipelines: etl, fragile",
+        ),
+        (
+            &["run", "etl", "-p", "limit=many"],
+            "opsdeck: param `limit` must be an integer (like its default 10), got `many`",
+        ),
+        (
+            &["run", "etl", "-p", "colour=red"],
+            "opsdeck: pipeline `etl` has no param `colour`; declared params: region, limit",
+        ),
+        (
+            &["dlq", "requeue", "5"],
+            "opsdeck: cannot requeue dead-letter entry 5: there is no dead-letter entry 5; list them with `opsdeck dlq list`",
+        ),
+    ];
+    for (args, expected) in cases {
+        let out = ws.run(args);
+        assert_eq!(out.code(), 2, "{args:?}: {}", out.stderr());
+        assert!(
+            out.stderr().contains(expected),
+            "{args:?}:\n{}",
+            out.stderr()
+        );
+        assert!(
+            !out.stderr().contains("panicked") && !out.stderr().contains("RUST_BACKTRACE"),
+            "{}",
+            out.stderr()
+        );
+    }
+    let bad_ws = crate::support::Out(
+        ws.bare_cmd()
+            .args(["--workspace", "/nonexistent/ws", "runs"])
+            .output()
+            .unwrap(),
+    );
+    bad_ws.expect_code(2);
+    assert_eq!(
+        bad_ws.stderr(),
+        "opsdeck: the workspace /nonexistent/ws does not exist or is not a directory\n"
+    );
+}
+
+#[test]
+fn dead_letters_can_be_listed_requeued_and_discarded() {
+    let ws = workspace();
+    ws.run(&["run", "fragile"]).expect_code(1);
+    ws.run(&["run", "fragile"]).expect_code(1);
+    let list = ws.run(&["dlq", "list", "--json"]).json();
+    assert_eq!(list.as_array().unwrap().len(), 2);
+    assert_eq!(list[0]["stage"], "a");
+    assert_eq!(list[0]["error"]["code"], "exit_status");
+    assert!(
+        ws.run(&["dlq", "list"])
+            .stdout()
+            .starts_with("ID  RUN  PIPELINE  STAGE  ATTEMPTS  AGE")
+    );
+
+    std::fs::write(ws.path("ok"), "").unwrap();
+    let requeued = ws.run(&["dlq", "requeue", "1"]);
+    requeued.expect_code(0);
+    assert!(
+        requeued
+            .stdout()
+            .contains("dead-letter entry 1 requeued into run 1"),
+        "{}",
+        requeued.stdout()
+    );
+    assert_eq!(
+        ws.run(&["runs", "show", "1", "--json"]).json()["status"],
+        "succeeded"
+    );
+
+    let discarded = ws.run(&["dlq", "discard", "2", "--reason", "duplicate"]);
+    discarded.expect_code(0);
+    assert_eq!(
+        discarded.stdout(),
+        "dead-letter entry 2 discarded; run 2 stays failed\n"
+    );
+    assert_eq!(ws.run(&["dlq", "list", "--json"]).json(), json!([]));
+    assert_eq!(
+        ws.run(&["runs", "show", "2", "--json"]).json()["status"],
+        "failed"
+    );
+}
+
+#[test]
+fn retry_reruns_failed_stages_and_cancel_refuses_finished_runs() {
+    let ws = workspace();
+    ws.run(&["run", "fragile"]).expect_code(1);
+    std::fs::write(ws.path("ok"), "").unwrap();
+    ws.run(&["runs", "retry", "1"]).expect_code(0);
+    let run = ws.run(&["runs", "show", "1", "--json"]).json();
+    assert_eq!(run["status"], "succeeded");
+    assert_eq!(run["stages"][0]["attempts"].as_array().unwrap().len(), 2);
+    assert_eq!(
+        ws.run(&["dlq", "list", "--json"]).json(),
+        json!([]),
+        "retrying a run clears its dead letters"
+    );
+
+    let cancel = ws.run(&["runs", "cancel", "1"]);
+    cancel.expect_code(2);
+    assert_eq!(
+        cancel.stderr(),
+        "opsdeck: cannot cancel run 1: run 1 already finished (succeeded); there is nothing to cancel\n"
+    );
+    let resume = ws.run(&["runs", "resume", "1"]);
+    resume.expect_code(2);
+    assert!(
+        resume
+            .stderr()
+            .contains("run 1 is succeeded, not interrupted; only interrupted runs can be resumed"),
+        "{}",
+        resume.stderr()
+    );
+}
+
+#[test]
+fn events_print_json_lines_from_a_sequence_number() {
+    let ws = workspace();
+    ws.run(&["run", "etl"]).expect_code(0);
+    let all = ws.run(&["events", "--json"]).stdout();
+    let all: Vec<Value> = all
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert!(all.len() >= 6);
+    assert_eq!(all[0]["kind"], "run_created");
+    let since = ws
+        .run(&["events", "--since", "3", "--limit", "2", "--json"])
+        .stdout();
+    let since: Vec<u64> = since
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<Value>(l).unwrap()["seq"]
+                .as_u64()
+                .unwrap()
+        })
+        .collect();
+    assert_eq!(since, [4, 5]);
+    let human = ws.run(&["events", "--limit", "1"]).stdout();
+    assert!(human.starts_with("#1 "), "{human}");
+    assert!(human.contains("run_created"), "{human}");
+}
+
+#[test]
+fn logs_go_to_the_workspace_not_the_terminal() {
+    let ws = workspace();
+    let out = ws.run(&["run", "etl"]);
+    assert_eq!(out.stderr(), "", "nothing on stderr for a successful run");
+    let logs: Vec<_> = std::fs::read_dir(ws.path(".opsdeck/logs"))
+        .unwrap()
+        .filter_map(Result::ok)
+        .collect();
+    assert_eq!(logs.len(), 1);
+    let text = std::fs::read_to_string(logs[0].path()).unwrap();
+    assert!(text.contains("host started"), "{text}");
+    // -v raises the level.
+    ws.run(&["-v", "runs"]).expect_code(0);
+}
+
+#[test]
+fn without_a_workspace_the_demo_is_unpacked_into_the_data_dir() {
+    let ws = TestWorkspace::new();
+    let out = ws.bare_cmd().args(["runs"]).output().unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let demo = ws.root.path().join("home/data/opsdeck/demo");
+    for f in [
+        "opsdeck.toml",
+        "pipelines/checkout-etl.toml",
+        "pipelines/partner-sync.toml",
+    ] {
+        assert!(demo.join(f).is_file(), "{f} missing from the unpacked demo");
+    }
+}
+
+#[test]
+fn a_closed_output_pipe_ends_quietly_not_with_a_panic() {
+    use std::io::{BufRead, BufReader};
+    let ws = TestWorkspace::new();
+    let mut many = String::from("[pipeline]\nname = \"many\"\nconcurrency = 16\n");
+    for i in 0..200 {
+        many.push_str(&format!("[[stage]]\nid = \"s{i}\"\nkind = \"simulate\"\n"));
+    }
+    ws.pipeline("many", &many);
+    for _ in 0..3 {
+        ws.run(&["run", "many"]).expect_code(0);
+    }
+    // ~1,200 events (~150 KB), far more than a pipe buffer holds: the writer must hit the closed pipe.
+    let mut child = ws
+        .cmd()
+        .args(["events"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut first = String::new();
+    BufReader::new(child.stdout.take().unwrap()).read_line(&mut first).unwrap();
+    assert!(first.starts_with("#1 "), "{first}");
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    assert_eq!(String::from_utf8_lossy(&out.stderr), "");
+}

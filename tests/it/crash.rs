@@ -1,0 +1,170 @@
+//! Crash recovery with the real binary: SIGKILL a foreground run mid-run, then recover.
+
+use std::process::{Child, Stdio};
+
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+use serde_json::{Value, json};
+
+use crate::support::{TestWorkspace, eventually, process_gone, read};
+
+const SLOW: &str = r#"[pipeline]
+name = "slow"
+[[stage]]
+id = "a"
+kind = "command"
+command = ["sh", "-c", "echo ran >> a.count; echo '{\"a\": 1}'"]
+[[stage]]
+id = "b"
+kind = "command"
+needs = ["a"]
+command = ["sh", "-c", "echo $$ > b.pid; if [ -f fast ]; then cat; else sleep 60; fi"]
+"#;
+
+fn signal(child: &Child, sig: Signal) {
+    kill(Pid::from_raw(child.id() as i32), sig).unwrap();
+}
+
+/// Starts `opsdeck run slow`, waits until stage `b` is running, and SIGKILLs it.
+fn kill_mid_run(ws: &TestWorkspace) -> i32 {
+    ws.pipeline("slow", SLOW);
+    let mut child = ws
+        .cmd()
+        .args(["run", "slow"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let pid_file = ws.path("b.pid");
+    eventually("stage b to start", || {
+        read(&pid_file).trim().parse::<i32>().is_ok()
+    });
+    signal(&child, Signal::SIGKILL);
+    child.wait().unwrap();
+    read(&pid_file).trim().parse().unwrap()
+}
+
+fn stage<'a>(run: &'a Value, id: &str) -> &'a Value {
+    run["stages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["id"] == id)
+        .unwrap()
+}
+
+#[test]
+fn a_killed_run_is_interrupted_then_resumed_without_rerunning_finished_stages() {
+    let ws = TestWorkspace::new();
+    let orphan = kill_mid_run(&ws);
+
+    // Any later process that opens the store sees no host and marks the run interrupted; it
+    // also kills the stage's process group, which the dead host could not.
+    let runs = ws.run(&["runs", "--json"]);
+    runs.expect_code(0);
+    assert_eq!(runs.json()[0]["status"], "interrupted");
+    eventually("the orphaned stage process to be killed", || {
+        process_gone(orphan)
+    });
+    let run = ws.run(&["runs", "show", "1", "--json"]).json();
+    assert_eq!(stage(&run, "a")["status"], "succeeded");
+    assert_eq!(stage(&run, "a")["attempts"][0]["output"], json!({"a": 1}));
+    assert_eq!(stage(&run, "b")["status"], "interrupted");
+    assert_eq!(stage(&run, "b")["attempts"][0]["status"], "interrupted");
+
+    std::fs::write(ws.path("fast"), "").unwrap();
+    let resumed = ws.run(&["runs", "resume", "1"]);
+    resumed.expect_code(0);
+    assert!(
+        resumed.stdout().contains("run 1 of `slow` succeeded"),
+        "{}",
+        resumed.stdout()
+    );
+
+    let run = ws.run(&["runs", "show", "1", "--json"]).json();
+    assert_eq!(run["status"], "succeeded");
+    assert_eq!(
+        read(&ws.path("a.count")),
+        "ran\n",
+        "stage a ran exactly once"
+    );
+    assert_eq!(stage(&run, "a")["attempts"].as_array().unwrap().len(), 1);
+    let b = stage(&run, "b")["attempts"].as_array().unwrap();
+    assert_eq!(
+        b.iter()
+            .map(|a| a["status"].as_str().unwrap())
+            .collect::<Vec<_>>(),
+        ["interrupted", "succeeded"]
+    );
+    assert_eq!(
+        b[1]["output"],
+        json!({"params": {}, "stages": {"a": {"a": 1}}}),
+        "b got a's recorded output"
+    );
+
+    let events = ws.run(&["events", "--json"]).stdout();
+    let events: Vec<Value> = events
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let seqs: Vec<u64> = events.iter().map(|e| e["seq"].as_u64().unwrap()).collect();
+    assert_eq!(
+        seqs,
+        (1..=events.len() as u64).collect::<Vec<_>>(),
+        "no gaps across the crash"
+    );
+    let kinds: Vec<&str> = events.iter().map(|e| e["kind"].as_str().unwrap()).collect();
+    let interrupted = kinds.iter().position(|k| *k == "run_interrupted").unwrap();
+    let resumed = kinds.iter().position(|k| *k == "run_resumed").unwrap();
+    assert!(interrupted < resumed);
+    assert_eq!(kinds.last(), Some(&"run_finished"));
+}
+
+#[test]
+fn serve_resumes_interrupted_runs_and_refuses_a_second_host() {
+    let ws = TestWorkspace::new();
+    kill_mid_run(&ws);
+    std::fs::write(ws.path("fast"), "").unwrap();
+    let mut serve = ws
+        .cmd()
+        .arg("serve")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let host_json = ws.path(".opsdeck/host.json");
+    eventually("serve to publish host.json", || host_json.exists());
+    eventually("serve to resume and finish run 1", || {
+        ws.run(&["runs", "--json"]).json()[0]["status"] == "succeeded"
+    });
+    assert_eq!(read(&ws.path("a.count")), "ran\n");
+
+    // Only one host per workspace; the refusal names the host.
+    let second = ws.run(&["run", "slow"]);
+    second.expect_code(1);
+    let msg = second.stderr();
+    assert!(
+        msg.starts_with(&format!("opsdeck: cannot run `slow`: the workspace is hosted by `opsdeck serve` (pid {}, running since ", serve.id())),
+        "{msg}"
+    );
+    assert!(
+        msg.trim_end()
+            .ends_with("stop it or wait for it to finish, then try again"),
+        "{msg}"
+    );
+    // Read-only commands keep working while it is hosted.
+    ws.run(&["dlq", "list"]).expect_code(0);
+
+    signal(&serve, Signal::SIGTERM);
+    let status = serve.wait().unwrap();
+    assert_eq!(status.code(), Some(0));
+    assert!(
+        !host_json.exists(),
+        "a host that stops cleanly unpublishes itself"
+    );
+    let mut logs = String::new();
+    std::io::Read::read_to_string(serve.stderr.as_mut().unwrap(), &mut logs).unwrap();
+    let first: Value = serde_json::from_str(logs.lines().next().unwrap())
+        .expect("serve logs JSON lines to stderr");
+    assert!(first["fields"]["message"].is_string(), "{first}");
+}

@@ -1,0 +1,11 @@
+//! Integration tests: one binary with a module per area (every file directly in `tests/` would
+//! link separately). They use the real binary, real processes, real SQLite files and real HTTP
+//! on loopback.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::missing_panics_doc)]
+
+mod cli;
+mod crash;
+mod dag_props;
+mod engine;
+mod support;
+mod validate;

@@ -1,0 +1,263 @@
+//! Helpers shared by the integration tests.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use opsdeck::model::{Event, Run, RunId, RunStatus};
+use opsdeck::runtime::workspace::Workspace;
+use opsdeck::runtime::{Host, HostOptions};
+use serde_json::Value;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpListener;
+
+/// A workspace in a temporary directory, with its own XDG dirs so nothing leaks in or out.
+pub struct TestWorkspace {
+    pub root: tempfile::TempDir,
+}
+
+impl TestWorkspace {
+    pub fn new() -> Self {
+        let root = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(root.path().join("ws/pipelines")).unwrap();
+        std::fs::create_dir_all(root.path().join("home")).unwrap();
+        TestWorkspace { root }
+    }
+
+    pub fn dir(&self) -> PathBuf {
+        self.root.path().join("ws")
+    }
+
+    pub fn path(&self, rel: &str) -> PathBuf {
+        self.dir().join(rel)
+    }
+
+    pub fn write(&self, rel: &str, text: &str) -> &Self {
+        let p = self.path(rel);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(p, text).unwrap();
+        self
+    }
+
+    pub fn pipeline(&self, name: &str, text: &str) -> &Self {
+        self.write(&format!("pipelines/{name}.toml"), text)
+    }
+
+    /// The real binary with an isolated home, run from the (non-workspace) temp root.
+    pub fn bare_cmd(&self) -> Command {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_opsdeck"));
+        let home = self.root.path().join("home");
+        c.env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("HOME", &home)
+            .env("XDG_CONFIG_HOME", home.join("config"))
+            .env("XDG_DATA_HOME", home.join("data"))
+            .current_dir(self.root.path());
+        c
+    }
+
+    /// The real binary pointed at this workspace.
+    pub fn cmd(&self) -> Command {
+        let mut c = self.bare_cmd();
+        c.arg("--workspace").arg(self.dir());
+        c
+    }
+
+    pub fn run(&self, args: &[&str]) -> Out {
+        Out(self.cmd().args(args).output().unwrap())
+    }
+
+    pub fn open(&self) -> Workspace {
+        Workspace::open(&self.dir()).unwrap()
+    }
+
+    pub async fn host(&self) -> Host {
+        let mut opts = HostOptions::new("integration test");
+        opts.seed = Some(7);
+        Host::start(self.open(), opts).await.unwrap()
+    }
+}
+
+/// A finished process's output.
+pub struct Out(pub Output);
+
+impl Out {
+    pub fn code(&self) -> i32 {
+        self.0.status.code().unwrap_or(-1)
+    }
+
+    pub fn stdout(&self) -> String {
+        String::from_utf8_lossy(&self.0.stdout).into_owned()
+    }
+
+    pub fn stderr(&self) -> String {
+        String::from_utf8_lossy(&self.0.stderr).into_owned()
+    }
+
+    pub fn json(&self) -> Value {
+        serde_json::from_slice(&self.0.stdout).unwrap_or_else(|e| {
+            panic!(
+                "stdout is not JSON ({e}):\n{}\nstderr:\n{}",
+                self.stdout(),
+                self.stderr()
+            )
+        })
+    }
+
+    #[track_caller]
+    pub fn expect_code(&self, code: i32) -> &Self {
+        assert_eq!(
+            self.code(),
+            code,
+            "stdout:\n{}\nstderr:\n{}",
+            self.stdout(),
+            self.stderr()
+        );
+        self
+    }
+}
+
+/// Runs a pipeline on a host to its end and returns the run.
+pub async fn run_to_end(host: &Host, pipeline: &str) -> Run {
+    let id = host
+        .start_run(
+            pipeline,
+            &serde_json::Map::new(),
+            opsdeck::model::Trigger::Manual,
+        )
+        .await
+        .unwrap();
+    let status = host.wait(id).await.unwrap();
+    let run = host.run(id).await.unwrap();
+    assert_eq!(run.status, status);
+    run
+}
+
+/// Every stored event of a run.
+pub async fn events_of(host: &Host, id: RunId) -> Vec<Event> {
+    host.events(0, 1_000_000)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|e| e.run_id == Some(id))
+        .collect()
+}
+
+/// Polls `check` until it holds; panics with `what` after a generous bound (a failure bound,
+/// not a timing assertion). For synchronous tests; async tests use [`until`].
+pub fn eventually(what: &str, mut check: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !check() {
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "timed out waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// The async form of [`eventually`]: yields to the runtime between checks.
+pub async fn until<F, Fut>(what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let start = Instant::now();
+    while !check().await {
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+pub fn assert_status(run: &Run, status: RunStatus) {
+    assert_eq!(
+        run.status,
+        status,
+        "run: {}",
+        serde_json::to_string_pretty(run).unwrap()
+    );
+}
+
+/// Whether a process is gone (or a zombie waiting to be reaped).
+pub fn process_gone(pid: i32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Err(_) => true,
+        Ok(stat) => stat
+            .rsplit(')')
+            .next()
+            .is_some_and(|rest| rest.trim_start().starts_with('Z')),
+    }
+}
+
+/// A real HTTP/1.1 server on loopback that answers with scripted responses in order (the last
+/// one repeats) and counts requests.
+pub struct ScriptedServer {
+    pub url: String,
+    pub hits: Arc<AtomicUsize>,
+}
+
+pub async fn scripted_server(responses: Vec<(u16, &'static str)>) -> ScriptedServer {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let hits = Arc::new(AtomicUsize::new(0));
+    let counter = hits.clone();
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut sock, _)) = listener.accept().await else {
+                return;
+            };
+            let n = counter.fetch_add(1, Ordering::SeqCst);
+            let (status, body) = responses[n.min(responses.len() - 1)];
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 4096];
+                // Read the head, then any declared body, so the client sees a clean exchange.
+                loop {
+                    let Ok(k) = sock.read(&mut chunk).await else {
+                        return;
+                    };
+                    if k == 0 {
+                        return;
+                    }
+                    buf.extend_from_slice(&chunk[..k]);
+                    if let Some(end) = find(&buf, b"\r\n\r\n") {
+                        let head = String::from_utf8_lossy(&buf[..end]).to_lowercase();
+                        let len = head
+                            .lines()
+                            .find_map(|l| {
+                                l.strip_prefix("content-length:")
+                                    .map(|v| v.trim().parse::<usize>().unwrap_or(0))
+                            })
+                            .unwrap_or(0);
+                        if buf.len() >= end + 4 + len {
+                            break;
+                        }
+                    }
+                }
+                let reply = format!(
+                    "HTTP/1.1 {status} X\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                let _ = sock.write_all(reply.as_bytes()).await;
+                let _ = sock.shutdown().await;
+            });
+        }
+    });
+    ScriptedServer {
+        url: format!("http://{addr}"),
+        hits,
+    }
+}
+
+fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
+    hay.windows(needle.len()).position(|w| w == needle)
+}
+
+pub fn read(path: &Path) -> String {
+    std::fs::read_to_string(path).unwrap_or_default()
+}

@@ -1,0 +1,183 @@
+//! `opsdeck validate`: every problem, with its line and column, exit 2; a summary per valid file.
+
+use crate::support::TestWorkspace;
+
+fn validate(files: &[(&str, &str)]) -> (i32, Vec<String>) {
+    let ws = TestWorkspace::new();
+    let mut args = vec!["validate".to_string()];
+    for (name, text) in files {
+        ws.write(name, text);
+        args.push(ws.path(name).display().to_string());
+    }
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let out = ws.run(&args);
+    let prefix = format!("{}/", ws.dir().display());
+    let lines = out
+        .stdout()
+        .lines()
+        .map(|l| l.replace(&prefix, ""))
+        .collect();
+    (out.code(), lines)
+}
+
+#[test]
+fn valid_files_get_a_one_line_summary() {
+    let (code, lines) = validate(&[(
+        "ok.toml",
+        "[pipeline]\nname = \"nightly\"\nschedule = \"0 2 * * *\"\n[[stage]]\nid = \"a\"\nkind = \"simulate\"\n",
+    )]);
+    assert_eq!(code, 0);
+    assert_eq!(
+        lines,
+        vec!["ok.toml: ok: pipeline `nightly`, 1 stage, schedule `0 2 * * *`"]
+    );
+}
+
+#[test]
+fn toml_syntax_errors_have_line_and_column() {
+    let (code, lines) = validate(&[("bad.toml", "[pipeline]\nname = \"x\"\nconcurrency = = 3\n")]);
+    assert_eq!(code, 2);
+    assert!(
+        lines[0].starts_with("bad.toml:3:15: TOML syntax error:"),
+        "{lines:?}"
+    );
+}
+
+#[test]
+fn unknown_keys_name_the_valid_keys_and_a_likely_typo() {
+    let (code, lines) = validate(&[(
+        "p.toml",
+        "[pipeline]\nname = \"x\"\n\n[[stage]]\nid = \"a\"\nkind = \"command\"\ncommand = [\"true\"]\nretries = 3\n",
+    )]);
+    assert_eq!(code, 2);
+    assert_eq!(
+        lines,
+        vec![
+            "p.toml:8:1: unknown key `retries` in stage `a` (kind command) (did you mean `retry`?); valid keys: id, kind, description, needs, timeout_ms, retry, breaker, command, env, workdir"
+        ]
+    );
+}
+
+#[test]
+fn unknown_stage_kinds_list_the_kinds() {
+    let (code, lines) = validate(&[(
+        "p.toml",
+        "[pipeline]\nname = \"x\"\n[[stage]]\nid = \"a\"\nkind = \"shel\"\n",
+    )]);
+    assert_eq!(code, 2);
+    assert_eq!(
+        lines,
+        vec![
+            "p.toml:5:8: unknown stage kind `shel` in stage `a`; valid kinds: command, http, simulate"
+        ]
+    );
+}
+
+#[test]
+fn duplicate_ids_point_at_the_second_and_name_the_first() {
+    let (code, lines) = validate(&[(
+        "p.toml",
+        "[pipeline]\nname = \"x\"\n[[stage]]\nid = \"a\"\nkind = \"simulate\"\n[[stage]]\nid = \"a\"\nkind = \"simulate\"\n",
+    )]);
+    assert_eq!(code, 2);
+    assert_eq!(
+        lines,
+        vec!["p.toml:7:6: duplicate stage id `a` (first defined on line 4)"]
+    );
+}
+
+#[test]
+fn needs_naming_a_missing_stage_names_it() {
+    let (code, lines) = validate(&[(
+        "p.toml",
+        "[pipeline]\nname = \"x\"\n[[stage]]\nid = \"load\"\nkind = \"simulate\"\nneeds = [\"extract\"]\n",
+    )]);
+    assert_eq!(code, 2);
+    assert_eq!(
+        lines,
+        vec![
+            "p.toml:6:10: stage `load` needs `extract`, which is not a stage in this pipeline; stages: load"
+        ]
+    );
+}
+
+#[test]
+fn cycles_are_printed_as_a_path() {
+    let (code, lines) = validate(&[(
+        "p.toml",
+        r#"[pipeline]
+name = "x"
+[[stage]]
+id = "a"
+kind = "simulate"
+needs = ["b"]
+[[stage]]
+id = "b"
+kind = "simulate"
+needs = ["c"]
+[[stage]]
+id = "c"
+kind = "simulate"
+needs = ["a"]
+"#,
+    )]);
+    assert_eq!(code, 2);
+    assert_eq!(
+        lines,
+        vec!["p.toml:6:10: `needs` forms a cycle: a -> b -> c -> a (each stage needs the next)"]
+    );
+}
+
+#[test]
+fn every_problem_in_a_file_is_reported_and_every_file_checked() {
+    let (code, lines) = validate(&[
+        (
+            "many.toml",
+            r#"[pipeline]
+name = "x"
+concurrency = 0
+schedule = "every 5q"
+
+[[stage]]
+id = "a"
+kind = "http"
+url = "ftp://example.com"
+method = "FETCH"
+
+[[stage]]
+id = "b"
+kind = "simulate"
+needs = ["a", "zz"]
+fail_rate = 1.5
+"#,
+        ),
+        (
+            "good.toml",
+            "[pipeline]\nname = \"y\"\n[[stage]]\nid = \"a\"\nkind = \"simulate\"\n",
+        ),
+    ]);
+    assert_eq!(code, 2);
+    let expected = [
+        "many.toml:3:15: `concurrency` in [pipeline] must be an integer from 1 to 1024, found 0",
+        "many.toml:4:13: `schedule`: `q` in `5q` is not a unit; valid units: ms, s, m, h, d",
+        "many.toml:9:7: `url` in stage `a` must be http or https, not `ftp`",
+        "many.toml:10:10: `method` in stage `a` is `FETCH`; valid methods: GET, POST, PUT, PATCH, DELETE, HEAD",
+        "many.toml:15:15: stage `b` needs `zz`, which is not a stage in this pipeline; stages: a, b",
+        "many.toml:16:13: `fail_rate` in stage `b` must be a number from 0 to 1",
+        "good.toml: ok: pipeline `y`, 1 stage",
+    ];
+    assert_eq!(lines, expected);
+}
+
+#[test]
+fn a_missing_file_is_reported_not_a_panic() {
+    let ws = TestWorkspace::new();
+    let out = ws.run(&["validate", "/nonexistent/p.toml"]);
+    out.expect_code(2);
+    assert!(
+        out.stdout()
+            .starts_with("/nonexistent/p.toml: cannot read the file:"),
+        "{}",
+        out.stdout()
+    );
+}
