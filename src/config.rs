@@ -1,18 +1,19 @@
 //! Layered settings: built-in defaults < `~/.config/opsdeck/config.toml` < the workspace's
-//! `opsdeck.toml` < `OPSDECK_*` environment (`OPSDECK_STORE__MAX_OUTPUT_BYTES=...`) < flags.
-//! Each file is first checked with locations (unknown keys, wrong types), then layered.
+//! `opsdeck.toml` < `OPSDECK_<TABLE>__<KEY>` environment variables < flags. One schema checks
+//! the files (with locations) and the environment alike, so a typo is an error everywhere.
 
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
-use crate::diag::{Checker, Diagnostic, SourceFile};
+use crate::diag::{Checker, Diagnostic, SourceFile, suggest};
 
 #[derive(Debug, Clone, PartialEq, Default, Deserialize)]
 #[serde(default)]
 pub struct Settings {
     pub store: StoreSettings,
     pub log: LogSettings,
+    pub ui: UiSettings,
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -26,6 +27,14 @@ pub struct StoreSettings {
 #[serde(default)]
 pub struct LogSettings {
     pub level: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default)]
+pub struct UiSettings {
+    pub theme: String,
+    pub keymap: String,
+    pub mouse: bool,
 }
 
 impl Default for StoreSettings {
@@ -44,11 +53,102 @@ impl Default for LogSettings {
     }
 }
 
+impl Default for UiSettings {
+    fn default() -> Self {
+        UiSettings {
+            theme: "dark".into(),
+            keymap: "default".into(),
+            mouse: false,
+        }
+    }
+}
+
 pub const LOG_LEVELS: &[&str] = &["error", "warn", "info", "debug", "trace"];
+
+/// The type and range of one setting.
+#[derive(Debug, Clone, Copy)]
+pub enum Kind {
+    Int { min: i64, max: i64 },
+    Choice(&'static [&'static str]),
+    Text,
+    Bool,
+}
+
+/// One documented setting.
+#[derive(Debug, Clone, Copy)]
+pub struct Key {
+    pub table: &'static str,
+    pub key: &'static str,
+    pub kind: Kind,
+    pub doc: &'static str,
+}
+
+impl Key {
+    /// The environment variable that sets it.
+    pub fn env_name(&self) -> String {
+        format!(
+            "OPSDECK_{}__{}",
+            self.table.to_ascii_uppercase(),
+            self.key.to_ascii_uppercase()
+        )
+    }
+}
+
+/// Every setting, in the order the README documents them.
+pub const KEYS: &[Key] = &[
+    Key {
+        table: "store",
+        key: "max_output_bytes",
+        kind: Kind::Int {
+            min: 1024,
+            max: 1 << 30,
+        },
+        doc: "inputs, outputs and stderr above this many bytes are stored truncated with a marker (default 1048576)",
+    },
+    Key {
+        table: "log",
+        key: "level",
+        kind: Kind::Choice(LOG_LEVELS),
+        doc: "log file level (default info)",
+    },
+    Key {
+        table: "ui",
+        key: "theme",
+        kind: Kind::Text,
+        doc: "dashboard theme (default dark)",
+    },
+    Key {
+        table: "ui",
+        key: "keymap",
+        kind: Kind::Text,
+        doc: "dashboard keymap (default default)",
+    },
+    Key {
+        table: "ui",
+        key: "mouse",
+        kind: Kind::Bool,
+        doc: "mouse support in the dashboard (default false)",
+    },
+];
+
+fn tables() -> Vec<&'static str> {
+    let mut t: Vec<&str> = KEYS.iter().map(|k| k.table).collect();
+    t.dedup();
+    t
+}
 
 /// The user's config file, if the platform has a config directory.
 pub fn user_config_path() -> Option<PathBuf> {
-    directories::ProjectDirs::from("", "", "opsdeck").map(|d| d.config_dir().join("config.toml"))
+    user_dir().map(|d| d.join("config.toml"))
+}
+
+/// `~/.config/opsdeck` (XDG), where the config file, themes and keymaps of the user live.
+pub fn user_dir() -> Option<PathBuf> {
+    directories::ProjectDirs::from("", "", "opsdeck").map(|d| d.config_dir().to_path_buf())
+}
+
+fn range(min: i64, max: i64) -> String {
+    format!("an integer from {min} to {max}")
 }
 
 /// Checks the settings tables of one file. `other_sections` are top-level tables that other
@@ -60,35 +160,123 @@ pub fn check(src: &SourceFile, other_sections: &[&str]) -> Vec<Diagnostic> {
     };
     let mut c = Checker::new(src);
     let root = doc.get_ref();
-    let known: Vec<&str> = ["store", "log"]
-        .iter()
-        .chain(other_sections)
-        .copied()
+    let known: Vec<&str> = tables()
+        .into_iter()
+        .chain(other_sections.iter().copied())
         .collect();
     c.known_keys(root, &known, "the file");
-    if let Some((t, _)) = c.table(root, "store", "the file") {
-        c.known_keys(t, &["max_output_bytes"], "[store]");
-        c.int(t, "max_output_bytes", "[store]", 1024, 1 << 30);
-    }
-    if let Some((t, _)) = c.table(root, "log", "the file") {
-        c.known_keys(t, &["level"], "[log]");
-        if let Some((level, span)) = c.str(t, "level", "[log]")
-            && !LOG_LEVELS.contains(&level)
-        {
-            c.error(
-                &span,
-                format!(
-                    "`level` in [log] is `{level}`; valid levels: {}",
-                    LOG_LEVELS.join(", ")
-                ),
-            );
+    for table in tables() {
+        let ctx = format!("[{table}]");
+        let Some((t, _)) = c.table(root, table, "the file") else {
+            continue;
+        };
+        let keys: Vec<&str> = KEYS
+            .iter()
+            .filter(|k| k.table == table)
+            .map(|k| k.key)
+            .collect();
+        c.known_keys(t, &keys, &ctx);
+        for k in KEYS.iter().filter(|k| k.table == table) {
+            match k.kind {
+                Kind::Int { min, max } => {
+                    c.int(t, k.key, &ctx, min, max);
+                }
+                Kind::Bool => {
+                    c.bool(t, k.key, &ctx);
+                }
+                Kind::Text => {
+                    c.str(t, k.key, &ctx);
+                }
+                Kind::Choice(choices) => {
+                    if let Some((v, span)) = c.str(t, k.key, &ctx)
+                        && !choices.contains(&v)
+                    {
+                        c.error(
+                            &span,
+                            format!(
+                                "`{}` in {ctx} is `{v}`; valid values: {}",
+                                k.key,
+                                choices.join(", ")
+                            ),
+                        );
+                    }
+                }
+            }
         }
     }
     c.into_problems()
 }
 
+/// Reads `OPSDECK_<TABLE>__<KEY>` variables, checking each against the schema. Other
+/// `OPSDECK_*` variables (`OPSDECK_WORKSPACE`, `OPSDECK_LOG`, ...) are not settings and are left alone.
+fn env_settings(
+    vars: impl Iterator<Item = (String, String)>,
+) -> Result<config::Map<String, String>, Vec<Diagnostic>> {
+    let mut out = config::Map::new();
+    let mut problems = Vec::new();
+    let names: Vec<String> = KEYS.iter().map(Key::env_name).collect();
+    for (name, value) in vars {
+        let Some(rest) = name.strip_prefix("OPSDECK_") else {
+            continue;
+        };
+        let Some((table, key)) = rest.split_once("__") else {
+            continue;
+        };
+        let Some(k) = KEYS
+            .iter()
+            .find(|k| k.table.eq_ignore_ascii_case(table) && k.key.eq_ignore_ascii_case(key))
+        else {
+            let name_refs: Vec<&str> = names.iter().map(String::as_str).collect();
+            let hint = suggest(&name, &name_refs)
+                .map(|s| format!(" (did you mean {s}?)"))
+                .unwrap_or_default();
+            problems.push(Diagnostic::whole_file(
+                "environment",
+                format!(
+                    "{name} is not a setting{hint}; settings: {}",
+                    names.join(", ")
+                ),
+            ));
+            continue;
+        };
+        let ok = match k.kind {
+            Kind::Int { min, max } => value.parse::<i64>().is_ok_and(|n| (min..=max).contains(&n)),
+            Kind::Bool => matches!(value.as_str(), "true" | "false"),
+            Kind::Text => !value.is_empty(),
+            Kind::Choice(choices) => choices.contains(&value.as_str()),
+        };
+        if !ok {
+            let want = match k.kind {
+                Kind::Int { min, max } => range(min, max),
+                Kind::Bool => "true or false".to_string(),
+                Kind::Text => "not empty".to_string(),
+                Kind::Choice(choices) => format!("one of {}", choices.join(", ")),
+            };
+            problems.push(Diagnostic::whole_file(
+                "environment",
+                format!("{name}={value}: must be {want}"),
+            ));
+            continue;
+        }
+        out.insert(format!("{}.{}", k.table, k.key), value);
+    }
+    if problems.is_empty() {
+        Ok(out)
+    } else {
+        Err(problems)
+    }
+}
+
 /// Loads settings from the given files (missing files are skipped) and the environment.
 pub fn load(files: &[PathBuf], other_sections: &[&str]) -> Result<Settings, Vec<Diagnostic>> {
+    load_with_env(files, other_sections, std::env::vars())
+}
+
+fn load_with_env(
+    files: &[PathBuf],
+    other_sections: &[&str],
+    vars: impl Iterator<Item = (String, String)>,
+) -> Result<Settings, Vec<Diagnostic>> {
     let mut problems = Vec::new();
     let mut builder = config::Config::builder();
     for path in files.iter().filter(|p| p.is_file()) {
@@ -108,35 +296,26 @@ pub fn load(files: &[PathBuf], other_sections: &[&str]) -> Result<Settings, Vec<
             )),
         }
     }
+    let env = match env_settings(vars) {
+        Ok(env) => Some(env),
+        Err(p) => {
+            problems.extend(p);
+            None
+        }
+    };
     if !problems.is_empty() {
         return Err(problems);
     }
     builder = builder.add_source(
-        config::Environment::with_prefix("OPSDECK")
-            .prefix_separator("_")
-            .separator("__")
-            .try_parsing(true),
+        config::Environment::default()
+            .separator(".")
+            .try_parsing(true)
+            .source(env),
     );
-    let settings: Settings = builder
+    builder
         .build()
         .and_then(config::Config::try_deserialize)
-        .map_err(|e| {
-            vec![Diagnostic::whole_file(
-                "settings (files and OPSDECK_* environment)",
-                e.to_string(),
-            )]
-        })?;
-    if !LOG_LEVELS.contains(&settings.log.level.as_str()) {
-        return Err(vec![Diagnostic::whole_file(
-            "settings (OPSDECK_LOG__LEVEL)",
-            format!(
-                "log level `{}` is not valid; valid levels: {}",
-                settings.log.level,
-                LOG_LEVELS.join(", ")
-            ),
-        )]);
-    }
-    Ok(settings)
+        .map_err(|e| vec![Diagnostic::whole_file("settings", e.to_string())])
 }
 
 /// Whether a path is a workspace: it has `opsdeck.toml` or a `pipelines/` directory.
@@ -164,13 +343,13 @@ mod tests {
                 .starts_with("opsdeck.toml:2:20: `max_output_bytes` in [store] must be an integer")
         );
         assert!(
-            problems[1].starts_with("opsdeck.toml:4:9: `level` in [log] is `loud`; valid levels")
+            problems[1].starts_with("opsdeck.toml:4:9: `level` in [log] is `loud`; valid values")
         );
         assert!(problems[2].starts_with("opsdeck.toml:7:2: unknown key `colour` in the file"));
     }
 
     #[test]
-    fn layers_files_in_order() {
+    fn layers_files_then_environment() {
         let dir = tempfile::tempdir().unwrap();
         let a = dir.path().join("a.toml");
         let b = dir.path().join("b.toml");
@@ -179,9 +358,47 @@ mod tests {
             "[store]\nmax_output_bytes = 2048\n[log]\nlevel = \"debug\"\n",
         )
         .unwrap();
-        std::fs::write(&b, "[store]\nmax_output_bytes = 4096\n").unwrap();
-        let s = load(&[a, b, dir.path().join("missing.toml")], &[]).unwrap();
+        std::fs::write(&b, "[store]\nmax_output_bytes = 4096\n[ui]\nmouse = true\n").unwrap();
+        let env = vec![
+            ("OPSDECK_LOG__LEVEL".to_string(), "warn".to_string()),
+            ("OPSDECK_LOG".to_string(), "opsdeck=trace".to_string()),
+            ("OPSDECK_WORKSPACE".to_string(), "/x".to_string()),
+        ];
+        let s = load_with_env(
+            &[a, b, dir.path().join("missing.toml")],
+            &[],
+            env.into_iter(),
+        )
+        .unwrap();
         assert_eq!(s.store.max_output_bytes, 4096);
-        assert_eq!(s.log.level, "debug");
+        assert_eq!(s.log.level, "warn");
+        assert!(s.ui.mouse);
+        assert_eq!(s.ui.theme, "dark");
+    }
+
+    #[test]
+    fn environment_settings_are_checked_like_files() {
+        let env = vec![
+            (
+                "OPSDECK_STORE__MAX_OUTPUT_BYTES".to_string(),
+                "100".to_string(),
+            ),
+            (
+                "OPSDECK_STORE__MAX_OUTPUTBYTES".to_string(),
+                "5".to_string(),
+            ),
+        ];
+        let errs: Vec<String> = load_with_env(&[], &[], env.into_iter())
+            .unwrap_err()
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        assert_eq!(
+            errs,
+            [
+                "environment: OPSDECK_STORE__MAX_OUTPUT_BYTES=100: must be an integer from 1024 to 1073741824",
+                "environment: OPSDECK_STORE__MAX_OUTPUTBYTES is not a setting (did you mean OPSDECK_STORE__MAX_OUTPUT_BYTES?); settings: OPSDECK_STORE__MAX_OUTPUT_BYTES, OPSDECK_LOG__LEVEL, OPSDECK_UI__THEME, OPSDECK_UI__KEYMAP, OPSDECK_UI__MOUSE",
+            ]
+        );
     }
 }

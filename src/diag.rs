@@ -157,8 +157,22 @@ impl<'s> Checker<'s> {
 
     /// Reports every key of `table` that is not in `known`, with a suggestion and the valid keys.
     pub fn known_keys(&mut self, table: &DeTable<'_>, known: &[&str], context: &str) {
+        self.known_keys_ignoring(table, known, &[], context);
+    }
+
+    /// Like [`Checker::known_keys`], leaving alone keys in `ignore` (reported elsewhere).
+    pub fn known_keys_ignoring(
+        &mut self,
+        table: &DeTable<'_>,
+        known: &[&str],
+        ignore: &[&str],
+        context: &str,
+    ) {
         for (key, _) in table {
             let name = key.get_ref().as_ref();
+            if ignore.contains(&name) {
+                continue;
+            }
             if !known.contains(&name) {
                 let hint = suggest(name, known)
                     .map(|s| format!(" (did you mean `{s}`?)"))
@@ -274,15 +288,16 @@ impl<'s> Checker<'s> {
         };
         match n {
             Some(n) if n.is_finite() && n >= min && n <= max => Some((n, v.span())),
-            _ => {
+            found => {
                 let range = if max.is_infinite() {
                     format!("at least {min}")
                 } else {
                     format!("from {min} to {max}")
                 };
+                let found = found.map(|n| format!(", found {n}")).unwrap_or_default();
                 self.error(
                     &v.span(),
-                    format!("`{key}` in {context} must be a number {range}"),
+                    format!("`{key}` in {context} must be a number {range}{found}"),
                 );
                 None
             }
@@ -398,31 +413,45 @@ pub fn to_json(value: &DeValue<'_>) -> Value {
     }
 }
 
-/// The closest valid name to a misspelt one, if it is close enough to be a likely typo.
+/// The closest valid name to a misspelt one, if it is close enough to be a likely typo: at
+/// most about 40% of the longer name differs, and less than half of it.
 pub fn suggest<'a>(given: &str, choices: &[&'a str]) -> Option<&'a str> {
     choices
         .iter()
-        .map(|c| (levenshtein(given, c), *c))
-        // About 40% of the longer name may differ: `retries` -> `retry`, never `zz` -> `a`.
+        .map(|c| (edit_distance(given, c), *c))
         .filter(|(d, c)| {
-            *d <= 1.max((given.chars().count().max(c.chars().count()) * 2).div_ceil(5))
+            let longer = given.chars().count().max(c.chars().count());
+            *d <= 1.max((longer * 2).div_ceil(5)) && d * 2 < longer
         })
         .min_by_key(|(d, _)| *d)
         .map(|(_, c)| c)
 }
 
-fn levenshtein(a: &str, b: &str) -> usize {
+/// Optimal string alignment distance: insertions, deletions, substitutions and swaps of two
+/// neighbouring characters (the commonest typo) each cost one.
+fn edit_distance(a: &str, b: &str) -> usize {
+    let a: Vec<char> = a.chars().collect();
     let b: Vec<char> = b.chars().collect();
-    let mut prev: Vec<usize> = (0..=b.len()).collect();
-    for (i, ca) in a.chars().enumerate() {
-        let mut cur = vec![i + 1; b.len() + 1];
-        for (j, cb) in b.iter().enumerate() {
-            let cost = usize::from(ca != *cb);
-            cur[j + 1] = (prev[j] + cost).min(prev[j + 1] + 1).min(cur[j] + 1);
-        }
-        prev = cur;
+    let mut d = vec![vec![0usize; b.len() + 1]; a.len() + 1];
+    for (i, row) in d.iter_mut().enumerate() {
+        row[0] = i;
     }
-    prev[b.len()]
+    for (j, cell) in d[0].iter_mut().enumerate() {
+        *cell = j;
+    }
+    for i in 1..=a.len() {
+        for j in 1..=b.len() {
+            let cost = usize::from(a[i - 1] != b[j - 1]);
+            let mut best = (d[i - 1][j] + 1)
+                .min(d[i][j - 1] + 1)
+                .min(d[i - 1][j - 1] + cost);
+            if i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1] {
+                best = best.min(d[i - 2][j - 2] + 1);
+            }
+            d[i][j] = best;
+        }
+    }
+    d[a.len()][b.len()]
 }
 
 #[cfg(test)]
@@ -445,6 +474,17 @@ mod tests {
             Some("retry")
         );
         assert_eq!(suggest("zzz", &["retry", "needs"]), None);
+        assert_eq!(
+            suggest("knid", &["kind", "id"]),
+            Some("kind"),
+            "a swap is one typo"
+        );
+        assert_eq!(
+            suggest("x", &["a"]),
+            None,
+            "one letter against another is no hint"
+        );
+        assert_eq!(suggest("foo", &["log", "store"]), None);
     }
 
     #[test]

@@ -33,7 +33,7 @@ pub enum DlqCommand {
 }
 
 pub async fn run(cli: &Cli, cmd: &DlqCommand) -> CliResult {
-    let (ws, _log) = open_workspace(cli, false)?;
+    let (ws, _log) = open_workspace(cli, false, false)?;
     match cmd {
         DlqCommand::List { json } => {
             let entries = reader(&ws)?.dlq().map_err(|e| CliError::failed(e.0))?;
@@ -69,7 +69,7 @@ pub async fn run(cli: &Cli, cmd: &DlqCommand) -> CliResult {
                 &format!("cannot requeue dead-letter entry {id}"),
                 async move |host| {
                     let events = host.subscribe();
-                    let run = host.requeue(id).await?;
+                    let run = host.requeue(id, "requeued from the command line").await?;
                     if !json {
                         say!("dead-letter entry {id} requeued into run {run}")?;
                     }

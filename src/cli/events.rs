@@ -14,8 +14,8 @@ pub struct EventsArgs {
     #[arg(long, default_value_t = 0, value_name = "SEQ")]
     pub since: u64,
     /// Print at most this many events
-    #[arg(long)]
-    pub limit: Option<usize>,
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+    pub limit: Option<u64>,
     /// One JSON object per line, each with its `seq`
     #[arg(long)]
     pub json: bool,
@@ -35,10 +35,12 @@ fn print(e: &Event, json: bool) -> Result<(), CliError> {
 }
 
 pub async fn run(cli: &Cli, args: &EventsArgs) -> CliResult {
-    let (ws, _log) = open_workspace(cli, false)?;
+    let (ws, _log) = open_workspace(cli, false, false)?;
     let r = reader(&ws)?;
     let mut since = args.since;
-    let mut left = args.limit.unwrap_or(usize::MAX);
+    let mut left = args
+        .limit
+        .map_or(usize::MAX, |n| usize::try_from(n).unwrap_or(usize::MAX));
     loop {
         while left > 0 {
             let page = r

@@ -11,7 +11,7 @@ use crate::model::RunQuery;
 use crate::runtime::{Host, HostOptions};
 
 pub async fn run(cli: &Cli) -> CliResult {
-    let (ws, _log) = open_workspace(cli, false)?;
+    let (ws, _log) = open_workspace(cli, true, false)?;
     check_problems(&ws)?;
     let dir = ws.dir.clone();
     let opts = HostOptions::long_lived("opsdeck");

@@ -48,7 +48,7 @@ pub const EXIT_INTERRUPTED: u8 = 130;
 pub struct Cli {
     /// The workspace directory [default: $OPSDECK_WORKSPACE, else the current directory if it
     /// holds opsdeck.toml or pipelines/, else the bundled demo]
-    #[arg(long, global = true, env = "OPSDECK_WORKSPACE", value_name = "DIR")]
+    #[arg(long, global = true, value_name = "DIR")]
     pub workspace: Option<PathBuf>,
     /// Log more (-v debug, -vv trace); logs go to WORKSPACE/.opsdeck/logs
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
@@ -118,7 +118,9 @@ impl CliError {
     /// Prefixes the message with what was being attempted.
     #[must_use]
     pub fn context(mut self, what: &str) -> Self {
-        self.message = format!("{what}: {}", self.message);
+        if !self.message.is_empty() {
+            self.message = format!("{what}: {}", self.message);
+        }
         self
     }
 }
@@ -155,15 +157,31 @@ pub fn exit_for(status: RunStatus) -> u8 {
     }
 }
 
-/// Resolves and loads the workspace named by the flags, and starts logging into it.
+/// Resolves and loads the workspace named by the flags, and starts logging into it. Falling
+/// back to the bundled demo is said on stderr, so nobody runs commands against it unawares.
 pub fn open_workspace(
     cli: &Cli,
+    hosts: bool,
     json_logs: bool,
 ) -> Result<(Workspace, logging::LogGuard), CliError> {
-    let dir = workspace::resolve(cli.workspace.as_deref())?;
+    let (dir, source) = workspace::resolve(cli.workspace.as_deref())?;
+    if source == workspace::Source::Demo && cli.command.is_some() {
+        let _ = writeln!(
+            std::io::stderr(),
+            "opsdeck: no workspace here, using the bundled demo at {} (pass --workspace DIR or set OPSDECK_WORKSPACE)",
+            dir.display()
+        );
+    }
     let ws = Workspace::open(&dir)?;
+    // A workspace that has never been hosted gets no log directory from a read-only look.
+    if hosts {
+        std::fs::create_dir_all(ws.state_dir()).map_err(|e| {
+            CliError::failed(format!("cannot create {}: {e}", ws.state_dir().display()))
+        })?;
+    }
+    let logs = ws.state_dir().exists().then(|| ws.logs_dir());
     let guard = logging::init(
-        Some(&ws.logs_dir()),
+        logs.as_deref(),
         &ws.settings.log.level,
         cli.verbose,
         json_logs,

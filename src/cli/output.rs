@@ -133,7 +133,7 @@ pub fn runs_table(runs: &[RunSummary]) -> Table {
             r.trigger.as_str().to_string(),
             when(r.started_at.or(Some(r.created_at))),
             took(r.duration_ms),
-            format!("{}/{}", r.stages_done, r.stages_total),
+            stages_cell(r),
         ]);
     }
     t
@@ -149,6 +149,18 @@ pub fn emit(text: &str) -> Result<(), CliError> {
         Err(e) => Err(CliError::failed(format!(
             "cannot write to standard output: {e}"
         ))),
+    }
+}
+
+/// `4/5` stages succeeded, with failures called out: `2/5 ✗1`.
+pub fn stages_cell(r: &RunSummary) -> String {
+    if r.stages_failed > 0 {
+        format!(
+            "{}/{} ✗{}",
+            r.stages_succeeded, r.stages_total, r.stages_failed
+        )
+    } else {
+        format!("{}/{}", r.stages_succeeded, r.stages_total)
     }
 }
 

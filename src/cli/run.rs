@@ -55,7 +55,7 @@ where
 }
 
 pub async fn run(cli: &Cli, args: &RunArgs) -> CliResult {
-    let (ws, _log) = open_workspace(cli, false)?;
+    let (ws, _log) = open_workspace(cli, true, false)?;
     let pipeline = ws.pipeline(&args.pipeline).map_err(CliError::bad_input)?;
     let params = pipeline
         .params_from_text(&args.params)
@@ -87,22 +87,16 @@ pub async fn follow(
     id: RunId,
     json: bool,
 ) -> CliResult {
-    let print = |e: &Event| -> Result<(), CliError> {
-        if !json
-            && e.run_id == Some(id)
-            && let Some(line) = progress_line(e)
-        {
-            say!("{line}")?;
-        }
-        Ok(())
-    };
+    // Whoever reads our output may go away (`| head`); the run is not theirs to stop, so keep
+    // following it quietly and still exit with its outcome.
+    let mut out = Printer { closed: false };
     let wait = host.wait(id);
     tokio::pin!(wait);
     let mut interrupted = false;
     let status = loop {
         tokio::select! {
             status = &mut wait => break status?,
-            ev = events.recv() => if let Ok(ev) = ev { print(&ev)? },
+            ev = events.recv() => if let Ok(ev) = ev { out.progress(&ev, id, json)? },
             _ = tokio::signal::ctrl_c(), if !interrupted => {
                 interrupted = true;
                 host.cancel_run(id, "cancelled from the terminal (Ctrl-C)").await?;
@@ -110,20 +104,20 @@ pub async fn follow(
         }
     };
     while let Ok(ev) = events.try_recv() {
-        print(&ev)?;
+        out.progress(&ev, id, json)?;
     }
     let run = host.run(id).await?;
     if json {
-        print_json(&run)?;
+        out.keep(print_json(&run))?;
     } else {
-        say!(
+        out.keep(say!(
             "run {id} of `{}` {} in {}",
             run.pipeline,
             run.status,
             took(run.duration_ms)
-        )?;
+        ))?;
         if run.status != crate::model::RunStatus::Succeeded {
-            say!("details: opsdeck runs show {id}")?;
+            out.keep(say!("details: opsdeck runs show {id}"))?;
         }
     }
     Ok(if interrupted {
@@ -131,4 +125,34 @@ pub async fn follow(
     } else {
         exit_for(status)
     })
+}
+
+/// Writes progress until standard output is closed, then stays quiet.
+struct Printer {
+    closed: bool,
+}
+
+impl Printer {
+    fn keep(&mut self, written: Result<(), CliError>) -> Result<(), CliError> {
+        match written {
+            Err(e) if e.message.is_empty() => {
+                self.closed = true;
+                Ok(())
+            }
+            other => other,
+        }
+    }
+
+    fn progress(&mut self, e: &Event, id: RunId, json: bool) -> Result<(), CliError> {
+        if self.closed || json || e.run_id != Some(id) {
+            return Ok(());
+        }
+        match progress_line(e) {
+            Some(line) => {
+                let written = say!("{line}");
+                self.keep(written)
+            }
+            None => Ok(()),
+        }
+    }
 }

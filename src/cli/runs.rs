@@ -74,7 +74,7 @@ fn parse_status(s: &str) -> Result<RunStatus, String> {
 }
 
 pub async fn run(cli: &Cli, args: &RunsArgs) -> CliResult {
-    let (ws, _log) = open_workspace(cli, false)?;
+    let (ws, _log) = open_workspace(cli, false, false)?;
     match &args.command {
         None => list(&ws, &args.list),
         Some(RunsCommand::Show { id, json }) => show(&ws, *id, *json),
@@ -103,7 +103,7 @@ pub async fn run(cli: &Cli, args: &RunsArgs) -> CliResult {
                 &format!("cannot retry run {id}"),
                 async move |host| {
                     let events = host.subscribe();
-                    host.retry_run(id).await?;
+                    host.retry_run(id, "retried from the command line").await?;
                     if !json {
                         say!("run {id} retrying its failed stages")?;
                     }
@@ -136,6 +136,7 @@ fn list(ws: &crate::runtime::workspace::Workspace, args: &ListArgs) -> CliResult
         status: args.status,
         before: args.before,
         limit: args.limit as usize,
+        ..RunQuery::default()
     };
     let page = r.runs(&q).map_err(|e| CliError::failed(e.0))?;
     if page.items.is_empty()

@@ -39,7 +39,7 @@ pub async fn stop_signal() {
 }
 
 pub async fn run(cli: &Cli, _args: &ServeArgs) -> CliResult {
-    let (ws, _log) = open_workspace(cli, true)?;
+    let (ws, _log) = open_workspace(cli, true, true)?;
     check_problems(&ws)?;
     let opts = HostOptions::long_lived("opsdeck serve");
     let host = Host::start(ws, opts)

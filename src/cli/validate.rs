@@ -7,9 +7,24 @@ use crate::runtime::spec;
 
 pub fn run(files: &[PathBuf]) -> CliResult {
     let mut bad = false;
+    let mut seen: Vec<(String, &PathBuf)> = Vec::new();
     for f in files {
         match spec::load_file(f) {
+            Ok(p) if seen.iter().any(|(n, _)| *n == p.name) => {
+                bad = true;
+                let first = seen
+                    .iter()
+                    .find(|(n, _)| *n == p.name)
+                    .map(|(_, f)| f.display().to_string());
+                say!(
+                    "{}: pipeline `{}` is already defined in {}; names in a workspace must be unique",
+                    f.display(),
+                    p.name,
+                    first.unwrap_or_default()
+                )?;
+            }
             Ok(p) => {
+                seen.push((p.name.clone(), f));
                 let schedule = p
                     .schedule
                     .as_ref()

@@ -20,6 +20,11 @@ pub fn parse(text: &str) -> Result<Duration, String> {
             ));
         }
         let (num, after) = rest.split_at(digits);
+        if after.starts_with('.') {
+            return Err(format!(
+                "`{text}` has a decimal; durations take whole numbers, so write 1m30s or 90s instead of 1.5m"
+            ));
+        }
         let unit_len = after.bytes().take_while(u8::is_ascii_alphabetic).count();
         let (unit, next) = after.split_at(unit_len);
         let n: u128 = num
@@ -98,6 +103,7 @@ mod tests {
         assert!(parse("30").unwrap_err().contains("missing a unit"));
         assert!(parse("5x").unwrap_err().contains("valid units"));
         assert!(parse("").is_err());
+        assert!(parse("1.5m").unwrap_err().contains("write 1m30s or 90s"));
     }
 
     #[test]

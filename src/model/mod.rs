@@ -2,19 +2,24 @@
 //!
 //! Nothing in here performs I/O, so every consumer can depend on it without pulling in the engine.
 
+pub mod diff;
 mod dlq;
 pub mod duration;
+mod error;
 mod event;
 mod ids;
+mod overview;
 mod run;
 mod status;
 mod time;
 
 pub use dlq::DlqEntry;
+pub use error::{ApiError, ErrorCode};
 pub use event::{Event, EventKind};
 pub use ids::{DlqId, ParseIdError, RunId};
+pub use overview::{BreakerInfo, Overview, PipelineInfo, StartRun};
 pub use run::{
-    Attempt, AttemptError, Page, Run, RunQuery, RunSummary, StageIo, StageRecord, Trigger,
+    Attempt, AttemptError, Page, Run, RunQuery, RunSort, RunSummary, StageIo, StageRecord, Trigger,
 };
 pub(crate) use status::string_enum;
 pub use status::{AttemptStatus, ParseStatusError, RunStatus, StageStatus};

@@ -103,24 +103,73 @@ pub struct RunSummary {
     pub finished_at: Option<Timestamp>,
     pub duration_ms: Option<i64>,
     pub stages_total: u32,
+    /// Stages that will not run again: succeeded, failed, skipped or cancelled.
     pub stages_done: u32,
+    pub stages_succeeded: u32,
+    pub stages_failed: u32,
 }
 
-/// A filter and page request for runs, newest first.
+/// The order of a runs listing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RunSort {
+    /// Newest first (by id); the only order that supports the `before` cursor.
+    #[default]
+    Newest,
+    Oldest,
+    /// Longest duration first; runs still going count up to now.
+    Longest,
+    /// By pipeline name, newest first within a pipeline.
+    Pipeline,
+}
+
+impl RunSort {
+    pub const ALL: [RunSort; 4] = [
+        RunSort::Newest,
+        RunSort::Oldest,
+        RunSort::Longest,
+        RunSort::Pipeline,
+    ];
+
+    pub fn label(self) -> &'static str {
+        match self {
+            RunSort::Newest => "newest",
+            RunSort::Oldest => "oldest",
+            RunSort::Longest => "longest",
+            RunSort::Pipeline => "pipeline",
+        }
+    }
+
+    /// The next order in [`RunSort::ALL`], wrapping.
+    #[must_use]
+    pub fn next(self) -> RunSort {
+        let i = RunSort::ALL.iter().position(|s| *s == self).unwrap_or(0);
+        RunSort::ALL[(i + 1) % RunSort::ALL.len()]
+    }
+}
+
+/// A filter and page request for runs.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct RunQuery {
     pub pipeline: Option<String>,
     pub status: Option<RunStatus>,
-    /// Only runs older than this id (the cursor from the previous page).
+    /// Free text: matches part of the pipeline name, or a run id exactly.
+    pub text: Option<String>,
+    pub sort: RunSort,
+    /// Only runs older than this id (the cursor from the previous page; newest-first only).
     pub before: Option<RunId>,
+    /// Rows to skip, for jumping anywhere in a long list.
+    pub offset: u64,
     pub limit: usize,
 }
 
-/// One page of results and the cursor for the next, absent on the last page.
+/// One page of results, the cursor for the next (absent on the last page), and how many rows
+/// match in all.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Page<T> {
     pub items: Vec<T>,
     pub next: Option<RunId>,
+    pub total: u64,
 }
 
 /// Every attempt of one stage, with its inputs, outputs and errors: the stage I/O view.

@@ -18,7 +18,7 @@ use super::stage::{
     AttemptIds, ExecCtx, ExecResult, Failure, Outcome, execute, process_start_time,
 };
 use crate::model::{AttemptStatus, EventKind, RunId, Timestamp, duration};
-use crate::store::{NewEvent, Op, clip, clip_json};
+use crate::store::{NewEvent, Op, clip_json};
 
 /// How an attempt ended, as the driver needs to know it.
 #[derive(Debug)]
@@ -161,8 +161,8 @@ pub(crate) async fn run(job: AttemptJob) {
         // The executor already kept only the head (plus its marker): store it as it is.
         Some(o) if o.truncated => (Some(o.value.to_string()), true, Some(o.bytes)),
         Some(o) => {
-            let (text, cut, total) = clip_json(&o.value, inner.limit);
-            (Some(text), cut, Some(total))
+            let (text, cut, _) = clip_json(&o.value, inner.limit);
+            (Some(text), cut, Some(o.bytes))
         }
         None => (None, false, None),
     };
@@ -181,7 +181,7 @@ pub(crate) async fn run(job: AttemptJob) {
             output,
             output_truncated,
             output_bytes,
-            stderr: result.stderr.clone().map(|s| clip(s, inner.limit).0),
+            stderr: result.stderr.clone(),
             error,
         },
         Op::stage_event(

@@ -21,10 +21,10 @@ use super::stage::{http_client, kill_orphan};
 use super::triggers;
 use super::workspace::Workspace;
 use crate::model::{
-    DlqEntry, DlqId, Event, EventKind, Page, Run, RunId, RunQuery, RunStatus, RunSummary, StageIo,
-    StageStatus, Timestamp, Trigger,
+    BreakerInfo, DlqEntry, DlqId, Event, EventKind, Overview, Page, PipelineInfo, Run, RunId,
+    RunQuery, RunStatus, RunSummary, StageIo, StageStatus, Timestamp, Trigger,
 };
-use crate::store::{self, NewEvent, NewStage, Op, ReadPool, Reader, Writer, WriterThread, schema};
+use crate::store::{self, NewStage, Op, ReadPool, Reader, Writer, WriterThread, schema};
 
 /// How a host behaves; `command` names it in `host.json` and in "hosted by" messages.
 pub struct HostOptions {
@@ -94,6 +94,14 @@ fn hosted(e: LockError) -> RuntimeError {
     }
 }
 
+/// Run ids as `3, 7, 12` for log lines.
+fn ids(runs: &[RunId]) -> String {
+    runs.iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 fn kill_orphans(orphans: &[store::Orphan]) {
     for o in orphans {
         if kill_orphan(o.pid, o.pid_start) {
@@ -108,6 +116,9 @@ fn kill_orphans(orphans: &[store::Orphan]) {
 /// If no host holds the workspace, marks any runs a dead host left behind as `interrupted`.
 /// Read-only commands call this so a crashed run never looks alive.
 pub fn recover_if_unhosted(ws: &Workspace) -> Result<()> {
+    if !ws.db_path().exists() {
+        return Ok(());
+    }
     let Some(lock) = HostLock::try_quiet(&ws.state_dir()).map_err(hosted)? else {
         return Ok(());
     };
@@ -116,7 +127,7 @@ pub fn recover_if_unhosted(ws: &Workspace) -> Result<()> {
     let (runs, orphans) =
         store::mark_interrupted(&mut conn, Timestamp::from_datetime(chrono::Utc::now()))?;
     if !runs.is_empty() {
-        tracing::warn!(?runs, "marked runs of a stopped host as interrupted");
+        tracing::warn!(runs = %ids(&runs), "marked runs of a stopped host as interrupted");
     }
     kill_orphans(&orphans);
     drop(conn);
@@ -127,7 +138,13 @@ pub fn recover_if_unhosted(ws: &Workspace) -> Result<()> {
 /// A reader on the workspace's store, usable while another process hosts it.
 pub fn open_reader(ws: &Workspace) -> Result<Reader> {
     recover_if_unhosted(ws)?;
-    Ok(Reader::open(&ws.db_path())?)
+    if ws.db_path().exists() {
+        Ok(Reader::open(&ws.db_path())?)
+    } else {
+        // Nothing has run here yet: answer from an empty store rather than create files in a
+        // directory that was only read.
+        Ok(Reader::empty()?)
+    }
 }
 
 fn not_found_run(id: RunId) -> RuntimeError {
@@ -152,7 +169,7 @@ impl Host {
         schema::migrate(&mut conn)?;
         let (recovered, orphans) = store::mark_interrupted(&mut conn, opts.clock.timestamp())?;
         if !recovered.is_empty() {
-            tracing::warn!(runs = ?recovered, "runs of a stopped host were interrupted");
+            tracing::warn!(runs = %ids(&recovered), "runs of a stopped host were interrupted");
         }
         kill_orphans(&orphans);
         let (next_run, next_dlq) = Reader::open(&db)?.next_ids()?;
@@ -329,7 +346,7 @@ impl Host {
     }
 
     /// Re-runs a failed or cancelled run from its failed stages, keeping what succeeded.
-    pub async fn retry_run(&self, id: RunId) -> Result<()> {
+    pub async fn retry_run(&self, id: RunId, reason: &str) -> Result<()> {
         self.refuse_when_stopping()?;
         if self.is_active(id) {
             return Err(RuntimeError::Conflict(format!(
@@ -363,13 +380,12 @@ impl Host {
                 json!({"dlq_id": e.id, "reason": "run retried"}),
             ));
         }
-        ops.push(Op::Event(NewEvent {
-            at: now,
-            kind: EventKind::RunRetried,
-            run_id: Some(id),
-            stage: None,
-            data: json!({}),
-        }));
+        ops.push(Op::run_event(
+            now,
+            EventKind::RunRetried,
+            id,
+            json!({"reason": reason}),
+        ));
         scheduler::launch(&self.inner, id, Reset::Retry, ops).await
     }
 
@@ -394,18 +410,12 @@ impl Host {
             )));
         }
         let now = self.inner.clock.timestamp();
-        let ops = vec![Op::Event(NewEvent {
-            at: now,
-            kind: EventKind::RunResumed,
-            run_id: Some(id),
-            stage: None,
-            data: json!({}),
-        })];
+        let ops = vec![Op::run_event(now, EventKind::RunResumed, id, json!({}))];
         scheduler::launch(&self.inner, id, Reset::Resume, ops).await
     }
 
     /// Gives a dead-lettered stage a new attempt in its run; returns the run.
-    pub async fn requeue(&self, dlq: DlqId) -> Result<RunId> {
+    pub async fn requeue(&self, dlq: DlqId, reason: &str) -> Result<RunId> {
         self.refuse_when_stopping()?;
         let entry = self.dlq_entry(dlq).await?;
         let now = self.inner.clock.timestamp();
@@ -416,7 +426,7 @@ impl Host {
                 EventKind::DlqRequeued,
                 entry.run_id,
                 &entry.stage,
-                json!({"dlq_id": dlq}),
+                json!({"dlq_id": dlq, "reason": reason}),
             ),
         ];
         let (ack, acked) = oneshot::channel();
@@ -470,15 +480,20 @@ impl Host {
     }
 
     async fn dlq_entry(&self, id: DlqId) -> Result<DlqEntry> {
-        self.inner
+        let found = self
+            .inner
             .reads
-            .with(move |r| r.dlq_entry(id))
-            .await?
-            .ok_or_else(|| {
-                RuntimeError::NotFound(format!(
-                    "there is no dead-letter entry {id}; list them with `opsdeck dlq list`"
-                ))
-            })
+            .with(move |r| Ok((r.dlq_entry(id)?, r.dlq_fate(id)?)))
+            .await?;
+        match found {
+            (Some(entry), _) => Ok(entry),
+            (None, Some(fate)) => Err(RuntimeError::NotFound(format!(
+                "there is no dead-letter entry {id}: {fate}"
+            ))),
+            (None, None) => Err(RuntimeError::NotFound(format!(
+                "there is no dead-letter entry {id}; list them with `opsdeck dlq list`"
+            ))),
+        }
     }
 
     pub async fn runs(&self, q: RunQuery) -> Result<Page<RunSummary>> {
@@ -510,6 +525,45 @@ impl Host {
                 }
             }
         }
+    }
+
+    /// The pipelines, alert counts and event position a client needs for its first frame.
+    pub async fn overview(&self) -> Result<Overview> {
+        let (dlq_depth, last_seq) = self
+            .inner
+            .reads
+            .with(|r| Ok((r.dlq_depth()?, r.last_seq()?)))
+            .await?;
+        let pipelines = self
+            .inner
+            .ws
+            .pipelines()
+            .map(|p| PipelineInfo {
+                name: p.name.clone(),
+                description: p.description.clone(),
+                schedule: p.schedule.as_ref().map(|s| s.text().to_string()),
+                stages: p.stages.iter().map(|s| s.id.clone()).collect(),
+                params: p.params.clone(),
+            })
+            .collect();
+        let breakers = self
+            .inner
+            .breakers
+            .not_closed()
+            .into_iter()
+            .map(|(target, state)| BreakerInfo {
+                target,
+                state: state.as_str().to_string(),
+            })
+            .collect();
+        Ok(Overview {
+            backend: "embedded".into(),
+            workspace: self.inner.ws.dir.display().to_string(),
+            pipelines,
+            dlq_depth,
+            breakers,
+            last_seq,
+        })
     }
 
     pub async fn dlq(&self) -> Result<Vec<DlqEntry>> {

@@ -72,6 +72,9 @@ impl ActiveRun {
 struct StageState {
     status: StageStatus,
     attempts: u32,
+    /// Attempts made before the stage was last reopened (retry, requeue): the retry policy
+    /// applies afresh to the attempts after these.
+    base: u32,
     output: Option<Value>,
     /// For a retrying stage: its backoff has elapsed.
     due: bool,
@@ -134,6 +137,7 @@ pub(crate) async fn launch(
         .map(|_| StageState {
             status: StageStatus::Pending,
             attempts: 0,
+            base: 0,
             output: None,
             due: false,
         })
@@ -152,6 +156,7 @@ pub(crate) async fn launch(
             states[i] = StageState {
                 status,
                 attempts,
+                base: 0,
                 output,
                 due: false,
             };
@@ -240,6 +245,13 @@ pub(crate) async fn launch(
             .remove(&id);
         return Err(e.into());
     }
+    let why = match &reset {
+        Reset::New => "started",
+        Reset::Resume => "resumed",
+        Reset::Retry => "retrying its failed stages",
+        Reset::Stages(_) => "requeued",
+    };
+    tracing::info!(run = %id, pipeline = %driver.pipeline.name, "run {why}");
     inner.tasks.spawn(driver.drive());
     Ok(())
 }
@@ -268,6 +280,7 @@ impl Driver {
             if (named && bad) || st.status == StageStatus::Skipped {
                 st.status = StageStatus::Pending;
                 st.due = false;
+                st.base = st.attempts;
             }
         }
     }
@@ -461,14 +474,17 @@ impl Driver {
                 StageStatus::Cancelled
             }
             AttemptEnd::Stopped => StageStatus::Cancelled,
-            AttemptEnd::Failed(f) if f.retryable && n < stage.retry.max_attempts => {
+            AttemptEnd::Failed(f)
+                if f.retryable && n - self.states[idx].base.min(n) < stage.retry.max_attempts =>
+            {
+                let tries = n - self.states[idx].base.min(n);
                 let delay = {
                     let mut rng = self
                         .inner
                         .rng
                         .lock()
                         .unwrap_or_else(std::sync::PoisonError::into_inner);
-                    stage.retry.backoff.delay(n, &mut rng)
+                    stage.retry.backoff.delay(tries, &mut rng)
                 };
                 ops.push(Op::stage_event(
                     now,
@@ -486,6 +502,13 @@ impl Driver {
                 StageStatus::Retrying
             }
             AttemptEnd::Failed(f) => {
+                tracing::warn!(
+                    run = %self.id,
+                    stage = %stage.id,
+                    attempts = n,
+                    error = %f.message,
+                    "a stage failed and was parked in the dead-letter queue"
+                );
                 let dlq = DlqEntry {
                     id: DlqId(self.inner.next_dlq.fetch_add(1, Ordering::SeqCst)),
                     run_id: self.id,
@@ -648,6 +671,7 @@ impl Driver {
         if let Err(e) = self.inner.writer.commit(ops).await {
             tracing::error!(run = %self.id, error = %e, "could not record the end of a run");
         }
+        tracing::info!(run = %self.id, pipeline = %self.pipeline.name, %status, duration_ms, "run ended");
         loop {
             let active = self
                 .inner

@@ -257,7 +257,7 @@ pub fn parse(file_name: &str, text: &str) -> Result<Pipeline, Vec<Diagnostic>> {
     let mut stages: Vec<Option<Stage>> = Vec::new();
     match get(root, "stage") {
         None => c.error(
-            &(src.text().len()..src.text().len()),
+            &(0..0),
             "the pipeline has no stages; add at least one [[stage]] table",
         ),
         Some(v) => match v.get_ref() {
@@ -437,20 +437,25 @@ fn retry_table(c: &mut Checker<'_>, t: &DeTable<'_>, ctx: &str, base: &RetryPoli
         if let Some((m, _)) = c.number(bt, "multiplier", &bctx, 1.0, 100.0) {
             b.multiplier = m;
         }
-        if let Some((n, span)) = c.int(bt, "max_ms", &bctx, 0, MAX_TIMEOUT_MS) {
+        if let Some((n, _)) = c.int(bt, "max_ms", &bctx, 0, MAX_TIMEOUT_MS) {
             b.max_ms = n as u64;
-            if b.max_ms < b.initial_ms {
-                c.error(
-                    &span,
-                    format!(
-                        "`max_ms` in {bctx} ({}) must be at least `initial_ms` ({})",
-                        b.max_ms, b.initial_ms
-                    ),
-                );
-            }
         }
         if let Some((j, _)) = c.bool(bt, "jitter", &bctx) {
             b.jitter = j;
+        }
+        // Checked after merging with the inherited policy, where the two may come from
+        // different tables.
+        if b.max_ms < b.initial_ms {
+            let span = get(bt, "max_ms")
+                .or_else(|| get(bt, "initial_ms"))
+                .map_or(0..0, toml::Spanned::span);
+            c.error(
+                &span,
+                format!(
+                    "`backoff` of {ctx} has `max_ms` {} below `initial_ms` {} (counting values inherited from [pipeline.retry]); `max_ms` must be at least `initial_ms`",
+                    b.max_ms, b.initial_ms
+                ),
+            );
         }
     }
     out
@@ -532,7 +537,36 @@ fn stage_table(
     };
     if let Some(kind) = &kind_name {
         let known: Vec<&str> = COMMON_KEYS.iter().chain(specific).copied().collect();
-        c.known_keys(t, &known, &format!("{ctx} (kind {kind})"));
+        // A key of another kind is a different mistake from a typo: say whose key it is.
+        for (key, _) in t {
+            let name = key.get_ref().as_ref();
+            if known.contains(&name) {
+                continue;
+            }
+            let owner = [
+                ("command", COMMAND_KEYS),
+                ("http", HTTP_KEYS),
+                ("simulate", SIMULATE_KEYS),
+            ]
+            .into_iter()
+            .find(|(_, keys)| keys.contains(&name));
+            if let Some((other, _)) = owner {
+                c.error(
+                    &key.span(),
+                    format!(
+                        "`{name}` is a key of {other} stages, not of {kind} stages like {ctx}; valid keys: {}",
+                        known.join(", ")
+                    ),
+                );
+            }
+        }
+        let other_kinds: Vec<&str> = COMMAND_KEYS
+            .iter()
+            .chain(HTTP_KEYS)
+            .chain(SIMULATE_KEYS)
+            .copied()
+            .collect();
+        c.known_keys_ignoring(t, &known, &other_kinds, &format!("{ctx} (kind {kind})"));
     } else {
         // Without a known kind, only flag keys no kind accepts.
         let all: Vec<&str> = COMMON_KEYS
@@ -703,7 +737,27 @@ fn http_stage(
             }
         }
     }
-    let body = get(t, "body").map(|v| to_json(v.get_ref()));
+    let body = match get(t, "body") {
+        None => None,
+        Some(v)
+            if matches!(
+                v.get_ref(),
+                DeValue::String(_) | DeValue::Table(_) | DeValue::Array(_)
+            ) =>
+        {
+            Some(to_json(v.get_ref()))
+        }
+        Some(v) => {
+            c.error(
+                &v.span(),
+                format!(
+                    "`body` in {ctx} must be a string (sent as it is) or a table or array (sent as JSON), found {}",
+                    v.get_ref().type_str()
+                ),
+            );
+            return None;
+        }
+    };
     Some(HttpStage {
         method: method?,
         url: url?,

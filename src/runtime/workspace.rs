@@ -16,7 +16,12 @@ pub struct Workspace {
     pub dir: PathBuf,
     pub settings: Settings,
     pipelines: BTreeMap<String, (Arc<Pipeline>, PathBuf)>,
+    /// Every problem in every file, for hosts (which refuse to start with any).
     pub problems: Vec<Diagnostic>,
+    /// Files that failed validation, with their problems.
+    broken: Vec<(PathBuf, Vec<Diagnostic>)>,
+    /// Names defined by more than one file: refused, since either choice could be wrong.
+    conflicts: BTreeMap<String, Vec<PathBuf>>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -47,6 +52,8 @@ impl Workspace {
             settings,
             pipelines: BTreeMap::new(),
             problems: Vec::new(),
+            broken: Vec::new(),
+            conflicts: BTreeMap::new(),
         };
         ws.load_pipelines();
         Ok(ws)
@@ -63,6 +70,8 @@ impl Workspace {
             settings: Settings::default(),
             pipelines,
             problems: Vec::new(),
+            broken: Vec::new(),
+            conflicts: BTreeMap::new(),
         }
     }
 
@@ -90,15 +99,29 @@ impl Workspace {
                                 first.display()
                             ),
                         ));
+                        self.conflicts
+                            .entry(p.name.clone())
+                            .or_insert_with(|| vec![first.clone()])
+                            .push(shown);
                     } else {
                         self.pipelines.insert(p.name.clone(), (Arc::new(p), shown));
                     }
                 }
-                Err(problems) => self.problems.extend(problems.into_iter().map(|mut d| {
-                    d.file = shown.display().to_string();
-                    d
-                })),
+                Err(problems) => {
+                    let problems: Vec<Diagnostic> = problems
+                        .into_iter()
+                        .map(|mut d| {
+                            d.file = shown.display().to_string();
+                            d
+                        })
+                        .collect();
+                    self.problems.extend(problems.iter().cloned());
+                    self.broken.push((shown, problems));
+                }
             }
+        }
+        for name in self.conflicts.keys() {
+            self.pipelines.remove(name);
         }
     }
 
@@ -122,27 +145,52 @@ impl Workspace {
         self.pipelines.get(name).map(|(_, f)| f.as_path())
     }
 
-    /// A pipeline by name, or a sentence naming the valid choices (and any problem that kept a
-    /// pipeline of that name from loading).
+    /// A pipeline by name, or a sentence saying why not: defined twice, in a file that failed
+    /// validation, or simply unknown (with the valid choices).
     pub fn pipeline(&self, name: &str) -> Result<Arc<Pipeline>, String> {
         if let Some((p, _)) = self.pipelines.get(name) {
             return Ok(p.clone());
+        }
+        if let Some(files) = self.conflicts.get(name) {
+            let files: Vec<String> = files.iter().map(|f| f.display().to_string()).collect();
+            return Err(format!(
+                "pipeline `{name}` is defined in {}; names must be unique",
+                files.join(" and ")
+            ));
+        }
+        if let Some((file, problems)) = self
+            .broken
+            .iter()
+            .find(|(f, _)| f.file_stem().is_some_and(|s| s.to_string_lossy() == name))
+        {
+            let lines: Vec<String> = problems.iter().map(|p| format!("  {p}")).collect();
+            return Err(format!(
+                "pipeline `{name}` cannot be used: {} has {} problem(s):\n{}",
+                file.display(),
+                problems.len(),
+                lines.join("\n")
+            ));
         }
         let names: Vec<&str> = self.pipelines.keys().map(String::as_str).collect();
         let hint = suggest(name, &names)
             .map(|s| format!(" (did you mean `{s}`?)"))
             .unwrap_or_default();
-        let broken = if self.problems.is_empty() {
+        let broken = if self.broken.is_empty() {
             String::new()
         } else {
+            let files: Vec<String> = self
+                .broken
+                .iter()
+                .map(|(f, _)| f.display().to_string())
+                .collect();
             format!(
-                "; {} pipeline file(s) failed validation, see `opsdeck validate pipelines/*.toml`",
-                self.problems.len()
+                "; these files failed validation: {} (see `opsdeck validate`)",
+                files.join(", ")
             )
         };
         if names.is_empty() {
             Err(format!(
-                "there is no pipeline `{name}`: {} has no valid pipelines{broken}",
+                "there is no pipeline `{name}`: {} holds no valid pipeline{broken}",
                 self.dir.join("pipelines").display()
             ))
         } else {
@@ -198,16 +246,28 @@ pub fn unpack_demo(dir: &Path) -> std::io::Result<()> {
     Ok(())
 }
 
-/// Finds the workspace: the flag (or `$OPSDECK_WORKSPACE`, which clap folds into it), else the
-/// current directory when it holds `opsdeck.toml` or `pipelines/`, else the bundled demo.
-pub fn resolve(flag: Option<&Path>) -> Result<PathBuf, WorkspaceError> {
+/// Where the workspace came from; the demo is worth mentioning to the user.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Source {
+    Flag,
+    Environment,
+    CurrentDirectory,
+    Demo,
+}
+
+/// Finds the workspace: the flag, else `$OPSDECK_WORKSPACE` (when not empty), else the current
+/// directory when it holds `opsdeck.toml` or `pipelines/`, else the bundled demo.
+pub fn resolve(flag: Option<&Path>) -> Result<(PathBuf, Source), WorkspaceError> {
     if let Some(dir) = flag {
-        return Ok(dir.to_path_buf());
+        return Ok((dir.to_path_buf(), Source::Flag));
+    }
+    if let Some(dir) = std::env::var_os("OPSDECK_WORKSPACE").filter(|v| !v.is_empty()) {
+        return Ok((PathBuf::from(dir), Source::Environment));
     }
     if let Ok(cwd) = std::env::current_dir()
         && config::looks_like_workspace(&cwd)
     {
-        return Ok(cwd);
+        return Ok((cwd, Source::CurrentDirectory));
     }
     let demo = demo_dir().ok_or_else(|| {
         WorkspaceError::Missing(
@@ -221,7 +281,7 @@ pub fn resolve(flag: Option<&Path>) -> Result<PathBuf, WorkspaceError> {
             demo.display()
         ))
     })?;
-    Ok(demo)
+    Ok((demo, Source::Demo))
 }
 
 #[cfg(test)]

@@ -9,7 +9,7 @@ use serde_json::Value;
 
 use super::{Result, StoreError, connect};
 use crate::model::{
-    Attempt, AttemptError, DlqEntry, DlqId, Event, Page, Run, RunId, RunQuery, RunStatus,
+    Attempt, AttemptError, DlqEntry, DlqId, Event, Page, Run, RunId, RunQuery, RunSort, RunStatus,
     RunSummary, StageIo, StageRecord, StageStatus, Timestamp, Trigger,
 };
 
@@ -47,7 +47,9 @@ fn duration(start: Option<Timestamp>, end: Option<Timestamp>) -> Option<i64> {
 }
 
 const SUMMARY_COLUMNS: &str = "r.id, r.pipeline, r.status, r.trigger, r.created_at, r.started_at, r.finished_at, r.stages_total,
-    (SELECT COUNT(*) FROM stages s WHERE s.run_id = r.id AND s.status IN ('succeeded','failed','skipped','cancelled'))";
+    (SELECT COUNT(*) FROM stages s WHERE s.run_id = r.id AND s.status IN ('succeeded','failed','skipped','cancelled')),
+    (SELECT COUNT(*) FROM stages s WHERE s.run_id = r.id AND s.status = 'succeeded'),
+    (SELECT COUNT(*) FROM stages s WHERE s.run_id = r.id AND s.status = 'failed')";
 
 fn summary(row: &Row<'_>) -> rusqlite::Result<RunSummary> {
     let started_at = ts(row.get(5)?);
@@ -63,6 +65,8 @@ fn summary(row: &Row<'_>) -> rusqlite::Result<RunSummary> {
         duration_ms: duration(started_at, finished_at),
         stages_total: row.get(7)?,
         stages_done: row.get(8)?,
+        stages_succeeded: row.get(9)?,
+        stages_failed: row.get(10)?,
     })
 }
 
@@ -129,34 +133,88 @@ impl Reader {
         })
     }
 
-    /// Newest first, filtered, one page; the cursor is the last id of the page.
+    /// A reader on an empty in-memory store with the current schema.
+    pub fn empty() -> Result<Reader> {
+        let mut conn = Connection::open_in_memory()?;
+        super::schema::migrate(&mut conn)?;
+        Ok(Reader { conn })
+    }
+
+    /// One page of runs, filtered and sorted, with the number of matching runs. With the
+    /// default newest-first order the cursor is the last id of the page.
     pub fn runs(&self, q: &RunQuery) -> Result<Page<RunSummary>> {
         let limit = q.limit.clamp(1, 10_000);
+        let filter = "(?1 IS NULL OR r.pipeline = ?1) AND (?2 IS NULL OR r.status = ?2)
+            AND (?3 IS NULL OR r.pipeline LIKE '%' || ?3 || '%' ESCAPE '\\' OR CAST(r.id AS TEXT) = ?3)";
+        let order = match q.sort {
+            RunSort::Newest => "r.id DESC",
+            RunSort::Oldest => "r.id ASC",
+            RunSort::Longest => {
+                "(COALESCE(julianday(r.finished_at), julianday('now')) - julianday(COALESCE(r.started_at, r.created_at))) DESC, r.id DESC"
+            }
+            RunSort::Pipeline => "r.pipeline ASC, r.id DESC",
+        };
+        let before = if q.sort == RunSort::Newest {
+            q.before.map(|r| r.0)
+        } else {
+            None
+        };
+        let text = q.text.as_ref().map(|t| {
+            t.replace('\\', "\\\\")
+                .replace('%', "\\%")
+                .replace('_', "\\_")
+        });
         let sql = format!(
-            "SELECT {SUMMARY_COLUMNS} FROM runs r
-             WHERE (?1 IS NULL OR r.pipeline = ?1) AND (?2 IS NULL OR r.status = ?2) AND (?3 IS NULL OR r.id < ?3)
-             ORDER BY r.id DESC LIMIT ?4"
+            "SELECT {SUMMARY_COLUMNS} FROM runs r WHERE {filter} AND (?4 IS NULL OR r.id < ?4)
+             ORDER BY {order} LIMIT ?5 OFFSET ?6"
         );
-        let mut stmt = self.conn.prepare_cached(&sql)?;
-        let items: Vec<RunSummary> = stmt
+        let status = q.status.map(RunStatus::as_str);
+        let items: Vec<RunSummary> = self
+            .conn
+            .prepare_cached(&sql)?
             .query_map(
                 params![
                     q.pipeline,
-                    q.status.map(RunStatus::as_str),
-                    q.before.map(|r| r.0),
-                    limit as i64 + 1
+                    status,
+                    text,
+                    before,
+                    limit as i64 + 1,
+                    q.offset as i64
                 ],
                 summary,
             )?
             .collect::<rusqlite::Result<_>>()?;
         let more = items.len() > limit;
         let items: Vec<RunSummary> = items.into_iter().take(limit).collect();
-        let next = if more {
+        let next = if more && q.sort == RunSort::Newest {
             items.last().map(|r| r.id)
         } else {
             None
         };
-        Ok(Page { items, next })
+        let total: i64 = self
+            .conn
+            .prepare_cached(&format!("SELECT COUNT(*) FROM runs r WHERE {filter}"))?
+            .query_row(params![q.pipeline, status, text], |r| r.get(0))?;
+        Ok(Page {
+            items,
+            next,
+            total: total as u64,
+        })
+    }
+
+    /// The last event's sequence number (0 when the log is empty).
+    pub fn last_seq(&self) -> Result<u64> {
+        let seq: i64 =
+            self.conn
+                .query_row("SELECT COALESCE(MAX(seq), 0) FROM events", [], |r| r.get(0))?;
+        Ok(seq as u64)
+    }
+
+    pub fn dlq_depth(&self) -> Result<u64> {
+        let n: i64 = self
+            .conn
+            .query_row("SELECT COUNT(*) FROM dlq", [], |r| r.get(0))?;
+        Ok(n as u64)
     }
 
     pub fn run_summary(&self, id: RunId) -> Result<Option<RunSummary>> {
@@ -336,6 +394,41 @@ impl Reader {
             .prepare_cached(&sql)?
             .query_row(params![id.0], dlq_entry)
             .optional()?)
+    }
+
+    /// What became of a dead-letter entry that is gone: requeued (and where its stage is now)
+    /// or discarded. `None` if the id was never used.
+    pub fn dlq_fate(&self, id: DlqId) -> Result<Option<String>> {
+        let row = self
+            .conn
+            .prepare_cached(
+                "SELECT kind, run_id, stage_id FROM events WHERE kind IN ('dlq_requeued', 'dlq_discarded')
+                 AND json_extract(data, '$.dlq_id') = ?1 ORDER BY seq DESC LIMIT 1",
+            )?
+            .query_row(params![id.0], |r| Ok((r.get::<_, String>(0)?, r.get::<_, Option<i64>>(1)?, r.get::<_, Option<String>>(2)?)))
+            .optional()?;
+        let Some((kind, run, stage)) = row else {
+            return Ok(None);
+        };
+        let (run, stage) = (run.unwrap_or_default(), stage.unwrap_or_default());
+        if kind == "dlq_discarded" {
+            return Ok(Some(format!(
+                "it was discarded (run {run}, stage `{stage}`)"
+            )));
+        }
+        let now: Option<i64> = self
+            .conn
+            .prepare_cached(
+                "SELECT id FROM dlq WHERE run_id = ?1 AND stage_id = ?2 ORDER BY id DESC LIMIT 1",
+            )?
+            .query_row(params![run, stage], |r| r.get(0))
+            .optional()?;
+        Ok(Some(match now {
+            Some(new) => format!(
+                "it was requeued, and stage `{stage}` of run {run} failed again as entry {new}"
+            ),
+            None => format!("it was requeued into run {run} (stage `{stage}`)"),
+        }))
     }
 
     pub fn dlq_for_run(&self, run: RunId) -> Result<Vec<DlqEntry>> {

@@ -238,13 +238,15 @@ fn run(
         match apply(&mut conn, &all, next_seq) {
             Ok(published) => {
                 next_seq += published.len() as u64;
+                // Publish before acknowledging: whoever learns that a write is committed can
+                // then rely on its events being in the live stream already.
+                for e in published {
+                    let _ = events.send(e);
+                }
                 for (_, ack) in batch {
                     if let Some(ack) = ack {
                         let _ = ack.send(Ok(()));
                     }
-                }
-                for e in published {
-                    let _ = events.send(e);
                 }
             }
             Err(e) => {

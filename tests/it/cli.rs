@@ -347,11 +347,12 @@ fn without_a_workspace_the_demo_is_unpacked_into_the_data_dir() {
 
 #[test]
 fn a_closed_output_pipe_ends_quietly_not_with_a_panic() {
+    use std::fmt::Write as _;
     use std::io::{BufRead, BufReader};
     let ws = TestWorkspace::new();
     let mut many = String::from("[pipeline]\nname = \"many\"\nconcurrency = 16\n");
     for i in 0..200 {
-        many.push_str(&format!("[[stage]]\nid = \"s{i}\"\nkind = \"simulate\"\n"));
+        let _ = write!(many, "[[stage]]\nid = \"s{i}\"\nkind = \"simulate\"\n");
     }
     ws.pipeline("many", &many);
     for _ in 0..3 {
@@ -366,9 +367,165 @@ fn a_closed_output_pipe_ends_quietly_not_with_a_panic() {
         .spawn()
         .unwrap();
     let mut first = String::new();
-    BufReader::new(child.stdout.take().unwrap()).read_line(&mut first).unwrap();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut first)
+        .unwrap();
     assert!(first.starts_with("#1 "), "{first}");
     let out = child.wait_with_output().unwrap();
     assert_eq!(out.status.code(), Some(0));
     assert_eq!(String::from_utf8_lossy(&out.stderr), "");
+}
+
+#[test]
+fn a_closed_pipe_does_not_stop_a_foreground_run() {
+    use std::io::{BufRead, BufReader};
+    let ws = workspace();
+    ws.pipeline(
+        "chatty",
+        "[pipeline]\nname = \"chatty\"\n[[stage]]\nid = \"a\"\nkind = \"simulate\"\n[[stage]]\nid = \"b\"\nkind = \"command\"\nneeds = [\"a\"]\ncommand = [\"sh\", \"-c\", \"sleep 0.3; echo done > b.ran\"]\n",
+    );
+    let mut child = ws
+        .cmd()
+        .args(["run", "chatty"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut first = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut first)
+        .unwrap();
+    assert_eq!(first, "run 1 of `chatty` started\n");
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "the run's own outcome decides the exit code"
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stderr), "");
+    assert_eq!(crate::support::read(&ws.path("b.ran")), "done\n");
+    assert_eq!(
+        ws.run(&["runs", "show", "1", "--json"]).json()["status"],
+        "succeeded"
+    );
+}
+
+#[test]
+fn retry_and_requeue_give_a_fresh_set_of_attempts() {
+    let ws = TestWorkspace::new();
+    ws.pipeline(
+        "twice",
+        "[pipeline]\nname = \"twice\"\n[pipeline.retry]\nmax_attempts = 2\nbackoff = { initial_ms = 1, max_ms = 1 }\n[[stage]]\nid = \"a\"\nkind = \"command\"\ncommand = [\"false\"]\n",
+    );
+    ws.run(&["run", "twice"]).expect_code(1);
+    ws.run(&["runs", "retry", "1"]).expect_code(1);
+    let attempts = ws.run(&["runs", "show", "1", "--json"]).json()["stages"][0]["attempts"]
+        .as_array()
+        .unwrap()
+        .len();
+    assert_eq!(attempts, 4, "two attempts, then two more after the retry");
+    let entry = ws.run(&["dlq", "list", "--json"]).json()[0]["id"]
+        .as_u64()
+        .unwrap();
+    ws.run(&["dlq", "requeue", &entry.to_string()])
+        .expect_code(1);
+    let attempts = ws.run(&["runs", "show", "1", "--json"]).json()["stages"][0]["attempts"]
+        .as_array()
+        .unwrap()
+        .len();
+    assert_eq!(attempts, 6);
+    // The old entry is gone; asking for it says where the stage went.
+    let gone = ws.run(&["dlq", "requeue", &entry.to_string()]);
+    gone.expect_code(2);
+    assert!(gone.stderr().contains(&format!("there is no dead-letter entry {entry}: it was requeued, and stage `a` of run 1 failed again as entry {}", entry + 1)), "{}", gone.stderr());
+}
+
+#[test]
+fn workspace_problems_are_named_where_they_matter() {
+    let ws = workspace();
+    ws.pipeline(
+        "typo",
+        "[pipeline]\nname = \"typo\"\n[[stage]]\nid = \"a\"\nkind = \"simulat\"\n",
+    );
+    ws.pipeline(
+        "dup",
+        "[pipeline]\nname = \"etl\"\n[[stage]]\nid = \"a\"\nkind = \"simulate\"\n",
+    );
+    let typo = ws.run(&["run", "typo"]);
+    typo.expect_code(2);
+    assert!(typo.stderr().starts_with("opsdeck: pipeline `typo` cannot be used: pipelines/typo.toml has 1 problem(s):\n  pipelines/typo.toml:5:8: unknown stage kind `simulat`"), "{}", typo.stderr());
+    let dup = ws.run(&["run", "etl"]);
+    dup.expect_code(2);
+    assert_eq!(
+        dup.stderr(),
+        "opsdeck: pipeline `etl` is defined in pipelines/dup.toml and pipelines/etl.toml; names must be unique\n"
+    );
+    // Hosting refuses a workspace with any problem, listing them all.
+    let serve = ws.run(&["serve"]);
+    serve.expect_code(2);
+    assert!(
+        serve.stderr().contains("pipelines/typo.toml:5:8:")
+            && serve
+                .stderr()
+                .contains("pipelines/etl.toml: pipeline `etl` is already defined"),
+        "{}",
+        serve.stderr()
+    );
+}
+
+#[test]
+fn settings_come_from_files_and_checked_environment_variables() {
+    let ws = workspace();
+    let out = crate::support::Out(
+        ws.cmd()
+            .env("OPSDECK_STORE__MAX_OUTPUT_BYTES", "100")
+            .args(["runs"])
+            .output()
+            .unwrap(),
+    );
+    out.expect_code(2);
+    assert_eq!(
+        out.stderr(),
+        "opsdeck: environment: OPSDECK_STORE__MAX_OUTPUT_BYTES=100: must be an integer from 1024 to 1073741824\n"
+    );
+    // OPSDECK_LOG is a log filter, not a setting; an empty OPSDECK_WORKSPACE is ignored.
+    let ok = crate::support::Out(
+        ws.cmd()
+            .env("OPSDECK_LOG", "debug")
+            .env("OPSDECK_WORKSPACE", "")
+            .args(["runs"])
+            .output()
+            .unwrap(),
+    );
+    ok.expect_code(0);
+    let limit = ws.run(&["events", "--limit", "0"]);
+    limit.expect_code(2);
+}
+
+#[test]
+fn reading_a_directory_that_never_ran_anything_changes_nothing() {
+    let ws = TestWorkspace::new();
+    ws.run(&["runs"]).expect_code(0);
+    ws.run(&["events"]).expect_code(0);
+    ws.run(&["dlq", "list"]).expect_code(0);
+    assert!(!ws.path(".opsdeck").exists());
+}
+
+#[test]
+fn stderr_truncation_says_how_much_was_kept() {
+    let ws = TestWorkspace::new();
+    ws.write("opsdeck.toml", "[store]\nmax_output_bytes = 1024\n");
+    ws.pipeline("loud", "[pipeline]\nname = \"loud\"\n[[stage]]\nid = \"a\"\nkind = \"command\"\ncommand = [\"sh\", \"-c\", \"head -c 3000 /dev/zero | tr '\\\\0' e >&2; printf hello\"]\n");
+    ws.run(&["run", "loud"]).expect_code(0);
+    let a = ws.run(&["runs", "show", "1", "--json"]).json()["stages"][0]["attempts"][0].clone();
+    assert!(
+        a["stderr"]
+            .as_str()
+            .unwrap()
+            .ends_with("…[truncated by opsdeck: kept 1024 of 3000 bytes]"),
+        "{}",
+        a["stderr"]
+    );
+    assert_eq!(a["output"], "hello");
+    assert_eq!(a["output_bytes"], 5, "the size as produced, not as stored");
 }

@@ -187,7 +187,7 @@ async fn a_requeued_dead_letter_continues_its_run_to_success() {
     assert_eq!(dlq[0].error.code, "exit_status");
 
     std::fs::write(ws.path("ok"), "").unwrap();
-    assert_eq!(host.requeue(dlq[0].id).await.unwrap(), run.id);
+    assert_eq!(host.requeue(dlq[0].id, "fixed").await.unwrap(), run.id);
     assert_eq!(host.wait(run.id).await.unwrap(), RunStatus::Succeeded);
     let run = host.run(run.id).await.unwrap();
     assert_eq!(
@@ -231,7 +231,11 @@ async fn a_discarded_dead_letter_leaves_the_run_failed() {
         .find(|e| e.kind == EventKind::DlqDiscarded)
         .unwrap();
     assert_eq!(discarded.data["reason"], "known bad input");
-    let again = host.requeue(entry.id).await.unwrap_err().to_string();
+    let again = host
+        .requeue(entry.id, "again")
+        .await
+        .unwrap_err()
+        .to_string();
     assert!(
         again.contains(&format!("there is no dead-letter entry {}", entry.id)),
         "{again}"

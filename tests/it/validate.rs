@@ -163,7 +163,7 @@ fail_rate = 1.5
         "many.toml:9:7: `url` in stage `a` must be http or https, not `ftp`",
         "many.toml:10:10: `method` in stage `a` is `FETCH`; valid methods: GET, POST, PUT, PATCH, DELETE, HEAD",
         "many.toml:15:15: stage `b` needs `zz`, which is not a stage in this pipeline; stages: a, b",
-        "many.toml:16:13: `fail_rate` in stage `b` must be a number from 0 to 1",
+        "many.toml:16:13: `fail_rate` in stage `b` must be a number from 0 to 1, found 1.5",
         "good.toml: ok: pipeline `y`, 1 stage",
     ];
     assert_eq!(lines, expected);
@@ -180,4 +180,52 @@ fn a_missing_file_is_reported_not_a_panic() {
         "{}",
         out.stdout()
     );
+}
+
+#[test]
+fn the_same_pipeline_name_in_two_files_is_an_error() {
+    let (code, lines) = validate(&[
+        (
+            "a.toml",
+            "[pipeline]\nname = \"sim\"\n[[stage]]\nid = \"a\"\nkind = \"simulate\"\n",
+        ),
+        (
+            "b.toml",
+            "[pipeline]\nname = \"sim\"\n[[stage]]\nid = \"b\"\nkind = \"simulate\"\n",
+        ),
+    ]);
+    assert_eq!(code, 2);
+    assert_eq!(lines[1].split(": pipeline").next(), Some("b.toml"));
+    assert!(
+        lines[1].contains("pipeline `sim` is already defined in")
+            && lines[1].ends_with("a.toml; names in a workspace must be unique"),
+        "{lines:?}"
+    );
+}
+
+#[test]
+fn keys_of_another_kind_and_bad_bodies_are_explained() {
+    let (code, lines) = validate(&[(
+        "p.toml",
+        r#"[pipeline]
+name = "x"
+[pipeline.retry]
+backoff = { max_ms = 200 }
+[[stage]]
+id = "a"
+kind = "simulate"
+url = "http://example.com"
+[[stage]]
+id = "b"
+kind = "http"
+url = "http://example.com"
+body = 5
+retry = { backoff = { initial_ms = 5000 } }
+"#,
+    )]);
+    assert_eq!(code, 2);
+    assert_eq!(lines.len(), 3, "{lines:#?}");
+    assert!(lines[0].starts_with("p.toml:8:1: `url` is a key of http stages, not of simulate stages like stage `a`; valid keys:"), "{}", lines[0]);
+    assert!(lines[1].starts_with("p.toml:13:8: `body` in stage `b` must be a string (sent as it is) or a table or array (sent as JSON), found integer"), "{}", lines[1]);
+    assert!(lines[2].starts_with("p.toml:14:36: `backoff` of `retry` of stage `b` has `max_ms` 200 below `initial_ms` 5000"), "{}", lines[2]);
 }

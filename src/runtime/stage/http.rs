@@ -100,8 +100,13 @@ pub async fn run(spec: &HttpStage, ctx: &ExecCtx<'_>) -> ExecResult {
             } else {
                 ("http_error", "failed calling")
             };
-            let cause =
-                std::error::Error::source(&e).map_or_else(|| e.to_string(), ToString::to_string);
+            // The innermost cause says what happened ("Connection refused"); the outer
+            // layers only say where.
+            let mut cause: &dyn std::error::Error = &e;
+            while let Some(inner) = cause.source() {
+                cause = inner;
+            }
+            let cause = cause.to_string();
             ExecResult::failed(Failure {
                 code,
                 message: format!("{what} {url}: {cause}"),

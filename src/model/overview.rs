@@ -1,0 +1,49 @@
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+/// Everything a first frame needs: where the data comes from, the pipelines one can start, and
+/// the counts behind the header's alert badge.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Overview {
+    /// How the client reaches the runtime: `embedded` or the remote URL.
+    pub backend: String,
+    /// The workspace directory on the host.
+    pub workspace: String,
+    pub pipelines: Vec<PipelineInfo>,
+    pub dlq_depth: u64,
+    /// Breakers that are open or half-open, by target.
+    pub breakers: Vec<BreakerInfo>,
+    /// The last event sequence number at the time of the overview.
+    pub last_seq: u64,
+}
+
+impl Overview {
+    /// Active alerts: dead-lettered stages waiting for someone, plus targets whose breaker is open.
+    pub fn alerts(&self) -> u64 {
+        self.dlq_depth + self.breakers.iter().filter(|b| b.state == "open").count() as u64
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PipelineInfo {
+    pub name: String,
+    pub description: Option<String>,
+    pub schedule: Option<String>,
+    pub stages: Vec<String>,
+    /// Declared params and their defaults.
+    pub params: Map<String, Value>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BreakerInfo {
+    pub target: String,
+    pub state: String,
+}
+
+/// A request to start a run.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct StartRun {
+    pub pipeline: String,
+    #[serde(default)]
+    pub params: Map<String, Value>,
+}
