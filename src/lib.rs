@@ -1,9 +1,11 @@
 //! opsdeck: a terminal dashboard for live operations and the orchestration runtime behind it.
 
 pub mod cli;
+pub mod client;
 pub mod config;
 pub mod diag;
 pub mod logging;
 pub mod model;
 pub mod runtime;
 pub mod store;
+pub mod tui;

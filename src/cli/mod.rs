@@ -12,9 +12,9 @@ macro_rules! say_raw {
     ($($arg:tt)*) => { $crate::cli::output::emit(&format!($($arg)*)) };
 }
 
+mod dashboard;
 mod dlq;
 mod events;
-mod live;
 mod output;
 mod run;
 mod runs;
@@ -43,7 +43,7 @@ pub const EXIT_INTERRUPTED: u8 = 130;
     name = "opsdeck",
     version,
     about = "A terminal dashboard for live operations: pipelines, canaries, rollbacks",
-    long_about = "A terminal dashboard for live operations.\n\nWith no command, opsdeck hosts the workspace (the bundled demo if none is found), runs its schedules and shows the live run table."
+    long_about = "A terminal dashboard for live operations.\n\nWith no command, opsdeck hosts the workspace (the bundled demo if none is found), runs its schedules and opens the dashboard."
 )]
 pub struct Cli {
     /// The workspace directory [default: $OPSDECK_WORKSPACE, else the current directory if it
@@ -53,6 +53,17 @@ pub struct Cli {
     /// Log more (-v debug, -vv trace); logs go to WORKSPACE/.opsdeck/logs
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
     pub verbose: u8,
+    /// Dashboard theme: dark, light, high-contrast, mono, terminal, or a file in
+    /// ~/.config/opsdeck/themes [default: the `ui.theme` setting]
+    #[arg(long, global = true, value_name = "NAME")]
+    pub theme: Option<String>,
+    /// Dashboard keymap: default, arrows, or a file in ~/.config/opsdeck/keymaps
+    /// [default: the `ui.keymap` setting]
+    #[arg(long, global = true, value_name = "NAME")]
+    pub keymap: Option<String>,
+    /// Let the mouse scroll lists and click tabs and rows in the dashboard
+    #[arg(long, global = true)]
+    pub mouse: bool,
     #[command(subcommand)]
     pub command: Option<Command>,
 }
@@ -213,7 +224,7 @@ pub async fn dispatch(cli: Cli) -> u8 {
         Some(Command::Dlq(cmd)) => dlq::run(&cli, cmd).await,
         Some(Command::Events(args)) => events::run(&cli, args).await,
         Some(Command::Serve(args)) => serve::run(&cli, args).await,
-        None => live::run(&cli).await,
+        None => dashboard::run(&cli).await,
     };
     match result {
         Ok(code) => code,

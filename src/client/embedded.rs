@@ -7,8 +7,8 @@ use tokio::sync::broadcast::{self, error::RecvError};
 
 use super::{Backend, EventStream, Result, StreamItem};
 use crate::model::{
-    ApiError, DlqEntry, DlqId, ErrorCode, Event, Overview, Page, Run, RunId, RunQuery, RunSummary, StageIo,
-    StartRun, Trigger,
+    ApiError, DlqEntry, DlqId, ErrorCode, Event, Overview, Page, Run, RunId, RunQuery, RunSummary,
+    StageIo, StartRun, Trigger,
 };
 use crate::runtime::{Host, RuntimeError};
 
@@ -55,7 +55,9 @@ impl Tail {
         let Some(mut from) = self.last else { return };
         loop {
             let page = self.host.events(from, 1_000).await.unwrap_or_default();
-            let Some(last) = page.last().map(|e| e.seq) else { return };
+            let Some(last) = page.last().map(|e| e.seq) else {
+                return;
+            };
             for e in page {
                 if upto.is_some_and(|u| e.seq >= u) {
                     return;
@@ -109,13 +111,24 @@ impl Backend for Embedded {
     }
 
     fn events(&self, since: Option<u64>) -> EventStream {
-        let tail = Tail { host: self.host.clone(), live: self.host.subscribe(), last: since, queue: VecDeque::new(), announced: false };
-        Box::pin(futures::stream::unfold(tail, |mut t| async move { t.next().await.map(|item| (item, t)) }))
+        let tail = Tail {
+            host: self.host.clone(),
+            live: self.host.subscribe(),
+            last: since,
+            queue: VecDeque::new(),
+            announced: false,
+        };
+        Box::pin(futures::stream::unfold(tail, |mut t| async move {
+            t.next().await.map(|item| (item, t))
+        }))
     }
 
     async fn recent_events(&self, limit: usize) -> Result<Vec<Event>> {
         let last = self.host.overview().await?.last_seq;
-        Ok(self.host.events(last.saturating_sub(limit as u64), limit).await?)
+        Ok(self
+            .host
+            .events(last.saturating_sub(limit as u64), limit)
+            .await?)
     }
 
     async fn runs(&self, q: RunQuery) -> Result<Page<RunSummary>> {
@@ -131,7 +144,10 @@ impl Backend for Embedded {
     }
 
     async fn start_run(&self, req: StartRun) -> Result<RunId> {
-        Ok(self.host.start_run(&req.pipeline, &req.params, Trigger::Manual).await?)
+        Ok(self
+            .host
+            .start_run(&req.pipeline, &req.params, Trigger::Manual)
+            .await?)
     }
 
     async fn cancel_run(&self, id: RunId, reason: &str) -> Result<()> {

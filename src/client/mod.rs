@@ -12,7 +12,8 @@ use futures::Stream;
 pub use embedded::Embedded;
 
 use crate::model::{
-    ApiError, DlqEntry, DlqId, Event, Overview, Page, Run, RunId, RunQuery, RunSummary, StageIo, StartRun,
+    ApiError, DlqEntry, DlqId, Event, Overview, Page, Run, RunId, RunQuery, RunSummary, StageIo,
+    StartRun,
 };
 
 pub type Result<T> = std::result::Result<T, ApiError>;

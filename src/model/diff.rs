@@ -140,11 +140,30 @@ pub fn pretty(v: &Value) -> String {
     }
 }
 
-/// Compares `before` (the baseline) with `after`.
+/// The same value with object keys in sorted order, so two documents that differ only in key
+/// order print the same.
+fn canonical(v: &Value) -> Value {
+    match v {
+        Value::Object(m) => {
+            let mut keys: Vec<&String> = m.keys().collect();
+            keys.sort();
+            Value::Object(
+                keys.into_iter()
+                    .map(|k| (k.clone(), canonical(&m[k])))
+                    .collect(),
+            )
+        }
+        Value::Array(items) => Value::Array(items.iter().map(canonical).collect()),
+        other => other.clone(),
+    }
+}
+
+/// Compares `before` (the baseline) with `after`: changed paths, then a line diff of both
+/// documents printed with sorted keys (key order is not a difference).
 pub fn diff(before: &Value, after: &Value) -> JsonDiff {
     let mut changes = Vec::new();
     walk("$", before, after, &mut changes);
-    let (a, b) = (pretty(before), pretty(after));
+    let (a, b) = (pretty(&canonical(before)), pretty(&canonical(after)));
     let text = TextDiff::from_lines(&a, &b);
     let lines = text
         .iter_all_changes()
@@ -197,5 +216,10 @@ mod tests {
                 .any(|l| l.tag == LineTag::Added && l.text.contains("\"rows\": 12"))
         );
         assert!(diff(&a, &a).is_same());
+        // Key order is not a difference, in paths or lines.
+        let reordered =
+            json!({"meta": {"old": true, "source": "db"}, "tags": ["a", "b"], "rows": 10});
+        let same = diff(&a, &reordered);
+        assert!(same.is_same() && same.lines.iter().all(|l| l.tag == LineTag::Same));
     }
 }

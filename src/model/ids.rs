@@ -20,7 +20,8 @@ macro_rules! numeric_id {
 
         impl fmt::Display for $name {
             fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                write!(f, "{}", self.0)
+                // Through i64's own Display, so width and alignment flags work in tables.
+                fmt::Display::fmt(&self.0, f)
             }
         }
 
@@ -59,5 +60,10 @@ mod tests {
             "`abc` is not a valid run id; ids are positive numbers such as 42"
         );
         assert!("0".parse::<RunId>().is_err());
+        assert_eq!(
+            format!("[{:<4}]", RunId(7)),
+            "[7   ]",
+            "padding works in tables"
+        );
     }
 }

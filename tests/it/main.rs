@@ -7,5 +7,7 @@ mod cli;
 mod crash;
 mod dag_props;
 mod engine;
+mod pty;
 mod support;
+mod tui;
 mod validate;

@@ -1,0 +1,93 @@
+//! `opsdeck` with no command: hosts the workspace (schedules run, interrupted runs resume) and
+//! opens the dashboard on it. When standard output is not a terminal it prints the event log as
+//! lines instead, so `opsdeck > log` still does something useful.
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use super::output::event_line;
+use super::serve::{check_problems, stop_signal};
+use super::{Cli, CliError, CliResult, EXIT_OK, open_workspace};
+use crate::client::Embedded;
+use crate::config::{Settings, user_dir};
+use crate::runtime::{Host, HostOptions};
+use crate::tui::app::Config;
+use crate::tui::keymap::Keymap;
+use crate::tui::theme::{ColorDepth, Theme};
+
+fn problems(what: &str, diags: &[crate::diag::Diagnostic]) -> CliError {
+    let lines: Vec<String> = diags.iter().map(ToString::to_string).collect();
+    CliError::bad_input(format!("the {what} cannot be used:\n{}", lines.join("\n")))
+}
+
+/// Theme, keymap and mouse from the flags, then settings; `NO_COLOR` forces the mono theme.
+pub fn dashboard_config(cli: &Cli, settings: &Settings) -> Result<Config, CliError> {
+    let dir = user_dir();
+    let theme_dir: Option<PathBuf> = dir.as_ref().map(|d| d.join("themes"));
+    let keymap_dir: Option<PathBuf> = dir.as_ref().map(|d| d.join("keymaps"));
+    let depth = ColorDepth::detect();
+    let no_color = std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty());
+    let theme_name = cli
+        .theme
+        .clone()
+        .unwrap_or_else(|| settings.ui.theme.clone());
+    let theme = if no_color {
+        Theme::mono()
+    } else {
+        Theme::load(&theme_name, theme_dir.as_deref(), depth).map_err(|d| problems("theme", &d))?
+    };
+    let keymap_name = cli
+        .keymap
+        .clone()
+        .unwrap_or_else(|| settings.ui.keymap.clone());
+    let keymap =
+        Keymap::load(&keymap_name, keymap_dir.as_deref()).map_err(|d| problems("keymap", &d))?;
+    Ok(Config {
+        theme,
+        keymap,
+        mouse: cli.mouse || settings.ui.mouse,
+        theme_dir,
+        depth,
+    })
+}
+
+pub async fn run(cli: &Cli) -> CliResult {
+    let (ws, _log) = open_workspace(cli, true, false)?;
+    check_problems(&ws)?;
+    let tty = std::io::stdout().is_terminal();
+    let config = if tty {
+        Some(dashboard_config(cli, &ws.settings)?)
+    } else {
+        None
+    };
+    let host = Host::start(ws, HostOptions::long_lived("opsdeck (dashboard)"))
+        .await
+        .map_err(|e| CliError::from(e).context("cannot host the workspace"))?;
+    let result = match config {
+        Some(config) => crate::tui::run(Arc::new(Embedded::new(host.clone())), config)
+            .await
+            .map(|()| EXIT_OK)
+            .map_err(|e| CliError::failed(format!("the terminal failed: {e}"))),
+        None => print_events(&host).await,
+    };
+    host.shutdown().await;
+    result
+}
+
+/// The event log as lines, until Ctrl-C or SIGTERM.
+async fn print_events(host: &Host) -> CliResult {
+    let mut events = host.subscribe();
+    let stop = stop_signal();
+    tokio::pin!(stop);
+    loop {
+        tokio::select! {
+            () = &mut stop => return Ok(EXIT_OK),
+            ev = events.recv() => {
+                if let Ok(ev) = ev {
+                    say!("{}", event_line(&ev))?;
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,78 @@
+//! Everything a key can do, as a named enum. The names are what keymap files bind; the doc
+//! strings are what the help overlay shows, so the two can never disagree.
+
+macro_rules! actions {
+    ($($variant:ident => $name:literal, $doc:literal;)+) => {
+        /// A dashboard command that keys (and the command palette) can invoke.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+        pub enum Action { $($variant),+ }
+
+        impl Action {
+            pub const ALL: &'static [Action] = &[$(Action::$variant),+];
+
+            /// The name used in keymap files.
+            pub fn name(self) -> &'static str {
+                match self { $(Action::$variant => $name),+ }
+            }
+
+            /// One line for the help overlay.
+            pub fn doc(self) -> &'static str {
+                match self { $(Action::$variant => $doc),+ }
+            }
+
+            pub fn from_name(name: &str) -> Option<Action> {
+                match name { $($name => Some(Action::$variant),)+ _ => None }
+            }
+        }
+    };
+}
+
+actions! {
+    Quit => "quit", "Quit opsdeck";
+    Back => "back", "Go back: leave a detail view, clear a filter";
+    Help => "help", "Show the keys of the focused pane";
+    Palette => "command_palette", "Open the command palette (:runs, :run NAME, :dlq, :events, :quit)";
+    PaneRuns => "pane_runs", "Show runs (1)";
+    PaneStage => "pane_stage", "Show the stage input and output (2)";
+    PaneDlq => "pane_dlq", "Show the dead-letter queue (5)";
+    PaneEvents => "pane_events", "Show the event log (7)";
+    Up => "up", "Move up";
+    Down => "down", "Move down";
+    PageUp => "page_up", "Move up a page";
+    PageDown => "page_down", "Move down a page";
+    Top => "top", "Go to the top";
+    Bottom => "bottom", "Go to the bottom";
+    Open => "open", "Open the selected run, stage or entry";
+    Filter => "filter", "Filter the list (text, status:failed, #id)";
+    Sort => "sort", "Change the sort order";
+    NewRun => "new_run", "Start a run of a pipeline";
+    RetryRun => "retry_run", "Retry the run from its failed stages (asks first)";
+    CancelRun => "cancel_run", "Cancel the run (asks first)";
+    NextAttempt => "next_attempt", "Show the next attempt";
+    PrevAttempt => "prev_attempt", "Show the previous attempt";
+    NextSection => "next_section", "Show the next section: input, output, stderr, error";
+    PrevSection => "prev_section", "Show the previous section";
+    Diff => "diff", "Diff this output against a baseline run (toggle)";
+    PickBaseline => "pick_baseline", "Choose the baseline run for the diff";
+    DiffLayout => "toggle_diff_layout", "Switch the diff between unified and side by side";
+    Requeue => "requeue", "Requeue the dead-letter entry (asks first)";
+    Discard => "discard", "Discard the dead-letter entry (asks first)";
+    Follow => "follow", "Follow the newest events";
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_unique_and_round_trip() {
+        let mut names: Vec<&str> = Action::ALL.iter().map(|a| a.name()).collect();
+        for a in Action::ALL {
+            assert_eq!(Action::from_name(a.name()), Some(*a));
+            assert!(!a.doc().is_empty());
+        }
+        names.sort_unstable();
+        names.dedup();
+        assert_eq!(names.len(), Action::ALL.len());
+    }
+}

@@ -1,0 +1,579 @@
+//! Key bindings from `keymaps/*.toml`: context -> key -> action, keys written like `"j"`,
+//! `"C-c"`, `"S-tab"`, `"enter"`, and sequences like `"g g"`. Each context is a trie, so
+//! sequences and single keys share one lookup. A file may `inherits = "default"` and change
+//! only what it needs; binding a key to `"none"` removes it.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fmt;
+use std::path::PathBuf;
+
+use ratatui::crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
+use toml::de::DeValue;
+
+use super::action::Action;
+use crate::diag::{Checker, Diagnostic, SourceFile, suggest};
+
+/// Where a binding applies. Panes look up their own context, then `list` for panes that show
+/// a list, then `global`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Context {
+    Global,
+    List,
+    Runs,
+    Run,
+    Stage,
+    Dlq,
+    Events,
+}
+
+impl Context {
+    pub const ALL: [Context; 7] = [
+        Context::Global,
+        Context::List,
+        Context::Runs,
+        Context::Run,
+        Context::Stage,
+        Context::Dlq,
+        Context::Events,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Context::Global => "global",
+            Context::List => "list",
+            Context::Runs => "runs",
+            Context::Run => "run",
+            Context::Stage => "stage",
+            Context::Dlq => "dlq",
+            Context::Events => "events",
+        }
+    }
+}
+
+/// One key press, normalised so `G` and `S-g` are the same key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Key {
+    pub code: KeyCode,
+    pub mods: KeyModifiers,
+}
+
+impl Key {
+    pub fn new(code: KeyCode, mods: KeyModifiers) -> Key {
+        let mut mods = mods & (KeyModifiers::CONTROL | KeyModifiers::ALT | KeyModifiers::SHIFT);
+        let code = match code {
+            // Letters carry their case; shift on a character is implied by the character.
+            KeyCode::Char(c) if mods.contains(KeyModifiers::SHIFT) && c.is_ascii_lowercase() => {
+                KeyCode::Char(c.to_ascii_uppercase())
+            }
+            KeyCode::BackTab => {
+                mods |= KeyModifiers::SHIFT;
+                KeyCode::Tab
+            }
+            c => c,
+        };
+        if matches!(code, KeyCode::Char(_)) {
+            mods.remove(KeyModifiers::SHIFT);
+        }
+        Key { code, mods }
+    }
+
+    pub fn from_event(e: &KeyEvent) -> Key {
+        Key::new(e.code, e.modifiers)
+    }
+
+    /// Parses one key: `j`, `G`, `?`, `C-c`, `A-x`, `S-tab`, `enter`, `pagedown`, `f5`.
+    pub fn parse(text: &str) -> Option<Key> {
+        let mut mods = KeyModifiers::NONE;
+        let mut rest = text;
+        while rest.len() > 2 && rest.as_bytes()[1] == b'-' {
+            match &rest[..1] {
+                "C" => mods |= KeyModifiers::CONTROL,
+                "A" => mods |= KeyModifiers::ALT,
+                "S" => mods |= KeyModifiers::SHIFT,
+                _ => return None,
+            }
+            rest = &rest[2..];
+        }
+        let code = match rest {
+            "enter" | "ret" => KeyCode::Enter,
+            "esc" => KeyCode::Esc,
+            "tab" => KeyCode::Tab,
+            "backspace" => KeyCode::Backspace,
+            "del" | "delete" => KeyCode::Delete,
+            "space" => KeyCode::Char(' '),
+            "up" => KeyCode::Up,
+            "down" => KeyCode::Down,
+            "left" => KeyCode::Left,
+            "right" => KeyCode::Right,
+            "pageup" => KeyCode::PageUp,
+            "pagedown" => KeyCode::PageDown,
+            "home" => KeyCode::Home,
+            "end" => KeyCode::End,
+            s if s.len() > 1
+                && s.starts_with('f')
+                && s[1..].parse::<u8>().is_ok_and(|n| (1..=12).contains(&n)) =>
+            {
+                KeyCode::F(s[1..].parse().ok()?)
+            }
+            s if s.chars().count() == 1 => KeyCode::Char(s.chars().next()?),
+            _ => return None,
+        };
+        Some(Key::new(code, mods))
+    }
+}
+
+impl fmt::Display for Key {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.mods.contains(KeyModifiers::CONTROL) {
+            f.write_str("C-")?;
+        }
+        if self.mods.contains(KeyModifiers::ALT) {
+            f.write_str("A-")?;
+        }
+        if self.mods.contains(KeyModifiers::SHIFT) {
+            f.write_str("S-")?;
+        }
+        match self.code {
+            KeyCode::Enter => f.write_str("enter"),
+            KeyCode::Esc => f.write_str("esc"),
+            KeyCode::Tab => f.write_str("tab"),
+            KeyCode::Backspace => f.write_str("backspace"),
+            KeyCode::Delete => f.write_str("del"),
+            KeyCode::Char(' ') => f.write_str("space"),
+            KeyCode::Up => f.write_str("↑"),
+            KeyCode::Down => f.write_str("↓"),
+            KeyCode::Left => f.write_str("←"),
+            KeyCode::Right => f.write_str("→"),
+            KeyCode::PageUp => f.write_str("pgup"),
+            KeyCode::PageDown => f.write_str("pgdn"),
+            KeyCode::Home => f.write_str("home"),
+            KeyCode::End => f.write_str("end"),
+            KeyCode::F(n) => write!(f, "f{n}"),
+            KeyCode::Char(c) => write!(f, "{c}"),
+            other => write!(f, "{other:?}"),
+        }
+    }
+}
+
+/// A sequence of keys, shown like `g g`.
+pub fn show_seq(seq: &[Key]) -> String {
+    seq.iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+#[derive(Debug, Clone, Default, PartialEq)]
+struct Trie {
+    children: HashMap<Key, Node>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+enum Node {
+    Leaf(Action),
+    Branch(Trie),
+}
+
+impl Trie {
+    fn insert(&mut self, seq: &[Key], action: Action) {
+        let Some((first, rest)) = seq.split_first() else {
+            return;
+        };
+        if rest.is_empty() {
+            self.children.insert(*first, Node::Leaf(action));
+        } else {
+            let node = self
+                .children
+                .entry(*first)
+                .or_insert_with(|| Node::Branch(Trie::default()));
+            if let Node::Leaf(_) = node {
+                *node = Node::Branch(Trie::default());
+            }
+            if let Node::Branch(t) = node {
+                t.insert(rest, action);
+            }
+        }
+    }
+
+    fn remove(&mut self, seq: &[Key]) {
+        let Some((first, rest)) = seq.split_first() else {
+            return;
+        };
+        if rest.is_empty() {
+            self.children.remove(first);
+        } else if let Some(Node::Branch(t)) = self.children.get_mut(first) {
+            t.remove(rest);
+        }
+    }
+
+    fn walk(&self, seq: &[Key]) -> Option<&Node> {
+        let (first, rest) = seq.split_first()?;
+        let node = self.children.get(first)?;
+        match (node, rest.is_empty()) {
+            (_, true) => Some(node),
+            (Node::Branch(t), false) => t.walk(rest),
+            (Node::Leaf(_), false) => None,
+        }
+    }
+
+    fn collect(&self, prefix: &mut Vec<Key>, out: &mut Vec<(Vec<Key>, Action)>) {
+        for (k, node) in &self.children {
+            prefix.push(*k);
+            match node {
+                Node::Leaf(a) => out.push((prefix.clone(), *a)),
+                Node::Branch(t) => t.collect(prefix, out),
+            }
+            prefix.pop();
+        }
+    }
+}
+
+/// What a key press (with any keys pending before it) resolves to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Lookup {
+    Action(Action),
+    /// The keys so far start a sequence: wait for the next.
+    Pending,
+    Unbound,
+}
+
+/// A loaded keymap.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Keymap {
+    pub name: String,
+    contexts: BTreeMap<Context, Trie>,
+}
+
+/// The keymaps shipped in the binary.
+pub const BUILTIN: &[(&str, &str)] = &[
+    ("default", include_str!("../../keymaps/default.toml")),
+    ("arrows", include_str!("../../keymaps/arrows.toml")),
+];
+
+impl Keymap {
+    /// Resolves `seq` (pending keys plus the new one) in the given contexts, in order.
+    pub fn lookup(&self, contexts: &[Context], seq: &[Key]) -> Lookup {
+        let mut pending = false;
+        for c in contexts {
+            match self.contexts.get(c).and_then(|t| t.walk(seq)) {
+                Some(Node::Leaf(a)) if !pending => return Lookup::Action(*a),
+                Some(Node::Branch(_)) => pending = true,
+                _ => {}
+            }
+        }
+        if pending {
+            Lookup::Pending
+        } else {
+            Lookup::Unbound
+        }
+    }
+
+    /// Every binding visible in `contexts`, first context winning, as (keys, action) pairs.
+    pub fn bindings(&self, contexts: &[Context]) -> Vec<(Vec<Key>, Action)> {
+        let mut out: Vec<(Vec<Key>, Action)> = Vec::new();
+        for c in contexts {
+            let mut here = Vec::new();
+            if let Some(t) = self.contexts.get(c) {
+                t.collect(&mut Vec::new(), &mut here);
+            }
+            // Tries do not keep an order: sort for a stable help and footer.
+            here.sort_by_key(|(seq, a)| (*a, show_seq(seq)));
+            for (seq, a) in here {
+                if !out.iter().any(|(s, _)| s == &seq) {
+                    out.push((seq, a));
+                }
+            }
+        }
+        out
+    }
+
+    /// The keys that trigger `action` in `contexts`, shortest first.
+    pub fn keys_for(&self, contexts: &[Context], action: Action) -> Vec<String> {
+        let mut keys: Vec<Vec<Key>> = self
+            .bindings(contexts)
+            .into_iter()
+            .filter(|(_, a)| *a == action)
+            .map(|(s, _)| s)
+            .collect();
+        keys.sort_by_key(|s| {
+            (
+                s.len(),
+                s.iter().map(|k| k.to_string().len()).sum::<usize>(),
+            )
+        });
+        keys.iter().map(|s| show_seq(s)).collect()
+    }
+
+    /// Loads a keymap by name: a user file in `user_dir` wins over the built-in one.
+    pub fn load(name: &str, user_dir: Option<&std::path::Path>) -> Result<Keymap, Vec<Diagnostic>> {
+        let mut chain = Vec::new();
+        let contexts = load_contexts(name, user_dir, false, &mut chain)?;
+        Ok(Keymap {
+            name: name.to_string(),
+            contexts,
+        })
+    }
+
+    /// The built-in default keymap (it is checked by tests, so this cannot fail at run time).
+    pub fn builtin_default() -> Keymap {
+        Keymap::load("default", None).unwrap_or(Keymap {
+            name: "default".into(),
+            contexts: BTreeMap::new(),
+        })
+    }
+}
+
+fn builtin_names() -> Vec<&'static str> {
+    BUILTIN.iter().map(|(n, _)| *n).collect()
+}
+
+fn load_contexts(
+    name: &str,
+    user_dir: Option<&std::path::Path>,
+    builtin_only: bool,
+    chain: &mut Vec<String>,
+) -> Result<BTreeMap<Context, Trie>, Vec<Diagnostic>> {
+    let user_file: Option<PathBuf> = user_dir
+        .filter(|_| !builtin_only)
+        .map(|d| d.join(format!("{name}.toml")))
+        .filter(|p| p.is_file());
+    let (shown, text, is_user) = match &user_file {
+        Some(p) => match std::fs::read_to_string(p) {
+            Ok(t) => (p.display().to_string(), t, true),
+            Err(e) => {
+                return Err(vec![Diagnostic::whole_file(
+                    p.display().to_string(),
+                    format!("cannot read the file: {e}"),
+                )]);
+            }
+        },
+        None => match BUILTIN.iter().find(|(n, _)| *n == name) {
+            Some((n, t)) => (
+                format!("keymaps/{n}.toml (built in)"),
+                (*t).to_string(),
+                false,
+            ),
+            None => {
+                let mut names: Vec<String> =
+                    builtin_names().iter().map(ToString::to_string).collect();
+                if let Some(dir) = user_dir
+                    && let Ok(entries) = std::fs::read_dir(dir)
+                {
+                    names.extend(entries.filter_map(Result::ok).filter_map(|e| {
+                        e.path()
+                            .file_stem()
+                            .map(|s| s.to_string_lossy().into_owned())
+                    }));
+                }
+                names.sort();
+                names.dedup();
+                return Err(vec![Diagnostic::whole_file(
+                    "keymap",
+                    format!(
+                        "there is no keymap `{name}`; valid keymaps: {}",
+                        names.join(", ")
+                    ),
+                )]);
+            }
+        },
+    };
+    chain.push(name.to_string());
+    let src = SourceFile::new(shown, text);
+    let doc = Checker::parse(&src)?;
+    let mut c = Checker::new(&src);
+    let root = doc.get_ref();
+    let mut known: Vec<&str> = vec!["inherits"];
+    known.extend(Context::ALL.iter().map(|c| c.name()));
+    c.known_keys(root, &known, "the keymap");
+    let mut contexts: BTreeMap<Context, Trie> = BTreeMap::new();
+    if let Some((parent, span)) = c.str(root, "inherits", "the keymap") {
+        // A user file named like a built-in may inherit that built-in.
+        let from_builtin = parent == name && is_user;
+        if chain.iter().any(|n| n == parent) && !from_builtin {
+            c.error(
+                &span,
+                format!(
+                    "`inherits = \"{parent}\"` makes a loop: {} -> {parent}",
+                    chain.join(" -> ")
+                ),
+            );
+        } else {
+            match load_contexts(parent, user_dir, from_builtin, chain) {
+                Ok(inherited) => contexts = inherited,
+                Err(problems) => {
+                    for p in problems {
+                        c.error(&span, format!("in inherited keymap `{parent}`: {p}"));
+                    }
+                }
+            }
+        }
+    }
+    let action_names: Vec<&str> = Action::ALL.iter().map(|a| a.name()).collect();
+    for ctx in Context::ALL {
+        let Some((table, _)) = c.table(root, ctx.name(), "the keymap") else {
+            continue;
+        };
+        let trie = contexts.entry(ctx).or_default();
+        for (key, value) in table {
+            let key_text = key.get_ref().as_ref();
+            let seq: Option<Vec<Key>> = key_text.split_whitespace().map(Key::parse).collect();
+            let seq = match seq {
+                Some(s) if !s.is_empty() => s,
+                _ => {
+                    c.error(
+                        &key.span(),
+                        format!(
+                            "`{key_text}` in [{}] is not a key; write keys like \"j\", \"G\", \"C-c\", \"S-tab\", \"enter\", \"pagedown\", \"f5\", or sequences like \"g g\"",
+                            ctx.name()
+                        ),
+                    );
+                    continue;
+                }
+            };
+            match value.get_ref() {
+                DeValue::String(a) if a == "none" => trie.remove(&seq),
+                DeValue::String(a) => match Action::from_name(a) {
+                    Some(action) => trie.insert(&seq, action),
+                    None => {
+                        let hint = suggest(a, &action_names).map(|s| format!(" (did you mean `{s}`?)")).unwrap_or_default();
+                        c.error(
+                            &value.span(),
+                            format!(
+                                "unknown action `{a}` for `{key_text}` in [{}]{hint}; valid actions: {}, or \"none\" to unbind",
+                                ctx.name(),
+                                action_names.join(", ")
+                            ),
+                        );
+                    }
+                },
+                other => c.error(
+                    &value.span(),
+                    format!("the binding of `{key_text}` in [{}] must be an action name (a string), found {}", ctx.name(), other.type_str()),
+                ),
+            }
+        }
+    }
+    chain.pop();
+    if c.has_problems() {
+        Err(c.into_problems())
+    } else {
+        Ok(contexts)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn k(s: &str) -> Key {
+        Key::parse(s).unwrap()
+    }
+
+    #[test]
+    fn parses_and_normalises_keys() {
+        assert_eq!(k("G"), Key::new(KeyCode::Char('g'), KeyModifiers::SHIFT));
+        assert_eq!(k("S-tab"), Key::new(KeyCode::BackTab, KeyModifiers::SHIFT));
+        assert_eq!(k("C-c").to_string(), "C-c");
+        assert_eq!(k("pagedown").to_string(), "pgdn");
+        assert!(
+            Key::parse("C-").is_none()
+                && Key::parse("hyper").is_none()
+                && Key::parse("X-a").is_none()
+        );
+    }
+
+    #[test]
+    fn builtins_load_and_resolve_in_context_order() {
+        for (name, _) in BUILTIN {
+            Keymap::load(name, None).unwrap_or_else(|e| panic!("{name}: {e:?}"));
+        }
+        let km = Keymap::builtin_default();
+        let list = [Context::Runs, Context::List, Context::Global];
+        assert_eq!(km.lookup(&list, &[k("j")]), Lookup::Action(Action::Down));
+        assert_eq!(km.lookup(&list, &[k("g")]), Lookup::Pending);
+        assert_eq!(
+            km.lookup(&list, &[k("g"), k("g")]),
+            Lookup::Action(Action::Top)
+        );
+        assert_eq!(km.lookup(&list, &[k("C-c")]), Lookup::Action(Action::Quit));
+        assert_eq!(km.lookup(&list, &[k("F")]), Lookup::Unbound);
+        let arrows = Keymap::load("arrows", None).unwrap();
+        assert_eq!(
+            arrows.lookup(&list, &[k("j")]),
+            Lookup::Unbound,
+            "no letter navigation"
+        );
+        assert_eq!(
+            arrows.lookup(&list, &[k("down")]),
+            Lookup::Action(Action::Down)
+        );
+    }
+
+    #[test]
+    fn user_files_inherit_unbind_and_report_bad_names() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("mine.toml"),
+            "inherits = \"default\"\n[list]\n\"j\" = \"none\"\n\"n\" = \"down\"\n",
+        )
+        .unwrap();
+        let km = Keymap::load("mine", Some(dir.path())).unwrap();
+        let list = [Context::List, Context::Global];
+        assert_eq!(km.lookup(&list, &[k("j")]), Lookup::Unbound);
+        assert_eq!(km.lookup(&list, &[k("n")]), Lookup::Action(Action::Down));
+        assert_eq!(
+            km.lookup(&list, &[k("k")]),
+            Lookup::Action(Action::Up),
+            "inherited"
+        );
+
+        std::fs::write(
+            dir.path().join("bad.toml"),
+            "[runs]\n\"x\" = \"qiut\"\n\"C-\" = \"quit\"\n[pane]\n",
+        )
+        .unwrap();
+        let errs: Vec<String> = Keymap::load("bad", Some(dir.path()))
+            .unwrap_err()
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        let file = dir.path().join("bad.toml").display().to_string();
+        assert_eq!(errs.len(), 3, "{errs:#?}");
+        assert!(errs[0].starts_with(&format!("{file}:2:7: unknown action `qiut` for `x` in [runs] (did you mean `quit`?); valid actions: quit, back")), "{}", errs[0]);
+        assert!(
+            errs[1].starts_with(&format!("{file}:3:1: `C-` in [runs] is not a key")),
+            "{}",
+            errs[1]
+        );
+        assert!(
+            errs[2].starts_with(&format!("{file}:4:2: unknown key `pane` in the keymap")),
+            "{}",
+            errs[2]
+        );
+        let missing = Keymap::load("nope", Some(dir.path())).unwrap_err()[0].to_string();
+        assert!(
+            missing
+                .contains("there is no keymap `nope`; valid keymaps: arrows, bad, default, mine"),
+            "{missing}"
+        );
+    }
+
+    #[test]
+    fn a_user_file_named_like_a_builtin_may_inherit_it() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("default.toml"),
+            "inherits = \"default\"\n[global]\n\"Q\" = \"quit\"\n",
+        )
+        .unwrap();
+        let km = Keymap::load("default", Some(dir.path())).unwrap();
+        assert_eq!(
+            km.lookup(&[Context::Global], &[k("Q")]),
+            Lookup::Action(Action::Quit)
+        );
+        assert_eq!(
+            km.lookup(&[Context::Global], &[k("q")]),
+            Lookup::Action(Action::Quit)
+        );
+    }
+}

@@ -1,0 +1,104 @@
+//! The dead-letter queue: stages that ran out of attempts, waiting for a requeue or a discard.
+
+use ratatui::Frame;
+use ratatui::layout::{Constraint, Rect};
+use ratatui::text::{Line, Span};
+use ratatui::widgets::{Block, Paragraph, Row, Table, TableState};
+
+use super::Cursor;
+use crate::model::DlqEntry;
+use crate::tui::view::Ctx;
+use crate::tui::widgets::elapsed;
+
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct DlqPane {
+    pub entries: Vec<DlqEntry>,
+    pub cursor: Cursor,
+    pub loaded: bool,
+}
+
+impl DlqPane {
+    pub fn selected(&self) -> Option<&DlqEntry> {
+        self.entries.get(self.cursor.selected)
+    }
+
+    pub fn apply(&mut self, entries: Vec<DlqEntry>, view: usize) {
+        let keep = self.selected().map(|e| e.id);
+        self.entries = entries;
+        self.loaded = true;
+        if let Some(i) = keep.and_then(|id| self.entries.iter().position(|e| e.id == id)) {
+            self.cursor.selected = i;
+        }
+        self.cursor.keep_visible(self.entries.len(), view);
+    }
+}
+
+pub fn render(f: &mut Frame, area: Rect, p: &DlqPane, ctx: &Ctx<'_>) {
+    let t = ctx.theme;
+    let title = Line::from(vec![
+        Span::styled(" Dead-letter queue ", t.style("ui.title")),
+        Span::styled(
+            format!("· {} ", p.entries.len()),
+            if p.entries.is_empty() {
+                t.style("ui.dim")
+            } else {
+                t.style("alert")
+            },
+        ),
+    ]);
+    let block = Block::bordered()
+        .title(title)
+        .border_style(t.style("ui.border.focused"));
+    let inner = block.inner(area);
+    f.render_widget(block, area);
+    if p.loaded && p.entries.is_empty() {
+        f.render_widget(
+            Paragraph::new(Span::styled(
+                "The dead-letter queue is empty.",
+                t.style("ui.dim"),
+            )),
+            inner,
+        );
+        return;
+    }
+    let rows: Vec<Row> = p
+        .entries
+        .iter()
+        .map(|e| {
+            let age = (ctx.now.timestamp_millis() - e.created_at.millis()).max(0);
+            Row::new(vec![
+                Line::raw(e.id.to_string()),
+                Line::raw(e.run_id.to_string()),
+                Line::raw(e.pipeline.clone()),
+                Line::raw(e.stage.clone()),
+                Line::raw(e.attempts.to_string()),
+                Line::raw(elapsed(None, Some(age), ctx.now)),
+                Line::styled(
+                    format!("{}: {}", e.error.code, e.error.message),
+                    t.style("status.failed"),
+                ),
+            ])
+        })
+        .collect();
+    let widths = [
+        Constraint::Length(5),
+        Constraint::Length(6),
+        Constraint::Length(16),
+        Constraint::Length(16),
+        Constraint::Length(8),
+        Constraint::Length(8),
+        Constraint::Fill(1),
+    ];
+    let table = Table::new(rows, widths)
+        .header(
+            Row::new(vec![
+                "ID", "RUN", "PIPELINE", "STAGE", "ATTEMPTS", "AGE", "ERROR",
+            ])
+            .style(t.style("ui.dim")),
+        )
+        .row_highlight_style(t.style("ui.selection"));
+    let mut state = TableState::default()
+        .with_offset(p.cursor.offset)
+        .with_selected(Some(p.cursor.selected));
+    f.render_stateful_widget(table, inner, &mut state);
+}

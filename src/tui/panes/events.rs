@@ -1,0 +1,159 @@
+//! A live tail of the event log, newest at the bottom, filterable.
+
+use ratatui::Frame;
+use ratatui::layout::Rect;
+use ratatui::text::{Line, Span};
+use ratatui::widgets::{Block, Paragraph};
+
+use super::{Cursor, Motion};
+use crate::model::{Event, EventKind};
+use crate::tui::view::Ctx;
+use crate::tui::widgets::fit;
+
+/// Events kept in memory; older ones are in the store (`opsdeck events`).
+const KEEP: usize = 5_000;
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct EventsPane {
+    pub events: Vec<Event>,
+    pub filter: String,
+    /// Indices of `events` that match the filter.
+    pub matches: Vec<usize>,
+    /// Keep the newest event in view.
+    pub follow: bool,
+    pub cursor: Cursor,
+}
+
+impl Default for EventsPane {
+    fn default() -> Self {
+        EventsPane {
+            events: Vec::new(),
+            filter: String::new(),
+            matches: Vec::new(),
+            follow: true,
+            cursor: Cursor::default(),
+        }
+    }
+}
+
+fn text_of(e: &Event) -> String {
+    let run = e.run_id.map(|r| format!(" run {r}")).unwrap_or_default();
+    let stage = e
+        .stage
+        .as_ref()
+        .map(|s| format!(" {s}"))
+        .unwrap_or_default();
+    format!("{}{run}{stage} {}", e.kind.as_str(), e.data)
+}
+
+impl EventsPane {
+    fn matches(&self, e: &Event) -> bool {
+        self.filter.is_empty()
+            || text_of(e)
+                .to_lowercase()
+                .contains(&self.filter.to_lowercase())
+    }
+
+    pub fn last_seq(&self) -> u64 {
+        self.events.last().map_or(0, |e| e.seq)
+    }
+
+    /// Appends events newer than what is held, in order; duplicates are dropped.
+    pub fn push(&mut self, events: impl IntoIterator<Item = Event>, view: usize) {
+        for e in events {
+            if e.seq <= self.last_seq() {
+                continue;
+            }
+            if self.matches(&e) {
+                self.matches.push(self.events.len());
+            }
+            self.events.push(e);
+        }
+        if self.events.len() > KEEP + KEEP / 5 {
+            let drop = self.events.len() - KEEP;
+            self.events.drain(..drop);
+            self.refilter(view);
+        }
+        if self.follow {
+            self.cursor.apply(Motion::Bottom, self.matches.len(), view);
+        } else {
+            self.cursor.keep_visible(self.matches.len(), view);
+        }
+    }
+
+    pub fn refilter(&mut self, view: usize) {
+        self.matches = (0..self.events.len())
+            .filter(|&i| self.matches(&self.events[i]))
+            .collect();
+        self.cursor.apply(Motion::Bottom, self.matches.len(), view);
+    }
+
+    pub fn apply_motion(&mut self, m: Motion, view: usize) {
+        self.cursor.apply(m, self.matches.len(), view);
+        self.follow = self.cursor.selected + 1 >= self.matches.len();
+    }
+}
+
+fn kind_slot(e: &Event) -> &'static str {
+    match e.kind {
+        EventKind::DlqAdded | EventKind::RunInterrupted => "status.failed",
+        EventKind::StageRetrying | EventKind::ScheduleSkipped => "status.retrying",
+        EventKind::BreakerChanged => "alert",
+        EventKind::RunFinished | EventKind::StageFinished => match e.data["status"].as_str() {
+            Some("succeeded") => "status.ok",
+            Some("failed") => "status.failed",
+            _ => "status.cancelled",
+        },
+        _ => "ui.text",
+    }
+}
+
+pub fn render(f: &mut Frame, area: Rect, p: &EventsPane, ctx: &Ctx<'_>) {
+    let t = ctx.theme;
+    let mut title = vec![
+        Span::styled(" Events ", t.style("ui.title")),
+        Span::styled(format!("· {} ", p.matches.len()), t.style("ui.dim")),
+    ];
+    if p.follow {
+        title.push(Span::styled("· following ", t.style("status.running")));
+    }
+    if !p.filter.is_empty() {
+        title.push(Span::styled(
+            format!("· filter: {} ", p.filter),
+            t.style("ui.key"),
+        ));
+    }
+    let block = Block::bordered()
+        .title(Line::from(title))
+        .border_style(t.style("ui.border.focused"));
+    let inner = block.inner(area);
+    f.render_widget(block, area);
+    if p.matches.is_empty() {
+        let text = if p.events.is_empty() {
+            "No events yet."
+        } else {
+            "No events match the filter (Esc clears it)."
+        };
+        f.render_widget(Paragraph::new(Span::styled(text, t.style("ui.dim"))), inner);
+        return;
+    }
+    let width = usize::from(inner.width);
+    let lines: Vec<Line> = p
+        .matches
+        .iter()
+        .skip(p.cursor.offset)
+        .take(usize::from(inner.height))
+        .enumerate()
+        .map(|(row, &i)| {
+            let e = &p.events[i];
+            let at = e.at.datetime().format("%H:%M:%S%.3f");
+            let text = fit(&format!("#{:<6} {at}  {}", e.seq, text_of(e)), width);
+            let mut style = t.style(kind_slot(e));
+            if p.cursor.offset + row == p.cursor.selected && !p.follow {
+                style = style.patch(t.style("ui.selection"));
+            }
+            Line::styled(text, style)
+        })
+        .collect();
+    f.render_widget(Paragraph::new(lines), inner);
+}

@@ -1,0 +1,168 @@
+//! One run: its stages (status, attempts, duration, error) and a timeline of every attempt.
+
+use ratatui::Frame;
+use ratatui::layout::{Constraint, Layout, Rect};
+use ratatui::text::{Line, Span};
+use ratatui::widgets::{Block, Paragraph, Row, Table, TableState};
+
+use super::{Cursor, inner};
+use crate::model::{Run, RunId};
+use crate::tui::view::Ctx;
+use crate::tui::widgets::timeline::Timeline;
+use crate::tui::widgets::{clock_time, elapsed, fit, run_status, stage_status, status_span};
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct RunDetail {
+    pub id: RunId,
+    pub run: Option<Run>,
+    pub cursor: Cursor,
+}
+
+impl RunDetail {
+    pub fn new(id: RunId) -> Self {
+        RunDetail {
+            id,
+            run: None,
+            cursor: Cursor::default(),
+        }
+    }
+
+    pub fn stage_count(&self) -> usize {
+        self.run.as_ref().map_or(0, |r| r.stages.len())
+    }
+
+    pub fn selected_stage(&self) -> Option<&str> {
+        self.run
+            .as_ref()?
+            .stages
+            .get(self.cursor.selected)
+            .map(|s| s.id.as_str())
+    }
+}
+
+/// Info line, stage table, timeline.
+pub fn layout(body: Rect) -> (Rect, Rect, Rect) {
+    let area = inner(body);
+    let rest = area.height.saturating_sub(1);
+    let table = (rest / 2).max(3);
+    let [info, table, timeline] = Layout::vertical([
+        Constraint::Length(1),
+        Constraint::Length(table),
+        Constraint::Min(0),
+    ])
+    .areas(area);
+    (info, table, timeline)
+}
+
+/// How many stage rows the table shows.
+pub fn table_rows(body: Rect) -> usize {
+    usize::from(layout(body).1.height.saturating_sub(1))
+}
+
+pub fn render(f: &mut Frame, body: Rect, d: &RunDetail, ctx: &Ctx<'_>) {
+    let t = ctx.theme;
+    let title = match &d.run {
+        Some(r) => Line::from(vec![
+            Span::styled(format!(" Run {} ", r.id), t.style("ui.title")),
+            Span::styled(format!("· {} · ", r.pipeline), t.style("ui.dim")),
+            status_span(t, run_status(r.status), r.status.as_str()),
+            Span::styled(
+                format!(" · {} ", elapsed(r.started_at, r.duration_ms, ctx.now)),
+                t.style("ui.dim"),
+            ),
+        ]),
+        None => Line::styled(format!(" Run {} ", d.id), t.style("ui.title")),
+    };
+    f.render_widget(
+        Block::bordered()
+            .title(title)
+            .border_style(t.style("ui.border.focused")),
+        body,
+    );
+    let (info, table_area, timeline_area) = layout(body);
+    let Some(run) = &d.run else {
+        f.render_widget(
+            Paragraph::new(Span::styled("loading…", t.style("ui.dim"))),
+            info,
+        );
+        return;
+    };
+    let started = run
+        .started_at
+        .map_or_else(|| "-".into(), |s| clock_time(s, ctx.now));
+    f.render_widget(
+        Paragraph::new(Span::styled(
+            fit(
+                &format!(
+                    "{} · started {started} · params {}",
+                    run.trigger.as_str(),
+                    run.params
+                ),
+                usize::from(info.width),
+            ),
+            t.style("ui.dim"),
+        )),
+        info,
+    );
+    let rows: Vec<Row> = run
+        .stages
+        .iter()
+        .map(|s| {
+            let last = s.last_attempt();
+            let error = last
+                .and_then(|a| a.error.as_ref())
+                .map(|e| format!("{}: {}", e.code, e.message))
+                .unwrap_or_default();
+            Row::new(vec![
+                Line::raw(s.id.clone()),
+                Line::from(status_span(t, stage_status(s.status), s.status.as_str())),
+                Line::raw(s.attempts.len().to_string()),
+                Line::raw(last.map_or_else(
+                    || "-".into(),
+                    |a| elapsed(Some(a.started_at), a.duration_ms, ctx.now),
+                )),
+                Line::styled(error, t.style("status.failed")),
+            ])
+        })
+        .collect();
+    let widths = [
+        Constraint::Length(
+            run.stages
+                .iter()
+                .map(|s| s.id.len())
+                .max()
+                .unwrap_or(5)
+                .clamp(5, 24) as u16,
+        ),
+        Constraint::Length(13),
+        Constraint::Length(8),
+        Constraint::Length(9),
+        Constraint::Fill(1),
+    ];
+    let table = Table::new(rows, widths)
+        .header(
+            Row::new(vec!["STAGE", "STATUS", "ATTEMPTS", "DURATION", "ERROR"])
+                .style(t.style("ui.dim")),
+        )
+        .row_highlight_style(t.style("ui.selection"));
+    let mut state = TableState::default()
+        .with_offset(d.cursor.offset)
+        .with_selected(Some(d.cursor.selected));
+    f.render_stateful_widget(table, table_area, &mut state);
+    if timeline_area.height >= 3 {
+        let block = Block::bordered()
+            .title(Span::styled(" Timeline ", t.style("ui.dim")))
+            .border_style(t.style("ui.border"));
+        let inside = block.inner(timeline_area);
+        f.render_widget(block, timeline_area);
+        f.render_widget(
+            Timeline {
+                run,
+                theme: t,
+                now: ctx.now,
+                first: d.cursor.offset,
+            },
+            inside,
+        );
+    }
+}

@@ -1,0 +1,239 @@
+//! The Runs pane: every run, newest first by default, as a virtual list. Only a window of rows
+//! around the view is loaded from the backend, so 100,000 runs cost no more than 100.
+
+use ratatui::Frame;
+use ratatui::layout::{Constraint, Rect};
+use ratatui::text::{Line, Span};
+use ratatui::widgets::{Block, Paragraph, Row, Table, TableState};
+
+use super::{Cursor, Motion};
+use crate::model::{Page, RunId, RunQuery, RunSort, RunStatus, RunSummary};
+use crate::tui::request::Request;
+use crate::tui::view::Ctx;
+use crate::tui::widgets::{clock_time, elapsed, fit, run_status, status_span, thousands};
+
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct RunsList {
+    /// The filter as typed: words match pipelines, `status:failed`, `pipeline:NAME`, `#42`.
+    pub filter: String,
+    pub sort: RunSort,
+    pub total: u64,
+    /// Absolute index of `rows[0]`.
+    pub window_start: u64,
+    pub rows: Vec<RunSummary>,
+    pub cursor: Cursor,
+    /// The run under the cursor, so the selection stays on it when new runs push it down.
+    pub selected_id: Option<RunId>,
+    pub loaded: bool,
+    /// The newest request's tag; answers to older requests are ignored.
+    pub tag: u64,
+}
+
+/// Turns filter text into a query, or a sentence saying what is wrong with it.
+pub fn parse_filter(text: &str) -> Result<RunQuery, String> {
+    let mut q = RunQuery::default();
+    for word in text.split_whitespace() {
+        if let Some(s) = word.strip_prefix("status:") {
+            q.status = Some(s.parse::<RunStatus>().map_err(|e| e.to_string())?);
+        } else if let Some(p) = word.strip_prefix("pipeline:") {
+            q.pipeline = Some(p.to_string());
+        } else if let Some(id) = word.strip_prefix('#') {
+            q.text = Some(id.to_string());
+        } else {
+            q.text = Some(word.to_string());
+        }
+    }
+    Ok(q)
+}
+
+impl RunsList {
+    pub fn query(&self) -> RunQuery {
+        let mut q = parse_filter(&self.filter).unwrap_or_default();
+        q.sort = self.sort;
+        q
+    }
+
+    pub fn len(&self) -> usize {
+        usize::try_from(self.total).unwrap_or(usize::MAX)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.total == 0
+    }
+
+    pub fn row(&self, i: usize) -> Option<&RunSummary> {
+        let start = usize::try_from(self.window_start).ok()?;
+        self.rows.get(i.checked_sub(start)?)
+    }
+
+    pub fn selected(&self) -> Option<&RunSummary> {
+        self.row(self.cursor.selected)
+    }
+
+    /// Whether the rows in view are not all loaded.
+    pub fn needs_window(&self, view: usize) -> bool {
+        let end = (self.cursor.offset + view).min(self.len());
+        (self.cursor.offset..end).any(|i| self.row(i).is_none())
+    }
+
+    /// A request for the rows around the view: a page before and after it, so small moves
+    /// never wait.
+    pub fn window_request(&mut self, view: usize, tag: u64) -> Request {
+        self.tag = tag;
+        let offset = self.cursor.offset.saturating_sub(view) as u64;
+        let mut q = self.query();
+        q.offset = offset;
+        q.limit = (view * 3).clamp(30, 600);
+        Request::Runs { q, tag }
+    }
+
+    pub fn apply_page(&mut self, tag: u64, offset: u64, page: Page<RunSummary>, view: usize) {
+        if tag != self.tag {
+            return;
+        }
+        self.total = page.total;
+        self.window_start = offset;
+        self.rows = page.items;
+        self.loaded = true;
+        // Stay on the same run if it is still in view of the new window.
+        if let Some(id) = self.selected_id
+            && let Some(j) = self.rows.iter().position(|r| r.id == id)
+        {
+            let abs = offset as usize + j;
+            let shift = abs as isize - self.cursor.selected as isize;
+            self.cursor.selected = abs;
+            self.cursor.offset = (self.cursor.offset as isize + shift).max(0) as usize;
+        }
+        self.cursor.keep_visible(self.len(), view);
+        self.selected_id = self.selected().map(|r| r.id);
+    }
+
+    pub fn apply_motion(&mut self, m: Motion, view: usize) {
+        self.cursor.apply(m, self.len(), view);
+        self.selected_id = self.selected().map(|r| r.id);
+    }
+}
+
+pub fn render(f: &mut Frame, area: Rect, list: &RunsList, ctx: &Ctx<'_>) {
+    let t = ctx.theme;
+    let mut title = vec![
+        Span::styled(" Runs ", t.style("ui.title")),
+        Span::styled(
+            format!("· {} · {} first ", thousands(list.total), list.sort.label()),
+            t.style("ui.dim"),
+        ),
+    ];
+    if !list.filter.is_empty() {
+        title.push(Span::styled(
+            format!("· filter: {} ", list.filter),
+            t.style("ui.key"),
+        ));
+    }
+    let block = Block::bordered()
+        .title(Line::from(title))
+        .border_style(t.style("ui.border.focused"));
+    let inner = block.inner(area);
+    f.render_widget(block, area);
+    if list.loaded && list.total == 0 {
+        let text = if list.filter.is_empty() {
+            "No runs yet: start one with n, or wait for a scheduled pipeline."
+        } else {
+            "No runs match the filter (Esc clears it)."
+        };
+        f.render_widget(Paragraph::new(Span::styled(text, t.style("ui.dim"))), inner);
+        return;
+    }
+    if !list.loaded && list.rows.is_empty() {
+        f.render_widget(
+            Paragraph::new(Span::styled("loading…", t.style("ui.dim"))),
+            inner,
+        );
+        return;
+    }
+    let wide = inner.width >= 110;
+    let view = usize::from(inner.height.saturating_sub(1));
+    let end = (list.cursor.offset + view).min(list.len());
+    let rows: Vec<Row> = (list.cursor.offset..end)
+        .map(|i| match list.row(i) {
+            Some(r) => {
+                let mut cells = vec![
+                    Span::raw(r.id.to_string()),
+                    Span::raw(fit(&r.pipeline, 24)),
+                    status_span(t, run_status(r.status), r.status.as_str()),
+                ];
+                if wide {
+                    cells.push(Span::styled(r.trigger.as_str(), t.style("ui.dim")));
+                }
+                cells.push(Span::raw(clock_time(
+                    r.started_at.unwrap_or(r.created_at),
+                    ctx.now,
+                )));
+                cells.push(Span::raw(elapsed(r.started_at, r.duration_ms, ctx.now)));
+                let stages = if r.stages_failed > 0 {
+                    Line::from(vec![
+                        Span::raw(format!("{}/{} ", r.stages_succeeded, r.stages_total)),
+                        Span::styled(format!("✗{}", r.stages_failed), t.style("status.failed")),
+                    ])
+                } else {
+                    Line::raw(format!("{}/{}", r.stages_succeeded, r.stages_total))
+                };
+                let mut row: Vec<Line> = cells.into_iter().map(Line::from).collect();
+                row.push(stages);
+                Row::new(row)
+            }
+            None => Row::new(vec![Line::styled("…", t.style("ui.dim"))]),
+        })
+        .collect();
+    let mut header = vec!["ID", "PIPELINE", "STATUS"];
+    // As wide as the names in view (within reason), so wide terminals keep columns together.
+    let name_w = (list.cursor.offset..end)
+        .filter_map(|i| list.row(i))
+        .map(|r| r.pipeline.chars().count())
+        .max()
+        .unwrap_or(8);
+    let mut widths = vec![
+        Constraint::Length(7),
+        Constraint::Length(name_w.clamp(8, 24) as u16),
+        Constraint::Length(13),
+    ];
+    if wide {
+        header.push("TRIGGER");
+        widths.push(Constraint::Length(9));
+    }
+    header.extend(["STARTED", "DURATION", "STAGES"]);
+    widths.extend([
+        Constraint::Length(11),
+        Constraint::Length(9),
+        Constraint::Length(9),
+    ]);
+    let table = Table::new(rows, widths)
+        .header(Row::new(header).style(t.style("ui.dim")))
+        .row_highlight_style(t.style("ui.selection"));
+    let mut state =
+        TableState::default().with_selected(Some(list.cursor.selected - list.cursor.offset));
+    f.render_stateful_widget(table, inner, &mut state);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn filters_parse_into_queries() {
+        let q = parse_filter("status:failed etl").unwrap();
+        assert_eq!(
+            (q.status, q.text.as_deref()),
+            (Some(RunStatus::Failed), Some("etl"))
+        );
+        assert_eq!(parse_filter("#42").unwrap().text.as_deref(), Some("42"));
+        assert_eq!(
+            parse_filter("pipeline:daily-report")
+                .unwrap()
+                .pipeline
+                .as_deref(),
+            Some("daily-report")
+        );
+        let e = parse_filter("status:done").unwrap_err();
+        assert!(e.contains("valid choices: pending"), "{e}");
+    }
+}

@@ -1,0 +1,385 @@
+//! Stage I/O: the input, output, stderr and error of each attempt of one stage, and the diff of
+//! its output against the same stage of a baseline run. Lines are prepared once off the UI
+//! thread; drawing slices out the visible ones, so huge outputs scroll without lag.
+
+use ratatui::Frame;
+use ratatui::layout::{Constraint, Layout, Rect};
+use ratatui::style::Style;
+use ratatui::text::{Line, Span};
+use ratatui::widgets::{Block, Paragraph};
+
+use super::{Motion, inner, scroll};
+use crate::model::RunId;
+use crate::model::diff::{ChangeKind, LineTag};
+use crate::tui::prepare::{DiffView, PreparedIo, Section};
+use crate::tui::view::Ctx;
+use crate::tui::widgets::{attempt_status, clock_time, elapsed, fit, stage_status, status_span};
+
+/// Which stage the pane shows.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Target {
+    pub run: RunId,
+    pub pipeline: String,
+    pub stage: String,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct DiffState {
+    pub view: Option<DiffView>,
+    /// Why there is no diff (no baseline yet), or `None` while it loads.
+    pub message: Option<String>,
+    pub split: bool,
+    pub scroll: usize,
+    /// A baseline chosen with `b`; `None` means the previous successful run.
+    pub baseline: Option<RunId>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct StagePane {
+    pub target: Option<Target>,
+    pub io: Option<PreparedIo>,
+    pub attempt: usize,
+    pub section: Option<Section>,
+    pub scroll: usize,
+    pub diff: Option<DiffState>,
+}
+
+impl StagePane {
+    pub fn open(target: Target) -> StagePane {
+        StagePane {
+            target: Some(target),
+            ..StagePane::default()
+        }
+    }
+
+    pub fn section(&self) -> Section {
+        self.section.unwrap_or(Section::Output)
+    }
+
+    /// Takes freshly loaded I/O, keeping the reader's place when it is the same stage.
+    pub fn apply_io(&mut self, io: PreparedIo) {
+        let same = self
+            .io
+            .as_ref()
+            .is_some_and(|old| old.run_id == io.run_id && old.stage == io.stage);
+        let was_last = self
+            .io
+            .as_ref()
+            .is_none_or(|old| self.attempt + 1 >= old.attempts.len());
+        if !same || was_last {
+            self.attempt = io.attempts.len().saturating_sub(1);
+        }
+        if self.section.is_none()
+            && let Some(a) = io.attempts.get(self.attempt)
+        {
+            // Start where the news is: the output, or the error when there is none.
+            self.section = Some(if !a.lines(Section::Output).is_empty() {
+                Section::Output
+            } else if a.error.is_some() {
+                Section::Error
+            } else {
+                Section::Input
+            });
+        }
+        if !same {
+            self.scroll = 0;
+        }
+        self.io = Some(io);
+    }
+
+    fn lines_len(&self) -> usize {
+        if let Some(d) = &self.diff {
+            return d.view.as_ref().map_or(0, |v| diff_rows(v, d.split));
+        }
+        self.io
+            .as_ref()
+            .and_then(|io| io.attempts.get(self.attempt))
+            .map_or(0, |a| a.lines(self.section()).len())
+    }
+
+    pub fn apply_motion(&mut self, m: Motion, view: usize) {
+        let len = self.lines_len();
+        if let Some(d) = &mut self.diff {
+            d.scroll = scroll(d.scroll, m, len, view);
+        } else {
+            self.scroll = scroll(self.scroll, m, len, view);
+        }
+    }
+
+    pub fn step_attempt(&mut self, forward: bool) {
+        let n = self.io.as_ref().map_or(0, |io| io.attempts.len());
+        if n == 0 {
+            return;
+        }
+        self.attempt = if forward {
+            (self.attempt + 1).min(n - 1)
+        } else {
+            self.attempt.saturating_sub(1)
+        };
+        self.scroll = 0;
+    }
+
+    pub fn step_section(&mut self, forward: bool) {
+        self.section = Some(self.section().step(forward));
+        self.scroll = 0;
+    }
+}
+
+/// The attempt line and the content below it.
+pub fn layout(body: Rect) -> (Rect, Rect) {
+    let [head, content] =
+        Layout::vertical([Constraint::Length(1), Constraint::Min(0)]).areas(inner(body));
+    (head, content)
+}
+
+pub fn content_rows(body: Rect) -> usize {
+    usize::from(layout(body).1.height)
+}
+
+fn diff_rows(v: &DiffView, split: bool) -> usize {
+    change_lines(v).len()
+        + 1
+        + if split {
+            v.split.len()
+        } else {
+            v.unified.len()
+        }
+}
+
+fn change_lines(v: &DiffView) -> Vec<(ChangeKind, String)> {
+    v.changes
+        .iter()
+        .map(|c| {
+            let show = |x: &Option<serde_json::Value>| {
+                x.as_ref()
+                    .map_or_else(String::new, |v| fit(&v.to_string(), 60))
+            };
+            let text = match c.kind {
+                ChangeKind::Changed => {
+                    format!("~ {}: {} → {}", c.path, show(&c.before), show(&c.after))
+                }
+                ChangeKind::Added => format!("+ {}: {}", c.path, show(&c.after)),
+                ChangeKind::Removed => format!("- {}: {}", c.path, show(&c.before)),
+            };
+            (c.kind, text)
+        })
+        .collect()
+}
+
+pub fn render(f: &mut Frame, body: Rect, p: &StagePane, ctx: &Ctx<'_>) {
+    let t = ctx.theme;
+    let Some(target) = &p.target else {
+        f.render_widget(
+            Block::bordered()
+                .title(Span::styled(" Stage ", t.style("ui.title")))
+                .border_style(t.style("ui.border.focused")),
+            body,
+        );
+        let hint = "Open a stage from a run: Enter on a run, then Enter on a stage.";
+        f.render_widget(
+            Paragraph::new(Span::styled(hint, t.style("ui.dim"))),
+            inner(body),
+        );
+        return;
+    };
+    let mut title = vec![
+        Span::styled(format!(" {} ", target.stage), t.style("ui.title")),
+        Span::styled(
+            format!("· run {} · {} ", target.run, target.pipeline),
+            t.style("ui.dim"),
+        ),
+    ];
+    if let Some(io) = &p.io {
+        title.push(status_span(t, stage_status(io.status), io.status.as_str()));
+        title.push(Span::raw(" "));
+    }
+    f.render_widget(
+        Block::bordered()
+            .title(Line::from(title))
+            .border_style(t.style("ui.border.focused")),
+        body,
+    );
+    let (head, content) = layout(body);
+    let Some(io) = &p.io else {
+        f.render_widget(
+            Paragraph::new(Span::styled("loading…", t.style("ui.dim"))),
+            head,
+        );
+        return;
+    };
+    let Some(a) = io.attempts.get(p.attempt) else {
+        f.render_widget(
+            Paragraph::new(Span::styled(
+                "This stage has not run yet.",
+                t.style("ui.dim"),
+            )),
+            head,
+        );
+        return;
+    };
+    if let Some(d) = &p.diff {
+        render_diff(f, head, content, d, ctx);
+        return;
+    }
+    let mut spans = vec![
+        Span::styled(
+            format!("attempt {}/{} ", a.n, io.attempts.len()),
+            t.style("ui.header"),
+        ),
+        status_span(t, attempt_status(a.status), a.status.as_str()),
+        Span::styled(
+            format!(
+                " · {} · {} │ ",
+                elapsed(Some(a.started_at), a.duration_ms, ctx.now),
+                clock_time(a.started_at, ctx.now)
+            ),
+            t.style("ui.dim"),
+        ),
+    ];
+    for s in Section::ALL {
+        let n = a.lines(s).len();
+        let label = if n == 0 {
+            s.label().to_string()
+        } else {
+            format!("{} {n}", s.label())
+        };
+        let style = if s == p.section() {
+            t.style("ui.tab.active")
+        } else {
+            t.style("ui.dim")
+        };
+        spans.push(Span::styled(label, style));
+        spans.push(Span::raw("  "));
+    }
+    f.render_widget(Paragraph::new(Line::from(spans)), head);
+    let lines = a.lines(p.section());
+    let width = usize::from(content.width);
+    let mut shown: Vec<Line> = Vec::new();
+    if p.section() == Section::Output && a.output_truncated {
+        let bytes = a
+            .output_bytes
+            .map_or_else(String::new, |b| format!(" of {b} bytes"));
+        shown.push(Line::styled(
+            format!("(stored truncated: only the head{bytes} was kept)"),
+            t.style("status.retrying"),
+        ));
+    }
+    if lines.is_empty() {
+        shown.push(Line::styled(
+            format!("({} is empty)", p.section().label().to_lowercase()),
+            t.style("ui.dim"),
+        ));
+    }
+    let style = if p.section() == Section::Error {
+        t.style("status.failed")
+    } else {
+        t.style("ui.text")
+    };
+    let room = usize::from(content.height).saturating_sub(shown.len());
+    shown.extend(
+        lines
+            .iter()
+            .skip(p.scroll)
+            .take(room)
+            .map(|l| Line::styled(fit(l, width), style)),
+    );
+    f.render_widget(Paragraph::new(shown), content);
+}
+
+fn tag_style(ctx: &Ctx<'_>, tag: LineTag) -> Style {
+    match tag {
+        LineTag::Same => ctx.theme.style("ui.text"),
+        LineTag::Added => ctx.theme.style("diff.added"),
+        LineTag::Removed => ctx.theme.style("diff.removed"),
+    }
+}
+
+fn render_diff(f: &mut Frame, head: Rect, content: Rect, d: &DiffState, ctx: &Ctx<'_>) {
+    let t = ctx.theme;
+    let Some(v) = &d.view else {
+        let text = d.message.clone().unwrap_or_else(|| "comparing…".into());
+        f.render_widget(Paragraph::new(Span::styled(text, t.style("ui.dim"))), head);
+        return;
+    };
+    let summary = if v.changes.is_empty() {
+        "no differences".to_string()
+    } else {
+        format!("{} changed path(s)", v.changes.len())
+    };
+    let layout = if d.split { "side by side" } else { "unified" };
+    let head_line = Line::from(vec![
+        Span::styled(
+            format!("diff of attempt {} output ", v.candidate_attempt),
+            t.style("ui.header"),
+        ),
+        Span::styled(
+            format!("vs {} · {summary} · {layout}", v.baseline_why),
+            t.style("ui.dim"),
+        ),
+    ]);
+    f.render_widget(Paragraph::new(fit_line(head_line, head.width)), head);
+
+    let width = usize::from(content.width);
+    let changes = change_lines(v);
+    let mut rows: Vec<Line> = Vec::new();
+    let skip = d.scroll;
+    let take = usize::from(content.height);
+    let total = changes.len()
+        + 1
+        + if d.split {
+            v.split.len()
+        } else {
+            v.unified.len()
+        };
+    for i in skip..(skip + take).min(total) {
+        if i < changes.len() {
+            let (kind, text) = &changes[i];
+            let style = match kind {
+                ChangeKind::Added => t.style("diff.added"),
+                ChangeKind::Removed => t.style("diff.removed"),
+                ChangeKind::Changed => t.style("diff.header"),
+            };
+            rows.push(Line::styled(fit(text, width), style));
+        } else if i == changes.len() {
+            rows.push(Line::styled("─".repeat(width), t.style("ui.border")));
+        } else if d.split {
+            let r = &v.split[i - changes.len() - 1];
+            let half = width.saturating_sub(1) / 2;
+            let side = |s: &Option<(usize, String, LineTag)>| -> Span<'static> {
+                match s {
+                    Some((n, text, tag)) => Span::styled(
+                        format!("{:<half$}", fit(&format!("{n:>4} {text}"), half)),
+                        tag_style(ctx, *tag),
+                    ),
+                    None => Span::raw(" ".repeat(half)),
+                }
+            };
+            rows.push(Line::from(vec![
+                side(&r.left),
+                Span::styled("│", t.style("ui.border")),
+                side(&r.right),
+            ]));
+        } else {
+            let l = &v.unified[i - changes.len() - 1];
+            let mark = match l.tag {
+                LineTag::Same => ' ',
+                LineTag::Added => '+',
+                LineTag::Removed => '-',
+            };
+            rows.push(Line::styled(
+                fit(&format!("{mark} {}", l.text), width),
+                tag_style(ctx, l.tag),
+            ));
+        }
+    }
+    f.render_widget(Paragraph::new(rows), content);
+}
+
+fn fit_line(line: Line<'_>, width: u16) -> Line<'_> {
+    let text: String = line.spans.iter().map(|s| s.content.as_ref()).collect();
+    if text.chars().count() <= usize::from(width) {
+        line
+    } else {
+        Line::raw(fit(&text, usize::from(width)))
+    }
+}

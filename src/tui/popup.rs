@@ -1,0 +1,507 @@
+//! Popups, kept as a stack of plain data: help, the command palette, confirmations and pickers.
+//! Each handles its own keys (fixed keys: Enter, Esc, arrows, Tab) and reports what should happen;
+//! the app decides what that means.
+
+use ratatui::Frame;
+use ratatui::crossterm::event::{KeyCode, KeyEvent};
+use ratatui::layout::{Constraint, Flex, Layout, Rect};
+use ratatui::text::{Line, Span};
+use ratatui::widgets::{Block, Clear, Paragraph, Wrap};
+use ratatui_textarea::TextArea;
+
+use super::action::Action;
+use super::keymap::show_seq;
+use super::panes::{Cursor, Motion};
+use super::request::Control;
+use super::view::Ctx;
+use super::widgets::{clock_time, fit, run_status, status_span};
+use crate::model::{PipelineInfo, RunId, RunSummary};
+
+/// Palette commands and what they do; the palette's completion and its errors come from here.
+pub const COMMANDS: &[(&str, &str)] = &[
+    ("runs", "show runs (`:runs NAME` for one pipeline)"),
+    ("run", "start a run of a pipeline: `:run NAME`"),
+    ("stage", "show the stage input and output"),
+    ("dlq", "show the dead-letter queue"),
+    ("events", "show the event log"),
+    ("theme", "switch the theme: `:theme NAME`"),
+    ("help", "show the keys of the focused pane"),
+    ("quit", "quit opsdeck"),
+];
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Picker<T> {
+    pub items: Vec<T>,
+    pub cursor: Cursor,
+}
+
+impl<T> Picker<T> {
+    pub fn new(items: Vec<T>) -> Self {
+        Picker {
+            items,
+            cursor: Cursor::default(),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Confirm {
+    pub title: String,
+    pub body: Vec<String>,
+    pub reason: TextArea<'static>,
+    pub control: Control,
+}
+
+#[derive(Debug, Clone)]
+pub struct Palette {
+    pub input: TextArea<'static>,
+    pub selected: usize,
+    /// What can complete the current word (filled by the app from pipelines and themes).
+    pub candidates: Vec<(String, String)>,
+}
+
+#[derive(Debug, Clone)]
+pub enum Popup {
+    Help {
+        scroll: usize,
+    },
+    Palette(Palette),
+    Confirm(Confirm),
+    PickPipeline(Picker<PipelineInfo>),
+    PickBaseline {
+        stage: String,
+        picker: Picker<RunSummary>,
+    },
+}
+
+/// What a key in a popup leads to.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Outcome {
+    Keep,
+    Close,
+    Confirmed {
+        control: Control,
+        reason: String,
+    },
+    Pipeline(String),
+    Baseline(RunId),
+    Command(String),
+    /// The palette's text changed: recompute its candidates.
+    PaletteEdited,
+}
+
+pub fn text_input(placeholder: &str) -> TextArea<'static> {
+    let mut t = TextArea::default();
+    t.set_placeholder_text(placeholder.to_string());
+    t.set_cursor_line_style(ratatui::style::Style::default());
+    t
+}
+
+pub fn confirm(title: String, body: Vec<String>, control: Control) -> Popup {
+    Popup::Confirm(Confirm {
+        title,
+        body,
+        reason: text_input("why? (recorded with the action)"),
+        control,
+    })
+}
+
+pub fn palette() -> Popup {
+    Popup::Palette(Palette {
+        input: text_input("runs, run NAME, dlq, events, theme NAME, quit"),
+        selected: 0,
+        candidates: Vec::new(),
+    })
+}
+
+fn pick_motion<T>(p: &mut Picker<T>, key: &KeyEvent) -> bool {
+    let m = match key.code {
+        KeyCode::Up | KeyCode::Char('k') => Motion::Up,
+        KeyCode::Down | KeyCode::Char('j') => Motion::Down,
+        KeyCode::PageUp => Motion::PageUp,
+        KeyCode::PageDown => Motion::PageDown,
+        KeyCode::Home => Motion::Top,
+        KeyCode::End => Motion::Bottom,
+        _ => return false,
+    };
+    p.cursor.apply(m, p.items.len(), 10);
+    true
+}
+
+impl Popup {
+    pub fn on_key(&mut self, key: KeyEvent) -> Outcome {
+        match self {
+            Popup::Help { scroll } => match key.code {
+                KeyCode::Esc | KeyCode::Enter | KeyCode::Char('q' | '?') => Outcome::Close,
+                KeyCode::Down | KeyCode::Char('j') => {
+                    *scroll += 1;
+                    Outcome::Keep
+                }
+                KeyCode::Up | KeyCode::Char('k') => {
+                    *scroll = scroll.saturating_sub(1);
+                    Outcome::Keep
+                }
+                _ => Outcome::Keep,
+            },
+            Popup::Confirm(c) => match key.code {
+                KeyCode::Esc => Outcome::Close,
+                KeyCode::Enter => {
+                    let reason = c.reason.lines().join(" ").trim().to_string();
+                    Outcome::Confirmed {
+                        control: c.control.clone(),
+                        reason,
+                    }
+                }
+                _ => {
+                    c.reason.input(key);
+                    Outcome::Keep
+                }
+            },
+            Popup::Palette(p) => match key.code {
+                KeyCode::Esc => Outcome::Close,
+                KeyCode::Up => {
+                    p.selected = p.selected.saturating_sub(1);
+                    Outcome::Keep
+                }
+                KeyCode::Down => {
+                    p.selected = (p.selected + 1).min(p.candidates.len().saturating_sub(1));
+                    Outcome::Keep
+                }
+                KeyCode::Tab => {
+                    complete(p);
+                    Outcome::PaletteEdited
+                }
+                KeyCode::Enter => {
+                    let typed = p.input.lines().join(" ").trim().to_string();
+                    // A half-typed command takes the highlighted completion.
+                    let exact = COMMANDS
+                        .iter()
+                        .any(|(c, _)| typed.split_whitespace().next() == Some(*c));
+                    if (!exact || typed.ends_with(' ')) && !p.candidates.is_empty() {
+                        complete(p);
+                    }
+                    Outcome::Command(p.input.lines().join(" ").trim().to_string())
+                }
+                _ => {
+                    p.input.input(key);
+                    p.selected = 0;
+                    Outcome::PaletteEdited
+                }
+            },
+            Popup::PickPipeline(p) => match key.code {
+                KeyCode::Esc => Outcome::Close,
+                KeyCode::Enter => p
+                    .items
+                    .get(p.cursor.selected)
+                    .map_or(Outcome::Close, |i| Outcome::Pipeline(i.name.clone())),
+                _ => {
+                    pick_motion(p, &key);
+                    Outcome::Keep
+                }
+            },
+            Popup::PickBaseline { picker, .. } => match key.code {
+                KeyCode::Esc => Outcome::Close,
+                KeyCode::Enter => picker
+                    .items
+                    .get(picker.cursor.selected)
+                    .map_or(Outcome::Close, |r| Outcome::Baseline(r.id)),
+                _ => {
+                    pick_motion(picker, &key);
+                    Outcome::Keep
+                }
+            },
+        }
+    }
+}
+
+/// Replaces the word being typed with the highlighted candidate.
+fn complete(p: &mut Palette) {
+    let Some((word, _)) = p.candidates.get(p.selected).cloned() else {
+        return;
+    };
+    let typed = p.input.lines().join(" ");
+    let mut words: Vec<&str> = typed.split_whitespace().collect();
+    if !typed.ends_with(' ') {
+        words.pop();
+    }
+    words.push(&word);
+    let text = format!("{} ", words.join(" "));
+    p.input = text_input("");
+    p.input.insert_str(text);
+    p.selected = 0;
+}
+
+/// What can follow the typed text: command names, then pipeline or theme names.
+pub fn candidates(typed: &str, pipelines: &[String], themes: &[String]) -> Vec<(String, String)> {
+    let words: Vec<&str> = typed.split_whitespace().collect();
+    let completing_first = words.len() <= 1 && !typed.ends_with(' ');
+    if completing_first {
+        let prefix = words.first().copied().unwrap_or("");
+        return COMMANDS
+            .iter()
+            .filter(|(c, _)| c.starts_with(prefix))
+            .map(|(c, d)| ((*c).to_string(), (*d).to_string()))
+            .collect();
+    }
+    let prefix = if typed.ends_with(' ') {
+        ""
+    } else {
+        words.last().copied().unwrap_or("")
+    };
+    let pool: &[String] = match words.first().copied() {
+        Some("run" | "runs") => pipelines,
+        Some("theme") => themes,
+        _ => &[],
+    };
+    pool.iter()
+        .filter(|n| n.starts_with(prefix))
+        .map(|n| (n.clone(), String::new()))
+        .collect()
+}
+
+/// A rectangle of at most `w` by `h` in the middle of `area`.
+pub fn centered(area: Rect, w: u16, h: u16) -> Rect {
+    let [row] = Layout::vertical([Constraint::Length(h.min(area.height))])
+        .flex(Flex::Center)
+        .areas(area);
+    let [cell] = Layout::horizontal([Constraint::Length(w.min(area.width))])
+        .flex(Flex::Center)
+        .areas(row);
+    cell
+}
+
+fn frame(f: &mut Frame, area: Rect, title: &str, ctx: &Ctx<'_>) -> Rect {
+    let t = ctx.theme;
+    let block = Block::bordered()
+        .title(Span::styled(format!(" {title} "), t.style("ui.title")))
+        .border_style(t.style("ui.border.focused"))
+        .style(t.style("ui.popup"));
+    let inner = block.inner(area);
+    f.render_widget(Clear, area);
+    f.render_widget(block, area);
+    inner
+}
+
+/// Help lines: each action of the focused pane with its keys, then the fixed keys.
+pub fn help_lines(
+    bindings: &[(Vec<super::keymap::Key>, Action)],
+    pane: &str,
+) -> Vec<(String, String)> {
+    let mut rows = Vec::new();
+    for a in Action::ALL {
+        let keys: Vec<String> = bindings
+            .iter()
+            .filter(|(_, b)| b == a)
+            .map(|(k, _)| show_seq(k))
+            .collect();
+        if !keys.is_empty() {
+            rows.push((keys.join(", "), a.doc().to_string()));
+        }
+    }
+    rows.push((String::new(), String::new()));
+    rows.push(("enter / esc".into(), "In dialogs: confirm / cancel".into()));
+    rows.push(("tab".into(), "In the command palette: complete".into()));
+    rows.insert(0, (format!("{pane} pane"), String::new()));
+    rows
+}
+
+pub fn render(
+    f: &mut Frame,
+    screen: Rect,
+    popup: &Popup,
+    help: &[(String, String)],
+    ctx: &Ctx<'_>,
+) {
+    let t = ctx.theme;
+    match popup {
+        Popup::Help { scroll } => {
+            let h = (help.len() as u16 + 2).min(screen.height.saturating_sub(2));
+            let area = centered(screen, 76, h);
+            let inner = frame(f, area, "Keys (? or Esc closes)", ctx);
+            let key_w = help
+                .iter()
+                .map(|(k, _)| k.chars().count())
+                .max()
+                .unwrap_or(8)
+                .min(24);
+            let lines: Vec<Line> = help
+                .iter()
+                .skip(*scroll)
+                .map(|(k, d)| {
+                    if d.is_empty() {
+                        Line::styled(k.clone(), t.style("ui.header"))
+                    } else {
+                        Line::from(vec![
+                            Span::styled(format!("{:<key_w$}  ", fit(k, key_w)), t.style("ui.key")),
+                            Span::styled(d.clone(), t.style("ui.text")),
+                        ])
+                    }
+                })
+                .collect();
+            f.render_widget(Paragraph::new(lines), inner);
+        }
+        Popup::Palette(p) => {
+            let h = (p.candidates.len() as u16).min(8) + 3;
+            let area = Rect {
+                y: screen.y + 1,
+                ..centered(screen, 70, h)
+            };
+            let inner = frame(f, area, "Command", ctx);
+            let [input, list] =
+                Layout::vertical([Constraint::Length(1), Constraint::Min(0)]).areas(inner);
+            let [colon, field] =
+                Layout::horizontal([Constraint::Length(2), Constraint::Min(1)]).areas(input);
+            f.render_widget(Span::styled(": ", t.style("ui.key")), colon);
+            f.render_widget(&p.input, field);
+            let lines: Vec<Line> = p
+                .candidates
+                .iter()
+                .enumerate()
+                .take(usize::from(list.height))
+                .map(|(i, (c, d))| {
+                    let style = if i == p.selected {
+                        t.style("ui.selection")
+                    } else {
+                        t.style("ui.text")
+                    };
+                    Line::from(vec![
+                        Span::styled(format!("{c:<14}"), style),
+                        Span::styled(d.clone(), t.style("ui.dim")),
+                    ])
+                })
+                .collect();
+            f.render_widget(Paragraph::new(lines), list);
+        }
+        Popup::Confirm(c) => {
+            let h = c.body.len() as u16 + 7;
+            let area = centered(screen, 72, h);
+            let inner = frame(f, area, &c.title, ctx);
+            let [body, label, reason, hint] = Layout::vertical([
+                Constraint::Length(c.body.len() as u16 + 1),
+                Constraint::Length(1),
+                Constraint::Length(1),
+                Constraint::Length(2),
+            ])
+            .areas(inner);
+            let text: Vec<Line> = c
+                .body
+                .iter()
+                .map(|l| Line::styled(l.clone(), t.style("ui.text")))
+                .collect();
+            f.render_widget(Paragraph::new(text).wrap(Wrap { trim: true }), body);
+            f.render_widget(Span::styled("Reason:", t.style("ui.header")), label);
+            f.render_widget(&c.reason, reason);
+            f.render_widget(
+                Paragraph::new(Line::from(vec![
+                    Span::styled("Enter", t.style("ui.key")),
+                    Span::styled(" confirm   ", t.style("ui.dim")),
+                    Span::styled("Esc", t.style("ui.key")),
+                    Span::styled(" cancel", t.style("ui.dim")),
+                ])),
+                Rect {
+                    y: hint.y + 1,
+                    height: 1,
+                    ..hint
+                },
+            );
+        }
+        Popup::PickPipeline(p) => {
+            let h = (p.items.len() as u16).clamp(1, 12) + 2;
+            let area = centered(screen, 70, h);
+            let inner = frame(f, area, "Start a run of (Enter starts, Esc cancels)", ctx);
+            if p.items.is_empty() {
+                f.render_widget(
+                    Span::styled("The workspace has no valid pipelines.", t.style("ui.dim")),
+                    inner,
+                );
+                return;
+            }
+            let lines: Vec<Line> = p
+                .items
+                .iter()
+                .enumerate()
+                .skip(p.cursor.offset)
+                .take(usize::from(inner.height))
+                .map(|(i, pi)| {
+                    let style = if i == p.cursor.selected {
+                        t.style("ui.selection")
+                    } else {
+                        t.style("ui.text")
+                    };
+                    let about = pi.description.clone().unwrap_or_default();
+                    Line::from(vec![
+                        Span::styled(format!("{:<20}", fit(&pi.name, 20)), style),
+                        Span::styled(fit(&about, 46), t.style("ui.dim")),
+                    ])
+                })
+                .collect();
+            f.render_widget(Paragraph::new(lines), inner);
+        }
+        Popup::PickBaseline { stage, picker } => {
+            let h = (picker.items.len() as u16).clamp(1, 12) + 2;
+            let area = centered(screen, 60, h);
+            let inner = frame(
+                f,
+                area,
+                &format!("Baseline for `{stage}` (Enter picks)"),
+                ctx,
+            );
+            if picker.items.is_empty() {
+                f.render_widget(
+                    Span::styled("No earlier runs of this pipeline.", t.style("ui.dim")),
+                    inner,
+                );
+                return;
+            }
+            let lines: Vec<Line> = picker
+                .items
+                .iter()
+                .enumerate()
+                .skip(picker.cursor.offset)
+                .take(usize::from(inner.height))
+                .map(|(i, r)| {
+                    let style = if i == picker.cursor.selected {
+                        t.style("ui.selection")
+                    } else {
+                        t.style("ui.text")
+                    };
+                    Line::from(vec![
+                        Span::styled(format!("run {:<8}", r.id), style),
+                        status_span(t, run_status(r.status), r.status.as_str()),
+                        Span::styled(
+                            format!(
+                                "  {}",
+                                clock_time(r.started_at.unwrap_or(r.created_at), ctx.now)
+                            ),
+                            t.style("ui.dim"),
+                        ),
+                    ])
+                })
+                .collect();
+            f.render_widget(Paragraph::new(lines), inner);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn completion_knows_commands_then_names() {
+        let pipes = vec!["checkout-etl".to_string(), "daily-report".to_string()];
+        let themes = vec!["dark".to_string(), "light".to_string()];
+        let names = |v: Vec<(String, String)>| v.into_iter().map(|(c, _)| c).collect::<Vec<_>>();
+        assert_eq!(names(candidates("ru", &pipes, &themes)), ["runs", "run"]);
+        assert_eq!(
+            names(candidates("run ", &pipes, &themes)),
+            ["checkout-etl", "daily-report"]
+        );
+        assert_eq!(
+            names(candidates("run d", &pipes, &themes)),
+            ["daily-report"]
+        );
+        assert_eq!(names(candidates("theme l", &pipes, &themes)), ["light"]);
+        assert!(candidates("quit x", &pipes, &themes).is_empty());
+    }
+}

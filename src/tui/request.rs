@@ -1,0 +1,296 @@
+//! What the dashboard asks of its backend and what comes back. Requests run on tasks of their
+//! own (heavy preparation on the blocking pool) and report with a typed [`Msg`], so the UI
+//! thread never waits on the backend and the backend never waits on the UI.
+
+use std::sync::Arc;
+
+use futures::StreamExt;
+use serde_json::Value;
+use tokio::sync::mpsc;
+
+use super::prepare::{DiffView, PreparedIo, prepare_diff, prepare_io};
+use crate::client::{Backend, StreamItem};
+use crate::model::{
+    ApiError, DlqEntry, DlqId, Event, Overview, Page, Run, RunId, RunQuery, RunStatus, RunSummary,
+    StartRun,
+};
+
+/// A control action, always confirmed first and always with a reason.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Control {
+    CancelRun(RunId),
+    RetryRun(RunId),
+    Requeue(DlqId),
+    Discard(DlqId),
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Request {
+    Overview,
+    /// Live events after `since`, forwarded until the dashboard ends.
+    Subscribe {
+        since: u64,
+    },
+    RecentEvents {
+        limit: usize,
+    },
+    Runs {
+        q: RunQuery,
+        tag: u64,
+    },
+    Run {
+        id: RunId,
+    },
+    StageIo {
+        id: RunId,
+        stage: String,
+    },
+    /// Diff a candidate output against a baseline run's output of the same stage; without an
+    /// explicit baseline, the previous successful run of the pipeline.
+    Diff {
+        pipeline: String,
+        stage: String,
+        candidate: RunId,
+        attempt: u32,
+        output: Option<Value>,
+        baseline: Option<RunId>,
+    },
+    BaselineCandidates {
+        pipeline: String,
+        stage: String,
+        before: RunId,
+    },
+    Dlq,
+    Start(StartRun),
+    Control {
+        control: Control,
+        reason: String,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Msg {
+    Overview(Overview),
+    RecentEvents(Vec<Event>),
+    Stream(StreamItem),
+    Runs {
+        tag: u64,
+        offset: u64,
+        page: Page<RunSummary>,
+    },
+    Run(Box<Run>),
+    StageIo(Box<PreparedIo>),
+    Diff(Box<DiffView>),
+    DiffUnavailable(String),
+    BaselineCandidates {
+        stage: String,
+        runs: Vec<RunSummary>,
+    },
+    Dlq(Vec<DlqEntry>),
+    Started(RunId),
+    /// A control action succeeded: a sentence for the footer.
+    Done(String),
+    /// A request failed: a sentence for the footer.
+    Failed(String),
+}
+
+/// Runs requests against the backend and sends the results back.
+#[derive(Clone)]
+pub struct Worker {
+    backend: Arc<dyn Backend>,
+    tx: mpsc::UnboundedSender<Msg>,
+}
+
+fn failed(what: &str, e: &ApiError) -> Msg {
+    Msg::Failed(format!("{what}: {e}"))
+}
+
+impl Worker {
+    pub fn new(backend: Arc<dyn Backend>, tx: mpsc::UnboundedSender<Msg>) -> Self {
+        Worker { backend, tx }
+    }
+
+    pub fn exec(&self, req: Request) {
+        let (backend, tx) = (self.backend.clone(), self.tx.clone());
+        tokio::spawn(async move {
+            if let Request::Subscribe { since } = req {
+                let mut stream = backend.events(Some(since));
+                while let Some(item) = stream.next().await {
+                    if tx.send(Msg::Stream(item)).is_err() {
+                        return;
+                    }
+                }
+                let _ = tx.send(Msg::Stream(StreamItem::Connected(false)));
+                return;
+            }
+            let msg = handle(backend.as_ref(), req).await;
+            let _ = tx.send(msg);
+        });
+    }
+}
+
+async fn handle(b: &dyn Backend, req: Request) -> Msg {
+    match req {
+        Request::Overview => b
+            .overview()
+            .await
+            .map_or_else(|e| failed("cannot load the overview", &e), Msg::Overview),
+        Request::Subscribe { .. } => {
+            Msg::Failed("internal: subscribe is handled by the worker".into())
+        }
+        Request::RecentEvents { limit } => b
+            .recent_events(limit)
+            .await
+            .map_or_else(|e| failed("cannot load events", &e), Msg::RecentEvents),
+        Request::Runs { q, tag } => {
+            let offset = q.offset;
+            b.runs(q).await.map_or_else(
+                |e| failed("cannot load runs", &e),
+                |page| Msg::Runs { tag, offset, page },
+            )
+        }
+        Request::Run { id } => b.run(id).await.map_or_else(
+            |e| failed(&format!("cannot load run {id}"), &e),
+            |r| Msg::Run(Box::new(r)),
+        ),
+        Request::StageIo { id, stage } => match b.stage_io(id, &stage).await {
+            Ok(io) => match tokio::task::spawn_blocking(move || prepare_io(io)).await {
+                Ok(p) => Msg::StageIo(Box::new(p)),
+                Err(e) => Msg::Failed(format!("cannot prepare stage `{stage}`: {e}")),
+            },
+            Err(e) => failed(&format!("cannot load stage `{stage}` of run {id}"), &e),
+        },
+        Request::Diff {
+            pipeline,
+            stage,
+            candidate,
+            attempt,
+            output,
+            baseline,
+        } => diff(b, pipeline, stage, candidate, attempt, output, baseline).await,
+        Request::BaselineCandidates {
+            pipeline,
+            stage,
+            before,
+        } => {
+            let q = RunQuery {
+                pipeline: Some(pipeline),
+                before: Some(before),
+                limit: 50,
+                ..RunQuery::default()
+            };
+            b.runs(q).await.map_or_else(
+                |e| failed("cannot list earlier runs", &e),
+                |page| Msg::BaselineCandidates {
+                    stage,
+                    runs: page.items,
+                },
+            )
+        }
+        Request::Dlq => b.dlq().await.map_or_else(
+            |e| failed("cannot load the dead-letter queue", &e),
+            Msg::Dlq,
+        ),
+        Request::Start(req) => {
+            let name = req.pipeline.clone();
+            b.start_run(req).await.map_or_else(
+                |e| failed(&format!("cannot start `{name}`"), &e),
+                Msg::Started,
+            )
+        }
+        Request::Control { control, reason } => {
+            let (what, result) = match &control {
+                Control::CancelRun(id) => (
+                    format!("cannot cancel run {id}"),
+                    b.cancel_run(*id, &reason)
+                        .await
+                        .map(|()| format!("run {id} is being cancelled")),
+                ),
+                Control::RetryRun(id) => (
+                    format!("cannot retry run {id}"),
+                    b.retry_run(*id, &reason)
+                        .await
+                        .map(|()| format!("run {id} is retrying its failed stages")),
+                ),
+                Control::Requeue(id) => (
+                    format!("cannot requeue dead-letter entry {id}"),
+                    b.requeue(*id, &reason)
+                        .await
+                        .map(|run| format!("dead-letter entry {id} requeued into run {run}")),
+                ),
+                Control::Discard(id) => (
+                    format!("cannot discard dead-letter entry {id}"),
+                    b.discard(*id, &reason)
+                        .await
+                        .map(|()| format!("dead-letter entry {id} discarded")),
+                ),
+            };
+            match result {
+                Ok(text) => Msg::Done(text),
+                Err(e) => failed(&what, &e),
+            }
+        }
+    }
+}
+
+async fn diff(
+    b: &dyn Backend,
+    pipeline: String,
+    stage: String,
+    candidate: RunId,
+    attempt: u32,
+    output: Option<Value>,
+    baseline: Option<RunId>,
+) -> Msg {
+    let (base_id, why) = match baseline {
+        Some(id) => (id, format!("run {id}, chosen")),
+        None => {
+            let q = RunQuery {
+                pipeline: Some(pipeline.clone()),
+                status: Some(RunStatus::Succeeded),
+                before: Some(candidate),
+                limit: 1,
+                ..RunQuery::default()
+            };
+            match b.runs(q).await {
+                Ok(page) => match page.items.first() {
+                    Some(r) => (r.id, format!("run {}, the previous successful run", r.id)),
+                    None => {
+                        return Msg::DiffUnavailable(format!(
+                            "no earlier successful run of `{pipeline}` to compare with; press b to choose a run"
+                        ));
+                    }
+                },
+                Err(e) => return failed("cannot find a baseline run", &e),
+            }
+        }
+    };
+    let io = match b.stage_io(base_id, &stage).await {
+        Ok(io) => io,
+        Err(e) => {
+            return Msg::DiffUnavailable(format!(
+                "run {base_id} has no output for stage `{stage}` ({e})"
+            ));
+        }
+    };
+    // The baseline is the stage's last successful attempt there (else its last attempt).
+    let base = io
+        .attempts
+        .iter()
+        .rev()
+        .find(|a| a.status == crate::model::AttemptStatus::Succeeded)
+        .or(io.attempts.last());
+    let base_output = base.and_then(|a| a.output.clone());
+    let view = tokio::task::spawn_blocking(move || {
+        prepare_diff(
+            &stage,
+            (base_id, &why, base_output.as_ref()),
+            (candidate, attempt, output.as_ref()),
+        )
+    })
+    .await;
+    match view {
+        Ok(v) => Msg::Diff(Box::new(v)),
+        Err(e) => Msg::Failed(format!("cannot compute the diff: {e}")),
+    }
+}

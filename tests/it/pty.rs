@@ -1,0 +1,207 @@
+//! End to end: the real binary in a pseudo-terminal, its screen parsed with vt100. Start on a
+//! temporary workspace, watch a run appear, open it, open a stage, diff it against a baseline,
+//! requeue a dead-letter entry through its confirmation, resize, quit.
+
+use std::io::{Read, Write};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use portable_pty::{CommandBuilder, MasterPty, PtySize, native_pty_system};
+
+use crate::support::TestWorkspace;
+
+struct Term {
+    master: Box<dyn MasterPty + Send>,
+    writer: Box<dyn Write + Send>,
+    child: Box<dyn portable_pty::Child + Send + Sync>,
+    screen: Arc<Mutex<vt100::Parser>>,
+}
+
+fn nz(n: u16) -> std::num::NonZeroU16 {
+    std::num::NonZeroU16::new(n).unwrap()
+}
+
+fn size(cols: u16, rows: u16) -> PtySize {
+    PtySize {
+        rows,
+        cols,
+        pixel_width: 0,
+        pixel_height: 0,
+    }
+}
+
+impl Term {
+    fn start(ws: &TestWorkspace, cols: u16, rows: u16) -> Term {
+        let pair = native_pty_system().openpty(size(cols, rows)).unwrap();
+        let mut cmd = CommandBuilder::new(env!("CARGO_BIN_EXE_opsdeck"));
+        let home = ws.root.path().join("home");
+        cmd.env_clear();
+        cmd.env("PATH", std::env::var("PATH").unwrap_or_default());
+        cmd.env("HOME", &home);
+        cmd.env("XDG_CONFIG_HOME", home.join("config"));
+        cmd.env("XDG_DATA_HOME", home.join("data"));
+        cmd.env("TERM", "xterm-256color");
+        cmd.arg("--workspace");
+        cmd.arg(ws.dir());
+        let child = pair.slave.spawn_command(cmd).unwrap();
+        drop(pair.slave);
+        let screen = Arc::new(Mutex::new(vt100::Parser::new(nz(rows), nz(cols), 0)));
+        let mut reader = pair.master.try_clone_reader().unwrap();
+        let sink = screen.clone();
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 8192];
+            while let Ok(n) = reader.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                sink.lock().unwrap().process(&buf[..n]);
+            }
+        });
+        let writer = pair.master.take_writer().unwrap();
+        Term {
+            master: pair.master,
+            writer,
+            child,
+            screen,
+        }
+    }
+
+    fn text(&self) -> String {
+        self.screen.lock().unwrap().screen().contents()
+    }
+
+    /// Waits until the screen shows `what` (a bound on failure, not a timing assertion).
+    #[track_caller]
+    fn wait_for(&self, what: &str) -> String {
+        let start = Instant::now();
+        loop {
+            let text = self.text();
+            if text.contains(what) {
+                return text;
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(30),
+                "never saw {what:?}; the screen shows:\n{text}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn keys(&mut self, keys: &str) {
+        self.writer.write_all(keys.as_bytes()).unwrap();
+        self.writer.flush().unwrap();
+        // Let each batch be read before the next, as a person types.
+        std::thread::sleep(Duration::from_millis(150));
+    }
+
+    fn resize(&mut self, cols: u16, rows: u16) {
+        self.screen
+            .lock()
+            .unwrap()
+            .screen_mut()
+            .set_size(nz(rows), nz(cols));
+        self.master.resize(size(cols, rows)).unwrap();
+    }
+}
+
+#[test]
+fn a_session_from_start_to_quit() {
+    let ws = TestWorkspace::new();
+    ws.pipeline(
+        "tick",
+        r#"[pipeline]
+name = "tick"
+description = "runs every second; its output changes each run"
+schedule = "every 1s"
+[[stage]]
+id = "count"
+kind = "command"
+command = ["sh", "-c", "echo \"{\\\"run\\\": $OPSDECK_RUN_ID, \\\"region\\\": \\\"eu\\\"}\""]
+"#,
+    );
+    ws.pipeline(
+        "fragile",
+        r#"[pipeline]
+name = "fragile"
+description = "fails until the file `ok` exists"
+[[stage]]
+id = "call-partner"
+kind = "command"
+command = ["sh", "-c", "[ -f ok ] || { echo 'partner said no' >&2; exit 3; }"]
+"#,
+    );
+    let mut t = Term::start(&ws, 100, 30);
+
+    // Runs appear as the schedule fires; wait for a few so there is a baseline to diff against.
+    t.wait_for("1 Runs");
+    t.wait_for("Runs · 3");
+    t.keys("jgg");
+    t.keys("\r");
+    let detail = t.wait_for("STAGE");
+    assert!(
+        detail.contains("· tick ·") && detail.contains("count"),
+        "{detail}"
+    );
+
+    // Open the stage and diff its output against the previous successful run.
+    t.keys("\r");
+    t.wait_for("attempt 1/1");
+    t.wait_for("\"run\":");
+    t.keys("d");
+    let diff = t.wait_for("the previous successful run");
+    assert!(
+        diff.contains("~ $.run:"),
+        "the changed path is listed:\n{diff}"
+    );
+    t.keys("u");
+    t.wait_for("side by side");
+
+    // Start the fragile pipeline from the picker; it fails into the dead-letter queue.
+    // Esc closes the diff; the Runs pane still shows the run; Esc again leaves it. (Each key
+    // is sent on its own: two escapes in one write read as Alt-Esc, as in any terminal.)
+    t.keys("\x1b");
+    t.keys("1");
+    t.wait_for("Timeline");
+    t.keys("\x1b");
+    t.wait_for("newest first");
+    t.keys("n");
+    t.wait_for("Start a run of");
+    t.keys("\r");
+    t.wait_for("· fragile ·");
+    t.wait_for("failed");
+    t.keys("5");
+    let dlq = t.wait_for("call-partner");
+    assert!(dlq.contains("exit_status"), "{dlq}");
+
+    // Requeue it, through the confirmation, with a reason; now it succeeds.
+    std::fs::write(ws.path("ok"), "").unwrap();
+    t.keys("R");
+    t.wait_for("Requeue dead-letter entry");
+    t.keys("partner fixed their side");
+    t.keys("\r");
+    t.wait_for("requeued into run");
+    t.wait_for("The dead-letter queue is empty.");
+
+    // Small, too small, and back: never a broken frame.
+    t.resize(60, 15);
+    t.wait_for("Dead-letter queue");
+    t.resize(30, 8);
+    t.wait_for("terminal too small");
+    t.resize(100, 30);
+    t.wait_for("The dead-letter queue is empty.");
+
+    t.keys("q");
+    let status = t.child.wait().unwrap();
+    assert!(status.success(), "exit status {status:?}");
+    let reason = std::fs::read_to_string(
+        ws.path(".opsdeck/logs")
+            .read_dir()
+            .unwrap()
+            .next()
+            .unwrap()
+            .unwrap()
+            .path(),
+    )
+    .unwrap();
+    assert!(reason.contains("run requeued"), "{reason}");
+}

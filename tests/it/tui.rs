@@ -1,0 +1,642 @@
+//! The dashboard rendered into ratatui's `TestBackend` from fixed data and a fixed clock:
+//! insta snapshots of every pane and dialog at 80x24 and 160x48, plus behaviour checks.
+
+use chrono::{DateTime, TimeZone, Utc};
+use opsdeck::client::StreamItem;
+use opsdeck::model::{
+    Attempt, AttemptError, AttemptStatus, BreakerInfo, DlqEntry, DlqId, Event, EventKind, Overview,
+    Page, PipelineInfo, Run, RunId, RunStatus, RunSummary, StageIo, StageRecord, StageStatus,
+    Timestamp, Trigger,
+};
+use opsdeck::tui::action::Action;
+use opsdeck::tui::app::{App, Config};
+use opsdeck::tui::keymap::Keymap;
+use opsdeck::tui::prepare::{prepare_diff, prepare_io};
+use opsdeck::tui::request::{Msg, Request};
+use opsdeck::tui::theme::{ColorDepth, Theme};
+use opsdeck::tui::view;
+use ratatui::Terminal;
+use ratatui::backend::TestBackend;
+use ratatui::crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
+use ratatui::layout::Rect;
+use ratatui::style::Color;
+use serde_json::json;
+
+fn now() -> DateTime<Utc> {
+    Utc.with_ymd_and_hms(2026, 11, 23, 18, 0, 0)
+        .single()
+        .unwrap()
+}
+
+fn at(secs_before_now: i64) -> Timestamp {
+    Timestamp::from_datetime(now() - chrono::Duration::seconds(secs_before_now))
+}
+
+const PIPELINES: [&str; 4] = [
+    "checkout-etl",
+    "daily-report",
+    "partner-sync",
+    "fraud-model",
+];
+
+fn summary(id: i64) -> RunSummary {
+    let pipeline = PIPELINES[(id % 4) as usize].to_string();
+    let status = match id % 7 {
+        0 => RunStatus::Failed,
+        1 if id > 40 => RunStatus::Running,
+        3 => RunStatus::Cancelled,
+        _ => RunStatus::Succeeded,
+    };
+    let started = at((50 - id) * 30 + 5);
+    let finished = status
+        .is_finished()
+        .then(|| Timestamp::from_millis(started.millis() + 1_000 + id * 137));
+    RunSummary {
+        id: RunId(id),
+        pipeline,
+        status,
+        trigger: if id % 5 == 0 {
+            Trigger::Manual
+        } else {
+            Trigger::Schedule
+        },
+        created_at: started,
+        started_at: Some(started),
+        finished_at: finished,
+        duration_ms: finished.map(|f| f.millis_since(started)),
+        stages_total: 5,
+        stages_done: if status == RunStatus::Running { 2 } else { 5 },
+        stages_succeeded: match status {
+            RunStatus::Succeeded => 5,
+            RunStatus::Running => 2,
+            _ => 3,
+        },
+        stages_failed: u32::from(status == RunStatus::Failed),
+    }
+}
+
+fn attempt(
+    n: u32,
+    status: AttemptStatus,
+    start: i64,
+    ms: i64,
+    output: serde_json::Value,
+    error: Option<(&str, &str)>,
+) -> Attempt {
+    let started = at(start);
+    Attempt {
+        n,
+        status,
+        started_at: started,
+        finished_at: Some(Timestamp::from_millis(started.millis() + ms)),
+        duration_ms: Some(ms),
+        input: json!({"params": {"region": "eu-west-1"}, "stages": {"extract-orders": {"rows": 4821}}}),
+        output: Some(output),
+        output_truncated: false,
+        output_bytes: Some(60),
+        stderr: error.map(|_| "warning: slow upstream\nretrying once\n".to_string()),
+        error: error.map(|(c, m)| AttemptError {
+            code: c.into(),
+            message: m.into(),
+        }),
+    }
+}
+
+fn run_50() -> Run {
+    let stage =
+        |id: &str, needs: &[&str], status: StageStatus, attempts: Vec<Attempt>| StageRecord {
+            id: id.into(),
+            kind: "simulate".into(),
+            needs: needs.iter().map(ToString::to_string).collect(),
+            status,
+            attempts,
+        };
+    Run {
+        id: RunId(50),
+        pipeline: "checkout-etl".into(),
+        status: RunStatus::Failed,
+        trigger: Trigger::Schedule,
+        params: json!({"region": "eu-west-1", "batch_size": 500}),
+        created_at: at(60),
+        started_at: Some(at(60)),
+        finished_at: Some(at(52)),
+        duration_ms: Some(8_000),
+        stages: vec![
+            stage(
+                "extract-orders",
+                &[],
+                StageStatus::Succeeded,
+                vec![attempt(
+                    1,
+                    AttemptStatus::Succeeded,
+                    60,
+                    900,
+                    json!({"rows": 4821}),
+                    None,
+                )],
+            ),
+            stage(
+                "transform-orders",
+                &["extract-orders"],
+                StageStatus::Succeeded,
+                vec![attempt(
+                    1,
+                    AttemptStatus::Succeeded,
+                    59,
+                    1_500,
+                    json!({"rows": 4790, "rejected": 31}),
+                    None,
+                )],
+            ),
+            stage(
+                "enrich-payments",
+                &["extract-orders"],
+                StageStatus::Failed,
+                vec![
+                    attempt(
+                        1,
+                        AttemptStatus::Failed,
+                        59,
+                        2_000,
+                        json!({"error": "503"}),
+                        Some((
+                            "http_status",
+                            "POST http://payments/api answered 503 Service Unavailable",
+                        )),
+                    ),
+                    attempt(
+                        2,
+                        AttemptStatus::Failed,
+                        56,
+                        1_800,
+                        json!({"error": "503"}),
+                        Some((
+                            "http_status",
+                            "POST http://payments/api answered 503 Service Unavailable",
+                        )),
+                    ),
+                ],
+            ),
+            stage(
+                "load-warehouse",
+                &["transform-orders", "enrich-payments"],
+                StageStatus::Skipped,
+                vec![],
+            ),
+            stage(
+                "verify-counts",
+                &["load-warehouse"],
+                StageStatus::Skipped,
+                vec![],
+            ),
+        ],
+    }
+}
+
+fn overview() -> Overview {
+    Overview {
+        backend: "embedded".into(),
+        workspace: "/home/oncall/ops".into(),
+        pipelines: PIPELINES
+            .iter()
+            .map(|p| PipelineInfo {
+                name: (*p).to_string(),
+                description: Some(format!("The {p} job")),
+                schedule: Some("every 30s".into()),
+                stages: vec!["a".into()],
+                params: serde_json::Map::new(),
+            })
+            .collect(),
+        dlq_depth: 2,
+        breakers: vec![BreakerInfo {
+            target: "http:payments:80".into(),
+            state: "open".into(),
+        }],
+        last_seq: 900,
+    }
+}
+
+fn dlq() -> Vec<DlqEntry> {
+    vec![
+        DlqEntry {
+            id: DlqId(7),
+            run_id: RunId(50),
+            pipeline: "checkout-etl".into(),
+            stage: "enrich-payments".into(),
+            attempts: 2,
+            input: json!({}),
+            error: AttemptError {
+                code: "http_status".into(),
+                message: "POST http://payments/api answered 503 Service Unavailable".into(),
+            },
+            created_at: at(52),
+        },
+        DlqEntry {
+            id: DlqId(8),
+            run_id: RunId(43),
+            pipeline: "daily-report".into(),
+            stage: "publish".into(),
+            attempts: 3,
+            input: json!({}),
+            error: AttemptError {
+                code: "timeout".into(),
+                message: "`sh` did not finish within 2000 ms; its process group was killed".into(),
+            },
+            created_at: at(400),
+        },
+    ]
+}
+
+fn events() -> Vec<Event> {
+    (880..=900)
+        .map(|seq| Event {
+            seq,
+            at: at(900 - seq as i64),
+            kind: [EventKind::StageStarted, EventKind::StageFinished, EventKind::StageRetrying, EventKind::DlqAdded, EventKind::RunFinished]
+                [(seq % 5) as usize],
+            run_id: Some(RunId(50)),
+            stage: Some("enrich-payments".into()),
+            data: json!({"attempt": 1, "status": if seq % 3 == 0 { "failed" } else { "succeeded" }}),
+        })
+        .collect()
+}
+
+fn config(theme: &str) -> Config {
+    Config {
+        theme: Theme::load(theme, None, ColorDepth::TrueColor).unwrap(),
+        keymap: Keymap::builtin_default(),
+        mouse: false,
+        theme_dir: None,
+        depth: ColorDepth::TrueColor,
+    }
+}
+
+/// An app as it looks once the backend has answered, with fixed data.
+fn app(w: u16, h: u16) -> App {
+    let mut app = App::new(config("dark"), Rect::new(0, 0, w, h), now());
+    let reqs = app.take_requests();
+    assert!(reqs.contains(&Request::Overview) && reqs.contains(&Request::Dlq));
+    let tag = app.runs.tag;
+    app.apply(Msg::Overview(overview()));
+    app.apply(Msg::Stream(StreamItem::Connected(true)));
+    let items: Vec<RunSummary> = (1..=50).rev().map(summary).collect();
+    app.apply(Msg::Runs {
+        tag,
+        offset: 0,
+        page: Page {
+            items,
+            next: None,
+            total: 50,
+        },
+    });
+    app.apply(Msg::Dlq(dlq()));
+    app.apply(Msg::RecentEvents(events()));
+    app.take_requests();
+    app
+}
+
+fn key(app: &mut App, code: KeyCode) {
+    app.on_key(KeyEvent::new(code, KeyModifiers::NONE));
+}
+
+fn chars(app: &mut App, s: &str) {
+    for c in s.chars() {
+        key(app, KeyCode::Char(c));
+    }
+}
+
+fn draw(app: &App) -> Terminal<TestBackend> {
+    let mut t = Terminal::new(TestBackend::new(app.size.width, app.size.height)).unwrap();
+    t.draw(|f| view::render(f, app)).unwrap();
+    t
+}
+
+fn text(app: &App) -> String {
+    let t = draw(app);
+    let buf = t.backend().buffer();
+    (0..buf.area.height)
+        .map(|y| {
+            (0..buf.area.width)
+                .map(|x| buf[(x, y)].symbol())
+                .collect::<String>()
+                .trim_end()
+                .to_string()
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+fn open_stage(app: &mut App) {
+    app.on_action(Action::Open); // run 50
+    app.apply(Msg::Run(Box::new(run_50())));
+    for _ in 0..2 {
+        app.on_action(Action::Down);
+    }
+    app.on_action(Action::Open); // enrich-payments
+    let run = run_50();
+    let stage = run.stage("enrich-payments").unwrap();
+    let io = StageIo {
+        run_id: RunId(50),
+        pipeline: run.pipeline.clone(),
+        stage: stage.id.clone(),
+        status: stage.status,
+        attempts: stage.attempts.clone(),
+    };
+    app.apply(Msg::StageIo(Box::new(prepare_io(io))));
+}
+
+fn open_diff(app: &mut App) {
+    open_stage(app);
+    app.on_action(Action::Diff);
+    let view = prepare_diff(
+        "enrich-payments",
+        (
+            RunId(46),
+            "run 46, the previous successful run",
+            Some(&json!({"matched": 4802, "unmatched": 19, "currency_rates": "ecb-2026-11-22"})),
+        ),
+        (
+            RunId(50),
+            2,
+            Some(&json!({"error": "503", "matched": 4802})),
+        ),
+    );
+    app.apply(Msg::Diff(Box::new(view)));
+}
+
+/// A named way to bring a fresh app to one screen.
+type Scene = (&'static str, fn(&mut App));
+
+/// Every pane and dialog, by name, set up on a fresh app.
+fn scenes() -> Vec<Scene> {
+    vec![
+        ("runs", |_| {}),
+        ("runs_filter", |a| {
+            a.on_action(Action::Filter);
+            chars(a, "status:failed");
+            let tag = a.runs.tag;
+            let failed: Vec<RunSummary> = (1..=50)
+                .rev()
+                .map(summary)
+                .filter(|r| r.status == RunStatus::Failed)
+                .collect();
+            let total = failed.len() as u64;
+            a.apply(Msg::Runs {
+                tag,
+                offset: 0,
+                page: Page {
+                    items: failed,
+                    next: None,
+                    total,
+                },
+            });
+        }),
+        ("runs_loading", |a| {
+            a.on_action(Action::Sort);
+        }),
+        ("run_detail", |a| {
+            a.on_action(Action::Open);
+            a.apply(Msg::Run(Box::new(run_50())));
+        }),
+        ("stage_io", open_stage),
+        ("stage_error", |a| {
+            open_stage(a);
+            a.on_action(Action::NextSection);
+            a.on_action(Action::NextSection);
+        }),
+        ("stage_diff_unified", open_diff),
+        ("stage_diff_split", |a| {
+            open_diff(a);
+            a.on_action(Action::DiffLayout);
+        }),
+        ("dlq", |a| a.on_action(Action::PaneDlq)),
+        ("events", |a| a.on_action(Action::PaneEvents)),
+        ("help", |a| a.on_action(Action::Help)),
+        ("palette", |a| {
+            a.on_action(Action::Palette);
+            chars(a, "run ");
+        }),
+        ("confirm_requeue", |a| {
+            a.on_action(Action::PaneDlq);
+            a.on_action(Action::Requeue);
+            chars(a, "payments api is back");
+        }),
+        ("confirm_cancel", |a| {
+            a.on_action(Action::Down); // run 49 is running
+            a.on_action(Action::CancelRun);
+        }),
+        ("pick_pipeline", |a| a.on_action(Action::NewRun)),
+        ("pick_baseline", |a| {
+            open_stage(a);
+            a.apply(Msg::BaselineCandidates {
+                stage: "enrich-payments".into(),
+                runs: (40..49).rev().map(summary).collect(),
+            });
+        }),
+    ]
+}
+
+#[test]
+fn every_pane_and_dialog_at_80x24_and_160x48() {
+    for (w, h) in [(80, 24), (160, 48)] {
+        for (name, setup) in scenes() {
+            let mut a = app(w, h);
+            setup(&mut a);
+            insta::assert_snapshot!(format!("{name}_{w}x{h}"), text(&a));
+        }
+    }
+}
+
+#[test]
+fn too_small_terminals_get_one_line_and_never_panic() {
+    let mut a = app(40, 10);
+    insta::assert_snapshot!("too_small_40x10", text(&a));
+    for (w, h) in [
+        (1, 1),
+        (2, 1),
+        (1, 30),
+        (59, 15),
+        (60, 14),
+        (60, 15),
+        (300, 100),
+    ] {
+        a.on_resize(w, h);
+        for (_, setup) in scenes() {
+            let mut b = app(w, h);
+            setup(&mut b);
+            draw(&b);
+        }
+    }
+}
+
+#[test]
+fn the_terminal_theme_uses_only_ansi_colours_and_mono_none() {
+    for (theme, allowed) in [("terminal", true), ("mono", false)] {
+        for (_, setup) in scenes() {
+            let mut a = App::new(config(theme), Rect::new(0, 0, 100, 30), now());
+            let tag = a.runs.tag;
+            a.apply(Msg::Overview(overview()));
+            a.apply(Msg::Runs {
+                tag,
+                offset: 0,
+                page: Page {
+                    items: (1..=50).rev().map(summary).collect(),
+                    next: None,
+                    total: 50,
+                },
+            });
+            a.apply(Msg::Dlq(dlq()));
+            setup(&mut a);
+            let t = draw(&a);
+            for cell in t.backend().buffer().content() {
+                for c in [cell.fg, cell.bg] {
+                    let ok = match c {
+                        Color::Reset => true,
+                        Color::Rgb(..) | Color::Indexed(_) => false,
+                        _ => allowed,
+                    };
+                    assert!(ok, "{theme}: colour {c:?} on {:?}", cell.symbol());
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn status_colours_come_from_the_theme() {
+    let a = app(100, 30);
+    let t = draw(&a);
+    let buf = t.backend().buffer();
+    let failed = Theme::load("dark", None, ColorDepth::TrueColor)
+        .unwrap()
+        .style("status.failed")
+        .fg;
+    let cell = (0..buf.area.height)
+        .flat_map(|y| (0..buf.area.width).map(move |x| (x, y)))
+        .find(|&(x, y)| buf[(x, y)].symbol() == "✗")
+        .map(|p| buf[p].fg);
+    assert_eq!(cell, failed);
+}
+
+#[test]
+fn keys_move_open_and_go_back() {
+    let mut a = app(80, 24);
+    assert_eq!(a.runs.selected().map(|r| r.id), Some(RunId(50)));
+    chars(&mut a, "jj");
+    assert_eq!(a.runs.selected().map(|r| r.id), Some(RunId(48)));
+    chars(&mut a, "G");
+    assert_eq!(a.runs.selected().map(|r| r.id), Some(RunId(1)));
+    chars(&mut a, "gg");
+    assert_eq!(a.runs.selected().map(|r| r.id), Some(RunId(50)));
+    key(&mut a, KeyCode::Enter);
+    assert_eq!(a.take_requests(), vec![Request::Run { id: RunId(50) }]);
+    assert!(a.detail.is_some());
+    key(&mut a, KeyCode::Esc);
+    assert!(a.detail.is_none());
+    chars(&mut a, "5");
+    assert_eq!(a.focus, opsdeck::tui::panes::PaneId::Dlq);
+    // Destructive actions never happen on one key: R asks first, Esc aborts.
+    chars(&mut a, "R");
+    assert_eq!(a.popups.len(), 1);
+    key(&mut a, KeyCode::Esc);
+    assert!(a.popups.is_empty());
+    assert!(
+        a.take_requests()
+            .iter()
+            .all(|r| !matches!(r, Request::Control { .. }))
+    );
+    chars(&mut a, "R");
+    chars(&mut a, "fixed");
+    key(&mut a, KeyCode::Enter);
+    assert!(a.take_requests().contains(&Request::Control {
+        control: opsdeck::tui::request::Control::Requeue(DlqId(7)),
+        reason: "fixed".into()
+    }));
+    // Ctrl-C always quits, even in a dialog.
+    chars(&mut a, "D");
+    a.on_key(KeyEvent::new(KeyCode::Char('c'), KeyModifiers::CONTROL));
+    assert!(a.quit);
+}
+
+#[test]
+fn paging_asks_for_windows_not_everything() {
+    let mut a = App::new(config("dark"), Rect::new(0, 0, 80, 24), now());
+    let first = a.take_requests();
+    let q = first
+        .iter()
+        .find_map(|r| {
+            if let Request::Runs { q, .. } = r {
+                Some(q.clone())
+            } else {
+                None
+            }
+        })
+        .unwrap();
+    assert_eq!(
+        (q.offset, q.limit),
+        (0, 57),
+        "three screens of rows, not the whole list"
+    );
+    let tag = a.runs.tag;
+    let items: Vec<RunSummary> = (100_000 - 56..=100_000).rev().map(summary).collect();
+    a.apply(Msg::Runs {
+        tag,
+        offset: 0,
+        page: Page {
+            items,
+            next: None,
+            total: 100_000,
+        },
+    });
+    a.on_action(Action::Bottom);
+    let reqs = a.take_requests();
+    let q = reqs
+        .iter()
+        .find_map(|r| {
+            if let Request::Runs { q, .. } = r {
+                Some(q.clone())
+            } else {
+                None
+            }
+        })
+        .unwrap();
+    assert!(q.offset > 99_000 && q.limit <= 600, "{q:?}");
+    // An answer to an old request is ignored.
+    a.apply(Msg::Runs {
+        tag,
+        offset: 0,
+        page: Page {
+            items: vec![summary(1)],
+            next: None,
+            total: 1,
+        },
+    });
+    assert_eq!(a.runs.total, 100_000);
+}
+
+#[test]
+fn live_events_refresh_only_what_is_on_screen() {
+    let mut a = app(80, 24);
+    let e = Event {
+        seq: 901,
+        at: at(0),
+        kind: EventKind::StageFinished,
+        run_id: Some(RunId(50)),
+        stage: Some("x".into()),
+        data: json!({}),
+    };
+    a.apply(Msg::Stream(StreamItem::Event(e)));
+    assert_eq!(a.events.last_seq(), 901);
+    a.refresh();
+    let reqs = a.take_requests();
+    assert!(
+        reqs.iter().any(|r| matches!(r, Request::Runs { .. })),
+        "{reqs:?}"
+    );
+    assert!(
+        !reqs.iter().any(|r| matches!(r, Request::Dlq)),
+        "the DLQ is neither stale nor visible"
+    );
+    a.refresh();
+    assert!(a.take_requests().is_empty(), "nothing is fetched twice");
+}
