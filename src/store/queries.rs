@@ -144,8 +144,39 @@ impl Reader {
     /// default newest-first order the cursor is the last id of the page.
     pub fn runs(&self, q: &RunQuery) -> Result<Page<RunSummary>> {
         let limit = q.limit.clamp(1, 10_000);
-        let filter = "(?1 IS NULL OR r.pipeline = ?1) AND (?2 IS NULL OR r.status = ?2)
-            AND (?3 IS NULL OR r.pipeline LIKE '%' || ?3 || '%' ESCAPE '\\' OR CAST(r.id AS TEXT) = ?3)";
+        // Only the filters actually given go into the SQL, so SQLite can use its indexes and
+        // its fast COUNT(*) instead of evaluating catch-all conditions on every row.
+        let mut conds: Vec<&str> = Vec::new();
+        let mut args: Vec<rusqlite::types::Value> = Vec::new();
+        if let Some(p) = &q.pipeline {
+            conds.push("r.pipeline = ?");
+            args.push(p.clone().into());
+        }
+        if let Some(st) = q.status {
+            conds.push("r.status = ?");
+            args.push(st.as_str().to_string().into());
+        }
+        if let Some(t) = &q.text {
+            let pattern = format!(
+                "%{}%",
+                t.replace('\\', "\\\\")
+                    .replace('%', "\\%")
+                    .replace('_', "\\_")
+            );
+            conds.push("(r.pipeline LIKE ? ESCAPE '\\' OR CAST(r.id AS TEXT) = ?)");
+            args.push(pattern.into());
+            args.push(t.clone().into());
+        }
+        let filter = if conds.is_empty() {
+            String::new()
+        } else {
+            format!("WHERE {}", conds.join(" AND "))
+        };
+        let total: i64 = self
+            .conn
+            .prepare_cached(&format!("SELECT COUNT(*) FROM runs r {filter}"))?
+            .query_row(rusqlite::params_from_iter(args.iter()), |r| r.get(0))?;
+
         let order = match q.sort {
             RunSort::Newest => "r.id DESC",
             RunSort::Oldest => "r.id ASC",
@@ -154,47 +185,43 @@ impl Reader {
             }
             RunSort::Pipeline => "r.pipeline ASC, r.id DESC",
         };
-        let before = if q.sort == RunSort::Newest {
-            q.before.map(|r| r.0)
+        let mut page_conds = conds.clone();
+        let mut page_args = args.clone();
+        if q.sort == RunSort::Newest
+            && let Some(before) = q.before
+        {
+            page_conds.push("r.id < ?");
+            page_args.push(before.0.into());
+        }
+        let page_filter = if page_conds.is_empty() {
+            String::new()
         } else {
-            None
+            format!("WHERE {}", page_conds.join(" AND "))
         };
-        let text = q.text.as_ref().map(|t| {
-            t.replace('\\', "\\\\")
-                .replace('%', "\\%")
-                .replace('_', "\\_")
-        });
-        let sql = format!(
-            "SELECT {SUMMARY_COLUMNS} FROM runs r WHERE {filter} AND (?4 IS NULL OR r.id < ?4)
-             ORDER BY {order} LIMIT ?5 OFFSET ?6"
-        );
-        let status = q.status.map(RunStatus::as_str);
-        let items: Vec<RunSummary> = self
+        page_args.push((limit as i64 + 1).into());
+        page_args.push((q.offset as i64).into());
+        // First the ids of the page (a walk of an index), then the summaries of those rows
+        // only: rows skipped by OFFSET never pay for the per-row stage counts.
+        let ids: Vec<i64> = self
             .conn
-            .prepare_cached(&sql)?
-            .query_map(
-                params![
-                    q.pipeline,
-                    status,
-                    text,
-                    before,
-                    limit as i64 + 1,
-                    q.offset as i64
-                ],
-                summary,
-            )?
+            .prepare_cached(&format!(
+                "SELECT r.id FROM runs r {page_filter} ORDER BY {order} LIMIT ? OFFSET ?"
+            ))?
+            .query_map(rusqlite::params_from_iter(page_args.iter()), |r| r.get(0))?
             .collect::<rusqlite::Result<_>>()?;
-        let more = items.len() > limit;
-        let items: Vec<RunSummary> = items.into_iter().take(limit).collect();
+        let more = ids.len() > limit;
+        let mut stmt = self.conn.prepare_cached(&format!(
+            "SELECT {SUMMARY_COLUMNS} FROM runs r WHERE r.id = ?1"
+        ))?;
+        let mut items = Vec::with_capacity(limit);
+        for id in ids.into_iter().take(limit) {
+            items.push(stmt.query_row(params![id], summary)?);
+        }
         let next = if more && q.sort == RunSort::Newest {
             items.last().map(|r| r.id)
         } else {
             None
         };
-        let total: i64 = self
-            .conn
-            .prepare_cached(&format!("SELECT COUNT(*) FROM runs r WHERE {filter}"))?
-            .query_row(params![q.pipeline, status, text], |r| r.get(0))?;
         Ok(Page {
             items,
             next,

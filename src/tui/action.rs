@@ -28,7 +28,7 @@ macro_rules! actions {
 }
 
 actions! {
-    Quit => "quit", "Quit opsdeck";
+    Quit => "quit", "Quit opsdeck (inside a run, a diff or a filter: go back first)";
     Back => "back", "Go back: leave a detail view, clear a filter";
     Help => "help", "Show the keys of the focused pane";
     Palette => "command_palette", "Open the command palette (:runs, :run NAME, :dlq, :events, :quit)";

@@ -416,6 +416,8 @@ impl App {
             return;
         }
         match a {
+            // `q` quits at the top level; inside a run, a diff or a filter it goes back first.
+            Action::Quit if self.nested() => self.back(),
             Action::Quit => self.quit = true,
             Action::Help => self.popups.push(Popup::Help { scroll: 0 }),
             Action::Palette => {
@@ -461,7 +463,7 @@ impl App {
             Action::RetryRun | Action::CancelRun => self.confirm_run_control(a),
             Action::Requeue | Action::Discard => self.confirm_dlq_control(a),
             Action::NextAttempt | Action::PrevAttempt => {
-                self.stage.step_attempt(a == Action::NextAttempt)
+                self.stage.step_attempt(a == Action::NextAttempt);
             }
             Action::NextSection | Action::PrevSection => {
                 if self.stage.diff.is_none() {
@@ -542,18 +544,28 @@ impl App {
         self.refresh();
     }
 
+    /// Whether the focused pane shows something `back` would leave.
+    fn nested(&self) -> bool {
+        match self.focus {
+            PaneId::Runs => self.detail.is_some() || !self.runs.filter.is_empty(),
+            PaneId::Stage => self.stage.diff.is_some(),
+            PaneId::Events => !self.events.filter.is_empty(),
+            PaneId::Dlq => false,
+        }
+    }
+
     fn back(&mut self) {
         match self.focus {
             PaneId::Runs if self.detail.is_some() => self.detail = None,
             PaneId::Runs if !self.runs.filter.is_empty() => {
-                self.set_filter(PaneId::Runs, String::new())
+                self.set_filter(PaneId::Runs, String::new());
             }
             PaneId::Events if !self.events.filter.is_empty() => {
-                self.set_filter(PaneId::Events, String::new())
+                self.set_filter(PaneId::Events, String::new());
             }
             PaneId::Stage if self.stage.diff.is_some() => self.stage.diff = None,
             PaneId::Stage if self.stage.target.is_some() && self.detail.is_some() => {
-                self.focus_pane(PaneId::Runs)
+                self.focus_pane(PaneId::Runs);
             }
             PaneId::Runs => {}
             _ => self.focus_pane(PaneId::Runs),

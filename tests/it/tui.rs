@@ -533,6 +533,10 @@ fn keys_move_open_and_go_back() {
     assert!(a.detail.is_some());
     key(&mut a, KeyCode::Esc);
     assert!(a.detail.is_none());
+    // `q` quits at the top level only; inside a run it goes back.
+    key(&mut a, KeyCode::Enter);
+    chars(&mut a, "q");
+    assert!(a.detail.is_none() && !a.quit);
     chars(&mut a, "5");
     assert_eq!(a.focus, opsdeck::tui::panes::PaneId::Dlq);
     // Destructive actions never happen on one key: R asks first, Esc aborts.
@@ -639,4 +643,98 @@ fn live_events_refresh_only_what_is_on_screen() {
     );
     a.refresh();
     assert!(a.take_requests().is_empty(), "nothing is fetched twice");
+}
+
+#[test]
+fn new_runs_appear_at_the_top_and_the_selection_stays_on_its_run() {
+    let mut a = app(80, 24);
+    a.on_action(Action::Down);
+    assert_eq!(a.runs.selected().map(|r| r.id), Some(RunId(49)));
+    // Two new runs arrive while the view is at the top.
+    a.refresh();
+    let _ = a.take_requests();
+    let e = Event {
+        seq: 901,
+        at: at(0),
+        kind: EventKind::RunCreated,
+        run_id: Some(RunId(52)),
+        stage: None,
+        data: json!({}),
+    };
+    a.apply(Msg::Stream(StreamItem::Event(e)));
+    a.refresh();
+    let tag = a
+        .take_requests()
+        .iter()
+        .find_map(|r| {
+            if let Request::Runs { tag, .. } = r {
+                Some(*tag)
+            } else {
+                None
+            }
+        })
+        .unwrap();
+    a.apply(Msg::Runs {
+        tag,
+        offset: 0,
+        page: Page {
+            items: (1..=52).rev().map(summary).collect(),
+            next: None,
+            total: 52,
+        },
+    });
+    assert_eq!(
+        a.runs.selected().map(|r| r.id),
+        Some(RunId(49)),
+        "still on the same run"
+    );
+    assert_eq!(
+        a.runs.cursor.offset, 0,
+        "the view stays at the top, showing the new runs"
+    );
+    assert!(
+        text(&a).lines().nth(3).unwrap().starts_with("│52 "),
+        "{}",
+        text(&a)
+    );
+}
+
+#[test]
+fn the_readme_documents_every_binding_slot_and_setting() {
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    let km = Keymap::builtin_default();
+    let contexts = opsdeck::tui::keymap::Context::ALL;
+    for (_, action) in km.bindings(&contexts) {
+        assert!(
+            readme.contains(&format!("`{}`", action.name())),
+            "README does not mention the action `{}`",
+            action.name()
+        );
+    }
+    for slot in opsdeck::tui::theme::SLOTS {
+        assert!(
+            readme.contains(&format!("`{slot}`")),
+            "README does not list the theme slot `{slot}`"
+        );
+    }
+    for key in opsdeck::config::KEYS {
+        assert!(
+            readme.contains(&format!("`{}.{}`", key.table, key.key)),
+            "README does not document `{}.{}`",
+            key.table,
+            key.key
+        );
+        assert!(
+            readme.contains(&key.env_name()),
+            "README does not name {}",
+            key.env_name()
+        );
+    }
+    for (cmd, _) in opsdeck::tui::popup::COMMANDS {
+        assert!(
+            readme.contains(&format!(":{cmd}")),
+            "README does not list the palette command :{cmd}"
+        );
+    }
 }

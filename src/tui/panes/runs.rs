@@ -95,14 +95,18 @@ impl RunsList {
         self.window_start = offset;
         self.rows = page.items;
         self.loaded = true;
-        // Stay on the same run if it is still in view of the new window.
+        // Stay on the same run. At the top of the list the view stays at the top, so new runs
+        // appear above the selection; scrolled down, the view moves with the selected run so
+        // what one is reading does not slide away.
         if let Some(id) = self.selected_id
             && let Some(j) = self.rows.iter().position(|r| r.id == id)
         {
             let abs = offset as usize + j;
-            let shift = abs as isize - self.cursor.selected as isize;
+            if self.cursor.offset > 0 {
+                let shift = abs as isize - self.cursor.selected as isize;
+                self.cursor.offset = (self.cursor.offset as isize + shift).max(0) as usize;
+            }
             self.cursor.selected = abs;
-            self.cursor.offset = (self.cursor.offset as isize + shift).max(0) as usize;
         }
         self.cursor.keep_visible(self.len(), view);
         self.selected_id = self.selected().map(|r| r.id);
