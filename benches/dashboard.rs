@@ -41,6 +41,8 @@ fn config() -> Config {
         mouse: false,
         theme_dir: None,
         depth: ColorDepth::Ansi256,
+        no_color: false,
+        label: None,
     }
 }
 

@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use super::output::event_line;
 use super::serve::{check_problems, stop_signal};
-use super::{Cli, CliError, CliResult, EXIT_OK, open_workspace};
+use super::{Cli, CliError, CliResult, EXIT_OK, open_workspace_from};
 use crate::client::Embedded;
 use crate::config::{Settings, user_dir};
 use crate::runtime::{Host, HostOptions};
@@ -49,18 +49,21 @@ pub fn dashboard_config(cli: &Cli, settings: &Settings) -> Result<Config, CliErr
         mouse: cli.mouse || settings.ui.mouse,
         theme_dir,
         depth,
+        no_color,
+        label: None,
     })
 }
 
 pub async fn run(cli: &Cli) -> CliResult {
-    let (ws, _log) = open_workspace(cli, true, false)?;
+    let (ws, _log, source) = open_workspace_from(cli, true, false)?;
     check_problems(&ws)?;
+    // Checked even when it will not be used, so a broken theme or keymap is found early.
+    let mut config = dashboard_config(cli, &ws.settings)?;
+    if source == crate::runtime::workspace::Source::Demo {
+        config.label = Some("demo".into());
+    }
     let tty = std::io::stdout().is_terminal();
-    let config = if tty {
-        Some(dashboard_config(cli, &ws.settings)?)
-    } else {
-        None
-    };
+    let config = tty.then_some(config);
     let host = Host::start(ws, HostOptions::long_lived("opsdeck (dashboard)"))
         .await
         .map_err(|e| CliError::from(e).context("cannot host the workspace"))?;

@@ -10,7 +10,7 @@ use crate::model::DlqId;
 
 #[derive(Debug, Subcommand)]
 pub enum DlqCommand {
-    /// List dead-letter entries, oldest first
+    /// List dead-letter entries, newest first
     List {
         #[arg(long)]
         json: bool,

@@ -170,11 +170,11 @@ pub fn exit_for(status: RunStatus) -> u8 {
 
 /// Resolves and loads the workspace named by the flags, and starts logging into it. Falling
 /// back to the bundled demo is said on stderr, so nobody runs commands against it unawares.
-pub fn open_workspace(
+pub fn open_workspace_from(
     cli: &Cli,
     hosts: bool,
     json_logs: bool,
-) -> Result<(Workspace, logging::LogGuard), CliError> {
+) -> Result<(Workspace, logging::LogGuard, workspace::Source), CliError> {
     let (dir, source) = workspace::resolve(cli.workspace.as_deref())?;
     if source == workspace::Source::Demo && cli.command.is_some() {
         let _ = writeln!(
@@ -197,7 +197,16 @@ pub fn open_workspace(
         cli.verbose,
         json_logs,
     );
-    Ok((ws, guard))
+    Ok((ws, guard, source))
+}
+
+/// Resolves and loads the workspace named by the flags, and starts logging into it.
+pub fn open_workspace(
+    cli: &Cli,
+    hosts: bool,
+    json_logs: bool,
+) -> Result<(Workspace, logging::LogGuard), CliError> {
+    open_workspace_from(cli, hosts, json_logs).map(|(ws, guard, _)| (ws, guard))
 }
 
 /// Opens a read connection on a workspace, usable whether or not another process hosts it.

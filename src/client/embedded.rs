@@ -131,6 +131,10 @@ impl Backend for Embedded {
             .await?)
     }
 
+    async fn events_after(&self, since: u64, limit: usize) -> Result<Vec<Event>> {
+        Ok(self.host.events(since, limit).await?)
+    }
+
     async fn runs(&self, q: RunQuery) -> Result<Page<RunSummary>> {
         Ok(self.host.runs(q).await?)
     }

@@ -38,6 +38,8 @@ pub trait Backend: Send + Sync {
     fn events(&self, since: Option<u64>) -> EventStream;
     /// The last `limit` stored events, oldest first, to fill a live tail.
     async fn recent_events(&self, limit: usize) -> Result<Vec<Event>>;
+    /// Stored events after `since`, oldest first, at most `limit` (to page back through history).
+    async fn events_after(&self, since: u64, limit: usize) -> Result<Vec<Event>>;
     async fn runs(&self, q: RunQuery) -> Result<Page<RunSummary>>;
     async fn run(&self, id: RunId) -> Result<Run>;
     async fn stage_io(&self, id: RunId, stage: &str) -> Result<StageIo>;

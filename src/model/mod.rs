@@ -2,6 +2,7 @@
 //!
 //! Nothing in here performs I/O, so every consumer can depend on it without pulling in the engine.
 
+mod canary;
 pub mod diff;
 mod dlq;
 pub mod duration;
@@ -13,6 +14,10 @@ mod run;
 mod status;
 mod time;
 
+pub use canary::{
+    ActionRecord, CanaryAction, CanaryState, CanaryStatus, Check, SeriesPoint, StepInfo,
+    TriggerStatus, Verdict, Version, VersionPoint,
+};
 pub use dlq::DlqEntry;
 pub use error::{ApiError, ErrorCode};
 pub use event::{Event, EventKind};

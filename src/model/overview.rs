@@ -15,6 +15,9 @@ pub struct Overview {
     pub breakers: Vec<BreakerInfo>,
     /// The last event sequence number at the time of the overview.
     pub last_seq: u64,
+    /// Runs in flight on the host right now.
+    #[serde(default)]
+    pub running: u64,
 }
 
 impl Overview {

@@ -563,6 +563,12 @@ impl Host {
             dlq_depth,
             breakers,
             last_seq,
+            running: self
+                .inner
+                .active
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .len() as u64,
         })
     }
 

@@ -406,7 +406,7 @@ impl Reader {
     }
 
     pub fn dlq(&self) -> Result<Vec<DlqEntry>> {
-        let sql = format!("SELECT {DLQ_COLUMNS} FROM dlq ORDER BY id");
+        let sql = format!("SELECT {DLQ_COLUMNS} FROM dlq ORDER BY id DESC");
         Ok(self
             .conn
             .prepare_cached(&sql)?

@@ -28,10 +28,10 @@ macro_rules! actions {
 }
 
 actions! {
-    Quit => "quit", "Quit opsdeck (inside a run, a diff or a filter: go back first)";
-    Back => "back", "Go back: leave a detail view, clear a filter";
+    Quit => "quit", "Quit (in a run, a diff or a filter: go back)";
+    Back => "back", "Go back: leave a run, close a diff, clear a filter";
     Help => "help", "Show the keys of the focused pane";
-    Palette => "command_palette", "Open the command palette (:runs, :run NAME, :dlq, :events, :quit)";
+    Palette => "command_palette", "Command palette: :runs, :run NAME, :dlq, :events, :quit";
     PaneRuns => "pane_runs", "Show runs (1)";
     PaneStage => "pane_stage", "Show the stage input and output (2)";
     PaneDlq => "pane_dlq", "Show the dead-letter queue (5)";

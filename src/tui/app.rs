@@ -32,6 +32,11 @@ pub struct Config {
     /// Where user themes live, for `:theme NAME`.
     pub theme_dir: Option<PathBuf>,
     pub depth: ColorDepth,
+    /// `NO_COLOR` is set: stay monochrome whatever theme is asked for.
+    pub no_color: bool,
+    /// A word for the header about where this is, such as `demo`, so nobody mistakes the demo
+    /// for production.
+    pub label: Option<String>,
 }
 
 /// A line in the footer for a few seconds.
@@ -47,6 +52,8 @@ pub struct Flash {
 pub struct LineInput {
     pub target: PaneId,
     pub text: ratatui_textarea::TextArea<'static>,
+    /// What is wrong with the text so far; shown beside it, and nothing is applied meanwhile.
+    pub error: Option<String>,
 }
 
 /// Data that changed since it was last fetched.
@@ -170,7 +177,10 @@ impl App {
         if let Some(d) = &mut self.detail {
             d.cursor.keep_visible(d.stage_count(), detail);
         }
-        self.dlq.cursor.keep_visible(self.dlq.entries.len(), list);
+        self.dlq.cursor.keep_visible(
+            self.dlq.entries.len(),
+            super::panes::dlq::table_rows(self.size),
+        );
         self.events
             .cursor
             .keep_visible(self.events.matches.len(), events);
@@ -182,6 +192,10 @@ impl App {
     pub fn on_key(&mut self, key: KeyEvent) {
         if key.code == KeyCode::Char('c') && key.modifiers.contains(KeyModifiers::CONTROL) {
             self.quit = true;
+            return;
+        }
+        // Nothing is on screen to act on: keys must not confirm dialogs no one can see.
+        if super::panes::too_small(self.size) {
             return;
         }
         if let Some(top) = self.popups.last_mut() {
@@ -221,7 +235,7 @@ impl App {
             MouseEventKind::Down(_) => {
                 let a = areas(self.size);
                 if m.row == a.header.y {
-                    if let Some(pane) = super::view::tab_at(m.column) {
+                    if let Some(pane) = super::view::tab_at(self, m.column) {
                         self.focus_pane(pane);
                     }
                     return;
@@ -262,18 +276,24 @@ impl App {
             KeyCode::Esc => {
                 let target = input.target;
                 self.input = None;
-                self.set_filter(target, String::new());
+                let _ = self.set_filter(target, String::new());
             }
-            KeyCode::Enter => self.input = None,
+            // An invalid filter keeps the input open with its explanation.
+            KeyCode::Enter if input.error.is_none() => self.input = None,
+            KeyCode::Enter => {}
             _ => {
                 input.text.input(key);
                 let (target, text) = (input.target, input.text.lines().join(" "));
-                self.set_filter(target, text);
+                let error = self.set_filter(target, text).err();
+                if let Some(input) = &mut self.input {
+                    input.error = error;
+                }
             }
         }
     }
 
-    fn set_filter(&mut self, target: PaneId, text: String) {
+    /// Applies a filter, or says what is wrong with it (and leaves the current one in place).
+    fn set_filter(&mut self, target: PaneId, text: String) -> Result<(), String> {
         match target {
             PaneId::Events => {
                 self.events.filter = text;
@@ -281,14 +301,14 @@ impl App {
                 self.events.refilter(view);
             }
             _ => {
-                if let Err(e) = parse_filter(&text) {
-                    self.flash(e, true);
-                    return;
+                parse_filter(&text)?;
+                if self.runs.filter != text {
+                    self.runs.filter = text;
+                    self.reload_runs();
                 }
-                self.runs.filter = text;
-                self.reload_runs();
             }
         }
+        Ok(())
     }
 
     fn on_outcome(&mut self, outcome: Outcome) {
@@ -322,6 +342,10 @@ impl App {
                 self.popups.pop();
                 self.run_command(&line);
             }
+            Outcome::Quit => {
+                self.popups.pop();
+                self.quit = true;
+            }
         }
     }
 
@@ -351,7 +375,9 @@ impl App {
                 self.focus_pane(PaneId::Runs);
                 self.detail = None;
                 let filter = arg.map(|p| format!("pipeline:{p}")).unwrap_or_default();
-                self.set_filter(PaneId::Runs, filter);
+                if let Err(e) = self.set_filter(PaneId::Runs, filter) {
+                    self.flash(e, true);
+                }
             }
             ("run", Some(name)) => {
                 let names = self.pipeline_names();
@@ -377,6 +403,12 @@ impl App {
             ("stage", _) => self.focus_pane(PaneId::Stage),
             ("dlq", _) => self.focus_pane(PaneId::Dlq),
             ("events", _) => self.focus_pane(PaneId::Events),
+            ("theme", Some(_)) if self.config.no_color => {
+                self.flash(
+                    "NO_COLOR is set, so opsdeck stays monochrome; unset it to use colour themes",
+                    true,
+                );
+            }
             ("theme", Some(name)) => {
                 match Theme::load(name, self.config.theme_dir.as_deref(), self.config.depth) {
                     Ok(t) => {
@@ -418,7 +450,16 @@ impl App {
         match a {
             // `q` quits at the top level; inside a run, a diff or a filter it goes back first.
             Action::Quit if self.nested() => self.back(),
-            Action::Quit => self.quit = true,
+            Action::Quit => {
+                // Quitting stops the host: runs in flight are interrupted (they resume at the
+                // next start), so ask first.
+                let running = self.overview.as_ref().map_or(0, |o| o.running);
+                if running > 0 {
+                    self.popups.push(Popup::ConfirmQuit { running });
+                } else {
+                    self.quit = true;
+                }
+            }
             Action::Help => self.popups.push(Popup::Help { scroll: 0 }),
             Action::Palette => {
                 self.popups.push(popup::palette());
@@ -446,7 +487,11 @@ impl App {
                 };
                 let mut text = popup::text_input("pipeline text, status:failed, #42");
                 text.insert_str(current);
-                self.input = Some(LineInput { target, text });
+                self.input = Some(LineInput {
+                    target,
+                    text,
+                    error: None,
+                });
             }
             Action::Sort => {
                 self.runs.sort = self.runs.sort.next();
@@ -529,12 +574,23 @@ impl App {
                 self.stage.apply_motion(m, view);
             }
             PaneId::Dlq => {
-                let view = self.list_view();
+                let view = super::panes::dlq::table_rows(self.size);
                 self.dlq.cursor.apply(m, self.dlq.entries.len(), view);
             }
             PaneId::Events => {
                 let view = self.events_view();
+                let at_top = self.events.cursor.selected == 0;
                 self.events.apply_motion(m, view);
+                // Moving up past the oldest event held pages back into the store.
+                if at_top
+                    && matches!(m, Motion::Up | Motion::PageUp | Motion::Top)
+                    && self.events.has_older()
+                {
+                    self.outbox.push(Request::OlderEvents {
+                        before: self.events.first_seq(),
+                        limit: 500,
+                    });
+                }
             }
         }
     }
@@ -548,7 +604,9 @@ impl App {
     fn nested(&self) -> bool {
         match self.focus {
             PaneId::Runs => self.detail.is_some() || !self.runs.filter.is_empty(),
-            PaneId::Stage => self.stage.diff.is_some(),
+            PaneId::Stage => {
+                self.stage.diff.is_some() || (self.stage.target.is_some() && self.detail.is_some())
+            }
             PaneId::Events => !self.events.filter.is_empty(),
             PaneId::Dlq => false,
         }
@@ -556,12 +614,17 @@ impl App {
 
     fn back(&mut self) {
         match self.focus {
-            PaneId::Runs if self.detail.is_some() => self.detail = None,
+            PaneId::Runs if self.detail.is_some() => {
+                let origin = self.detail.take().map_or(PaneId::Runs, |d| d.origin);
+                if origin != PaneId::Runs {
+                    self.focus_pane(origin);
+                }
+            }
             PaneId::Runs if !self.runs.filter.is_empty() => {
-                self.set_filter(PaneId::Runs, String::new());
+                let _ = self.set_filter(PaneId::Runs, String::new());
             }
             PaneId::Events if !self.events.filter.is_empty() => {
-                self.set_filter(PaneId::Events, String::new());
+                let _ = self.set_filter(PaneId::Events, String::new());
             }
             PaneId::Stage if self.stage.diff.is_some() => self.stage.diff = None,
             PaneId::Stage if self.stage.target.is_some() && self.detail.is_some() => {
@@ -596,6 +659,7 @@ impl App {
                 if let Some(id) = self.dlq.selected().map(|e| e.run_id) {
                     self.focus = PaneId::Runs;
                     self.open_run(id);
+                    self.set_origin(PaneId::Dlq);
                 }
             }
             PaneId::Events => {
@@ -607,9 +671,16 @@ impl App {
                 if let Some(id) = run {
                     self.focus = PaneId::Runs;
                     self.open_run(id);
+                    self.set_origin(PaneId::Events);
                 }
             }
             PaneId::Stage => {}
+        }
+    }
+
+    fn set_origin(&mut self, origin: PaneId) {
+        if let Some(d) = &mut self.detail {
+            d.origin = origin;
         }
     }
 
@@ -842,6 +913,10 @@ impl App {
                 let view = self.events_view();
                 self.events.push(events, view);
             }
+            Msg::OlderEvents(events) => {
+                let view = self.events_view();
+                self.events.prepend(events, view);
+            }
             Msg::Stream(StreamItem::Event(e)) => {
                 self.on_event(&e);
                 let view = self.events_view();
@@ -889,7 +964,7 @@ impl App {
                 });
             }
             Msg::Dlq(entries) => {
-                let view = self.list_view();
+                let view = super::panes::dlq::table_rows(self.size);
                 self.dlq.apply(entries, view);
             }
             Msg::Started(id) => {

@@ -279,7 +279,12 @@ impl Keymap {
             // Tries do not keep an order: sort for a stable help and footer.
             here.sort_by_key(|(seq, a)| (*a, show_seq(seq)));
             for (seq, a) in here {
-                if !out.iter().any(|(s, _)| s == &seq) {
+                // A sequence is unreachable when an earlier context binds one of its prefixes
+                // (or the same keys) to an action: the help must not offer it.
+                let shadowed = out
+                    .iter()
+                    .any(|(s, _)| seq.len() >= s.len() && seq[..s.len()] == s[..]);
+                if !shadowed {
                     out.push((seq, a));
                 }
             }
@@ -389,7 +394,15 @@ fn load_contexts(
     if let Some((parent, span)) = c.str(root, "inherits", "the keymap") {
         // A user file named like a built-in may inherit that built-in.
         let from_builtin = parent == name && is_user;
-        if chain.iter().any(|n| n == parent) && !from_builtin {
+        let builtin_exists = BUILTIN.iter().any(|(n, _)| *n == parent);
+        if from_builtin && !builtin_exists {
+            c.error(
+                &span,
+                format!(
+                    "`inherits = \"{parent}\"` names this keymap itself; a keymap can inherit another keymap, or the built-in keymap of the same name (there is no built-in `{parent}`)"
+                ),
+            );
+        } else if chain.iter().any(|n| n == parent) && !from_builtin {
             c.error(
                 &span,
                 format!(
@@ -555,6 +568,28 @@ mod tests {
             missing
                 .contains("there is no keymap `nope`; valid keymaps: arrows, bad, default, mine"),
             "{missing}"
+        );
+    }
+
+    #[test]
+    fn self_inheritance_and_shadowed_sequences_are_explained() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("loop.toml"), "inherits = \"loop\"\n").unwrap();
+        let err = Keymap::load("loop", Some(dir.path())).unwrap_err()[0].to_string();
+        assert!(
+            err.contains("names this keymap itself") && err.contains("there is no built-in `loop`"),
+            "{err}"
+        );
+        std::fs::write(
+            dir.path().join("g.toml"),
+            "inherits = \"default\"\n[runs]\n\"g\" = \"sort\"\n",
+        )
+        .unwrap();
+        let km = Keymap::load("g", Some(dir.path())).unwrap();
+        let help = km.bindings(&[Context::Runs, Context::List, Context::Global]);
+        assert!(
+            help.iter().all(|(s, _)| show_seq(s) != "g g"),
+            "`g g` is unreachable once `g` is bound"
         );
     }
 

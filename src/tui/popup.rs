@@ -72,6 +72,10 @@ pub enum Popup {
         stage: String,
         picker: Picker<RunSummary>,
     },
+    /// Quitting would interrupt runs in flight.
+    ConfirmQuit {
+        running: u64,
+    },
 }
 
 /// What a key in a popup leads to.
@@ -88,6 +92,7 @@ pub enum Outcome {
     Command(String),
     /// The palette's text changed: recompute its candidates.
     PaletteEdited,
+    Quit,
 }
 
 pub fn text_input(placeholder: &str) -> TextArea<'static> {
@@ -188,6 +193,11 @@ impl Popup {
                     Outcome::PaletteEdited
                 }
             },
+            Popup::ConfirmQuit { .. } => match key.code {
+                KeyCode::Enter | KeyCode::Char('y' | 'q') => Outcome::Quit,
+                KeyCode::Esc | KeyCode::Char('n') => Outcome::Close,
+                _ => Outcome::Keep,
+            },
             Popup::PickPipeline(p) => match key.code {
                 KeyCode::Esc => Outcome::Close,
                 KeyCode::Enter => p
@@ -236,12 +246,14 @@ pub fn candidates(typed: &str, pipelines: &[String], themes: &[String]) -> Vec<(
     let words: Vec<&str> = typed.split_whitespace().collect();
     let completing_first = words.len() <= 1 && !typed.ends_with(' ');
     if completing_first {
-        let prefix = words.first().copied().unwrap_or("");
-        return COMMANDS
+        let prefix = words.first().copied().unwrap_or(""); // An exact match comes first, so Tab on `run` keeps `run` rather than picking `runs`.
+        let mut found: Vec<(String, String)> = COMMANDS
             .iter()
             .filter(|(c, _)| c.starts_with(prefix))
             .map(|(c, d)| ((*c).to_string(), (*d).to_string()))
             .collect();
+        found.sort_by_key(|(c, _)| c != prefix);
+        return found;
     }
     let prefix = if typed.ends_with(' ') {
         ""
@@ -315,29 +327,46 @@ pub fn render(
     let t = ctx.theme;
     match popup {
         Popup::Help { scroll } => {
-            let h = (help.len() as u16 + 2).min(screen.height.saturating_sub(2));
-            let area = centered(screen, 76, h);
-            let inner = frame(f, area, "Keys (? or Esc closes)", ctx);
+            let room = screen.height.saturating_sub(2);
+            let h = (help.len() as u16 + 2).min(room);
+            let area = centered(screen, screen.width.saturating_sub(2).min(100), h);
+            let visible = usize::from(h.saturating_sub(2));
+            let scroll = (*scroll).min(help.len().saturating_sub(visible));
+            let more = scroll + visible < help.len();
+            let title = if more || scroll > 0 {
+                "Keys (j/k scroll, ? or Esc closes)"
+            } else {
+                "Keys (? or Esc closes)"
+            };
+            let inner = frame(f, area, title, ctx);
             let key_w = help
                 .iter()
                 .map(|(k, _)| k.chars().count())
                 .max()
                 .unwrap_or(8)
                 .min(24);
-            let lines: Vec<Line> = help
+            let doc_w = usize::from(inner.width).saturating_sub(key_w + 2);
+            let mut lines: Vec<Line> = help
                 .iter()
-                .skip(*scroll)
+                .skip(scroll)
+                .take(visible)
                 .map(|(k, d)| {
                     if d.is_empty() {
                         Line::styled(k.clone(), t.style("ui.header"))
                     } else {
                         Line::from(vec![
                             Span::styled(format!("{:<key_w$}  ", fit(k, key_w)), t.style("ui.key")),
-                            Span::styled(d.clone(), t.style("ui.text")),
+                            Span::styled(fit(d, doc_w), t.style("ui.text")),
                         ])
                     }
                 })
                 .collect();
+            if more && let Some(last) = lines.last_mut() {
+                *last = Line::styled(
+                    format!("↓ {} more (j)", help.len() - scroll - visible + 1),
+                    t.style("ui.dim"),
+                );
+            }
             f.render_widget(Paragraph::new(lines), inner);
         }
         Popup::Palette(p) => {
@@ -405,10 +434,36 @@ pub fn render(
                 },
             );
         }
+        Popup::ConfirmQuit { running } => {
+            let area = centered(screen, 64, 7);
+            let inner = frame(f, area, "Quit opsdeck?", ctx);
+            let plural = if *running == 1 { "run is" } else { "runs are" };
+            let lines = vec![
+                Line::styled(
+                    format!("{running} {plural} in flight on this host."),
+                    t.style("ui.text"),
+                ),
+                Line::styled(
+                    "Quitting interrupts them; they resume when opsdeck next hosts",
+                    t.style("ui.text"),
+                ),
+                Line::styled(
+                    "this workspace (stages in flight run again).",
+                    t.style("ui.text"),
+                ),
+                Line::from(vec![
+                    Span::styled("Enter", t.style("ui.key")),
+                    Span::styled(" quit   ", t.style("ui.dim")),
+                    Span::styled("Esc", t.style("ui.key")),
+                    Span::styled(" stay", t.style("ui.dim")),
+                ]),
+            ];
+            f.render_widget(Paragraph::new(lines), inner);
+        }
         Popup::PickPipeline(p) => {
             let h = (p.items.len() as u16).clamp(1, 12) + 2;
             let area = centered(screen, 70, h);
-            let inner = frame(f, area, "Start a run of (Enter starts, Esc cancels)", ctx);
+            let inner = frame(f, area, "Start a run (Enter starts, Esc cancels)", ctx);
             if p.items.is_empty() {
                 f.render_widget(
                     Span::styled("The workspace has no valid pipelines.", t.style("ui.dim")),
@@ -493,6 +548,11 @@ mod tests {
         let themes = vec!["dark".to_string(), "light".to_string()];
         let names = |v: Vec<(String, String)>| v.into_iter().map(|(c, _)| c).collect::<Vec<_>>();
         assert_eq!(names(candidates("ru", &pipes, &themes)), ["runs", "run"]);
+        assert_eq!(
+            names(candidates("run", &pipes, &themes)),
+            ["run", "runs"],
+            "an exact match first"
+        );
         assert_eq!(
             names(candidates("run ", &pipes, &themes)),
             ["checkout-etl", "daily-report"]

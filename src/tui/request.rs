@@ -34,6 +34,11 @@ pub enum Request {
     RecentEvents {
         limit: usize,
     },
+    /// Up to `limit` stored events just before `before`.
+    OlderEvents {
+        before: u64,
+        limit: usize,
+    },
     Runs {
         q: RunQuery,
         tag: u64,
@@ -72,6 +77,7 @@ pub enum Request {
 pub enum Msg {
     Overview(Overview),
     RecentEvents(Vec<Event>),
+    OlderEvents(Vec<Event>),
     Stream(StreamItem),
     Runs {
         tag: u64,
@@ -142,6 +148,13 @@ async fn handle(b: &dyn Backend, req: Request) -> Msg {
             .recent_events(limit)
             .await
             .map_or_else(|e| failed("cannot load events", &e), Msg::RecentEvents),
+        Request::OlderEvents { before, limit } => {
+            let since = before.saturating_sub(limit as u64 + 1);
+            let take = usize::try_from(before.saturating_sub(since + 1)).unwrap_or(limit);
+            b.events_after(since, take)
+                .await
+                .map_or_else(|e| failed("cannot load older events", &e), Msg::OlderEvents)
+        }
         Request::Runs { q, tag } => {
             let offset = q.offset;
             b.runs(q).await.map_or_else(
@@ -243,7 +256,7 @@ async fn diff(
     baseline: Option<RunId>,
 ) -> Msg {
     let (base_id, why) = match baseline {
-        Some(id) => (id, format!("run {id}, chosen")),
+        Some(id) => (id, "chosen".to_string()),
         None => {
             let q = RunQuery {
                 pipeline: Some(pipeline.clone()),
@@ -254,7 +267,7 @@ async fn diff(
             };
             match b.runs(q).await {
                 Ok(page) => match page.items.first() {
-                    Some(r) => (r.id, format!("run {}, the previous successful run", r.id)),
+                    Some(r) => (r.id, "the previous success".to_string()),
                     None => {
                         return Msg::DiffUnavailable(format!(
                             "no earlier successful run of `{pipeline}` to compare with; press b to choose a run"

@@ -218,7 +218,15 @@ fn load_raw(
     let mut styles = BTreeMap::new();
     if let Some((parent, span)) = c.str(root, "inherits", "the theme") {
         let from_builtin = parent == name && is_user;
-        if chain.iter().any(|n| n == parent) && !from_builtin {
+        let builtin_exists = BUILTIN.iter().any(|(n, _)| *n == parent);
+        if from_builtin && !builtin_exists {
+            c.error(
+                &span,
+                format!(
+                    "`inherits = \"{parent}\"` names this theme itself; a theme can inherit another theme, or the built-in theme of the same name (there is no built-in `{parent}`)"
+                ),
+            );
+        } else if chain.iter().any(|n| n == parent) && !from_builtin {
             c.error(
                 &span,
                 format!(

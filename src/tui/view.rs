@@ -23,16 +23,124 @@ pub struct Ctx<'a> {
 
 const BRAND: &str = " opsdeck ";
 
-fn tab_label(p: PaneId) -> String {
+/// How much the header shows; narrower terminals get a lower level.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Level {
+    /// Tab titles, workspace, words and "UTC".
+    Full,
+    /// Without the workspace name.
+    NoWorkspace,
+    /// Symbols and numbers only on the right.
+    Terse,
+    /// Tab numbers without titles.
+    Minimal,
+}
+
+fn tab_label(p: PaneId, level: Level) -> String {
     let (key, title) = p.tab();
-    format!(" {key} {title} ")
+    if level == Level::Minimal {
+        format!(" {key} ")
+    } else {
+        format!(" {key} {title} ")
+    }
+}
+
+fn label_text(app: &App) -> Option<String> {
+    app.config.label.as_ref().map(|l| format!(" {l} "))
+}
+
+fn left_spans(app: &App, ctx: &Ctx<'_>, level: Level) -> Vec<Span<'static>> {
+    let t = ctx.theme;
+    let mut left = vec![Span::styled(BRAND, t.style("ui.header"))];
+    if let Some(l) = label_text(app) {
+        left.push(Span::styled(l, t.style("alert")));
+    }
+    left.push(Span::raw(" "));
+    for p in PaneId::ALL {
+        let style = if p == app.focus {
+            t.style("ui.tab.active")
+        } else {
+            t.style("ui.dim")
+        };
+        left.push(Span::styled(tab_label(p, level), style));
+    }
+    left
+}
+
+fn right_spans(app: &App, ctx: &Ctx<'_>, level: Level) -> Vec<Span<'static>> {
+    let t = ctx.theme;
+    let mut right = Vec::new();
+    if level == Level::Full
+        && let Some(o) = &app.overview
+    {
+        let name = std::path::Path::new(&o.workspace)
+            .file_name()
+            .map_or_else(String::new, |n| n.to_string_lossy().into_owned());
+        right.push(Span::styled(
+            format!("{name} · {}  ", o.backend),
+            t.style("ui.dim"),
+        ));
+    }
+    let terse = level >= Level::Terse;
+    let conn = match (app.connected, terse) {
+        (true, false) => Span::styled("● live  ", t.style("status.ok")),
+        (true, true) => Span::styled("● ", t.style("status.ok")),
+        (false, false) => Span::styled("○ connecting  ", t.style("status.retrying")),
+        (false, true) => Span::styled("○ ", t.style("status.retrying")),
+    };
+    right.push(conn);
+    let alerts = app
+        .overview
+        .as_ref()
+        .map_or(0, crate::model::Overview::alerts);
+    right.push(match (alerts, terse) {
+        (0, false) => Span::styled("no alerts ", t.style("ui.dim")),
+        (0, true) => Span::styled("", t.style("ui.dim")),
+        (n, false) => Span::styled(
+            format!("⚠ {n} alert{} ", if n == 1 { "" } else { "s" }),
+            t.style("alert"),
+        ),
+        (n, true) => Span::styled(format!("⚠{n} "), t.style("alert")),
+    });
+    let clock = if terse {
+        format!(" {} ", app.now.format("%H:%M:%S"))
+    } else {
+        format!(" {} UTC ", app.now.format("%H:%M:%S"))
+    };
+    right.push(Span::styled(clock, t.style("ui.header")));
+    right
+}
+
+fn width(spans: &[Span<'_>]) -> usize {
+    spans.iter().map(|s| s.content.chars().count()).sum()
+}
+
+/// The richest header that fits the width.
+fn level_for(app: &App, ctx: &Ctx<'_>, cols: u16) -> Level {
+    [
+        Level::Full,
+        Level::NoWorkspace,
+        Level::Terse,
+        Level::Minimal,
+    ]
+    .into_iter()
+    .find(|l| {
+        width(&left_spans(app, ctx, *l)) + width(&right_spans(app, ctx, *l)) <= usize::from(cols)
+    })
+    .unwrap_or(Level::Minimal)
 }
 
 /// The pane whose tab is at a header column (for mouse clicks).
-pub fn tab_at(col: u16) -> Option<PaneId> {
-    let mut x = BRAND.chars().count() as u16 + 1;
+pub fn tab_at(app: &App, col: u16) -> Option<PaneId> {
+    let ctx = Ctx {
+        theme: &app.config.theme,
+        now: app.now,
+    };
+    let level = level_for(app, &ctx, app.size.width);
+    let mut x =
+        (BRAND.chars().count() + label_text(app).map_or(0, |l| l.chars().count()) + 1) as u16;
     for p in PaneId::ALL {
-        let w = tab_label(p).chars().count() as u16;
+        let w = tab_label(p, level).chars().count() as u16;
         if col >= x && col < x + w {
             return Some(p);
         }
@@ -88,57 +196,11 @@ pub fn render(f: &mut Frame, app: &App) {
 }
 
 fn header(f: &mut Frame, area: Rect, app: &App, ctx: &Ctx<'_>) {
-    let t = ctx.theme;
-    let mut left = vec![Span::styled(BRAND, t.style("ui.header")), Span::raw(" ")];
-    for p in PaneId::ALL {
-        let style = if p == app.focus {
-            t.style("ui.tab.active")
-        } else {
-            t.style("ui.dim")
-        };
-        left.push(Span::styled(tab_label(p), style));
-    }
-    let alerts = app
-        .overview
-        .as_ref()
-        .map_or(0, crate::model::Overview::alerts);
-    let (conn, conn_style) = if app.connected {
-        ("● live", "status.ok")
-    } else {
-        ("○ connecting", "status.retrying")
-    };
-    let workspace = app
-        .overview
-        .as_ref()
-        .map(|o| {
-            let name = std::path::Path::new(&o.workspace)
-                .file_name()
-                .map_or_else(String::new, |n| n.to_string_lossy().into_owned());
-            format!("{name} · {}", o.backend)
-        })
-        .unwrap_or_default();
-    let mut right = vec![
-        Span::styled(format!("{workspace}  "), t.style("ui.dim")),
-        Span::styled(conn, t.style(conn_style)),
-        Span::raw("  "),
-    ];
-    if alerts > 0 {
-        right.push(Span::styled(format!("⚠ {alerts} "), t.style("alert")));
-    } else {
-        right.push(Span::styled("no alerts ", t.style("ui.dim")));
-    }
-    right.push(Span::styled(
-        format!(" {} UTC ", app.now.format("%H:%M:%S")),
-        t.style("ui.header"),
-    ));
-    let left_w: usize = left.iter().map(|s| s.content.chars().count()).sum();
-    let mut right_w: usize = right.iter().map(|s| s.content.chars().count()).sum();
-    if left_w + right_w > usize::from(area.width) {
-        right.remove(0);
-        right_w = right.iter().map(|s| s.content.chars().count()).sum();
-    }
-    let [l, r] =
-        Layout::horizontal([Constraint::Min(0), Constraint::Length(right_w as u16)]).areas(area);
+    let level = level_for(app, ctx, area.width);
+    let left = left_spans(app, ctx, level);
+    let right = right_spans(app, ctx, level);
+    let right_w = width(&right) as u16;
+    let [l, r] = Layout::horizontal([Constraint::Min(0), Constraint::Length(right_w)]).areas(area);
     f.render_widget(Paragraph::new(Line::from(left)), l);
     f.render_widget(Paragraph::new(Line::from(right)), r);
 }
@@ -197,10 +259,25 @@ fn hints(app: &App) -> Vec<(&'static [Action], &'static str)> {
 fn footer(f: &mut Frame, area: Rect, app: &App, ctx: &Ctx<'_>) {
     let t = ctx.theme;
     if let Some(input) = &app.input {
-        let [label, field] =
-            Layout::horizontal([Constraint::Length(9), Constraint::Min(1)]).areas(area);
+        // The text being typed, and beside it what is wrong with it, if anything.
+        let typed = input.text.lines().join(" ").chars().count() as u16 + 2;
+        let [label, field, error] = Layout::horizontal([
+            Constraint::Length(9),
+            Constraint::Length(typed.max(12)),
+            Constraint::Min(0),
+        ])
+        .areas(area);
         f.render_widget(Span::styled(" filter: ", t.style("ui.key")), label);
         f.render_widget(&input.text, field);
+        if let Some(e) = &input.error {
+            f.render_widget(
+                Paragraph::new(Span::styled(
+                    fit(e, usize::from(error.width)),
+                    t.style("ui.error"),
+                )),
+                error,
+            );
+        }
         return;
     }
     if let Some(flash) = &app.flash {

@@ -148,7 +148,7 @@ command = ["sh", "-c", "[ -f ok ] || { echo 'partner said no' >&2; exit 3; }"]
     t.wait_for("attempt 1/1");
     t.wait_for("\"run\":");
     t.keys("d");
-    let diff = t.wait_for("the previous successful run");
+    let diff = t.wait_for("the previous success");
     assert!(
         diff.contains("~ $.run:"),
         "the changed path is listed:\n{diff}"
@@ -165,7 +165,7 @@ command = ["sh", "-c", "[ -f ok ] || { echo 'partner said no' >&2; exit 3; }"]
     t.keys("\x1b");
     t.wait_for("newest first");
     t.keys("n");
-    t.wait_for("Start a run of");
+    t.wait_for("Start a run (Enter starts");
     t.keys("\r");
     t.wait_for("· fragile ·");
     t.wait_for("failed");
@@ -190,8 +190,23 @@ command = ["sh", "-c", "[ -f ok ] || { echo 'partner said no' >&2; exit 3; }"]
     t.resize(100, 30);
     t.wait_for("The dead-letter queue is empty.");
 
+    // `q` asks first while a run is in flight (the schedule fires every second): confirm.
     t.keys("q");
-    let status = t.child.wait().unwrap();
+    let start = Instant::now();
+    let status = loop {
+        if let Some(status) = t.child.try_wait().unwrap() {
+            break status;
+        }
+        if t.text().contains("Quit opsdeck?") {
+            t.keys("y");
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "never quit:\n{}",
+            t.text()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
     assert!(status.success(), "exit status {status:?}");
     let reason = std::fs::read_to_string(
         ws.path(".opsdeck/logs")

@@ -213,6 +213,7 @@ fn overview() -> Overview {
             state: "open".into(),
         }],
         last_seq: 900,
+        running: 0,
     }
 }
 
@@ -268,6 +269,8 @@ fn config(theme: &str) -> Config {
         mouse: false,
         theme_dir: None,
         depth: ColorDepth::TrueColor,
+        no_color: false,
+        label: None,
     }
 }
 
@@ -280,19 +283,24 @@ fn app(w: u16, h: u16) -> App {
     app.apply(Msg::Overview(overview()));
     app.apply(Msg::Stream(StreamItem::Connected(true)));
     let items: Vec<RunSummary> = (1..=50).rev().map(summary).collect();
-    app.apply(Msg::Runs {
+    app.apply(runs_page(tag, items, 50));
+    app.apply(Msg::Dlq(dlq()));
+    app.apply(Msg::RecentEvents(events()));
+    app.take_requests();
+    app
+}
+
+/// The answer to a runs page request with the given tag.
+fn runs_page(tag: u64, items: Vec<RunSummary>, total: u64) -> Msg {
+    Msg::Runs {
         tag,
         offset: 0,
         page: Page {
             items,
             next: None,
-            total: 50,
+            total,
         },
-    });
-    app.apply(Msg::Dlq(dlq()));
-    app.apply(Msg::RecentEvents(events()));
-    app.take_requests();
-    app
+    }
 }
 
 fn key(app: &mut App, code: KeyCode) {
@@ -352,7 +360,7 @@ fn open_diff(app: &mut App) {
         "enrich-payments",
         (
             RunId(46),
-            "run 46, the previous successful run",
+            "the previous success",
             Some(&json!({"matched": 4802, "unmatched": 19, "currency_rates": "ecb-2026-11-22"})),
         ),
         (
@@ -381,15 +389,7 @@ fn scenes() -> Vec<Scene> {
                 .filter(|r| r.status == RunStatus::Failed)
                 .collect();
             let total = failed.len() as u64;
-            a.apply(Msg::Runs {
-                tag,
-                offset: 0,
-                page: Page {
-                    items: failed,
-                    next: None,
-                    total,
-                },
-            });
+            a.apply(runs_page(tag, failed, total));
         }),
         ("runs_loading", |a| {
             a.on_action(Action::Sort);
@@ -476,15 +476,7 @@ fn the_terminal_theme_uses_only_ansi_colours_and_mono_none() {
             let mut a = App::new(config(theme), Rect::new(0, 0, 100, 30), now());
             let tag = a.runs.tag;
             a.apply(Msg::Overview(overview()));
-            a.apply(Msg::Runs {
-                tag,
-                offset: 0,
-                page: Page {
-                    items: (1..=50).rev().map(summary).collect(),
-                    next: None,
-                    total: 50,
-                },
-            });
+            a.apply(runs_page(tag, (1..=50).rev().map(summary).collect(), 50));
             a.apply(Msg::Dlq(dlq()));
             setup(&mut a);
             let t = draw(&a);
@@ -583,15 +575,7 @@ fn paging_asks_for_windows_not_everything() {
     );
     let tag = a.runs.tag;
     let items: Vec<RunSummary> = (100_000 - 56..=100_000).rev().map(summary).collect();
-    a.apply(Msg::Runs {
-        tag,
-        offset: 0,
-        page: Page {
-            items,
-            next: None,
-            total: 100_000,
-        },
-    });
+    a.apply(runs_page(tag, items, 100_000));
     a.on_action(Action::Bottom);
     let reqs = a.take_requests();
     let q = reqs
@@ -606,15 +590,7 @@ fn paging_asks_for_windows_not_everything() {
         .unwrap();
     assert!(q.offset > 99_000 && q.limit <= 600, "{q:?}");
     // An answer to an old request is ignored.
-    a.apply(Msg::Runs {
-        tag,
-        offset: 0,
-        page: Page {
-            items: vec![summary(1)],
-            next: None,
-            total: 1,
-        },
-    });
+    a.apply(runs_page(tag, vec![summary(1)], 1));
     assert_eq!(a.runs.total, 100_000);
 }
 
@@ -674,15 +650,7 @@ fn new_runs_appear_at_the_top_and_the_selection_stays_on_its_run() {
             }
         })
         .unwrap();
-    a.apply(Msg::Runs {
-        tag,
-        offset: 0,
-        page: Page {
-            items: (1..=52).rev().map(summary).collect(),
-            next: None,
-            total: 52,
-        },
-    });
+    a.apply(runs_page(tag, (1..=52).rev().map(summary).collect(), 52));
     assert_eq!(
         a.runs.selected().map(|r| r.id),
         Some(RunId(49)),
@@ -736,5 +704,153 @@ fn the_readme_documents_every_binding_slot_and_setting() {
             readme.contains(&format!(":{cmd}")),
             "README does not list the palette command :{cmd}"
         );
+    }
+}
+
+#[test]
+fn keys_do_nothing_while_the_screen_is_too_small() {
+    let mut a = app(80, 24);
+    a.on_resize(80, 12);
+    chars(&mut a, "5R");
+    key(&mut a, KeyCode::Enter);
+    assert!(a.popups.is_empty() && a.focus == opsdeck::tui::panes::PaneId::Runs);
+    assert!(
+        a.take_requests()
+            .iter()
+            .all(|r| !matches!(r, Request::Control { .. }))
+    );
+    a.on_key(KeyEvent::new(KeyCode::Char('c'), KeyModifiers::CONTROL));
+    assert!(a.quit, "Ctrl-C still quits");
+}
+
+#[test]
+fn quitting_with_runs_in_flight_asks_first_and_q_goes_back_in_nested_views() {
+    let mut a = app(80, 24);
+    let mut o = overview();
+    o.running = 2;
+    a.apply(Msg::Overview(o));
+    chars(&mut a, "q");
+    assert!(
+        !a.quit
+            && matches!(
+                a.popups.last(),
+                Some(opsdeck::tui::popup::Popup::ConfirmQuit { running: 2 })
+            )
+    );
+    insta::assert_snapshot!("confirm_quit_80x24", text(&a));
+    key(&mut a, KeyCode::Esc);
+    assert!(a.popups.is_empty() && !a.quit);
+    // Inside a stage opened from a run, q goes back to the run.
+    open_stage(&mut a);
+    chars(&mut a, "q");
+    assert_eq!(a.focus, opsdeck::tui::panes::PaneId::Runs);
+    assert!(a.detail.is_some() && !a.quit);
+    chars(&mut a, "q");
+    assert!(a.detail.is_none() && !a.quit);
+    chars(&mut a, "q");
+    key(&mut a, KeyCode::Enter);
+    assert!(a.quit);
+}
+
+#[test]
+fn back_returns_to_the_pane_a_run_was_opened_from() {
+    let mut a = app(80, 24);
+    chars(&mut a, "7");
+    key(&mut a, KeyCode::Enter);
+    assert!(a.detail.is_some() && a.focus == opsdeck::tui::panes::PaneId::Runs);
+    key(&mut a, KeyCode::Esc);
+    assert_eq!(a.focus, opsdeck::tui::panes::PaneId::Events);
+    // Paging back: moving up past the oldest event held asks for older ones.
+    chars(&mut a, "gg");
+    let _ = a.take_requests();
+    key(&mut a, KeyCode::Up);
+    assert_eq!(
+        a.take_requests(),
+        vec![Request::OlderEvents {
+            before: 880,
+            limit: 500
+        }]
+    );
+    let older: Vec<Event> = (860..880)
+        .map(|seq| Event {
+            seq,
+            at: at(1_000),
+            kind: EventKind::RunStarted,
+            run_id: Some(RunId(40)),
+            stage: None,
+            data: json!({}),
+        })
+        .collect();
+    a.apply(Msg::OlderEvents(older));
+    assert_eq!(a.events.first_seq(), 860);
+    assert_eq!(
+        a.events.events[a.events.matches[a.events.cursor.selected]].seq, 880,
+        "the selection stays put"
+    );
+}
+
+#[test]
+fn a_half_typed_filter_is_explained_not_applied() {
+    let mut a = app(80, 24);
+    a.on_action(Action::Filter);
+    chars(&mut a, "status:fa");
+    let input = a.input.as_ref().unwrap();
+    assert!(
+        input
+            .error
+            .as_deref()
+            .unwrap()
+            .contains("`fa` is not a run status"),
+        "{:?}",
+        input.error
+    );
+    assert_eq!(a.runs.filter, "status", "the last valid filter stays");
+    key(&mut a, KeyCode::Enter);
+    assert!(a.input.is_some(), "Enter does not accept an invalid filter");
+    chars(&mut a, "iled");
+    assert!(a.input.as_ref().unwrap().error.is_none());
+    assert_eq!(a.runs.filter, "status:failed");
+    insta::assert_snapshot!("runs_filter_error_80x24", {
+        let mut b = app(80, 24);
+        b.on_action(Action::Filter);
+        chars(&mut b, "status:fa");
+        text(&b)
+    });
+}
+
+#[test]
+fn no_color_stays_monochrome() {
+    let mut c = config("mono");
+    c.no_color = true;
+    let mut a = App::new(c, Rect::new(0, 0, 80, 24), now());
+    a.on_action(Action::Palette);
+    chars(&mut a, "theme dark");
+    key(&mut a, KeyCode::Enter);
+    assert_eq!(a.config.theme.name, "mono");
+    assert!(a.flash.as_ref().unwrap().text.contains("NO_COLOR"));
+}
+
+#[test]
+fn the_header_fits_narrow_terminals_and_names_the_demo() {
+    let mut c = config("dark");
+    c.label = Some("demo".into());
+    for w in [60u16, 80, 120] {
+        let mut a = App::new(c.clone(), Rect::new(0, 0, w, 20), now());
+        let tag = a.runs.tag;
+        a.apply(Msg::Overview(overview()));
+        a.apply(runs_page(tag, (1..=5).rev().map(summary).collect(), 5));
+        let header = text(&a).lines().next().unwrap().to_string();
+        assert!(
+            header.contains(" demo ") && header.contains("18:00:00"),
+            "{w}: {header}"
+        );
+        for tab in ["1", "2", "5", "7"] {
+            assert!(
+                header.contains(&format!(" {tab} ")),
+                "{w}: tab {tab} missing in {header}"
+            );
+        }
+        assert!(header.chars().count() <= usize::from(w));
+        insta::assert_snapshot!(format!("header_{w}"), header);
     }
 }

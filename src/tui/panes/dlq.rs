@@ -1,7 +1,7 @@
 //! The dead-letter queue: stages that ran out of attempts, waiting for a requeue or a discard.
 
 use ratatui::Frame;
-use ratatui::layout::{Constraint, Rect};
+use ratatui::layout::{Constraint, Layout, Rect};
 use ratatui::text::{Line, Span};
 use ratatui::widgets::{Block, Paragraph, Row, Table, TableState};
 
@@ -33,12 +33,17 @@ impl DlqPane {
     }
 }
 
+/// Rows of entries the table shows (the three lines below it show the selected entry).
+pub fn table_rows(size: Rect) -> usize {
+    super::table_rows(size).saturating_sub(3).max(1)
+}
+
 pub fn render(f: &mut Frame, area: Rect, p: &DlqPane, ctx: &Ctx<'_>) {
     let t = ctx.theme;
     let title = Line::from(vec![
         Span::styled(" Dead-letter queue ", t.style("ui.title")),
         Span::styled(
-            format!("· {} ", p.entries.len()),
+            format!("· {} · newest first ", p.entries.len()),
             if p.entries.is_empty() {
                 t.style("ui.dim")
             } else {
@@ -61,6 +66,17 @@ pub fn render(f: &mut Frame, area: Rect, p: &DlqPane, ctx: &Ctx<'_>) {
         );
         return;
     }
+    // The selected entry's whole error sits under the table, so narrow terminals lose nothing.
+    let [table_area, detail] =
+        Layout::vertical([Constraint::Min(1), Constraint::Length(3)]).areas(inner);
+    let name_w = |f: fn(&DlqEntry) -> &str| {
+        p.entries
+            .iter()
+            .map(|e| f(e).chars().count())
+            .max()
+            .unwrap_or(5)
+            .clamp(5, 18) as u16
+    };
     let rows: Vec<Row> = p
         .entries
         .iter()
@@ -83,16 +99,16 @@ pub fn render(f: &mut Frame, area: Rect, p: &DlqPane, ctx: &Ctx<'_>) {
     let widths = [
         Constraint::Length(5),
         Constraint::Length(6),
-        Constraint::Length(16),
-        Constraint::Length(16),
-        Constraint::Length(8),
-        Constraint::Length(8),
+        Constraint::Length(name_w(|e| &e.pipeline)),
+        Constraint::Length(name_w(|e| &e.stage)),
+        Constraint::Length(5),
+        Constraint::Length(7),
         Constraint::Fill(1),
     ];
     let table = Table::new(rows, widths)
         .header(
             Row::new(vec![
-                "ID", "RUN", "PIPELINE", "STAGE", "ATTEMPTS", "AGE", "ERROR",
+                "ID", "RUN", "PIPELINE", "STAGE", "TRIES", "AGE", "ERROR",
             ])
             .style(t.style("ui.dim")),
         )
@@ -100,5 +116,25 @@ pub fn render(f: &mut Frame, area: Rect, p: &DlqPane, ctx: &Ctx<'_>) {
     let mut state = TableState::default()
         .with_offset(p.cursor.offset)
         .with_selected(Some(p.cursor.selected));
-    f.render_stateful_widget(table, inner, &mut state);
+    f.render_stateful_widget(table, table_area, &mut state);
+    if let Some(e) = p.selected() {
+        let lines = vec![
+            Line::styled("─".repeat(usize::from(detail.width)), t.style("ui.border")),
+            Line::styled(
+                format!(
+                    "entry {} · run {} · {} / {} · {} attempt(s)",
+                    e.id, e.run_id, e.pipeline, e.stage, e.attempts
+                ),
+                t.style("ui.dim"),
+            ),
+            Line::styled(
+                format!("{}: {}", e.error.code, e.error.message),
+                t.style("status.failed"),
+            ),
+        ];
+        f.render_widget(
+            Paragraph::new(lines).wrap(ratatui::widgets::Wrap { trim: true }),
+            detail,
+        );
+    }
 }

@@ -81,6 +81,38 @@ impl EventsPane {
         }
     }
 
+    pub fn first_seq(&self) -> u64 {
+        self.events.first().map_or(0, |e| e.seq)
+    }
+
+    /// Whether older events exist in the store than the ones held.
+    pub fn has_older(&self) -> bool {
+        self.first_seq() > 1
+    }
+
+    /// Puts older events in front, keeping the selection on the same event.
+    pub fn prepend(&mut self, older: Vec<Event>, view: usize) {
+        let first = self.first_seq();
+        let older: Vec<Event> = older
+            .into_iter()
+            .filter(|e| first == 0 || e.seq < first)
+            .collect();
+        if older.is_empty() {
+            return;
+        }
+        let before = self.matches.len();
+        let mut all = older;
+        all.append(&mut self.events);
+        self.events = all;
+        self.matches = (0..self.events.len())
+            .filter(|&i| self.matches(&self.events[i]))
+            .collect();
+        let added = self.matches.len() - before;
+        self.cursor.selected += added;
+        self.cursor.offset += added;
+        self.cursor.keep_visible(self.matches.len(), view);
+    }
+
     pub fn refilter(&mut self, view: usize) {
         self.matches = (0..self.events.len())
             .filter(|&i| self.matches(&self.events[i]))
@@ -110,10 +142,17 @@ fn kind_slot(e: &Event) -> &'static str {
 
 pub fn render(f: &mut Frame, area: Rect, p: &EventsPane, ctx: &Ctx<'_>) {
     let t = ctx.theme;
+    let range = match (p.events.first(), p.events.last()) {
+        (Some(a), Some(b)) => format!("· #{}–#{} ", a.seq, b.seq),
+        _ => String::new(),
+    };
     let mut title = vec![
         Span::styled(" Events ", t.style("ui.title")),
-        Span::styled(format!("· {} ", p.matches.len()), t.style("ui.dim")),
+        Span::styled(range, t.style("ui.dim")),
     ];
+    if p.has_older() {
+        title.push(Span::styled("· older above ", t.style("ui.dim")));
+    }
     if p.follow {
         title.push(Span::styled("· following ", t.style("status.running")));
     }
@@ -149,7 +188,7 @@ pub fn render(f: &mut Frame, area: Rect, p: &EventsPane, ctx: &Ctx<'_>) {
             let at = e.at.datetime().format("%H:%M:%S%.3f");
             let text = fit(&format!("#{:<6} {at}  {}", e.seq, text_of(e)), width);
             let mut style = t.style(kind_slot(e));
-            if p.cursor.offset + row == p.cursor.selected && !p.follow {
+            if p.cursor.offset + row == p.cursor.selected {
                 style = style.patch(t.style("ui.selection"));
             }
             Line::styled(text, style)

@@ -16,6 +16,8 @@ pub struct RunDetail {
     pub id: RunId,
     pub run: Option<Run>,
     pub cursor: Cursor,
+    /// The pane the run was opened from, where `back` returns.
+    pub origin: super::PaneId,
 }
 
 impl RunDetail {
@@ -24,6 +26,7 @@ impl RunDetail {
             id,
             run: None,
             cursor: Cursor::default(),
+            origin: super::PaneId::Runs,
         }
     }
 

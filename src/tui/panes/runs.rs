@@ -98,7 +98,11 @@ impl RunsList {
         // Stay on the same run. At the top of the list the view stays at the top, so new runs
         // appear above the selection; scrolled down, the view moves with the selected run so
         // what one is reading does not slide away.
-        if let Some(id) = self.selected_id
+        let on_newest =
+            self.cursor.selected == 0 && self.cursor.offset == 0 && self.sort == RunSort::Newest;
+        if on_newest {
+            // On the newest run, stay on the newest: new runs take the selection, like a tail.
+        } else if let Some(id) = self.selected_id
             && let Some(j) = self.rows.iter().position(|r| r.id == id)
         {
             let abs = offset as usize + j;

@@ -237,16 +237,15 @@ pub fn render(f: &mut Frame, body: Rect, p: &StagePane, ctx: &Ctx<'_>) {
         ),
     ];
     for s in Section::ALL {
-        let n = a.lines(s).len();
-        let label = if n == 0 {
-            s.label().to_string()
-        } else {
-            format!("{} {n}", s.label())
-        };
+        // Sections with nothing in them are dim and struck out, so the eye skips them.
+        let label = s.label().to_string();
         let style = if s == p.section() {
             t.style("ui.tab.active")
-        } else {
+        } else if a.lines(s).is_empty() {
             t.style("ui.dim")
+                .add_modifier(ratatui::style::Modifier::CROSSED_OUT)
+        } else {
+            t.style("ui.text")
         };
         spans.push(Span::styled(label, style));
         spans.push(Span::raw("  "));
@@ -301,19 +300,19 @@ fn render_diff(f: &mut Frame, head: Rect, content: Rect, d: &DiffState, ctx: &Ct
         f.render_widget(Paragraph::new(Span::styled(text, t.style("ui.dim"))), head);
         return;
     };
-    let summary = if v.changes.is_empty() {
-        "no differences".to_string()
-    } else {
-        format!("{} changed path(s)", v.changes.len())
+    let summary = match v.changes.len() {
+        0 => "no differences".to_string(),
+        1 => "1 changed path".to_string(),
+        n => format!("{n} changed paths"),
     };
     let layout = if d.split { "side by side" } else { "unified" };
     let head_line = Line::from(vec![
         Span::styled(
-            format!("diff of attempt {} output ", v.candidate_attempt),
+            format!("attempt {} vs run {} ", v.candidate_attempt, v.baseline),
             t.style("ui.header"),
         ),
         Span::styled(
-            format!("vs {} · {summary} · {layout}", v.baseline_why),
+            format!("({}) · {summary} · {layout}", v.baseline_why),
             t.style("ui.dim"),
         ),
     ]);
@@ -341,7 +340,22 @@ fn render_diff(f: &mut Frame, head: Rect, content: Rect, d: &DiffState, ctx: &Ct
             };
             rows.push(Line::styled(fit(text, width), style));
         } else if i == changes.len() {
-            rows.push(Line::styled("─".repeat(width), t.style("ui.border")));
+            if d.split {
+                // Which side is which: the baseline on the left, this run on the right.
+                let half = width.saturating_sub(1) / 2;
+                let left = fit(&format!("── run {} (baseline) ", v.baseline), half);
+                let right = fit(
+                    &format!("── run {}, attempt {} ", v.candidate, v.candidate_attempt),
+                    half,
+                );
+                rows.push(Line::from(vec![
+                    Span::styled(format!("{left:─<half$}"), t.style("diff.removed")),
+                    Span::styled("┬", t.style("ui.border")),
+                    Span::styled(format!("{right:─<half$}"), t.style("diff.added")),
+                ]));
+            } else {
+                rows.push(Line::styled("─".repeat(width), t.style("ui.border")));
+            }
         } else if d.split {
             let r = &v.split[i - changes.len() - 1];
             let half = width.saturating_sub(1) / 2;

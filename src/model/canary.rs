@@ -1,0 +1,169 @@
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+use super::Timestamp;
+use super::status::string_enum;
+
+string_enum!(
+    /// The two versions of a service under a canary rollout.
+    Version, "version" {
+        Legacy => "legacy",
+        Canary => "canary",
+    }
+);
+
+string_enum!(
+    /// Where a rollout is. `promoted`, `rolled_back` and `aborted` are final until a restart.
+    CanaryState, "canary state" {
+        Progressing => "progressing",
+        Paused => "paused",
+        Promoted => "promoted",
+        RolledBack => "rolled_back",
+        Aborted => "aborted",
+    }
+);
+
+impl CanaryState {
+    pub fn is_final(self) -> bool {
+        matches!(
+            self,
+            CanaryState::Promoted | CanaryState::RolledBack | CanaryState::Aborted
+        )
+    }
+}
+
+string_enum!(
+    /// What one check says about the canary.
+    Verdict, "verdict" {
+        Pass => "pass",
+        Fail => "fail",
+        Inconclusive => "inconclusive",
+    }
+);
+
+/// A manual action on a rollout (automatic ones use the same names in the audit log).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "action", content = "weight")]
+pub enum CanaryAction {
+    /// Move to the next step now, without waiting for its pause.
+    Promote,
+    /// Send all traffic to the canary: the rollout is done.
+    PromoteFull,
+    /// Stop advancing (automatic rollback still protects).
+    Pause,
+    Resume,
+    /// Set the canary's weight in percent, and pause so automation does not move it.
+    SetWeight(u32),
+    /// The canary is bad: all traffic to legacy.
+    Rollback,
+    /// Stop the rollout without judging the canary: all traffic to legacy.
+    Abort,
+    /// Start the rollout again from the first step with fresh analysis.
+    Restart,
+}
+
+impl CanaryAction {
+    pub fn name(self) -> &'static str {
+        match self {
+            CanaryAction::Promote => "promote",
+            CanaryAction::PromoteFull => "promote_full",
+            CanaryAction::Pause => "pause",
+            CanaryAction::Resume => "resume",
+            CanaryAction::SetWeight(_) => "set_weight",
+            CanaryAction::Rollback => "rollback",
+            CanaryAction::Abort => "abort",
+            CanaryAction::Restart => "restart",
+        }
+    }
+}
+
+/// One analysis check with the numbers that decided it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Check {
+    /// `error_rate` or `latency_p95`.
+    pub name: String,
+    pub verdict: Verdict,
+    /// The bounds already prove the canary within the SLO (not just "not yet shown worse").
+    pub proven_within_slo: bool,
+    /// One line for people: what was compared and how it came out.
+    pub summary: String,
+    /// Counts, rates, quantiles, bounds and the threshold, by name.
+    pub numbers: Map<String, Value>,
+}
+
+/// One hard rollback trigger and where it stands.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TriggerStatus {
+    /// `error_rate_above`, `p95_above_ms` or `availability_below`.
+    pub name: String,
+    pub fired: bool,
+    /// The value over the trigger's window, if it had enough requests.
+    pub value: Option<f64>,
+    pub threshold: f64,
+    /// Seconds the condition has held (it fires once this reaches `for_s`).
+    pub held_s: u64,
+    pub for_s: u64,
+    pub summary: String,
+}
+
+/// An action taken on a rollout, automatic or manual.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ActionRecord {
+    pub at: Timestamp,
+    pub actor: String,
+    pub action: String,
+    pub reason: String,
+    pub state_before: CanaryState,
+    pub state_after: CanaryState,
+    pub weight_before: f64,
+    pub weight_after: f64,
+    /// The analysis at that moment: checks and triggers.
+    pub analysis: Value,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StepInfo {
+    pub weight: f64,
+    pub pause_s: Option<u64>,
+}
+
+/// Everything about one rollout now: what `canary status --json` prints.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CanaryStatus {
+    pub name: String,
+    pub state: CanaryState,
+    /// The canary's share of traffic, in percent.
+    pub weight: f64,
+    /// Index into `steps` of the current step.
+    pub step: usize,
+    pub steps: Vec<StepInfo>,
+    pub source: String,
+    pub started_at: Timestamp,
+    pub step_started_at: Timestamp,
+    pub analysis_at: Option<Timestamp>,
+    pub checks: Vec<Check>,
+    pub triggers: Vec<TriggerStatus>,
+    pub last_action: Option<ActionRecord>,
+    /// Requests since the analysis epoch began, by version.
+    pub requests: Map<String, Value>,
+    /// Why the rollout ended, when it has.
+    pub outcome: Option<String>,
+}
+
+/// One version's traffic over one chart step.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct VersionPoint {
+    pub rps: f64,
+    pub error_rate: Option<f64>,
+    pub p50_ms: Option<f64>,
+    pub p95_ms: Option<f64>,
+    pub p99_ms: Option<f64>,
+}
+
+/// Legacy and canary side by side over one chart step.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct SeriesPoint {
+    pub at: Timestamp,
+    pub legacy: VersionPoint,
+    pub canary: VersionPoint,
+}
