@@ -127,6 +127,11 @@ impl<'s> Checker<'s> {
         !self.problems.is_empty()
     }
 
+    /// How many problems so far: compare before and after checking a part of a file.
+    pub fn problem_count(&self) -> usize {
+        self.problems.len()
+    }
+
     pub fn into_problems(self) -> Vec<Diagnostic> {
         let mut problems = self.problems;
         problems.sort_by_key(|d| (d.line, d.col));
@@ -299,6 +304,34 @@ impl<'s> Checker<'s> {
                     &v.span(),
                     format!("`{key}` in {context} must be a number {range}{found}"),
                 );
+                None
+            }
+        }
+    }
+
+    /// A duration written like `30s`, `5m` or `1h30m`, at least `min`.
+    pub fn duration(
+        &mut self,
+        table: &DeTable<'_>,
+        key: &str,
+        context: &str,
+        min: std::time::Duration,
+    ) -> Found<'static, std::time::Duration> {
+        let (text, span) = self.str(table, key, context)?;
+        match crate::model::duration::parse(text) {
+            Ok(d) if d >= min => Some((d, span)),
+            Ok(_) => {
+                self.error(
+                    &span,
+                    format!(
+                        "`{key}` in {context} must be at least {}, found {text}",
+                        crate::model::duration::to_spec(min)
+                    ),
+                );
+                None
+            }
+            Err(m) => {
+                self.error(&span, format!("`{key}` in {context}: {m}"));
                 None
             }
         }

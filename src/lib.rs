@@ -1,5 +1,6 @@
 //! opsdeck: a terminal dashboard for live operations and the orchestration runtime behind it.
 
+pub mod canary;
 pub mod cli;
 pub mod client;
 pub mod config;

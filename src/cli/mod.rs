@@ -12,8 +12,10 @@ macro_rules! say_raw {
     ($($arg:tt)*) => { $crate::cli::output::emit(&format!($($arg)*)) };
 }
 
+mod canary;
 mod dashboard;
 mod dlq;
+mod drill;
 mod events;
 mod output;
 mod run;
@@ -70,7 +72,7 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Check pipeline files and report every problem as FILE:LINE:COL
+    /// Check pipeline files (and opsdeck.toml) and report every problem as FILE:LINE:COL
     Validate {
         #[arg(required = true, value_name = "FILE")]
         files: Vec<PathBuf>,
@@ -86,6 +88,11 @@ pub enum Command {
     Events(events::EventsArgs),
     /// Host the workspace: run schedules, resume interrupted runs, log to stderr
     Serve(serve::ServeArgs),
+    /// Canary rollouts: list, status, and promote, pause, resume, set-weight, rollback
+    #[command(subcommand)]
+    Canary(canary::CanaryCommand),
+    /// Run a canary scenario on a virtual clock and report the outcome (JSON with --json)
+    Drill(drill::DrillArgs),
 }
 
 /// Arguments shared by commands that print a run or a list.
@@ -233,6 +240,8 @@ pub async fn dispatch(cli: Cli) -> u8 {
         Some(Command::Dlq(cmd)) => dlq::run(&cli, cmd).await,
         Some(Command::Events(args)) => events::run(&cli, args).await,
         Some(Command::Serve(args)) => serve::run(&cli, args).await,
+        Some(Command::Canary(cmd)) => canary::run(&cli, cmd).await,
+        Some(Command::Drill(args)) => drill::run(args),
         None => dashboard::run(&cli).await,
     };
     match result {

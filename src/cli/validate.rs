@@ -4,11 +4,16 @@ use std::path::PathBuf;
 
 use super::{CliResult, EXIT_BAD_INPUT, EXIT_OK};
 use crate::runtime::spec;
+use crate::runtime::workspace::OTHER_SECTIONS;
 
 pub fn run(files: &[PathBuf]) -> CliResult {
     let mut bad = false;
     let mut seen: Vec<(String, &PathBuf)> = Vec::new();
     for f in files {
+        if f.file_name().is_some_and(|n| n == "opsdeck.toml") {
+            bad |= !settings_file(f)?;
+            continue;
+        }
         match spec::load_file(f) {
             Ok(p) if seen.iter().any(|(n, _)| *n == p.name) => {
                 bad = true;
@@ -47,4 +52,41 @@ pub fn run(files: &[PathBuf]) -> CliResult {
         }
     }
     Ok(if bad { EXIT_BAD_INPUT } else { EXIT_OK })
+}
+
+/// Checks a workspace's `opsdeck.toml`: its settings and its canaries.
+fn settings_file(f: &std::path::Path) -> Result<bool, super::CliError> {
+    let shown = f.display().to_string();
+    let text = match std::fs::read_to_string(f) {
+        Ok(t) => t,
+        Err(e) => {
+            say!("{shown}: cannot read the file: {e}")?;
+            return Ok(false);
+        }
+    };
+    let src = crate::diag::SourceFile::new(shown.clone(), text);
+    let mut problems = crate::config::check(&src, OTHER_SECTIONS);
+    let canaries = match crate::canary::config::load_file(f, &shown) {
+        Ok(c) => c,
+        Err(p) => {
+            problems.extend(p);
+            Vec::new()
+        }
+    };
+    problems.sort_by_key(|d| (d.line, d.col));
+    problems.dedup();
+    if problems.is_empty() {
+        let names: Vec<&str> = canaries.iter().map(|c| c.name.as_str()).collect();
+        let list = if names.is_empty() {
+            "no canaries".to_string()
+        } else {
+            format!("canaries {}", names.join(", "))
+        };
+        say!("{shown}: ok: settings, {list}")?;
+        return Ok(true);
+    }
+    for d in problems {
+        say!("{d}")?;
+    }
+    Ok(false)
 }

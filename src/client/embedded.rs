@@ -7,8 +7,8 @@ use tokio::sync::broadcast::{self, error::RecvError};
 
 use super::{Backend, EventStream, Result, StreamItem};
 use crate::model::{
-    ApiError, DlqEntry, DlqId, ErrorCode, Event, Overview, Page, Run, RunId, RunQuery, RunSummary,
-    StageIo, StartRun, Trigger,
+    ActionRecord, ApiError, CanaryAction, CanaryStatus, DlqEntry, DlqId, ErrorCode, Event,
+    Overview, Page, Run, RunId, RunQuery, RunSummary, SeriesPoint, StageIo, StartRun, Trigger,
 };
 use crate::runtime::{Host, RuntimeError};
 
@@ -173,5 +173,30 @@ impl Backend for Embedded {
     async fn discard(&self, id: DlqId, reason: &str) -> Result<()> {
         self.host.discard(id, reason).await?;
         Ok(())
+    }
+
+    async fn canaries(&self) -> Result<Vec<CanaryStatus>> {
+        Ok(self.host.canaries())
+    }
+
+    async fn canary_series(
+        &self,
+        name: &str,
+        step_s: i64,
+        points: usize,
+    ) -> Result<Vec<SeriesPoint>> {
+        Ok(self.host.canary_series(name, step_s, points)?)
+    }
+
+    async fn canary_act(
+        &self,
+        name: &str,
+        action: CanaryAction,
+        reason: &str,
+    ) -> Result<ActionRecord> {
+        Ok(self
+            .host
+            .canary_act(name, action, "dashboard", reason)
+            .await?)
     }
 }

@@ -12,8 +12,8 @@ use futures::Stream;
 pub use embedded::Embedded;
 
 use crate::model::{
-    ApiError, DlqEntry, DlqId, Event, Overview, Page, Run, RunId, RunQuery, RunSummary, StageIo,
-    StartRun,
+    ActionRecord, ApiError, CanaryAction, CanaryStatus, DlqEntry, DlqId, Event, Overview, Page,
+    Run, RunId, RunQuery, RunSummary, SeriesPoint, StageIo, StartRun,
 };
 
 pub type Result<T> = std::result::Result<T, ApiError>;
@@ -49,4 +49,20 @@ pub trait Backend: Send + Sync {
     async fn dlq(&self) -> Result<Vec<DlqEntry>>;
     async fn requeue(&self, id: DlqId, reason: &str) -> Result<RunId>;
     async fn discard(&self, id: DlqId, reason: &str) -> Result<()>;
+    /// Every canary rollout, in config order.
+    async fn canaries(&self) -> Result<Vec<CanaryStatus>>;
+    /// Chart points for one canary: `points` steps of `step_s` seconds ending now.
+    async fn canary_series(
+        &self,
+        name: &str,
+        step_s: i64,
+        points: usize,
+    ) -> Result<Vec<SeriesPoint>>;
+    /// A manual action on a canary, recorded with the reason.
+    async fn canary_act(
+        &self,
+        name: &str,
+        action: CanaryAction,
+        reason: &str,
+    ) -> Result<ActionRecord>;
 }

@@ -23,6 +23,9 @@ string_enum!(
         DlqRequeued => "dlq_requeued",
         DlqDiscarded => "dlq_discarded",
         ScheduleSkipped => "schedule_skipped",
+        CanaryStarted => "canary_started",
+        CanaryAction => "canary_action",
+        CanaryAnalysis => "canary_analysis",
     }
 );
 

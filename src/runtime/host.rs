@@ -20,6 +20,9 @@ use super::scheduler::{self, ActiveRun, Control, Reset};
 use super::stage::{http_client, kill_orphan};
 use super::triggers;
 use super::workspace::Workspace;
+use crate::canary::live::{self as canary_live, Canaries, Observation};
+use crate::canary::simulate::Fault;
+use crate::model::{ActionRecord, CanaryAction, CanaryStatus, SeriesPoint};
 use crate::model::{
     BreakerInfo, DlqEntry, DlqId, Event, EventKind, Overview, Page, PipelineInfo, Run, RunId,
     RunQuery, RunStatus, RunSummary, StageIo, StageStatus, Timestamp, Trigger,
@@ -77,6 +80,7 @@ pub(crate) struct Inner {
     pub(crate) limit: usize,
     next_run: AtomicI64,
     events: broadcast::Sender<Event>,
+    pub(crate) canaries: Canaries,
 }
 
 /// A running host. Cloning shares it.
@@ -172,7 +176,12 @@ impl Host {
             tracing::warn!(runs = %ids(&recovered), "runs of a stopped host were interrupted");
         }
         kill_orphans(&orphans);
-        let (next_run, next_dlq) = Reader::open(&db)?.next_ids()?;
+        let reader = Reader::open(&db)?;
+        let (next_run, next_dlq) = reader.next_ids()?;
+        let now_s = opts.clock.now().timestamp();
+        let seed = opts.seed.unwrap_or_else(|| Rng::from_entropy().next_u64());
+        let (canaries, canary_ops) = Canaries::load(&ws.canaries, &reader, now_s, seed);
+        drop(reader);
         let (events, _) = broadcast::channel(4096);
         let (writer, thread) = Writer::spawn(conn, events.clone())?;
         let limit = usize::try_from(ws.settings.store.max_output_bytes).unwrap_or(usize::MAX);
@@ -191,6 +200,7 @@ impl Host {
             limit,
             next_run: AtomicI64::new(next_run),
             events,
+            canaries,
         });
         let host = Host {
             inner,
@@ -209,8 +219,13 @@ impl Host {
                 }
             }
         }
+        host.inner.writer.commit(canary_ops).await?;
         if opts.schedules {
             triggers::start(&host.inner);
+            let ops = host.inner.canaries.restart_ended(now_s);
+            host.inner.writer.commit(ops).await?;
+            crate::canary::proxy::start_all(&host.inner).await?;
+            start_canary_clock(&host.inner, now_s);
         }
         Ok(host)
     }
@@ -585,6 +600,89 @@ impl Host {
             .await?)
     }
 
+    pub fn canaries(&self) -> Vec<CanaryStatus> {
+        self.inner.canaries.statuses()
+    }
+
+    fn live_canary(&self, name: &str) -> Result<&Arc<Mutex<canary_live::LiveCanary>>> {
+        self.inner.canaries.get(name).ok_or_else(|| {
+            RuntimeError::NotFound(self.inner.ws.canary(name).err().unwrap_or_default())
+        })
+    }
+
+    pub fn canary(&self, name: &str) -> Result<CanaryStatus> {
+        Ok(canary_live::lock(self.live_canary(name)?).rollout.status())
+    }
+
+    /// Chart points: `points` steps of `step_s` seconds ending now.
+    pub fn canary_series(
+        &self,
+        name: &str,
+        step_s: i64,
+        points: usize,
+    ) -> Result<Vec<SeriesPoint>> {
+        self.live_canary(name)?;
+        let now = self.inner.clock.now().timestamp();
+        Ok(self
+            .inner
+            .canaries
+            .series(name, now, step_s, points)
+            .unwrap_or_default())
+    }
+
+    /// A manual action on a canary, saved, logged and audited before this returns.
+    pub async fn canary_act(
+        &self,
+        name: &str,
+        action: CanaryAction,
+        actor: &str,
+        reason: &str,
+    ) -> Result<ActionRecord> {
+        self.refuse_when_stopping()?;
+        if reason.trim().is_empty() {
+            return Err(RuntimeError::BadInput(format!(
+                "a canary action needs a reason; say why with --reason (canary {name})"
+            )));
+        }
+        let now = self.inner.clock.now().timestamp();
+        let (rec, ops) = {
+            let mut l = canary_live::lock(self.live_canary(name)?);
+            let rec = l
+                .rollout
+                .act(action, actor, reason, now)
+                .map_err(|e| RuntimeError::Conflict(e.0))?;
+            let ops = canary_live::action_ops(&l, &rec, None, now);
+            (rec, ops)
+        };
+        self.inner.writer.commit(ops).await?;
+        tracing::info!(canary = name, action = %rec.action, actor, reason, "canary action");
+        Ok(rec)
+    }
+
+    /// Adds trouble to a simulated canary (drills, the demo); the default fault clears it.
+    pub fn canary_inject(&self, name: &str, fault: Fault) -> Result<()> {
+        self.live_canary(name)?;
+        self.inner
+            .canaries
+            .inject(name, fault)
+            .map_err(RuntimeError::Conflict)
+    }
+
+    /// Observations from an external router for an `ingest` canary.
+    pub fn canary_ingest(&self, name: &str, batch: &[Observation]) -> Result<u64> {
+        self.live_canary(name)?;
+        let now = self.inner.clock.now().timestamp();
+        self.inner
+            .canaries
+            .ingest(name, batch, now)
+            .map_err(RuntimeError::Conflict)
+    }
+
+    /// The canary's current weight in percent, for external routers.
+    pub fn canary_weight(&self, name: &str) -> Result<f64> {
+        Ok(self.canary(name)?.weight)
+    }
+
     /// Stops schedules, interrupts active runs (they resume when a host next starts), writes
     /// everything queued, and releases the workspace.
     pub async fn shutdown(&self) {
@@ -660,4 +758,35 @@ impl Inner {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .contains_key(&id)
     }
+}
+
+/// Drives the canaries once a second of the host's clock (a manual clock in tests moves them
+/// only when advanced).
+fn start_canary_clock(inner: &Arc<Inner>, start: i64) {
+    if inner.canaries.is_empty() {
+        return;
+    }
+    let inner2 = inner.clone();
+    inner.tasks.spawn(async move {
+        let inner = inner2;
+        let mut last = start;
+        loop {
+            let now = inner.clock.now();
+            let into = i64::from(now.timestamp_subsec_millis());
+            let wait = std::time::Duration::from_millis((1_000 - into).clamp(1, 1_000) as u64);
+            tokio::select! {
+                () = inner.shutdown.cancelled() => break,
+                () = inner.clock.sleep(wait) => {}
+            }
+            let now = inner.clock.now().timestamp();
+            if now <= last {
+                continue;
+            }
+            let ops = inner.canaries.catch_up(last, now);
+            last = now;
+            if !ops.is_empty() {
+                inner.writer.send(ops).await;
+            }
+        }
+    });
 }

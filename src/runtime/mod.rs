@@ -5,7 +5,7 @@ pub mod breaker;
 pub mod clock;
 pub mod cron;
 mod error;
-mod host;
+pub(crate) mod host;
 pub mod lock;
 pub mod retry;
 pub mod rng;

@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use super::spec::{self, Pipeline};
+use crate::canary::CanaryConfig;
 use crate::config::{self, Settings};
 use crate::diag::{Diagnostic, suggest};
 
@@ -22,6 +23,8 @@ pub struct Workspace {
     broken: Vec<(PathBuf, Vec<Diagnostic>)>,
     /// Names defined by more than one file: refused, since either choice could be wrong.
     conflicts: BTreeMap<String, Vec<PathBuf>>,
+    /// Canary rollouts from `[canary.NAME]` tables of `opsdeck.toml`.
+    pub canaries: Vec<Arc<CanaryConfig>>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -33,7 +36,7 @@ pub enum WorkspaceError {
 }
 
 /// Top-level tables of `opsdeck.toml` owned by later features; accepted by the settings check.
-pub const OTHER_SECTIONS: &[&str] = &[];
+pub const OTHER_SECTIONS: &[&str] = &["canary"];
 
 impl Workspace {
     pub fn open(dir: &Path) -> Result<Workspace, WorkspaceError> {
@@ -54,7 +57,12 @@ impl Workspace {
             problems: Vec::new(),
             broken: Vec::new(),
             conflicts: BTreeMap::new(),
+            canaries: Vec::new(),
         };
+        match crate::canary::config::load_file(&ws.dir.join("opsdeck.toml"), "opsdeck.toml") {
+            Ok(c) => ws.canaries = c.into_iter().map(Arc::new).collect(),
+            Err(problems) => ws.problems.extend(problems),
+        }
         ws.load_pipelines();
         Ok(ws)
     }
@@ -72,6 +80,7 @@ impl Workspace {
             problems: Vec::new(),
             broken: Vec::new(),
             conflicts: BTreeMap::new(),
+            canaries: Vec::new(),
         }
     }
 
@@ -123,6 +132,26 @@ impl Workspace {
         for name in self.conflicts.keys() {
             self.pipelines.remove(name);
         }
+    }
+
+    /// A canary by name, or a sentence with the valid choices.
+    pub fn canary(&self, name: &str) -> Result<Arc<CanaryConfig>, String> {
+        if let Some(c) = self.canaries.iter().find(|c| c.name == name) {
+            return Ok(c.clone());
+        }
+        let names: Vec<&str> = self.canaries.iter().map(|c| c.name.as_str()).collect();
+        if names.is_empty() {
+            return Err(format!(
+                "there is no canary `{name}`: this workspace defines none (add a [canary.NAME] table to opsdeck.toml)"
+            ));
+        }
+        let hint = suggest(name, &names)
+            .map(|s| format!(" (did you mean `{s}`?)"))
+            .unwrap_or_default();
+        Err(format!(
+            "there is no canary `{name}`{hint}; canaries: {}",
+            names.join(", ")
+        ))
     }
 
     pub fn state_dir(&self) -> PathBuf {

@@ -405,6 +405,40 @@ impl Reader {
             .collect::<rusqlite::Result<_>>()?)
     }
 
+    /// Saved canaries as `(name, controller state JSON, status JSON)`.
+    pub fn canaries(&self) -> Result<Vec<(String, String, String)>> {
+        Ok(self
+            .conn
+            .prepare_cached("SELECT name, state, status FROM canaries ORDER BY name")?
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+            .collect::<rusqlite::Result<_>>()?)
+    }
+
+    /// The newest `limit` audit records, newest first.
+    pub fn audit(&self, limit: usize) -> Result<Vec<super::AuditRecord>> {
+        Ok(self
+            .conn
+            .prepare_cached(
+                "SELECT at, actor, role, action, target, reason, outcome, details FROM audit
+                 ORDER BY id DESC LIMIT ?1",
+            )?
+            .query_map(params![limit as i64], |r| {
+                let at: String = r.get(0)?;
+                let details: String = r.get(7)?;
+                Ok(super::AuditRecord {
+                    at: Timestamp::parse(&at).unwrap_or_else(|_| Timestamp::from_millis(0)),
+                    actor: r.get(1)?,
+                    role: r.get(2)?,
+                    action: r.get(3)?,
+                    target: r.get(4)?,
+                    reason: r.get(5)?,
+                    outcome: r.get(6)?,
+                    details: json(Some(details)).unwrap_or(Value::Null),
+                })
+            })?
+            .collect::<rusqlite::Result<_>>()?)
+    }
+
     pub fn dlq(&self) -> Result<Vec<DlqEntry>> {
         let sql = format!("SELECT {DLQ_COLUMNS} FROM dlq ORDER BY id DESC");
         Ok(self

@@ -95,6 +95,28 @@ pub enum Op {
         id: DlqId,
     },
     Event(NewEvent),
+    /// Saves a canary's controller state and its latest status (both JSON).
+    SaveCanary {
+        name: String,
+        state: String,
+        status: String,
+        at: Timestamp,
+    },
+    /// Appends to the audit log.
+    Audit(AuditRecord),
+}
+
+/// One line of the append-only audit log.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct AuditRecord {
+    pub at: Timestamp,
+    pub actor: String,
+    pub role: Option<String>,
+    pub action: String,
+    pub target: String,
+    pub reason: String,
+    pub outcome: String,
+    pub details: Value,
 }
 
 impl Op {
@@ -445,6 +467,34 @@ fn apply_op(tx: &Transaction<'_>, op: &Op, seq: u64, published: &mut Vec<Event>)
                 .execute(params![id.0])?;
         }
         Op::Event(e) => published.push(insert_event(tx, seq, e)?),
+        Op::SaveCanary {
+            name,
+            state,
+            status,
+            at,
+        } => {
+            tx.prepare_cached(
+                "INSERT INTO canaries (name, state, status, updated_at) VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT(name) DO UPDATE SET state = ?2, status = ?3, updated_at = ?4",
+            )?
+            .execute(params![name, state, status, at.to_string()])?;
+        }
+        Op::Audit(a) => {
+            tx.prepare_cached(
+                "INSERT INTO audit (at, actor, role, action, target, reason, outcome, details)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+            )?
+            .execute(params![
+                a.at.to_string(),
+                a.actor,
+                a.role,
+                a.action,
+                a.target,
+                a.reason,
+                a.outcome,
+                a.details.to_string()
+            ])?;
+        }
     }
     Ok(())
 }

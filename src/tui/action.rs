@@ -31,9 +31,10 @@ actions! {
     Quit => "quit", "Quit (in a run, a diff or a filter: go back)";
     Back => "back", "Go back: leave a run, close a diff, clear a filter";
     Help => "help", "Show the keys of the focused pane";
-    Palette => "command_palette", "Command palette: :runs, :run NAME, :dlq, :events, :quit";
+    Palette => "command_palette", "Command palette: :runs, :run NAME, :canary, :dlq, :events, :quit";
     PaneRuns => "pane_runs", "Show runs (1)";
     PaneStage => "pane_stage", "Show the stage input and output (2)";
+    PaneCanary => "pane_canary", "Show canary rollouts (3)";
     PaneDlq => "pane_dlq", "Show the dead-letter queue (5)";
     PaneEvents => "pane_events", "Show the event log (7)";
     Up => "up", "Move up";
@@ -58,6 +59,13 @@ actions! {
     Requeue => "requeue", "Requeue the dead-letter entry (asks first)";
     Discard => "discard", "Discard the dead-letter entry (asks first)";
     Follow => "follow", "Follow the newest events";
+    Promote => "promote", "Promote the canary to its next step (asks first)";
+    PromoteFull => "promote_full", "Send all traffic to the canary (asks first)";
+    PauseResume => "pause_resume", "Pause or resume the rollout (asks first)";
+    SetWeight => "set_weight", "Set the canary's weight and pause (asks first)";
+    Rollback => "rollback", "Roll the canary back: all traffic to legacy (asks first)";
+    ChartSpan => "chart_span", "Charts over 5, 15 or 60 minutes";
+    ChartQuantile => "chart_quantile", "Latency chart: p50, p95 or p99";
 }
 
 #[cfg(test)]

@@ -11,6 +11,7 @@ use ratatui::layout::Rect;
 
 use super::action::Action;
 use super::keymap::{Context, Key, Keymap, Lookup};
+use super::panes::canary::{self as canary_pane, CanaryPane};
 use super::panes::dlq::DlqPane;
 use super::panes::events::EventsPane;
 use super::panes::run_detail::{self, RunDetail};
@@ -21,7 +22,9 @@ use super::popup::{self, Outcome, Picker, Popup};
 use super::request::{Control, Msg, Request};
 use super::theme::{ColorDepth, Theme};
 use crate::client::StreamItem;
-use crate::model::{Event, EventKind, Overview, RunId, RunStatus, StartRun};
+use crate::model::{
+    CanaryAction, CanaryState, Event, EventKind, Overview, RunId, RunStatus, StartRun,
+};
 
 /// What the dashboard needs from its configuration.
 #[derive(Debug, Clone)]
@@ -64,6 +67,7 @@ enum Stale {
     Detail,
     Stage,
     Dlq,
+    Canaries,
 }
 
 pub struct App {
@@ -76,6 +80,9 @@ pub struct App {
     pub stage: StagePane,
     pub dlq: DlqPane,
     pub events: EventsPane,
+    pub canary: CanaryPane,
+    /// A rollback happened: shown across the dashboard until the canary pane is opened.
+    pub alert: Option<String>,
     pub popups: Vec<Popup>,
     pub input: Option<LineInput>,
     pub overview: Option<Overview>,
@@ -101,6 +108,8 @@ impl App {
             stage: StagePane::default(),
             dlq: DlqPane::default(),
             events: EventsPane::default(),
+            canary: CanaryPane::default(),
+            alert: None,
             popups: Vec::new(),
             input: None,
             overview: None,
@@ -115,6 +124,7 @@ impl App {
         };
         app.outbox.push(Request::Overview);
         app.outbox.push(Request::Dlq);
+        app.outbox.push(Request::Canaries);
         app.reload_runs();
         app
     }
@@ -165,6 +175,7 @@ impl App {
             PaneId::Stage => vec![Context::Stage, Context::List, Context::Global],
             PaneId::Dlq => vec![Context::Dlq, Context::List, Context::Global],
             PaneId::Events => vec![Context::Events, Context::List, Context::Global],
+            PaneId::Canary => vec![Context::Canary, Context::List, Context::Global],
         }
     }
 
@@ -402,6 +413,7 @@ impl App {
             ),
             ("stage", _) => self.focus_pane(PaneId::Stage),
             ("dlq", _) => self.focus_pane(PaneId::Dlq),
+            ("canary" | "canaries", _) => self.focus_pane(PaneId::Canary),
             ("events", _) => self.focus_pane(PaneId::Events),
             ("theme", Some(_)) if self.config.no_color => {
                 self.flash(
@@ -468,6 +480,17 @@ impl App {
             Action::PaneRuns => self.focus_pane(PaneId::Runs),
             Action::PaneStage => self.focus_pane(PaneId::Stage),
             Action::PaneDlq => self.focus_pane(PaneId::Dlq),
+            Action::PaneCanary => self.focus_pane(PaneId::Canary),
+            Action::Promote
+            | Action::PromoteFull
+            | Action::PauseResume
+            | Action::SetWeight
+            | Action::Rollback => self.confirm_canary_control(a),
+            Action::ChartSpan => {
+                self.canary.span = (self.canary.span + 1) % canary_pane::SPANS.len();
+                self.request_series();
+            }
+            Action::ChartQuantile => self.canary.quantile = self.canary.quantile.next(),
             Action::PaneEvents => self.focus_pane(PaneId::Events),
             Action::Back => self.back(),
             Action::Open => self.open(),
@@ -577,6 +600,14 @@ impl App {
                 let view = super::panes::dlq::table_rows(self.size);
                 self.dlq.cursor.apply(m, self.dlq.entries.len(), view);
             }
+            PaneId::Canary => {
+                let before = self.canary.cursor.selected;
+                let len = self.canary.canaries.len();
+                self.canary.cursor.apply(m, len, canary_pane::LIST_ROWS);
+                if self.canary.cursor.selected != before {
+                    self.request_series();
+                }
+            }
             PaneId::Events => {
                 let view = self.events_view();
                 let at_top = self.events.cursor.selected == 0;
@@ -597,7 +628,22 @@ impl App {
 
     pub fn focus_pane(&mut self, pane: PaneId) {
         self.focus = pane;
+        if pane == PaneId::Canary {
+            // Whoever opens the canary pane has seen the rollback the banner announced.
+            self.alert = None;
+            self.stale.insert(Stale::Canaries);
+        }
         self.refresh();
+    }
+
+    fn request_series(&mut self) {
+        if let Some(c) = self.canary.selected() {
+            self.outbox.push(Request::CanarySeries {
+                name: c.name.clone(),
+                step_s: self.canary.step_s(),
+                points: canary_pane::POINTS,
+            });
+        }
     }
 
     /// Whether the focused pane shows something `back` would leave.
@@ -608,7 +654,7 @@ impl App {
                 self.stage.diff.is_some() || (self.stage.target.is_some() && self.detail.is_some())
             }
             PaneId::Events => !self.events.filter.is_empty(),
-            PaneId::Dlq => false,
+            PaneId::Dlq | PaneId::Canary => false,
         }
     }
 
@@ -674,7 +720,7 @@ impl App {
                     self.set_origin(PaneId::Events);
                 }
             }
-            PaneId::Stage => {}
+            PaneId::Stage | PaneId::Canary => {}
         }
     }
 
@@ -818,6 +864,98 @@ impl App {
         self.popups.push(popup);
     }
 
+    fn confirm_canary_control(&mut self, a: Action) {
+        if self.focus != PaneId::Canary {
+            return;
+        }
+        let Some(c) = self.canary.selected().cloned() else {
+            return;
+        };
+        let name = c.name.clone();
+        let w = c.weight;
+        let ended = c.state.is_final();
+        let next = c.steps.get(c.step + 1).map_or(100.0, |s| s.weight);
+        let refuse = |what: &str| format!("canary {name} is {}; {what}", c.state);
+        let control = |action| Control::Canary {
+            name: name.clone(),
+            action,
+        };
+        let popup = match a {
+            Action::Promote if ended => {
+                return self.flash(
+                    refuse("restart it from the command line to promote again"),
+                    true,
+                );
+            }
+            Action::Promote => popup::confirm(
+                format!("Promote canary {name} to step {}?", c.step + 2),
+                vec![
+                    format!("Weight {w}% -> {next}% now, without waiting for this step's pause."),
+                    "Analysis starts again on the new step; a failing check still rolls back."
+                        .into(),
+                ],
+                control(CanaryAction::Promote),
+            ),
+            Action::PromoteFull if ended => {
+                return self.flash(refuse("there is nothing to promote"), true);
+            }
+            Action::PromoteFull => popup::confirm(
+                format!("Promote canary {name} fully?"),
+                vec![
+                    format!(
+                        "Weight {w}% -> 100%: every request goes to the canary and the rollout ends."
+                    ),
+                    "Automatic rollback stops watching it.".into(),
+                ],
+                control(CanaryAction::PromoteFull),
+            ),
+            Action::PauseResume if ended => {
+                return self.flash(refuse("there is nothing to pause"), true);
+            }
+            Action::PauseResume if c.state == CanaryState::Paused => popup::confirm(
+                format!("Resume canary {name}?"),
+                vec![format!(
+                    "It stays at {w}% for the step's whole pause, then advances if every check passes."
+                )],
+                control(CanaryAction::Resume),
+            ),
+            Action::PauseResume => popup::confirm(
+                format!("Pause canary {name}?"),
+                vec![
+                    format!("It stays at {w}% and stops advancing."),
+                    "Automatic rollback still protects it while paused.".into(),
+                ],
+                control(CanaryAction::Pause),
+            ),
+            Action::SetWeight if ended => {
+                return self.flash(refuse("restart it to change its weight"), true);
+            }
+            Action::SetWeight => popup::confirm_weight(
+                format!("Set the weight of canary {name}?"),
+                vec![format!(
+                    "Now {w}%. The rollout pauses at the new weight until resumed."
+                )],
+                control(CanaryAction::SetWeight(w.round() as u32)),
+                w.round() as u32,
+            ),
+            Action::Rollback
+                if matches!(c.state, CanaryState::RolledBack | CanaryState::Aborted) =>
+            {
+                return self.flash(refuse("all traffic is already on legacy"), true);
+            }
+            Action::Rollback => popup::confirm(
+                format!("Roll back canary {name}?"),
+                vec![
+                    format!("Weight {w}% -> 0%: every request goes to legacy at once."),
+                    "The rollout ends rolled back; it can be restarted later.".into(),
+                ],
+                control(CanaryAction::Rollback),
+            ),
+            _ => return,
+        };
+        self.popups.push(popup);
+    }
+
     // ----- data --------------------------------------------------------------------------
 
     fn reload_runs(&mut self) {
@@ -845,6 +983,7 @@ impl App {
                 Stale::Detail => self.focus == PaneId::Runs && self.detail.is_some(),
                 Stale::Stage => self.focus == PaneId::Stage,
                 Stale::Dlq => self.focus == PaneId::Dlq,
+                Stale::Canaries => self.focus == PaneId::Canary,
             };
             if !visible {
                 self.stale.insert(s);
@@ -867,6 +1006,10 @@ impl App {
                     }
                 }
                 Stale::Dlq => self.outbox.push(Request::Dlq),
+                Stale::Canaries => {
+                    self.outbox.push(Request::Canaries);
+                    self.request_series();
+                }
             }
         }
     }
@@ -895,6 +1038,25 @@ impl App {
         }
         if e.kind == EventKind::BreakerChanged {
             self.stale.insert(Stale::Overview);
+        }
+        if matches!(
+            e.kind,
+            EventKind::CanaryStarted | EventKind::CanaryAction | EventKind::CanaryAnalysis
+        ) {
+            self.stale.insert(Stale::Canaries);
+        }
+        // The banner is for rollbacks nobody here is looking at.
+        if e.kind == EventKind::CanaryAction
+            && e.data["state_after"] == "rolled_back"
+            && self.focus != PaneId::Canary
+        {
+            let name = e.data["canary"].as_str().unwrap_or("?");
+            let actor = e.data["actor"].as_str().unwrap_or("?");
+            let reason = e.data["reason"].as_str().unwrap_or("");
+            let at = e.at.datetime().format("%H:%M:%S");
+            self.alert = Some(format!(
+                "ROLLBACK: canary {name} rolled back by {actor} at {at} UTC: {reason}"
+            ));
         }
     }
 
@@ -963,6 +1125,25 @@ impl App {
                     picker: Picker::new(runs),
                 });
             }
+            Msg::Canaries(list) => {
+                let before = self.canary.selected().map(|c| c.name.clone());
+                self.canary.apply(list);
+                let shown = self.canary.series.as_ref().map(|(n, s, _)| (n.clone(), *s));
+                let want = self
+                    .canary
+                    .selected()
+                    .map(|c| (c.name.clone(), self.canary.step_s()));
+                if self.focus == PaneId::Canary && (before.is_none() || shown != want) {
+                    self.request_series();
+                }
+            }
+            Msg::CanarySeries {
+                name,
+                step_s,
+                points,
+            } => {
+                self.canary.series = Some((name, step_s, points));
+            }
             Msg::Dlq(entries) => {
                 let view = super::panes::dlq::table_rows(self.size);
                 self.dlq.apply(entries, view);
@@ -975,8 +1156,13 @@ impl App {
             }
             Msg::Done(text) => {
                 self.flash(text, false);
-                self.stale
-                    .extend([Stale::Runs, Stale::Detail, Stale::Dlq, Stale::Overview]);
+                self.stale.extend([
+                    Stale::Runs,
+                    Stale::Detail,
+                    Stale::Dlq,
+                    Stale::Overview,
+                    Stale::Canaries,
+                ]);
                 self.refresh();
             }
             Msg::Failed(text) => self.flash(text, true),
@@ -987,6 +1173,11 @@ impl App {
     pub fn tick(&mut self, now: DateTime<Utc>) -> bool {
         let second_changed = now.timestamp() != self.now.timestamp();
         self.now = now;
+        // Live charts: the canary pane polls every two seconds while it is shown.
+        if second_changed && self.focus == PaneId::Canary && now.timestamp() % 2 == 0 {
+            self.outbox.push(Request::Canaries);
+            self.request_series();
+        }
         if self.flash.as_ref().is_some_and(|f| f.until <= now) {
             self.flash = None;
             return true;

@@ -24,10 +24,11 @@ pub enum Context {
     Stage,
     Dlq,
     Events,
+    Canary,
 }
 
 impl Context {
-    pub const ALL: [Context; 7] = [
+    pub const ALL: [Context; 8] = [
         Context::Global,
         Context::List,
         Context::Runs,
@@ -35,6 +36,7 @@ impl Context {
         Context::Stage,
         Context::Dlq,
         Context::Events,
+        Context::Canary,
     ];
 
     pub fn name(self) -> &'static str {
@@ -46,6 +48,7 @@ impl Context {
             Context::Stage => "stage",
             Context::Dlq => "dlq",
             Context::Events => "events",
+            Context::Canary => "canary",
         }
     }
 }

@@ -22,6 +22,7 @@ pub const COMMANDS: &[(&str, &str)] = &[
     ("runs", "show runs (`:runs NAME` for one pipeline)"),
     ("run", "start a run of a pipeline: `:run NAME`"),
     ("stage", "show the stage input and output"),
+    ("canary", "show canary rollouts"),
     ("dlq", "show the dead-letter queue"),
     ("events", "show the event log"),
     ("theme", "switch the theme: `:theme NAME`"),
@@ -50,6 +51,8 @@ pub struct Confirm {
     pub body: Vec<String>,
     pub reason: TextArea<'static>,
     pub control: Control,
+    /// A weight being chosen (set-weight), in percent: ↑ and ↓ change it by 5.
+    pub weight: Option<u32>,
 }
 
 #[derive(Debug, Clone)]
@@ -108,12 +111,22 @@ pub fn confirm(title: String, body: Vec<String>, control: Control) -> Popup {
         body,
         reason: text_input("why? (recorded with the action)"),
         control,
+        weight: None,
     })
+}
+
+/// A confirmation that also picks a canary weight, starting at `weight` percent.
+pub fn confirm_weight(title: String, body: Vec<String>, control: Control, weight: u32) -> Popup {
+    let mut p = confirm(title, body, control);
+    if let Popup::Confirm(c) = &mut p {
+        c.weight = Some(weight.min(100));
+    }
+    p
 }
 
 pub fn palette() -> Popup {
     Popup::Palette(Palette {
-        input: text_input("runs, run NAME, dlq, events, theme NAME, quit"),
+        input: text_input("runs, run NAME, canary, dlq, events, theme NAME, quit"),
         selected: 0,
         candidates: Vec::new(),
     })
@@ -150,12 +163,22 @@ impl Popup {
             },
             Popup::Confirm(c) => match key.code {
                 KeyCode::Esc => Outcome::Close,
+                KeyCode::Up | KeyCode::Down if c.weight.is_some() => {
+                    let w = c.weight.unwrap_or(0);
+                    c.weight = Some(if key.code == KeyCode::Up {
+                        (w + 5).min(100)
+                    } else {
+                        w.saturating_sub(5)
+                    });
+                    Outcome::Keep
+                }
                 KeyCode::Enter => {
                     let reason = c.reason.lines().join(" ").trim().to_string();
-                    Outcome::Confirmed {
-                        control: c.control.clone(),
-                        reason,
+                    let mut control = c.control.clone();
+                    if let (Some(w), Control::Canary { action, .. }) = (c.weight, &mut control) {
+                        *action = crate::model::CanaryAction::SetWeight(w);
                     }
+                    Outcome::Confirmed { control, reason }
                 }
                 _ => {
                     c.reason.input(key);
@@ -402,6 +425,17 @@ pub fn render(
             f.render_widget(Paragraph::new(lines), list);
         }
         Popup::Confirm(c) => {
+            let mut body_lines = c.body.clone();
+            if let Some(w) = c.weight {
+                body_lines.push(format!("New weight: {w}%   (↑ ↓ change it by 5)"));
+            }
+            let mut c = Confirm {
+                body: body_lines,
+                ..c.clone()
+            };
+            // The placeholder takes the theme's dim style, not the text area's own grey.
+            c.reason.set_placeholder_style(t.style("ui.dim"));
+            let c = &c;
             let h = c.body.len() as u16 + 7;
             let area = centered(screen, 72, h);
             let inner = frame(f, area, &c.title, ctx);

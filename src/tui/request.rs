@@ -11,8 +11,8 @@ use tokio::sync::mpsc;
 use super::prepare::{DiffView, PreparedIo, prepare_diff, prepare_io};
 use crate::client::{Backend, StreamItem};
 use crate::model::{
-    ApiError, DlqEntry, DlqId, Event, Overview, Page, Run, RunId, RunQuery, RunStatus, RunSummary,
-    StartRun,
+    ApiError, CanaryAction, CanaryStatus, DlqEntry, DlqId, Event, Overview, Page, Run, RunId,
+    RunQuery, RunStatus, RunSummary, SeriesPoint, StartRun,
 };
 
 /// A control action, always confirmed first and always with a reason.
@@ -22,6 +22,7 @@ pub enum Control {
     RetryRun(RunId),
     Requeue(DlqId),
     Discard(DlqId),
+    Canary { name: String, action: CanaryAction },
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -66,6 +67,12 @@ pub enum Request {
         before: RunId,
     },
     Dlq,
+    Canaries,
+    CanarySeries {
+        name: String,
+        step_s: i64,
+        points: usize,
+    },
     Start(StartRun),
     Control {
         control: Control,
@@ -93,6 +100,12 @@ pub enum Msg {
         runs: Vec<RunSummary>,
     },
     Dlq(Vec<DlqEntry>),
+    Canaries(Vec<CanaryStatus>),
+    CanarySeries {
+        name: String,
+        step_s: i64,
+        points: Vec<SeriesPoint>,
+    },
     Started(RunId),
     /// A control action succeeded: a sentence for the footer.
     Done(String),
@@ -204,6 +217,22 @@ async fn handle(b: &dyn Backend, req: Request) -> Msg {
             |e| failed("cannot load the dead-letter queue", &e),
             Msg::Dlq,
         ),
+        Request::Canaries => b
+            .canaries()
+            .await
+            .map_or_else(|e| failed("cannot load canaries", &e), Msg::Canaries),
+        Request::CanarySeries {
+            name,
+            step_s,
+            points,
+        } => match b.canary_series(&name, step_s, points).await {
+            Ok(points) => Msg::CanarySeries {
+                name,
+                step_s,
+                points,
+            },
+            Err(e) => failed(&format!("cannot load the charts of canary {name}"), &e),
+        },
         Request::Start(req) => {
             let name = req.pipeline.clone();
             b.start_run(req).await.map_or_else(
@@ -236,6 +265,15 @@ async fn handle(b: &dyn Backend, req: Request) -> Msg {
                     b.discard(*id, &reason)
                         .await
                         .map(|()| format!("dead-letter entry {id} discarded")),
+                ),
+                Control::Canary { name, action } => (
+                    format!("cannot {} canary {name}", action.name().replace('_', " ")),
+                    b.canary_act(name, *action, &reason).await.map(|r| {
+                        format!(
+                            "canary {name}: {} -> {}, weight {}% -> {}%",
+                            r.state_before, r.state_after, r.weight_before, r.weight_after
+                        )
+                    }),
                 ),
             };
             match result {

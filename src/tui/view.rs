@@ -179,6 +179,23 @@ pub fn render(f: &mut Frame, app: &App) {
         PaneId::Stage => panes::stage::render(f, a.body, &app.stage, &ctx),
         PaneId::Dlq => panes::dlq::render(f, a.body, &app.dlq, &ctx),
         PaneId::Events => panes::events::render(f, a.body, &app.events, &ctx),
+        PaneId::Canary => panes::canary::render(f, a.body, &app.canary, &ctx),
+    }
+    if let Some(alert) = &app.alert {
+        // Across the top of every pane until the canary pane is opened.
+        let line = Rect {
+            height: 1,
+            ..a.body
+        };
+        let text = format!(" ⚠ {alert} (3 shows the canary) ");
+        f.render_widget(
+            Paragraph::new(Span::styled(
+                fit(&text, usize::from(line.width)),
+                ctx.theme.style("alert"),
+            ))
+            .style(ctx.theme.style("ui.popup")),
+            line,
+        );
     }
     footer(f, a.footer, app, &ctx);
     if let Some(top) = app.popups.last() {
@@ -242,6 +259,15 @@ fn hints(app: &App) -> Vec<(&'static [Action], &'static str)> {
             (&[Action::Open], "run"),
             (&[Action::Requeue], "requeue"),
             (&[Action::Discard], "discard"),
+            (&[Action::Help], "help"),
+            (&[Action::Quit], "quit"),
+        ],
+        PaneId::Canary => vec![
+            (&[Action::Promote], "promote"),
+            (&[Action::PauseResume], "pause"),
+            (&[Action::SetWeight], "weight"),
+            (&[Action::Rollback], "rollback"),
+            (&[Action::ChartSpan], "span"),
             (&[Action::Help], "help"),
             (&[Action::Quit], "quit"),
         ],

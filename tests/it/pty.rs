@@ -32,6 +32,10 @@ fn size(cols: u16, rows: u16) -> PtySize {
 
 impl Term {
     fn start(ws: &TestWorkspace, cols: u16, rows: u16) -> Term {
+        Term::start_with(ws, cols, rows, &[])
+    }
+
+    fn start_with(ws: &TestWorkspace, cols: u16, rows: u16, env: &[(&str, &str)]) -> Term {
         let pair = native_pty_system().openpty(size(cols, rows)).unwrap();
         let mut cmd = CommandBuilder::new(env!("CARGO_BIN_EXE_opsdeck"));
         let home = ws.root.path().join("home");
@@ -41,6 +45,9 @@ impl Term {
         cmd.env("XDG_CONFIG_HOME", home.join("config"));
         cmd.env("XDG_DATA_HOME", home.join("data"));
         cmd.env("TERM", "xterm-256color");
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
         cmd.arg("--workspace");
         cmd.arg(ws.dir());
         let child = pair.slave.spawn_command(cmd).unwrap();
@@ -219,4 +226,40 @@ command = ["sh", "-c", "[ -f ok ] || { echo 'partner said no' >&2; exit 3; }"]
     )
     .unwrap();
     assert!(reason.contains("run requeued"), "{reason}");
+}
+
+#[test]
+fn a_canary_rolled_back_by_keyboard() {
+    let ws = TestWorkspace::new();
+    ws.write(
+        "opsdeck.toml",
+        r#"[canary.checkout-api]
+source = "simulate"
+steps = [ {weight = 20, pause = "30m"}, {weight = 100} ]
+analysis = { interval = "2s" }
+simulate = { rps = 40 }
+"#,
+    );
+    let mut t = Term::start_with(&ws, 100, 30, &[("USER", "oncall")]);
+    t.wait_for("1 Runs");
+    t.keys("3");
+    t.wait_for("PROGRESSING");
+    t.wait_for("20%");
+    t.keys("x");
+    t.wait_for("Roll back canary checkout-api?");
+    t.keys("canary pages on-call");
+    t.keys("\r");
+    let after = t.wait_for("ROLLED_BACK");
+    assert!(after.contains("weight 20% -> 0%"), "{after}");
+    assert!(
+        !after.contains("⚠ ROLLBACK"),
+        "no banner for the rollback just made here: {after}"
+    );
+    t.keys("q");
+    assert!(t.child.wait().unwrap().success());
+    let status = ws.run(&["canary", "status", "checkout-api", "--json"]);
+    let s = status.json();
+    assert_eq!(s["state"], "rolled_back");
+    assert_eq!(s["last_action"]["reason"], "canary pages on-call");
+    assert_eq!(s["last_action"]["actor"], "dashboard");
 }

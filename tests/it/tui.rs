@@ -4,9 +4,9 @@
 use chrono::{DateTime, TimeZone, Utc};
 use opsdeck::client::StreamItem;
 use opsdeck::model::{
-    Attempt, AttemptError, AttemptStatus, BreakerInfo, DlqEntry, DlqId, Event, EventKind, Overview,
-    Page, PipelineInfo, Run, RunId, RunStatus, RunSummary, StageIo, StageRecord, StageStatus,
-    Timestamp, Trigger,
+    Attempt, AttemptError, AttemptStatus, BreakerInfo, CanaryAction, CanaryStatus, DlqEntry, DlqId,
+    Event, EventKind, Overview, Page, PipelineInfo, Run, RunId, RunStatus, RunSummary, SeriesPoint,
+    StageIo, StageRecord, StageStatus, Timestamp, Trigger,
 };
 use opsdeck::tui::action::Action;
 use opsdeck::tui::app::{App, Config};
@@ -372,6 +372,67 @@ fn open_diff(app: &mut App) {
     app.apply(Msg::Diff(Box::new(view)));
 }
 
+/// Two canaries from the real controller on seeded simulated traffic: one progressing with
+/// passing checks, one rolled back by hand; and the first one's chart points.
+fn canary_fixture() -> (Vec<CanaryStatus>, Vec<SeriesPoint>) {
+    use opsdeck::canary::Rollout;
+    use opsdeck::canary::config::{CanaryConfig, Profile, Simulate};
+    use opsdeck::canary::simulate::Traffic;
+    let sim = Simulate {
+        rps: 100.0,
+        legacy: Profile {
+            p50_ms: 60.0,
+            p95_ms: 180.0,
+            error_rate: 0.004,
+        },
+        canary: Profile {
+            p50_ms: 62.0,
+            p95_ms: 190.0,
+            error_rate: 0.005,
+        },
+        changes: vec![],
+        seed: 3,
+        restart_ended: false,
+    };
+    let end = now().timestamp();
+    let start = end - 600;
+    let mut out = Vec::new();
+    let mut series = Vec::new();
+    for name in ["checkout-api", "search-api"] {
+        let cfg = std::sync::Arc::new(CanaryConfig::simulated(name, sim.clone()));
+        let mut r = Rollout::new(cfg, start, 1);
+        let mut t = Traffic::new(sim.clone(), 3);
+        for s in start..=end {
+            t.second(&mut r, s, (s - start) as u64);
+            r.tick(s);
+        }
+        if name == "search-api" {
+            r.act(
+                CanaryAction::Rollback,
+                "alice",
+                "p99 spikes in eu-west",
+                end - 30,
+            )
+            .unwrap();
+        } else {
+            series = r.series(end, 5, 60);
+        }
+        out.push(r.status());
+    }
+    (out, series)
+}
+
+fn open_canary(a: &mut App) {
+    a.on_action(Action::PaneCanary);
+    let (list, points) = canary_fixture();
+    a.apply(Msg::Canaries(list));
+    a.apply(Msg::CanarySeries {
+        name: "checkout-api".into(),
+        step_s: 5,
+        points,
+    });
+}
+
 /// A named way to bring a fresh app to one screen.
 type Scene = (&'static str, fn(&mut App));
 
@@ -426,6 +487,28 @@ fn scenes() -> Vec<Scene> {
             a.on_action(Action::CancelRun);
         }),
         ("pick_pipeline", |a| a.on_action(Action::NewRun)),
+        ("canary", open_canary),
+        ("canary_rollback", |a| {
+            open_canary(a);
+            a.on_action(Action::Rollback);
+            chars(a, "checkout errors in eu");
+        }),
+        ("canary_set_weight", |a| {
+            open_canary(a);
+            a.on_action(Action::SetWeight);
+            key(a, KeyCode::Up);
+        }),
+        ("canary_alert", |a| {
+            a.apply(Msg::Stream(StreamItem::Event(Event {
+                seq: 900,
+                at: at(5),
+                kind: EventKind::CanaryAction,
+                run_id: None,
+                stage: None,
+                data: json!({"canary": "checkout-api", "action": "rollback", "actor": "opsdeck",
+                    "state_after": "rolled_back", "reason": "error_rate failed: canary errors 7.9% vs legacy 0.4%"}),
+            })));
+        }),
         ("pick_baseline", |a| {
             open_stage(a);
             a.apply(Msg::BaselineCandidates {
@@ -472,7 +555,7 @@ fn too_small_terminals_get_one_line_and_never_panic() {
 #[test]
 fn the_terminal_theme_uses_only_ansi_colours_and_mono_none() {
     for (theme, allowed) in [("terminal", true), ("mono", false)] {
-        for (_, setup) in scenes() {
+        for (name, setup) in scenes() {
             let mut a = App::new(config(theme), Rect::new(0, 0, 100, 30), now());
             let tag = a.runs.tag;
             a.apply(Msg::Overview(overview()));
@@ -487,7 +570,7 @@ fn the_terminal_theme_uses_only_ansi_colours_and_mono_none() {
                         Color::Rgb(..) | Color::Indexed(_) => false,
                         _ => allowed,
                     };
-                    assert!(ok, "{theme}: colour {c:?} on {:?}", cell.symbol());
+                    assert!(ok, "{theme} {name}: colour {c:?} on {:?}", cell.symbol());
                 }
             }
         }

@@ -2,6 +2,7 @@
 //! `&state`. Layout is a pure function of the terminal size, shared by rendering and by the
 //! key handling that needs to know how many rows a page has.
 
+pub mod canary;
 pub mod dlq;
 pub mod events;
 pub mod run_detail;
@@ -17,18 +18,26 @@ use super::action::Action;
 pub enum PaneId {
     Runs,
     Stage,
+    Canary,
     Dlq,
     Events,
 }
 
 impl PaneId {
-    pub const ALL: [PaneId; 4] = [PaneId::Runs, PaneId::Stage, PaneId::Dlq, PaneId::Events];
+    pub const ALL: [PaneId; 5] = [
+        PaneId::Runs,
+        PaneId::Stage,
+        PaneId::Canary,
+        PaneId::Dlq,
+        PaneId::Events,
+    ];
 
-    /// The number key and title, as in DESIGN.md: 1 Runs, 2 Stage I/O, 5 DLQ, 7 Events.
+    /// The number key and title, as in DESIGN.md: 1 Runs, 2 Stage I/O, 3 Canary, 5 DLQ, 7 Events.
     pub fn tab(self) -> (&'static str, &'static str) {
         match self {
             PaneId::Runs => ("1", "Runs"),
             PaneId::Stage => ("2", "Stage"),
+            PaneId::Canary => ("3", "Canary"),
             PaneId::Dlq => ("5", "DLQ"),
             PaneId::Events => ("7", "Events"),
         }

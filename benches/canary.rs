@@ -1,0 +1,90 @@
+//! Canary costs.
+//!
+//! - `record`: observations recorded into the per-second metrics (a latency histogram, request
+//!   and error counts), in batches of 100,000 spread over seconds at 2,000 per second. Criterion
+//!   reports the throughput in elements per second.
+//! - `analysis_15m`: one analysis (both checks on everything since the step began) after 15
+//!   minutes at 200 requests per second with a 5% canary.
+//! - `drill_error_spike`: a whole drill of the shipped error-spike scenario.
+
+use std::hint::black_box;
+use std::sync::Arc;
+
+use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use opsdeck::canary::Rollout;
+use opsdeck::canary::analysis;
+use opsdeck::canary::config::{CanaryConfig, Profile, Simulate};
+use opsdeck::canary::metrics::Metrics;
+use opsdeck::canary::simulate::Traffic;
+use opsdeck::model::Version;
+
+fn sim() -> Simulate {
+    Simulate {
+        rps: 200.0,
+        legacy: Profile {
+            p50_ms: 80.0,
+            p95_ms: 200.0,
+            error_rate: 0.005,
+        },
+        canary: Profile {
+            p50_ms: 80.0,
+            p95_ms: 200.0,
+            error_rate: 0.005,
+        },
+        changes: vec![],
+        seed: 1,
+        restart_ended: false,
+    }
+}
+
+fn record(c: &mut Criterion) {
+    const N: u64 = 100_000;
+    let latencies: Vec<u64> = (0..N).map(|i| 20 + (i * 7_919) % 400).collect();
+    let mut g = c.benchmark_group("canary");
+    g.throughput(Throughput::Elements(N));
+    let mut m = Metrics::new(300, 3_600);
+    let mut sec = 0i64;
+    g.bench_function("record", |b| {
+        b.iter(|| {
+            for (i, l) in latencies.iter().enumerate() {
+                let v = if i % 20 == 0 {
+                    Version::Canary
+                } else {
+                    Version::Legacy
+                };
+                m.record(sec + (i / 2_000) as i64, v, *l, i % 200 == 0);
+            }
+            sec += (N / 2_000) as i64;
+        });
+    });
+    g.finish();
+}
+
+fn analysis_15m(c: &mut Criterion) {
+    let cfg = Arc::new(CanaryConfig::simulated("bench", sim()));
+    let mut r = Rollout::new(cfg.clone(), 0, 1);
+    let mut t = Traffic::new(sim(), 1);
+    for s in 0..900 {
+        t.second(&mut r, s, s as u64);
+    }
+    c.bench_function("canary/analysis_15m", |b| {
+        b.iter(|| black_box(analysis::checks(&r.metrics, &cfg)));
+    });
+}
+
+fn drill(c: &mut Criterion) {
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/assets/drills/error-spike.toml"
+    );
+    let Ok(s) = opsdeck::canary::drill::load(std::path::Path::new(path)) else {
+        eprintln!("cannot load {path}");
+        return;
+    };
+    c.bench_function("canary/drill_error_spike", |b| {
+        b.iter(|| black_box(opsdeck::canary::drill::run(&s, 1)));
+    });
+}
+
+criterion_group!(benches, record, analysis_15m, drill);
+criterion_main!(benches);

@@ -1,0 +1,729 @@
+//! `[canary.NAME]` tables of `opsdeck.toml` (and `[canary_config]` of a drill scenario), checked
+//! with locations like pipelines, with the seed runbook's values as defaults.
+
+use std::net::SocketAddr;
+use std::ops::Range;
+use std::time::Duration;
+
+use toml::de::DeTable;
+
+use crate::diag::Checker;
+
+/// One rollout step: the canary's weight in basis points and how long to hold it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Step {
+    pub weight_bp: u32,
+    /// `None` on the last step, which ends the rollout.
+    pub pause_s: Option<u64>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Analysis {
+    pub interval_s: u64,
+    /// The span of the recent figures shown beside each check.
+    pub window_s: u64,
+    pub min_requests: u64,
+    /// The confidence at which a check fails (and proves the canary within the SLO).
+    pub confidence: f64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Slo {
+    /// Canary error rate at most this much above legacy (0.005 = half a percentage point).
+    pub max_error_rate_delta: f64,
+    /// Canary P95 at most this fraction above legacy's (0.10 = 10%).
+    pub max_p95_increase: f64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Rollback {
+    pub error_rate_above: f64,
+    pub p95_above_ms: f64,
+    pub p95_for_s: u64,
+    pub availability_below: f64,
+    pub availability_for_s: u64,
+}
+
+/// Where the route key of a request comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RouteKey {
+    Header(String),
+    Cookie(String),
+    ClientIp,
+}
+
+impl RouteKey {
+    pub fn describe(&self) -> String {
+        match self {
+            RouteKey::Header(h) => format!("header:{h}"),
+            RouteKey::Cookie(c) => format!("cookie:{c}"),
+            RouteKey::ClientIp => "client-ip".into(),
+        }
+    }
+}
+
+/// One version's simulated traffic.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Profile {
+    pub p50_ms: f64,
+    pub p95_ms: f64,
+    pub error_rate: f64,
+}
+
+/// From `at_s` seconds after the start on, these values replace the canary's.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Change {
+    pub at_s: u64,
+    pub p50_ms: Option<f64>,
+    pub p95_ms: Option<f64>,
+    pub error_rate: Option<f64>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Simulate {
+    pub rps: f64,
+    pub legacy: Profile,
+    pub canary: Profile,
+    pub changes: Vec<Change>,
+    pub seed: u64,
+    /// A host that starts and finds the rollout ended starts it again (demos).
+    pub restart_ended: bool,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Proxy {
+    pub listen: SocketAddr,
+    pub legacy: String,
+    pub canary: String,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Source {
+    Simulate(Simulate),
+    Proxy(Proxy),
+    Ingest,
+}
+
+impl Source {
+    pub fn name(&self) -> &'static str {
+        match self {
+            Source::Simulate(_) => "simulate",
+            Source::Proxy(_) => "proxy",
+            Source::Ingest => "ingest",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct CanaryConfig {
+    pub name: String,
+    pub source: Source,
+    pub steps: Vec<Step>,
+    pub analysis: Analysis,
+    pub slo: Slo,
+    pub rollback: Rollback,
+    pub route: RouteKey,
+}
+
+pub const SOURCES: &[&str] = &["simulate", "proxy", "ingest"];
+const KEYS: &[&str] = &[
+    "source", "steps", "analysis", "slo", "rollback", "route", "proxy", "simulate",
+];
+
+impl Default for Analysis {
+    fn default() -> Self {
+        Analysis {
+            interval_s: 10,
+            window_s: 300,
+            min_requests: 1_000,
+            confidence: 0.99,
+        }
+    }
+}
+
+impl Default for Slo {
+    fn default() -> Self {
+        Slo {
+            max_error_rate_delta: 0.005,
+            max_p95_increase: 0.10,
+        }
+    }
+}
+
+impl Default for Rollback {
+    fn default() -> Self {
+        Rollback {
+            error_rate_above: 0.05,
+            p95_above_ms: 2_000.0,
+            p95_for_s: 300,
+            availability_below: 0.99,
+            availability_for_s: 900,
+        }
+    }
+}
+
+impl Default for Profile {
+    fn default() -> Self {
+        Profile {
+            p50_ms: 60.0,
+            p95_ms: 180.0,
+            error_rate: 0.004,
+        }
+    }
+}
+
+pub fn default_steps() -> Vec<Step> {
+    [
+        (5, Some(300)),
+        (10, Some(600)),
+        (25, Some(600)),
+        (50, Some(600)),
+        (100, None),
+    ]
+    .into_iter()
+    .map(|(w, p)| Step {
+        weight_bp: w * 100,
+        pause_s: p,
+    })
+    .collect()
+}
+
+impl CanaryConfig {
+    /// A simulated canary with every default, for tests and drills.
+    pub fn simulated(name: &str, sim: Simulate) -> CanaryConfig {
+        CanaryConfig {
+            name: name.into(),
+            source: Source::Simulate(sim),
+            steps: default_steps(),
+            analysis: Analysis::default(),
+            slo: Slo::default(),
+            rollback: Rollback::default(),
+            route: RouteKey::Header("x-user-id".into()),
+        }
+    }
+}
+
+/// Reads the canaries of a workspace's `opsdeck.toml` (none when the file does not exist).
+/// `shown` is the name problems are reported under.
+pub fn load_file(
+    path: &std::path::Path,
+    shown: &str,
+) -> Result<Vec<CanaryConfig>, Vec<crate::diag::Diagnostic>> {
+    let text = match std::fs::read_to_string(path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => {
+            return Err(vec![crate::diag::Diagnostic::whole_file(
+                shown,
+                format!("cannot read the file: {e}"),
+            )]);
+        }
+    };
+    let src = crate::diag::SourceFile::new(shown, text);
+    let doc = Checker::parse(&src)?;
+    let mut c = Checker::new(&src);
+    let out = parse_all(&mut c, doc.get_ref());
+    if c.has_problems() {
+        return Err(c.into_problems());
+    }
+    Ok(out)
+}
+
+/// Checks every `[canary.NAME]` table under `root` (the whole `opsdeck.toml`).
+pub fn parse_all(c: &mut Checker<'_>, root: &DeTable<'_>) -> Vec<CanaryConfig> {
+    let Some((t, _)) = c.table(root, "canary", "the file") else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    for (key, value) in t {
+        let name = key.get_ref().to_string();
+        let ctx = format!("[canary.{name}]");
+        if !valid_name(&name) {
+            c.error(
+                &key.span(),
+                format!("the canary name `{name}` may hold only letters, digits, `-` and `_`"),
+            );
+            continue;
+        }
+        match value.get_ref() {
+            toml::de::DeValue::Table(table) => {
+                if let Some(cfg) = parse_one(c, &name, table, &value.span(), &ctx, true) {
+                    out.push(cfg);
+                }
+            }
+            _ => c.error(&value.span(), format!("{ctx} must be a table")),
+        }
+    }
+    out
+}
+
+fn valid_name(name: &str) -> bool {
+    !name.is_empty()
+        && name
+            .chars()
+            .all(|ch| ch.is_ascii_alphanumeric() || ch == '-' || ch == '_')
+}
+
+/// Checks one canary table. `needs_source` is false for drill scenarios, which always simulate.
+pub fn parse_one(
+    c: &mut Checker<'_>,
+    name: &str,
+    t: &DeTable<'_>,
+    span: &Range<usize>,
+    ctx: &str,
+    needs_source: bool,
+) -> Option<CanaryConfig> {
+    let before = c.problem_count();
+    c.known_keys(t, KEYS, ctx);
+    let source_name = match c.str(t, "source", ctx) {
+        Some((s, _)) if SOURCES.contains(&s) => s.to_string(),
+        Some((s, sspan)) => {
+            c.error(
+                &sspan,
+                format!(
+                    "`source` in {ctx} is `{s}`; valid sources: {}",
+                    SOURCES.join(", ")
+                ),
+            );
+            return None;
+        }
+        None if needs_source => {
+            if crate::diag::get(t, "source").is_none() {
+                c.missing(span, "source", ctx);
+            }
+            return None;
+        }
+        None => "simulate".into(),
+    };
+    let steps = steps(c, t, ctx);
+    let analysis = analysis(c, t, ctx);
+    let slo = slo(c, t, ctx);
+    let rollback = rollback(c, t, ctx);
+    let route = route(c, t, ctx);
+    let source = match source_name.as_str() {
+        "proxy" => {
+            let Some((pt, _)) = c.table(t, "proxy", ctx) else {
+                c.missing(span, "proxy", &format!("{ctx} with source = \"proxy\""));
+                return None;
+            };
+            proxy(c, pt, span, &format!("`proxy` of {ctx}"))?
+        }
+        "ingest" => Source::Ingest,
+        _ => {
+            let sim = match c.table(t, "simulate", ctx) {
+                Some((st, _)) => simulate(c, st, &format!("`simulate` of {ctx}")),
+                None => Simulate {
+                    rps: 50.0,
+                    legacy: Profile::default(),
+                    canary: Profile::default(),
+                    changes: Vec::new(),
+                    seed: 1,
+                    restart_ended: false,
+                },
+            };
+            Source::Simulate(sim)
+        }
+    };
+    if c.problem_count() > before {
+        return None;
+    }
+    Some(CanaryConfig {
+        name: name.into(),
+        source,
+        steps: steps?,
+        analysis,
+        slo,
+        rollback,
+        route: route?,
+    })
+}
+
+fn steps(c: &mut Checker<'_>, t: &DeTable<'_>, ctx: &str) -> Option<Vec<Step>> {
+    let Some(v) = crate::diag::get(t, "steps") else {
+        return Some(default_steps());
+    };
+    let toml::de::DeValue::Array(items) = v.get_ref() else {
+        c.error(
+            &v.span(),
+            format!(
+                "`steps` in {ctx} must be an array of tables like {{weight = 5, pause = \"5m\"}}"
+            ),
+        );
+        return None;
+    };
+    if items.is_empty() {
+        c.error(
+            &v.span(),
+            format!(
+                "`steps` in {ctx} is empty; give at least one step, ending with {{weight = 100}}"
+            ),
+        );
+        return None;
+    }
+    let mut out = Vec::new();
+    let mut ok = true;
+    let last = items.len() - 1;
+    for (i, item) in items.iter().enumerate() {
+        let sctx = format!("step {} of {ctx}", i + 1);
+        let toml::de::DeValue::Table(st) = item.get_ref() else {
+            c.error(
+                &item.span(),
+                format!("{sctx} must be a table like {{weight = 5, pause = \"5m\"}}"),
+            );
+            ok = false;
+            continue;
+        };
+        c.known_keys(st, &["weight", "pause"], &sctx);
+        let Some((w, wspan)) = c.number(st, "weight", &sctx, 0.0, 100.0) else {
+            if crate::diag::get(st, "weight").is_none() {
+                c.missing(&item.span(), "weight", &sctx);
+            }
+            ok = false;
+            continue;
+        };
+        let weight_bp = (w * 100.0).round() as u32;
+        if let Some(prev) = out.last().map(|s: &Step| s.weight_bp)
+            && weight_bp <= prev
+        {
+            c.error(
+                &wspan,
+                format!("{sctx} has weight {w}, not above the step before; weights must rise"),
+            );
+            ok = false;
+        }
+        let pause = c
+            .duration(st, "pause", &sctx, Duration::from_secs(1))
+            .map(|(d, _)| d.as_secs());
+        if i < last && pause.is_none() && crate::diag::get(st, "pause").is_none() {
+            c.missing(&item.span(), "pause", &sctx);
+            ok = false;
+        }
+        out.push(Step {
+            weight_bp,
+            pause_s: if i == last { None } else { pause },
+        });
+    }
+    if ok && out.last().is_some_and(|s| s.weight_bp != 10_000) {
+        c.error(
+            &v.span(),
+            format!(
+                "the last of `steps` in {ctx} must have weight 100, which completes the rollout"
+            ),
+        );
+        ok = false;
+    }
+    ok.then_some(out)
+}
+
+fn analysis(c: &mut Checker<'_>, t: &DeTable<'_>, ctx: &str) -> Analysis {
+    let mut a = Analysis::default();
+    let Some((at, _)) = c.table(t, "analysis", ctx) else {
+        return a;
+    };
+    let actx = format!("`analysis` of {ctx}");
+    c.known_keys(
+        at,
+        &["interval", "window", "min_requests", "confidence"],
+        &actx,
+    );
+    if let Some((d, _)) = c.duration(at, "interval", &actx, Duration::from_secs(1)) {
+        a.interval_s = d.as_secs();
+    }
+    if let Some((d, _)) = c.duration(at, "window", &actx, Duration::from_secs(10)) {
+        a.window_s = d.as_secs();
+    }
+    if let Some((n, _)) = c.int(at, "min_requests", &actx, 1, i64::MAX) {
+        a.min_requests = n as u64;
+    }
+    if let Some((x, _)) = c.number(at, "confidence", &actx, 0.5, 0.999_999) {
+        a.confidence = x;
+    }
+    a
+}
+
+fn slo(c: &mut Checker<'_>, t: &DeTable<'_>, ctx: &str) -> Slo {
+    let mut s = Slo::default();
+    let Some((st, _)) = c.table(t, "slo", ctx) else {
+        return s;
+    };
+    let sctx = format!("`slo` of {ctx}");
+    c.known_keys(st, &["max_error_rate_delta", "max_p95_increase"], &sctx);
+    if let Some((x, _)) = c.number(st, "max_error_rate_delta", &sctx, 0.0, 1.0) {
+        s.max_error_rate_delta = x;
+    }
+    if let Some((x, _)) = c.number(st, "max_p95_increase", &sctx, 0.0, 100.0) {
+        s.max_p95_increase = x;
+    }
+    s
+}
+
+fn rollback(c: &mut Checker<'_>, t: &DeTable<'_>, ctx: &str) -> Rollback {
+    let mut r = Rollback::default();
+    let Some((rt, _)) = c.table(t, "rollback", ctx) else {
+        return r;
+    };
+    let rctx = format!("`rollback` of {ctx}");
+    c.known_keys(
+        rt,
+        &[
+            "error_rate_above",
+            "p95_above_ms",
+            "p95_for",
+            "availability_below",
+            "availability_for",
+        ],
+        &rctx,
+    );
+    if let Some((x, _)) = c.number(rt, "error_rate_above", &rctx, 0.0, 1.0) {
+        r.error_rate_above = x;
+    }
+    if let Some((x, _)) = c.number(rt, "p95_above_ms", &rctx, 1.0, 600_000.0) {
+        r.p95_above_ms = x;
+    }
+    if let Some((d, _)) = c.duration(rt, "p95_for", &rctx, Duration::ZERO) {
+        r.p95_for_s = d.as_secs();
+    }
+    if let Some((x, _)) = c.number(rt, "availability_below", &rctx, 0.0, 1.0) {
+        r.availability_below = x;
+    }
+    if let Some((d, _)) = c.duration(rt, "availability_for", &rctx, Duration::ZERO) {
+        r.availability_for_s = d.as_secs();
+    }
+    r
+}
+
+fn route(c: &mut Checker<'_>, t: &DeTable<'_>, ctx: &str) -> Option<RouteKey> {
+    let Some((rt, _)) = c.table(t, "route", ctx) else {
+        return Some(RouteKey::Header("x-user-id".into()));
+    };
+    let rctx = format!("`route` of {ctx}");
+    c.known_keys(rt, &["key"], &rctx);
+    let (key, span) = c.str(rt, "key", &rctx)?;
+    let parsed = if key == "client-ip" {
+        Some(RouteKey::ClientIp)
+    } else if let Some(h) = key.strip_prefix("header:").filter(|h| !h.is_empty()) {
+        Some(RouteKey::Header(h.to_ascii_lowercase()))
+    } else {
+        key.strip_prefix("cookie:")
+            .filter(|k| !k.is_empty())
+            .map(|k| RouteKey::Cookie(k.to_string()))
+    };
+    if parsed.is_none() {
+        c.error(
+            &span,
+            format!("`key` in {rctx} is `{key}`; write header:NAME, cookie:NAME or client-ip"),
+        );
+    }
+    parsed
+}
+
+fn proxy(c: &mut Checker<'_>, t: &DeTable<'_>, span: &Range<usize>, ctx: &str) -> Option<Source> {
+    c.known_keys(t, &["listen", "legacy", "canary"], ctx);
+    let listen = match c.str(t, "listen", ctx) {
+        Some((s, sspan)) => match s.parse::<SocketAddr>() {
+            Ok(a) => Some(a),
+            Err(_) => {
+                c.error(
+                    &sspan,
+                    format!("`listen` in {ctx} is `{s}`; write an address like 127.0.0.1:8080"),
+                );
+                None
+            }
+        },
+        None => {
+            c.missing(span, "listen", ctx);
+            None
+        }
+    };
+    let url = |key: &str, c: &mut Checker<'_>| match c.str(t, key, ctx) {
+        Some((s, sspan)) => {
+            if reqwest::Url::parse(s).is_ok_and(|u| matches!(u.scheme(), "http" | "https")) {
+                Some(s.trim_end_matches('/').to_string())
+            } else {
+                c.error(
+                    &sspan,
+                    format!("`{key}` in {ctx} is `{s}`; write an http:// or https:// URL"),
+                );
+                None
+            }
+        }
+        None => {
+            c.missing(span, key, ctx);
+            None
+        }
+    };
+    let legacy = url("legacy", c);
+    let canary = url("canary", c);
+    Some(Source::Proxy(Proxy {
+        listen: listen?,
+        legacy: legacy?,
+        canary: canary?,
+    }))
+}
+
+/// A version's profile table; `base` supplies keys left out.
+pub fn profile(c: &mut Checker<'_>, t: &DeTable<'_>, ctx: &str, base: Profile) -> Profile {
+    c.known_keys(t, &["p50_ms", "p95_ms", "error_rate"], ctx);
+    let mut p = base;
+    if let Some((x, _)) = c.number(t, "p50_ms", ctx, 0.0, 600_000.0) {
+        p.p50_ms = x;
+    }
+    if let Some((x, span)) = c.number(t, "p95_ms", ctx, 0.0, 600_000.0) {
+        if x < p.p50_ms {
+            c.error(&span, format!("`p95_ms` in {ctx} is below `p50_ms`; the 95th percentile is at least the median"));
+        }
+        p.p95_ms = x;
+    }
+    if let Some((x, _)) = c.number(t, "error_rate", ctx, 0.0, 1.0) {
+        p.error_rate = x;
+    }
+    p
+}
+
+/// Changes to the canary's profile over time (`change` arrays of tables).
+pub fn changes(c: &mut Checker<'_>, t: &DeTable<'_>, ctx: &str) -> Vec<Change> {
+    let Some(v) = crate::diag::get(t, "change") else {
+        return Vec::new();
+    };
+    let toml::de::DeValue::Array(items) = v.get_ref() else {
+        c.error(
+            &v.span(),
+            format!("`change` in {ctx} must be an array of tables ([[...change]])"),
+        );
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    for (i, item) in items.iter().enumerate() {
+        let cctx = format!("change {} of {ctx}", i + 1);
+        let toml::de::DeValue::Table(ct) = item.get_ref() else {
+            c.error(&item.span(), format!("{cctx} must be a table"));
+            continue;
+        };
+        c.known_keys(ct, &["at", "p50_ms", "p95_ms", "error_rate"], &cctx);
+        let Some((at, _)) = c.duration(ct, "at", &cctx, Duration::ZERO) else {
+            if crate::diag::get(ct, "at").is_none() {
+                c.missing(&item.span(), "at", &cctx);
+            }
+            continue;
+        };
+        out.push(Change {
+            at_s: at.as_secs(),
+            p50_ms: c.number(ct, "p50_ms", &cctx, 0.0, 600_000.0).map(|x| x.0),
+            p95_ms: c.number(ct, "p95_ms", &cctx, 0.0, 600_000.0).map(|x| x.0),
+            error_rate: c.number(ct, "error_rate", &cctx, 0.0, 1.0).map(|x| x.0),
+        });
+    }
+    out.sort_by_key(|ch| ch.at_s);
+    out
+}
+
+fn simulate(c: &mut Checker<'_>, t: &DeTable<'_>, ctx: &str) -> Simulate {
+    c.known_keys(
+        t,
+        &["rps", "legacy", "canary", "change", "seed", "restart_ended"],
+        ctx,
+    );
+    let rps = c
+        .number(t, "rps", ctx, 0.0, 1_000_000.0)
+        .map_or(50.0, |x| x.0);
+    let legacy = c
+        .table(t, "legacy", ctx)
+        .map_or_else(Profile::default, |(lt, _)| {
+            profile(c, lt, &format!("`legacy` of {ctx}"), Profile::default())
+        });
+    let canary = c.table(t, "canary", ctx).map_or(legacy, |(ct, _)| {
+        profile(c, ct, &format!("`canary` of {ctx}"), legacy)
+    });
+    let changes = changes(c, t, ctx);
+    let seed = c.int(t, "seed", ctx, 0, i64::MAX).map_or(1, |x| x.0 as u64);
+    let restart_ended = c.bool(t, "restart_ended", ctx).is_some_and(|x| x.0);
+    Simulate {
+        rps,
+        legacy,
+        canary,
+        changes,
+        seed,
+        restart_ended,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::diag::SourceFile;
+
+    fn check(text: &str) -> Result<Vec<CanaryConfig>, Vec<String>> {
+        let src = SourceFile::new("opsdeck.toml", text);
+        let doc = Checker::parse(&src)
+            .map_err(|d| d.iter().map(ToString::to_string).collect::<Vec<_>>())?;
+        let mut c = Checker::new(&src);
+        let out = parse_all(&mut c, doc.get_ref());
+        if c.has_problems() {
+            return Err(c.into_problems().iter().map(ToString::to_string).collect());
+        }
+        Ok(out)
+    }
+
+    #[test]
+    fn the_design_example_parses_with_its_defaults() {
+        let cfgs = check(
+            r#"
+[canary.checkout-api]
+source = "simulate"
+steps = [ {weight = 5, pause = "5m"}, {weight = 10, pause = "10m"}, {weight = 25, pause = "10m"},
+          {weight = 50, pause = "10m"}, {weight = 100} ]
+analysis = { interval = "10s", window = "5m", min_requests = 1000 }
+slo = { max_error_rate_delta = 0.005, max_p95_increase = 0.10 }
+rollback = { error_rate_above = 0.05, p95_above_ms = 2000, p95_for = "5m",
+             availability_below = 0.99, availability_for = "15m" }
+route = { key = "header:x-user-id" }
+simulate = { rps = 50, legacy = { p50_ms = 60, p95_ms = 180, error_rate = 0.004 },
+             canary = { p50_ms = 60, p95_ms = 180, error_rate = 0.004 } }
+"#,
+        )
+        .unwrap();
+        let c = &cfgs[0];
+        assert_eq!(c.steps, default_steps());
+        assert_eq!(c.analysis, Analysis::default());
+        assert_eq!(c.slo, Slo::default());
+        assert_eq!(c.rollback, Rollback::default());
+        assert_eq!(c.route, RouteKey::Header("x-user-id".into()));
+        let minimal = check("[canary.a]\nsource = \"ingest\"\n").unwrap();
+        assert_eq!(minimal[0].steps, c.steps);
+        assert_eq!(minimal[0].source, Source::Ingest);
+    }
+
+    #[test]
+    fn mistakes_are_reported_with_their_place_and_the_choices() {
+        let errs = check(
+            r#"[canary.a]
+source = "mirror"
+[canary.b]
+source = "proxy"
+proxy = { listen = "nowhere", legacy = "http://127.0.0.1:9001" }
+steps = [ {weight = 10, pause = "5m"}, {weight = 5, pause = "1m"}, {weight = 100} ]
+route = { key = "query:user" }
+analysis = { confidence = 2, interval = "10x" }
+"#,
+        )
+        .unwrap_err();
+        let all = errs.join("\n");
+        assert!(all.contains("opsdeck.toml:2:10: `source` in [canary.a] is `mirror`; valid sources: simulate, proxy, ingest"), "{all}");
+        assert!(all.contains("opsdeck.toml:5:20: `listen`"), "{all}");
+        assert!(all.contains("missing the required key `canary`"), "{all}");
+        assert!(all.contains("weights must rise"), "{all}");
+        assert!(
+            all.contains("header:NAME, cookie:NAME or client-ip"),
+            "{all}"
+        );
+        assert!(
+            all.contains("`confidence` in `analysis` of [canary.b] must be a number from 0.5"),
+            "{all}"
+        );
+        assert!(all.contains("`10x`"), "{all}");
+        let errs =
+            check("[canary.c]\nsource = \"ingest\"\nsteps = [{weight = 5, pause = \"1m\"}]\n")
+                .unwrap_err();
+        assert!(errs[0].contains("must have weight 100"), "{errs:?}");
+    }
+}

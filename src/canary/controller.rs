@@ -1,0 +1,536 @@
+//! The rollout state machine: steps with pauses, analysis every interval, automatic promotion
+//! and rollback, and the manual actions. Time is whole seconds on whatever clock the caller
+//! runs (wall time live, virtual time in drills), so both run the same code.
+
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, json};
+
+use super::analysis::{self, Held};
+use super::config::CanaryConfig;
+use super::metrics::Metrics;
+use super::router::FULL;
+use crate::model::{
+    ActionRecord, CanaryAction, CanaryState, CanaryStatus, Check, StepInfo, Timestamp,
+    TriggerStatus, Verdict, Version,
+};
+
+/// Who automatic actions are recorded as.
+pub const AUTOMATIC: &str = "opsdeck";
+
+/// What survives a restart.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Persisted {
+    pub state: CanaryState,
+    pub step: usize,
+    pub weight_bp: u32,
+    pub started_at: i64,
+    pub step_started_at: i64,
+    pub last_action: Option<ActionRecord>,
+    pub outcome: Option<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Controller {
+    pub cfg: Arc<CanaryConfig>,
+    pub st: Persisted,
+    pub checks: Vec<Check>,
+    pub triggers: Vec<TriggerStatus>,
+    pub analysis_at: Option<i64>,
+    held: Held,
+}
+
+/// Why an action was refused: a sentence naming the state and what would work.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct Refused(pub String);
+
+pub fn ts(sec: i64) -> Timestamp {
+    Timestamp::from_millis(sec.saturating_mul(1000))
+}
+
+fn percent(bp: u32) -> f64 {
+    f64::from(bp) / 100.0
+}
+
+impl Controller {
+    /// A rollout starting now at its first step.
+    pub fn new(cfg: Arc<CanaryConfig>, now: i64) -> Controller {
+        let weight_bp = cfg.steps.first().map_or(0, |s| s.weight_bp);
+        let st = Persisted {
+            state: CanaryState::Progressing,
+            step: 0,
+            weight_bp,
+            started_at: now,
+            step_started_at: now,
+            last_action: None,
+            outcome: None,
+        };
+        Controller::restore(cfg, st)
+    }
+
+    /// A rollout as it was saved; a step past the configured ones is clamped to the last.
+    pub fn restore(cfg: Arc<CanaryConfig>, mut st: Persisted) -> Controller {
+        st.step = st.step.min(cfg.steps.len().saturating_sub(1));
+        Controller {
+            cfg,
+            st,
+            checks: Vec::new(),
+            triggers: Vec::new(),
+            analysis_at: None,
+            held: Held::default(),
+        }
+    }
+
+    pub fn weight_bp(&self) -> u32 {
+        self.st.weight_bp
+    }
+
+    pub fn state(&self) -> CanaryState {
+        self.st.state
+    }
+
+    /// Runs the checks and triggers now.
+    pub fn analyze(&mut self, m: &Metrics, now: i64) {
+        self.checks = analysis::checks(m, &self.cfg);
+        self.triggers = analysis::triggers(m, now, &self.cfg, &mut self.held);
+        self.analysis_at = Some(now);
+    }
+
+    /// Called every second: analyses when an interval has passed, then rolls back on a failed
+    /// check or a fired trigger, or advances a step whose pause is over and whose checks pass.
+    pub fn tick(&mut self, m: &mut Metrics, now: i64) -> Option<ActionRecord> {
+        if self.st.state.is_final() {
+            return None;
+        }
+        let due = self
+            .analysis_at
+            .is_none_or(|at| now - at >= self.cfg.analysis.interval_s as i64);
+        if !due {
+            return None;
+        }
+        self.analyze(m, now);
+        if self.st.weight_bp > 0 {
+            let failed: Vec<String> = self
+                .checks
+                .iter()
+                .filter(|c| c.verdict == Verdict::Fail)
+                .map(|c| format!("{} failed: {}", c.name, c.summary))
+                .chain(
+                    self.triggers
+                        .iter()
+                        .filter(|t| t.fired)
+                        .map(|t| format!("{} fired: {}", t.name, t.summary)),
+                )
+                .collect();
+            if !failed.is_empty() {
+                let reason = failed.join("; ");
+                return Some(
+                    self.transition("rollback", AUTOMATIC, &reason, now, m, |s| {
+                        s.state = CanaryState::RolledBack;
+                        s.weight_bp = 0;
+                        s.outcome = Some("rolled back automatically".into());
+                    }),
+                );
+            }
+        }
+        if self.st.state != CanaryState::Progressing {
+            return None;
+        }
+        let step = self.cfg.steps.get(self.st.step)?;
+        let pause = step.pause_s? as i64;
+        let all_pass = self.checks.iter().all(|c| c.verdict == Verdict::Pass);
+        if now - self.st.step_started_at >= pause && all_pass {
+            let reason = format!(
+                "step {} held {} with every check passing",
+                self.st.step + 1,
+                crate::model::duration::to_spec(std::time::Duration::from_secs(pause as u64))
+            );
+            return Some(self.advance(AUTOMATIC, &reason, now, m));
+        }
+        None
+    }
+
+    fn advance(&mut self, actor: &str, reason: &str, now: i64, m: &mut Metrics) -> ActionRecord {
+        let next = (self.st.step + 1).min(self.cfg.steps.len() - 1);
+        let step = self.cfg.steps[next];
+        let last = next + 1 == self.cfg.steps.len();
+        self.transition("promote", actor, reason, now, m, |s| {
+            s.step = next;
+            s.weight_bp = step.weight_bp;
+            s.step_started_at = now;
+            if last {
+                s.state = CanaryState::Promoted;
+                s.outcome = Some("promoted: all traffic on the canary".into());
+            }
+        })
+    }
+
+    /// Applies `change` to the saved state, starts a new analysis epoch when the weight moved,
+    /// and records who did it, why, and the analysis at that moment.
+    fn transition(
+        &mut self,
+        action: &str,
+        actor: &str,
+        reason: &str,
+        now: i64,
+        m: &mut Metrics,
+        change: impl FnOnce(&mut Persisted),
+    ) -> ActionRecord {
+        let (state_before, weight_before) = (self.st.state, self.st.weight_bp);
+        change(&mut self.st);
+        let record = ActionRecord {
+            at: ts(now),
+            actor: actor.into(),
+            action: action.into(),
+            reason: reason.into(),
+            state_before,
+            state_after: self.st.state,
+            weight_before: percent(weight_before),
+            weight_after: percent(self.st.weight_bp),
+            analysis: json!({ "checks": self.checks, "triggers": self.triggers }),
+        };
+        if self.st.weight_bp != weight_before {
+            m.reset_epoch(now);
+            self.held = Held::default();
+            self.analysis_at = Some(now);
+            self.checks = analysis::checks(m, &self.cfg);
+        }
+        self.st.last_action = Some(record.clone());
+        record
+    }
+
+    /// A manual action. Refused (with the reason) when it does not fit the state.
+    pub fn act(
+        &mut self,
+        action: CanaryAction,
+        actor: &str,
+        reason: &str,
+        now: i64,
+        m: &mut Metrics,
+    ) -> Result<ActionRecord, Refused> {
+        let state = self.st.state;
+        let name = &self.cfg.name;
+        let ended = || {
+            Refused(format!(
+                "canary {name} is {state}; `restart` starts it again from the first step"
+            ))
+        };
+        let outcome = |what: &str| Some(format!("{what} by {actor}: {reason}"));
+        let rec = match action {
+            CanaryAction::Promote => {
+                if state.is_final() {
+                    return Err(ended());
+                }
+                self.advance(actor, reason, now, m)
+            }
+            CanaryAction::PromoteFull => {
+                if state.is_final() {
+                    return Err(ended());
+                }
+                let last = self.cfg.steps.len() - 1;
+                let o = outcome("promoted");
+                self.transition("promote_full", actor, reason, now, m, |s| {
+                    s.state = CanaryState::Promoted;
+                    s.step = last;
+                    s.weight_bp = FULL;
+                    s.step_started_at = now;
+                    s.outcome = o;
+                })
+            }
+            CanaryAction::Pause => match state {
+                CanaryState::Progressing => self.transition("pause", actor, reason, now, m, |s| {
+                    s.state = CanaryState::Paused;
+                }),
+                CanaryState::Paused => {
+                    return Err(Refused(format!(
+                        "canary {name} is already paused; `resume` continues it"
+                    )));
+                }
+                _ => return Err(ended()),
+            },
+            CanaryAction::Resume => match state {
+                CanaryState::Paused => self.transition("resume", actor, reason, now, m, |s| {
+                    s.state = CanaryState::Progressing;
+                    // The pause starts again: the step must hold its weight for its whole pause.
+                    s.step_started_at = now;
+                }),
+                CanaryState::Progressing => {
+                    return Err(Refused(format!(
+                        "canary {name} is not paused; it is progressing"
+                    )));
+                }
+                _ => return Err(ended()),
+            },
+            CanaryAction::SetWeight(w) => {
+                if w > 100 {
+                    return Err(Refused(format!(
+                        "a weight is a percentage from 0 to 100, not {w}"
+                    )));
+                }
+                if state.is_final() {
+                    return Err(ended());
+                }
+                self.transition("set_weight", actor, reason, now, m, |s| {
+                    s.weight_bp = w * 100;
+                    s.state = CanaryState::Paused;
+                    s.step_started_at = now;
+                })
+            }
+            CanaryAction::Rollback => {
+                if matches!(state, CanaryState::RolledBack | CanaryState::Aborted) {
+                    return Err(Refused(format!(
+                        "canary {name} is already {state}: all traffic is on legacy"
+                    )));
+                }
+                let o = outcome("rolled back");
+                self.transition("rollback", actor, reason, now, m, |s| {
+                    s.state = CanaryState::RolledBack;
+                    s.weight_bp = 0;
+                    s.outcome = o;
+                })
+            }
+            CanaryAction::Abort => {
+                if state.is_final() {
+                    return Err(ended());
+                }
+                let o = outcome("aborted");
+                self.transition("abort", actor, reason, now, m, |s| {
+                    s.state = CanaryState::Aborted;
+                    s.weight_bp = 0;
+                    s.outcome = o;
+                })
+            }
+            CanaryAction::Restart => {
+                let first = self.cfg.steps[0].weight_bp;
+                let rec = self.transition("restart", actor, reason, now, m, |s| {
+                    s.state = CanaryState::Progressing;
+                    s.step = 0;
+                    s.weight_bp = first;
+                    s.started_at = now;
+                    s.step_started_at = now;
+                    s.outcome = None;
+                });
+                m.reset_epoch(now);
+                self.held = Held::default();
+                rec
+            }
+        };
+        Ok(rec)
+    }
+
+    /// Everything about the rollout now.
+    pub fn status(&self, m: &Metrics) -> CanaryStatus {
+        let mut requests = Map::new();
+        for v in [Version::Legacy, Version::Canary] {
+            requests.insert(v.as_str().into(), json!(m.epoch(v).requests));
+        }
+        CanaryStatus {
+            name: self.cfg.name.clone(),
+            state: self.st.state,
+            weight: percent(self.st.weight_bp),
+            step: self.st.step,
+            steps: self
+                .cfg
+                .steps
+                .iter()
+                .map(|s| StepInfo {
+                    weight: percent(s.weight_bp),
+                    pause_s: s.pause_s,
+                })
+                .collect(),
+            source: self.cfg.source.name().into(),
+            started_at: ts(self.st.started_at),
+            step_started_at: ts(self.st.step_started_at),
+            analysis_at: self.analysis_at.map(ts),
+            checks: self.checks.clone(),
+            triggers: self.triggers.clone(),
+            last_action: self.st.last_action.clone(),
+            requests,
+            outcome: self.st.outcome.clone(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::canary::config::{Profile, Simulate};
+
+    fn ctl() -> (Controller, Metrics) {
+        let cfg = CanaryConfig::simulated(
+            "api",
+            Simulate {
+                rps: 1.0,
+                legacy: Profile::default(),
+                canary: Profile::default(),
+                changes: vec![],
+                seed: 1,
+                restart_ended: false,
+            },
+        );
+        (Controller::new(Arc::new(cfg), 0), Metrics::new(300, 3_600))
+    }
+
+    fn in_state(state: CanaryState) -> (Controller, Metrics) {
+        let (mut c, mut m) = ctl();
+        match state {
+            CanaryState::Progressing => {}
+            CanaryState::Paused => {
+                c.act(CanaryAction::Pause, "t", "r", 1, &mut m).unwrap();
+            }
+            CanaryState::Promoted => {
+                c.act(CanaryAction::PromoteFull, "t", "r", 1, &mut m)
+                    .unwrap();
+            }
+            CanaryState::RolledBack => {
+                c.act(CanaryAction::Rollback, "t", "r", 1, &mut m).unwrap();
+            }
+            CanaryState::Aborted => {
+                c.act(CanaryAction::Abort, "t", "r", 1, &mut m).unwrap();
+            }
+        }
+        assert_eq!(c.state(), state);
+        (c, m)
+    }
+
+    /// Every action from every state: the state and weight after, or refused.
+    #[test]
+    fn every_action_from_every_state() {
+        use CanaryAction as A;
+        use CanaryState as S;
+        let actions = [
+            A::Promote,
+            A::PromoteFull,
+            A::Pause,
+            A::Resume,
+            A::SetWeight(30),
+            A::Rollback,
+            A::Abort,
+            A::Restart,
+        ];
+        // (from, action) -> Some((state after, weight after in %)) or None when refused.
+        let expect = |from: S, a: A| -> Option<(S, f64)> {
+            let live = matches!(from, S::Progressing | S::Paused);
+            match a {
+                A::Promote if live => Some((from, 10.0)),
+                A::PromoteFull if live => Some((S::Promoted, 100.0)),
+                A::Pause if from == S::Progressing => Some((S::Paused, 5.0)),
+                A::Resume if from == S::Paused => Some((S::Progressing, 5.0)),
+                A::SetWeight(w) if live => Some((S::Paused, f64::from(w))),
+                A::Rollback if !matches!(from, S::RolledBack | S::Aborted) => {
+                    Some((S::RolledBack, 0.0))
+                }
+                A::Abort if live => Some((S::Aborted, 0.0)),
+                A::Restart => Some((S::Progressing, 5.0)),
+                _ => None,
+            }
+        };
+        for from in [
+            S::Progressing,
+            S::Paused,
+            S::Promoted,
+            S::RolledBack,
+            S::Aborted,
+        ] {
+            for a in actions {
+                let (mut c, mut m) = in_state(from);
+                let got = c.act(a, "alice", "drill", 5, &mut m);
+                match expect(from, a) {
+                    Some((state, weight)) => {
+                        let rec = got.unwrap_or_else(|e| panic!("{a:?} from {from}: {e}"));
+                        assert_eq!(
+                            (c.state(), c.status(&m).weight),
+                            (state, weight),
+                            "{a:?} from {from}"
+                        );
+                        assert_eq!(
+                            (rec.actor.as_str(), rec.reason.as_str()),
+                            ("alice", "drill")
+                        );
+                        assert_eq!((rec.state_before, rec.state_after), (from, state));
+                        assert_eq!(c.st.last_action.as_ref(), Some(&rec));
+                    }
+                    None => {
+                        let e = got.expect_err(&format!("{a:?} from {from} should be refused"));
+                        assert!(e.0.contains("canary api") || e.0.contains("weight"), "{e}");
+                        assert_eq!(c.state(), from, "a refused action changes nothing");
+                    }
+                }
+            }
+        }
+        let (mut c, mut m) = ctl();
+        assert!(
+            c.act(A::SetWeight(101), "t", "r", 1, &mut m)
+                .unwrap_err()
+                .0
+                .contains("0 to 100")
+        );
+        c.act(A::Promote, "t", "r", 1, &mut m).unwrap();
+        c.act(A::Promote, "t", "r", 1, &mut m).unwrap();
+        c.act(A::Promote, "t", "r", 1, &mut m).unwrap();
+        c.act(A::Promote, "t", "r", 1, &mut m).unwrap();
+        assert_eq!(
+            c.state(),
+            S::Promoted,
+            "promoting onto the last step completes the rollout"
+        );
+    }
+
+    #[test]
+    fn steps_advance_only_after_the_pause_with_passing_checks() {
+        let (mut c, mut m) = ctl();
+        // No traffic: inconclusive, so the first step holds past its pause.
+        for sec in 0..=400 {
+            assert!(
+                c.tick(&mut m, sec).is_none(),
+                "no data never promotes (second {sec})"
+            );
+        }
+        // Healthy traffic on both versions.
+        for sec in 401..=1_200 {
+            for i in 0..40 {
+                m.record(sec, Version::Legacy, 50 + i, false);
+            }
+            for i in 0..4 {
+                m.record(sec, Version::Canary, 50 + i * 10, false);
+            }
+            if let Some(rec) = c.tick(&mut m, sec) {
+                assert_eq!(
+                    (rec.action.as_str(), rec.actor.as_str()),
+                    ("promote", AUTOMATIC)
+                );
+                assert_eq!(c.st.step, 1);
+                assert!(rec.reason.contains("every check passing"), "{}", rec.reason);
+                return;
+            }
+        }
+        panic!("never advanced: {:?}", c.checks);
+    }
+
+    #[test]
+    fn a_failing_canary_rolls_back_even_while_paused() {
+        let (mut c, mut m) = ctl();
+        c.act(CanaryAction::Pause, "t", "look", 0, &mut m).unwrap();
+        for sec in 1..=60 {
+            for _ in 0..20 {
+                m.record(sec, Version::Legacy, 50, false);
+            }
+            for i in 0..5 {
+                m.record(sec, Version::Canary, 50, i < 2);
+            }
+            if let Some(rec) = c.tick(&mut m, sec) {
+                assert_eq!(rec.action, "rollback");
+                assert_eq!(c.state(), CanaryState::RolledBack);
+                assert_eq!(c.weight_bp(), 0);
+                assert!(
+                    rec.analysis["checks"][0]["verdict"] == "fail" || rec.reason.contains("fired"),
+                    "{rec:?}"
+                );
+                return;
+            }
+        }
+        panic!("never rolled back");
+    }
+}

@@ -1,0 +1,337 @@
+//! Drills: a whole rollout on a virtual clock, through the same router, metrics, analysis and
+//! controller as live traffic, with no sleeping. Many seeds run at once on every core.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::Serialize;
+
+use super::Rollout;
+use super::config::{self, CanaryConfig, Change, Profile, Simulate};
+use super::simulate::{Traffic, canary_at};
+use crate::diag::{Checker, Diagnostic, SourceFile};
+use crate::model::CanaryState;
+
+/// A scenario file.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Scenario {
+    pub duration_s: u64,
+    pub rps: f64,
+    pub seed: u64,
+    pub legacy: Profile,
+    pub canary: Profile,
+    pub changes: Vec<Change>,
+    pub config: CanaryConfig,
+}
+
+/// One action during a drill.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct StepRecord {
+    pub at_s: u64,
+    pub action: String,
+    pub actor: String,
+    pub weight: f64,
+    pub reason: String,
+}
+
+/// The outcome of one seed.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct DrillResult {
+    pub seed: u64,
+    /// `promoted`, `rolled_back`, or the state the rollout was still in when time ran out.
+    pub outcome: String,
+    pub time_to_rollback_s: Option<u64>,
+    pub time_to_promote_s: Option<u64>,
+    pub canary_requests: u64,
+    pub canary_errors: u64,
+    /// Canary requests served while the canary was worse than the SLO allows.
+    pub bad_requests_served: u64,
+    pub steps: Vec<StepRecord>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Spread {
+    pub median: f64,
+    pub max: f64,
+}
+
+/// The distribution over many seeds.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Summary {
+    pub seeds: u64,
+    pub outcomes: BTreeMap<String, u64>,
+    pub time_to_rollback_s: Option<Spread>,
+    pub time_to_promote_s: Option<Spread>,
+    pub results: Vec<DrillResult>,
+}
+
+const KEYS: &[&str] = &["scenario", "legacy", "canary", "canary_config"];
+
+/// Reads and checks a scenario file.
+pub fn load(path: &Path) -> Result<Scenario, Vec<Diagnostic>> {
+    let name = path.display().to_string();
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        vec![Diagnostic::whole_file(
+            name.clone(),
+            format!("cannot read the file: {e}"),
+        )]
+    })?;
+    parse(&name, &text)
+}
+
+pub fn parse(name: &str, text: &str) -> Result<Scenario, Vec<Diagnostic>> {
+    let src = SourceFile::new(name, text);
+    let doc = Checker::parse(&src)?;
+    let mut c = Checker::new(&src);
+    let root = doc.get_ref();
+    c.known_keys(root, KEYS, "the file");
+    let (mut duration_s, mut rps, mut seed) = (3_600, 200.0, 1);
+    match c.table(root, "scenario", "the file") {
+        Some((t, _)) => {
+            c.known_keys(t, &["duration", "rps", "seed"], "[scenario]");
+            if let Some((d, _)) = c.duration(t, "duration", "[scenario]", Duration::from_secs(1)) {
+                duration_s = d.as_secs();
+            }
+            if let Some((x, _)) = c.number(t, "rps", "[scenario]", 0.1, 1_000_000.0) {
+                rps = x;
+            }
+            if let Some((n, _)) = c.int(t, "seed", "[scenario]", 0, i64::MAX) {
+                seed = n as u64;
+            }
+        }
+        None => c.missing(&(0..0), "scenario", "the file"),
+    }
+    let legacy = c
+        .table(root, "legacy", "the file")
+        .map_or_else(Profile::default, |(t, _)| {
+            config::profile(&mut c, t, "[legacy]", Profile::default())
+        });
+    let (canary, changes) = match c.table(root, "canary", "the file") {
+        Some((t, _)) => {
+            let mut scratch = t.clone();
+            scratch.remove("change");
+            let p = config::profile(&mut c, &scratch, "[canary]", legacy);
+            (p, config::changes(&mut c, t, "[canary]"))
+        }
+        None => (legacy, Vec::new()),
+    };
+    let sim = Simulate {
+        rps,
+        legacy,
+        canary,
+        changes: changes.clone(),
+        seed,
+        restart_ended: false,
+    };
+    let cfg = match c.table(root, "canary_config", "the file") {
+        Some((t, span)) => {
+            let mut t = t.clone();
+            t.remove("source");
+            config::parse_one(&mut c, "drill", &t, &span, "[canary_config]", false).map(
+                |mut cfg| {
+                    cfg.source = config::Source::Simulate(sim.clone());
+                    cfg
+                },
+            )
+        }
+        None => Some(CanaryConfig::simulated("drill", sim)),
+    };
+    if c.has_problems() {
+        return Err(c.into_problems());
+    }
+    let Some(config) = cfg else {
+        return Err(vec![Diagnostic::whole_file(
+            name,
+            "[canary_config] is not valid",
+        )]);
+    };
+    Ok(Scenario {
+        duration_s,
+        rps,
+        seed,
+        legacy,
+        canary,
+        changes,
+        config,
+    })
+}
+
+/// Whether a canary with profile `c` is worse than the SLO allows against legacy `l`.
+fn violates(cfg: &CanaryConfig, l: &Profile, c: &Profile) -> bool {
+    c.error_rate > l.error_rate + cfg.slo.max_error_rate_delta
+        || c.p95_ms > l.p95_ms * (1.0 + cfg.slo.max_p95_increase)
+}
+
+/// Runs one seed from time 0 until the rollout ends or the scenario's time runs out.
+pub fn run(s: &Scenario, seed: u64) -> DrillResult {
+    let cfg = Arc::new(s.config.clone());
+    let mut rollout = Rollout::new(cfg.clone(), 0, seed ^ 0x5eed);
+    let sim = Simulate {
+        rps: s.rps,
+        legacy: s.legacy,
+        canary: s.canary,
+        changes: s.changes.clone(),
+        seed,
+        restart_ended: false,
+    };
+    let mut traffic = Traffic::new(sim, seed);
+    let mut out = DrillResult {
+        seed,
+        outcome: String::new(),
+        time_to_rollback_s: None,
+        time_to_promote_s: None,
+        canary_requests: 0,
+        canary_errors: 0,
+        bad_requests_served: 0,
+        steps: Vec::new(),
+    };
+    for t in 0..s.duration_s {
+        let sec = t as i64;
+        let got = traffic.second(&mut rollout, sec, t);
+        out.canary_requests += got.canary_requests;
+        out.canary_errors += got.canary_errors;
+        if violates(&cfg, &s.legacy, &canary_at(s.canary, &s.changes, t)) {
+            out.bad_requests_served += got.canary_requests;
+        }
+        if let Some(rec) = rollout.tick(sec) {
+            out.steps.push(StepRecord {
+                at_s: t,
+                action: rec.action.clone(),
+                actor: rec.actor.clone(),
+                weight: rec.weight_after,
+                reason: rec.reason.clone(),
+            });
+            match rollout.ctl.state() {
+                CanaryState::RolledBack => out.time_to_rollback_s = Some(t),
+                CanaryState::Promoted => out.time_to_promote_s = Some(t),
+                _ => {}
+            }
+        }
+        if rollout.ctl.state().is_final() {
+            break;
+        }
+    }
+    out.outcome = rollout.ctl.state().as_str().to_string();
+    out
+}
+
+fn spread(mut v: Vec<u64>) -> Option<Spread> {
+    if v.is_empty() {
+        return None;
+    }
+    v.sort_unstable();
+    let mid = v.len() / 2;
+    let median = if v.len().is_multiple_of(2) {
+        (v[mid - 1] + v[mid]) as f64 / 2.0
+    } else {
+        v[mid] as f64
+    };
+    Some(Spread {
+        median,
+        max: v[v.len() - 1] as f64,
+    })
+}
+
+/// Runs seeds `1..=n` in parallel on every core.
+pub fn run_seeds(s: &Scenario, seeds: &[u64]) -> Summary {
+    let workers = std::thread::available_parallelism()
+        .map_or(1, std::num::NonZero::get)
+        .min(seeds.len().max(1));
+    let mut results: Vec<DrillResult> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..workers)
+            .map(|w| {
+                let mine: Vec<u64> = seeds.iter().copied().skip(w).step_by(workers).collect();
+                scope.spawn(move || {
+                    mine.into_iter()
+                        .map(|seed| run(s, seed))
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .flat_map(|h| h.join().unwrap_or_default())
+            .collect()
+    });
+    results.sort_by_key(|r| r.seed);
+    let mut outcomes = BTreeMap::new();
+    for r in &results {
+        *outcomes.entry(r.outcome.clone()).or_insert(0) += 1;
+    }
+    Summary {
+        seeds: results.len() as u64,
+        outcomes,
+        time_to_rollback_s: spread(
+            results
+                .iter()
+                .filter_map(|r| r.time_to_rollback_s)
+                .collect(),
+        ),
+        time_to_promote_s: spread(results.iter().filter_map(|r| r.time_to_promote_s).collect()),
+        results,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SPIKE: &str = r#"
+[scenario]
+duration = "60m"
+rps = 200
+seed = 1
+[legacy]
+p50_ms = 80
+p95_ms = 200
+error_rate = 0.005
+[canary]
+p50_ms = 80
+p95_ms = 200
+error_rate = 0.08
+[canary_config]
+analysis = { interval = "10s" }
+"#;
+
+    #[test]
+    fn an_error_spike_is_rolled_back_quickly_and_reproducibly() {
+        let s = parse("spike.toml", SPIKE).unwrap();
+        assert_eq!((s.duration_s, s.rps), (3_600, 200.0));
+        let a = run(&s, 1);
+        assert_eq!(a.outcome, "rolled_back", "{a:?}");
+        assert!(a.time_to_rollback_s.unwrap() <= 30, "{a:?}");
+        assert_eq!(a.bad_requests_served, a.canary_requests);
+        assert_eq!(a, run(&s, 1), "a seed gives the same drill every time");
+    }
+
+    #[test]
+    fn a_healthy_canary_is_promoted_through_every_step() {
+        let text = SPIKE.replace("error_rate = 0.08", "error_rate = 0.005");
+        let s = parse("healthy.toml", &text).unwrap();
+        let r = run(&s, 2);
+        assert_eq!(r.outcome, "promoted", "{r:?}");
+        assert_eq!(r.steps.iter().filter(|s| s.action == "promote").count(), 4);
+        assert!(
+            r.time_to_promote_s.unwrap() >= 35 * 60,
+            "every pause is held: {r:?}"
+        );
+        assert_eq!(r.bad_requests_served, 0);
+    }
+
+    #[test]
+    fn scenario_mistakes_name_the_place() {
+        let e = parse("bad.toml", "[scenario]\nduration = \"1x\"\nrsp = 3\n").unwrap_err();
+        let all: Vec<String> = e.iter().map(ToString::to_string).collect();
+        assert!(
+            all.iter().any(|l| l.starts_with("bad.toml:2:12:")),
+            "{all:?}"
+        );
+        assert!(
+            all.iter()
+                .any(|l| l.contains("unknown key `rsp`") && l.contains("did you mean `rps`")),
+            "{all:?}"
+        );
+    }
+}

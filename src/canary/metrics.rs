@@ -1,0 +1,273 @@
+//! Per-version traffic in one-second buckets: request count, error count and a latency
+//! histogram. Closed seconds are merged into per-minute histograms (for long charts) and into
+//! running totals since the current analysis epoch (for the sequential tests). Old buckets are
+//! dropped, so memory is bounded by the retention window, never by traffic.
+
+use std::collections::VecDeque;
+
+use hdrhistogram::Histogram;
+
+use crate::model::Version;
+
+/// Latencies are kept in whole milliseconds, up to ten minutes, to two significant digits (1%).
+const MAX_MS: u64 = 600_000;
+
+pub fn new_histogram() -> Histogram<u32> {
+    // Fails only for invalid constant bounds, which these are not.
+    Histogram::new_with_bounds(1, MAX_MS, 2).expect("constant histogram bounds are valid")
+}
+
+/// Requests, errors and latencies of some stretch of time.
+#[derive(Debug, Clone)]
+pub struct Totals {
+    pub requests: u64,
+    pub errors: u64,
+    pub latency: Histogram<u32>,
+}
+
+impl Totals {
+    pub fn new() -> Totals {
+        Totals {
+            requests: 0,
+            errors: 0,
+            latency: new_histogram(),
+        }
+    }
+
+    pub fn add(&mut self, other: &Totals) {
+        self.requests += other.requests;
+        self.errors += other.errors;
+        let _ = self.latency.add(&other.latency);
+    }
+
+    pub fn error_rate(&self) -> Option<f64> {
+        (self.requests > 0).then(|| self.errors as f64 / self.requests as f64)
+    }
+
+    /// The latency at quantile `q` in ms, if there is any data.
+    pub fn quantile(&self, q: f64) -> Option<f64> {
+        (!self.latency.is_empty()).then(|| self.latency.value_at_quantile(q) as f64)
+    }
+}
+
+impl Default for Totals {
+    fn default() -> Self {
+        Totals::new()
+    }
+}
+
+#[derive(Debug, Clone)]
+struct Slot {
+    sec: i64,
+    totals: Totals,
+}
+
+/// One version's series.
+#[derive(Debug, Clone)]
+struct Series {
+    seconds: VecDeque<Slot>,
+    minutes: VecDeque<Slot>,
+    epoch: Totals,
+    /// The first second that counts towards `epoch`.
+    epoch_from: i64,
+}
+
+/// Both versions' traffic.
+#[derive(Debug, Clone)]
+pub struct Metrics {
+    /// Seconds kept at one-second resolution.
+    pub fine_secs: i64,
+    /// Seconds kept at all (one-minute resolution beyond `fine_secs`).
+    pub retention_secs: i64,
+    series: [Series; 2],
+    /// Requests that had no route key and were split at random.
+    pub unkeyed: u64,
+}
+
+impl Default for Series {
+    fn default() -> Self {
+        Series {
+            seconds: VecDeque::new(),
+            minutes: VecDeque::new(),
+            epoch: Totals::new(),
+            epoch_from: i64::MIN,
+        }
+    }
+}
+
+fn idx(v: Version) -> usize {
+    match v {
+        Version::Legacy => 0,
+        Version::Canary => 1,
+    }
+}
+
+impl Metrics {
+    pub fn new(fine_secs: i64, retention_secs: i64) -> Metrics {
+        Metrics {
+            fine_secs,
+            retention_secs: retention_secs.max(fine_secs),
+            series: [Series::default(), Series::default()],
+            unkeyed: 0,
+        }
+    }
+
+    fn slot(&mut self, v: Version, sec: i64) -> &mut Totals {
+        let s = &mut self.series[idx(v)];
+        let need_new = s.seconds.back().is_none_or(|b| b.sec < sec);
+        if need_new {
+            // The second before is closed: fold it into its minute and the epoch totals.
+            if let Some(last) = s.seconds.back() {
+                let minute = last.sec.div_euclid(60) * 60;
+                if s.minutes.back().is_none_or(|m| m.sec < minute) {
+                    s.minutes.push_back(Slot {
+                        sec: minute,
+                        totals: Totals::new(),
+                    });
+                }
+                if let Some(m) = s.minutes.back_mut() {
+                    m.totals.add(&last.totals);
+                }
+                if last.sec >= s.epoch_from {
+                    s.epoch.add(&last.totals);
+                }
+            }
+            s.seconds.push_back(Slot {
+                sec,
+                totals: Totals::new(),
+            });
+            while s
+                .seconds
+                .front()
+                .is_some_and(|f| f.sec <= sec - self.fine_secs)
+            {
+                s.seconds.pop_front();
+            }
+            while s
+                .minutes
+                .front()
+                .is_some_and(|f| f.sec <= sec - self.retention_secs - 60)
+            {
+                s.minutes.pop_front();
+            }
+        }
+        // Late observations (a second already closed) count in the newest bucket; there is
+        // always one, since a bucket was just pushed if there was none.
+        let last = s.seconds.len() - 1;
+        &mut s.seconds[last].totals
+    }
+
+    /// Records one request.
+    pub fn record(&mut self, sec: i64, v: Version, latency_ms: u64, error: bool) {
+        let t = self.slot(v, sec);
+        t.requests += 1;
+        t.errors += u64::from(error);
+        t.latency.saturating_record(latency_ms.max(1));
+    }
+
+    /// Records many requests of one second at once (ingest batches).
+    pub fn record_counts(
+        &mut self,
+        sec: i64,
+        v: Version,
+        requests: u64,
+        errors: u64,
+        latencies_ms: &[u64],
+    ) {
+        let t = self.slot(v, sec);
+        t.requests += requests;
+        t.errors += errors.min(requests);
+        for l in latencies_ms {
+            t.latency.saturating_record((*l).max(1));
+        }
+    }
+
+    /// Starts a new analysis epoch with the second after `now`: the sequential tests begin
+    /// again from there (traffic of second `now` was served under the old conditions).
+    pub fn reset_epoch(&mut self, now: i64) {
+        for s in &mut self.series {
+            s.epoch = Totals::new();
+            s.epoch_from = now + 1;
+        }
+    }
+
+    /// Everything since the epoch began, including the second still open.
+    pub fn epoch(&self, v: Version) -> Totals {
+        let s = &self.series[idx(v)];
+        let mut t = s.epoch.clone();
+        if let Some(b) = s.seconds.back().filter(|b| b.sec >= s.epoch_from) {
+            t.add(&b.totals);
+        }
+        t
+    }
+
+    /// Totals over `from..=to` (seconds), at one-second resolution where kept, else by minute.
+    pub fn window(&self, v: Version, from: i64, to: i64) -> Totals {
+        let s = &self.series[idx(v)];
+        let mut t = Totals::new();
+        let fine_from = s.seconds.front().map_or(i64::MAX, |f| f.sec);
+        for slot in s.seconds.iter().filter(|b| b.sec >= from && b.sec <= to) {
+            t.add(&slot.totals);
+        }
+        if from < fine_from {
+            // Older than the fine buckets: whole minutes that end before the fine data starts.
+            for m in s
+                .minutes
+                .iter()
+                .filter(|m| m.sec >= from.div_euclid(60) * 60 && m.sec + 60 <= fine_from)
+            {
+                t.add(&m.totals);
+            }
+        }
+        t
+    }
+
+    /// Per-step totals for charts: `points` consecutive steps of `step` seconds ending at `to`.
+    pub fn steps(&self, v: Version, to: i64, step: i64, points: usize) -> Vec<(i64, Totals)> {
+        (0..points as i64)
+            .rev()
+            .map(|k| {
+                let end = to - k * step;
+                (end - step + 1, self.window(v, end - step + 1, end))
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn windows_merge_buckets_and_epochs_restart() {
+        let mut m = Metrics::new(300, 3_600);
+        for sec in 0..120 {
+            for i in 0..10 {
+                m.record(sec, Version::Canary, 100 + i, i == 0);
+            }
+            m.record(sec, Version::Legacy, 50, false);
+        }
+        let w = m.window(Version::Canary, 60, 119);
+        assert_eq!((w.requests, w.errors), (600, 60));
+        assert_eq!(w.quantile(0.5).map(f64::round), Some(104.0));
+        assert_eq!(m.epoch(Version::Canary).requests, 1_200);
+        m.reset_epoch(119);
+        assert_eq!(m.epoch(Version::Canary).requests, 0);
+        m.record(120, Version::Canary, 100, false);
+        assert_eq!(m.epoch(Version::Canary).requests, 1);
+        assert_eq!(m.window(Version::Legacy, 0, 119).requests, 120);
+    }
+
+    #[test]
+    fn memory_is_bounded_by_retention() {
+        let mut m = Metrics::new(60, 600);
+        for sec in 0..5_000 {
+            m.record(sec, Version::Canary, 10, false);
+        }
+        let s = &m.series[1];
+        assert!(s.seconds.len() <= 60, "{}", s.seconds.len());
+        assert!(s.minutes.len() <= 12, "{}", s.minutes.len());
+        // Old data is summarised by minute: a ten-minute window still counts everything.
+        assert_eq!(m.window(Version::Canary, 4_400, 4_999).requests, 600);
+    }
+}

@@ -1,0 +1,109 @@
+//! Canary rollouts: the router, per-second metrics, anytime-valid analysis, the controller,
+//! traffic sources, and drills. A [`Rollout`] ties one canary's parts together; live hosts and
+//! drills drive the same `Rollout`, so a drill exercises exactly the code that guards traffic.
+
+pub mod analysis;
+pub mod config;
+pub mod controller;
+pub mod drill;
+pub mod live;
+pub mod metrics;
+pub mod proxy;
+pub mod router;
+pub mod simulate;
+pub mod stats;
+
+use std::sync::Arc;
+
+use crate::model::{ActionRecord, CanaryAction, CanaryStatus, SeriesPoint, Version, VersionPoint};
+use crate::runtime::rng::Rng;
+pub use config::CanaryConfig;
+pub use controller::{Controller, Persisted, Refused};
+use metrics::{Metrics, Totals};
+use router::Route;
+
+/// Seconds of one-second buckets kept at least (the 5-minute chart and the trigger windows).
+const MIN_FINE_S: i64 = 300;
+/// Seconds of history kept at all (the 60-minute chart).
+const RETENTION_S: i64 = 3_600;
+
+/// One canary: its controller, its traffic, and the randomness for unkeyed requests.
+#[derive(Debug)]
+pub struct Rollout {
+    pub ctl: Controller,
+    pub metrics: Metrics,
+    rng: Rng,
+}
+
+impl Rollout {
+    pub fn new(cfg: Arc<CanaryConfig>, now: i64, seed: u64) -> Rollout {
+        Rollout::resume(Controller::new(cfg, now), seed)
+    }
+
+    /// Carries on from a saved controller (after a restart: fresh metrics, same state).
+    pub fn resume(ctl: Controller, seed: u64) -> Rollout {
+        let fine = (ctl.cfg.analysis.window_s as i64).max(MIN_FINE_S);
+        Rollout {
+            ctl,
+            metrics: Metrics::new(fine, RETENTION_S),
+            rng: Rng::new(seed),
+        }
+    }
+
+    /// Where a request with this route key goes at the current weight.
+    pub fn route(&mut self, key: Option<&str>) -> Route {
+        let r = router::route(key, self.ctl.weight_bp(), &mut self.rng);
+        if !r.keyed {
+            self.metrics.unkeyed += 1;
+        }
+        r
+    }
+
+    pub fn observe(&mut self, sec: i64, v: Version, latency_ms: u64, error: bool) {
+        self.metrics.record(sec, v, latency_ms, error);
+    }
+
+    /// Once a second: analysis when due, then automatic promotion or rollback.
+    pub fn tick(&mut self, now: i64) -> Option<ActionRecord> {
+        self.ctl.tick(&mut self.metrics, now)
+    }
+
+    pub fn act(
+        &mut self,
+        action: CanaryAction,
+        actor: &str,
+        reason: &str,
+        now: i64,
+    ) -> Result<ActionRecord, Refused> {
+        self.ctl.act(action, actor, reason, now, &mut self.metrics)
+    }
+
+    pub fn status(&self) -> CanaryStatus {
+        self.ctl.status(&self.metrics)
+    }
+
+    /// `points` chart points of `step` seconds each, ending at `now`.
+    pub fn series(&self, now: i64, step: i64, points: usize) -> Vec<SeriesPoint> {
+        let legacy = self.metrics.steps(Version::Legacy, now, step, points);
+        let canary = self.metrics.steps(Version::Canary, now, step, points);
+        legacy
+            .into_iter()
+            .zip(canary)
+            .map(|((at, l), (_, c))| SeriesPoint {
+                at: controller::ts(at),
+                legacy: point(&l, step),
+                canary: point(&c, step),
+            })
+            .collect()
+    }
+}
+
+fn point(t: &Totals, step: i64) -> VersionPoint {
+    VersionPoint {
+        rps: t.requests as f64 / step.max(1) as f64,
+        error_rate: t.error_rate(),
+        p50_ms: t.quantile(0.50),
+        p95_ms: t.quantile(0.95),
+        p99_ms: t.quantile(0.99),
+    }
+}

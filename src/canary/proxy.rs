@@ -1,0 +1,205 @@
+//! The `proxy` source: the host listens on the configured address and reverse-proxies every
+//! request to the legacy or the canary upstream, chosen by the router from the request's route
+//! key. Bodies stream both ways; each response says which version served it in
+//! `x-opsdeck-version`; 5xx answers and connection failures count as errors.
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{ConnectInfo, Request, State};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use futures::TryStreamExt;
+
+use super::config::{Proxy, RouteKey, Source};
+use super::live::{LiveCanary, lock};
+use crate::model::Version;
+use crate::runtime::clock::Clock;
+use crate::runtime::host::Inner;
+use crate::runtime::{Result, RuntimeError};
+
+/// The response header that names the version that answered.
+pub const VERSION_HEADER: &str = "x-opsdeck-version";
+
+/// Headers that belong to one connection, never forwarded.
+const HOP_BY_HOP: &[&str] = &[
+    "connection",
+    "keep-alive",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+    "host",
+];
+
+#[derive(Clone)]
+struct ProxyState {
+    canary: Arc<Mutex<LiveCanary>>,
+    upstreams: Arc<Proxy>,
+    route: Arc<RouteKey>,
+    http: reqwest::Client,
+    clock: Arc<dyn Clock>,
+}
+
+/// The route key of a request, if it has one.
+fn route_key(route: &RouteKey, headers: &HeaderMap, peer: SocketAddr) -> Option<String> {
+    match route {
+        RouteKey::Header(h) => headers
+            .get(h.as_str())
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string),
+        RouteKey::Cookie(name) => headers
+            .get_all("cookie")
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(';'))
+            .filter_map(|kv| kv.trim().split_once('='))
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.to_string()),
+        RouteKey::ClientIp => Some(peer.ip().to_string()),
+    }
+}
+
+async fn forward(
+    State(s): State<ProxyState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    req: Request,
+) -> Response {
+    let key = route_key(&s.route, req.headers(), peer);
+    let version = lock(&s.canary).rollout.route(key.as_deref()).version;
+    let base = match version {
+        Version::Legacy => &s.upstreams.legacy,
+        Version::Canary => &s.upstreams.canary,
+    };
+    let path = req.uri().path_and_query().map_or("/", |p| p.as_str());
+    let url = format!("{base}{path}");
+    let (parts, body) = req.into_parts();
+    let mut headers = reqwest::header::HeaderMap::new();
+    for (k, v) in &parts.headers {
+        if !HOP_BY_HOP.contains(&k.as_str()) {
+            headers.append(k.clone(), v.clone());
+        }
+    }
+    let started = Instant::now();
+    let sent = s
+        .http
+        .request(parts.method, &url)
+        .headers(headers)
+        .body(reqwest::Body::wrap_stream(body.into_data_stream()))
+        .send()
+        .await;
+    let latency_ms = started.elapsed().as_millis() as u64;
+    let now = s.clock.now().timestamp();
+    let version_value = HeaderValue::from_static(version.as_str());
+    match sent {
+        Ok(resp) => {
+            let status = resp.status();
+            lock(&s.canary)
+                .rollout
+                .observe(now, version, latency_ms, status.is_server_error());
+            let mut out = Response::builder().status(status.as_u16());
+            if let Some(h) = out.headers_mut() {
+                for (k, v) in resp.headers() {
+                    if !HOP_BY_HOP.contains(&k.as_str()) {
+                        h.append(k.clone(), v.clone());
+                    }
+                }
+                h.insert(HeaderName::from_static(VERSION_HEADER), version_value);
+            }
+            let stream = resp.bytes_stream().map_err(std::io::Error::other);
+            out.body(Body::from_stream(stream))
+                .unwrap_or_else(|_| StatusCode::BAD_GATEWAY.into_response())
+        }
+        Err(e) => {
+            lock(&s.canary)
+                .rollout
+                .observe(now, version, latency_ms, true);
+            tracing::debug!(error = %e, upstream = %base, "proxy: the upstream did not answer");
+            let mut r = (
+                StatusCode::BAD_GATEWAY,
+                format!("opsdeck proxy: the {version} upstream did not answer\n"),
+            )
+                .into_response();
+            r.headers_mut()
+                .insert(HeaderName::from_static(VERSION_HEADER), version_value);
+            r
+        }
+    }
+}
+
+/// The proxy's router, for tests that drive it without a socket.
+fn app(state: ProxyState) -> Router {
+    Router::new().fallback(forward).with_state(state)
+}
+
+/// Starts a listener for every `proxy` canary of the host; a port in use is an error that
+/// names the canary and the address.
+pub(crate) async fn start_all(inner: &Arc<Inner>) -> Result<()> {
+    for (cfg, live) in inner.canaries.all() {
+        let Source::Proxy(p) = &cfg.source else {
+            continue;
+        };
+        let listener = tokio::net::TcpListener::bind(p.listen).await.map_err(|e| {
+            RuntimeError::Io(format!(
+                "canary {}: cannot listen on {} for its proxy: {e}",
+                cfg.name, p.listen
+            ))
+        })?;
+        let state = ProxyState {
+            canary: live.clone(),
+            upstreams: Arc::new(p.clone()),
+            route: Arc::new(cfg.route.clone()),
+            http: reqwest::Client::builder()
+                .redirect(reqwest::redirect::Policy::none())
+                .build()
+                .unwrap_or_default(),
+            clock: inner.clock.clone(),
+        };
+        let shutdown = inner.shutdown.clone();
+        let name = cfg.name.clone();
+        tracing::info!(canary = %name, listen = %p.listen, "canary proxy listening");
+        inner.tasks.spawn(async move {
+            let served = axum::serve(
+                listener,
+                app(state).into_make_service_with_connect_info::<SocketAddr>(),
+            )
+            .with_graceful_shutdown(async move { shutdown.cancelled().await })
+            .await;
+            if let Err(e) = served {
+                tracing::error!(canary = %name, error = %e, "canary proxy stopped");
+            }
+        });
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn route_keys_come_from_headers_cookies_or_the_peer() {
+        let peer: SocketAddr = "10.1.2.3:5555".parse().unwrap();
+        let mut h = HeaderMap::new();
+        h.insert("x-user-id", HeaderValue::from_static("u-42"));
+        h.insert("cookie", HeaderValue::from_static("theme=dark; uid=abc"));
+        assert_eq!(
+            route_key(&RouteKey::Header("x-user-id".into()), &h, peer).as_deref(),
+            Some("u-42")
+        );
+        assert_eq!(
+            route_key(&RouteKey::Cookie("uid".into()), &h, peer).as_deref(),
+            Some("abc")
+        );
+        assert_eq!(route_key(&RouteKey::Cookie("nope".into()), &h, peer), None);
+        assert_eq!(
+            route_key(&RouteKey::ClientIp, &h, peer).as_deref(),
+            Some("10.1.2.3")
+        );
+    }
+}

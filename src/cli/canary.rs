@@ -1,0 +1,296 @@
+//! `opsdeck canary`: list rollouts, show one (once or watching), and act on one with a reason.
+//! Reads work while another process hosts the workspace (they read the saved status);
+//! actions host the workspace for the moment they take, like runs.
+
+use std::fmt::Write as _;
+
+use clap::{Args, Subcommand};
+
+use super::output::{Table, print_json, short, took};
+use super::run::with_host;
+use super::{Cli, CliError, CliResult, EXIT_OK, open_workspace, reader};
+use crate::canary::live::saved_statuses;
+use crate::model::{CanaryAction, CanaryState, CanaryStatus, Verdict};
+use crate::runtime::workspace::Workspace;
+
+#[derive(Debug, Subcommand)]
+pub enum CanaryCommand {
+    /// Every canary of the workspace with its state and weight
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// One canary: state, step, weight, checks with their numbers, triggers, last action
+    Status {
+        name: String,
+        #[arg(long)]
+        json: bool,
+        /// Redraw every two seconds until Ctrl-C
+        #[arg(long, conflicts_with = "json")]
+        watch: bool,
+    },
+    /// Move to the next step now
+    Promote(ActArgs),
+    /// Send all traffic to the canary: the rollout is done
+    PromoteFull(ActArgs),
+    /// Stop advancing (automatic rollback still protects)
+    Pause(ActArgs),
+    /// Continue advancing; the current step's pause starts again
+    Resume(ActArgs),
+    /// Set the canary's weight in percent (0-100) and pause
+    SetWeight {
+        name: String,
+        #[arg(value_parser = clap::value_parser!(u32).range(0..=100), value_name = "PERCENT")]
+        weight: u32,
+        /// Why, for the audit log
+        #[arg(long)]
+        reason: String,
+    },
+    /// Send all traffic to legacy now
+    Rollback(ActArgs),
+    /// Start a rollout that ended again from its first step
+    Restart(ActArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ActArgs {
+    pub name: String,
+    /// Why, for the audit log
+    #[arg(long)]
+    pub reason: String,
+}
+
+/// Who a command-line action is recorded as.
+fn actor() -> String {
+    let user = std::env::var("USER")
+        .or_else(|_| std::env::var("LOGNAME"))
+        .unwrap_or_else(|_| "unknown".into());
+    format!("cli:{user}")
+}
+
+fn statuses(ws: &Workspace) -> Result<Vec<CanaryStatus>, CliError> {
+    Ok(saved_statuses(&ws.canaries, &reader(ws)?))
+}
+
+fn one(ws: &Workspace, name: &str) -> Result<CanaryStatus, CliError> {
+    ws.canary(name).map_err(CliError::bad_input)?;
+    statuses(ws)?
+        .into_iter()
+        .find(|s| s.name == name)
+        .ok_or_else(|| CliError::bad_input(format!("there is no canary `{name}`")))
+}
+
+pub fn state_symbol(s: CanaryState) -> &'static str {
+    match s {
+        CanaryState::Progressing => "▶",
+        CanaryState::Paused => "⏸",
+        CanaryState::Promoted => "✔",
+        CanaryState::RolledBack => "↩",
+        CanaryState::Aborted => "✖",
+    }
+}
+
+pub fn verdict_symbol(v: Verdict) -> &'static str {
+    match v {
+        Verdict::Pass => "✔",
+        Verdict::Fail => "✖",
+        Verdict::Inconclusive => "…",
+    }
+}
+
+/// The compact text view of `status` and `status --watch`.
+pub fn render(s: &CanaryStatus, now_ms: i64) -> String {
+    let mut o = String::new();
+    let step = s.steps.get(s.step);
+    let pause = step.and_then(|st| st.pause_s).map_or_else(
+        || "final".into(),
+        |p| format!("pause {}", took(Some(p as i64 * 1000))),
+    );
+    let _ = writeln!(o, "Name:        {}", s.name);
+    let _ = writeln!(
+        o,
+        "State:       {} {}   (source {})",
+        state_symbol(s.state),
+        s.state,
+        s.source
+    );
+    let _ = writeln!(
+        o,
+        "Step:        {}/{}   weight {}%   ({pause}, {} in step)",
+        s.step + 1,
+        s.steps.len(),
+        s.weight,
+        took(Some(now_ms - s.step_started_at.millis()))
+    );
+    let _ = writeln!(
+        o,
+        "Requests:    legacy {}   canary {}   (since the step began)",
+        s.requests.get("legacy").cloned().unwrap_or_default(),
+        s.requests.get("canary").cloned().unwrap_or_default()
+    );
+    if let Some(outcome) = &s.outcome {
+        let _ = writeln!(o, "Outcome:     {outcome}");
+    }
+    let at = s.analysis_at.map_or_else(
+        || "not yet".into(),
+        |t| t.datetime().format("%H:%M:%S UTC").to_string(),
+    );
+    let _ = writeln!(o, "Analysis:    {at}");
+    for c in &s.checks {
+        let proven = if c.proven_within_slo {
+            " (proven within SLO)"
+        } else {
+            ""
+        };
+        let _ = writeln!(
+            o,
+            "  {} {:<12} {:<12} {}{proven}",
+            verdict_symbol(c.verdict),
+            c.name,
+            c.verdict.as_str(),
+            c.summary
+        );
+    }
+    if !s.triggers.is_empty() {
+        let _ = writeln!(o, "Triggers:");
+        for t in &s.triggers {
+            let mark = if t.fired { "✖ FIRED" } else { "  ok   " };
+            let _ = writeln!(o, "  {mark} {:<19} {}", t.name, t.summary);
+        }
+    }
+    if let Some(a) = &s.last_action {
+        let _ = writeln!(
+            o,
+            "Last action: {} by {} at {} ({}% -> {}%): {}",
+            a.action,
+            a.actor,
+            a.at.datetime().format("%H:%M:%S UTC"),
+            a.weight_before,
+            a.weight_after,
+            a.reason
+        );
+    }
+    o
+}
+
+pub async fn run(cli: &Cli, cmd: &CanaryCommand) -> CliResult {
+    let (ws, _log) = open_workspace(cli, false, false)?;
+    // A canary table that does not check out must not look like "no canaries".
+    let bad: Vec<String> = ws
+        .problems
+        .iter()
+        .filter(|d| d.file == "opsdeck.toml")
+        .map(ToString::to_string)
+        .collect();
+    if !bad.is_empty() {
+        return Err(CliError::bad_input(bad.join("\n")));
+    }
+    let act = |name: &str, action: CanaryAction, reason: &str| {
+        (name.to_string(), action, reason.to_string())
+    };
+    let (name, action, reason) = match cmd {
+        CanaryCommand::List { json } => {
+            let all = statuses(&ws)?;
+            if *json {
+                print_json(&all)?;
+            } else if all.is_empty() {
+                say!("this workspace has no canaries; add a [canary.NAME] table to opsdeck.toml")?;
+            } else {
+                let mut t = Table::new(vec![
+                    "NAME",
+                    "STATE",
+                    "WEIGHT",
+                    "STEP",
+                    "SOURCE",
+                    "CHECKS",
+                    "LAST ACTION",
+                ]);
+                for s in &all {
+                    let checks = s
+                        .checks
+                        .iter()
+                        .map(|c| format!("{} {}", c.name, c.verdict))
+                        .collect::<Vec<_>>()
+                        .join(", ");
+                    t.row(vec![
+                        s.name.clone(),
+                        format!("{} {}", state_symbol(s.state), s.state),
+                        format!("{}%", s.weight),
+                        format!("{}/{}", s.step + 1, s.steps.len()),
+                        s.source.clone(),
+                        if checks.is_empty() {
+                            "-".into()
+                        } else {
+                            checks
+                        },
+                        s.last_action.as_ref().map_or_else(
+                            || "-".into(),
+                            |a| short(&format!("{} by {}: {}", a.action, a.actor, a.reason), 50),
+                        ),
+                    ]);
+                }
+                say_raw!("{}", t.render())?;
+            }
+            return Ok(EXIT_OK);
+        }
+        CanaryCommand::Status { name, json, watch } => {
+            if *watch {
+                return watch_status(&ws, name).await;
+            }
+            let s = one(&ws, name)?;
+            if *json {
+                print_json(&s)?;
+            } else {
+                say_raw!("{}", render(&s, chrono::Utc::now().timestamp_millis()))?;
+            }
+            return Ok(EXIT_OK);
+        }
+        CanaryCommand::Promote(a) => act(&a.name, CanaryAction::Promote, &a.reason),
+        CanaryCommand::PromoteFull(a) => act(&a.name, CanaryAction::PromoteFull, &a.reason),
+        CanaryCommand::Pause(a) => act(&a.name, CanaryAction::Pause, &a.reason),
+        CanaryCommand::Resume(a) => act(&a.name, CanaryAction::Resume, &a.reason),
+        CanaryCommand::SetWeight {
+            name,
+            weight,
+            reason,
+        } => act(name, CanaryAction::SetWeight(*weight), reason),
+        CanaryCommand::Rollback(a) => act(&a.name, CanaryAction::Rollback, &a.reason),
+        CanaryCommand::Restart(a) => act(&a.name, CanaryAction::Restart, &a.reason),
+    };
+    ws.canary(&name).map_err(CliError::bad_input)?;
+    let command = format!("opsdeck canary {} {name}", action.name().replace('_', "-"));
+    with_host(
+        ws,
+        command,
+        &format!("cannot {} canary {name}", action.name().replace('_', " ")),
+        async move |host| {
+            let rec = host.canary_act(&name, action, &actor(), &reason).await?;
+            say!(
+                "canary {name}: {} -> {}, weight {}% -> {}% ({} by {})",
+                rec.state_before,
+                rec.state_after,
+                rec.weight_before,
+                rec.weight_after,
+                rec.action,
+                rec.actor
+            )?;
+            Ok(EXIT_OK)
+        },
+    )
+    .await
+}
+
+async fn watch_status(ws: &Workspace, name: &str) -> CliResult {
+    ws.canary(name).map_err(CliError::bad_input)?;
+    loop {
+        let s = one(ws, name)?;
+        let mut screen = String::from("\x1b[2J\x1b[H");
+        screen.push_str(&render(&s, chrono::Utc::now().timestamp_millis()));
+        screen.push_str("\n(watching; Ctrl-C stops)\n");
+        say_raw!("{screen}")?;
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => return Ok(EXIT_OK),
+            () = tokio::time::sleep(std::time::Duration::from_secs(2)) => {}
+        }
+    }
+}

@@ -1,0 +1,91 @@
+//! `opsdeck drill SCENARIO.toml [--seeds N] [--json]`: a whole rollout on a virtual clock.
+
+use std::path::PathBuf;
+
+use clap::Args;
+
+use super::output::print_json;
+use super::{CliError, CliResult, EXIT_OK};
+use crate::canary::drill::{self, DrillResult};
+
+#[derive(Debug, Args)]
+pub struct DrillArgs {
+    /// The scenario file (see assets/drills/)
+    pub scenario: PathBuf,
+    /// Run seeds 1..=N instead of the scenario's seed, in parallel, and print the distribution
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..=100_000))]
+    pub seeds: Option<u64>,
+    /// Print JSON
+    #[arg(long)]
+    pub json: bool,
+}
+
+fn secs(x: Option<u64>) -> String {
+    x.map_or_else(|| "-".into(), |s| format!("{s}s"))
+}
+
+fn line(r: &DrillResult) -> String {
+    format!(
+        "seed {}: {} (rollback {}, promote {}); canary requests {}, errors {}, bad requests served {}",
+        r.seed,
+        r.outcome,
+        secs(r.time_to_rollback_s),
+        secs(r.time_to_promote_s),
+        r.canary_requests,
+        r.canary_errors,
+        r.bad_requests_served
+    )
+}
+
+pub fn run(args: &DrillArgs) -> CliResult {
+    let scenario = drill::load(&args.scenario).map_err(|problems| {
+        CliError::bad_input(
+            problems
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join("\n"),
+        )
+    })?;
+    match args.seeds {
+        None => {
+            let r = drill::run(&scenario, scenario.seed);
+            if args.json {
+                print_json(&r)?;
+            } else {
+                say!("{}", line(&r))?;
+                for s in &r.steps {
+                    say!(
+                        "  {:>5}s  {:<12} by {:<8} weight {:>5}%  {}",
+                        s.at_s,
+                        s.action,
+                        s.actor,
+                        s.weight,
+                        s.reason
+                    )?;
+                }
+            }
+        }
+        Some(n) => {
+            let seeds: Vec<u64> = (1..=n).collect();
+            let summary = drill::run_seeds(&scenario, &seeds);
+            if args.json {
+                print_json(&summary)?;
+            } else {
+                let outcomes: Vec<String> = summary
+                    .outcomes
+                    .iter()
+                    .map(|(k, v)| format!("{k} {v}"))
+                    .collect();
+                say!("{} seeds: {}", summary.seeds, outcomes.join(", "))?;
+                if let Some(t) = &summary.time_to_rollback_s {
+                    say!("time to rollback: median {}s, max {}s", t.median, t.max)?;
+                }
+                if let Some(t) = &summary.time_to_promote_s {
+                    say!("time to promote: median {}s, max {}s", t.median, t.max)?;
+                }
+            }
+        }
+    }
+    Ok(EXIT_OK)
+}

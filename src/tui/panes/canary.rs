@@ -1,0 +1,462 @@
+//! The canary pane: every rollout, and for the selected one its state, step and weight, the
+//! analysis checks with their numbers, the hard triggers, and charts of legacy against canary
+//! (latency, error rate, requests per second) over 5, 15 or 60 minutes. Legacy and canary
+//! differ by marker as well as colour, so the charts read in the `mono` theme.
+
+use ratatui::Frame;
+use ratatui::layout::{Constraint, Layout, Rect};
+use ratatui::symbols::Marker;
+use ratatui::text::{Line, Span};
+use ratatui::widgets::{
+    Axis, Block, Chart, Dataset, GraphType, LineGauge, Paragraph, Row, Table, TableState,
+};
+
+use super::Cursor;
+use crate::model::{CanaryState, CanaryStatus, SeriesPoint, Verdict, VersionPoint};
+use crate::tui::view::Ctx;
+use crate::tui::widgets::elapsed;
+
+/// Chart spans: (label, seconds per point). Every span has [`POINTS`] points.
+pub const SPANS: [(&str, i64); 3] = [("5m", 5), ("15m", 15), ("60m", 60)];
+pub const POINTS: usize = 60;
+
+/// Which latency quantile the latency chart plots.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Quantile {
+    P50,
+    #[default]
+    P95,
+    P99,
+}
+
+impl Quantile {
+    #[must_use]
+    pub fn next(self) -> Quantile {
+        match self {
+            Quantile::P50 => Quantile::P95,
+            Quantile::P95 => Quantile::P99,
+            Quantile::P99 => Quantile::P50,
+        }
+    }
+
+    fn label(self) -> &'static str {
+        match self {
+            Quantile::P50 => "p50",
+            Quantile::P95 => "p95",
+            Quantile::P99 => "p99",
+        }
+    }
+
+    fn of(self, p: &VersionPoint) -> Option<f64> {
+        match self {
+            Quantile::P50 => p.p50_ms,
+            Quantile::P95 => p.p95_ms,
+            Quantile::P99 => p.p99_ms,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct CanaryPane {
+    pub canaries: Vec<CanaryStatus>,
+    pub cursor: Cursor,
+    pub loaded: bool,
+    /// Index into [`SPANS`].
+    pub span: usize,
+    pub quantile: Quantile,
+    /// The series of the selected canary, with the canary and step it is for.
+    pub series: Option<(String, i64, Vec<SeriesPoint>)>,
+}
+
+impl CanaryPane {
+    pub fn selected(&self) -> Option<&CanaryStatus> {
+        self.canaries.get(self.cursor.selected)
+    }
+
+    pub fn step_s(&self) -> i64 {
+        SPANS[self.span % SPANS.len()].1
+    }
+
+    pub fn apply(&mut self, canaries: Vec<CanaryStatus>) {
+        let keep = self.selected().map(|c| c.name.clone());
+        self.canaries = canaries;
+        self.loaded = true;
+        if let Some(i) = keep.and_then(|n| self.canaries.iter().position(|c| c.name == n)) {
+            self.cursor.selected = i;
+        }
+        self.cursor.keep_visible(self.canaries.len(), LIST_ROWS);
+    }
+}
+
+/// Canaries the list shows at once.
+pub const LIST_ROWS: usize = 3;
+
+pub fn state_style(s: CanaryState) -> (&'static str, &'static str) {
+    match s {
+        CanaryState::Progressing => ("▶", "status.running"),
+        CanaryState::Paused => ("⏸", "status.retrying"),
+        CanaryState::Promoted => ("✔", "status.ok"),
+        CanaryState::RolledBack => ("↩", "status.failed"),
+        CanaryState::Aborted => ("✖", "status.cancelled"),
+    }
+}
+
+pub fn verdict_style(v: Verdict) -> (&'static str, &'static str) {
+    match v {
+        Verdict::Pass => ("✔", "status.ok"),
+        Verdict::Fail => ("✖", "status.failed"),
+        Verdict::Inconclusive => ("…", "status.pending"),
+    }
+}
+
+fn pct(x: f64) -> String {
+    format!("{:.2}%", x * 100.0)
+}
+
+pub fn render(f: &mut Frame, area: Rect, p: &CanaryPane, ctx: &Ctx<'_>) {
+    let t = ctx.theme;
+    let block = Block::bordered()
+        .title(Span::styled(" Canaries ", t.style("ui.title")))
+        .border_style(t.style("ui.border.focused"));
+    let inner = block.inner(area);
+    f.render_widget(block, area);
+    if p.canaries.is_empty() {
+        let text = if p.loaded {
+            "This workspace has no canaries. Add a [canary.NAME] table to opsdeck.toml (see the README's Canary rollouts)."
+        } else {
+            "Loading canaries..."
+        };
+        f.render_widget(
+            Paragraph::new(Span::styled(text, t.style("ui.dim")))
+                .wrap(ratatui::widgets::Wrap { trim: true }),
+            inner,
+        );
+        return;
+    }
+    let list_h = p.canaries.len().min(LIST_ROWS) as u16;
+    let [list, rule, state, checks, triggers, charts] = Layout::vertical([
+        Constraint::Length(list_h),
+        Constraint::Length(1),
+        Constraint::Length(2),
+        Constraint::Length(3),
+        Constraint::Length(1),
+        Constraint::Min(0),
+    ])
+    .areas(inner);
+    render_list(f, list, p, ctx);
+    f.render_widget(
+        Line::styled("─".repeat(usize::from(rule.width)), t.style("ui.border")),
+        rule,
+    );
+    let Some(c) = p.selected() else { return };
+    render_state(f, state, c, ctx);
+    render_checks(f, checks, c, ctx);
+    render_triggers(f, triggers, c, ctx);
+    render_charts(f, charts, p, c, ctx);
+}
+
+fn render_list(f: &mut Frame, area: Rect, p: &CanaryPane, ctx: &Ctx<'_>) {
+    let t = ctx.theme;
+    let rows: Vec<Row> = p
+        .canaries
+        .iter()
+        .map(|c| {
+            let (sym, slot) = state_style(c.state);
+            let checks: Vec<Span> = c
+                .checks
+                .iter()
+                .flat_map(|k| {
+                    let (s, slot) = verdict_style(k.verdict);
+                    [
+                        Span::styled(format!("{s} {}", k.name), t.style(slot)),
+                        Span::raw("  "),
+                    ]
+                })
+                .collect();
+            Row::new(vec![
+                Line::from(Span::styled(format!("{sym} {}", c.name), t.style(slot))),
+                Line::styled(c.state.as_str().to_string(), t.style(slot)),
+                Line::raw(format!("{:>5}%", c.weight)),
+                Line::raw(format!("{}/{}", c.step + 1, c.steps.len())),
+                Line::from(checks),
+            ])
+        })
+        .collect();
+    let name_w = p
+        .canaries
+        .iter()
+        .map(|c| c.name.chars().count() + 2)
+        .max()
+        .unwrap_or(8)
+        .clamp(8, 24) as u16;
+    let table = Table::new(
+        rows,
+        [
+            Constraint::Length(name_w),
+            Constraint::Length(11),
+            Constraint::Length(7),
+            Constraint::Length(4),
+            Constraint::Fill(1),
+        ],
+    )
+    .row_highlight_style(t.style("ui.selection"));
+    let mut state = TableState::default()
+        .with_offset(p.cursor.offset)
+        .with_selected(Some(p.cursor.selected));
+    f.render_stateful_widget(table, area, &mut state);
+}
+
+fn render_state(f: &mut Frame, area: Rect, c: &CanaryStatus, ctx: &Ctx<'_>) {
+    let t = ctx.theme;
+    let [line, gauge] =
+        Layout::vertical([Constraint::Length(1), Constraint::Length(1)]).areas(area);
+    let (sym, slot) = state_style(c.state);
+    let in_step = elapsed(Some(c.step_started_at), None, ctx.now);
+    let pause = c.steps.get(c.step).and_then(|s| s.pause_s).map_or_else(
+        || "final step".to_string(),
+        |p| {
+            format!(
+                "pause {}",
+                crate::model::duration::to_spec(std::time::Duration::from_secs(p))
+            )
+        },
+    );
+    let mut spans = vec![
+        Span::styled(
+            format!("{sym} {} ", c.state.as_str().to_uppercase()),
+            t.style(slot),
+        ),
+        Span::styled(
+            format!(
+                " step {}/{} · {pause} · {in_step} in step · {} ",
+                c.step + 1,
+                c.steps.len(),
+                c.source
+            ),
+            t.style("ui.text"),
+        ),
+    ];
+    if let Some(o) = &c.outcome {
+        spans.push(Span::styled(
+            format!("· {o}"),
+            t.style(if c.state == CanaryState::RolledBack {
+                "alert"
+            } else {
+                "ui.dim"
+            }),
+        ));
+    }
+    f.render_widget(Paragraph::new(Line::from(spans)), line);
+    let ratio = (c.weight / 100.0).clamp(0.0, 1.0);
+    let label = format!("canary {:>5}% ", c.weight);
+    f.render_widget(
+        LineGauge::default()
+            .ratio(ratio)
+            .label(Span::styled(label, t.style("chart.canary")))
+            .filled_style(t.style("chart.canary"))
+            .unfilled_style(t.style("chart.legacy"))
+            .filled_symbol("█")
+            .unfilled_symbol("░"),
+        gauge,
+    );
+}
+
+fn render_checks(f: &mut Frame, area: Rect, c: &CanaryStatus, ctx: &Ctx<'_>) {
+    let t = ctx.theme;
+    if c.checks.is_empty() {
+        f.render_widget(
+            Span::styled(
+                "No analysis yet: the first runs one interval after the step starts.",
+                t.style("ui.dim"),
+            ),
+            area,
+        );
+        return;
+    }
+    let rows: Vec<Row> = c
+        .checks
+        .iter()
+        .map(|k| {
+            let (sym, slot) = verdict_style(k.verdict);
+            let proven = if k.proven_within_slo {
+                " · proven within SLO"
+            } else {
+                ""
+            };
+            Row::new(vec![
+                Line::raw(k.name.clone()),
+                Line::styled(format!("{sym} {}", k.verdict.as_str()), t.style(slot)),
+                Line::raw(format!("{}{proven}", k.summary)),
+            ])
+        })
+        .collect();
+    let table = Table::new(
+        rows,
+        [
+            Constraint::Length(12),
+            Constraint::Length(14),
+            Constraint::Fill(1),
+        ],
+    )
+    .header(Row::new(vec!["CHECK", "VERDICT", "NUMBERS"]).style(t.style("ui.dim")));
+    f.render_widget(table, area);
+}
+
+fn render_triggers(f: &mut Frame, area: Rect, c: &CanaryStatus, ctx: &Ctx<'_>) {
+    let t = ctx.theme;
+    let mut spans = vec![Span::styled("rollback if ", t.style("ui.dim"))];
+    for (i, tr) in c.triggers.iter().enumerate() {
+        if i > 0 {
+            spans.push(Span::styled(" · ", t.style("ui.dim")));
+        }
+        let (label, value) = match tr.name.as_str() {
+            "error_rate_above" => (format!("errors > {}", pct(tr.threshold)), tr.value.map(pct)),
+            "p95_above_ms" => (
+                format!("p95 > {:.0}ms for {}s", tr.threshold, tr.for_s),
+                tr.value.map(|v| format!("{v:.0}ms")),
+            ),
+            _ => (
+                format!("avail < {} for {}s", pct(tr.threshold), tr.for_s),
+                tr.value.map(pct),
+            ),
+        };
+        let now = value.map_or_else(|| " (too few)".to_string(), |v| format!(" (now {v})"));
+        let slot = if tr.fired { "alert" } else { "ui.text" };
+        spans.push(Span::styled(
+            format!("{}{label}{now}", if tr.fired { "FIRED " } else { "" }),
+            t.style(slot),
+        ));
+    }
+    f.render_widget(Paragraph::new(Line::from(spans)), area);
+}
+
+fn render_charts(f: &mut Frame, area: Rect, p: &CanaryPane, c: &CanaryStatus, ctx: &Ctx<'_>) {
+    let t = ctx.theme;
+    if area.height < 4 {
+        return;
+    }
+    let span = SPANS[p.span % SPANS.len()].0;
+    let points: &[SeriesPoint] = match &p.series {
+        Some((name, step, pts)) if *name == c.name && *step == p.step_s() => pts,
+        _ => &[],
+    };
+    let [lat, err, rps] = Layout::horizontal([Constraint::Ratio(1, 3); 3]).areas(area);
+    let q = p.quantile;
+    let series = |get: &dyn Fn(&SeriesPoint) -> Option<f64>| -> Vec<(f64, f64)> {
+        points
+            .iter()
+            .enumerate()
+            .filter_map(|(i, pt)| get(pt).map(|v| (i as f64, v)))
+            .collect()
+    };
+    let lat_l = series(&|pt| q.of(&pt.legacy));
+    let lat_c = series(&|pt| q.of(&pt.canary));
+    let err_l = series(&|pt| pt.legacy.error_rate.map(|e| e * 100.0));
+    let err_c = series(&|pt| pt.canary.error_rate.map(|e| e * 100.0));
+    let rps_l = series(&|pt| Some(pt.legacy.rps));
+    let rps_c = series(&|pt| Some(pt.canary.rps));
+    let whole = |v: &[(f64, f64)]| {
+        v.last()
+            .map_or_else(|| "-".into(), |x| format!("{:.0}", x.1))
+    };
+    let share = |v: &[(f64, f64)]| {
+        v.last()
+            .map_or_else(|| "-".into(), |x| format!("{:.1}%", x.1))
+    };
+    chart(
+        f,
+        lat,
+        &format!("{} ms {span}", q.label()),
+        &lat_l,
+        &lat_c,
+        (&whole(&lat_l), &whole(&lat_c)),
+        ctx,
+    );
+    chart(
+        f,
+        err,
+        &format!("errors % {span}"),
+        &err_l,
+        &err_c,
+        (&share(&err_l), &share(&err_c)),
+        ctx,
+    );
+    chart(
+        f,
+        rps,
+        &format!("req/s {span}"),
+        &rps_l,
+        &rps_c,
+        (&whole(&rps_l), &whole(&rps_c)),
+        ctx,
+    );
+    let _ = t;
+}
+
+fn chart(
+    f: &mut Frame,
+    area: Rect,
+    title: &str,
+    legacy: &[(f64, f64)],
+    canary: &[(f64, f64)],
+    now: (&str, &str),
+    ctx: &Ctx<'_>,
+) {
+    let t = ctx.theme;
+    let top = legacy
+        .iter()
+        .chain(canary)
+        .map(|p| p.1)
+        .fold(0.0_f64, f64::max);
+    let top = if top <= 0.0 { 1.0 } else { top * 1.15 };
+    let block = Block::bordered()
+        .title(Span::styled(format!(" {title} "), t.style("ui.title")))
+        .title_bottom(Line::from(if area.width >= 40 {
+            vec![
+                Span::styled(format!(" • legacy {} ", now.0), t.style("chart.legacy")),
+                Span::styled(format!("⠿ canary {} ", now.1), t.style("chart.canary")),
+            ]
+        } else {
+            vec![
+                Span::styled(format!("•L {} ", now.0), t.style("chart.legacy")),
+                Span::styled(format!("⠿C {}", now.1), t.style("chart.canary")),
+            ]
+        }))
+        .border_style(t.style("ui.border"));
+    let datasets = vec![
+        Dataset::default()
+            .marker(Marker::Dot)
+            .graph_type(GraphType::Scatter)
+            .style(t.style("chart.legacy"))
+            .data(legacy),
+        Dataset::default()
+            .marker(Marker::Braille)
+            .graph_type(GraphType::Line)
+            .style(t.style("chart.canary"))
+            .data(canary),
+    ];
+    let fmt = |v: f64| {
+        if v >= 100.0 {
+            format!("{v:.0}")
+        } else {
+            format!("{v:.1}")
+        }
+    };
+    let chart = Chart::new(datasets)
+        .block(block)
+        .x_axis(
+            Axis::default()
+                .bounds([0.0, (POINTS - 1) as f64])
+                .style(t.style("ui.dim")),
+        )
+        .y_axis(
+            Axis::default()
+                .bounds([0.0, top])
+                .labels([
+                    Span::styled("0", t.style("ui.dim")),
+                    Span::styled(fmt(top), t.style("ui.dim")),
+                ])
+                .style(t.style("ui.dim")),
+        );
+    f.render_widget(chart, area);
+}

@@ -1,0 +1,345 @@
+//! Canary rollouts end to end: the proxy on loopback between two real upstream servers, the
+//! CLI (status, actions, refusals), drills, and config errors.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use opsdeck::model::{CanaryState, Version};
+use opsdeck::runtime::clock::{Clock, ManualClock};
+use opsdeck::runtime::{Host, HostOptions};
+
+use crate::support::{TestWorkspace, until};
+
+/// An upstream that answers with its name, or 500 once `failing` is set.
+async fn upstream(name: &'static str, failing: Arc<AtomicBool>) -> SocketAddr {
+    let app = axum::Router::new().fallback(move || {
+        let failing = failing.clone();
+        async move {
+            if failing.load(Ordering::SeqCst) {
+                (
+                    axum::http::StatusCode::INTERNAL_SERVER_ERROR,
+                    "broken".to_string(),
+                )
+            } else {
+                (axum::http::StatusCode::OK, format!("hello from {name}"))
+            }
+        }
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    addr
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_proxy_splits_sticks_labels_and_rolls_back_within_one_interval() {
+    let broken = Arc::new(AtomicBool::new(false));
+    let legacy = upstream("legacy", Arc::new(AtomicBool::new(false))).await;
+    let canary = upstream("canary", broken.clone()).await;
+    let port = free_port();
+    let ws = TestWorkspace::new();
+    ws.write(
+        "opsdeck.toml",
+        &format!(
+            r#"[canary.shop]
+source = "proxy"
+proxy = {{ listen = "127.0.0.1:{port}", legacy = "http://{legacy}", canary = "http://{canary}" }}
+steps = [ {{weight = 30, pause = "1h"}}, {{weight = 100}} ]
+analysis = {{ interval = "1s", min_requests = 50 }}
+route = {{ key = "header:x-user-id" }}
+"#
+        ),
+    );
+    let clock = ManualClock::new(chrono::Utc::now());
+    let mut opts = HostOptions::long_lived("proxy test");
+    opts.clock = Arc::new(clock.clone());
+    opts.seed = Some(7);
+    let host = Host::start(ws.open(), opts).await.unwrap();
+    let http = reqwest::Client::new();
+    let url = format!("http://127.0.0.1:{port}/checkout?x=1");
+    let call = |user: String| {
+        let (http, url) = (http.clone(), url.clone());
+        async move {
+            let r = http
+                .get(&url)
+                .header("x-user-id", user)
+                .send()
+                .await
+                .unwrap();
+            let version = r.headers()["x-opsdeck-version"]
+                .to_str()
+                .unwrap()
+                .to_string();
+            let status = r.status().as_u16();
+            let body = r.text().await.unwrap();
+            (version, status, body)
+        }
+    };
+
+    // The split follows the weight, each user sticks to a version, and the header says which.
+    let mut seen: HashMap<String, String> = HashMap::new();
+    let mut canary_count = 0;
+    for i in 0..600 {
+        let user = format!("user-{i}");
+        let (version, status, body) = call(user.clone()).await;
+        assert_eq!(status, 200);
+        assert_eq!(
+            body,
+            format!("hello from {version}"),
+            "the header names the version that answered"
+        );
+        canary_count += usize::from(version == "canary");
+        seen.insert(user, version);
+    }
+    let share = canary_count as f64 / 600.0;
+    assert!(
+        (share - 0.30).abs() < 0.07,
+        "canary share {share} at weight 30%"
+    );
+    for i in (0..600).step_by(37) {
+        let user = format!("user-{i}");
+        assert_eq!(call(user.clone()).await.0, seen[&user], "{user} is sticky");
+    }
+
+    // Let the host analyse that healthy second: nothing happens.
+    let second = |clock: ManualClock, host: Host| async move {
+        clock.advance(Duration::from_secs(1));
+        let now = clock.timestamp().millis() / 1000;
+        until("the host to analyse the second", || {
+            let host = host.clone();
+            async move {
+                host.canary("shop")
+                    .unwrap()
+                    .analysis_at
+                    .is_some_and(|t| t.millis() / 1000 >= now)
+            }
+        })
+        .await;
+    };
+    second(clock.clone(), host.clone()).await;
+    assert_eq!(host.canary("shop").unwrap().state, CanaryState::Progressing);
+
+    // The canary upstream starts failing: the next analysis (one interval later) rolls back.
+    broken.store(true, Ordering::SeqCst);
+    let failing_from = clock.timestamp().millis() / 1000;
+    for i in 0..300 {
+        let _ = call(format!("user-{i}")).await;
+    }
+    second(clock.clone(), host.clone()).await;
+    let s = host.canary("shop").unwrap();
+    assert_eq!(s.state, CanaryState::RolledBack, "{:?}", s.checks);
+    let rec = s.last_action.unwrap();
+    assert_eq!(
+        (rec.actor.as_str(), rec.action.as_str()),
+        ("opsdeck", "rollback")
+    );
+    assert!(
+        rec.at.millis() / 1000 - failing_from <= 1,
+        "rolled back within one interval"
+    );
+    assert!(rec.reason.contains("error_rate"), "{}", rec.reason);
+
+    // After the rollback every request goes to legacy, canary users included.
+    for i in 0..100 {
+        let (version, status, _) = call(format!("user-{i}")).await;
+        assert_eq!((version.as_str(), status), (Version::Legacy.as_str(), 200));
+    }
+    host.shutdown().await;
+
+    // The state survives a restart, and the action is in the event log and the audit log.
+    let host = Host::start(ws.open(), HostOptions::new("check"))
+        .await
+        .unwrap();
+    assert_eq!(host.canary("shop").unwrap().state, CanaryState::RolledBack);
+    let events = host.events(0, 10_000).await.unwrap();
+    assert!(
+        events
+            .iter()
+            .any(|e| e.kind.as_str() == "canary_action" && e.data["action"] == "rollback")
+    );
+    host.shutdown().await;
+    let audit = opsdeck::store::Reader::open(&ws.path(".opsdeck/state.db"))
+        .unwrap()
+        .audit(10)
+        .unwrap();
+    assert_eq!(audit[0].action, "canary.rollback");
+    assert_eq!(audit[0].target, "canary/shop");
+    assert!(audit[0].details["analysis"]["checks"].is_array());
+}
+
+const SIMULATED: &str = r#"[canary.api]
+source = "simulate"
+steps = [ {weight = 5, pause = "10m"}, {weight = 50, pause = "10m"}, {weight = 100} ]
+simulate = { rps = 20 }
+"#;
+
+#[test]
+fn the_cli_shows_and_acts_with_reasons_and_refuses_what_does_not_fit() {
+    let ws = TestWorkspace::new();
+    ws.write("opsdeck.toml", SIMULATED);
+    let list = ws.run(&["canary", "list", "--json"]);
+    list.expect_code(0);
+    assert_eq!(list.json()[0]["name"], "api");
+    let status = ws.run(&["canary", "status", "api", "--json"]);
+    status.expect_code(0);
+    let s = status.json();
+    for key in [
+        "name",
+        "state",
+        "weight",
+        "step",
+        "source",
+        "checks",
+        "last_action",
+    ] {
+        assert!(s.get(key).is_some(), "status --json has `{key}`: {s}");
+    }
+    assert_eq!(
+        (s["state"].as_str(), s["weight"].as_f64()),
+        (Some("progressing"), Some(5.0))
+    );
+
+    let out = ws.run(&[
+        "canary",
+        "set-weight",
+        "api",
+        "20",
+        "--reason",
+        "hold at 20 for the sale",
+    ]);
+    out.expect_code(0);
+    assert!(
+        out.stdout().contains("weight 5% -> 20%"),
+        "{}",
+        out.stdout()
+    );
+    let s = ws.run(&["canary", "status", "api", "--json"]).json();
+    assert_eq!(
+        (s["state"].as_str(), s["weight"].as_f64()),
+        (Some("paused"), Some(20.0))
+    );
+    assert_eq!(s["last_action"]["reason"], "hold at 20 for the sale");
+    let text = ws.run(&["canary", "status", "api"]).stdout();
+    assert!(
+        text.contains("paused") && text.contains("set_weight by cli:"),
+        "{text}"
+    );
+
+    ws.run(&[
+        "canary",
+        "rollback",
+        "api",
+        "--reason",
+        "errors in checkout",
+    ])
+    .expect_code(0);
+    let again = ws.run(&["canary", "rollback", "api", "--reason", "twice"]);
+    again.expect_code(2);
+    assert!(
+        again.stderr().contains("already rolled_back"),
+        "{}",
+        again.stderr()
+    );
+    let resume = ws.run(&["canary", "resume", "api", "--reason", "x"]);
+    resume.expect_code(2);
+    assert!(
+        resume.stderr().contains("`restart` starts it again"),
+        "{}",
+        resume.stderr()
+    );
+    ws.run(&["canary", "restart", "api", "--reason", "fixed build"])
+        .expect_code(0);
+
+    let unknown = ws.run(&["canary", "status", "apj"]);
+    unknown.expect_code(2);
+    assert!(
+        unknown.stderr().contains("did you mean `api`"),
+        "{}",
+        unknown.stderr()
+    );
+    let no_reason = ws.run(&["canary", "pause", "api"]);
+    no_reason.expect_code(2);
+    assert!(
+        no_reason.stderr().contains("--reason"),
+        "{}",
+        no_reason.stderr()
+    );
+    let bad_weight = ws.run(&["canary", "set-weight", "api", "150", "--reason", "x"]);
+    bad_weight.expect_code(2);
+}
+
+#[test]
+fn drills_report_outcomes_for_one_seed_and_many() {
+    let ws = TestWorkspace::new();
+    let spike = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/assets/drills/error-spike.toml"
+    );
+    let one = ws.run(&["drill", spike, "--json"]);
+    one.expect_code(0);
+    let r = one.json();
+    assert_eq!(r["outcome"], "rolled_back");
+    assert!(r["time_to_rollback_s"].as_u64().unwrap() <= 30);
+    assert!(r["time_to_promote_s"].is_null());
+    for key in [
+        "canary_requests",
+        "canary_errors",
+        "bad_requests_served",
+        "steps",
+    ] {
+        assert!(r.get(key).is_some(), "{key}");
+    }
+    let many = ws.run(&["drill", spike, "--seeds", "4", "--json"]);
+    many.expect_code(0);
+    let m = many.json();
+    assert_eq!(m["seeds"], 4);
+    assert_eq!(m["outcomes"]["rolled_back"], 4);
+    assert_eq!(m["results"].as_array().unwrap().len(), 4);
+    assert!(m["time_to_rollback_s"]["median"].is_number());
+
+    ws.write("bad.toml", "[scenario]\nrps = \"fast\"\n");
+    let bad = ws.run(&["drill", ws.path("bad.toml").to_str().unwrap()]);
+    bad.expect_code(2);
+    assert!(
+        bad.stderr()
+            .contains("bad.toml:2:7: `rps` in [scenario] must be a number"),
+        "{}",
+        bad.stderr()
+    );
+}
+
+#[test]
+fn a_bad_canary_table_is_reported_with_its_place() {
+    let ws = TestWorkspace::new();
+    ws.write(
+        "opsdeck.toml",
+        "[canary.api]\nsource = \"simulate\"\nslo = { max_p95_increase = \"ten\" }\n",
+    );
+    let out = ws.run(&["validate", ws.path("opsdeck.toml").to_str().unwrap()]);
+    out.expect_code(2);
+    assert!(
+        out.stdout().contains(
+            "opsdeck.toml:3:28: `max_p95_increase` in `slo` of [canary.api] must be a number"
+        ),
+        "{}",
+        out.stdout()
+    );
+    let status = ws.run(&["canary", "list"]);
+    status.expect_code(2);
+    assert!(
+        status.stderr().contains("opsdeck.toml:3:28"),
+        "{}",
+        status.stderr()
+    );
+}
