@@ -54,6 +54,22 @@ fn at_rank(t: &Totals, rank: u64, low: bool) -> Option<f64> {
     None
 }
 
+/// The verdict rule shared by every check: `fail` as soon as the bounds say so, at any sample
+/// size; `inconclusive` while either version has fewer than `min_requests`; else `pass`.
+/// Also returns whether both versions have enough requests.
+fn decide(failed: bool, legacy: &Totals, canary: &Totals, cfg: &CanaryConfig) -> (Verdict, bool) {
+    let enough = legacy.requests >= cfg.analysis.min_requests
+        && canary.requests >= cfg.analysis.min_requests;
+    let verdict = if failed {
+        Verdict::Fail
+    } else if enough {
+        Verdict::Pass
+    } else {
+        Verdict::Inconclusive
+    };
+    (verdict, enough)
+}
+
 /// Error rate: fail when the canary's lower bound exceeds legacy's upper bound by more than the
 /// allowed delta; proven within when the canary's upper bound is within delta of legacy's lower.
 pub fn error_check(legacy: &Totals, canary: &Totals, cfg: &CanaryConfig) -> Check {
@@ -64,15 +80,7 @@ pub fn error_check(legacy: &Totals, canary: &Totals, cfg: &CanaryConfig) -> Chec
     let diff_lower = c_lo - l_hi;
     let diff_upper = c_hi - l_lo;
     let failed = diff_lower > delta;
-    let enough = legacy.requests >= cfg.analysis.min_requests
-        && canary.requests >= cfg.analysis.min_requests;
-    let verdict = if failed {
-        Verdict::Fail
-    } else if enough {
-        Verdict::Pass
-    } else {
-        Verdict::Inconclusive
-    };
+    let (verdict, enough) = decide(failed, legacy, canary, cfg);
     let rate = |t: &Totals| t.error_rate().unwrap_or(0.0);
     let summary = match verdict {
         Verdict::Fail => format!(
@@ -137,15 +145,7 @@ pub fn latency_check(legacy: &Totals, canary: &Totals, cfg: &CanaryConfig) -> Ch
     let c_hi = at_rank(canary, c_hi_rank, false);
     let failed = matches!((c_lo, l_hi), (Some(c), Some(l)) if c > factor * l);
     let proven = matches!((c_hi, l_lo), (Some(c), Some(l)) if c <= factor * l);
-    let enough = legacy.requests >= cfg.analysis.min_requests
-        && canary.requests >= cfg.analysis.min_requests;
-    let verdict = if failed {
-        Verdict::Fail
-    } else if enough {
-        Verdict::Pass
-    } else {
-        Verdict::Inconclusive
-    };
+    let (verdict, enough) = decide(failed, legacy, canary, cfg);
     let (lp, cp) = (legacy.quantile(0.95), canary.quantile(0.95));
     let ms = |x: Option<f64>| x.map_or_else(|| "-".to_string(), |v| format!("{v:.0}ms"));
     let limit = l_hi.map(|l| l * factor);
@@ -293,17 +293,7 @@ mod tests {
     use crate::canary::config::{CanaryConfig, Profile, Simulate};
 
     fn cfg() -> CanaryConfig {
-        CanaryConfig::simulated(
-            "t",
-            Simulate {
-                rps: 1.0,
-                legacy: Profile::default(),
-                canary: Profile::default(),
-                changes: vec![],
-                seed: 1,
-                restart_ended: false,
-            },
-        )
+        CanaryConfig::simulated("t", Simulate::steady(1.0, Profile::default()))
     }
 
     /// `n` requests with `errors` errors, latencies spread evenly over `lo..=hi` ms.

@@ -90,6 +90,20 @@ pub struct Simulate {
     pub restart_ended: bool,
 }
 
+impl Simulate {
+    /// Both versions with the same profile and nothing scheduled (tests, benchmarks).
+    pub fn steady(rps: f64, profile: Profile) -> Simulate {
+        Simulate {
+            rps,
+            legacy: profile,
+            canary: profile,
+            changes: Vec::new(),
+            seed: 1,
+            restart_ended: false,
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct Proxy {
     pub listen: SocketAddr,

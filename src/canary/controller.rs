@@ -201,6 +201,23 @@ impl Controller {
         record
     }
 
+    /// Ends the rollout with all traffic on legacy.
+    fn stop(
+        &mut self,
+        action: &str,
+        state: CanaryState,
+        outcome: Option<String>,
+        (actor, reason): (&str, &str),
+        now: i64,
+        m: &mut Metrics,
+    ) -> ActionRecord {
+        self.transition(action, actor, reason, now, m, |s| {
+            s.state = state;
+            s.weight_bp = 0;
+            s.outcome = outcome;
+        })
+    }
+
     /// A manual action. Refused (with the reason) when it does not fit the state.
     pub fn act(
         &mut self,
@@ -285,22 +302,21 @@ impl Controller {
                     )));
                 }
                 let o = outcome("rolled back");
-                self.transition("rollback", actor, reason, now, m, |s| {
-                    s.state = CanaryState::RolledBack;
-                    s.weight_bp = 0;
-                    s.outcome = o;
-                })
+                self.stop(
+                    "rollback",
+                    CanaryState::RolledBack,
+                    o,
+                    (actor, reason),
+                    now,
+                    m,
+                )
             }
             CanaryAction::Abort => {
                 if state.is_final() {
                     return Err(ended());
                 }
                 let o = outcome("aborted");
-                self.transition("abort", actor, reason, now, m, |s| {
-                    s.state = CanaryState::Aborted;
-                    s.weight_bp = 0;
-                    s.outcome = o;
-                })
+                self.stop("abort", CanaryState::Aborted, o, (actor, reason), now, m)
             }
             CanaryAction::Restart => {
                 let first = self.cfg.steps[0].weight_bp;
@@ -359,17 +375,7 @@ mod tests {
     use crate::canary::config::{Profile, Simulate};
 
     fn ctl() -> (Controller, Metrics) {
-        let cfg = CanaryConfig::simulated(
-            "api",
-            Simulate {
-                rps: 1.0,
-                legacy: Profile::default(),
-                canary: Profile::default(),
-                changes: vec![],
-                seed: 1,
-                restart_ended: false,
-            },
-        );
+        let cfg = CanaryConfig::simulated("api", Simulate::steady(1.0, Profile::default()));
         (Controller::new(Arc::new(cfg), 0), Metrics::new(300, 3_600))
     }
 
