@@ -188,6 +188,10 @@ impl Backend for Embedded {
         Ok(self.host.canary_series(name, step_s, points)?)
     }
 
+    async fn canary_inject(&self, name: &str, fault: crate::canary::simulate::Fault) -> Result<()> {
+        Ok(self.host.canary_inject(name, fault)?)
+    }
+
     async fn canary_act(
         &self,
         name: &str,

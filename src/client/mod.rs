@@ -11,6 +11,7 @@ use futures::Stream;
 
 pub use embedded::Embedded;
 
+use crate::canary::simulate::Fault;
 use crate::model::{
     ActionRecord, ApiError, CanaryAction, CanaryStatus, DlqEntry, DlqId, Event, Overview, Page,
     Run, RunId, RunQuery, RunSummary, SeriesPoint, StageIo, StartRun,
@@ -58,6 +59,8 @@ pub trait Backend: Send + Sync {
         step_s: i64,
         points: usize,
     ) -> Result<Vec<SeriesPoint>>;
+    /// Adds trouble to a simulated canary (drills, demos); the default fault clears it.
+    async fn canary_inject(&self, name: &str, fault: Fault) -> Result<()>;
     /// A manual action on a canary, recorded with the reason.
     async fn canary_act(
         &self,

@@ -21,6 +21,7 @@ use super::panes::{Motion, PaneId, areas, content_rows_for, inner, table_rows};
 use super::popup::{self, Outcome, Picker, Popup};
 use super::request::{Control, Msg, Request};
 use super::theme::{ColorDepth, Theme};
+use crate::canary::simulate::Fault;
 use crate::client::StreamItem;
 use crate::model::{
     CanaryAction, CanaryState, Event, EventKind, Overview, RunId, RunStatus, StartRun,
@@ -414,6 +415,10 @@ impl App {
             ("stage", _) => self.focus_pane(PaneId::Stage),
             ("dlq", _) => self.focus_pane(PaneId::Dlq),
             ("canary" | "canaries", _) => self.focus_pane(PaneId::Canary),
+            ("fault", arg) => {
+                let rest: Vec<&str> = arg.into_iter().chain(words).collect();
+                self.inject(&rest);
+            }
             ("events", _) => self.focus_pane(PaneId::Events),
             ("theme", Some(_)) if self.config.no_color => {
                 self.flash(
@@ -862,6 +867,41 @@ impl App {
             )
         };
         self.popups.push(popup);
+    }
+
+    /// `:fault ERRORS% [MS]` or `:fault off` on the selected canary.
+    fn inject(&mut self, args: &[&str]) {
+        let Some(name) = self.canary.selected().map(|c| c.name.clone()) else {
+            return self.flash("`:fault` acts on the selected canary; there is none", true);
+        };
+        let usage = "write `:fault 8` for 8% more errors, `:fault 0 300` for 300ms more latency, or `:fault off`";
+        let fault = match args {
+            ["off" | "clear"] => Fault::default(),
+            [errors] | [errors, _] => {
+                let e = errors.trim_end_matches('%').parse::<f64>();
+                let ms = args
+                    .get(1)
+                    .map_or(Ok(0.0), |m| m.trim_end_matches("ms").parse::<f64>());
+                match (e, ms) {
+                    (Ok(e), Ok(ms))
+                        if (0.0..=100.0).contains(&e) && (0.0..=600_000.0).contains(&ms) =>
+                    {
+                        Fault {
+                            error_rate: e / 100.0,
+                            latency_ms: ms,
+                        }
+                    }
+                    _ => {
+                        return self.flash(
+                            format!("`:fault {}` is not a fault; {usage}", args.join(" ")),
+                            true,
+                        );
+                    }
+                }
+            }
+            _ => return self.flash(format!("`:fault` needs numbers; {usage}"), true),
+        };
+        self.outbox.push(Request::Inject { name, fault });
     }
 
     fn confirm_canary_control(&mut self, a: Action) {

@@ -23,6 +23,10 @@ pub const COMMANDS: &[(&str, &str)] = &[
     ("run", "start a run of a pipeline: `:run NAME`"),
     ("stage", "show the stage input and output"),
     ("canary", "show canary rollouts"),
+    (
+        "fault",
+        "simulated canary: `:fault ERRORS% [MS]` adds errors and latency, `:fault off` clears",
+    ),
     ("dlq", "show the dead-letter queue"),
     ("events", "show the event log"),
     ("theme", "switch the theme: `:theme NAME`"),

@@ -9,6 +9,7 @@ use serde_json::Value;
 use tokio::sync::mpsc;
 
 use super::prepare::{DiffView, PreparedIo, prepare_diff, prepare_io};
+use crate::canary::simulate::Fault;
 use crate::client::{Backend, StreamItem};
 use crate::model::{
     ApiError, CanaryAction, CanaryStatus, DlqEntry, DlqId, Event, Overview, Page, Run, RunId,
@@ -68,6 +69,11 @@ pub enum Request {
     },
     Dlq,
     Canaries,
+    /// Add (or, with the default, clear) a fault on a simulated canary.
+    Inject {
+        name: String,
+        fault: Fault,
+    },
     CanarySeries {
         name: String,
         step_s: i64,
@@ -221,6 +227,15 @@ async fn handle(b: &dyn Backend, req: Request) -> Msg {
             .canaries()
             .await
             .map_or_else(|e| failed("cannot load canaries", &e), Msg::Canaries),
+        Request::Inject { name, fault } => match b.canary_inject(&name, fault).await {
+            Ok(()) if fault.is_none() => Msg::Done(format!("canary {name}: fault cleared")),
+            Ok(()) => Msg::Done(format!(
+                "canary {name}: +{:.1}% errors and +{:.0}ms on every canary request",
+                fault.error_rate * 100.0,
+                fault.latency_ms
+            )),
+            Err(e) => failed(&format!("cannot inject a fault into canary {name}"), &e),
+        },
         Request::CanarySeries {
             name,
             step_s,

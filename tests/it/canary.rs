@@ -343,3 +343,65 @@ fn a_bad_canary_table_is_reported_with_its_place() {
         status.stderr()
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fault_injected_into_a_live_simulated_canary_rolls_it_back() {
+    let ws = TestWorkspace::new();
+    ws.write(
+        "opsdeck.toml",
+        r#"[canary.api]
+source = "simulate"
+steps = [ {weight = 20, pause = "1h"}, {weight = 100} ]
+analysis = { interval = "5s" }
+simulate = { rps = 200 }
+"#,
+    );
+    let clock = ManualClock::new(chrono::Utc::now());
+    let mut opts = HostOptions::long_lived("fault test");
+    opts.clock = Arc::new(clock.clone());
+    let host = Host::start(ws.open(), opts).await.unwrap();
+    // A proxy or ingest canary takes real traffic; only simulated ones take faults.
+    assert!(
+        host.canary_inject("nope", opsdeck::canary::simulate::Fault::default())
+            .is_err()
+    );
+    host.canary_inject(
+        "api",
+        opsdeck::canary::simulate::Fault {
+            error_rate: 0.2,
+            latency_ms: 0.0,
+        },
+    )
+    .unwrap();
+    let mut rolled_back_at = None;
+    let legacy = |host: &Host| {
+        host.canary("api").unwrap().requests["legacy"]
+            .as_u64()
+            .unwrap_or(0)
+    };
+    for s in 1..=60 {
+        // One simulated second at a time: wait until the host has served it.
+        let before = legacy(&host);
+        clock.advance(Duration::from_secs(1));
+        until("the host to run the second", || {
+            let host = host.clone();
+            async move { host.canary("api").unwrap().state.is_final() || legacy(&host) > before }
+        })
+        .await;
+        if host.canary("api").unwrap().state == CanaryState::RolledBack {
+            rolled_back_at = Some(s);
+            break;
+        }
+    }
+    let at = rolled_back_at.expect("a canary failing 20% of requests is rolled back");
+    assert!(at <= 15, "rolled back after {at} simulated seconds");
+    let series = host.canary_series("api", 5, 12).unwrap();
+    assert_eq!(series.len(), 12);
+    assert!(
+        series
+            .iter()
+            .any(|p| p.canary.error_rate.is_some_and(|e| e > 0.1)),
+        "{series:?}"
+    );
+    host.shutdown().await;
+}

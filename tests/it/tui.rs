@@ -937,3 +937,29 @@ fn the_header_fits_narrow_terminals_and_names_the_demo() {
         insta::assert_snapshot!(format!("header_{w}"), header);
     }
 }
+
+#[test]
+fn faults_are_injected_into_the_selected_canary_from_the_palette() {
+    let mut a = app(100, 30);
+    open_canary(&mut a);
+    a.take_requests();
+    a.on_action(Action::Palette);
+    chars(&mut a, "fault 8 250");
+    key(&mut a, KeyCode::Enter);
+    let reqs = a.take_requests();
+    assert!(
+        reqs.iter().any(|r| matches!(r, Request::Inject { name, fault }
+            if name == "checkout-api" && (fault.error_rate - 0.08).abs() < 1e-9 && (fault.latency_ms - 250.0).abs() < 1e-9)),
+        "{reqs:?}"
+    );
+    a.on_action(Action::Palette);
+    chars(&mut a, "fault lots");
+    key(&mut a, KeyCode::Enter);
+    assert!(a.take_requests().is_empty());
+    let flash = a.flash.as_ref().unwrap();
+    assert!(
+        flash.error && flash.text.contains("`:fault off`"),
+        "{}",
+        flash.text
+    );
+}
