@@ -771,12 +771,18 @@ fn start_canary_clock(inner: &Arc<Inner>, start: i64) {
         let inner = inner2;
         let mut last = start;
         loop {
-            let now = inner.clock.now();
-            let into = i64::from(now.timestamp_subsec_millis());
-            let wait = std::time::Duration::from_millis((1_000 - into).clamp(1, 1_000) as u64);
-            tokio::select! {
-                () = inner.shutdown.cancelled() => break,
-                () = inner.clock.sleep(wait) => {}
+            // Sleep until the second after the last one served; if the clock is already
+            // there (a manual clock moved before this task got to sleep), do not sleep.
+            let now_ms = inner.clock.now().timestamp_millis();
+            let due_ms = (last + 1).saturating_mul(1_000);
+            if now_ms < due_ms {
+                let wait = std::time::Duration::from_millis((due_ms - now_ms) as u64);
+                tokio::select! {
+                    () = inner.shutdown.cancelled() => break,
+                    () = inner.clock.sleep(wait) => {}
+                }
+            } else if inner.shutdown.is_cancelled() {
+                break;
             }
             let now = inner.clock.now().timestamp();
             if now <= last {
