@@ -8,5 +8,6 @@ pub mod diag;
 pub mod logging;
 pub mod model;
 pub mod runtime;
+pub mod server;
 pub mod store;
 pub mod tui;

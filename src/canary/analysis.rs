@@ -82,28 +82,22 @@ pub fn error_check(legacy: &Totals, canary: &Totals, cfg: &CanaryConfig) -> Chec
     let failed = diff_lower > delta;
     let (verdict, enough) = decide(failed, legacy, canary, cfg);
     let rate = |t: &Totals| t.error_rate().unwrap_or(0.0);
+    let pts = |x: f64| format!("{:+.2} pts", x * 100.0);
+    let head = format!("errors {} vs {}", pct(rate(canary)), pct(rate(legacy)));
     let summary = match verdict {
         Verdict::Fail => format!(
-            "canary errors {} vs legacy {}: at least {} points worse, allowed {}",
-            pct(rate(canary)),
-            pct(rate(legacy)),
-            pct(diff_lower).trim_end_matches('%'),
-            pct(delta).trim_end_matches('%')
+            "{head}: at least {}, over the {} allowed",
+            pts(diff_lower),
+            pts(delta)
         ),
         Verdict::Inconclusive => format!(
-            "canary errors {} vs legacy {}; waiting for {} requests each ({} / {})",
-            pct(rate(canary)),
-            pct(rate(legacy)),
-            cfg.analysis.min_requests,
-            canary.requests,
-            legacy.requests
+            "{head}; needs {} requests each ({}/{})",
+            cfg.analysis.min_requests, canary.requests, legacy.requests
         ),
         Verdict::Pass => format!(
-            "canary errors {} vs legacy {}: at most {} points worse, allowed {}",
-            pct(rate(canary)),
-            pct(rate(legacy)),
-            pct(diff_upper.max(0.0)).trim_end_matches('%'),
-            pct(delta).trim_end_matches('%')
+            "{head}: not shown over {} (bound {})",
+            pts(delta),
+            pts(diff_upper.max(0.0))
         ),
     };
     let mut n = Map::new();
@@ -147,28 +141,28 @@ pub fn latency_check(legacy: &Totals, canary: &Totals, cfg: &CanaryConfig) -> Ch
     let proven = matches!((c_hi, l_lo), (Some(c), Some(l)) if c <= factor * l);
     let (verdict, enough) = decide(failed, legacy, canary, cfg);
     let (lp, cp) = (legacy.quantile(0.95), canary.quantile(0.95));
-    let ms = |x: Option<f64>| x.map_or_else(|| "-".to_string(), |v| format!("{v:.0}ms"));
+    let ms = |x: Option<f64>| {
+        x.map_or_else(
+            || "-".to_string(),
+            |v| {
+                if v < 1_000.0 {
+                    format!("{v:.1}ms")
+                } else {
+                    format!("{v:.0}ms")
+                }
+            },
+        )
+    };
     let limit = l_hi.map(|l| l * factor);
+    let head = format!("P95 {} vs {}", ms(cp), ms(lp));
     let summary = match verdict {
-        Verdict::Fail => format!(
-            "canary P95 {} vs legacy {}: at least {} against a limit of {}",
-            ms(cp),
-            ms(lp),
-            ms(c_lo),
-            ms(limit)
-        ),
+        Verdict::Fail => format!("{head}: at least {} over the {} limit", ms(c_lo), ms(limit)),
         Verdict::Inconclusive => format!(
-            "canary P95 {} vs legacy {}; waiting for {} requests each ({} / {})",
-            ms(cp),
-            ms(lp),
-            cfg.analysis.min_requests,
-            canary.requests,
-            legacy.requests
+            "{head}; needs {} requests each ({}/{})",
+            cfg.analysis.min_requests, canary.requests, legacy.requests
         ),
         Verdict::Pass => format!(
-            "canary P95 {} vs legacy {}: allowed up to {:.0}% more",
-            ms(cp),
-            ms(lp),
+            "{head}: not shown over +{:.0}%",
             cfg.slo.max_p95_increase * 100.0
         ),
     };

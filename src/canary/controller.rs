@@ -153,7 +153,12 @@ impl Controller {
     }
 
     fn advance(&mut self, actor: &str, reason: &str, now: i64, m: &mut Metrics) -> ActionRecord {
-        let next = (self.st.step + 1).min(self.cfg.steps.len() - 1);
+        // The next step that raises the weight: promoting never takes traffic from the canary
+        // (after a set-weight above the plan, it skips the steps already passed by weight).
+        let last_index = self.cfg.steps.len() - 1;
+        let next = (self.st.step + 1..=last_index)
+            .find(|&i| self.cfg.steps[i].weight_bp > self.st.weight_bp)
+            .unwrap_or(last_index);
         let step = self.cfg.steps[next];
         let last = next + 1 == self.cfg.steps.len();
         self.transition("promote", actor, reason, now, m, |s| {
@@ -194,8 +199,12 @@ impl Controller {
         if self.st.weight_bp != weight_before {
             m.reset_epoch(now);
             self.held = Held::default();
-            self.analysis_at = Some(now);
-            self.checks = analysis::checks(m, &self.cfg);
+            // An ended rollout keeps the checks that decided it on show; a new step starts
+            // its analysis afresh.
+            if !self.st.state.is_final() {
+                self.analysis_at = Some(now);
+                self.checks = analysis::checks(m, &self.cfg);
+            }
         }
         self.st.last_action = Some(record.clone());
         record
@@ -481,6 +490,17 @@ mod tests {
             c.state(),
             S::Promoted,
             "promoting onto the last step completes the rollout"
+        );
+
+        // A weight set above the plan is never lowered by promoting.
+        let (mut c, mut m) = ctl();
+        c.act(A::SetWeight(30), "t", "r", 1, &mut m).unwrap();
+        c.act(A::Resume, "t", "r", 2, &mut m).unwrap();
+        c.act(A::Promote, "t", "r", 3, &mut m).unwrap();
+        assert_eq!(
+            (c.st.step, c.status(&m).weight),
+            (3, 50.0),
+            "skips 10% and 25%"
         );
     }
 

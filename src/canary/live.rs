@@ -107,10 +107,23 @@ impl Canaries {
                 .iter()
                 .find(|(n, _, _)| *n == cfg.name)
                 .and_then(|(_, state, _)| serde_json::from_str::<Persisted>(state).ok());
-            let ctl = match restored {
-                Some(st) => Controller::restore(cfg.clone(), st),
-                None => Controller::new(cfg.clone(), now),
-            };
+            let ctl =
+                match restored {
+                    Some(st) => {
+                        let mut ctl = Controller::restore(cfg.clone(), st);
+                        // The last analysis stays on show (for an ended rollout, the one that
+                        // decided it) until a new one runs.
+                        if let Some(s) = saved.iter().find(|(n, _, _)| *n == cfg.name).and_then(
+                            |(_, _, status)| serde_json::from_str::<CanaryStatus>(status).ok(),
+                        ) {
+                            ctl.checks = s.checks;
+                            ctl.triggers = s.triggers;
+                            ctl.analysis_at = s.analysis_at.map(|t| t.millis().div_euclid(1000));
+                        }
+                        ctl
+                    }
+                    None => Controller::new(cfg.clone(), now),
+                };
             let fresh = restored_is_none(&saved, &cfg.name);
             let traffic = match &cfg.source {
                 Source::Simulate(sim) => Some(Traffic::new(sim.clone(), sim.seed ^ seed)),

@@ -40,7 +40,7 @@ pub enum CanaryCommand {
     /// Set the canary's weight in percent (0-100) and pause
     SetWeight {
         name: String,
-        #[arg(value_parser = clap::value_parser!(u32).range(0..=100), value_name = "PERCENT")]
+        #[arg(value_parser = parse_percent, value_name = "PERCENT")]
         weight: u32,
         /// Why, for the audit log
         #[arg(long)]
@@ -58,6 +58,15 @@ pub struct ActArgs {
     /// Why, for the audit log
     #[arg(long)]
     pub reason: String,
+}
+
+fn parse_percent(s: &str) -> Result<u32, String> {
+    match s.trim_end_matches('%').parse::<u32>() {
+        Ok(n) if n <= 100 => Ok(n),
+        _ => Err(format!(
+            "`{s}` is not a weight; give a whole percentage from 0 to 100, like 25"
+        )),
+    }
 }
 
 /// Who a command-line action is recorded as.
@@ -284,7 +293,12 @@ async fn watch_status(ws: &Workspace, name: &str) -> CliResult {
     ws.canary(name).map_err(CliError::bad_input)?;
     loop {
         let s = one(ws, name)?;
-        let mut screen = String::from("\x1b[2J\x1b[H");
+        // Clear and home only on a terminal; piped output gets plain snapshots.
+        let mut screen = if std::io::IsTerminal::is_terminal(&std::io::stdout()) {
+            String::from("\x1b[2J\x1b[H")
+        } else {
+            String::from("\n")
+        };
         screen.push_str(&render(&s, chrono::Utc::now().timestamp_millis()));
         screen.push_str("\n(watching; Ctrl-C stops)\n");
         say_raw!("{screen}")?;

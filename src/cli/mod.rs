@@ -21,6 +21,7 @@ mod output;
 mod run;
 mod runs;
 mod serve;
+mod token;
 mod validate;
 
 use std::io::Write as _;
@@ -86,11 +87,14 @@ pub enum Command {
     Dlq(dlq::DlqCommand),
     /// The event log, oldest first (JSON lines with --json)
     Events(events::EventsArgs),
-    /// Host the workspace: run schedules, resume interrupted runs, log to stderr
+    /// Host the workspace and serve the HTTP API: schedules, canaries, JSON logs on stderr
     Serve(serve::ServeArgs),
     /// Canary rollouts: list, status, and promote, pause, resume, set-weight, rollback
     #[command(subcommand)]
     Canary(canary::CanaryCommand),
+    /// API tokens for `opsdeck serve`
+    #[command(subcommand)]
+    Token(token::TokenCommand),
     /// Run a canary scenario on a virtual clock and report the outcome (JSON with --json)
     Drill(drill::DrillArgs),
 }
@@ -242,6 +246,7 @@ pub async fn dispatch(cli: Cli) -> u8 {
         Some(Command::Serve(args)) => serve::run(&cli, args).await,
         Some(Command::Canary(cmd)) => canary::run(&cli, cmd).await,
         Some(Command::Drill(args)) => drill::run(args),
+        Some(Command::Token(cmd)) => token::run(cmd),
         None => dashboard::run(&cli).await,
     };
     match result {

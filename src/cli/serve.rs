@@ -1,16 +1,28 @@
-//! `opsdeck serve`: hosts the workspace until stopped (Ctrl-C or SIGTERM): schedules fire,
-//! interrupted runs resume, and structured logs go to stderr as JSON lines.
+//! `opsdeck serve`: hosts the workspace until stopped (Ctrl-C or SIGTERM) and serves the HTTP
+//! API: schedules fire, interrupted runs resume, canaries run, and structured logs go to
+//! stderr as JSON lines. On stop it takes no new work, lets requests in flight finish, and
+//! flushes the store.
+
+use std::net::SocketAddr;
 
 use clap::Args;
 
 use super::{Cli, CliError, CliResult, EXIT_OK, open_workspace};
 use crate::runtime::workspace::Workspace;
 use crate::runtime::{Host, HostOptions};
+use crate::server::{self, AppState};
 
 #[derive(Debug, Args)]
-pub struct ServeArgs {}
+pub struct ServeArgs {
+    /// Address to listen on [default: `server.bind` in opsdeck.toml, else 127.0.0.1:7070]
+    #[arg(long, value_name = "ADDR")]
+    pub bind: Option<SocketAddr>,
+    /// Refuse every control action, whatever the token's role
+    #[arg(long)]
+    pub read_only: bool,
+}
 
-/// Refuses to host a workspace with invalid pipeline files, listing every problem.
+/// Refuses to host a workspace with invalid files, listing every problem.
 pub fn check_problems(ws: &Workspace) -> Result<(), CliError> {
     if ws.problems.is_empty() {
         return Ok(());
@@ -38,14 +50,51 @@ pub async fn stop_signal() {
     }
 }
 
-pub async fn run(cli: &Cli, _args: &ServeArgs) -> CliResult {
+pub async fn run(cli: &Cli, args: &ServeArgs) -> CliResult {
     let (ws, _log) = open_workspace(cli, true, true)?;
     check_problems(&ws)?;
-    let opts = HostOptions::long_lived("opsdeck serve");
-    let host = Host::start(ws, opts)
+    let mut config = server::config::load_file(&ws.dir.join("opsdeck.toml"), "opsdeck.toml")
+        .map_err(|p| {
+            CliError::bad_input(
+                p.iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join("\n"),
+            )
+        })?;
+    if let Some(b) = args.bind {
+        config.bind = b;
+    }
+    if config.tokens.is_empty() && !config.bind.ip().is_loopback() {
+        return Err(CliError::bad_input(format!(
+            "refusing to listen on {} without tokens: anyone who can reach it could control the runtime; add [[server.tokens]] to opsdeck.toml (`opsdeck token new NAME --role ROLE` makes one) or bind 127.0.0.1",
+            config.bind
+        )));
+    }
+    let listener = tokio::net::TcpListener::bind(config.bind)
+        .await
+        .map_err(|e| CliError::failed(format!("cannot listen on {}: {e}", config.bind)))?;
+    let addr = listener
+        .local_addr()
+        .map_err(|e| CliError::failed(e.to_string()))?;
+    let host = Host::start(ws, HostOptions::long_lived("opsdeck serve"))
         .await
         .map_err(|e| CliError::from(e).context("cannot serve the workspace"))?;
-    stop_signal().await;
+    host.publish_address(&format!("http://{addr}"));
+    let mut state = AppState::new(host.clone(), config);
+    state.read_only = args.read_only;
+    let stop = state.stop.clone();
+    tracing::info!(address = %addr, read_only = args.read_only, "serving the API");
+    let served = axum::serve(listener, server::app(state))
+        .with_graceful_shutdown(async move {
+            stop_signal().await;
+            // Event streams end now; requests in flight finish.
+            stop.cancel();
+        })
+        .await;
+    if let Err(e) = served {
+        tracing::error!(error = %e, "the API server stopped");
+    }
     tracing::info!("stopping: interrupting active runs, flushing the store");
     host.shutdown().await;
     Ok(EXIT_OK)

@@ -66,6 +66,9 @@ fn settings_file(f: &std::path::Path) -> Result<bool, super::CliError> {
     };
     let src = crate::diag::SourceFile::new(shown.clone(), text);
     let mut problems = crate::config::check(&src, OTHER_SECTIONS);
+    if let Err(p) = crate::server::config::load_file(f, &shown) {
+        problems.extend(p);
+    }
     let canaries = match crate::canary::config::load_file(f, &shown) {
         Ok(c) => c,
         Err(p) => {

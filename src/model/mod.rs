@@ -11,7 +11,7 @@ mod event;
 mod ids;
 mod overview;
 mod run;
-mod status;
+pub(crate) mod status;
 mod time;
 
 pub use canary::{

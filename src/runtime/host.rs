@@ -638,6 +638,18 @@ impl Host {
         actor: &str,
         reason: &str,
     ) -> Result<ActionRecord> {
+        self.canary_act_as(name, action, (actor, None), reason)
+            .await
+    }
+
+    /// [`Host::canary_act`] for an API token: the audit record also names its role.
+    pub async fn canary_act_as(
+        &self,
+        name: &str,
+        action: CanaryAction,
+        (actor, role): (&str, Option<&str>),
+        reason: &str,
+    ) -> Result<ActionRecord> {
         self.refuse_when_stopping()?;
         if reason.trim().is_empty() {
             return Err(RuntimeError::BadInput(format!(
@@ -651,12 +663,51 @@ impl Host {
                 .rollout
                 .act(action, actor, reason, now)
                 .map_err(|e| RuntimeError::Conflict(e.0))?;
-            let ops = canary_live::action_ops(&l, &rec, None, now);
+            let ops = canary_live::action_ops(&l, &rec, role, now);
             (rec, ops)
         };
         self.inner.writer.commit(ops).await?;
         tracing::info!(canary = name, action = %rec.action, actor, reason, "canary action");
         Ok(rec)
+    }
+
+    /// Records in `.opsdeck/host.json` the address the host serves its API on, so commands
+    /// given this workspace can find it.
+    pub fn publish_address(&self, address: &str) {
+        let state_dir = self.inner.ws.state_dir();
+        let parts = self
+            .parts
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let (Some((_, lock)), Some(mut info)) = (parts.as_ref(), HostLock::holder(&state_dir)) {
+            info.address = Some(address.to_string());
+            lock.set_address(&info);
+        }
+    }
+
+    /// Appends to the audit log (without waiting for the commit).
+    pub async fn audit(&self, rec: store::AuditRecord) {
+        self.inner.writer.send(vec![Op::Audit(rec)]).await;
+    }
+
+    /// The newest `limit` audit records, newest first.
+    pub async fn audit_log(&self, limit: usize) -> Result<Vec<store::AuditRecord>> {
+        Ok(self.inner.reads.with(move |r| r.audit(limit)).await?)
+    }
+
+    /// Runs counted by pipeline and status, for `/metrics`.
+    pub async fn run_counts(&self) -> Result<Vec<(String, String, u64)>> {
+        Ok(self.inner.reads.with(Reader::run_counts).await?)
+    }
+
+    /// Breakers that are not closed, as (target, state).
+    pub fn breakers(&self) -> Vec<(String, String)> {
+        self.inner
+            .breakers
+            .not_closed()
+            .into_iter()
+            .map(|(t, s)| (t, s.as_str().to_string()))
+            .collect()
     }
 
     /// Adds trouble to a simulated canary (drills, the demo); the default fault clears it.

@@ -36,7 +36,7 @@ pub enum WorkspaceError {
 }
 
 /// Top-level tables of `opsdeck.toml` owned by later features; accepted by the settings check.
-pub const OTHER_SECTIONS: &[&str] = &["canary"];
+pub const OTHER_SECTIONS: &[&str] = &["canary", "server"];
 
 impl Workspace {
     pub fn open(dir: &Path) -> Result<Workspace, WorkspaceError> {
@@ -62,6 +62,11 @@ impl Workspace {
         match crate::canary::config::load_file(&ws.dir.join("opsdeck.toml"), "opsdeck.toml") {
             Ok(c) => ws.canaries = c.into_iter().map(Arc::new).collect(),
             Err(problems) => ws.problems.extend(problems),
+        }
+        if let Err(problems) =
+            crate::server::config::load_file(&ws.dir.join("opsdeck.toml"), "opsdeck.toml")
+        {
+            ws.problems.extend(problems);
         }
         ws.load_pipelines();
         Ok(ws)

@@ -405,6 +405,15 @@ impl Reader {
             .collect::<rusqlite::Result<_>>()?)
     }
 
+    /// Runs counted by pipeline and status.
+    pub fn run_counts(&self) -> Result<Vec<(String, String, u64)>> {
+        Ok(self
+            .conn
+            .prepare_cached("SELECT pipeline, status, COUNT(*) FROM runs GROUP BY pipeline, status ORDER BY pipeline, status")?
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get::<_, i64>(2)? as u64)))?
+            .collect::<rusqlite::Result<_>>()?)
+    }
+
     /// Saved canaries as `(name, controller state JSON, status JSON)`.
     pub fn canaries(&self) -> Result<Vec<(String, String, String)>> {
         Ok(self

@@ -332,11 +332,6 @@ impl App {
             Outcome::PaletteEdited => self.update_palette(),
             Outcome::Confirmed { control, reason } => {
                 self.popups.pop();
-                let reason = if reason.is_empty() {
-                    "no reason given".to_string()
-                } else {
-                    reason
-                };
                 self.outbox.push(Request::Control { control, reason });
             }
             Outcome::Pipeline(name) => {

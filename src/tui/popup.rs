@@ -57,6 +57,8 @@ pub struct Confirm {
     pub control: Control,
     /// A weight being chosen (set-weight), in percent: ↑ and ↓ change it by 5.
     pub weight: Option<u32>,
+    /// Enter was pressed without a reason.
+    pub needs_reason: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -116,6 +118,7 @@ pub fn confirm(title: String, body: Vec<String>, control: Control) -> Popup {
         reason: text_input("why? (recorded with the action)"),
         control,
         weight: None,
+        needs_reason: false,
     })
 }
 
@@ -178,6 +181,12 @@ impl Popup {
                 }
                 KeyCode::Enter => {
                     let reason = c.reason.lines().join(" ").trim().to_string();
+                    // The reason is recorded with the action: an empty one is refused here,
+                    // as on the command line.
+                    if reason.is_empty() {
+                        c.needs_reason = true;
+                        return Outcome::Keep;
+                    }
                     let mut control = c.control.clone();
                     if let (Some(w), Control::Canary { action, .. }) = (c.weight, &mut control) {
                         *action = crate::model::CanaryAction::SetWeight(w);
@@ -186,6 +195,7 @@ impl Popup {
                 }
                 _ => {
                     c.reason.input(key);
+                    c.needs_reason = false;
                     Outcome::Keep
                 }
             },
@@ -456,7 +466,18 @@ pub fn render(
                 .map(|l| Line::styled(l.clone(), t.style("ui.text")))
                 .collect();
             f.render_widget(Paragraph::new(text).wrap(Wrap { trim: true }), body);
-            f.render_widget(Span::styled("Reason:", t.style("ui.header")), label);
+            let label_line = if c.needs_reason {
+                Line::from(vec![
+                    Span::styled("Reason: ", t.style("ui.header")),
+                    Span::styled(
+                        "type why first; it is recorded with the action",
+                        t.style("ui.error"),
+                    ),
+                ])
+            } else {
+                Line::styled("Reason:", t.style("ui.header"))
+            };
+            f.render_widget(label_line, label);
             f.render_widget(&c.reason, reason);
             f.render_widget(
                 Paragraph::new(Line::from(vec![

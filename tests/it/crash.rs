@@ -127,7 +127,7 @@ fn serve_resumes_interrupted_runs_and_refuses_a_second_host() {
     std::fs::write(ws.path("fast"), "").unwrap();
     let mut serve = ws
         .cmd()
-        .arg("serve")
+        .args(["serve", "--bind", "127.0.0.1:0"])
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()

@@ -3,6 +3,7 @@
 //! on loopback.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::missing_panics_doc)]
 
+mod api;
 mod canary;
 mod cli;
 mod crash;

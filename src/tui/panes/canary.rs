@@ -109,10 +109,6 @@ pub fn verdict_style(v: Verdict) -> (&'static str, &'static str) {
     }
 }
 
-fn pct(x: f64) -> String {
-    format!("{:.2}%", x * 100.0)
-}
-
 pub fn render(f: &mut Frame, area: Rect, p: &CanaryPane, ctx: &Ctx<'_>) {
     let t = ctx.theme;
     let block = Block::bordered()
@@ -211,7 +207,14 @@ fn render_state(f: &mut Frame, area: Rect, c: &CanaryStatus, ctx: &Ctx<'_>) {
     let [line, gauge] =
         Layout::vertical([Constraint::Length(1), Constraint::Length(1)]).areas(area);
     let (sym, slot) = state_style(c.state);
-    let in_step = elapsed(Some(c.step_started_at), None, ctx.now);
+    let in_step = if c.state.is_final() {
+        "ended".to_string()
+    } else {
+        format!(
+            "{} in step",
+            elapsed(Some(c.step_started_at), None, ctx.now)
+        )
+    };
     let pause = c.steps.get(c.step).and_then(|s| s.pause_s).map_or_else(
         || "final step".to_string(),
         |p| {
@@ -228,7 +231,7 @@ fn render_state(f: &mut Frame, area: Rect, c: &CanaryStatus, ctx: &Ctx<'_>) {
         ),
         Span::styled(
             format!(
-                " step {}/{} · {pause} · {in_step} in step · {} ",
+                " step {}/{} · {pause} · {in_step} · {} ",
                 c.step + 1,
                 c.steps.len(),
                 c.source
@@ -304,23 +307,26 @@ fn render_checks(f: &mut Frame, area: Rect, c: &CanaryStatus, ctx: &Ctx<'_>) {
 
 fn render_triggers(f: &mut Frame, area: Rect, c: &CanaryStatus, ctx: &Ctx<'_>) {
     let t = ctx.theme;
-    let mut spans = vec![Span::styled("rollback if ", t.style("ui.dim"))];
+    let mut spans = vec![Span::styled("rollback: ", t.style("ui.dim"))];
+    let span = |s: u64| crate::model::duration::to_spec(std::time::Duration::from_secs(s));
+    let pct = |x: f64| format!("{:.1}%", x * 100.0);
     for (i, tr) in c.triggers.iter().enumerate() {
         if i > 0 {
             spans.push(Span::styled(" · ", t.style("ui.dim")));
         }
+        // Compact, so all three fit at 80 columns: threshold, how long, and the value now.
         let (label, value) = match tr.name.as_str() {
-            "error_rate_above" => (format!("errors > {}", pct(tr.threshold)), tr.value.map(pct)),
+            "error_rate_above" => (format!("err>{}", pct(tr.threshold)), tr.value.map(pct)),
             "p95_above_ms" => (
-                format!("p95 > {:.0}ms for {}s", tr.threshold, tr.for_s),
+                format!("p95>{:.0}ms {}", tr.threshold, span(tr.for_s)),
                 tr.value.map(|v| format!("{v:.0}ms")),
             ),
             _ => (
-                format!("avail < {} for {}s", pct(tr.threshold), tr.for_s),
+                format!("avail<{} {}", pct(tr.threshold), span(tr.for_s)),
                 tr.value.map(pct),
             ),
         };
-        let now = value.map_or_else(|| " (too few)".to_string(), |v| format!(" (now {v})"));
+        let now = value.map_or_else(|| " (few)".to_string(), |v| format!(" ({v})"));
         let slot = if tr.fired { "alert" } else { "ui.text" };
         spans.push(Span::styled(
             format!("{}{label}{now}", if tr.fired { "FIRED " } else { "" }),
@@ -409,6 +415,12 @@ fn chart(
         .map(|p| p.1)
         .fold(0.0_f64, f64::max);
     let top = if top <= 0.0 { 1.0 } else { top * 1.15 };
+    // A percentage never needs an axis past 100.
+    let top = if title.contains('%') {
+        top.min(100.0)
+    } else {
+        top
+    };
     let block = Block::bordered()
         .title(Span::styled(format!(" {title} "), t.style("ui.title")))
         .title_bottom(Line::from(if area.width >= 40 {

@@ -1,0 +1,221 @@
+//! Bearer tokens with roles, compared in constant time, a per-token rate limit on control
+//! routes, and an audit record for every denial.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use axum::extract::FromRequestParts;
+use axum::http::request::Parts;
+use serde_json::json;
+use sha2::{Digest, Sha256};
+
+use super::AppState;
+use super::config::{Role, Token};
+use super::error::Failure;
+use crate::model::{ErrorCode, Timestamp};
+use crate::store::AuditRecord;
+
+/// Who is asking.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Principal {
+    pub name: String,
+    pub role: Role,
+}
+
+/// Equal without an early exit, so timing says nothing about where two hashes differ.
+fn same(a: &[u8; 32], b: &[u8; 32]) -> bool {
+    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+pub fn sha256(token: &str) -> [u8; 32] {
+    Sha256::digest(token.as_bytes()).into()
+}
+
+/// The token configured for `presented`, checking every token (no early exit either).
+pub fn find<'t>(tokens: &'t [Token], presented: &str) -> Option<&'t Token> {
+    let h = sha256(presented);
+    let mut found = None;
+    for t in tokens {
+        if same(&t.sha256, &h) {
+            found = Some(t);
+        }
+    }
+    found
+}
+
+/// A fixed one-minute window per token.
+#[derive(Debug, Default)]
+pub struct RateLimiter {
+    windows: Mutex<HashMap<String, (i64, u32)>>,
+}
+
+impl RateLimiter {
+    /// `Ok` if `who` may make another control request at `now_s`, else the seconds to wait.
+    pub fn check(&self, who: &str, limit: u32, now_s: i64) -> Result<(), u64> {
+        let mut w = self
+            .windows
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let window = now_s - now_s.rem_euclid(60);
+        let entry = w.entry(who.to_string()).or_insert((window, 0));
+        if entry.0 != window {
+            *entry = (window, 0);
+        }
+        if entry.1 >= limit {
+            return Err((window + 60 - now_s).max(1) as u64);
+        }
+        entry.1 += 1;
+        Ok(())
+    }
+}
+
+pub fn now_ts() -> Timestamp {
+    Timestamp::from_datetime(chrono::Utc::now())
+}
+
+impl AppState {
+    /// Records a request that was refused, and returns the refusal.
+    pub async fn deny(
+        &self,
+        who: &str,
+        role: Option<Role>,
+        action: &str,
+        target: &str,
+        f: Failure,
+    ) -> Failure {
+        self.host
+            .audit(AuditRecord {
+                at: now_ts(),
+                actor: who.to_string(),
+                role: role.map(|r| r.as_str().to_string()),
+                action: action.to_string(),
+                target: target.to_string(),
+                reason: String::new(),
+                outcome: format!("denied: {}", f.error.code),
+                details: json!({ "message": f.error.message }),
+            })
+            .await;
+        f
+    }
+}
+
+impl Principal {
+    /// Allows a control action when the role suffices and the token is within its rate;
+    /// otherwise records the denial and refuses.
+    pub async fn require(
+        &self,
+        state: &AppState,
+        needed: Role,
+        action: &str,
+        target: &str,
+    ) -> Result<(), Failure> {
+        if state.read_only {
+            let f = Failure::new(
+                ErrorCode::Forbidden,
+                "this server is read-only; control actions are refused",
+            );
+            return Err(state
+                .deny(&self.name, Some(self.role), action, target, f)
+                .await);
+        }
+        if !self.role.allows(needed) {
+            let f = Failure::new(
+                ErrorCode::Forbidden,
+                format!(
+                    "the token `{}` has role {}; {action} needs {needed} or above",
+                    self.name, self.role
+                ),
+            );
+            return Err(state
+                .deny(&self.name, Some(self.role), action, target, f)
+                .await);
+        }
+        if let Err(wait) = state.rate.check(
+            &self.name,
+            state.config.rate_limit,
+            chrono::Utc::now().timestamp(),
+        ) {
+            let mut f = Failure::new(
+                ErrorCode::RateLimited,
+                format!(
+                    "the token `{}` made more than {} control requests this minute; retry in {wait}s",
+                    self.name, state.config.rate_limit
+                ),
+            );
+            f.retry_after_s = Some(wait);
+            return Err(state
+                .deny(&self.name, Some(self.role), action, target, f)
+                .await);
+        }
+        Ok(())
+    }
+}
+
+impl FromRequestParts<AppState> for Principal {
+    type Rejection = Failure;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        if state.config.tokens.is_empty() {
+            // No tokens: the server only binds loopback, and whoever reaches it is local.
+            return Ok(Principal {
+                name: "local".into(),
+                role: Role::Admin,
+            });
+        }
+        let target = parts.uri.path().to_string();
+        let presented = parts
+            .headers
+            .get(axum::http::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .map(str::trim);
+        let Some(presented) = presented else {
+            let f = Failure::new(
+                ErrorCode::Unauthenticated,
+                "this server needs a token: send `Authorization: Bearer TOKEN`",
+            );
+            return Err(state
+                .deny("anonymous", None, "authenticate", &target, f)
+                .await);
+        };
+        match find(&state.config.tokens, presented) {
+            Some(t) => Ok(Principal {
+                name: t.name.clone(),
+                role: t.role,
+            }),
+            None => {
+                let f = Failure::new(
+                    ErrorCode::Unauthenticated,
+                    "the token is not valid on this server",
+                );
+                Err(state
+                    .deny("unknown token", None, "authenticate", &target, f)
+                    .await)
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tokens_match_by_hash_and_rates_reset_each_minute() {
+        let tokens = vec![Token {
+            name: "ci".into(),
+            role: Role::Viewer,
+            sha256: sha256("s3cret"),
+        }];
+        assert_eq!(find(&tokens, "s3cret").map(|t| t.name.as_str()), Some("ci"));
+        assert!(find(&tokens, "s3cres").is_none());
+        let r = RateLimiter::default();
+        assert!(r.check("a", 2, 120).is_ok() && r.check("a", 2, 121).is_ok());
+        assert_eq!(r.check("a", 2, 130), Err(50));
+        assert!(r.check("b", 2, 130).is_ok(), "limits are per token");
+        assert!(r.check("a", 2, 180).is_ok(), "a new minute starts afresh");
+    }
+}

@@ -1,0 +1,137 @@
+//! The envelope every response wears, and errors as responses: a code, an HTTP status and a
+//! sentence, never a stack trace, an internal path or a secret.
+
+use axum::Json;
+use axum::extract::rejection::{JsonRejection, QueryRejection};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+use serde_json::{Value, json};
+
+use crate::model::{ApiError, ErrorCode};
+
+/// The HTTP status of each error code (DESIGN.md section 6).
+pub fn status_of(code: ErrorCode) -> StatusCode {
+    match code {
+        ErrorCode::Validation => StatusCode::BAD_REQUEST,
+        ErrorCode::Unauthenticated => StatusCode::UNAUTHORIZED,
+        ErrorCode::Forbidden => StatusCode::FORBIDDEN,
+        ErrorCode::NotFound => StatusCode::NOT_FOUND,
+        ErrorCode::Conflict => StatusCode::CONFLICT,
+        ErrorCode::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+        ErrorCode::RateLimited => StatusCode::TOO_MANY_REQUESTS,
+        ErrorCode::Upstream => StatusCode::SERVICE_UNAVAILABLE,
+        ErrorCode::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+    }
+}
+
+/// An error on its way out, with optional details (the field at fault, a retry time).
+#[derive(Debug, Clone)]
+pub struct Failure {
+    pub error: ApiError,
+    pub details: Value,
+    pub retry_after_s: Option<u64>,
+}
+
+impl Failure {
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> Failure {
+        Failure {
+            error: ApiError::new(code, message),
+            details: json!({}),
+            retry_after_s: None,
+        }
+    }
+
+    #[must_use]
+    pub fn with_details(mut self, details: Value) -> Failure {
+        self.details = details;
+        self
+    }
+}
+
+impl From<ApiError> for Failure {
+    fn from(error: ApiError) -> Self {
+        Failure {
+            error,
+            details: json!({}),
+            retry_after_s: None,
+        }
+    }
+}
+
+impl From<crate::runtime::RuntimeError> for Failure {
+    fn from(e: crate::runtime::RuntimeError) -> Self {
+        Failure::from(ApiError::from(e))
+    }
+}
+
+impl IntoResponse for Failure {
+    fn into_response(self) -> Response {
+        let status = status_of(self.error.code);
+        // Internal errors are logged in full and answered with a sentence that leaks nothing.
+        let message = if self.error.code == ErrorCode::Internal {
+            tracing::error!(error = %self.error.message, "internal error answering a request");
+            "the server could not complete the request; the server log has the details".to_string()
+        } else {
+            self.error.message
+        };
+        let body = json!({
+            "data": null,
+            "error": { "code": self.error.code, "message": message, "details": self.details },
+        });
+        let mut r = (status, Json(body)).into_response();
+        if let Some(s) = self.retry_after_s
+            && let Ok(v) = axum::http::HeaderValue::from_str(&s.to_string())
+        {
+            r.headers_mut().insert(axum::http::header::RETRY_AFTER, v);
+        }
+        r
+    }
+}
+
+/// A successful answer in the envelope.
+pub fn ok<T: Serialize>(data: T) -> Response {
+    (StatusCode::OK, Json(json!({ "data": data, "error": null }))).into_response()
+}
+
+pub type ApiResult = Result<Response, Failure>;
+
+/// A JSON body that could not be read: 400 naming what was wrong (or 413 when too large).
+impl From<JsonRejection> for Failure {
+    fn from(r: JsonRejection) -> Self {
+        if r.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            return Failure::new(
+                ErrorCode::PayloadTooLarge,
+                "the request body is larger than the server accepts (`server.body_limit`)",
+            );
+        }
+        let text = r.body_text();
+        // serde's message names the field ("unknown field `x`", "missing field `reason`").
+        let field = text.split('`').nth(1).map(str::to_string);
+        let message = match &r {
+            JsonRejection::MissingJsonContentType(_) => {
+                "the request body must be JSON with `content-type: application/json`".to_string()
+            }
+            _ => format!(
+                "the request body is not valid: {}",
+                text.trim_start_matches(
+                    "Failed to deserialize the JSON body into the target type: "
+                )
+            ),
+        };
+        Failure::new(ErrorCode::Validation, message).with_details(json!({ "field": field }))
+    }
+}
+
+impl From<QueryRejection> for Failure {
+    fn from(r: QueryRejection) -> Self {
+        let text = r.body_text();
+        Failure::new(
+            ErrorCode::Validation,
+            format!(
+                "the query string is not valid: {}",
+                text.trim_start_matches("Failed to deserialize query string: ")
+            ),
+        )
+    }
+}

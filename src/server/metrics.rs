@@ -1,0 +1,156 @@
+//! `/metrics` in the OpenMetrics text format, read from the runtime at scrape time: runs by
+//! pipeline and status, DLQ depth, breakers, canary weights, per-version traffic and latency,
+//! analysis verdicts, and SSE clients.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use axum::extract::State;
+use axum::http::header::CONTENT_TYPE;
+use axum::response::{IntoResponse, Response};
+use prometheus_client::encoding::text::encode;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+
+use super::AppState;
+use super::error::Failure;
+use crate::client::Backend;
+use crate::model::{ErrorCode, Verdict};
+
+type Labels = Vec<(String, String)>;
+
+/// A labelled family of `$ty`, registered under `$name`.
+macro_rules! family {
+    ($reg:ident, $ty:ty, $name:literal, $help:literal) => {{
+        let f = Family::<Labels, $ty>::default();
+        $reg.register($name, $help, f.clone());
+        f
+    }};
+}
+type Float = Gauge<f64, AtomicU64>;
+
+fn labels(pairs: &[(&str, &str)]) -> Labels {
+    pairs
+        .iter()
+        .map(|(k, v)| ((*k).to_string(), (*v).to_string()))
+        .collect()
+}
+
+pub async fn scrape(State(s): State<AppState>) -> Result<Response, Failure> {
+    let mut reg = Registry::default();
+    let runs = family!(
+        reg,
+        Gauge,
+        "opsdeck_runs",
+        "Runs in the store by pipeline and status"
+    );
+    for (pipeline, status, n) in s.host.run_counts().await? {
+        runs.get_or_create(&labels(&[("pipeline", &pipeline), ("status", &status)]))
+            .set(n as i64);
+    }
+    let o = s.backend.overview().await?;
+    let dlq = Gauge::<i64>::default();
+    reg.register(
+        "opsdeck_dlq_depth",
+        "Entries in the dead-letter queue",
+        dlq.clone(),
+    );
+    dlq.set(o.dlq_depth as i64);
+    let running = Gauge::<i64>::default();
+    reg.register(
+        "opsdeck_runs_in_flight",
+        "Runs active on this host",
+        running.clone(),
+    );
+    running.set(o.running as i64);
+    let breakers = family!(
+        reg,
+        Gauge,
+        "opsdeck_breaker_open",
+        "Circuit breakers not closed (1) by target and state"
+    );
+    for (target, state) in s.host.breakers() {
+        breakers
+            .get_or_create(&labels(&[("target", &target), ("state", &state)]))
+            .set(1);
+    }
+    let weight = family!(
+        reg,
+        Float,
+        "opsdeck_canary_weight_percent",
+        "The canary's share of traffic"
+    );
+    let requests = family!(
+        reg,
+        Gauge,
+        "opsdeck_canary_step_requests",
+        "Requests since the current step began, by version"
+    );
+    let verdicts = family!(
+        reg,
+        Gauge,
+        "opsdeck_canary_check",
+        "Analysis verdicts (1 for the current verdict of each check)"
+    );
+    let p95 = family!(
+        reg,
+        Float,
+        "opsdeck_canary_p95_ms",
+        "P95 latency since the step began, by version"
+    );
+    let errors = family!(
+        reg,
+        Float,
+        "opsdeck_canary_error_rate",
+        "Error rate since the step began, by version"
+    );
+    for c in s.host.canaries() {
+        weight
+            .get_or_create(&labels(&[("canary", &c.name)]))
+            .set(c.weight);
+        for (v, n) in &c.requests {
+            requests
+                .get_or_create(&labels(&[("canary", &c.name), ("version", v)]))
+                .set(n.as_i64().unwrap_or(0));
+        }
+        for k in &c.checks {
+            for v in [Verdict::Pass, Verdict::Fail, Verdict::Inconclusive] {
+                let l = labels(&[
+                    ("canary", &c.name),
+                    ("check", &k.name),
+                    ("verdict", v.as_str()),
+                ]);
+                verdicts.get_or_create(&l).set(i64::from(k.verdict == v));
+            }
+            let num = |key: &str| k.numbers.get(key).and_then(serde_json::Value::as_f64);
+            for (v, key_p95, key_rate) in [
+                ("legacy", "legacy_p95_ms", "legacy_rate"),
+                ("canary", "canary_p95_ms", "canary_rate"),
+            ] {
+                if let Some(x) = num(key_p95) {
+                    p95.get_or_create(&labels(&[("canary", &c.name), ("version", v)]))
+                        .set(x);
+                }
+                if let Some(x) = num(key_rate) {
+                    errors
+                        .get_or_create(&labels(&[("canary", &c.name), ("version", v)]))
+                        .set(x);
+                }
+            }
+        }
+    }
+    let sse = Gauge::<i64>::default();
+    reg.register("opsdeck_sse_clients", "Open event streams", sse.clone());
+    sse.set(s.sse_clients.load(Ordering::Relaxed) as i64);
+    let mut out = String::new();
+    encode(&mut out, &reg)
+        .map_err(|e| Failure::new(ErrorCode::Internal, format!("cannot encode metrics: {e}")))?;
+    Ok((
+        [(
+            CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        out,
+    )
+        .into_response())
+}

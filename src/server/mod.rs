@@ -1,0 +1,84 @@
+//! `opsdeck serve`: the runtime over HTTP (DESIGN.md section 6). [`app`] builds the router from
+//! a state, so tests drive it on a loopback socket or without one; every response wears the
+//! `{"data", "error"}` envelope; control routes need a role, are rate limited per token and
+//! audited, and so are refusals.
+
+pub mod auth;
+pub mod config;
+pub mod error;
+mod metrics;
+mod routes;
+
+use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::routing::{get, post};
+
+use crate::client::Embedded;
+use crate::runtime::Host;
+pub use config::{Role, ServerConfig};
+
+/// What every handler shares.
+#[derive(Clone)]
+pub struct AppState {
+    pub host: Host,
+    pub backend: Embedded,
+    pub config: Arc<ServerConfig>,
+    pub rate: Arc<auth::RateLimiter>,
+    /// Refuse every control action whatever the token.
+    pub read_only: bool,
+    /// Open SSE streams, for `/metrics`.
+    pub sse_clients: Arc<AtomicU64>,
+    /// Cancelled when the server stops, so event streams end and shutdown is not held open.
+    pub stop: tokio_util::sync::CancellationToken,
+}
+
+impl AppState {
+    pub fn new(host: Host, config: ServerConfig) -> AppState {
+        AppState {
+            backend: Embedded::new(host.clone()),
+            host,
+            config: Arc::new(config),
+            rate: Arc::new(auth::RateLimiter::default()),
+            read_only: false,
+            sse_clients: Arc::new(AtomicU64::new(0)),
+            stop: tokio_util::sync::CancellationToken::new(),
+        }
+    }
+}
+
+/// The whole API.
+pub fn app(state: AppState) -> Router {
+    let limit = state.config.body_limit;
+    Router::new()
+        .route("/healthz", get(routes::healthz))
+        .route("/metrics", get(metrics::scrape))
+        .route("/v1/overview", get(routes::overview))
+        .route("/v1/pipelines", get(routes::pipelines))
+        .route("/v1/pipelines/{name}", get(routes::pipeline))
+        .route("/v1/pipelines/{name}/runs", post(routes::start_run))
+        .route("/v1/runs", get(routes::runs))
+        .route("/v1/runs/{id}", get(routes::run))
+        .route("/v1/runs/{id}/cancel", post(routes::cancel_run))
+        .route("/v1/runs/{id}/retry", post(routes::retry_run))
+        .route("/v1/runs/{id}/stages/{stage}", get(routes::stage_io))
+        .route("/v1/dlq", get(routes::dlq))
+        .route("/v1/dlq/{id}/requeue", post(routes::requeue))
+        .route("/v1/dlq/{id}/discard", post(routes::discard))
+        .route("/v1/canaries", get(routes::canaries))
+        .route("/v1/canaries/{name}", get(routes::canary))
+        .route("/v1/canaries/{name}/series", get(routes::canary_series))
+        .route("/v1/canaries/{name}/actions", post(routes::canary_action))
+        .route(
+            "/v1/canaries/{name}/observations",
+            post(routes::observations),
+        )
+        .route("/v1/canaries/{name}/weight", get(routes::canary_weight))
+        .route("/v1/audit", get(routes::audit))
+        .route("/v1/events", get(routes::events))
+        .fallback(routes::not_found)
+        .layer(DefaultBodyLimit::max(limit))
+        .with_state(state)
+}

@@ -1,0 +1,543 @@
+//! The handlers. Reads need any token; control routes need `operator` and go through
+//! [`control`], which checks the role and rate, does the work, and audits the outcome.
+
+use std::convert::Infallible;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use axum::Json;
+use axum::extract::rejection::{JsonRejection, QueryRejection};
+use axum::extract::{Path, Query, State};
+use axum::http::HeaderMap;
+use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use futures::{Stream, StreamExt};
+use serde::Deserialize;
+use serde_json::{Map, Value, json};
+
+use super::AppState;
+use super::auth::{Principal, now_ts};
+use super::config::Role;
+use super::error::{ApiResult, Failure, ok};
+use crate::canary::live::Observation;
+use crate::client::{Backend, StreamItem};
+use crate::model::{CanaryAction, DlqId, ErrorCode, RunId, RunQuery, RunSort, RunStatus, StartRun};
+use crate::store::AuditRecord;
+
+/// Heartbeats keep proxies from closing an idle event stream.
+const HEARTBEAT: Duration = Duration::from_secs(15);
+
+fn run_id(s: &str) -> Result<RunId, Failure> {
+    s.parse()
+        .map_err(|e: crate::model::ParseIdError| Failure::new(ErrorCode::NotFound, e.to_string()))
+}
+
+fn dlq_id(s: &str) -> Result<DlqId, Failure> {
+    s.parse()
+        .map_err(|e: crate::model::ParseIdError| Failure::new(ErrorCode::NotFound, e.to_string()))
+}
+
+/// Checks the role and the rate, runs `work`, and audits what happened.
+async fn control<T, F>(
+    s: &AppState,
+    p: &Principal,
+    (action, target): (&str, String),
+    reason: &str,
+    work: F,
+) -> ApiResult
+where
+    T: serde::Serialize,
+    F: Future<Output = Result<T, Failure>>,
+{
+    p.require(s, Role::Operator, action, &target).await?;
+    let result = work.await;
+    let outcome = match &result {
+        Ok(_) => "ok".to_string(),
+        Err(f) => format!("failed: {}", f.error.code),
+    };
+    s.host
+        .audit(AuditRecord {
+            at: now_ts(),
+            actor: p.name.clone(),
+            role: Some(p.role.as_str().to_string()),
+            action: action.to_string(),
+            target,
+            reason: reason.to_string(),
+            outcome,
+            details: json!({}),
+        })
+        .await;
+    result.map(ok)
+}
+
+pub async fn not_found() -> Failure {
+    Failure::new(
+        ErrorCode::NotFound,
+        "there is no such route; the API lives under /v1 (see the README's API reference)",
+    )
+}
+
+pub async fn healthz(State(s): State<AppState>) -> ApiResult {
+    let o = s.backend.overview().await.map_err(|e| {
+        Failure::new(
+            ErrorCode::Upstream,
+            format!("the store does not answer: {e}"),
+        )
+    })?;
+    Ok(ok(json!({ "status": "ok", "last_seq": o.last_seq })))
+}
+
+pub async fn overview(State(s): State<AppState>, _p: Principal) -> ApiResult {
+    let mut o = s.backend.overview().await?;
+    // The workspace's name, not its path on the server.
+    o.workspace = std::path::Path::new(&o.workspace)
+        .file_name()
+        .map_or_else(String::new, |n| n.to_string_lossy().into_owned());
+    o.backend = "remote".into();
+    Ok(ok(o))
+}
+
+pub async fn pipelines(State(s): State<AppState>, _p: Principal) -> ApiResult {
+    Ok(ok(s.backend.overview().await?.pipelines))
+}
+
+pub async fn pipeline(
+    State(s): State<AppState>,
+    _p: Principal,
+    Path(name): Path<String>,
+) -> ApiResult {
+    let all = s.backend.overview().await?.pipelines;
+    let names: Vec<String> = all.iter().map(|p| p.name.clone()).collect();
+    all.into_iter()
+        .find(|p| p.name == name)
+        .map(ok)
+        .ok_or_else(|| {
+            Failure::new(
+                ErrorCode::NotFound,
+                format!(
+                    "there is no pipeline `{name}`; pipelines: {}",
+                    names.join(", ")
+                ),
+            )
+        })
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StartBody {
+    #[serde(default)]
+    params: Map<String, Value>,
+}
+
+pub async fn start_run(
+    State(s): State<AppState>,
+    p: Principal,
+    Path(name): Path<String>,
+    body: Result<Json<StartBody>, JsonRejection>,
+) -> ApiResult {
+    let Json(body) = body?;
+    let req = StartRun {
+        pipeline: name.clone(),
+        params: body.params,
+    };
+    let b = s.backend.clone();
+    control(
+        &s,
+        &p,
+        ("run.start", format!("pipeline/{name}")),
+        "",
+        async move {
+            let id = b.start_run(req).await?;
+            Ok(json!({ "id": id }))
+        },
+    )
+    .await
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RunsParams {
+    pipeline: Option<String>,
+    status: Option<RunStatus>,
+    text: Option<String>,
+    sort: Option<RunSort>,
+    limit: Option<usize>,
+    cursor: Option<i64>,
+    offset: Option<u64>,
+}
+
+pub async fn runs(
+    State(s): State<AppState>,
+    _p: Principal,
+    q: Result<Query<RunsParams>, QueryRejection>,
+) -> ApiResult {
+    let Query(q) = q?;
+    let limit = q.limit.unwrap_or(50);
+    if !(1..=1_000).contains(&limit) {
+        return Err(Failure::new(
+            ErrorCode::Validation,
+            format!("`limit` must be from 1 to 1000, not {limit}"),
+        )
+        .with_details(json!({ "field": "limit" })));
+    }
+    let query = RunQuery {
+        pipeline: q.pipeline,
+        status: q.status,
+        text: q.text,
+        sort: q.sort.unwrap_or_default(),
+        before: q.cursor.map(RunId),
+        offset: q.offset.unwrap_or(0),
+        limit,
+    };
+    Ok(ok(s.backend.runs(query).await?))
+}
+
+pub async fn run(State(s): State<AppState>, _p: Principal, Path(id): Path<String>) -> ApiResult {
+    Ok(ok(s.backend.run(run_id(&id)?).await?))
+}
+
+pub async fn stage_io(
+    State(s): State<AppState>,
+    _p: Principal,
+    Path((id, stage)): Path<(String, String)>,
+) -> ApiResult {
+    Ok(ok(s.backend.stage_io(run_id(&id)?, &stage).await?))
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReasonBody {
+    #[serde(default)]
+    reason: String,
+}
+
+fn reason_or_default(r: &str) -> String {
+    if r.trim().is_empty() {
+        "no reason given (API)".into()
+    } else {
+        r.trim().to_string()
+    }
+}
+
+/// A control route whose body is `{"reason": ...}`: reads it, then runs `work` with the
+/// backend and the reason through [`control`].
+async fn with_reason<T, F, Fut>(
+    s: &AppState,
+    p: &Principal,
+    body: Result<Json<ReasonBody>, JsonRejection>,
+    what: (&str, String),
+    work: F,
+) -> ApiResult
+where
+    T: serde::Serialize,
+    F: FnOnce(crate::client::Embedded, String) -> Fut,
+    Fut: Future<Output = Result<T, Failure>>,
+{
+    let Json(body) = body?;
+    let reason = reason_or_default(&body.reason);
+    let fut = work(s.backend.clone(), reason.clone());
+    control(s, p, what, &reason, fut).await
+}
+
+pub async fn cancel_run(
+    State(s): State<AppState>,
+    p: Principal,
+    Path(id): Path<String>,
+    body: Result<Json<ReasonBody>, JsonRejection>,
+) -> ApiResult {
+    let id = run_id(&id)?;
+    with_reason(
+        &s,
+        &p,
+        body,
+        ("run.cancel", format!("run/{id}")),
+        move |b, r| async move {
+            b.cancel_run(id, &r).await?;
+            Ok(json!({ "id": id }))
+        },
+    )
+    .await
+}
+
+pub async fn retry_run(
+    State(s): State<AppState>,
+    p: Principal,
+    Path(id): Path<String>,
+    body: Result<Json<ReasonBody>, JsonRejection>,
+) -> ApiResult {
+    let id = run_id(&id)?;
+    with_reason(
+        &s,
+        &p,
+        body,
+        ("run.retry", format!("run/{id}")),
+        move |b, r| async move {
+            b.retry_run(id, &r).await?;
+            Ok(json!({ "id": id }))
+        },
+    )
+    .await
+}
+
+pub async fn dlq(State(s): State<AppState>, _p: Principal) -> ApiResult {
+    Ok(ok(s.backend.dlq().await?))
+}
+
+pub async fn requeue(
+    State(s): State<AppState>,
+    p: Principal,
+    Path(id): Path<String>,
+    body: Result<Json<ReasonBody>, JsonRejection>,
+) -> ApiResult {
+    let id = dlq_id(&id)?;
+    with_reason(
+        &s,
+        &p,
+        body,
+        ("dlq.requeue", format!("dlq/{id}")),
+        move |b, r| async move {
+            let run = b.requeue(id, &r).await?;
+            Ok(json!({ "run_id": run }))
+        },
+    )
+    .await
+}
+
+pub async fn discard(
+    State(s): State<AppState>,
+    p: Principal,
+    Path(id): Path<String>,
+    body: Result<Json<ReasonBody>, JsonRejection>,
+) -> ApiResult {
+    let id = dlq_id(&id)?;
+    with_reason(
+        &s,
+        &p,
+        body,
+        ("dlq.discard", format!("dlq/{id}")),
+        move |b, r| async move {
+            b.discard(id, &r).await?;
+            Ok(json!({ "id": id }))
+        },
+    )
+    .await
+}
+
+pub async fn canaries(State(s): State<AppState>, _p: Principal) -> ApiResult {
+    Ok(ok(s.host.canaries()))
+}
+
+pub async fn canary(
+    State(s): State<AppState>,
+    _p: Principal,
+    Path(name): Path<String>,
+) -> ApiResult {
+    Ok(ok(s.host.canary(&name)?))
+}
+
+pub async fn canary_weight(
+    State(s): State<AppState>,
+    _p: Principal,
+    Path(name): Path<String>,
+) -> ApiResult {
+    Ok(ok(json!({ "weight": s.host.canary_weight(&name)? })))
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SeriesParams {
+    window: Option<String>,
+    points: Option<usize>,
+}
+
+pub async fn canary_series(
+    State(s): State<AppState>,
+    _p: Principal,
+    Path(name): Path<String>,
+    q: Result<Query<SeriesParams>, QueryRejection>,
+) -> ApiResult {
+    let Query(q) = q?;
+    let window = match q.window.as_deref() {
+        None => 300,
+        Some(w) => crate::model::duration::parse(w)
+            .map_err(|m| {
+                Failure::new(ErrorCode::Validation, format!("`window`: {m}"))
+                    .with_details(json!({ "field": "window" }))
+            })?
+            .as_secs()
+            .max(1),
+    };
+    let points = q.points.unwrap_or(60).clamp(1, 600);
+    let step = (window as i64 / points as i64).max(1);
+    Ok(ok(s.host.canary_series(&name, step, points)?))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ActionBody {
+    action: String,
+    weight: Option<u32>,
+    reason: String,
+}
+
+const ACTIONS: &str = "promote, promote_full, pause, resume, set_weight, rollback, abort, restart";
+
+pub async fn canary_action(
+    State(s): State<AppState>,
+    p: Principal,
+    Path(name): Path<String>,
+    body: Result<Json<ActionBody>, JsonRejection>,
+) -> ApiResult {
+    let Json(body) = body?;
+    let action = match (body.action.as_str(), body.weight) {
+        ("promote", _) => CanaryAction::Promote,
+        ("promote_full", _) => CanaryAction::PromoteFull,
+        ("pause", _) => CanaryAction::Pause,
+        ("resume", _) => CanaryAction::Resume,
+        ("set_weight", Some(w)) => CanaryAction::SetWeight(w),
+        ("set_weight", None) => {
+            return Err(Failure::new(
+                ErrorCode::Validation,
+                "`set_weight` needs `weight`, a percentage from 0 to 100",
+            )
+            .with_details(json!({ "field": "weight" })));
+        }
+        ("rollback", _) => CanaryAction::Rollback,
+        ("abort", _) => CanaryAction::Abort,
+        ("restart", _) => CanaryAction::Restart,
+        (other, _) => {
+            return Err(Failure::new(
+                ErrorCode::Validation,
+                format!("`action` is `{other}`; valid actions: {ACTIONS}"),
+            )
+            .with_details(json!({ "field": "action" })));
+        }
+    };
+    let host = s.host.clone();
+    let (who, role) = (p.name.clone(), p.role.as_str());
+    let reason = body.reason.clone();
+    control(
+        &s,
+        &p,
+        (
+            &format!("canary.{}", action.name()),
+            format!("canary/{name}"),
+        ),
+        &body.reason,
+        async move {
+            Ok(host
+                .canary_act_as(&name, action, (&who, Some(role)), &reason)
+                .await?)
+        },
+    )
+    .await
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ObservationsBody {
+    observations: Vec<Observation>,
+}
+
+pub async fn observations(
+    State(s): State<AppState>,
+    p: Principal,
+    Path(name): Path<String>,
+    body: Result<Json<ObservationsBody>, JsonRejection>,
+) -> ApiResult {
+    let Json(body) = body?;
+    // Routers post often: this needs the operator role but is not audited line by line.
+    p.require(
+        &s,
+        Role::Operator,
+        "canary.observe",
+        &format!("canary/{name}"),
+    )
+    .await?;
+    let n = s.host.canary_ingest(&name, &body.observations)?;
+    Ok(ok(
+        json!({ "accepted": n, "weight": s.host.canary_weight(&name)? }),
+    ))
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuditParams {
+    limit: Option<usize>,
+}
+
+pub async fn audit(
+    State(s): State<AppState>,
+    _p: Principal,
+    q: Result<Query<AuditParams>, QueryRejection>,
+) -> ApiResult {
+    let Query(q) = q?;
+    Ok(ok(s
+        .host
+        .audit_log(q.limit.unwrap_or(100).clamp(1, 10_000))
+        .await?))
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EventsParams {
+    since: Option<u64>,
+}
+
+/// Decrements the SSE client count when a stream ends.
+struct ClientGuard(std::sync::Arc<std::sync::atomic::AtomicU64>);
+
+impl Drop for ClientGuard {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+pub async fn events(
+    State(s): State<AppState>,
+    _p: Principal,
+    headers: HeaderMap,
+    q: Result<Query<EventsParams>, QueryRejection>,
+) -> Result<Response, Failure> {
+    let Query(q) = q?;
+    let header = headers
+        .get("last-event-id")
+        .and_then(|v| v.to_str().ok())
+        .map(str::trim);
+    let since = match header {
+        Some(h) => Some(h.parse::<u64>().map_err(|_| {
+            Failure::new(
+                ErrorCode::Validation,
+                format!("`Last-Event-ID` is `{h}`; it must be an event sequence number"),
+            )
+        })?),
+        None => q.since,
+    };
+    let since = match since {
+        Some(n) => n,
+        None => s.backend.overview().await?.last_seq,
+    };
+    s.sse_clients.fetch_add(1, Ordering::Relaxed);
+    let guard = ClientGuard(s.sse_clients.clone());
+    let stop = s.stop.clone().cancelled_owned();
+    let stream: std::pin::Pin<Box<dyn Stream<Item = Result<SseEvent, Infallible>> + Send>> =
+        Box::pin(
+            s.backend
+                .events(Some(since))
+                .take_until(stop)
+                .filter_map(move |item| {
+                    let _keep = &guard;
+                    let out = match item {
+                        StreamItem::Event(e) => Some(Ok(SseEvent::default()
+                            .id(e.seq.to_string())
+                            .event(e.kind.as_str())
+                            .data(serde_json::to_string(&e).unwrap_or_default()))),
+                        StreamItem::Connected(_) => None,
+                    };
+                    std::future::ready(out)
+                }),
+        );
+    Ok(Sse::new(stream)
+        .keep_alive(KeepAlive::new().interval(HEARTBEAT).text("heartbeat"))
+        .into_response())
+}
