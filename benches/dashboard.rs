@@ -43,6 +43,7 @@ fn config() -> Config {
         depth: ColorDepth::Ansi256,
         no_color: false,
         label: None,
+        read_only: false,
     }
 }
 

@@ -6,11 +6,14 @@ use std::fmt::Write as _;
 
 use clap::{Args, Subcommand};
 
+use super::dashboard::remote_token;
 use super::output::{Table, print_json, short, took};
 use super::run::with_host;
 use super::{Cli, CliError, CliResult, EXIT_OK, open_workspace, reader};
 use crate::canary::live::saved_statuses;
+use crate::client::{Backend, Remote};
 use crate::model::{CanaryAction, CanaryState, CanaryStatus, Verdict};
+use crate::runtime::lock::HostLock;
 use crate::runtime::workspace::Workspace;
 
 #[derive(Debug, Subcommand)]
@@ -182,7 +185,106 @@ pub fn render(s: &CanaryStatus, now_ms: i64) -> String {
     o
 }
 
+/// The runtime to talk to instead of hosting: `--remote`, or the address a host of this
+/// workspace published (`opsdeck serve`).
+fn served(cli: &Cli, ws: Option<&Workspace>) -> Result<Option<Remote>, CliError> {
+    let url = match (&cli.remote, ws) {
+        (Some(url), _) => Some(url.clone()),
+        (None, Some(ws)) => HostLock::holder(&ws.state_dir()).and_then(|h| h.address),
+        (None, None) => None,
+    };
+    Ok(match url {
+        Some(u) => Some(Remote::new(&u, remote_token(cli)?)),
+        None => None,
+    })
+}
+
+fn api_failed(e: &crate::model::ApiError) -> CliError {
+    use crate::model::ErrorCode as C;
+    match e.code {
+        C::Validation | C::NotFound | C::Conflict => CliError::bad_input(e.message.clone()),
+        _ => CliError::failed(e.message.clone()),
+    }
+}
+
+fn print_status(s: &CanaryStatus, json: bool) -> Result<(), CliError> {
+    if json {
+        print_json(s)
+    } else {
+        say_raw!("{}", render(s, chrono::Utc::now().timestamp_millis()))
+    }
+}
+
+/// The same commands against a served runtime, through its API.
+async fn run_remote(remote: &Remote, cmd: &CanaryCommand) -> CliResult {
+    let (name, action, reason) = match cmd {
+        CanaryCommand::List { json } => {
+            let all = remote.canaries().await.map_err(|e| api_failed(&e))?;
+            if *json {
+                print_json(&all)?;
+            } else {
+                for s in &all {
+                    say!(
+                        "{} {} {}% step {}/{}",
+                        s.name,
+                        s.state,
+                        s.weight,
+                        s.step + 1,
+                        s.steps.len()
+                    )?;
+                }
+            }
+            return Ok(EXIT_OK);
+        }
+        CanaryCommand::Status { name, json, .. } => {
+            let all = remote.canaries().await.map_err(|e| api_failed(&e))?;
+            let s = all.iter().find(|s| s.name == *name).ok_or_else(|| {
+                CliError::bad_input(format!("there is no canary `{name}` on {}", remote.base()))
+            })?;
+            print_status(s, *json)?;
+            return Ok(EXIT_OK);
+        }
+        CanaryCommand::SetWeight {
+            name,
+            weight,
+            reason,
+        } => (name, CanaryAction::SetWeight(*weight), reason),
+        CanaryCommand::Promote(a) => (&a.name, CanaryAction::Promote, &a.reason),
+        CanaryCommand::PromoteFull(a) => (&a.name, CanaryAction::PromoteFull, &a.reason),
+        CanaryCommand::Pause(a) => (&a.name, CanaryAction::Pause, &a.reason),
+        CanaryCommand::Resume(a) => (&a.name, CanaryAction::Resume, &a.reason),
+        CanaryCommand::Rollback(a) => (&a.name, CanaryAction::Rollback, &a.reason),
+        CanaryCommand::Restart(a) => (&a.name, CanaryAction::Restart, &a.reason),
+    };
+    act_remote(remote, name, action, reason).await
+}
+
+/// One canary action through a served runtime's API.
+async fn act_remote(remote: &Remote, name: &str, action: CanaryAction, reason: &str) -> CliResult {
+    let rec = remote
+        .canary_act(name, action, reason)
+        .await
+        .map_err(|e| api_failed(&e))?;
+    say!(
+        "canary {name}: {} -> {}, weight {}% -> {}% ({} by {} via {})",
+        rec.state_before,
+        rec.state_after,
+        rec.weight_before,
+        rec.weight_after,
+        rec.action,
+        rec.actor,
+        remote.base()
+    )?;
+    Ok(EXIT_OK)
+}
+
 pub async fn run(cli: &Cli, cmd: &CanaryCommand) -> CliResult {
+    if cli.remote.is_some()
+        && !matches!(cmd, CanaryCommand::Status { watch: true, .. })
+        && let Some(remote) = served(cli, None)?
+    {
+        return run_remote(&remote, cmd).await;
+    }
     let (ws, _log) = open_workspace(cli, false, false)?;
     // A canary table that does not check out must not look like "no canaries".
     let bad: Vec<String> = ws
@@ -267,6 +369,11 @@ pub async fn run(cli: &Cli, cmd: &CanaryCommand) -> CliResult {
         CanaryCommand::Restart(a) => act(&a.name, CanaryAction::Restart, &a.reason),
     };
     ws.canary(&name).map_err(CliError::bad_input)?;
+    // A host that serves the API takes the action itself, so it works during an incident
+    // while the dashboard or `opsdeck serve` holds the workspace.
+    if let Some(remote) = served(cli, Some(&ws))? {
+        return act_remote(&remote, &name, action, &reason).await;
+    }
     let command = format!("opsdeck canary {} {name}", action.name().replace('_', "-"));
     with_host(
         ws,

@@ -51,10 +51,79 @@ pub fn dashboard_config(cli: &Cli, settings: &Settings) -> Result<Config, CliErr
         depth,
         no_color,
         label: None,
+        read_only: false,
     })
 }
 
+/// The token for `--remote`: from `--token-file`, else `$OPSDECK_TOKEN`.
+pub fn remote_token(cli: &Cli) -> Result<Option<String>, CliError> {
+    if let Some(path) = &cli.token_file {
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            CliError::bad_input(format!(
+                "cannot read the token file {}: {e}",
+                path.display()
+            ))
+        })?;
+        let token = text.trim().to_string();
+        if token.is_empty() {
+            return Err(CliError::bad_input(format!(
+                "the token file {} is empty",
+                path.display()
+            )));
+        }
+        return Ok(Some(token));
+    }
+    Ok(std::env::var("OPSDECK_TOKEN")
+        .ok()
+        .filter(|t| !t.trim().is_empty()))
+}
+
+/// The dashboard on a runtime served elsewhere: nothing is hosted here.
+async fn run_remote(cli: &Cli, url: &str) -> CliResult {
+    let parsed = reqwest::Url::parse(url)
+        .ok()
+        .filter(|u| matches!(u.scheme(), "http" | "https"))
+        .ok_or_else(|| {
+            CliError::bad_input(format!(
+                "--remote `{url}` is not a URL; write it like http://127.0.0.1:7070"
+            ))
+        })?;
+    let settings = crate::config::load(
+        &crate::config::user_config_path()
+            .into_iter()
+            .collect::<Vec<_>>(),
+        &[],
+    )
+    .map_err(|d| problems("user configuration", &d))?;
+    let _log = crate::logging::init(None, &settings.log.level, cli.verbose, false);
+    let remote = crate::client::Remote::new(parsed.as_str(), remote_token(cli)?);
+    // Fail now, with the server's own words, rather than open a dashboard on nothing.
+    crate::client::Backend::overview(&remote)
+        .await
+        .map_err(|e| {
+            CliError::failed(format!(
+                "cannot open the dashboard on {}: {e}",
+                remote.base()
+            ))
+        })?;
+    let mut config = dashboard_config(cli, &settings)?;
+    config.label = parsed.host_str().map(|h| format!("remote {h}"));
+    config.read_only = cli.read_only;
+    if !std::io::stdout().is_terminal() {
+        return Err(CliError::bad_input(
+            "the remote dashboard needs a terminal; for the event log use `opsdeck events --follow` on the server",
+        ));
+    }
+    crate::tui::run(Arc::new(remote), config)
+        .await
+        .map(|()| EXIT_OK)
+        .map_err(|e| CliError::failed(format!("the terminal failed: {e}")))
+}
+
 pub async fn run(cli: &Cli) -> CliResult {
+    if let Some(url) = &cli.remote {
+        return run_remote(cli, url).await;
+    }
     let (ws, _log, source) = open_workspace_from(cli, true, false)?;
     check_problems(&ws)?;
     // Checked even when it will not be used, so a broken theme or keymap is found early.
@@ -62,6 +131,7 @@ pub async fn run(cli: &Cli) -> CliResult {
     if source == crate::runtime::workspace::Source::Demo {
         config.label = Some("demo".into());
     }
+    config.read_only = cli.read_only;
     let tty = std::io::stdout().is_terminal();
     let config = tty.then_some(config);
     let host = Host::start(ws, HostOptions::long_lived("opsdeck (dashboard)"))

@@ -67,6 +67,16 @@ pub struct Cli {
     /// Let the mouse scroll lists and click tabs and rows in the dashboard
     #[arg(long, global = true)]
     pub mouse: bool,
+    /// Open the dashboard on the runtime served by `opsdeck serve` at URL instead of hosting
+    /// a workspace (like http://127.0.0.1:7070)
+    #[arg(long, global = true, value_name = "URL", env = "OPSDECK_REMOTE")]
+    pub remote: Option<String>,
+    /// A file holding the API token for --remote [default: $OPSDECK_TOKEN]
+    #[arg(long, global = true, value_name = "PATH")]
+    pub token_file: Option<PathBuf>,
+    /// Hide and refuse every control action in the dashboard
+    #[arg(long, global = true)]
+    pub read_only: bool,
     #[command(subcommand)]
     pub command: Option<Command>,
 }

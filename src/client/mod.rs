@@ -3,6 +3,7 @@
 //! must behave the same, so the dashboard never knows which it has.
 
 mod embedded;
+mod remote;
 
 use std::pin::Pin;
 
@@ -10,6 +11,7 @@ use async_trait::async_trait;
 use futures::Stream;
 
 pub use embedded::Embedded;
+pub use remote::Remote;
 
 use crate::canary::simulate::Fault;
 use crate::model::{

@@ -78,6 +78,8 @@ pub fn app(state: AppState) -> Router {
         .route("/v1/canaries/{name}/weight", get(routes::canary_weight))
         .route("/v1/audit", get(routes::audit))
         .route("/v1/events", get(routes::events))
+        .route("/v1/events/log", get(routes::events_log))
+        .route("/v1/canaries/{name}/fault", post(routes::fault))
         .fallback(routes::not_found)
         .layer(DefaultBodyLimit::max(limit))
         .with_state(state)

@@ -541,3 +541,65 @@ pub async fn events(
         .keep_alive(KeepAlive::new().interval(HEARTBEAT).text("heartbeat"))
         .into_response())
 }
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogParams {
+    since: Option<u64>,
+    limit: Option<usize>,
+}
+
+/// Stored events after `since`, oldest first, as JSON (for paging back through history).
+pub async fn events_log(
+    State(s): State<AppState>,
+    _p: Principal,
+    q: Result<Query<LogParams>, QueryRejection>,
+) -> ApiResult {
+    let Query(q) = q?;
+    let limit = q.limit.unwrap_or(500).clamp(1, 10_000);
+    Ok(ok(s
+        .backend
+        .events_after(q.since.unwrap_or(0), limit)
+        .await?))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FaultBody {
+    #[serde(default)]
+    error_rate: f64,
+    #[serde(default)]
+    latency_ms: f64,
+}
+
+/// Adds (or with zeros clears) a fault on a simulated canary.
+pub async fn fault(
+    State(s): State<AppState>,
+    p: Principal,
+    Path(name): Path<String>,
+    body: Result<Json<FaultBody>, JsonRejection>,
+) -> ApiResult {
+    let Json(body) = body?;
+    if !(0.0..=1.0).contains(&body.error_rate) || !(0.0..=600_000.0).contains(&body.latency_ms) {
+        return Err(Failure::new(
+            ErrorCode::Validation,
+            "`error_rate` must be from 0 to 1 and `latency_ms` from 0 to 600000",
+        ));
+    }
+    let fault = crate::canary::simulate::Fault {
+        error_rate: body.error_rate,
+        latency_ms: body.latency_ms,
+    };
+    let host = s.host.clone();
+    control(
+        &s,
+        &p,
+        ("canary.fault", format!("canary/{name}")),
+        "fault injection",
+        async move {
+            host.canary_inject(&name, fault)?;
+            Ok(json!({ "error_rate": fault.error_rate, "latency_ms": fault.latency_ms }))
+        },
+    )
+    .await
+}

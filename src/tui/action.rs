@@ -68,6 +68,25 @@ actions! {
     ChartQuantile => "chart_quantile", "Latency chart: p50, p95 or p99";
 }
 
+impl Action {
+    /// Whether the action changes the runtime (refused and hidden in read-only mode).
+    pub fn is_control(self) -> bool {
+        matches!(
+            self,
+            Action::NewRun
+                | Action::RetryRun
+                | Action::CancelRun
+                | Action::Requeue
+                | Action::Discard
+                | Action::Promote
+                | Action::PromoteFull
+                | Action::PauseResume
+                | Action::SetWeight
+                | Action::Rollback
+        )
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -41,6 +41,8 @@ pub struct Config {
     /// A word for the header about where this is, such as `demo`, so nobody mistakes the demo
     /// for production.
     pub label: Option<String>,
+    /// Refuse (and hide) every control action: `--read-only`.
+    pub read_only: bool,
 }
 
 /// A line in the footer for a few seconds.
@@ -88,6 +90,8 @@ pub struct App {
     pub input: Option<LineInput>,
     pub overview: Option<Overview>,
     pub connected: bool,
+    /// The event stream has been up at least once: a drop now means the data on screen is stale.
+    pub ever_connected: bool,
     pub flash: Option<Flash>,
     pub quit: bool,
     pending: Vec<Key>,
@@ -115,6 +119,7 @@ impl App {
             input: None,
             overview: None,
             connected: false,
+            ever_connected: false,
             flash: None,
             quit: false,
             pending: Vec::new(),
@@ -376,6 +381,9 @@ impl App {
     fn run_command(&mut self, line: &str) {
         let mut words = line.split_whitespace();
         let (cmd, arg) = (words.next().unwrap_or(""), words.next());
+        if self.config.read_only && matches!(cmd, "run" | "fault") {
+            return self.flash("read-only: control actions are off (--read-only)", true);
+        }
         match (cmd, arg) {
             ("", _) => {}
             ("runs", arg) => {
@@ -455,6 +463,9 @@ impl App {
     // ----- actions -----------------------------------------------------------------------
 
     pub fn on_action(&mut self, a: Action) {
+        if self.config.read_only && a.is_control() {
+            return self.flash("read-only: control actions are off (--read-only)", true);
+        }
         if let Some(m) = Motion::from_action(a) {
             self.motion(m);
             return;
@@ -1119,7 +1130,22 @@ impl App {
                 let view = self.events_view();
                 self.events.push([e], view);
             }
-            Msg::Stream(StreamItem::Connected(up)) => self.connected = up,
+            Msg::Stream(StreamItem::Connected(up)) => {
+                // Back after a disconnect: what is on screen may be stale; fetch it again.
+                if up && !self.connected && self.ever_connected {
+                    self.stale.extend([
+                        Stale::Overview,
+                        Stale::Runs,
+                        Stale::Detail,
+                        Stale::Stage,
+                        Stale::Dlq,
+                        Stale::Canaries,
+                    ]);
+                    self.refresh();
+                }
+                self.connected = up;
+                self.ever_connected |= up;
+            }
             Msg::Runs { tag, offset, page } => {
                 let view = self.list_view();
                 self.runs.apply_page(tag, offset, page, view);

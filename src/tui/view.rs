@@ -85,6 +85,11 @@ fn right_spans(app: &App, ctx: &Ctx<'_>, level: Level) -> Vec<Span<'static>> {
     let conn = match (app.connected, terse) {
         (true, false) => Span::styled("● live  ", t.style("status.ok")),
         (true, true) => Span::styled("● ", t.style("status.ok")),
+        // Lost after being up: what is on screen is the last data seen.
+        (false, false) if app.ever_connected => {
+            Span::styled("○ stale, reconnecting  ", t.style("alert"))
+        }
+        (false, true) if app.ever_connected => Span::styled("○ stale ", t.style("alert")),
         (false, false) => Span::styled("○ connecting  ", t.style("status.retrying")),
         (false, true) => Span::styled("○ ", t.style("status.retrying")),
     };
@@ -324,7 +329,10 @@ fn footer(f: &mut Frame, area: Rect, app: &App, ctx: &Ctx<'_>) {
     let contexts = app.contexts();
     let mut spans = Vec::new();
     let mut width = 0usize;
-    for (actions, label) in hints(app) {
+    for (actions, label) in hints(app)
+        .into_iter()
+        .filter(|(a, _)| !(app.config.read_only && a.iter().any(|a| a.is_control())))
+    {
         let keys: Vec<String> = actions
             .iter()
             .filter_map(|a| app.config.keymap.keys_for(&contexts, *a).into_iter().next())

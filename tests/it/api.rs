@@ -48,16 +48,7 @@ steps = [ {{weight = 10, pause = "1h"}}, {{weight = 100}} ]
 async fn start(rate_limit: u32) -> Api {
     let ws = TestWorkspace::new();
     ws.write("opsdeck.toml", &config(rate_limit));
-    ws.pipeline(
-        "etl",
-        r#"[pipeline]
-name = "etl"
-[[stage]]
-id = "extract"
-kind = "simulate"
-latency = { p50_ms = 5 }
-"#,
-    );
+    ws.pipeline("etl", crate::support::ETL);
     let host = Host::start(ws.open(), HostOptions::long_lived("api test"))
         .await
         .unwrap();

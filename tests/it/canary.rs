@@ -34,20 +34,12 @@ async fn upstream(name: &'static str, failing: Arc<AtomicBool>) -> SocketAddr {
     addr
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_proxy_splits_sticks_labels_and_rolls_back_within_one_interval() {
     let broken = Arc::new(AtomicBool::new(false));
     let legacy = upstream("legacy", Arc::new(AtomicBool::new(false))).await;
     let canary = upstream("canary", broken.clone()).await;
-    let port = free_port();
+    let port = crate::support::free_port();
     let ws = TestWorkspace::new();
     ws.write(
         "opsdeck.toml",
@@ -245,36 +237,16 @@ fn the_cli_shows_and_acts_with_reasons_and_refuses_what_does_not_fit() {
     ])
     .expect_code(0);
     let again = ws.run(&["canary", "rollback", "api", "--reason", "twice"]);
-    again.expect_code(2);
-    assert!(
-        again.stderr().contains("already rolled_back"),
-        "{}",
-        again.stderr()
-    );
+    again.expect_error(2, "already rolled_back");
     let resume = ws.run(&["canary", "resume", "api", "--reason", "x"]);
-    resume.expect_code(2);
-    assert!(
-        resume.stderr().contains("`restart` starts it again"),
-        "{}",
-        resume.stderr()
-    );
+    resume.expect_error(2, "`restart` starts it again");
     ws.run(&["canary", "restart", "api", "--reason", "fixed build"])
         .expect_code(0);
 
     let unknown = ws.run(&["canary", "status", "apj"]);
-    unknown.expect_code(2);
-    assert!(
-        unknown.stderr().contains("did you mean `api`"),
-        "{}",
-        unknown.stderr()
-    );
+    unknown.expect_error(2, "did you mean `api`");
     let no_reason = ws.run(&["canary", "pause", "api"]);
-    no_reason.expect_code(2);
-    assert!(
-        no_reason.stderr().contains("--reason"),
-        "{}",
-        no_reason.stderr()
-    );
+    no_reason.expect_error(2, "--reason");
     let bad_weight = ws.run(&["canary", "set-weight", "api", "150", "--reason", "x"]);
     bad_weight.expect_code(2);
 }
@@ -336,12 +308,7 @@ fn a_bad_canary_table_is_reported_with_its_place() {
         out.stdout()
     );
     let status = ws.run(&["canary", "list"]);
-    status.expect_code(2);
-    assert!(
-        status.stderr().contains("opsdeck.toml:3:28"),
-        "{}",
-        status.stderr()
-    );
+    status.expect_error(2, "opsdeck.toml:3:28");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -404,4 +371,33 @@ simulate = { rps = 200 }
         "{series:?}"
     );
     host.shutdown().await;
+}
+
+#[test]
+fn cli_actions_go_through_the_api_of_a_serving_host() {
+    let ws = TestWorkspace::new();
+    ws.write("opsdeck.toml", SIMULATED);
+    let port = crate::support::free_port();
+    let server = crate::support::serve(&ws, port);
+    let out = ws.run(&["canary", "rollback", "api", "--reason", "pager went off"]);
+    out.expect_code(0);
+    assert!(
+        out.stdout()
+            .contains(&format!("via http://127.0.0.1:{port}")),
+        "{}",
+        out.stdout()
+    );
+    let again = ws.run(&["canary", "rollback", "api", "--reason", "twice"]);
+    again.expect_error(2, "already rolled_back");
+    let remote = ws.run(&[
+        "--remote",
+        &format!("http://127.0.0.1:{port}"),
+        "canary",
+        "status",
+        "api",
+        "--json",
+    ]);
+    remote.expect_code(0);
+    assert_eq!(remote.json()["state"], "rolled_back");
+    crate::support::stop(server);
 }

@@ -36,6 +36,21 @@ impl Term {
     }
 
     fn start_with(ws: &TestWorkspace, cols: u16, rows: u16, env: &[(&str, &str)]) -> Term {
+        let dir = ws.dir();
+        Term::spawn(
+            ws,
+            (cols, rows),
+            env,
+            &["--workspace", dir.to_str().unwrap()],
+        )
+    }
+
+    fn spawn(
+        ws: &TestWorkspace,
+        (cols, rows): (u16, u16),
+        env: &[(&str, &str)],
+        args: &[&str],
+    ) -> Term {
         let pair = native_pty_system().openpty(size(cols, rows)).unwrap();
         let mut cmd = CommandBuilder::new(env!("CARGO_BIN_EXE_opsdeck"));
         let home = ws.root.path().join("home");
@@ -48,8 +63,9 @@ impl Term {
         for (k, v) in env {
             cmd.env(k, v);
         }
-        cmd.arg("--workspace");
-        cmd.arg(ws.dir());
+        for a in args {
+            cmd.arg(a);
+        }
         let child = pair.slave.spawn_command(cmd).unwrap();
         drop(pair.slave);
         let screen = Arc::new(Mutex::new(vt100::Parser::new(nz(rows), nz(cols), 0)));
@@ -89,6 +105,23 @@ impl Term {
             assert!(
                 start.elapsed() < Duration::from_secs(30),
                 "never saw {what:?}; the screen shows:\n{text}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Waits until line `row` of the screen shows `what`.
+    #[track_caller]
+    fn wait_for_line(&self, row: usize, what: &str) -> String {
+        let start = Instant::now();
+        loop {
+            let text = self.text();
+            if text.lines().nth(row).is_some_and(|l| l.contains(what)) {
+                return text;
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(30),
+                "line {row} never showed {what:?}; the screen shows:\n{text}"
             );
             std::thread::sleep(Duration::from_millis(50));
         }
@@ -262,4 +295,51 @@ simulate = { rps = 40 }
     assert_eq!(s["state"], "rolled_back");
     assert_eq!(s["last_action"]["reason"], "canary pages on-call");
     assert_eq!(s["last_action"]["actor"], "dashboard");
+}
+
+#[test]
+fn the_dashboard_on_a_remote_server_survives_a_restart_and_stays_read_only() {
+    let ws = TestWorkspace::new();
+    ws.pipeline("etl", crate::support::ETL);
+    ws.write(
+        "opsdeck.toml",
+        r#"[canary.web]
+source = "simulate"
+steps = [ {weight = 20, pause = "30m"}, {weight = 100} ]
+simulate = { rps = 20 }
+"#,
+    );
+    ws.run(&["run", "etl"]).expect_code(0);
+    let port = crate::support::free_port();
+    let server = crate::support::serve(&ws, port);
+    let url = format!("http://127.0.0.1:{port}");
+    let mut t = Term::spawn(&ws, (100, 30), &[], &["--remote", &url, "--read-only"]);
+    let runs = t.wait_for("Runs · 1");
+    let header = runs.lines().next().unwrap().to_string();
+    assert!(
+        header.contains("remote 127.0.0.1") && header.contains('●'),
+        "live, and says where: {header}"
+    );
+
+    // Read-only: the rollback key is refused, and no dialog opens.
+    t.keys("3");
+    t.wait_for("PROGRESSING");
+    t.keys("x");
+    let refused = t.wait_for("read-only");
+    assert!(!refused.contains("Roll back canary"), "{refused}");
+
+    // The server restarts: the data stays on screen marked stale, then live again.
+    crate::support::stop(server);
+    let stale = t.wait_for("stale");
+    assert!(
+        stale.contains("web"),
+        "the last data stays visible: {stale}"
+    );
+    let server = crate::support::serve(&ws, port);
+    t.wait_for_line(0, "●");
+    t.keys("1");
+    t.wait_for("etl");
+    t.keys("q");
+    assert!(t.child.wait().unwrap().success());
+    crate::support::stop(server);
 }

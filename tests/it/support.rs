@@ -107,6 +107,17 @@ impl Out {
     }
 
     #[track_caller]
+    /// Asserts the exit code and that stderr says `needle`.
+    pub fn expect_error(&self, code: i32, needle: &str) -> &Self {
+        self.expect_code(code);
+        assert!(
+            self.stderr().contains(needle),
+            "stderr lacks {needle:?}: {}",
+            self.stderr()
+        );
+        self
+    }
+
     pub fn expect_code(&self, code: i32) -> &Self {
         assert_eq!(
             self.code(),
@@ -260,4 +271,46 @@ fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
 
 pub fn read(path: &Path) -> String {
     std::fs::read_to_string(path).unwrap_or_default()
+}
+
+/// `opsdeck serve` on `port` as a child process, once it has published its address.
+pub fn serve(ws: &TestWorkspace, port: u16) -> std::process::Child {
+    let child = ws
+        .cmd()
+        .args(["serve", "--bind", &format!("127.0.0.1:{port}")])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let host_json = ws.path(".opsdeck/host.json");
+    eventually("serve to publish its address", || {
+        std::fs::read_to_string(&host_json).is_ok_and(|t| t.contains(&format!("127.0.0.1:{port}")))
+    });
+    child
+}
+
+pub fn stop(mut child: std::process::Child) {
+    let _ = nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    );
+    let _ = child.wait();
+}
+
+/// A one-stage pipeline `etl` whose stage prints `{"rows": 3}`.
+pub const ETL: &str = r#"[pipeline]
+name = "etl"
+[[stage]]
+id = "extract"
+kind = "command"
+command = ["sh", "-c", "echo '{\"rows\": 3}'"]
+"#;
+
+/// A loopback port free a moment ago.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }

@@ -271,6 +271,7 @@ fn config(theme: &str) -> Config {
         depth: ColorDepth::TrueColor,
         no_color: false,
         label: None,
+        read_only: false,
     }
 }
 
@@ -961,5 +962,50 @@ fn faults_are_injected_into_the_selected_canary_from_the_palette() {
         flash.error && flash.text.contains("`:fault off`"),
         "{}",
         flash.text
+    );
+}
+
+#[test]
+fn a_lost_connection_marks_the_data_stale_and_a_new_one_refetches_it() {
+    let mut a = app(120, 30);
+    a.apply(Msg::Stream(StreamItem::Connected(false)));
+    let header = text(&a).lines().next().unwrap().to_string();
+    assert!(header.contains("stale, reconnecting"), "{header}");
+    assert!(
+        text(&a).contains("Runs · 50"),
+        "the last data stays on screen"
+    );
+    a.apply(Msg::Stream(StreamItem::Connected(true)));
+    let reqs = a.take_requests();
+    assert!(reqs.contains(&Request::Overview), "{reqs:?}");
+    assert!(
+        reqs.iter().any(|r| matches!(r, Request::Runs { .. })),
+        "{reqs:?}"
+    );
+    assert!(text(&a).lines().next().unwrap().contains("● live"));
+}
+
+#[test]
+fn read_only_hides_and_refuses_control_actions() {
+    let mut c = config("dark");
+    c.read_only = true;
+    let mut a = App::new(c, Rect::new(0, 0, 120, 30), now());
+    a.apply(Msg::Overview(overview()));
+    open_canary(&mut a);
+    let footer = text(&a).lines().last().unwrap().to_string();
+    assert!(
+        !footer.contains("rollback") && !footer.contains("promote"),
+        "{footer}"
+    );
+    a.on_action(Action::Rollback);
+    assert!(a.popups.is_empty(), "no dialog opens");
+    assert!(a.flash.as_ref().unwrap().text.contains("read-only"));
+    a.on_action(Action::Palette);
+    chars(&mut a, "run etl");
+    key(&mut a, KeyCode::Enter);
+    assert!(
+        !a.take_requests()
+            .iter()
+            .any(|r| matches!(r, Request::Start(_)))
     );
 }

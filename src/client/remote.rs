@@ -1,0 +1,362 @@
+//! [`Backend`] over the HTTP API of `opsdeck serve`: each call is one request in the
+//! `{"data", "error"}` envelope; events come over Server-Sent Events, resumed from the last
+//! sequence number seen, with reconnects backing off from 0.5 s to 10 s. While the server is
+//! unreachable the stream says so (`Connected(false)`) and the dashboard keeps its last data.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use futures::StreamExt;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use serde_json::{Value, json};
+use tokio::sync::mpsc;
+
+use super::{Backend, EventStream, Result, StreamItem};
+use crate::canary::simulate::Fault;
+use crate::model::{
+    ActionRecord, ApiError, CanaryAction, CanaryStatus, DlqEntry, DlqId, ErrorCode, Event,
+    Overview, Page, Run, RunId, RunQuery, RunSummary, SeriesPoint, StageIo, StartRun,
+};
+
+/// The first and the longest wait between reconnects.
+const BACKOFF_MIN: Duration = Duration::from_millis(500);
+const BACKOFF_MAX: Duration = Duration::from_secs(10);
+
+/// A runtime served by `opsdeck serve` at `base` (like `http://127.0.0.1:7070`).
+#[derive(Clone)]
+pub struct Remote {
+    base: String,
+    token: Option<String>,
+    http: reqwest::Client,
+}
+
+fn unreachable(base: &str, e: &reqwest::Error) -> ApiError {
+    ApiError::new(
+        ErrorCode::Upstream,
+        format!("cannot reach the opsdeck server at {base}: {}", short(e)),
+    )
+}
+
+/// reqwest's error without its chain of sources repeated.
+fn short(e: &reqwest::Error) -> String {
+    if e.is_connect() {
+        "connection refused or unreachable".into()
+    } else if e.is_timeout() {
+        "timed out".into()
+    } else {
+        e.to_string()
+    }
+}
+
+impl Remote {
+    pub fn new(base: &str, token: Option<String>) -> Remote {
+        // Builds the client with the ring TLS provider installed.
+        let _ = crate::runtime::stage::http_client();
+        let http = reqwest::Client::builder()
+            .user_agent(concat!("opsdeck/", env!("CARGO_PKG_VERSION")))
+            .connect_timeout(Duration::from_secs(5))
+            .build()
+            .unwrap_or_default();
+        Remote {
+            base: base.trim_end_matches('/').to_string(),
+            token,
+            http,
+        }
+    }
+
+    pub fn base(&self) -> &str {
+        &self.base
+    }
+
+    fn request(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
+        let r = self.http.request(method, format!("{}{path}", self.base));
+        match &self.token {
+            Some(t) => r.bearer_auth(t),
+            None => r,
+        }
+    }
+
+    async fn send<T: DeserializeOwned>(&self, r: reqwest::RequestBuilder) -> Result<T> {
+        let resp = r
+            .timeout(Duration::from_secs(30))
+            .send()
+            .await
+            .map_err(|e| unreachable(&self.base, &e))?;
+        let status = resp.status();
+        let body: Value = resp.json().await.map_err(|e| {
+            ApiError::new(ErrorCode::Upstream, format!("the server at {} answered {status} with something other than the opsdeck envelope: {}", self.base, short(&e)))
+        })?;
+        if let Some(err) = body.get("error").filter(|e| !e.is_null()) {
+            let code = err["code"]
+                .as_str()
+                .and_then(|c| c.parse().ok())
+                .unwrap_or(ErrorCode::Internal);
+            let message = err["message"]
+                .as_str()
+                .unwrap_or("the server refused the request")
+                .to_string();
+            return Err(ApiError::new(code, message));
+        }
+        serde_json::from_value(body.get("data").cloned().unwrap_or(Value::Null)).map_err(|e| {
+            ApiError::new(
+                ErrorCode::Upstream,
+                format!(
+                    "the server at {} sent data this opsdeck does not understand: {e}",
+                    self.base
+                ),
+            )
+        })
+    }
+
+    async fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T> {
+        self.send(self.request(reqwest::Method::GET, path)).await
+    }
+
+    async fn post<T: DeserializeOwned, B: Serialize>(&self, path: &str, body: &B) -> Result<T> {
+        self.send(self.request(reqwest::Method::POST, path).json(body))
+            .await
+    }
+
+    /// One SSE connection from `since`: forwards events until it drops. Returns the last
+    /// sequence number delivered, and whether the receiver is gone.
+    async fn stream_once(&self, since: u64, tx: &mpsc::Sender<StreamItem>) -> (u64, bool) {
+        let mut last = since;
+        let resp = self
+            .request(reqwest::Method::GET, "/v1/events")
+            .header("last-event-id", since.to_string())
+            .send()
+            .await;
+        let Ok(resp) = resp else { return (last, false) };
+        if !resp.status().is_success() {
+            return (last, false);
+        }
+        if tx.send(StreamItem::Connected(true)).await.is_err() {
+            return (last, true);
+        }
+        let mut body = resp.bytes_stream();
+        let mut buf = String::new();
+        while let Some(Ok(chunk)) = body.next().await {
+            buf.push_str(&String::from_utf8_lossy(&chunk));
+            while let Some(end) = buf.find("\n\n") {
+                let frame: String = buf.drain(..end + 2).collect();
+                let data: String = frame
+                    .lines()
+                    .filter_map(|l| l.strip_prefix("data:"))
+                    .map(str::trim_start)
+                    .collect::<Vec<_>>()
+                    .join("\n");
+                let Ok(e) = serde_json::from_str::<Event>(&data) else {
+                    continue;
+                };
+                if e.seq <= last {
+                    continue;
+                }
+                last = e.seq;
+                if tx.send(StreamItem::Event(e)).await.is_err() {
+                    return (last, true);
+                }
+            }
+        }
+        (last, false)
+    }
+}
+
+#[async_trait]
+impl Backend for Remote {
+    async fn overview(&self) -> Result<Overview> {
+        self.get("/v1/overview").await
+    }
+
+    fn events(&self, since: Option<u64>) -> EventStream {
+        let (tx, rx) = mpsc::channel(1024);
+        let me = self.clone();
+        tokio::spawn(async move {
+            let mut since = match since {
+                Some(s) => s,
+                None => me.overview().await.map_or(0, |o| o.last_seq),
+            };
+            let mut wait = BACKOFF_MIN;
+            loop {
+                let (last, gone) = me.stream_once(since, &tx).await;
+                if gone {
+                    return;
+                }
+                if last > since {
+                    wait = BACKOFF_MIN;
+                }
+                since = last;
+                if tx.send(StreamItem::Connected(false)).await.is_err() {
+                    return;
+                }
+                tokio::time::sleep(wait).await;
+                wait = (wait * 2).min(BACKOFF_MAX);
+            }
+        });
+        Box::pin(futures::stream::unfold(rx, |mut rx| async move {
+            rx.recv().await.map(|i| (i, rx))
+        }))
+    }
+
+    async fn recent_events(&self, limit: usize) -> Result<Vec<Event>> {
+        let last = self.overview().await?.last_seq;
+        self.events_after(last.saturating_sub(limit as u64), limit)
+            .await
+    }
+
+    async fn events_after(&self, since: u64, limit: usize) -> Result<Vec<Event>> {
+        self.get(&format!(
+            "/v1/events/log?since={since}&limit={}",
+            limit.clamp(1, 10_000)
+        ))
+        .await
+    }
+
+    async fn runs(&self, q: RunQuery) -> Result<Page<RunSummary>> {
+        let mut params: Vec<(&str, String)> = vec![
+            ("limit", q.limit.clamp(1, 1_000).to_string()),
+            ("offset", q.offset.to_string()),
+            ("sort", q.sort.label().to_string()),
+        ];
+        if let Some(p) = q.pipeline {
+            params.push(("pipeline", p));
+        }
+        if let Some(s) = q.status {
+            params.push(("status", s.as_str().to_string()));
+        }
+        if let Some(t) = q.text {
+            params.push(("text", t));
+        }
+        if let Some(b) = q.before {
+            params.push(("cursor", b.0.to_string()));
+        }
+        let query: String = params
+            .iter()
+            .map(|(k, v)| format!("{k}={}", encode(v)))
+            .collect::<Vec<_>>()
+            .join("&");
+        self.get(&format!("/v1/runs?{query}")).await
+    }
+
+    async fn run(&self, id: RunId) -> Result<Run> {
+        self.get(&format!("/v1/runs/{}", id.0)).await
+    }
+
+    async fn stage_io(&self, id: RunId, stage: &str) -> Result<StageIo> {
+        self.get(&format!("/v1/runs/{}/stages/{}", id.0, encode(stage)))
+            .await
+    }
+
+    async fn start_run(&self, req: StartRun) -> Result<RunId> {
+        let v: Value = self
+            .post(
+                &format!("/v1/pipelines/{}/runs", encode(&req.pipeline)),
+                &json!({ "params": req.params }),
+            )
+            .await?;
+        Ok(RunId(v["id"].as_i64().unwrap_or_default()))
+    }
+
+    async fn cancel_run(&self, id: RunId, reason: &str) -> Result<()> {
+        let _: Value = self
+            .post(
+                &format!("/v1/runs/{}/cancel", id.0),
+                &json!({ "reason": reason }),
+            )
+            .await?;
+        Ok(())
+    }
+
+    async fn retry_run(&self, id: RunId, reason: &str) -> Result<()> {
+        let _: Value = self
+            .post(
+                &format!("/v1/runs/{}/retry", id.0),
+                &json!({ "reason": reason }),
+            )
+            .await?;
+        Ok(())
+    }
+
+    async fn dlq(&self) -> Result<Vec<DlqEntry>> {
+        self.get("/v1/dlq").await
+    }
+
+    async fn requeue(&self, id: DlqId, reason: &str) -> Result<RunId> {
+        let v: Value = self
+            .post(
+                &format!("/v1/dlq/{}/requeue", id.0),
+                &json!({ "reason": reason }),
+            )
+            .await?;
+        Ok(RunId(v["run_id"].as_i64().unwrap_or_default()))
+    }
+
+    async fn discard(&self, id: DlqId, reason: &str) -> Result<()> {
+        let _: Value = self
+            .post(
+                &format!("/v1/dlq/{}/discard", id.0),
+                &json!({ "reason": reason }),
+            )
+            .await?;
+        Ok(())
+    }
+
+    async fn canaries(&self) -> Result<Vec<CanaryStatus>> {
+        self.get("/v1/canaries").await
+    }
+
+    async fn canary_series(
+        &self,
+        name: &str,
+        step_s: i64,
+        points: usize,
+    ) -> Result<Vec<SeriesPoint>> {
+        let window = step_s.max(1) * points as i64;
+        self.get(&format!(
+            "/v1/canaries/{}/series?window={window}s&points={points}",
+            encode(name)
+        ))
+        .await
+    }
+
+    async fn canary_inject(&self, name: &str, fault: Fault) -> Result<()> {
+        let _: Value = self
+            .post(
+                &format!("/v1/canaries/{}/fault", encode(name)),
+                &json!({ "error_rate": fault.error_rate, "latency_ms": fault.latency_ms }),
+            )
+            .await?;
+        Ok(())
+    }
+
+    async fn canary_act(
+        &self,
+        name: &str,
+        action: CanaryAction,
+        reason: &str,
+    ) -> Result<ActionRecord> {
+        let weight = match action {
+            CanaryAction::SetWeight(w) => Some(w),
+            _ => None,
+        };
+        self.post(
+            &format!("/v1/canaries/{}/actions", encode(name)),
+            &json!({ "action": action.name(), "weight": weight, "reason": reason }),
+        )
+        .await
+    }
+}
+
+/// Percent-encodes a path segment or query value.
+fn encode(s: &str) -> String {
+    use std::fmt::Write as _;
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
+            out.push(char::from(b));
+        } else {
+            let _ = write!(out, "%{b:02X}");
+        }
+    }
+    out
+}

@@ -1,0 +1,169 @@
+//! One behaviour suite for every `Backend`: the embedded runtime, and the same runtime over
+//! HTTP through `Remote` and a loopback `opsdeck serve` router. Both must pass unchanged.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt;
+use opsdeck::client::{Backend, Embedded, Remote, StreamItem};
+use opsdeck::model::{CanaryAction, ErrorCode, RunId, RunQuery, StartRun};
+use opsdeck::runtime::{Host, HostOptions};
+use opsdeck::server::{self, AppState};
+
+use crate::support::{TestWorkspace, until};
+
+fn workspace() -> TestWorkspace {
+    let ws = TestWorkspace::new();
+    ws.write(
+        "opsdeck.toml",
+        r#"[canary.edge]
+source = "ingest"
+steps = [ {weight = 10, pause = "1h"}, {weight = 100} ]
+"#,
+    );
+    ws.pipeline("etl", crate::support::ETL);
+    ws
+}
+
+async fn behaviour(b: Arc<dyn Backend>, which: &str) {
+    let o = b.overview().await.unwrap();
+    assert!(
+        o.pipelines.iter().any(|p| p.name == "etl"),
+        "{which}: {o:?}"
+    );
+
+    let id = b
+        .start_run(StartRun {
+            pipeline: "etl".into(),
+            ..StartRun::default()
+        })
+        .await
+        .unwrap();
+    until("the run to finish", || {
+        let b = b.clone();
+        async move { b.run(id).await.is_ok_and(|r| r.status.is_finished()) }
+    })
+    .await;
+    let run = b.run(id).await.unwrap();
+    assert_eq!(run.status.as_str(), "succeeded", "{which}");
+    let page = b
+        .runs(RunQuery {
+            limit: 10,
+            ..RunQuery::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(page.items[0].id, id, "{which}");
+    assert_eq!(page.total, 1);
+    let io = b.stage_io(id, "extract").await.unwrap();
+    assert_eq!(
+        io.attempts[0].output.as_ref().unwrap()["rows"],
+        3,
+        "{which}"
+    );
+
+    let missing = b.run(RunId(999)).await.unwrap_err();
+    assert_eq!(missing.code, ErrorCode::NotFound, "{which}: {missing}");
+    let finished = b.cancel_run(id, "too late").await.unwrap_err();
+    assert_eq!(finished.code, ErrorCode::Conflict, "{which}: {finished}");
+    assert!(b.dlq().await.unwrap().is_empty());
+
+    // Events: stored ones in order from the start, with no gaps.
+    let stored = b.events_after(0, 3).await.unwrap();
+    assert_eq!(
+        stored.iter().map(|e| e.seq).collect::<Vec<_>>(),
+        vec![1, 2, 3],
+        "{which}"
+    );
+    let mut stream = b.events(Some(0));
+    let mut seqs = Vec::new();
+    while seqs.len() < 3 {
+        match tokio::time::timeout(Duration::from_secs(20), stream.next())
+            .await
+            .unwrap()
+            .unwrap()
+        {
+            StreamItem::Event(e) => seqs.push(e.seq),
+            StreamItem::Connected(up) => assert!(up, "{which}: the stream connects"),
+        }
+    }
+    assert_eq!(seqs, vec![1, 2, 3], "{which}");
+
+    // Canaries: list, act, chart, and a refused fault on a canary that takes real traffic.
+    let list = b.canaries().await.unwrap();
+    assert_eq!(list[0].name, "edge", "{which}");
+    let rec = b
+        .canary_act("edge", CanaryAction::SetWeight(20), "hold for the sale")
+        .await
+        .unwrap();
+    assert_eq!(
+        (rec.weight_after, rec.reason.as_str()),
+        (20.0, "hold for the sale"),
+        "{which}"
+    );
+    let again = b
+        .canary_act("edge", CanaryAction::Pause, "again")
+        .await
+        .unwrap_err();
+    assert_eq!(again.code, ErrorCode::Conflict, "{which}: {again}");
+    assert_eq!(
+        b.canary_series("edge", 5, 12).await.unwrap().len(),
+        12,
+        "{which}"
+    );
+    let fault = b
+        .canary_inject("edge", opsdeck::canary::simulate::Fault::default())
+        .await
+        .unwrap_err();
+    assert_eq!(fault.code, ErrorCode::Conflict, "{which}: {fault}");
+    let unknown = b
+        .canary_act("nope", CanaryAction::Pause, "x")
+        .await
+        .unwrap_err();
+    assert_eq!(unknown.code, ErrorCode::NotFound, "{which}: {unknown}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_embedded_backend() {
+    let ws = workspace();
+    let host = Host::start(ws.open(), HostOptions::long_lived("behaviour"))
+        .await
+        .unwrap();
+    behaviour(Arc::new(Embedded::new(host.clone())), "embedded").await;
+    host.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_remote_backend_over_loopback() {
+    let ws = workspace();
+    let host = Host::start(ws.open(), HostOptions::long_lived("behaviour"))
+        .await
+        .unwrap();
+    let state = AppState::new(host.clone(), opsdeck::server::ServerConfig::default());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, server::app(state)).await.unwrap() });
+    behaviour(
+        Arc::new(Remote::new(&format!("http://{addr}"), None)),
+        "remote",
+    )
+    .await;
+    host.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_remote_stream_says_when_the_server_is_gone() {
+    let remote = Remote::new("http://127.0.0.1:9", None);
+    let err = remote.overview().await.unwrap_err();
+    assert_eq!(err.code, ErrorCode::Upstream);
+    assert!(
+        err.message
+            .contains("cannot reach the opsdeck server at http://127.0.0.1:9"),
+        "{err}"
+    );
+    let mut stream = remote.events(Some(0));
+    let first = tokio::time::timeout(Duration::from_secs(20), stream.next())
+        .await
+        .unwrap();
+    assert_eq!(first, Some(StreamItem::Connected(false)));
+}
