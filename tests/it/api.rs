@@ -59,7 +59,7 @@ async fn start(rate_limit: u32) -> Api {
     tokio::spawn(async move { axum::serve(listener, server::app(state)).await.unwrap() });
     Api {
         base: format!("http://{addr}"),
-        http: reqwest::Client::new(),
+        http: crate::support::http(),
         host,
         _ws: ws,
     }
@@ -323,7 +323,10 @@ async fn tokens_roles_denials_and_the_rate_limit() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn events_resume_without_gaps_and_metrics_move() {
     let api = start(1_000).await;
-    let before = reqwest::get(format!("{}/metrics", api.base))
+    let before = api
+        .http
+        .get(format!("{}/metrics", api.base))
+        .send()
         .await
         .unwrap()
         .text()
@@ -332,7 +335,10 @@ async fn events_resume_without_gaps_and_metrics_move() {
     assert!(before.trim_end().ends_with("# EOF"), "{before}");
     api.run_etl().await;
     api.run_etl().await;
-    let after = reqwest::get(format!("{}/metrics", api.base))
+    let after = api
+        .http
+        .get(format!("{}/metrics", api.base))
+        .send()
         .await
         .unwrap()
         .text()

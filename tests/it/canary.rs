@@ -58,7 +58,7 @@ route = {{ key = "header:x-user-id" }}
     opts.clock = Arc::new(clock.clone());
     opts.seed = Some(7);
     let host = Host::start(ws.open(), opts).await.unwrap();
-    let http = reqwest::Client::new();
+    let http = crate::support::http();
     let url = format!("http://127.0.0.1:{port}/checkout?x=1");
     let call = |user: String| {
         let (http, url) = (http.clone(), url.clone());

@@ -168,3 +168,91 @@ fn serve_resumes_interrupted_runs_and_refuses_a_second_host() {
         .expect("serve logs JSON lines to stderr");
     assert!(first["fields"]["message"].is_string(), "{first}");
 }
+
+/// Reads SSE frames from `/v1/events` (after `since`) until `stop` says enough; returns the
+/// events as JSON.
+async fn sse_until(base: &str, since: u64, stop: impl Fn(&[Value]) -> bool) -> Vec<Value> {
+    use futures::StreamExt;
+    let resp = crate::support::http()
+        .get(format!("{base}/v1/events?since={since}"))
+        .send()
+        .await
+        .unwrap();
+    let mut body = resp.bytes_stream();
+    let (mut text, mut events) = (String::new(), Vec::new());
+    while !stop(&events) {
+        let chunk = tokio::time::timeout(std::time::Duration::from_secs(30), body.next())
+            .await
+            .expect("an event within 30 s")
+            .unwrap()
+            .unwrap();
+        text.push_str(&String::from_utf8_lossy(&chunk));
+        while let Some(end) = text.find("\n\n") {
+            let frame: String = text.drain(..end + 2).collect();
+            if let Some(data) = frame.lines().find_map(|l| l.strip_prefix("data: ")) {
+                events.push(serde_json::from_str::<Value>(data).unwrap());
+            }
+        }
+    }
+    events
+}
+
+/// The server is SIGKILLed mid-run and started again: the run completes without re-running
+/// the stage that had finished, and every event a client had received is still there with
+/// the same sequence number.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_server_resumes_the_run_and_keeps_every_event_it_sent() {
+    let ws = TestWorkspace::new();
+    ws.pipeline("slow", SLOW);
+    let port = crate::support::free_port();
+    let base = format!("http://127.0.0.1:{port}");
+    let server = crate::support::serve(&ws, port);
+    let http = crate::support::http();
+    let started: Value = http
+        .post(format!("{base}/v1/pipelines/slow/runs"))
+        .json(&json!({}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let id = started["data"]["id"].as_i64().unwrap();
+    let seen = sse_until(&base, 0, |evs| {
+        evs.iter()
+            .any(|e| e["kind"] == "stage_started" && e["stage"] == "b")
+    })
+    .await;
+    signal(&server, Signal::SIGKILL);
+    let mut server = server;
+    server.wait().unwrap();
+    std::fs::write(ws.path("fast"), "").unwrap();
+
+    let server = crate::support::serve(&ws, port);
+    let done = sse_until(&base, 0, |evs| {
+        evs.iter()
+            .any(|e| e["kind"] == "run_finished" && e["run_id"] == id)
+    })
+    .await;
+    let finished = done
+        .iter()
+        .rev()
+        .find(|e| e["kind"] == "run_finished")
+        .unwrap();
+    assert_eq!(finished["data"]["status"], "succeeded", "{finished}");
+    assert_eq!(read(&ws.path("a.count")), "ran\n", "stage a ran once");
+    for e in &seen {
+        let again = done
+            .iter()
+            .find(|d| d["seq"] == e["seq"])
+            .unwrap_or_else(|| panic!("event {} is gone", e["seq"]));
+        assert_eq!(again, e, "event {} is the same after the crash", e["seq"]);
+    }
+    let seqs: Vec<u64> = done.iter().map(|e| e["seq"].as_u64().unwrap()).collect();
+    assert_eq!(
+        seqs,
+        (1..=seqs.len() as u64).collect::<Vec<_>>(),
+        "no gap, no duplicate"
+    );
+    crate::support::stop(server);
+}

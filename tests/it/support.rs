@@ -314,3 +314,8 @@ pub fn free_port() -> u16 {
         .unwrap()
         .port()
 }
+
+/// An HTTP client for tests (with the TLS provider installed, as the binary does).
+pub fn http() -> reqwest::Client {
+    opsdeck::runtime::stage::http_client()
+}
