@@ -4,8 +4,11 @@ use chrono::Utc;
 use clap::Subcommand;
 
 use super::output::{Table, print_json, short, took};
-use super::run::{follow, with_host};
-use super::{Cli, CliError, CliResult, EXIT_OK, open_workspace, parse_dlq_id, reader};
+use super::run::follow;
+use super::{
+    Cli, CliError, CliResult, EXIT_OK, open_workspace, parse_dlq_id, reader, served, with_backend,
+};
+use crate::client::Backend;
 use crate::model::DlqId;
 
 #[derive(Debug, Subcommand)]
@@ -33,10 +36,23 @@ pub enum DlqCommand {
 }
 
 pub async fn run(cli: &Cli, cmd: &DlqCommand) -> CliResult {
-    let (ws, _log) = open_workspace(cli, false, false)?;
+    // With --remote there is no local workspace to open.
+    let ws = if cli.remote.is_some() {
+        None
+    } else {
+        Some(open_workspace(cli, false, false)?)
+    };
+    let (ws, _log) = match ws {
+        Some((ws, log)) => (Some(ws), Some(log)),
+        None => (None, None),
+    };
     match cmd {
         DlqCommand::List { json } => {
-            let entries = reader(&ws)?.dlq().map_err(|e| CliError::failed(e.0))?;
+            let entries = match (&ws, served(cli, None)?) {
+                (_, Some(remote)) => remote.dlq().await?,
+                (Some(ws), None) => reader(ws)?.dlq().map_err(|e| CliError::failed(e.0))?,
+                (None, None) => Vec::new(),
+            };
             if *json {
                 print_json(&entries)?;
             } else if entries.is_empty() {
@@ -63,33 +79,39 @@ pub async fn run(cli: &Cli, cmd: &DlqCommand) -> CliResult {
         }
         DlqCommand::Requeue { id, json } => {
             let (id, json) = (*id, *json);
-            with_host(
+            with_backend(
+                cli,
                 ws,
                 format!("opsdeck dlq requeue {id}"),
                 &format!("cannot requeue dead-letter entry {id}"),
-                async move |host| {
-                    let events = host.subscribe();
-                    let run = host.requeue(id, "requeued from the command line").await?;
+                async move |b| {
+                    let since = b.overview().await?.last_seq;
+                    let run = b.requeue(id, "requeued from the command line").await?;
                     if !json {
                         say!("dead-letter entry {id} requeued into run {run}")?;
                     }
-                    follow(host, events, run, json).await
+                    follow(b, since, run, json).await
                 },
             )
             .await
         }
         DlqCommand::Discard { id, reason } => {
             let id = *id;
-            with_host(
+            with_backend(
+                cli,
                 ws,
                 format!("opsdeck dlq discard {id}"),
                 &format!("cannot discard dead-letter entry {id}"),
-                async move |host| {
-                    let entry = host.discard(id, reason).await?;
-                    say!(
-                        "dead-letter entry {id} discarded; run {} stays failed",
-                        entry.run_id
-                    )?;
+                async move |b| {
+                    let run = b
+                        .dlq()
+                        .await?
+                        .into_iter()
+                        .find(|e| e.id == id)
+                        .map(|e| e.run_id);
+                    b.discard(id, reason).await?;
+                    let whose = run.map_or_else(|| "its run".to_string(), |r| format!("run {r}"));
+                    say!("dead-letter entry {id} discarded; {whose} stays failed")?;
                     Ok(EXIT_OK)
                 },
             )

@@ -34,18 +34,36 @@ fn print(e: &Event, json: bool) -> Result<(), CliError> {
     }
 }
 
+/// Where the events come from: the local store, or a served runtime's API.
+enum Source {
+    Local(crate::store::Reader),
+    Remote(crate::client::Remote),
+}
+
+impl Source {
+    async fn page(&self, since: u64, limit: usize) -> Result<Vec<Event>, CliError> {
+        match self {
+            Source::Local(r) => r.events(since, limit).map_err(|e| CliError::failed(e.0)),
+            Source::Remote(r) => Ok(crate::client::Backend::events_after(r, since, limit).await?),
+        }
+    }
+}
+
 pub async fn run(cli: &Cli, args: &EventsArgs) -> CliResult {
-    let (ws, _log) = open_workspace(cli, false, false)?;
-    let r = reader(&ws)?;
+    let (r, _log) = match super::served(cli, None)? {
+        Some(remote) => (Source::Remote(remote), None),
+        None => {
+            let (ws, log) = open_workspace(cli, false, false)?;
+            (Source::Local(reader(&ws)?), Some(log))
+        }
+    };
     let mut since = args.since;
     let mut left = args
         .limit
         .map_or(usize::MAX, |n| usize::try_from(n).unwrap_or(usize::MAX));
     loop {
         while left > 0 {
-            let page = r
-                .events(since, left.min(1_000))
-                .map_err(|e| CliError::failed(e.0))?;
+            let page = r.page(since, left.min(1_000)).await?;
             let Some(last) = page.last() else { break };
             since = last.seq;
             left -= page.len();

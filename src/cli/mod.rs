@@ -172,6 +172,68 @@ impl From<RuntimeError> for CliError {
     }
 }
 
+impl From<crate::model::ApiError> for CliError {
+    fn from(e: crate::model::ApiError) -> Self {
+        use crate::model::ErrorCode as C;
+        let code = match e.code {
+            C::Validation | C::NotFound | C::Conflict => EXIT_BAD_INPUT,
+            _ => EXIT_FAILED,
+        };
+        CliError {
+            code,
+            message: e.message,
+        }
+    }
+}
+
+/// The served runtime to use instead of hosting here: `--remote`, or the API address that a
+/// host of this workspace published (`opsdeck serve`).
+pub fn served(
+    cli: &Cli,
+    ws: Option<&Workspace>,
+) -> Result<Option<crate::client::Remote>, CliError> {
+    let url = match (&cli.remote, ws) {
+        (Some(url), _) => Some(url.clone()),
+        (None, Some(ws)) => {
+            runtime::lock::HostLock::holder(&ws.state_dir()).and_then(|h| h.address)
+        }
+        (None, None) => None,
+    };
+    Ok(match url {
+        Some(u) => Some(crate::client::Remote::new(
+            &u,
+            dashboard::remote_token(cli)?,
+        )),
+        None => None,
+    })
+}
+
+/// Runs `f` against the runtime: the served one when there is one (so commands work while
+/// `opsdeck serve` hosts the workspace), else a host started here for the moment.
+pub async fn with_backend<F>(
+    cli: &Cli,
+    ws: Option<Workspace>,
+    command: String,
+    what: &str,
+    f: F,
+) -> CliResult
+where
+    F: AsyncFnOnce(&dyn crate::client::Backend) -> CliResult,
+{
+    if let Some(remote) = served(cli, ws.as_ref())? {
+        return f(&remote).await.map_err(|e| e.context(what));
+    }
+    let Some(ws) = ws else {
+        return Err(CliError::bad_input(format!(
+            "{what}: no workspace and no --remote"
+        )));
+    };
+    run::with_host(ws, command, what, async move |host| {
+        f(&crate::client::Embedded::new(host.clone())).await
+    })
+    .await
+}
+
 impl From<WorkspaceError> for CliError {
     fn from(e: WorkspaceError) -> Self {
         CliError::bad_input(e.to_string())

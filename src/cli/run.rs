@@ -1,11 +1,12 @@
 //! `opsdeck run PIPELINE`: hosts the workspace while one run runs in the foreground.
 
 use clap::Args;
-use tokio::sync::broadcast;
+use futures::StreamExt;
 
 use super::output::{print_json, progress_line, took};
-use super::{Cli, CliError, CliResult, EXIT_INTERRUPTED, exit_for, open_workspace};
-use crate::model::{Event, RunId, Trigger};
+use super::{Cli, CliError, CliResult, EXIT_INTERRUPTED, exit_for, open_workspace, with_backend};
+use crate::client::{Backend, StreamItem};
+use crate::model::{Event, EventKind, RunId, StartRun};
 use crate::runtime::workspace::Workspace;
 use crate::runtime::{Host, HostOptions, RuntimeError};
 
@@ -62,51 +63,55 @@ pub async fn run(cli: &Cli, args: &RunArgs) -> CliResult {
         .map_err(CliError::bad_input)?;
     let command = format!("opsdeck run {}", args.pipeline);
     let json = args.json;
-    with_host(
-        ws,
+    with_backend(
+        cli,
+        Some(ws),
         command,
         &format!("cannot run `{}`", args.pipeline),
-        async move |host| {
-            let events = host.subscribe();
-            let id = host
-                .start_run(&pipeline.name, &params, Trigger::Manual)
+        async move |b| {
+            let since = b.overview().await?.last_seq;
+            let id = b
+                .start_run(StartRun {
+                    pipeline: pipeline.name.clone(),
+                    params,
+                })
                 .await?;
             if !json {
                 say!("run {id} of `{}` started", pipeline.name)?;
             }
-            follow(host, events, id, json).await
+            follow(b, since, id, json).await
         },
     )
     .await
 }
 
-/// Prints progress of a run until it ends (Ctrl-C cancels it), then the result.
-pub async fn follow(
-    host: &Host,
-    mut events: broadcast::Receiver<Event>,
-    id: RunId,
-    json: bool,
-) -> CliResult {
+/// Prints progress of a run until it ends (Ctrl-C cancels it), then the result. `since` is
+/// the last event sequence number before the run was started, so nothing is missed.
+pub async fn follow(b: &dyn Backend, since: u64, id: RunId, json: bool) -> CliResult {
     // Whoever reads our output may go away (`| head`); the run is not theirs to stop, so keep
     // following it quietly and still exit with its outcome.
     let mut out = Printer { closed: false };
-    let wait = host.wait(id);
-    tokio::pin!(wait);
+    let mut events = b.events(Some(since));
     let mut interrupted = false;
-    let status = loop {
+    loop {
         tokio::select! {
-            status = &mut wait => break status?,
-            ev = events.recv() => if let Ok(ev) = ev { out.progress(&ev, id, json)? },
+            item = events.next() => match item {
+                Some(StreamItem::Event(ev)) => {
+                    out.progress(&ev, id, json)?;
+                    if ev.kind == EventKind::RunFinished && ev.run_id == Some(id) {
+                        break;
+                    }
+                }
+                Some(StreamItem::Connected(_)) => {}
+                None => return Err(CliError::failed(format!("lost the event stream while following run {id}"))),
+            },
             _ = tokio::signal::ctrl_c(), if !interrupted => {
                 interrupted = true;
-                host.cancel_run(id, "cancelled from the terminal (Ctrl-C)").await?;
+                b.cancel_run(id, "cancelled from the terminal (Ctrl-C)").await?;
             }
         }
-    };
-    while let Ok(ev) = events.try_recv() {
-        out.progress(&ev, id, json)?;
     }
-    let run = host.run(id).await?;
+    let run = b.run(id).await?;
     if json {
         out.keep(print_json(&run))?;
     } else {
@@ -123,7 +128,7 @@ pub async fn follow(
     Ok(if interrupted {
         EXIT_INTERRUPTED
     } else {
-        exit_for(status)
+        exit_for(run.status)
     })
 }
 

@@ -3,8 +3,11 @@
 use clap::{Args, Subcommand};
 
 use super::output::{Table, print_json, runs_table, short, stage_symbol, took, when};
-use super::run::{follow, with_host};
-use super::{Cli, CliError, CliResult, EXIT_OK, open_workspace, parse_run_id, reader};
+use super::run::follow;
+use super::{
+    Cli, CliError, CliResult, EXIT_OK, open_workspace, parse_run_id, reader, served, with_backend,
+};
+use crate::client::Backend;
 use crate::model::{RunId, RunQuery, RunStatus};
 
 #[derive(Debug, Args)]
@@ -74,78 +77,109 @@ fn parse_status(s: &str) -> Result<RunStatus, String> {
 }
 
 pub async fn run(cli: &Cli, args: &RunsArgs) -> CliResult {
+    if let Some(remote) = served(cli, None)? {
+        // Reads over the API: the same output as from a local store.
+        match &args.command {
+            None => {
+                let q = query(&args.list);
+                let page = remote.runs(q).await?;
+                return print_list(&page, args.list.json);
+            }
+            Some(RunsCommand::Show { id, json }) => {
+                let run = remote.run(*id).await?;
+                let dlq: Vec<_> = remote
+                    .dlq()
+                    .await?
+                    .into_iter()
+                    .filter(|e| e.run_id == *id)
+                    .collect();
+                return print_run(&run, &dlq, *json);
+            }
+            Some(_) => return control(cli, None, args).await,
+        }
+    }
     let (ws, _log) = open_workspace(cli, false, false)?;
     match &args.command {
         None => list(&ws, &args.list),
         Some(RunsCommand::Show { id, json }) => show(&ws, *id, *json),
+        Some(_) => control(cli, Some(ws), args).await,
+    }
+}
+
+/// Resume, retry and cancel: through the served runtime if there is one, else hosted here.
+async fn control(
+    cli: &Cli,
+    ws: Option<crate::runtime::workspace::Workspace>,
+    args: &RunsArgs,
+) -> CliResult {
+    match &args.command {
         Some(RunsCommand::Resume { id, json }) => {
             let (id, json) = (*id, *json);
-            with_host(
+            with_backend(
+                cli,
                 ws,
                 format!("opsdeck runs resume {id}"),
                 &format!("cannot resume run {id}"),
-                async move |host| {
-                    let events = host.subscribe();
-                    host.resume_run(id).await?;
+                async move |b| {
+                    let since = b.overview().await?.last_seq;
+                    b.resume_run(id).await?;
                     if !json {
                         say!("run {id} resumed")?;
                     }
-                    follow(host, events, id, json).await
+                    follow(b, since, id, json).await
                 },
             )
             .await
         }
         Some(RunsCommand::Retry { id, json }) => {
             let (id, json) = (*id, *json);
-            with_host(
+            with_backend(
+                cli,
                 ws,
                 format!("opsdeck runs retry {id}"),
                 &format!("cannot retry run {id}"),
-                async move |host| {
-                    let events = host.subscribe();
-                    host.retry_run(id, "retried from the command line").await?;
+                async move |b| {
+                    let since = b.overview().await?.last_seq;
+                    b.retry_run(id, "retried from the command line").await?;
                     if !json {
                         say!("run {id} retrying its failed stages")?;
                     }
-                    follow(host, events, id, json).await
+                    follow(b, since, id, json).await
                 },
             )
             .await
         }
         Some(RunsCommand::Cancel { id, reason }) => {
             let id = *id;
-            with_host(
+            with_backend(
+                cli,
                 ws,
                 format!("opsdeck runs cancel {id}"),
                 &format!("cannot cancel run {id}"),
-                async move |host| {
-                    host.cancel_run(id, reason).await?;
+                async move |b| {
+                    b.cancel_run(id, reason).await?;
                     say!("run {id} cancelled")?;
                     Ok(EXIT_OK)
                 },
             )
             .await
         }
+        _ => Ok(EXIT_OK),
     }
 }
 
-fn list(ws: &crate::runtime::workspace::Workspace, args: &ListArgs) -> CliResult {
-    let r = reader(ws)?;
-    let q = RunQuery {
+fn query(args: &ListArgs) -> RunQuery {
+    RunQuery {
         pipeline: args.pipeline.clone(),
         status: args.status,
         before: args.before,
         limit: args.limit as usize,
         ..RunQuery::default()
-    };
-    let page = r.runs(&q).map_err(|e| CliError::failed(e.0))?;
-    if page.items.is_empty()
-        && let Some(p) = &args.pipeline
-        && let Err(msg) = ws.pipeline(p)
-    {
-        return Err(CliError::bad_input(msg));
     }
-    if args.json {
+}
+
+fn print_list(page: &crate::model::Page<crate::model::RunSummary>, json: bool) -> CliResult {
+    if json {
         print_json(&page.items)?;
     } else if page.items.is_empty() {
         say!("no runs match")?;
@@ -158,6 +192,18 @@ fn list(ws: &crate::runtime::workspace::Workspace, args: &ListArgs) -> CliResult
     Ok(EXIT_OK)
 }
 
+fn list(ws: &crate::runtime::workspace::Workspace, args: &ListArgs) -> CliResult {
+    let r = reader(ws)?;
+    let page = r.runs(&query(args)).map_err(|e| CliError::failed(e.0))?;
+    if page.items.is_empty()
+        && let Some(p) = &args.pipeline
+        && let Err(msg) = ws.pipeline(p)
+    {
+        return Err(CliError::bad_input(msg));
+    }
+    print_list(&page, args.json)
+}
+
 fn show(ws: &crate::runtime::workspace::Workspace, id: RunId, json: bool) -> CliResult {
     let r = reader(ws)?;
     let run = r
@@ -168,8 +214,13 @@ fn show(ws: &crate::runtime::workspace::Workspace, id: RunId, json: bool) -> Cli
                 "there is no run {id}; list runs with `opsdeck runs`"
             ))
         })?;
+    let entries = r.dlq_for_run(id).map_err(|e| CliError::failed(e.0))?;
+    print_run(&run, &entries, json)
+}
+
+fn print_run(run: &crate::model::Run, entries: &[crate::model::DlqEntry], json: bool) -> CliResult {
     if json {
-        print_json(&run)?;
+        print_json(run)?;
         return Ok(EXIT_OK);
     }
     say!("run {}  {}  {}", run.id, run.pipeline, run.status)?;
@@ -197,7 +248,6 @@ fn show(ws: &crate::runtime::workspace::Workspace, id: RunId, json: bool) -> Cli
         ]);
     }
     say_raw!("{}", t.render())?;
-    let entries = r.dlq_for_run(id).map_err(|e| CliError::failed(e.0))?;
     for e in entries {
         say!(
             "\ndead-letter entry {} holds stage `{}`: requeue it with `opsdeck dlq requeue {}`",

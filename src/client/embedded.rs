@@ -158,6 +158,10 @@ impl Backend for Embedded {
         Ok(self.host.cancel_run(id, reason).await?)
     }
 
+    async fn resume_run(&self, id: RunId) -> Result<()> {
+        Ok(self.host.resume_run(id).await?)
+    }
+
     async fn retry_run(&self, id: RunId, reason: &str) -> Result<()> {
         Ok(self.host.retry_run(id, reason).await?)
     }

@@ -49,6 +49,8 @@ pub trait Backend: Send + Sync {
     async fn start_run(&self, req: StartRun) -> Result<RunId>;
     async fn cancel_run(&self, id: RunId, reason: &str) -> Result<()>;
     async fn retry_run(&self, id: RunId, reason: &str) -> Result<()>;
+    /// Continues an interrupted run; stages that finished are not run again.
+    async fn resume_run(&self, id: RunId) -> Result<()>;
     async fn dlq(&self) -> Result<Vec<DlqEntry>>;
     async fn requeue(&self, id: DlqId, reason: &str) -> Result<RunId>;
     async fn discard(&self, id: DlqId, reason: &str) -> Result<()>;

@@ -277,6 +277,13 @@ impl Backend for Remote {
         Ok(())
     }
 
+    async fn resume_run(&self, id: RunId) -> Result<()> {
+        let _: Value = self
+            .post(&format!("/v1/runs/{}/resume", id.0), &json!({}))
+            .await?;
+        Ok(())
+    }
+
     async fn dlq(&self) -> Result<Vec<DlqEntry>> {
         self.get("/v1/dlq").await
     }

@@ -63,6 +63,7 @@ pub fn app(state: AppState) -> Router {
         .route("/v1/runs/{id}", get(routes::run))
         .route("/v1/runs/{id}/cancel", post(routes::cancel_run))
         .route("/v1/runs/{id}/retry", post(routes::retry_run))
+        .route("/v1/runs/{id}/resume", post(routes::resume_run))
         .route("/v1/runs/{id}/stages/{stage}", get(routes::stage_io))
         .route("/v1/dlq", get(routes::dlq))
         .route("/v1/dlq/{id}/requeue", post(routes::requeue))

@@ -279,6 +279,26 @@ pub async fn retry_run(
     .await
 }
 
+pub async fn resume_run(
+    State(s): State<AppState>,
+    p: Principal,
+    Path(id): Path<String>,
+    body: Result<Json<ReasonBody>, JsonRejection>,
+) -> ApiResult {
+    let id = run_id(&id)?;
+    with_reason(
+        &s,
+        &p,
+        body,
+        ("run.resume", format!("run/{id}")),
+        move |b, _| async move {
+            b.resume_run(id).await?;
+            Ok(json!({ "id": id }))
+        },
+    )
+    .await
+}
+
 pub async fn dlq(State(s): State<AppState>, _p: Principal) -> ApiResult {
     Ok(ok(s.backend.dlq().await?))
 }

@@ -139,17 +139,35 @@ fn serve_resumes_interrupted_runs_and_refuses_a_second_host() {
     });
     assert_eq!(read(&ws.path("a.count")), "ran\n");
 
+    // Commands that change state go through the serving host's API instead of failing.
+    let through = ws.run(&["run", "slow"]);
+    through.expect_code(0);
+    assert!(
+        through.stdout().contains("run 2 of `slow` succeeded"),
+        "{}",
+        through.stdout()
+    );
+    // Reads over the API with --remote give what the local store gives.
+    let info: Value = serde_json::from_str(&read(&host_json)).unwrap();
+    let url = info["address"].as_str().unwrap().to_string();
+    let remote = ws.run(&["--remote", &url, "runs", "--json"]);
+    remote.expect_code(0);
+    assert_eq!(remote.json(), ws.run(&["runs", "--json"]).json());
+    ws.run(&["--remote", &url, "runs", "show", "2"])
+        .expect_code(0);
+    ws.run(&["--remote", &url, "runs", "show", "99"])
+        .expect_error(2, "there is no run 99");
+    let events = ws.run(&["--remote", &url, "events", "--limit", "3", "--json"]);
+    assert_eq!(events.stdout().lines().count(), 3);
     // Only one host per workspace; the refusal names the host.
-    let second = ws.run(&["run", "slow"]);
+    let second = ws.run(&["serve", "--bind", "127.0.0.1:0"]);
     second.expect_code(1);
     let msg = second.stderr();
     assert!(
-        msg.starts_with(&format!("opsdeck: cannot run `slow`: the workspace is hosted by `opsdeck serve` (pid {}, running since ", serve.id())),
-        "{msg}"
-    );
-    assert!(
-        msg.trim_end()
-            .ends_with("stop it or wait for it to finish, then try again"),
+        msg.contains(&format!(
+            "the workspace is hosted by `opsdeck serve` (pid {}, running since ",
+            serve.id()
+        )),
         "{msg}"
     );
     // Read-only commands keep working while it is hosted.
