@@ -239,65 +239,28 @@ where
     control(s, p, what, &reason, fut).await
 }
 
-pub async fn cancel_run(
-    State(s): State<AppState>,
-    p: Principal,
-    Path(id): Path<String>,
-    body: Result<Json<ReasonBody>, JsonRejection>,
-) -> ApiResult {
-    let id = run_id(&id)?;
-    with_reason(
-        &s,
-        &p,
-        body,
-        ("run.cancel", format!("run/{id}")),
-        move |b, r| async move {
-            b.cancel_run(id, &r).await?;
-            Ok(json!({ "id": id }))
-        },
-    )
-    .await
+/// A run control route: `{"reason"}` in, the run id out, audited as `$action`.
+macro_rules! run_control {
+    ($name:ident, $action:literal, |$b:ident, $id:ident, $r:ident| $call:expr) => {
+        pub async fn $name(
+            State(s): State<AppState>,
+            p: Principal,
+            Path(id): Path<String>,
+            body: Result<Json<ReasonBody>, JsonRejection>,
+        ) -> ApiResult {
+            let $id = run_id(&id)?;
+            with_reason(&s, &p, body, ($action, format!("run/{}", $id)), move |$b, $r| async move {
+                $call.await?;
+                Ok(json!({ "id": $id }))
+            })
+            .await
+        }
+    };
 }
 
-pub async fn retry_run(
-    State(s): State<AppState>,
-    p: Principal,
-    Path(id): Path<String>,
-    body: Result<Json<ReasonBody>, JsonRejection>,
-) -> ApiResult {
-    let id = run_id(&id)?;
-    with_reason(
-        &s,
-        &p,
-        body,
-        ("run.retry", format!("run/{id}")),
-        move |b, r| async move {
-            b.retry_run(id, &r).await?;
-            Ok(json!({ "id": id }))
-        },
-    )
-    .await
-}
-
-pub async fn resume_run(
-    State(s): State<AppState>,
-    p: Principal,
-    Path(id): Path<String>,
-    body: Result<Json<ReasonBody>, JsonRejection>,
-) -> ApiResult {
-    let id = run_id(&id)?;
-    with_reason(
-        &s,
-        &p,
-        body,
-        ("run.resume", format!("run/{id}")),
-        move |b, _| async move {
-            b.resume_run(id).await?;
-            Ok(json!({ "id": id }))
-        },
-    )
-    .await
-}
+run_control!(cancel_run, "run.cancel", |b, id, r| b.cancel_run(id, &r));
+run_control!(retry_run, "run.retry", |b, id, r| b.retry_run(id, &r));
+run_control!(resume_run, "run.resume", |b, id, _r| b.resume_run(id));
 
 pub async fn dlq(State(s): State<AppState>, _p: Principal) -> ApiResult {
     Ok(ok(s.backend.dlq().await?))
