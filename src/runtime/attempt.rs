@@ -189,7 +189,7 @@ pub(crate) async fn run(job: AttemptJob) {
             EventKind::StageFinished,
             job.run_id,
             &stage.id,
-            json!({"attempt": job.n, "status": status, "duration_ms": duration_ms, "error": error_json}),
+            json!({"attempt": job.n, "status": status, "duration_ms": duration_ms, "error": error_json, "pipeline": job.pipeline.name}),
         ),
     ];
     if let Err(e) = inner.writer.commit(ops).await {

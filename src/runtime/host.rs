@@ -828,9 +828,12 @@ fn start_canary_clock(inner: &Arc<Inner>, start: i64) {
             let due_ms = (last + 1).saturating_mul(1_000);
             if now_ms < due_ms {
                 let wait = std::time::Duration::from_millis((due_ms - now_ms) as u64);
+                // A manual clock may move between reading it and sleeping on it: look again
+                // at least four times a second of real time, so no second is ever slept past.
                 tokio::select! {
                     () = inner.shutdown.cancelled() => break,
                     () = inner.clock.sleep(wait) => {}
+                    () = tokio::time::sleep(std::time::Duration::from_millis(250)) => {}
                 }
             } else if inner.shutdown.is_cancelled() {
                 break;

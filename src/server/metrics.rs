@@ -8,14 +8,16 @@ use axum::extract::State;
 use axum::http::header::CONTENT_TYPE;
 use axum::response::{IntoResponse, Response};
 use prometheus_client::encoding::text::encode;
+use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
 use super::AppState;
 use super::error::Failure;
 use crate::client::Backend;
-use crate::model::{ErrorCode, Verdict};
+use crate::model::{ErrorCode, Event, EventKind, Verdict};
 
 type Labels = Vec<(String, String)>;
 
@@ -36,8 +38,82 @@ fn labels(pairs: &[(&str, &str)]) -> Labels {
         .collect()
 }
 
+/// Stage duration buckets, in seconds.
+const BUCKETS: [f64; 12] = [
+    0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 120.0,
+];
+
+fn histogram() -> Histogram {
+    Histogram::new(BUCKETS)
+}
+
+/// Stage attempts and their durations, counted from the event stream since the server started
+/// (counters, as Prometheus expects: they restart with the process).
+#[derive(Clone)]
+pub struct StageMetrics {
+    attempts: Family<Labels, Counter>,
+    durations: Family<Labels, Histogram, fn() -> Histogram>,
+}
+
+impl Default for StageMetrics {
+    fn default() -> Self {
+        StageMetrics {
+            attempts: Family::default(),
+            durations: Family::new_with_constructor(histogram),
+        }
+    }
+}
+
+impl StageMetrics {
+    pub fn observe(&self, e: &Event) {
+        if e.kind != EventKind::StageFinished {
+            return;
+        }
+        let pipeline = e.data["pipeline"].as_str().unwrap_or("");
+        let stage = e.stage.as_deref().unwrap_or("");
+        let status = e.data["status"].as_str().unwrap_or("");
+        self.attempts
+            .get_or_create(&labels(&[
+                ("pipeline", pipeline),
+                ("stage", stage),
+                ("status", status),
+            ]))
+            .inc();
+        if let Some(ms) = e.data["duration_ms"].as_f64() {
+            self.durations
+                .get_or_create(&labels(&[("pipeline", pipeline), ("stage", stage)]))
+                .observe(ms / 1000.0);
+        }
+    }
+
+    /// Follows the host's events until it stops.
+    pub fn collect(&self, host: &crate::runtime::Host) {
+        let mut rx = host.subscribe();
+        let me = self.clone();
+        tokio::spawn(async move {
+            loop {
+                match rx.recv().await {
+                    Ok(e) => me.observe(&e),
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+                }
+            }
+        });
+    }
+}
+
 pub async fn scrape(State(s): State<AppState>) -> Result<Response, Failure> {
     let mut reg = Registry::default();
+    reg.register(
+        "opsdeck_stage_attempts",
+        "Stage attempts finished since the server started, by pipeline, stage and status",
+        s.stages.attempts.clone(),
+    );
+    reg.register(
+        "opsdeck_stage_duration_seconds",
+        "Stage attempt durations since the server started, by pipeline and stage",
+        s.stages.durations.clone(),
+    );
     let runs = family!(
         reg,
         Gauge,

@@ -6,7 +6,7 @@
 pub mod auth;
 pub mod config;
 pub mod error;
-mod metrics;
+pub mod metrics;
 mod routes;
 
 use std::sync::Arc;
@@ -33,11 +33,16 @@ pub struct AppState {
     pub sse_clients: Arc<AtomicU64>,
     /// Cancelled when the server stops, so event streams end and shutdown is not held open.
     pub stop: tokio_util::sync::CancellationToken,
+    pub stages: metrics::StageMetrics,
 }
 
 impl AppState {
+    /// Must be called inside a tokio runtime: it starts counting stage attempts.
     pub fn new(host: Host, config: ServerConfig) -> AppState {
+        let stages = metrics::StageMetrics::default();
+        stages.collect(&host);
         AppState {
+            stages,
             backend: Embedded::new(host.clone()),
             host,
             config: Arc::new(config),

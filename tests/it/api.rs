@@ -348,6 +348,16 @@ async fn events_resume_without_gaps_and_metrics_move() {
         after.contains(r#"opsdeck_runs{pipeline="etl",status="succeeded"} 2"#),
         "{after}"
     );
+    assert!(
+        after.contains(
+            r#"opsdeck_stage_attempts_total{pipeline="etl",stage="extract",status="succeeded"} 2"#
+        ),
+        "{after}"
+    );
+    assert!(
+        after.contains(r#"opsdeck_stage_duration_seconds_count{pipeline="etl",stage="extract"} 2"#),
+        "{after}"
+    );
     for line in after
         .lines()
         .filter(|l| !l.starts_with('#') && !l.is_empty())
