@@ -56,6 +56,26 @@ where
 }
 
 pub async fn run(cli: &Cli, args: &RunArgs) -> CliResult {
+    if let Some(remote) = super::served(cli, None)? {
+        // The pipeline's params and their types come from the server.
+        let pipelines = remote.overview().await?.pipelines;
+        let names: Vec<&str> = pipelines.iter().map(|p| p.name.as_str()).collect();
+        let p = pipelines
+            .iter()
+            .find(|p| p.name == args.pipeline)
+            .ok_or_else(|| {
+                CliError::bad_input(format!(
+                    "there is no pipeline `{}` on {}; pipelines: {}",
+                    args.pipeline,
+                    remote.base(),
+                    names.join(", ")
+                ))
+            })?;
+        let params = crate::runtime::spec::params_from_text(&p.name, &p.params, &args.params)
+            .map_err(CliError::bad_input)?;
+        let (name, json) = (p.name.clone(), args.json);
+        return start_and_follow(&remote, name, params, json).await;
+    }
     let (ws, _log) = open_workspace(cli, true, false)?;
     let pipeline = ws.pipeline(&args.pipeline).map_err(CliError::bad_input)?;
     let params = pipeline
@@ -68,21 +88,29 @@ pub async fn run(cli: &Cli, args: &RunArgs) -> CliResult {
         Some(ws),
         command,
         &format!("cannot run `{}`", args.pipeline),
-        async move |b| {
-            let since = b.overview().await?.last_seq;
-            let id = b
-                .start_run(StartRun {
-                    pipeline: pipeline.name.clone(),
-                    params,
-                })
-                .await?;
-            if !json {
-                say!("run {id} of `{}` started", pipeline.name)?;
-            }
-            follow(b, since, id, json).await
-        },
+        async move |b| start_and_follow(b, pipeline.name.clone(), params, json).await,
     )
     .await
+}
+
+/// Starts a run and follows it to its end.
+async fn start_and_follow(
+    b: &dyn Backend,
+    pipeline: String,
+    params: serde_json::Map<String, serde_json::Value>,
+    json: bool,
+) -> CliResult {
+    let since = b.overview().await?.last_seq;
+    let id = b
+        .start_run(StartRun {
+            pipeline: pipeline.clone(),
+            params,
+        })
+        .await?;
+    if !json {
+        say!("run {id} of `{pipeline}` started")?;
+    }
+    follow(b, since, id, json).await
 }
 
 /// Prints progress of a run until it ends (Ctrl-C cancels it), then the result. `since` is

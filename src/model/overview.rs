@@ -18,6 +18,9 @@ pub struct Overview {
     /// Runs in flight on the host right now.
     #[serde(default)]
     pub running: u64,
+    /// The caller's role on a server (`viewer`, `operator`, `admin`); absent when embedded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub role: Option<String>,
 }
 
 impl Overview {

@@ -584,6 +584,7 @@ impl Host {
                 .lock()
                 .unwrap_or_else(std::sync::PoisonError::into_inner)
                 .len() as u64,
+            role: None,
         })
     }
 

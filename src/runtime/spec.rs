@@ -141,30 +141,7 @@ impl Pipeline {
         &self,
         pairs: &[(String, String)],
     ) -> Result<Map<String, Value>, String> {
-        let mut out = self.params.clone();
-        for (key, text) in pairs {
-            let default = self.declared(key)?;
-            let value = match default {
-                Value::Bool(_) => text
-                    .parse::<bool>()
-                    .map(Value::Bool)
-                    .map_err(|_| "true or false"),
-                Value::Number(n) if n.is_i64() || n.is_u64() => text
-                    .parse::<i64>()
-                    .map(Value::from)
-                    .map_err(|_| "an integer"),
-                Value::Number(_) => text.parse::<f64>().map(Value::from).map_err(|_| "a number"),
-                Value::String(_) | Value::Null => Ok(Value::String(text.clone())),
-                Value::Array(_) | Value::Object(_) => {
-                    serde_json::from_str(text).map_err(|_| "JSON")
-                }
-            }
-            .map_err(|want| {
-                format!("param `{key}` must be {want} (like its default {default}), got `{text}`")
-            })?;
-            out.insert(key.clone(), value);
-        }
-        Ok(out)
+        params_from_text(&self.name, &self.params, pairs)
     }
 
     /// Applies a JSON object of params over the defaults; types must match the defaults.
@@ -195,24 +172,7 @@ impl Pipeline {
     }
 
     fn declared(&self, key: &str) -> Result<&Value, String> {
-        self.params.get(key).ok_or_else(|| {
-            if self.params.is_empty() {
-                format!(
-                    "pipeline `{}` declares no params; declare them under [pipeline.params]",
-                    self.name
-                )
-            } else {
-                let names: Vec<&str> = self.params.keys().map(String::as_str).collect();
-                let hint = suggest(key, &names)
-                    .map(|s| format!(" (did you mean `{s}`?)"))
-                    .unwrap_or_default();
-                format!(
-                    "pipeline `{}` has no param `{key}`{hint}; declared params: {}",
-                    self.name,
-                    names.join(", ")
-                )
-            }
-        })
+        declared(&self.name, &self.params, key)
     }
 }
 
@@ -935,6 +895,61 @@ fn find_cycles(edges: &[Vec<(usize, usize)>]) -> Vec<Vec<usize>> {
         }
     }
     found
+}
+
+/// The default of a declared param, or a sentence naming the declared ones.
+fn declared<'p>(
+    pipeline: &str,
+    params: &'p Map<String, Value>,
+    key: &str,
+) -> Result<&'p Value, String> {
+    params.get(key).ok_or_else(|| {
+        if params.is_empty() {
+            format!(
+                "pipeline `{pipeline}` declares no params; declare them under [pipeline.params]"
+            )
+        } else {
+            let names: Vec<&str> = params.keys().map(String::as_str).collect();
+            let hint = suggest(key, &names)
+                .map(|s| format!(" (did you mean `{s}`?)"))
+                .unwrap_or_default();
+            format!(
+                "pipeline `{pipeline}` has no param `{key}`{hint}; declared params: {}",
+                names.join(", ")
+            )
+        }
+    })
+}
+
+/// `KEY=VALUE` pairs over the declared defaults, each value typed like its default. Shared by
+/// local runs and runs started on a server (whose defaults come from its API).
+pub fn params_from_text(
+    pipeline: &str,
+    defaults: &Map<String, Value>,
+    pairs: &[(String, String)],
+) -> Result<Map<String, Value>, String> {
+    let mut out = defaults.clone();
+    for (key, text) in pairs {
+        let default = declared(pipeline, defaults, key)?;
+        let value = match default {
+            Value::Bool(_) => text
+                .parse::<bool>()
+                .map(Value::Bool)
+                .map_err(|_| "true or false"),
+            Value::Number(n) if n.is_i64() || n.is_u64() => text
+                .parse::<i64>()
+                .map(Value::from)
+                .map_err(|_| "an integer"),
+            Value::Number(_) => text.parse::<f64>().map(Value::from).map_err(|_| "a number"),
+            Value::String(_) | Value::Null => Ok(Value::String(text.clone())),
+            Value::Array(_) | Value::Object(_) => serde_json::from_str(text).map_err(|_| "JSON"),
+        }
+        .map_err(|want| {
+            format!("param `{key}` must be {want} (like its default {default}), got `{text}`")
+        })?;
+        out.insert(key.clone(), value);
+    }
+    Ok(out)
 }
 
 #[cfg(test)]

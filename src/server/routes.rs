@@ -87,13 +87,22 @@ pub async fn healthz(State(s): State<AppState>) -> ApiResult {
     Ok(ok(json!({ "status": "ok", "last_seq": o.last_seq })))
 }
 
-pub async fn overview(State(s): State<AppState>, _p: Principal) -> ApiResult {
+pub async fn overview(State(s): State<AppState>, p: Principal) -> ApiResult {
     let mut o = s.backend.overview().await?;
     // The workspace's name, not its path on the server.
     o.workspace = std::path::Path::new(&o.workspace)
         .file_name()
         .map_or_else(String::new, |n| n.to_string_lossy().into_owned());
     o.backend = "remote".into();
+    // Read-only servers and viewer tokens can do nothing: say so, so dashboards hide controls.
+    o.role = Some(
+        if s.read_only {
+            "viewer"
+        } else {
+            p.role.as_str()
+        }
+        .to_string(),
+    );
     Ok(ok(o))
 }
 

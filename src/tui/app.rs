@@ -1110,6 +1110,10 @@ impl App {
     pub fn apply(&mut self, msg: Msg) {
         match msg {
             Msg::Overview(o) => {
+                // A viewer token (or a read-only server) can change nothing: hide the controls.
+                if o.role.as_deref() == Some("viewer") {
+                    self.config.read_only = true;
+                }
                 if !self.subscribed {
                     self.subscribed = true;
                     self.outbox.push(Request::RecentEvents { limit: 500 });

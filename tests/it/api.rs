@@ -230,6 +230,11 @@ async fn tokens_roles_denials_and_the_rate_limit() {
     let (s, v, _) = api.call("GET", "/v1/runs", Some("guess"), None).await;
     assert_eq!((s, code(&v)), (401, "unauthenticated"));
     assert_eq!(api.get("/v1/runs", VIEWER).await.0, 200);
+    let (_, o) = api.get("/v1/overview", VIEWER).await;
+    assert_eq!(
+        o["data"]["role"], "viewer",
+        "dashboards learn to hide controls"
+    );
     let (s, v, _) = api.call("GET", "/healthz", None, None).await;
     assert_eq!(
         (s, &v["data"]["status"]),

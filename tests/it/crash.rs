@@ -157,6 +157,11 @@ fn serve_resumes_interrupted_runs_and_refuses_a_second_host() {
         .expect_code(0);
     ws.run(&["--remote", &url, "runs", "show", "99"])
         .expect_error(2, "there is no run 99");
+    let started = ws.run(&["--remote", &url, "run", "slow", "--json"]);
+    started.expect_code(0);
+    assert_eq!(started.json()["status"], "succeeded");
+    ws.run(&["--remote", &url, "run", "slow", "-p", "x=1"])
+        .expect_error(2, "pipeline `slow` declares no params");
     let events = ws.run(&["--remote", &url, "events", "--limit", "3", "--json"]);
     assert_eq!(events.stdout().lines().count(), 3);
     // Only one host per workspace; the refusal names the host.

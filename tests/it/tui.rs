@@ -214,6 +214,7 @@ fn overview() -> Overview {
         }],
         last_seq: 900,
         running: 0,
+        role: None,
     }
 }
 
@@ -1008,4 +1009,15 @@ fn read_only_hides_and_refuses_control_actions() {
             .iter()
             .any(|r| matches!(r, Request::Start(_)))
     );
+}
+
+#[test]
+fn a_viewer_token_hides_the_controls_too() {
+    let mut a = app(120, 30);
+    let mut o = overview();
+    o.role = Some("viewer".into());
+    a.apply(Msg::Overview(o));
+    a.on_action(Action::NewRun);
+    assert!(a.popups.is_empty());
+    assert!(a.flash.as_ref().unwrap().text.contains("read-only"));
 }
