@@ -462,3 +462,53 @@ fn serve_refuses_to_expose_an_unprotected_runtime_and_tokens_are_made_once() {
     let bad = ws.run(&["token", "new", "bob", "--role", "root"]);
     bad.expect_code(2);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_control_route_refuses_a_viewer_and_audits_it() {
+    let api = start(1_000).await;
+    let id = api.run_etl().await;
+    let routes = [
+        ("/v1/pipelines/etl/runs".to_string(), "{}", "run.start"),
+        (format!("/v1/runs/{id}/cancel"), "{}", "run.cancel"),
+        (format!("/v1/runs/{id}/retry"), "{}", "run.retry"),
+        (format!("/v1/runs/{id}/resume"), "{}", "run.resume"),
+        ("/v1/dlq/1/requeue".to_string(), "{}", "dlq.requeue"),
+        ("/v1/dlq/1/discard".to_string(), "{}", "dlq.discard"),
+        (
+            "/v1/canaries/edge/actions".to_string(),
+            r#"{"action": "pause", "reason": "x"}"#,
+            "canary.pause",
+        ),
+        (
+            "/v1/canaries/edge/fault".to_string(),
+            r#"{"error_rate": 0.1}"#,
+            "canary.fault",
+        ),
+        (
+            "/v1/canaries/edge/observations".to_string(),
+            r#"{"observations": []}"#,
+            "canary.observe",
+        ),
+    ];
+    for (path, body, action) in &routes {
+        let (s, v) = api.post(path, VIEWER, body).await;
+        assert_eq!((s, code(&v)), (403, "forbidden"), "{path}: {v}");
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (_, v) = api.get("/v1/audit?limit=100", OPERATOR).await;
+    let records = v["data"].as_array().unwrap();
+    for (path, _, action) in &routes {
+        assert!(
+            records.iter().any(|r| r["action"] == *action
+                && r["actor"] == "dash"
+                && r["outcome"] == "denied: forbidden"),
+            "{path} is audited as {action}: {records:?}"
+        );
+    }
+    // The operator gets past the role check on each (the answer depends on the state).
+    for (path, body, _) in &routes {
+        let (s, v) = api.post(path, OPERATOR, body).await;
+        assert_ne!(code(&v), "forbidden", "{path}: {s} {v}");
+    }
+    api.host.shutdown().await;
+}
