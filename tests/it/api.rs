@@ -490,7 +490,7 @@ async fn every_control_route_refuses_a_viewer_and_audits_it() {
             "canary.observe",
         ),
     ];
-    for (path, body, action) in &routes {
+    for (path, body, _) in &routes {
         let (s, v) = api.post(path, VIEWER, body).await;
         assert_eq!((s, code(&v)), (403, "forbidden"), "{path}: {v}");
     }
