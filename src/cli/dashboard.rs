@@ -107,7 +107,12 @@ async fn run_remote(cli: &Cli, url: &str) -> CliResult {
             ))
         })?;
     let mut config = dashboard_config(cli, &settings)?;
-    config.label = parsed.host_str().map(|h| format!("remote {h}"));
+    // The server's address, so nobody mistakes which runtime this is.
+    config.label = parsed.host_str().map(|h| {
+        parsed
+            .port()
+            .map_or_else(|| h.to_string(), |p| format!("{h}:{p}"))
+    });
     config.read_only = cli.read_only;
     if !std::io::stdout().is_terminal() {
         return Err(CliError::bad_input(

@@ -199,13 +199,16 @@ pub fn served(
         }
         (None, None) => None,
     };
-    Ok(match url {
-        Some(u) => Some(crate::client::Remote::new(
-            &u,
-            dashboard::remote_token(cli)?,
-        )),
-        None => None,
-    })
+    let Some(u) = url else { return Ok(None) };
+    if !reqwest::Url::parse(&u).is_ok_and(|p| matches!(p.scheme(), "http" | "https")) {
+        return Err(CliError::bad_input(format!(
+            "--remote `{u}` is not a URL; write it like http://127.0.0.1:7070"
+        )));
+    }
+    Ok(Some(crate::client::Remote::new(
+        &u,
+        dashboard::remote_token(cli)?,
+    )))
 }
 
 /// Runs `f` against the runtime: the served one when there is one (so commands work while

@@ -92,10 +92,13 @@ impl Remote {
                 .as_str()
                 .and_then(|c| c.parse().ok())
                 .unwrap_or(ErrorCode::Internal);
-            let message = err["message"]
+            let mut message = err["message"]
                 .as_str()
                 .unwrap_or("the server refused the request")
                 .to_string();
+            if code == ErrorCode::Unauthenticated {
+                message.push_str(" (give opsdeck the token with OPSDECK_TOKEN or --token-file)");
+            }
             return Err(ApiError::new(code, message));
         }
         serde_json::from_value(body.get("data").cloned().unwrap_or(Value::Null)).map_err(|e| {

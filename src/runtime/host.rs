@@ -654,7 +654,7 @@ impl Host {
         self.refuse_when_stopping()?;
         if reason.trim().is_empty() {
             return Err(RuntimeError::BadInput(format!(
-                "a canary action needs a reason; say why with --reason (canary {name})"
+                "a canary action on {name} needs a reason: say why (it is recorded in the audit log)"
             )));
         }
         let now = self.inner.clock.now().timestamp();

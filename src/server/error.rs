@@ -135,3 +135,47 @@ impl From<QueryRejection> for Failure {
         )
     }
 }
+
+/// A JSON object body deserialized into `T`; every failure is a 400 (or 413) naming the field
+/// at fault in `details.field`.
+pub struct Body<T>(pub T);
+
+impl<T, S> axum::extract::FromRequest<S> for Body<T>
+where
+    T: serde::de::DeserializeOwned,
+    S: Send + Sync,
+{
+    type Rejection = Failure;
+
+    async fn from_request(req: axum::extract::Request, state: &S) -> Result<Self, Failure> {
+        let Json(value) = Json::<Value>::from_request(req, state).await?;
+        if !value.is_object() {
+            return Err(Failure::new(
+                ErrorCode::Validation,
+                "the request body must be a JSON object",
+            ));
+        }
+        serde_path_to_error::deserialize(value)
+            .map(Body)
+            .map_err(|e| {
+                let inner = e.inner().to_string();
+                // serde names unknown and missing fields in backticks; type errors get the path.
+                let named = ["unknown field `", "missing field `"]
+                    .iter()
+                    .find_map(|p| inner.split_once(p))
+                    .and_then(|(_, rest)| rest.split('`').next())
+                    .map(str::to_string);
+                let path = e.path().to_string();
+                let field = named.or_else(|| (path != ".").then_some(path));
+                let message = match &field {
+                    Some(f) if !inner.contains(&format!("`{f}`")) => format!("`{f}`: {inner}"),
+                    _ => inner,
+                };
+                Failure::new(
+                    ErrorCode::Validation,
+                    format!("the request body is not valid: {message}"),
+                )
+                .with_details(json!({ "field": field }))
+            })
+    }
+}

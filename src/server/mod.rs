@@ -87,6 +87,7 @@ pub fn app(state: AppState) -> Router {
         .route("/v1/events/log", get(routes::events_log))
         .route("/v1/canaries/{name}/fault", post(routes::fault))
         .fallback(routes::not_found)
+        .method_not_allowed_fallback(routes::wrong_method)
         .layer(DefaultBodyLimit::max(limit))
         .with_state(state)
 }

@@ -5,8 +5,7 @@ use std::convert::Infallible;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use axum::Json;
-use axum::extract::rejection::{JsonRejection, QueryRejection};
+use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
 use axum::http::HeaderMap;
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
@@ -18,7 +17,7 @@ use serde_json::{Map, Value, json};
 use super::AppState;
 use super::auth::{Principal, now_ts};
 use super::config::Role;
-use super::error::{ApiResult, Failure, ok};
+use super::error::{ApiResult, Body, Failure, ok};
 use crate::canary::live::Observation;
 use crate::client::{Backend, StreamItem};
 use crate::model::{CanaryAction, DlqId, ErrorCode, RunId, RunQuery, RunSort, RunStatus, StartRun};
@@ -68,6 +67,17 @@ where
         })
         .await;
     result.map(ok)
+}
+
+/// A known path with a method it does not take.
+pub async fn wrong_method(method: axum::http::Method, uri: axum::http::Uri) -> Failure {
+    Failure::new(
+        ErrorCode::NotFound,
+        format!(
+            "`{method} {}` is not a route; see the README's API reference for the methods each path takes",
+            uri.path()
+        ),
+    )
 }
 
 pub async fn not_found() -> Failure {
@@ -142,9 +152,26 @@ pub async fn start_run(
     State(s): State<AppState>,
     p: Principal,
     Path(name): Path<String>,
-    body: Result<Json<StartBody>, JsonRejection>,
+    body: Body<StartBody>,
 ) -> ApiResult {
-    let Json(body) = body?;
+    let Body(body) = body;
+    let known: Vec<String> = s
+        .backend
+        .overview()
+        .await?
+        .pipelines
+        .into_iter()
+        .map(|p| p.name)
+        .collect();
+    if !known.contains(&name) {
+        return Err(Failure::new(
+            ErrorCode::NotFound,
+            format!(
+                "there is no pipeline `{name}`; pipelines: {}",
+                known.join(", ")
+            ),
+        ));
+    }
     let req = StartRun {
         pipeline: name.clone(),
         params: body.params,
@@ -233,7 +260,7 @@ fn reason_or_default(r: &str) -> String {
 async fn with_reason<T, F, Fut>(
     s: &AppState,
     p: &Principal,
-    body: Result<Json<ReasonBody>, JsonRejection>,
+    body: Body<ReasonBody>,
     what: (&str, String),
     work: F,
 ) -> ApiResult
@@ -242,7 +269,7 @@ where
     F: FnOnce(crate::client::Embedded, String) -> Fut,
     Fut: Future<Output = Result<T, Failure>>,
 {
-    let Json(body) = body?;
+    let Body(body) = body;
     let reason = reason_or_default(&body.reason);
     let fut = work(s.backend.clone(), reason.clone());
     control(s, p, what, &reason, fut).await
@@ -255,7 +282,7 @@ macro_rules! run_control {
             State(s): State<AppState>,
             p: Principal,
             Path(id): Path<String>,
-            body: Result<Json<ReasonBody>, JsonRejection>,
+            body: Body<ReasonBody>,
         ) -> ApiResult {
             let $id = run_id(&id)?;
             with_reason(&s, &p, body, ($action, format!("run/{}", $id)), move |$b, $r| async move {
@@ -279,7 +306,7 @@ pub async fn requeue(
     State(s): State<AppState>,
     p: Principal,
     Path(id): Path<String>,
-    body: Result<Json<ReasonBody>, JsonRejection>,
+    body: Body<ReasonBody>,
 ) -> ApiResult {
     let id = dlq_id(&id)?;
     with_reason(
@@ -299,7 +326,7 @@ pub async fn discard(
     State(s): State<AppState>,
     p: Principal,
     Path(id): Path<String>,
-    body: Result<Json<ReasonBody>, JsonRejection>,
+    body: Body<ReasonBody>,
 ) -> ApiResult {
     let id = dlq_id(&id)?;
     with_reason(
@@ -378,9 +405,9 @@ pub async fn canary_action(
     State(s): State<AppState>,
     p: Principal,
     Path(name): Path<String>,
-    body: Result<Json<ActionBody>, JsonRejection>,
+    body: Body<ActionBody>,
 ) -> ApiResult {
-    let Json(body) = body?;
+    let Body(body) = body;
     let action = match (body.action.as_str(), body.weight) {
         ("promote", _) => CanaryAction::Promote,
         ("promote_full", _) => CanaryAction::PromoteFull,
@@ -405,24 +432,50 @@ pub async fn canary_action(
             .with_details(json!({ "field": "action" })));
         }
     };
-    let host = s.host.clone();
-    let (who, role) = (p.name.clone(), p.role.as_str());
-    let reason = body.reason.clone();
-    control(
-        &s,
-        &p,
-        (
-            &format!("canary.{}", action.name()),
-            format!("canary/{name}"),
-        ),
-        &body.reason,
-        async move {
-            Ok(host
-                .canary_act_as(&name, action, (&who, Some(role)), &reason)
-                .await?)
-        },
-    )
-    .await
+    if let CanaryAction::SetWeight(w) = action
+        && w > 100
+    {
+        return Err(Failure::new(
+            ErrorCode::Validation,
+            format!("`weight` is {w}; a weight is a percentage from 0 to 100"),
+        )
+        .with_details(json!({ "field": "weight" })));
+    }
+    let (what, target) = (
+        format!("canary.{}", action.name()),
+        format!("canary/{name}"),
+    );
+    p.require(&s, Role::Operator, &what, &target).await?;
+    // The host audits a successful action itself, with the analysis at that moment; a
+    // refused one is audited here.
+    match s
+        .host
+        .canary_act_as(
+            &name,
+            action,
+            (&p.name, Some(p.role.as_str())),
+            &body.reason,
+        )
+        .await
+    {
+        Ok(rec) => Ok(ok(rec)),
+        Err(e) => {
+            let f = Failure::from(e);
+            s.host
+                .audit(AuditRecord {
+                    at: now_ts(),
+                    actor: p.name.clone(),
+                    role: Some(p.role.as_str().to_string()),
+                    action: what,
+                    target,
+                    reason: body.reason.clone(),
+                    outcome: format!("failed: {}", f.error.code),
+                    details: json!({}),
+                })
+                .await;
+            Err(f)
+        }
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -435,9 +488,9 @@ pub async fn observations(
     State(s): State<AppState>,
     p: Principal,
     Path(name): Path<String>,
-    body: Result<Json<ObservationsBody>, JsonRejection>,
+    body: Body<ObservationsBody>,
 ) -> ApiResult {
-    let Json(body) = body?;
+    let Body(body) = body;
     // Routers post often: this needs the operator role but is not audited line by line.
     p.require(
         &s,
@@ -569,9 +622,9 @@ pub async fn fault(
     State(s): State<AppState>,
     p: Principal,
     Path(name): Path<String>,
-    body: Result<Json<FaultBody>, JsonRejection>,
+    body: Body<FaultBody>,
 ) -> ApiResult {
-    let Json(body) = body?;
+    let Body(body) = body;
     if !(0.0..=1.0).contains(&body.error_rate) || !(0.0..=600_000.0).contains(&body.latency_ms) {
         return Err(Failure::new(
             ErrorCode::Validation,

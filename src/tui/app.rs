@@ -90,6 +90,8 @@ pub struct App {
     pub input: Option<LineInput>,
     pub overview: Option<Overview>,
     pub connected: bool,
+    /// Read-only because the server says this token is a viewer (not `--read-only`).
+    pub viewer: bool,
     /// The event stream has been up at least once: a drop now means the data on screen is stale.
     pub ever_connected: bool,
     pub flash: Option<Flash>,
@@ -120,6 +122,7 @@ impl App {
             overview: None,
             connected: false,
             ever_connected: false,
+            viewer: false,
             flash: None,
             quit: false,
             pending: Vec::new(),
@@ -143,6 +146,14 @@ impl App {
     fn tag(&mut self) -> u64 {
         self.next_tag += 1;
         self.next_tag
+    }
+
+    fn read_only_why(&self) -> &'static str {
+        if self.viewer {
+            "read-only: this token has the viewer role; control actions need operator"
+        } else {
+            "read-only: control actions are off (--read-only)"
+        }
     }
 
     fn flash(&mut self, text: impl Into<String>, error: bool) {
@@ -382,7 +393,7 @@ impl App {
         let mut words = line.split_whitespace();
         let (cmd, arg) = (words.next().unwrap_or(""), words.next());
         if self.config.read_only && matches!(cmd, "run" | "fault") {
-            return self.flash("read-only: control actions are off (--read-only)", true);
+            return self.flash(self.read_only_why(), true);
         }
         match (cmd, arg) {
             ("", _) => {}
@@ -464,7 +475,7 @@ impl App {
 
     pub fn on_action(&mut self, a: Action) {
         if self.config.read_only && a.is_control() {
-            return self.flash("read-only: control actions are off (--read-only)", true);
+            return self.flash(self.read_only_why(), true);
         }
         if let Some(m) = Motion::from_action(a) {
             self.motion(m);
@@ -1111,8 +1122,9 @@ impl App {
         match msg {
             Msg::Overview(o) => {
                 // A viewer token (or a read-only server) can change nothing: hide the controls.
-                if o.role.as_deref() == Some("viewer") {
+                if o.role.as_deref() == Some("viewer") && !self.config.read_only {
                     self.config.read_only = true;
+                    self.viewer = true;
                 }
                 if !self.subscribed {
                     self.subscribed = true;

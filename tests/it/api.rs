@@ -192,6 +192,29 @@ async fn the_envelope_and_every_error_code() {
             404,
             "not_found",
         ),
+        (
+            "POST",
+            "/v1/pipelines/etl/runs",
+            Some("[]"),
+            400,
+            "validation",
+        ),
+        (
+            "POST",
+            "/v1/pipelines/nope/runs",
+            Some("{}"),
+            404,
+            "not_found",
+        ),
+        (
+            "POST",
+            "/v1/canaries/edge/actions",
+            Some(r#"{"action": "set_weight", "weight": 150, "reason": "x"}"#),
+            400,
+            "validation",
+        ),
+        ("DELETE", "/v1/pipelines", None, 404, "not_found"),
+        ("POST", "/healthz", None, 404, "not_found"),
     ];
     for (method, path, body, status, want) in cases {
         let (s, v, _) = api.call(method, path, Some(OPERATOR), body).await;
@@ -214,6 +237,16 @@ async fn the_envelope_and_every_error_code() {
         v["error"]["details"]["field"], "reasn",
         "the unknown field is named: {v}"
     );
+    for (path, body, field) in [
+        ("/v1/runs/1/cancel", r#"{"reason": 5}"#, "reason"),
+        ("/v1/pipelines/etl/runs", r#"{"params": [1]}"#, "params"),
+    ] {
+        let (_, v, _) = api.call("POST", path, Some(OPERATOR), Some(body)).await;
+        assert_eq!(
+            v["error"]["details"]["field"], field,
+            "a wrong type names its field: {v}"
+        );
+    }
     let big = format!(r#"{{"reason": "{}"}}"#, "x".repeat(10_000));
     let (s, v, _) = api
         .call("POST", "/v1/runs/1/cancel", Some(OPERATOR), Some(&big))
@@ -314,6 +347,15 @@ async fn tokens_roles_denials_and_the_rate_limit() {
     assert!(has("run.start", "denied: forbidden"), "{records:?}");
     assert!(has("canary.set_weight", "ok"), "{records:?}");
     assert!(has("canary.resume", "denied: rate_limited"), "{records:?}");
+    let sets: Vec<&Value> = records
+        .iter()
+        .filter(|r| r["action"] == "canary.set_weight" && r["outcome"] == "ok")
+        .collect();
+    assert_eq!(sets.len(), 1, "one audit line per action: {sets:?}");
+    assert!(
+        sets[0]["details"]["analysis"].is_object(),
+        "with the analysis at that moment"
+    );
     let set = records
         .iter()
         .find(|r| r["action"] == "canary.set_weight" && r["actor"] == "ci")

@@ -317,7 +317,7 @@ simulate = { rps = 20 }
     let runs = t.wait_for("Runs · 1");
     let header = runs.lines().next().unwrap().to_string();
     assert!(
-        header.contains("remote 127.0.0.1") && header.contains('●'),
+        header.contains(&format!("127.0.0.1:{port}")) && header.contains('●'),
         "live, and says where: {header}"
     );
 
