@@ -15,11 +15,20 @@ use crate::server::{self, AppState};
 #[derive(Debug, Args)]
 pub struct ServeArgs {
     /// Address to listen on [default: `server.bind` in opsdeck.toml, else 127.0.0.1:7070]
-    #[arg(long, value_name = "ADDR")]
+    #[arg(long, value_name = "ADDR", value_parser = parse_bind)]
     pub bind: Option<SocketAddr>,
     /// Refuse every control action, whatever the token's role
     #[arg(long)]
     pub read_only: bool,
+}
+
+/// An address to listen on: `127.0.0.1:7070`, `[::1]:7070` or `localhost:7070`.
+fn parse_bind(s: &str) -> Result<SocketAddr, String> {
+    use std::net::ToSocketAddrs;
+    s.to_socket_addrs()
+        .ok()
+        .and_then(|mut a| a.next())
+        .ok_or_else(|| format!("`{s}` is not an address to listen on; write it like 127.0.0.1:7070"))
 }
 
 /// Refuses to host a workspace with invalid files, listing every problem.

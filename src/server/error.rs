@@ -179,3 +179,48 @@ where
             })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every code has its documented status, the envelope, and internal errors leak nothing.
+    #[test]
+    fn every_code_answers_in_the_envelope_with_its_status() {
+        let want = [
+            (ErrorCode::Validation, 400),
+            (ErrorCode::Unauthenticated, 401),
+            (ErrorCode::Forbidden, 403),
+            (ErrorCode::NotFound, 404),
+            (ErrorCode::Conflict, 409),
+            (ErrorCode::PayloadTooLarge, 413),
+            (ErrorCode::RateLimited, 429),
+            (ErrorCode::Upstream, 503),
+            (ErrorCode::Internal, 500),
+        ];
+        assert_eq!(want.len(), ErrorCode::ALL.len());
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        for (code, status) in want {
+            let secret = "/srv/opsdeck/.opsdeck/state.db: disk I/O error";
+            let r = Failure::new(code, secret).into_response();
+            assert_eq!(r.status().as_u16(), status, "{code}");
+            let body = rt
+                .block_on(axum::body::to_bytes(r.into_body(), 1 << 20))
+                .unwrap();
+            let v: Value = serde_json::from_slice(&body).unwrap();
+            assert!(v["data"].is_null());
+            assert_eq!(v["error"]["code"], code.as_str());
+            let message = v["error"]["message"].as_str().unwrap();
+            if code == ErrorCode::Internal {
+                assert!(
+                    !message.contains("/srv"),
+                    "internal errors never show paths: {message}"
+                );
+            } else {
+                assert_eq!(message, secret);
+            }
+        }
+    }
+}
