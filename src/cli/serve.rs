@@ -28,7 +28,9 @@ fn parse_bind(s: &str) -> Result<SocketAddr, String> {
     s.to_socket_addrs()
         .ok()
         .and_then(|mut a| a.next())
-        .ok_or_else(|| format!("`{s}` is not an address to listen on; write it like 127.0.0.1:7070"))
+        .ok_or_else(|| {
+            format!("`{s}` is not an address to listen on; write it like 127.0.0.1:7070")
+        })
 }
 
 /// Refuses to host a workspace with invalid files, listing every problem.
