@@ -415,6 +415,40 @@ impl<'s> Checker<'s> {
     }
 }
 
+/// Checks TOML `text` (reported as `name`) with `check`: syntax errors first, then every
+/// problem `check` finds; the value only when there were none.
+pub fn check_text<T>(
+    name: &str,
+    text: &str,
+    check: impl FnOnce(&mut Checker<'_>, &DeTable<'_>) -> T,
+) -> Result<T, Vec<Diagnostic>> {
+    let src = SourceFile::new(name, text);
+    let doc = Checker::parse(&src)?;
+    let mut c = Checker::new(&src);
+    let out = check(&mut c, doc.get_ref());
+    if c.has_problems() {
+        return Err(c.into_problems());
+    }
+    Ok(out)
+}
+
+/// [`check_text`] on a file; a file that does not exist gives `missing`.
+pub fn check_file<T>(
+    path: &std::path::Path,
+    shown: &str,
+    missing: T,
+    check: impl FnOnce(&mut Checker<'_>, &DeTable<'_>) -> T,
+) -> Result<T, Vec<Diagnostic>> {
+    match std::fs::read_to_string(path) {
+        Ok(text) => check_text(shown, &text, check),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(missing),
+        Err(e) => Err(vec![Diagnostic::whole_file(
+            shown,
+            format!("cannot read the file: {e}"),
+        )]),
+    }
+}
+
 /// Looks a key up in a spanned table.
 pub fn get<'t, 'i>(table: &'t DeTable<'i>, key: &str) -> Option<&'t Spanned<DeValue<'i>>> {
     table

@@ -223,24 +223,7 @@ pub fn load_file(
     path: &std::path::Path,
     shown: &str,
 ) -> Result<Vec<CanaryConfig>, Vec<crate::diag::Diagnostic>> {
-    let text = match std::fs::read_to_string(path) {
-        Ok(t) => t,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(e) => {
-            return Err(vec![crate::diag::Diagnostic::whole_file(
-                shown,
-                format!("cannot read the file: {e}"),
-            )]);
-        }
-    };
-    let src = crate::diag::SourceFile::new(shown, text);
-    let doc = Checker::parse(&src)?;
-    let mut c = Checker::new(&src);
-    let out = parse_all(&mut c, doc.get_ref());
-    if c.has_problems() {
-        return Err(c.into_problems());
-    }
-    Ok(out)
+    crate::diag::check_file(path, shown, Vec::new(), parse_all)
 }
 
 /// Checks every `[canary.NAME]` table under `root` (the whole `opsdeck.toml`).
@@ -664,18 +647,10 @@ fn simulate(c: &mut Checker<'_>, t: &DeTable<'_>, ctx: &str) -> Simulate {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::diag::SourceFile;
 
     fn check(text: &str) -> Result<Vec<CanaryConfig>, Vec<String>> {
-        let src = SourceFile::new("opsdeck.toml", text);
-        let doc = Checker::parse(&src)
-            .map_err(|d| d.iter().map(ToString::to_string).collect::<Vec<_>>())?;
-        let mut c = Checker::new(&src);
-        let out = parse_all(&mut c, doc.get_ref());
-        if c.has_problems() {
-            return Err(c.into_problems().iter().map(ToString::to_string).collect());
-        }
-        Ok(out)
+        crate::diag::check_text("opsdeck.toml", text, parse_all)
+            .map_err(|d| d.iter().map(ToString::to_string).collect())
     }
 
     #[test]

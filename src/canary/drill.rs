@@ -11,8 +11,9 @@ use serde::Serialize;
 use super::Rollout;
 use super::config::{self, CanaryConfig, Change, Profile, Simulate};
 use super::simulate::{Traffic, canary_at};
-use crate::diag::{Checker, Diagnostic, SourceFile};
+use crate::diag::{Checker, Diagnostic};
 use crate::model::CanaryState;
+use toml::de::DeTable;
 
 /// A scenario file.
 #[derive(Debug, Clone, PartialEq)]
@@ -82,10 +83,13 @@ pub fn load(path: &Path) -> Result<Scenario, Vec<Diagnostic>> {
 }
 
 pub fn parse(name: &str, text: &str) -> Result<Scenario, Vec<Diagnostic>> {
-    let src = SourceFile::new(name, text);
-    let doc = Checker::parse(&src)?;
-    let mut c = Checker::new(&src);
-    let root = doc.get_ref();
+    crate::diag::check_text(name, text, scenario)?
+        .ok_or_else(|| vec![Diagnostic::whole_file(name, "[canary_config] is not valid")])
+}
+
+/// The scenario in `root`; `None` when its canary config could not be built (the problems
+/// are in `c`).
+fn scenario(c: &mut Checker<'_>, root: &DeTable<'_>) -> Option<Scenario> {
     c.known_keys(root, KEYS, "the file");
     let (mut duration_s, mut rps, mut seed) = (3_600, 200.0, 1);
     match c.table(root, "scenario", "the file") {
@@ -106,14 +110,14 @@ pub fn parse(name: &str, text: &str) -> Result<Scenario, Vec<Diagnostic>> {
     let legacy = c
         .table(root, "legacy", "the file")
         .map_or_else(Profile::default, |(t, _)| {
-            config::profile(&mut c, t, "[legacy]", Profile::default())
+            config::profile(c, t, "[legacy]", Profile::default())
         });
     let (canary, changes) = match c.table(root, "canary", "the file") {
         Some((t, _)) => {
             let mut scratch = t.clone();
             scratch.remove("change");
-            let p = config::profile(&mut c, &scratch, "[canary]", legacy);
-            (p, config::changes(&mut c, t, "[canary]"))
+            let p = config::profile(c, &scratch, "[canary]", legacy);
+            (p, config::changes(c, t, "[canary]"))
         }
         None => (legacy, Vec::new()),
     };
@@ -129,32 +133,21 @@ pub fn parse(name: &str, text: &str) -> Result<Scenario, Vec<Diagnostic>> {
         Some((t, span)) => {
             let mut t = t.clone();
             t.remove("source");
-            config::parse_one(&mut c, "drill", &t, &span, "[canary_config]", false).map(
-                |mut cfg| {
-                    cfg.source = config::Source::Simulate(sim.clone());
-                    cfg
-                },
-            )
+            config::parse_one(c, "drill", &t, &span, "[canary_config]", false).map(|mut cfg| {
+                cfg.source = config::Source::Simulate(sim.clone());
+                cfg
+            })
         }
         None => Some(CanaryConfig::simulated("drill", sim)),
     };
-    if c.has_problems() {
-        return Err(c.into_problems());
-    }
-    let Some(config) = cfg else {
-        return Err(vec![Diagnostic::whole_file(
-            name,
-            "[canary_config] is not valid",
-        )]);
-    };
-    Ok(Scenario {
+    Some(Scenario {
         duration_s,
         rps,
         seed,
         legacy,
         canary,
         changes,
-        config,
+        config: cfg?,
     })
 }
 

@@ -121,6 +121,11 @@ impl Remote {
             .await
     }
 
+    /// A control request whose answer only matters for its error.
+    async fn act<B: Serialize>(&self, path: &str, body: &B) -> Result<()> {
+        self.post::<Value, B>(path, body).await.map(drop)
+    }
+
     /// One SSE connection from `since`: forwards events until it drops. Returns the last
     /// sequence number delivered, and whether the receiver is gone.
     async fn stream_once(&self, since: u64, tx: &mpsc::Sender<StreamItem>) -> (u64, bool) {
@@ -261,30 +266,24 @@ impl Backend for Remote {
     }
 
     async fn cancel_run(&self, id: RunId, reason: &str) -> Result<()> {
-        let _: Value = self
-            .post(
-                &format!("/v1/runs/{}/cancel", id.0),
-                &json!({ "reason": reason }),
-            )
-            .await?;
-        Ok(())
+        self.act(
+            &format!("/v1/runs/{}/cancel", id.0),
+            &json!({ "reason": reason }),
+        )
+        .await
     }
 
     async fn retry_run(&self, id: RunId, reason: &str) -> Result<()> {
-        let _: Value = self
-            .post(
-                &format!("/v1/runs/{}/retry", id.0),
-                &json!({ "reason": reason }),
-            )
-            .await?;
-        Ok(())
+        self.act(
+            &format!("/v1/runs/{}/retry", id.0),
+            &json!({ "reason": reason }),
+        )
+        .await
     }
 
     async fn resume_run(&self, id: RunId) -> Result<()> {
-        let _: Value = self
-            .post(&format!("/v1/runs/{}/resume", id.0), &json!({}))
-            .await?;
-        Ok(())
+        self.act(&format!("/v1/runs/{}/resume", id.0), &json!({}))
+            .await
     }
 
     async fn dlq(&self) -> Result<Vec<DlqEntry>> {
@@ -302,13 +301,11 @@ impl Backend for Remote {
     }
 
     async fn discard(&self, id: DlqId, reason: &str) -> Result<()> {
-        let _: Value = self
-            .post(
-                &format!("/v1/dlq/{}/discard", id.0),
-                &json!({ "reason": reason }),
-            )
-            .await?;
-        Ok(())
+        self.act(
+            &format!("/v1/dlq/{}/discard", id.0),
+            &json!({ "reason": reason }),
+        )
+        .await
     }
 
     async fn canaries(&self) -> Result<Vec<CanaryStatus>> {
@@ -330,13 +327,11 @@ impl Backend for Remote {
     }
 
     async fn canary_inject(&self, name: &str, fault: Fault) -> Result<()> {
-        let _: Value = self
-            .post(
-                &format!("/v1/canaries/{}/fault", encode(name)),
-                &json!({ "error_rate": fault.error_rate, "latency_ms": fault.latency_ms }),
-            )
-            .await?;
-        Ok(())
+        self.act(
+            &format!("/v1/canaries/{}/fault", encode(name)),
+            &json!({ "error_rate": fault.error_rate, "latency_ms": fault.latency_ms }),
+        )
+        .await
     }
 
     async fn canary_act(

@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 
 use toml::de::{DeTable, DeValue};
 
-use crate::diag::{Checker, Diagnostic, SourceFile};
+use crate::diag::{Checker, Diagnostic};
 use crate::model::status::string_enum;
 
 string_enum!(
@@ -177,24 +177,7 @@ pub fn parse(c: &mut Checker<'_>, root: &DeTable<'_>) -> ServerConfig {
 
 /// Reads the `[server]` table of a workspace's `opsdeck.toml`.
 pub fn load_file(path: &std::path::Path, shown: &str) -> Result<ServerConfig, Vec<Diagnostic>> {
-    let text = match std::fs::read_to_string(path) {
-        Ok(t) => t,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(ServerConfig::default()),
-        Err(e) => {
-            return Err(vec![Diagnostic::whole_file(
-                shown,
-                format!("cannot read the file: {e}"),
-            )]);
-        }
-    };
-    let src = SourceFile::new(shown, text);
-    let doc = Checker::parse(&src)?;
-    let mut c = Checker::new(&src);
-    let cfg = parse(&mut c, doc.get_ref());
-    if c.has_problems() {
-        return Err(c.into_problems());
-    }
-    Ok(cfg)
+    crate::diag::check_file(path, shown, ServerConfig::default(), parse)
 }
 
 #[cfg(test)]
@@ -202,15 +185,8 @@ mod tests {
     use super::*;
 
     fn check(text: &str) -> Result<ServerConfig, Vec<String>> {
-        let src = SourceFile::new("opsdeck.toml", text);
-        let doc = Checker::parse(&src)
-            .map_err(|d| d.iter().map(ToString::to_string).collect::<Vec<_>>())?;
-        let mut c = Checker::new(&src);
-        let cfg = parse(&mut c, doc.get_ref());
-        if c.has_problems() {
-            return Err(c.into_problems().iter().map(ToString::to_string).collect());
-        }
-        Ok(cfg)
+        crate::diag::check_text("opsdeck.toml", text, parse)
+            .map_err(|d| d.iter().map(ToString::to_string).collect())
     }
 
     #[test]

@@ -155,23 +155,11 @@ pub async fn start_run(
     body: Body<StartBody>,
 ) -> ApiResult {
     let Body(body) = body;
-    let known: Vec<String> = s
-        .backend
-        .overview()
-        .await?
-        .pipelines
-        .into_iter()
-        .map(|p| p.name)
-        .collect();
-    if !known.contains(&name) {
-        return Err(Failure::new(
-            ErrorCode::NotFound,
-            format!(
-                "there is no pipeline `{name}`; pipelines: {}",
-                known.join(", ")
-            ),
-        ));
-    }
+    // The workspace knows its pipelines (and says which there are); no store read needed.
+    s.host
+        .workspace()
+        .pipeline(&name)
+        .map_err(|m| Failure::new(ErrorCode::NotFound, m))?;
     let req = StartRun {
         pipeline: name.clone(),
         params: body.params,
@@ -275,71 +263,41 @@ where
     control(s, p, what, &reason, fut).await
 }
 
-/// A run control route: `{"reason"}` in, the run id out, audited as `$action`.
-macro_rules! run_control {
-    ($name:ident, $action:literal, |$b:ident, $id:ident, $r:ident| $call:expr) => {
+/// A control route on one run or dead-letter entry: `{"reason"}` in, audited as `$action`
+/// against `$kind/ID`; `$call` does the work and `$out` answers from its result.
+macro_rules! id_control {
+    ($name:ident, $parse:ident, $kind:literal, $action:literal,
+     |$b:ident, $id:ident, $r:ident| $call:expr => |$res:pat_param| $out:expr) => {
         pub async fn $name(
             State(s): State<AppState>,
             p: Principal,
             Path(id): Path<String>,
             body: Body<ReasonBody>,
         ) -> ApiResult {
-            let $id = run_id(&id)?;
-            with_reason(&s, &p, body, ($action, format!("run/{}", $id)), move |$b, $r| async move {
-                $call.await?;
-                Ok(json!({ "id": $id }))
+            let $id = $parse(&id)?;
+            let target = format!(concat!($kind, "/{}"), $id);
+            with_reason(&s, &p, body, ($action, target), move |$b, $r| async move {
+                let $res = $call.await?;
+                Ok($out)
             })
             .await
         }
     };
 }
 
-run_control!(cancel_run, "run.cancel", |b, id, r| b.cancel_run(id, &r));
-run_control!(retry_run, "run.retry", |b, id, r| b.retry_run(id, &r));
-run_control!(resume_run, "run.resume", |b, id, _r| b.resume_run(id));
+id_control!(cancel_run, run_id, "run", "run.cancel",
+    |b, id, r| b.cancel_run(id, &r) => |()| json!({ "id": id }));
+id_control!(retry_run, run_id, "run", "run.retry",
+    |b, id, r| b.retry_run(id, &r) => |()| json!({ "id": id }));
+id_control!(resume_run, run_id, "run", "run.resume",
+    |b, id, _r| b.resume_run(id) => |()| json!({ "id": id }));
+id_control!(requeue, dlq_id, "dlq", "dlq.requeue",
+    |b, id, r| b.requeue(id, &r) => |run| json!({ "run_id": run }));
+id_control!(discard, dlq_id, "dlq", "dlq.discard",
+    |b, id, r| b.discard(id, &r) => |()| json!({ "id": id }));
 
 pub async fn dlq(State(s): State<AppState>, _p: Principal) -> ApiResult {
     Ok(ok(s.backend.dlq().await?))
-}
-
-pub async fn requeue(
-    State(s): State<AppState>,
-    p: Principal,
-    Path(id): Path<String>,
-    body: Body<ReasonBody>,
-) -> ApiResult {
-    let id = dlq_id(&id)?;
-    with_reason(
-        &s,
-        &p,
-        body,
-        ("dlq.requeue", format!("dlq/{id}")),
-        move |b, r| async move {
-            let run = b.requeue(id, &r).await?;
-            Ok(json!({ "run_id": run }))
-        },
-    )
-    .await
-}
-
-pub async fn discard(
-    State(s): State<AppState>,
-    p: Principal,
-    Path(id): Path<String>,
-    body: Body<ReasonBody>,
-) -> ApiResult {
-    let id = dlq_id(&id)?;
-    with_reason(
-        &s,
-        &p,
-        body,
-        ("dlq.discard", format!("dlq/{id}")),
-        move |b, r| async move {
-            b.discard(id, &r).await?;
-            Ok(json!({ "id": id }))
-        },
-    )
-    .await
 }
 
 pub async fn canaries(State(s): State<AppState>, _p: Principal) -> ApiResult {

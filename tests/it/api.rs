@@ -105,6 +105,16 @@ impl Api {
         (s, v)
     }
 
+    async fn metrics(&self) -> String {
+        let r = self
+            .http
+            .get(format!("{}/metrics", self.base))
+            .send()
+            .await
+            .unwrap();
+        r.text().await.unwrap()
+    }
+
     async fn run_etl(&self) -> i64 {
         let (s, v) = self.post("/v1/pipelines/etl/runs", OPERATOR, "{}").await;
         assert_eq!(s, 200, "{v}");
@@ -370,27 +380,11 @@ async fn tokens_roles_denials_and_the_rate_limit() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn events_resume_without_gaps_and_metrics_move() {
     let api = start(1_000).await;
-    let before = api
-        .http
-        .get(format!("{}/metrics", api.base))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let before = api.metrics().await;
     assert!(before.trim_end().ends_with("# EOF"), "{before}");
     api.run_etl().await;
     api.run_etl().await;
-    let after = api
-        .http
-        .get(format!("{}/metrics", api.base))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let after = api.metrics().await;
     assert!(
         after.contains(r#"opsdeck_runs{pipeline="etl",status="succeeded"} 2"#),
         "{after}"
