@@ -103,28 +103,26 @@ impl Canaries {
         let mut list = Vec::new();
         let mut ops = Vec::new();
         for (i, cfg) in configs.iter().enumerate() {
-            let restored = saved
-                .iter()
-                .find(|(n, _, _)| *n == cfg.name)
-                .and_then(|(_, state, _)| serde_json::from_str::<Persisted>(state).ok());
-            let ctl =
-                match restored {
-                    Some(st) => {
-                        let mut ctl = Controller::restore(cfg.clone(), st);
-                        // The last analysis stays on show (for an ended rollout, the one that
-                        // decided it) until a new one runs.
-                        if let Some(s) = saved.iter().find(|(n, _, _)| *n == cfg.name).and_then(
-                            |(_, _, status)| serde_json::from_str::<CanaryStatus>(status).ok(),
-                        ) {
-                            ctl.checks = s.checks;
-                            ctl.triggers = s.triggers;
-                            ctl.analysis_at = s.analysis_at.map(|t| t.millis().div_euclid(1000));
-                        }
-                        ctl
+            let row = saved.iter().find(|(n, _, _)| *n == cfg.name);
+            let restored =
+                row.and_then(|(_, state, _)| serde_json::from_str::<Persisted>(state).ok());
+            let fresh = restored.is_none();
+            let ctl = match restored {
+                Some(st) => {
+                    let mut ctl = Controller::restore(cfg.clone(), st);
+                    // The last analysis stays on show (for an ended rollout, the one that
+                    // decided it) until a new one runs.
+                    if let Some(s) = row.and_then(|(_, _, status)| {
+                        serde_json::from_str::<CanaryStatus>(status).ok()
+                    }) {
+                        ctl.checks = s.checks;
+                        ctl.triggers = s.triggers;
+                        ctl.analysis_at = s.analysis_at.map(|t| t.millis().div_euclid(1000));
                     }
-                    None => Controller::new(cfg.clone(), now),
-                };
-            let fresh = restored_is_none(&saved, &cfg.name);
+                    ctl
+                }
+                None => Controller::new(cfg.clone(), now),
+            };
             let traffic = match &cfg.source {
                 Source::Simulate(sim) => Some(Traffic::new(sim.clone(), sim.seed ^ seed)),
                 _ => None,
@@ -293,12 +291,6 @@ impl Canaries {
         self.get(name)
             .map(|l| lock(l).rollout.series(now, step_s, points))
     }
-}
-
-fn restored_is_none(saved: &[(String, String, String)], name: &str) -> bool {
-    !saved
-        .iter()
-        .any(|(n, state, _)| n == name && serde_json::from_str::<Persisted>(state).is_ok())
 }
 
 /// Statuses as a reader sees them while another process hosts (or nobody does): the saved

@@ -6,14 +6,12 @@ use std::fmt::Write as _;
 
 use clap::{Args, Subcommand};
 
-use super::dashboard::remote_token;
 use super::output::{Table, print_json, short, took};
 use super::run::with_host;
-use super::{Cli, CliError, CliResult, EXIT_OK, open_workspace, reader};
+use super::{Cli, CliError, CliResult, EXIT_OK, open_workspace, reader, served};
 use crate::canary::live::saved_statuses;
 use crate::client::{Backend, Remote};
 use crate::model::{CanaryAction, CanaryState, CanaryStatus, Verdict};
-use crate::runtime::lock::HostLock;
 use crate::runtime::workspace::Workspace;
 
 #[derive(Debug, Subcommand)]
@@ -185,65 +183,64 @@ pub fn render(s: &CanaryStatus, now_ms: i64) -> String {
     o
 }
 
-/// The runtime to talk to instead of hosting: `--remote`, or the address a host of this
-/// workspace published (`opsdeck serve`).
-fn served(cli: &Cli, ws: Option<&Workspace>) -> Result<Option<Remote>, CliError> {
-    let url = match (&cli.remote, ws) {
-        (Some(url), _) => Some(url.clone()),
-        (None, Some(ws)) => HostLock::holder(&ws.state_dir()).and_then(|h| h.address),
-        (None, None) => None,
-    };
-    Ok(match url {
-        Some(u) => Some(Remote::new(&u, remote_token(cli)?)),
-        None => None,
-    })
-}
-
-fn api_failed(e: &crate::model::ApiError) -> CliError {
-    use crate::model::ErrorCode as C;
-    match e.code {
-        C::Validation | C::NotFound | C::Conflict => CliError::bad_input(e.message.clone()),
-        _ => CliError::failed(e.message.clone()),
-    }
-}
-
-fn print_status(s: &CanaryStatus, json: bool) -> Result<(), CliError> {
+fn print_status(s: &CanaryStatus, json: bool) -> CliResult {
     if json {
-        print_json(s)
+        print_json(s)?;
     } else {
-        say_raw!("{}", render(s, chrono::Utc::now().timestamp_millis()))
+        say_raw!("{}", render(s, chrono::Utc::now().timestamp_millis()))?;
     }
+    Ok(EXIT_OK)
 }
 
-/// The same commands against a served runtime, through its API.
-async fn run_remote(remote: &Remote, cmd: &CanaryCommand) -> CliResult {
-    let (name, action, reason) = match cmd {
-        CanaryCommand::List { json } => {
-            let all = remote.canaries().await.map_err(|e| api_failed(&e))?;
-            if *json {
-                print_json(&all)?;
+fn print_list(all: &[CanaryStatus], json: bool) -> CliResult {
+    if json {
+        print_json(&all)?;
+        return Ok(EXIT_OK);
+    }
+    if all.is_empty() {
+        say!("no canaries; add a [canary.NAME] table to the workspace's opsdeck.toml")?;
+        return Ok(EXIT_OK);
+    }
+    let mut t = Table::new(vec![
+        "NAME",
+        "STATE",
+        "WEIGHT",
+        "STEP",
+        "SOURCE",
+        "CHECKS",
+        "LAST ACTION",
+    ]);
+    for s in all {
+        let checks: Vec<String> = s
+            .checks
+            .iter()
+            .map(|c| format!("{} {}", c.name, c.verdict))
+            .collect();
+        t.row(vec![
+            s.name.clone(),
+            format!("{} {}", state_symbol(s.state), s.state),
+            format!("{}%", s.weight),
+            format!("{}/{}", s.step + 1, s.steps.len()),
+            s.source.clone(),
+            if checks.is_empty() {
+                "-".into()
             } else {
-                for s in &all {
-                    say!(
-                        "{} {} {}% step {}/{}",
-                        s.name,
-                        s.state,
-                        s.weight,
-                        s.step + 1,
-                        s.steps.len()
-                    )?;
-                }
-            }
-            return Ok(EXIT_OK);
-        }
-        CanaryCommand::Status { name, json, .. } => {
-            let all = remote.canaries().await.map_err(|e| api_failed(&e))?;
-            let s = all.iter().find(|s| s.name == *name).ok_or_else(|| {
-                CliError::bad_input(format!("there is no canary `{name}` on {}", remote.base()))
-            })?;
-            print_status(s, *json)?;
-            return Ok(EXIT_OK);
-        }
+                checks.join(", ")
+            },
+            s.last_action.as_ref().map_or_else(
+                || "-".into(),
+                |a| short(&format!("{} by {}: {}", a.action, a.actor, a.reason), 50),
+            ),
+        ]);
+    }
+    say_raw!("{}", t.render())?;
+    Ok(EXIT_OK)
+}
+
+/// The canary, action and reason of an action command (`None` for list and status).
+fn action_of(cmd: &CanaryCommand) -> Option<(&str, CanaryAction, &str)> {
+    Some(match cmd {
+        CanaryCommand::List { .. } | CanaryCommand::Status { .. } => return None,
         CanaryCommand::SetWeight {
             name,
             weight,
@@ -255,16 +252,12 @@ async fn run_remote(remote: &Remote, cmd: &CanaryCommand) -> CliResult {
         CanaryCommand::Resume(a) => (&a.name, CanaryAction::Resume, &a.reason),
         CanaryCommand::Rollback(a) => (&a.name, CanaryAction::Rollback, &a.reason),
         CanaryCommand::Restart(a) => (&a.name, CanaryAction::Restart, &a.reason),
-    };
-    act_remote(remote, name, action, reason).await
+    })
 }
 
 /// One canary action through a served runtime's API.
 async fn act_remote(remote: &Remote, name: &str, action: CanaryAction, reason: &str) -> CliResult {
-    let rec = remote
-        .canary_act(name, action, reason)
-        .await
-        .map_err(|e| api_failed(&e))?;
+    let rec = remote.canary_act(name, action, reason).await?;
     say!(
         "canary {name}: {} -> {}, weight {}% -> {}% ({} by {} via {})",
         rec.state_before,
@@ -279,11 +272,24 @@ async fn act_remote(remote: &Remote, name: &str, action: CanaryAction, reason: &
 }
 
 pub async fn run(cli: &Cli, cmd: &CanaryCommand) -> CliResult {
-    if cli.remote.is_some()
-        && !matches!(cmd, CanaryCommand::Status { watch: true, .. })
+    // With --remote everything goes through the server (watching reads the local store).
+    if !matches!(cmd, CanaryCommand::Status { watch: true, .. })
         && let Some(remote) = served(cli, None)?
     {
-        return run_remote(&remote, cmd).await;
+        return match cmd {
+            CanaryCommand::List { json } => print_list(&remote.canaries().await?, *json),
+            CanaryCommand::Status { name, json, .. } => {
+                let all = remote.canaries().await?;
+                let s = all.iter().find(|s| s.name == *name).ok_or_else(|| {
+                    CliError::bad_input(format!("there is no canary `{name}` on {}", remote.base()))
+                })?;
+                print_status(s, *json)
+            }
+            _ => match action_of(cmd) {
+                Some((name, action, reason)) => act_remote(&remote, name, action, reason).await,
+                None => Ok(EXIT_OK),
+            },
+        };
     }
     let (ws, _log) = open_workspace(cli, false, false)?;
     // A canary table that does not check out must not look like "no canaries".
@@ -296,81 +302,20 @@ pub async fn run(cli: &Cli, cmd: &CanaryCommand) -> CliResult {
     if !bad.is_empty() {
         return Err(CliError::bad_input(bad.join("\n")));
     }
-    let act = |name: &str, action: CanaryAction, reason: &str| {
-        (name.to_string(), action, reason.to_string())
-    };
     let (name, action, reason) = match cmd {
-        CanaryCommand::List { json } => {
-            let all = statuses(&ws)?;
-            if *json {
-                print_json(&all)?;
-            } else if all.is_empty() {
-                say!("this workspace has no canaries; add a [canary.NAME] table to opsdeck.toml")?;
-            } else {
-                let mut t = Table::new(vec![
-                    "NAME",
-                    "STATE",
-                    "WEIGHT",
-                    "STEP",
-                    "SOURCE",
-                    "CHECKS",
-                    "LAST ACTION",
-                ]);
-                for s in &all {
-                    let checks = s
-                        .checks
-                        .iter()
-                        .map(|c| format!("{} {}", c.name, c.verdict))
-                        .collect::<Vec<_>>()
-                        .join(", ");
-                    t.row(vec![
-                        s.name.clone(),
-                        format!("{} {}", state_symbol(s.state), s.state),
-                        format!("{}%", s.weight),
-                        format!("{}/{}", s.step + 1, s.steps.len()),
-                        s.source.clone(),
-                        if checks.is_empty() {
-                            "-".into()
-                        } else {
-                            checks
-                        },
-                        s.last_action.as_ref().map_or_else(
-                            || "-".into(),
-                            |a| short(&format!("{} by {}: {}", a.action, a.actor, a.reason), 50),
-                        ),
-                    ]);
-                }
-                say_raw!("{}", t.render())?;
-            }
-            return Ok(EXIT_OK);
-        }
-        CanaryCommand::Status { name, json, watch } => {
-            if *watch {
-                return watch_status(&ws, name).await;
-            }
-            let s = one(&ws, name)?;
-            if *json {
-                print_json(&s)?;
-            } else {
-                say_raw!("{}", render(&s, chrono::Utc::now().timestamp_millis()))?;
-            }
-            return Ok(EXIT_OK);
-        }
-        CanaryCommand::Promote(a) => act(&a.name, CanaryAction::Promote, &a.reason),
-        CanaryCommand::PromoteFull(a) => act(&a.name, CanaryAction::PromoteFull, &a.reason),
-        CanaryCommand::Pause(a) => act(&a.name, CanaryAction::Pause, &a.reason),
-        CanaryCommand::Resume(a) => act(&a.name, CanaryAction::Resume, &a.reason),
-        CanaryCommand::SetWeight {
-            name,
-            weight,
-            reason,
-        } => act(name, CanaryAction::SetWeight(*weight), reason),
-        CanaryCommand::Rollback(a) => act(&a.name, CanaryAction::Rollback, &a.reason),
-        CanaryCommand::Restart(a) => act(&a.name, CanaryAction::Restart, &a.reason),
+        CanaryCommand::List { json } => return print_list(&statuses(&ws)?, *json),
+        CanaryCommand::Status {
+            name, watch: true, ..
+        } => return watch_status(&ws, name).await,
+        CanaryCommand::Status { name, json, .. } => return print_status(&one(&ws, name)?, *json),
+        _ => match action_of(cmd) {
+            Some((name, action, reason)) => (name.to_string(), action, reason.to_string()),
+            None => return Ok(EXIT_OK),
+        },
     };
     ws.canary(&name).map_err(CliError::bad_input)?;
     // A host that serves the API takes the action itself, so it works during an incident
-    // while the dashboard or `opsdeck serve` holds the workspace.
+    // while `opsdeck serve` holds the workspace.
     if let Some(remote) = served(cli, Some(&ws))? {
         return act_remote(&remote, &name, action, &reason).await;
     }
