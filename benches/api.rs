@@ -10,11 +10,10 @@ use std::time::Duration;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use futures::StreamExt;
-use opsdeck::client::{Backend, Embedded};
-use opsdeck::model::{RunId, StartRun};
+use opsdeck::host::Workspace;
+use opsdeck::host::{Host, HostOptions};
+use opsdeck::model::RunId;
 use opsdeck::runtime::spec;
-use opsdeck::runtime::workspace::Workspace;
-use opsdeck::runtime::{Host, HostOptions};
 use opsdeck::server::{self, AppState, ServerConfig};
 
 const PIPELINE: &str = r#"[pipeline]
@@ -50,13 +49,13 @@ fn fixture() -> Fixture {
         let host = Host::start(ws, HostOptions::new("api benchmark"))
             .await
             .expect("host");
-        let b = Embedded::new(host.clone());
         for _ in 0..1_000 {
-            let id = b
-                .start_run(StartRun {
-                    pipeline: "quick".into(),
-                    ..StartRun::default()
-                })
+            let id = host
+                .start_run(
+                    "quick",
+                    &serde_json::Map::new(),
+                    opsdeck::model::Trigger::Manual,
+                )
                 .await
                 .expect("start");
             host.wait(id).await.expect("wait");
@@ -137,12 +136,13 @@ fn sse_fanout(c: &mut Criterion, f: &Fixture) {
                 for _ in 0..100 {
                     ready_rx.recv().await.expect("ready");
                 }
-                let b = Embedded::new(f.host.clone());
-                let id: RunId = b
-                    .start_run(StartRun {
-                        pipeline: "quick".into(),
-                        ..StartRun::default()
-                    })
+                let id: RunId = f
+                    .host
+                    .start_run(
+                        "quick",
+                        &serde_json::Map::new(),
+                        opsdeck::model::Trigger::Manual,
+                    )
                     .await
                     .expect("start");
                 for c in clients {

@@ -13,9 +13,10 @@ use std::sync::Arc;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use opsdeck::canary::Rollout;
 use opsdeck::canary::analysis;
-use opsdeck::canary::config::{CanaryConfig, Profile, Simulate};
+use opsdeck::canary::config::CanaryConfig;
 use opsdeck::canary::metrics::Metrics;
-use opsdeck::canary::simulate::Traffic;
+use opsdeck::canary::source::simulate::Traffic;
+use opsdeck::canary::source::simulate::{Profile, Simulate};
 use opsdeck::model::Version;
 
 fn sim() -> Simulate {
@@ -65,7 +66,7 @@ fn analysis_15m(c: &mut Criterion) {
     let mut r = Rollout::new(cfg.clone(), 0, 1);
     let mut t = Traffic::new(sim(), 1);
     for s in 0..900 {
-        t.second(&mut r, s, s as u64);
+        t.run_second(&mut r, s, s as u64);
     }
     c.bench_function("canary/analysis_15m", |b| {
         b.iter(|| black_box(analysis::checks(&r.metrics, &cfg)));

@@ -14,12 +14,12 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use chrono::{DateTime, TimeZone, Utc};
 use criterion::{Criterion, criterion_group};
 use opsdeck::client::{Backend, Embedded, StreamItem};
+use opsdeck::host::Workspace;
+use opsdeck::host::{Host, HostOptions};
 use opsdeck::model::{
-    Event, EventKind, Page, RunId, RunQuery, RunStatus, RunSummary, StartRun, Timestamp, Trigger,
+    Event, EventKind, Page, RunId, RunQuery, RunStatus, RunSummary, Timestamp, Trigger,
 };
 use opsdeck::runtime::spec;
-use opsdeck::runtime::workspace::Workspace;
-use opsdeck::runtime::{Host, HostOptions};
 use opsdeck::store::{self, NewStage, Op, Writer, schema};
 use opsdeck::tui::action::Action;
 use opsdeck::tui::app::{App, Config};
@@ -155,20 +155,22 @@ fn fixture() -> Fixture {
     let backend: Arc<dyn Backend> = Arc::new(Embedded::new(host.clone()));
     let real_run = rt.block_on(async {
         for _ in 0..3 {
-            let id = backend
-                .start_run(StartRun {
-                    pipeline: "partner-sync".into(),
-                    ..StartRun::default()
-                })
+            let id = host
+                .start_run(
+                    "partner-sync",
+                    &serde_json::Map::new(),
+                    opsdeck::model::Trigger::Manual,
+                )
                 .await
                 .expect("start");
             host.wait(id).await.expect("wait");
         }
-        let id = backend
-            .start_run(StartRun {
-                pipeline: "checkout-etl".into(),
-                ..StartRun::default()
-            })
+        let id = host
+            .start_run(
+                "checkout-etl",
+                &serde_json::Map::new(),
+                opsdeck::model::Trigger::Manual,
+            )
             .await
             .expect("start");
         host.wait(id).await.expect("wait");

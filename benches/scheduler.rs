@@ -9,10 +9,10 @@
 use std::fmt::Write as _;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use opsdeck::host::Workspace;
+use opsdeck::host::{Host, HostOptions};
 use opsdeck::model::Trigger;
 use opsdeck::runtime::spec::{self, Pipeline};
-use opsdeck::runtime::workspace::Workspace;
-use opsdeck::runtime::{Host, HostOptions};
 
 const STAGES: usize = 1_000;
 

@@ -3,11 +3,16 @@
 pub mod canary;
 pub mod cli;
 pub mod client;
+pub mod clock;
 pub mod config;
 pub mod diag;
+pub mod host;
 pub mod logging;
 pub mod model;
+pub mod net;
+pub mod rng;
 pub mod runtime;
 pub mod server;
 pub mod store;
+pub mod sync;
 pub mod tui;

@@ -284,7 +284,8 @@ pub fn triggers(m: &Metrics, now: i64, cfg: &CanaryConfig, held: &mut Held) -> V
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::canary::config::{CanaryConfig, Profile, Simulate};
+    use crate::canary::config::CanaryConfig;
+    use crate::canary::source::simulate::{Profile, Simulate};
 
     fn cfg() -> CanaryConfig {
         CanaryConfig::simulated("t", Simulate::steady(1.0, Profile::default()))

@@ -1,13 +1,15 @@
 //! `[canary.NAME]` tables of `opsdeck.toml` (and `[canary_config]` of a drill scenario), checked
 //! with locations like pipelines, with the seed runbook's values as defaults.
 
-use std::net::SocketAddr;
 use std::ops::Range;
+use std::sync::Arc;
 use std::time::Duration;
 
 use toml::de::DeTable;
 
-use crate::diag::Checker;
+use super::source::simulate::{self, Simulate};
+use super::source::{self, Source};
+use crate::diag::{Checker, suggest};
 
 /// One rollout step: the canary's weight in basis points and how long to hold it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -62,76 +64,10 @@ impl RouteKey {
     }
 }
 
-/// One version's simulated traffic.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Profile {
-    pub p50_ms: f64,
-    pub p95_ms: f64,
-    pub error_rate: f64,
-}
-
-/// From `at_s` seconds after the start on, these values replace the canary's.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Change {
-    pub at_s: u64,
-    pub p50_ms: Option<f64>,
-    pub p95_ms: Option<f64>,
-    pub error_rate: Option<f64>,
-}
-
-#[derive(Debug, Clone, PartialEq)]
-pub struct Simulate {
-    pub rps: f64,
-    pub legacy: Profile,
-    pub canary: Profile,
-    pub changes: Vec<Change>,
-    pub seed: u64,
-    /// A host that starts and finds the rollout ended starts it again (demos).
-    pub restart_ended: bool,
-}
-
-impl Simulate {
-    /// Both versions with the same profile and nothing scheduled (tests, benchmarks).
-    pub fn steady(rps: f64, profile: Profile) -> Simulate {
-        Simulate {
-            rps,
-            legacy: profile,
-            canary: profile,
-            changes: Vec::new(),
-            seed: 1,
-            restart_ended: false,
-        }
-    }
-}
-
-#[derive(Debug, Clone, PartialEq)]
-pub struct Proxy {
-    pub listen: SocketAddr,
-    pub legacy: String,
-    pub canary: String,
-}
-
-#[derive(Debug, Clone, PartialEq)]
-pub enum Source {
-    Simulate(Simulate),
-    Proxy(Proxy),
-    Ingest,
-}
-
-impl Source {
-    pub fn name(&self) -> &'static str {
-        match self {
-            Source::Simulate(_) => "simulate",
-            Source::Proxy(_) => "proxy",
-            Source::Ingest => "ingest",
-        }
-    }
-}
-
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 pub struct CanaryConfig {
     pub name: String,
-    pub source: Source,
+    pub source: Arc<dyn Source>,
     pub steps: Vec<Step>,
     pub analysis: Analysis,
     pub slo: Slo,
@@ -139,10 +75,8 @@ pub struct CanaryConfig {
     pub route: RouteKey,
 }
 
-pub const SOURCES: &[&str] = &["simulate", "proxy", "ingest"];
-const KEYS: &[&str] = &[
-    "source", "steps", "analysis", "slo", "rollback", "route", "proxy", "simulate",
-];
+/// The keys of `[canary.NAME]` besides each source's own table.
+const KEYS: &[&str] = &["source", "steps", "analysis", "slo", "rollback", "route"];
 
 impl Default for Analysis {
     fn default() -> Self {
@@ -176,16 +110,6 @@ impl Default for Rollback {
     }
 }
 
-impl Default for Profile {
-    fn default() -> Self {
-        Profile {
-            p50_ms: 60.0,
-            p95_ms: 180.0,
-            error_rate: 0.004,
-        }
-    }
-}
-
 pub fn default_steps() -> Vec<Step> {
     [
         (5, Some(300)),
@@ -207,7 +131,7 @@ impl CanaryConfig {
     pub fn simulated(name: &str, sim: Simulate) -> CanaryConfig {
         CanaryConfig {
             name: name.into(),
-            source: Source::Simulate(sim),
+            source: Arc::new(sim),
             steps: default_steps(),
             analysis: Analysis::default(),
             slo: Slo::default(),
@@ -217,13 +141,24 @@ impl CanaryConfig {
     }
 }
 
-/// Reads the canaries of a workspace's `opsdeck.toml` (none when the file does not exist).
-/// `shown` is the name problems are reported under.
-pub fn load_file(
-    path: &std::path::Path,
-    shown: &str,
-) -> Result<Vec<CanaryConfig>, Vec<crate::diag::Diagnostic>> {
-    crate::diag::check_file(path, shown, Vec::new(), parse_all)
+/// The canary named `name` among `configs`, or a sentence with the valid choices.
+pub fn find(configs: &[Arc<CanaryConfig>], name: &str) -> Result<Arc<CanaryConfig>, String> {
+    if let Some(c) = configs.iter().find(|c| c.name == name) {
+        return Ok(c.clone());
+    }
+    let names: Vec<&str> = configs.iter().map(|c| c.name.as_str()).collect();
+    if names.is_empty() {
+        return Err(format!(
+            "there is no canary `{name}`: this workspace defines none (add a [canary.NAME] table to opsdeck.toml)"
+        ));
+    }
+    let hint = suggest(name, &names)
+        .map(|s| format!(" (did you mean `{s}`?)"))
+        .unwrap_or_default();
+    Err(format!(
+        "there is no canary `{name}`{hint}; canaries: {}",
+        names.join(", ")
+    ))
 }
 
 /// Checks every `[canary.NAME]` table under `root` (the whole `opsdeck.toml`).
@@ -271,18 +206,25 @@ pub fn parse_one(
     needs_source: bool,
 ) -> Option<CanaryConfig> {
     let before = c.problem_count();
-    c.known_keys(t, KEYS, ctx);
-    let source_name = match c.str(t, "source", ctx) {
-        Some((s, _)) if SOURCES.contains(&s) => s.to_string(),
+    let known: Vec<&str> = KEYS
+        .iter()
+        .copied()
+        .chain(source::KINDS.iter().filter_map(|k| k.table))
+        .collect();
+    c.known_keys(t, &known, ctx);
+    let kind = match c.str(t, "source", ctx) {
         Some((s, sspan)) => {
-            c.error(
-                &sspan,
-                format!(
-                    "`source` in {ctx} is `{s}`; valid sources: {}",
-                    SOURCES.join(", ")
-                ),
-            );
-            return None;
+            let Some(kind) = source::kind(s) else {
+                c.error(
+                    &sspan,
+                    format!(
+                        "`source` in {ctx} is `{s}`; valid sources: {}",
+                        source::names().join(", ")
+                    ),
+                );
+                return None;
+            };
+            kind
         }
         None if needs_source => {
             if crate::diag::get(t, "source").is_none() {
@@ -290,37 +232,18 @@ pub fn parse_one(
             }
             return None;
         }
-        None => "simulate".into(),
+        None => &simulate::KIND,
     };
     let steps = steps(c, t, ctx);
     let analysis = analysis(c, t, ctx);
     let slo = slo(c, t, ctx);
     let rollback = rollback(c, t, ctx);
     let route = route(c, t, ctx);
-    let source = match source_name.as_str() {
-        "proxy" => {
-            let Some((pt, _)) = c.table(t, "proxy", ctx) else {
-                c.missing(span, "proxy", &format!("{ctx} with source = \"proxy\""));
-                return None;
-            };
-            proxy(c, pt, span, &format!("`proxy` of {ctx}"))?
-        }
-        "ingest" => Source::Ingest,
-        _ => {
-            let sim = match c.table(t, "simulate", ctx) {
-                Some((st, _)) => simulate(c, st, &format!("`simulate` of {ctx}")),
-                None => Simulate {
-                    rps: 50.0,
-                    legacy: Profile::default(),
-                    canary: Profile::default(),
-                    changes: Vec::new(),
-                    seed: 1,
-                    restart_ended: false,
-                },
-            };
-            Source::Simulate(sim)
-        }
-    };
+    let own = kind
+        .table
+        .and_then(|key| c.table(t, key, ctx))
+        .map(|(table, _)| table);
+    let source = (kind.parse)(c, own, span, ctx)?;
     if c.problem_count() > before {
         return None;
     }
@@ -514,136 +437,6 @@ fn route(c: &mut Checker<'_>, t: &DeTable<'_>, ctx: &str) -> Option<RouteKey> {
     parsed
 }
 
-fn proxy(c: &mut Checker<'_>, t: &DeTable<'_>, span: &Range<usize>, ctx: &str) -> Option<Source> {
-    c.known_keys(t, &["listen", "legacy", "canary"], ctx);
-    let listen = match c.str(t, "listen", ctx) {
-        Some((s, sspan)) => match s.parse::<SocketAddr>() {
-            Ok(a) => Some(a),
-            Err(_) => {
-                c.error(
-                    &sspan,
-                    format!("`listen` in {ctx} is `{s}`; write an address like 127.0.0.1:8080"),
-                );
-                None
-            }
-        },
-        None => {
-            c.missing(span, "listen", ctx);
-            None
-        }
-    };
-    let url = |key: &str, c: &mut Checker<'_>| match c.str(t, key, ctx) {
-        Some((s, sspan)) => {
-            if reqwest::Url::parse(s).is_ok_and(|u| matches!(u.scheme(), "http" | "https")) {
-                Some(s.trim_end_matches('/').to_string())
-            } else {
-                c.error(
-                    &sspan,
-                    format!("`{key}` in {ctx} is `{s}`; write an http:// or https:// URL"),
-                );
-                None
-            }
-        }
-        None => {
-            c.missing(span, key, ctx);
-            None
-        }
-    };
-    let legacy = url("legacy", c);
-    let canary = url("canary", c);
-    Some(Source::Proxy(Proxy {
-        listen: listen?,
-        legacy: legacy?,
-        canary: canary?,
-    }))
-}
-
-/// A version's profile table; `base` supplies keys left out.
-pub fn profile(c: &mut Checker<'_>, t: &DeTable<'_>, ctx: &str, base: Profile) -> Profile {
-    c.known_keys(t, &["p50_ms", "p95_ms", "error_rate"], ctx);
-    let mut p = base;
-    if let Some((x, _)) = c.number(t, "p50_ms", ctx, 0.0, 600_000.0) {
-        p.p50_ms = x;
-    }
-    if let Some((x, span)) = c.number(t, "p95_ms", ctx, 0.0, 600_000.0) {
-        if x < p.p50_ms {
-            c.error(&span, format!("`p95_ms` in {ctx} is below `p50_ms`; the 95th percentile is at least the median"));
-        }
-        p.p95_ms = x;
-    }
-    if let Some((x, _)) = c.number(t, "error_rate", ctx, 0.0, 1.0) {
-        p.error_rate = x;
-    }
-    p
-}
-
-/// Changes to the canary's profile over time (`change` arrays of tables).
-pub fn changes(c: &mut Checker<'_>, t: &DeTable<'_>, ctx: &str) -> Vec<Change> {
-    let Some(v) = crate::diag::get(t, "change") else {
-        return Vec::new();
-    };
-    let toml::de::DeValue::Array(items) = v.get_ref() else {
-        c.error(
-            &v.span(),
-            format!("`change` in {ctx} must be an array of tables ([[...change]])"),
-        );
-        return Vec::new();
-    };
-    let mut out = Vec::new();
-    for (i, item) in items.iter().enumerate() {
-        let cctx = format!("change {} of {ctx}", i + 1);
-        let toml::de::DeValue::Table(ct) = item.get_ref() else {
-            c.error(&item.span(), format!("{cctx} must be a table"));
-            continue;
-        };
-        c.known_keys(ct, &["at", "p50_ms", "p95_ms", "error_rate"], &cctx);
-        let Some((at, _)) = c.duration(ct, "at", &cctx, Duration::ZERO) else {
-            if crate::diag::get(ct, "at").is_none() {
-                c.missing(&item.span(), "at", &cctx);
-            }
-            continue;
-        };
-        out.push(Change {
-            at_s: at.as_secs(),
-            p50_ms: c.number(ct, "p50_ms", &cctx, 0.0, 600_000.0).map(|x| x.0),
-            p95_ms: c.number(ct, "p95_ms", &cctx, 0.0, 600_000.0).map(|x| x.0),
-            error_rate: c.number(ct, "error_rate", &cctx, 0.0, 1.0).map(|x| x.0),
-        });
-    }
-    out.sort_by_key(|ch| ch.at_s);
-    out
-}
-
-fn simulate(c: &mut Checker<'_>, t: &DeTable<'_>, ctx: &str) -> Simulate {
-    c.known_keys(
-        t,
-        &["rps", "legacy", "canary", "change", "seed", "restart_ended"],
-        ctx,
-    );
-    let rps = c
-        .number(t, "rps", ctx, 0.0, 1_000_000.0)
-        .map_or(50.0, |x| x.0);
-    let legacy = c
-        .table(t, "legacy", ctx)
-        .map_or_else(Profile::default, |(lt, _)| {
-            profile(c, lt, &format!("`legacy` of {ctx}"), Profile::default())
-        });
-    let canary = c.table(t, "canary", ctx).map_or(legacy, |(ct, _)| {
-        profile(c, ct, &format!("`canary` of {ctx}"), legacy)
-    });
-    let changes = changes(c, t, ctx);
-    let seed = c.int(t, "seed", ctx, 0, i64::MAX).map_or(1, |x| x.0 as u64);
-    let restart_ended = c.bool(t, "restart_ended", ctx).is_some_and(|x| x.0);
-    Simulate {
-        rps,
-        legacy,
-        canary,
-        changes,
-        seed,
-        restart_ended,
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -679,7 +472,7 @@ simulate = { rps = 50, legacy = { p50_ms = 60, p95_ms = 180, error_rate = 0.004 
         assert_eq!(c.route, RouteKey::Header("x-user-id".into()));
         let minimal = check("[canary.a]\nsource = \"ingest\"\n").unwrap();
         assert_eq!(minimal[0].steps, c.steps);
-        assert_eq!(minimal[0].source, Source::Ingest);
+        assert_eq!(minimal[0].source.name(), "ingest");
     }
 
     #[test]

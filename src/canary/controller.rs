@@ -17,7 +17,7 @@ use crate::model::{
 };
 
 /// Who automatic actions are recorded as.
-pub const AUTOMATIC: &str = "opsdeck";
+pub const AUTOMATIC: &str = crate::model::AUTOMATIC_ACTOR;
 
 /// What survives a restart.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -236,25 +236,13 @@ impl Controller {
         now: i64,
         m: &mut Metrics,
     ) -> Result<ActionRecord, Refused> {
-        let state = self.st.state;
-        let name = &self.cfg.name;
-        let ended = || {
-            Refused(format!(
-                "canary {name} is {state}; `restart` starts it again from the first step"
-            ))
-        };
+        if let Some(why) = action.refusal(&self.cfg.name, self.st.state) {
+            return Err(Refused(why));
+        }
         let outcome = |what: &str| Some(format!("{what} by {actor}: {reason}"));
         let rec = match action {
-            CanaryAction::Promote => {
-                if state.is_final() {
-                    return Err(ended());
-                }
-                self.advance(actor, reason, now, m)
-            }
+            CanaryAction::Promote => self.advance(actor, reason, now, m),
             CanaryAction::PromoteFull => {
-                if state.is_final() {
-                    return Err(ended());
-                }
                 let last = self.cfg.steps.len() - 1;
                 let o = outcome("promoted");
                 self.transition("promote_full", actor, reason, now, m, |s| {
@@ -265,39 +253,15 @@ impl Controller {
                     s.outcome = o;
                 })
             }
-            CanaryAction::Pause => match state {
-                CanaryState::Progressing => self.transition("pause", actor, reason, now, m, |s| {
-                    s.state = CanaryState::Paused;
-                }),
-                CanaryState::Paused => {
-                    return Err(Refused(format!(
-                        "canary {name} is already paused; `resume` continues it"
-                    )));
-                }
-                _ => return Err(ended()),
-            },
-            CanaryAction::Resume => match state {
-                CanaryState::Paused => self.transition("resume", actor, reason, now, m, |s| {
-                    s.state = CanaryState::Progressing;
-                    // The pause starts again: the step must hold its weight for its whole pause.
-                    s.step_started_at = now;
-                }),
-                CanaryState::Progressing => {
-                    return Err(Refused(format!(
-                        "canary {name} is not paused; it is progressing"
-                    )));
-                }
-                _ => return Err(ended()),
-            },
+            CanaryAction::Pause => self.transition("pause", actor, reason, now, m, |s| {
+                s.state = CanaryState::Paused;
+            }),
+            CanaryAction::Resume => self.transition("resume", actor, reason, now, m, |s| {
+                s.state = CanaryState::Progressing;
+                // The pause starts again: the step must hold its weight for its whole pause.
+                s.step_started_at = now;
+            }),
             CanaryAction::SetWeight(w) => {
-                if w > 100 {
-                    return Err(Refused(format!(
-                        "a weight is a percentage from 0 to 100, not {w}"
-                    )));
-                }
-                if state.is_final() {
-                    return Err(ended());
-                }
                 self.transition("set_weight", actor, reason, now, m, |s| {
                     s.weight_bp = w * 100;
                     s.state = CanaryState::Paused;
@@ -305,11 +269,6 @@ impl Controller {
                 })
             }
             CanaryAction::Rollback => {
-                if matches!(state, CanaryState::RolledBack | CanaryState::Aborted) {
-                    return Err(Refused(format!(
-                        "canary {name} is already {state}: all traffic is on legacy"
-                    )));
-                }
                 let o = outcome("rolled back");
                 self.stop(
                     "rollback",
@@ -321,28 +280,27 @@ impl Controller {
                 )
             }
             CanaryAction::Abort => {
-                if state.is_final() {
-                    return Err(ended());
-                }
                 let o = outcome("aborted");
                 self.stop("abort", CanaryState::Aborted, o, (actor, reason), now, m)
             }
-            CanaryAction::Restart => {
-                let first = self.cfg.steps[0].weight_bp;
-                let rec = self.transition("restart", actor, reason, now, m, |s| {
-                    s.state = CanaryState::Progressing;
-                    s.step = 0;
-                    s.weight_bp = first;
-                    s.started_at = now;
-                    s.step_started_at = now;
-                    s.outcome = None;
-                });
-                m.reset_epoch(now);
-                self.held = Held::default();
-                rec
-            }
+            CanaryAction::Restart => self.restart(actor, reason, now, m),
         };
         Ok(rec)
+    }
+
+    fn restart(&mut self, actor: &str, reason: &str, now: i64, m: &mut Metrics) -> ActionRecord {
+        let first = self.cfg.steps[0].weight_bp;
+        let rec = self.transition("restart", actor, reason, now, m, |s| {
+            s.state = CanaryState::Progressing;
+            s.step = 0;
+            s.weight_bp = first;
+            s.started_at = now;
+            s.step_started_at = now;
+            s.outcome = None;
+        });
+        m.reset_epoch(now);
+        self.held = Held::default();
+        rec
     }
 
     /// Everything about the rollout now.
@@ -381,7 +339,7 @@ impl Controller {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::canary::config::{Profile, Simulate};
+    use crate::canary::source::simulate::{Profile, Simulate};
 
     fn ctl() -> (Controller, Metrics) {
         let cfg = CanaryConfig::simulated("api", Simulate::steady(1.0, Profile::default()));

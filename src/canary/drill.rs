@@ -9,14 +9,14 @@ use std::time::Duration;
 use serde::Serialize;
 
 use super::Rollout;
-use super::config::{self, CanaryConfig, Change, Profile, Simulate};
-use super::simulate::{Traffic, canary_at};
+use super::config::{self, CanaryConfig};
+use super::source::simulate::{self, Change, Profile, Simulate, Traffic, canary_at};
 use crate::diag::{Checker, Diagnostic};
 use crate::model::CanaryState;
 use toml::de::DeTable;
 
 /// A scenario file.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 pub struct Scenario {
     pub duration_s: u64,
     pub rps: f64,
@@ -110,14 +110,14 @@ fn scenario(c: &mut Checker<'_>, root: &DeTable<'_>) -> Option<Scenario> {
     let legacy = c
         .table(root, "legacy", "the file")
         .map_or_else(Profile::default, |(t, _)| {
-            config::profile(c, t, "[legacy]", Profile::default())
+            simulate::profile(c, t, "[legacy]", Profile::default())
         });
     let (canary, changes) = match c.table(root, "canary", "the file") {
         Some((t, _)) => {
             let mut scratch = t.clone();
             scratch.remove("change");
-            let p = config::profile(c, &scratch, "[canary]", legacy);
-            (p, config::changes(c, t, "[canary]"))
+            let p = simulate::profile(c, &scratch, "[canary]", legacy);
+            (p, simulate::changes(c, t, "[canary]"))
         }
         None => (legacy, Vec::new()),
     };
@@ -134,7 +134,7 @@ fn scenario(c: &mut Checker<'_>, root: &DeTable<'_>) -> Option<Scenario> {
             let mut t = t.clone();
             t.remove("source");
             config::parse_one(c, "drill", &t, &span, "[canary_config]", false).map(|mut cfg| {
-                cfg.source = config::Source::Simulate(sim.clone());
+                cfg.source = Arc::new(sim.clone());
                 cfg
             })
         }
@@ -182,7 +182,7 @@ pub fn run(s: &Scenario, seed: u64) -> DrillResult {
     };
     for t in 0..s.duration_s {
         let sec = t as i64;
-        let got = traffic.second(&mut rollout, sec, t);
+        let got = traffic.run_second(&mut rollout, sec, t);
         out.canary_requests += got.canary_requests;
         out.canary_errors += got.canary_errors;
         if violates(&cfg, &s.legacy, &canary_at(s.canary, &s.changes, t)) {

@@ -1,26 +1,27 @@
 //! Canary rollouts: the router, per-second metrics, anytime-valid analysis, the controller,
-//! traffic sources, and drills. A [`Rollout`] ties one canary's parts together; live hosts and
-//! drills drive the same `Rollout`, so a drill exercises exactly the code that guards traffic.
+//! metric sources, drills, and the service that runs a host's canaries. A [`Rollout`] ties one
+//! canary's parts together; live hosts and drills drive the same `Rollout`, so a drill
+//! exercises exactly the code that guards traffic. Knows nothing of pipelines.
 
 pub mod analysis;
 pub mod config;
 pub mod controller;
 pub mod drill;
-pub mod live;
 pub mod metrics;
-pub mod proxy;
 pub mod router;
-pub mod simulate;
+pub mod service;
+pub mod source;
 pub mod stats;
 
 use std::sync::Arc;
 
 use crate::model::{ActionRecord, CanaryAction, CanaryStatus, SeriesPoint, Version, VersionPoint};
-use crate::runtime::rng::Rng;
+use crate::rng::Rng;
 pub use config::CanaryConfig;
 pub use controller::{Controller, Persisted, Refused};
 use metrics::{Metrics, Totals};
 use router::Route;
+pub use service::{CanaryError, CanaryService, Deps};
 
 /// Seconds of one-second buckets kept at least (the 5-minute chart and the trigger windows).
 const MIN_FINE_S: i64 = 300;

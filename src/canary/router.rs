@@ -1,9 +1,9 @@
 //! The traffic split: `stable_hash(route key) % 10_000 < weight in basis points` goes to the
-//! canary. The hash is fixed forever (see `runtime::rng`), so a user gets the same version in
+//! canary. The hash is fixed forever (see `crate::rng`), so a user gets the same version in
 //! every process and release, and raising the weight only ever adds users to the canary.
 
 use crate::model::Version;
-use crate::runtime::rng::{Rng, stable_hash};
+use crate::rng::{Rng, stable_hash};
 
 /// 100% in basis points.
 pub const FULL: u32 = 10_000;

@@ -158,7 +158,7 @@ pub fn quantile_ranks(n: u64, p: f64, alpha: f64) -> (u64, u64) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::runtime::rng::Rng;
+    use crate::rng::Rng;
 
     #[test]
     fn ln_gamma_matches_known_values() {

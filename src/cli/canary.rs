@@ -7,12 +7,13 @@ use std::fmt::Write as _;
 use clap::{Args, Subcommand};
 
 use super::output::{Table, print_json, short, took};
-use super::run::with_host;
-use super::{Cli, CliError, CliResult, EXIT_OK, open_workspace, reader, served};
-use crate::canary::live::saved_statuses;
-use crate::client::{Backend, Remote};
-use crate::model::{CanaryAction, CanaryState, CanaryStatus, Verdict};
-use crate::runtime::workspace::Workspace;
+use super::{
+    Cli, CliError, CliResult, EXIT_OK, command, open_workspace, reader, served, with_backend,
+};
+use crate::canary::service::saved_statuses;
+use crate::client::Backend;
+use crate::host::Workspace;
+use crate::model::{CanaryAction, CanaryState, CanaryStatus, Command, Outcome, Verdict};
 
 #[derive(Debug, Subcommand)]
 pub enum CanaryCommand {
@@ -68,14 +69,6 @@ fn parse_percent(s: &str) -> Result<u32, String> {
             "`{s}` is not a weight; give a whole percentage from 0 to 100, like 25"
         )),
     }
-}
-
-/// Who a command-line action is recorded as.
-fn actor() -> String {
-    let user = std::env::var("USER")
-        .or_else(|_| std::env::var("LOGNAME"))
-        .unwrap_or_else(|_| "unknown".into());
-    format!("cli:{user}")
 }
 
 fn statuses(ws: &Workspace) -> Result<Vec<CanaryStatus>, CliError> {
@@ -255,18 +248,32 @@ fn action_of(cmd: &CanaryCommand) -> Option<(&str, CanaryAction, &str)> {
     })
 }
 
-/// One canary action through a served runtime's API.
-async fn act_remote(remote: &Remote, name: &str, action: CanaryAction, reason: &str) -> CliResult {
-    let rec = remote.canary_act(name, action, reason).await?;
+/// One canary action down the host's control path; `via` names a serving host's address.
+async fn act(
+    b: &dyn Backend,
+    via: Option<&str>,
+    name: &str,
+    action: CanaryAction,
+    reason: &str,
+) -> CliResult {
+    let cmd = Command::Canary {
+        canary: name.to_string(),
+        action,
+    };
+    let Outcome::Canary { record: rec, .. } = command(b, cmd, reason).await? else {
+        return Err(CliError::failed(
+            "the host did not answer with the action it took",
+        ));
+    };
+    let via = via.map(|v| format!(" via {v}")).unwrap_or_default();
     say!(
-        "canary {name}: {} -> {}, weight {}% -> {}% ({} by {} via {})",
+        "canary {name}: {} -> {}, weight {}% -> {}% ({} by {}{via})",
         rec.state_before,
         rec.state_after,
         rec.weight_before,
         rec.weight_after,
         rec.action,
-        rec.actor,
-        remote.base()
+        rec.actor
     )?;
     Ok(EXIT_OK)
 }
@@ -286,7 +293,9 @@ pub async fn run(cli: &Cli, cmd: &CanaryCommand) -> CliResult {
                 print_status(s, *json)
             }
             _ => match action_of(cmd) {
-                Some((name, action, reason)) => act_remote(&remote, name, action, reason).await,
+                Some((name, action, reason)) => {
+                    act(&remote, Some(remote.base()), name, action, reason).await
+                }
                 None => Ok(EXIT_OK),
             },
         };
@@ -316,27 +325,14 @@ pub async fn run(cli: &Cli, cmd: &CanaryCommand) -> CliResult {
     ws.canary(&name).map_err(CliError::bad_input)?;
     // A host that serves the API takes the action itself, so it works during an incident
     // while `opsdeck serve` holds the workspace.
-    if let Some(remote) = served(cli, Some(&ws))? {
-        return act_remote(&remote, &name, action, &reason).await;
-    }
-    let command = format!("opsdeck canary {} {name}", action.name().replace('_', "-"));
-    with_host(
-        ws,
-        command,
+    let base = served(cli, Some(&ws))?.map(|r| r.base().to_string());
+    let verb = action.name().replace('_', "-");
+    with_backend(
+        cli,
+        Some(ws),
+        format!("opsdeck canary {verb} {name}"),
         &format!("cannot {} canary {name}", action.name().replace('_', " ")),
-        async move |host| {
-            let rec = host.canary_act(&name, action, &actor(), &reason).await?;
-            say!(
-                "canary {name}: {} -> {}, weight {}% -> {}% ({} by {})",
-                rec.state_before,
-                rec.state_after,
-                rec.weight_before,
-                rec.weight_after,
-                rec.action,
-                rec.actor
-            )?;
-            Ok(EXIT_OK)
-        },
+        async move |b| act(b, base.as_deref(), &name, action, &reason).await,
     )
     .await
 }

@@ -11,7 +11,7 @@ use super::serve::{check_problems, stop_signal};
 use super::{Cli, CliError, CliResult, EXIT_OK, open_workspace_from};
 use crate::client::Embedded;
 use crate::config::{Settings, user_dir};
-use crate::runtime::{Host, HostOptions};
+use crate::host::{Host, HostOptions};
 use crate::tui::app::Config;
 use crate::tui::keymap::Keymap;
 use crate::tui::theme::{ColorDepth, Theme};
@@ -133,7 +133,7 @@ pub async fn run(cli: &Cli) -> CliResult {
     check_problems(&ws)?;
     // Checked even when it will not be used, so a broken theme or keymap is found early.
     let mut config = dashboard_config(cli, &ws.settings)?;
-    if source == crate::runtime::workspace::Source::Demo {
+    if source == crate::host::workspace::Source::Demo {
         config.label = Some("demo".into());
     }
     config.read_only = cli.read_only;

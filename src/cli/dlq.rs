@@ -6,10 +6,11 @@ use clap::Subcommand;
 use super::output::{Table, print_json, short, took};
 use super::run::follow;
 use super::{
-    Cli, CliError, CliResult, EXIT_OK, open_workspace, parse_dlq_id, reader, served, with_backend,
+    Cli, CliError, CliResult, EXIT_OK, command, open_workspace, parse_dlq_id, reader, served,
+    with_backend,
 };
 use crate::client::Backend;
-use crate::model::DlqId;
+use crate::model::{Command, DlqId, Outcome};
 
 #[derive(Debug, Subcommand)]
 pub enum DlqCommand {
@@ -24,13 +25,16 @@ pub enum DlqCommand {
         id: DlqId,
         #[arg(long)]
         json: bool,
+        /// Why, for the audit log
+        #[arg(long)]
+        reason: String,
     },
     /// Remove the entry; its run stays failed
     Discard {
         #[arg(value_parser = parse_dlq_id)]
         id: DlqId,
-        /// Why, for the event log
-        #[arg(long, default_value = "discarded from the command line")]
+        /// Why, for the audit log
+        #[arg(long)]
         reason: String,
     },
 }
@@ -77,7 +81,7 @@ pub async fn run(cli: &Cli, cmd: &DlqCommand) -> CliResult {
             }
             Ok(EXIT_OK)
         }
-        DlqCommand::Requeue { id, json } => {
+        DlqCommand::Requeue { id, json, reason } => {
             let (id, json) = (*id, *json);
             with_backend(
                 cli,
@@ -86,10 +90,13 @@ pub async fn run(cli: &Cli, cmd: &DlqCommand) -> CliResult {
                 &format!("cannot requeue dead-letter entry {id}"),
                 async move |b| {
                     let since = b.overview().await?.last_seq;
-                    let run = b.requeue(id, "requeued from the command line").await?;
+                    let outcome = command(b, Command::Requeue { entry: id }, reason).await?;
                     if !json {
-                        say!("dead-letter entry {id} requeued into run {run}")?;
+                        say!("{}", outcome.message())?;
                     }
+                    let run = outcome.run().ok_or_else(|| {
+                        CliError::failed("the host did not say which run it requeued into")
+                    })?;
                     follow(b, since, run, json).await
                 },
             )
@@ -103,15 +110,10 @@ pub async fn run(cli: &Cli, cmd: &DlqCommand) -> CliResult {
                 format!("opsdeck dlq discard {id}"),
                 &format!("cannot discard dead-letter entry {id}"),
                 async move |b| {
-                    let run = b
-                        .dlq()
-                        .await?
-                        .into_iter()
-                        .find(|e| e.id == id)
-                        .map(|e| e.run_id);
-                    b.discard(id, reason).await?;
-                    let whose = run.map_or_else(|| "its run".to_string(), |r| format!("run {r}"));
-                    say!("dead-letter entry {id} discarded; {whose} stays failed")?;
+                    let outcome = command(b, Command::Discard { entry: id }, reason).await?;
+                    if let Outcome::Discarded { .. } = outcome {
+                        say!("{}", outcome.message())?;
+                    }
                     Ok(EXIT_OK)
                 },
             )

@@ -12,6 +12,7 @@ macro_rules! say_raw {
     ($($arg:tt)*) => { $crate::cli::output::emit(&format!($($arg)*)) };
 }
 
+mod audit;
 mod canary;
 mod dashboard;
 mod dlq;
@@ -29,10 +30,11 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 
+use crate::client::Backend;
+use crate::host::workspace::{self, Workspace, WorkspaceError};
 use crate::logging;
-use crate::model::{DlqId, RunId, RunStatus};
-use crate::runtime::workspace::{self, Workspace, WorkspaceError};
-use crate::runtime::{self, RuntimeError};
+use crate::model::{Command as Cmd, DlqId, Outcome, RunId, RunStatus, Via};
+use crate::runtime::RuntimeError;
 
 /// Exit codes: 0 success, 1 the work failed or could not be done now, 2 bad input.
 pub const EXIT_OK: u8 = 0;
@@ -107,6 +109,8 @@ pub enum Command {
     Token(token::TokenCommand),
     /// Run a canary scenario on a virtual clock and report the outcome (JSON with --json)
     Drill(drill::DrillArgs),
+    /// The audit log, newest first: every command, done or refused, with who, how and why
+    Audit(audit::AuditArgs),
 }
 
 /// Arguments shared by commands that print a run or a list.
@@ -195,7 +199,7 @@ pub fn served(
     let url = match (&cli.remote, ws) {
         (Some(url), _) => Some(url.clone()),
         (None, Some(ws)) => {
-            runtime::lock::HostLock::holder(&ws.state_dir()).and_then(|h| h.address)
+            crate::host::lock::HostLock::holder(&ws.state_dir()).and_then(|h| h.address)
         }
         (None, None) => None,
     };
@@ -297,7 +301,13 @@ pub fn open_workspace(
 
 /// Opens a read connection on a workspace, usable whether or not another process hosts it.
 pub fn reader(ws: &Workspace) -> Result<crate::store::Reader, CliError> {
-    runtime::open_reader(ws).map_err(CliError::from)
+    crate::host::open_reader(ws).map_err(CliError::from)
+}
+
+/// Sends one command down the host's control path as the person at this terminal.
+pub async fn command(b: &dyn Backend, cmd: Cmd, reason: &str) -> Result<Outcome, CliError> {
+    let actor = crate::client::local_actor(Via::Cli);
+    Ok(b.control(cmd, &actor, reason).await?)
 }
 
 pub fn parse_run_id(s: &str) -> Result<RunId, String> {
@@ -322,6 +332,7 @@ pub async fn dispatch(cli: Cli) -> u8 {
         Some(Command::Canary(cmd)) => canary::run(&cli, cmd).await,
         Some(Command::Drill(args)) => drill::run(args),
         Some(Command::Token(cmd)) => token::run(cmd),
+        Some(Command::Audit(args)) => audit::run(&cli, args).await,
         None => dashboard::run(&cli).await,
     };
     match result {

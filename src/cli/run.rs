@@ -4,11 +4,13 @@ use clap::Args;
 use futures::StreamExt;
 
 use super::output::{print_json, progress_line, took};
-use super::{Cli, CliError, CliResult, EXIT_INTERRUPTED, exit_for, open_workspace, with_backend};
+use super::{
+    Cli, CliError, CliResult, EXIT_INTERRUPTED, command, exit_for, open_workspace, with_backend,
+};
 use crate::client::{Backend, StreamItem};
-use crate::model::{Event, EventKind, RunId, StartRun};
-use crate::runtime::workspace::Workspace;
-use crate::runtime::{Host, HostOptions, RuntimeError};
+use crate::host::{Host, HostOptions, Workspace};
+use crate::model::{Command, Event, EventKind, Outcome, RunId, StartRun};
+use crate::runtime::RuntimeError;
 
 #[derive(Debug, Args)]
 pub struct RunArgs {
@@ -20,6 +22,9 @@ pub struct RunArgs {
     /// Print the finished run as JSON on stdout instead of progress lines
     #[arg(long)]
     pub json: bool,
+    /// Why, for the audit log
+    #[arg(long, default_value = "")]
+    pub reason: String,
 }
 
 fn parse_param(s: &str) -> Result<(String, String), String> {
@@ -74,7 +79,7 @@ pub async fn run(cli: &Cli, args: &RunArgs) -> CliResult {
         let params = crate::runtime::spec::params_from_text(&p.name, &p.params, &args.params)
             .map_err(CliError::bad_input)?;
         let (name, json) = (p.name.clone(), args.json);
-        return start_and_follow(&remote, name, params, json).await;
+        return start_and_follow(&remote, name, params, json, &args.reason).await;
     }
     let (ws, _log) = open_workspace(cli, true, false)?;
     let pipeline = ws.pipeline(&args.pipeline).map_err(CliError::bad_input)?;
@@ -82,13 +87,13 @@ pub async fn run(cli: &Cli, args: &RunArgs) -> CliResult {
         .params_from_text(&args.params)
         .map_err(CliError::bad_input)?;
     let command = format!("opsdeck run {}", args.pipeline);
-    let json = args.json;
+    let (json, reason) = (args.json, args.reason.as_str());
     with_backend(
         cli,
         Some(ws),
         command,
         &format!("cannot run `{}`", args.pipeline),
-        async move |b| start_and_follow(b, pipeline.name.clone(), params, json).await,
+        async move |b| start_and_follow(b, pipeline.name.clone(), params, json, reason).await,
     )
     .await
 }
@@ -99,14 +104,18 @@ async fn start_and_follow(
     pipeline: String,
     params: serde_json::Map<String, serde_json::Value>,
     json: bool,
+    reason: &str,
 ) -> CliResult {
     let since = b.overview().await?.last_seq;
-    let id = b
-        .start_run(StartRun {
-            pipeline: pipeline.clone(),
-            params,
-        })
-        .await?;
+    let start = Command::StartRun(StartRun {
+        pipeline: pipeline.clone(),
+        params,
+    });
+    let Outcome::RunStarted { run: id } = command(b, start, reason).await? else {
+        return Err(CliError::failed(
+            "the host did not say which run it started",
+        ));
+    };
     if !json {
         say!("run {id} of `{pipeline}` started")?;
     }
@@ -135,7 +144,7 @@ pub async fn follow(b: &dyn Backend, since: u64, id: RunId, json: bool) -> CliRe
             },
             _ = tokio::signal::ctrl_c(), if !interrupted => {
                 interrupted = true;
-                b.cancel_run(id, "cancelled from the terminal (Ctrl-C)").await?;
+                command(b, Command::CancelRun { run: id }, "cancelled from the terminal (Ctrl-C)").await?;
             }
         }
     }

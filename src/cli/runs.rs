@@ -5,10 +5,12 @@ use clap::{Args, Subcommand};
 use super::output::{Table, print_json, runs_table, short, stage_symbol, took, when};
 use super::run::follow;
 use super::{
-    Cli, CliError, CliResult, EXIT_OK, open_workspace, parse_run_id, reader, served, with_backend,
+    Cli, CliError, CliResult, EXIT_OK, command, open_workspace, parse_run_id, reader, served,
+    with_backend,
 };
 use crate::client::Backend;
-use crate::model::{RunId, RunQuery, RunStatus};
+use crate::host::Workspace;
+use crate::model::{Command, RunId, RunQuery, RunStatus};
 
 #[derive(Debug, Args)]
 #[command(args_conflicts_with_subcommands = true)]
@@ -53,6 +55,9 @@ pub enum RunsCommand {
         id: RunId,
         #[arg(long)]
         json: bool,
+        /// Why, for the audit log
+        #[arg(long, default_value = "")]
+        reason: String,
     },
     /// Re-run a failed or cancelled run from its failed stages, keeping what succeeded
     Retry {
@@ -60,13 +65,16 @@ pub enum RunsCommand {
         id: RunId,
         #[arg(long)]
         json: bool,
+        /// Why, for the audit log
+        #[arg(long)]
+        reason: String,
     },
-    /// Cancel a pending or interrupted run
+    /// Cancel a run: attempts in flight are killed, stages not started are skipped
     Cancel {
         #[arg(value_parser = parse_run_id)]
         id: RunId,
-        /// Why, for the event log
-        #[arg(long, default_value = "cancelled from the command line")]
+        /// Why, for the audit log
+        #[arg(long)]
         reason: String,
     },
 }
@@ -107,65 +115,43 @@ pub async fn run(cli: &Cli, args: &RunsArgs) -> CliResult {
 }
 
 /// Resume, retry and cancel: through the served runtime if there is one, else hosted here.
-async fn control(
-    cli: &Cli,
-    ws: Option<crate::runtime::workspace::Workspace>,
-    args: &RunsArgs,
-) -> CliResult {
-    match &args.command {
-        Some(RunsCommand::Resume { id, json }) => {
-            let (id, json) = (*id, *json);
-            with_backend(
-                cli,
-                ws,
-                format!("opsdeck runs resume {id}"),
-                &format!("cannot resume run {id}"),
-                async move |b| {
-                    let since = b.overview().await?.last_seq;
-                    b.resume_run(id).await?;
-                    if !json {
-                        say!("run {id} resumed")?;
-                    }
-                    follow(b, since, id, json).await
-                },
-            )
-            .await
+async fn control(cli: &Cli, ws: Option<Workspace>, args: &RunsArgs) -> CliResult {
+    let (id, cmd, reason, follows) = match &args.command {
+        Some(RunsCommand::Resume { id, json, reason }) => {
+            (*id, Command::ResumeRun { run: *id }, reason, Some(*json))
         }
-        Some(RunsCommand::Retry { id, json }) => {
-            let (id, json) = (*id, *json);
-            with_backend(
-                cli,
-                ws,
-                format!("opsdeck runs retry {id}"),
-                &format!("cannot retry run {id}"),
-                async move |b| {
-                    let since = b.overview().await?.last_seq;
-                    b.retry_run(id, "retried from the command line").await?;
-                    if !json {
-                        say!("run {id} retrying its failed stages")?;
-                    }
-                    follow(b, since, id, json).await
-                },
-            )
-            .await
+        Some(RunsCommand::Retry { id, json, reason }) => {
+            (*id, Command::RetryRun { run: *id }, reason, Some(*json))
         }
         Some(RunsCommand::Cancel { id, reason }) => {
-            let id = *id;
-            with_backend(
-                cli,
-                ws,
-                format!("opsdeck runs cancel {id}"),
-                &format!("cannot cancel run {id}"),
-                async move |b| {
-                    b.cancel_run(id, reason).await?;
+            (*id, Command::CancelRun { run: *id }, reason, None)
+        }
+        _ => return Ok(EXIT_OK),
+    };
+    let verb = cmd.action().trim_start_matches("run.").to_string();
+    with_backend(
+        cli,
+        ws,
+        format!("opsdeck runs {verb} {id}"),
+        &format!("cannot {verb} run {id}"),
+        async move |b| {
+            let since = b.overview().await?.last_seq;
+            let outcome = command(b, cmd, reason).await?;
+            match follows {
+                Some(json) => {
+                    if !json {
+                        say!("{}", outcome.message())?;
+                    }
+                    follow(b, since, id, json).await
+                }
+                None => {
                     say!("run {id} cancelled")?;
                     Ok(EXIT_OK)
-                },
-            )
-            .await
-        }
-        _ => Ok(EXIT_OK),
-    }
+                }
+            }
+        },
+    )
+    .await
 }
 
 fn query(args: &ListArgs) -> RunQuery {
@@ -192,7 +178,7 @@ fn print_list(page: &crate::model::Page<crate::model::RunSummary>, json: bool) -
     Ok(EXIT_OK)
 }
 
-fn list(ws: &crate::runtime::workspace::Workspace, args: &ListArgs) -> CliResult {
+fn list(ws: &Workspace, args: &ListArgs) -> CliResult {
     let r = reader(ws)?;
     let page = r.runs(&query(args)).map_err(|e| CliError::failed(e.0))?;
     if page.items.is_empty()
@@ -204,7 +190,7 @@ fn list(ws: &crate::runtime::workspace::Workspace, args: &ListArgs) -> CliResult
     print_list(&page, args.json)
 }
 
-fn show(ws: &crate::runtime::workspace::Workspace, id: RunId, json: bool) -> CliResult {
+fn show(ws: &Workspace, id: RunId, json: bool) -> CliResult {
     let r = reader(ws)?;
     let run = r
         .run(id)

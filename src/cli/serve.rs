@@ -8,8 +8,7 @@ use std::net::SocketAddr;
 use clap::Args;
 
 use super::{Cli, CliError, CliResult, EXIT_OK, open_workspace};
-use crate::runtime::workspace::Workspace;
-use crate::runtime::{Host, HostOptions};
+use crate::host::{Host, HostOptions, Workspace};
 use crate::server::{self, AppState};
 
 #[derive(Debug, Args)]
@@ -64,15 +63,7 @@ pub async fn stop_signal() {
 pub async fn run(cli: &Cli, args: &ServeArgs) -> CliResult {
     let (ws, _log) = open_workspace(cli, true, true)?;
     check_problems(&ws)?;
-    let mut config = server::config::load_file(&ws.dir.join("opsdeck.toml"), "opsdeck.toml")
-        .map_err(|p| {
-            CliError::bad_input(
-                p.iter()
-                    .map(ToString::to_string)
-                    .collect::<Vec<_>>()
-                    .join("\n"),
-            )
-        })?;
+    let mut config = ws.server.clone();
     if let Some(b) = args.bind {
         config.bind = b;
     }

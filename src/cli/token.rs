@@ -6,8 +6,9 @@ use std::io::Read;
 use clap::Subcommand;
 
 use super::{CliError, CliResult, EXIT_OK};
+use crate::config::server::hex;
+use crate::model::Role;
 use crate::server::auth::sha256;
-use crate::server::config::{Role, hex};
 
 #[derive(Debug, Subcommand)]
 pub enum TokenCommand {

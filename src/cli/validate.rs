@@ -3,8 +3,8 @@
 use std::path::PathBuf;
 
 use super::{CliResult, EXIT_BAD_INPUT, EXIT_OK};
+use crate::host::workspace::OTHER_SECTIONS;
 use crate::runtime::spec;
-use crate::runtime::workspace::OTHER_SECTIONS;
 
 pub fn run(files: &[PathBuf]) -> CliResult {
     let mut bad = false;
@@ -66,10 +66,12 @@ fn settings_file(f: &std::path::Path) -> Result<bool, super::CliError> {
     };
     let src = crate::diag::SourceFile::new(shown.clone(), text);
     let mut problems = crate::config::check(&src, OTHER_SECTIONS);
-    if let Err(p) = crate::server::config::load_file(f, &shown) {
-        problems.extend(p);
-    }
-    let canaries = match crate::canary::config::load_file(f, &shown) {
+    let tables = crate::diag::check_text(&shown, src.text(), |c, root| {
+        let canaries = crate::canary::config::parse_all(c, root);
+        crate::config::server::parse(c, root);
+        canaries
+    });
+    let canaries = match tables {
         Ok(c) => c,
         Err(p) => {
             problems.extend(p);

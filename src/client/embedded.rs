@@ -6,11 +6,11 @@ use async_trait::async_trait;
 use tokio::sync::broadcast::{self, error::RecvError};
 
 use super::{Backend, EventStream, Result, StreamItem};
+use crate::host::Host;
 use crate::model::{
-    ActionRecord, ApiError, CanaryAction, CanaryStatus, DlqEntry, DlqId, ErrorCode, Event,
-    Overview, Page, Run, RunId, RunQuery, RunSummary, SeriesPoint, StageIo, StartRun, Trigger,
+    Actor, AuditQuery, AuditRecord, CanaryStatus, Command, DlqEntry, Event, Outcome, Overview,
+    Page, Run, RunId, RunQuery, RunSummary, SeriesPoint, StageIo,
 };
-use crate::runtime::{Host, RuntimeError};
 
 /// The runtime of a workspace this process hosts.
 #[derive(Clone)]
@@ -25,18 +25,6 @@ impl Embedded {
 
     pub fn host(&self) -> &Host {
         &self.host
-    }
-}
-
-impl From<RuntimeError> for ApiError {
-    fn from(e: RuntimeError) -> Self {
-        let code = match &e {
-            RuntimeError::BadInput(_) => ErrorCode::Validation,
-            RuntimeError::NotFound(_) => ErrorCode::NotFound,
-            RuntimeError::Conflict(_) | RuntimeError::Hosted(_) => ErrorCode::Conflict,
-            RuntimeError::Store(_) | RuntimeError::Io(_) => ErrorCode::Internal,
-        };
-        ApiError::new(code, e.to_string())
     }
 }
 
@@ -147,36 +135,8 @@ impl Backend for Embedded {
         Ok(self.host.stage_io(id, stage).await?)
     }
 
-    async fn start_run(&self, req: StartRun) -> Result<RunId> {
-        Ok(self
-            .host
-            .start_run(&req.pipeline, &req.params, Trigger::Manual)
-            .await?)
-    }
-
-    async fn cancel_run(&self, id: RunId, reason: &str) -> Result<()> {
-        Ok(self.host.cancel_run(id, reason).await?)
-    }
-
-    async fn resume_run(&self, id: RunId) -> Result<()> {
-        Ok(self.host.resume_run(id).await?)
-    }
-
-    async fn retry_run(&self, id: RunId, reason: &str) -> Result<()> {
-        Ok(self.host.retry_run(id, reason).await?)
-    }
-
     async fn dlq(&self) -> Result<Vec<DlqEntry>> {
         Ok(self.host.dlq().await?)
-    }
-
-    async fn requeue(&self, id: DlqId, reason: &str) -> Result<RunId> {
-        Ok(self.host.requeue(id, reason).await?)
-    }
-
-    async fn discard(&self, id: DlqId, reason: &str) -> Result<()> {
-        self.host.discard(id, reason).await?;
-        Ok(())
     }
 
     async fn canaries(&self) -> Result<Vec<CanaryStatus>> {
@@ -192,19 +152,11 @@ impl Backend for Embedded {
         Ok(self.host.canary_series(name, step_s, points)?)
     }
 
-    async fn canary_inject(&self, name: &str, fault: crate::canary::simulate::Fault) -> Result<()> {
-        Ok(self.host.canary_inject(name, fault)?)
+    async fn audit(&self, q: AuditQuery) -> Result<Vec<AuditRecord>> {
+        Ok(self.host.audit_log(q).await?)
     }
 
-    async fn canary_act(
-        &self,
-        name: &str,
-        action: CanaryAction,
-        reason: &str,
-    ) -> Result<ActionRecord> {
-        Ok(self
-            .host
-            .canary_act(name, action, "dashboard", reason)
-            .await?)
+    async fn control(&self, cmd: Command, actor: &Actor, reason: &str) -> Result<Outcome> {
+        self.host.control(cmd, actor, reason).await
     }
 }

@@ -1,6 +1,6 @@
-//! The seam between the dashboard (and, later, the CLI) and a runtime: [`Backend`]. The
-//! embedded implementation calls the runtime in-process; a remote one will speak HTTP. Both
-//! must behave the same, so the dashboard never knows which it has.
+//! The seam between the dashboard and the CLI on one side and a host on the other: [`Backend`].
+//! [`Embedded`] calls a host in this process; [`Remote`] speaks the HTTP API of
+//! `opsdeck serve`. Both pass the same behaviour suite, so a client never knows which it has.
 
 mod embedded;
 mod remote;
@@ -13,10 +13,9 @@ use futures::Stream;
 pub use embedded::Embedded;
 pub use remote::Remote;
 
-use crate::canary::simulate::Fault;
 use crate::model::{
-    ActionRecord, ApiError, CanaryAction, CanaryStatus, DlqEntry, DlqId, Event, Overview, Page,
-    Run, RunId, RunQuery, RunSummary, SeriesPoint, StageIo, StartRun,
+    Actor, ApiError, AuditQuery, AuditRecord, CanaryStatus, Command, DlqEntry, Event, Outcome,
+    Overview, Page, Role, Run, RunId, RunQuery, RunSummary, SeriesPoint, StageIo, Via,
 };
 
 pub type Result<T> = std::result::Result<T, ApiError>;
@@ -32,6 +31,17 @@ pub enum StreamItem {
 /// Ordered, gap-free and resumable by sequence number.
 pub type EventStream = Pin<Box<dyn Stream<Item = StreamItem> + Send>>;
 
+/// The person at this terminal, as the audit log names them: `$USER` (else `$LOGNAME`, else
+/// `uid N`). On their own workspace they may do anything; a server decides for itself from
+/// the token, whatever a remote client says.
+pub fn local_actor(via: Via) -> Actor {
+    let name = ["USER", "LOGNAME"]
+        .iter()
+        .find_map(|v| std::env::var(v).ok().filter(|n| !n.trim().is_empty()))
+        .unwrap_or_else(|| format!("uid {}", nix::unistd::getuid()));
+    Actor::new(name, Role::Admin, via)
+}
+
 #[async_trait]
 pub trait Backend: Send + Sync {
     /// Everything a first frame needs.
@@ -46,14 +56,7 @@ pub trait Backend: Send + Sync {
     async fn runs(&self, q: RunQuery) -> Result<Page<RunSummary>>;
     async fn run(&self, id: RunId) -> Result<Run>;
     async fn stage_io(&self, id: RunId, stage: &str) -> Result<StageIo>;
-    async fn start_run(&self, req: StartRun) -> Result<RunId>;
-    async fn cancel_run(&self, id: RunId, reason: &str) -> Result<()>;
-    async fn retry_run(&self, id: RunId, reason: &str) -> Result<()>;
-    /// Continues an interrupted run; stages that finished are not run again.
-    async fn resume_run(&self, id: RunId) -> Result<()>;
     async fn dlq(&self) -> Result<Vec<DlqEntry>>;
-    async fn requeue(&self, id: DlqId, reason: &str) -> Result<RunId>;
-    async fn discard(&self, id: DlqId, reason: &str) -> Result<()>;
     /// Every canary rollout, in config order.
     async fn canaries(&self) -> Result<Vec<CanaryStatus>>;
     /// Chart points for one canary: `points` steps of `step_s` seconds ending now.
@@ -63,13 +66,9 @@ pub trait Backend: Send + Sync {
         step_s: i64,
         points: usize,
     ) -> Result<Vec<SeriesPoint>>;
-    /// Adds trouble to a simulated canary (drills, demos); the default fault clears it.
-    async fn canary_inject(&self, name: &str, fault: Fault) -> Result<()>;
-    /// A manual action on a canary, recorded with the reason.
-    async fn canary_act(
-        &self,
-        name: &str,
-        action: CanaryAction,
-        reason: &str,
-    ) -> Result<ActionRecord>;
+    /// Audit records, newest first.
+    async fn audit(&self, q: AuditQuery) -> Result<Vec<AuditRecord>>;
+    /// Every state change: one command with who asks and why, checked, performed and audited
+    /// by the host. A remote host identifies the actor by its token instead.
+    async fn control(&self, cmd: Command, actor: &Actor, reason: &str) -> Result<Outcome>;
 }

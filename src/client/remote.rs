@@ -13,10 +13,10 @@ use serde_json::{Value, json};
 use tokio::sync::mpsc;
 
 use super::{Backend, EventStream, Result, StreamItem};
-use crate::canary::simulate::Fault;
 use crate::model::{
-    ActionRecord, ApiError, CanaryAction, CanaryStatus, DlqEntry, DlqId, ErrorCode, Event,
-    Overview, Page, Run, RunId, RunQuery, RunSummary, SeriesPoint, StageIo, StartRun,
+    ActionRecord, Actor, ApiError, AuditQuery, AuditRecord, CanaryAction, CanaryStatus, Command,
+    DlqEntry, DlqId, ErrorCode, Event, Outcome, Overview, Page, Run, RunId, RunQuery, RunSummary,
+    SeriesPoint, StageIo,
 };
 
 /// The first and the longest wait between reconnects.
@@ -51,10 +51,7 @@ fn short(e: &reqwest::Error) -> String {
 
 impl Remote {
     pub fn new(base: &str, token: Option<String>) -> Remote {
-        // Builds the client with the ring TLS provider installed.
-        let _ = crate::runtime::stage::http_client();
-        let http = reqwest::Client::builder()
-            .user_agent(concat!("opsdeck/", env!("CARGO_PKG_VERSION")))
+        let http = crate::net::client_builder()
             .connect_timeout(Duration::from_secs(5))
             .build()
             .unwrap_or_default();
@@ -124,6 +121,16 @@ impl Remote {
     /// A control request whose answer only matters for its error.
     async fn act<B: Serialize>(&self, path: &str, body: &B) -> Result<()> {
         self.post::<Value, B>(path, body).await.map(drop)
+    }
+
+    /// A run or dead-letter id in an answer.
+    fn id_in(v: &Value, key: &str) -> Result<i64> {
+        v[key].as_i64().ok_or_else(|| {
+            ApiError::new(
+                ErrorCode::Upstream,
+                format!("the server's answer has no `{key}`: {v}"),
+            )
+        })
     }
 
     /// One SSE connection from `since`: forwards events until it drops. Returns the last
@@ -238,12 +245,8 @@ impl Backend for Remote {
         if let Some(b) = q.before {
             params.push(("cursor", b.0.to_string()));
         }
-        let query: String = params
-            .iter()
-            .map(|(k, v)| format!("{k}={}", encode(v)))
-            .collect::<Vec<_>>()
-            .join("&");
-        self.get(&format!("/v1/runs?{query}")).await
+        self.get(&format!("/v1/runs?{}", query_string(&params)))
+            .await
     }
 
     async fn run(&self, id: RunId) -> Result<Run> {
@@ -255,57 +258,8 @@ impl Backend for Remote {
             .await
     }
 
-    async fn start_run(&self, req: StartRun) -> Result<RunId> {
-        let v: Value = self
-            .post(
-                &format!("/v1/pipelines/{}/runs", encode(&req.pipeline)),
-                &json!({ "params": req.params }),
-            )
-            .await?;
-        Ok(RunId(v["id"].as_i64().unwrap_or_default()))
-    }
-
-    async fn cancel_run(&self, id: RunId, reason: &str) -> Result<()> {
-        self.act(
-            &format!("/v1/runs/{}/cancel", id.0),
-            &json!({ "reason": reason }),
-        )
-        .await
-    }
-
-    async fn retry_run(&self, id: RunId, reason: &str) -> Result<()> {
-        self.act(
-            &format!("/v1/runs/{}/retry", id.0),
-            &json!({ "reason": reason }),
-        )
-        .await
-    }
-
-    async fn resume_run(&self, id: RunId) -> Result<()> {
-        self.act(&format!("/v1/runs/{}/resume", id.0), &json!({}))
-            .await
-    }
-
     async fn dlq(&self) -> Result<Vec<DlqEntry>> {
         self.get("/v1/dlq").await
-    }
-
-    async fn requeue(&self, id: DlqId, reason: &str) -> Result<RunId> {
-        let v: Value = self
-            .post(
-                &format!("/v1/dlq/{}/requeue", id.0),
-                &json!({ "reason": reason }),
-            )
-            .await?;
-        Ok(RunId(v["run_id"].as_i64().unwrap_or_default()))
-    }
-
-    async fn discard(&self, id: DlqId, reason: &str) -> Result<()> {
-        self.act(
-            &format!("/v1/dlq/{}/discard", id.0),
-            &json!({ "reason": reason }),
-        )
-        .await
     }
 
     async fn canaries(&self) -> Result<Vec<CanaryStatus>> {
@@ -326,30 +280,102 @@ impl Backend for Remote {
         .await
     }
 
-    async fn canary_inject(&self, name: &str, fault: Fault) -> Result<()> {
-        self.act(
-            &format!("/v1/canaries/{}/fault", encode(name)),
-            &json!({ "error_rate": fault.error_rate, "latency_ms": fault.latency_ms }),
-        )
-        .await
+    async fn audit(&self, q: AuditQuery) -> Result<Vec<AuditRecord>> {
+        let mut params: Vec<(&str, String)> = vec![("limit", q.limit.to_string())];
+        if let Some(t) = q.since {
+            params.push(("since", t.to_string()));
+        }
+        if let Some(a) = q.actor {
+            params.push(("actor", a));
+        }
+        if let Some(a) = q.action {
+            params.push(("action", a));
+        }
+        self.get(&format!("/v1/audit?{}", query_string(&params)))
+            .await
     }
 
-    async fn canary_act(
-        &self,
-        name: &str,
-        action: CanaryAction,
-        reason: &str,
-    ) -> Result<ActionRecord> {
-        let weight = match action {
-            CanaryAction::SetWeight(w) => Some(w),
-            _ => None,
-        };
-        self.post(
-            &format!("/v1/canaries/{}/actions", encode(name)),
-            &json!({ "action": action.name(), "weight": weight, "reason": reason }),
-        )
-        .await
+    /// Each command is its route; the server names the actor from the token, so `_actor` is
+    /// not sent.
+    async fn control(&self, cmd: Command, _actor: &Actor, reason: &str) -> Result<Outcome> {
+        let body = json!({ "reason": reason });
+        Ok(match cmd {
+            Command::StartRun(req) => {
+                let v: Value = self
+                    .post(
+                        &format!("/v1/pipelines/{}/runs", encode(&req.pipeline)),
+                        &json!({ "params": req.params, "reason": reason }),
+                    )
+                    .await?;
+                Outcome::RunStarted {
+                    run: RunId(Self::id_in(&v, "id")?),
+                }
+            }
+            Command::CancelRun { run } => {
+                self.act(&format!("/v1/runs/{}/cancel", run.0), &body)
+                    .await?;
+                Outcome::RunCancelled { run }
+            }
+            Command::RetryRun { run } => {
+                self.act(&format!("/v1/runs/{}/retry", run.0), &body)
+                    .await?;
+                Outcome::RunRetried { run }
+            }
+            Command::ResumeRun { run } => {
+                self.act(&format!("/v1/runs/{}/resume", run.0), &body)
+                    .await?;
+                Outcome::RunResumed { run }
+            }
+            Command::Requeue { entry } => {
+                let v: Value = self
+                    .post(&format!("/v1/dlq/{}/requeue", entry.0), &body)
+                    .await?;
+                Outcome::Requeued {
+                    entry,
+                    run: RunId(Self::id_in(&v, "run_id")?),
+                }
+            }
+            Command::Discard { entry } => {
+                let v: Value = self
+                    .post(&format!("/v1/dlq/{}/discard", entry.0), &body)
+                    .await?;
+                Outcome::Discarded {
+                    entry: DlqId(Self::id_in(&v, "id")?),
+                    run: RunId(Self::id_in(&v, "run_id")?),
+                }
+            }
+            Command::Canary { canary, action } => {
+                let weight = match action {
+                    CanaryAction::SetWeight(w) => Some(w),
+                    _ => None,
+                };
+                let record: ActionRecord = self
+                    .post(
+                        &format!("/v1/canaries/{}/actions", encode(&canary)),
+                        &json!({ "action": action.name(), "weight": weight, "reason": reason }),
+                    )
+                    .await?;
+                Outcome::Canary { canary, record }
+            }
+            Command::Fault { canary, fault } => {
+                self.act(
+                    &format!("/v1/canaries/{}/fault", encode(&canary)),
+                    &json!({ "error_rate": fault.error_rate, "latency_ms": fault.latency_ms, "reason": reason }),
+                )
+                .await?;
+                Outcome::Fault { canary, fault }
+            }
+        })
     }
+}
+
+/// `k=v&k=v` with every value percent-encoded.
+fn query_string(params: &[(&str, String)]) -> String {
+    params
+        .iter()
+        .map(|(k, v)| format!("{k}={}", encode(v)))
+        .collect::<Vec<_>>()
+        .join("&")
 }
 
 /// Percent-encodes a path segment or query value.

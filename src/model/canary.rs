@@ -75,6 +75,108 @@ impl CanaryAction {
             CanaryAction::Restart => "restart",
         }
     }
+
+    /// Why this action cannot be taken on canary `name` in `state`, or `None` when it can.
+    /// The controller refuses with this sentence and the dashboard greys out keys with it.
+    pub fn refusal(self, name: &str, state: CanaryState) -> Option<String> {
+        let ended =
+            || format!("canary {name} is {state}; `restart` starts it again from the first step");
+        match self {
+            CanaryAction::SetWeight(w) if w > 100 => {
+                Some(format!("a weight is a percentage from 0 to 100, not {w}"))
+            }
+            CanaryAction::Promote
+            | CanaryAction::PromoteFull
+            | CanaryAction::SetWeight(_)
+            | CanaryAction::Abort
+                if state.is_final() =>
+            {
+                Some(ended())
+            }
+            CanaryAction::Pause => match state {
+                CanaryState::Progressing => None,
+                CanaryState::Paused => Some(format!(
+                    "canary {name} is already paused; `resume` continues it"
+                )),
+                _ => Some(ended()),
+            },
+            CanaryAction::Resume => match state {
+                CanaryState::Paused => None,
+                CanaryState::Progressing => {
+                    Some(format!("canary {name} is not paused; it is progressing"))
+                }
+                _ => Some(ended()),
+            },
+            CanaryAction::Rollback
+                if matches!(state, CanaryState::RolledBack | CanaryState::Aborted) =>
+            {
+                Some(format!(
+                    "canary {name} is already {state}: all traffic is on legacy"
+                ))
+            }
+            _ => None,
+        }
+    }
+}
+
+/// One request seen by an external router (the `ingest` source).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Observation {
+    pub version: Version,
+    pub latency_ms: u64,
+    pub error: bool,
+}
+
+/// The longest latency a fault may add, in milliseconds (ten minutes).
+pub const MAX_FAULT_LATENCY_MS: f64 = 600_000.0;
+
+/// Trouble added to a simulated canary at run time (drills, demos). Checked once, here, in
+/// one unit: the error rate is a fraction (0.08 adds 8 percentage points of errors), so the
+/// palette's percentages and the API's fractions cannot drift apart.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct Fault {
+    /// Added to the canary's error rate, from 0 to 1.
+    pub error_rate: f64,
+    /// Added to every canary latency, from 0 to [`MAX_FAULT_LATENCY_MS`].
+    pub latency_ms: f64,
+}
+
+impl Fault {
+    /// A fault, or a sentence saying which number is out of range and what is allowed.
+    pub fn new(error_rate: f64, latency_ms: f64) -> Result<Fault, String> {
+        if !(0.0..=1.0).contains(&error_rate) {
+            return Err(format!(
+                "the added error rate is {error_rate}; it is a fraction from 0 to 1 (0.08 adds 8% errors)"
+            ));
+        }
+        if !(0.0..=MAX_FAULT_LATENCY_MS).contains(&latency_ms) {
+            return Err(format!(
+                "the added latency is {latency_ms} ms; it must be from 0 to {MAX_FAULT_LATENCY_MS} ms"
+            ));
+        }
+        Ok(Fault {
+            error_rate,
+            latency_ms,
+        })
+    }
+
+    /// No trouble: injecting it clears a fault.
+    pub fn is_none(&self) -> bool {
+        self.error_rate == 0.0 && self.latency_ms == 0.0
+    }
+
+    /// What the fault does, for messages: `+8.0% errors and +300ms on every canary request`.
+    pub fn describe(&self) -> String {
+        if self.is_none() {
+            "no fault".into()
+        } else {
+            format!(
+                "+{:.1}% errors and +{:.0}ms on every canary request",
+                self.error_rate * 100.0,
+                self.latency_ms
+            )
+        }
+    }
 }
 
 /// One analysis check with the numbers that decided it.

@@ -5,7 +5,7 @@ use super::status::string_enum;
 use super::{RunId, Timestamp};
 
 string_enum!(
-    /// What changed. Every state change in the runtime appends exactly one of these.
+    /// What changed. Every state change appends one of these; every audited command one `audit`.
     EventKind, "event kind" {
         RunCreated => "run_created",
         RunStarted => "run_started",
@@ -26,6 +26,8 @@ string_enum!(
         CanaryStarted => "canary_started",
         CanaryAction => "canary_action",
         CanaryAnalysis => "canary_analysis",
+        /// A command from an actor, done or refused: the audit record, in the live log too.
+        Audit => "audit",
     }
 );
 

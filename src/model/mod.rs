@@ -1,8 +1,10 @@
-//! Plain data shared by the runtime, the store, the CLI and (later) the server, client and dashboard.
+//! Plain data shared by every layer: what the store keeps, what crosses the `Backend` seam
+//! between a client and a host, and the commands of the one control path.
 //!
 //! Nothing in here performs I/O, so every consumer can depend on it without pulling in the engine.
 
 mod canary;
+mod control;
 pub mod diff;
 mod dlq;
 pub mod duration;
@@ -15,8 +17,11 @@ pub(crate) mod status;
 mod time;
 
 pub use canary::{
-    ActionRecord, CanaryAction, CanaryState, CanaryStatus, Check, SeriesPoint, StepInfo,
-    TriggerStatus, Verdict, Version, VersionPoint,
+    ActionRecord, CanaryAction, CanaryState, CanaryStatus, Check, Fault, MAX_FAULT_LATENCY_MS,
+    Observation, SeriesPoint, StepInfo, TriggerStatus, Verdict, Version, VersionPoint,
+};
+pub use control::{
+    AUTOMATIC_ACTOR, Actor, AuditQuery, AuditRecord, Command, MAX_AUDIT_LIMIT, Outcome, Role, Via,
 };
 pub use dlq::DlqEntry;
 pub use error::{ApiError, ErrorCode};

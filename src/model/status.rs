@@ -1,3 +1,5 @@
+use super::RunId;
+
 /// A status name that is not one of the valid choices; the message lists them.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("`{given}` is not a {what}; valid choices: {choices}")]
@@ -69,6 +71,57 @@ impl RunStatus {
             RunStatus::Succeeded | RunStatus::Failed | RunStatus::Cancelled
         )
     }
+
+    // The preconditions of the run commands, in one place: the host refuses with these
+    // sentences, and the dashboard asks the same functions to grey out its keys.
+
+    pub fn can_cancel(self) -> bool {
+        !self.is_finished()
+    }
+
+    pub fn can_retry(self) -> bool {
+        matches!(self, RunStatus::Failed | RunStatus::Cancelled)
+    }
+
+    pub fn can_resume(self) -> bool {
+        self == RunStatus::Interrupted
+    }
+
+    /// Why run `id` in this status cannot be cancelled, or `None` when it can.
+    pub fn cancel_refusal(self, id: RunId) -> Option<String> {
+        (!self.can_cancel())
+            .then(|| format!("run {id} already finished ({self}); there is nothing to cancel"))
+    }
+
+    /// Why run `id` in this status cannot be retried, or `None` when it can.
+    pub fn retry_refusal(self, id: RunId) -> Option<String> {
+        match self {
+            RunStatus::Failed | RunStatus::Cancelled => None,
+            RunStatus::Interrupted => Some(format!(
+                "run {id} was interrupted, not failed; continue it with `opsdeck runs resume {id}`"
+            )),
+            RunStatus::Pending | RunStatus::Running => Some(format!(
+                "run {id} is still {self}; wait for it or cancel it first"
+            )),
+            RunStatus::Succeeded => Some(format!(
+                "run {id} is {self}; only failed or cancelled runs can be retried"
+            )),
+        }
+    }
+
+    /// Why run `id` in this status cannot be resumed, or `None` when it can.
+    pub fn resume_refusal(self, id: RunId) -> Option<String> {
+        match self {
+            RunStatus::Interrupted => None,
+            RunStatus::Pending | RunStatus::Running => Some(format!("run {id} is already running")),
+            RunStatus::Failed | RunStatus::Cancelled => Some(format!(
+                "run {id} is {self}, not interrupted; only interrupted runs can be resumed; re-run its failed stages with `opsdeck runs retry {id}`"
+            )),
+            RunStatus::Succeeded => Some(format!(
+                "run {id} is {self}, not interrupted; only interrupted runs can be resumed"
+            )),
+        }
+    }
 }
 
 string_enum!(
@@ -84,19 +137,6 @@ string_enum!(
         Interrupted => "interrupted",
     }
 );
-
-impl StageStatus {
-    /// True when the stage will not run again unless the run is retried or requeued.
-    pub fn is_done(self) -> bool {
-        matches!(
-            self,
-            StageStatus::Succeeded
-                | StageStatus::Failed
-                | StageStatus::Skipped
-                | StageStatus::Cancelled
-        )
-    }
-}
 
 string_enum!(
     /// The outcome of one attempt of a stage.

@@ -38,6 +38,25 @@ impl Timestamp {
             DateTime::parse_from_rfc3339(s)?.with_timezone(&Utc),
         ))
     }
+
+    /// A point in time as people give one for `--since`: RFC 3339 (`2026-11-29T20:00:00Z`), or
+    /// a duration ago (`90m`, `1h`, `2d`) counted back from `now`.
+    pub fn parse_since(text: &str, now: DateTime<Utc>) -> Result<Self, String> {
+        let t = text.trim();
+        if let Ok(ts) = Timestamp::parse(t) {
+            return Ok(ts);
+        }
+        let ago = super::duration::parse(t).map_err(|_| {
+            format!(
+                "`{t}` is neither a time nor a duration; write a time like 2026-11-29T20:00:00Z or a duration ago like 90m, 1h or 2d"
+            )
+        })?;
+        let ago = chrono::Duration::from_std(ago)
+            .ok()
+            .and_then(|d| now.checked_sub_signed(d))
+            .ok_or_else(|| format!("`{t}` reaches back before any time opsdeck can record"))?;
+        Ok(Timestamp::from_datetime(ago))
+    }
 }
 
 impl fmt::Display for Timestamp {
@@ -62,6 +81,23 @@ impl<'de> Deserialize<'de> for Timestamp {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn since_takes_a_time_or_a_duration_ago() {
+        let now = Timestamp::parse("2026-11-29T12:00:00Z").unwrap().datetime();
+        let at = |s: &str| Timestamp::parse_since(s, now).map(|t| t.to_string());
+        assert_eq!(at("90m").unwrap(), "2026-11-29T10:30:00.000Z");
+        assert_eq!(
+            at("2026-11-28T01:02:03Z").unwrap(),
+            "2026-11-28T01:02:03.000Z"
+        );
+        assert!(
+            at("yesterday")
+                .unwrap_err()
+                .contains("neither a time nor a duration")
+        );
+        assert!(at("999999999999d").is_err(), "no overflow, a sentence");
+    }
 
     #[test]
     fn always_three_fraction_digits_in_utc() {

@@ -11,8 +11,8 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::breaker::{Admission, Transition};
-use super::host::Inner;
-use super::scheduler::{Msg, STOP_SHUTDOWN};
+use super::driver::{Msg, STOP_SHUTDOWN};
+use super::engine::Engine;
 use super::spec::Pipeline;
 use super::stage::{
     AttemptIds, ExecCtx, ExecResult, Failure, Outcome, execute, process_start_time,
@@ -30,7 +30,7 @@ pub(crate) enum AttemptEnd {
 }
 
 pub(crate) struct AttemptJob {
-    pub inner: Arc<Inner>,
+    pub engine: Arc<Engine>,
     pub run_id: RunId,
     pub pipeline: Arc<Pipeline>,
     pub idx: usize,
@@ -42,12 +42,12 @@ pub(crate) struct AttemptJob {
     pub tx: mpsc::UnboundedSender<Msg>,
 }
 
-pub(crate) async fn breaker_event(inner: &Inner, target: &str, t: Transition) {
+pub(crate) async fn breaker_event(engine: &Engine, target: &str, t: Transition) {
     tracing::info!(target_name = target, from = %t.from, to = %t.to, "circuit breaker changed");
-    inner
+    engine
         .writer
         .send(vec![Op::Event(NewEvent {
-            at: inner.clock.timestamp(),
+            at: engine.clock.timestamp(),
             kind: EventKind::BreakerChanged,
             run_id: None,
             stage: None,
@@ -57,17 +57,17 @@ pub(crate) async fn breaker_event(inner: &Inner, target: &str, t: Transition) {
 }
 
 pub(crate) async fn run(job: AttemptJob) {
-    let inner = &job.inner;
+    let engine = &job.engine;
     let stage = &job.pipeline.stages[job.idx];
     let target = stage.breaker_target();
     let mut probe = false;
     let mut rejected: Option<Duration> = None;
     if let Some(t) = &target {
-        let (admission, transition) = inner
+        let (admission, transition) = engine
             .breakers
-            .with(t, |b| b.admit(&stage.breaker, inner.clock.now()));
+            .with(t, |b| b.admit(&stage.breaker, engine.clock.now()));
         if let Some(tr) = transition {
-            breaker_event(inner, t, tr).await;
+            breaker_event(engine, t, tr).await;
         }
         match admission {
             Admission::Allowed { probe: p } => probe = p,
@@ -86,7 +86,7 @@ pub(crate) async fn run(job: AttemptJob) {
             target_unhealthy: false,
         }),
         _ => {
-            let writer = inner.writer.clone();
+            let writer = engine.writer.clone();
             let stage_id = stage.id.clone();
             let (run_id, n) = (job.run_id, job.n);
             let on_spawn = move |pid: u32| {
@@ -102,10 +102,10 @@ pub(crate) async fn run(job: AttemptJob) {
                 input: &job.input,
                 timeout: Duration::from_millis(stage.timeout_ms),
                 cancel: &job.cancel,
-                clock: inner.clock.as_ref(),
-                limit: inner.limit,
-                workspace: &inner.ws.dir,
-                http: &inner.http,
+                clock: engine.clock.as_ref(),
+                limit: engine.limit,
+                workspace: &engine.dir,
+                http: &engine.http,
                 ids: AttemptIds {
                     run_id: job.run_id.0,
                     pipeline: &job.pipeline.name,
@@ -121,8 +121,8 @@ pub(crate) async fn run(job: AttemptJob) {
     if rejected.is_none()
         && let Some(t) = &target
     {
-        let now = inner.clock.now();
-        let transition = inner.breakers.with(t, |b| match &result.outcome {
+        let now = engine.clock.now();
+        let transition = engine.breakers.with(t, |b| match &result.outcome {
             Outcome::Succeeded => b.record(true, probe, &stage.breaker, now),
             Outcome::Failed(f) => b.record(!f.target_unhealthy, probe, &stage.breaker, now),
             Outcome::Cancelled => {
@@ -131,11 +131,11 @@ pub(crate) async fn run(job: AttemptJob) {
             }
         });
         if let Some(tr) = transition {
-            breaker_event(inner, t, tr).await;
+            breaker_event(engine, t, tr).await;
         }
     }
 
-    let finished_at = inner.clock.timestamp();
+    let finished_at = engine.clock.timestamp();
     let (status, error) = match &result.outcome {
         Outcome::Succeeded => (AttemptStatus::Succeeded, None),
         Outcome::Failed(f) => (
@@ -161,7 +161,7 @@ pub(crate) async fn run(job: AttemptJob) {
         // The executor already kept only the head (plus its marker): store it as it is.
         Some(o) if o.truncated => (Some(o.value.to_string()), true, Some(o.bytes)),
         Some(o) => {
-            let (text, cut, _) = clip_json(&o.value, inner.limit);
+            let (text, cut, _) = clip_json(&o.value, engine.limit);
             (Some(text), cut, Some(o.bytes))
         }
         None => (None, false, None),
@@ -192,7 +192,7 @@ pub(crate) async fn run(job: AttemptJob) {
             json!({"attempt": job.n, "status": status, "duration_ms": duration_ms, "error": error_json, "pipeline": job.pipeline.name}),
         ),
     ];
-    if let Err(e) = inner.writer.commit(ops).await {
+    if let Err(e) = engine.writer.commit(ops).await {
         tracing::error!(run = %job.run_id, stage = %stage.id, error = %e, "could not record an attempt");
     }
     let end = match result.outcome {

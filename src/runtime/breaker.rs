@@ -170,19 +170,13 @@ pub struct Breakers {
 impl Breakers {
     /// Runs `f` on the target's breaker, creating it closed on first use.
     pub fn with<R>(&self, target: &str, f: impl FnOnce(&mut Breaker) -> R) -> R {
-        let mut map = self
-            .map
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut map = crate::sync::lock(&self.map);
         f(map.entry(target.to_string()).or_default())
     }
 
     /// A snapshot of every breaker that is not closed, for status displays.
     pub fn not_closed(&self) -> Vec<(String, BreakerState)> {
-        let map = self
-            .map
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let map = crate::sync::lock(&self.map);
         let mut v: Vec<_> = map
             .iter()
             .filter(|(_, b)| b.state != BreakerState::Closed)

@@ -1,20 +1,19 @@
-//! The orchestration engine. Knows nothing of terminals or HTTP APIs.
+//! Pipelines: specs, the per-run DAG driver, stage kinds, retries, breakers, the dead-letter
+//! queue and schedules. Knows nothing of canaries, terminals or HTTP APIs; the host builds a
+//! [`Runtime`] from the store, clock and task tracker it owns.
 
 mod attempt;
 pub mod breaker;
-pub mod clock;
+pub mod catalog;
 pub mod cron;
+mod driver;
+mod engine;
 mod error;
-pub(crate) mod host;
-pub mod lock;
 pub mod retry;
-pub mod rng;
 pub mod schedule;
-mod scheduler;
+mod schedules;
 pub mod spec;
 pub mod stage;
-mod triggers;
-pub mod workspace;
 
+pub use engine::{Parts, Runtime};
 pub use error::{Result, RuntimeError};
-pub use host::{Host, HostOptions, open_reader, recover_if_unhosted};

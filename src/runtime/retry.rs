@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use super::rng::Rng;
+use crate::rng::Rng;
 
 /// How many times a stage may be tried and how long to wait between tries.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -11,9 +11,9 @@ use toml::de::{DeTable, DeValue};
 
 use super::breaker::BreakerConfig;
 use super::retry::{Backoff, RetryPolicy};
-use super::rng::seed_of;
 use super::schedule::Schedule;
 use crate::diag::{Checker, Diagnostic, SourceFile, get, suggest, to_json};
+use crate::rng::seed_of;
 
 /// A validated pipeline: a DAG of stages plus run defaults. Stored as JSON with every run, so a
 /// run resumes with the definition it started with even if the file changed since.

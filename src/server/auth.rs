@@ -10,16 +10,22 @@ use serde_json::json;
 use sha2::{Digest, Sha256};
 
 use super::AppState;
-use super::config::{Role, Token};
 use super::error::Failure;
-use crate::model::{ErrorCode, Timestamp};
-use crate::store::AuditRecord;
+use crate::config::Token;
+use crate::model::{Actor, AuditRecord, ErrorCode, Role, Timestamp, Via};
 
 /// Who is asking.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Principal {
     pub name: String,
     pub role: Role,
+}
+
+impl Principal {
+    /// The token as an actor on the host's control path.
+    pub fn actor(&self) -> Actor {
+        Actor::new(self.name.clone(), self.role, Via::Api)
+    }
 }
 
 /// Equal without an early exit, so timing says nothing about where two hashes differ.
@@ -52,10 +58,7 @@ pub struct RateLimiter {
 impl RateLimiter {
     /// `Ok` if `who` may make another control request at `now_s`, else the seconds to wait.
     pub fn check(&self, who: &str, limit: u32, now_s: i64) -> Result<(), u64> {
-        let mut w = self
-            .windows
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut w = crate::sync::lock(&self.windows);
         let window = now_s - now_s.rem_euclid(60);
         let entry = w.entry(who.to_string()).or_insert((window, 0));
         if entry.0 != window {
@@ -74,7 +77,8 @@ pub fn now_ts() -> Timestamp {
 }
 
 impl AppState {
-    /// Records a request that was refused, and returns the refusal.
+    /// Records a request refused before it reached the host's control path (no valid token,
+    /// or an observation batch it may not post), and returns the refusal.
     pub async fn deny(
         &self,
         who: &str,
@@ -84,10 +88,11 @@ impl AppState {
         f: Failure,
     ) -> Failure {
         self.host
-            .audit(AuditRecord {
+            .record_denial(AuditRecord {
                 at: now_ts(),
                 actor: who.to_string(),
-                role: role.map(|r| r.as_str().to_string()),
+                role,
+                via: Some(Via::Api),
                 action: action.to_string(),
                 target: target.to_string(),
                 reason: String::new(),
@@ -100,8 +105,9 @@ impl AppState {
 }
 
 impl Principal {
-    /// Allows a control action when the role suffices and the token is within its rate;
-    /// otherwise records the denial and refuses.
+    /// Allows an observation batch when the server takes changes, the role suffices and the
+    /// token is within its rate; otherwise records the denial and refuses. (Commands are
+    /// checked by the host's control path instead.)
     pub async fn require(
         &self,
         state: &AppState,

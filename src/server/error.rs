@@ -65,6 +65,12 @@ impl From<crate::runtime::RuntimeError> for Failure {
     }
 }
 
+impl From<crate::canary::CanaryError> for Failure {
+    fn from(e: crate::canary::CanaryError) -> Self {
+        Failure::from(ApiError::from(e))
+    }
+}
+
 impl IntoResponse for Failure {
     fn into_response(self) -> Response {
         let status = status_of(self.error.code);

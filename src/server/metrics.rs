@@ -87,7 +87,7 @@ impl StageMetrics {
     }
 
     /// Follows the host's events until it stops.
-    pub fn collect(&self, host: &crate::runtime::Host) {
+    pub fn collect(&self, host: &crate::host::Host) {
         let mut rx = host.subscribe();
         let me = self.clone();
         tokio::spawn(async move {
@@ -145,9 +145,9 @@ pub async fn scrape(State(s): State<AppState>) -> Result<Response, Failure> {
         "opsdeck_breaker_open",
         "Circuit breakers not closed (1) by target and state"
     );
-    for (target, state) in s.host.breakers() {
+    for b in &o.breakers {
         breakers
-            .get_or_create(&labels(&[("target", &target), ("state", &state)]))
+            .get_or_create(&labels(&[("target", &b.target), ("state", &b.state)]))
             .set(1);
     }
     let weight = family!(

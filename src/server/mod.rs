@@ -1,10 +1,10 @@
-//! `opsdeck serve`: the runtime over HTTP (DESIGN.md section 6). [`app`] builds the router from
-//! a state, so tests drive it on a loopback socket or without one; every response wears the
-//! `{"data", "error"}` envelope; control routes need a role, are rate limited per token and
-//! audited, and so are refusals.
+//! `opsdeck serve`: a host over HTTP. [`app`] builds the router from a state, so tests drive it
+//! on a loopback socket or without one; every response wears the `{"data", "error"}`
+//! envelope; control routes are rate limited per token and go down the host's one control
+//! path, which checks the role and audits them; requests without a valid token are audited
+//! here.
 
 pub mod auth;
-pub mod config;
 pub mod error;
 pub mod metrics;
 mod routes;
@@ -17,8 +17,8 @@ use axum::extract::DefaultBodyLimit;
 use axum::routing::{get, post};
 
 use crate::client::Embedded;
-use crate::runtime::Host;
-pub use config::{Role, ServerConfig};
+pub use crate::config::ServerConfig;
+use crate::host::Host;
 
 /// What every handler shares.
 #[derive(Clone)]

@@ -15,13 +15,13 @@ use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
 use super::AppState;
-use super::auth::{Principal, now_ts};
-use super::config::Role;
+use super::auth::Principal;
 use super::error::{ApiResult, Body, Failure, ok};
-use crate::canary::live::Observation;
 use crate::client::{Backend, StreamItem};
-use crate::model::{CanaryAction, DlqId, ErrorCode, RunId, RunQuery, RunSort, RunStatus, StartRun};
-use crate::store::AuditRecord;
+use crate::model::{
+    ApiError, AuditQuery, CanaryAction, Command, DlqId, ErrorCode, Fault, MAX_AUDIT_LIMIT,
+    Observation, Outcome, Role, RunId, RunQuery, RunSort, RunStatus, StartRun, Timestamp,
+};
 
 /// Heartbeats keep proxies from closing an idle event stream.
 const HEARTBEAT: Duration = Duration::from_secs(15);
@@ -36,37 +36,39 @@ fn dlq_id(s: &str) -> Result<DlqId, Failure> {
         .map_err(|e: crate::model::ParseIdError| Failure::new(ErrorCode::NotFound, e.to_string()))
 }
 
-/// Checks the role and the rate, runs `work`, and audits what happened.
-async fn control<T, F>(
+/// Sends a command down the host's one control path as the token's actor. A read-only server
+/// and a token over its rate are refused here, before the host, and audited as denials; the
+/// host checks the role and everything else, and audits the rest.
+async fn control(
     s: &AppState,
     p: &Principal,
-    (action, target): (&str, String),
+    cmd: Command,
     reason: &str,
-    work: F,
-) -> ApiResult
-where
-    T: serde::Serialize,
-    F: Future<Output = Result<T, Failure>>,
-{
-    p.require(s, Role::Operator, action, &target).await?;
-    let result = work.await;
-    let outcome = match &result {
-        Ok(_) => "ok".to_string(),
-        Err(f) => format!("failed: {}", f.error.code),
-    };
-    s.host
-        .audit(AuditRecord {
-            at: now_ts(),
-            actor: p.name.clone(),
-            role: Some(p.role.as_str().to_string()),
-            action: action.to_string(),
-            target,
-            reason: reason.to_string(),
-            outcome,
-            details: json!({}),
-        })
-        .await;
-    result.map(ok)
+) -> Result<Outcome, Failure> {
+    let actor = p.actor();
+    if s.read_only {
+        let e = ApiError::new(
+            ErrorCode::Forbidden,
+            "this server is read-only; control actions are refused",
+        );
+        return Err(s.host.deny(&cmd, &actor, reason, e).await.into());
+    }
+    if let Err(wait) = s
+        .rate
+        .check(&p.name, s.config.rate_limit, chrono::Utc::now().timestamp())
+    {
+        let e = ApiError::new(
+            ErrorCode::RateLimited,
+            format!(
+                "the token `{}` made more than {} control requests this minute; retry in {wait}s",
+                p.name, s.config.rate_limit
+            ),
+        );
+        let mut f = Failure::from(s.host.deny(&cmd, &actor, reason, e).await);
+        f.retry_after_s = Some(wait);
+        return Err(f);
+    }
+    Ok(s.backend.control(cmd, &actor, reason).await?)
 }
 
 /// A known path with a method it does not take.
@@ -146,6 +148,8 @@ pub async fn pipeline(
 pub struct StartBody {
     #[serde(default)]
     params: Map<String, Value>,
+    #[serde(default)]
+    reason: String,
 }
 
 pub async fn start_run(
@@ -160,22 +164,14 @@ pub async fn start_run(
         .workspace()
         .pipeline(&name)
         .map_err(|m| Failure::new(ErrorCode::NotFound, m))?;
-    let req = StartRun {
-        pipeline: name.clone(),
+    let cmd = Command::StartRun(StartRun {
+        pipeline: name,
         params: body.params,
-    };
-    let b = s.backend.clone();
-    control(
-        &s,
-        &p,
-        ("run.start", format!("pipeline/{name}")),
-        "",
-        async move {
-            let id = b.start_run(req).await?;
-            Ok(json!({ "id": id }))
-        },
-    )
-    .await
+    });
+    match control(&s, &p, cmd, &body.reason).await? {
+        Outcome::RunStarted { run } => Ok(ok(json!({ "id": run }))),
+        other => Ok(ok(other)),
+    }
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -235,39 +231,25 @@ pub struct ReasonBody {
     reason: String,
 }
 
-fn reason_or_default(r: &str) -> String {
-    if r.trim().is_empty() {
-        "no reason given (API)".into()
-    } else {
-        r.trim().to_string()
+/// What a run or dead-letter control route answers: the ids it touched.
+fn ids_of(outcome: &Outcome) -> Value {
+    match outcome {
+        Outcome::RunCancelled { run }
+        | Outcome::RunRetried { run }
+        | Outcome::RunResumed { run } => {
+            json!({ "id": run })
+        }
+        Outcome::Requeued { entry, run } | Outcome::Discarded { entry, run } => {
+            json!({ "id": entry, "run_id": run })
+        }
+        other => json!(other),
     }
 }
 
-/// A control route whose body is `{"reason": ...}`: reads it, then runs `work` with the
-/// backend and the reason through [`control`].
-async fn with_reason<T, F, Fut>(
-    s: &AppState,
-    p: &Principal,
-    body: Body<ReasonBody>,
-    what: (&str, String),
-    work: F,
-) -> ApiResult
-where
-    T: serde::Serialize,
-    F: FnOnce(crate::client::Embedded, String) -> Fut,
-    Fut: Future<Output = Result<T, Failure>>,
-{
-    let Body(body) = body;
-    let reason = reason_or_default(&body.reason);
-    let fut = work(s.backend.clone(), reason.clone());
-    control(s, p, what, &reason, fut).await
-}
-
-/// A control route on one run or dead-letter entry: `{"reason"}` in, audited as `$action`
-/// against `$kind/ID`; `$call` does the work and `$out` answers from its result.
+/// A control route on one run or dead-letter entry: `{"reason"}` in, the command made from
+/// the id by `$cmd`.
 macro_rules! id_control {
-    ($name:ident, $parse:ident, $kind:literal, $action:literal,
-     |$b:ident, $id:ident, $r:ident| $call:expr => |$res:pat_param| $out:expr) => {
+    ($name:ident, $parse:ident, |$id:ident| $cmd:expr) => {
         pub async fn $name(
             State(s): State<AppState>,
             p: Principal,
@@ -275,26 +257,18 @@ macro_rules! id_control {
             body: Body<ReasonBody>,
         ) -> ApiResult {
             let $id = $parse(&id)?;
-            let target = format!(concat!($kind, "/{}"), $id);
-            with_reason(&s, &p, body, ($action, target), move |$b, $r| async move {
-                let $res = $call.await?;
-                Ok($out)
-            })
-            .await
+            let Body(body) = body;
+            let outcome = control(&s, &p, $cmd, &body.reason).await?;
+            Ok(ok(ids_of(&outcome)))
         }
     };
 }
 
-id_control!(cancel_run, run_id, "run", "run.cancel",
-    |b, id, r| b.cancel_run(id, &r) => |()| json!({ "id": id }));
-id_control!(retry_run, run_id, "run", "run.retry",
-    |b, id, r| b.retry_run(id, &r) => |()| json!({ "id": id }));
-id_control!(resume_run, run_id, "run", "run.resume",
-    |b, id, _r| b.resume_run(id) => |()| json!({ "id": id }));
-id_control!(requeue, dlq_id, "dlq", "dlq.requeue",
-    |b, id, r| b.requeue(id, &r) => |run| json!({ "run_id": run }));
-id_control!(discard, dlq_id, "dlq", "dlq.discard",
-    |b, id, r| b.discard(id, &r) => |()| json!({ "id": id }));
+id_control!(cancel_run, run_id, |id| Command::CancelRun { run: id });
+id_control!(retry_run, run_id, |id| Command::RetryRun { run: id });
+id_control!(resume_run, run_id, |id| Command::ResumeRun { run: id });
+id_control!(requeue, dlq_id, |id| Command::Requeue { entry: id });
+id_control!(discard, dlq_id, |id| Command::Discard { entry: id });
 
 pub async fn dlq(State(s): State<AppState>, _p: Principal) -> ApiResult {
     Ok(ok(s.backend.dlq().await?))
@@ -399,40 +373,13 @@ pub async fn canary_action(
         )
         .with_details(json!({ "field": "weight" })));
     }
-    let (what, target) = (
-        format!("canary.{}", action.name()),
-        format!("canary/{name}"),
-    );
-    p.require(&s, Role::Operator, &what, &target).await?;
-    // The host audits a successful action itself, with the analysis at that moment; a
-    // refused one is audited here.
-    match s
-        .host
-        .canary_act_as(
-            &name,
-            action,
-            (&p.name, Some(p.role.as_str())),
-            &body.reason,
-        )
-        .await
-    {
-        Ok(rec) => Ok(ok(rec)),
-        Err(e) => {
-            let f = Failure::from(e);
-            s.host
-                .audit(AuditRecord {
-                    at: now_ts(),
-                    actor: p.name.clone(),
-                    role: Some(p.role.as_str().to_string()),
-                    action: what,
-                    target,
-                    reason: body.reason.clone(),
-                    outcome: format!("failed: {}", f.error.code),
-                    details: json!({}),
-                })
-                .await;
-            Err(f)
-        }
+    let cmd = Command::Canary {
+        canary: name,
+        action,
+    };
+    match control(&s, &p, cmd, &body.reason).await? {
+        Outcome::Canary { record, .. } => Ok(ok(record)),
+        other => Ok(ok(other)),
     }
 }
 
@@ -466,19 +413,42 @@ pub async fn observations(
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AuditParams {
+    since: Option<String>,
+    actor: Option<String>,
+    action: Option<String>,
     limit: Option<usize>,
 }
 
+/// The audit log, newest first: `since` (RFC 3339, or a duration ago like `1h`), `actor`,
+/// `action` (a whole group when it has no dot: `canary`), `limit`.
 pub async fn audit(
     State(s): State<AppState>,
     _p: Principal,
     q: Result<Query<AuditParams>, QueryRejection>,
 ) -> ApiResult {
     let Query(q) = q?;
-    Ok(ok(s
-        .host
-        .audit_log(q.limit.unwrap_or(100).clamp(1, 10_000))
-        .await?))
+    let limit = q.limit.unwrap_or(100);
+    if !(1..=MAX_AUDIT_LIMIT).contains(&limit) {
+        return Err(Failure::new(
+            ErrorCode::Validation,
+            format!("`limit` must be from 1 to {MAX_AUDIT_LIMIT}, not {limit}"),
+        )
+        .with_details(json!({ "field": "limit" })));
+    }
+    let since = match q.since.as_deref() {
+        None => None,
+        Some(t) => Some(Timestamp::parse_since(t, chrono::Utc::now()).map_err(|m| {
+            Failure::new(ErrorCode::Validation, format!("`since`: {m}"))
+                .with_details(json!({ "field": "since" }))
+        })?),
+    };
+    let query = AuditQuery {
+        since,
+        actor: q.actor,
+        action: q.action,
+        limit,
+    };
+    Ok(ok(s.backend.audit(query).await?))
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -573,6 +543,8 @@ pub struct FaultBody {
     error_rate: f64,
     #[serde(default)]
     latency_ms: f64,
+    #[serde(default)]
+    reason: String,
 }
 
 /// Adds (or with zeros clears) a fault on a simulated canary.
@@ -583,26 +555,14 @@ pub async fn fault(
     body: Body<FaultBody>,
 ) -> ApiResult {
     let Body(body) = body;
-    if !(0.0..=1.0).contains(&body.error_rate) || !(0.0..=600_000.0).contains(&body.latency_ms) {
-        return Err(Failure::new(
-            ErrorCode::Validation,
-            "`error_rate` must be from 0 to 1 and `latency_ms` from 0 to 600000",
-        ));
-    }
-    let fault = crate::canary::simulate::Fault {
-        error_rate: body.error_rate,
-        latency_ms: body.latency_ms,
+    let fault = Fault::new(body.error_rate, body.latency_ms)
+        .map_err(|m| Failure::new(ErrorCode::Validation, m))?;
+    let cmd = Command::Fault {
+        canary: name,
+        fault,
     };
-    let host = s.host.clone();
-    control(
-        &s,
-        &p,
-        ("canary.fault", format!("canary/{name}")),
-        "fault injection",
-        async move {
-            host.canary_inject(&name, fault)?;
-            Ok(json!({ "error_rate": fault.error_rate, "latency_ms": fault.latency_ms }))
-        },
-    )
-    .await
+    control(&s, &p, cmd, &body.reason).await?;
+    Ok(ok(
+        json!({ "error_rate": fault.error_rate, "latency_ms": fault.latency_ms }),
+    ))
 }

@@ -14,7 +14,7 @@ use rusqlite::{Connection, OpenFlags};
 
 pub use queries::{LoadedRun, ReadPool, Reader};
 pub use recovery::{Orphan, mark_interrupted};
-pub use writer::{AuditRecord, NewEvent, NewStage, Op, Writer, WriterThread};
+pub use writer::{NewEvent, NewStage, Op, Writer, WriterThread};
 
 /// A store failure, as one sentence. Cloneable so a batch failure can be reported to every
 /// request in the batch.

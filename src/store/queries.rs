@@ -9,8 +9,9 @@ use serde_json::Value;
 
 use super::{Result, StoreError, connect};
 use crate::model::{
-    Attempt, AttemptError, DlqEntry, DlqId, Event, Page, Run, RunId, RunQuery, RunSort, RunStatus,
-    RunSummary, StageIo, StageRecord, StageStatus, Timestamp, Trigger,
+    Attempt, AttemptError, AuditQuery, AuditRecord, DlqEntry, DlqId, Event, MAX_AUDIT_LIMIT, Page,
+    Run, RunId, RunQuery, RunSort, RunStatus, RunSummary, StageIo, StageRecord, StageStatus,
+    Timestamp, Trigger,
 };
 
 /// One read connection.
@@ -423,28 +424,52 @@ impl Reader {
             .collect::<rusqlite::Result<_>>()?)
     }
 
-    /// The newest `limit` audit records, newest first.
-    pub fn audit(&self, limit: usize) -> Result<Vec<super::AuditRecord>> {
+    /// Audit records matching `q`, newest first. An action without a dot (`canary`) matches
+    /// its whole group (`canary.rollback`, `canary.pause`, ...).
+    pub fn audit(&self, q: &AuditQuery) -> Result<Vec<AuditRecord>> {
+        let limit = q.limit.clamp(1, MAX_AUDIT_LIMIT) as i64;
+        // `canary` matches `canary.*`: a LIKE pattern with the user's text escaped.
+        let group = q.action.as_ref().map(|a| {
+            let escaped = a
+                .replace('\\', "\\\\")
+                .replace('%', "\\%")
+                .replace('_', "\\_");
+            format!("{escaped}.%")
+        });
         Ok(self
             .conn
             .prepare_cached(
-                "SELECT at, actor, role, action, target, reason, outcome, details FROM audit
-                 ORDER BY id DESC LIMIT ?1",
+                "SELECT at, actor, role, via, action, target, reason, outcome, details FROM audit
+                 WHERE (?1 IS NULL OR at >= ?1) AND (?2 IS NULL OR actor = ?2)
+                   AND (?3 IS NULL OR action = ?3 OR action LIKE ?4 ESCAPE '\\')
+                 ORDER BY id DESC LIMIT ?5",
             )?
-            .query_map(params![limit as i64], |r| {
-                let at: String = r.get(0)?;
-                let details: String = r.get(7)?;
-                Ok(super::AuditRecord {
-                    at: Timestamp::parse(&at).unwrap_or_else(|_| Timestamp::from_millis(0)),
-                    actor: r.get(1)?,
-                    role: r.get(2)?,
-                    action: r.get(3)?,
-                    target: r.get(4)?,
-                    reason: r.get(5)?,
-                    outcome: r.get(6)?,
-                    details: json(Some(details)).unwrap_or(Value::Null),
-                })
-            })?
+            .query_map(
+                params![
+                    q.since.map(|t| t.to_string()),
+                    q.actor,
+                    q.action,
+                    group,
+                    limit
+                ],
+                |r| {
+                    let at: String = r.get(0)?;
+                    let role: Option<String> = r.get(2)?;
+                    let via: Option<String> = r.get(3)?;
+                    let details: String = r.get(8)?;
+                    Ok(AuditRecord {
+                        at: Timestamp::parse(&at).unwrap_or_else(|_| Timestamp::from_millis(0)),
+                        actor: r.get(1)?,
+                        role: role.and_then(|s| s.parse().ok()),
+                        via: via.and_then(|s| s.parse().ok()),
+                        action: r.get(4)?,
+                        target: r.get(5)?,
+                        reason: r.get(6)?,
+                        outcome: r.get(7)?,
+                        details: json(Some(details)).unwrap_or(Value::Null),
+                    })
+                },
+            )?
             .collect::<rusqlite::Result<_>>()?)
     }
 
@@ -565,20 +590,13 @@ impl ReadPool {
     {
         let pool = self.clone();
         tokio::task::spawn_blocking(move || {
-            let reader = pool
-                .idle
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner)
-                .pop();
+            let reader = crate::sync::lock(&pool.idle).pop();
             let reader = match reader {
                 Some(r) => r,
                 None => Reader::open(&pool.path)?,
             };
             let out = f(&reader);
-            let mut idle = pool
-                .idle
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            let mut idle = crate::sync::lock(&pool.idle);
             if idle.len() < 4 {
                 idle.push(reader);
             }

@@ -97,6 +97,11 @@ const MIGRATIONS: &[&str] = &[
     CREATE TRIGGER audit_no_delete BEFORE DELETE ON audit
         BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;
     ",
+    // 3: how each audited command arrived (dashboard, cli, api, automatic), and reads by time.
+    r"
+    ALTER TABLE audit ADD COLUMN via TEXT;
+    CREATE INDEX audit_by_at ON audit(at);
+    ",
 ];
 
 /// The schema version this binary writes.

@@ -10,8 +10,8 @@ use tokio::sync::{broadcast, mpsc, oneshot};
 
 use super::{Result, StoreError};
 use crate::model::{
-    AttemptStatus, DlqEntry, DlqId, Event, EventKind, RunId, RunStatus, StageStatus, Timestamp,
-    Trigger,
+    AttemptStatus, AuditRecord, DlqEntry, DlqId, Event, EventKind, Role, RunId, RunStatus,
+    StageStatus, Timestamp, Trigger, Via,
 };
 
 /// Most requests folded into one transaction; bounds commit latency under load.
@@ -106,20 +106,23 @@ pub enum Op {
     Audit(AuditRecord),
 }
 
-/// One line of the append-only audit log.
-#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
-pub struct AuditRecord {
-    pub at: Timestamp,
-    pub actor: String,
-    pub role: Option<String>,
-    pub action: String,
-    pub target: String,
-    pub reason: String,
-    pub outcome: String,
-    pub details: Value,
-}
-
 impl Op {
+    /// An audit record and the `audit` event that shows it in the live log (linked to `run`
+    /// when the command was about one). Every audited command writes both, in one transaction.
+    pub fn audited(rec: AuditRecord, run: Option<RunId>) -> [Op; 2] {
+        let data = serde_json::to_value(&rec).unwrap_or(Value::Null);
+        [
+            Op::Event(NewEvent {
+                at: rec.at,
+                kind: EventKind::Audit,
+                run_id: run,
+                stage: None,
+                data,
+            }),
+            Op::Audit(rec),
+        ]
+    }
+
     /// An event about a run as a whole.
     pub fn run_event(at: Timestamp, kind: EventKind, run: RunId, data: Value) -> Op {
         Op::Event(NewEvent {
@@ -481,13 +484,14 @@ fn apply_op(tx: &Transaction<'_>, op: &Op, seq: u64, published: &mut Vec<Event>)
         }
         Op::Audit(a) => {
             tx.prepare_cached(
-                "INSERT INTO audit (at, actor, role, action, target, reason, outcome, details)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                "INSERT INTO audit (at, actor, role, via, action, target, reason, outcome, details)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
             )?
             .execute(params![
                 a.at.to_string(),
                 a.actor,
-                a.role,
+                a.role.map(Role::as_str),
+                a.via.map(Via::as_str),
                 a.action,
                 a.target,
                 a.reason,

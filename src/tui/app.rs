@@ -19,12 +19,12 @@ use super::panes::runs::{RunsList, parse_filter};
 use super::panes::stage::{DiffState, StagePane, Target};
 use super::panes::{Motion, PaneId, areas, content_rows_for, inner, table_rows};
 use super::popup::{self, Outcome, Picker, Popup};
-use super::request::{Control, Msg, Request};
+use super::request::{Msg, Request};
 use super::theme::{ColorDepth, Theme};
-use crate::canary::simulate::Fault;
 use crate::client::StreamItem;
 use crate::model::{
-    CanaryAction, CanaryState, Event, EventKind, Overview, RunId, RunStatus, StartRun,
+    CanaryAction, CanaryState, Command, Event, EventKind, Fault, Outcome as Done, Overview, RunId,
+    RunStatus, StartRun,
 };
 
 /// What the dashboard needs from its configuration.
@@ -348,14 +348,14 @@ impl App {
             Outcome::PaletteEdited => self.update_palette(),
             Outcome::Confirmed { control, reason } => {
                 self.popups.pop();
-                self.outbox.push(Request::Control { control, reason });
+                self.outbox.push(Request::Control {
+                    cmd: control,
+                    reason,
+                });
             }
             Outcome::Pipeline(name) => {
                 self.popups.pop();
-                self.outbox.push(Request::Start(StartRun {
-                    pipeline: name,
-                    ..StartRun::default()
-                }));
+                self.start_run(name);
             }
             Outcome::Baseline(id) => {
                 self.popups.pop();
@@ -408,10 +408,7 @@ impl App {
             ("run", Some(name)) => {
                 let names = self.pipeline_names();
                 if names.iter().any(|n| n == name) {
-                    self.outbox.push(Request::Start(StartRun {
-                        pipeline: name.to_string(),
-                        ..StartRun::default()
-                    }));
+                    self.start_run(name.to_string());
                 } else {
                     self.flash(
                         format!(
@@ -834,7 +831,7 @@ impl App {
                     ),
                     "The run ends cancelled; its failed stages can be retried later.".into(),
                 ],
-                Control::CancelRun(id),
+                Command::CancelRun { run: id },
             )
         } else {
             popup::confirm(
@@ -845,7 +842,7 @@ impl App {
                     ),
                     "Stages that succeeded keep their results and are not run again.".into(),
                 ],
-                Control::RetryRun(id),
+                Command::RetryRun { run: id },
             )
         };
         self.popups.push(popup);
@@ -868,7 +865,7 @@ impl App {
                     ),
                     "If it succeeds, the run continues with the stages it skipped.".into(),
                 ],
-                Control::Requeue(e.id),
+                Command::Requeue { entry: e.id },
             )
         } else {
             popup::confirm(
@@ -880,7 +877,7 @@ impl App {
                     ),
                     "This cannot be undone.".into(),
                 ],
-                Control::Discard(e.id),
+                Command::Discard { entry: e.id },
             )
         };
         self.popups.push(popup);
@@ -918,7 +915,23 @@ impl App {
             }
             _ => return self.flash(format!("`:fault` needs numbers; {usage}"), true),
         };
-        self.outbox.push(Request::Inject { name, fault });
+        self.outbox.push(Request::Control {
+            cmd: Command::Fault {
+                canary: name,
+                fault,
+            },
+            reason: String::new(),
+        });
+    }
+
+    fn start_run(&mut self, pipeline: String) {
+        self.outbox.push(Request::Control {
+            cmd: Command::StartRun(StartRun {
+                pipeline,
+                ..StartRun::default()
+            }),
+            reason: String::new(),
+        });
     }
 
     fn confirm_canary_control(&mut self, a: Action) {
@@ -933,8 +946,8 @@ impl App {
         let ended = c.state.is_final();
         let next = c.steps.get(c.step + 1).map_or(100.0, |s| s.weight);
         let refuse = |what: &str| format!("canary {name} is {}; {what}", c.state);
-        let control = |action| Control::Canary {
-            name: name.clone(),
+        let control = |action| Command::Canary {
+            canary: name.clone(),
             action,
         };
         let popup = match a {
@@ -1225,14 +1238,14 @@ impl App {
                 let view = super::panes::dlq::table_rows(self.size);
                 self.dlq.apply(entries, view);
             }
-            Msg::Started(id) => {
-                self.flash(format!("run {id} started"), false);
+            Msg::Done(Done::RunStarted { run }) => {
+                self.flash(format!("run {run} started"), false);
                 self.focus = PaneId::Runs;
-                self.open_run(id);
+                self.open_run(run);
                 self.stale.insert(Stale::Runs);
             }
-            Msg::Done(text) => {
-                self.flash(text, false);
+            Msg::Done(outcome) => {
+                self.flash(outcome.message(), false);
                 self.stale.extend([
                     Stale::Runs,
                     Stale::Detail,

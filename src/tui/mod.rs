@@ -88,7 +88,11 @@ async fn event_loop(
     config: Config,
 ) -> std::io::Result<()> {
     let (tx, mut rx) = mpsc::unbounded_channel();
-    let worker = Worker::new(backend, tx);
+    let worker = Worker::new(
+        backend,
+        crate::client::local_actor(crate::model::Via::Dashboard),
+        tx,
+    );
     let size = term.size()?;
     let mut app = App::new(
         config,

@@ -12,10 +12,9 @@ use ratatui_textarea::TextArea;
 use super::action::Action;
 use super::keymap::show_seq;
 use super::panes::{Cursor, Motion};
-use super::request::Control;
 use super::view::Ctx;
 use super::widgets::{clock_time, fit, run_status, status_span};
-use crate::model::{PipelineInfo, RunId, RunSummary};
+use crate::model::{Command, PipelineInfo, RunId, RunSummary};
 
 /// Palette commands and what they do; the palette's completion and its errors come from here.
 pub const COMMANDS: &[(&str, &str)] = &[
@@ -54,7 +53,7 @@ pub struct Confirm {
     pub title: String,
     pub body: Vec<String>,
     pub reason: TextArea<'static>,
-    pub control: Control,
+    pub control: Command,
     /// A weight being chosen (set-weight), in percent: ↑ and ↓ change it by 5.
     pub weight: Option<u32>,
     /// Enter was pressed without a reason.
@@ -93,7 +92,7 @@ pub enum Outcome {
     Keep,
     Close,
     Confirmed {
-        control: Control,
+        control: Command,
         reason: String,
     },
     Pipeline(String),
@@ -111,7 +110,7 @@ pub fn text_input(placeholder: &str) -> TextArea<'static> {
     t
 }
 
-pub fn confirm(title: String, body: Vec<String>, control: Control) -> Popup {
+pub fn confirm(title: String, body: Vec<String>, control: Command) -> Popup {
     Popup::Confirm(Confirm {
         title,
         body,
@@ -123,7 +122,7 @@ pub fn confirm(title: String, body: Vec<String>, control: Control) -> Popup {
 }
 
 /// A confirmation that also picks a canary weight, starting at `weight` percent.
-pub fn confirm_weight(title: String, body: Vec<String>, control: Control, weight: u32) -> Popup {
+pub fn confirm_weight(title: String, body: Vec<String>, control: Command, weight: u32) -> Popup {
     let mut p = confirm(title, body, control);
     if let Popup::Confirm(c) = &mut p {
         c.weight = Some(weight.min(100));
@@ -188,7 +187,7 @@ impl Popup {
                         return Outcome::Keep;
                     }
                     let mut control = c.control.clone();
-                    if let (Some(w), Control::Canary { action, .. }) = (c.weight, &mut control) {
+                    if let (Some(w), Command::Canary { action, .. }) = (c.weight, &mut control) {
                         *action = crate::model::CanaryAction::SetWeight(w);
                     }
                     Outcome::Confirmed { control, reason }

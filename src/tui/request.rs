@@ -9,22 +9,11 @@ use serde_json::Value;
 use tokio::sync::mpsc;
 
 use super::prepare::{DiffView, PreparedIo, prepare_diff, prepare_io};
-use crate::canary::simulate::Fault;
 use crate::client::{Backend, StreamItem};
 use crate::model::{
-    ApiError, CanaryAction, CanaryStatus, DlqEntry, DlqId, Event, Overview, Page, Run, RunId,
-    RunQuery, RunStatus, RunSummary, SeriesPoint, StartRun,
+    Actor, ApiError, CanaryStatus, Command, DlqEntry, Event, Outcome, Overview, Page, Run, RunId,
+    RunQuery, RunStatus, RunSummary, SeriesPoint,
 };
-
-/// A control action, always confirmed first and always with a reason.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Control {
-    CancelRun(RunId),
-    RetryRun(RunId),
-    Requeue(DlqId),
-    Discard(DlqId),
-    Canary { name: String, action: CanaryAction },
-}
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum Request {
@@ -69,19 +58,14 @@ pub enum Request {
     },
     Dlq,
     Canaries,
-    /// Add (or, with the default, clear) a fault on a simulated canary.
-    Inject {
-        name: String,
-        fault: Fault,
-    },
     CanarySeries {
         name: String,
         step_s: i64,
         points: usize,
     },
-    Start(StartRun),
+    /// A state change, down the host's one control path with this dashboard's actor.
     Control {
-        control: Control,
+        cmd: Command,
         reason: String,
     },
 }
@@ -112,9 +96,8 @@ pub enum Msg {
         step_s: i64,
         points: Vec<SeriesPoint>,
     },
-    Started(RunId),
-    /// A control action succeeded: a sentence for the footer.
-    Done(String),
+    /// A control action succeeded: what it changed.
+    Done(Outcome),
     /// A request failed: a sentence for the footer.
     Failed(String),
 }
@@ -123,6 +106,7 @@ pub enum Msg {
 #[derive(Clone)]
 pub struct Worker {
     backend: Arc<dyn Backend>,
+    actor: Arc<Actor>,
     tx: mpsc::UnboundedSender<Msg>,
 }
 
@@ -131,12 +115,18 @@ fn failed(what: &str, e: &ApiError) -> Msg {
 }
 
 impl Worker {
-    pub fn new(backend: Arc<dyn Backend>, tx: mpsc::UnboundedSender<Msg>) -> Self {
-        Worker { backend, tx }
+    /// `actor` is who the dashboard's commands are recorded as (a server names the token's
+    /// owner instead).
+    pub fn new(backend: Arc<dyn Backend>, actor: Actor, tx: mpsc::UnboundedSender<Msg>) -> Self {
+        Worker {
+            backend,
+            actor: Arc::new(actor),
+            tx,
+        }
     }
 
     pub fn exec(&self, req: Request) {
-        let (backend, tx) = (self.backend.clone(), self.tx.clone());
+        let (backend, tx, actor) = (self.backend.clone(), self.tx.clone(), self.actor.clone());
         tokio::spawn(async move {
             if let Request::Subscribe { since } = req {
                 let mut stream = backend.events(Some(since));
@@ -148,13 +138,13 @@ impl Worker {
                 let _ = tx.send(Msg::Stream(StreamItem::Connected(false)));
                 return;
             }
-            let msg = handle(backend.as_ref(), req).await;
+            let msg = handle(backend.as_ref(), &actor, req).await;
             let _ = tx.send(msg);
         });
     }
 }
 
-async fn handle(b: &dyn Backend, req: Request) -> Msg {
+async fn handle(b: &dyn Backend, actor: &Actor, req: Request) -> Msg {
     match req {
         Request::Overview => b
             .overview()
@@ -227,15 +217,6 @@ async fn handle(b: &dyn Backend, req: Request) -> Msg {
             .canaries()
             .await
             .map_or_else(|e| failed("cannot load canaries", &e), Msg::Canaries),
-        Request::Inject { name, fault } => match b.canary_inject(&name, fault).await {
-            Ok(()) if fault.is_none() => Msg::Done(format!("canary {name}: fault cleared")),
-            Ok(()) => Msg::Done(format!(
-                "canary {name}: +{:.1}% errors and +{:.0}ms on every canary request",
-                fault.error_rate * 100.0,
-                fault.latency_ms
-            )),
-            Err(e) => failed(&format!("cannot inject a fault into canary {name}"), &e),
-        },
         Request::CanarySeries {
             name,
             step_s,
@@ -248,51 +229,10 @@ async fn handle(b: &dyn Backend, req: Request) -> Msg {
             },
             Err(e) => failed(&format!("cannot load the charts of canary {name}"), &e),
         },
-        Request::Start(req) => {
-            let name = req.pipeline.clone();
-            b.start_run(req).await.map_or_else(
-                |e| failed(&format!("cannot start `{name}`"), &e),
-                Msg::Started,
-            )
-        }
-        Request::Control { control, reason } => {
-            let (what, result) = match &control {
-                Control::CancelRun(id) => (
-                    format!("cannot cancel run {id}"),
-                    b.cancel_run(*id, &reason)
-                        .await
-                        .map(|()| format!("run {id} is being cancelled")),
-                ),
-                Control::RetryRun(id) => (
-                    format!("cannot retry run {id}"),
-                    b.retry_run(*id, &reason)
-                        .await
-                        .map(|()| format!("run {id} is retrying its failed stages")),
-                ),
-                Control::Requeue(id) => (
-                    format!("cannot requeue dead-letter entry {id}"),
-                    b.requeue(*id, &reason)
-                        .await
-                        .map(|run| format!("dead-letter entry {id} requeued into run {run}")),
-                ),
-                Control::Discard(id) => (
-                    format!("cannot discard dead-letter entry {id}"),
-                    b.discard(*id, &reason)
-                        .await
-                        .map(|()| format!("dead-letter entry {id} discarded")),
-                ),
-                Control::Canary { name, action } => (
-                    format!("cannot {} canary {name}", action.name().replace('_', " ")),
-                    b.canary_act(name, *action, &reason).await.map(|r| {
-                        format!(
-                            "canary {name}: {} -> {}, weight {}% -> {}%",
-                            r.state_before, r.state_after, r.weight_before, r.weight_after
-                        )
-                    }),
-                ),
-            };
-            match result {
-                Ok(text) => Msg::Done(text),
+        Request::Control { cmd, reason } => {
+            let what = format!("cannot {} {}", cmd.action(), cmd.target());
+            match b.control(cmd, actor, &reason).await {
+                Ok(outcome) => Msg::Done(outcome),
                 Err(e) => failed(&what, &e),
             }
         }

@@ -4,9 +4,9 @@
 use std::time::Duration;
 
 use futures::StreamExt;
-use opsdeck::runtime::{Host, HostOptions};
+use opsdeck::config::server::hex;
+use opsdeck::host::{Host, HostOptions};
 use opsdeck::server::auth::sha256;
-use opsdeck::server::config::hex;
 use opsdeck::server::{self, AppState};
 use serde_json::{Value, json};
 
@@ -52,7 +52,7 @@ async fn start(rate_limit: u32) -> Api {
     let host = Host::start(ws.open(), HostOptions::long_lived("api test"))
         .await
         .unwrap();
-    let cfg = opsdeck::server::config::load_file(&ws.path("opsdeck.toml"), "opsdeck.toml").unwrap();
+    let cfg = opsdeck::host::Workspace::open(&ws.path("")).unwrap().server;
     let state = AppState::new(host.clone(), cfg);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
@@ -184,9 +184,16 @@ async fn the_envelope_and_every_error_code() {
         (
             "POST",
             &*Box::leak(format!("/v1/runs/{id}/cancel").into_boxed_str()),
-            Some("{}"),
+            Some(r#"{"reason": "done with it"}"#),
             409,
             "conflict",
+        ),
+        (
+            "POST",
+            &*Box::leak(format!("/v1/runs/{id}/cancel").into_boxed_str()),
+            Some("{}"),
+            400,
+            "validation",
         ),
         (
             "POST",
@@ -484,7 +491,7 @@ fn serve_refuses_to_expose_an_unprotected_runtime_and_tokens_are_made_once() {
         .collect::<Vec<_>>()
         .join("\n");
     ws.write("opsdeck.toml", &toml);
-    let cfg = opsdeck::server::config::load_file(&ws.path("opsdeck.toml"), "opsdeck.toml").unwrap();
+    let cfg = opsdeck::host::Workspace::open(&ws.path("")).unwrap().server;
     assert_eq!(
         opsdeck::server::auth::find(&cfg.tokens, token).map(|t| t.name.as_str()),
         Some("alice")

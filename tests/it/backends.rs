@@ -6,8 +6,11 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use opsdeck::client::{Backend, Embedded, Remote, StreamItem};
-use opsdeck::model::{CanaryAction, ErrorCode, RunId, RunQuery, StartRun};
-use opsdeck::runtime::{Host, HostOptions};
+use opsdeck::host::{Host, HostOptions};
+use opsdeck::model::{
+    Actor, ApiError, AuditQuery, CanaryAction, Command, ErrorCode, Outcome, Role, RunId, RunQuery,
+    StartRun, Via,
+};
 use opsdeck::server::{self, AppState};
 
 use crate::support::{TestWorkspace, until};
@@ -25,6 +28,12 @@ steps = [ {weight = 10, pause = "1h"}, {weight = 100} ]
     ws
 }
 
+/// One command as a dashboard user would send it (a server names the token's owner instead).
+async fn act(b: &Arc<dyn Backend>, cmd: Command, reason: &str) -> Result<Outcome, ApiError> {
+    let actor = Actor::new("tester", Role::Admin, Via::Dashboard);
+    b.control(cmd, &actor, reason).await
+}
+
 async fn behaviour(b: Arc<dyn Backend>, which: &str) {
     let o = b.overview().await.unwrap();
     assert!(
@@ -32,13 +41,13 @@ async fn behaviour(b: Arc<dyn Backend>, which: &str) {
         "{which}: {o:?}"
     );
 
-    let id = b
-        .start_run(StartRun {
-            pipeline: "etl".into(),
-            ..StartRun::default()
-        })
-        .await
-        .unwrap();
+    let start = Command::StartRun(StartRun {
+        pipeline: "etl".into(),
+        ..StartRun::default()
+    });
+    let Outcome::RunStarted { run: id } = act(&b, start, "").await.unwrap() else {
+        panic!("{which}: starting a run says which run");
+    };
     until("the run to finish", || {
         let b = b.clone();
         async move { b.run(id).await.is_ok_and(|r| r.status.is_finished()) }
@@ -64,7 +73,9 @@ async fn behaviour(b: Arc<dyn Backend>, which: &str) {
 
     let missing = b.run(RunId(999)).await.unwrap_err();
     assert_eq!(missing.code, ErrorCode::NotFound, "{which}: {missing}");
-    let finished = b.cancel_run(id, "too late").await.unwrap_err();
+    let finished = act(&b, Command::CancelRun { run: id }, "too late")
+        .await
+        .unwrap_err();
     assert_eq!(finished.code, ErrorCode::Conflict, "{which}: {finished}");
     assert!(b.dlq().await.unwrap().is_empty());
 
@@ -92,17 +103,23 @@ async fn behaviour(b: Arc<dyn Backend>, which: &str) {
     // Canaries: list, act, chart, and a refused fault on a canary that takes real traffic.
     let list = b.canaries().await.unwrap();
     assert_eq!(list[0].name, "edge", "{which}");
-    let rec = b
-        .canary_act("edge", CanaryAction::SetWeight(20), "hold for the sale")
-        .await
-        .unwrap();
+    let edge = |action| Command::Canary {
+        canary: "edge".into(),
+        action,
+    };
+    let Outcome::Canary { record: rec, .. } =
+        act(&b, edge(CanaryAction::SetWeight(20)), "hold for the sale")
+            .await
+            .unwrap()
+    else {
+        panic!("{which}: a canary action answers with its record");
+    };
     assert_eq!(
         (rec.weight_after, rec.reason.as_str()),
         (20.0, "hold for the sale"),
         "{which}"
     );
-    let again = b
-        .canary_act("edge", CanaryAction::Pause, "again")
+    let again = act(&b, edge(CanaryAction::Pause), "again")
         .await
         .unwrap_err();
     assert_eq!(again.code, ErrorCode::Conflict, "{which}: {again}");
@@ -111,16 +128,81 @@ async fn behaviour(b: Arc<dyn Backend>, which: &str) {
         12,
         "{which}"
     );
-    let fault = b
-        .canary_inject("edge", opsdeck::canary::simulate::Fault::default())
-        .await
-        .unwrap_err();
+    let fault = act(
+        &b,
+        Command::Fault {
+            canary: "edge".into(),
+            fault: opsdeck::model::Fault::default(),
+        },
+        "",
+    )
+    .await
+    .unwrap_err();
     assert_eq!(fault.code, ErrorCode::Conflict, "{which}: {fault}");
-    let unknown = b
-        .canary_act("nope", CanaryAction::Pause, "x")
-        .await
-        .unwrap_err();
+    let unknown = act(
+        &b,
+        Command::Canary {
+            canary: "nope".into(),
+            action: CanaryAction::Pause,
+        },
+        "x",
+    )
+    .await
+    .unwrap_err();
     assert_eq!(unknown.code, ErrorCode::NotFound, "{which}: {unknown}");
+
+    // Every command above left one audit record, refusals included; filters narrow them.
+    let all = b
+        .audit(AuditQuery {
+            limit: 100,
+            ..AuditQuery::default()
+        })
+        .await
+        .unwrap();
+    let actions: Vec<(&str, &str)> = all
+        .iter()
+        .map(|r| (r.action.as_str(), r.outcome.as_str()))
+        .collect();
+    assert_eq!(
+        actions,
+        [
+            ("canary.pause", "failed: not_found"),
+            ("canary.fault", "failed: conflict"),
+            ("canary.pause", "failed: conflict"),
+            ("canary.set_weight", "ok"),
+            ("run.cancel", "failed: conflict"),
+            ("run.start", "ok"),
+        ],
+        "{which}: newest first"
+    );
+    let canary = b
+        .audit(AuditQuery {
+            action: Some("canary".into()),
+            limit: 100,
+            ..AuditQuery::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(canary.len(), 4, "{which}: a group of actions");
+    let set = &canary[3];
+    assert_eq!(
+        (
+            set.reason.as_str(),
+            set.role,
+            set.details["weight_after"].as_f64()
+        ),
+        ("hold for the sale", Some(Role::Admin), Some(20.0)),
+        "{which}"
+    );
+    let by_nobody = b
+        .audit(AuditQuery {
+            actor: Some("nobody".into()),
+            limit: 10,
+            ..AuditQuery::default()
+        })
+        .await
+        .unwrap();
+    assert!(by_nobody.is_empty(), "{which}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

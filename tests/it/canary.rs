@@ -7,9 +7,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
+use opsdeck::clock::{Clock, ManualClock};
+use opsdeck::host::{Host, HostOptions};
 use opsdeck::model::{CanaryState, Version};
-use opsdeck::runtime::clock::{Clock, ManualClock};
-use opsdeck::runtime::{Host, HostOptions};
 
 use crate::support::{TestWorkspace, until};
 
@@ -163,7 +163,10 @@ route = {{ key = "header:x-user-id" }}
     host.shutdown().await;
     let audit = opsdeck::store::Reader::open(&ws.path(".opsdeck/state.db"))
         .unwrap()
-        .audit(10)
+        .audit(&opsdeck::model::AuditQuery {
+            limit: 10,
+            ..Default::default()
+        })
         .unwrap();
     assert_eq!(audit[0].action, "canary.rollback");
     assert_eq!(audit[0].target, "canary/shop");
@@ -224,7 +227,7 @@ fn the_cli_shows_and_acts_with_reasons_and_refuses_what_does_not_fit() {
     assert_eq!(s["last_action"]["reason"], "hold at 20 for the sale");
     let text = ws.run(&["canary", "status", "api"]).stdout();
     assert!(
-        text.contains("paused") && text.contains("set_weight by cli:"),
+        text.contains("paused") && text.contains("set_weight by alice"),
         "{text}"
     );
 
@@ -328,18 +331,18 @@ simulate = { rps = 200 }
     opts.clock = Arc::new(clock.clone());
     let host = Host::start(ws.open(), opts).await.unwrap();
     // A proxy or ingest canary takes real traffic; only simulated ones take faults.
+    let fault = |canary: &str, error_rate| opsdeck::model::Command::Fault {
+        canary: canary.into(),
+        fault: opsdeck::model::Fault::new(error_rate, 0.0).unwrap(),
+    };
     assert!(
-        host.canary_inject("nope", opsdeck::canary::simulate::Fault::default())
+        crate::support::act(&host, fault("nope", 0.0), "")
+            .await
             .is_err()
     );
-    host.canary_inject(
-        "api",
-        opsdeck::canary::simulate::Fault {
-            error_rate: 0.2,
-            latency_ms: 0.0,
-        },
-    )
-    .unwrap();
+    crate::support::act(&host, fault("api", 0.2), "drill")
+        .await
+        .unwrap();
     let mut rolled_back_at = None;
     let legacy = |host: &Host| {
         host.canary("api").unwrap().requests["legacy"]

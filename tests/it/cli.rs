@@ -175,7 +175,7 @@ fn bad_input_gets_one_sentence_and_exit_2() {
             "opsdeck: pipeline `etl` has no param `colour`; declared params: region, limit",
         ),
         (
-            &["dlq", "requeue", "5"],
+            &["dlq", "requeue", "5", "--reason", "retry it"],
             "opsdeck: cannot requeue dead-letter entry 5: there is no dead-letter entry 5; list them with `opsdeck dlq list`",
         ),
     ];
@@ -222,7 +222,7 @@ fn dead_letters_can_be_listed_requeued_and_discarded() {
     );
 
     std::fs::write(ws.path("ok"), "").unwrap();
-    let requeued = ws.run(&["dlq", "requeue", "1"]);
+    let requeued = ws.run(&["dlq", "requeue", "1", "--reason", "fixed the input"]);
     requeued.expect_code(0);
     assert!(
         requeued
@@ -254,7 +254,8 @@ fn retry_reruns_failed_stages_and_cancel_refuses_finished_runs() {
     let ws = workspace();
     ws.run(&["run", "fragile"]).expect_code(1);
     std::fs::write(ws.path("ok"), "").unwrap();
-    ws.run(&["runs", "retry", "1"]).expect_code(0);
+    ws.run(&["runs", "retry", "1", "--reason", "flaky"])
+        .expect_code(0);
     let run = ws.run(&["runs", "show", "1", "--json"]).json();
     assert_eq!(run["status"], "succeeded");
     assert_eq!(run["stages"][0]["attempts"].as_array().unwrap().len(), 2);
@@ -264,7 +265,7 @@ fn retry_reruns_failed_stages_and_cancel_refuses_finished_runs() {
         "retrying a run clears its dead letters"
     );
 
-    let cancel = ws.run(&["runs", "cancel", "1"]);
+    let cancel = ws.run(&["runs", "cancel", "1", "--reason", "too late"]);
     cancel.expect_code(2);
     assert_eq!(
         cancel.stderr(),
@@ -418,7 +419,8 @@ fn retry_and_requeue_give_a_fresh_set_of_attempts() {
         "[pipeline]\nname = \"twice\"\n[pipeline.retry]\nmax_attempts = 2\nbackoff = { initial_ms = 1, max_ms = 1 }\n[[stage]]\nid = \"a\"\nkind = \"command\"\ncommand = [\"false\"]\n",
     );
     ws.run(&["run", "twice"]).expect_code(1);
-    ws.run(&["runs", "retry", "1"]).expect_code(1);
+    ws.run(&["runs", "retry", "1", "--reason", "flaky"])
+        .expect_code(1);
     let attempts = ws.run(&["runs", "show", "1", "--json"]).json()["stages"][0]["attempts"]
         .as_array()
         .unwrap()
@@ -427,7 +429,7 @@ fn retry_and_requeue_give_a_fresh_set_of_attempts() {
     let entry = ws.run(&["dlq", "list", "--json"]).json()[0]["id"]
         .as_u64()
         .unwrap();
-    ws.run(&["dlq", "requeue", &entry.to_string()])
+    ws.run(&["dlq", "requeue", &entry.to_string(), "--reason", "again"])
         .expect_code(1);
     let attempts = ws.run(&["runs", "show", "1", "--json"]).json()["stages"][0]["attempts"]
         .as_array()
@@ -435,7 +437,7 @@ fn retry_and_requeue_give_a_fresh_set_of_attempts() {
         .len();
     assert_eq!(attempts, 6);
     // The old entry is gone; asking for it says where the stage went.
-    let gone = ws.run(&["dlq", "requeue", &entry.to_string()]);
+    let gone = ws.run(&["dlq", "requeue", &entry.to_string(), "--reason", "again"]);
     gone.expect_code(2);
     assert!(gone.stderr().contains(&format!("there is no dead-letter entry {entry}: it was requeued, and stage `a` of run 1 failed again as entry {}", entry + 1)), "{}", gone.stderr());
 }

@@ -3,10 +3,10 @@
 
 use std::fmt::Write as _;
 
+use opsdeck::host::Workspace;
+use opsdeck::host::{Host, HostOptions};
 use opsdeck::model::{EventKind, RunStatus};
 use opsdeck::runtime::spec;
-use opsdeck::runtime::workspace::Workspace;
-use opsdeck::runtime::{Host, HostOptions};
 use proptest::prelude::*;
 
 /// A random DAG: stage `i` may need any stage `j < i` (so it is acyclic), written in a shuffled

@@ -4,13 +4,14 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use opsdeck::model::{AttemptStatus, EventKind, RunStatus, StageStatus, Trigger};
-use opsdeck::runtime::clock::ManualClock;
-use opsdeck::runtime::{Host, HostOptions};
+use opsdeck::clock::ManualClock;
+use opsdeck::host::{Host, HostOptions};
+use opsdeck::model::{AttemptStatus, Command, EventKind, RunStatus, StageStatus, Trigger};
 use serde_json::{Map, Value, json};
 
 use crate::support::{
-    TestWorkspace, assert_status, events_of, process_gone, read, run_to_end, scripted_server, until,
+    TestWorkspace, act, assert_status, events_of, process_gone, read, run_to_end, scripted_server,
+    until,
 };
 
 #[tokio::test]
@@ -187,7 +188,10 @@ async fn a_requeued_dead_letter_continues_its_run_to_success() {
     assert_eq!(dlq[0].error.code, "exit_status");
 
     std::fs::write(ws.path("ok"), "").unwrap();
-    assert_eq!(host.requeue(dlq[0].id, "fixed").await.unwrap(), run.id);
+    let requeued = act(&host, Command::Requeue { entry: dlq[0].id }, "fixed")
+        .await
+        .unwrap();
+    assert_eq!(requeued.run(), Some(run.id));
     assert_eq!(host.wait(run.id).await.unwrap(), RunStatus::Succeeded);
     let run = host.run(run.id).await.unwrap();
     assert_eq!(
@@ -222,7 +226,13 @@ async fn a_discarded_dead_letter_leaves_the_run_failed() {
     let host = ws.host().await;
     let run = run_to_end(&host, "fragile").await;
     let entry = host.dlq().await.unwrap().remove(0);
-    host.discard(entry.id, "known bad input").await.unwrap();
+    act(
+        &host,
+        Command::Discard { entry: entry.id },
+        "known bad input",
+    )
+    .await
+    .unwrap();
     assert!(host.dlq().await.unwrap().is_empty());
     assert_eq!(host.run(run.id).await.unwrap().status, RunStatus::Failed);
     let discarded = events_of(&host, run.id)
@@ -231,8 +241,7 @@ async fn a_discarded_dead_letter_leaves_the_run_failed() {
         .find(|e| e.kind == EventKind::DlqDiscarded)
         .unwrap();
     assert_eq!(discarded.data["reason"], "known bad input");
-    let again = host
-        .requeue(entry.id, "again")
+    let again = act(&host, Command::Requeue { entry: entry.id }, "again")
         .await
         .unwrap_err()
         .to_string();
@@ -519,7 +528,9 @@ command = ["true"]
         read(&pid_file).trim().parse::<i32>().is_ok()
     })
     .await;
-    host.cancel_run(id, "test").await.unwrap();
+    act(&host, Command::CancelRun { run: id }, "test")
+        .await
+        .unwrap();
     assert_eq!(host.wait(id).await.unwrap(), RunStatus::Cancelled);
     let run = host.run(id).await.unwrap();
     assert_eq!(run.stage("wait").unwrap().status, StageStatus::Cancelled);
@@ -533,7 +544,10 @@ command = ["true"]
         process_gone(pid)
     })
     .await;
-    let err = host.cancel_run(id, "again").await.unwrap_err().to_string();
+    let err = act(&host, Command::CancelRun { run: id }, "again")
+        .await
+        .unwrap_err()
+        .to_string();
     assert_eq!(
         err,
         format!("run {id} already finished (cancelled); there is nothing to cancel")

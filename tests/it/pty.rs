@@ -60,6 +60,7 @@ impl Term {
         cmd.env("XDG_CONFIG_HOME", home.join("config"));
         cmd.env("XDG_DATA_HOME", home.join("data"));
         cmd.env("TERM", "xterm-256color");
+        cmd.env("USER", "oncall");
         for (k, v) in env {
             cmd.env(k, v);
         }
@@ -294,7 +295,15 @@ simulate = { rps = 40 }
     let s = status.json();
     assert_eq!(s["state"], "rolled_back");
     assert_eq!(s["last_action"]["reason"], "canary pages on-call");
-    assert_eq!(s["last_action"]["actor"], "dashboard");
+    assert_eq!(
+        s["last_action"]["actor"], "oncall",
+        "the person at the terminal"
+    );
+    let audit = ws
+        .run(&["audit", "--action", "canary.rollback", "--json"])
+        .json();
+    assert_eq!(audit[0]["via"], "dashboard", "{audit}");
+    assert_eq!(audit[0]["actor"], "oncall", "{audit}");
 }
 
 #[test]

@@ -6,9 +6,11 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use opsdeck::model::{Event, Run, RunId, RunStatus};
-use opsdeck::runtime::workspace::Workspace;
-use opsdeck::runtime::{Host, HostOptions};
+use opsdeck::host::Workspace;
+use opsdeck::host::{Host, HostOptions};
+use opsdeck::model::{
+    Actor, ApiError, Command as Cmd, Event, Outcome, Role, Run, RunId, RunStatus, Via,
+};
 use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
@@ -52,6 +54,7 @@ impl TestWorkspace {
         c.env_clear()
             .env("PATH", std::env::var("PATH").unwrap_or_default())
             .env("HOME", &home)
+            .env("USER", "alice")
             .env("XDG_CONFIG_HOME", home.join("config"))
             .env("XDG_DATA_HOME", home.join("data"))
             .current_dir(self.root.path());
@@ -131,6 +134,12 @@ impl Out {
 }
 
 /// Runs a pipeline on a host to its end and returns the run.
+/// Sends a command down the host's one control path as a test user at the dashboard.
+pub async fn act(host: &Host, cmd: Cmd, reason: &str) -> Result<Outcome, ApiError> {
+    let actor = Actor::new("tester", Role::Admin, Via::Dashboard);
+    host.control(cmd, &actor, reason).await
+}
+
 pub async fn run_to_end(host: &Host, pipeline: &str) -> Run {
     let id = host
         .start_run(

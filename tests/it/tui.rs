@@ -4,9 +4,9 @@
 use chrono::{DateTime, TimeZone, Utc};
 use opsdeck::client::StreamItem;
 use opsdeck::model::{
-    Attempt, AttemptError, AttemptStatus, BreakerInfo, CanaryAction, CanaryStatus, DlqEntry, DlqId,
-    Event, EventKind, Overview, Page, PipelineInfo, Run, RunId, RunStatus, RunSummary, SeriesPoint,
-    StageIo, StageRecord, StageStatus, Timestamp, Trigger,
+    Attempt, AttemptError, AttemptStatus, BreakerInfo, CanaryAction, CanaryStatus, Command,
+    DlqEntry, DlqId, Event, EventKind, Overview, Page, PipelineInfo, Run, RunId, RunStatus,
+    RunSummary, SeriesPoint, StageIo, StageRecord, StageStatus, Timestamp, Trigger,
 };
 use opsdeck::tui::action::Action;
 use opsdeck::tui::app::{App, Config};
@@ -378,8 +378,9 @@ fn open_diff(app: &mut App) {
 /// passing checks, one rolled back by hand; and the first one's chart points.
 fn canary_fixture() -> (Vec<CanaryStatus>, Vec<SeriesPoint>) {
     use opsdeck::canary::Rollout;
-    use opsdeck::canary::config::{CanaryConfig, Profile, Simulate};
-    use opsdeck::canary::simulate::Traffic;
+    use opsdeck::canary::config::CanaryConfig;
+    use opsdeck::canary::source::simulate::Traffic;
+    use opsdeck::canary::source::simulate::{Profile, Simulate};
     let sim = Simulate {
         rps: 100.0,
         legacy: Profile {
@@ -405,7 +406,7 @@ fn canary_fixture() -> (Vec<CanaryStatus>, Vec<SeriesPoint>) {
         let mut r = Rollout::new(cfg, start, 1);
         let mut t = Traffic::new(sim.clone(), 3);
         for s in start..=end {
-            t.second(&mut r, s, (s - start) as u64);
+            t.run_second(&mut r, s, (s - start) as u64);
             r.tick(s);
         }
         if name == "search-api" {
@@ -630,7 +631,7 @@ fn keys_move_open_and_go_back() {
     chars(&mut a, "fixed");
     key(&mut a, KeyCode::Enter);
     assert!(a.take_requests().contains(&Request::Control {
-        control: opsdeck::tui::request::Control::Requeue(DlqId(7)),
+        cmd: Command::Requeue { entry: DlqId(7) },
         reason: "fixed".into()
     }));
     // Ctrl-C always quits, even in a dialog.
@@ -950,8 +951,8 @@ fn faults_are_injected_into_the_selected_canary_from_the_palette() {
     key(&mut a, KeyCode::Enter);
     let reqs = a.take_requests();
     assert!(
-        reqs.iter().any(|r| matches!(r, Request::Inject { name, fault }
-            if name == "checkout-api" && (fault.error_rate - 0.08).abs() < 1e-9 && (fault.latency_ms - 250.0).abs() < 1e-9)),
+        reqs.iter().any(|r| matches!(r, Request::Control { cmd: Command::Fault { canary, fault }, .. }
+            if canary == "checkout-api" && (fault.error_rate - 0.08).abs() < 1e-9 && (fault.latency_ms - 250.0).abs() < 1e-9)),
         "{reqs:?}"
     );
     a.on_action(Action::Palette);
@@ -1007,7 +1008,7 @@ fn read_only_hides_and_refuses_control_actions() {
     assert!(
         !a.take_requests()
             .iter()
-            .any(|r| matches!(r, Request::Start(_)))
+            .any(|r| matches!(r, Request::Control { .. }))
     );
 }
 

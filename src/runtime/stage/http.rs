@@ -1,8 +1,6 @@
 //! `http` stages: one request; the response body is the output. 5xx, 429, timeouts and
 //! connection errors are retryable and count against the target's breaker; other 4xx are not.
 
-use std::sync::Once;
-
 use futures::StreamExt;
 use reqwest::{Method, StatusCode};
 use serde_json::Value;
@@ -10,18 +8,9 @@ use serde_json::Value;
 use super::{Captured, ExecCtx, ExecResult, Failure, Outcome};
 use crate::runtime::spec::HttpStage;
 
-static PROVIDER: Once = Once::new();
-
-/// The HTTP client stages share. Installs the ring TLS provider once (reqwest is built
-/// without a default provider to keep builds fast).
+/// The HTTP client stages share.
 pub fn client() -> reqwest::Client {
-    PROVIDER.call_once(|| {
-        let _ = rustls::crypto::ring::default_provider().install_default();
-    });
-    reqwest::Client::builder()
-        .user_agent(concat!("opsdeck/", env!("CARGO_PKG_VERSION")))
-        .build()
-        .unwrap_or_default()
+    crate::net::client_builder().build().unwrap_or_default()
 }
 
 enum End {

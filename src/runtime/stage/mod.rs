@@ -12,8 +12,8 @@ use serde_json::Value;
 use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio_util::sync::CancellationToken;
 
-use super::clock::Clock;
 use super::spec::{Stage, StageKind};
+use crate::clock::Clock;
 use crate::store::marker;
 
 pub use command::{kill_orphan, process_start_time};

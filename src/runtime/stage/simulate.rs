@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use super::{ExecCtx, ExecResult, Failure, Outcome, Output};
-use crate::runtime::rng::{Rng, seed_of};
+use crate::rng::{Rng, seed_of};
 use crate::runtime::spec::SimulateStage;
 
 /// z-score of the 95th percentile of a standard normal distribution.

@@ -1,36 +1,13 @@
-//! The `[server]` table of `opsdeck.toml`: where to listen, limits, and the API tokens (stored
-//! as SHA-256 hashes; the plain token is never written anywhere).
+//! The `[server]` table of `opsdeck.toml`, checked in the same pass as the file's other tables:
+//! where to listen, limits, and the API tokens (stored as SHA-256 hashes; the plain token is
+//! never written anywhere).
 
 use std::net::SocketAddr;
 
 use toml::de::{DeTable, DeValue};
 
-use crate::diag::{Checker, Diagnostic};
-use crate::model::status::string_enum;
-
-string_enum!(
-    /// What a token may do. Each role includes the ones before it.
-    Role, "role" {
-        Viewer => "viewer",
-        Operator => "operator",
-        Admin => "admin",
-    }
-);
-
-impl Role {
-    fn rank(self) -> u8 {
-        match self {
-            Role::Viewer => 0,
-            Role::Operator => 1,
-            Role::Admin => 2,
-        }
-    }
-
-    /// Whether this role may do what `needed` may.
-    pub fn allows(self, needed: Role) -> bool {
-        self.rank() >= needed.rank()
-    }
-}
+use crate::diag::Checker;
+use crate::model::Role;
 
 /// One configured token.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -173,11 +150,6 @@ pub fn parse(c: &mut Checker<'_>, root: &DeTable<'_>) -> ServerConfig {
         }
     }
     cfg
-}
-
-/// Reads the `[server]` table of a workspace's `opsdeck.toml`.
-pub fn load_file(path: &std::path::Path, shown: &str) -> Result<ServerConfig, Vec<Diagnostic>> {
-    crate::diag::check_file(path, shown, ServerConfig::default(), parse)
 }
 
 #[cfg(test)]

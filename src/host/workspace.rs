@@ -1,30 +1,29 @@
 //! A workspace: `opsdeck.toml`, `pipelines/*.toml` and the `.opsdeck/` state directory, and how
 //! the CLI finds one (flag, `$OPSDECK_WORKSPACE`, the current directory, or the bundled demo).
 
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use super::spec::{self, Pipeline};
 use crate::canary::CanaryConfig;
-use crate::config::{self, Settings};
-use crate::diag::{Diagnostic, suggest};
+use crate::config::{self, ServerConfig, Settings};
+use crate::diag::Diagnostic;
+use crate::runtime::catalog::Pipelines;
+use crate::runtime::spec::Pipeline;
 
-/// A loaded workspace. Pipelines that failed validation are left out and their problems kept,
-/// so read-only commands still work while a file is being fixed.
+/// A loaded workspace: its settings, pipelines, canaries and server settings. Pipelines that
+/// failed validation are left out and their problems kept, so read-only commands still work
+/// while a file is being fixed.
 #[derive(Debug, Clone)]
 pub struct Workspace {
     pub dir: PathBuf,
     pub settings: Settings,
-    pipelines: BTreeMap<String, (Arc<Pipeline>, PathBuf)>,
+    pipelines: Arc<Pipelines>,
     /// Every problem in every file, for hosts (which refuse to start with any).
     pub problems: Vec<Diagnostic>,
-    /// Files that failed validation, with their problems.
-    broken: Vec<(PathBuf, Vec<Diagnostic>)>,
-    /// Names defined by more than one file: refused, since either choice could be wrong.
-    conflicts: BTreeMap<String, Vec<PathBuf>>,
     /// Canary rollouts from `[canary.NAME]` tables of `opsdeck.toml`.
     pub canaries: Vec<Arc<CanaryConfig>>,
+    /// The `[server]` table of `opsdeck.toml`, for `opsdeck serve`.
+    pub server: ServerConfig,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -35,7 +34,8 @@ pub enum WorkspaceError {
     Invalid(Vec<Diagnostic>),
 }
 
-/// Top-level tables of `opsdeck.toml` owned by later features; accepted by the settings check.
+/// Top-level tables of `opsdeck.toml` that are not layered settings; the settings check
+/// accepts them and the workspace checks them itself.
 pub const OTHER_SECTIONS: &[&str] = &["canary", "server"];
 
 impl Workspace {
@@ -50,113 +50,56 @@ impl Workspace {
         let mut files: Vec<PathBuf> = config::user_config_path().into_iter().collect();
         files.push(dir.join("opsdeck.toml"));
         let settings = config::load(&files, OTHER_SECTIONS).map_err(WorkspaceError::Invalid)?;
+        let pipelines = Pipelines::load(&dir);
         let mut ws = Workspace {
+            problems: pipelines.problems().to_vec(),
+            pipelines: Arc::new(pipelines),
             dir,
             settings,
-            pipelines: BTreeMap::new(),
-            problems: Vec::new(),
-            broken: Vec::new(),
-            conflicts: BTreeMap::new(),
             canaries: Vec::new(),
+            server: ServerConfig::default(),
         };
-        match crate::canary::config::load_file(&ws.dir.join("opsdeck.toml"), "opsdeck.toml") {
-            Ok(c) => ws.canaries = c.into_iter().map(Arc::new).collect(),
-            Err(problems) => ws.problems.extend(problems),
-        }
-        if let Err(problems) =
-            crate::server::config::load_file(&ws.dir.join("opsdeck.toml"), "opsdeck.toml")
-        {
-            ws.problems.extend(problems);
-        }
-        ws.load_pipelines();
+        ws.load_tables();
         Ok(ws)
+    }
+
+    /// Checks the `[canary.*]` and `[server]` tables of `opsdeck.toml`, parsed once.
+    fn load_tables(&mut self) {
+        let checked = crate::diag::check_file(
+            &self.dir.join("opsdeck.toml"),
+            "opsdeck.toml",
+            (Vec::new(), ServerConfig::default()),
+            |c, root| {
+                (
+                    crate::canary::config::parse_all(c, root),
+                    config::server::parse(c, root),
+                )
+            },
+        );
+        match checked {
+            Ok((canaries, server)) => {
+                self.canaries = canaries.into_iter().map(Arc::new).collect();
+                self.server = server;
+            }
+            Err(problems) => self.problems.extend(problems),
+        }
     }
 
     /// A workspace from pipelines already in memory (benchmarks and tests).
     pub fn in_memory(dir: &Path, pipelines: Vec<Pipeline>) -> Workspace {
-        let pipelines = pipelines
-            .into_iter()
-            .map(|p| (p.name.clone(), (Arc::new(p), dir.join("pipelines"))))
-            .collect();
         Workspace {
             dir: dir.to_path_buf(),
             settings: Settings::default(),
-            pipelines,
+            pipelines: Arc::new(Pipelines::in_memory(dir, pipelines)),
             problems: Vec::new(),
-            broken: Vec::new(),
-            conflicts: BTreeMap::new(),
             canaries: Vec::new(),
-        }
-    }
-
-    fn load_pipelines(&mut self) {
-        let pdir = self.dir.join("pipelines");
-        let Ok(entries) = std::fs::read_dir(&pdir) else {
-            return;
-        };
-        let mut paths: Vec<PathBuf> = entries
-            .filter_map(Result::ok)
-            .map(|e| e.path())
-            .filter(|p| p.extension().is_some_and(|e| e == "toml"))
-            .collect();
-        paths.sort();
-        for path in paths {
-            let shown = path.strip_prefix(&self.dir).unwrap_or(&path).to_path_buf();
-            match spec::load_file(&path) {
-                Ok(p) => {
-                    if let Some((_, first)) = self.pipelines.get(&p.name) {
-                        self.problems.push(Diagnostic::whole_file(
-                            shown.display().to_string(),
-                            format!(
-                                "pipeline `{}` is already defined in {}; names must be unique",
-                                p.name,
-                                first.display()
-                            ),
-                        ));
-                        self.conflicts
-                            .entry(p.name.clone())
-                            .or_insert_with(|| vec![first.clone()])
-                            .push(shown);
-                    } else {
-                        self.pipelines.insert(p.name.clone(), (Arc::new(p), shown));
-                    }
-                }
-                Err(problems) => {
-                    let problems: Vec<Diagnostic> = problems
-                        .into_iter()
-                        .map(|mut d| {
-                            d.file = shown.display().to_string();
-                            d
-                        })
-                        .collect();
-                    self.problems.extend(problems.iter().cloned());
-                    self.broken.push((shown, problems));
-                }
-            }
-        }
-        for name in self.conflicts.keys() {
-            self.pipelines.remove(name);
+            server: ServerConfig::default(),
         }
     }
 
     /// A canary by name, or a sentence with the valid choices.
     pub fn canary(&self, name: &str) -> Result<Arc<CanaryConfig>, String> {
-        if let Some(c) = self.canaries.iter().find(|c| c.name == name) {
-            return Ok(c.clone());
-        }
-        let names: Vec<&str> = self.canaries.iter().map(|c| c.name.as_str()).collect();
-        if names.is_empty() {
-            return Err(format!(
-                "there is no canary `{name}`: this workspace defines none (add a [canary.NAME] table to opsdeck.toml)"
-            ));
-        }
-        let hint = suggest(name, &names)
-            .map(|s| format!(" (did you mean `{s}`?)"))
-            .unwrap_or_default();
-        Err(format!(
-            "there is no canary `{name}`{hint}; canaries: {}",
-            names.join(", ")
-        ))
+        crate::canary::config::find(&self.canaries, name)
     }
 
     pub fn state_dir(&self) -> PathBuf {
@@ -171,68 +114,18 @@ impl Workspace {
         self.state_dir().join("logs")
     }
 
+    /// The catalog the runtime runs pipelines from.
+    pub fn catalog(&self) -> &Arc<Pipelines> {
+        &self.pipelines
+    }
+
     pub fn pipelines(&self) -> impl Iterator<Item = &Arc<Pipeline>> {
-        self.pipelines.values().map(|(p, _)| p)
+        self.pipelines.iter()
     }
 
-    pub fn pipeline_file(&self, name: &str) -> Option<&Path> {
-        self.pipelines.get(name).map(|(_, f)| f.as_path())
-    }
-
-    /// A pipeline by name, or a sentence saying why not: defined twice, in a file that failed
-    /// validation, or simply unknown (with the valid choices).
+    /// A pipeline by name, or a sentence saying why not (see [`Pipelines::get`]).
     pub fn pipeline(&self, name: &str) -> Result<Arc<Pipeline>, String> {
-        if let Some((p, _)) = self.pipelines.get(name) {
-            return Ok(p.clone());
-        }
-        if let Some(files) = self.conflicts.get(name) {
-            let files: Vec<String> = files.iter().map(|f| f.display().to_string()).collect();
-            return Err(format!(
-                "pipeline `{name}` is defined in {}; names must be unique",
-                files.join(" and ")
-            ));
-        }
-        if let Some((file, problems)) = self
-            .broken
-            .iter()
-            .find(|(f, _)| f.file_stem().is_some_and(|s| s.to_string_lossy() == name))
-        {
-            let lines: Vec<String> = problems.iter().map(|p| format!("  {p}")).collect();
-            return Err(format!(
-                "pipeline `{name}` cannot be used: {} has {} problem(s):\n{}",
-                file.display(),
-                problems.len(),
-                lines.join("\n")
-            ));
-        }
-        let names: Vec<&str> = self.pipelines.keys().map(String::as_str).collect();
-        let hint = suggest(name, &names)
-            .map(|s| format!(" (did you mean `{s}`?)"))
-            .unwrap_or_default();
-        let broken = if self.broken.is_empty() {
-            String::new()
-        } else {
-            let files: Vec<String> = self
-                .broken
-                .iter()
-                .map(|(f, _)| f.display().to_string())
-                .collect();
-            format!(
-                "; these files failed validation: {} (see `opsdeck validate`)",
-                files.join(", ")
-            )
-        };
-        if names.is_empty() {
-            Err(format!(
-                "there is no pipeline `{name}`: {} holds no valid pipeline{broken}",
-                self.dir.join("pipelines").display()
-            ))
-        } else {
-            Err(format!(
-                "there is no pipeline `{name}`{hint}; pipelines: {}{broken}",
-                names.join(", ")
-            ))
-        }
+        self.pipelines.get(name)
     }
 }
 

@@ -6,38 +6,38 @@ use std::sync::Arc;
 
 use serde_json::{Map, json};
 
-use super::host::{Inner, start_run};
+use super::engine::{Engine, start_run};
 use super::spec::Pipeline;
 use crate::model::{EventKind, RunId, Trigger};
 use crate::store::Op;
 
-pub(crate) fn start(inner: &Arc<Inner>) {
-    for p in inner.ws.pipelines() {
+pub(crate) fn start(engine: &Arc<Engine>) {
+    for p in engine.pipelines.iter() {
         if p.schedule.is_some() {
-            let (inner2, p) = (inner.clone(), p.clone());
-            inner.tasks.spawn(schedule_loop(inner2, p));
+            let (inner2, p) = (engine.clone(), p.clone());
+            engine.tasks.spawn(schedule_loop(inner2, p));
         }
     }
 }
 
-async fn schedule_loop(inner: Arc<Inner>, pipeline: Arc<Pipeline>) {
+async fn schedule_loop(engine: Arc<Engine>, pipeline: Arc<Pipeline>) {
     let Some(schedule) = pipeline.schedule.clone() else {
         return;
     };
-    let mut next = schedule.first_fire(inner.clock.now());
+    let mut next = schedule.first_fire(engine.clock.now());
     let mut last: Option<RunId> = None;
     while let Some(at) = next {
-        let wait = (at - inner.clock.now()).to_std().unwrap_or_default();
+        let wait = (at - engine.clock.now()).to_std().unwrap_or_default();
         tokio::select! {
-            () = inner.clock.sleep(wait) => {}
-            () = inner.shutdown.cancelled() => return,
+            () = engine.clock.sleep(wait) => {}
+            () = engine.shutdown.cancelled() => return,
         }
         match last {
-            Some(prev) if inner.is_active(prev) => {
-                inner
+            Some(prev) if engine.is_active(prev) => {
+                engine
                     .writer
                     .send(vec![Op::run_event(
-                        inner.clock.timestamp(),
+                        engine.clock.timestamp(),
                         EventKind::ScheduleSkipped,
                         prev,
                         json!({"pipeline": pipeline.name, "schedule": schedule.text(),
@@ -45,13 +45,21 @@ async fn schedule_loop(inner: Arc<Inner>, pipeline: Arc<Pipeline>) {
                     )])
                     .await;
             }
-            _ => match start_run(&inner, &pipeline.name, &Map::new(), Trigger::Schedule).await {
+            _ => match start_run(
+                &engine,
+                &pipeline.name,
+                &Map::new(),
+                Trigger::Schedule,
+                |_| Vec::new(),
+            )
+            .await
+            {
                 Ok(id) => last = Some(id),
                 Err(e) => {
                     tracing::warn!(pipeline = %pipeline.name, error = %e, "a scheduled run could not start");
                 }
             },
         }
-        next = schedule.next_fire(at, inner.clock.now());
+        next = schedule.next_fire(at, engine.clock.now());
     }
 }

@@ -2,11 +2,14 @@
 //! `opsdeck.toml` < `OPSDECK_<TABLE>__<KEY>` environment variables < flags. One schema checks
 //! the files (with locations) and the environment alike, so a typo is an error everywhere.
 
+pub mod server;
+
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
 use crate::diag::{Checker, Diagnostic, SourceFile, suggest};
+pub use server::{ServerConfig, Token};
 
 #[derive(Debug, Clone, PartialEq, Default, Deserialize)]
 #[serde(default)]

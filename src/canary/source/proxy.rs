@@ -4,7 +4,8 @@
 //! `x-opsdeck-version`; 5xx answers and connection failures count as errors.
 
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
+use std::ops::Range;
+use std::sync::Arc;
 use std::time::Instant;
 
 use axum::Router;
@@ -13,13 +14,14 @@ use axum::extract::{ConnectInfo, Request, State};
 use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use futures::TryStreamExt;
+use toml::de::DeTable;
 
-use super::config::{Proxy, RouteKey, Source};
-use super::live::{LiveCanary, lock};
+use super::{Env, Kind, Source};
+use crate::canary::config::RouteKey;
+use crate::canary::service::Shared;
+use crate::clock::Clock;
+use crate::diag::Checker;
 use crate::model::Version;
-use crate::runtime::clock::Clock;
-use crate::runtime::host::Inner;
-use crate::runtime::{Result, RuntimeError};
 
 /// The response header that names the version that answered.
 pub const VERSION_HEADER: &str = "x-opsdeck-version";
@@ -37,9 +39,16 @@ const HOP_BY_HOP: &[&str] = &[
     "host",
 ];
 
+#[derive(Debug, Clone, PartialEq)]
+pub struct Proxy {
+    pub listen: SocketAddr,
+    pub legacy: String,
+    pub canary: String,
+}
+
 #[derive(Clone)]
 struct ProxyState {
-    canary: Arc<Mutex<LiveCanary>>,
+    canary: Shared,
     upstreams: Arc<Proxy>,
     route: Arc<RouteKey>,
     http: reqwest::Client,
@@ -71,7 +80,7 @@ async fn forward(
     req: Request,
 ) -> Response {
     let key = route_key(&s.route, req.headers(), peer);
-    let version = lock(&s.canary).rollout.route(key.as_deref()).version;
+    let version = s.canary.route(key.as_deref());
     let base = match version {
         Version::Legacy => &s.upstreams.legacy,
         Version::Canary => &s.upstreams.canary,
@@ -99,8 +108,7 @@ async fn forward(
     match sent {
         Ok(resp) => {
             let status = resp.status();
-            lock(&s.canary)
-                .rollout
+            s.canary
                 .observe(now, version, latency_ms, status.is_server_error());
             let mut out = Response::builder().status(status.as_u16());
             if let Some(h) = out.headers_mut() {
@@ -116,9 +124,7 @@ async fn forward(
                 .unwrap_or_else(|_| StatusCode::BAD_GATEWAY.into_response())
         }
         Err(e) => {
-            lock(&s.canary)
-                .rollout
-                .observe(now, version, latency_ms, true);
+            s.canary.observe(now, version, latency_ms, true);
             tracing::debug!(error = %e, upstream = %base, "proxy: the upstream did not answer");
             let mut r = (
                 StatusCode::BAD_GATEWAY,
@@ -137,33 +143,36 @@ fn app(state: ProxyState) -> Router {
     Router::new().fallback(forward).with_state(state)
 }
 
-/// Starts a listener for every `proxy` canary of the host; a port in use is an error that
-/// names the canary and the address.
-pub(crate) async fn start_all(inner: &Arc<Inner>) -> Result<()> {
-    for (cfg, live) in inner.canaries.all() {
-        let Source::Proxy(p) = &cfg.source else {
-            continue;
-        };
-        let listener = tokio::net::TcpListener::bind(p.listen).await.map_err(|e| {
-            RuntimeError::Io(format!(
-                "canary {}: cannot listen on {} for its proxy: {e}",
-                cfg.name, p.listen
-            ))
-        })?;
+impl Source for Proxy {
+    fn name(&self) -> &'static str {
+        "proxy"
+    }
+
+    /// Listens on the configured address; a port in use is an error that names the address.
+    fn start(&self, canary: &Shared, env: &Env) -> Result<(), String> {
+        let name = canary.name();
+        let listener = std::net::TcpListener::bind(self.listen)
+            .and_then(|l| l.set_nonblocking(true).map(|()| l))
+            .and_then(tokio::net::TcpListener::from_std)
+            .map_err(|e| {
+                format!(
+                    "canary {name}: cannot listen on {} for its proxy: {e}",
+                    self.listen
+                )
+            })?;
         let state = ProxyState {
-            canary: live.clone(),
-            upstreams: Arc::new(p.clone()),
-            route: Arc::new(cfg.route.clone()),
-            http: reqwest::Client::builder()
+            canary: canary.clone(),
+            upstreams: Arc::new(self.clone()),
+            route: Arc::new(canary.route_key()),
+            http: crate::net::bare_builder()
                 .redirect(reqwest::redirect::Policy::none())
                 .build()
                 .unwrap_or_default(),
-            clock: inner.clock.clone(),
+            clock: env.clock.clone(),
         };
-        let shutdown = inner.shutdown.clone();
-        let name = cfg.name.clone();
-        tracing::info!(canary = %name, listen = %p.listen, "canary proxy listening");
-        inner.tasks.spawn(async move {
+        let shutdown = env.shutdown.clone();
+        tracing::info!(canary = %name, listen = %self.listen, "canary proxy listening");
+        env.tasks.spawn(async move {
             let served = axum::serve(
                 listener,
                 app(state).into_make_service_with_connect_info::<SocketAddr>(),
@@ -174,8 +183,72 @@ pub(crate) async fn start_all(inner: &Arc<Inner>) -> Result<()> {
                 tracing::error!(canary = %name, error = %e, "canary proxy stopped");
             }
         });
+        Ok(())
     }
-    Ok(())
+}
+
+fn parse(
+    c: &mut Checker<'_>,
+    table: Option<&DeTable<'_>>,
+    span: &Range<usize>,
+    ctx: &str,
+) -> Option<Arc<dyn Source>> {
+    let Some(t) = table else {
+        c.missing(span, "proxy", &format!("{ctx} with source = \"proxy\""));
+        return None;
+    };
+    let p = proxy(c, t, span, &format!("`proxy` of {ctx}"))?;
+    Some(Arc::new(p))
+}
+
+pub const KIND: Kind = Kind {
+    name: "proxy",
+    table: Some("proxy"),
+    parse,
+};
+
+fn proxy(c: &mut Checker<'_>, t: &DeTable<'_>, span: &Range<usize>, ctx: &str) -> Option<Proxy> {
+    c.known_keys(t, &["listen", "legacy", "canary"], ctx);
+    let listen = match c.str(t, "listen", ctx) {
+        Some((s, sspan)) => match s.parse::<SocketAddr>() {
+            Ok(a) => Some(a),
+            Err(_) => {
+                c.error(
+                    &sspan,
+                    format!("`listen` in {ctx} is `{s}`; write an address like 127.0.0.1:8080"),
+                );
+                None
+            }
+        },
+        None => {
+            c.missing(span, "listen", ctx);
+            None
+        }
+    };
+    let url = |key: &str, c: &mut Checker<'_>| match c.str(t, key, ctx) {
+        Some((s, sspan)) => {
+            if reqwest::Url::parse(s).is_ok_and(|u| matches!(u.scheme(), "http" | "https")) {
+                Some(s.trim_end_matches('/').to_string())
+            } else {
+                c.error(
+                    &sspan,
+                    format!("`{key}` in {ctx} is `{s}`; write an http:// or https:// URL"),
+                );
+                None
+            }
+        }
+        None => {
+            c.missing(span, key, ctx);
+            None
+        }
+    };
+    let legacy = url("legacy", c);
+    let canary = url("canary", c);
+    Some(Proxy {
+        listen: listen?,
+        legacy: legacy?,
+        canary: canary?,
+    })
 }
 
 #[cfg(test)]

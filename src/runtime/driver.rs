@@ -12,13 +12,14 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
 
 use super::attempt::{self, AttemptEnd, AttemptJob};
+use super::engine::Engine;
 use super::error::{Result, RuntimeError};
-use super::host::Inner;
 use super::spec::Pipeline;
 use crate::model::{
     AttemptError, DlqEntry, DlqId, EventKind, RunId, RunStatus, StageStatus, Timestamp,
 };
 use crate::store::{Op, clip_json};
+use crate::sync::lock;
 
 pub(crate) const STOP_NONE: u8 = 0;
 pub(crate) const STOP_CANCEL: u8 = 1;
@@ -46,8 +47,10 @@ pub(crate) enum Msg {
 
 /// Requests from the host to a running driver.
 pub(crate) enum Control {
+    /// Stop the run; `extra` (the audit of the request) is written with the event.
     Cancel {
         reason: String,
+        extra: Vec<Op>,
         ack: oneshot::Sender<()>,
     },
     Reopen {
@@ -64,8 +67,9 @@ pub(crate) struct ActiveRun {
 }
 
 impl ActiveRun {
-    pub(crate) fn send(&self, c: Control) -> bool {
-        self.control.send(c).is_ok()
+    /// Hands `c` to the run's driver, or gives it back when the driver has already ended.
+    pub(crate) fn send(&self, c: Control) -> Result<(), Control> {
+        self.control.send(c).map_err(|e| e.0)
     }
 }
 
@@ -81,7 +85,7 @@ struct StageState {
 }
 
 struct Driver {
-    inner: Arc<Inner>,
+    engine: Arc<Engine>,
     id: RunId,
     pipeline: Arc<Pipeline>,
     params: Value,
@@ -100,12 +104,12 @@ struct Driver {
 /// Starts (or restarts) the driver of a run from what the store holds, after committing
 /// `ops` (the events that explain why) together with the run's move to `running`.
 pub(crate) async fn launch(
-    inner: &Arc<Inner>,
+    engine: &Arc<Engine>,
     id: RunId,
     reset: Reset,
     mut ops: Vec<Op>,
 ) -> Result<()> {
-    let loaded = inner
+    let loaded = engine
         .reads
         .with(move |r| r.load_run(id))
         .await?
@@ -162,12 +166,12 @@ pub(crate) async fn launch(
             };
         }
     }
-    let now = inner.clock.timestamp();
+    let now = engine.clock.timestamp();
     let (tx, rx) = mpsc::unbounded_channel();
     let (control_tx, control_rx) = mpsc::unbounded_channel();
     let (done_tx, done_rx) = watch::channel(None);
     let mut driver = Driver {
-        inner: inner.clone(),
+        engine: engine.clone(),
         id,
         pipeline: Arc::new(pipeline),
         params: loaded.params,
@@ -220,10 +224,7 @@ pub(crate) async fn launch(
         ));
     }
     {
-        let mut active = inner
-            .active
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut active = lock(&engine.active);
         if active.contains_key(&id) {
             return Err(RuntimeError::Conflict(format!(
                 "run {id} is already running"
@@ -237,12 +238,8 @@ pub(crate) async fn launch(
             },
         );
     }
-    if let Err(e) = inner.writer.commit(ops).await {
-        inner
-            .active
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .remove(&id);
+    if let Err(e) = engine.writer.commit(ops).await {
+        lock(&engine.active).remove(&id);
         return Err(e.into());
     }
     let why = match &reset {
@@ -252,7 +249,7 @@ pub(crate) async fn launch(
         Reset::Stages(_) => "requeued",
     };
     tracing::info!(run = %id, pipeline = %driver.pipeline.name, "run {why}");
-    inner.tasks.spawn(driver.drive());
+    engine.tasks.spawn(driver.drive());
     Ok(())
 }
 
@@ -312,7 +309,7 @@ impl Driver {
                 }
                 continue;
             }
-            let shutdown = self.inner.shutdown.clone();
+            let shutdown = self.engine.shutdown.clone();
             tokio::select! {
                 Some(msg) = self.rx.recv() => self.on_msg(msg).await,
                 Some(ctl) = self.control.recv() => self.on_control(ctl).await,
@@ -333,7 +330,7 @@ impl Driver {
 
     async fn skip_blocked(&mut self) {
         let mut ops = Vec::new();
-        let now = self.inner.clock.timestamp();
+        let now = self.engine.clock.timestamp();
         loop {
             let mut changed = false;
             for i in 0..self.states.len() {
@@ -370,7 +367,7 @@ impl Driver {
             }
         }
         if !ops.is_empty() {
-            self.inner.writer.send(ops).await;
+            self.engine.writer.send(ops).await;
         }
     }
 
@@ -400,10 +397,10 @@ impl Driver {
         st.status = StageStatus::Running;
         st.due = false;
         let n = st.attempts;
-        let now = self.inner.clock.timestamp();
+        let now = self.engine.clock.timestamp();
         let stage = self.stage_id(idx).to_string();
-        let (input_text, _, _) = clip_json(&input, self.inner.limit);
-        self.inner
+        let (input_text, _, _) = clip_json(&input, self.engine.limit);
+        self.engine
             .writer
             .send(vec![
                 Op::UpdateStage {
@@ -429,7 +426,7 @@ impl Driver {
             .await;
         self.running += 1;
         tokio::spawn(attempt::run(AttemptJob {
-            inner: self.inner.clone(),
+            engine: self.engine.clone(),
             run_id: self.id,
             pipeline: self.pipeline.clone(),
             idx,
@@ -458,7 +455,7 @@ impl Driver {
     }
 
     async fn on_attempt_end(&mut self, idx: usize, n: u32, end: AttemptEnd) {
-        let now = self.inner.clock.timestamp();
+        let now = self.engine.clock.timestamp();
         let stage = self.pipeline.stages[idx].clone();
         let mut ops = Vec::new();
         let stop = self.stop.load(Ordering::SeqCst);
@@ -479,11 +476,7 @@ impl Driver {
             {
                 let tries = n - self.states[idx].base.min(n);
                 let delay = {
-                    let mut rng = self
-                        .inner
-                        .rng
-                        .lock()
-                        .unwrap_or_else(std::sync::PoisonError::into_inner);
+                    let mut rng = lock(&self.engine.rng);
                     stage.retry.backoff.delay(tries, &mut rng)
                 };
                 ops.push(Op::stage_event(
@@ -494,7 +487,7 @@ impl Driver {
                     json!({"attempt": n, "next_attempt": n + 1, "delay_ms": delay.as_millis() as u64,
                            "error": {"code": f.code, "message": f.message}}),
                 ));
-                let (tx, clock) = (self.tx.clone(), self.inner.clock.clone());
+                let (tx, clock) = (self.tx.clone(), self.engine.clock.clone());
                 tokio::spawn(async move {
                     clock.sleep(delay).await;
                     let _ = tx.send(Msg::RetryDue { idx, n });
@@ -510,7 +503,7 @@ impl Driver {
                     "a stage failed and was parked in the dead-letter queue"
                 );
                 let dlq = DlqEntry {
-                    id: DlqId(self.inner.next_dlq.fetch_add(1, Ordering::SeqCst)),
+                    id: DlqId(self.engine.next_dlq.fetch_add(1, Ordering::SeqCst)),
                     run_id: self.id,
                     pipeline: self.pipeline.name.clone(),
                     stage: stage.id.clone(),
@@ -522,7 +515,7 @@ impl Driver {
                     },
                     created_at: now,
                 };
-                let (input, _, _) = clip_json(&self.input_for(idx), self.inner.limit);
+                let (input, _, _) = clip_json(&self.input_for(idx), self.engine.limit);
                 ops.push(Op::stage_event(
                     now,
                     EventKind::DlqAdded,
@@ -543,24 +536,26 @@ impl Driver {
                 status,
             },
         );
-        self.inner.writer.send(ops).await;
+        self.engine.writer.send(ops).await;
     }
 
     async fn on_control(&mut self, ctl: Control) {
         match ctl {
-            Control::Cancel { reason, ack } => {
+            Control::Cancel { reason, extra, ack } => {
+                let mut ops = Vec::new();
                 if !self.stopping() {
-                    let now = self.inner.clock.timestamp();
-                    self.inner
-                        .writer
-                        .send(vec![Op::run_event(
-                            now,
-                            EventKind::RunCancelRequested,
-                            self.id,
-                            json!({"reason": reason}),
-                        )])
-                        .await;
+                    let now = self.engine.clock.timestamp();
+                    ops.push(Op::run_event(
+                        now,
+                        EventKind::RunCancelRequested,
+                        self.id,
+                        json!({"reason": reason}),
+                    ));
                     self.begin_stop(STOP_CANCEL);
+                }
+                ops.extend(extra);
+                if !ops.is_empty() {
+                    self.engine.writer.send(ops).await;
                 }
                 let _ = ack.send(());
             }
@@ -583,7 +578,7 @@ impl Driver {
                 }
                 let before: Vec<StageStatus> = self.states.iter().map(|s| s.status).collect();
                 self.reopen_stages(&stages);
-                let now = self.inner.clock.timestamp();
+                let now = self.engine.clock.timestamp();
                 ops.insert(
                     0,
                     Op::UpdateRun {
@@ -603,7 +598,7 @@ impl Driver {
                     }
                 }
                 let result = self
-                    .inner
+                    .engine
                     .writer
                     .commit(ops)
                     .await
@@ -617,7 +612,7 @@ impl Driver {
     /// in which case the run carries on (returns false).
     async fn finish(&mut self) -> bool {
         let stop = self.stop.load(Ordering::SeqCst);
-        let now = self.inner.clock.timestamp();
+        let now = self.engine.clock.timestamp();
         let mut ops = Vec::new();
         if stop == STOP_CANCEL {
             for i in 0..self.states.len() {
@@ -668,19 +663,18 @@ impl Driver {
                 json!({"status": status, "duration_ms": duration_ms}),
             )
         });
-        if let Err(e) = self.inner.writer.commit(ops).await {
+        if let Err(e) = self.engine.writer.commit(ops).await {
             tracing::error!(run = %self.id, error = %e, "could not record the end of a run");
         }
         tracing::info!(run = %self.id, pipeline = %self.pipeline.name, %status, duration_ms, "run ended");
         loop {
-            let active = self
-                .inner
-                .active
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            let active = lock(&self.engine.active);
             match self.control.try_recv() {
-                Ok(Control::Cancel { ack, .. }) => {
+                Ok(Control::Cancel { ack, extra, .. }) => {
                     drop(active);
+                    if !extra.is_empty() {
+                        self.engine.writer.send(extra).await;
+                    }
                     let _ = ack.send(());
                 }
                 Ok(Control::Reopen { stages, ops, ack }) => {

@@ -1,0 +1,478 @@
+//! The canaries of one host: each configured rollout restored from the store (or started),
+//! driven once a second by the host's clock, fed by its source, and every change saved and
+//! logged as an event. Built with the clock, writer, cancellation and task tracker of the
+//! host, so it needs nothing else from it; the host's control path audits manual actions.
+
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use serde_json::{Value, json};
+
+use super::config::{CanaryConfig, RouteKey};
+use super::source::{Env, Feed};
+use super::{Controller, Persisted, Rollout};
+use crate::clock::Clock;
+use crate::model::{
+    ActionRecord, Actor, AuditRecord, CanaryAction, CanaryStatus, EventKind, Fault, Observation,
+    SeriesPoint, Verdict, Version,
+};
+use crate::store::{NewEvent, Op, Reader, Writer};
+
+/// Seconds a host that fell behind (a suspended laptop) replays at most.
+const MAX_CATCH_UP_S: i64 = 10;
+
+/// Why a canary request was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CanaryError {
+    #[error("{0}")]
+    NotFound(String),
+    /// The canary's state or source does not allow it.
+    #[error("{0}")]
+    Conflict(String),
+}
+
+/// One canary in a host.
+#[derive(Debug)]
+pub struct LiveCanary {
+    pub rollout: Rollout,
+    /// Traffic made in the host (`simulate`).
+    feed: Option<Box<dyn Feed>>,
+    /// When this host began generating traffic: scheduled changes count from here.
+    traffic_from: i64,
+    /// The verdicts last logged, so an analysis event is written only when they change.
+    logged: Vec<(String, Verdict)>,
+}
+
+/// A canary shared with its source (a proxy routes and records through it).
+#[derive(Debug, Clone)]
+pub struct Shared {
+    cfg: Arc<CanaryConfig>,
+    live: Arc<Mutex<LiveCanary>>,
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, LiveCanary> {
+        crate::sync::lock(&self.live)
+    }
+
+    pub fn name(&self) -> String {
+        self.cfg.name.clone()
+    }
+
+    pub fn route_key(&self) -> RouteKey {
+        self.cfg.route.clone()
+    }
+
+    /// Where a request with this route key goes at the current weight.
+    pub fn route(&self, key: Option<&str>) -> Version {
+        self.lock().rollout.route(key).version
+    }
+
+    /// Records one request's outcome in second `sec`.
+    pub fn observe(&self, sec: i64, v: Version, latency_ms: u64, error: bool) {
+        self.lock().rollout.observe(sec, v, latency_ms, error);
+    }
+}
+
+/// What the service is built with: the host's clock, store writer and task lifetime.
+#[derive(Clone)]
+pub struct Deps {
+    pub clock: Arc<dyn Clock>,
+    pub writer: Writer,
+    pub shutdown: tokio_util::sync::CancellationToken,
+    pub tasks: tokio_util::task::TaskTracker,
+}
+
+/// Every canary of a host. The list is fixed when the host starts; clones share it.
+#[derive(Clone)]
+pub struct CanaryService {
+    list: Vec<Shared>,
+    configs: Vec<Arc<CanaryConfig>>,
+    deps: Deps,
+}
+
+fn save_op(l: &LiveCanary, now: i64) -> Op {
+    Op::SaveCanary {
+        name: l.rollout.ctl.cfg.name.clone(),
+        state: serde_json::to_string(&l.rollout.ctl.st).unwrap_or_default(),
+        status: serde_json::to_string(&l.rollout.status()).unwrap_or_default(),
+        at: super::controller::ts(now),
+    }
+}
+
+/// The saved state after an action and its `canary_action` event.
+fn action_ops(l: &LiveCanary, rec: &ActionRecord, now: i64) -> Vec<Op> {
+    let mut data = serde_json::to_value(rec).unwrap_or(Value::Null);
+    if let Value::Object(m) = &mut data {
+        m.insert("canary".into(), json!(l.rollout.ctl.cfg.name));
+    }
+    vec![
+        save_op(l, now),
+        Op::Event(NewEvent {
+            at: rec.at,
+            kind: EventKind::CanaryAction,
+            run_id: None,
+            stage: None,
+            data,
+        }),
+    ]
+}
+
+/// The audit details of a canary action: the states and weights around it and the analysis
+/// that stood at that moment.
+pub fn audit_details(rec: &ActionRecord) -> Value {
+    json!({
+        "state_before": rec.state_before, "state_after": rec.state_after,
+        "weight_before": rec.weight_before, "weight_after": rec.weight_after,
+        "analysis": rec.analysis,
+    })
+}
+
+/// An automatic action, audited like a manual one but with opsdeck as the actor.
+fn automatic_ops(l: &LiveCanary, rec: &ActionRecord, now: i64) -> Vec<Op> {
+    let actor = Actor::automatic();
+    let mut ops = action_ops(l, rec, now);
+    ops.extend(Op::audited(
+        AuditRecord {
+            at: rec.at,
+            actor: actor.name,
+            role: Some(actor.role),
+            via: Some(actor.via),
+            action: format!("canary.{}", rec.action),
+            target: format!("canary/{}", l.rollout.ctl.cfg.name),
+            reason: rec.reason.clone(),
+            outcome: "ok".into(),
+            details: audit_details(rec),
+        },
+        None,
+    ));
+    ops
+}
+
+fn restore(
+    cfg: &Arc<CanaryConfig>,
+    row: Option<&(String, String, String)>,
+    now: i64,
+) -> Controller {
+    let restored = row.and_then(|(_, state, _)| serde_json::from_str::<Persisted>(state).ok());
+    let Some(st) = restored else {
+        return Controller::new(cfg.clone(), now);
+    };
+    let mut ctl = Controller::restore(cfg.clone(), st);
+    // The last analysis stays on show (for an ended rollout, the one that decided it) until a
+    // new one runs.
+    if let Some(s) =
+        row.and_then(|(_, _, status)| serde_json::from_str::<CanaryStatus>(status).ok())
+    {
+        ctl.checks = s.checks;
+        ctl.triggers = s.triggers;
+        ctl.analysis_at = s.analysis_at.map(|t| t.millis().div_euclid(1000));
+    }
+    ctl
+}
+
+impl CanaryService {
+    /// Restores saved rollouts of `configs` and starts the others now. Returns the writes
+    /// that record what was started.
+    pub fn load(
+        configs: &[Arc<CanaryConfig>],
+        reader: &Reader,
+        deps: Deps,
+        seed: u64,
+    ) -> (CanaryService, Vec<Op>) {
+        let now = deps.clock.now().timestamp();
+        let saved = reader.canaries().unwrap_or_default();
+        let mut list = Vec::new();
+        let mut ops = Vec::new();
+        for (i, cfg) in configs.iter().enumerate() {
+            let row = saved.iter().find(|(n, _, _)| *n == cfg.name);
+            let fresh =
+                row.is_none_or(|(_, state, _)| serde_json::from_str::<Persisted>(state).is_err());
+            let live = LiveCanary {
+                rollout: Rollout::resume(restore(cfg, row, now), seed.wrapping_add(i as u64)),
+                feed: cfg.source.feed(seed),
+                traffic_from: now,
+                logged: Vec::new(),
+            };
+            if fresh {
+                ops.push(save_op(&live, now));
+                ops.push(Op::Event(NewEvent {
+                    at: super::controller::ts(now),
+                    kind: EventKind::CanaryStarted,
+                    run_id: None,
+                    stage: None,
+                    data: json!({"canary": cfg.name, "weight": f64::from(live.rollout.ctl.weight_bp()) / 100.0, "source": cfg.source.name()}),
+                }));
+            }
+            list.push(Shared {
+                cfg: cfg.clone(),
+                live: Arc::new(Mutex::new(live)),
+            });
+        }
+        let service = CanaryService {
+            list,
+            configs: configs.to_vec(),
+            deps,
+        };
+        (service, ops)
+    }
+
+    /// Starts the canaries in a long-lived host: restarts ended demo rollouts, starts each
+    /// source (a proxy's listener), and drives every canary once a second.
+    pub async fn start(&self) -> Result<(), String> {
+        let now = self.deps.clock.now().timestamp();
+        let ops = self.restart_ended(now);
+        self.deps.writer.commit(ops).await.map_err(|e| e.0)?;
+        let env = Env {
+            clock: self.deps.clock.clone(),
+            shutdown: self.deps.shutdown.clone(),
+            tasks: self.deps.tasks.clone(),
+        };
+        for c in &self.list {
+            c.cfg.source.start(c, &env)?;
+        }
+        self.start_clock(now);
+        Ok(())
+    }
+
+    fn find(&self, name: &str) -> Result<&Shared, CanaryError> {
+        self.list
+            .iter()
+            .find(|c| c.cfg.name == name)
+            .ok_or_else(|| {
+                CanaryError::NotFound(
+                    super::config::find(&self.configs, name)
+                        .err()
+                        .unwrap_or_default(),
+                )
+            })
+    }
+
+    pub fn statuses(&self) -> Vec<CanaryStatus> {
+        self.list
+            .iter()
+            .map(|c| c.lock().rollout.status())
+            .collect()
+    }
+
+    pub fn status(&self, name: &str) -> Result<CanaryStatus, CanaryError> {
+        Ok(self.find(name)?.lock().rollout.status())
+    }
+
+    /// The canary's current weight in percent, for external routers.
+    pub fn weight(&self, name: &str) -> Result<f64, CanaryError> {
+        Ok(self.status(name)?.weight)
+    }
+
+    /// Chart points: `points` steps of `step_s` seconds ending now.
+    pub fn series(
+        &self,
+        name: &str,
+        step_s: i64,
+        points: usize,
+    ) -> Result<Vec<SeriesPoint>, CanaryError> {
+        let now = self.deps.clock.now().timestamp();
+        Ok(self.find(name)?.lock().rollout.series(now, step_s, points))
+    }
+
+    /// A manual action: the record and the writes that save it (state and event). The caller
+    /// commits them with the audit record.
+    pub fn act(
+        &self,
+        name: &str,
+        action: CanaryAction,
+        actor: &str,
+        reason: &str,
+    ) -> Result<(ActionRecord, Vec<Op>), CanaryError> {
+        let now = self.deps.clock.now().timestamp();
+        let shared = self.find(name)?;
+        let mut l = shared.lock();
+        let rec = l
+            .rollout
+            .act(action, actor, reason, now)
+            .map_err(|e| CanaryError::Conflict(e.0))?;
+        let ops = action_ops(&l, &rec, now);
+        Ok((rec, ops))
+    }
+
+    /// Adds a fault to a simulated canary (or clears it with the default).
+    pub fn inject(&self, name: &str, fault: Fault) -> Result<(), CanaryError> {
+        let shared = self.find(name)?;
+        let mut l = shared.lock();
+        match l.feed.as_mut() {
+            Some(f) => {
+                f.inject(fault);
+                Ok(())
+            }
+            None => Err(CanaryError::Conflict(format!(
+                "canary {name} takes real traffic ({}); faults can only be injected into simulated canaries",
+                shared.cfg.source.name()
+            ))),
+        }
+    }
+
+    /// Records observations from an external router, all in the current second.
+    pub fn ingest(&self, name: &str, batch: &[Observation]) -> Result<u64, CanaryError> {
+        let shared = self.find(name)?;
+        if !shared.cfg.source.takes_observations() {
+            return Err(CanaryError::Conflict(format!(
+                "canary {name} has source `{}`; only `ingest` canaries take observations",
+                shared.cfg.source.name()
+            )));
+        }
+        let now = self.deps.clock.now().timestamp();
+        let mut l = shared.lock();
+        for o in batch {
+            l.rollout.observe(now, o.version, o.latency_ms, o.error);
+        }
+        Ok(batch.len() as u64)
+    }
+
+    /// Restarts rollouts that ended, when their source asks for it (the demo).
+    fn restart_ended(&self, now: i64) -> Vec<Op> {
+        let mut ops = Vec::new();
+        for c in &self.list {
+            let mut l = c.lock();
+            let restarts = l.feed.as_ref().is_some_and(|f| f.restarts_ended());
+            if restarts
+                && l.rollout.ctl.state().is_final()
+                && let Ok(rec) = l.rollout.act(
+                    CanaryAction::Restart,
+                    super::controller::AUTOMATIC,
+                    "a new host started this simulated rollout again (restart_ended)",
+                    now,
+                )
+            {
+                ops.extend(automatic_ops(&l, &rec, now));
+            }
+        }
+        ops
+    }
+
+    /// One second of every canary: fed traffic, then analysis and automatic actions.
+    /// Returns the writes to make (saved state, events, audit records).
+    fn second(&self, now: i64) -> Vec<Op> {
+        let mut ops = Vec::new();
+        for c in &self.list {
+            let mut guard = c.lock();
+            let l = &mut *guard;
+            if let Some(f) = l.feed.as_mut() {
+                let t_s = (now - l.traffic_from.max(l.rollout.ctl.st.started_at)).max(0) as u64;
+                f.second(&mut l.rollout, now, t_s);
+            }
+            let acted = l.rollout.tick(now);
+            if let Some(rec) = &acted {
+                ops.extend(automatic_ops(l, rec, now));
+            } else if l.rollout.ctl.analysis_at == Some(now) {
+                ops.push(save_op(l, now));
+            }
+            if l.rollout.ctl.analysis_at == Some(now) {
+                ops.extend(analysis_event(l, now));
+            }
+        }
+        ops
+    }
+
+    /// Drives the canaries once a second of the host's clock (a manual clock in tests moves
+    /// them only when advanced).
+    fn start_clock(&self, start: i64) {
+        if self.list.is_empty() {
+            return;
+        }
+        let me = self.clone();
+        self.deps
+            .tasks
+            .spawn(async move { me.clock_loop(start).await });
+    }
+
+    async fn clock_loop(self, start: i64) {
+        let (clock, shutdown) = (self.deps.clock.clone(), self.deps.shutdown.clone());
+        let mut last = start;
+        loop {
+            // Sleep until the second after the last one served; if the clock is already
+            // there (a manual clock moved before this task got to sleep), do not sleep.
+            let now_ms = clock.now().timestamp_millis();
+            let due_ms = (last + 1).saturating_mul(1_000);
+            if now_ms < due_ms {
+                let wait = std::time::Duration::from_millis((due_ms - now_ms) as u64);
+                // A manual clock may move between reading it and sleeping on it: look again
+                // at least four times a second of real time, so no second is ever slept past.
+                tokio::select! {
+                    () = shutdown.cancelled() => break,
+                    () = clock.sleep(wait) => {}
+                    () = tokio::time::sleep(std::time::Duration::from_millis(250)) => {}
+                }
+            } else if shutdown.is_cancelled() {
+                break;
+            }
+            let now = clock.now().timestamp();
+            if now <= last {
+                continue;
+            }
+            let from = (last + 1).max(now - MAX_CATCH_UP_S + 1);
+            let ops: Vec<Op> = (from..=now).flat_map(|s| self.second(s)).collect();
+            last = now;
+            if !ops.is_empty() {
+                self.deps.writer.send(ops).await;
+            }
+        }
+    }
+}
+
+/// A `canary_analysis` event when the verdicts changed since the last one logged.
+fn analysis_event(l: &mut LiveCanary, now: i64) -> Option<Op> {
+    let verdicts: Vec<(String, Verdict)> = l
+        .rollout
+        .ctl
+        .checks
+        .iter()
+        .map(|c| (c.name.clone(), c.verdict))
+        .collect();
+    if verdicts == l.logged {
+        return None;
+    }
+    l.logged = verdicts;
+    Some(Op::Event(NewEvent {
+        at: super::controller::ts(now),
+        kind: EventKind::CanaryAnalysis,
+        run_id: None,
+        stage: None,
+        data: json!({
+            "canary": l.rollout.ctl.cfg.name,
+            "state": l.rollout.ctl.state(),
+            "weight": f64::from(l.rollout.ctl.weight_bp()) / 100.0,
+            "checks": l.rollout.ctl.checks,
+        }),
+    }))
+}
+
+/// Statuses as a reader sees them while another process hosts (or nobody does): the saved
+/// status of each configured canary, or its first step when it never ran.
+pub fn saved_statuses(configs: &[Arc<CanaryConfig>], reader: &Reader) -> Vec<CanaryStatus> {
+    let saved = reader.canaries().unwrap_or_default();
+    configs
+        .iter()
+        .map(|cfg| {
+            saved
+                .iter()
+                .find(|(n, _, _)| *n == cfg.name)
+                .and_then(|(_, _, status)| serde_json::from_str::<CanaryStatus>(status).ok())
+                .map_or_else(
+                    || {
+                        let now = chrono::Utc::now().timestamp();
+                        let r = Rollout::new(cfg.clone(), now, 0);
+                        let mut s = r.status();
+                        s.outcome = Some(
+                            "not started: no host has run this workspace since it was configured"
+                                .into(),
+                        );
+                        s
+                    },
+                    |mut s| {
+                        // The saved status was written by a host; config changes since show.
+                        s.source = cfg.source.name().into();
+                        s
+                    },
+                )
+        })
+        .collect()
+}

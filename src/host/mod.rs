@@ -1,0 +1,414 @@
+//! The host: the one process that hosts a workspace. It holds the workspace lock, owns the
+//! store's writer and the task lifetime, recovers runs a crashed host left behind, and composes
+//! the parts that own the state: the runtime (runs, the dead-letter queue, schedules) and the
+//! canary service. Every change goes through its one control path ([`Host::control`]), which
+//! checks, performs and audits each command. Read-only access needs no host: see
+//! [`open_reader`].
+
+mod control;
+pub mod lock;
+pub mod workspace;
+
+use std::sync::{Arc, Mutex};
+
+use serde_json::{Map, Value};
+use tokio::sync::broadcast;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::canary::{CanaryError, CanaryService, Deps};
+use crate::clock::{Clock, SystemClock};
+use crate::model::{
+    ApiError, AuditQuery, AuditRecord, CanaryStatus, DlqEntry, ErrorCode, Event, Observation,
+    Overview, Page, PipelineInfo, Run, RunId, RunQuery, RunStatus, RunSummary, SeriesPoint,
+    StageIo, Timestamp, Trigger,
+};
+use crate::rng::Rng;
+use crate::runtime::stage::kill_orphan;
+use crate::runtime::{self, Runtime, RuntimeError};
+use crate::store::{self, Op, ReadPool, Reader, Writer, WriterThread, schema};
+
+/// What a host answers with: the seam's error, a code and a sentence.
+pub type Result<T, E = ApiError> = std::result::Result<T, E>;
+use crate::sync::lock;
+use lock::{HostInfo, HostLock, LockError};
+pub use workspace::{Workspace, WorkspaceError};
+
+/// How a host behaves; `command` names it in `host.json` and in "hosted by" messages.
+pub struct HostOptions {
+    pub command: String,
+    /// Fire pipeline schedules and drive canaries (serve and the dashboard do; one-shot
+    /// commands do not).
+    pub schedules: bool,
+    /// Resume every `interrupted` run at start.
+    pub resume_interrupted: bool,
+    pub clock: Arc<dyn Clock>,
+    /// Seed for retry jitter and canary routing; random when absent.
+    pub seed: Option<u64>,
+}
+
+impl HostOptions {
+    /// Options for a one-shot command that hosts the workspace only while it works.
+    pub fn new(command: impl Into<String>) -> Self {
+        HostOptions {
+            command: command.into(),
+            schedules: false,
+            resume_interrupted: false,
+            clock: Arc::new(SystemClock),
+            seed: None,
+        }
+    }
+
+    /// Options for a long-lived host (`serve`, the dashboard): schedules fire, canaries run
+    /// and interrupted runs resume.
+    pub fn long_lived(command: impl Into<String>) -> Self {
+        HostOptions {
+            schedules: true,
+            resume_interrupted: true,
+            ..HostOptions::new(command)
+        }
+    }
+}
+
+struct Inner {
+    ws: Workspace,
+    clock: Arc<dyn Clock>,
+    writer: Writer,
+    reads: ReadPool,
+    runtime: Runtime,
+    canaries: CanaryService,
+    events: broadcast::Sender<Event>,
+    shutdown: CancellationToken,
+    tasks: TaskTracker,
+    /// Released at shutdown: the writer thread to join and the workspace lock.
+    lifetime: Mutex<Option<(WriterThread, HostLock)>>,
+}
+
+/// A running host. Cloning shares it.
+#[derive(Clone)]
+pub struct Host {
+    inner: Arc<Inner>,
+}
+
+#[allow(clippy::needless_pass_by_value)] // used as `map_err(hosted)`
+fn hosted(e: LockError) -> RuntimeError {
+    match e {
+        LockError::Held(_) => RuntimeError::Hosted(e.to_string()),
+        LockError::Io { .. } => RuntimeError::Io(e.to_string()),
+    }
+}
+
+/// Run ids as `3, 7, 12` for log lines.
+fn ids(runs: &[RunId]) -> String {
+    runs.iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+fn kill_orphans(orphans: &[store::Orphan]) {
+    for o in orphans {
+        if kill_orphan(o.pid, o.pid_start) {
+            tracing::warn!(
+                pid = o.pid,
+                "killed the process group of an attempt whose host had died"
+            );
+        }
+    }
+}
+
+/// If no host holds the workspace, marks any runs a dead host left behind as `interrupted`.
+/// Read-only commands call this so a crashed run never looks alive.
+pub fn recover_if_unhosted(ws: &Workspace) -> runtime::Result<()> {
+    if !ws.db_path().exists() {
+        return Ok(());
+    }
+    let Some(lock) = HostLock::try_quiet(&ws.state_dir()).map_err(hosted)? else {
+        return Ok(());
+    };
+    let mut conn = store::connect(&ws.db_path(), true)?;
+    schema::migrate(&mut conn)?;
+    let (runs, orphans) =
+        store::mark_interrupted(&mut conn, Timestamp::from_datetime(chrono::Utc::now()))?;
+    if !runs.is_empty() {
+        tracing::warn!(runs = %ids(&runs), "marked runs of a stopped host as interrupted");
+    }
+    kill_orphans(&orphans);
+    drop(conn);
+    drop(lock);
+    Ok(())
+}
+
+/// A reader on the workspace's store, usable while another process hosts it.
+pub fn open_reader(ws: &Workspace) -> runtime::Result<Reader> {
+    recover_if_unhosted(ws)?;
+    if ws.db_path().exists() {
+        Ok(Reader::open(&ws.db_path())?)
+    } else {
+        // Nothing has run here yet: answer from an empty store rather than create files in a
+        // directory that was only read.
+        Ok(Reader::empty()?)
+    }
+}
+
+impl From<RuntimeError> for ApiError {
+    fn from(e: RuntimeError) -> Self {
+        let code = match &e {
+            RuntimeError::BadInput(_) => ErrorCode::Validation,
+            RuntimeError::NotFound(_) => ErrorCode::NotFound,
+            RuntimeError::Conflict(_) | RuntimeError::Hosted(_) => ErrorCode::Conflict,
+            RuntimeError::Store(_) | RuntimeError::Io(_) => ErrorCode::Internal,
+        };
+        ApiError::new(code, e.to_string())
+    }
+}
+
+impl From<CanaryError> for ApiError {
+    fn from(e: CanaryError) -> Self {
+        let code = match &e {
+            CanaryError::NotFound(_) => ErrorCode::NotFound,
+            CanaryError::Conflict(_) => ErrorCode::Conflict,
+        };
+        ApiError::new(code, e.to_string())
+    }
+}
+
+impl From<store::StoreError> for ApiError {
+    fn from(e: store::StoreError) -> Self {
+        ApiError::new(ErrorCode::Internal, e.0)
+    }
+}
+
+impl Host {
+    /// Takes the workspace lock, opens the store (recovering after a crash) and starts.
+    pub async fn start(ws: Workspace, opts: HostOptions) -> runtime::Result<Host> {
+        let state_dir = ws.state_dir();
+        let info = HostInfo {
+            pid: std::process::id(),
+            command: opts.command.clone(),
+            started_at: opts.clock.timestamp(),
+            address: None,
+        };
+        let lock = HostLock::acquire(&state_dir, &info).map_err(hosted)?;
+        let db = ws.db_path();
+        let mut conn = store::connect(&db, true)?;
+        schema::migrate(&mut conn)?;
+        let (recovered, orphans) = store::mark_interrupted(&mut conn, opts.clock.timestamp())?;
+        if !recovered.is_empty() {
+            tracing::warn!(runs = %ids(&recovered), "runs of a stopped host were interrupted");
+        }
+        kill_orphans(&orphans);
+        let reader = Reader::open(&db)?;
+        let next_ids = reader.next_ids()?;
+        let (events, _) = broadcast::channel(4096);
+        let (writer, thread) = Writer::spawn(conn, events.clone())?;
+        let (shutdown, tasks) = (CancellationToken::new(), TaskTracker::new());
+        let seed = opts.seed.unwrap_or_else(|| Rng::from_entropy().next_u64());
+        let (canaries, canary_ops) = CanaryService::load(
+            &ws.canaries,
+            &reader,
+            Deps {
+                clock: opts.clock.clone(),
+                writer: writer.clone(),
+                shutdown: shutdown.clone(),
+                tasks: tasks.clone(),
+            },
+            seed,
+        );
+        drop(reader);
+        let runtime = Runtime::new(runtime::Parts {
+            pipelines: ws.catalog().clone(),
+            dir: ws.dir.clone(),
+            clock: opts.clock.clone(),
+            writer: writer.clone(),
+            reads: ReadPool::new(&db),
+            seed: opts.seed,
+            limit: usize::try_from(ws.settings.store.max_output_bytes).unwrap_or(usize::MAX),
+            shutdown: shutdown.clone(),
+            tasks: tasks.clone(),
+            next_ids,
+        });
+        let host = Host {
+            inner: Arc::new(Inner {
+                reads: ReadPool::new(&db),
+                ws,
+                clock: opts.clock,
+                writer,
+                runtime,
+                canaries,
+                events,
+                shutdown,
+                tasks,
+                lifetime: Mutex::new(Some((thread, lock))),
+            }),
+        };
+        tracing::info!(workspace = %host.inner.ws.dir.display(), command = %opts.command, "host started");
+        if opts.resume_interrupted {
+            host.inner.runtime.resume_interrupted().await?;
+        }
+        host.inner.writer.commit(canary_ops).await?;
+        if opts.schedules {
+            host.inner.runtime.start_schedules();
+            host.inner
+                .canaries
+                .start()
+                .await
+                .map_err(RuntimeError::Io)?;
+        }
+        Ok(host)
+    }
+
+    pub fn workspace(&self) -> &Workspace {
+        &self.inner.ws
+    }
+
+    /// Live events, published once committed. A receiver that falls behind gets `Lagged` and
+    /// should catch up from the store with [`Host::events`].
+    pub fn subscribe(&self) -> broadcast::Receiver<Event> {
+        self.inner.events.subscribe()
+    }
+
+    /// Starts a run without an actor: schedules, and `opsdeck run` in the foreground (which
+    /// goes through [`Host::control`] when it can; this is for tests and benchmarks).
+    pub async fn start_run(
+        &self,
+        pipeline: &str,
+        params: &Map<String, Value>,
+        trigger: Trigger,
+    ) -> Result<RunId> {
+        Ok(self
+            .inner
+            .runtime
+            .start_run(pipeline, params, trigger, |_| Vec::new())
+            .await?)
+    }
+
+    pub fn is_active(&self, id: RunId) -> bool {
+        self.inner.runtime.is_active(id)
+    }
+
+    /// Waits until the run is no longer active and returns its stored status.
+    pub async fn wait(&self, id: RunId) -> Result<RunStatus> {
+        Ok(self.inner.runtime.wait(id).await?)
+    }
+
+    pub async fn runs(&self, q: RunQuery) -> Result<Page<RunSummary>> {
+        Ok(self.inner.runtime.runs(q).await?)
+    }
+
+    pub async fn run(&self, id: RunId) -> Result<Run> {
+        Ok(self.inner.runtime.run(id).await?)
+    }
+
+    pub async fn stage_io(&self, id: RunId, stage: &str) -> Result<StageIo> {
+        Ok(self.inner.runtime.stage_io(id, stage).await?)
+    }
+
+    pub async fn dlq(&self) -> Result<Vec<DlqEntry>> {
+        Ok(self.inner.runtime.dlq().await?)
+    }
+
+    /// Stored events after `since`, oldest first.
+    pub async fn events(&self, since: u64, limit: usize) -> Result<Vec<Event>> {
+        Ok(self.inner.runtime.events(since, limit).await?)
+    }
+
+    /// Runs counted by pipeline and status, for `/metrics`.
+    pub async fn run_counts(&self) -> Result<Vec<(String, String, u64)>> {
+        Ok(self.inner.runtime.run_counts().await?)
+    }
+
+    /// The pipelines, alert counts and event position a client needs for its first frame.
+    pub async fn overview(&self) -> Result<Overview> {
+        let (dlq_depth, last_seq) = self.inner.runtime.counts().await?;
+        let pipelines = self
+            .inner
+            .ws
+            .pipelines()
+            .map(|p| PipelineInfo {
+                name: p.name.clone(),
+                description: p.description.clone(),
+                schedule: p.schedule.as_ref().map(|s| s.text().to_string()),
+                stages: p.stages.iter().map(|s| s.id.clone()).collect(),
+                params: p.params.clone(),
+            })
+            .collect();
+        Ok(Overview {
+            backend: "embedded".into(),
+            workspace: self.inner.ws.dir.display().to_string(),
+            pipelines,
+            dlq_depth,
+            breakers: self.inner.runtime.breakers(),
+            last_seq,
+            running: self.inner.runtime.running() as u64,
+            role: None,
+        })
+    }
+
+    pub fn canaries(&self) -> Vec<CanaryStatus> {
+        self.inner.canaries.statuses()
+    }
+
+    pub fn canary(&self, name: &str) -> Result<CanaryStatus> {
+        Ok(self.inner.canaries.status(name)?)
+    }
+
+    /// Chart points: `points` steps of `step_s` seconds ending now.
+    pub fn canary_series(
+        &self,
+        name: &str,
+        step_s: i64,
+        points: usize,
+    ) -> Result<Vec<SeriesPoint>> {
+        Ok(self.inner.canaries.series(name, step_s, points)?)
+    }
+
+    /// Observations from an external router for an `ingest` canary.
+    pub fn canary_ingest(&self, name: &str, batch: &[Observation]) -> Result<u64> {
+        Ok(self.inner.canaries.ingest(name, batch)?)
+    }
+
+    /// The canary's current weight in percent, for external routers.
+    pub fn canary_weight(&self, name: &str) -> Result<f64> {
+        Ok(self.inner.canaries.weight(name)?)
+    }
+
+    /// Audit records, newest first.
+    pub async fn audit_log(&self, q: AuditQuery) -> Result<Vec<AuditRecord>> {
+        Ok(self.inner.reads.with(move |r| r.audit(&q)).await?)
+    }
+
+    /// Appends a refusal that never reached the control path (a request without a valid
+    /// token) to the audit log only, without waiting: such requests must not fill the event
+    /// log.
+    pub async fn record_denial(&self, rec: AuditRecord) {
+        self.inner.writer.send(vec![Op::Audit(rec)]).await;
+    }
+
+    /// Records in `.opsdeck/host.json` the address the host serves its API on, so commands
+    /// given this workspace can find it.
+    pub fn publish_address(&self, address: &str) {
+        let state_dir = self.inner.ws.state_dir();
+        let lifetime = lock(&self.inner.lifetime);
+        if let (Some((_, lock)), Some(mut info)) = (lifetime.as_ref(), HostLock::holder(&state_dir))
+        {
+            info.address = Some(address.to_string());
+            lock.set_address(&info);
+        }
+    }
+
+    /// Stops schedules and canaries, interrupts active runs (they resume when a host next
+    /// starts), writes everything queued, and releases the workspace.
+    pub async fn shutdown(&self) {
+        self.inner.shutdown.cancel();
+        self.inner.tasks.close();
+        self.inner.tasks.wait().await;
+        self.inner.writer.close().await;
+        let lifetime = lock(&self.inner.lifetime).take();
+        if let Some((thread, lock)) = lifetime {
+            let _ = tokio::task::spawn_blocking(move || thread.join()).await;
+            drop(lock);
+        }
+        tracing::info!("host stopped");
+    }
+}

@@ -1,0 +1,260 @@
+//! The vocabulary of the one control path: who acts ([`Actor`]), what they ask for
+//! ([`Command`]), what came of it ([`Outcome`]), and the audit record every attempt leaves.
+//! A key in the dashboard, a CLI command and an API request all become a `Command` with an
+//! `Actor` and a reason, so they are checked, performed and audited in one place.
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use super::status::string_enum;
+use super::{ActionRecord, CanaryAction, DlqId, Fault, RunId, StartRun, Timestamp};
+
+string_enum!(
+    /// What an actor may do. Each role includes the ones before it.
+    Role, "role" {
+        Viewer => "viewer",
+        Operator => "operator",
+        Admin => "admin",
+    }
+);
+
+impl Role {
+    fn rank(self) -> u8 {
+        match self {
+            Role::Viewer => 0,
+            Role::Operator => 1,
+            Role::Admin => 2,
+        }
+    }
+
+    /// Whether this role may do what `needed` may.
+    pub fn allows(self, needed: Role) -> bool {
+        self.rank() >= needed.rank()
+    }
+}
+
+string_enum!(
+    /// How a command reached the host, so the audit log tells a key press from a script.
+    Via, "via" {
+        Dashboard => "dashboard",
+        Cli => "cli",
+        Api => "api",
+        /// opsdeck itself: automatic promotion and rollback.
+        Automatic => "automatic",
+    }
+);
+
+/// Who asks for a change: an API token's name and role, or the person at this terminal.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Actor {
+    pub name: String,
+    pub role: Role,
+    pub via: Via,
+}
+
+/// The name automatic actions are recorded under.
+pub const AUTOMATIC_ACTOR: &str = "opsdeck";
+
+impl Actor {
+    pub fn new(name: impl Into<String>, role: Role, via: Via) -> Actor {
+        Actor {
+            name: name.into(),
+            role,
+            via,
+        }
+    }
+
+    /// opsdeck acting on its own (a canary's automatic promotion or rollback).
+    pub fn automatic() -> Actor {
+        Actor::new(AUTOMATIC_ACTOR, Role::Admin, Via::Automatic)
+    }
+}
+
+/// Every state change a person (or a script) can ask for.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "command", rename_all = "snake_case")]
+pub enum Command {
+    StartRun(StartRun),
+    CancelRun {
+        run: RunId,
+    },
+    /// Re-run a failed or cancelled run from its failed stages.
+    RetryRun {
+        run: RunId,
+    },
+    /// Continue an interrupted run.
+    ResumeRun {
+        run: RunId,
+    },
+    /// Give a dead-lettered stage a new attempt in its run.
+    Requeue {
+        entry: DlqId,
+    },
+    /// Drop a dead-letter entry; its run stays failed.
+    Discard {
+        entry: DlqId,
+    },
+    Canary {
+        canary: String,
+        action: CanaryAction,
+    },
+    /// Add (or, with no trouble, clear) a fault on a simulated canary.
+    Fault {
+        canary: String,
+        fault: Fault,
+    },
+}
+
+impl Command {
+    /// The audit log's name for the command: `run.retry`, `dlq.requeue`, `canary.rollback`.
+    pub fn action(&self) -> String {
+        match self {
+            Command::StartRun(_) => "run.start".into(),
+            Command::CancelRun { .. } => "run.cancel".into(),
+            Command::RetryRun { .. } => "run.retry".into(),
+            Command::ResumeRun { .. } => "run.resume".into(),
+            Command::Requeue { .. } => "dlq.requeue".into(),
+            Command::Discard { .. } => "dlq.discard".into(),
+            Command::Canary { action, .. } => format!("canary.{}", action.name()),
+            Command::Fault { .. } => "canary.fault".into(),
+        }
+    }
+
+    /// What the command acts on, as the audit log names it: `run/12`, `canary/checkout-api`.
+    pub fn target(&self) -> String {
+        match self {
+            Command::StartRun(req) => format!("pipeline/{}", req.pipeline),
+            Command::CancelRun { run } | Command::RetryRun { run } | Command::ResumeRun { run } => {
+                format!("run/{run}")
+            }
+            Command::Requeue { entry } | Command::Discard { entry } => format!("dlq/{entry}"),
+            Command::Canary { canary, .. } | Command::Fault { canary, .. } => {
+                format!("canary/{canary}")
+            }
+        }
+    }
+
+    /// The least role that may ask for it.
+    pub fn needs_role(&self) -> Role {
+        Role::Operator
+    }
+
+    /// Whether it must say why: everything the dashboard confirms does. Starting and resuming
+    /// a run, and faults (drills), may go without.
+    pub fn needs_reason(&self) -> bool {
+        !matches!(
+            self,
+            Command::StartRun(_) | Command::ResumeRun { .. } | Command::Fault { .. }
+        )
+    }
+}
+
+/// What a command did, so a client refreshes only what it changed.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "outcome", rename_all = "snake_case")]
+pub enum Outcome {
+    RunStarted {
+        run: RunId,
+    },
+    /// An active run is being stopped; a pending or interrupted one is already cancelled.
+    RunCancelled {
+        run: RunId,
+    },
+    RunRetried {
+        run: RunId,
+    },
+    RunResumed {
+        run: RunId,
+    },
+    Requeued {
+        entry: DlqId,
+        run: RunId,
+    },
+    Discarded {
+        entry: DlqId,
+        run: RunId,
+    },
+    Canary {
+        canary: String,
+        record: ActionRecord,
+    },
+    Fault {
+        canary: String,
+        fault: Fault,
+    },
+}
+
+impl Outcome {
+    /// The run the command changed, if it changed one.
+    pub fn run(&self) -> Option<RunId> {
+        match self {
+            Outcome::RunStarted { run }
+            | Outcome::RunCancelled { run }
+            | Outcome::RunRetried { run }
+            | Outcome::RunResumed { run }
+            | Outcome::Requeued { run, .. }
+            | Outcome::Discarded { run, .. } => Some(*run),
+            Outcome::Canary { .. } | Outcome::Fault { .. } => None,
+        }
+    }
+
+    /// One sentence for a footer or a terminal.
+    pub fn message(&self) -> String {
+        match self {
+            Outcome::RunStarted { run } => format!("run {run} started"),
+            Outcome::RunCancelled { run } => format!("run {run} is being cancelled"),
+            Outcome::RunRetried { run } => format!("run {run} is retrying its failed stages"),
+            Outcome::RunResumed { run } => format!("run {run} resumed"),
+            Outcome::Requeued { entry, run } => {
+                format!("dead-letter entry {entry} requeued into run {run}")
+            }
+            Outcome::Discarded { entry, run } => {
+                format!("dead-letter entry {entry} discarded; run {run} stays failed")
+            }
+            Outcome::Canary { canary, record: r } => format!(
+                "canary {canary}: {} -> {}, weight {}% -> {}%",
+                r.state_before, r.state_after, r.weight_before, r.weight_after
+            ),
+            Outcome::Fault { canary, fault } if fault.is_none() => {
+                format!("canary {canary}: fault cleared")
+            }
+            Outcome::Fault { canary, fault } => format!("canary {canary}: {}", fault.describe()),
+        }
+    }
+}
+
+/// One line of the append-only audit log: every command, done or refused, and every request
+/// the server turned away before it reached the host.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AuditRecord {
+    pub at: Timestamp,
+    pub actor: String,
+    /// Absent for requests nobody could be identified for (a missing or unknown token).
+    pub role: Option<Role>,
+    /// Absent on records written before opsdeck recorded it.
+    #[serde(default)]
+    pub via: Option<Via>,
+    /// `run.retry`, `canary.rollback`, `authenticate`, ...
+    pub action: String,
+    pub target: String,
+    pub reason: String,
+    /// `ok`, `failed: CODE` (the host refused or could not do it) or `denied: CODE` (the
+    /// actor may not ask: role, rate limit, read-only server, no token).
+    pub outcome: String,
+    pub details: Value,
+}
+
+/// Which audit records to read, newest first.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct AuditQuery {
+    /// Only records at or after this instant.
+    pub since: Option<Timestamp>,
+    /// Only this actor's records.
+    pub actor: Option<String>,
+    /// Only this action (`run.retry`), or every action of a group (`canary`).
+    pub action: Option<String>,
+    pub limit: usize,
+}
+
+/// The most audit records one read returns.
+pub const MAX_AUDIT_LIMIT: usize = 10_000;

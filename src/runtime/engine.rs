@@ -1,0 +1,476 @@
+//! The runtime: runs and the dead-letter queue of one workspace. It starts, cancels, retries,
+//! resumes and requeues runs, and answers reads about them. It knows nothing of canaries,
+//! audit or who asked: the host gives it the store, the clock and the task tracker, checks who
+//! may act, and hands in the audit writes that must commit with each change.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use serde_json::{Map, Value, json};
+use tokio::sync::oneshot;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use super::breaker::Breakers;
+use super::catalog::Pipelines;
+use super::driver::{self, ActiveRun, Control, Reset};
+use super::error::{Result, RuntimeError};
+use super::stage::http_client;
+use crate::clock::Clock;
+use crate::model::{
+    BreakerInfo, DlqEntry, DlqId, Event, EventKind, Page, Run, RunId, RunQuery, RunStatus,
+    RunSummary, StageIo, StageStatus, Trigger,
+};
+use crate::rng::Rng;
+use crate::store::{NewStage, Op, ReadPool, Reader, Writer};
+use crate::sync::lock;
+
+/// Shared state of the runtime, used by run drivers, attempts and schedule tasks.
+pub(crate) struct Engine {
+    pub(crate) pipelines: Arc<Pipelines>,
+    /// The workspace directory: command stages run in it.
+    pub(crate) dir: PathBuf,
+    pub(crate) clock: Arc<dyn Clock>,
+    pub(crate) writer: Writer,
+    pub(crate) reads: ReadPool,
+    pub(crate) breakers: Breakers,
+    pub(crate) rng: Mutex<Rng>,
+    pub(crate) http: reqwest::Client,
+    pub(crate) active: Mutex<HashMap<RunId, ActiveRun>>,
+    pub(crate) next_dlq: AtomicI64,
+    next_run: AtomicI64,
+    pub(crate) shutdown: CancellationToken,
+    pub(crate) tasks: TaskTracker,
+    /// Inputs, outputs and stderr above this many bytes are stored clipped.
+    pub(crate) limit: usize,
+}
+
+/// What the runtime is built from; the host owns the store, the clock and the tasks.
+pub struct Parts {
+    pub pipelines: Arc<Pipelines>,
+    pub dir: PathBuf,
+    pub clock: Arc<dyn Clock>,
+    pub writer: Writer,
+    pub reads: ReadPool,
+    /// Seed for retry jitter; random when absent.
+    pub seed: Option<u64>,
+    pub limit: usize,
+    pub shutdown: CancellationToken,
+    pub tasks: TaskTracker,
+    /// The next run and dead-letter ids (from the store).
+    pub next_ids: (i64, i64),
+}
+
+/// The runtime of a host. Cloning shares it.
+#[derive(Clone)]
+pub struct Runtime {
+    e: Arc<Engine>,
+}
+
+fn not_found_run(id: RunId) -> RuntimeError {
+    RuntimeError::NotFound(format!(
+        "there is no run {id}; list runs with `opsdeck runs`"
+    ))
+}
+
+impl Runtime {
+    pub fn new(p: Parts) -> Runtime {
+        Runtime {
+            e: Arc::new(Engine {
+                pipelines: p.pipelines,
+                dir: p.dir,
+                clock: p.clock,
+                writer: p.writer,
+                reads: p.reads,
+                breakers: Breakers::default(),
+                rng: Mutex::new(p.seed.map_or_else(Rng::from_entropy, Rng::new)),
+                http: http_client(),
+                active: Mutex::new(HashMap::new()),
+                next_dlq: AtomicI64::new(p.next_ids.1),
+                next_run: AtomicI64::new(p.next_ids.0),
+                shutdown: p.shutdown,
+                tasks: p.tasks,
+                limit: p.limit,
+            }),
+        }
+    }
+
+    /// Fires pipeline schedules until the host shuts down.
+    pub fn start_schedules(&self) {
+        super::schedules::start(&self.e);
+    }
+
+    /// Continues every run a stopped host left `interrupted`.
+    pub async fn resume_interrupted(&self) -> Result<()> {
+        let ids = self
+            .e
+            .reads
+            .with(|r| r.run_ids_with_status(RunStatus::Interrupted))
+            .await?;
+        for id in ids {
+            if let Err(e) = self.resume_run(id, Vec::new()).await {
+                tracing::warn!(run = %id, error = %e, "could not resume an interrupted run");
+            }
+        }
+        Ok(())
+    }
+
+    /// Records a new run and starts it; returns once the run is durably recorded, with the
+    /// writes `extra` makes for its id committed in the same transaction.
+    pub async fn start_run(
+        &self,
+        pipeline: &str,
+        params: &Map<String, Value>,
+        trigger: Trigger,
+        extra: impl FnOnce(RunId) -> Vec<Op>,
+    ) -> Result<RunId> {
+        start_run(&self.e, pipeline, params, trigger, extra).await
+    }
+
+    pub fn is_active(&self, id: RunId) -> bool {
+        self.e.is_active(id)
+    }
+
+    /// Runs in flight now.
+    pub fn running(&self) -> usize {
+        lock(&self.e.active).len()
+    }
+
+    /// Waits until the run is no longer active and returns its stored status.
+    pub async fn wait(&self, id: RunId) -> Result<RunStatus> {
+        loop {
+            let done = lock(&self.e.active).get(&id).map(|a| a.done.clone());
+            match done {
+                Some(mut rx) => {
+                    let _ = rx.wait_for(Option::is_some).await;
+                }
+                None => break,
+            }
+        }
+        Ok(self.summary(id).await?.status)
+    }
+
+    fn refuse_when_stopping(&self) -> Result<()> {
+        if self.e.shutdown.is_cancelled() {
+            return Err(RuntimeError::Conflict("the host is shutting down".into()));
+        }
+        Ok(())
+    }
+
+    async fn summary(&self, id: RunId) -> Result<RunSummary> {
+        self.e
+            .reads
+            .with(move |r| r.run_summary(id))
+            .await?
+            .ok_or_else(|| not_found_run(id))
+    }
+
+    /// Cancels a run: an active run's attempts are killed and it ends `cancelled`; a pending or
+    /// interrupted run is marked `cancelled` at once. `extra` is written with the change.
+    pub async fn cancel_run(&self, id: RunId, reason: &str, extra: Vec<Op>) -> Result<()> {
+        let (ack, acked) = oneshot::channel();
+        let cancel = Control::Cancel {
+            reason: reason.to_string(),
+            extra,
+            ack,
+        };
+        let returned = match lock(&self.e.active).get(&id) {
+            Some(a) => a.send(cancel).err(),
+            None => Some(cancel),
+        };
+        // Not active (or it ended just now): cancel what the store holds.
+        let Some(Control::Cancel { extra, .. }) = returned else {
+            let _ = acked.await;
+            return Ok(());
+        };
+        let summary = self.summary(id).await?;
+        if let Some(why) = summary.status.cancel_refusal(id) {
+            return Err(RuntimeError::Conflict(why));
+        }
+        let loaded = self
+            .e
+            .reads
+            .with(move |r| r.load_run(id))
+            .await?
+            .ok_or_else(|| not_found_run(id))?;
+        let now = self.e.clock.timestamp();
+        let mut ops = vec![Op::UpdateRun {
+            id,
+            status: RunStatus::Cancelled,
+            started_at: None,
+            finished_at: Some(now),
+        }];
+        for (stage, status, _, _) in loaded.stages {
+            let to = match status {
+                StageStatus::Pending => StageStatus::Skipped,
+                StageStatus::Running | StageStatus::Retrying | StageStatus::Interrupted => {
+                    StageStatus::Cancelled
+                }
+                _ => continue,
+            };
+            ops.push(Op::UpdateStage {
+                run_id: id,
+                stage,
+                status: to,
+            });
+        }
+        ops.push(Op::run_event(
+            now,
+            EventKind::RunFinished,
+            id,
+            json!({"status": RunStatus::Cancelled, "reason": reason}),
+        ));
+        ops.extend(extra);
+        self.e.writer.commit(ops).await?;
+        Ok(())
+    }
+
+    /// Re-runs a failed or cancelled run from its failed stages, keeping what succeeded.
+    pub async fn retry_run(&self, id: RunId, reason: &str, extra: Vec<Op>) -> Result<()> {
+        self.refuse_when_stopping()?;
+        let status = if self.is_active(id) {
+            RunStatus::Running
+        } else {
+            self.summary(id).await?.status
+        };
+        if let Some(why) = status.retry_refusal(id) {
+            return Err(RuntimeError::Conflict(why));
+        }
+        let entries = self.e.reads.with(move |r| r.dlq_for_run(id)).await?;
+        let now = self.e.clock.timestamp();
+        let mut ops = Vec::new();
+        for e in &entries {
+            ops.push(Op::DeleteDlq { id: e.id });
+            ops.push(Op::stage_event(
+                now,
+                EventKind::DlqRequeued,
+                id,
+                &e.stage,
+                json!({"dlq_id": e.id, "reason": "run retried"}),
+            ));
+        }
+        ops.push(Op::run_event(
+            now,
+            EventKind::RunRetried,
+            id,
+            json!({"reason": reason}),
+        ));
+        ops.extend(extra);
+        driver::launch(&self.e, id, Reset::Retry, ops).await
+    }
+
+    /// Continues an interrupted run: finished stages keep their results and are not run again.
+    pub async fn resume_run(&self, id: RunId, extra: Vec<Op>) -> Result<()> {
+        self.refuse_when_stopping()?;
+        let status = if self.is_active(id) {
+            RunStatus::Running
+        } else {
+            self.summary(id).await?.status
+        };
+        if let Some(why) = status.resume_refusal(id) {
+            return Err(RuntimeError::Conflict(why));
+        }
+        let now = self.e.clock.timestamp();
+        let mut ops = vec![Op::run_event(now, EventKind::RunResumed, id, json!({}))];
+        ops.extend(extra);
+        driver::launch(&self.e, id, Reset::Resume, ops).await
+    }
+
+    /// Gives a dead-lettered stage a new attempt in its run; returns the run.
+    pub async fn requeue(&self, dlq: DlqId, reason: &str, extra: Vec<Op>) -> Result<RunId> {
+        self.refuse_when_stopping()?;
+        let entry = self.dlq_entry(dlq).await?;
+        let now = self.e.clock.timestamp();
+        let mut ops = vec![
+            Op::DeleteDlq { id: dlq },
+            Op::stage_event(
+                now,
+                EventKind::DlqRequeued,
+                entry.run_id,
+                &entry.stage,
+                json!({"dlq_id": dlq, "reason": reason}),
+            ),
+        ];
+        ops.extend(extra);
+        let (ack, acked) = oneshot::channel();
+        let control = Control::Reopen {
+            stages: vec![entry.stage.clone()],
+            ops: ops.clone(),
+            ack,
+        };
+        let sent = lock(&self.e.active)
+            .get(&entry.run_id)
+            .is_some_and(|a| a.send(control).is_ok());
+        if sent {
+            acked.await.map_err(|_| {
+                RuntimeError::Conflict("the run ended before the requeue was applied".into())
+            })??;
+        } else {
+            driver::launch(
+                &self.e,
+                entry.run_id,
+                Reset::Stages(vec![entry.stage.clone()]),
+                ops,
+            )
+            .await?;
+        }
+        Ok(entry.run_id)
+    }
+
+    /// Removes a dead-letter entry; its run stays failed.
+    pub async fn discard(&self, dlq: DlqId, reason: &str, extra: Vec<Op>) -> Result<DlqEntry> {
+        let entry = self.dlq_entry(dlq).await?;
+        let now = self.e.clock.timestamp();
+        let mut ops = vec![
+            Op::DeleteDlq { id: dlq },
+            Op::stage_event(
+                now,
+                EventKind::DlqDiscarded,
+                entry.run_id,
+                &entry.stage,
+                json!({"dlq_id": dlq, "reason": reason}),
+            ),
+        ];
+        ops.extend(extra);
+        self.e.writer.commit(ops).await?;
+        Ok(entry)
+    }
+
+    /// A dead-letter entry, or a sentence saying where it went.
+    pub async fn dlq_entry(&self, id: DlqId) -> Result<DlqEntry> {
+        let found = self
+            .e
+            .reads
+            .with(move |r| Ok((r.dlq_entry(id)?, r.dlq_fate(id)?)))
+            .await?;
+        match found {
+            (Some(entry), _) => Ok(entry),
+            (None, Some(fate)) => Err(RuntimeError::NotFound(format!(
+                "there is no dead-letter entry {id}: {fate}"
+            ))),
+            (None, None) => Err(RuntimeError::NotFound(format!(
+                "there is no dead-letter entry {id}; list them with `opsdeck dlq list`"
+            ))),
+        }
+    }
+
+    pub async fn runs(&self, q: RunQuery) -> Result<Page<RunSummary>> {
+        Ok(self.e.reads.with(move |r| r.runs(&q)).await?)
+    }
+
+    pub async fn run(&self, id: RunId) -> Result<Run> {
+        self.e
+            .reads
+            .with(move |r| r.run(id))
+            .await?
+            .ok_or_else(|| not_found_run(id))
+    }
+
+    pub async fn stage_io(&self, id: RunId, stage: &str) -> Result<StageIo> {
+        let s = stage.to_string();
+        let io = self.e.reads.with(move |r| r.stage_io(id, &s)).await?;
+        if let Some(io) = io {
+            return Ok(io);
+        }
+        let ids = self.e.reads.with(move |r| r.stage_ids(id)).await?;
+        if ids.is_empty() {
+            Err(not_found_run(id))
+        } else {
+            Err(RuntimeError::NotFound(format!(
+                "run {id} has no stage `{stage}`; stages: {}",
+                ids.join(", ")
+            )))
+        }
+    }
+
+    pub async fn dlq(&self) -> Result<Vec<DlqEntry>> {
+        Ok(self.e.reads.with(Reader::dlq).await?)
+    }
+
+    /// Stored events after `since`, oldest first.
+    pub async fn events(&self, since: u64, limit: usize) -> Result<Vec<Event>> {
+        Ok(self.e.reads.with(move |r| r.events(since, limit)).await?)
+    }
+
+    /// The dead-letter depth and the last event's sequence number.
+    pub async fn counts(&self) -> Result<(u64, u64)> {
+        Ok(self
+            .e
+            .reads
+            .with(|r| Ok((r.dlq_depth()?, r.last_seq()?)))
+            .await?)
+    }
+
+    /// Runs counted by pipeline and status, for `/metrics`.
+    pub async fn run_counts(&self) -> Result<Vec<(String, String, u64)>> {
+        Ok(self.e.reads.with(Reader::run_counts).await?)
+    }
+
+    /// Breakers that are not closed.
+    pub fn breakers(&self) -> Vec<BreakerInfo> {
+        self.e
+            .breakers
+            .not_closed()
+            .into_iter()
+            .map(|(target, state)| BreakerInfo {
+                target,
+                state: state.as_str().to_string(),
+            })
+            .collect()
+    }
+}
+
+pub(crate) async fn start_run(
+    e: &Arc<Engine>,
+    pipeline: &str,
+    params: &Map<String, Value>,
+    trigger: Trigger,
+    extra: impl FnOnce(RunId) -> Vec<Op>,
+) -> Result<RunId> {
+    if e.shutdown.is_cancelled() {
+        return Err(RuntimeError::Conflict("the host is shutting down".into()));
+    }
+    let p = e.pipelines.get(pipeline).map_err(RuntimeError::BadInput)?;
+    let params = p.params_from_json(params).map_err(RuntimeError::BadInput)?;
+    let id = RunId(e.next_run.fetch_add(1, Ordering::SeqCst));
+    let now = e.clock.timestamp();
+    let spec = serde_json::to_string(p.as_ref()).map_err(|e| RuntimeError::Io(e.to_string()))?;
+    let params_text = Value::Object(params.clone()).to_string();
+    let mut ops = vec![
+        Op::InsertRun {
+            id,
+            pipeline: p.name.clone(),
+            trigger,
+            params: params_text,
+            spec,
+            created_at: now,
+            stages: p
+                .stages
+                .iter()
+                .map(|s| NewStage {
+                    id: s.id.clone(),
+                    kind: s.kind.name().to_string(),
+                    needs: s.needs.clone(),
+                })
+                .collect(),
+        },
+        Op::run_event(
+            now,
+            EventKind::RunCreated,
+            id,
+            json!({"pipeline": p.name, "trigger": trigger, "params": params}),
+        ),
+    ];
+    ops.extend(extra(id));
+    e.writer.commit(ops).await?;
+    driver::launch(e, id, Reset::New, Vec::new()).await?;
+    Ok(id)
+}
+
+impl Engine {
+    pub(crate) fn is_active(&self, id: RunId) -> bool {
+        lock(&self.active).contains_key(&id)
+    }
+}
