@@ -59,18 +59,6 @@ impl From<ApiError> for Failure {
     }
 }
 
-impl From<crate::runtime::RuntimeError> for Failure {
-    fn from(e: crate::runtime::RuntimeError) -> Self {
-        Failure::from(ApiError::from(e))
-    }
-}
-
-impl From<crate::canary::CanaryError> for Failure {
-    fn from(e: crate::canary::CanaryError) -> Self {
-        Failure::from(ApiError::from(e))
-    }
-}
-
 impl IntoResponse for Failure {
     fn into_response(self) -> Response {
         let status = status_of(self.error.code);

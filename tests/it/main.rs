@@ -10,6 +10,7 @@ mod cli;
 mod crash;
 mod dag_props;
 mod engine;
+mod layers;
 mod pty;
 mod support;
 mod tui;
