@@ -212,7 +212,7 @@ fn loaded_app(f: &Fixture, w: u16, h: u16) -> App {
         (overview, page, dlq, events, run, io)
     });
     assert_eq!(page.total, RUNS as u64 + 4);
-    let tag = app.runs.tag;
+    let tag = app.panes.runs.list.tag;
     app.apply(Msg::Overview(overview));
     app.apply(Msg::Stream(StreamItem::Connected(true)));
     app.apply(Msg::Runs {
@@ -222,9 +222,9 @@ fn loaded_app(f: &Fixture, w: u16, h: u16) -> App {
     });
     app.apply(Msg::Dlq(dlq));
     app.apply(Msg::RecentEvents(events));
-    app.open_run(f.real_run);
+    app.open_run(f.real_run, opsdeck::tui::panes::PaneId::Runs);
     app.apply(Msg::Run(Box::new(run)));
-    app.detail = None;
+    app.panes.runs.detail = None;
     app.open_stage(opsdeck::tui::panes::stage::Target {
         run: f.real_run,
         pipeline: "checkout-etl".into(),
@@ -249,7 +249,7 @@ fn frames(c: &mut Criterion) {
         let mut app = loaded_app(&f, 200, 60);
         app.on_action(Action::PaneRuns);
         if name == "run_detail" {
-            app.open_run(f.real_run);
+            app.open_run(f.real_run, opsdeck::tui::panes::PaneId::Runs);
             let run = f.rt.block_on(f.backend.run(f.real_run)).expect("run");
             app.apply(Msg::Run(Box::new(run)));
         } else {
@@ -342,7 +342,7 @@ fn bytes_over_a_minute(events_per_second: i64) -> u64 {
         next: None,
         total: runs.len() as u64,
     };
-    let tag = app.runs.tag;
+    let tag = app.panes.runs.list.tag;
     app.apply(Msg::Runs {
         tag,
         offset: 0,

@@ -11,7 +11,7 @@ use async_trait::async_trait;
 use futures::Stream;
 
 pub use embedded::Embedded;
-pub use remote::Remote;
+pub use remote::{CLAIM_ACTOR, CLAIM_VIA, Remote};
 
 use crate::model::{
     Actor, ApiError, AuditQuery, AuditRecord, CanaryStatus, Command, DlqEntry, Event, Outcome,

@@ -16,7 +16,7 @@ use super::{Backend, EventStream, Result, StreamItem};
 use crate::model::{
     ActionRecord, Actor, ApiError, AuditQuery, AuditRecord, CanaryAction, CanaryStatus, Command,
     DlqEntry, DlqId, ErrorCode, Event, Outcome, Overview, Page, Run, RunId, RunQuery, RunSummary,
-    SeriesPoint, StageIo,
+    SeriesPoint, StageIo, Via,
 };
 
 /// The first and the longest wait between reconnects.
@@ -29,7 +29,13 @@ pub struct Remote {
     base: String,
     token: Option<String>,
     http: reqwest::Client,
+    /// Who a control request says it is for (see [`CLAIM_ACTOR`]).
+    claim: Option<(String, Via)>,
 }
+
+/// Headers a client names its user and tool in; a server only trusts them without tokens.
+pub const CLAIM_ACTOR: &str = "x-opsdeck-actor";
+pub const CLAIM_VIA: &str = "x-opsdeck-via";
 
 fn unreachable(base: &str, e: &reqwest::Error) -> ApiError {
     ApiError::new(
@@ -59,6 +65,7 @@ impl Remote {
             base: base.trim_end_matches('/').to_string(),
             token,
             http,
+            claim: None,
         }
     }
 
@@ -67,7 +74,14 @@ impl Remote {
     }
 
     fn request(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
-        let r = self.http.request(method, format!("{}{path}", self.base));
+        let mut r = self.http.request(method, format!("{}{path}", self.base));
+        if let Some((name, via)) = &self.claim {
+            r = r.header(CLAIM_VIA, via.as_str());
+            // Only a name a header can carry; a server without one records `local`.
+            if name.len() <= 64 && name.bytes().all(|b| b.is_ascii_graphic() || b == b' ') {
+                r = r.header(CLAIM_ACTOR, name);
+            }
+        }
         match &self.token {
             Some(t) => r.bearer_auth(t),
             None => r,
@@ -295,9 +309,24 @@ impl Backend for Remote {
             .await
     }
 
-    /// Each command is its route; the server names the actor from the token, so `_actor` is
-    /// not sent.
-    async fn control(&self, cmd: Command, _actor: &Actor, reason: &str) -> Result<Outcome> {
+    /// Each command is its route. The server names the actor from the token; the actor's
+    /// name and `via` go along only as a claim, which a server without tokens (loopback, local
+    /// users) records.
+    async fn control(&self, cmd: Command, actor: &Actor, reason: &str) -> Result<Outcome> {
+        let me = self.claiming(actor);
+        me.relay(cmd, reason).await
+    }
+}
+
+impl Remote {
+    /// This client, sending `actor` as the claimed caller of its control requests.
+    fn claiming(&self, actor: &Actor) -> Remote {
+        let mut me = self.clone();
+        me.claim = Some((actor.name.clone(), actor.via));
+        me
+    }
+
+    async fn relay(&self, cmd: Command, reason: &str) -> Result<Outcome> {
         let body = json!({ "reason": reason });
         Ok(match cmd {
             Command::StartRun(req) => {

@@ -19,13 +19,43 @@ use crate::model::{Actor, AuditRecord, ErrorCode, Role, Timestamp, Via};
 pub struct Principal {
     pub name: String,
     pub role: Role,
+    /// The tool the client says it is (`cli`, `dashboard`); plain `api` otherwise.
+    pub via: Via,
 }
 
 impl Principal {
     /// The token as an actor on the host's control path.
     pub fn actor(&self) -> Actor {
-        Actor::new(self.name.clone(), self.role, Via::Api)
+        Actor::new(self.name.clone(), self.role, self.via)
     }
+}
+
+/// The tool a client says it is: `cli` or `dashboard`; anything else is plain `api`. Only
+/// informational: the token decides who may do what.
+fn claimed_via(parts: &Parts) -> Via {
+    parts
+        .headers
+        .get(crate::client::CLAIM_VIA)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<Via>().ok())
+        .filter(|v| matches!(v, Via::Cli | Via::Dashboard))
+        .unwrap_or(Via::Api)
+}
+
+/// The user a client names. Trusted only without tokens, where the server binds loopback and
+/// whoever reaches it is a local user anyway; checked like a token name.
+fn claimed_user(parts: &Parts) -> Option<String> {
+    parts
+        .headers
+        .get(crate::client::CLAIM_ACTOR)
+        .and_then(|v| v.to_str().ok())
+        .map(str::trim)
+        .filter(|n| !n.is_empty() && n.len() <= 64)
+        .filter(|n| {
+            n.chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-_.@ ".contains(c))
+        })
+        .map(str::to_string)
 }
 
 /// Equal without an early exit, so timing says nothing about where two hashes differ.
@@ -164,11 +194,13 @@ impl FromRequestParts<AppState> for Principal {
         parts: &mut Parts,
         state: &AppState,
     ) -> Result<Self, Self::Rejection> {
+        let via = claimed_via(parts);
         if state.config.tokens.is_empty() {
             // No tokens: the server only binds loopback, and whoever reaches it is local.
             return Ok(Principal {
-                name: "local".into(),
+                name: claimed_user(parts).unwrap_or_else(|| "local".into()),
                 role: Role::Admin,
+                via,
             });
         }
         let target = parts.uri.path().to_string();
@@ -192,6 +224,7 @@ impl FromRequestParts<AppState> for Principal {
             Some(t) => Ok(Principal {
                 name: t.name.clone(),
                 role: t.role,
+                via,
             }),
             None => {
                 let f = Failure::new(

@@ -1,5 +1,5 @@
-//! Everything a key can do, as a named enum. The names are what keymap files bind; the doc
-//! strings are what the help overlay shows, so the two can never disagree.
+//! Everything a key can do, as a named enum. The names are what keymap files bind and what the
+//! command palette accepts; the doc strings are what the help shows, so they cannot disagree.
 
 macro_rules! actions {
     ($($variant:ident => $name:literal, $doc:literal;)+) => {
@@ -28,15 +28,17 @@ macro_rules! actions {
 }
 
 actions! {
-    Quit => "quit", "Quit (in a run, a diff or a filter: go back)";
-    Back => "back", "Go back: leave a run, close a diff, clear a filter";
+    Quit => "quit", "Quit; asks first while runs are in flight (in a run, a diff or a filter: go back)";
+    Back => "back", "Go back: leave a run, close a diff, clear a filter, close a dialog";
     Help => "help", "Show the keys of the focused pane";
-    Palette => "command_palette", "Command palette: :runs, :run NAME, :canary, :dlq, :events, :quit";
-    PaneRuns => "pane_runs", "Show runs (1)";
-    PaneStage => "pane_stage", "Show the stage input and output (2)";
-    PaneCanary => "pane_canary", "Show canary rollouts (3)";
-    PaneDlq => "pane_dlq", "Show the dead-letter queue (5)";
-    PaneEvents => "pane_events", "Show the event log (7)";
+    Palette => "command_palette", "Open the command palette";
+    PaneRuns => "pane_runs", "Show runs";
+    PaneStage => "pane_stage", "Show the stage input and output";
+    PaneCanary => "pane_canary", "Show canary rollouts";
+    PaneDlq => "pane_dlq", "Show the dead-letter queue";
+    PaneEvents => "pane_events", "Show the event log and the audit records in it";
+    Confirm => "confirm", "In a dialog: confirm (and in a filter: keep it)";
+    Complete => "complete", "In the command palette: complete the word";
     Up => "up", "Move up";
     Down => "down", "Move down";
     PageUp => "page_up", "Move up a page";
@@ -44,16 +46,16 @@ actions! {
     Top => "top", "Go to the top";
     Bottom => "bottom", "Go to the bottom";
     Open => "open", "Open the selected run, stage or entry";
-    Filter => "filter", "Filter the list (text, status:failed, #id)";
-    Sort => "sort", "Change the sort order";
-    NewRun => "new_run", "Start a run of a pipeline";
+    Filter => "filter", "Filter: runs by words, status:failed, pipeline:NAME, #42; events by any text";
+    Sort => "sort", "Sort by newest, oldest, longest or pipeline";
+    NewRun => "new_run", "Start a run of a pipeline, picked from a list";
     RetryRun => "retry_run", "Retry the run from its failed stages (asks first)";
     CancelRun => "cancel_run", "Cancel the run (asks first)";
     NextAttempt => "next_attempt", "Show the next attempt";
     PrevAttempt => "prev_attempt", "Show the previous attempt";
     NextSection => "next_section", "Show the next section: input, output, stderr, error";
     PrevSection => "prev_section", "Show the previous section";
-    Diff => "diff", "Diff this output against a baseline run (toggle)";
+    Diff => "diff", "Diff the output against a baseline run (the previous success), or close the diff";
     PickBaseline => "pick_baseline", "Choose the baseline run for the diff";
     DiffLayout => "toggle_diff_layout", "Switch the diff between unified and side by side";
     Requeue => "requeue", "Requeue the dead-letter entry (asks first)";
@@ -62,13 +64,36 @@ actions! {
     Promote => "promote", "Promote the canary to its next step (asks first)";
     PromoteFull => "promote_full", "Send all traffic to the canary (asks first)";
     PauseResume => "pause_resume", "Pause or resume the rollout (asks first)";
-    SetWeight => "set_weight", "Set the canary's weight and pause (asks first)";
+    SetWeight => "set_weight", "Set the canary's weight and pause (asks first; up and down change it by 5)";
     Rollback => "rollback", "Roll the canary back: all traffic to legacy (asks first)";
     ChartSpan => "chart_span", "Charts over 5, 15 or 60 minutes";
     ChartQuantile => "chart_quantile", "Latency chart: p50, p95 or p99";
 }
 
 impl Action {
+    /// Actions the dashboard handles itself, whatever pane has the focus.
+    pub const GLOBAL: &'static [Action] = &[
+        Action::PaneRuns,
+        Action::PaneStage,
+        Action::PaneCanary,
+        Action::PaneDlq,
+        Action::PaneEvents,
+        Action::Palette,
+        Action::Help,
+        Action::Back,
+        Action::Quit,
+    ];
+
+    /// Moving in a list or scrolling text.
+    pub const MOTIONS: &'static [Action] = &[
+        Action::Down,
+        Action::Up,
+        Action::PageDown,
+        Action::PageUp,
+        Action::Top,
+        Action::Bottom,
+    ];
+
     /// Whether the action changes the runtime (refused and hidden in read-only mode).
     pub fn is_control(self) -> bool {
         matches!(

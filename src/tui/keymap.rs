@@ -14,7 +14,7 @@ use super::action::Action;
 use crate::diag::{Checker, Diagnostic, SourceFile, suggest};
 
 /// Where a binding applies. Panes look up their own context, then `list` for panes that show
-/// a list, then `global`.
+/// a list, then `global`; dialogs look up `dialog`, then `list`, then `global`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Context {
     Global,
@@ -25,10 +25,14 @@ pub enum Context {
     Dlq,
     Events,
     Canary,
+    Dialog,
 }
 
 impl Context {
-    pub const ALL: [Context; 8] = [
+    /// Where a dialog (a popup or the footer's filter) looks its keys up.
+    pub const DIALOG: &'static [Context] = &[Context::Dialog, Context::List, Context::Global];
+
+    pub const ALL: [Context; 9] = [
         Context::Global,
         Context::List,
         Context::Runs,
@@ -37,6 +41,7 @@ impl Context {
         Context::Dlq,
         Context::Events,
         Context::Canary,
+        Context::Dialog,
     ];
 
     pub fn name(self) -> &'static str {
@@ -49,6 +54,7 @@ impl Context {
             Context::Dlq => "dlq",
             Context::Events => "events",
             Context::Canary => "canary",
+            Context::Dialog => "dialog",
         }
     }
 }
@@ -245,6 +251,70 @@ pub enum Lookup {
 pub struct Keymap {
     pub name: String,
     contexts: BTreeMap<Context, Trie>,
+}
+
+/// The keys dialogs name in their hints ("Enter confirm   Esc cancel"), from the active
+/// keymap, so a dialog never names a key that does not work.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DialogKeys {
+    pub confirm: String,
+    pub back: String,
+    pub help: String,
+    /// Moving in a list or scrolling, where letters are free.
+    pub up: String,
+    pub down: String,
+    /// Up and down in a dialog with a text field, where letters are typed.
+    pub field_up: String,
+    pub field_down: String,
+}
+
+impl DialogKeys {
+    pub fn of(km: &Keymap) -> DialogKeys {
+        let any = |a: Action| {
+            km.keys_for(Context::DIALOG, a)
+                .into_iter()
+                .next()
+                .unwrap_or_else(|| "(unbound)".into())
+        };
+        // In a text field letters are typed, so name a key that is not a letter.
+        let named = |a: Action| {
+            let mut keys: Vec<Vec<Key>> = km
+                .bindings(Context::DIALOG)
+                .into_iter()
+                .filter(|(seq, b)| *b == a && seq.len() == 1 && !is_letter(seq[0]))
+                .map(|(seq, _)| seq)
+                .collect();
+            keys.sort_by_key(|s| show_seq(s));
+            keys.first()
+                .map_or_else(|| any(a), |s| title_case(&show_seq(s)))
+        };
+        DialogKeys {
+            confirm: named(Action::Confirm),
+            back: named(Action::Back),
+            help: any(Action::Help),
+            up: any(Action::Up),
+            down: any(Action::Down),
+            field_up: named(Action::Up),
+            field_down: named(Action::Down),
+        }
+    }
+}
+
+/// A key that types a character into a text field.
+fn is_letter(k: Key) -> bool {
+    matches!(k.code, KeyCode::Char(c) if c != ' ')
+        && !k.mods.intersects(KeyModifiers::CONTROL | KeyModifiers::ALT)
+}
+
+/// `enter` -> `Enter`, as dialogs write key names.
+fn title_case(s: &str) -> String {
+    let mut c = s.chars();
+    match c.next() {
+        Some(first) if s.chars().count() > 1 && first.is_ascii_lowercase() => {
+            first.to_ascii_uppercase().to_string() + c.as_str()
+        }
+        _ => s.to_string(),
+    }
 }
 
 /// The keymaps shipped in the binary.

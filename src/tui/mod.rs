@@ -6,7 +6,10 @@
 
 pub mod action;
 pub mod app;
+mod feed;
+pub mod help;
 pub mod keymap;
+pub mod palette;
 pub mod panes;
 pub mod popup;
 pub mod prepare;

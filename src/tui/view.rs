@@ -1,6 +1,6 @@
 //! Drawing: a pure function of `&App`. Header (panes, connection, alerts, UTC clock), the
-//! focused pane, the footer (key hints from the active keymap, a filter being typed, or a
-//! message), and popups on top.
+//! focused pane, the footer (the pane's declared commands with their keys in the active
+//! keymap, a filter being typed, or a message), and popups on top.
 
 use chrono::{DateTime, Utc};
 use ratatui::Frame;
@@ -10,7 +10,9 @@ use ratatui::widgets::Paragraph;
 
 use super::action::Action;
 use super::app::App;
-use super::panes::{self, MIN_HEIGHT, MIN_WIDTH, PaneId, areas, too_small};
+use super::help;
+use super::keymap::{Context, DialogKeys};
+use super::panes::{MIN_HEIGHT, MIN_WIDTH, PaneId, areas, too_small};
 use super::popup::{self, Popup};
 use super::theme::Theme;
 use super::widgets::fit;
@@ -19,6 +21,33 @@ use super::widgets::fit;
 pub struct Ctx<'a> {
     pub theme: &'a Theme,
     pub now: DateTime<Utc>,
+    /// The keys dialogs name.
+    pub keys: &'a DialogKeys,
+}
+
+fn ctx(app: &App) -> Ctx<'_> {
+    Ctx {
+        theme: &app.config.theme,
+        now: app.now,
+        keys: &app.keys,
+    }
+}
+
+/// The key that shows a pane, from the keymap (`1` for Runs by default).
+fn pane_key(app: &App, p: PaneId) -> String {
+    let action = match p {
+        PaneId::Runs => Action::PaneRuns,
+        PaneId::Stage => Action::PaneStage,
+        PaneId::Canary => Action::PaneCanary,
+        PaneId::Dlq => Action::PaneDlq,
+        PaneId::Events => Action::PaneEvents,
+    };
+    app.config
+        .keymap
+        .keys_for(&[Context::Global], action)
+        .into_iter()
+        .next()
+        .unwrap_or_default()
 }
 
 const BRAND: &str = " opsdeck ";
@@ -36,12 +65,12 @@ enum Level {
     Minimal,
 }
 
-fn tab_label(p: PaneId, level: Level) -> String {
-    let (key, title) = p.tab();
-    if level == Level::Minimal {
-        format!(" {key} ")
-    } else {
-        format!(" {key} {title} ")
+fn tab_label(app: &App, p: PaneId, level: Level) -> String {
+    let (key, title) = (pane_key(app, p), p.title());
+    match (level == Level::Minimal, key.is_empty()) {
+        (true, false) => format!(" {key} "),
+        (_, true) => format!(" {title} "),
+        (false, false) => format!(" {key} {title} "),
     }
 }
 
@@ -62,7 +91,7 @@ fn left_spans(app: &App, ctx: &Ctx<'_>, level: Level) -> Vec<Span<'static>> {
         } else {
             t.style("ui.dim")
         };
-        left.push(Span::styled(tab_label(p, level), style));
+        left.push(Span::styled(tab_label(app, p, level), style));
     }
     left
 }
@@ -137,15 +166,12 @@ fn level_for(app: &App, ctx: &Ctx<'_>, cols: u16) -> Level {
 
 /// The pane whose tab is at a header column (for mouse clicks).
 pub fn tab_at(app: &App, col: u16) -> Option<PaneId> {
-    let ctx = Ctx {
-        theme: &app.config.theme,
-        now: app.now,
-    };
+    let ctx = ctx(app);
     let level = level_for(app, &ctx, app.size.width);
     let mut x =
         (BRAND.chars().count() + label_text(app).map_or(0, |l| l.chars().count()) + 1) as u16;
     for p in PaneId::ALL {
-        let w = tab_label(p, level).chars().count() as u16;
+        let w = tab_label(app, p, level).chars().count() as u16;
         if col >= x && col < x + w {
             return Some(p);
         }
@@ -156,10 +182,7 @@ pub fn tab_at(app: &App, col: u16) -> Option<PaneId> {
 
 pub fn render(f: &mut Frame, app: &App) {
     let size = f.area();
-    let ctx = Ctx {
-        theme: &app.config.theme,
-        now: app.now,
-    };
+    let ctx = ctx(app);
     if too_small(size) {
         let msg = format!(
             "terminal too small ({}x{}): opsdeck needs {MIN_WIDTH}x{MIN_HEIGHT}",
@@ -176,23 +199,15 @@ pub fn render(f: &mut Frame, app: &App) {
     }
     let a = areas(size);
     header(f, a.header, app, &ctx);
-    match app.focus {
-        PaneId::Runs => match &app.detail {
-            Some(d) => panes::run_detail::render(f, a.body, d, &ctx),
-            None => panes::runs::render(f, a.body, &app.runs, &ctx),
-        },
-        PaneId::Stage => panes::stage::render(f, a.body, &app.stage, &ctx),
-        PaneId::Dlq => panes::dlq::render(f, a.body, &app.dlq, &ctx),
-        PaneId::Events => panes::events::render(f, a.body, &app.events, &ctx),
-        PaneId::Canary => panes::canary::render(f, a.body, &app.canary, &ctx),
-    }
+    app.focused().render(f, a.body, &ctx);
     if let Some(alert) = &app.alert {
         // Across the top of every pane until the canary pane is opened.
         let line = Rect {
             height: 1,
             ..a.body
         };
-        let text = format!(" ⚠ {alert} (3 shows the canary) ");
+        let key = pane_key(app, PaneId::Canary);
+        let text = format!(" ⚠ {alert} ({key} shows the canary) ");
         f.render_widget(
             Paragraph::new(Span::styled(
                 fit(&text, usize::from(line.width)),
@@ -205,11 +220,7 @@ pub fn render(f: &mut Frame, app: &App) {
     footer(f, a.footer, app, &ctx);
     if let Some(top) = app.popups.last() {
         let help = if matches!(top, Popup::Help { .. }) {
-            let pane = match app.focus {
-                PaneId::Runs if app.detail.is_some() => "Run",
-                p => p.tab().1,
-            };
-            popup::help_lines(&app.config.keymap.bindings(&app.contexts()), pane)
+            help::lines(app.focused(), &app.config.keymap)
         } else {
             Vec::new()
         };
@@ -225,66 +236,6 @@ fn header(f: &mut Frame, area: Rect, app: &App, ctx: &Ctx<'_>) {
     let [l, r] = Layout::horizontal([Constraint::Min(0), Constraint::Length(right_w)]).areas(area);
     f.render_widget(Paragraph::new(Line::from(left)), l);
     f.render_widget(Paragraph::new(Line::from(right)), r);
-}
-
-/// Key hints for the focused pane: (actions sharing one hint, label).
-fn hints(app: &App) -> Vec<(&'static [Action], &'static str)> {
-    match app.focus {
-        PaneId::Runs if app.detail.is_some() => vec![
-            (&[Action::Down, Action::Up], "move"),
-            (&[Action::Open], "stage"),
-            (&[Action::RetryRun], "retry"),
-            (&[Action::CancelRun], "cancel"),
-            (&[Action::Back], "back"),
-            (&[Action::Help], "help"),
-            (&[Action::Quit], "quit"),
-        ],
-        PaneId::Runs => vec![
-            (&[Action::Down, Action::Up], "move"),
-            (&[Action::Open], "open"),
-            (&[Action::Filter], "filter"),
-            (&[Action::Sort], "sort"),
-            (&[Action::NewRun], "new run"),
-            (&[Action::Palette], "command"),
-            (&[Action::Help], "help"),
-            (&[Action::Quit], "quit"),
-        ],
-        PaneId::Stage => vec![
-            (&[Action::NextSection], "section"),
-            (&[Action::PrevAttempt, Action::NextAttempt], "attempt"),
-            (&[Action::Diff], "diff"),
-            (&[Action::PickBaseline], "baseline"),
-            (&[Action::DiffLayout], "layout"),
-            (&[Action::Down, Action::Up], "scroll"),
-            (&[Action::Back], "back"),
-            (&[Action::Help], "help"),
-        ],
-        PaneId::Dlq => vec![
-            (&[Action::Down, Action::Up], "move"),
-            (&[Action::Open], "run"),
-            (&[Action::Requeue], "requeue"),
-            (&[Action::Discard], "discard"),
-            (&[Action::Help], "help"),
-            (&[Action::Quit], "quit"),
-        ],
-        PaneId::Canary => vec![
-            (&[Action::Promote], "promote"),
-            (&[Action::PauseResume], "pause"),
-            (&[Action::SetWeight], "weight"),
-            (&[Action::Rollback], "rollback"),
-            (&[Action::ChartSpan], "span"),
-            (&[Action::Help], "help"),
-            (&[Action::Quit], "quit"),
-        ],
-        PaneId::Events => vec![
-            (&[Action::Down, Action::Up], "move"),
-            (&[Action::Filter], "filter"),
-            (&[Action::Follow], "follow"),
-            (&[Action::Open], "run"),
-            (&[Action::Help], "help"),
-            (&[Action::Quit], "quit"),
-        ],
-    }
 }
 
 fn footer(f: &mut Frame, area: Rect, app: &App, ctx: &Ctx<'_>) {
@@ -326,28 +277,22 @@ fn footer(f: &mut Frame, area: Rect, app: &App, ctx: &Ctx<'_>) {
         );
         return;
     }
-    let contexts = app.contexts();
     let mut spans = Vec::new();
     let mut width = 0usize;
-    for (actions, label) in hints(app)
-        .into_iter()
-        .filter(|(a, _)| !(app.config.read_only && a.iter().any(|a| a.is_control())))
-    {
-        let keys: Vec<String> = actions
-            .iter()
-            .filter_map(|a| app.config.keymap.keys_for(&contexts, *a).into_iter().next())
-            .collect();
-        if keys.is_empty() {
-            continue;
-        }
-        let key = keys.join("/");
-        let w = key.chars().count() + label.chars().count() + 3;
+    for h in help::hints(app.focused(), &app.config.keymap, app.config.read_only) {
+        let w = h.keys.chars().count() + h.label.chars().count() + 3;
         if width + w > usize::from(area.width) {
             break;
         }
         width += w;
-        spans.push(Span::styled(format!(" {key}"), t.style("ui.key")));
-        spans.push(Span::styled(format!(" {label} "), t.style("ui.footer")));
+        // What the selection does not allow is drawn dim: the key says why when pressed.
+        let (key_style, label_style) = if h.available {
+            (t.style("ui.key"), t.style("ui.footer"))
+        } else {
+            (t.style("ui.dim"), t.style("ui.dim"))
+        };
+        spans.push(Span::styled(format!(" {}", h.keys), key_style));
+        spans.push(Span::styled(format!(" {} ", h.label), label_style));
     }
     f.render_widget(Paragraph::new(Line::from(spans)), area);
 }

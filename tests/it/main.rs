@@ -4,6 +4,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::missing_panics_doc)]
 
 mod api;
+mod audit;
 mod backends;
 mod canary;
 mod cli;

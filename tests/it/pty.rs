@@ -352,3 +352,94 @@ simulate = { rps = 20 }
     assert!(t.child.wait().unwrap().success());
     crate::support::stop(server);
 }
+
+/// Arrow keys, as a terminal sends them.
+const DOWN: &str = "\x1b[B";
+const UP: &str = "\x1b[A";
+const F1: &str = "\x1bOP";
+
+#[test]
+fn the_arrows_keymap_drives_every_dialog_without_letters() {
+    let ws = TestWorkspace::new();
+    ws.pipeline(
+        "alpha",
+        "[pipeline]\nname = \"alpha\"\ndescription = \"succeeds\"\n[[stage]]\nid = \"a\"\nkind = \"command\"\ncommand = [\"true\"]\n",
+    );
+    ws.pipeline(
+        "beta",
+        "[pipeline]\nname = \"beta\"\ndescription = \"fails until the file `ok` exists\"\n[[stage]]\nid = \"call\"\nkind = \"command\"\ncommand = [\"sh\", \"-c\", \"[ -f ok ] || exit 3\"]\n",
+    );
+    ws.pipeline(
+        "slow",
+        "[pipeline]\nname = \"slow\"\ndescription = \"takes a minute\"\n[[stage]]\nid = \"wait\"\nkind = \"command\"\ncommand = [\"sleep\", \"60\"]\n",
+    );
+    let dir = ws.dir();
+    let mut t = Term::spawn(
+        &ws,
+        (100, 30),
+        &[],
+        &["--workspace", dir.to_str().unwrap(), "--keymap", "arrows"],
+    );
+    t.wait_for("1 Runs");
+
+    // The picker: letters do nothing, arrows move, Enter starts.
+    t.keys("n");
+    let picker = t.wait_for("Start a run (Enter starts, Esc cancels)");
+    assert!(
+        picker.contains("alpha") && picker.contains("beta"),
+        "{picker}"
+    );
+    t.keys("jj");
+    t.keys(DOWN);
+    t.keys("\r");
+    t.wait_for("· beta ·");
+    t.wait_for("failed");
+
+    // A confirmation: typed letters are the reason, Enter confirms.
+    std::fs::write(ws.path("ok"), "").unwrap();
+    t.keys("5");
+    t.wait_for("exit_status");
+    t.keys("R");
+    t.wait_for("Requeue dead-letter entry");
+    t.keys("jk fixed it");
+    t.keys("\r");
+    t.wait_for("requeued into run");
+    let audit = ws
+        .run(&["audit", "--action", "dlq.requeue", "--json"])
+        .json();
+    assert_eq!(audit[0]["reason"], "jk fixed it", "{audit}");
+
+    // The help names the keymap's keys and scrolls with the arrows.
+    t.keys(F1);
+    let help = t.wait_for("Keys (");
+    assert!(help.contains("↓/↑ scroll"), "{help}");
+    t.keys(DOWN);
+    t.keys(UP);
+    t.keys("\x1b");
+    t.wait_for("Dead-letter queue");
+
+    // The palette completes with tab and picks with the arrows.
+    t.keys(":");
+    t.wait_for("Command");
+    t.keys("ru");
+    t.keys(DOWN);
+    t.keys("\t");
+    t.keys("slow");
+    t.keys("\r");
+    t.wait_for("· slow ·");
+
+    // Quitting with a run in flight asks; Enter quits.
+    t.keys("\x1b");
+    t.keys("q");
+    t.wait_for("Quit opsdeck?");
+    t.keys("\r");
+    let start = Instant::now();
+    while t.child.try_wait().unwrap().is_none() {
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "never quit:\n{}",
+            t.text()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}

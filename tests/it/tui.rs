@@ -281,7 +281,7 @@ fn app(w: u16, h: u16) -> App {
     let mut app = App::new(config("dark"), Rect::new(0, 0, w, h), now());
     let reqs = app.take_requests();
     assert!(reqs.contains(&Request::Overview) && reqs.contains(&Request::Dlq));
-    let tag = app.runs.tag;
+    let tag = app.panes.runs.list.tag;
     app.apply(Msg::Overview(overview()));
     app.apply(Msg::Stream(StreamItem::Connected(true)));
     let items: Vec<RunSummary> = (1..=50).rev().map(summary).collect();
@@ -446,7 +446,7 @@ fn scenes() -> Vec<Scene> {
         ("runs_filter", |a| {
             a.on_action(Action::Filter);
             chars(a, "status:failed");
-            let tag = a.runs.tag;
+            let tag = a.panes.runs.list.tag;
             let failed: Vec<RunSummary> = (1..=50)
                 .rev()
                 .map(summary)
@@ -560,7 +560,7 @@ fn the_terminal_theme_uses_only_ansi_colours_and_mono_none() {
     for (theme, allowed) in [("terminal", true), ("mono", false)] {
         for (name, setup) in scenes() {
             let mut a = App::new(config(theme), Rect::new(0, 0, 100, 30), now());
-            let tag = a.runs.tag;
+            let tag = a.panes.runs.list.tag;
             a.apply(Msg::Overview(overview()));
             a.apply(runs_page(tag, (1..=50).rev().map(summary).collect(), 50));
             a.apply(Msg::Dlq(dlq()));
@@ -599,22 +599,22 @@ fn status_colours_come_from_the_theme() {
 #[test]
 fn keys_move_open_and_go_back() {
     let mut a = app(80, 24);
-    assert_eq!(a.runs.selected().map(|r| r.id), Some(RunId(50)));
+    assert_eq!(a.panes.runs.list.selected().map(|r| r.id), Some(RunId(50)));
     chars(&mut a, "jj");
-    assert_eq!(a.runs.selected().map(|r| r.id), Some(RunId(48)));
+    assert_eq!(a.panes.runs.list.selected().map(|r| r.id), Some(RunId(48)));
     chars(&mut a, "G");
-    assert_eq!(a.runs.selected().map(|r| r.id), Some(RunId(1)));
+    assert_eq!(a.panes.runs.list.selected().map(|r| r.id), Some(RunId(1)));
     chars(&mut a, "gg");
-    assert_eq!(a.runs.selected().map(|r| r.id), Some(RunId(50)));
+    assert_eq!(a.panes.runs.list.selected().map(|r| r.id), Some(RunId(50)));
     key(&mut a, KeyCode::Enter);
     assert_eq!(a.take_requests(), vec![Request::Run { id: RunId(50) }]);
-    assert!(a.detail.is_some());
+    assert!(a.panes.runs.detail.is_some());
     key(&mut a, KeyCode::Esc);
-    assert!(a.detail.is_none());
+    assert!(a.panes.runs.detail.is_none());
     // `q` quits at the top level only; inside a run it goes back.
     key(&mut a, KeyCode::Enter);
     chars(&mut a, "q");
-    assert!(a.detail.is_none() && !a.quit);
+    assert!(a.panes.runs.detail.is_none() && !a.quit);
     chars(&mut a, "5");
     assert_eq!(a.focus, opsdeck::tui::panes::PaneId::Dlq);
     // Destructive actions never happen on one key: R asks first, Esc aborts.
@@ -634,10 +634,79 @@ fn keys_move_open_and_go_back() {
         cmd: Command::Requeue { entry: DlqId(7) },
         reason: "fixed".into()
     }));
-    // Ctrl-C always quits, even in a dialog.
+    // Ctrl-C quits like q, from a dialog too: at once, since nothing is in flight here.
     chars(&mut a, "D");
     a.on_key(KeyEvent::new(KeyCode::Char('c'), KeyModifiers::CONTROL));
     assert!(a.quit);
+}
+
+fn ctrl_c(a: &mut App) {
+    a.on_key(KeyEvent::new(KeyCode::Char('c'), KeyModifiers::CONTROL));
+}
+
+#[test]
+fn ctrl_c_with_runs_in_flight_asks_first_even_in_a_dialog() {
+    let mut a = app(80, 24);
+    let mut o = overview();
+    o.running = 1;
+    a.apply(Msg::Overview(o));
+    chars(&mut a, "5D");
+    chars(&mut a, "dupl");
+    ctrl_c(&mut a);
+    assert!(!a.quit, "a run is in flight: C-c asks");
+    assert!(matches!(
+        a.popups.last(),
+        Some(opsdeck::tui::popup::Popup::ConfirmQuit { running: 1 })
+    ));
+    key(&mut a, KeyCode::Esc);
+    assert!(
+        !a.quit && a.popups.len() == 1,
+        "back to the dialog it was typed in"
+    );
+    ctrl_c(&mut a);
+    ctrl_c(&mut a);
+    assert!(a.quit, "asked twice, it quits");
+
+    // On a screen too small to show the question, C-c still asks, then quits.
+    let mut a = app(80, 24);
+    let mut o = overview();
+    o.running = 3;
+    a.apply(Msg::Overview(o));
+    a.on_resize(40, 10);
+    ctrl_c(&mut a);
+    assert!(!a.quit);
+    ctrl_c(&mut a);
+    assert!(a.quit);
+}
+
+#[test]
+fn the_arrows_keymap_drives_dialogs_without_letters() {
+    let mut c = config("dark");
+    c.keymap = Keymap::load("arrows", None).unwrap();
+    let mut a = App::new(c, Rect::new(0, 0, 100, 30), now());
+    let tag = a.panes.runs.list.tag;
+    a.apply(Msg::Overview(overview()));
+    a.apply(runs_page(tag, (1..=50).rev().map(summary).collect(), 50));
+    a.on_action(Action::NewRun);
+    chars(&mut a, "jjj");
+    assert!(
+        matches!(a.popups.last(), Some(opsdeck::tui::popup::Popup::PickPipeline(p)) if p.cursor.selected == 0),
+        "letters do not move a picker in the arrows keymap"
+    );
+    key(&mut a, KeyCode::Down);
+    key(&mut a, KeyCode::Down);
+    key(&mut a, KeyCode::Enter);
+    assert!(a.popups.is_empty());
+    assert!(
+        a.take_requests().iter().any(|r| matches!(r,
+            Request::Control { cmd: Command::StartRun(s), .. } if s.pipeline == "partner-sync")),
+        "the third pipeline was started"
+    );
+    // The help names the keymap's keys, and closes with its keys.
+    a.on_action(Action::Help);
+    assert!(text(&a).contains("↓/↑ scroll") || text(&a).contains("Keys (? or Esc closes)"));
+    key(&mut a, KeyCode::F(1));
+    assert!(a.popups.is_empty(), "f1 (help) closes the help");
 }
 
 #[test]
@@ -659,7 +728,7 @@ fn paging_asks_for_windows_not_everything() {
         (0, 57),
         "three screens of rows, not the whole list"
     );
-    let tag = a.runs.tag;
+    let tag = a.panes.runs.list.tag;
     let items: Vec<RunSummary> = (100_000 - 56..=100_000).rev().map(summary).collect();
     a.apply(runs_page(tag, items, 100_000));
     a.on_action(Action::Bottom);
@@ -677,7 +746,7 @@ fn paging_asks_for_windows_not_everything() {
     assert!(q.offset > 99_000 && q.limit <= 600, "{q:?}");
     // An answer to an old request is ignored.
     a.apply(runs_page(tag, vec![summary(1)], 1));
-    assert_eq!(a.runs.total, 100_000);
+    assert_eq!(a.panes.runs.list.total, 100_000);
 }
 
 #[test]
@@ -692,7 +761,7 @@ fn live_events_refresh_only_what_is_on_screen() {
         data: json!({}),
     };
     a.apply(Msg::Stream(StreamItem::Event(e)));
-    assert_eq!(a.events.last_seq(), 901);
+    assert_eq!(a.panes.events.last_seq(), 901);
     a.refresh();
     let reqs = a.take_requests();
     assert!(
@@ -711,7 +780,7 @@ fn live_events_refresh_only_what_is_on_screen() {
 fn new_runs_appear_at_the_top_and_the_selection_stays_on_its_run() {
     let mut a = app(80, 24);
     a.on_action(Action::Down);
-    assert_eq!(a.runs.selected().map(|r| r.id), Some(RunId(49)));
+    assert_eq!(a.panes.runs.list.selected().map(|r| r.id), Some(RunId(49)));
     // Two new runs arrive while the view is at the top.
     a.refresh();
     let _ = a.take_requests();
@@ -738,18 +807,42 @@ fn new_runs_appear_at_the_top_and_the_selection_stays_on_its_run() {
         .unwrap();
     a.apply(runs_page(tag, (1..=52).rev().map(summary).collect(), 52));
     assert_eq!(
-        a.runs.selected().map(|r| r.id),
+        a.panes.runs.list.selected().map(|r| r.id),
         Some(RunId(49)),
         "still on the same run"
     );
     assert_eq!(
-        a.runs.cursor.offset, 0,
+        a.panes.runs.list.cursor.offset, 0,
         "the view stays at the top, showing the new runs"
     );
     assert!(
         text(&a).lines().nth(3).unwrap().starts_with("│52 "),
         "{}",
         text(&a)
+    );
+}
+
+/// The README's key tables are the help generated from the panes' declared commands and the
+/// default keymap. `OPSDECK_WRITE_README=1 cargo test --test it tui::the_readme` rewrites them.
+#[test]
+fn the_readme_key_tables_are_the_generated_help() {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/README.md");
+    let readme = std::fs::read_to_string(path).unwrap();
+    let (begin, end) = ("<!-- keys:begin -->\n", "\n<!-- keys:end -->");
+    let start = readme.find(begin).expect("README has <!-- keys:begin -->") + begin.len();
+    let stop = readme[start..]
+        .find(end)
+        .expect("README has <!-- keys:end -->")
+        + start;
+    let want = opsdeck::tui::help::readme_tables(&Keymap::builtin_default());
+    if std::env::var_os("OPSDECK_WRITE_README").is_some() {
+        let new = format!("{}{want}{}", &readme[..start], &readme[stop..]);
+        std::fs::write(path, new).unwrap();
+        return;
+    }
+    assert!(
+        readme[start..stop] == want,
+        "README key tables differ from the generated help; run OPSDECK_WRITE_README=1 cargo test --test it tui::the_readme and review the diff. Generated:\n{want}"
     );
 }
 
@@ -785,10 +878,11 @@ fn the_readme_documents_every_binding_slot_and_setting() {
             key.env_name()
         );
     }
-    for (cmd, _) in opsdeck::tui::popup::COMMANDS {
+    for cmd in opsdeck::tui::palette::TYPED {
         assert!(
-            readme.contains(&format!(":{cmd}")),
-            "README does not list the palette command :{cmd}"
+            readme.contains(&format!(":{}", cmd.name)),
+            "README does not list the palette command :{}",
+            cmd.name
         );
     }
 }
@@ -830,9 +924,9 @@ fn quitting_with_runs_in_flight_asks_first_and_q_goes_back_in_nested_views() {
     open_stage(&mut a);
     chars(&mut a, "q");
     assert_eq!(a.focus, opsdeck::tui::panes::PaneId::Runs);
-    assert!(a.detail.is_some() && !a.quit);
+    assert!(a.panes.runs.detail.is_some() && !a.quit);
     chars(&mut a, "q");
-    assert!(a.detail.is_none() && !a.quit);
+    assert!(a.panes.runs.detail.is_none() && !a.quit);
     chars(&mut a, "q");
     key(&mut a, KeyCode::Enter);
     assert!(a.quit);
@@ -843,7 +937,7 @@ fn back_returns_to_the_pane_a_run_was_opened_from() {
     let mut a = app(80, 24);
     chars(&mut a, "7");
     key(&mut a, KeyCode::Enter);
-    assert!(a.detail.is_some() && a.focus == opsdeck::tui::panes::PaneId::Runs);
+    assert!(a.panes.runs.detail.is_some() && a.focus == opsdeck::tui::panes::PaneId::Runs);
     key(&mut a, KeyCode::Esc);
     assert_eq!(a.focus, opsdeck::tui::panes::PaneId::Events);
     // Paging back: moving up past the oldest event held asks for older ones.
@@ -868,9 +962,9 @@ fn back_returns_to_the_pane_a_run_was_opened_from() {
         })
         .collect();
     a.apply(Msg::OlderEvents(older));
-    assert_eq!(a.events.first_seq(), 860);
+    assert_eq!(a.panes.events.first_seq(), 860);
     assert_eq!(
-        a.events.events[a.events.matches[a.events.cursor.selected]].seq, 880,
+        a.panes.events.events[a.panes.events.matches[a.panes.events.cursor.selected]].seq, 880,
         "the selection stays put"
     );
 }
@@ -890,12 +984,15 @@ fn a_half_typed_filter_is_explained_not_applied() {
         "{:?}",
         input.error
     );
-    assert_eq!(a.runs.filter, "status", "the last valid filter stays");
+    assert_eq!(
+        a.panes.runs.list.filter, "status",
+        "the last valid filter stays"
+    );
     key(&mut a, KeyCode::Enter);
     assert!(a.input.is_some(), "Enter does not accept an invalid filter");
     chars(&mut a, "iled");
     assert!(a.input.as_ref().unwrap().error.is_none());
-    assert_eq!(a.runs.filter, "status:failed");
+    assert_eq!(a.panes.runs.list.filter, "status:failed");
     insta::assert_snapshot!("runs_filter_error_80x24", {
         let mut b = app(80, 24);
         b.on_action(Action::Filter);
@@ -922,7 +1019,7 @@ fn the_header_fits_narrow_terminals_and_names_the_demo() {
     c.label = Some("demo".into());
     for w in [60u16, 80, 120] {
         let mut a = App::new(c.clone(), Rect::new(0, 0, w, 20), now());
-        let tag = a.runs.tag;
+        let tag = a.panes.runs.list.tag;
         a.apply(Msg::Overview(overview()));
         a.apply(runs_page(tag, (1..=5).rev().map(summary).collect(), 5));
         let header = text(&a).lines().next().unwrap().to_string();

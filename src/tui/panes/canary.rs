@@ -11,8 +11,14 @@ use ratatui::widgets::{
     Axis, Block, Chart, Dataset, GraphType, LineGauge, Paragraph, Row, Table, TableState,
 };
 
-use super::Cursor;
-use crate::model::{CanaryState, CanaryStatus, SeriesPoint, Verdict, VersionPoint};
+use super::{Cmd, Cursor, Cx, Effect, HELP, Motion, Pane, QUIT, cmd, more};
+use crate::model::{
+    CanaryAction, CanaryState, CanaryStatus, Command, SeriesPoint, Verdict, VersionPoint,
+};
+use crate::tui::action::Action;
+use crate::tui::keymap::Context;
+use crate::tui::popup::{self, Popup};
+use crate::tui::request::Request;
 use crate::tui::view::Ctx;
 use crate::tui::widgets::elapsed;
 
@@ -85,6 +91,175 @@ impl CanaryPane {
             self.cursor.selected = i;
         }
         self.cursor.keep_visible(self.canaries.len(), LIST_ROWS);
+    }
+}
+
+const COMMANDS: &[Cmd] = &[
+    cmd(&[Action::Promote], "promote"),
+    cmd(&[Action::PauseResume], "pause"),
+    cmd(&[Action::SetWeight], "weight"),
+    cmd(&[Action::Rollback], "rollback"),
+    cmd(&[Action::ChartSpan], "span"),
+    more(&[Action::PromoteFull, Action::ChartQuantile]),
+    HELP,
+    QUIT,
+];
+
+/// The canary action a key asks for on `c` (pause or resume by its state).
+fn action_for(a: Action, c: &CanaryStatus) -> Option<CanaryAction> {
+    Some(match a {
+        Action::Promote => CanaryAction::Promote,
+        Action::PromoteFull => CanaryAction::PromoteFull,
+        Action::PauseResume if c.state == CanaryState::Paused => CanaryAction::Resume,
+        Action::PauseResume => CanaryAction::Pause,
+        Action::SetWeight => CanaryAction::SetWeight(c.weight.round() as u32),
+        Action::Rollback => CanaryAction::Rollback,
+        _ => return None,
+    })
+}
+
+/// The confirmation of `action` on `c`: what will happen, then the reason.
+fn confirm(action: CanaryAction, c: &CanaryStatus) -> Popup {
+    let (name, w) = (c.name.clone(), c.weight);
+    let next = c.steps.get(c.step + 1).map_or(100.0, |s| s.weight);
+    let command = Command::Canary {
+        canary: name.clone(),
+        action,
+    };
+    match action {
+        CanaryAction::Promote => popup::confirm(
+            format!("Promote canary {name} to step {}?", c.step + 2),
+            vec![
+                format!("Weight {w}% -> {next}% now, without waiting for this step's pause."),
+                "Analysis starts again on the new step; a failing check still rolls back.".into(),
+            ],
+            command,
+        ),
+        CanaryAction::PromoteFull => popup::confirm(
+            format!("Promote canary {name} fully?"),
+            vec![
+                format!(
+                    "Weight {w}% -> 100%: every request goes to the canary and the rollout ends."
+                ),
+                "Automatic rollback stops watching it.".into(),
+            ],
+            command,
+        ),
+        CanaryAction::Resume => popup::confirm(
+            format!("Resume canary {name}?"),
+            vec![format!(
+                "It stays at {w}% for the step's whole pause, then advances if every check passes."
+            )],
+            command,
+        ),
+        CanaryAction::Pause => popup::confirm(
+            format!("Pause canary {name}?"),
+            vec![
+                format!("It stays at {w}% and stops advancing."),
+                "Automatic rollback still protects it while paused.".into(),
+            ],
+            command,
+        ),
+        CanaryAction::SetWeight(now) => popup::confirm_weight(
+            format!("Set the weight of canary {name}?"),
+            vec![format!(
+                "Now {w}%. The rollout pauses at the new weight until resumed."
+            )],
+            command,
+            now,
+        ),
+        _ => popup::confirm(
+            format!("Roll back canary {name}?"),
+            vec![
+                format!("Weight {w}% -> 0%: every request goes to legacy at once."),
+                "The rollout ends rolled back; it can be restarted later.".into(),
+            ],
+            command,
+        ),
+    }
+}
+
+impl CanaryPane {
+    /// The chart points of the selected canary, over the chosen span.
+    pub fn series_request(&self) -> Option<Request> {
+        self.selected().map(|c| Request::CanarySeries {
+            name: c.name.clone(),
+            step_s: self.step_s(),
+            points: POINTS,
+        })
+    }
+
+    /// Selects the canary named `name`; a sentence with the choices when there is none.
+    pub fn select(&mut self, name: &str) -> Result<(), String> {
+        match self.canaries.iter().position(|c| c.name == name) {
+            Some(i) => {
+                self.cursor.selected = i;
+                self.cursor.keep_visible(self.canaries.len(), LIST_ROWS);
+                Ok(())
+            }
+            None => {
+                let names: Vec<&str> = self.canaries.iter().map(|c| c.name.as_str()).collect();
+                Err(format!(
+                    "there is no canary `{name}`; canaries: {}",
+                    names.join(", ")
+                ))
+            }
+        }
+    }
+
+    fn series_effect(&self) -> Effect {
+        self.series_request().map_or(Effect::None, Effect::fetch)
+    }
+}
+
+impl Pane for CanaryPane {
+    fn title(&self) -> &'static str {
+        "Canary"
+    }
+
+    fn contexts(&self) -> &'static [Context] {
+        &[Context::Canary, Context::List, Context::Global]
+    }
+
+    fn commands(&self) -> &'static [Cmd] {
+        COMMANDS
+    }
+
+    fn on_action(&mut self, a: Action, _cx: &Cx<'_>) -> Effect {
+        if let Some(m) = Motion::from_action(a) {
+            let before = self.cursor.selected;
+            self.cursor.apply(m, self.canaries.len(), LIST_ROWS);
+            return if self.cursor.selected == before {
+                Effect::None
+            } else {
+                self.series_effect()
+            };
+        }
+        match a {
+            Action::ChartSpan => {
+                self.span = (self.span + 1) % SPANS.len();
+                self.series_effect()
+            }
+            Action::ChartQuantile => {
+                self.quantile = self.quantile.next();
+                Effect::None
+            }
+            Action::Back => Effect::Leave,
+            _ => match self.selected() {
+                Some(c) => action_for(a, c)
+                    .map_or(Effect::None, |act| Effect::Popup(Box::new(confirm(act, c)))),
+                None => Effect::None,
+            },
+        }
+    }
+
+    fn unavailable(&self, a: Action) -> Option<String> {
+        let c = self.selected()?;
+        action_for(a, c)?.refusal(&c.name, c.state)
+    }
+
+    fn render(&self, f: &mut Frame, area: Rect, ctx: &Ctx<'_>) {
+        render(f, area, self, ctx);
     }
 }
 

@@ -5,8 +5,11 @@ use ratatui::layout::{Constraint, Layout, Rect};
 use ratatui::text::{Line, Span};
 use ratatui::widgets::{Block, Paragraph, Row, Table, TableState};
 
-use super::Cursor;
-use crate::model::DlqEntry;
+use super::{Cmd, Cursor, Cx, Effect, HELP, MOVE, Motion, Pane, PaneId, QUIT, cmd};
+use crate::model::{Command, DlqEntry};
+use crate::tui::action::Action;
+use crate::tui::keymap::Context;
+use crate::tui::popup::{self, Popup};
 use crate::tui::view::Ctx;
 use crate::tui::widgets::elapsed;
 
@@ -30,6 +33,93 @@ impl DlqPane {
             self.cursor.selected = i;
         }
         self.cursor.keep_visible(self.entries.len(), view);
+    }
+}
+
+const COMMANDS: &[Cmd] = &[
+    MOVE,
+    cmd(&[Action::Open], "run"),
+    cmd(&[Action::Requeue], "requeue"),
+    cmd(&[Action::Discard], "discard"),
+    HELP,
+    QUIT,
+];
+
+fn confirm(a: Action, e: &DlqEntry) -> Popup {
+    if a == Action::Requeue {
+        popup::confirm(
+            format!("Requeue dead-letter entry {}?", e.id),
+            vec![
+                format!(
+                    "Stage `{}` of run {} ({}) gets new attempts.",
+                    e.stage, e.run_id, e.pipeline
+                ),
+                "If it succeeds, the run continues with the stages it skipped.".into(),
+            ],
+            Command::Requeue { entry: e.id },
+        )
+    } else {
+        popup::confirm(
+            format!("Discard dead-letter entry {}?", e.id),
+            vec![
+                format!(
+                    "The entry for stage `{}` is removed and run {} ({}) stays failed.",
+                    e.stage, e.run_id, e.pipeline
+                ),
+                "This cannot be undone.".into(),
+            ],
+            Command::Discard { entry: e.id },
+        )
+    }
+}
+
+impl DlqPane {
+    /// Keeps the selection in view after a resize.
+    pub fn resized(&mut self, size: Rect) {
+        self.cursor
+            .keep_visible(self.entries.len(), table_rows(size));
+    }
+}
+
+impl Pane for DlqPane {
+    fn title(&self) -> &'static str {
+        "DLQ"
+    }
+
+    fn contexts(&self) -> &'static [Context] {
+        &[Context::Dlq, Context::List, Context::Global]
+    }
+
+    fn commands(&self) -> &'static [Cmd] {
+        COMMANDS
+    }
+
+    fn on_action(&mut self, a: Action, cx: &Cx<'_>) -> Effect {
+        if let Some(m) = Motion::from_action(a) {
+            self.cursor
+                .apply(m, self.entries.len(), table_rows(cx.size));
+            return Effect::None;
+        }
+        match (a, self.selected()) {
+            (Action::Open, Some(e)) => Effect::OpenRun {
+                id: e.run_id,
+                from: PaneId::Dlq,
+            },
+            (Action::Requeue | Action::Discard, Some(e)) => Effect::Popup(Box::new(confirm(a, e))),
+            (Action::Back, _) => Effect::Leave,
+            _ => Effect::None,
+        }
+    }
+
+    fn click(&mut self, row: usize) {
+        let target = self.cursor.offset + row;
+        if target < self.entries.len() {
+            self.cursor.selected = target;
+        }
+    }
+
+    fn render(&self, f: &mut Frame, area: Rect, ctx: &Ctx<'_>) {
+        render(f, area, self, ctx);
     }
 }
 

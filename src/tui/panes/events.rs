@@ -5,10 +5,16 @@ use ratatui::layout::Rect;
 use ratatui::text::{Line, Span};
 use ratatui::widgets::{Block, Paragraph};
 
-use super::{Cursor, Motion};
+use super::{Cmd, Cursor, Cx, Effect, HELP, MOVE, Motion, Pane, PaneId, QUIT, areas, cmd, inner};
 use crate::model::{Event, EventKind};
+use crate::tui::action::Action;
+use crate::tui::keymap::Context;
+use crate::tui::request::Request;
 use crate::tui::view::Ctx;
 use crate::tui::widgets::fit;
+
+/// Older events fetched at a time when scrolling past the oldest one held.
+const OLDER_PAGE: usize = 500;
 
 /// Events kept in memory; older ones are in the store (`opsdeck events`).
 const KEEP: usize = 5_000;
@@ -36,7 +42,27 @@ impl Default for EventsPane {
     }
 }
 
+/// An audit record in the tail: who did what, how, with what outcome and why.
+fn audit_text(e: &Event) -> String {
+    let d = &e.data;
+    let s = |k: &str| d[k].as_str().unwrap_or("-").to_string();
+    let reason = d["reason"].as_str().filter(|r| !r.is_empty());
+    format!(
+        "audit {} ({} via {}) {} {} {}{}",
+        s("actor"),
+        s("role"),
+        s("via"),
+        s("action"),
+        s("target"),
+        s("outcome"),
+        reason.map(|r| format!(": {r}")).unwrap_or_default()
+    )
+}
+
 fn text_of(e: &Event) -> String {
+    if e.kind == EventKind::Audit {
+        return audit_text(e);
+    }
     let run = e.run_id.map(|r| format!(" run {r}")).unwrap_or_default();
     let stage = e
         .stage
@@ -126,11 +152,106 @@ impl EventsPane {
     }
 }
 
+const COMMANDS: &[Cmd] = &[
+    MOVE,
+    cmd(&[Action::Filter], "filter"),
+    cmd(&[Action::Follow], "follow"),
+    cmd(&[Action::Open], "run"),
+    HELP,
+    QUIT,
+];
+
+/// Lines of events the pane shows.
+pub fn view_rows(size: Rect) -> usize {
+    usize::from(inner(areas(size).body).height)
+}
+
+impl EventsPane {
+    /// Keeps the selection in view after a resize.
+    pub fn resized(&mut self, size: Rect) {
+        self.cursor
+            .keep_visible(self.matches.len(), view_rows(size));
+    }
+}
+
+impl Pane for EventsPane {
+    fn title(&self) -> &'static str {
+        "Events"
+    }
+
+    fn contexts(&self) -> &'static [Context] {
+        &[Context::Events, Context::List, Context::Global]
+    }
+
+    fn commands(&self) -> &'static [Cmd] {
+        COMMANDS
+    }
+
+    fn on_action(&mut self, a: Action, cx: &Cx<'_>) -> Effect {
+        let view = view_rows(cx.size);
+        if let Some(m) = Motion::from_action(a) {
+            let at_top = self.cursor.selected == 0;
+            self.apply_motion(m, view);
+            // Moving up past the oldest event held pages back into the store.
+            if at_top && matches!(m, Motion::Up | Motion::PageUp | Motion::Top) && self.has_older()
+            {
+                return Effect::fetch(Request::OlderEvents {
+                    before: self.first_seq(),
+                    limit: OLDER_PAGE,
+                });
+            }
+            return Effect::None;
+        }
+        match a {
+            Action::Filter => Effect::EditFilter(self.filter.clone()),
+            Action::Follow => {
+                self.follow = !self.follow;
+                if self.follow {
+                    self.cursor.apply(Motion::Bottom, self.matches.len(), view);
+                }
+                Effect::None
+            }
+            Action::Open => {
+                let run = self
+                    .matches
+                    .get(self.cursor.selected)
+                    .and_then(|&i| self.events[i].run_id);
+                run.map_or(Effect::None, |id| Effect::OpenRun {
+                    id,
+                    from: PaneId::Events,
+                })
+            }
+            Action::Back if !self.filter.is_empty() => {
+                self.filter.clear();
+                self.refilter(view);
+                Effect::None
+            }
+            Action::Back => Effect::Leave,
+            _ => Effect::None,
+        }
+    }
+
+    fn nested(&self, _cx: &Cx<'_>) -> bool {
+        !self.filter.is_empty()
+    }
+
+    fn set_filter(&mut self, text: String, cx: &Cx<'_>) -> Result<Effect, String> {
+        self.filter = text;
+        self.refilter(view_rows(cx.size));
+        Ok(Effect::None)
+    }
+
+    fn render(&self, f: &mut Frame, area: Rect, ctx: &Ctx<'_>) {
+        render(f, area, self, ctx);
+    }
+}
+
 fn kind_slot(e: &Event) -> &'static str {
     match e.kind {
+        EventKind::Audit if e.data["outcome"] == "ok" => "ui.key",
         EventKind::DlqAdded | EventKind::RunInterrupted => "status.failed",
         EventKind::StageRetrying | EventKind::ScheduleSkipped => "status.retrying",
-        EventKind::BreakerChanged => "alert",
+        EventKind::BreakerChanged | EventKind::Audit => "alert",
         EventKind::RunFinished | EventKind::StageFinished => match e.data["status"].as_str() {
             Some("succeeded") => "status.ok",
             Some("failed") => "status.failed",

@@ -1,6 +1,8 @@
-//! The panes. Each owns its state (plain data), moves in response to actions, and renders from
-//! `&state`. Layout is a pure function of the terminal size, shared by rendering and by the
-//! key handling that needs to know how many rows a page has.
+//! The panes. Each owns its state (plain data), handles the actions routed to it and says what
+//! it needs from the app as an [`Effect`], declares its commands once ([`Pane::commands`]: the
+//! footer hints and the help are generated from them), and renders from `&self`. Layout is a
+//! pure function of the terminal size, shared by rendering and by the key handling that needs
+//! to know how many rows a page has.
 
 pub mod canary;
 pub mod dlq;
@@ -9,9 +11,114 @@ pub mod run_detail;
 pub mod runs;
 pub mod stage;
 
+use ratatui::Frame;
 use ratatui::layout::{Constraint, Layout, Rect};
 
 use super::action::Action;
+use super::keymap::Context;
+use super::popup::Popup;
+use super::request::Request;
+use super::view::Ctx;
+use crate::model::{Overview, RunId};
+
+/// What a pane may know of the rest of the dashboard while it handles an action.
+#[derive(Debug, Clone, Copy)]
+pub struct Cx<'a> {
+    pub size: Rect,
+    pub overview: Option<&'a Overview>,
+    /// A run is open in the Runs pane (the Stage pane goes back to it).
+    pub run_open: bool,
+}
+
+/// What an action in a pane asks of the app.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Effect {
+    None,
+    /// Fetch these from the backend.
+    Fetch(Vec<Request>),
+    Popup(Box<Popup>),
+    Focus(PaneId),
+    /// Open a run in the Runs pane; `back` returns to `from`.
+    OpenRun {
+        id: RunId,
+        from: PaneId,
+    },
+    OpenStage(stage::Target),
+    /// Type a filter for this pane in the footer, starting from the current one.
+    EditFilter(String),
+    /// Say something went wrong, in the footer.
+    Refuse(String),
+    /// Nothing is left to go back from here: show the Runs pane.
+    Leave,
+}
+
+impl Effect {
+    pub fn fetch(r: Request) -> Effect {
+        Effect::Fetch(vec![r])
+    }
+}
+
+/// One command a pane offers: the actions that share a footer hint, and the hint.
+#[derive(Debug, Clone, Copy)]
+pub struct Cmd {
+    pub actions: &'static [Action],
+    pub hint: &'static str,
+    /// Shown in the footer (else only in the help and the palette).
+    pub footer: bool,
+}
+
+/// A command with a footer hint; the footer shows them in declaration order.
+pub const fn cmd(actions: &'static [Action], hint: &'static str) -> Cmd {
+    Cmd {
+        actions,
+        hint,
+        footer: true,
+    }
+}
+
+/// A command listed in the help and the palette but not in the footer.
+pub const fn more(actions: &'static [Action]) -> Cmd {
+    Cmd {
+        actions,
+        hint: "",
+        footer: false,
+    }
+}
+
+/// Moving in a list, as one footer hint.
+pub const MOVE: Cmd = cmd(&[Action::Down, Action::Up], "move");
+pub const HELP: Cmd = cmd(&[Action::Help], "help");
+pub const QUIT: Cmd = cmd(&[Action::Quit], "quit");
+pub const BACK: Cmd = cmd(&[Action::Back], "back");
+
+/// A pane of the dashboard.
+pub trait Pane {
+    /// Its name in the help ("Runs", "Run", "Canary").
+    fn title(&self) -> &'static str;
+    /// The keymap contexts its keys are looked up in, most specific first.
+    fn contexts(&self) -> &'static [Context];
+    /// Its commands in footer order; the help lists them with their keys and doc strings.
+    fn commands(&self) -> &'static [Cmd];
+    /// Handles an action the keymap (or the palette) routed here.
+    fn on_action(&mut self, a: Action, cx: &Cx<'_>) -> Effect;
+    /// Whether `back` would leave something inside the pane (a run, a diff, a filter): `q`
+    /// goes back first then.
+    fn nested(&self, _cx: &Cx<'_>) -> bool {
+        false
+    }
+    /// Why `a` cannot be done on what is selected now, or `None` when it can: the footer
+    /// greys its hint and the key says why instead of asking.
+    fn unavailable(&self, _a: Action) -> Option<String> {
+        None
+    }
+    /// Applies filter text typed in the footer, or says what is wrong with it.
+    fn set_filter(&mut self, _text: String, _cx: &Cx<'_>) -> Result<Effect, String> {
+        Ok(Effect::None)
+    }
+    /// A click on row `row` of the pane's list.
+    fn click(&mut self, _row: usize) {}
+    fn render(&self, f: &mut Frame, area: Rect, ctx: &Ctx<'_>);
+}
 
 /// Which pane has the focus.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -32,14 +139,26 @@ impl PaneId {
         PaneId::Events,
     ];
 
-    /// The number key and title, as in DESIGN.md: 1 Runs, 2 Stage I/O, 3 Canary, 5 DLQ, 7 Events.
-    pub fn tab(self) -> (&'static str, &'static str) {
+    /// The pane an action shows (`pane_runs`, ...).
+    pub fn of_action(a: Action) -> Option<PaneId> {
+        Some(match a {
+            Action::PaneRuns => PaneId::Runs,
+            Action::PaneStage => PaneId::Stage,
+            Action::PaneCanary => PaneId::Canary,
+            Action::PaneDlq => PaneId::Dlq,
+            Action::PaneEvents => PaneId::Events,
+            _ => return None,
+        })
+    }
+
+    /// The title on its tab (the key before it comes from the keymap).
+    pub fn title(self) -> &'static str {
         match self {
-            PaneId::Runs => ("1", "Runs"),
-            PaneId::Stage => ("2", "Stage"),
-            PaneId::Canary => ("3", "Canary"),
-            PaneId::Dlq => ("5", "DLQ"),
-            PaneId::Events => ("7", "Events"),
+            PaneId::Runs => "Runs",
+            PaneId::Stage => "Stage",
+            PaneId::Canary => "Canary",
+            PaneId::Dlq => "DLQ",
+            PaneId::Events => "Events",
         }
     }
 }

@@ -6,8 +6,13 @@ use ratatui::layout::{Constraint, Rect};
 use ratatui::text::{Line, Span};
 use ratatui::widgets::{Block, Paragraph, Row, Table, TableState};
 
-use super::{Cursor, Motion};
-use crate::model::{Page, RunId, RunQuery, RunSort, RunStatus, RunSummary};
+use super::run_detail::{self, RunDetail};
+use super::stage::Target;
+use super::{BACK, Cmd, Cursor, Cx, Effect, HELP, MOVE, Motion, Pane, PaneId, QUIT, cmd, more};
+use crate::model::{Command, Page, Run, RunId, RunQuery, RunSort, RunStatus, RunSummary};
+use crate::tui::action::Action;
+use crate::tui::keymap::Context;
+use crate::tui::popup::{self, Picker, Popup};
 use crate::tui::request::Request;
 use crate::tui::view::Ctx;
 use crate::tui::widgets::{clock_time, elapsed, fit, run_status, status_span, thousands};
@@ -77,9 +82,10 @@ impl RunsList {
     }
 
     /// A request for the rows around the view: a page before and after it, so small moves
-    /// never wait.
-    pub fn window_request(&mut self, view: usize, tag: u64) -> Request {
-        self.tag = tag;
+    /// never wait. Answers to earlier requests are ignored from now on.
+    pub fn window_request(&mut self, view: usize) -> Request {
+        self.tag += 1;
+        let tag = self.tag;
         let offset = self.cursor.offset.saturating_sub(view) as u64;
         let mut q = self.query();
         q.offset = offset;
@@ -119,6 +125,263 @@ impl RunsList {
     pub fn apply_motion(&mut self, m: Motion, view: usize) {
         self.cursor.apply(m, self.len(), view);
         self.selected_id = self.selected().map(|r| r.id);
+    }
+}
+
+/// The Runs pane: the list of runs, or one run opened from it (or from the DLQ or the events).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct RunsPane {
+    pub list: RunsList,
+    pub detail: Option<RunDetail>,
+}
+
+const LIST: &[Cmd] = &[
+    MOVE,
+    cmd(&[Action::Open], "open"),
+    cmd(&[Action::Filter], "filter"),
+    cmd(&[Action::Sort], "sort"),
+    cmd(&[Action::NewRun], "new run"),
+    cmd(&[Action::Palette], "command"),
+    more(&[Action::RetryRun, Action::CancelRun]),
+    HELP,
+    QUIT,
+];
+
+const DETAIL: &[Cmd] = &[
+    MOVE,
+    cmd(&[Action::Open], "stage"),
+    cmd(&[Action::RetryRun], "retry"),
+    cmd(&[Action::CancelRun], "cancel"),
+    BACK,
+    HELP,
+    QUIT,
+];
+
+/// Rows the list shows.
+fn list_rows(size: Rect) -> usize {
+    super::table_rows(size)
+}
+
+fn detail_rows(size: Rect) -> usize {
+    run_detail::table_rows(super::areas(size).body)
+}
+
+/// The confirmation of a retry or a cancel of run `id`.
+fn confirm_run(a: Action, id: RunId, pipeline: &str, status: RunStatus) -> Popup {
+    if a == Action::CancelRun {
+        popup::confirm(
+            format!("Cancel run {id} ({pipeline})?"),
+            vec![
+                format!(
+                    "Status now: {status}. Stages still running are killed; stages not started are skipped."
+                ),
+                "The run ends cancelled; its failed stages can be retried later.".into(),
+            ],
+            Command::CancelRun { run: id },
+        )
+    } else {
+        popup::confirm(
+            format!("Retry run {id} ({pipeline})?"),
+            vec![
+                format!(
+                    "Status now: {status}. Its failed, cancelled and skipped stages run again with fresh attempts."
+                ),
+                "Stages that succeeded keep their results and are not run again.".into(),
+            ],
+            Command::RetryRun { run: id },
+        )
+    }
+}
+
+impl RunsPane {
+    /// Fetches the rows in view again, from the top.
+    pub fn reload(&mut self, size: Rect) -> Request {
+        self.list.cursor = Cursor::default();
+        self.list.selected_id = None;
+        self.list.window_start = 0;
+        self.list.rows.clear();
+        self.list.loaded = false;
+        self.list.window_request(list_rows(size))
+    }
+
+    /// The rows in view, fetched again where they are.
+    pub fn refetch(&mut self, size: Rect) -> Request {
+        self.list.window_request(list_rows(size))
+    }
+
+    /// Opens run `id`; `back` returns to `origin`. Returns the fetch of the run.
+    pub fn open(&mut self, id: RunId, origin: PaneId) -> Request {
+        let mut d = RunDetail::new(id);
+        d.origin = origin;
+        self.detail = Some(d);
+        Request::Run { id }
+    }
+
+    /// Takes a fetched run if it is the one open.
+    pub fn apply_run(&mut self, run: Run, size: Rect) {
+        let view = detail_rows(size);
+        if let Some(d) = &mut self.detail
+            && d.id == run.id
+        {
+            d.run = Some(run);
+            d.cursor.keep_visible(d.stage_count(), view);
+        }
+    }
+
+    /// Keeps the selections in view after a resize; asks for rows the list now shows.
+    pub fn resized(&mut self, size: Rect) -> Option<Request> {
+        let view = list_rows(size);
+        self.list.cursor.keep_visible(self.list.len(), view);
+        if let Some(d) = &mut self.detail {
+            d.cursor.keep_visible(d.stage_count(), detail_rows(size));
+        }
+        self.list
+            .needs_window(view)
+            .then(|| self.list.window_request(view))
+    }
+
+    /// The run the run commands act on: the open one, else the selected one.
+    fn current(&self) -> Option<(RunId, String, RunStatus)> {
+        match &self.detail {
+            Some(d) => d.run.as_ref().map(|r| (r.id, r.pipeline.clone(), r.status)),
+            None => self
+                .list
+                .selected()
+                .map(|r| (r.id, r.pipeline.clone(), r.status)),
+        }
+    }
+
+    fn motion(&mut self, m: Motion, cx: &Cx<'_>) -> Effect {
+        if let Some(d) = &mut self.detail {
+            d.cursor.apply(m, d.stage_count(), detail_rows(cx.size));
+            return Effect::None;
+        }
+        let view = list_rows(cx.size);
+        self.list.apply_motion(m, view);
+        if self.list.needs_window(view) {
+            Effect::fetch(self.list.window_request(view))
+        } else {
+            Effect::None
+        }
+    }
+
+    fn open_selected(&self) -> Effect {
+        match &self.detail {
+            None => self
+                .list
+                .selected()
+                .map_or(Effect::None, |r| Effect::OpenRun {
+                    id: r.id,
+                    from: PaneId::Runs,
+                }),
+            Some(d) => match (&d.run, d.selected_stage()) {
+                (Some(run), Some(stage)) => Effect::OpenStage(Target {
+                    run: run.id,
+                    pipeline: run.pipeline.clone(),
+                    stage: stage.to_string(),
+                }),
+                _ => Effect::None,
+            },
+        }
+    }
+
+    fn back(&mut self, cx: &Cx<'_>) -> Effect {
+        if let Some(d) = self.detail.take() {
+            return if d.origin == PaneId::Runs {
+                Effect::None
+            } else {
+                Effect::Focus(d.origin)
+            };
+        }
+        if self.list.filter.is_empty() {
+            return Effect::None;
+        }
+        self.list.filter.clear();
+        Effect::fetch(self.reload(cx.size))
+    }
+}
+
+impl Pane for RunsPane {
+    fn title(&self) -> &'static str {
+        if self.detail.is_some() { "Run" } else { "Runs" }
+    }
+
+    fn contexts(&self) -> &'static [Context] {
+        if self.detail.is_some() {
+            &[Context::Run, Context::List, Context::Global]
+        } else {
+            &[Context::Runs, Context::Run, Context::List, Context::Global]
+        }
+    }
+
+    fn commands(&self) -> &'static [Cmd] {
+        if self.detail.is_some() { DETAIL } else { LIST }
+    }
+
+    fn on_action(&mut self, a: Action, cx: &Cx<'_>) -> Effect {
+        if let Some(m) = Motion::from_action(a) {
+            return self.motion(m, cx);
+        }
+        let listing = self.detail.is_none();
+        match a {
+            Action::Open => self.open_selected(),
+            Action::Filter if listing => Effect::EditFilter(self.list.filter.clone()),
+            Action::Sort if listing => {
+                self.list.sort = self.list.sort.next();
+                Effect::fetch(self.reload(cx.size))
+            }
+            Action::NewRun => {
+                let items = cx.overview.map(|o| o.pipelines.clone()).unwrap_or_default();
+                Effect::Popup(Box::new(Popup::PickPipeline(Picker::new(items))))
+            }
+            Action::RetryRun | Action::CancelRun => match self.current() {
+                Some((id, pipeline, status)) => {
+                    Effect::Popup(Box::new(confirm_run(a, id, &pipeline, status)))
+                }
+                None => Effect::None,
+            },
+            Action::Back => self.back(cx),
+            _ => Effect::None,
+        }
+    }
+
+    fn nested(&self, _cx: &Cx<'_>) -> bool {
+        self.detail.is_some() || !self.list.filter.is_empty()
+    }
+
+    fn unavailable(&self, a: Action) -> Option<String> {
+        let (id, _, status) = self.current()?;
+        match a {
+            Action::RetryRun => status.retry_refusal(id),
+            Action::CancelRun => status.cancel_refusal(id),
+            _ => None,
+        }
+    }
+
+    fn set_filter(&mut self, text: String, cx: &Cx<'_>) -> Result<Effect, String> {
+        parse_filter(&text)?;
+        if self.list.filter == text {
+            return Ok(Effect::None);
+        }
+        self.list.filter = text;
+        Ok(Effect::fetch(self.reload(cx.size)))
+    }
+
+    fn click(&mut self, row: usize) {
+        if self.detail.is_none() {
+            let target = self.list.cursor.offset + row;
+            if target < self.list.len() {
+                self.list.cursor.selected = target;
+                self.list.selected_id = self.list.selected().map(|r| r.id);
+            }
+        }
+    }
+
+    fn render(&self, f: &mut Frame, area: Rect, ctx: &Ctx<'_>) {
+        match &self.detail {
+            Some(d) => run_detail::render(f, area, d, ctx),
+            None => render(f, area, &self.list, ctx),
+        }
     }
 }
 

@@ -8,10 +8,13 @@ use ratatui::style::Style;
 use ratatui::text::{Line, Span};
 use ratatui::widgets::{Block, Paragraph};
 
-use super::{Motion, inner, scroll};
+use super::{BACK, Cmd, Cx, Effect, HELP, Motion, Pane, PaneId, cmd, inner, more, scroll};
 use crate::model::RunId;
 use crate::model::diff::{ChangeKind, LineTag};
+use crate::tui::action::Action;
+use crate::tui::keymap::Context;
 use crate::tui::prepare::{DiffView, PreparedIo, Section};
+use crate::tui::request::Request;
 use crate::tui::view::Ctx;
 use crate::tui::widgets::{attempt_status, clock_time, elapsed, fit, stage_status, status_span};
 
@@ -122,6 +125,114 @@ impl StagePane {
     pub fn step_section(&mut self, forward: bool) {
         self.section = Some(self.section().step(forward));
         self.scroll = 0;
+    }
+}
+
+const COMMANDS: &[Cmd] = &[
+    cmd(&[Action::NextSection], "section"),
+    cmd(&[Action::PrevAttempt, Action::NextAttempt], "attempt"),
+    cmd(&[Action::Diff], "diff"),
+    cmd(&[Action::PickBaseline], "baseline"),
+    cmd(&[Action::DiffLayout], "layout"),
+    cmd(&[Action::Down, Action::Up], "scroll"),
+    BACK,
+    HELP,
+    more(&[Action::PrevSection]),
+];
+
+impl StagePane {
+    /// Diffs the shown attempt's output against `baseline` (the previous successful run of
+    /// the pipeline when `None`). Returns the request for it, if a stage is shown.
+    pub fn request_diff(&mut self, baseline: Option<RunId>) -> Option<Request> {
+        let (Some(t), Some(io)) = (&self.target, &self.io) else {
+            return None;
+        };
+        let a = io.attempts.get(self.attempt)?;
+        let req = Request::Diff {
+            pipeline: t.pipeline.clone(),
+            stage: t.stage.clone(),
+            candidate: t.run,
+            attempt: a.n,
+            output: a.output.clone(),
+            baseline,
+        };
+        let split = self.diff.as_ref().is_some_and(|d| d.split);
+        self.diff = Some(DiffState {
+            view: None,
+            message: None,
+            split,
+            scroll: 0,
+            baseline,
+        });
+        Some(req)
+    }
+
+    /// The fetch of the shown stage's I/O, when one is shown.
+    pub fn refetch(&self) -> Option<Request> {
+        self.target.as_ref().map(|t| Request::StageIo {
+            id: t.run,
+            stage: t.stage.clone(),
+        })
+    }
+}
+
+impl Pane for StagePane {
+    fn title(&self) -> &'static str {
+        "Stage"
+    }
+
+    fn contexts(&self) -> &'static [Context] {
+        &[Context::Stage, Context::List, Context::Global]
+    }
+
+    fn commands(&self) -> &'static [Cmd] {
+        COMMANDS
+    }
+
+    fn on_action(&mut self, a: Action, cx: &Cx<'_>) -> Effect {
+        if let Some(m) = Motion::from_action(a) {
+            self.apply_motion(m, super::content_rows_for(cx.size));
+            return Effect::None;
+        }
+        match a {
+            Action::NextAttempt | Action::PrevAttempt => {
+                self.step_attempt(a == Action::NextAttempt);
+            }
+            Action::NextSection | Action::PrevSection if self.diff.is_none() => {
+                self.step_section(a == Action::NextSection);
+            }
+            Action::Diff | Action::Back if self.diff.is_some() => self.diff = None,
+            Action::Diff => return self.request_diff(None).map_or(Effect::None, Effect::fetch),
+            Action::PickBaseline => {
+                if let Some(t) = &self.target {
+                    return Effect::fetch(Request::BaselineCandidates {
+                        pipeline: t.pipeline.clone(),
+                        stage: t.stage.clone(),
+                        before: t.run,
+                    });
+                }
+            }
+            Action::DiffLayout => {
+                if let Some(d) = &mut self.diff {
+                    d.split = !d.split;
+                    d.scroll = 0;
+                }
+            }
+            Action::Back if self.target.is_some() && cx.run_open => {
+                return Effect::Focus(PaneId::Runs);
+            }
+            Action::Back => return Effect::Leave,
+            _ => {}
+        }
+        Effect::None
+    }
+
+    fn nested(&self, cx: &Cx<'_>) -> bool {
+        self.diff.is_some() || (self.target.is_some() && cx.run_open)
+    }
+
+    fn render(&self, f: &mut Frame, area: Rect, ctx: &Ctx<'_>) {
+        render(f, area, self, ctx);
     }
 }
 

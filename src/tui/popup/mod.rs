@@ -1,0 +1,316 @@
+//! Popups, kept as a stack of plain data: help, the command palette, confirmations and pickers.
+//! Their keys come from the keymap like every other key (the `dialog` context, then `list` and
+//! `global`), so a dialog follows the active keymap; only typed text goes straight into a text
+//! field. Each popup reports what should happen as an [`Outcome`]; the app decides what that
+//! means.
+
+mod render;
+
+use ratatui::crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
+use ratatui_textarea::TextArea;
+
+pub use render::{centered, render};
+
+use super::action::Action;
+use super::palette;
+use super::panes::{Cursor, Motion};
+use crate::model::{CanaryAction, Command, PipelineInfo, RunId, RunSummary};
+
+/// Rows a picker moves by on page up and page down.
+const PICKER_PAGE: usize = 10;
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Picker<T> {
+    pub items: Vec<T>,
+    pub cursor: Cursor,
+}
+
+impl<T> Picker<T> {
+    pub fn new(items: Vec<T>) -> Self {
+        Picker {
+            items,
+            cursor: Cursor::default(),
+        }
+    }
+
+    fn on_motion(&mut self, m: Motion) {
+        self.cursor.apply(m, self.items.len(), PICKER_PAGE);
+    }
+
+    fn chosen(&self) -> Option<&T> {
+        self.items.get(self.cursor.selected)
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Confirm {
+    pub title: String,
+    pub body: Vec<String>,
+    pub reason: TextArea<'static>,
+    pub command: Command,
+    /// A weight being chosen (set-weight), in percent: up and down change it by 5.
+    pub weight: Option<u32>,
+    /// Confirm was pressed without a reason.
+    pub needs_reason: bool,
+}
+
+#[derive(Debug, Clone)]
+pub struct Palette {
+    pub input: TextArea<'static>,
+    pub selected: usize,
+    /// What can complete the current word (filled by the app).
+    pub candidates: Vec<(String, String)>,
+}
+
+#[derive(Debug, Clone)]
+pub enum Popup {
+    Help {
+        scroll: usize,
+    },
+    Palette(Palette),
+    Confirm(Confirm),
+    PickPipeline(Picker<PipelineInfo>),
+    PickBaseline {
+        stage: String,
+        picker: Picker<RunSummary>,
+    },
+    /// Quitting would interrupt runs in flight.
+    ConfirmQuit {
+        running: u64,
+    },
+}
+
+impl PartialEq for Popup {
+    /// Popups compare by kind and content shown, for tests (text areas do not compare).
+    fn eq(&self, other: &Self) -> bool {
+        match (self, other) {
+            (Popup::Help { scroll: a }, Popup::Help { scroll: b }) => a == b,
+            (Popup::ConfirmQuit { running: a }, Popup::ConfirmQuit { running: b }) => a == b,
+            (Popup::Confirm(a), Popup::Confirm(b)) => a.command == b.command && a.title == b.title,
+            (Popup::PickPipeline(a), Popup::PickPipeline(b)) => a == b,
+            (Popup::PickBaseline { picker: a, .. }, Popup::PickBaseline { picker: b, .. }) => {
+                a == b
+            }
+            (Popup::Palette(_), Popup::Palette(_)) => true,
+            _ => false,
+        }
+    }
+}
+
+/// What a key in a popup leads to.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Outcome {
+    Keep,
+    Close,
+    Confirmed {
+        command: Command,
+        reason: String,
+    },
+    Pipeline(String),
+    Baseline(RunId),
+    Command(String),
+    /// The palette's text changed: recompute its candidates.
+    PaletteEdited,
+    Quit,
+    /// Not the popup's business: the app may act on it (quitting, say).
+    Unhandled,
+}
+
+pub fn text_input(placeholder: &str) -> TextArea<'static> {
+    let mut t = TextArea::default();
+    t.set_placeholder_text(placeholder.to_string());
+    t.set_cursor_line_style(ratatui::style::Style::default());
+    t
+}
+
+/// A confirmation that says what will happen and takes the reason recorded with `command`.
+pub fn confirm(title: String, body: Vec<String>, command: Command) -> Popup {
+    Popup::Confirm(Confirm {
+        title,
+        body,
+        reason: text_input("why? (recorded with the action)"),
+        command,
+        weight: None,
+        needs_reason: false,
+    })
+}
+
+/// A confirmation that also picks a canary weight, starting at `weight` percent.
+pub fn confirm_weight(title: String, body: Vec<String>, command: Command, weight: u32) -> Popup {
+    let mut p = confirm(title, body, command);
+    if let Popup::Confirm(c) = &mut p {
+        c.weight = Some(weight.min(100));
+    }
+    p
+}
+
+pub fn palette() -> Popup {
+    Popup::Palette(Palette {
+        input: text_input("runs, run NAME, canary NAME, rollback NAME, theme NAME, quit"),
+        selected: 0,
+        candidates: Vec::new(),
+    })
+}
+
+/// Whether a key edits text (in a text field it is typed, never looked up in the keymap).
+pub fn is_text(key: &KeyEvent) -> bool {
+    match key.code {
+        KeyCode::Char(_) => !key
+            .modifiers
+            .intersects(KeyModifiers::CONTROL | KeyModifiers::ALT),
+        KeyCode::Backspace
+        | KeyCode::Delete
+        | KeyCode::Left
+        | KeyCode::Right
+        | KeyCode::Home
+        | KeyCode::End => true,
+        _ => false,
+    }
+}
+
+impl Popup {
+    /// Whether the popup has a text field that typed keys go into.
+    pub fn takes_text(&self) -> bool {
+        matches!(self, Popup::Palette(_) | Popup::Confirm(_))
+    }
+
+    /// A key typed into the popup's text field.
+    pub fn on_text(&mut self, key: KeyEvent) -> Outcome {
+        match self {
+            Popup::Confirm(c) => {
+                c.reason.input(key);
+                c.needs_reason = false;
+                Outcome::Keep
+            }
+            Popup::Palette(p) => {
+                p.input.input(key);
+                p.selected = 0;
+                Outcome::PaletteEdited
+            }
+            _ => Outcome::Keep,
+        }
+    }
+
+    /// An action the keymap resolved a key to while the popup is on top.
+    pub fn on_action(&mut self, a: Action) -> Outcome {
+        match self {
+            Popup::Help { scroll } => help_action(scroll, a),
+            Popup::Confirm(c) => confirm_action(c, a),
+            Popup::Palette(p) => palette_action(p, a),
+            Popup::ConfirmQuit { .. } => match a {
+                Action::Confirm | Action::Quit => Outcome::Quit,
+                Action::Back => Outcome::Close,
+                _ => Outcome::Keep,
+            },
+            Popup::PickPipeline(p) => pick_action(p, a, |i| Outcome::Pipeline(i.name.clone())),
+            Popup::PickBaseline { picker, .. } => {
+                pick_action(picker, a, |r| Outcome::Baseline(r.id))
+            }
+        }
+    }
+}
+
+fn help_action(scroll: &mut usize, a: Action) -> Outcome {
+    match a {
+        Action::Help | Action::Back | Action::Quit | Action::Confirm => return Outcome::Close,
+        Action::Down => *scroll += 1,
+        Action::Up => *scroll = scroll.saturating_sub(1),
+        Action::PageDown => *scroll += PICKER_PAGE,
+        Action::PageUp => *scroll = scroll.saturating_sub(PICKER_PAGE),
+        Action::Top => *scroll = 0,
+        Action::Bottom => *scroll = usize::from(u16::MAX),
+        _ => {}
+    }
+    Outcome::Keep
+}
+
+fn confirm_action(c: &mut Confirm, a: Action) -> Outcome {
+    match a {
+        Action::Back => Outcome::Close,
+        Action::Up | Action::Down if c.weight.is_some() => {
+            let w = c.weight.unwrap_or(0);
+            c.weight = Some(if a == Action::Up {
+                (w + 5).min(100)
+            } else {
+                w.saturating_sub(5)
+            });
+            Outcome::Keep
+        }
+        Action::Confirm => {
+            let reason = c.reason.lines().join(" ").trim().to_string();
+            // The reason is recorded with the action: an empty one is refused here, as by
+            // the host.
+            if reason.is_empty() && c.command.needs_reason() {
+                c.needs_reason = true;
+                return Outcome::Keep;
+            }
+            let mut command = c.command.clone();
+            if let (Some(w), Command::Canary { action, .. }) = (c.weight, &mut command) {
+                *action = CanaryAction::SetWeight(w);
+            }
+            Outcome::Confirmed { command, reason }
+        }
+        Action::Quit => Outcome::Unhandled,
+        _ => Outcome::Keep,
+    }
+}
+
+fn palette_action(p: &mut Palette, a: Action) -> Outcome {
+    match a {
+        Action::Back => Outcome::Close,
+        Action::Up => {
+            p.selected = p.selected.saturating_sub(1);
+            Outcome::Keep
+        }
+        Action::Down => {
+            p.selected = (p.selected + 1).min(p.candidates.len().saturating_sub(1));
+            Outcome::Keep
+        }
+        Action::Complete => {
+            complete(p);
+            Outcome::PaletteEdited
+        }
+        Action::Confirm => {
+            let typed = p.input.lines().join(" ").trim().to_string();
+            // A half-typed command takes the highlighted completion.
+            let first = typed.split_whitespace().next().unwrap_or("");
+            let exact = p.candidates.iter().any(|(c, _)| c == first) || palette::known(first);
+            if (!exact || typed.ends_with(' ')) && !p.candidates.is_empty() {
+                complete(p);
+            }
+            Outcome::Command(p.input.lines().join(" ").trim().to_string())
+        }
+        Action::Quit => Outcome::Unhandled,
+        _ => Outcome::Keep,
+    }
+}
+
+fn pick_action<T>(p: &mut Picker<T>, a: Action, chosen: impl Fn(&T) -> Outcome) -> Outcome {
+    match a {
+        Action::Back | Action::Quit => Outcome::Close,
+        Action::Confirm => p.chosen().map_or(Outcome::Close, chosen),
+        _ => {
+            if let Some(m) = Motion::from_action(a) {
+                p.on_motion(m);
+            }
+            Outcome::Keep
+        }
+    }
+}
+
+/// Replaces the word being typed with the highlighted candidate.
+fn complete(p: &mut Palette) {
+    let Some((word, _)) = p.candidates.get(p.selected).cloned() else {
+        return;
+    };
+    let typed = p.input.lines().join(" ");
+    let mut words: Vec<&str> = typed.split_whitespace().collect();
+    if !typed.ends_with(' ') {
+        words.pop();
+    }
+    words.push(&word);
+    let text = format!("{} ", words.join(" "));
+    p.input = text_input("");
+    p.input.insert_str(text);
+    p.selected = 0;
+}

@@ -1,0 +1,309 @@
+//! Drawing popups over the focused pane. The keys a dialog names come from the active keymap.
+
+use ratatui::Frame;
+use ratatui::layout::{Constraint, Flex, Layout, Rect};
+use ratatui::text::{Line, Span};
+use ratatui::widgets::{Block, Clear, Paragraph, Wrap};
+
+use super::{Confirm, Picker, Popup};
+use crate::tui::view::Ctx;
+use crate::tui::widgets::{clock_time, fit, run_status, status_span};
+
+/// A rectangle of at most `w` by `h` in the middle of `area`.
+pub fn centered(area: Rect, w: u16, h: u16) -> Rect {
+    let [row] = Layout::vertical([Constraint::Length(h.min(area.height))])
+        .flex(Flex::Center)
+        .areas(area);
+    let [cell] = Layout::horizontal([Constraint::Length(w.min(area.width))])
+        .flex(Flex::Center)
+        .areas(row);
+    cell
+}
+
+fn frame(f: &mut Frame, area: Rect, title: &str, ctx: &Ctx<'_>) -> Rect {
+    let t = ctx.theme;
+    let block = Block::bordered()
+        .title(Span::styled(format!(" {title} "), t.style("ui.title")))
+        .border_style(t.style("ui.border.focused"))
+        .style(t.style("ui.popup"));
+    let inner = block.inner(area);
+    f.render_widget(Clear, area);
+    f.render_widget(block, area);
+    inner
+}
+
+pub fn render(
+    f: &mut Frame,
+    screen: Rect,
+    popup: &Popup,
+    help: &[(String, String)],
+    ctx: &Ctx<'_>,
+) {
+    match popup {
+        Popup::Help { scroll } => render_help(f, screen, *scroll, help, ctx),
+        Popup::Palette(p) => render_palette(f, screen, p, ctx),
+        Popup::Confirm(c) => render_confirm(f, screen, c, ctx),
+        Popup::ConfirmQuit { running } => render_quit(f, screen, *running, ctx),
+        Popup::PickPipeline(p) => {
+            let title = format!(
+                "Start a run ({} starts, {} cancels)",
+                ctx.keys.confirm, ctx.keys.back
+            );
+            let t = ctx.theme;
+            render_picker(
+                f,
+                screen,
+                (&title, 70),
+                p,
+                "The workspace has no valid pipelines.",
+                ctx,
+                |pi| {
+                    vec![
+                        Span::raw(format!("{:<20}", fit(&pi.name, 20))),
+                        Span::styled(
+                            fit(pi.description.as_deref().unwrap_or_default(), 46),
+                            t.style("ui.dim"),
+                        ),
+                    ]
+                },
+            );
+        }
+        Popup::PickBaseline { stage, picker } => {
+            let title = format!("Baseline for `{stage}` ({} picks)", ctx.keys.confirm);
+            let t = ctx.theme;
+            render_picker(
+                f,
+                screen,
+                (&title, 60),
+                picker,
+                "No earlier runs of this pipeline.",
+                ctx,
+                |r| {
+                    vec![
+                        Span::raw(format!("run {:<8}", r.id)),
+                        status_span(t, run_status(r.status), r.status.as_str()),
+                        Span::styled(
+                            format!(
+                                "  {}",
+                                clock_time(r.started_at.unwrap_or(r.created_at), ctx.now)
+                            ),
+                            t.style("ui.dim"),
+                        ),
+                    ]
+                },
+            );
+        }
+    }
+}
+
+fn render_help(
+    f: &mut Frame,
+    screen: Rect,
+    scroll: usize,
+    help: &[(String, String)],
+    ctx: &Ctx<'_>,
+) {
+    let t = ctx.theme;
+    let room = screen.height.saturating_sub(2);
+    let h = (help.len() as u16 + 2).min(room);
+    let area = centered(screen, screen.width.saturating_sub(2).min(100), h);
+    let visible = usize::from(h.saturating_sub(2));
+    let scroll = scroll.min(help.len().saturating_sub(visible));
+    let more = scroll + visible < help.len();
+    let k = ctx.keys;
+    let title = if more || scroll > 0 {
+        format!(
+            "Keys ({}/{} scroll, {} or {} closes)",
+            k.down, k.up, k.help, k.back
+        )
+    } else {
+        format!("Keys ({} or {} closes)", k.help, k.back)
+    };
+    let inner = frame(f, area, &title, ctx);
+    let key_w = help
+        .iter()
+        .map(|(k, _)| k.chars().count())
+        .max()
+        .unwrap_or(8)
+        .min(24);
+    let doc_w = usize::from(inner.width).saturating_sub(key_w + 2);
+    let mut lines: Vec<Line> = help
+        .iter()
+        .skip(scroll)
+        .take(visible)
+        .map(|(k, d)| {
+            if d.is_empty() {
+                Line::styled(k.clone(), t.style("ui.header"))
+            } else {
+                Line::from(vec![
+                    Span::styled(format!("{:<key_w$}  ", fit(k, key_w)), t.style("ui.key")),
+                    Span::styled(fit(d, doc_w), t.style("ui.text")),
+                ])
+            }
+        })
+        .collect();
+    if more && let Some(last) = lines.last_mut() {
+        *last = Line::styled(
+            format!("↓ {} more ({})", help.len() - scroll - visible + 1, k.down),
+            t.style("ui.dim"),
+        );
+    }
+    f.render_widget(Paragraph::new(lines), inner);
+}
+
+fn render_palette(f: &mut Frame, screen: Rect, p: &super::Palette, ctx: &Ctx<'_>) {
+    let t = ctx.theme;
+    let h = (p.candidates.len() as u16).min(8) + 3;
+    let area = Rect {
+        y: screen.y + 1,
+        ..centered(screen, 70, h)
+    };
+    let inner = frame(f, area, "Command", ctx);
+    let [input, list] = Layout::vertical([Constraint::Length(1), Constraint::Min(0)]).areas(inner);
+    let [colon, field] =
+        Layout::horizontal([Constraint::Length(2), Constraint::Min(1)]).areas(input);
+    f.render_widget(Span::styled(": ", t.style("ui.key")), colon);
+    f.render_widget(&p.input, field);
+    let lines: Vec<Line> = p
+        .candidates
+        .iter()
+        .enumerate()
+        .take(usize::from(list.height))
+        .map(|(i, (c, d))| {
+            let style = if i == p.selected {
+                t.style("ui.selection")
+            } else {
+                t.style("ui.text")
+            };
+            Line::from(vec![
+                Span::styled(format!("{c:<14}"), style),
+                Span::styled(d.clone(), t.style("ui.dim")),
+            ])
+        })
+        .collect();
+    f.render_widget(Paragraph::new(lines), list);
+}
+
+fn render_confirm(f: &mut Frame, screen: Rect, c: &Confirm, ctx: &Ctx<'_>) {
+    let t = ctx.theme;
+    let mut body = c.body.clone();
+    if let Some(w) = c.weight {
+        body.push(format!(
+            "New weight: {w}%   ({} {} change it by 5)",
+            ctx.keys.field_up, ctx.keys.field_down
+        ));
+    }
+    // The placeholder takes the theme's dim style, not the text area's own grey.
+    let mut reason_field = c.reason.clone();
+    reason_field.set_placeholder_style(t.style("ui.dim"));
+    let h = body.len() as u16 + 7;
+    let area = centered(screen, 72, h);
+    let inner = frame(f, area, &c.title, ctx);
+    let [body_area, label, reason, hint] = Layout::vertical([
+        Constraint::Length(body.len() as u16 + 1),
+        Constraint::Length(1),
+        Constraint::Length(1),
+        Constraint::Length(2),
+    ])
+    .areas(inner);
+    let text: Vec<Line> = body
+        .iter()
+        .map(|l| Line::styled(l.clone(), t.style("ui.text")))
+        .collect();
+    f.render_widget(Paragraph::new(text).wrap(Wrap { trim: true }), body_area);
+    let label_line = if c.needs_reason {
+        Line::from(vec![
+            Span::styled("Reason: ", t.style("ui.header")),
+            Span::styled(
+                "type why first; it is recorded with the action",
+                t.style("ui.error"),
+            ),
+        ])
+    } else {
+        Line::styled("Reason:", t.style("ui.header"))
+    };
+    f.render_widget(label_line, label);
+    f.render_widget(&reason_field, reason);
+    f.render_widget(
+        key_line(ctx, "confirm", "cancel"),
+        Rect {
+            y: hint.y + 1,
+            height: 1,
+            ..hint
+        },
+    );
+}
+
+/// `Enter confirm   Esc cancel`, with the keys of the active keymap.
+fn key_line(ctx: &Ctx<'_>, yes: &str, no: &str) -> Line<'static> {
+    let t = ctx.theme;
+    Line::from(vec![
+        Span::styled(ctx.keys.confirm.clone(), t.style("ui.key")),
+        Span::styled(format!(" {yes}   "), t.style("ui.dim")),
+        Span::styled(ctx.keys.back.clone(), t.style("ui.key")),
+        Span::styled(format!(" {no}"), t.style("ui.dim")),
+    ])
+}
+
+fn render_quit(f: &mut Frame, screen: Rect, running: u64, ctx: &Ctx<'_>) {
+    let t = ctx.theme;
+    let area = centered(screen, 64, 7);
+    let inner = frame(f, area, "Quit opsdeck?", ctx);
+    let plural = if running == 1 { "run is" } else { "runs are" };
+    let lines = vec![
+        Line::styled(
+            format!("{running} {plural} in flight on this host."),
+            t.style("ui.text"),
+        ),
+        Line::styled(
+            "Quitting interrupts them; they resume when opsdeck next hosts",
+            t.style("ui.text"),
+        ),
+        Line::styled(
+            "this workspace (stages in flight run again).",
+            t.style("ui.text"),
+        ),
+        key_line(ctx, "quit", "stay"),
+    ];
+    f.render_widget(Paragraph::new(lines), inner);
+}
+
+/// A list to choose from: `row` draws an item, the selection is highlighted.
+fn render_picker<T>(
+    f: &mut Frame,
+    screen: Rect,
+    (title, width): (&str, u16),
+    p: &Picker<T>,
+    empty: &str,
+    ctx: &Ctx<'_>,
+    row: impl Fn(&T) -> Vec<Span<'static>>,
+) {
+    let t = ctx.theme;
+    let h = (p.items.len() as u16).clamp(1, 12) + 2;
+    let area = centered(screen, width, h);
+    let inner = frame(f, area, title, ctx);
+    if p.items.is_empty() {
+        f.render_widget(Span::styled(empty.to_string(), t.style("ui.dim")), inner);
+        return;
+    }
+    let lines: Vec<Line> = p
+        .items
+        .iter()
+        .enumerate()
+        .skip(p.cursor.offset)
+        .take(usize::from(inner.height))
+        .map(|(i, item)| {
+            let mut spans = row(item);
+            let style = if i == p.cursor.selected {
+                t.style("ui.selection")
+            } else {
+                t.style("ui.text")
+            };
+            if let Some(first) = spans.first_mut() {
+                first.style = style;
+            }
+            Line::from(spans)
+        })
+        .collect();
+    f.render_widget(Paragraph::new(lines), inner);
+}
