@@ -13,7 +13,7 @@ use tokio_util::sync::CancellationToken;
 use super::breaker::{Admission, Transition};
 use super::driver::{Msg, STOP_SHUTDOWN};
 use super::engine::Engine;
-use super::spec::Pipeline;
+use super::spec::{Pipeline, Stage};
 use super::stage::{
     AttemptIds, ExecCtx, ExecResult, Failure, Outcome, execute, process_start_time,
 };
@@ -56,93 +56,88 @@ pub(crate) async fn breaker_event(engine: &Engine, target: &str, t: Transition) 
         .await;
 }
 
-pub(crate) async fn run(job: AttemptJob) {
+/// Asks the stage's breaker for admission: `Err` with the wait when it is open, else whether
+/// this attempt is the half-open probe.
+async fn admit(engine: &Engine, stage: &Stage, target: Option<&str>) -> Result<bool, Duration> {
+    let Some(t) = target else { return Ok(false) };
+    let (admission, transition) = engine
+        .breakers
+        .with(t, |b| b.admit(&stage.breaker, engine.clock.now()));
+    if let Some(tr) = transition {
+        breaker_event(engine, t, tr).await;
+    }
+    match admission {
+        Admission::Allowed { probe } => Ok(probe),
+        Admission::Rejected { retry_after } => Err(retry_after),
+    }
+}
+
+/// Runs the stage (its process, request or simulation), recording its process id as soon
+/// as it has one.
+async fn execute_stage(job: &AttemptJob, stage: &Stage) -> ExecResult {
     let engine = &job.engine;
-    let stage = &job.pipeline.stages[job.idx];
-    let target = stage.breaker_target();
-    let mut probe = false;
-    let mut rejected: Option<Duration> = None;
-    if let Some(t) = &target {
-        let (admission, transition) = engine
-            .breakers
-            .with(t, |b| b.admit(&stage.breaker, engine.clock.now()));
-        if let Some(tr) = transition {
-            breaker_event(engine, t, tr).await;
-        }
-        match admission {
-            Admission::Allowed { probe: p } => probe = p,
-            Admission::Rejected { retry_after } => rejected = Some(retry_after),
-        }
-    }
-
-    let result = match (rejected, &target) {
-        (Some(after), Some(t)) => ExecResult::failed(Failure {
-            code: "breaker_open",
-            message: format!(
-                "the circuit breaker for {t} is open after repeated failures; it lets a probe through in about {}",
-                duration::format(after)
-            ),
-            retryable: true,
-            target_unhealthy: false,
-        }),
-        _ => {
-            let writer = engine.writer.clone();
-            let stage_id = stage.id.clone();
-            let (run_id, n) = (job.run_id, job.n);
-            let on_spawn = move |pid: u32| {
-                writer.send_now(vec![Op::AttemptProcess {
-                    run_id,
-                    stage: stage_id.clone(),
-                    n,
-                    pid: i64::from(pid),
-                    pid_start: process_start_time(pid),
-                }]);
-            };
-            let ctx = ExecCtx {
-                input: &job.input,
-                timeout: Duration::from_millis(stage.timeout_ms),
-                cancel: &job.cancel,
-                clock: engine.clock.as_ref(),
-                limit: engine.limit,
-                workspace: &engine.dir,
-                http: &engine.http,
-                ids: AttemptIds {
-                    run_id: job.run_id.0,
-                    pipeline: &job.pipeline.name,
-                    stage: &stage.id,
-                    attempt: job.n,
-                },
-                on_spawn: &on_spawn,
-            };
-            execute(stage, &ctx).await
-        }
+    let writer = engine.writer.clone();
+    let stage_id = stage.id.clone();
+    let (run_id, n) = (job.run_id, job.n);
+    let on_spawn = move |pid: u32| {
+        writer.send_now(vec![Op::AttemptProcess {
+            run_id,
+            stage: stage_id.clone(),
+            n,
+            pid: i64::from(pid),
+            pid_start: process_start_time(pid),
+        }]);
     };
+    let ctx = ExecCtx {
+        input: &job.input,
+        timeout: Duration::from_millis(stage.timeout_ms),
+        cancel: &job.cancel,
+        clock: engine.clock.as_ref(),
+        limit: engine.limit,
+        workspace: &engine.dir,
+        http: &engine.http,
+        ids: AttemptIds {
+            run_id: job.run_id.0,
+            pipeline: &job.pipeline.name,
+            stage: &stage.id,
+            attempt: job.n,
+        },
+        on_spawn: &on_spawn,
+    };
+    execute(stage, &ctx).await
+}
 
-    if rejected.is_none()
-        && let Some(t) = &target
-    {
-        let now = engine.clock.now();
-        let transition = engine.breakers.with(t, |b| match &result.outcome {
-            Outcome::Succeeded => b.record(true, probe, &stage.breaker, now),
-            Outcome::Failed(f) => b.record(!f.target_unhealthy, probe, &stage.breaker, now),
-            Outcome::Cancelled => {
-                b.release_probe(probe);
-                None
-            }
-        });
-        if let Some(tr) = transition {
-            breaker_event(engine, t, tr).await;
+/// Tells the breaker how an admitted attempt went.
+async fn record_with_breaker(
+    engine: &Engine,
+    stage: &Stage,
+    target: &str,
+    probe: bool,
+    outcome: &Outcome,
+) {
+    let now = engine.clock.now();
+    let transition = engine.breakers.with(target, |b| match outcome {
+        Outcome::Succeeded => b.record(true, probe, &stage.breaker, now),
+        Outcome::Failed(f) => b.record(!f.target_unhealthy, probe, &stage.breaker, now),
+        Outcome::Cancelled => {
+            b.release_probe(probe);
+            None
         }
+    });
+    if let Some(tr) = transition {
+        breaker_event(engine, target, tr).await;
     }
+}
 
-    let finished_at = engine.clock.timestamp();
-    let (status, error) = match &result.outcome {
+/// The attempt's status and error as stored.
+fn status_of(outcome: &Outcome, stop: u8) -> (AttemptStatus, Option<(String, String)>) {
+    match outcome {
         Outcome::Succeeded => (AttemptStatus::Succeeded, None),
         Outcome::Failed(f) => (
             AttemptStatus::Failed,
             Some((f.code.to_string(), f.message.clone())),
         ),
-        Outcome::Cancelled if job.stop.load(Ordering::SeqCst) == STOP_SHUTDOWN => (
+        Outcome::Cancelled if stop == STOP_SHUTDOWN => (
             AttemptStatus::Interrupted,
             Some((
                 "interrupted".to_string(),
@@ -156,12 +151,22 @@ pub(crate) async fn run(job: AttemptJob) {
                 "the run was cancelled during this attempt".to_string(),
             )),
         ),
-    };
+    }
+}
+
+/// The writes that record a finished attempt and its `stage_finished` event.
+fn finish_ops(
+    job: &AttemptJob,
+    stage: &Stage,
+    result: &ExecResult,
+    finished_at: Timestamp,
+) -> Vec<Op> {
+    let (status, error) = status_of(&result.outcome, job.stop.load(Ordering::SeqCst));
     let (output, output_truncated, output_bytes) = match &result.output {
         // The executor already kept only the head (plus its marker): store it as it is.
         Some(o) if o.truncated => (Some(o.value.to_string()), true, Some(o.bytes)),
         Some(o) => {
-            let (text, cut, _) = clip_json(&o.value, engine.limit);
+            let (text, cut, _) = clip_json(&o.value, job.engine.limit);
             (Some(text), cut, Some(o.bytes))
         }
         None => (None, false, None),
@@ -170,7 +175,7 @@ pub(crate) async fn run(job: AttemptJob) {
     let error_json = error
         .as_ref()
         .map(|(code, message)| json!({"code": code, "message": message}));
-    let ops = vec![
+    vec![
         Op::FinishAttempt {
             run_id: job.run_id,
             stage: stage.id.clone(),
@@ -191,7 +196,33 @@ pub(crate) async fn run(job: AttemptJob) {
             &stage.id,
             json!({"attempt": job.n, "status": status, "duration_ms": duration_ms, "error": error_json, "pipeline": job.pipeline.name}),
         ),
-    ];
+    ]
+}
+
+pub(crate) async fn run(job: AttemptJob) {
+    let engine = &job.engine;
+    let stage = &job.pipeline.stages[job.idx];
+    let target = stage.breaker_target();
+    let result = match admit(engine, stage, target.as_deref()).await {
+        Err(after) => ExecResult::failed(Failure {
+            code: "breaker_open",
+            message: format!(
+                "the circuit breaker for {} is open after repeated failures; it lets a probe through in about {}",
+                target.as_deref().unwrap_or_default(),
+                duration::format(after)
+            ),
+            retryable: true,
+            target_unhealthy: false,
+        }),
+        Ok(probe) => {
+            let result = execute_stage(&job, stage).await;
+            if let Some(t) = &target {
+                record_with_breaker(engine, stage, t, probe, &result.outcome).await;
+            }
+            result
+        }
+    };
+    let ops = finish_ops(&job, stage, &result, engine.clock.timestamp());
     if let Err(e) = engine.writer.commit(ops).await {
         tracing::error!(run = %job.run_id, stage = %stage.id, error = %e, "could not record an attempt");
     }

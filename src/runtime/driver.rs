@@ -101,6 +101,57 @@ struct Driver {
     started_at: Timestamp,
 }
 
+/// Each stage's state as the store holds it (what was in flight starts over: nothing runs
+/// without a driver), the indices of what each stage needs, and the stored statuses.
+fn stage_states(
+    pipeline: &Pipeline,
+    stored_stages: Vec<(String, StageStatus, u32, Option<Value>)>,
+) -> (Vec<StageState>, Vec<Vec<usize>>, Vec<StageStatus>) {
+    let index: HashMap<&str, usize> = pipeline
+        .stages
+        .iter()
+        .enumerate()
+        .map(|(i, s)| (s.id.as_str(), i))
+        .collect();
+    let needs = pipeline
+        .stages
+        .iter()
+        .map(|s| {
+            s.needs
+                .iter()
+                .filter_map(|n| index.get(n.as_str()).copied())
+                .collect()
+        })
+        .collect();
+    let fresh = || StageState {
+        status: StageStatus::Pending,
+        attempts: 0,
+        base: 0,
+        output: None,
+        due: false,
+    };
+    let mut states: Vec<StageState> = pipeline.stages.iter().map(|_| fresh()).collect();
+    let mut stored: Vec<StageStatus> = vec![StageStatus::Pending; states.len()];
+    for (stage_id, status, attempts, output) in stored_stages {
+        if let Some(&i) = index.get(stage_id.as_str()) {
+            stored[i] = status;
+            let status = match status {
+                StageStatus::Running | StageStatus::Retrying | StageStatus::Interrupted => {
+                    StageStatus::Pending
+                }
+                s => s,
+            };
+            states[i] = StageState {
+                status,
+                attempts,
+                output,
+                ..fresh()
+            };
+        }
+    }
+    (states, needs, stored)
+}
+
 /// Starts (or restarts) the driver of a run from what the store holds, after committing
 /// `ops` (the events that explain why) together with the run's move to `running`.
 pub(crate) async fn launch(
@@ -119,53 +170,7 @@ pub(crate) async fn launch(
             "run {id} has a definition this opsdeck cannot read: {e}"
         ))
     })?;
-    let index: HashMap<&str, usize> = pipeline
-        .stages
-        .iter()
-        .enumerate()
-        .map(|(i, s)| (s.id.as_str(), i))
-        .collect();
-    let needs = pipeline
-        .stages
-        .iter()
-        .map(|s| {
-            s.needs
-                .iter()
-                .filter_map(|n| index.get(n.as_str()).copied())
-                .collect()
-        })
-        .collect();
-    let mut states: Vec<StageState> = pipeline
-        .stages
-        .iter()
-        .map(|_| StageState {
-            status: StageStatus::Pending,
-            attempts: 0,
-            base: 0,
-            output: None,
-            due: false,
-        })
-        .collect();
-    let mut stored: Vec<StageStatus> = vec![StageStatus::Pending; states.len()];
-    for (stage_id, status, attempts, output) in loaded.stages {
-        if let Some(&i) = index.get(stage_id.as_str()) {
-            stored[i] = status;
-            // Nothing runs without a driver, so anything in flight starts over.
-            let status = match status {
-                StageStatus::Running | StageStatus::Retrying | StageStatus::Interrupted => {
-                    StageStatus::Pending
-                }
-                s => s,
-            };
-            states[i] = StageState {
-                status,
-                attempts,
-                base: 0,
-                output,
-                due: false,
-            };
-        }
-    }
+    let (states, needs, stored) = stage_states(&pipeline, loaded.stages);
     let now = engine.clock.timestamp();
     let (tx, rx) = mpsc::unbounded_channel();
     let (control_tx, control_rx) = mpsc::unbounded_channel();
@@ -186,43 +191,7 @@ pub(crate) async fn launch(
         stop: Arc::new(AtomicU8::new(STOP_NONE)),
         started_at: loaded.started_at.unwrap_or(now),
     };
-    let to_reset: Vec<String> = match &reset {
-        Reset::New | Reset::Resume => Vec::new(),
-        Reset::Retry => driver
-            .pipeline
-            .stages
-            .iter()
-            .map(|s| s.id.clone())
-            .collect(),
-        Reset::Stages(list) => list.clone(),
-    };
-    driver.reopen_stages(&to_reset);
-    for (i, st) in driver.states.iter().enumerate() {
-        if st.status != stored[i] {
-            ops.push(Op::UpdateStage {
-                run_id: id,
-                stage: driver.pipeline.stages[i].id.clone(),
-                status: st.status,
-            });
-        }
-    }
-    ops.insert(
-        0,
-        Op::UpdateRun {
-            id,
-            status: RunStatus::Running,
-            started_at: Some(now),
-            finished_at: None,
-        },
-    );
-    if matches!(reset, Reset::New) {
-        ops.push(Op::run_event(
-            now,
-            EventKind::RunStarted,
-            id,
-            json!({"pipeline": driver.pipeline.name}),
-        ));
-    }
+    driver.reset(&reset, &stored, now, &mut ops);
     {
         let mut active = lock(&engine.active);
         if active.contains_key(&id) {
@@ -254,6 +223,42 @@ pub(crate) async fn launch(
 }
 
 impl Driver {
+    /// Reopens what `reset` asks for and adds the writes that move the run to `running`.
+    fn reset(&mut self, reset: &Reset, stored: &[StageStatus], now: Timestamp, ops: &mut Vec<Op>) {
+        let to_reset: Vec<String> = match reset {
+            Reset::New | Reset::Resume => Vec::new(),
+            Reset::Retry => self.pipeline.stages.iter().map(|s| s.id.clone()).collect(),
+            Reset::Stages(list) => list.clone(),
+        };
+        self.reopen_stages(&to_reset);
+        for (i, st) in self.states.iter().enumerate() {
+            if st.status != stored[i] {
+                ops.push(Op::UpdateStage {
+                    run_id: self.id,
+                    stage: self.pipeline.stages[i].id.clone(),
+                    status: st.status,
+                });
+            }
+        }
+        ops.insert(
+            0,
+            Op::UpdateRun {
+                id: self.id,
+                status: RunStatus::Running,
+                started_at: Some(now),
+                finished_at: None,
+            },
+        );
+        if matches!(reset, Reset::New) {
+            ops.push(Op::run_event(
+                now,
+                EventKind::RunStarted,
+                self.id,
+                json!({"pipeline": self.pipeline.name}),
+            ));
+        }
+    }
+
     fn stage_id(&self, idx: usize) -> &str {
         &self.pipeline.stages[idx].id
     }

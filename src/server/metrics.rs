@@ -114,6 +114,26 @@ pub async fn scrape(State(s): State<AppState>) -> Result<Response, Failure> {
         "Stage attempt durations since the server started, by pipeline and stage",
         s.stages.durations.clone(),
     );
+    runs(&mut reg, &s).await?;
+    canaries(&mut reg, &s);
+    let sse = Gauge::<i64>::default();
+    reg.register("opsdeck_sse_clients", "Open event streams", sse.clone());
+    sse.set(s.sse_clients.load(Ordering::Relaxed) as i64);
+    let mut out = String::new();
+    encode(&mut out, &reg)
+        .map_err(|e| Failure::new(ErrorCode::Internal, format!("cannot encode metrics: {e}")))?;
+    Ok((
+        [(
+            CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        out,
+    )
+        .into_response())
+}
+
+/// Runs by pipeline and status, the dead-letter depth, runs in flight and open breakers.
+async fn runs(reg: &mut Registry, s: &AppState) -> Result<(), Failure> {
     let runs = family!(
         reg,
         Gauge,
@@ -150,6 +170,11 @@ pub async fn scrape(State(s): State<AppState>) -> Result<Response, Failure> {
             .get_or_create(&labels(&[("target", &b.target), ("state", &b.state)]))
             .set(1);
     }
+    Ok(())
+}
+
+/// Each canary's weight, per-version traffic, P95 and error rate, and check verdicts.
+fn canaries(reg: &mut Registry, s: &AppState) {
     let weight = family!(
         reg,
         Float,
@@ -215,18 +240,4 @@ pub async fn scrape(State(s): State<AppState>) -> Result<Response, Failure> {
             }
         }
     }
-    let sse = Gauge::<i64>::default();
-    reg.register("opsdeck_sse_clients", "Open event streams", sse.clone());
-    sse.set(s.sse_clients.load(Ordering::Relaxed) as i64);
-    let mut out = String::new();
-    encode(&mut out, &reg)
-        .map_err(|e| Failure::new(ErrorCode::Internal, format!("cannot encode metrics: {e}")))?;
-    Ok((
-        [(
-            CONTENT_TYPE,
-            "application/openmetrics-text; version=1.0.0; charset=utf-8",
-        )],
-        out,
-    )
-        .into_response())
 }

@@ -341,6 +341,70 @@ pub(crate) fn insert_event(tx: &Transaction<'_>, seq: u64, e: &NewEvent) -> Resu
 
 fn apply_op(tx: &Transaction<'_>, op: &Op, seq: u64, published: &mut Vec<Event>) -> Result<()> {
     match op {
+        Op::InsertRun { .. } | Op::UpdateRun { .. } | Op::UpdateStage { .. } => {
+            apply_run_op(tx, op)?;
+        }
+        Op::StartAttempt { .. } | Op::AttemptProcess { .. } | Op::FinishAttempt { .. } => {
+            apply_attempt_op(tx, op)?;
+        }
+        Op::InsertDlq { entry, input } => {
+            tx.prepare_cached(
+                "INSERT INTO dlq (id, run_id, pipeline, stage_id, attempts, input, error_code, error_message, created_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+            )?
+            .execute(params![
+                entry.id.0,
+                entry.run_id.0,
+                entry.pipeline,
+                entry.stage,
+                entry.attempts,
+                input,
+                entry.error.code,
+                entry.error.message,
+                entry.created_at.to_string()
+            ])?;
+        }
+        Op::DeleteDlq { id } => {
+            tx.prepare_cached("DELETE FROM dlq WHERE id = ?1")?
+                .execute(params![id.0])?;
+        }
+        Op::Event(e) => published.push(insert_event(tx, seq, e)?),
+        Op::SaveCanary {
+            name,
+            state,
+            status,
+            at,
+        } => {
+            tx.prepare_cached(
+                "INSERT INTO canaries (name, state, status, updated_at) VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT(name) DO UPDATE SET state = ?2, status = ?3, updated_at = ?4",
+            )?
+            .execute(params![name, state, status, at.to_string()])?;
+        }
+        Op::Audit(a) => {
+            tx.prepare_cached(
+                "INSERT INTO audit (at, actor, role, via, action, target, reason, outcome, details)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+            )?
+            .execute(params![
+                a.at.to_string(),
+                a.actor,
+                a.role.map(Role::as_str),
+                a.via.map(Via::as_str),
+                a.action,
+                a.target,
+                a.reason,
+                a.outcome,
+                a.details.to_string()
+            ])?;
+        }
+    }
+    Ok(())
+}
+
+/// The writes about runs and their stages.
+fn apply_run_op(tx: &Transaction<'_>, op: &Op) -> Result<()> {
+    match op {
         Op::InsertRun {
             id,
             pipeline,
@@ -392,6 +456,14 @@ fn apply_op(tx: &Transaction<'_>, op: &Op, seq: u64, published: &mut Vec<Event>)
             tx.prepare_cached("UPDATE stages SET status = ?3 WHERE run_id = ?1 AND stage_id = ?2")?
                 .execute(params![run_id.0, stage, status.as_str()])?;
         }
+        _ => {}
+    }
+    Ok(())
+}
+
+/// The writes about attempts.
+fn apply_attempt_op(tx: &Transaction<'_>, op: &Op) -> Result<()> {
+    match op {
         Op::StartAttempt {
             run_id,
             stage,
@@ -448,57 +520,7 @@ fn apply_op(tx: &Transaction<'_>, op: &Op, seq: u64, published: &mut Vec<Event>)
                 error.as_ref().map(|e| &e.1),
             ])?;
         }
-        Op::InsertDlq { entry, input } => {
-            tx.prepare_cached(
-                "INSERT INTO dlq (id, run_id, pipeline, stage_id, attempts, input, error_code, error_message, created_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
-            )?
-            .execute(params![
-                entry.id.0,
-                entry.run_id.0,
-                entry.pipeline,
-                entry.stage,
-                entry.attempts,
-                input,
-                entry.error.code,
-                entry.error.message,
-                entry.created_at.to_string()
-            ])?;
-        }
-        Op::DeleteDlq { id } => {
-            tx.prepare_cached("DELETE FROM dlq WHERE id = ?1")?
-                .execute(params![id.0])?;
-        }
-        Op::Event(e) => published.push(insert_event(tx, seq, e)?),
-        Op::SaveCanary {
-            name,
-            state,
-            status,
-            at,
-        } => {
-            tx.prepare_cached(
-                "INSERT INTO canaries (name, state, status, updated_at) VALUES (?1, ?2, ?3, ?4)
-                 ON CONFLICT(name) DO UPDATE SET state = ?2, status = ?3, updated_at = ?4",
-            )?
-            .execute(params![name, state, status, at.to_string()])?;
-        }
-        Op::Audit(a) => {
-            tx.prepare_cached(
-                "INSERT INTO audit (at, actor, role, via, action, target, reason, outcome, details)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
-            )?
-            .execute(params![
-                a.at.to_string(),
-                a.actor,
-                a.role.map(Role::as_str),
-                a.via.map(Via::as_str),
-                a.action,
-                a.target,
-                a.reason,
-                a.outcome,
-                a.details.to_string()
-            ])?;
-        }
+        _ => {}
     }
     Ok(())
 }

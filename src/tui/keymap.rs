@@ -3,15 +3,14 @@
 //! sequences and single keys share one lookup. A file may `inherits = "default"` and change
 //! only what it needs; binding a key to `"none"` removes it.
 
+use ratatui::crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
-use std::path::PathBuf;
-
-use ratatui::crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
-use toml::de::DeValue;
+use toml::de::{DeTable, DeValue};
 
 use super::action::Action;
-use crate::diag::{Checker, Diagnostic, SourceFile, suggest};
+use super::layered::Kind;
+use crate::diag::{Checker, Diagnostic, suggest};
 
 /// Where a binding applies. Panes look up their own context, then `list` for panes that show
 /// a list, then `global`; dialogs look up `dialog`, then `list`, then `global`.
@@ -384,8 +383,7 @@ impl Keymap {
 
     /// Loads a keymap by name: a user file in `user_dir` wins over the built-in one.
     pub fn load(name: &str, user_dir: Option<&std::path::Path>) -> Result<Keymap, Vec<Diagnostic>> {
-        let mut chain = Vec::new();
-        let contexts = load_contexts(name, user_dir, false, &mut chain)?;
+        let contexts = KIND.load(name, user_dir, &apply_file)?;
         Ok(Keymap {
             name: name.to_string(),
             contexts,
@@ -401,149 +399,78 @@ impl Keymap {
     }
 }
 
-fn builtin_names() -> Vec<&'static str> {
-    BUILTIN.iter().map(|(n, _)| *n).collect()
-}
+/// Keymaps as layered files.
+const KIND: Kind = Kind {
+    what: "keymap",
+    folder: "keymaps",
+    builtin: BUILTIN,
+};
 
-fn load_contexts(
-    name: &str,
-    user_dir: Option<&std::path::Path>,
-    builtin_only: bool,
-    chain: &mut Vec<String>,
-) -> Result<BTreeMap<Context, Trie>, Vec<Diagnostic>> {
-    let user_file: Option<PathBuf> = user_dir
-        .filter(|_| !builtin_only)
-        .map(|d| d.join(format!("{name}.toml")))
-        .filter(|p| p.is_file());
-    let (shown, text, is_user) = match &user_file {
-        Some(p) => match std::fs::read_to_string(p) {
-            Ok(t) => (p.display().to_string(), t, true),
-            Err(e) => {
-                return Err(vec![Diagnostic::whole_file(
-                    p.display().to_string(),
-                    format!("cannot read the file: {e}"),
-                )]);
-            }
-        },
-        None => match BUILTIN.iter().find(|(n, _)| *n == name) {
-            Some((n, t)) => (
-                format!("keymaps/{n}.toml (built in)"),
-                (*t).to_string(),
-                false,
-            ),
-            None => {
-                let mut names: Vec<String> =
-                    builtin_names().iter().map(ToString::to_string).collect();
-                if let Some(dir) = user_dir
-                    && let Ok(entries) = std::fs::read_dir(dir)
-                {
-                    names.extend(entries.filter_map(Result::ok).filter_map(|e| {
-                        e.path()
-                            .file_stem()
-                            .map(|s| s.to_string_lossy().into_owned())
-                    }));
-                }
-                names.sort();
-                names.dedup();
-                return Err(vec![Diagnostic::whole_file(
-                    "keymap",
-                    format!(
-                        "there is no keymap `{name}`; valid keymaps: {}",
-                        names.join(", ")
-                    ),
-                )]);
-            }
-        },
-    };
-    chain.push(name.to_string());
-    let src = SourceFile::new(shown, text);
-    let doc = Checker::parse(&src)?;
-    let mut c = Checker::new(&src);
-    let root = doc.get_ref();
+/// The bindings of one keymap file, laid over what it inherits.
+fn apply_file(c: &mut Checker<'_>, root: &DeTable<'_>, contexts: &mut BTreeMap<Context, Trie>) {
     let mut known: Vec<&str> = vec!["inherits"];
     known.extend(Context::ALL.iter().map(|c| c.name()));
     c.known_keys(root, &known, "the keymap");
-    let mut contexts: BTreeMap<Context, Trie> = BTreeMap::new();
-    if let Some((parent, span)) = c.str(root, "inherits", "the keymap") {
-        // A user file named like a built-in may inherit that built-in.
-        let from_builtin = parent == name && is_user;
-        let builtin_exists = BUILTIN.iter().any(|(n, _)| *n == parent);
-        if from_builtin && !builtin_exists {
-            c.error(
-                &span,
-                format!(
-                    "`inherits = \"{parent}\"` names this keymap itself; a keymap can inherit another keymap, or the built-in keymap of the same name (there is no built-in `{parent}`)"
-                ),
-            );
-        } else if chain.iter().any(|n| n == parent) && !from_builtin {
-            c.error(
-                &span,
-                format!(
-                    "`inherits = \"{parent}\"` makes a loop: {} -> {parent}",
-                    chain.join(" -> ")
-                ),
-            );
-        } else {
-            match load_contexts(parent, user_dir, from_builtin, chain) {
-                Ok(inherited) => contexts = inherited,
-                Err(problems) => {
-                    for p in problems {
-                        c.error(&span, format!("in inherited keymap `{parent}`: {p}"));
-                    }
-                }
-            }
-        }
-    }
-    let action_names: Vec<&str> = Action::ALL.iter().map(|a| a.name()).collect();
     for ctx in Context::ALL {
         let Some((table, _)) = c.table(root, ctx.name(), "the keymap") else {
             continue;
         };
         let trie = contexts.entry(ctx).or_default();
         for (key, value) in table {
-            let key_text = key.get_ref().as_ref();
-            let seq: Option<Vec<Key>> = key_text.split_whitespace().map(Key::parse).collect();
-            let seq = match seq {
-                Some(s) if !s.is_empty() => s,
-                _ => {
-                    c.error(
-                        &key.span(),
-                        format!(
-                            "`{key_text}` in [{}] is not a key; write keys like \"j\", \"G\", \"C-c\", \"S-tab\", \"enter\", \"pagedown\", \"f5\", or sequences like \"g g\"",
-                            ctx.name()
-                        ),
-                    );
-                    continue;
-                }
-            };
-            match value.get_ref() {
-                DeValue::String(a) if a == "none" => trie.remove(&seq),
-                DeValue::String(a) => match Action::from_name(a) {
-                    Some(action) => trie.insert(&seq, action),
-                    None => {
-                        let hint = suggest(a, &action_names).map(|s| format!(" (did you mean `{s}`?)")).unwrap_or_default();
-                        c.error(
-                            &value.span(),
-                            format!(
-                                "unknown action `{a}` for `{key_text}` in [{}]{hint}; valid actions: {}, or \"none\" to unbind",
-                                ctx.name(),
-                                action_names.join(", ")
-                            ),
-                        );
-                    }
-                },
-                other => c.error(
-                    &value.span(),
-                    format!("the binding of `{key_text}` in [{}] must be an action name (a string), found {}", ctx.name(), other.type_str()),
-                ),
-            }
+            bind(c, trie, ctx, (key.get_ref().as_ref(), &key.span()), value);
         }
     }
-    chain.pop();
-    if c.has_problems() {
-        Err(c.into_problems())
-    } else {
-        Ok(contexts)
+}
+
+/// One `"KEYS" = "action"` line of context `ctx`.
+fn bind(
+    c: &mut Checker<'_>,
+    trie: &mut Trie,
+    ctx: Context,
+    (key_text, key_span): (&str, &std::ops::Range<usize>),
+    value: &toml::Spanned<DeValue<'_>>,
+) {
+    let seq: Option<Vec<Key>> = key_text.split_whitespace().map(Key::parse).collect();
+    let seq = match seq {
+        Some(s) if !s.is_empty() => s,
+        _ => {
+            c.error(
+                key_span,
+                format!(
+                    "`{key_text}` in [{}] is not a key; write keys like \"j\", \"G\", \"C-c\", \"S-tab\", \"enter\", \"pagedown\", \"f5\", or sequences like \"g g\"",
+                    ctx.name()
+                ),
+            );
+            return;
+        }
+    };
+    match value.get_ref() {
+        DeValue::String(a) if a == "none" => trie.remove(&seq),
+        DeValue::String(a) => match Action::from_name(a) {
+            Some(action) => trie.insert(&seq, action),
+            None => {
+                let names: Vec<&str> = Action::ALL.iter().map(|a| a.name()).collect();
+                let hint = suggest(a, &names)
+                    .map(|s| format!(" (did you mean `{s}`?)"))
+                    .unwrap_or_default();
+                c.error(
+                    &value.span(),
+                    format!(
+                        "unknown action `{a}` for `{key_text}` in [{}]{hint}; valid actions: {}, or \"none\" to unbind",
+                        ctx.name(),
+                        names.join(", ")
+                    ),
+                );
+            }
+        },
+        other => c.error(
+            &value.span(),
+            format!(
+                "the binding of `{key_text}` in [{}] must be an action name (a string), found {}",
+                ctx.name(),
+                other.type_str()
+            ),
+        ),
     }
 }
 

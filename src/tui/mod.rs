@@ -9,6 +9,7 @@ pub mod app;
 mod feed;
 pub mod help;
 pub mod keymap;
+mod layered;
 pub mod palette;
 pub mod panes;
 pub mod popup;

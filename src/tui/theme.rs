@@ -4,12 +4,13 @@
 //! need no truecolor support.
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use ratatui::style::{Color, Modifier, Style};
 use toml::de::{DeTable, DeValue};
 
-use crate::diag::{Checker, Diagnostic, SourceFile, suggest};
+use super::layered::Kind;
+use crate::diag::{Checker, Diagnostic, suggest};
 
 /// Every slot a theme may set.
 pub const SLOTS: &[&str] = &[
@@ -105,8 +106,7 @@ impl Theme {
         user_dir: Option<&Path>,
         depth: ColorDepth,
     ) -> Result<Theme, Vec<Diagnostic>> {
-        let mut chain = Vec::new();
-        let raw = load_raw(name, user_dir, false, &mut chain)?;
+        let raw = KIND.load(name, user_dir, &apply_file)?;
         let styles = raw
             .into_iter()
             .map(|(k, s)| (k, degrade_style(s, depth)))
@@ -126,21 +126,7 @@ impl Theme {
     }
 
     pub fn names(user_dir: Option<&Path>) -> Vec<String> {
-        let mut names: Vec<String> = BUILTIN.iter().map(|(n, _)| (*n).to_string()).collect();
-        if let Some(dir) = user_dir
-            && let Ok(entries) = std::fs::read_dir(dir)
-        {
-            names.extend(
-                entries
-                    .filter_map(Result::ok)
-                    .map(|e| e.path())
-                    .filter(|p| p.extension().is_some_and(|e| e == "toml"))
-                    .filter_map(|p| p.file_stem().map(|s| s.to_string_lossy().into_owned())),
-            );
-        }
-        names.sort();
-        names.dedup();
-        names
+        KIND.names(user_dir)
     }
 }
 
@@ -173,79 +159,16 @@ const NAMED: &[(&str, Color)] = &[
     ("white", Color::White),
 ];
 
-fn load_raw(
-    name: &str,
-    user_dir: Option<&Path>,
-    builtin_only: bool,
-    chain: &mut Vec<String>,
-) -> Result<BTreeMap<String, Style>, Vec<Diagnostic>> {
-    let user_file: Option<PathBuf> = user_dir
-        .filter(|_| !builtin_only)
-        .map(|d| d.join(format!("{name}.toml")))
-        .filter(|p| p.is_file());
-    let (shown, text, is_user) = match &user_file {
-        Some(p) => match std::fs::read_to_string(p) {
-            Ok(t) => (p.display().to_string(), t, true),
-            Err(e) => {
-                return Err(vec![Diagnostic::whole_file(
-                    p.display().to_string(),
-                    format!("cannot read the file: {e}"),
-                )]);
-            }
-        },
-        None => match BUILTIN.iter().find(|(n, _)| *n == name) {
-            Some((n, t)) => (
-                format!("themes/{n}.toml (built in)"),
-                (*t).to_string(),
-                false,
-            ),
-            None => {
-                return Err(vec![Diagnostic::whole_file(
-                    "theme",
-                    format!(
-                        "there is no theme `{name}`; valid themes: {}",
-                        Theme::names(user_dir).join(", ")
-                    ),
-                )]);
-            }
-        },
-    };
-    chain.push(name.to_string());
-    let src = SourceFile::new(shown, text);
-    let doc = Checker::parse(&src)?;
-    let mut c = Checker::new(&src);
-    let root = doc.get_ref();
-    let mut styles = BTreeMap::new();
-    if let Some((parent, span)) = c.str(root, "inherits", "the theme") {
-        let from_builtin = parent == name && is_user;
-        let builtin_exists = BUILTIN.iter().any(|(n, _)| *n == parent);
-        if from_builtin && !builtin_exists {
-            c.error(
-                &span,
-                format!(
-                    "`inherits = \"{parent}\"` names this theme itself; a theme can inherit another theme, or the built-in theme of the same name (there is no built-in `{parent}`)"
-                ),
-            );
-        } else if chain.iter().any(|n| n == parent) && !from_builtin {
-            c.error(
-                &span,
-                format!(
-                    "`inherits = \"{parent}\"` makes a loop: {} -> {parent}",
-                    chain.join(" -> ")
-                ),
-            );
-        } else {
-            match load_raw(parent, user_dir, from_builtin, chain) {
-                Ok(s) => styles = s,
-                Err(problems) => {
-                    for p in problems {
-                        c.error(&span, format!("in inherited theme `{parent}`: {p}"));
-                    }
-                }
-            }
-        }
-    }
-    let palette = palette(&mut c, root);
+/// Themes as layered files.
+const KIND: Kind = Kind {
+    what: "theme",
+    folder: "themes",
+    builtin: BUILTIN,
+};
+
+/// The slots one theme file sets, laid over what it inherits.
+fn apply_file(c: &mut Checker<'_>, root: &DeTable<'_>, styles: &mut BTreeMap<String, Style>) {
+    let palette = palette(c, root);
     for (key, value) in root {
         let slot = key.get_ref().as_ref();
         if slot == "inherits" || slot == "palette" {
@@ -264,15 +187,9 @@ fn load_raw(
             );
             continue;
         }
-        if let Some(style) = style_value(&mut c, slot, value, &palette) {
+        if let Some(style) = style_value(c, slot, value, &palette) {
             styles.insert(slot.to_string(), style);
         }
-    }
-    chain.pop();
-    if c.has_problems() {
-        Err(c.into_problems())
-    } else {
-        Ok(styles)
     }
 }
 

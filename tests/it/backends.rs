@@ -100,7 +100,12 @@ async fn behaviour(b: Arc<dyn Backend>, which: &str) {
     }
     assert_eq!(seqs, vec![1, 2, 3], "{which}");
 
-    // Canaries: list, act, chart, and a refused fault on a canary that takes real traffic.
+    canaries_and_audit(&b, which).await;
+}
+
+/// Canaries: list, act, chart, and a refused fault on a canary that takes real traffic; then
+/// the audit records all of it left.
+async fn canaries_and_audit(b: &Arc<dyn Backend>, which: &str) {
     let list = b.canaries().await.unwrap();
     assert_eq!(list[0].name, "edge", "{which}");
     let edge = |action| Command::Canary {
@@ -108,7 +113,7 @@ async fn behaviour(b: Arc<dyn Backend>, which: &str) {
         action,
     };
     let Outcome::Canary { record: rec, .. } =
-        act(&b, edge(CanaryAction::SetWeight(20)), "hold for the sale")
+        act(b, edge(CanaryAction::SetWeight(20)), "hold for the sale")
             .await
             .unwrap()
     else {
@@ -119,7 +124,7 @@ async fn behaviour(b: Arc<dyn Backend>, which: &str) {
         (20.0, "hold for the sale"),
         "{which}"
     );
-    let again = act(&b, edge(CanaryAction::Pause), "again")
+    let again = act(b, edge(CanaryAction::Pause), "again")
         .await
         .unwrap_err();
     assert_eq!(again.code, ErrorCode::Conflict, "{which}: {again}");
@@ -129,7 +134,7 @@ async fn behaviour(b: Arc<dyn Backend>, which: &str) {
         "{which}"
     );
     let fault = act(
-        &b,
+        b,
         Command::Fault {
             canary: "edge".into(),
             fault: opsdeck::model::Fault::default(),
@@ -140,7 +145,7 @@ async fn behaviour(b: Arc<dyn Backend>, which: &str) {
     .unwrap_err();
     assert_eq!(fault.code, ErrorCode::Conflict, "{which}: {fault}");
     let unknown = act(
-        &b,
+        b,
         Command::Canary {
             canary: "nope".into(),
             action: CanaryAction::Pause,

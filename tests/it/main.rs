@@ -1,7 +1,13 @@
 //! Integration tests: one binary with a module per area (every file directly in `tests/` would
 //! link separately). They use the real binary, real processes, real SQLite files and real HTTP
 //! on loopback.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::missing_panics_doc)]
+// End-to-end scenarios read top to bottom as one story each, so long test functions are allowed.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::missing_panics_doc,
+    clippy::too_many_lines
+)]
 
 mod api;
 mod audit;

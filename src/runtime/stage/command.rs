@@ -48,6 +48,35 @@ fn resolve_program(program: &str, workdir: &Path) -> PathBuf {
     }
 }
 
+/// How the process ended, as an attempt's outcome.
+fn outcome_of(end: End, program: &str, ctx: &ExecCtx<'_>) -> Outcome {
+    match end {
+        End::Exited(Ok(status)) if status.success() => Outcome::Succeeded,
+        End::Exited(Ok(status)) => Outcome::Failed(Failure {
+            code: "exit_status",
+            message: describe_exit(program, status),
+            retryable: true,
+            target_unhealthy: true,
+        }),
+        End::Exited(Err(e)) => Outcome::Failed(Failure {
+            code: "wait_failed",
+            message: format!("lost track of `{program}`: {e}"),
+            retryable: true,
+            target_unhealthy: false,
+        }),
+        End::TimedOut => Outcome::Failed(Failure {
+            code: "timeout",
+            message: format!(
+                "`{program}` did not finish within {} ms; its process group was killed",
+                ctx.timeout.as_millis()
+            ),
+            retryable: true,
+            target_unhealthy: true,
+        }),
+        End::Cancelled => Outcome::Cancelled,
+    }
+}
+
 pub async fn run(spec: &CommandStage, ctx: &ExecCtx<'_>) -> ExecResult {
     let workdir = spec
         .workdir
@@ -122,31 +151,7 @@ pub async fn run(spec: &CommandStage, ctx: &ExecCtx<'_>) -> ExecResult {
         .and_then(|c| (c.total > 0).then(|| c.into_text()));
     let output = stdout.and_then(Captured::into_output);
 
-    let outcome = match end {
-        End::Exited(Ok(status)) if status.success() => Outcome::Succeeded,
-        End::Exited(Ok(status)) => Outcome::Failed(Failure {
-            code: "exit_status",
-            message: describe_exit(program, status),
-            retryable: true,
-            target_unhealthy: true,
-        }),
-        End::Exited(Err(e)) => Outcome::Failed(Failure {
-            code: "wait_failed",
-            message: format!("lost track of `{program}`: {e}"),
-            retryable: true,
-            target_unhealthy: false,
-        }),
-        End::TimedOut => Outcome::Failed(Failure {
-            code: "timeout",
-            message: format!(
-                "`{program}` did not finish within {} ms; its process group was killed",
-                ctx.timeout.as_millis()
-            ),
-            retryable: true,
-            target_unhealthy: true,
-        }),
-        End::Cancelled => Outcome::Cancelled,
-    };
+    let outcome = outcome_of(end, program, ctx);
     ExecResult {
         outcome,
         output,

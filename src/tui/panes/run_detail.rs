@@ -107,6 +107,28 @@ pub fn render(f: &mut Frame, body: Rect, d: &RunDetail, ctx: &Ctx<'_>) {
         )),
         info,
     );
+    render_stages(f, table_area, d, run, ctx);
+    if timeline_area.height >= 3 {
+        let block = Block::bordered()
+            .title(Span::styled(" Timeline ", t.style("ui.dim")))
+            .border_style(t.style("ui.border"));
+        let inside = block.inner(timeline_area);
+        f.render_widget(block, timeline_area);
+        f.render_widget(
+            Timeline {
+                run,
+                theme: t,
+                now: ctx.now,
+                first: d.cursor.offset,
+            },
+            inside,
+        );
+    }
+}
+
+/// The stage table: status, attempts, duration and the last error of each stage.
+fn render_stages(f: &mut Frame, area: Rect, d: &RunDetail, run: &Run, ctx: &Ctx<'_>) {
+    let t = ctx.theme;
     let rows: Vec<Row> = run
         .stages
         .iter()
@@ -151,21 +173,5 @@ pub fn render(f: &mut Frame, body: Rect, d: &RunDetail, ctx: &Ctx<'_>) {
     let mut state = TableState::default()
         .with_offset(d.cursor.offset)
         .with_selected(Some(d.cursor.selected));
-    f.render_stateful_widget(table, table_area, &mut state);
-    if timeline_area.height >= 3 {
-        let block = Block::bordered()
-            .title(Span::styled(" Timeline ", t.style("ui.dim")))
-            .border_style(t.style("ui.border"));
-        let inside = block.inner(timeline_area);
-        f.render_widget(block, timeline_area);
-        f.render_widget(
-            Timeline {
-                run,
-                theme: t,
-                now: ctx.now,
-                first: d.cursor.offset,
-            },
-            inside,
-        );
-    }
+    f.render_stateful_widget(table, area, &mut state);
 }

@@ -13,7 +13,7 @@ use crate::model::RunId;
 use crate::model::diff::{ChangeKind, LineTag};
 use crate::tui::action::Action;
 use crate::tui::keymap::Context;
-use crate::tui::prepare::{DiffView, PreparedIo, Section};
+use crate::tui::prepare::{DiffView, PreparedAttempt, PreparedIo, Section};
 use crate::tui::request::Request;
 use crate::tui::view::Ctx;
 use crate::tui::widgets::{attempt_status, clock_time, elapsed, fit, stage_status, status_span};
@@ -332,11 +332,21 @@ pub fn render(f: &mut Frame, body: Rect, p: &StagePane, ctx: &Ctx<'_>) {
         render_diff(f, head, content, d, ctx);
         return;
     }
+    render_attempt_line(f, head, p, (a, io.attempts.len()), ctx);
+    render_section(f, content, p, a, ctx);
+}
+
+/// `attempt 2/3 ✗ failed · 1.2s · 17:59:01 │ input output stderr error`
+fn render_attempt_line(
+    f: &mut Frame,
+    area: Rect,
+    p: &StagePane,
+    (a, count): (&PreparedAttempt, usize),
+    ctx: &Ctx<'_>,
+) {
+    let t = ctx.theme;
     let mut spans = vec![
-        Span::styled(
-            format!("attempt {}/{} ", a.n, io.attempts.len()),
-            t.style("ui.header"),
-        ),
+        Span::styled(format!("attempt {}/{} ", a.n, count), t.style("ui.header")),
         status_span(t, attempt_status(a.status), a.status.as_str()),
         Span::styled(
             format!(
@@ -361,7 +371,12 @@ pub fn render(f: &mut Frame, body: Rect, p: &StagePane, ctx: &Ctx<'_>) {
         spans.push(Span::styled(label, style));
         spans.push(Span::raw("  "));
     }
-    f.render_widget(Paragraph::new(Line::from(spans)), head);
+    f.render_widget(Paragraph::new(Line::from(spans)), area);
+}
+
+/// The lines of the chosen section, from the scroll position.
+fn render_section(f: &mut Frame, content: Rect, p: &StagePane, a: &PreparedAttempt, ctx: &Ctx<'_>) {
+    let t = ctx.theme;
     let lines = a.lines(p.section());
     let width = usize::from(content.width);
     let mut shown: Vec<Line> = Vec::new();
