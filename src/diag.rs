@@ -17,7 +17,19 @@ pub struct Diagnostic {
     /// 1-based, counted in characters.
     pub col: usize,
     pub message: String,
+    /// The offending line, to show under the message with a caret (for people).
+    pub excerpt: Option<Excerpt>,
 }
+
+/// The line a problem is on, and the byte range of the problem in it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Excerpt {
+    pub text: String,
+    pub span: Range<usize>,
+}
+
+/// The longest line shown under a problem; longer ones are cut around the span.
+const MAX_EXCERPT: usize = 200;
 
 impl Diagnostic {
     /// A problem with the file as a whole rather than a place in it.
@@ -27,7 +39,24 @@ impl Diagnostic {
             line: 0,
             col: 0,
             message: message.into(),
+            excerpt: None,
         }
+    }
+
+    /// `FILE:LINE:COL: sentence` (the first line, for scripts and editors), then the
+    /// offending line with a caret under the problem, as compilers show it.
+    pub fn render(&self) -> String {
+        let head = self.to_string();
+        let Some(x) = &self.excerpt else { return head };
+        let report = [
+            annotate_snippets::Group::with_level(annotate_snippets::Level::ERROR).element(
+                annotate_snippets::Snippet::source(x.text.as_str())
+                    .line_start(self.line)
+                    .annotation(annotate_snippets::AnnotationKind::Primary.span(x.span.clone())),
+            ),
+        ];
+        let snippet = annotate_snippets::Renderer::plain().render(&report);
+        format!("{head}\n{}", snippet.trim_end())
     }
 }
 
@@ -43,6 +72,15 @@ impl fmt::Display for Diagnostic {
             )
         }
     }
+}
+
+/// Every problem rendered for people ([`Diagnostic::render`]), one after another.
+pub fn render_all<'a>(problems: impl IntoIterator<Item = &'a Diagnostic>) -> String {
+    problems
+        .into_iter()
+        .map(Diagnostic::render)
+        .collect::<Vec<_>>()
+        .join("\n")
 }
 
 /// The text of a file with an index of line starts, to turn byte offsets into line and column.
@@ -94,7 +132,46 @@ impl SourceFile {
             line,
             col,
             message: message.into(),
+            excerpt: self.excerpt(line, span),
         }
+    }
+
+    /// Line `line` (1-based) and the part of `span` on it: at least one character, so an
+    /// empty span still gets a caret; a long line is cut to the part around the span.
+    fn excerpt(&self, line: usize, span: &Range<usize>) -> Option<Excerpt> {
+        let start = *self.line_starts.get(line.checked_sub(1)?)?;
+        let end = self
+            .line_starts
+            .get(line)
+            .map_or(self.text.len(), |next| next - 1);
+        let text = self.text.get(start..end)?.trim_end_matches('\r');
+        let from = span.start.clamp(start, start + text.len()) - start;
+        let mut to = span.end.clamp(start, start + text.len()) - start;
+        if to <= from {
+            to = text[from..]
+                .chars()
+                .next()
+                .map_or(from, |c| from + c.len_utf8());
+        }
+        if text.len() <= MAX_EXCERPT {
+            return Some(Excerpt {
+                text: text.to_string(),
+                span: from..to,
+            });
+        }
+        // Keep a window around the span, on character boundaries.
+        let mut lo = from.saturating_sub(MAX_EXCERPT / 2);
+        while !text.is_char_boundary(lo) {
+            lo -= 1;
+        }
+        let mut hi = (lo + MAX_EXCERPT).min(text.len());
+        while !text.is_char_boundary(hi) {
+            hi -= 1;
+        }
+        Some(Excerpt {
+            text: text[lo..hi].to_string(),
+            span: (from - lo).min(hi - lo)..(to.min(hi) - lo).max((from - lo).min(hi - lo)),
+        })
     }
 }
 

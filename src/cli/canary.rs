@@ -302,14 +302,9 @@ pub async fn run(cli: &Cli, cmd: &CanaryCommand) -> CliResult {
     }
     let (ws, _log) = open_workspace(cli, false, false)?;
     // A canary table that does not check out must not look like "no canaries".
-    let bad: Vec<String> = ws
-        .problems
-        .iter()
-        .filter(|d| d.file == "opsdeck.toml")
-        .map(ToString::to_string)
-        .collect();
+    let bad = crate::diag::render_all(ws.problems.iter().filter(|d| d.file == "opsdeck.toml"));
     if !bad.is_empty() {
-        return Err(CliError::bad_input(bad.join("\n")));
+        return Err(CliError::bad_input(bad));
     }
     let (name, action, reason) = match cmd {
         CanaryCommand::List { json } => return print_list(&statuses(&ws)?, *json),

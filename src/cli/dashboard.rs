@@ -17,8 +17,10 @@ use crate::tui::keymap::Keymap;
 use crate::tui::theme::{ColorDepth, Theme};
 
 fn problems(what: &str, diags: &[crate::diag::Diagnostic]) -> CliError {
-    let lines: Vec<String> = diags.iter().map(ToString::to_string).collect();
-    CliError::bad_input(format!("the {what} cannot be used:\n{}", lines.join("\n")))
+    CliError::bad_input(format!(
+        "the {what} cannot be used:\n{}",
+        crate::diag::render_all(diags)
+    ))
 }
 
 /// Theme, keymap and mouse from the flags, then settings; `NO_COLOR` forces the mono theme.

@@ -38,15 +38,8 @@ fn line(r: &DrillResult) -> String {
 }
 
 pub fn run(args: &DrillArgs) -> CliResult {
-    let scenario = drill::load(&args.scenario).map_err(|problems| {
-        CliError::bad_input(
-            problems
-                .iter()
-                .map(ToString::to_string)
-                .collect::<Vec<_>>()
-                .join("\n"),
-        )
-    })?;
+    let scenario = drill::load(&args.scenario)
+        .map_err(|problems| CliError::bad_input(crate::diag::render_all(&problems)))?;
     match args.seeds {
         None => {
             let r = drill::run(&scenario, scenario.seed);

@@ -37,10 +37,9 @@ pub fn check_problems(ws: &Workspace) -> Result<(), CliError> {
     if ws.problems.is_empty() {
         return Ok(());
     }
-    let lines: Vec<String> = ws.problems.iter().map(ToString::to_string).collect();
     Err(CliError::bad_input(format!(
         "the workspace has invalid files; fix them before hosting it:\n{}",
-        lines.join("\n")
+        crate::diag::render_all(&ws.problems)
     )))
 }
 

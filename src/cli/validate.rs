@@ -46,7 +46,7 @@ pub fn run(files: &[PathBuf]) -> CliResult {
             Err(problems) => {
                 bad = true;
                 for d in problems {
-                    say!("{d}")?;
+                    say!("{}", d.render())?;
                 }
             }
         }
@@ -91,7 +91,7 @@ fn settings_file(f: &std::path::Path) -> Result<bool, super::CliError> {
         return Ok(true);
     }
     for d in problems {
-        say!("{d}")?;
+        say!("{}", d.render())?;
     }
     Ok(false)
 }

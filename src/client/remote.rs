@@ -6,6 +6,7 @@
 use std::time::Duration;
 
 use async_trait::async_trait;
+use eventsource_stream::Eventsource;
 use futures::StreamExt;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -163,28 +164,19 @@ impl Remote {
         if tx.send(StreamItem::Connected(true)).await.is_err() {
             return (last, true);
         }
-        let mut body = resp.bytes_stream();
-        let mut buf = String::new();
-        while let Some(Ok(chunk)) = body.next().await {
-            buf.push_str(&String::from_utf8_lossy(&chunk));
-            while let Some(end) = buf.find("\n\n") {
-                let frame: String = buf.drain(..end + 2).collect();
-                let data: String = frame
-                    .lines()
-                    .filter_map(|l| l.strip_prefix("data:"))
-                    .map(str::trim_start)
-                    .collect::<Vec<_>>()
-                    .join("\n");
-                let Ok(e) = serde_json::from_str::<Event>(&data) else {
-                    continue;
-                };
-                if e.seq <= last {
-                    continue;
-                }
-                last = e.seq;
-                if tx.send(StreamItem::Event(e)).await.is_err() {
-                    return (last, true);
-                }
+        // Frames are parsed by `eventsource-stream` (multi-line data, comments such as the
+        // heartbeats, UTF-8 split across chunks); each data is one opsdeck event.
+        let mut frames = resp.bytes_stream().eventsource();
+        while let Some(Ok(frame)) = frames.next().await {
+            let Ok(e) = serde_json::from_str::<Event>(&frame.data) else {
+                continue;
+            };
+            if e.seq <= last {
+                continue;
+            }
+            last = e.seq;
+            if tx.send(StreamItem::Event(e)).await.is_err() {
+                return (last, true);
             }
         }
         (last, false)

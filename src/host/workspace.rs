@@ -30,7 +30,7 @@ pub struct Workspace {
 pub enum WorkspaceError {
     #[error("{0}")]
     Missing(String),
-    #[error("{}", .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n"))]
+    #[error("{}", crate::diag::render_all(.0))]
     Invalid(Vec<Diagnostic>),
 }
 

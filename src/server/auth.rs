@@ -1,11 +1,13 @@
 //! Bearer tokens with roles, compared in constant time, a per-token rate limit on control
 //! routes, and an audit record for every denial.
 
-use std::collections::HashMap;
-use std::sync::Mutex;
+use std::num::NonZeroU32;
 
 use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
+use governor::Quota;
+use governor::clock::{Clock, DefaultClock};
+use governor::state::keyed::DashMapStateStore;
 use serde_json::json;
 use sha2::{Digest, Sha256};
 
@@ -79,26 +81,40 @@ pub fn find<'t>(tokens: &'t [Token], presented: &str) -> Option<&'t Token> {
     found
 }
 
-/// A fixed one-minute window per token.
-#[derive(Debug, Default)]
-pub struct RateLimiter {
-    windows: Mutex<HashMap<String, (i64, u32)>>,
+/// Control requests per token per minute, as a generic cell rate (the `governor` crate): up
+/// to the limit at once, then one more each `60 s / limit`, so a token cannot burst at the end
+/// of one minute and again at the start of the next.
+pub struct RateLimiter<C: Clock = DefaultClock> {
+    cells: governor::RateLimiter<
+        String,
+        DashMapStateStore<String>,
+        C,
+        governor::middleware::NoOpMiddleware<C::Instant>,
+    >,
+    clock: C,
 }
 
 impl RateLimiter {
-    /// `Ok` if `who` may make another control request at `now_s`, else the seconds to wait.
-    pub fn check(&self, who: &str, limit: u32, now_s: i64) -> Result<(), u64> {
-        let mut w = crate::sync::lock(&self.windows);
-        let window = now_s - now_s.rem_euclid(60);
-        let entry = w.entry(who.to_string()).or_insert((window, 0));
-        if entry.0 != window {
-            *entry = (window, 0);
+    /// `per_minute` control requests per token per minute (at least one).
+    pub fn per_minute(per_minute: u32) -> RateLimiter {
+        RateLimiter::with_clock(per_minute, DefaultClock::default())
+    }
+}
+
+impl<C: Clock + Clone> RateLimiter<C> {
+    pub fn with_clock(per_minute: u32, clock: C) -> RateLimiter<C> {
+        let quota = Quota::per_minute(NonZeroU32::new(per_minute).unwrap_or(NonZeroU32::MIN));
+        RateLimiter {
+            cells: governor::RateLimiter::dashmap_with_clock(quota, clock.clone()),
+            clock,
         }
-        if entry.1 >= limit {
-            return Err((window + 60 - now_s).max(1) as u64);
-        }
-        entry.1 += 1;
-        Ok(())
+    }
+
+    /// `Ok` if `who` may make another control request now, else the whole seconds to wait.
+    pub fn check(&self, who: &str) -> Result<(), u64> {
+        self.cells
+            .check_key(&who.to_string())
+            .map_err(|not_until| not_until.wait_time_from(self.clock.now()).as_secs().max(1))
     }
 }
 
@@ -166,11 +182,7 @@ impl Principal {
                 .deny(&self.name, Some(self.role), action, target, f)
                 .await);
         }
-        if let Err(wait) = state.rate.check(
-            &self.name,
-            state.config.rate_limit,
-            chrono::Utc::now().timestamp(),
-        ) {
+        if let Err(wait) = state.rate.check(&self.name) {
             let mut f = Failure::new(
                 ErrorCode::RateLimited,
                 format!(
@@ -244,7 +256,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn tokens_match_by_hash_and_rates_reset_each_minute() {
+    fn tokens_match_by_hash_and_rates_refill_over_each_minute() {
         let tokens = vec![Token {
             name: "ci".into(),
             role: Role::Viewer,
@@ -252,10 +264,18 @@ mod tests {
         }];
         assert_eq!(find(&tokens, "s3cret").map(|t| t.name.as_str()), Some("ci"));
         assert!(find(&tokens, "s3cres").is_none());
-        let r = RateLimiter::default();
-        assert!(r.check("a", 2, 120).is_ok() && r.check("a", 2, 121).is_ok());
-        assert_eq!(r.check("a", 2, 130), Err(50));
-        assert!(r.check("b", 2, 130).is_ok(), "limits are per token");
-        assert!(r.check("a", 2, 180).is_ok(), "a new minute starts afresh");
+        let clock = governor::clock::FakeRelativeClock::default();
+        let r = RateLimiter::with_clock(2, clock.clone());
+        assert!(r.check("a").is_ok() && r.check("a").is_ok());
+        assert_eq!(r.check("a"), Err(30), "one more each 30 s at 2 a minute");
+        assert!(r.check("b").is_ok(), "limits are per token");
+        clock.advance(std::time::Duration::from_secs(30));
+        assert!(r.check("a").is_ok(), "half a minute later, one more");
+        assert!(r.check("a").is_err());
+        clock.advance(std::time::Duration::from_secs(60));
+        assert!(
+            r.check("a").is_ok() && r.check("a").is_ok(),
+            "a quiet minute refills"
+        );
     }
 }

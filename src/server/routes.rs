@@ -53,10 +53,7 @@ async fn control(
         );
         return Err(s.host.deny(&cmd, &actor, reason, e).await.into());
     }
-    if let Err(wait) = s
-        .rate
-        .check(&p.name, s.config.rate_limit, chrono::Utc::now().timestamp())
-    {
+    if let Err(wait) = s.rate.check(&p.name) {
         let e = ApiError::new(
             ErrorCode::RateLimited,
             format!(

@@ -2,7 +2,22 @@
 
 use crate::support::TestWorkspace;
 
+/// Whether a line is part of the excerpt printed under a problem (`  |`, `8 | text`, carets).
+fn excerpt_line(l: &str) -> bool {
+    l.split_once('|')
+        .is_some_and(|(gutter, _)| gutter.trim().chars().all(|c| c.is_ascii_digit()))
+}
+
+/// The exit code and the first line of each problem (or summary), as scripts read them.
 fn validate(files: &[(&str, &str)]) -> (i32, Vec<String>) {
+    let (code, lines) = validate_all(files);
+    (
+        code,
+        lines.into_iter().filter(|l| !excerpt_line(l)).collect(),
+    )
+}
+
+fn validate_all(files: &[(&str, &str)]) -> (i32, Vec<String>) {
     let ws = TestWorkspace::new();
     let mut args = vec!["validate".to_string()];
     for (name, text) in files {
@@ -30,6 +45,24 @@ fn valid_files_get_a_one_line_summary() {
     assert_eq!(
         lines,
         vec!["ok.toml: ok: pipeline `nightly`, 1 stage, schedule `0 2 * * *`"]
+    );
+}
+
+#[test]
+fn each_problem_shows_its_line_with_a_caret_under_it() {
+    let (code, lines) = validate_all(&[(
+        "p.toml",
+        "[pipeline]\nname = \"x\"\n\n[[stage]]\nid = \"a\"\nkind = \"command\"\ncommand = [\"true\"]\nretries = 3\n",
+    )]);
+    assert_eq!(code, 2);
+    assert!(
+        lines[0].starts_with("p.toml:8:1: unknown key `retries`"),
+        "{lines:?}"
+    );
+    assert_eq!(
+        lines[1..],
+        ["  |", "8 | retries = 3", "  | ^^^^^^^"],
+        "the offending line, then a caret under the key"
     );
 }
 
