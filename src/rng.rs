@@ -1,5 +1,5 @@
 //! Deterministic randomness: SplitMix64 and a stable string hash, both fixed forever so seeded
-//! simulations, jitter and (later) canary routing give the same answers in every process and
+//! simulations, retry jitter and canary routing give the same answers in every process and
 //! every release. Never use the std hasher or an external RNG whose algorithm may change.
 
 /// A small, fast generator for seeded simulation and jitter.

@@ -165,23 +165,6 @@ impl Metrics {
         t.latency.saturating_record(latency_ms.max(1));
     }
 
-    /// Records many requests of one second at once (ingest batches).
-    pub fn record_counts(
-        &mut self,
-        sec: i64,
-        v: Version,
-        requests: u64,
-        errors: u64,
-        latencies_ms: &[u64],
-    ) {
-        let t = self.slot(v, sec);
-        t.requests += requests;
-        t.errors += errors.min(requests);
-        for l in latencies_ms {
-            t.latency.saturating_record((*l).max(1));
-        }
-    }
-
     /// Starts a new analysis epoch with the second after `now`: the sequential tests begin
     /// again from there (traffic of second `now` was served under the old conditions).
     pub fn reset_epoch(&mut self, now: i64) {

@@ -95,15 +95,17 @@ impl RunStatus {
 
     /// Why run `id` in this status cannot be retried, or `None` when it can.
     pub fn retry_refusal(self, id: RunId) -> Option<String> {
+        if self.can_retry() {
+            return None;
+        }
         match self {
-            RunStatus::Failed | RunStatus::Cancelled => None,
             RunStatus::Interrupted => Some(format!(
                 "run {id} was interrupted, not failed; continue it with `opsdeck runs resume {id}`"
             )),
             RunStatus::Pending | RunStatus::Running => Some(format!(
                 "run {id} is still {self}; wait for it or cancel it first"
             )),
-            RunStatus::Succeeded => Some(format!(
+            RunStatus::Succeeded | RunStatus::Failed | RunStatus::Cancelled => Some(format!(
                 "run {id} is {self}; only failed or cancelled runs can be retried"
             )),
         }
@@ -111,13 +113,15 @@ impl RunStatus {
 
     /// Why run `id` in this status cannot be resumed, or `None` when it can.
     pub fn resume_refusal(self, id: RunId) -> Option<String> {
+        if self.can_resume() {
+            return None;
+        }
         match self {
-            RunStatus::Interrupted => None,
             RunStatus::Pending | RunStatus::Running => Some(format!("run {id} is already running")),
             RunStatus::Failed | RunStatus::Cancelled => Some(format!(
                 "run {id} is {self}, not interrupted; only interrupted runs can be resumed; re-run its failed stages with `opsdeck runs retry {id}`"
             )),
-            RunStatus::Succeeded => Some(format!(
+            RunStatus::Succeeded | RunStatus::Interrupted => Some(format!(
                 "run {id} is {self}, not interrupted; only interrupted runs can be resumed"
             )),
         }

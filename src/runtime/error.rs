@@ -1,7 +1,7 @@
 use crate::store::StoreError;
 
-/// Why a runtime operation did not happen. Each variant maps to one CLI exit code and (later)
-/// one API error code, and every message is a sentence fit to show a user.
+/// Why a runtime operation did not happen. Each variant maps to one CLI exit code and one API
+/// error code, and every message is a sentence fit to show a user.
 #[derive(Debug, thiserror::Error)]
 pub enum RuntimeError {
     /// The request itself is wrong: unknown pipeline, bad param.

@@ -10,7 +10,7 @@ use serde_json::{Value, json};
 
 use crate::model::{ApiError, ErrorCode};
 
-/// The HTTP status of each error code (DESIGN.md section 6).
+/// The HTTP status of each error code (the README's API reference lists them).
 pub fn status_of(code: ErrorCode) -> StatusCode {
     match code {
         ErrorCode::Validation => StatusCode::BAD_REQUEST,
