@@ -101,6 +101,16 @@ struct Driver {
     started_at: Timestamp,
 }
 
+/// The run moves to `running` (its first start time is kept).
+fn running(id: RunId, now: Timestamp) -> Op {
+    Op::UpdateRun {
+        id,
+        status: RunStatus::Running,
+        started_at: Some(now),
+        finished_at: None,
+    }
+}
+
 /// Each stage's state as the store holds it (what was in flight starts over: nothing runs
 /// without a driver), the indices of what each stage needs, and the stored statuses.
 fn stage_states(
@@ -240,15 +250,7 @@ impl Driver {
                 });
             }
         }
-        ops.insert(
-            0,
-            Op::UpdateRun {
-                id: self.id,
-                status: RunStatus::Running,
-                started_at: Some(now),
-                finished_at: None,
-            },
-        );
+        ops.insert(0, running(self.id, now));
         if matches!(reset, Reset::New) {
             ops.push(Op::run_event(
                 now,
@@ -584,15 +586,7 @@ impl Driver {
                 let before: Vec<StageStatus> = self.states.iter().map(|s| s.status).collect();
                 self.reopen_stages(&stages);
                 let now = self.engine.clock.timestamp();
-                ops.insert(
-                    0,
-                    Op::UpdateRun {
-                        id: self.id,
-                        status: RunStatus::Running,
-                        started_at: Some(now),
-                        finished_at: None,
-                    },
-                );
+                ops.insert(0, running(self.id, now));
                 for (i, st) in self.states.iter().enumerate() {
                     if st.status != before[i] {
                         ops.push(Op::UpdateStage {

@@ -159,6 +159,14 @@ impl Runtime {
         Ok(())
     }
 
+    /// The run's status: `running` while a driver has it, else as stored.
+    async fn status(&self, id: RunId) -> Result<RunStatus> {
+        if self.is_active(id) {
+            return Ok(RunStatus::Running);
+        }
+        Ok(self.summary(id).await?.status)
+    }
+
     async fn summary(&self, id: RunId) -> Result<RunSummary> {
         self.e
             .reads
@@ -230,11 +238,7 @@ impl Runtime {
     /// Re-runs a failed or cancelled run from its failed stages, keeping what succeeded.
     pub async fn retry_run(&self, id: RunId, reason: &str, extra: Vec<Op>) -> Result<()> {
         self.refuse_when_stopping()?;
-        let status = if self.is_active(id) {
-            RunStatus::Running
-        } else {
-            self.summary(id).await?.status
-        };
+        let status = self.status(id).await?;
         if let Some(why) = status.retry_refusal(id) {
             return Err(RuntimeError::Conflict(why));
         }
@@ -264,11 +268,7 @@ impl Runtime {
     /// Continues an interrupted run: finished stages keep their results and are not run again.
     pub async fn resume_run(&self, id: RunId, extra: Vec<Op>) -> Result<()> {
         self.refuse_when_stopping()?;
-        let status = if self.is_active(id) {
-            RunStatus::Running
-        } else {
-            self.summary(id).await?.status
-        };
+        let status = self.status(id).await?;
         if let Some(why) = status.resume_refusal(id) {
             return Err(RuntimeError::Conflict(why));
         }
@@ -282,18 +282,7 @@ impl Runtime {
     pub async fn requeue(&self, dlq: DlqId, reason: &str, extra: Vec<Op>) -> Result<RunId> {
         self.refuse_when_stopping()?;
         let entry = self.dlq_entry(dlq).await?;
-        let now = self.e.clock.timestamp();
-        let mut ops = vec![
-            Op::DeleteDlq { id: dlq },
-            Op::stage_event(
-                now,
-                EventKind::DlqRequeued,
-                entry.run_id,
-                &entry.stage,
-                json!({"dlq_id": dlq, "reason": reason}),
-            ),
-        ];
-        ops.extend(extra);
+        let ops = self.leave_dlq(&entry, EventKind::DlqRequeued, reason, extra);
         let (ack, acked) = oneshot::channel();
         let control = Control::Reopen {
             stages: vec![entry.stage.clone()],
@@ -322,20 +311,33 @@ impl Runtime {
     /// Removes a dead-letter entry; its run stays failed.
     pub async fn discard(&self, dlq: DlqId, reason: &str, extra: Vec<Op>) -> Result<DlqEntry> {
         let entry = self.dlq_entry(dlq).await?;
+        let ops = self.leave_dlq(&entry, EventKind::DlqDiscarded, reason, extra);
+        self.e.writer.commit(ops).await?;
+        Ok(entry)
+    }
+
+    /// The writes that take `entry` out of the dead-letter queue, with the event saying how
+    /// (`kind`) and why, and `extra`.
+    fn leave_dlq(
+        &self,
+        entry: &DlqEntry,
+        kind: EventKind,
+        reason: &str,
+        extra: Vec<Op>,
+    ) -> Vec<Op> {
         let now = self.e.clock.timestamp();
         let mut ops = vec![
-            Op::DeleteDlq { id: dlq },
+            Op::DeleteDlq { id: entry.id },
             Op::stage_event(
                 now,
-                EventKind::DlqDiscarded,
+                kind,
                 entry.run_id,
                 &entry.stage,
-                json!({"dlq_id": dlq, "reason": reason}),
+                json!({"dlq_id": entry.id, "reason": reason}),
             ),
         ];
         ops.extend(extra);
-        self.e.writer.commit(ops).await?;
-        Ok(entry)
+        ops
     }
 
     /// A dead-letter entry, or a sentence saying where it went.
