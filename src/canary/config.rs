@@ -215,11 +215,15 @@ pub fn parse_one(
     let kind = match c.str(t, "source", ctx) {
         Some((s, sspan)) => {
             let Some(kind) = source::kind(s) else {
+                let names = source::names();
+                let hint = suggest(s, &names)
+                    .map(|n| format!(" (did you mean `{n}`?)"))
+                    .unwrap_or_default();
                 c.error(
                     &sspan,
                     format!(
-                        "`source` in {ctx} is `{s}`; valid sources: {}",
-                        source::names().join(", ")
+                        "`source` in {ctx} is `{s}`{hint}; valid sources: {}",
+                        names.join(", ")
                     ),
                 );
                 return None;

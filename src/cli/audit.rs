@@ -6,7 +6,7 @@ use clap::Args;
 use super::output::{Table, print_json, short};
 use super::{Cli, CliError, CliResult, EXIT_OK, open_workspace, reader, served};
 use crate::client::Backend;
-use crate::model::{AuditQuery, AuditRecord, MAX_AUDIT_LIMIT, Timestamp};
+use crate::model::{AuditQuery, AuditRecord, Timestamp, audit_action};
 
 #[derive(Debug, Args)]
 pub struct AuditArgs {
@@ -14,13 +14,13 @@ pub struct AuditArgs {
     #[arg(long, value_name = "TIME", value_parser = parse_since)]
     pub since: Option<Timestamp>,
     /// Only this actor's records (a token name, or a user name for local commands)
-    #[arg(long, value_name = "NAME")]
+    #[arg(long, value_name = "NAME", value_parser = parse_actor)]
     pub actor: Option<String>,
-    /// Only this action (run.retry), or a whole group (canary)
-    #[arg(long, value_name = "A")]
+    /// Only this action (run.retry, canary.set-weight), or a whole group (run, dlq, canary)
+    #[arg(long, value_name = "A", value_parser = audit_action)]
     pub action: Option<String>,
-    /// How many records at most
-    #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u32).range(1..=MAX_AUDIT_LIMIT as i64))]
+    /// How many records at most, newest first (1 to 10000)
+    #[arg(long, default_value_t = 50, value_parser = super::parse_limit)]
     pub limit: u32,
     /// Print JSON instead of a table
     #[arg(long)]
@@ -29,6 +29,14 @@ pub struct AuditArgs {
 
 fn parse_since(s: &str) -> Result<Timestamp, String> {
     Timestamp::parse_since(s, chrono::Utc::now())
+}
+
+fn parse_actor(s: &str) -> Result<String, String> {
+    let name = s.trim();
+    if name.is_empty() {
+        return Err("an actor is a name (a token's, or a user's); it cannot be empty".into());
+    }
+    Ok(name.to_string())
 }
 
 pub async fn run(cli: &Cli, args: &AuditArgs) -> CliResult {

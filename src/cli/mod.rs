@@ -101,7 +101,7 @@ pub enum Command {
     Events(events::EventsArgs),
     /// Host the workspace and serve the HTTP API: schedules, canaries, JSON logs on stderr
     Serve(serve::ServeArgs),
-    /// Canary rollouts: list, status, and promote, pause, resume, set-weight, rollback
+    /// Canary rollouts: list, status, promote, promote-full, pause, resume, set-weight, rollback, restart
     #[command(subcommand)]
     Canary(canary::CanaryCommand),
     /// API tokens for `opsdeck serve`
@@ -308,6 +308,16 @@ pub fn reader(ws: &Workspace) -> Result<crate::store::Reader, CliError> {
 pub async fn command(b: &dyn Backend, cmd: Cmd, reason: &str) -> Result<Outcome, CliError> {
     let actor = crate::client::local_actor(Via::Cli);
     Ok(b.control(cmd, &actor, reason).await?)
+}
+
+/// A `--limit`: a whole number from 1 to 10000.
+pub fn parse_limit(s: &str) -> Result<u32, String> {
+    match s.trim().parse::<u32>() {
+        Ok(n) if (1..=10_000).contains(&n) => Ok(n),
+        _ => Err(format!(
+            "`{s}` is not a limit; give a whole number from 1 to 10000"
+        )),
+    }
 }
 
 pub fn parse_run_id(s: &str) -> Result<RunId, String> {

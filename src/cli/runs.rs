@@ -29,8 +29,8 @@ pub struct ListArgs {
     /// Only runs with this status (pending, running, succeeded, failed, cancelled, interrupted)
     #[arg(long, value_parser = parse_status)]
     pub status: Option<RunStatus>,
-    /// How many runs to show
-    #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    /// How many runs to show (1 to 10000)
+    #[arg(long, default_value_t = 20, value_parser = super::parse_limit)]
     pub limit: u32,
     /// Only runs older than this id (to page back through history)
     #[arg(long, value_parser = parse_run_id, value_name = "ID")]
@@ -91,7 +91,7 @@ pub async fn run(cli: &Cli, args: &RunsArgs) -> CliResult {
             None => {
                 let q = query(&args.list);
                 let page = remote.runs(q).await?;
-                return print_list(&page, args.list.json);
+                return print_list(&page, filtered(&args.list), args.list.json);
             }
             Some(RunsCommand::Show { id, json }) => {
                 let run = remote.run(*id).await?;
@@ -164,9 +164,15 @@ fn query(args: &ListArgs) -> RunQuery {
     }
 }
 
-fn print_list(page: &crate::model::Page<crate::model::RunSummary>, json: bool) -> CliResult {
+fn print_list(
+    page: &crate::model::Page<crate::model::RunSummary>,
+    filtered: bool,
+    json: bool,
+) -> CliResult {
     if json {
         print_json(&page.items)?;
+    } else if page.items.is_empty() && page.total == 0 && !filtered {
+        say!("no runs yet; start one with `opsdeck run PIPELINE`")?;
     } else if page.items.is_empty() {
         say!("no runs match")?;
     } else {
@@ -187,7 +193,12 @@ fn list(ws: &Workspace, args: &ListArgs) -> CliResult {
     {
         return Err(CliError::bad_input(msg));
     }
-    print_list(&page, args.json)
+    print_list(&page, filtered(args), args.json)
+}
+
+/// Whether the list was narrowed (so an empty one means "none match", not "none yet").
+fn filtered(args: &ListArgs) -> bool {
+    args.pipeline.is_some() || args.status.is_some() || args.before.is_some()
 }
 
 fn show(ws: &Workspace, id: RunId, json: bool) -> CliResult {

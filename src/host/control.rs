@@ -10,12 +10,10 @@ use serde_json::{Value, json};
 use super::Host;
 use crate::canary::service::audit_details;
 use crate::model::{
-    Actor, ApiError, AuditRecord, Command, ErrorCode, Outcome, RunId, Timestamp, Trigger, Via,
+    Actor, ApiError, AuditRecord, Command, ErrorCode, MAX_REASON_BYTES, Outcome, RunId, Timestamp,
+    Trigger, Via,
 };
-use crate::store::Op;
-
-/// The longest reason kept, in bytes: reasons are for people, not payloads.
-pub const MAX_REASON_BYTES: usize = 1024;
+use crate::store::{Op, clip};
 
 /// Why a command did not happen: the actor may not ask (`denied`), or the host would not or
 /// could not do it (`failed`). The audit outcome says which.
@@ -82,18 +80,22 @@ fn admit(cmd: &Command, actor: &Actor, reason: &str) -> Result<(), Refusal> {
         return Err(Refusal::Failed(ApiError::new(
             ErrorCode::Validation,
             format!(
-                "the reason is {} bytes; keep it under {MAX_REASON_BYTES} (it is a sentence for the audit log)",
+                "the reason is {} bytes; it may be at most {MAX_REASON_BYTES} (a sentence for the audit log)",
                 reason.len()
             ),
         )));
     }
     if cmd.needs_reason() && reason.is_empty() {
+        let how = match actor.via {
+            Via::Cli => "give it with --reason",
+            Via::Api => "send it as `reason`",
+            Via::Dashboard | Via::Automatic => "type it in the dialog",
+        };
         return Err(Refusal::Failed(ApiError::new(
             ErrorCode::Validation,
             format!(
-                "{} of {} needs a reason: say why (it is recorded in the audit log)",
-                cmd.action(),
-                cmd.target()
+                "to {} opsdeck needs a reason, recorded in the audit log; {how}",
+                cmd.describe()
             ),
         )));
     }
@@ -134,6 +136,8 @@ impl Host {
         self.refused(cmd, actor, reason.trim(), "denied", e).await
     }
 
+    /// Records a refusal (its reason cut to the limit: a refused request must not be a way to
+    /// fill the log) and commits it before the refusal is answered.
     async fn refused(
         &self,
         cmd: &Command,
@@ -142,18 +146,23 @@ impl Host {
         how: &str,
         e: ApiError,
     ) -> ApiError {
+        let (kept, _, _) = clip(reason.to_string(), MAX_REASON_BYTES);
         let rec = record(
             self.inner.clock.timestamp(),
             cmd,
             actor,
-            reason,
+            &kept,
             format!("{how}: {}", e.code),
             json!({ "message": e.message }),
         );
-        self.inner
+        if let Err(err) = self
+            .inner
             .writer
-            .send(Op::audited(rec, run_of(cmd)).into())
-            .await;
+            .commit(Op::audited(rec, run_of(cmd)).into())
+            .await
+        {
+            tracing::error!(error = %err, "could not record a refusal in the audit log");
+        }
         e
     }
 

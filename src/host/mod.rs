@@ -19,9 +19,9 @@ use tokio_util::task::TaskTracker;
 use crate::canary::{CanaryError, CanaryService, Deps};
 use crate::clock::{Clock, SystemClock};
 use crate::model::{
-    ApiError, AuditQuery, AuditRecord, CanaryStatus, DlqEntry, ErrorCode, Event, Observation,
-    Overview, Page, PipelineInfo, Run, RunId, RunQuery, RunStatus, RunSummary, SeriesPoint,
-    StageIo, Timestamp, Trigger,
+    Actor, ApiError, AuditQuery, AuditRecord, CanaryStatus, Command, DlqEntry, ErrorCode, Event,
+    Observation, Overview, Page, PipelineInfo, Run, RunId, RunQuery, RunStatus, RunSummary,
+    SeriesPoint, StageIo, Timestamp, Trigger,
 };
 use crate::rng::Rng;
 use crate::runtime::stage::kill_orphan;
@@ -244,7 +244,7 @@ impl Host {
         };
         tracing::info!(workspace = %host.inner.ws.dir.display(), command = %opts.command, "host started");
         if opts.resume_interrupted {
-            host.inner.runtime.resume_interrupted().await?;
+            host.resume_interrupted().await?;
         }
         host.inner.writer.commit(canary_ops).await?;
         if opts.schedules {
@@ -256,6 +256,19 @@ impl Host {
                 .map_err(RuntimeError::Io)?;
         }
         Ok(host)
+    }
+
+    /// Continues every run a stopped host left `interrupted`, each as opsdeck's own command
+    /// down the control path, so the audit log says why the run went on.
+    async fn resume_interrupted(&self) -> runtime::Result<()> {
+        let actor = Actor::automatic();
+        for run in self.inner.runtime.interrupted().await? {
+            let why = "a host started and continues the runs a stopped host interrupted";
+            if let Err(e) = self.control(Command::ResumeRun { run }, &actor, why).await {
+                tracing::warn!(run = %run, error = %e, "could not resume an interrupted run");
+            }
+        }
+        Ok(())
     }
 
     pub fn workspace(&self) -> &Workspace {

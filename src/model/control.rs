@@ -134,6 +134,23 @@ impl Command {
         }
     }
 
+    /// What it asks for, in words: `retry run 12`, `requeue dead-letter entry 3`,
+    /// `set_weight canary checkout-api`.
+    pub fn describe(&self) -> String {
+        match self {
+            Command::StartRun(req) => format!("start a run of `{}`", req.pipeline),
+            Command::CancelRun { run } => format!("cancel run {run}"),
+            Command::RetryRun { run } => format!("retry run {run}"),
+            Command::ResumeRun { run } => format!("resume run {run}"),
+            Command::Requeue { entry } => format!("requeue dead-letter entry {entry}"),
+            Command::Discard { entry } => format!("discard dead-letter entry {entry}"),
+            Command::Canary { canary, action } => {
+                format!("{} canary {canary}", action.name().replace('_', " "))
+            }
+            Command::Fault { canary, .. } => format!("inject a fault into canary {canary}"),
+        }
+    }
+
     /// The least role that may ask for it.
     pub fn needs_role(&self) -> Role {
         Role::Operator
@@ -258,3 +275,66 @@ pub struct AuditQuery {
 
 /// The most audit records one read returns.
 pub const MAX_AUDIT_LIMIT: usize = 10_000;
+
+/// The longest reason kept, in bytes: reasons are sentences for people, not payloads.
+pub const MAX_REASON_BYTES: usize = 1024;
+
+/// The audited action groups, and the actions in each, as `--action` and `?action=` take them.
+pub fn audit_actions() -> Vec<(&'static str, Vec<String>)> {
+    let canary: Vec<String> = [
+        "promote",
+        "promote_full",
+        "pause",
+        "resume",
+        "set_weight",
+        "rollback",
+        "abort",
+        "restart",
+        "fault",
+        "observe",
+    ]
+    .iter()
+    .map(|a| format!("canary.{a}"))
+    .collect();
+    vec![
+        (
+            "run",
+            ["start", "cancel", "retry", "resume"]
+                .iter()
+                .map(|a| format!("run.{a}"))
+                .collect(),
+        ),
+        (
+            "dlq",
+            ["requeue", "discard"]
+                .iter()
+                .map(|a| format!("dlq.{a}"))
+                .collect(),
+        ),
+        ("canary", canary),
+        ("authenticate", Vec::new()),
+    ]
+}
+
+/// An `--action` filter as the audit log spells it (`canary.set-weight` is
+/// `canary.set_weight`), or a sentence with the valid choices.
+pub fn audit_action(given: &str) -> Result<String, String> {
+    let want = given.trim().replace('-', "_");
+    let all = audit_actions();
+    let known = all
+        .iter()
+        .any(|(group, actions)| *group == want || actions.contains(&want));
+    if known {
+        return Ok(want);
+    }
+    let groups: Vec<&str> = all.iter().map(|(g, _)| *g).collect();
+    let actions: Vec<&str> = all
+        .iter()
+        .flat_map(|(_, a)| a.iter().map(String::as_str))
+        .collect();
+    Err(format!(
+        "`{given}` is not an audited action; give a group ({}) or an action ({})",
+        groups.join(", "),
+        actions.join(", ")
+    ))
+}

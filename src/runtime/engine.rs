@@ -102,19 +102,13 @@ impl Runtime {
         super::schedules::start(&self.e);
     }
 
-    /// Continues every run a stopped host left `interrupted`.
-    pub async fn resume_interrupted(&self) -> Result<()> {
-        let ids = self
+    /// The runs a stopped host left `interrupted`.
+    pub async fn interrupted(&self) -> Result<Vec<RunId>> {
+        Ok(self
             .e
             .reads
             .with(|r| r.run_ids_with_status(RunStatus::Interrupted))
-            .await?;
-        for id in ids {
-            if let Err(e) = self.resume_run(id, Vec::new()).await {
-                tracing::warn!(run = %id, error = %e, "could not resume an interrupted run");
-            }
-        }
-        Ok(())
+            .await?)
     }
 
     /// Records a new run and starts it; returns once the run is durably recorded, with the

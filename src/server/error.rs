@@ -100,8 +100,11 @@ impl From<JsonRejection> for Failure {
             );
         }
         let text = r.body_text();
-        // serde's message names the field ("unknown field `x`", "missing field `reason`").
-        let field = text.split('`').nth(1).map(str::to_string);
+        // serde's message names the field ("unknown field `x`", "missing field `reason`"); a
+        // body that is not JSON at all has no field at fault.
+        let field = matches!(r, JsonRejection::JsonDataError(_))
+            .then(|| text.split('`').nth(1).map(str::to_string))
+            .flatten();
         let message = match &r {
             JsonRejection::MissingJsonContentType(_) => {
                 "the request body must be JSON with `content-type: application/json`".to_string()
@@ -120,13 +123,18 @@ impl From<JsonRejection> for Failure {
 impl From<QueryRejection> for Failure {
     fn from(r: QueryRejection) -> Self {
         let text = r.body_text();
+        let detail = text.trim_start_matches("Failed to deserialize query string: ");
+        // serde_urlencoded names the parameter as `name: problem` or in backquotes.
+        let field = detail
+            .split_once(": ")
+            .map(|(f, _)| f.to_string())
+            .filter(|f| f.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'))
+            .or_else(|| detail.split('`').nth(1).map(str::to_string));
         Failure::new(
             ErrorCode::Validation,
-            format!(
-                "the query string is not valid: {}",
-                text.trim_start_matches("Failed to deserialize query string: ")
-            ),
+            format!("the query string is not valid: {detail}"),
         )
+        .with_details(json!({ "field": field }))
     }
 }
 

@@ -21,6 +21,7 @@ use crate::client::{Backend, StreamItem};
 use crate::model::{
     ApiError, AuditQuery, CanaryAction, Command, DlqId, ErrorCode, Fault, MAX_AUDIT_LIMIT,
     Observation, Outcome, Role, RunId, RunQuery, RunSort, RunStatus, StartRun, Timestamp,
+    audit_action,
 };
 
 /// Heartbeats keep proxies from closing an idle event stream.
@@ -325,6 +326,8 @@ pub async fn canary_series(
 pub struct ActionBody {
     action: String,
     weight: Option<u32>,
+    /// Left out, the host refuses the action for want of one (and audits that).
+    #[serde(default)]
     reason: String,
 }
 
@@ -439,10 +442,24 @@ pub async fn audit(
                 .with_details(json!({ "field": "since" }))
         })?),
     };
+    let action = match q.action.as_deref() {
+        None => None,
+        Some(a) => Some(audit_action(a).map_err(|m| {
+            Failure::new(ErrorCode::Validation, format!("`action`: {m}"))
+                .with_details(json!({ "field": "action" }))
+        })?),
+    };
+    if q.actor.as_deref().is_some_and(|a| a.trim().is_empty()) {
+        return Err(Failure::new(
+            ErrorCode::Validation,
+            "`actor` is empty; give a name or leave it out",
+        )
+        .with_details(json!({ "field": "actor" })));
+    }
     let query = AuditQuery {
         since,
         actor: q.actor,
-        action: q.action,
+        action,
         limit,
     };
     Ok(ok(s.backend.audit(query).await?))

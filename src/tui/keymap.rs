@@ -224,6 +224,19 @@ impl Trie {
         }
     }
 
+    /// The sequences bound to `action`.
+    fn collect_action(&self, prefix: &mut Vec<Key>, action: Action, out: &mut Vec<Vec<Key>>) {
+        for (k, node) in &self.children {
+            prefix.push(*k);
+            match node {
+                Node::Leaf(a) if *a == action => out.push(prefix.clone()),
+                Node::Leaf(_) => {}
+                Node::Branch(t) => t.collect_action(prefix, action, out),
+            }
+            prefix.pop();
+        }
+    }
+
     fn collect(&self, prefix: &mut Vec<Key>, out: &mut Vec<(Vec<Key>, Action)>) {
         for (k, node) in &self.children {
             prefix.push(*k);
@@ -366,12 +379,21 @@ impl Keymap {
 
     /// The keys that trigger `action` in `contexts`, shortest first.
     pub fn keys_for(&self, contexts: &[Context], action: Action) -> Vec<String> {
-        let mut keys: Vec<Vec<Key>> = self
-            .bindings(contexts)
-            .into_iter()
-            .filter(|(_, a)| *a == action)
-            .map(|(s, _)| s)
-            .collect();
+        // The same answer as filtering `bindings`, without collecting and sorting every
+        // binding: this runs for every hint and tab of every frame.
+        let mut keys: Vec<Vec<Key>> = Vec::new();
+        for (i, c) in contexts.iter().enumerate() {
+            let Some(t) = self.contexts.get(c) else {
+                continue;
+            };
+            let mut here = Vec::new();
+            t.collect_action(&mut Vec::new(), action, &mut here);
+            here.sort_by_cached_key(|seq| show_seq(seq));
+            keys.extend(
+                here.into_iter()
+                    .filter(|seq| !contexts[..i].iter().any(|e| self.shadows(*e, seq))),
+            );
+        }
         keys.sort_by_key(|s| {
             (
                 s.len(),
@@ -379,6 +401,15 @@ impl Keymap {
             )
         });
         keys.iter().map(|s| show_seq(s)).collect()
+    }
+
+    /// Whether context `ctx` binds `seq` or one of its prefixes to an action, so `seq` cannot
+    /// be reached in a context looked up after it.
+    fn shadows(&self, ctx: Context, seq: &[Key]) -> bool {
+        let Some(t) = self.contexts.get(&ctx) else {
+            return false;
+        };
+        (1..=seq.len()).any(|n| matches!(t.walk(&seq[..n]), Some(Node::Leaf(_))))
     }
 
     /// Loads a keymap by name: a user file in `user_dir` wins over the built-in one.
@@ -591,6 +622,36 @@ mod tests {
             help.iter().all(|(s, _)| show_seq(s) != "g g"),
             "`g g` is unreachable once `g` is bound"
         );
+    }
+
+    #[test]
+    fn keys_for_agrees_with_the_bindings_it_shortcuts() {
+        let sets: [&[Context]; 3] = [
+            &[Context::Runs, Context::Run, Context::List, Context::Global],
+            &[Context::Stage, Context::List, Context::Global],
+            Context::DIALOG,
+        ];
+        for (name, _) in BUILTIN {
+            let km = Keymap::load(name, None).unwrap();
+            for contexts in sets {
+                for a in Action::ALL {
+                    let mut slow: Vec<Vec<Key>> = km
+                        .bindings(contexts)
+                        .into_iter()
+                        .filter(|(_, b)| b == a)
+                        .map(|(s, _)| s)
+                        .collect();
+                    slow.sort_by_key(|s| {
+                        (
+                            s.len(),
+                            s.iter().map(|k| k.to_string().len()).sum::<usize>(),
+                        )
+                    });
+                    let slow: Vec<String> = slow.iter().map(|s| show_seq(s)).collect();
+                    assert_eq!(km.keys_for(contexts, *a), slow, "{name} {a:?} {contexts:?}");
+                }
+            }
+        }
     }
 
     #[test]

@@ -225,6 +225,7 @@ impl App {
 
     pub(super) fn run_command(&mut self, line: &str) {
         match parse(line, &self.palette_actions()) {
+            Ok(Parsed::Fault(fault)) if !self.config.read_only => self.inject(fault, line),
             Ok(parsed) => self.run_parsed(parsed),
             Err(e) => self.flash(e, true),
         }
@@ -253,19 +254,7 @@ impl App {
                 self.focus_pane(PaneId::Canary);
                 self.select_canary(name.as_deref());
             }
-            Parsed::Fault(fault) => match self.panes.canary.selected() {
-                Some(c) => {
-                    let cmd = Command::Fault {
-                        canary: c.name.clone(),
-                        fault,
-                    };
-                    self.outbox.push(Request::Control {
-                        cmd,
-                        reason: String::new(),
-                    });
-                }
-                None => self.flash("`:fault` acts on the selected canary; there is none", true),
-            },
+            Parsed::Fault(fault) => self.inject(fault, ":fault"),
             Parsed::Theme(name) => self.switch_theme(&name),
             Parsed::Help => self.popups.push(Popup::Help { scroll: 0 }),
             Parsed::Quit => self.quit_flow(),
@@ -278,6 +267,21 @@ impl App {
                 }
             }
         }
+    }
+
+    /// Injects `fault` into the selected canary; the palette line is the audit's reason.
+    fn inject(&mut self, fault: Fault, line: &str) {
+        let Some(c) = self.panes.canary.selected() else {
+            return self.flash("`:fault` acts on the selected canary; there is none", true);
+        };
+        let cmd = Command::Fault {
+            canary: c.name.clone(),
+            fault,
+        };
+        self.outbox.push(Request::Control {
+            cmd,
+            reason: format!("`:{}` in the dashboard's command palette", line.trim()),
+        });
     }
 
     fn run_named(&mut self, name: String) {

@@ -349,6 +349,20 @@ async fn tokens_roles_denials_and_the_rate_limit() {
     assert_eq!((s, v["data"]["weight"].as_f64()), (200, Some(20.0)));
 
     tokio::time::sleep(Duration::from_millis(300)).await;
+    for bad in ["action=bogus", "since=yesterday", "limit=0", "actor="] {
+        let (s, v) = api.get(&format!("/v1/audit?{bad}"), VIEWER).await;
+        assert_eq!((s, code(&v)), (400, "validation"), "{bad}: {v}");
+    }
+    let (s, v) = api.get("/v1/audit?action=canary&since=1h", VIEWER).await;
+    assert_eq!(s, 200, "{v}");
+    assert!(
+        v["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|r| r["action"].as_str().unwrap().starts_with("canary.")),
+        "{v}"
+    );
     let (s, v) = api.get("/v1/audit?limit=50", VIEWER).await;
     assert_eq!(s, 200);
     let records = v["data"].as_array().unwrap();

@@ -330,3 +330,61 @@ fn cli_controls_and_refusals_are_audited_and_audit_filters_work() {
     );
     crate::support::stop(server);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_host_resuming_interrupted_runs_says_so_in_the_audit_log() {
+    let ws = workspace();
+    let host = Host::start(ws.open(), HostOptions::new("first host"))
+        .await
+        .unwrap();
+    let run = host
+        .start_run("slow", &serde_json::Map::new(), opsdeck::model::Trigger::Manual)
+        .await
+        .unwrap();
+    host.shutdown().await;
+    let host = Host::start(ws.open(), HostOptions::long_lived("second host"))
+        .await
+        .unwrap();
+    let records = audit_of(&host).await;
+    let resumed = all(&records, "run.resume");
+    assert_eq!(resumed.len(), 1, "{records:#?}");
+    assert_eq!(
+        (
+            resumed[0].actor.as_str(),
+            resumed[0].via,
+            resumed[0].target.clone(),
+            resumed[0].outcome.as_str()
+        ),
+        ("opsdeck", Some(Via::Automatic), format!("run/{run}"), "ok")
+    );
+    host.shutdown().await;
+}
+
+#[test]
+fn audit_filters_are_checked_and_refusals_keep_at_most_a_kilobyte_of_reason() {
+    let ws = workspace();
+    ws.run(&["audit", "--action", "bogus"])
+        .expect_error(2, "give a group (run, dlq, canary, authenticate)");
+    ws.run(&["audit", "--actor", ""])
+        .expect_error(2, "cannot be empty");
+    ws.run(&["audit", "--limit", "0"])
+        .expect_error(2, "a whole number from 1 to 10000");
+    ws.run(&["canary", "set-weight", "api", "20", "--reason", "hold"])
+        .expect_code(0);
+    let set = ws
+        .run(&["audit", "--action", "canary.set-weight", "--json"])
+        .json();
+    assert_eq!(set.as_array().unwrap().len(), 1, "the CLI's spelling works: {set}");
+
+    let long = "x".repeat(5_000);
+    ws.run(&["runs", "cancel", "99", "--reason", &long])
+        .expect_error(2, "at most 1024");
+    let refused = ws.run(&["audit", "--action", "run.cancel", "--json"]).json();
+    let kept = refused[0]["reason"].as_str().unwrap();
+    assert!(
+        kept.len() < 1_200 && kept.contains("truncated by opsdeck"),
+        "{} bytes kept",
+        kept.len()
+    );
+    assert_eq!(refused[0]["outcome"], "failed: validation");
+}

@@ -249,14 +249,18 @@ fn render_quit(f: &mut Frame, screen: Rect, running: u64, ctx: &Ctx<'_>) {
     let t = ctx.theme;
     let area = centered(screen, 64, 7);
     let inner = frame(f, area, "Quit opsdeck?", ctx);
-    let plural = if running == 1 { "run is" } else { "runs are" };
+    let (plural, them, they) = if running == 1 {
+        ("run is", "it", "it resumes")
+    } else {
+        ("runs are", "them", "they resume")
+    };
     let lines = vec![
         Line::styled(
             format!("{running} {plural} in flight on this host."),
             t.style("ui.text"),
         ),
         Line::styled(
-            "Quitting interrupts them; they resume when opsdeck next hosts",
+            format!("Quitting interrupts {them}; {they} when opsdeck next hosts"),
             t.style("ui.text"),
         ),
         Line::styled(
