@@ -338,7 +338,11 @@ async fn a_host_resuming_interrupted_runs_says_so_in_the_audit_log() {
         .await
         .unwrap();
     let run = host
-        .start_run("slow", &serde_json::Map::new(), opsdeck::model::Trigger::Manual)
+        .start_run(
+            "slow",
+            &serde_json::Map::new(),
+            opsdeck::model::Trigger::Manual,
+        )
         .await
         .unwrap();
     host.shutdown().await;
@@ -374,12 +378,18 @@ fn audit_filters_are_checked_and_refusals_keep_at_most_a_kilobyte_of_reason() {
     let set = ws
         .run(&["audit", "--action", "canary.set-weight", "--json"])
         .json();
-    assert_eq!(set.as_array().unwrap().len(), 1, "the CLI's spelling works: {set}");
+    assert_eq!(
+        set.as_array().unwrap().len(),
+        1,
+        "the CLI's spelling works: {set}"
+    );
 
     let long = "x".repeat(5_000);
     ws.run(&["runs", "cancel", "99", "--reason", &long])
         .expect_error(2, "at most 1024");
-    let refused = ws.run(&["audit", "--action", "run.cancel", "--json"]).json();
+    let refused = ws
+        .run(&["audit", "--action", "run.cancel", "--json"])
+        .json();
     let kept = refused[0]["reason"].as_str().unwrap();
     assert!(
         kept.len() < 1_200 && kept.contains("truncated by opsdeck"),
