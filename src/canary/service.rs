@@ -12,8 +12,8 @@ use super::source::{Env, Feed};
 use super::{Controller, Persisted, Rollout};
 use crate::clock::Clock;
 use crate::model::{
-    ActionRecord, Actor, AuditRecord, CanaryAction, CanaryStatus, EventKind, Fault, Observation,
-    SeriesPoint, Verdict, Version,
+    ActionRecord, Actor, AuditRecord, CanaryAction, CanaryAt, CanaryStatus, EventKind, Fault,
+    Observation, SeriesPoint, Verdict, Version,
 };
 use crate::store::{NewEvent, Op, Reader, Writer};
 
@@ -275,17 +275,37 @@ impl CanaryService {
     }
 
     /// A manual action: the record and the writes that save it (state and event). The caller
-    /// commits them with the audit record.
+    /// commits them with the audit record. With `expect`, the action applies only while the
+    /// canary still stands where the person saw it.
     pub fn act(
         &self,
         name: &str,
         action: CanaryAction,
-        actor: &str,
-        reason: &str,
+        expect: Option<CanaryAt>,
+        (actor, reason): (&str, &str),
     ) -> Result<(ActionRecord, Vec<Op>), CanaryError> {
         let now = self.deps.clock.now().timestamp();
         let shared = self.find(name)?;
         let mut l = shared.lock();
+        if let Some(seen) = expect {
+            let ctl = &l.rollout.ctl;
+            let at = CanaryAt {
+                state: ctl.state(),
+                step: ctl.st.step,
+                weight: f64::from(ctl.weight_bp()) / 100.0,
+            };
+            if at != seen {
+                return Err(CanaryError::Conflict(format!(
+                    "canary {name} moved since the dialog opened: it was {} at step {} ({}%), it is now {} at step {} ({}%); nothing was done, look again and decide anew",
+                    seen.state,
+                    seen.step + 1,
+                    seen.weight,
+                    at.state,
+                    at.step + 1,
+                    at.weight
+                )));
+            }
+        }
         let rec = l
             .rollout
             .act(action, actor, reason, now)

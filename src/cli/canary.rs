@@ -259,6 +259,7 @@ async fn act(
     let cmd = Command::Canary {
         canary: name.to_string(),
         action,
+        expect: None,
     };
     let Outcome::Canary { record: rec, .. } = command(b, cmd, reason).await? else {
         return Err(CliError::failed(

@@ -365,7 +365,11 @@ impl Remote {
                     run: RunId(Self::id_in(&v, "run_id")?),
                 }
             }
-            Command::Canary { canary, action } => {
+            Command::Canary {
+                canary,
+                action,
+                expect,
+            } => {
                 let weight = match action {
                     CanaryAction::SetWeight(w) => Some(w),
                     _ => None,
@@ -373,7 +377,7 @@ impl Remote {
                 let record: ActionRecord = self
                     .post(
                         &format!("/v1/canaries/{}/actions", encode(&canary)),
-                        &json!({ "action": action.name(), "weight": weight, "reason": reason }),
+                        &json!({ "action": action.name(), "weight": weight, "reason": reason, "expect": expect }),
                     )
                     .await?;
                 Outcome::Canary { canary, record }

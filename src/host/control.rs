@@ -226,11 +226,15 @@ impl Host {
                     run: e.run_id,
                 }
             }
-            Command::Canary { canary, action } => {
+            Command::Canary {
+                canary,
+                action,
+                expect,
+            } => {
                 let (record, mut ops) = self
                     .inner
                     .canaries
-                    .act(canary, *action, &actor.name, reason)
+                    .act(canary, *action, *expect, (&actor.name, reason))
                     .map_err(ApiError::from)?;
                 ops.extend(audit(audit_details(&record)));
                 self.inner

@@ -7,7 +7,15 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::status::string_enum;
-use super::{ActionRecord, CanaryAction, DlqId, Fault, RunId, StartRun, Timestamp};
+use super::{ActionRecord, CanaryAction, CanaryState, DlqId, Fault, RunId, StartRun, Timestamp};
+
+/// Where a canary stands: its state, step (0-based) and weight in percent.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct CanaryAt {
+    pub state: CanaryState,
+    pub step: usize,
+    pub weight: f64,
+}
 
 string_enum!(
     /// What an actor may do. Each role includes the ones before it.
@@ -97,6 +105,10 @@ pub enum Command {
     Canary {
         canary: String,
         action: CanaryAction,
+        /// Where the canary stood when the person decided (a dashboard dialog): the action
+        /// applies only if it still stands there, never relative to a state nobody saw.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        expect: Option<CanaryAt>,
     },
     /// Add (or, with no trouble, clear) a fault on a simulated canary.
     Fault {
@@ -144,7 +156,7 @@ impl Command {
             Command::ResumeRun { run } => format!("resume run {run}"),
             Command::Requeue { entry } => format!("requeue dead-letter entry {entry}"),
             Command::Discard { entry } => format!("discard dead-letter entry {entry}"),
-            Command::Canary { canary, action } => {
+            Command::Canary { canary, action, .. } => {
                 format!("{} canary {canary}", action.name().replace('_', " "))
             }
             Command::Fault { canary, .. } => format!("inject a fault into canary {canary}"),

@@ -21,8 +21,8 @@ pub use canary::{
     Observation, SeriesPoint, StepInfo, TriggerStatus, Verdict, Version, VersionPoint,
 };
 pub use control::{
-    AUTOMATIC_ACTOR, Actor, AuditQuery, AuditRecord, Command, MAX_AUDIT_LIMIT, MAX_REASON_BYTES,
-    Outcome, Role, Via, audit_action, audit_actions,
+    AUTOMATIC_ACTOR, Actor, AuditQuery, AuditRecord, CanaryAt, Command, MAX_AUDIT_LIMIT,
+    MAX_REASON_BYTES, Outcome, Role, Via, audit_action, audit_actions,
 };
 pub use dlq::DlqEntry;
 pub use error::{ApiError, ErrorCode};

@@ -19,9 +19,9 @@ use super::auth::Principal;
 use super::error::{ApiResult, Body, Failure, ok};
 use crate::client::{Backend, StreamItem};
 use crate::model::{
-    ApiError, AuditQuery, CanaryAction, Command, DlqId, ErrorCode, Fault, MAX_AUDIT_LIMIT,
-    Observation, Outcome, Role, RunId, RunQuery, RunSort, RunStatus, StartRun, Timestamp,
-    audit_action,
+    ApiError, AuditQuery, CanaryAction, CanaryAt, Command, DlqId, ErrorCode, Fault,
+    MAX_AUDIT_LIMIT, Observation, Outcome, Role, RunId, RunQuery, RunSort, RunStatus, StartRun,
+    Timestamp, audit_action,
 };
 
 /// Heartbeats keep proxies from closing an idle event stream.
@@ -326,6 +326,8 @@ pub async fn canary_series(
 pub struct ActionBody {
     action: String,
     weight: Option<u32>,
+    /// Where the caller saw the canary: the action is refused if it has moved since.
+    expect: Option<CanaryAt>,
     /// Left out, the host refuses the action for want of one (and audits that).
     #[serde(default)]
     reason: String,
@@ -376,6 +378,7 @@ pub async fn canary_action(
     let cmd = Command::Canary {
         canary: name,
         action,
+        expect: body.expect,
     };
     match control(&s, &p, cmd, &body.reason).await? {
         Outcome::Canary { record, .. } => Ok(ok(record)),

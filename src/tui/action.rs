@@ -38,7 +38,7 @@ actions! {
     PaneDlq => "pane_dlq", "Show the dead-letter queue";
     PaneEvents => "pane_events", "Show the event log and the audit records in it";
     Confirm => "confirm", "In a dialog: confirm (and in a filter: keep it)";
-    Complete => "complete", "In the command palette: complete the word";
+    Complete => "complete", "In the command palette: complete the word; in a form: the next field";
     Up => "up", "Move up";
     Down => "down", "Move down";
     PageUp => "page_up", "Move up a page";

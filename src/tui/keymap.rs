@@ -278,6 +278,8 @@ pub struct DialogKeys {
     /// Up and down in a dialog with a text field, where letters are typed.
     pub field_up: String,
     pub field_down: String,
+    /// Completes in the palette, moves between fields in a form.
+    pub complete: String,
 }
 
 impl DialogKeys {
@@ -308,6 +310,7 @@ impl DialogKeys {
             down: any(Action::Down),
             field_up: named(Action::Up),
             field_down: named(Action::Down),
+            complete: named(Action::Complete),
         }
     }
 }

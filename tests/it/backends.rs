@@ -8,8 +8,8 @@ use futures::StreamExt;
 use opsdeck::client::{Backend, Embedded, Remote, StreamItem};
 use opsdeck::host::{Host, HostOptions};
 use opsdeck::model::{
-    Actor, ApiError, AuditQuery, CanaryAction, Command, ErrorCode, Outcome, Role, RunId, RunQuery,
-    StartRun, Via,
+    Actor, ApiError, AuditQuery, CanaryAction, CanaryAt, CanaryState, Command, ErrorCode, Outcome,
+    Role, RunId, RunQuery, StartRun, Via,
 };
 use opsdeck::server::{self, AppState};
 
@@ -111,6 +111,7 @@ async fn canaries_and_audit(b: &Arc<dyn Backend>, which: &str) {
     let edge = |action| Command::Canary {
         canary: "edge".into(),
         action,
+        expect: None,
     };
     let Outcome::Canary { record: rec, .. } =
         act(b, edge(CanaryAction::SetWeight(20)), "hold for the sale")
@@ -128,6 +129,27 @@ async fn canaries_and_audit(b: &Arc<dyn Backend>, which: &str) {
         .await
         .unwrap_err();
     assert_eq!(again.code, ErrorCode::Conflict, "{which}: {again}");
+    // Decided on a screen that showed the canary elsewhere: refused, never applied relative.
+    let stale = act(
+        b,
+        Command::Canary {
+            canary: "edge".into(),
+            action: CanaryAction::Resume,
+            expect: Some(CanaryAt {
+                state: CanaryState::Progressing,
+                step: 0,
+                weight: 10.0,
+            }),
+        },
+        "from an old screen",
+    )
+    .await
+    .unwrap_err();
+    assert!(
+        stale.code == ErrorCode::Conflict
+            && stale.message.contains("moved since the dialog opened"),
+        "{which}: {stale}"
+    );
     assert_eq!(
         b.canary_series("edge", 5, 12).await.unwrap().len(),
         12,
@@ -149,6 +171,7 @@ async fn canaries_and_audit(b: &Arc<dyn Backend>, which: &str) {
         Command::Canary {
             canary: "nope".into(),
             action: CanaryAction::Pause,
+            expect: None,
         },
         "x",
     )
@@ -173,6 +196,7 @@ async fn canaries_and_audit(b: &Arc<dyn Backend>, which: &str) {
         [
             ("canary.pause", "failed: not_found"),
             ("canary.fault", "failed: conflict"),
+            ("canary.resume", "failed: conflict"),
             ("canary.pause", "failed: conflict"),
             ("canary.set_weight", "ok"),
             ("run.cancel", "failed: conflict"),
@@ -188,8 +212,8 @@ async fn canaries_and_audit(b: &Arc<dyn Backend>, which: &str) {
         })
         .await
         .unwrap();
-    assert_eq!(canary.len(), 4, "{which}: a group of actions");
-    let set = &canary[3];
+    assert_eq!(canary.len(), 5, "{which}: a group of actions");
+    let set = &canary[4];
     assert_eq!(
         (
             set.reason.as_str(),

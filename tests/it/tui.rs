@@ -1039,6 +1039,36 @@ fn the_header_fits_narrow_terminals_and_names_the_demo() {
 }
 
 #[test]
+fn the_weight_dialog_takes_digits_for_the_weight_and_words_for_the_reason() {
+    let mut a = app(100, 30);
+    open_canary(&mut a);
+    a.take_requests();
+    a.on_action(Action::SetWeight);
+    key(&mut a, KeyCode::Backspace);
+    key(&mut a, KeyCode::Backspace);
+    chars(&mut a, "40");
+    key(&mut a, KeyCode::Tab);
+    chars(&mut a, "hold at 40 for the sale");
+    key(&mut a, KeyCode::Enter);
+    let reqs = a.take_requests();
+    assert!(
+        reqs.iter().any(|r| matches!(r, Request::Control {
+            cmd: Command::Canary { action: CanaryAction::SetWeight(40), expect: Some(at), .. },
+            reason,
+        } if reason == "hold at 40 for the sale" && at.weight > 0.0)),
+        "{reqs:?}"
+    );
+    // A weight out of range is explained and nothing is sent.
+    a.on_action(Action::SetWeight);
+    chars(&mut a, "9");
+    key(&mut a, KeyCode::Tab);
+    chars(&mut a, "x");
+    key(&mut a, KeyCode::Enter);
+    assert!(a.take_requests().is_empty());
+    assert!(text(&a).contains("is not a weight"), "{}", text(&a));
+}
+
+#[test]
 fn faults_are_injected_into_the_selected_canary_from_the_palette() {
     let mut a = app(100, 30);
     open_canary(&mut a);

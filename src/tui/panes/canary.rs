@@ -13,7 +13,7 @@ use ratatui::widgets::{
 
 use super::{Cmd, Cursor, Cx, Effect, HELP, Motion, Pane, QUIT, cmd, more};
 use crate::model::{
-    CanaryAction, CanaryState, CanaryStatus, Command, SeriesPoint, Verdict, VersionPoint,
+    CanaryAction, CanaryAt, CanaryState, CanaryStatus, Command, SeriesPoint, Verdict, VersionPoint,
 };
 use crate::tui::action::Action;
 use crate::tui::keymap::Context;
@@ -125,6 +125,11 @@ fn confirm(action: CanaryAction, c: &CanaryStatus) -> Popup {
     let command = Command::Canary {
         canary: name.clone(),
         action,
+        expect: Some(CanaryAt {
+            state: c.state,
+            step: c.step,
+            weight: c.weight,
+        }),
     };
     match action {
         CanaryAction::Promote => popup::confirm(

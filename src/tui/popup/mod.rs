@@ -48,10 +48,57 @@ pub struct Confirm {
     pub body: Vec<String>,
     pub reason: TextArea<'static>,
     pub command: Command,
-    /// A weight being chosen (set-weight), in percent: up and down change it by 5.
-    pub weight: Option<u32>,
+    /// A weight being chosen (set-weight): its own field, typed in digits.
+    pub weight: Option<WeightField>,
     /// Confirm was pressed without a reason.
     pub needs_reason: bool,
+}
+
+/// The weight a set-weight dialog sets, in percent: digits type it, up and down change it
+/// by 5, tab moves between it and the reason.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WeightField {
+    pub digits: String,
+    /// Typed keys go here (else into the reason).
+    pub focused: bool,
+    /// What is wrong with the digits, once confirm was pressed.
+    pub error: Option<String>,
+}
+
+impl WeightField {
+    /// The weight typed, if it is one.
+    pub fn value(&self) -> Option<u32> {
+        self.digits.parse::<u32>().ok().filter(|w| *w <= 100)
+    }
+
+    fn step(&mut self, up: bool) {
+        let w = self.value().unwrap_or(0);
+        let next = if up {
+            (w + 5).min(100)
+        } else {
+            w.saturating_sub(5)
+        };
+        self.digits = next.to_string();
+        self.error = None;
+    }
+
+    /// A key typed while the field has the focus; false when it is not the field's.
+    fn input(&mut self, key: &KeyEvent) -> bool {
+        match key.code {
+            KeyCode::Char(d) if d.is_ascii_digit() => {
+                if self.digits.len() < 3 {
+                    self.digits.push(d);
+                }
+            }
+            KeyCode::Backspace => {
+                self.digits.pop();
+            }
+            KeyCode::Delete | KeyCode::Left | KeyCode::Right | KeyCode::Home | KeyCode::End => {}
+            _ => return false,
+        }
+        self.error = None;
+        true
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -139,7 +186,11 @@ pub fn confirm(title: String, body: Vec<String>, command: Command) -> Popup {
 pub fn confirm_weight(title: String, body: Vec<String>, command: Command, weight: u32) -> Popup {
     let mut p = confirm(title, body, command);
     if let Popup::Confirm(c) = &mut p {
-        c.weight = Some(weight.min(100));
+        c.weight = Some(WeightField {
+            digits: weight.min(100).to_string(),
+            focused: true,
+            error: None,
+        });
     }
     p
 }
@@ -178,8 +229,18 @@ impl Popup {
     pub fn on_text(&mut self, key: KeyEvent) -> Outcome {
         match self {
             Popup::Confirm(c) => {
-                c.reason.input(key);
-                c.needs_reason = false;
+                let taken = c
+                    .weight
+                    .as_mut()
+                    .is_some_and(|w| w.focused && w.input(&key));
+                if !taken {
+                    // Anything but a digit starts the reason.
+                    if let Some(w) = c.weight.as_mut() {
+                        w.focused = false;
+                    }
+                    c.reason.input(key);
+                    c.needs_reason = false;
+                }
                 Outcome::Keep
             }
             Popup::Palette(p) => {
@@ -228,15 +289,28 @@ fn confirm_action(c: &mut Confirm, a: Action) -> Outcome {
     match a {
         Action::Back => Outcome::Close,
         Action::Up | Action::Down if c.weight.is_some() => {
-            let w = c.weight.unwrap_or(0);
-            c.weight = Some(if a == Action::Up {
-                (w + 5).min(100)
-            } else {
-                w.saturating_sub(5)
-            });
+            if let Some(w) = c.weight.as_mut() {
+                w.step(a == Action::Up);
+            }
+            Outcome::Keep
+        }
+        Action::Complete if c.weight.is_some() => {
+            if let Some(w) = c.weight.as_mut() {
+                w.focused = !w.focused;
+            }
             Outcome::Keep
         }
         Action::Confirm => {
+            if let Some(w) = c.weight.as_mut()
+                && w.value().is_none()
+            {
+                w.error = Some(format!(
+                    "`{}` is not a weight; type a percentage from 0 to 100",
+                    w.digits
+                ));
+                w.focused = true;
+                return Outcome::Keep;
+            }
             let reason = c.reason.lines().join(" ").trim().to_string();
             // The reason is recorded with the action: an empty one is refused here, as by
             // the host.
@@ -245,7 +319,9 @@ fn confirm_action(c: &mut Confirm, a: Action) -> Outcome {
                 return Outcome::Keep;
             }
             let mut command = c.command.clone();
-            if let (Some(w), Command::Canary { action, .. }) = (c.weight, &mut command) {
+            if let (Some(w), Command::Canary { action, .. }) =
+                (c.weight.as_ref().and_then(WeightField::value), &mut command)
+            {
                 *action = CanaryAction::SetWeight(w);
             }
             Outcome::Confirmed { command, reason }

@@ -187,11 +187,15 @@ fn render_palette(f: &mut Frame, screen: Rect, p: &super::Palette, ctx: &Ctx<'_>
 fn render_confirm(f: &mut Frame, screen: Rect, c: &Confirm, ctx: &Ctx<'_>) {
     let t = ctx.theme;
     let mut body = c.body.clone();
-    if let Some(w) = c.weight {
-        body.push(format!(
-            "New weight: {w}%   ({} {} change it by 5)",
-            ctx.keys.field_up, ctx.keys.field_down
-        ));
+    if let Some(w) = &c.weight {
+        let cursor = if w.focused { "▏" } else { "" };
+        body.push(match &w.error {
+            Some(e) => format!("New weight: {}{cursor}%   {e}", w.digits),
+            None => format!(
+                "New weight: {}{cursor}%   (type digits, {} {} by 5, {} to the reason)",
+                w.digits, ctx.keys.field_up, ctx.keys.field_down, ctx.keys.complete
+            ),
+        });
     }
     // The placeholder takes the theme's dim style, not the text area's own grey.
     let mut reason_field = c.reason.clone();
