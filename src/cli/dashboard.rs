@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use super::output::event_line;
-use super::serve::{check_problems, stop_signal};
+use super::serve::{Endpoint, Serving, check_problems, spawn_api, stop_signal};
 use super::{Cli, CliError, CliResult, EXIT_OK, open_workspace_from};
 use crate::client::Embedded;
 use crate::config::{Settings, user_dir};
@@ -141,9 +141,15 @@ pub async fn run(cli: &Cli) -> CliResult {
     config.read_only = cli.read_only;
     let tty = std::io::stdout().is_terminal();
     let config = tty.then_some(config);
+    let serving = Serving {
+        config: ws.server.clone(),
+        read_only: cli.read_only,
+        session_token: true,
+    };
     let host = Host::start(ws, HostOptions::long_lived("opsdeck (dashboard)"))
         .await
         .map_err(|e| CliError::from(e).context("cannot host the workspace"))?;
+    let endpoint = local_endpoint(&host, serving).await;
     let result = match config {
         Some(config) => crate::tui::run(Arc::new(Embedded::new(host.clone())), config)
             .await
@@ -151,8 +157,35 @@ pub async fn run(cli: &Cli) -> CliResult {
             .map_err(|e| CliError::failed(format!("the terminal failed: {e}"))),
         None => print_events(&host).await,
     };
+    if let Some(e) = endpoint {
+        e.stop().await;
+    }
     host.shutdown().await;
     result
+}
+
+/// The dashboard's control endpoint on loopback, so the user's CLI commands on this workspace
+/// act through it; without one (no free port) they are refused as before, and the dashboard
+/// still works.
+async fn local_endpoint(host: &Host, serving: Serving) -> Option<Endpoint> {
+    let bind = std::net::SocketAddr::from(([127, 0, 0, 1], 0));
+    let listener = match tokio::net::TcpListener::bind(bind).await {
+        Ok(l) => l,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot listen on loopback; CLI commands on this workspace are refused while the dashboard runs");
+            return None;
+        }
+    };
+    match spawn_api(host, listener, serving) {
+        Ok(e) => {
+            tracing::info!(address = %e.addr, "serving the dashboard's control endpoint on loopback");
+            Some(e)
+        }
+        Err(e) => {
+            tracing::warn!(error = %e.message, "cannot serve the dashboard's control endpoint");
+            None
+        }
+    }
 }
 
 /// The event log as lines, until Ctrl-C or SIGTERM.

@@ -191,28 +191,27 @@ impl From<crate::model::ApiError> for CliError {
 }
 
 /// The served runtime to use instead of hosting here: `--remote`, or the API address that a
-/// host of this workspace published (`opsdeck serve`).
+/// host of this workspace published (`opsdeck serve`, or a dashboard).
 pub fn served(
     cli: &Cli,
     ws: Option<&Workspace>,
 ) -> Result<Option<crate::client::Remote>, CliError> {
-    let url = match (&cli.remote, ws) {
-        (Some(url), _) => Some(url.clone()),
-        (None, Some(ws)) => {
-            crate::host::lock::HostLock::holder(&ws.state_dir()).and_then(|h| h.address)
-        }
-        (None, None) => None,
+    let (url, published) = match (&cli.remote, ws) {
+        (Some(url), _) => (Some(url.clone()), None),
+        (None, Some(ws)) => crate::host::lock::HostLock::holder(&ws.state_dir())
+            .map_or((None, None), |h| (h.address, h.token)),
+        (None, None) => (None, None),
     };
     let Some(u) = url else { return Ok(None) };
+
     if !reqwest::Url::parse(&u).is_ok_and(|p| matches!(p.scheme(), "http" | "https")) {
         return Err(CliError::bad_input(format!(
             "--remote `{u}` is not a URL; write it like http://127.0.0.1:7070"
         )));
     }
-    Ok(Some(crate::client::Remote::new(
-        &u,
-        dashboard::remote_token(cli)?,
-    )))
+    // A token given explicitly wins; else the one the host made for its own user.
+    let token = dashboard::remote_token(cli)?.or(published);
+    Ok(Some(crate::client::Remote::new(&u, token)))
 }
 
 /// Runs `f` against the runtime: the served one when there is one (so commands work while

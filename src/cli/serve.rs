@@ -8,7 +8,9 @@ use std::net::SocketAddr;
 use clap::Args;
 
 use super::{Cli, CliError, CliResult, EXIT_OK, open_workspace};
+use crate::config::{ServerConfig, Token};
 use crate::host::{Host, HostOptions, Workspace};
+use crate::model::{Role, Via};
 use crate::server::{self, AppState};
 
 #[derive(Debug, Args)]
@@ -59,6 +61,76 @@ pub async fn stop_signal() {
     }
 }
 
+/// A host's API being served: stop it with [`Endpoint::stop`].
+pub struct Endpoint {
+    pub addr: SocketAddr,
+    stop: tokio_util::sync::CancellationToken,
+    task: tokio::task::JoinHandle<()>,
+}
+
+/// How a host serves its API.
+pub struct Serving {
+    pub config: ServerConfig,
+    pub read_only: bool,
+    /// Make a fresh admin token for the user running the host, published only in the
+    /// owner-readable `host.json`: always for the dashboard (its endpoint exists for that
+    /// user's commands alone), and for `opsdeck serve` when it takes tokens anyway.
+    pub session_token: bool,
+}
+
+/// Serves the API of `host` on `listener` in the background and publishes the address (and
+/// the session token) so commands on this workspace act through the host.
+pub fn spawn_api(
+    host: &Host,
+    listener: tokio::net::TcpListener,
+    serving: Serving,
+) -> Result<Endpoint, CliError> {
+    let Serving {
+        mut config,
+        read_only,
+        session_token,
+    } = serving;
+    let addr = listener
+        .local_addr()
+        .map_err(|e| CliError::failed(e.to_string()))?;
+    let token = if session_token {
+        let token = server::auth::generate_token().map_err(|e| {
+            CliError::failed(format!("cannot read random bytes from /dev/urandom: {e}"))
+        })?;
+        config.tokens.push(Token {
+            name: crate::client::local_actor(Via::Api).name,
+            role: Role::Admin,
+            sha256: server::auth::sha256(&token),
+        });
+        Some(token)
+    } else {
+        None
+    };
+    let mut state = AppState::new(host.clone(), config);
+    state.read_only = read_only;
+    let stop = state.stop.clone();
+    let until = stop.clone();
+    let task = tokio::spawn(async move {
+        let served = axum::serve(listener, server::app(state))
+            // Event streams end at once; requests in flight finish.
+            .with_graceful_shutdown(async move { until.cancelled().await })
+            .await;
+        if let Err(e) = served {
+            tracing::error!(error = %e, "the API server stopped");
+        }
+    });
+    host.publish_address(&format!("http://{addr}"), token.as_deref());
+    Ok(Endpoint { addr, stop, task })
+}
+
+impl Endpoint {
+    /// Stops taking requests, ends event streams and waits for requests in flight.
+    pub async fn stop(self) {
+        self.stop.cancel();
+        let _ = self.task.await;
+    }
+}
+
 pub async fn run(cli: &Cli, args: &ServeArgs) -> CliResult {
     let (ws, _log) = open_workspace(cli, true, true)?;
     check_problems(&ws)?;
@@ -75,27 +147,22 @@ pub async fn run(cli: &Cli, args: &ServeArgs) -> CliResult {
     let listener = tokio::net::TcpListener::bind(config.bind)
         .await
         .map_err(|e| CliError::failed(format!("cannot listen on {}: {e}", config.bind)))?;
-    let addr = listener
-        .local_addr()
-        .map_err(|e| CliError::failed(e.to_string()))?;
     let host = Host::start(ws, HostOptions::long_lived("opsdeck serve"))
         .await
         .map_err(|e| CliError::from(e).context("cannot serve the workspace"))?;
-    host.publish_address(&format!("http://{addr}"));
-    let mut state = AppState::new(host.clone(), config);
-    state.read_only = args.read_only;
-    let stop = state.stop.clone();
-    tracing::info!(address = %addr, read_only = args.read_only, "serving the API");
-    let served = axum::serve(listener, server::app(state))
-        .with_graceful_shutdown(async move {
-            stop_signal().await;
-            // Event streams end now; requests in flight finish.
-            stop.cancel();
-        })
-        .await;
-    if let Err(e) = served {
-        tracing::error!(error = %e, "the API server stopped");
-    }
+    let session_token = !config.tokens.is_empty();
+    let endpoint = spawn_api(
+        &host,
+        listener,
+        Serving {
+            config,
+            read_only: args.read_only,
+            session_token,
+        },
+    )?;
+    tracing::info!(address = %endpoint.addr, read_only = args.read_only, "serving the API");
+    stop_signal().await;
+    endpoint.stop().await;
     tracing::info!("stopping: interrupting active runs, flushing the store");
     host.shutdown().await;
     Ok(EXIT_OK)

@@ -1,14 +1,12 @@
 //! `opsdeck token new NAME --role ROLE`: makes an API token, prints it once, and prints the
 //! `[[server.tokens]]` lines (with its SHA-256, never the token) to add to opsdeck.toml.
 
-use std::io::Read;
-
 use clap::Subcommand;
 
 use super::{CliError, CliResult, EXIT_OK};
 use crate::config::server::hex;
 use crate::model::Role;
-use crate::server::auth::sha256;
+use crate::server::auth::{generate_token, sha256};
 
 #[derive(Debug, Subcommand)]
 pub enum TokenCommand {
@@ -38,13 +36,9 @@ pub fn run(cmd: &TokenCommand) -> CliResult {
             "the token name `{name}` may hold only letters, digits and - _ . @"
         )));
     }
-    let mut bytes = [0u8; 32];
-    std::fs::File::open("/dev/urandom")
-        .and_then(|mut f| f.read_exact(&mut bytes))
-        .map_err(|e| {
-            CliError::failed(format!("cannot read random bytes from /dev/urandom: {e}"))
-        })?;
-    let token = format!("opsdeck_{}", hex(&bytes));
+    let token = generate_token().map_err(|e| {
+        CliError::failed(format!("cannot read random bytes from /dev/urandom: {e}"))
+    })?;
     say!("{token}")?;
     say!()?;
     say!("This token is shown once. Add these lines to the workspace's opsdeck.toml:")?;

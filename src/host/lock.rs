@@ -1,7 +1,8 @@
 //! At most one host per workspace: an exclusive advisory lock on `.opsdeck/host.lock`, plus
 //! `.opsdeck/host.json` naming the holder so a second host can say who is in the way. The
 //! kernel drops the lock when the holder dies, however it dies, which is how the next process
-//! knows a crashed host's runs were interrupted.
+//! knows a crashed host's runs were interrupted. `host.json` is readable by its owner only:
+//! it carries the token that lets the same user's commands act through the host.
 
 use std::fs::{File, OpenOptions, TryLockError};
 use std::path::{Path, PathBuf};
@@ -20,6 +21,10 @@ pub struct HostInfo {
     pub started_at: Timestamp,
     /// Where the host can be reached, once it serves HTTP.
     pub address: Option<String>,
+    /// The bearer token for `address`, when it needs one: made fresh by each host, so only
+    /// someone who can read this file (the user running the host) can act through it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token: Option<String>,
 }
 
 impl HostInfo {
@@ -61,6 +66,29 @@ fn info_path(state_dir: &Path) -> PathBuf {
     state_dir.join("host.json")
 }
 
+/// Writes `info` to `host.json` through a file only its owner can read, then renames it in
+/// place, so no reader ever sees half of it or a moment of wider permissions.
+fn publish(state_dir: &Path, info: &HostInfo) -> Result<PathBuf, LockError> {
+    use std::io::Write as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let path = info_path(state_dir);
+    let tmp = state_dir.join("host.json.tmp");
+    let text = serde_json::to_string_pretty(info).unwrap_or_default();
+    let _ = std::fs::remove_file(&tmp);
+    OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&tmp)
+        .and_then(|mut f| f.write_all(text.as_bytes()))
+        .and_then(|()| std::fs::rename(&tmp, &path))
+        .map_err(|e| LockError::Io {
+            path: path.display().to_string(),
+            message: e.to_string(),
+        })?;
+    Ok(path)
+}
+
 fn open(state_dir: &Path) -> Result<File, LockError> {
     let path = lock_path(state_dir);
     std::fs::create_dir_all(state_dir)
@@ -95,15 +123,7 @@ impl HostLock {
         let file = open(state_dir)?;
         for attempt in 0..20 {
             if try_lock(&file, state_dir)? {
-                let path = info_path(state_dir);
-                let tmp = state_dir.join("host.json.tmp");
-                let text = serde_json::to_string_pretty(info).unwrap_or_default();
-                std::fs::write(&tmp, text)
-                    .and_then(|()| std::fs::rename(&tmp, &path))
-                    .map_err(|e| LockError::Io {
-                        path: path.display().to_string(),
-                        message: e.to_string(),
-                    })?;
+                let path = publish(state_dir, info)?;
                 return Ok(HostLock {
                     info_path: Some(path),
                     _file: file,
@@ -138,11 +158,10 @@ impl HostLock {
     }
 
     /// Records where the host can be reached (for commands that talk to it).
-    pub fn set_address(&self, info: &HostInfo) {
-        if let Some(path) = &self.info_path
-            && let Ok(text) = serde_json::to_string_pretty(info)
-        {
-            let _ = std::fs::write(path, text);
+    pub fn set_address(&self, info: &HostInfo) -> Result<(), LockError> {
+        match self.info_path.as_deref().and_then(Path::parent) {
+            Some(dir) => publish(dir, info).map(|_| ()),
+            None => Ok(()),
         }
     }
 }
@@ -161,12 +180,14 @@ mod tests {
 
     #[test]
     fn a_second_host_is_refused_and_told_who_holds_it() {
+        use std::os::unix::fs::PermissionsExt as _;
         let dir = tempfile::tempdir().unwrap();
         let info = HostInfo {
             pid: 4242,
             command: "opsdeck serve".into(),
             started_at: Timestamp::from_millis(0),
             address: None,
+            token: None,
         };
         let held = HostLock::acquire(dir.path(), &info).unwrap();
         assert!(HostLock::try_quiet(dir.path()).unwrap().is_none());
@@ -177,6 +198,11 @@ mod tests {
             err,
             "the workspace is hosted by `opsdeck serve` (pid 4242, running since 1970-01-01T00:00:00.000Z)"
         );
+        let mode = std::fs::metadata(dir.path().join("host.json"))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600, "host.json carries a token: owner only");
         drop(held);
         assert!(!dir.path().join("host.json").exists());
         assert!(HostLock::try_quiet(dir.path()).unwrap().is_some());

@@ -188,6 +188,7 @@ impl Host {
             command: opts.command.clone(),
             started_at: opts.clock.timestamp(),
             address: None,
+            token: None,
         };
         let lock = HostLock::acquire(&state_dir, &info).map_err(hosted)?;
         let db = ws.db_path();
@@ -398,15 +399,19 @@ impl Host {
         self.inner.writer.send(vec![Op::Audit(rec)]).await;
     }
 
-    /// Records in `.opsdeck/host.json` the address the host serves its API on, so commands
-    /// given this workspace can find it.
-    pub fn publish_address(&self, address: &str) {
+    /// Records in `.opsdeck/host.json` the address the host serves its API on (and the token
+    /// it takes there, if any), so commands given this workspace act through the host instead
+    /// of being refused because it holds the workspace.
+    pub fn publish_address(&self, address: &str, token: Option<&str>) {
         let state_dir = self.inner.ws.state_dir();
         let lifetime = lock(&self.inner.lifetime);
         if let (Some((_, lock)), Some(mut info)) = (lifetime.as_ref(), HostLock::holder(&state_dir))
         {
             info.address = Some(address.to_string());
-            lock.set_address(&info);
+            info.token = token.map(str::to_string);
+            if let Err(e) = lock.set_address(&info) {
+                tracing::warn!(error = %e, "cannot publish the host's address; commands on this workspace will be refused while it runs");
+            }
         }
     }
 

@@ -45,7 +45,7 @@ actions! {
     PageDown => "page_down", "Move down a page";
     Top => "top", "Go to the top";
     Bottom => "bottom", "Go to the bottom";
-    Open => "open", "Open the selected run, stage or entry";
+    Open => "open", "Open the selected run, stage or entry; on an event, its whole record";
     Filter => "filter", "Filter: runs by words, status:failed, pipeline:NAME, #42; events by any text";
     Sort => "sort", "Sort by newest, oldest, longest or pipeline";
     NewRun => "new_run", "Start a run of a pipeline, picked from a list";
@@ -58,6 +58,9 @@ actions! {
     Diff => "diff", "Diff the output against a baseline run (the previous success), or close the diff";
     PickBaseline => "pick_baseline", "Choose the baseline run for the diff";
     DiffLayout => "toggle_diff_layout", "Switch the diff between unified and side by side";
+    Wrap => "toggle_wrap", "Wrap long lines, or cut them with an ellipsis and scroll sideways";
+    ScrollLeft => "scroll_left", "Scroll long lines left";
+    ScrollRight => "scroll_right", "Scroll long lines right (the end of a long stderr line)";
     Requeue => "requeue", "Requeue the dead-letter entry (asks first)";
     Discard => "discard", "Discard the dead-letter entry (asks first)";
     Follow => "follow", "Follow the newest events";
@@ -66,6 +69,7 @@ actions! {
     PauseResume => "pause_resume", "Pause or resume the rollout (asks first)";
     SetWeight => "set_weight", "Set the canary's weight and pause (asks first; up and down change it by 5)";
     Rollback => "rollback", "Roll the canary back: all traffic to legacy (asks first)";
+    Restart => "restart", "Start the rollout again from its first step with fresh analysis (asks first)";
     ChartSpan => "chart_span", "Charts over 5, 15 or 60 minutes";
     ChartQuantile => "chart_quantile", "Latency chart: p50, p95 or p99";
 }
@@ -108,6 +112,7 @@ impl Action {
                 | Action::PauseResume
                 | Action::SetWeight
                 | Action::Rollback
+                | Action::Restart
         )
     }
 }

@@ -409,6 +409,7 @@ impl App {
                 self.outbox.extend(req);
             }
             Outcome::Command(line) => self.run_command(&line),
+            Outcome::OpenRun(id) => self.open_run(id, self.focus),
             Outcome::Quit => self.quit = true,
         }
     }

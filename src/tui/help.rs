@@ -22,6 +22,43 @@ pub struct Hint {
     pub label: &'static str,
     /// False when what is selected does not allow it (drawn dimmed).
     pub available: bool,
+    /// Dropped first when the footer has no room for every hint.
+    pub spare: bool,
+    /// Help, back and quit: kept when others have to go.
+    pub essential: bool,
+}
+
+impl Hint {
+    /// Columns it takes in the footer.
+    pub fn width(&self) -> usize {
+        self.keys.chars().count() + self.label.chars().count() + 3
+    }
+}
+
+/// The hints that fit in `width` columns: spare ones leave first, then the others from the
+/// end, and help, back and quit last.
+pub fn fitting(mut hints: Vec<Hint>, width: usize) -> Vec<Hint> {
+    let total = |h: &[Hint]| h.iter().map(Hint::width).sum::<usize>();
+    while total(&hints) > width {
+        let drop = hints
+            .iter()
+            .rposition(|h| h.spare)
+            .or_else(|| hints.iter().rposition(|h| !h.essential));
+        match drop {
+            Some(i) => {
+                hints.remove(i);
+            }
+            None => break,
+        }
+    }
+    let mut used = 0;
+    hints
+        .into_iter()
+        .take_while(|h| {
+            used += h.width();
+            used <= width
+        })
+        .collect()
 }
 
 /// The footer's hints for `pane`, in declaration order. Control actions are left out when
@@ -33,6 +70,7 @@ pub fn hints(pane: &dyn Pane, km: &Keymap, read_only: bool) -> Vec<Hint> {
         .filter(|c| c.footer)
         .filter(|c| !(read_only && c.actions.iter().any(|a| a.is_control())))
         .filter_map(|c| {
+            let label = pane.hint(c)?;
             let keys: Vec<String> = c
                 .actions
                 .iter()
@@ -40,8 +78,13 @@ pub fn hints(pane: &dyn Pane, km: &Keymap, read_only: bool) -> Vec<Hint> {
                 .collect();
             (!keys.is_empty()).then(|| Hint {
                 keys: keys.join("/"),
-                label: c.hint,
+                label,
                 available: c.actions.iter().all(|a| pane.unavailable(*a).is_none()),
+                spare: c.spare,
+                essential: c
+                    .actions
+                    .iter()
+                    .any(|a| matches!(a, Action::Help | Action::Back | Action::Quit)),
             })
         })
         .collect()

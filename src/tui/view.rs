@@ -278,13 +278,8 @@ fn footer(f: &mut Frame, area: Rect, app: &App, ctx: &Ctx<'_>) {
         return;
     }
     let mut spans = Vec::new();
-    let mut width = 0usize;
-    for h in help::hints(app.focused(), &app.config.keymap, app.config.read_only) {
-        let w = h.keys.chars().count() + h.label.chars().count() + 3;
-        if width + w > usize::from(area.width) {
-            break;
-        }
-        width += w;
+    let hints = help::hints(app.focused(), &app.config.keymap, app.config.read_only);
+    for h in help::fitting(hints, usize::from(area.width)) {
         // What the selection does not allow is drawn dim: the key says why when pressed.
         let (key_style, label_style) = if h.available {
             (t.style("ui.key"), t.style("ui.footer"))

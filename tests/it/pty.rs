@@ -128,6 +128,23 @@ impl Term {
         }
     }
 
+    /// Waits for the process to exit, killing it after 30 s (a bound on failure, so a test
+    /// that forgot a key fails instead of hanging).
+    #[track_caller]
+    fn wait_exit(&mut self) -> portable_pty::ExitStatus {
+        let start = Instant::now();
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            if start.elapsed() > Duration::from_secs(30) {
+                let _ = self.child.kill();
+                panic!("never exited; the screen shows:\n{}", self.text());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
     fn keys(&mut self, keys: &str) {
         self.writer.write_all(keys.as_bytes()).unwrap();
         self.writer.flush().unwrap();
@@ -290,7 +307,7 @@ simulate = { rps = 40 }
         "no banner for the rollback just made here: {after}"
     );
     t.keys("q");
-    assert!(t.child.wait().unwrap().success());
+    assert!(t.wait_exit().success());
     let status = ws.run(&["canary", "status", "checkout-api", "--json"]);
     let s = status.json();
     assert_eq!(s["state"], "rolled_back");
@@ -304,6 +321,141 @@ simulate = { rps = 40 }
         .json();
     assert_eq!(audit[0]["via"], "dashboard", "{audit}");
     assert_eq!(audit[0]["actor"], "oncall", "{audit}");
+}
+
+/// A CLI command on a workspace the dashboard hosts goes through the dashboard's loopback
+/// endpoint; a confirmation opened before it moved the canary is refused, never applied
+/// relative to the new step; a rolled-back canary restarts from the pane.
+#[test]
+fn the_cli_acts_through_the_dashboard_and_a_stale_confirmation_is_refused() {
+    let ws = TestWorkspace::new();
+    ws.write(
+        "opsdeck.toml",
+        r#"[canary.checkout-api]
+source = "simulate"
+steps = [ {weight = 20, pause = "30m"}, {weight = 50, pause = "30m"}, {weight = 100} ]
+analysis = { interval = "2s" }
+simulate = { rps = 40 }
+"#,
+    );
+    let mut t = Term::start(&ws, 100, 30);
+    t.wait_for("1 Runs");
+    t.keys("3");
+    t.wait_for("PROGRESSING");
+    t.keys("p");
+    t.wait_for("Promote canary checkout-api to step 2?");
+
+    // Behind the open dialog, the CLI promotes it: through the dashboard, not refused.
+    let cli = ws.run(&[
+        "canary",
+        "promote",
+        "checkout-api",
+        "--reason",
+        "from the cli",
+    ]);
+    cli.expect_code(0);
+    let json = ws
+        .run(&["canary", "status", "checkout-api", "--json"])
+        .json();
+    assert_eq!(json["weight"], 50.0, "{json}");
+
+    t.keys("stale look");
+    t.keys("\r");
+    t.wait_for("moved since the dialog opened");
+    let json = ws
+        .run(&["canary", "status", "checkout-api", "--json"])
+        .json();
+    assert_eq!(
+        (json["step"].as_u64(), json["weight"].as_f64()),
+        (Some(1), Some(50.0)),
+        "the stale promote did nothing: {json}"
+    );
+
+    // Rolled back, the footer offers restart and `r` restarts it from the first step.
+    t.keys("x");
+    t.wait_for("Roll back canary checkout-api?");
+    t.keys("bad latency");
+    t.keys("\r");
+    t.wait_for("ROLLED_BACK");
+    // The footer, once the message of the rollback has gone.
+    let ended = t.wait_for("r restart");
+    assert!(
+        !ended.contains("promote "),
+        "no controls on an ended rollout: {ended}"
+    );
+    t.keys("r");
+    t.wait_for("Restart canary checkout-api from step 1?");
+    t.keys("fixed the pool size");
+    t.keys("\r");
+    t.wait_for("PROGRESSING");
+    t.keys("q");
+    assert!(t.wait_exit().success());
+
+    let audit = ws.run(&["audit", "--action", "canary", "--json"]).json();
+    let rows: Vec<(String, String, String)> = audit
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            (
+                r["action"].as_str().unwrap().to_string(),
+                r["via"].as_str().unwrap().to_string(),
+                r["outcome"].as_str().unwrap_or_default().to_string(),
+            )
+        })
+        .collect();
+    for want in [
+        ("canary.promote", "cli"),
+        ("canary.rollback", "dashboard"),
+        ("canary.restart", "dashboard"),
+    ] {
+        assert!(
+            rows.iter()
+                .any(|(a, v, _)| (a.as_str(), v.as_str()) == want),
+            "{want:?} missing from {rows:?}"
+        );
+    }
+}
+
+/// At 80x24 a 300-character stderr line is cut with an ellipsis; scrolling sideways and
+/// wrapping each reveal its end.
+#[test]
+fn a_long_stderr_line_is_read_to_its_end_at_80x24() {
+    let ws = TestWorkspace::new();
+    ws.pipeline(
+        "noisy",
+        r#"[pipeline]
+name = "noisy"
+[[stage]]
+id = "call"
+kind = "command"
+command = ["sh", "-c", "printf 'upstream said: %0280d TAIL-OF-STDERR\\n' 0 >&2; exit 3"]
+"#,
+    );
+    let mut t = Term::start(&ws, 80, 24);
+    t.wait_for("1 Runs");
+    t.keys("n");
+    t.wait_for("Start a run");
+    t.keys("\r");
+    t.wait_for("· noisy ·");
+    t.wait_for("failed");
+    t.keys("\r");
+    let cut = t.wait_for("upstream said:");
+    assert!(!cut.contains("TAIL-OF-STDERR"), "{cut}");
+    assert!(cut.contains("0…"), "the cut shows an ellipsis: {cut}");
+    for _ in 0..8 {
+        t.keys("l");
+    }
+    t.wait_for("TAIL-OF-STDERR");
+    t.keys("w");
+    t.wait_for("wrapped");
+    let wrapped = t.wait_for("TAIL-OF-STDERR");
+    assert!(wrapped.contains("upstream said:"), "{wrapped}");
+    // `q` goes back out of the stage and the run, then quits.
+    for _ in 0..3 {
+        t.keys("q");
+    }
+    assert!(t.wait_exit().success());
 }
 
 #[test]
@@ -349,7 +501,7 @@ simulate = { rps = 20 }
     t.keys("1");
     t.wait_for("etl");
     t.keys("q");
-    assert!(t.child.wait().unwrap().success());
+    assert!(t.wait_exit().success());
     crate::support::stop(server);
 }
 

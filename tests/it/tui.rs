@@ -1,5 +1,5 @@
 //! The dashboard rendered into ratatui's `TestBackend` from fixed data and a fixed clock:
-//! insta snapshots of every pane and dialog at 80x24 and 160x48, plus behaviour checks.
+//! insta snapshots of every pane and dialog at 80x24 and 200x50, plus behaviour checks.
 
 use chrono::{DateTime, TimeZone, Utc};
 use opsdeck::client::StreamItem;
@@ -11,6 +11,7 @@ use opsdeck::model::{
 use opsdeck::tui::action::Action;
 use opsdeck::tui::app::{App, Config};
 use opsdeck::tui::keymap::Keymap;
+use opsdeck::tui::popup::Popup;
 use opsdeck::tui::prepare::{prepare_diff, prepare_io};
 use opsdeck::tui::request::{Msg, Request};
 use opsdeck::tui::theme::{ColorDepth, Theme};
@@ -355,6 +356,56 @@ fn open_stage(app: &mut App) {
     app.apply(Msg::StageIo(Box::new(prepare_io(io))));
 }
 
+/// A stage whose only attempt failed with a bare exit status after one 300-character stderr
+/// line.
+fn open_failed_stage(app: &mut App) {
+    open_stage(app);
+    let mut failed = attempt(
+        1,
+        AttemptStatus::Failed,
+        30,
+        900,
+        json!(null),
+        Some(("exit_status", "the command exited with status 3")),
+    );
+    failed.output = None;
+    failed.stderr = Some(format!(
+        "connecting to payments-db.internal:5432 {} END-OF-LINE\n",
+        "x".repeat(250)
+    ));
+    let io = StageIo {
+        run_id: RunId(50),
+        pipeline: "payments".into(),
+        stage: "enrich-payments".into(),
+        status: StageStatus::Failed,
+        attempts: vec![failed],
+    };
+    app.panes.stage = opsdeck::tui::panes::stage::StagePane::default();
+    app.open_stage(opsdeck::tui::panes::stage::Target {
+        run: RunId(50),
+        pipeline: "payments".into(),
+        stage: "enrich-payments".into(),
+    });
+    app.apply(Msg::StageIo(Box::new(prepare_io(io))));
+}
+
+/// An audit event of a canary rollback, selected in the Events pane.
+fn audit_event(a: &mut App) {
+    a.apply(Msg::Stream(StreamItem::Event(Event {
+        seq: 901,
+        at: at(4),
+        kind: EventKind::Audit,
+        run_id: None,
+        stage: None,
+        data: json!({"actor": "oncall", "role": "admin", "via": "dashboard",
+            "action": "canary.rollback", "target": "canary/checkout-api", "outcome": "ok",
+            "reason": "checkout errors in eu after the 14:02 deploy; paging payments on-call",
+            "details": {"weight_before": 25.0, "weight_after": 0.0}}),
+    })));
+    a.on_action(Action::PaneEvents);
+    a.on_action(Action::Bottom);
+}
+
 fn open_diff(app: &mut App) {
     open_stage(app);
     app.on_action(Action::Diff);
@@ -468,6 +519,21 @@ fn scenes() -> Vec<Scene> {
             a.on_action(Action::NextSection);
             a.on_action(Action::NextSection);
         }),
+        ("stage_failed", open_failed_stage),
+        ("stage_sideways", |a| {
+            open_failed_stage(a);
+            for _ in 0..8 {
+                a.on_action(Action::ScrollRight);
+            }
+        }),
+        ("stage_wrapped", |a| {
+            open_failed_stage(a);
+            a.on_action(Action::Wrap);
+        }),
+        ("event_record", |a| {
+            audit_event(a);
+            a.on_action(Action::Open);
+        }),
         ("stage_diff_unified", open_diff),
         ("stage_diff_split", |a| {
             open_diff(a);
@@ -523,8 +589,8 @@ fn scenes() -> Vec<Scene> {
 }
 
 #[test]
-fn every_pane_and_dialog_at_80x24_and_160x48() {
-    for (w, h) in [(80, 24), (160, 48)] {
+fn every_pane_and_dialog_at_80x24_and_200x50() {
+    for (w, h) in [(80, 24), (200, 50)] {
         for (name, setup) in scenes() {
             let mut a = app(w, h);
             setup(&mut a);
@@ -936,7 +1002,14 @@ fn quitting_with_runs_in_flight_asks_first_and_q_goes_back_in_nested_views() {
 fn back_returns_to_the_pane_a_run_was_opened_from() {
     let mut a = app(80, 24);
     chars(&mut a, "7");
+    // Enter shows the event's whole record; Enter again opens its run.
     key(&mut a, KeyCode::Enter);
+    match a.popups.last() {
+        Some(Popup::Record(r)) => assert!(r.title.starts_with("Event #"), "{r:?}"),
+        other => panic!("expected the event's record, got {other:?}"),
+    }
+    key(&mut a, KeyCode::Enter);
+    assert!(a.popups.is_empty());
     assert!(a.panes.runs.detail.is_some() && a.focus == opsdeck::tui::panes::PaneId::Runs);
     key(&mut a, KeyCode::Esc);
     assert_eq!(a.focus, opsdeck::tui::panes::PaneId::Events);
@@ -1036,6 +1109,77 @@ fn the_header_fits_narrow_terminals_and_names_the_demo() {
         assert!(header.chars().count() <= usize::from(w));
         insta::assert_snapshot!(format!("header_{w}"), header);
     }
+}
+
+#[test]
+fn a_failed_stage_opens_on_stderr_and_its_long_line_can_be_read_to_the_end() {
+    let mut a = app(80, 24);
+    open_failed_stage(&mut a);
+    let screen = text(&a);
+    assert_eq!(
+        a.panes.stage.section,
+        Some(opsdeck::tui::prepare::Section::Stderr),
+        "a bare exit status says less than the stderr"
+    );
+    assert!(screen.contains("connecting to payments-db"), "{screen}");
+    assert!(!screen.contains("END-OF-LINE"), "{screen}");
+    assert!(screen.contains('…'), "the cut is visible: {screen}");
+    // Sideways to the end (and no further than the end).
+    for _ in 0..20 {
+        a.on_action(Action::ScrollRight);
+    }
+    let screen = text(&a);
+    assert!(screen.contains("END-OF-LINE"), "{screen}");
+    assert!(screen.contains("from column"), "{screen}");
+    let far = a.panes.stage.hscroll;
+    a.on_action(Action::ScrollRight);
+    assert_eq!(a.panes.stage.hscroll, far, "it stops where the line ends");
+    // Wrapped, the whole line is on screen at once.
+    a.on_action(Action::Wrap);
+    let screen = text(&a);
+    assert!(
+        screen.contains("connecting to payments-db") && screen.contains("END-OF-LINE"),
+        "{screen}"
+    );
+    a.on_action(Action::Wrap);
+    assert!(
+        !text(&a).contains("END-OF-LINE"),
+        "unwrapped starts at column 1"
+    );
+}
+
+#[test]
+fn enter_on_an_event_shows_its_whole_record() {
+    let mut a = app(80, 24);
+    audit_event(&mut a);
+    a.on_action(Action::Open);
+    let screen = text(&a);
+    for want in [
+        "Event #901",
+        "actor oncall (admin, via dashboard)",
+        "action canary.rollback on canary/checkout-api",
+        "reason: checkout errors in eu after the 14:02 deploy",
+        "\"weight_after\": 0.0",
+    ] {
+        assert!(screen.contains(want), "{want:?} missing:\n{screen}");
+    }
+    // An event without a run closes on Enter.
+    key(&mut a, KeyCode::Enter);
+    assert!(a.popups.is_empty());
+    assert_eq!(a.focus, opsdeck::tui::panes::PaneId::Events);
+}
+
+#[test]
+fn the_dlq_detail_keeps_a_long_error_on_screen_at_80_columns() {
+    let mut a = app(80, 24);
+    let mut entries = dlq();
+    entries[0].pipeline = "nightly-payments-reconciliation-eu-west".into();
+    entries[0].stage = "enrich-payments-with-fx-rates".into();
+    entries[0].error.message = format!("{} LAST-WORDS", "upstream refused ".repeat(6));
+    a.apply(Msg::Dlq(entries));
+    a.on_action(Action::PaneDlq);
+    let screen = text(&a);
+    assert!(screen.contains("LAST-WORDS"), "{screen}");
 }
 
 #[test]

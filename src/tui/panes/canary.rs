@@ -11,7 +11,7 @@ use ratatui::widgets::{
     Axis, Block, Chart, Dataset, GraphType, LineGauge, Paragraph, Row, Table, TableState,
 };
 
-use super::{Cmd, Cursor, Cx, Effect, HELP, Motion, Pane, QUIT, cmd, more};
+use super::{Cmd, Cursor, Cx, Effect, HELP, Motion, Pane, QUIT, cmd, spare};
 use crate::model::{
     CanaryAction, CanaryAt, CanaryState, CanaryStatus, Command, SeriesPoint, Verdict, VersionPoint,
 };
@@ -99,8 +99,10 @@ const COMMANDS: &[Cmd] = &[
     cmd(&[Action::PauseResume], "pause"),
     cmd(&[Action::SetWeight], "weight"),
     cmd(&[Action::Rollback], "rollback"),
+    cmd(&[Action::Restart], "restart"),
     cmd(&[Action::ChartSpan], "span"),
-    more(&[Action::PromoteFull, Action::ChartQuantile]),
+    spare(&[Action::PromoteFull], "promote all"),
+    spare(&[Action::ChartQuantile], "quantile"),
     HELP,
     QUIT,
 ];
@@ -114,6 +116,7 @@ fn action_for(a: Action, c: &CanaryStatus) -> Option<CanaryAction> {
         Action::PauseResume => CanaryAction::Pause,
         Action::SetWeight => CanaryAction::SetWeight(c.weight.round() as u32),
         Action::Rollback => CanaryAction::Rollback,
+        Action::Restart => CanaryAction::Restart,
         _ => return None,
     })
 }
@@ -173,6 +176,20 @@ fn confirm(action: CanaryAction, c: &CanaryStatus) -> Popup {
             command,
             now,
         ),
+        CanaryAction::Restart => {
+            let first = c.steps.first().map_or(0.0, |s| s.weight);
+            popup::confirm(
+                format!("Restart canary {name} from step 1?"),
+                vec![
+                    format!("Weight {w}% -> {first}%; analysis and triggers start fresh."),
+                    format!(
+                        "It advances through its {} steps again while every check passes.",
+                        c.steps.len()
+                    ),
+                ],
+                command,
+            )
+        }
         _ => popup::confirm(
             format!("Roll back canary {name}?"),
             vec![
@@ -255,6 +272,25 @@ impl Pane for CanaryPane {
                     .map_or(Effect::None, |act| Effect::Popup(Box::new(confirm(act, c)))),
                 None => Effect::None,
             },
+        }
+    }
+
+    fn hint(&self, cmd: &Cmd) -> Option<&'static str> {
+        let Some(c) = self.selected() else {
+            return Some(cmd.hint);
+        };
+        let ended = c.state.is_final();
+        match cmd.actions.first() {
+            Some(Action::Restart) => ended.then_some(cmd.hint),
+            Some(Action::PauseResume) if c.state == CanaryState::Paused => Some("resume"),
+            Some(
+                Action::Promote
+                | Action::PromoteFull
+                | Action::PauseResume
+                | Action::SetWeight
+                | Action::Rollback,
+            ) if ended => None,
+            _ => Some(cmd.hint),
         }
     }
 

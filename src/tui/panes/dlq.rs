@@ -11,7 +11,7 @@ use crate::tui::action::Action;
 use crate::tui::keymap::Context;
 use crate::tui::popup::{self, Popup};
 use crate::tui::view::Ctx;
-use crate::tui::widgets::elapsed;
+use crate::tui::widgets::{elapsed, fit, wrap_rows};
 
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct DlqPane {
@@ -123,9 +123,16 @@ impl Pane for DlqPane {
     }
 }
 
-/// Rows of entries the table shows (the three lines below it show the selected entry).
+/// Rows under the table for the selected entry: a rule, what it is, and its error.
+const DETAIL_ROWS: u16 = 2 + ERROR_ROWS;
+/// Rows the selected entry's error may take (cut with an ellipsis beyond them).
+const ERROR_ROWS: u16 = 3;
+
+/// Rows of entries the table shows.
 pub fn table_rows(size: Rect) -> usize {
-    super::table_rows(size).saturating_sub(3).max(1)
+    super::table_rows(size)
+        .saturating_sub(usize::from(DETAIL_ROWS))
+        .max(1)
 }
 
 pub fn render(f: &mut Frame, area: Rect, p: &DlqPane, ctx: &Ctx<'_>) {
@@ -158,7 +165,7 @@ pub fn render(f: &mut Frame, area: Rect, p: &DlqPane, ctx: &Ctx<'_>) {
     }
     // The selected entry's whole error sits under the table, so narrow terminals lose nothing.
     let [table_area, detail] =
-        Layout::vertical([Constraint::Min(1), Constraint::Length(3)]).areas(inner);
+        Layout::vertical([Constraint::Min(1), Constraint::Length(DETAIL_ROWS)]).areas(inner);
     let name_w = |f: fn(&DlqEntry) -> &str| {
         p.entries
             .iter()
@@ -208,23 +215,26 @@ pub fn render(f: &mut Frame, area: Rect, p: &DlqPane, ctx: &Ctx<'_>) {
         .with_selected(Some(p.cursor.selected));
     f.render_stateful_widget(table, table_area, &mut state);
     if let Some(e) = p.selected() {
-        let lines = vec![
-            Line::styled("─".repeat(usize::from(detail.width)), t.style("ui.border")),
+        let width = usize::from(detail.width);
+        let mut lines = vec![
+            Line::styled("─".repeat(width), t.style("ui.border")),
             Line::styled(
-                format!(
-                    "entry {} · run {} · {} / {} · {} attempt(s)",
-                    e.id, e.run_id, e.pipeline, e.stage, e.attempts
+                fit(
+                    &format!(
+                        "entry {} · run {} · {} / {} · {} attempt(s)",
+                        e.id, e.run_id, e.pipeline, e.stage, e.attempts
+                    ),
+                    width,
                 ),
                 t.style("ui.dim"),
             ),
-            Line::styled(
-                format!("{}: {}", e.error.code, e.error.message),
-                t.style("status.failed"),
-            ),
         ];
-        f.render_widget(
-            Paragraph::new(lines).wrap(ratatui::widgets::Wrap { trim: true }),
-            detail,
+        let error = format!("{}: {}", e.error.code, e.error.message);
+        lines.extend(
+            wrap_rows(&error, width, usize::from(ERROR_ROWS))
+                .into_iter()
+                .map(|l| Line::styled(l, t.style("status.failed"))),
         );
+        f.render_widget(Paragraph::new(lines), detail);
     }
 }

@@ -5,10 +5,11 @@ use ratatui::layout::Rect;
 use ratatui::text::{Line, Span};
 use ratatui::widgets::{Block, Paragraph};
 
-use super::{Cmd, Cursor, Cx, Effect, HELP, MOVE, Motion, Pane, PaneId, QUIT, areas, cmd, inner};
+use super::{Cmd, Cursor, Cx, Effect, HELP, MOVE, Motion, Pane, QUIT, areas, cmd, inner};
 use crate::model::{Event, EventKind};
 use crate::tui::action::Action;
 use crate::tui::keymap::Context;
+use crate::tui::popup::Popup;
 use crate::tui::request::Request;
 use crate::tui::view::Ctx;
 use crate::tui::widgets::fit;
@@ -57,6 +58,65 @@ fn audit_text(e: &Event) -> String {
         s("outcome"),
         reason.map(|r| format!(": {r}")).unwrap_or_default()
     )
+}
+
+/// The whole of an event: when, what it concerns, and every field of its data; for an audit
+/// record who acted, how, on what, with what outcome and why.
+pub fn record(e: &Event) -> Popup {
+    let mut lines = vec![format!(
+        "at {} UTC",
+        e.at.datetime().format("%Y-%m-%d %H:%M:%S%.3f")
+    )];
+    if let Some(run) = e.run_id {
+        let stage = e
+            .stage
+            .as_ref()
+            .map(|s| format!(", stage {s}"))
+            .unwrap_or_default();
+        lines.push(format!("run {run}{stage}"));
+    }
+    let d = &e.data;
+    let s = |k: &str| d[k].as_str().unwrap_or("-").to_string();
+    let data = if e.kind == EventKind::Audit {
+        lines.push(format!(
+            "actor {} ({}, via {})",
+            s("actor"),
+            s("role"),
+            s("via")
+        ));
+        lines.push(format!("action {} on {}", s("action"), s("target")));
+        lines.push(format!("outcome {}", s("outcome")));
+        lines.push(format!(
+            "reason: {}",
+            d["reason"]
+                .as_str()
+                .filter(|r| !r.is_empty())
+                .unwrap_or("(none given)")
+        ));
+        &d["details"]
+    } else {
+        d
+    };
+    if !data.is_null() {
+        lines.push(String::new());
+        lines.push(if e.kind == EventKind::Audit {
+            "details:".into()
+        } else {
+            "data:".into()
+        });
+        lines.extend(
+            serde_json::to_string_pretty(data)
+                .unwrap_or_default()
+                .lines()
+                .map(str::to_string),
+        );
+    }
+    Popup::Record(crate::tui::popup::Record {
+        title: format!("Event #{} · {}", e.seq, e.kind.as_str()),
+        lines,
+        run: e.run_id,
+        scroll: 0,
+    })
 }
 
 fn text_of(e: &Event) -> String {
@@ -156,7 +216,7 @@ const COMMANDS: &[Cmd] = &[
     MOVE,
     cmd(&[Action::Filter], "filter"),
     cmd(&[Action::Follow], "follow"),
-    cmd(&[Action::Open], "run"),
+    cmd(&[Action::Open], "record"),
     HELP,
     QUIT,
 ];
@@ -211,16 +271,11 @@ impl Pane for EventsPane {
                 }
                 Effect::None
             }
-            Action::Open => {
-                let run = self
-                    .matches
-                    .get(self.cursor.selected)
-                    .and_then(|&i| self.events[i].run_id);
-                run.map_or(Effect::None, |id| Effect::OpenRun {
-                    id,
-                    from: PaneId::Events,
-                })
-            }
+            Action::Open => self
+                .matches
+                .get(self.cursor.selected)
+                .and_then(|&i| self.events.get(i))
+                .map_or(Effect::None, |e| Effect::Popup(Box::new(record(e)))),
             Action::Back if !self.filter.is_empty() => {
                 self.filter.clear();
                 self.refilter(view);

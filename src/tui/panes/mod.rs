@@ -65,6 +65,8 @@ pub struct Cmd {
     pub hint: &'static str,
     /// Shown in the footer (else only in the help and the palette).
     pub footer: bool,
+    /// Shown in the footer only when there is room for it beside the others.
+    pub spare: bool,
 }
 
 /// A command with a footer hint; the footer shows them in declaration order.
@@ -73,6 +75,17 @@ pub const fn cmd(actions: &'static [Action], hint: &'static str) -> Cmd {
         actions,
         hint,
         footer: true,
+        spare: false,
+    }
+}
+
+/// A command the footer shows only when the terminal is wide enough for it as well.
+pub const fn spare(actions: &'static [Action], hint: &'static str) -> Cmd {
+    Cmd {
+        actions,
+        hint,
+        footer: true,
+        spare: true,
     }
 }
 
@@ -82,6 +95,7 @@ pub const fn more(actions: &'static [Action]) -> Cmd {
         actions,
         hint: "",
         footer: false,
+        spare: false,
     }
 }
 
@@ -110,6 +124,11 @@ pub trait Pane {
     /// greys its hint and the key says why instead of asking.
     fn unavailable(&self, _a: Action) -> Option<String> {
         None
+    }
+    /// The footer's label for `c` now, or `None` to leave it out: a pane shows only what
+    /// applies to what is selected ("resume" on a paused canary, no controls on an ended one).
+    fn hint(&self, c: &Cmd) -> Option<&'static str> {
+        Some(c.hint)
     }
     /// Applies filter text typed in the footer, or says what is wrong with it.
     fn set_filter(&mut self, _text: String, _cx: &Cx<'_>) -> Result<Effect, String> {

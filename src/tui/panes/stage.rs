@@ -8,7 +8,7 @@ use ratatui::style::Style;
 use ratatui::text::{Line, Span};
 use ratatui::widgets::{Block, Paragraph};
 
-use super::{BACK, Cmd, Cx, Effect, HELP, Motion, Pane, PaneId, cmd, inner, more, scroll};
+use super::{BACK, Cmd, Cx, Effect, HELP, Motion, Pane, PaneId, cmd, inner, more, scroll, spare};
 use crate::model::RunId;
 use crate::model::diff::{ChangeKind, LineTag};
 use crate::tui::action::Action;
@@ -16,7 +16,9 @@ use crate::tui::keymap::Context;
 use crate::tui::prepare::{DiffView, PreparedAttempt, PreparedIo, Section};
 use crate::tui::request::Request;
 use crate::tui::view::Ctx;
-use crate::tui::widgets::{attempt_status, clock_time, elapsed, fit, stage_status, status_span};
+use crate::tui::widgets::{
+    attempt_status, clock_time, elapsed, fit, stage_status, status_span, wrap_rows,
+};
 
 /// Which stage the pane shows.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -45,6 +47,17 @@ pub struct StagePane {
     pub section: Option<Section>,
     pub scroll: usize,
     pub diff: Option<DiffState>,
+    /// Long lines wrap instead of being cut (with an ellipsis) at the pane's edge.
+    pub wrap: bool,
+    /// Columns scrolled right when lines are cut.
+    pub hscroll: usize,
+}
+
+/// Whether an attempt failed with nothing more to say than its exit status: its stderr then
+/// says what went wrong.
+fn bare_exit(a: &PreparedAttempt) -> bool {
+    a.error.as_ref().is_some_and(|e| e.code == "exit_status")
+        && !a.lines(Section::Stderr).is_empty()
 }
 
 impl StagePane {
@@ -75,35 +88,64 @@ impl StagePane {
         if self.section.is_none()
             && let Some(a) = io.attempts.get(self.attempt)
         {
-            // Start where the news is: the output, or the error when there is none.
-            self.section = Some(if !a.lines(Section::Output).is_empty() {
-                Section::Output
+            // Start where the news is: for a failure, its stderr when the error is a bare exit
+            // status, else the error; otherwise the output.
+            self.section = Some(if bare_exit(a) {
+                Section::Stderr
             } else if a.error.is_some() {
                 Section::Error
+            } else if !a.lines(Section::Output).is_empty() {
+                Section::Output
             } else {
                 Section::Input
             });
         }
         if !same {
             self.scroll = 0;
+            self.hscroll = 0;
         }
         self.io = Some(io);
+    }
+
+    fn shown_lines(&self) -> &[String] {
+        self.io
+            .as_ref()
+            .and_then(|io| io.attempts.get(self.attempt))
+            .map_or(&[], |a| a.lines(self.section()))
+    }
+
+    /// Scrolls cut lines sideways by half the width, up to where the longest line ends.
+    pub fn scroll_sideways(&mut self, right: bool, width: usize) {
+        let step = (width / 2).max(1);
+        if right {
+            let longest = self
+                .shown_lines()
+                .iter()
+                .map(|l| l.chars().count())
+                .max()
+                .unwrap_or(0);
+            let max = longest.saturating_sub(width.saturating_sub(1));
+            self.hscroll = self.hscroll.saturating_add(step).min(max);
+        } else {
+            self.hscroll = self.hscroll.saturating_sub(step);
+        }
     }
 
     fn lines_len(&self) -> usize {
         if let Some(d) = &self.diff {
             return d.view.as_ref().map_or(0, |v| diff_rows(v, d.split));
         }
-        self.io
-            .as_ref()
-            .and_then(|io| io.attempts.get(self.attempt))
-            .map_or(0, |a| a.lines(self.section()).len())
+        self.shown_lines().len()
     }
 
     pub fn apply_motion(&mut self, m: Motion, view: usize) {
         let len = self.lines_len();
         if let Some(d) = &mut self.diff {
             d.scroll = scroll(d.scroll, m, len, view);
+        } else if self.wrap {
+            // Wrapped lines take more rows than one: the last line may have to be the top one.
+            let len = len.saturating_add(view.saturating_sub(1));
+            self.scroll = scroll(self.scroll, m, len, view);
         } else {
             self.scroll = scroll(self.scroll, m, len, view);
         }
@@ -120,11 +162,13 @@ impl StagePane {
             self.attempt.saturating_sub(1)
         };
         self.scroll = 0;
+        self.hscroll = 0;
     }
 
     pub fn step_section(&mut self, forward: bool) {
         self.section = Some(self.section().step(forward));
         self.scroll = 0;
+        self.hscroll = 0;
     }
 }
 
@@ -135,6 +179,8 @@ const COMMANDS: &[Cmd] = &[
     cmd(&[Action::PickBaseline], "baseline"),
     cmd(&[Action::DiffLayout], "layout"),
     cmd(&[Action::Down, Action::Up], "scroll"),
+    cmd(&[Action::Wrap], "wrap"),
+    spare(&[Action::ScrollLeft, Action::ScrollRight], "sideways"),
     BACK,
     HELP,
     more(&[Action::PrevSection]),
@@ -212,6 +258,14 @@ impl Pane for StagePane {
                     });
                 }
             }
+            Action::Wrap => {
+                self.wrap = !self.wrap;
+                self.hscroll = 0;
+            }
+            Action::ScrollLeft | Action::ScrollRight if !self.wrap && self.diff.is_none() => {
+                let width = usize::from(layout(super::areas(cx.size).body).1.width);
+                self.scroll_sideways(a == Action::ScrollRight, width);
+            }
             Action::DiffLayout => {
                 if let Some(d) = &mut self.diff {
                     d.split = !d.split;
@@ -229,6 +283,23 @@ impl Pane for StagePane {
 
     fn nested(&self, cx: &Cx<'_>) -> bool {
         self.diff.is_some() || (self.target.is_some() && cx.run_open)
+    }
+
+    fn hint(&self, c: &Cmd) -> Option<&'static str> {
+        let diff = self.diff.is_some();
+        match c.actions.first() {
+            Some(Action::DiffLayout) => diff.then_some(c.hint),
+            Some(Action::Diff) if diff => Some("close diff"),
+            Some(Action::NextSection | Action::Wrap | Action::ScrollLeft) if diff => None,
+            Some(Action::Wrap) if self.wrap => Some("unwrap"),
+            Some(Action::ScrollLeft) if self.wrap => None,
+            Some(Action::PrevAttempt)
+                if self.io.as_ref().is_none_or(|io| io.attempts.len() < 2) =>
+            {
+                None
+            }
+            _ => Some(c.hint),
+        }
     }
 
     fn render(&self, f: &mut Frame, area: Rect, ctx: &Ctx<'_>) {
@@ -304,9 +375,20 @@ pub fn render(f: &mut Frame, body: Rect, p: &StagePane, ctx: &Ctx<'_>) {
         title.push(status_span(t, stage_status(io.status), io.status.as_str()));
         title.push(Span::raw(" "));
     }
+    // How long lines are shown, on the bottom border where it takes no row.
+    let lines_mode = if p.diff.is_some() {
+        String::new()
+    } else if p.wrap {
+        " wrapped ".to_string()
+    } else if p.hscroll > 0 {
+        format!(" from column {} ", p.hscroll + 1)
+    } else {
+        String::new()
+    };
     f.render_widget(
         Block::bordered()
             .title(Line::from(title))
+            .title_bottom(Line::styled(lines_mode, t.style("ui.key")).right_aligned())
             .border_style(t.style("ui.border.focused")),
         body,
     );
@@ -401,14 +483,32 @@ fn render_section(f: &mut Frame, content: Rect, p: &StagePane, a: &PreparedAttem
         t.style("ui.text")
     };
     let room = usize::from(content.height).saturating_sub(shown.len());
-    shown.extend(
-        lines
-            .iter()
-            .skip(p.scroll)
-            .take(room)
-            .map(|l| Line::styled(fit(l, width), style)),
-    );
+    let visible = lines.iter().skip(p.scroll);
+    if p.wrap {
+        // Each line in pieces of the pane's width, until the pane is full.
+        let pieces = visible.flat_map(|l| wrap_rows(l, width, usize::MAX));
+        shown.extend(pieces.take(room).map(|l| Line::styled(l, style)));
+    } else {
+        shown.extend(
+            visible
+                .take(room)
+                .map(|l| Line::styled(cut(l, p.hscroll, width), style)),
+        );
+    }
     f.render_widget(Paragraph::new(shown), content);
+}
+
+/// The part of `line` from column `from` that fits in `width`, with an ellipsis on each side
+/// where something is cut off.
+fn cut(line: &str, from: usize, width: usize) -> String {
+    if from == 0 {
+        return fit(line, width);
+    }
+    let rest: String = line.chars().skip(from.saturating_add(1)).collect();
+    if line.chars().count() <= from {
+        return String::new();
+    }
+    format!("…{}", fit(&rest, width.saturating_sub(1)))
 }
 
 fn tag_style(ctx: &Ctx<'_>, tag: LineTag) -> Style {

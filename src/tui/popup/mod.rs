@@ -125,6 +125,17 @@ pub enum Popup {
     ConfirmQuit {
         running: u64,
     },
+    /// A whole record (an event with its reason, actor and data), scrolled; confirm opens
+    /// its run when it has one.
+    Record(Record),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Record {
+    pub title: String,
+    pub lines: Vec<String>,
+    pub run: Option<RunId>,
+    pub scroll: usize,
 }
 
 impl PartialEq for Popup {
@@ -139,6 +150,7 @@ impl PartialEq for Popup {
                 a == b
             }
             (Popup::Palette(_), Popup::Palette(_)) => true,
+            (Popup::Record(a), Popup::Record(b)) => a == b,
             _ => false,
         }
     }
@@ -155,6 +167,7 @@ pub enum Outcome {
     },
     Pipeline(String),
     Baseline(RunId),
+    OpenRun(RunId),
     Command(String),
     /// The palette's text changed: recompute its candidates.
     PaletteEdited,
@@ -256,6 +269,11 @@ impl Popup {
     pub fn on_action(&mut self, a: Action) -> Outcome {
         match self {
             Popup::Help { scroll } => help_action(scroll, a),
+            Popup::Record(r) => match (a, r.run) {
+                (Action::Confirm | Action::Open, Some(id)) => Outcome::OpenRun(id),
+                (Action::Confirm | Action::Open, None) => Outcome::Close,
+                _ => help_action(&mut r.scroll, a),
+            },
             Popup::Confirm(c) => confirm_action(c, a),
             Popup::Palette(p) => palette_action(p, a),
             Popup::ConfirmQuit { .. } => match a {

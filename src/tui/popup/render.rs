@@ -44,6 +44,7 @@ pub fn render(
         Popup::Palette(p) => render_palette(f, screen, p, ctx),
         Popup::Confirm(c) => render_confirm(f, screen, c, ctx),
         Popup::ConfirmQuit { running } => render_quit(f, screen, *running, ctx),
+        Popup::Record(r) => render_record(f, screen, r, ctx),
         Popup::PickPipeline(p) => {
             let title = format!(
                 "Start a run ({} starts, {} cancels)",
@@ -149,6 +150,47 @@ fn render_help(
         );
     }
     f.render_widget(Paragraph::new(lines), inner);
+}
+
+/// A record's lines, wrapped to the box, scrolled; the last row says how to leave.
+fn render_record(f: &mut Frame, screen: Rect, r: &super::Record, ctx: &Ctx<'_>) {
+    let t = ctx.theme;
+    let width = screen.width.saturating_sub(4).min(90);
+    let text_w = usize::from(width.saturating_sub(2));
+    let rows: Vec<String> = r
+        .lines
+        .iter()
+        .flat_map(|l| crate::tui::widgets::wrap_rows(l, text_w, usize::MAX))
+        .collect();
+    let room = screen.height.saturating_sub(2);
+    let h = (rows.len() as u16 + 3).min(room);
+    let area = centered(screen, width, h);
+    let inner = frame(f, area, &r.title, ctx);
+    let [body, keys] = Layout::vertical([Constraint::Min(0), Constraint::Length(1)]).areas(inner);
+    let visible = usize::from(body.height);
+    let scroll = r.scroll.min(rows.len().saturating_sub(visible));
+    let mut lines: Vec<Line> = rows
+        .iter()
+        .skip(scroll)
+        .take(visible)
+        .map(|l| Line::styled(l.clone(), t.style("ui.text")))
+        .collect();
+    let more = scroll + visible < rows.len();
+    if more && let Some(last) = lines.last_mut() {
+        *last = Line::styled(
+            format!(
+                "↓ {} more ({})",
+                rows.len() - scroll - visible + 1,
+                ctx.keys.down
+            ),
+            t.style("ui.dim"),
+        );
+    }
+    f.render_widget(Paragraph::new(lines), body);
+    let open = r
+        .run
+        .map_or_else(|| "closes".to_string(), |id| format!("opens run {id}"));
+    f.render_widget(key_line(ctx, &open, "closes"), keys);
 }
 
 fn render_palette(f: &mut Frame, screen: Rect, p: &super::Palette, ctx: &Ctx<'_>) {

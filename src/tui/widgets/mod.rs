@@ -79,6 +79,38 @@ pub fn elapsed(start: Option<Timestamp>, done_ms: Option<i64>, now: DateTime<Utc
 }
 
 /// Cuts text to `width` characters, marking the cut with `…`.
+/// `text` in rows of at most `width` characters, broken after a space where there is one
+/// (else mid-word), at most `max_rows` of them; the last row ends in an ellipsis when some of
+/// the text did not fit. An empty text is one empty row.
+pub fn wrap_rows(text: &str, width: usize, max_rows: usize) -> Vec<String> {
+    let mut chars: &[char] = &text.chars().collect::<Vec<char>>();
+    if chars.is_empty() || width == 0 || max_rows == 0 {
+        return vec![String::new()];
+    }
+    let mut rows = Vec::new();
+    while !chars.is_empty() {
+        if rows.len() == max_rows {
+            if let Some(last) = rows.last_mut() {
+                *last = fit(&format!("{last}…"), width);
+            }
+            break;
+        }
+        let take = if chars.len() <= width {
+            chars.len()
+        } else {
+            // The last space that still fits ends the row (kept on it, so nothing is lost).
+            chars[..width]
+                .iter()
+                .rposition(|c| *c == ' ')
+                .filter(|&i| i > 0)
+                .map_or(width, |i| i + 1)
+        };
+        rows.push(chars[..take].iter().collect::<String>());
+        chars = &chars[take..];
+    }
+    rows
+}
+
 pub fn fit(text: &str, width: usize) -> String {
     if text.chars().count() <= width {
         return text.to_string();
