@@ -91,7 +91,7 @@ pub fn error_check(legacy: &Totals, canary: &Totals, cfg: &CanaryConfig) -> Chec
             pts(delta)
         ),
         Verdict::Inconclusive => format!(
-            "{head}; needs {} requests each ({}/{})",
+            "{head}; needs {} requests each, has canary {} / legacy {}",
             cfg.analysis.min_requests, canary.requests, legacy.requests
         ),
         Verdict::Pass => format!(
@@ -158,7 +158,7 @@ pub fn latency_check(legacy: &Totals, canary: &Totals, cfg: &CanaryConfig) -> Ch
     let summary = match verdict {
         Verdict::Fail => format!("{head}: at least {} over the {} limit", ms(c_lo), ms(limit)),
         Verdict::Inconclusive => format!(
-            "{head}; needs {} requests each ({}/{})",
+            "{head}; needs {} requests each, has canary {} / legacy {}",
             cfg.analysis.min_requests, canary.requests, legacy.requests
         ),
         Verdict::Pass => format!(

@@ -32,6 +32,7 @@ actions! {
     Back => "back", "Go back: leave a run, close a diff, clear a filter, close a dialog";
     Help => "help", "Show the keys of the focused pane";
     Palette => "command_palette", "Open the command palette";
+    Messages => "messages", "Show the footer's recent messages in full, newest first";
     PaneRuns => "pane_runs", "Show runs";
     PaneStage => "pane_stage", "Show the stage input and output";
     PaneCanary => "pane_canary", "Show canary rollouts";
@@ -46,7 +47,7 @@ actions! {
     Top => "top", "Go to the top";
     Bottom => "bottom", "Go to the bottom";
     Open => "open", "Open the selected run, stage or entry; on an event, its whole record";
-    Filter => "filter", "Filter: runs by words, status:failed, pipeline:NAME, #42; events by any text";
+    Filter => "filter", "Filter the list: words, field:value (status:, pipeline:, stage:, kind:) and #ID";
     Sort => "sort", "Sort by newest, oldest, longest or pipeline";
     NewRun => "new_run", "Start a run of a pipeline, picked from a list";
     RetryRun => "retry_run", "Retry the run from its failed stages (asks first)";
@@ -83,6 +84,7 @@ impl Action {
         Action::PaneDlq,
         Action::PaneEvents,
         Action::Palette,
+        Action::Messages,
         Action::Help,
         Action::Back,
         Action::Quit,

@@ -51,13 +51,21 @@ pub struct Flash {
     pub until: DateTime<Utc>,
 }
 
+/// Messages the footer showed that `m` lists again, newest last; older ones are dropped.
+pub const MESSAGES_KEPT: usize = 100;
+
 /// Text being typed into the footer: a filter for the runs list or the event log.
 #[derive(Debug, Clone)]
 pub struct LineInput {
     pub target: PaneId,
     pub text: ratatui_textarea::TextArea<'static>,
-    /// What is wrong with the text so far; shown beside it, and nothing is applied meanwhile.
+    /// What is wrong with the text so far; shown beside it, and meanwhile the pane shows what
+    /// it showed before the editing began, so a bad filter never looks applied.
     pub error: Option<String>,
+    /// The filter when the editing began.
+    pub before: String,
+    /// What the field shows while empty: what this pane's filter takes.
+    pub placeholder: &'static str,
 }
 
 /// The panes, each owning its state.
@@ -111,6 +119,8 @@ pub struct App {
     /// The event stream has been up at least once: a drop now means the data on screen is stale.
     pub ever_connected: bool,
     pub flash: Option<Flash>,
+    /// Every message the footer showed lately (with when), for `m`: a cut one can be read whole.
+    pub messages: std::collections::VecDeque<(DateTime<Utc>, Flash)>,
     pub quit: bool,
     pending: Vec<Key>,
     pub(super) outbox: Vec<Request>,
@@ -145,6 +155,7 @@ impl App {
             ever_connected: false,
             viewer: false,
             flash: None,
+            messages: std::collections::VecDeque::new(),
             quit: false,
             pending: Vec::new(),
             outbox: Vec::new(),
@@ -172,11 +183,41 @@ impl App {
     }
 
     pub(super) fn flash(&mut self, text: impl Into<String>, error: bool) {
-        self.flash = Some(Flash {
+        let flash = Flash {
             text: text.into(),
             error,
             until: self.now + chrono::Duration::seconds(5),
-        });
+        };
+        if self.messages.len() >= MESSAGES_KEPT {
+            self.messages.pop_front();
+        }
+        self.messages.push_back((self.now, flash.clone()));
+        self.flash = Some(flash);
+    }
+
+    /// The recent messages, newest first, as a record to read in full.
+    fn messages_popup(&self) -> Popup {
+        let lines = if self.messages.is_empty() {
+            vec!["No messages yet: refusals, errors and confirmations show here.".to_string()]
+        } else {
+            self.messages
+                .iter()
+                .rev()
+                .flat_map(|(at, m)| {
+                    let mark = if m.error { "✗" } else { "✓" };
+                    [
+                        format!("{} {mark} {}", at.format("%H:%M:%S"), m.text),
+                        String::new(),
+                    ]
+                })
+                .collect()
+        };
+        Popup::Record(popup::Record {
+            title: format!("Messages · {} · newest first", self.messages.len()),
+            lines,
+            run: None,
+            scroll: 0,
+        })
     }
 
     pub(super) fn read_only_why(&self) -> &'static str {
@@ -260,7 +301,11 @@ impl App {
         let Some(input) = &mut self.input else { return };
         input.text.input(key);
         let (target, text) = (input.target, input.text.lines().join(" "));
+        let before = input.before.clone();
         let error = self.set_filter(target, text).err();
+        if error.is_some() {
+            let _ = self.set_filter(target, before);
+        }
         if let Some(input) = &mut self.input {
             input.error = error;
         }
@@ -269,8 +314,12 @@ impl App {
     fn input_action(&mut self, a: Action) {
         let Some(input) = &self.input else { return };
         match a {
-            // An invalid filter keeps the input open with its explanation.
-            Action::Confirm if input.error.is_none() => self.input = None,
+            // An invalid filter keeps the input open with its explanation, which is kept
+            // with the messages so it can be read whole.
+            Action::Confirm => match input.error.clone() {
+                None => self.input = None,
+                Some(e) => self.flash(e, true),
+            },
             Action::Back => {
                 let target = input.target;
                 self.input = None;
@@ -331,6 +380,11 @@ impl App {
             Action::Quit if self.focused().nested(&self.cx()) => self.route(Action::Back),
             Action::Quit => self.quit_flow(),
             Action::Help => self.popups.push(Popup::Help { scroll: 0 }),
+            Action::Messages => {
+                self.flash = None;
+                let p = self.messages_popup();
+                self.popups.push(p);
+            }
             Action::Palette => {
                 self.popups.push(popup::palette());
                 self.update_palette();
@@ -372,12 +426,15 @@ impl App {
             Effect::OpenRun { id, from } => self.open_run(id, from),
             Effect::OpenStage(target) => self.open_stage(target),
             Effect::EditFilter(current) => {
-                let mut text = popup::text_input("pipeline text, status:failed, #42");
-                text.insert_str(current);
+                let placeholder = self.focused().filter_placeholder();
+                let mut text = popup::text_input(placeholder);
+                text.insert_str(&current);
                 self.input = Some(LineInput {
                     target: self.focus,
                     text,
                     error: None,
+                    before: current,
+                    placeholder,
                 });
             }
             Effect::Refuse(why) => self.flash(why, true),

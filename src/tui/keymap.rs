@@ -280,6 +280,9 @@ pub struct DialogKeys {
     pub field_down: String,
     /// Completes in the palette, moves between fields in a form.
     pub complete: String,
+    /// Shows the footer's messages whole; quits (on the too-small screen).
+    pub messages: String,
+    pub quit: String,
 }
 
 impl DialogKeys {
@@ -311,6 +314,8 @@ impl DialogKeys {
             field_up: named(Action::Up),
             field_down: named(Action::Down),
             complete: named(Action::Complete),
+            messages: any(Action::Messages),
+            quit: any(Action::Quit),
         }
     }
 }

@@ -7,6 +7,7 @@
 pub mod action;
 pub mod app;
 mod feed;
+pub mod filter;
 pub mod help;
 pub mod keymap;
 mod layered;

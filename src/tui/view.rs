@@ -180,19 +180,47 @@ pub fn tab_at(app: &App, col: u16) -> Option<PaneId> {
     None
 }
 
+/// A message for a footer `width` wide. One that does not fit puts its list of valid choices
+/// first when it ends in one (the half worth reading), and says which key shows it whole.
+pub fn message_line(text: &str, width: usize, key: Option<&str>) -> String {
+    let whole = format!(" {text}");
+    if whole.chars().count() <= width {
+        return whole;
+    }
+    let hint = key.map(|k| format!(" ({k}: all)")).unwrap_or_default();
+    let room = width.saturating_sub(hint.chars().count());
+    let reordered = match text.rsplit_once("; ") {
+        Some((head, tail)) if tail.starts_with("valid ") => format!(" {tail} ← {head}"),
+        _ => whole,
+    };
+    format!("{}{hint}", fit(&reordered, room))
+}
+
+/// What is drawn (wrapped) when the terminal is too small: the size needed first, then the way out.
+pub fn too_small_line(size: Rect, quit_pending: Option<u64>, quit_key: &str) -> String {
+    let need = format!(
+        "opsdeck needs {MIN_WIDTH}x{MIN_HEIGHT} (this is {}x{})",
+        size.width, size.height
+    );
+    let way_out = match quit_pending {
+        Some(n) => format!("{quit_key} again quits, interrupting {n} run(s)"),
+        None => format!("{quit_key} quits"),
+    };
+    format!("{need}; {way_out}")
+}
+
 pub fn render(f: &mut Frame, app: &App) {
     let size = f.area();
     let ctx = ctx(app);
     if too_small(size) {
-        let msg = format!(
-            "terminal too small ({}x{}): opsdeck needs {MIN_WIDTH}x{MIN_HEIGHT}",
-            size.width, size.height
-        );
+        let pending = app.popups.last().and_then(|p| match p {
+            crate::tui::popup::Popup::ConfirmQuit { running } => Some(*running),
+            _ => None,
+        });
+        let msg = too_small_line(size, pending, &ctx.keys.quit);
         f.render_widget(
-            Paragraph::new(Span::styled(
-                fit(&msg, usize::from(size.width)),
-                ctx.theme.style("ui.error"),
-            )),
+            Paragraph::new(Span::styled(msg, ctx.theme.style("ui.error")))
+                .wrap(ratatui::widgets::Wrap { trim: true }),
             size,
         );
         return;
@@ -242,10 +270,17 @@ fn footer(f: &mut Frame, area: Rect, app: &App, ctx: &Ctx<'_>) {
     let t = ctx.theme;
     if let Some(input) = &app.input {
         // The text being typed, and beside it what is wrong with it, if anything.
-        let typed = input.text.lines().join(" ").chars().count() as u16 + 2;
+        let typed = input.text.lines().join(" ").chars().count();
+        // Wide enough for the placeholder while empty, so it is not cut.
+        let shown = if typed == 0 {
+            input.placeholder.chars().count()
+        } else {
+            typed
+        };
+        let field_w = u16::try_from(shown + 2).unwrap_or(u16::MAX).max(12);
         let [label, field, error] = Layout::horizontal([
             Constraint::Length(9),
-            Constraint::Length(typed.max(12)),
+            Constraint::Length(field_w),
             Constraint::Min(0),
         ])
         .areas(area);
@@ -254,7 +289,7 @@ fn footer(f: &mut Frame, area: Rect, app: &App, ctx: &Ctx<'_>) {
         if let Some(e) = &input.error {
             f.render_widget(
                 Paragraph::new(Span::styled(
-                    fit(e, usize::from(error.width)),
+                    message_line(e, usize::from(error.width), None),
                     t.style("ui.error"),
                 )),
                 error,
@@ -268,13 +303,12 @@ fn footer(f: &mut Frame, area: Rect, app: &App, ctx: &Ctx<'_>) {
         } else {
             t.style("status.ok")
         };
-        f.render_widget(
-            Paragraph::new(Span::styled(
-                fit(&format!(" {}", flash.text), usize::from(area.width)),
-                style,
-            )),
-            area,
+        let text = message_line(
+            &flash.text,
+            usize::from(area.width),
+            Some(&ctx.keys.messages),
         );
+        f.render_widget(Paragraph::new(Span::styled(text, style)), area);
         return;
     }
     let mut spans = Vec::new();

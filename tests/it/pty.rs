@@ -244,7 +244,7 @@ command = ["sh", "-c", "[ -f ok ] || { echo 'partner said no' >&2; exit 3; }"]
     t.resize(60, 15);
     t.wait_for("Dead-letter queue");
     t.resize(30, 8);
-    t.wait_for("terminal too small");
+    t.wait_for("opsdeck needs 60x15");
     t.resize(100, 30);
     t.wait_for("The dead-letter queue is empty.");
 
@@ -361,7 +361,7 @@ simulate = { rps = 40 }
 
     t.keys("stale look");
     t.keys("\r");
-    t.wait_for("moved since the dialog opened");
+    t.wait_for("moved since the dialog");
     let json = ws
         .run(&["canary", "status", "checkout-api", "--json"])
         .json();

@@ -1048,30 +1048,67 @@ fn a_half_typed_filter_is_explained_not_applied() {
     a.on_action(Action::Filter);
     chars(&mut a, "status:fa");
     let input = a.input.as_ref().unwrap();
-    assert!(
-        input
-            .error
-            .as_deref()
-            .unwrap()
-            .contains("`fa` is not a run status"),
-        "{:?}",
-        input.error
+    assert_eq!(
+        input.error.as_deref(),
+        Some("status: pending, running, succeeded, failed, cancelled or interrupted (not `fa`)"),
     );
     assert_eq!(
-        a.panes.runs.list.filter, "status",
-        "the last valid filter stays"
+        a.panes.runs.list.filter, "",
+        "the pane shows what it showed before the editing began"
     );
+    let title = text(&a).lines().nth(1).unwrap().to_string();
+    assert!(!title.contains("filter"), "{title}");
     key(&mut a, KeyCode::Enter);
     assert!(a.input.is_some(), "Enter does not accept an invalid filter");
     chars(&mut a, "iled");
     assert!(a.input.as_ref().unwrap().error.is_none());
     assert_eq!(a.panes.runs.list.filter, "status:failed");
-    insta::assert_snapshot!("runs_filter_error_80x24", {
-        let mut b = app(80, 24);
-        b.on_action(Action::Filter);
-        chars(&mut b, "status:fa");
-        text(&b)
-    });
+    // Unknown fields are refused in every pane, with what the pane takes.
+    key(&mut a, KeyCode::Esc);
+    a.on_action(Action::Filter);
+    chars(&mut a, "foo:bar");
+    assert_eq!(
+        a.input.as_ref().unwrap().error.as_deref(),
+        Some("fields here: status:, pipeline:, #ID or words (not `foo:`)")
+    );
+    key(&mut a, KeyCode::Esc);
+    a.on_action(Action::PaneEvents);
+    a.on_action(Action::Filter);
+    chars(&mut a, "kind:bogus");
+    let e = a.input.as_ref().unwrap().error.clone().unwrap();
+    assert!(
+        e.starts_with("kind: run_created,") || e.starts_with("kind: "),
+        "{e}"
+    );
+    assert!(e.ends_with("(not `bogus`)"), "{e}");
+    key(&mut a, KeyCode::Esc);
+    a.on_action(Action::PaneDlq);
+    a.on_action(Action::Filter);
+    chars(&mut a, "stage:fetch");
+    assert!(a.input.as_ref().unwrap().error.is_none());
+    assert!(
+        text(&a).contains("No entries match the filter"),
+        "{}",
+        text(&a)
+    );
+}
+
+/// Every pane's filter refusing something, at both sizes.
+#[test]
+fn each_filter_error_at_80x24_and_200x50() {
+    for (w, h) in [(80, 24), (200, 50)] {
+        for (name, pane, typed) in [
+            ("runs", Action::PaneRuns, "status:fa"),
+            ("events", Action::PaneEvents, "kind:bogus"),
+            ("dlq", Action::PaneDlq, "foo:bar"),
+        ] {
+            let mut b = app(w, h);
+            b.on_action(pane);
+            b.on_action(Action::Filter);
+            chars(&mut b, typed);
+            insta::assert_snapshot!(format!("{name}_filter_error_{w}x{h}"), text(&b));
+        }
+    }
 }
 
 #[test]
@@ -1180,6 +1217,35 @@ fn the_dlq_detail_keeps_a_long_error_on_screen_at_80_columns() {
     a.on_action(Action::PaneDlq);
     let screen = text(&a);
     assert!(screen.contains("LAST-WORDS"), "{screen}");
+}
+
+#[test]
+fn a_cut_message_puts_its_choices_first_and_m_shows_it_whole() {
+    let mut a = app(80, 24);
+    a.on_action(Action::Palette);
+    chars(&mut a, "theme neon");
+    key(&mut a, KeyCode::Enter);
+    let footer = text(&a).lines().last().unwrap().to_string();
+    assert!(
+        footer.starts_with(" valid themes: dark, high-contrast, light, mono, terminal"),
+        "{footer}"
+    );
+    assert!(footer.contains("(m: all)"), "{footer}");
+    chars(&mut a, "m");
+    let screen = text(&a);
+    assert!(screen.contains("Messages · 1"), "{screen}");
+    assert!(
+        screen.contains("theme: there is no theme `neon`; valid themes:"),
+        "{screen}"
+    );
+    // The too-small screen says what it needs first, and how to quit.
+    key(&mut a, KeyCode::Esc);
+    a.on_resize(40, 10);
+    let small = text(&a);
+    assert!(
+        small.starts_with("opsdeck needs 60x15 (this is 40x10); q"),
+        "{small}"
+    );
 }
 
 #[test]

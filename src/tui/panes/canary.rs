@@ -346,12 +346,13 @@ pub fn render(f: &mut Frame, area: Rect, p: &CanaryPane, ctx: &Ctx<'_>) {
         return;
     }
     let list_h = p.canaries.len().min(LIST_ROWS) as u16;
+    let trigger_h = p.selected().map_or(1, |c| trigger_rows(c, inner.width));
     let [list, rule, state, checks, triggers, charts] = Layout::vertical([
         Constraint::Length(list_h),
         Constraint::Length(1),
         Constraint::Length(2),
         Constraint::Length(3),
-        Constraint::Length(1),
+        Constraint::Length(trigger_h),
         Constraint::Min(0),
     ])
     .areas(inner);
@@ -521,170 +522,335 @@ fn render_checks(f: &mut Frame, area: Rect, c: &CanaryStatus, ctx: &Ctx<'_>) {
     f.render_widget(table, area);
 }
 
-fn render_triggers(f: &mut Frame, area: Rect, c: &CanaryStatus, ctx: &Ctx<'_>) {
-    let t = ctx.theme;
-    let mut spans = vec![Span::styled("rollback: ", t.style("ui.dim"))];
+/// The hard rollback triggers as phrases: threshold, how long it must hold, the value now and
+/// how long it has held.
+fn trigger_text(c: &CanaryStatus) -> String {
     let span = |s: u64| crate::model::duration::to_spec(std::time::Duration::from_secs(s));
     let pct = |x: f64| format!("{:.1}%", x * 100.0);
-    for (i, tr) in c.triggers.iter().enumerate() {
-        if i > 0 {
-            spans.push(Span::styled(" · ", t.style("ui.dim")));
-        }
-        // Compact, so all three fit at 80 columns: threshold, how long, and the value now.
+    let mut parts = Vec::new();
+    for tr in &c.triggers {
         let (label, value) = match tr.name.as_str() {
-            "error_rate_above" => (format!("err>{}", pct(tr.threshold)), tr.value.map(pct)),
+            "error_rate_above" => (format!("errors > {}", pct(tr.threshold)), tr.value.map(pct)),
             "p95_above_ms" => (
-                format!("p95>{:.0}ms {}", tr.threshold, span(tr.for_s)),
+                format!("p95 > {:.0}ms for {}", tr.threshold, span(tr.for_s)),
                 tr.value.map(|v| format!("{v:.0}ms")),
             ),
             _ => (
-                format!("avail<{} {}", pct(tr.threshold), span(tr.for_s)),
+                format!(
+                    "availability < {} for {}",
+                    pct(tr.threshold),
+                    span(tr.for_s)
+                ),
                 tr.value.map(pct),
             ),
         };
-        let now = value.map_or_else(|| " (few)".to_string(), |v| format!(" ({v})"));
-        let slot = if tr.fired { "alert" } else { "ui.text" };
-        spans.push(Span::styled(
-            format!("{}{label}{now}", if tr.fired { "FIRED " } else { "" }),
-            t.style(slot),
-        ));
+        let now = value.map_or_else(|| "too few requests".to_string(), |v| format!("now {v}"));
+        let held = if tr.held_s > 0 && !tr.fired {
+            format!(", held {}", span(tr.held_s))
+        } else {
+            String::new()
+        };
+        let fired = if tr.fired { "FIRED " } else { "" };
+        parts.push(format!("{fired}{label} ({now}{held})"));
     }
-    f.render_widget(Paragraph::new(Line::from(spans)), area);
+    if parts.is_empty() {
+        return "rollback triggers: not evaluated yet (they are with the first analysis)".into();
+    }
+    format!("rollback if {}", parts.join(" · "))
+}
+
+fn render_triggers(f: &mut Frame, area: Rect, c: &CanaryStatus, ctx: &Ctx<'_>) {
+    let t = ctx.theme;
+    let slot = if c.triggers.iter().any(|tr| tr.fired) {
+        "alert"
+    } else {
+        "ui.text"
+    };
+    let rows = crate::tui::widgets::wrap_rows(
+        &trigger_text(c),
+        usize::from(area.width),
+        usize::from(area.height),
+    );
+    let lines: Vec<Line> = rows
+        .into_iter()
+        .map(|r| Line::styled(r, t.style(slot)))
+        .collect();
+    f.render_widget(Paragraph::new(lines), area);
+}
+
+/// Rows the trigger phrases take at `width` (at most three).
+fn trigger_rows(c: &CanaryStatus, width: u16) -> u16 {
+    let n = crate::tui::widgets::wrap_rows(&trigger_text(c), usize::from(width), 3).len();
+    u16::try_from(n).unwrap_or(3).max(1)
+}
+
+/// A chart point: (step index, value).
+type Point = (f64, f64);
+
+/// What a chart plots, in which unit.
+#[derive(Clone, Copy)]
+enum Unit {
+    Ms,
+    Percent,
+    PerSecond,
+}
+
+impl Unit {
+    fn show(self, v: f64) -> String {
+        match self {
+            Unit::Ms => format!("{v:.0}ms"),
+            Unit::Percent if v < 10.0 => format!("{v:.1}%"),
+            Unit::Percent => format!("{v:.0}%"),
+            Unit::PerSecond if v < 10.0 => format!("{v:.1}/s"),
+            Unit::PerSecond => format!("{v:.0}/s"),
+        }
+    }
+
+    /// A tick label: whole numbers where the step allows.
+    fn tick(self, v: f64, step: f64) -> String {
+        let n = if step >= 1.0 {
+            format!("{v:.0}")
+        } else if step >= 0.1 {
+            format!("{v:.1}")
+        } else {
+            format!("{v:.2}")
+        };
+        match self {
+            Unit::Ms => format!("{n}ms"),
+            Unit::Percent => format!("{n}%"),
+            Unit::PerSecond => format!("{n}/s"),
+        }
+    }
+}
+
+/// A round step (1, 2 or 5 times a power of ten) that covers `max` in at most `ticks` steps.
+pub fn nice_step(max: f64, ticks: usize) -> f64 {
+    let ticks = ticks.max(1) as f64;
+    let raw = (max / ticks).max(1e-9);
+    let mag = 10f64.powf(raw.log10().floor());
+    [1.0, 2.0, 5.0, 10.0]
+        .into_iter()
+        .map(|m| m * mag)
+        .find(|s| s * ticks >= max)
+        .unwrap_or(10.0 * mag)
+}
+
+/// The points of one version's line, leaving out the stretch before it had any traffic (so
+/// a canary that has not started is no flat zero).
+fn plotted(points: &[SeriesPoint], get: impl Fn(&SeriesPoint) -> Option<f64>) -> Vec<(f64, f64)> {
+    points
+        .iter()
+        .enumerate()
+        .filter_map(|(i, pt)| get(pt).map(|v| (i as f64, v)))
+        .collect()
+}
+
+/// Requests per second of one version, from its first traffic on: a canary that has had no
+/// requests yet draws nothing rather than a flat zero.
+pub fn traffic(
+    points: &[SeriesPoint],
+    version: impl Fn(&SeriesPoint) -> &VersionPoint,
+) -> Vec<(f64, f64)> {
+    let Some(first) = points.iter().position(|pt| version(pt).rps > 0.0) else {
+        return Vec::new();
+    };
+    points
+        .iter()
+        .enumerate()
+        .skip(first)
+        .map(|(i, pt)| (i as f64, version(pt).rps))
+        .collect()
 }
 
 fn render_charts(f: &mut Frame, area: Rect, p: &CanaryPane, c: &CanaryStatus, ctx: &Ctx<'_>) {
-    let t = ctx.theme;
-    if area.height < 4 {
+    if area.height < 5 {
         return;
     }
-    let span = SPANS[p.span % SPANS.len()].0;
+    let step_s = p.step_s();
     let points: &[SeriesPoint] = match &p.series {
-        Some((name, step, pts)) if *name == c.name && *step == p.step_s() => pts,
+        Some((name, step, pts)) if *name == c.name && *step == step_s => pts,
         _ => &[],
     };
     let [lat, err, rps] = Layout::horizontal([Constraint::Ratio(1, 3); 3]).areas(area);
     let q = p.quantile;
-    let series = |get: &dyn Fn(&SeriesPoint) -> Option<f64>| -> Vec<(f64, f64)> {
-        points
-            .iter()
-            .enumerate()
-            .filter_map(|(i, pt)| get(pt).map(|v| (i as f64, v)))
-            .collect()
-    };
-    let lat_l = series(&|pt| q.of(&pt.legacy));
-    let lat_c = series(&|pt| q.of(&pt.canary));
-    let err_l = series(&|pt| pt.legacy.error_rate.map(|e| e * 100.0));
-    let err_c = series(&|pt| pt.canary.error_rate.map(|e| e * 100.0));
-    let rps_l = series(&|pt| Some(pt.legacy.rps));
-    let rps_c = series(&|pt| Some(pt.canary.rps));
-    let whole = |v: &[(f64, f64)]| {
-        v.last()
-            .map_or_else(|| "-".into(), |x| format!("{:.0}", x.1))
-    };
-    let share = |v: &[(f64, f64)]| {
-        v.last()
-            .map_or_else(|| "-".into(), |x| format!("{:.1}%", x.1))
-    };
-    chart(
-        f,
-        lat,
-        &format!("{} ms {span}", q.label()),
-        &lat_l,
-        &lat_c,
-        (&whole(&lat_l), &whole(&lat_c)),
-        ctx,
-    );
-    chart(
-        f,
-        err,
-        &format!("errors % {span}"),
-        &err_l,
-        &err_c,
-        (&share(&err_l), &share(&err_c)),
-        ctx,
-    );
-    chart(
-        f,
-        rps,
-        &format!("req/s {span}"),
-        &rps_l,
-        &rps_c,
-        (&whole(&rps_l), &whole(&rps_c)),
-        ctx,
-    );
-    let _ = t;
+    let span = (step_s.max(1) as u64).saturating_mul(POINTS as u64);
+    let charts = [
+        (
+            lat,
+            format!("{} latency", q.label()),
+            Unit::Ms,
+            plotted(points, |pt| q.of(&pt.legacy)),
+            plotted(points, |pt| q.of(&pt.canary)),
+        ),
+        (
+            err,
+            "error rate".to_string(),
+            Unit::Percent,
+            plotted(points, |pt| pt.legacy.error_rate.map(|e| e * 100.0)),
+            plotted(points, |pt| pt.canary.error_rate.map(|e| e * 100.0)),
+        ),
+        (
+            rps,
+            "requests".to_string(),
+            Unit::PerSecond,
+            traffic(points, |pt| &pt.legacy),
+            traffic(points, |pt| &pt.canary),
+        ),
+    ];
+    for (area, title, unit, legacy, canary) in charts {
+        chart(f, area, (&title, unit, span), (&legacy, &canary), ctx);
+    }
 }
 
 fn chart(
     f: &mut Frame,
     area: Rect,
-    title: &str,
-    legacy: &[(f64, f64)],
-    canary: &[(f64, f64)],
-    now: (&str, &str),
+    (title, unit, span_s): (&str, Unit, u64),
+    (legacy, canary): (&[Point], &[Point]),
     ctx: &Ctx<'_>,
 ) {
     let t = ctx.theme;
-    let top = legacy
+    let max = legacy
         .iter()
         .chain(canary)
         .map(|p| p.1)
         .fold(0.0_f64, f64::max);
-    let top = if top <= 0.0 { 1.0 } else { top * 1.15 };
-    // A percentage never needs an axis past 100.
-    let top = if title.contains('%') {
-        top.min(100.0)
+    // Rows inside the border, less the x axis and its labels: room for a tick every other row.
+    let plot_rows = usize::from(area.height.saturating_sub(4));
+    let ticks = (plot_rows / 2).clamp(1, 4);
+    let step = nice_step(if max > 0.0 { max } else { 1.0 }, ticks);
+    let steps = (max / step).ceil().max(1.0);
+    let top = match unit {
+        // A percentage never needs an axis past 100.
+        Unit::Percent => (steps * step).min(100.0),
+        _ => steps * step,
+    };
+    let y_labels: Vec<Span> = (0..=steps as usize)
+        .map(|i| Span::styled(unit.tick(i as f64 * step, step), t.style("ui.dim")))
+        .collect();
+    let dur = |s: u64| crate::model::duration::to_spec(std::time::Duration::from_secs(s));
+    let x_labels: Vec<Span> = if area.width >= 40 {
+        vec![
+            Span::styled(format!("-{}", dur(span_s)), t.style("ui.dim")),
+            Span::styled(format!("-{}", dur(span_s / 2)), t.style("ui.dim")),
+            Span::styled("now", t.style("ui.dim")),
+        ]
     } else {
-        top
+        vec![
+            Span::styled(format!("-{}", dur(span_s)), t.style("ui.dim")),
+            Span::styled("now", t.style("ui.dim")),
+        ]
+    };
+    let last = |v: &[(f64, f64)]| v.last().map_or_else(|| "-".into(), |x| unit.show(x.1));
+    let legend = if area.width >= 44 {
+        vec![
+            Span::styled(" now: ", t.style("ui.dim")),
+            Span::styled(
+                format!("• legacy {} ", last(legacy)),
+                t.style("chart.legacy"),
+            ),
+            Span::styled(
+                format!(" ⠿ canary {} ", last(canary)),
+                t.style("chart.canary"),
+            ),
+        ]
+    } else {
+        vec![
+            Span::styled("now ", t.style("ui.dim")),
+            Span::styled(format!("•L {} ", last(legacy)), t.style("chart.legacy")),
+            Span::styled(format!("⠿C {}", last(canary)), t.style("chart.canary")),
+        ]
     };
     let block = Block::bordered()
         .title(Span::styled(format!(" {title} "), t.style("ui.title")))
-        .title_bottom(Line::from(if area.width >= 40 {
-            vec![
-                Span::styled(format!(" • legacy {} ", now.0), t.style("chart.legacy")),
-                Span::styled(format!("⠿ canary {} ", now.1), t.style("chart.canary")),
-            ]
-        } else {
-            vec![
-                Span::styled(format!("•L {} ", now.0), t.style("chart.legacy")),
-                Span::styled(format!("⠿C {}", now.1), t.style("chart.canary")),
-            ]
-        }))
+        .title_bottom(Line::from(legend))
         .border_style(t.style("ui.border"));
+    if legacy.is_empty() && canary.is_empty() {
+        // No axes over nothing: say so.
+        let inner = block.inner(area);
+        f.render_widget(block, area);
+        f.render_widget(
+            Paragraph::new(Span::styled("no data in this span yet", t.style("ui.dim")))
+                .wrap(ratatui::widgets::Wrap { trim: true }),
+            inner,
+        );
+        return;
+    }
+    // Legacy last, so its dots stay visible where the canary's line crosses them.
     let datasets = vec![
-        Dataset::default()
-            .marker(Marker::Dot)
-            .graph_type(GraphType::Scatter)
-            .style(t.style("chart.legacy"))
-            .data(legacy),
         Dataset::default()
             .marker(Marker::Braille)
             .graph_type(GraphType::Line)
             .style(t.style("chart.canary"))
             .data(canary),
+        Dataset::default()
+            .marker(Marker::Dot)
+            .graph_type(GraphType::Scatter)
+            .style(t.style("chart.legacy"))
+            .data(legacy),
     ];
-    let fmt = |v: f64| {
-        if v >= 100.0 {
-            format!("{v:.0}")
-        } else {
-            format!("{v:.1}")
-        }
-    };
     let chart = Chart::new(datasets)
         .block(block)
         .x_axis(
             Axis::default()
                 .bounds([0.0, (POINTS - 1) as f64])
+                .labels(x_labels)
                 .style(t.style("ui.dim")),
         )
         .y_axis(
             Axis::default()
                 .bounds([0.0, top])
-                .labels([
-                    Span::styled("0", t.style("ui.dim")),
-                    Span::styled(fmt(top), t.style("ui.dim")),
-                ])
+                .labels(y_labels)
                 .style(t.style("ui.dim")),
         );
     f.render_widget(chart, area);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::Timestamp;
+
+    #[test]
+    fn ticks_are_round_and_cover_the_data() {
+        for (max, ticks, step) in [
+            (351.0, 4, 100.0),
+            (2.6, 3, 1.0),
+            (0.04, 2, 0.02),
+            (107.0, 2, 100.0),
+            (1.0, 1, 1.0),
+        ] {
+            let s = nice_step(max, ticks);
+            assert!((s - step).abs() < 1e-9, "{max} in {ticks}: {s}");
+            assert!(s * ticks as f64 >= max);
+        }
+    }
+
+    #[test]
+    fn a_canary_without_traffic_yet_draws_no_line() {
+        let point = |i: i64, canary_rps: f64| SeriesPoint {
+            at: Timestamp::from_millis(i * 5_000),
+            legacy: VersionPoint {
+                rps: 50.0,
+                error_rate: None,
+                p50_ms: None,
+                p95_ms: None,
+                p99_ms: None,
+            },
+            canary: VersionPoint {
+                rps: canary_rps,
+                error_rate: None,
+                p50_ms: None,
+                p95_ms: None,
+                p99_ms: None,
+            },
+        };
+        let pts: Vec<SeriesPoint> = (0..10)
+            .map(|i| point(i, if i < 6 { 0.0 } else { 4.0 }))
+            .collect();
+        let canary = traffic(&pts, |p| &p.canary);
+        assert_eq!(canary.first(), Some(&(6.0, 4.0)), "{canary:?}");
+        assert_eq!(traffic(&pts, |p| &p.legacy).len(), 10);
+        assert!(traffic(&pts[..6], |p| &p.canary).is_empty());
+    }
 }

@@ -8,6 +8,7 @@ use ratatui::widgets::{Block, Paragraph, Row, Table, TableState};
 use super::{Cmd, Cursor, Cx, Effect, HELP, MOVE, Motion, Pane, PaneId, QUIT, cmd};
 use crate::model::{Command, DlqEntry};
 use crate::tui::action::Action;
+use crate::tui::filter::{self, Field, Filter};
 use crate::tui::keymap::Context;
 use crate::tui::popup::{self, Popup};
 use crate::tui::view::Ctx;
@@ -16,28 +17,74 @@ use crate::tui::widgets::{elapsed, fit, wrap_rows};
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct DlqPane {
     pub entries: Vec<DlqEntry>,
+    /// The filter as typed, and parsed.
+    pub filter: String,
+    pub parsed: Filter,
+    /// Indices of `entries` that match the filter: the rows shown.
+    pub shown: Vec<usize>,
     pub cursor: Cursor,
     pub loaded: bool,
 }
 
+/// The fields the DLQ filter takes: `#42` is an entry or a run.
+pub fn dlq_fields(pipelines: Option<Vec<String>>) -> Vec<Field> {
+    vec![
+        match pipelines {
+            Some(names) => Field::one_of("pipeline", names),
+            None => Field::any("pipeline"),
+        },
+        Field::any("stage"),
+    ]
+}
+
 impl DlqPane {
     pub fn selected(&self) -> Option<&DlqEntry> {
-        self.entries.get(self.cursor.selected)
+        self.shown
+            .get(self.cursor.selected)
+            .and_then(|&i| self.entries.get(i))
+    }
+
+    fn matches(&self, e: &DlqEntry) -> bool {
+        let f = &self.parsed;
+        f.id.is_none_or(|id| e.id.0 == id || e.run_id.0 == id)
+            && f.field("pipeline").is_none_or(|p| e.pipeline == p)
+            && f.field("stage").is_none_or(|s| e.stage == s)
+            && (f.words.is_empty()
+                || f.words_in(&format!(
+                    "{} {} {}: {}",
+                    e.pipeline, e.stage, e.error.code, e.error.message
+                )))
+    }
+
+    fn refilter(&mut self, view: usize) {
+        let keep = self.selected().map(|e| e.id);
+        self.refilter_keeping(keep, view);
+    }
+
+    /// Recomputes the rows shown, keeping the selection on entry `keep` while it is shown.
+    fn refilter_keeping(&mut self, keep: Option<crate::model::DlqId>, view: usize) {
+        self.shown = (0..self.entries.len())
+            .filter(|&i| self.matches(&self.entries[i]))
+            .collect();
+        if let Some(i) =
+            keep.and_then(|id| self.shown.iter().position(|&i| self.entries[i].id == id))
+        {
+            self.cursor.selected = i;
+        }
+        self.cursor.keep_visible(self.shown.len(), view);
     }
 
     pub fn apply(&mut self, entries: Vec<DlqEntry>, view: usize) {
         let keep = self.selected().map(|e| e.id);
         self.entries = entries;
         self.loaded = true;
-        if let Some(i) = keep.and_then(|id| self.entries.iter().position(|e| e.id == id)) {
-            self.cursor.selected = i;
-        }
-        self.cursor.keep_visible(self.entries.len(), view);
+        self.refilter_keeping(keep, view);
     }
 }
 
 const COMMANDS: &[Cmd] = &[
     MOVE,
+    cmd(&[Action::Filter], "filter"),
     cmd(&[Action::Open], "run"),
     cmd(&[Action::Requeue], "requeue"),
     cmd(&[Action::Discard], "discard"),
@@ -76,8 +123,7 @@ fn confirm(a: Action, e: &DlqEntry) -> Popup {
 impl DlqPane {
     /// Keeps the selection in view after a resize.
     pub fn resized(&mut self, size: Rect) {
-        self.cursor
-            .keep_visible(self.entries.len(), table_rows(size));
+        self.cursor.keep_visible(self.shown.len(), table_rows(size));
     }
 }
 
@@ -96,11 +142,17 @@ impl Pane for DlqPane {
 
     fn on_action(&mut self, a: Action, cx: &Cx<'_>) -> Effect {
         if let Some(m) = Motion::from_action(a) {
-            self.cursor
-                .apply(m, self.entries.len(), table_rows(cx.size));
+            self.cursor.apply(m, self.shown.len(), table_rows(cx.size));
             return Effect::None;
         }
         match (a, self.selected()) {
+            (Action::Filter, _) => Effect::EditFilter(self.filter.clone()),
+            (Action::Back, _) if !self.filter.is_empty() => {
+                self.filter.clear();
+                self.parsed = Filter::default();
+                self.refilter(table_rows(cx.size));
+                Effect::None
+            }
             (Action::Open, Some(e)) => Effect::OpenRun {
                 id: e.run_id,
                 from: PaneId::Dlq,
@@ -111,9 +163,27 @@ impl Pane for DlqPane {
         }
     }
 
+    fn nested(&self, _cx: &Cx<'_>) -> bool {
+        !self.filter.is_empty()
+    }
+
+    fn filter_placeholder(&self) -> &'static str {
+        "words, pipeline:NAME, stage:NAME, #42"
+    }
+
+    fn set_filter(&mut self, text: String, cx: &Cx<'_>) -> Result<Effect, String> {
+        let names = cx
+            .overview
+            .map(|o| o.pipelines.iter().map(|p| p.name.clone()).collect());
+        self.parsed = filter::parse(&text, &dlq_fields(names))?;
+        self.filter = text;
+        self.refilter(table_rows(cx.size));
+        Ok(Effect::None)
+    }
+
     fn click(&mut self, row: usize) {
         let target = self.cursor.offset + row;
-        if target < self.entries.len() {
+        if target < self.shown.len() {
             self.cursor.selected = target;
         }
     }
@@ -140,7 +210,11 @@ pub fn render(f: &mut Frame, area: Rect, p: &DlqPane, ctx: &Ctx<'_>) {
     let title = Line::from(vec![
         Span::styled(" Dead-letter queue ", t.style("ui.title")),
         Span::styled(
-            format!("· {} · newest first ", p.entries.len()),
+            if p.filter.is_empty() {
+                format!("· {} · newest first ", p.entries.len())
+            } else {
+                format!("· {} of {} · newest first ", p.shown.len(), p.entries.len())
+            },
             if p.entries.is_empty() {
                 t.style("ui.dim")
             } else {
@@ -163,6 +237,16 @@ pub fn render(f: &mut Frame, area: Rect, p: &DlqPane, ctx: &Ctx<'_>) {
         );
         return;
     }
+    if p.shown.is_empty() && !p.entries.is_empty() {
+        f.render_widget(
+            Paragraph::new(Span::styled(
+                "No entries match the filter (Esc clears it).",
+                t.style("ui.dim"),
+            )),
+            inner,
+        );
+        return;
+    }
     // The selected entry's whole error sits under the table, so narrow terminals lose nothing.
     let [table_area, detail] =
         Layout::vertical([Constraint::Min(1), Constraint::Length(DETAIL_ROWS)]).areas(inner);
@@ -175,8 +259,9 @@ pub fn render(f: &mut Frame, area: Rect, p: &DlqPane, ctx: &Ctx<'_>) {
             .clamp(5, 18) as u16
     };
     let rows: Vec<Row> = p
-        .entries
+        .shown
         .iter()
+        .filter_map(|&i| p.entries.get(i))
         .map(|e| {
             let age = (ctx.now.timestamp_millis() - e.created_at.millis()).max(0);
             Row::new(vec![
@@ -215,26 +300,32 @@ pub fn render(f: &mut Frame, area: Rect, p: &DlqPane, ctx: &Ctx<'_>) {
         .with_selected(Some(p.cursor.selected));
     f.render_stateful_widget(table, table_area, &mut state);
     if let Some(e) = p.selected() {
-        let width = usize::from(detail.width);
-        let mut lines = vec![
-            Line::styled("─".repeat(width), t.style("ui.border")),
-            Line::styled(
-                fit(
-                    &format!(
-                        "entry {} · run {} · {} / {} · {} attempt(s)",
-                        e.id, e.run_id, e.pipeline, e.stage, e.attempts
-                    ),
-                    width,
-                ),
-                t.style("ui.dim"),
-            ),
-        ];
-        let error = format!("{}: {}", e.error.code, e.error.message);
-        lines.extend(
-            wrap_rows(&error, width, usize::from(ERROR_ROWS))
-                .into_iter()
-                .map(|l| Line::styled(l, t.style("status.failed"))),
-        );
-        f.render_widget(Paragraph::new(lines), detail);
+        render_detail(f, detail, e, ctx);
     }
+}
+
+/// The selected entry under the table: a rule, what it is, and its whole error, wrapped.
+fn render_detail(f: &mut Frame, area: Rect, e: &DlqEntry, ctx: &Ctx<'_>) {
+    let t = ctx.theme;
+    let width = usize::from(area.width);
+    let mut lines = vec![
+        Line::styled("─".repeat(width), t.style("ui.border")),
+        Line::styled(
+            fit(
+                &format!(
+                    "entry {} · run {} · {} / {} · {} attempt(s)",
+                    e.id, e.run_id, e.pipeline, e.stage, e.attempts
+                ),
+                width,
+            ),
+            t.style("ui.dim"),
+        ),
+    ];
+    let error = format!("{}: {}", e.error.code, e.error.message);
+    lines.extend(
+        wrap_rows(&error, width, usize::from(ERROR_ROWS))
+            .into_iter()
+            .map(|l| Line::styled(l, t.style("status.failed"))),
+    );
+    f.render_widget(Paragraph::new(lines), area);
 }

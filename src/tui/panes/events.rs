@@ -8,6 +8,7 @@ use ratatui::widgets::{Block, Paragraph};
 use super::{Cmd, Cursor, Cx, Effect, HELP, MOVE, Motion, Pane, QUIT, areas, cmd, inner};
 use crate::model::{Event, EventKind};
 use crate::tui::action::Action;
+use crate::tui::filter::{self, Field, Filter};
 use crate::tui::keymap::Context;
 use crate::tui::popup::Popup;
 use crate::tui::request::Request;
@@ -23,7 +24,9 @@ const KEEP: usize = 5_000;
 #[derive(Debug, Clone, PartialEq)]
 pub struct EventsPane {
     pub events: Vec<Event>,
+    /// The filter as typed, and parsed.
     pub filter: String,
+    pub parsed: Filter,
     /// Indices of `events` that match the filter.
     pub matches: Vec<usize>,
     /// Keep the newest event in view.
@@ -36,6 +39,7 @@ impl Default for EventsPane {
         EventsPane {
             events: Vec::new(),
             filter: String::new(),
+            parsed: Filter::default(),
             matches: Vec::new(),
             follow: true,
             cursor: Cursor::default(),
@@ -132,12 +136,25 @@ fn text_of(e: &Event) -> String {
     format!("{}{run}{stage} {}", e.kind.as_str(), e.data)
 }
 
+/// The fields the Events filter takes: `#42` is a run.
+pub fn event_fields() -> Vec<Field> {
+    vec![
+        Field::one_of(
+            "kind",
+            EventKind::ALL.iter().map(|k| k.as_str().to_string()),
+        ),
+        Field::any("stage"),
+    ]
+}
+
 impl EventsPane {
     fn matches(&self, e: &Event) -> bool {
-        self.filter.is_empty()
-            || text_of(e)
-                .to_lowercase()
-                .contains(&self.filter.to_lowercase())
+        let f = &self.parsed;
+        f.id.is_none_or(|id| e.run_id.is_some_and(|r| r.0 == id))
+            && f.field("kind").is_none_or(|k| e.kind.as_str() == k)
+            && f.field("stage")
+                .is_none_or(|s| e.stage.as_deref() == Some(s))
+            && (f.words.is_empty() || f.words_in(&text_of(e)))
     }
 
     pub fn last_seq(&self) -> u64 {
@@ -278,6 +295,7 @@ impl Pane for EventsPane {
                 .map_or(Effect::None, |e| Effect::Popup(Box::new(record(e)))),
             Action::Back if !self.filter.is_empty() => {
                 self.filter.clear();
+                self.parsed = Filter::default();
                 self.refilter(view);
                 Effect::None
             }
@@ -290,7 +308,12 @@ impl Pane for EventsPane {
         !self.filter.is_empty()
     }
 
+    fn filter_placeholder(&self) -> &'static str {
+        "words, kind:run_finished, stage:NAME, #RUN"
+    }
+
     fn set_filter(&mut self, text: String, cx: &Cx<'_>) -> Result<Effect, String> {
+        self.parsed = filter::parse(&text, &event_fields())?;
         self.filter = text;
         self.refilter(view_rows(cx.size));
         Ok(Effect::None)

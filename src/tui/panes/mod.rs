@@ -130,6 +130,10 @@ pub trait Pane {
     fn hint(&self, c: &Cmd) -> Option<&'static str> {
         Some(c.hint)
     }
+    /// What an empty filter field shows: what this pane's filter takes.
+    fn filter_placeholder(&self) -> &'static str {
+        ""
+    }
     /// Applies filter text typed in the footer, or says what is wrong with it.
     fn set_filter(&mut self, _text: String, _cx: &Cx<'_>) -> Result<Effect, String> {
         Ok(Effect::None)

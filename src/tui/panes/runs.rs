@@ -11,6 +11,7 @@ use super::stage::Target;
 use super::{BACK, Cmd, Cursor, Cx, Effect, HELP, MOVE, Motion, Pane, PaneId, QUIT, cmd, more};
 use crate::model::{Command, Page, Run, RunId, RunQuery, RunSort, RunStatus, RunSummary};
 use crate::tui::action::Action;
+use crate::tui::filter::{self, Field};
 use crate::tui::keymap::Context;
 use crate::tui::popup::{self, Picker, Popup};
 use crate::tui::request::Request;
@@ -34,26 +35,49 @@ pub struct RunsList {
     pub tag: u64,
 }
 
-/// Turns filter text into a query, or a sentence saying what is wrong with it.
-pub fn parse_filter(text: &str) -> Result<RunQuery, String> {
+/// The fields the Runs filter takes; pipeline names are checked once the overview lists them.
+pub fn run_fields(pipelines: Option<Vec<String>>) -> Vec<Field> {
+    vec![
+        Field::one_of(
+            "status",
+            RunStatus::ALL.iter().map(|s| s.as_str().to_string()),
+        ),
+        match pipelines {
+            Some(names) => Field::one_of("pipeline", names),
+            None => Field::any("pipeline"),
+        },
+    ]
+}
+
+/// Turns filter text into a query, or a sentence saying what is wrong with it: words match
+/// part of a pipeline name, `#42` a run id.
+pub fn parse_filter(text: &str, pipelines: Option<Vec<String>>) -> Result<RunQuery, String> {
+    let f = filter::parse(text, &run_fields(pipelines))?;
     let mut q = RunQuery::default();
-    for word in text.split_whitespace() {
-        if let Some(s) = word.strip_prefix("status:") {
-            q.status = Some(s.parse::<RunStatus>().map_err(|e| e.to_string())?);
-        } else if let Some(p) = word.strip_prefix("pipeline:") {
-            q.pipeline = Some(p.to_string());
-        } else if let Some(id) = word.strip_prefix('#') {
-            q.text = Some(id.to_string());
-        } else {
-            q.text = Some(word.to_string());
-        }
+    if let Some(s) = f.field("status") {
+        q.status = Some(s.parse::<RunStatus>().map_err(|e| e.to_string())?);
     }
+    q.pipeline = f.field("pipeline").map(str::to_string);
+    q.text = match (f.id, f.words.as_slice()) {
+        (Some(_), [_, ..]) => {
+            return Err("either #ID or a word (part of a pipeline name), not both".into());
+        }
+        (_, [_, _, ..]) => {
+            return Err(format!(
+                "one word (part of a pipeline name), not {}",
+                f.words.len()
+            ));
+        }
+        (Some(id), []) => Some(id.to_string()),
+        (None, [w]) => Some(w.clone()),
+        (None, []) => None,
+    };
     Ok(q)
 }
 
 impl RunsList {
     pub fn query(&self) -> RunQuery {
-        let mut q = parse_filter(&self.filter).unwrap_or_default();
+        let mut q = parse_filter(&self.filter, None).unwrap_or_default();
         q.sort = self.sort;
         q
     }
@@ -358,8 +382,15 @@ impl Pane for RunsPane {
         }
     }
 
+    fn filter_placeholder(&self) -> &'static str {
+        "words, status:failed, pipeline:NAME, #42"
+    }
+
     fn set_filter(&mut self, text: String, cx: &Cx<'_>) -> Result<Effect, String> {
-        parse_filter(&text)?;
+        let names = cx
+            .overview
+            .map(|o| o.pipelines.iter().map(|p| p.name.clone()).collect());
+        parse_filter(&text, names)?;
         if self.list.filter == text {
             return Ok(Effect::None);
         }
@@ -491,20 +522,26 @@ mod tests {
 
     #[test]
     fn filters_parse_into_queries() {
-        let q = parse_filter("status:failed etl").unwrap();
+        let q = parse_filter("status:failed etl", None).unwrap();
         assert_eq!(
             (q.status, q.text.as_deref()),
             (Some(RunStatus::Failed), Some("etl"))
         );
-        assert_eq!(parse_filter("#42").unwrap().text.as_deref(), Some("42"));
         assert_eq!(
-            parse_filter("pipeline:daily-report")
+            parse_filter("#42", None).unwrap().text.as_deref(),
+            Some("42")
+        );
+        assert_eq!(
+            parse_filter("pipeline:daily-report", None)
                 .unwrap()
                 .pipeline
                 .as_deref(),
             Some("daily-report")
         );
-        let e = parse_filter("status:done").unwrap_err();
-        assert!(e.contains("valid choices: pending"), "{e}");
+        let e = parse_filter("status:done", None).unwrap_err();
+        assert!(e.starts_with("status: pending, running,"), "{e}");
+        let e = parse_filter("pipeline:nope", Some(vec!["etl".into()])).unwrap_err();
+        assert_eq!(e, "pipeline: etl (not `nope`)");
+        assert!(parse_filter("etl #4", None).is_err());
     }
 }
