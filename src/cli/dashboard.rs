@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use super::output::event_line;
 use super::serve::{Endpoint, Serving, check_problems, spawn_api, stop_signal};
-use super::{Cli, CliError, CliResult, EXIT_OK, open_workspace_from};
+use super::{Cli, CliError, CliResult, EXIT_OK, open_workspace_from, report_interrupted};
 use crate::client::Embedded;
 use crate::config::{Settings, user_dir};
 use crate::host::{Host, HostOptions};
@@ -123,7 +123,7 @@ async fn run_remote(cli: &Cli, url: &str) -> CliResult {
     }
     crate::tui::run(Arc::new(remote), config)
         .await
-        .map(|()| EXIT_OK)
+        .map(exit_code)
         .map_err(|e| CliError::failed(format!("the terminal failed: {e}")))
 }
 
@@ -153,15 +153,23 @@ pub async fn run(cli: &Cli) -> CliResult {
     let result = match config {
         Some(config) => crate::tui::run(Arc::new(Embedded::new(host.clone())), config)
             .await
-            .map(|()| EXIT_OK)
+            .map(exit_code)
             .map_err(|e| CliError::failed(format!("the terminal failed: {e}"))),
         None => print_events(&host).await,
     };
     if let Some(e) = endpoint {
         e.stop().await;
     }
-    host.shutdown().await;
+    report_interrupted(&host.shutdown().await);
     result
+}
+
+/// 130 after Ctrl-C, as for any interrupted command; 0 otherwise.
+fn exit_code(ended: crate::tui::Ended) -> u8 {
+    match ended {
+        crate::tui::Ended::Quit => EXIT_OK,
+        crate::tui::Ended::Interrupted => super::EXIT_INTERRUPTED,
+    }
 }
 
 /// The dashboard's control endpoint on loopback, so the user's CLI commands on this workspace

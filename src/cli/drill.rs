@@ -20,8 +20,18 @@ pub struct DrillArgs {
     pub json: bool,
 }
 
+/// Seconds as a person reads a duration: `35m`, `2m30s`, `45s`.
+fn dur(s: u64) -> String {
+    crate::model::duration::to_spec(std::time::Duration::from_secs(s))
+}
+
+/// A statistic in seconds (a median may be a half), read like `dur`.
+fn dur_f(s: f64) -> String {
+    crate::model::duration::to_spec(std::time::Duration::from_secs_f64(s.max(0.0)))
+}
+
 fn secs(x: Option<u64>) -> String {
-    x.map_or_else(|| "-".into(), |s| format!("{s}s"))
+    x.map_or_else(|| "-".into(), dur)
 }
 
 fn line(r: &DrillResult) -> String {
@@ -49,8 +59,8 @@ pub fn run(args: &DrillArgs) -> CliResult {
                 say!("{}", line(&r))?;
                 for s in &r.steps {
                     say!(
-                        "  {:>5}s  {:<12} by {:<8} weight {:>5}%  {}",
-                        s.at_s,
+                        "  {:>6}  {:<12} by {:<8} weight {:>5}%  {}",
+                        dur(s.at_s),
                         s.action,
                         s.actor,
                         s.weight,
@@ -72,10 +82,18 @@ pub fn run(args: &DrillArgs) -> CliResult {
                     .collect();
                 say!("{} seeds: {}", summary.seeds, outcomes.join(", "))?;
                 if let Some(t) = &summary.time_to_rollback_s {
-                    say!("time to rollback: median {}s, max {}s", t.median, t.max)?;
+                    say!(
+                        "time to rollback: median {}, max {}",
+                        dur_f(t.median),
+                        dur_f(t.max)
+                    )?;
                 }
                 if let Some(t) = &summary.time_to_promote_s {
-                    say!("time to promote: median {}s, max {}s", t.median, t.max)?;
+                    say!(
+                        "time to promote: median {}, max {}",
+                        dur_f(t.median),
+                        dur_f(t.max)
+                    )?;
                 }
             }
         }

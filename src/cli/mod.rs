@@ -71,7 +71,14 @@ pub struct Cli {
     pub mouse: bool,
     /// Open the dashboard on the runtime served by `opsdeck serve` at URL instead of hosting
     /// a workspace (like http://127.0.0.1:7070)
-    #[arg(long, global = true, value_name = "URL", env = "OPSDECK_REMOTE")]
+    /// [default: $OPSDECK_REMOTE]
+    #[arg(
+        long,
+        global = true,
+        value_name = "URL",
+        env = "OPSDECK_REMOTE",
+        hide_env = true
+    )]
     pub remote: Option<String>,
     /// A file holding the API token for --remote [default: $OPSDECK_TOKEN]
     #[arg(long, global = true, value_name = "PATH")]
@@ -190,6 +197,26 @@ impl From<crate::model::ApiError> for CliError {
     }
 }
 
+/// Says on stderr which runs a stopping host left interrupted, and how to resume them.
+pub fn report_interrupted(left: &[crate::model::RunSummary]) {
+    let Some(first) = left.first() else { return };
+    let runs: Vec<String> = left
+        .iter()
+        .map(|r| format!("run {} ({})", r.id, r.pipeline))
+        .collect();
+    let (n, them) = if left.len() == 1 {
+        ("1 run is".to_string(), "it")
+    } else {
+        (format!("{} runs are", left.len()), "one")
+    };
+    let _ = writeln!(
+        std::io::stderr(),
+        "opsdeck: {n} interrupted: {}.\nResume {them} with `opsdeck runs resume {}`; the next `opsdeck` or `opsdeck serve` on this workspace resumes every interrupted run.",
+        runs.join(", "),
+        first.id
+    );
+}
+
 /// The served runtime to use instead of hosting here: `--remote`, or the API address that a
 /// host of this workspace published (`opsdeck serve`, or a dashboard).
 pub fn served(
@@ -264,7 +291,7 @@ pub fn open_workspace_from(
     hosts: bool,
     json_logs: bool,
 ) -> Result<(Workspace, logging::LogGuard, workspace::Source), CliError> {
-    let (dir, source) = workspace::resolve(cli.workspace.as_deref())?;
+    let (dir, source) = workspace::resolve(cli.workspace.as_deref(), hosts)?;
     if source == workspace::Source::Demo && cli.command.is_some() {
         let _ = writeln!(
             std::io::stderr(),

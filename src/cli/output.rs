@@ -50,8 +50,18 @@ pub fn took(ms: Option<i64>) -> String {
 
 /// Shortens text to `max` characters with an ellipsis, on one line.
 pub fn short(text: &str, max: usize) -> String {
+    cut(
+        text,
+        max,
+        std::io::IsTerminal::is_terminal(&std::io::stdout()),
+    )
+}
+
+/// `text` on one line, cut to `max` characters with an ellipsis only on a terminal: piped
+/// into a file or `grep`, a table cell keeps every word.
+pub fn cut(text: &str, max: usize, terminal: bool) -> String {
     let one_line = text.replace('\n', " ");
-    if one_line.chars().count() <= max {
+    if !terminal || one_line.chars().count() <= max {
         one_line
     } else {
         let mut s: String = one_line.chars().take(max.saturating_sub(1)).collect();
@@ -242,6 +252,11 @@ mod tests {
             t.render(),
             "A   STATUS    X\n1   ✓ ok      end\n22  ✗ failed  e\n"
         );
-        assert_eq!(short("abcdef", 4), "abc…");
+        assert_eq!(cut("abcdef", 4, true), "abc…");
+        assert_eq!(
+            cut("abc\ndef", 4, false),
+            "abc def",
+            "piped, nothing is cut"
+        );
     }
 }

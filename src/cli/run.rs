@@ -56,7 +56,7 @@ where
 {
     let host = start_host(ws, command, what).await?;
     let result = f(&host).await;
-    host.shutdown().await;
+    super::report_interrupted(&host.shutdown().await);
     result.map_err(|e| e.context(what))
 }
 

@@ -245,6 +245,12 @@ fn print_run(run: &crate::model::Run, entries: &[crate::model::DlqEntry], json: 
         ]);
     }
     say_raw!("{}", t.render())?;
+    if run.status == crate::model::RunStatus::Interrupted {
+        say!(
+            "\nthe run was interrupted (its host stopped mid-run): continue it with `opsdeck runs resume {}`",
+            run.id
+        )?;
+    }
     for e in entries {
         say!(
             "\ndead-letter entry {} holds stage `{}`: requeue it with `opsdeck dlq requeue {}`",

@@ -179,6 +179,9 @@ impl From<store::StoreError> for ApiError {
     }
 }
 
+/// Interrupted runs a stopping host names, at most.
+pub const INTERRUPTED_SHOWN: usize = 20;
+
 impl Host {
     /// Takes the workspace lock, opens the store (recovering after a crash) and starts.
     pub async fn start(ws: Workspace, opts: HostOptions) -> runtime::Result<Host> {
@@ -417,7 +420,10 @@ impl Host {
 
     /// Stops schedules and canaries, interrupts active runs (they resume when a host next
     /// starts), writes everything queued, and releases the workspace.
-    pub async fn shutdown(&self) {
+    ///
+    /// Returns the runs left interrupted (at most [`INTERRUPTED_SHOWN`], newest first), so
+    /// whoever stopped it can say which they are and how to resume them.
+    pub async fn shutdown(&self) -> Vec<RunSummary> {
         self.inner.shutdown.cancel();
         self.inner.tasks.close();
         self.inner.tasks.wait().await;
@@ -427,6 +433,17 @@ impl Host {
             let _ = tokio::task::spawn_blocking(move || thread.join()).await;
             drop(lock);
         }
+        let q = RunQuery {
+            status: Some(crate::model::RunStatus::Interrupted),
+            limit: INTERRUPTED_SHOWN,
+            ..RunQuery::default()
+        };
+        let left = self.inner.reads.with(move |r| r.runs(&q)).await;
+        let left = left.map(|p| p.items).unwrap_or_default();
+        if !left.is_empty() {
+            tracing::warn!(runs = %ids(&left.iter().map(|r| r.id).collect::<Vec<_>>()), "runs left interrupted: `opsdeck runs resume ID` continues one, and the next host resumes them all");
+        }
         tracing::info!("host stopped");
+        left
     }
 }

@@ -183,8 +183,10 @@ pub enum Source {
 }
 
 /// Finds the workspace: the flag, else `$OPSDECK_WORKSPACE` (when not empty), else the current
-/// directory when it holds `opsdeck.toml` or `pipelines/`, else the bundled demo.
-pub fn resolve(flag: Option<&Path>) -> Result<(PathBuf, Source), WorkspaceError> {
+/// directory when it holds `opsdeck.toml` or `pipelines/`, else the bundled demo. Only a
+/// command that hosts (`unpack`) writes the demo's files; a read-only look at a demo that was
+/// never set up is refused rather than creating it as a side effect.
+pub fn resolve(flag: Option<&Path>, unpack: bool) -> Result<(PathBuf, Source), WorkspaceError> {
     if let Some(dir) = flag {
         return Ok((dir.to_path_buf(), Source::Flag));
     }
@@ -202,6 +204,14 @@ pub fn resolve(flag: Option<&Path>) -> Result<(PathBuf, Source), WorkspaceError>
                 .into(),
         )
     })?;
+    if !unpack {
+        if !demo.join("opsdeck.toml").exists() {
+            return Err(WorkspaceError::Missing(
+                "no workspace here, and the bundled demo has not been set up yet (`opsdeck` sets it up and opens it); pass --workspace DIR or set OPSDECK_WORKSPACE".into(),
+            ));
+        }
+        return Ok((demo, Source::Demo));
+    }
     unpack_demo(&demo).map_err(|e| {
         WorkspaceError::Missing(format!(
             "cannot unpack the demo workspace into {}: {e}",

@@ -10,6 +10,9 @@ pub fn parse(text: &str) -> Result<Duration, String> {
     if s.is_empty() {
         return Err("a duration is empty; write it like 30s, 5m or 1h30m".into());
     }
+    if let Some(short) = spelled_out(s) {
+        return Err(format!("`{s}` is not a duration; write it as `{short}`"));
+    }
     let mut total: u128 = 0;
     let mut rest = s;
     while !rest.is_empty() {
@@ -69,6 +72,27 @@ pub fn format(d: Duration) -> String {
 }
 
 /// Formats a duration the way it would be written in a config file (`1h30m`, `30s`, `250ms`).
+/// `30 seconds`, `5 min`, `2 hours` as the short form (`30s`, `5m`, `2h`), so the error can
+/// say exactly what to write.
+fn spelled_out(s: &str) -> Option<String> {
+    let digits = s.bytes().take_while(u8::is_ascii_digit).count();
+    if digits == 0 {
+        return None;
+    }
+    let (num, word) = s.split_at(digits);
+    let word = word.trim().to_ascii_lowercase();
+    let unit = match word.as_str() {
+        "millisecond" | "milliseconds" | "msec" | "msecs" => "ms",
+        "second" | "seconds" | "sec" | "secs" => "s",
+        "minute" | "minutes" | "min" | "mins" => "m",
+        "hour" | "hours" | "hr" | "hrs" => "h",
+        "day" | "days" => "d",
+        "s" | "m" | "h" | "d" | "ms" if s[digits..].starts_with(' ') => word.as_str(),
+        _ => return None,
+    };
+    Some(format!("{num}{unit}"))
+}
+
 pub fn to_spec(d: Duration) -> String {
     let mut ms = d.as_millis();
     if ms == 0 {
@@ -93,6 +117,23 @@ pub fn to_spec(d: Duration) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn spelled_out_units_get_the_short_form_suggested() {
+        assert_eq!(
+            parse("30 seconds").unwrap_err(),
+            "`30 seconds` is not a duration; write it as `30s`"
+        );
+        assert_eq!(
+            parse("5 Minutes").unwrap_err(),
+            "`5 Minutes` is not a duration; write it as `5m`"
+        );
+        assert_eq!(
+            parse("2 h").unwrap_err(),
+            "`2 h` is not a duration; write it as `2h`"
+        );
+        assert_eq!(parse("90s"), Ok(Duration::from_secs(90)));
+    }
 
     #[test]
     fn parses_compound_durations() {

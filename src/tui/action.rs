@@ -29,6 +29,7 @@ macro_rules! actions {
 
 actions! {
     Quit => "quit", "Quit; asks first while runs are in flight (in a run, a diff or a filter: go back)";
+    Interrupt => "interrupt", "Quit from anywhere, asking first while runs are in flight; exits with status 130";
     Back => "back", "Go back: leave a run, close a diff, clear a filter, close a dialog";
     Help => "help", "Show the keys of the focused pane";
     Palette => "command_palette", "Open the command palette";
@@ -88,6 +89,7 @@ impl Action {
         Action::Help,
         Action::Back,
         Action::Quit,
+        Action::Interrupt,
     ];
 
     /// Moving in a list or scrolling text.

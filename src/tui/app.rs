@@ -122,6 +122,9 @@ pub struct App {
     /// Every message the footer showed lately (with when), for `m`: a cut one can be read whole.
     pub messages: std::collections::VecDeque<(DateTime<Utc>, Flash)>,
     pub quit: bool,
+    /// The quitting under way began with `interrupt` (Ctrl-C): the process then exits 130, as
+    /// an interrupted command does.
+    quit_by_interrupt: bool,
     pending: Vec<Key>,
     pub(super) outbox: Vec<Request>,
     pub(super) stale: BTreeSet<Stale>,
@@ -157,6 +160,7 @@ impl App {
             flash: None,
             messages: std::collections::VecDeque::new(),
             quit: false,
+            quit_by_interrupt: false,
             pending: Vec::new(),
             outbox: Vec::new(),
             stale: BTreeSet::new(),
@@ -238,12 +242,19 @@ impl App {
         self.outbox.extend(fetch);
     }
 
+    /// Whether the dashboard quit on `interrupt` (directly, or through the question it asked).
+    pub fn interrupted(&self) -> bool {
+        self.quit && self.quit_by_interrupt
+    }
+
     pub fn on_key(&mut self, key: KeyEvent) {
         if too_small(self.size) {
             // Nothing is on screen to act on: only quitting works (it may still ask first).
             let k = [Key::from_event(&key)];
-            if self.config.keymap.lookup(&[Context::Global], &k) == Lookup::Action(Action::Quit) {
-                self.quit_flow();
+            if let Lookup::Action(a @ (Action::Quit | Action::Interrupt)) =
+                self.config.keymap.lookup(&[Context::Global], &k)
+            {
+                self.quit_flow(a == Action::Interrupt);
             }
             return;
         }
@@ -325,7 +336,7 @@ impl App {
                 self.input = None;
                 let _ = self.set_filter(target, String::new());
             }
-            Action::Quit => self.quit_flow(),
+            Action::Quit | Action::Interrupt => self.quit_flow(a == Action::Interrupt),
             _ => {}
         }
     }
@@ -378,7 +389,7 @@ impl App {
         match a {
             // `q` quits at the top level; inside a run, a diff or a filter it goes back first.
             Action::Quit if self.focused().nested(&self.cx()) => self.route(Action::Back),
-            Action::Quit => self.quit_flow(),
+            Action::Quit | Action::Interrupt => self.quit_flow(a == Action::Interrupt),
             Action::Help => self.popups.push(Popup::Help { scroll: 0 }),
             Action::Messages => {
                 self.flash = None;
@@ -406,11 +417,13 @@ impl App {
 
     /// Quitting stops the host: runs in flight are interrupted (they resume at the next
     /// start), so it asks first; asked again, it quits.
-    pub(super) fn quit_flow(&mut self) {
+    pub(super) fn quit_flow(&mut self, interrupt: bool) {
         if matches!(self.popups.last(), Some(Popup::ConfirmQuit { .. })) {
+            self.quit_by_interrupt |= interrupt;
             self.quit = true;
             return;
         }
+        self.quit_by_interrupt = interrupt;
         match self.overview.as_ref().map_or(0, |o| o.running) {
             0 => self.quit = true,
             running => self.popups.push(Popup::ConfirmQuit { running }),
@@ -451,7 +464,9 @@ impl App {
             self.popups.pop();
         }
         match outcome {
-            Outcome::Unhandled if action == Some(Action::Quit) => self.quit_flow(),
+            Outcome::Unhandled if matches!(action, Some(Action::Quit | Action::Interrupt)) => {
+                self.quit_flow(action == Some(Action::Interrupt));
+            }
             Outcome::Keep | Outcome::Close | Outcome::Unhandled => {}
             Outcome::PaletteEdited => self.update_palette(),
             Outcome::Confirmed { command, reason } => {
@@ -467,7 +482,10 @@ impl App {
             }
             Outcome::Command(line) => self.run_command(&line),
             Outcome::OpenRun(id) => self.open_run(id, self.focus),
-            Outcome::Quit => self.quit = true,
+            Outcome::Quit => {
+                self.quit_by_interrupt |= action == Some(Action::Interrupt);
+                self.quit = true;
+            }
         }
     }
 

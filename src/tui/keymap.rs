@@ -547,7 +547,10 @@ mod tests {
             km.lookup(&list, &[k("g"), k("g")]),
             Lookup::Action(Action::Top)
         );
-        assert_eq!(km.lookup(&list, &[k("C-c")]), Lookup::Action(Action::Quit));
+        assert_eq!(
+            km.lookup(&list, &[k("C-c")]),
+            Lookup::Action(Action::Interrupt)
+        );
         assert_eq!(km.lookup(&list, &[k("F")]), Lookup::Unbound);
         let arrows = Keymap::load("arrows", None).unwrap();
         assert_eq!(
@@ -591,7 +594,7 @@ mod tests {
             .collect();
         let file = dir.path().join("bad.toml").display().to_string();
         assert_eq!(errs.len(), 3, "{errs:#?}");
-        assert!(errs[0].starts_with(&format!("{file}:2:7: unknown action `qiut` for `x` in [runs] (did you mean `quit`?); valid actions: quit, back")), "{}", errs[0]);
+        assert!(errs[0].starts_with(&format!("{file}:2:7: unknown action `qiut` for `x` in [runs] (did you mean `quit`?); valid actions: quit, interrupt, back")), "{}", errs[0]);
         assert!(
             errs[1].starts_with(&format!("{file}:3:1: `C-` in [runs] is not a key")),
             "{}",

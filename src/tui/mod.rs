@@ -71,7 +71,16 @@ pub fn restore() {
 
 /// Runs the dashboard until the user quits. The terminal is restored on quit, on error and on
 /// panic.
-pub async fn run(backend: Arc<dyn Backend>, config: Config) -> std::io::Result<()> {
+/// How the dashboard ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ended {
+    /// `q`, the palette's `quit`, or the terminal went away.
+    Quit,
+    /// Ctrl-C: the process exits 130.
+    Interrupted,
+}
+
+pub async fn run(backend: Arc<dyn Backend>, config: Config) -> std::io::Result<Ended> {
     let previous = std::panic::take_hook();
     std::panic::set_hook(Box::new(move |info| {
         restore();
@@ -91,7 +100,7 @@ async fn event_loop(
     term: &mut Term,
     backend: Arc<dyn Backend>,
     config: Config,
-) -> std::io::Result<()> {
+) -> std::io::Result<Ended> {
     let (tx, mut rx) = mpsc::unbounded_channel();
     let worker = Worker::new(
         backend,
@@ -118,7 +127,11 @@ async fn event_loop(
             worker.exec(req);
         }
         if app.quit {
-            return Ok(());
+            return Ok(if app.interrupted() {
+                Ended::Interrupted
+            } else {
+                Ended::Quit
+            });
         }
         if dirty && last_draw.elapsed() >= FRAME {
             term.draw(|f| view::render(f, &app))?;
@@ -133,7 +146,7 @@ async fn event_loop(
                 Some(Ok(TermEvent::Resize(w, h))) => { app.on_resize(w, h); dirty = true; }
                 Some(Ok(_)) => {}
                 // The terminal is gone (SSH dropped): leave quietly.
-                Some(Err(_)) | None => return Ok(()),
+                Some(Err(_)) | None => return Ok(Ended::Quit),
             },
             Some(msg) = rx.recv() => {
                 app.apply(msg);

@@ -257,7 +257,7 @@ impl App {
             Parsed::Fault(fault) => self.inject(fault, ":fault"),
             Parsed::Theme(name) => self.switch_theme(&name),
             Parsed::Help => self.popups.push(Popup::Help { scroll: 0 }),
-            Parsed::Quit => self.quit_flow(),
+            Parsed::Quit => self.quit_flow(false),
             Parsed::Action(a, name) => {
                 if !help::pane_actions(self.focused()).contains(&a) {
                     self.focus_pane(PaneId::Canary);

@@ -404,3 +404,19 @@ fn cli_actions_go_through_the_api_of_a_serving_host() {
     assert_eq!(remote.json()["state"], "rolled_back");
     crate::support::stop(server);
 }
+
+#[test]
+fn canary_list_keeps_every_word_when_piped() {
+    let ws = TestWorkspace::new();
+    ws.write(
+        "opsdeck.toml",
+        "[canary.api]\nsource = \"simulate\"\nsteps = [ {weight = 20, pause = \"1h\"}, {weight = 100} ]\n",
+    );
+    let reason =
+        "holding the rollout while the payments team checks the eu-west settlement batch END";
+    ws.run(&["canary", "pause", "api", "--reason", reason])
+        .expect_code(0);
+    let list = ws.run(&["canary", "list"]);
+    list.expect_code(0);
+    assert!(list.stdout().contains(reason), "{}", list.stdout());
+}

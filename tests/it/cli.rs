@@ -329,14 +329,30 @@ fn logs_go_to_the_workspace_not_the_terminal() {
 #[test]
 fn without_a_workspace_the_demo_is_unpacked_into_the_data_dir() {
     let ws = TestWorkspace::new();
-    let out = ws.bare_cmd().args(["runs"]).output().unwrap();
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
     let demo = ws.root.path().join("home/data/opsdeck/demo");
+    // A read-only look never sets the demo up as a side effect.
+    let look = ws.bare_cmd().args(["runs"]).output().unwrap();
+    assert_eq!(look.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&look.stderr).contains("the bundled demo has not been set up yet"),
+        "{}",
+        String::from_utf8_lossy(&look.stderr)
+    );
+    assert!(!demo.exists(), "a read-only command created the demo");
+    // A command that hosts sets it up, and its command stage's output changes with the run.
+    for _ in 0..2 {
+        let out = ws
+            .bare_cmd()
+            .args(["run", "checkout-etl", "--json"])
+            .output()
+            .unwrap();
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
     for f in [
         "opsdeck.toml",
         "pipelines/checkout-etl.toml",
@@ -344,6 +360,28 @@ fn without_a_workspace_the_demo_is_unpacked_into_the_data_dir() {
     ] {
         assert!(demo.join(f).is_file(), "{f} missing from the unpacked demo");
     }
+    let output = |run: &str| {
+        let out = ws
+            .bare_cmd()
+            .args(["runs", "show", run, "--json"])
+            .output()
+            .unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        let stage = v["stages"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["id"] == "verify-counts")
+            .cloned()
+            .unwrap();
+        stage["attempts"][0]["output"]["expected"].clone()
+    };
+    let (first, second) = (output("1"), output("2"));
+    assert!(first.is_number(), "{first}");
+    assert_ne!(
+        first, second,
+        "the demo's verify-counts output changes between runs"
+    );
 }
 
 #[test]

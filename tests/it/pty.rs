@@ -458,6 +458,47 @@ command = ["sh", "-c", "printf 'upstream said: %0280d TAIL-OF-STDERR\\n' 0 >&2; 
     assert!(t.wait_exit().success());
 }
 
+/// Ctrl-C with a run in flight asks first; confirmed, the dashboard says which run it left
+/// interrupted and how to resume it, and exits 130 like any interrupted command.
+#[test]
+fn ctrl_c_asks_then_names_the_interrupted_run_and_exits_130() {
+    let ws = TestWorkspace::new();
+    ws.pipeline(
+        "slow",
+        r#"[pipeline]
+name = "slow"
+[[stage]]
+id = "wait"
+kind = "command"
+command = ["sleep", "60"]
+"#,
+    );
+    let mut t = Term::start(&ws, 100, 30);
+    t.wait_for("1 Runs");
+    t.keys("n");
+    t.wait_for("Start a run");
+    t.keys("\r");
+    t.wait_for("· slow ·");
+    t.wait_for("running");
+    t.keys("\x03");
+    t.wait_for("Quit opsdeck?");
+    t.keys("y");
+    let status = t.wait_exit();
+    assert_eq!(status.exit_code(), 130, "{status:?}");
+    let after = t.wait_for("opsdeck runs resume 1");
+    assert!(
+        after.contains("1 run is interrupted: run 1 (slow)"),
+        "{after}"
+    );
+    let show = ws.run(&["runs", "show", "1"]);
+    assert!(
+        show.stdout()
+            .contains("continue it with `opsdeck runs resume 1`"),
+        "{}",
+        show.stdout()
+    );
+}
+
 #[test]
 fn the_dashboard_on_a_remote_server_survives_a_restart_and_stays_read_only() {
     let ws = TestWorkspace::new();

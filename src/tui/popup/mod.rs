@@ -277,7 +277,7 @@ impl Popup {
             Popup::Confirm(c) => confirm_action(c, a),
             Popup::Palette(p) => palette_action(p, a),
             Popup::ConfirmQuit { .. } => match a {
-                Action::Confirm | Action::Quit => Outcome::Quit,
+                Action::Confirm | Action::Quit | Action::Interrupt => Outcome::Quit,
                 Action::Back => Outcome::Close,
                 _ => Outcome::Keep,
             },
@@ -292,6 +292,7 @@ impl Popup {
 fn help_action(scroll: &mut usize, a: Action) -> Outcome {
     match a {
         Action::Help | Action::Back | Action::Quit | Action::Confirm => return Outcome::Close,
+        Action::Interrupt => return Outcome::Unhandled,
         Action::Down => *scroll += 1,
         Action::Up => *scroll = scroll.saturating_sub(1),
         Action::PageDown => *scroll += PICKER_PAGE,
@@ -344,7 +345,7 @@ fn confirm_action(c: &mut Confirm, a: Action) -> Outcome {
             }
             Outcome::Confirmed { command, reason }
         }
-        Action::Quit => Outcome::Unhandled,
+        Action::Quit | Action::Interrupt => Outcome::Unhandled,
         _ => Outcome::Keep,
     }
 }
@@ -374,7 +375,7 @@ fn palette_action(p: &mut Palette, a: Action) -> Outcome {
             }
             Outcome::Command(p.input.lines().join(" ").trim().to_string())
         }
-        Action::Quit => Outcome::Unhandled,
+        Action::Quit | Action::Interrupt => Outcome::Unhandled,
         _ => Outcome::Keep,
     }
 }
@@ -382,6 +383,7 @@ fn palette_action(p: &mut Palette, a: Action) -> Outcome {
 fn pick_action<T>(p: &mut Picker<T>, a: Action, chosen: impl Fn(&T) -> Outcome) -> Outcome {
     match a {
         Action::Back | Action::Quit => Outcome::Close,
+        Action::Interrupt => Outcome::Unhandled,
         Action::Confirm => p.chosen().map_or(Outcome::Close, chosen),
         _ => {
             if let Some(m) = Motion::from_action(a) {
