@@ -23,13 +23,6 @@ pub struct Overview {
     pub role: Option<String>,
 }
 
-impl Overview {
-    /// Active alerts: dead-lettered stages waiting for someone, plus targets whose breaker is open.
-    pub fn alerts(&self) -> u64 {
-        self.dlq_depth + self.breakers.iter().filter(|b| b.state == "open").count() as u64
-    }
-}
-
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct PipelineInfo {
     pub name: String,

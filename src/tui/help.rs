@@ -153,6 +153,14 @@ pub fn lines(pane: &dyn Pane, km: &Keymap) -> Vec<(String, String)> {
             &[Action::Confirm, Action::Back, Action::Complete],
         ),
     );
+    section(
+        &mut out,
+        "Symbols",
+        super::widgets::LEGEND
+            .iter()
+            .map(|(g, meaning)| ((*g).to_string(), (*meaning).to_string()))
+            .collect(),
+    );
     out
 }
 

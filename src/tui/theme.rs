@@ -14,6 +14,7 @@ use crate::diag::{Checker, Diagnostic, suggest};
 
 /// Every slot a theme may set.
 pub const SLOTS: &[&str] = &[
+    "ui.background",
     "ui.text",
     "ui.dim",
     "ui.border",

@@ -123,15 +123,21 @@ fn right_spans(app: &App, ctx: &Ctx<'_>, level: Level) -> Vec<Span<'static>> {
         (false, true) => Span::styled("○ ", t.style("status.retrying")),
     };
     right.push(conn);
-    let alerts = app
-        .overview
-        .as_ref()
-        .map_or(0, crate::model::Overview::alerts);
-    right.push(match (alerts, terse) {
+    let parts = alerts(app);
+    let total: u64 = parts.iter().map(|(n, _)| n).sum();
+    right.push(match (total, terse) {
         (0, false) => Span::styled("no alerts ", t.style("ui.dim")),
         (0, true) => Span::styled("", t.style("ui.dim")),
-        (n, false) => Span::styled(
-            format!("⚠ {n} alert{} ", if n == 1 { "" } else { "s" }),
+        // What is counted, so the number means something: `⚠ 2 in DLQ · 1 rolled back`.
+        (_, false) => Span::styled(
+            format!(
+                "⚠ {} ",
+                parts
+                    .iter()
+                    .map(|(n, what)| format!("{n} {what}"))
+                    .collect::<Vec<_>>()
+                    .join(" · ")
+            ),
             t.style("alert"),
         ),
         (n, true) => Span::styled(format!("⚠{n} "), t.style("alert")),
@@ -143,6 +149,37 @@ fn right_spans(app: &App, ctx: &Ctx<'_>, level: Level) -> Vec<Span<'static>> {
     };
     right.push(Span::styled(clock, t.style("ui.header")));
     right
+}
+
+/// What needs someone, counted by kind (kinds with none are left out): dead-lettered stages,
+/// open breakers, rolled-back canaries.
+pub fn alerts(app: &App) -> Vec<(u64, &'static str)> {
+    let (dlq, open) = app.overview.as_ref().map_or((0, 0), |o| {
+        let open = o.breakers.iter().filter(|b| b.state == "open").count();
+        (o.dlq_depth, open as u64)
+    });
+    let rolled_back = app
+        .panes
+        .canary
+        .canaries
+        .iter()
+        .filter(|c| c.state == crate::model::CanaryState::RolledBack)
+        .count() as u64;
+    [
+        (dlq, "in DLQ"),
+        (
+            open,
+            if open == 1 {
+                "breaker open"
+            } else {
+                "breakers open"
+            },
+        ),
+        (rolled_back, "rolled back"),
+    ]
+    .into_iter()
+    .filter(|(n, _)| *n > 0)
+    .collect()
 }
 
 fn width(spans: &[Span<'_>]) -> usize {
@@ -212,6 +249,12 @@ pub fn too_small_line(size: Rect, quit_pending: Option<u64>, quit_key: &str) -> 
 pub fn render(f: &mut Frame, app: &App) {
     let size = f.area();
     let ctx = ctx(app);
+    // The theme's background under everything (the light theme sets one; others keep the
+    // terminal's).
+    f.render_widget(
+        ratatui::widgets::Block::default().style(ctx.theme.style("ui.background")),
+        size,
+    );
     if too_small(size) {
         let pending = app.popups.last().and_then(|p| match p {
             crate::tui::popup::Popup::ConfirmQuit { running } => Some(*running),

@@ -197,7 +197,7 @@ command = ["sh", "-c", "[ -f ok ] || { echo 'partner said no' >&2; exit 3; }"]
     t.keys("\r");
     let detail = t.wait_for("STAGE");
     assert!(
-        detail.contains("· tick ·") && detail.contains("count"),
+        detail.contains("· tick ") && detail.contains("count"),
         "{detail}"
     );
 
@@ -225,7 +225,7 @@ command = ["sh", "-c", "[ -f ok ] || { echo 'partner said no' >&2; exit 3; }"]
     t.keys("n");
     t.wait_for("Start a run (Enter starts");
     t.keys("\r");
-    t.wait_for("· fragile ·");
+    t.wait_for("· fragile ");
     t.wait_for("failed");
     t.keys("5");
     let dlq = t.wait_for("call-partner");
@@ -294,13 +294,13 @@ simulate = { rps = 40 }
     let mut t = Term::start_with(&ws, 100, 30, &[("USER", "oncall")]);
     t.wait_for("1 Runs");
     t.keys("3");
-    t.wait_for("PROGRESSING");
+    t.wait_for("▶ progressing  step");
     t.wait_for("20%");
     t.keys("x");
     t.wait_for("Roll back canary checkout-api?");
     t.keys("canary pages on-call");
     t.keys("\r");
-    let after = t.wait_for("ROLLED_BACK");
+    let after = t.wait_for("↩ rolled_back  step");
     assert!(after.contains("weight 20% -> 0%"), "{after}");
     assert!(
         !after.contains("⚠ ROLLBACK"),
@@ -341,7 +341,7 @@ simulate = { rps = 40 }
     let mut t = Term::start(&ws, 100, 30);
     t.wait_for("1 Runs");
     t.keys("3");
-    t.wait_for("PROGRESSING");
+    t.wait_for("▶ progressing  step");
     t.keys("p");
     t.wait_for("Promote canary checkout-api to step 2?");
 
@@ -376,7 +376,7 @@ simulate = { rps = 40 }
     t.wait_for("Roll back canary checkout-api?");
     t.keys("bad latency");
     t.keys("\r");
-    t.wait_for("ROLLED_BACK");
+    t.wait_for("↩ rolled_back  step");
     // The footer, once the message of the rollback has gone.
     let ended = t.wait_for("r restart");
     assert!(
@@ -387,7 +387,21 @@ simulate = { rps = 40 }
     t.wait_for("Restart canary checkout-api from step 1?");
     t.keys("fixed the pool size");
     t.keys("\r");
-    t.wait_for("PROGRESSING");
+    t.wait_for("▶ progressing  step");
+
+    // The canary action's event opens whole: its reason, actor and data.
+    t.keys("7");
+    t.keys("/");
+    t.keys("kind:canary_action restart");
+    t.keys("\r");
+    t.wait_for("filter: kind:canary_action restart");
+    t.keys("G");
+    t.keys("\r");
+    let record = t.wait_for("· canary_action");
+    assert!(record.contains("fixed the pool size"), "{record}");
+    assert!(record.contains("\"actor\": \"oncall\""), "{record}");
+    t.keys("\x1b");
+    t.keys("\x1b");
     t.keys("q");
     assert!(t.wait_exit().success());
 
@@ -437,7 +451,7 @@ command = ["sh", "-c", "printf 'upstream said: %0280d TAIL-OF-STDERR\\n' 0 >&2; 
     t.keys("n");
     t.wait_for("Start a run");
     t.keys("\r");
-    t.wait_for("· noisy ·");
+    t.wait_for("· noisy ");
     t.wait_for("failed");
     t.keys("\r");
     let cut = t.wait_for("upstream said:");
@@ -478,7 +492,7 @@ command = ["sleep", "60"]
     t.keys("n");
     t.wait_for("Start a run");
     t.keys("\r");
-    t.wait_for("· slow ·");
+    t.wait_for("· slow ");
     t.wait_for("running");
     t.keys("\x03");
     t.wait_for("Quit opsdeck?");
@@ -525,7 +539,7 @@ simulate = { rps = 20 }
 
     // Read-only: the rollback key is refused, and no dialog opens.
     t.keys("3");
-    t.wait_for("PROGRESSING");
+    t.wait_for("▶ progressing  step");
     t.keys("x");
     let refused = t.wait_for("read-only");
     assert!(!refused.contains("Roll back canary"), "{refused}");
@@ -585,7 +599,7 @@ fn the_arrows_keymap_drives_every_dialog_without_letters() {
     t.keys("jj");
     t.keys(DOWN);
     t.keys("\r");
-    t.wait_for("· beta ·");
+    t.wait_for("· beta ");
     t.wait_for("failed");
 
     // A confirmation: typed letters are the reason, Enter confirms.
@@ -619,7 +633,7 @@ fn the_arrows_keymap_drives_every_dialog_without_letters() {
     t.keys("\t");
     t.keys("slow");
     t.keys("\r");
-    t.wait_for("· slow ·");
+    t.wait_for("· slow ");
 
     // Quitting with a run in flight asks; Enter quits.
     t.keys("\x1b");

@@ -519,6 +519,31 @@ fn scenes() -> Vec<Scene> {
             a.on_action(Action::NextSection);
             a.on_action(Action::NextSection);
         }),
+        ("runs_long_names", |a| {
+            let tag = a.panes.runs.list.tag;
+            let long: Vec<RunSummary> = (1..=50)
+                .rev()
+                .map(|id| {
+                    let mut r = summary(id);
+                    r.pipeline = format!("{}-nightly-reconciliation-for-eu-west-1", r.pipeline);
+                    r
+                })
+                .collect();
+            a.apply(runs_page(tag, long, 50));
+        }),
+        ("dlq_long_names", |a| {
+            let mut entries = dlq();
+            for e in &mut entries {
+                e.pipeline = format!("{}-nightly-reconciliation-eu-west", e.pipeline);
+                e.stage = format!("{}-with-exchange-rates", e.stage);
+            }
+            a.apply(Msg::Dlq(entries));
+            a.on_action(Action::PaneDlq);
+        }),
+        ("canary_details", |a| {
+            open_canary(a);
+            a.on_action(Action::Open);
+        }),
         ("stage_failed", open_failed_stage),
         ("stage_sideways", |a| {
             open_failed_stage(a);
@@ -890,26 +915,49 @@ fn new_runs_appear_at_the_top_and_the_selection_stays_on_its_run() {
 
 /// The README's key tables are the help generated from the panes' declared commands and the
 /// default keymap. `OPSDECK_WRITE_README=1 cargo test --test it tui::the_readme` rewrites them.
-#[test]
-fn the_readme_key_tables_are_the_generated_help() {
+/// Replaces what is between `<!-- NAME:begin -->` and `<!-- NAME:end -->` in the README with
+/// `want` under `OPSDECK_WRITE_README=1`, else checks it is already there.
+fn readme_section(name: &str, want: &str) {
     let path = concat!(env!("CARGO_MANIFEST_DIR"), "/README.md");
     let readme = std::fs::read_to_string(path).unwrap();
-    let (begin, end) = ("<!-- keys:begin -->\n", "\n<!-- keys:end -->");
-    let start = readme.find(begin).expect("README has <!-- keys:begin -->") + begin.len();
+    let (begin, end) = (
+        format!("<!-- {name}:begin -->\n"),
+        format!("\n<!-- {name}:end -->"),
+    );
+    let start = readme.find(&begin).expect("README has the begin marker") + begin.len();
     let stop = readme[start..]
-        .find(end)
-        .expect("README has <!-- keys:end -->")
+        .find(&end)
+        .expect("README has the end marker")
         + start;
-    let want = opsdeck::tui::help::readme_tables(&Keymap::builtin_default());
     if std::env::var_os("OPSDECK_WRITE_README").is_some() {
         let new = format!("{}{want}{}", &readme[..start], &readme[stop..]);
         std::fs::write(path, new).unwrap();
         return;
     }
     assert!(
-        readme[start..stop] == want,
-        "README key tables differ from the generated help; run OPSDECK_WRITE_README=1 cargo test --test it tui::the_readme and review the diff. Generated:\n{want}"
+        readme[start..stop] == *want,
+        "README section `{name}` differs from what the code draws; run OPSDECK_WRITE_README=1 cargo test --test it tui::the_readme and review the diff. Generated:\n{want}"
     );
+}
+
+/// The README's key tables are the help generated from the panes' declared commands and the
+/// default keymap. `OPSDECK_WRITE_README=1 cargo test --test it tui::the_readme` rewrites them.
+#[test]
+fn the_readme_key_tables_are_the_generated_help() {
+    readme_section(
+        "keys",
+        &opsdeck::tui::help::readme_tables(&Keymap::builtin_default()),
+    );
+}
+
+/// The README's screenshot is the dashboard as it draws today (a run at 80x24).
+#[test]
+fn the_readme_screenshot_is_what_the_dashboard_draws() {
+    let mut a = app(80, 24);
+    a.on_action(Action::Open);
+    a.apply(Msg::Run(Box::new(run_50())));
+    let screen: Vec<String> = text(&a).lines().map(|l| l.trim_end().to_string()).collect();
+    readme_section("screen", &format!("```\n{}\n```", screen.join("\n")));
 }
 
 #[test]

@@ -20,7 +20,7 @@ use crate::tui::keymap::Context;
 use crate::tui::popup::{self, Popup};
 use crate::tui::request::Request;
 use crate::tui::view::Ctx;
-use crate::tui::widgets::elapsed;
+use crate::tui::widgets::{column_widths, elapsed, fitted_row, glyph};
 
 /// Chart spans: (label, seconds per point). Every span has [`POINTS`] points.
 pub const SPANS: [(&str, i64); 3] = [("5m", 5), ("15m", 15), ("60m", 60)];
@@ -101,6 +101,7 @@ const COMMANDS: &[Cmd] = &[
     cmd(&[Action::Rollback], "rollback"),
     cmd(&[Action::Restart], "restart"),
     cmd(&[Action::ChartSpan], "span"),
+    spare(&[Action::Open], "details"),
     spare(&[Action::PromoteFull], "promote all"),
     spare(&[Action::ChartQuantile], "quantile"),
     HELP,
@@ -201,6 +202,62 @@ fn confirm(action: CanaryAction, c: &CanaryStatus) -> Popup {
     }
 }
 
+/// Everything the pane shows of `c` in a line or a cut cell, whole: each check's and trigger's
+/// sentence, and the last action with its reason.
+fn details(c: &CanaryStatus) -> Popup {
+    let mut lines = vec![
+        format!(
+            "{} at step {}/{}, weight {}%, source {}",
+            c.state.as_str(),
+            c.step + 1,
+            c.steps.len(),
+            c.weight,
+            c.source
+        ),
+        String::new(),
+        "checks:".to_string(),
+    ];
+    if c.checks.is_empty() {
+        lines.push("  none yet: the first analysis runs one interval into the step".into());
+    }
+    for k in &c.checks {
+        let (sym, _) = verdict_style(k.verdict);
+        lines.push(format!(
+            "  {sym} {} {}: {}",
+            k.name,
+            k.verdict.as_str(),
+            k.summary
+        ));
+    }
+    lines.push(String::new());
+    lines.push("rollback triggers:".to_string());
+    for tr in &c.triggers {
+        let mark = if tr.fired { "FIRED" } else { "ok" };
+        lines.push(format!("  {mark} {}: {}", tr.name, tr.summary));
+    }
+    if let Some(a) = &c.last_action {
+        lines.push(String::new());
+        lines.push(format!(
+            "last action: {} by {} at {} UTC, weight {}% -> {}%",
+            a.action,
+            a.actor,
+            a.at.datetime().format("%H:%M:%S"),
+            a.weight_before,
+            a.weight_after
+        ));
+        lines.push(format!("reason: {}", a.reason));
+    }
+    if let Some(o) = &c.outcome {
+        lines.push(format!("outcome: {o}"));
+    }
+    Popup::Record(crate::tui::popup::Record {
+        title: format!("Canary {}", c.name),
+        lines,
+        run: None,
+        scroll: 0,
+    })
+}
+
 impl CanaryPane {
     /// The chart points of the selected canary, over the chosen span.
     pub fn series_request(&self) -> Option<Request> {
@@ -267,6 +324,9 @@ impl Pane for CanaryPane {
                 Effect::None
             }
             Action::Back => Effect::Leave,
+            Action::Open => self
+                .selected()
+                .map_or(Effect::None, |c| Effect::Popup(Box::new(details(c)))),
             _ => match self.selected() {
                 Some(c) => action_for(a, c)
                     .map_or(Effect::None, |act| Effect::Popup(Box::new(confirm(act, c)))),
@@ -309,19 +369,19 @@ pub const LIST_ROWS: usize = 3;
 
 pub fn state_style(s: CanaryState) -> (&'static str, &'static str) {
     match s {
-        CanaryState::Progressing => ("▶", "status.running"),
-        CanaryState::Paused => ("⏸", "status.retrying"),
-        CanaryState::Promoted => ("✔", "status.ok"),
-        CanaryState::RolledBack => ("↩", "status.failed"),
-        CanaryState::Aborted => ("✖", "status.cancelled"),
+        CanaryState::Progressing => (glyph::RUNNING, "status.running"),
+        CanaryState::Paused => (glyph::PAUSED, "status.retrying"),
+        CanaryState::Promoted => (glyph::OK, "status.ok"),
+        CanaryState::RolledBack => (glyph::ROLLED_BACK, "status.failed"),
+        CanaryState::Aborted => (glyph::CANCELLED, "status.cancelled"),
     }
 }
 
 pub fn verdict_style(v: Verdict) -> (&'static str, &'static str) {
     match v {
-        Verdict::Pass => ("✔", "status.ok"),
-        Verdict::Fail => ("✖", "status.failed"),
-        Verdict::Inconclusive => ("…", "status.pending"),
+        Verdict::Pass => (glyph::OK, "status.ok"),
+        Verdict::Fail => (glyph::FAILED, "status.failed"),
+        Verdict::Inconclusive => (glyph::INCONCLUSIVE, "status.pending"),
     }
 }
 
@@ -370,6 +430,22 @@ pub fn render(f: &mut Frame, area: Rect, p: &CanaryPane, ctx: &Ctx<'_>) {
 
 fn render_list(f: &mut Frame, area: Rect, p: &CanaryPane, ctx: &Ctx<'_>) {
     let t = ctx.theme;
+    let name_max = usize::from(area.width / 3).max(16);
+    let name_w = p
+        .canaries
+        .iter()
+        .map(|c| c.name.chars().count() + 2)
+        .max()
+        .unwrap_or(8)
+        .clamp(8, name_max);
+    let widths = [
+        Constraint::Length(u16::try_from(name_w).unwrap_or(16)),
+        Constraint::Length(12),
+        Constraint::Length(7),
+        Constraint::Length(4),
+        Constraint::Fill(1),
+    ];
+    let cols = column_widths(area.width, &widths);
     let rows: Vec<Row> = p
         .canaries
         .iter()
@@ -386,33 +462,19 @@ fn render_list(f: &mut Frame, area: Rect, p: &CanaryPane, ctx: &Ctx<'_>) {
                     ]
                 })
                 .collect();
-            Row::new(vec![
-                Line::from(Span::styled(format!("{sym} {}", c.name), t.style(slot))),
-                Line::styled(c.state.as_str().to_string(), t.style(slot)),
-                Line::raw(format!("{:>5}%", c.weight)),
-                Line::raw(format!("{}/{}", c.step + 1, c.steps.len())),
-                Line::from(checks),
-            ])
+            fitted_row(
+                vec![
+                    Line::from(Span::styled(format!("{sym} {}", c.name), t.style(slot))),
+                    Line::styled(c.state.as_str().to_string(), t.style(slot)),
+                    Line::raw(format!("{:>5}%", c.weight)),
+                    Line::raw(format!("{}/{}", c.step + 1, c.steps.len())),
+                    Line::from(checks),
+                ],
+                &cols,
+            )
         })
         .collect();
-    let name_w = p
-        .canaries
-        .iter()
-        .map(|c| c.name.chars().count() + 2)
-        .max()
-        .unwrap_or(8)
-        .clamp(8, 24) as u16;
-    let table = Table::new(
-        rows,
-        [
-            Constraint::Length(name_w),
-            Constraint::Length(11),
-            Constraint::Length(7),
-            Constraint::Length(4),
-            Constraint::Fill(1),
-        ],
-    )
-    .row_highlight_style(t.style("ui.selection"));
+    let table = Table::new(rows, widths).row_highlight_style(t.style("ui.selection"));
     let mut state = TableState::default()
         .with_offset(p.cursor.offset)
         .with_selected(Some(p.cursor.selected));
@@ -442,10 +504,7 @@ fn render_state(f: &mut Frame, area: Rect, c: &CanaryStatus, ctx: &Ctx<'_>) {
         },
     );
     let mut spans = vec![
-        Span::styled(
-            format!("{sym} {} ", c.state.as_str().to_uppercase()),
-            t.style(slot),
-        ),
+        Span::styled(format!("{sym} {} ", c.state.as_str()), t.style(slot)),
         Span::styled(
             format!(
                 " step {}/{} · {pause} · {in_step} · {} ",
@@ -493,6 +552,12 @@ fn render_checks(f: &mut Frame, area: Rect, c: &CanaryStatus, ctx: &Ctx<'_>) {
         );
         return;
     }
+    let widths = [
+        Constraint::Length(12),
+        Constraint::Length(14),
+        Constraint::Fill(1),
+    ];
+    let cols = column_widths(area.width, &widths);
     let rows: Vec<Row> = c
         .checks
         .iter()
@@ -503,22 +568,18 @@ fn render_checks(f: &mut Frame, area: Rect, c: &CanaryStatus, ctx: &Ctx<'_>) {
             } else {
                 ""
             };
-            Row::new(vec![
-                Line::raw(k.name.clone()),
-                Line::styled(format!("{sym} {}", k.verdict.as_str()), t.style(slot)),
-                Line::raw(format!("{}{proven}", k.summary)),
-            ])
+            fitted_row(
+                vec![
+                    Line::raw(k.name.clone()),
+                    Line::styled(format!("{sym} {}", k.verdict.as_str()), t.style(slot)),
+                    Line::raw(format!("{}{proven}", k.summary)),
+                ],
+                &cols,
+            )
         })
         .collect();
-    let table = Table::new(
-        rows,
-        [
-            Constraint::Length(12),
-            Constraint::Length(14),
-            Constraint::Fill(1),
-        ],
-    )
-    .header(Row::new(vec!["CHECK", "VERDICT", "NUMBERS"]).style(t.style("ui.dim")));
+    let table = Table::new(rows, widths)
+        .header(Row::new(vec!["CHECK", "VERDICT", "NUMBERS"]).style(t.style("ui.dim")));
     f.render_widget(table, area);
 }
 

@@ -12,7 +12,7 @@ use crate::tui::filter::{self, Field, Filter};
 use crate::tui::keymap::Context;
 use crate::tui::popup::{self, Popup};
 use crate::tui::view::Ctx;
-use crate::tui::widgets::{elapsed, fit, wrap_rows};
+use crate::tui::widgets::{column_widths, elapsed, fit, fitted_row, wrap_rows};
 
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct DlqPane {
@@ -227,57 +227,32 @@ pub fn render(f: &mut Frame, area: Rect, p: &DlqPane, ctx: &Ctx<'_>) {
         .border_style(t.style("ui.border.focused"));
     let inner = block.inner(area);
     f.render_widget(block, area);
-    if p.loaded && p.entries.is_empty() {
-        f.render_widget(
-            Paragraph::new(Span::styled(
-                "The dead-letter queue is empty.",
-                t.style("ui.dim"),
-            )),
-            inner,
-        );
-        return;
-    }
-    if p.shown.is_empty() && !p.entries.is_empty() {
-        f.render_widget(
-            Paragraph::new(Span::styled(
-                "No entries match the filter (Esc clears it).",
-                t.style("ui.dim"),
-            )),
-            inner,
-        );
+    let empty = if p.loaded && p.entries.is_empty() {
+        Some("The dead-letter queue is empty.")
+    } else if p.shown.is_empty() && !p.entries.is_empty() {
+        Some("No entries match the filter (Esc clears it).")
+    } else {
+        None
+    };
+    if let Some(text) = empty {
+        f.render_widget(Paragraph::new(Span::styled(text, t.style("ui.dim"))), inner);
         return;
     }
     // The selected entry's whole error sits under the table, so narrow terminals lose nothing.
     let [table_area, detail] =
         Layout::vertical([Constraint::Min(1), Constraint::Length(DETAIL_ROWS)]).areas(inner);
+    // Name columns as wide as their names, up to a fifth of the screen each.
+    let name_max = usize::from(inner.width / 5).max(12);
     let name_w = |f: fn(&DlqEntry) -> &str| {
-        p.entries
+        let w = p
+            .entries
             .iter()
             .map(|e| f(e).chars().count())
             .max()
             .unwrap_or(5)
-            .clamp(5, 18) as u16
+            .clamp(5, name_max);
+        u16::try_from(w).unwrap_or(12)
     };
-    let rows: Vec<Row> = p
-        .shown
-        .iter()
-        .filter_map(|&i| p.entries.get(i))
-        .map(|e| {
-            let age = (ctx.now.timestamp_millis() - e.created_at.millis()).max(0);
-            Row::new(vec![
-                Line::raw(e.id.to_string()),
-                Line::raw(e.run_id.to_string()),
-                Line::raw(e.pipeline.clone()),
-                Line::raw(e.stage.clone()),
-                Line::raw(e.attempts.to_string()),
-                Line::raw(elapsed(None, Some(age), ctx.now)),
-                Line::styled(
-                    format!("{}: {}", e.error.code, e.error.message),
-                    t.style("status.failed"),
-                ),
-            ])
-        })
-        .collect();
     let widths = [
         Constraint::Length(5),
         Constraint::Length(6),
@@ -287,6 +262,30 @@ pub fn render(f: &mut Frame, area: Rect, p: &DlqPane, ctx: &Ctx<'_>) {
         Constraint::Length(7),
         Constraint::Fill(1),
     ];
+    let cols = column_widths(table_area.width, &widths);
+    let rows: Vec<Row> = p
+        .shown
+        .iter()
+        .filter_map(|&i| p.entries.get(i))
+        .map(|e| {
+            let age = (ctx.now.timestamp_millis() - e.created_at.millis()).max(0);
+            fitted_row(
+                vec![
+                    Line::raw(e.id.to_string()),
+                    Line::raw(e.run_id.to_string()),
+                    Line::raw(e.pipeline.clone()),
+                    Line::raw(e.stage.clone()),
+                    Line::raw(e.attempts.to_string()),
+                    Line::raw(elapsed(None, Some(age), ctx.now)),
+                    Line::styled(
+                        format!("{}: {}", e.error.code, e.error.message),
+                        t.style("status.failed"),
+                    ),
+                ],
+                &cols,
+            )
+        })
+        .collect();
     let table = Table::new(rows, widths)
         .header(
             Row::new(vec![

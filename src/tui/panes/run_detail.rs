@@ -9,7 +9,10 @@ use super::{Cursor, inner};
 use crate::model::{Run, RunId};
 use crate::tui::view::Ctx;
 use crate::tui::widgets::timeline::Timeline;
-use crate::tui::widgets::{clock_time, elapsed, fit, run_status, stage_status, status_span};
+use crate::tui::widgets::{
+    clock_time, column_widths, elapsed, fit, fit_spans, fitted_row, run_status, stage_status,
+    status_span,
+};
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct RunDetail {
@@ -65,15 +68,22 @@ pub fn table_rows(body: Rect) -> usize {
 pub fn render(f: &mut Frame, body: Rect, d: &RunDetail, ctx: &Ctx<'_>) {
     let t = ctx.theme;
     let title = match &d.run {
-        Some(r) => Line::from(vec![
-            Span::styled(format!(" Run {} ", r.id), t.style("ui.title")),
-            Span::styled(format!("· {} · ", r.pipeline), t.style("ui.dim")),
-            status_span(t, run_status(r.status), r.status.as_str()),
-            Span::styled(
-                format!(" · {} ", elapsed(r.started_at, r.duration_ms, ctx.now)),
-                t.style("ui.dim"),
-            ),
-        ]),
+        // The status before the pipeline's name, so a long name never pushes it off.
+        Some(r) => fit_spans(
+            Line::from(vec![
+                Span::styled(format!(" Run {} ", r.id), t.style("ui.title")),
+                status_span(t, run_status(r.status), r.status.as_str()),
+                Span::styled(
+                    format!(
+                        " · {} · {} ",
+                        elapsed(r.started_at, r.duration_ms, ctx.now),
+                        r.pipeline
+                    ),
+                    t.style("ui.dim"),
+                ),
+            ]),
+            usize::from(body.width.saturating_sub(4)),
+        ),
         None => Line::styled(format!(" Run {} ", d.id), t.style("ui.title")),
     };
     f.render_widget(
@@ -129,6 +139,25 @@ pub fn render(f: &mut Frame, body: Rect, d: &RunDetail, ctx: &Ctx<'_>) {
 /// The stage table: status, attempts, duration and the last error of each stage.
 fn render_stages(f: &mut Frame, area: Rect, d: &RunDetail, run: &Run, ctx: &Ctx<'_>) {
     let t = ctx.theme;
+    let name_max = usize::from(area.width / 3).max(16);
+    let widths = [
+        Constraint::Length(
+            u16::try_from(
+                run.stages
+                    .iter()
+                    .map(|s| s.id.chars().count())
+                    .max()
+                    .unwrap_or(5)
+                    .clamp(5, name_max),
+            )
+            .unwrap_or(16),
+        ),
+        Constraint::Length(13),
+        Constraint::Length(8),
+        Constraint::Length(9),
+        Constraint::Fill(1),
+    ];
+    let cols = column_widths(area.width, &widths);
     let rows: Vec<Row> = run
         .stages
         .iter()
@@ -138,32 +167,21 @@ fn render_stages(f: &mut Frame, area: Rect, d: &RunDetail, run: &Run, ctx: &Ctx<
                 .and_then(|a| a.error.as_ref())
                 .map(|e| format!("{}: {}", e.code, e.message))
                 .unwrap_or_default();
-            Row::new(vec![
-                Line::raw(s.id.clone()),
-                Line::from(status_span(t, stage_status(s.status), s.status.as_str())),
-                Line::raw(s.attempts.len().to_string()),
-                Line::raw(last.map_or_else(
-                    || "-".into(),
-                    |a| elapsed(Some(a.started_at), a.duration_ms, ctx.now),
-                )),
-                Line::styled(error, t.style("status.failed")),
-            ])
+            fitted_row(
+                vec![
+                    Line::raw(s.id.clone()),
+                    Line::from(status_span(t, stage_status(s.status), s.status.as_str())),
+                    Line::raw(s.attempts.len().to_string()),
+                    Line::raw(last.map_or_else(
+                        || "-".into(),
+                        |a| elapsed(Some(a.started_at), a.duration_ms, ctx.now),
+                    )),
+                    Line::styled(error, t.style("status.failed")),
+                ],
+                &cols,
+            )
         })
         .collect();
-    let widths = [
-        Constraint::Length(
-            run.stages
-                .iter()
-                .map(|s| s.id.len())
-                .max()
-                .unwrap_or(5)
-                .clamp(5, 24) as u16,
-        ),
-        Constraint::Length(13),
-        Constraint::Length(8),
-        Constraint::Length(9),
-        Constraint::Fill(1),
-    ];
     let table = Table::new(rows, widths)
         .header(
             Row::new(vec!["STAGE", "STATUS", "ATTEMPTS", "DURATION", "ERROR"])

@@ -16,7 +16,9 @@ use crate::tui::keymap::Context;
 use crate::tui::popup::{self, Picker, Popup};
 use crate::tui::request::Request;
 use crate::tui::view::Ctx;
-use crate::tui::widgets::{clock_time, elapsed, fit, run_status, status_span, thousands};
+use crate::tui::widgets::{
+    clock_time, column_widths, elapsed, fitted_row, run_status, status_span, thousands,
+};
 
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct RunsList {
@@ -455,47 +457,18 @@ pub fn render(f: &mut Frame, area: Rect, list: &RunsList, ctx: &Ctx<'_>) {
     let wide = inner.width >= 110;
     let view = usize::from(inner.height.saturating_sub(1));
     let end = (list.cursor.offset + view).min(list.len());
-    let rows: Vec<Row> = (list.cursor.offset..end)
-        .map(|i| match list.row(i) {
-            Some(r) => {
-                let mut cells = vec![
-                    Span::raw(r.id.to_string()),
-                    Span::raw(fit(&r.pipeline, 24)),
-                    status_span(t, run_status(r.status), r.status.as_str()),
-                ];
-                if wide {
-                    cells.push(Span::styled(r.trigger.as_str(), t.style("ui.dim")));
-                }
-                cells.push(Span::raw(clock_time(
-                    r.started_at.unwrap_or(r.created_at),
-                    ctx.now,
-                )));
-                cells.push(Span::raw(elapsed(r.started_at, r.duration_ms, ctx.now)));
-                let stages = if r.stages_failed > 0 {
-                    Line::from(vec![
-                        Span::raw(format!("{}/{} ", r.stages_succeeded, r.stages_total)),
-                        Span::styled(format!("✗{}", r.stages_failed), t.style("status.failed")),
-                    ])
-                } else {
-                    Line::raw(format!("{}/{}", r.stages_succeeded, r.stages_total))
-                };
-                let mut row: Vec<Line> = cells.into_iter().map(Line::from).collect();
-                row.push(stages);
-                Row::new(row)
-            }
-            None => Row::new(vec![Line::styled("…", t.style("ui.dim"))]),
-        })
-        .collect();
     let mut header = vec!["ID", "PIPELINE", "STATUS"];
-    // As wide as the names in view (within reason), so wide terminals keep columns together.
+    // As wide as the names in view, up to a third of the screen: wide terminals show long
+    // names whole, narrow ones cut them with an ellipsis.
     let name_w = (list.cursor.offset..end)
         .filter_map(|i| list.row(i))
         .map(|r| r.pipeline.chars().count())
         .max()
         .unwrap_or(8);
+    let name_max = usize::from(inner.width / 3).max(16);
     let mut widths = vec![
         Constraint::Length(7),
-        Constraint::Length(name_w.clamp(8, 24) as u16),
+        Constraint::Length(u16::try_from(name_w.clamp(8, name_max)).unwrap_or(16)),
         Constraint::Length(13),
     ];
     if wide {
@@ -508,6 +481,36 @@ pub fn render(f: &mut Frame, area: Rect, list: &RunsList, ctx: &Ctx<'_>) {
         Constraint::Length(9),
         Constraint::Length(9),
     ]);
+    let cols = column_widths(inner.width, &widths);
+    let rows: Vec<Row> = (list.cursor.offset..end)
+        .map(|i| match list.row(i) {
+            Some(r) => {
+                let mut cells = vec![
+                    Line::raw(r.id.to_string()),
+                    Line::raw(r.pipeline.clone()),
+                    Line::from(status_span(t, run_status(r.status), r.status.as_str())),
+                ];
+                if wide {
+                    cells.push(Line::styled(r.trigger.as_str(), t.style("ui.dim")));
+                }
+                cells.push(Line::raw(clock_time(
+                    r.started_at.unwrap_or(r.created_at),
+                    ctx.now,
+                )));
+                cells.push(Line::raw(elapsed(r.started_at, r.duration_ms, ctx.now)));
+                cells.push(if r.stages_failed > 0 {
+                    Line::from(vec![
+                        Span::raw(format!("{}/{} ", r.stages_succeeded, r.stages_total)),
+                        Span::styled(format!("✗{}", r.stages_failed), t.style("status.failed")),
+                    ])
+                } else {
+                    Line::raw(format!("{}/{}", r.stages_succeeded, r.stages_total))
+                });
+                fitted_row(cells, &cols)
+            }
+            None => Row::new(vec![Line::styled("loading", t.style("ui.dim"))]),
+        })
+        .collect();
     let table = Table::new(rows, widths)
         .header(Row::new(header).style(t.style("ui.dim")))
         .row_highlight_style(t.style("ui.selection"));

@@ -46,6 +46,13 @@ pub fn render(
         Popup::ConfirmQuit { running } => render_quit(f, screen, *running, ctx),
         Popup::Record(r) => render_record(f, screen, r, ctx),
         Popup::PickPipeline(p) => {
+            let name_w = p
+                .items
+                .iter()
+                .map(|i| i.name.chars().count())
+                .max()
+                .unwrap_or(8)
+                .clamp(8, 28);
             let title = format!(
                 "Start a run ({} starts, {} cancels)",
                 ctx.keys.confirm, ctx.keys.back
@@ -59,10 +66,14 @@ pub fn render(
                 "The workspace has no valid pipelines.",
                 ctx,
                 |pi| {
+                    // Names in a column of their own, two spaces before the description.
                     vec![
-                        Span::raw(format!("{:<20}", fit(&pi.name, 20))),
+                        Span::raw(format!("{:<name_w$}  ", fit(&pi.name, name_w))),
                         Span::styled(
-                            fit(pi.description.as_deref().unwrap_or_default(), 46),
+                            fit(
+                                pi.description.as_deref().unwrap_or_default(),
+                                66usize.saturating_sub(name_w + 2),
+                            ),
                             t.style("ui.dim"),
                         ),
                     ]
@@ -97,6 +108,8 @@ pub fn render(
     }
 }
 
+/// The help inside the pane's border (never over it), its descriptions wrapped under
+/// themselves rather than cut, scrolled a row at a time.
 fn render_help(
     f: &mut Frame,
     screen: Rect,
@@ -105,12 +118,38 @@ fn render_help(
     ctx: &Ctx<'_>,
 ) {
     let t = ctx.theme;
-    let room = screen.height.saturating_sub(2);
-    let h = (help.len() as u16 + 2).min(room);
-    let area = centered(screen, screen.width.saturating_sub(2).min(100), h);
+    let room = crate::tui::panes::inner(crate::tui::panes::areas(screen).body);
+    let width = room.width.min(100);
+    let key_w = help
+        .iter()
+        .filter(|(_, d)| !d.is_empty())
+        .map(|(k, _)| k.chars().count())
+        .max()
+        .unwrap_or(8)
+        .min(20);
+    let doc_w = usize::from(width.saturating_sub(2)).saturating_sub(key_w + 2);
+    // Every row of the help once wrapped: (key or blank, text, is a heading).
+    let mut rows: Vec<(String, String, bool)> = Vec::new();
+    for (k, d) in help {
+        if d.is_empty() {
+            rows.push((k.clone(), String::new(), true));
+            continue;
+        }
+        for (i, piece) in crate::tui::widgets::wrap_rows(d, doc_w.max(1), usize::MAX)
+            .into_iter()
+            .enumerate()
+        {
+            let key = if i == 0 { fit(k, key_w) } else { String::new() };
+            rows.push((key, piece, false));
+        }
+    }
+    let h = u16::try_from(rows.len() + 2)
+        .unwrap_or(u16::MAX)
+        .min(room.height);
+    let area = centered(room, width, h);
     let visible = usize::from(h.saturating_sub(2));
-    let scroll = scroll.min(help.len().saturating_sub(visible));
-    let more = scroll + visible < help.len();
+    let scroll = scroll.min(rows.len().saturating_sub(visible));
+    let more = scroll + visible < rows.len();
     let k = ctx.keys;
     let title = if more || scroll > 0 {
         format!(
@@ -121,31 +160,24 @@ fn render_help(
         format!("Keys ({} or {} closes)", k.help, k.back)
     };
     let inner = frame(f, area, &title, ctx);
-    let key_w = help
-        .iter()
-        .map(|(k, _)| k.chars().count())
-        .max()
-        .unwrap_or(8)
-        .min(24);
-    let doc_w = usize::from(inner.width).saturating_sub(key_w + 2);
-    let mut lines: Vec<Line> = help
+    let mut lines: Vec<Line> = rows
         .iter()
         .skip(scroll)
         .take(visible)
-        .map(|(k, d)| {
-            if d.is_empty() {
-                Line::styled(k.clone(), t.style("ui.header"))
+        .map(|(key, text, heading)| {
+            if *heading {
+                Line::styled(key.clone(), t.style("ui.header"))
             } else {
                 Line::from(vec![
-                    Span::styled(format!("{:<key_w$}  ", fit(k, key_w)), t.style("ui.key")),
-                    Span::styled(fit(d, doc_w), t.style("ui.text")),
+                    Span::styled(format!("{key:<key_w$}  "), t.style("ui.key")),
+                    Span::styled(text.clone(), t.style("ui.text")),
                 ])
             }
         })
         .collect();
     if more && let Some(last) = lines.last_mut() {
         *last = Line::styled(
-            format!("↓ {} more ({})", help.len() - scroll - visible + 1, k.down),
+            format!("↓ {} more ({})", rows.len() - scroll - visible + 1, k.down),
             t.style("ui.dim"),
         );
     }
@@ -313,7 +345,7 @@ fn render_quit(f: &mut Frame, screen: Rect, running: u64, ctx: &Ctx<'_>) {
             "this workspace (stages in flight run again).",
             t.style("ui.text"),
         ),
-        key_line(ctx, "quit", "stay"),
+        key_line(ctx, "quit", "keep running"),
     ];
     f.render_widget(Paragraph::new(lines), inner);
 }

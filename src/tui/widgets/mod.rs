@@ -3,43 +3,85 @@
 pub mod timeline;
 
 use chrono::{DateTime, Utc};
+use ratatui::layout::{Constraint, Flex, Layout, Rect};
 use ratatui::style::Style;
-use ratatui::text::Span;
+use ratatui::text::{Line, Span};
+use ratatui::widgets::Row;
 
 use super::theme::Theme;
 use crate::model::{AttemptStatus, RunStatus, StageStatus, Timestamp, duration};
 
+/// One symbol per meaning, the same in every pane; the `?` help lists them ([`LEGEND`]).
+pub mod glyph {
+    pub const PENDING: &str = "○";
+    pub const RUNNING: &str = "▶";
+    pub const RETRYING: &str = "↻";
+    pub const OK: &str = "✓";
+    pub const FAILED: &str = "✗";
+    pub const SKIPPED: &str = "↷";
+    pub const CANCELLED: &str = "⊘";
+    pub const INTERRUPTED: &str = "↯";
+    pub const PAUSED: &str = "⏸";
+    pub const ROLLED_BACK: &str = "↩";
+    pub const INCONCLUSIVE: &str = "?";
+    pub const CUT: &str = "…";
+    pub const ALERT: &str = "⚠";
+}
+
+/// What each symbol means, for the help.
+pub const LEGEND: &[(&str, &str)] = &[
+    (glyph::PENDING, "pending: waiting to start"),
+    (glyph::RUNNING, "running, or a rollout progressing"),
+    (glyph::RETRYING, "retrying after a failed attempt"),
+    (glyph::OK, "succeeded, a check passed, a rollout promoted"),
+    (glyph::FAILED, "failed, or a check failed"),
+    (glyph::SKIPPED, "skipped: a stage it needs did not succeed"),
+    (glyph::CANCELLED, "cancelled, or a rollout aborted"),
+    (
+        glyph::INTERRUPTED,
+        "interrupted: its host stopped; it can be resumed",
+    ),
+    (glyph::PAUSED, "a rollout paused"),
+    (glyph::ROLLED_BACK, "a rollout rolled back"),
+    (glyph::INCONCLUSIVE, "a check without enough data yet"),
+    (
+        glyph::CUT,
+        "text cut here: w wraps, Enter opens it, m shows messages",
+    ),
+    (glyph::ALERT, "alerts: failures and rollbacks to look at"),
+];
+
 pub fn run_status(s: RunStatus) -> (&'static str, &'static str) {
     match s {
-        RunStatus::Pending => ("…", "status.pending"),
-        RunStatus::Running => ("▶", "status.running"),
-        RunStatus::Succeeded => ("✓", "status.ok"),
-        RunStatus::Failed => ("✗", "status.failed"),
-        RunStatus::Cancelled => ("⊘", "status.cancelled"),
-        RunStatus::Interrupted => ("⚠", "status.interrupted"),
+        RunStatus::Pending => (glyph::PENDING, "status.pending"),
+        RunStatus::Running => (glyph::RUNNING, "status.running"),
+        RunStatus::Succeeded => (glyph::OK, "status.ok"),
+        RunStatus::Failed => (glyph::FAILED, "status.failed"),
+        RunStatus::Cancelled => (glyph::CANCELLED, "status.cancelled"),
+        RunStatus::Interrupted => (glyph::INTERRUPTED, "status.interrupted"),
     }
 }
 
 pub fn stage_status(s: StageStatus) -> (&'static str, &'static str) {
     match s {
-        StageStatus::Pending => ("…", "status.pending"),
-        StageStatus::Running => ("▶", "status.running"),
-        StageStatus::Retrying => ("↻", "status.retrying"),
-        StageStatus::Succeeded => ("✓", "status.ok"),
-        StageStatus::Failed => ("✗", "status.failed"),
-        StageStatus::Skipped => ("-", "status.skipped"),
-        StageStatus::Cancelled => ("⊘", "status.cancelled"),
-        StageStatus::Interrupted => ("⚠", "status.interrupted"),
+        StageStatus::Pending => (glyph::PENDING, "status.pending"),
+        StageStatus::Running => (glyph::RUNNING, "status.running"),
+        StageStatus::Retrying => (glyph::RETRYING, "status.retrying"),
+        StageStatus::Succeeded => (glyph::OK, "status.ok"),
+        StageStatus::Failed => (glyph::FAILED, "status.failed"),
+        StageStatus::Skipped => (glyph::SKIPPED, "status.skipped"),
+        StageStatus::Cancelled => (glyph::CANCELLED, "status.cancelled"),
+        StageStatus::Interrupted => (glyph::INTERRUPTED, "status.interrupted"),
     }
 }
 
 pub fn attempt_status(s: AttemptStatus) -> (&'static str, &'static str) {
     match s {
-        AttemptStatus::Running => ("▶", "status.running"),
-        AttemptStatus::Succeeded => ("✓", "status.ok"),
-        AttemptStatus::Failed => ("✗", "status.failed"),
-        AttemptStatus::Cancelled => ("⊘", "status.cancelled"),
-        AttemptStatus::Interrupted => ("⚠", "status.interrupted"),
+        AttemptStatus::Running => (glyph::RUNNING, "status.running"),
+        AttemptStatus::Succeeded => (glyph::OK, "status.ok"),
+        AttemptStatus::Failed => (glyph::FAILED, "status.failed"),
+        AttemptStatus::Cancelled => (glyph::CANCELLED, "status.cancelled"),
+        AttemptStatus::Interrupted => (glyph::INTERRUPTED, "status.interrupted"),
     }
 }
 
@@ -109,6 +151,61 @@ pub fn wrap_rows(text: &str, width: usize, max_rows: usize) -> Vec<String> {
         chars = &chars[take..];
     }
     rows
+}
+
+/// The widths a `Table` gives columns of `constraints` across `width` (its own layout: one
+/// column of spacing, packed to the start), so cells can be cut with a visible `…` before the
+/// table would cut them without one.
+pub fn column_widths(width: u16, constraints: &[Constraint]) -> Vec<usize> {
+    Layout::horizontal(constraints.iter().copied())
+        .flex(Flex::Start)
+        .spacing(1)
+        .split(Rect::new(0, 0, width, 1))
+        .iter()
+        .map(|r| usize::from(r.width))
+        .collect()
+}
+
+/// `line` cut to `width` characters, keeping its styles; when anything was cut its last
+/// character is `…`.
+pub fn fit_spans(line: Line<'_>, width: usize) -> Line<'static> {
+    let total: usize = line.spans.iter().map(|s| s.content.chars().count()).sum();
+    let style = line.style;
+    let mut out: Vec<Span<'static>> = Vec::new();
+    if total <= width {
+        out.extend(
+            line.spans
+                .into_iter()
+                .map(|s| Span::styled(s.content.into_owned(), s.style)),
+        );
+        return Line::from(out).style(style);
+    }
+    let mut room = width.saturating_sub(1);
+    let mut last_style = Style::default();
+    for s in line.spans {
+        if room == 0 {
+            break;
+        }
+        let part: String = s.content.chars().take(room).collect();
+        room -= part.chars().count();
+        last_style = s.style;
+        out.push(Span::styled(part, s.style));
+    }
+    if width > 0 {
+        out.push(Span::styled("…", last_style));
+    }
+    Line::from(out).style(style)
+}
+
+/// A table row whose cells are cut to their columns' `widths` with a visible ellipsis.
+pub fn fitted_row(cells: Vec<Line<'_>>, widths: &[usize]) -> Row<'static> {
+    Row::new(
+        cells
+            .into_iter()
+            .enumerate()
+            .map(|(i, c)| fit_spans(c, widths.get(i).copied().unwrap_or(usize::MAX)))
+            .collect::<Vec<_>>(),
+    )
 }
 
 pub fn fit(text: &str, width: usize) -> String {
