@@ -16,6 +16,15 @@ pub const TRIGGER_MIN_REQUESTS: u64 = 100;
 /// Latencies the trigger window needs before its P95 counts.
 pub const TRIGGER_MIN_LATENCIES: u64 = 50;
 
+/// ` (held 40s)` while a condition holds; nothing when it does not.
+fn held_for(s: u64) -> String {
+    if s == 0 {
+        String::new()
+    } else {
+        format!(" (held {s}s)")
+    }
+}
+
 fn pct(x: f64) -> String {
     format!("{:.2}%", x * 100.0)
 }
@@ -253,8 +262,10 @@ pub fn triggers(m: &Metrics, now: i64, cfg: &CanaryConfig, held: &mut Held) -> V
             for_s: r.p95_for_s,
             summary: match p95 {
                 Some(p) => format!(
-                    "canary P95 {p:.0}ms {window}; rolls back after {}s above {:.0}ms (held {p95_held}s)",
-                    r.p95_for_s, r.p95_above_ms
+                    "canary P95 {p:.0}ms {window}; rolls back after {}s above {:.0}ms{}",
+                    r.p95_for_s,
+                    r.p95_above_ms,
+                    held_for(p95_held)
                 ),
                 None => format!("fewer than {TRIGGER_MIN_LATENCIES} canary latencies {window}"),
             },
@@ -270,10 +281,11 @@ pub fn triggers(m: &Metrics, now: i64, cfg: &CanaryConfig, held: &mut Held) -> V
             for_s: r.availability_for_s,
             summary: match avail {
                 Some(a) => format!(
-                    "canary availability {} {window}; rolls back after {}s below {} (held {avail_held}s)",
+                    "canary availability {} {window}; rolls back after {}s below {}{}",
                     pct(a),
                     r.availability_for_s,
-                    pct(r.availability_below)
+                    pct(r.availability_below),
+                    held_for(avail_held)
                 ),
                 None => format!("fewer than {TRIGGER_MIN_REQUESTS} canary requests {window}"),
             },

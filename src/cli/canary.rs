@@ -14,6 +14,7 @@ use crate::canary::service::saved_statuses;
 use crate::client::Backend;
 use crate::host::Workspace;
 use crate::model::{CanaryAction, CanaryState, CanaryStatus, Command, Outcome, Verdict};
+use crate::tui::widgets::glyph;
 
 #[derive(Debug, Subcommand)]
 pub enum CanaryCommand {
@@ -83,21 +84,22 @@ fn one(ws: &Workspace, name: &str) -> Result<CanaryStatus, CliError> {
         .ok_or_else(|| CliError::bad_input(format!("there is no canary `{name}`")))
 }
 
+/// The dashboard's symbols, so the CLI and the dashboard read the same.
 pub fn state_symbol(s: CanaryState) -> &'static str {
     match s {
-        CanaryState::Progressing => "▶",
-        CanaryState::Paused => "⏸",
-        CanaryState::Promoted => "✔",
-        CanaryState::RolledBack => "↩",
-        CanaryState::Aborted => "✖",
+        CanaryState::Progressing => glyph::RUNNING,
+        CanaryState::Paused => glyph::PAUSED,
+        CanaryState::Promoted => glyph::OK,
+        CanaryState::RolledBack => glyph::ROLLED_BACK,
+        CanaryState::Aborted => glyph::CANCELLED,
     }
 }
 
 pub fn verdict_symbol(v: Verdict) -> &'static str {
     match v {
-        Verdict::Pass => "✔",
-        Verdict::Fail => "✖",
-        Verdict::Inconclusive => "…",
+        Verdict::Pass => glyph::OK,
+        Verdict::Fail => glyph::FAILED,
+        Verdict::Inconclusive => glyph::INCONCLUSIVE,
     }
 }
 
@@ -157,7 +159,7 @@ pub fn render(s: &CanaryStatus, now_ms: i64) -> String {
     if !s.triggers.is_empty() {
         let _ = writeln!(o, "Triggers:");
         for t in &s.triggers {
-            let mark = if t.fired { "✖ FIRED" } else { "  ok   " };
+            let mark = if t.fired { "✗ FIRED" } else { "  ok   " };
             let _ = writeln!(o, "  {mark} {:<19} {}", t.name, t.summary);
         }
     }
@@ -306,6 +308,23 @@ pub async fn run(cli: &Cli, cmd: &CanaryCommand) -> CliResult {
     let bad = crate::diag::render_all(ws.problems.iter().filter(|d| d.file == "opsdeck.toml"));
     if !bad.is_empty() {
         return Err(CliError::bad_input(bad));
+    }
+    // While a host publishes its endpoint, list and status are its live view (the store only
+    // has what it saved at the last analysis).
+    if let CanaryCommand::List { .. } | CanaryCommand::Status { watch: false, .. } = cmd
+        && let Some(remote) = served(cli, Some(&ws))?
+    {
+        let all = remote.canaries().await?;
+        return match cmd {
+            CanaryCommand::Status { name, json, .. } => {
+                ws.canary(name).map_err(CliError::bad_input)?;
+                let s = all.iter().find(|s| s.name == *name).ok_or_else(|| {
+                    CliError::bad_input(format!("the host has no canary `{name}` loaded"))
+                })?;
+                print_status(s, *json)
+            }
+            _ => print_list(&all, matches!(cmd, CanaryCommand::List { json: true })),
+        };
     }
     let (name, action, reason) = match cmd {
         CanaryCommand::List { json } => return print_list(&statuses(&ws)?, *json),

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use super::output::event_line;
-use super::serve::{Endpoint, Serving, check_problems, spawn_api, stop_signal};
+use super::serve::{Endpoint, Serving, Stop, check_problems, spawn_api, stop_signal};
 use super::{Cli, CliError, CliResult, EXIT_OK, open_workspace_from, report_interrupted};
 use crate::client::Embedded;
 use crate::config::{Settings, user_dir};
@@ -203,7 +203,10 @@ async fn print_events(host: &Host) -> CliResult {
     tokio::pin!(stop);
     loop {
         tokio::select! {
-            () = &mut stop => return Ok(EXIT_OK),
+            why = &mut stop => return Ok(match why {
+                Stop::Interrupt => super::EXIT_INTERRUPTED,
+                Stop::Terminate => EXIT_OK,
+            }),
             ev = events.recv() => {
                 if let Ok(ev) = ev {
                     say!("{}", event_line(&ev))?;

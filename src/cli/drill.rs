@@ -38,7 +38,7 @@ fn line(r: &DrillResult) -> String {
     format!(
         "seed {}: {} (rollback {}, promote {}); canary requests {}, errors {}, bad requests served {}",
         r.seed,
-        r.outcome,
+        r.outcome.replace('_', " "),
         secs(r.time_to_rollback_s),
         secs(r.time_to_promote_s),
         r.canary_requests,

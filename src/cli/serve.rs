@@ -45,8 +45,16 @@ pub fn check_problems(ws: &Workspace) -> Result<(), CliError> {
     )))
 }
 
+/// Which signal asked a host to stop.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stop {
+    /// Ctrl-C (SIGINT): a foreground command exits 130.
+    Interrupt,
+    Terminate,
+}
+
 /// Waits for Ctrl-C or SIGTERM.
-pub async fn stop_signal() {
+pub async fn stop_signal() -> Stop {
     let term = async {
         match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
             Ok(mut s) => {
@@ -56,8 +64,8 @@ pub async fn stop_signal() {
         }
     };
     tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        () = term => {}
+        _ = tokio::signal::ctrl_c() => Stop::Interrupt,
+        () = term => Stop::Terminate,
     }
 }
 

@@ -24,6 +24,14 @@ string_enum!(
 );
 
 impl CanaryState {
+    /// The state in a sentence: `rolled back` rather than the stable name `rolled_back`.
+    pub fn words(self) -> &'static str {
+        match self {
+            CanaryState::RolledBack => "rolled back",
+            other => other.as_str(),
+        }
+    }
+
     pub fn is_final(self) -> bool {
         matches!(
             self,
@@ -79,8 +87,12 @@ impl CanaryAction {
     /// Why this action cannot be taken on canary `name` in `state`, or `None` when it can.
     /// The controller refuses with this sentence and the dashboard greys out keys with it.
     pub fn refusal(self, name: &str, state: CanaryState) -> Option<String> {
-        let ended =
-            || format!("canary {name} is {state}; `restart` starts it again from the first step");
+        let ended = || {
+            format!(
+                "canary {name} is {}; `restart` starts it again from the first step",
+                state.words()
+            )
+        };
         match self {
             CanaryAction::SetWeight(w) if w > 100 => {
                 Some(format!("a weight is a percentage from 0 to 100, not {w}"))
@@ -111,7 +123,8 @@ impl CanaryAction {
                 if matches!(state, CanaryState::RolledBack | CanaryState::Aborted) =>
             {
                 Some(format!(
-                    "canary {name} is already {state}: all traffic is on legacy"
+                    "canary {name} is already {}: all traffic is on legacy",
+                    state.words()
                 ))
             }
             _ => None,

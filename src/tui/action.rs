@@ -47,7 +47,7 @@ actions! {
     PageDown => "page_down", "Move down a page";
     Top => "top", "Go to the top";
     Bottom => "bottom", "Go to the bottom";
-    Open => "open", "Open the selected run, stage or entry; on an event, its whole record";
+    Open => "open", "Open what is selected, whole: a run, a stage, an event's record, a rollout's details";
     Filter => "filter", "Filter the list: words, field:value (status:, pipeline:, stage:, kind:) and #ID";
     Sort => "sort", "Sort by newest, oldest, longest or pipeline";
     NewRun => "new_run", "Start a run of a pipeline, picked from a list";

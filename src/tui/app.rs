@@ -328,7 +328,11 @@ impl App {
             // An invalid filter keeps the input open with its explanation, which is kept
             // with the messages so it can be read whole.
             Action::Confirm => match input.error.clone() {
-                None => self.input = None,
+                None => {
+                    // A refusal shown earlier no longer applies.
+                    self.input = None;
+                    self.flash = None;
+                }
                 Some(e) => self.flash(e, true),
             },
             Action::Back => {
@@ -451,7 +455,6 @@ impl App {
                 });
             }
             Effect::Refuse(why) => self.flash(why, true),
-            Effect::Leave => self.focus_pane(PaneId::Runs),
         }
     }
 

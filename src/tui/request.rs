@@ -11,8 +11,8 @@ use tokio::sync::mpsc;
 use super::prepare::{DiffView, PreparedIo, prepare_diff, prepare_io};
 use crate::client::{Backend, StreamItem};
 use crate::model::{
-    Actor, ApiError, CanaryStatus, Command, DlqEntry, Event, Outcome, Overview, Page, Run, RunId,
-    RunQuery, RunStatus, RunSummary, SeriesPoint,
+    Actor, ApiError, CanaryStatus, Command, DlqEntry, ErrorCode, Event, Outcome, Overview, Page,
+    Run, RunId, RunQuery, RunStatus, RunSummary, SeriesPoint,
 };
 
 #[derive(Debug, Clone, PartialEq)]
@@ -233,6 +233,11 @@ async fn handle(b: &dyn Backend, actor: &Actor, req: Request) -> Msg {
             let what = format!("cannot {} {}", cmd.action(), cmd.target());
             match b.control(cmd, actor, &reason).await {
                 Ok(outcome) => Msg::Done(outcome),
+                // A refusal is the host's own sentence, which names what it refused and why:
+                // shown first and whole, not behind the command's internal name.
+                Err(e) if matches!(e.code, ErrorCode::Conflict | ErrorCode::Validation) => {
+                    Msg::Failed(e.message)
+                }
                 Err(e) => failed(&what, &e),
             }
         }

@@ -176,7 +176,7 @@ async fn dashboard_controls_leave_one_audit_record_each() {
         d.app
             .flash
             .as_ref()
-            .is_some_and(|f| f.error && f.text.contains("rolled_back")),
+            .is_some_and(|f| f.error && f.text.contains("is rolled back")),
         "{:?}",
         d.app.flash
     );
@@ -256,7 +256,7 @@ fn cli_controls_and_refusals_are_audited_and_audit_filters_work() {
     ws.run(&["canary", "rollback", "api", "--reason", "pager"])
         .expect_code(0);
     let ended = ws.run(&["canary", "promote", "api", "--reason", "go"]);
-    ended.expect_error(2, "rolled_back");
+    ended.expect_error(2, "is rolled back");
 
     let audit = |args: &[&str]| -> Vec<Value> {
         let mut a = vec!["audit", "--json"];

@@ -240,7 +240,7 @@ fn the_cli_shows_and_acts_with_reasons_and_refuses_what_does_not_fit() {
     ])
     .expect_code(0);
     let again = ws.run(&["canary", "rollback", "api", "--reason", "twice"]);
-    again.expect_error(2, "already rolled_back");
+    again.expect_error(2, "already rolled back");
     let resume = ws.run(&["canary", "resume", "api", "--reason", "x"]);
     resume.expect_error(2, "`restart` starts it again");
     ws.run(&["canary", "restart", "api", "--reason", "fixed build"])
@@ -391,7 +391,7 @@ fn cli_actions_go_through_the_api_of_a_serving_host() {
         out.stdout()
     );
     let again = ws.run(&["canary", "rollback", "api", "--reason", "twice"]);
-    again.expect_error(2, "already rolled_back");
+    again.expect_error(2, "already rolled back");
     let remote = ws.run(&[
         "--remote",
         &format!("http://127.0.0.1:{port}"),

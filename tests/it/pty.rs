@@ -297,7 +297,7 @@ simulate = { rps = 40 }
     t.wait_for("▶ progressing  step");
     t.wait_for("20%");
     t.keys("x");
-    t.wait_for("Roll back canary checkout-api?");
+    t.wait_for("Roll back to 0%: checkout-api?");
     t.keys("canary pages on-call");
     t.keys("\r");
     let after = t.wait_for("↩ rolled_back  step");
@@ -343,7 +343,7 @@ simulate = { rps = 40 }
     t.keys("3");
     t.wait_for("▶ progressing  step");
     t.keys("p");
-    t.wait_for("Promote canary checkout-api to step 2?");
+    t.wait_for("Promote to step 2 (50%): checkout-api?");
 
     // Behind the open dialog, the CLI promotes it: through the dashboard, not refused.
     let cli = ws.run(&[
@@ -373,7 +373,7 @@ simulate = { rps = 40 }
 
     // Rolled back, the footer offers restart and `r` restarts it from the first step.
     t.keys("x");
-    t.wait_for("Roll back canary checkout-api?");
+    t.wait_for("Roll back to 0%: checkout-api?");
     t.keys("bad latency");
     t.keys("\r");
     t.wait_for("↩ rolled_back  step");
@@ -384,7 +384,7 @@ simulate = { rps = 40 }
         "no controls on an ended rollout: {ended}"
     );
     t.keys("r");
-    t.wait_for("Restart canary checkout-api from step 1?");
+    t.wait_for("Restart from step 1 (20%): checkout-api?");
     t.keys("fixed the pool size");
     t.keys("\r");
     t.wait_for("▶ progressing  step");

@@ -137,7 +137,7 @@ fn confirm(action: CanaryAction, c: &CanaryStatus) -> Popup {
     };
     match action {
         CanaryAction::Promote => popup::confirm(
-            format!("Promote canary {name} to step {}?", c.step + 2),
+            format!("Promote to step {} ({next}%): {name}?", c.step + 2),
             vec![
                 format!("Weight {w}% -> {next}% now, without waiting for this step's pause."),
                 "Analysis starts again on the new step; a failing check still rolls back.".into(),
@@ -145,7 +145,7 @@ fn confirm(action: CanaryAction, c: &CanaryStatus) -> Popup {
             command,
         ),
         CanaryAction::PromoteFull => popup::confirm(
-            format!("Promote canary {name} fully?"),
+            format!("Promote fully (100%): {name}?"),
             vec![
                 format!(
                     "Weight {w}% -> 100%: every request goes to the canary and the rollout ends."
@@ -155,14 +155,14 @@ fn confirm(action: CanaryAction, c: &CanaryStatus) -> Popup {
             command,
         ),
         CanaryAction::Resume => popup::confirm(
-            format!("Resume canary {name}?"),
+            format!("Resume at {w}%: {name}?"),
             vec![format!(
                 "It stays at {w}% for the step's whole pause, then advances if every check passes."
             )],
             command,
         ),
         CanaryAction::Pause => popup::confirm(
-            format!("Pause canary {name}?"),
+            format!("Pause at {w}%: {name}?"),
             vec![
                 format!("It stays at {w}% and stops advancing."),
                 "Automatic rollback still protects it while paused.".into(),
@@ -170,7 +170,7 @@ fn confirm(action: CanaryAction, c: &CanaryStatus) -> Popup {
             command,
         ),
         CanaryAction::SetWeight(now) => popup::confirm_weight(
-            format!("Set the weight of canary {name}?"),
+            format!("Set the weight: {name}?"),
             vec![format!(
                 "Now {w}%. The rollout pauses at the new weight until resumed."
             )],
@@ -180,7 +180,7 @@ fn confirm(action: CanaryAction, c: &CanaryStatus) -> Popup {
         CanaryAction::Restart => {
             let first = c.steps.first().map_or(0.0, |s| s.weight);
             popup::confirm(
-                format!("Restart canary {name} from step 1?"),
+                format!("Restart from step 1 ({first}%): {name}?"),
                 vec![
                     format!("Weight {w}% -> {first}%; analysis and triggers start fresh."),
                     format!(
@@ -192,7 +192,7 @@ fn confirm(action: CanaryAction, c: &CanaryStatus) -> Popup {
             )
         }
         _ => popup::confirm(
-            format!("Roll back canary {name}?"),
+            format!("Roll back to 0%: {name}?"),
             vec![
                 format!("Weight {w}% -> 0%: every request goes to legacy at once."),
                 "The rollout ends rolled back; it can be restarted later.".into(),
@@ -323,7 +323,6 @@ impl Pane for CanaryPane {
                 self.quantile = self.quantile.next();
                 Effect::None
             }
-            Action::Back => Effect::Leave,
             Action::Open => self
                 .selected()
                 .map_or(Effect::None, |c| Effect::Popup(Box::new(details(c)))),

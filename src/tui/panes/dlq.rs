@@ -158,7 +158,6 @@ impl Pane for DlqPane {
                 from: PaneId::Dlq,
             },
             (Action::Requeue | Action::Discard, Some(e)) => Effect::Popup(Box::new(confirm(a, e))),
-            (Action::Back, _) => Effect::Leave,
             _ => Effect::None,
         }
     }
@@ -241,8 +240,9 @@ pub fn render(f: &mut Frame, area: Rect, p: &DlqPane, ctx: &Ctx<'_>) {
     // The selected entry's whole error sits under the table, so narrow terminals lose nothing.
     let [table_area, detail] =
         Layout::vertical([Constraint::Min(1), Constraint::Length(DETAIL_ROWS)]).areas(inner);
-    // Name columns as wide as their names, up to a fifth of the screen each.
-    let name_max = usize::from(inner.width / 5).max(12);
+    // Name columns as wide as their names, sharing what the fixed columns and 30 columns of
+    // error leave.
+    let name_max = (usize::from(inner.width).saturating_sub(64) / 2).max(16);
     let name_w = |f: fn(&DlqEntry) -> &str| {
         let w = p
             .entries

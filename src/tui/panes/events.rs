@@ -299,7 +299,6 @@ impl Pane for EventsPane {
                 self.refilter(view);
                 Effect::None
             }
-            Action::Back => Effect::Leave,
             _ => Effect::None,
         }
     }

@@ -48,8 +48,6 @@ pub enum Effect {
     EditFilter(String),
     /// Say something went wrong, in the footer.
     Refuse(String),
-    /// Nothing is left to go back from here: show the Runs pane.
-    Leave,
 }
 
 impl Effect {

@@ -17,7 +17,7 @@ use crate::tui::prepare::{DiffView, PreparedAttempt, PreparedIo, Section};
 use crate::tui::request::Request;
 use crate::tui::view::Ctx;
 use crate::tui::widgets::{
-    attempt_status, clock_time, elapsed, fit, stage_status, status_span, wrap_rows,
+    attempt_status, clock_time, elapsed, fit, fit_spans, stage_status, status_span, wrap_rows,
 };
 
 /// Which stage the pane shows.
@@ -275,7 +275,6 @@ impl Pane for StagePane {
             Action::Back if self.target.is_some() && cx.run_open => {
                 return Effect::Focus(PaneId::Runs);
             }
-            Action::Back => return Effect::Leave,
             _ => {}
         }
         Effect::None
@@ -387,7 +386,10 @@ pub fn render(f: &mut Frame, body: Rect, p: &StagePane, ctx: &Ctx<'_>) {
     };
     f.render_widget(
         Block::bordered()
-            .title(Line::from(title))
+            .title(fit_spans(
+                Line::from(title),
+                usize::from(body.width.saturating_sub(4)),
+            ))
             .title_bottom(Line::styled(lines_mode, t.style("ui.key")).right_aligned())
             .border_style(t.style("ui.border.focused")),
         body,

@@ -63,6 +63,8 @@ pub struct WeightField {
     pub focused: bool,
     /// What is wrong with the digits, once confirm was pressed.
     pub error: Option<String>,
+    /// Still the weight the dialog opened with: the first digit typed replaces it.
+    pub fresh: bool,
 }
 
 impl WeightField {
@@ -80,12 +82,16 @@ impl WeightField {
         };
         self.digits = next.to_string();
         self.error = None;
+        self.fresh = false;
     }
 
     /// A key typed while the field has the focus; false when it is not the field's.
     fn input(&mut self, key: &KeyEvent) -> bool {
         match key.code {
             KeyCode::Char(d) if d.is_ascii_digit() => {
+                if self.fresh {
+                    self.digits.clear();
+                }
                 if self.digits.len() < 3 {
                     self.digits.push(d);
                 }
@@ -97,6 +103,7 @@ impl WeightField {
             _ => return false,
         }
         self.error = None;
+        self.fresh = false;
         true
     }
 }
@@ -203,6 +210,7 @@ pub fn confirm_weight(title: String, body: Vec<String>, command: Command, weight
             digits: weight.min(100).to_string(),
             focused: true,
             error: None,
+            fresh: true,
         });
     }
     p

@@ -22,6 +22,8 @@ pub fn centered(area: Rect, w: u16, h: u16) -> Rect {
 
 fn frame(f: &mut Frame, area: Rect, title: &str, ctx: &Ctx<'_>) -> Rect {
     let t = ctx.theme;
+    // A title too long for the box is cut with an ellipsis (its start says what it is).
+    let title = fit(title, usize::from(area.width.saturating_sub(4)));
     let block = Block::bordered()
         .title(Span::styled(format!(" {title} "), t.style("ui.title")))
         .border_style(t.style("ui.border.focused"))
@@ -187,16 +189,19 @@ fn render_help(
 /// A record's lines, wrapped to the box, scrolled; the last row says how to leave.
 fn render_record(f: &mut Frame, screen: Rect, r: &super::Record, ctx: &Ctx<'_>) {
     let t = ctx.theme;
-    let width = screen.width.saturating_sub(4).min(90);
+    // Inside the pane's border, like the help, so no column of the pane shows beside it.
+    let room = crate::tui::panes::inner(crate::tui::panes::areas(screen).body);
+    let width = room.width.min(90);
     let text_w = usize::from(width.saturating_sub(2));
     let rows: Vec<String> = r
         .lines
         .iter()
         .flat_map(|l| crate::tui::widgets::wrap_rows(l, text_w, usize::MAX))
         .collect();
-    let room = screen.height.saturating_sub(2);
-    let h = (rows.len() as u16 + 3).min(room);
-    let area = centered(screen, width, h);
+    let h = u16::try_from(rows.len() + 3)
+        .unwrap_or(u16::MAX)
+        .min(room.height);
+    let area = centered(room, width, h);
     let inner = frame(f, area, &r.title, ctx);
     let [body, keys] = Layout::vertical([Constraint::Min(0), Constraint::Length(1)]).areas(inner);
     let visible = usize::from(body.height);
@@ -219,10 +224,17 @@ fn render_record(f: &mut Frame, screen: Rect, r: &super::Record, ctx: &Ctx<'_>) 
         );
     }
     f.render_widget(Paragraph::new(lines), body);
-    let open = r
-        .run
-        .map_or_else(|| "closes".to_string(), |id| format!("opens run {id}"));
-    f.render_widget(key_line(ctx, &open, "closes"), keys);
+    let line = match r.run {
+        Some(id) => key_line(ctx, &format!("opens run {id}"), "closes"),
+        None => Line::from(vec![
+            Span::styled(
+                format!("{} or {}", ctx.keys.confirm, ctx.keys.back),
+                t.style("ui.key"),
+            ),
+            Span::styled(" closes", t.style("ui.dim")),
+        ]),
+    };
+    f.render_widget(line, keys);
 }
 
 fn render_palette(f: &mut Frame, screen: Rect, p: &super::Palette, ctx: &Ctx<'_>) {
