@@ -19,7 +19,7 @@ pub struct Step {
     pub pause_s: Option<u64>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Analysis {
     pub interval_s: u64,
     /// The span of the recent figures shown beside each check.
@@ -27,6 +27,9 @@ pub struct Analysis {
     pub min_requests: u64,
     /// The confidence at which a check fails (and proves the canary within the SLO).
     pub confidence: f64,
+    /// Step weights (basis points) that may only be promoted to once every check proves the
+    /// canary within the SLO, not just does not show it over: `require_proven = [50, 100]`.
+    pub require_proven: Vec<u32>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -85,6 +88,7 @@ impl Default for Analysis {
             window_s: 300,
             min_requests: 1_000,
             confidence: 0.99,
+            require_proven: Vec::new(),
         }
     }
 }
@@ -127,6 +131,13 @@ pub fn default_steps() -> Vec<Step> {
 }
 
 impl CanaryConfig {
+    /// About how many analyses a rollout takes (its pauses over the interval, at least 60):
+    /// what the change detector's threshold is set from.
+    pub fn planned_looks(&self) -> u64 {
+        let secs: u64 = self.steps.iter().filter_map(|s| s.pause_s).sum();
+        (secs / self.analysis.interval_s.max(1)).max(60)
+    }
+
     /// A simulated canary with every default, for tests and drills.
     pub fn simulated(name: &str, sim: Simulate) -> CanaryConfig {
         CanaryConfig {
@@ -347,7 +358,13 @@ fn analysis(c: &mut Checker<'_>, t: &DeTable<'_>, ctx: &str) -> Analysis {
     let actx = format!("`analysis` of {ctx}");
     c.known_keys(
         at,
-        &["interval", "window", "min_requests", "confidence"],
+        &[
+            "interval",
+            "window",
+            "min_requests",
+            "confidence",
+            "require_proven",
+        ],
         &actx,
     );
     if let Some((d, _)) = c.duration(at, "interval", &actx, Duration::from_secs(1)) {
@@ -361,6 +378,32 @@ fn analysis(c: &mut Checker<'_>, t: &DeTable<'_>, ctx: &str) -> Analysis {
     }
     if let Some((x, _)) = c.number(at, "confidence", &actx, 0.5, 0.999_999) {
         a.confidence = x;
+    }
+    if let Some(v) = crate::diag::get(at, "require_proven") {
+        let weights: Option<Vec<u32>> = match v.get_ref() {
+            toml::de::DeValue::Array(items) => items
+                .iter()
+                .map(|i| match i.get_ref() {
+                    toml::de::DeValue::Integer(n) => n
+                        .as_str()
+                        .parse::<u32>()
+                        .ok()
+                        .filter(|w| (1..=100).contains(w))
+                        .map(|w| w * 100),
+                    _ => None,
+                })
+                .collect(),
+            _ => None,
+        };
+        match weights {
+            Some(w) => a.require_proven = w,
+            None => c.error(
+                &v.span(),
+                format!(
+                    "`require_proven` in {actx} must be a list of step weights from 1 to 100, like [50, 100]"
+                ),
+            ),
+        }
     }
     a
 }

@@ -9,7 +9,8 @@ use serde_json::{Map, json};
 
 use super::analysis::{self, Held};
 use super::config::CanaryConfig;
-use super::metrics::Metrics;
+use super::detect::Detectors;
+use super::metrics::{Metrics, SavedTotals};
 use super::router::FULL;
 use crate::model::{
     ActionRecord, CanaryAction, CanaryState, CanaryStatus, Check, StepInfo, Timestamp,
@@ -29,6 +30,23 @@ pub struct Persisted {
     pub step_started_at: i64,
     pub last_action: Option<ActionRecord>,
     pub outcome: Option<String>,
+    /// Seconds spent in this step, counted by the host's ticks (the wall clock may step).
+    #[serde(default)]
+    pub step_elapsed_s: u64,
+    /// The evidence so far, saved with every analysis, so a restart carries on from it
+    /// rather than spending a fresh error budget on a shorter step.
+    #[serde(default)]
+    pub evidence: Option<Evidence>,
+}
+
+/// What the checks and triggers have learned: traffic totals since the rollout began, the
+/// e-processes and change detectors, and how long sustained triggers have held.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Evidence {
+    pub legacy: SavedTotals,
+    pub canary: SavedTotals,
+    pub detectors: Detectors,
+    pub held: Held,
 }
 
 #[derive(Debug, Clone)]
@@ -39,6 +57,11 @@ pub struct Controller {
     pub triggers: Vec<TriggerStatus>,
     pub analysis_at: Option<i64>,
     held: Held,
+    det: Detectors,
+    /// Ticks since the last analysis (`None` before the first).
+    since_analysis: Option<u64>,
+    /// The latest second seen: time used for metrics never goes back.
+    wall: i64,
 }
 
 /// Why an action was refused: a sentence naming the state and what would work.
@@ -66,6 +89,8 @@ impl Controller {
             step_started_at: now,
             last_action: None,
             outcome: None,
+            step_elapsed_s: 0,
+            evidence: None,
         };
         Controller::restore(cfg, st)
     }
@@ -73,14 +98,48 @@ impl Controller {
     /// A rollout as it was saved; a step past the configured ones is clamped to the last.
     pub fn restore(cfg: Arc<CanaryConfig>, mut st: Persisted) -> Controller {
         st.step = st.step.min(cfg.steps.len().saturating_sub(1));
+        let (det, held) = st
+            .evidence
+            .as_ref()
+            .map_or_else(Default::default, |e| (e.detectors, e.held));
         Controller {
             cfg,
             st,
             checks: Vec::new(),
             triggers: Vec::new(),
             analysis_at: None,
-            held: Held::default(),
+            held,
+            det,
+            since_analysis: None,
+            wall: i64::MIN,
         }
+    }
+
+    /// A rollout as a host saved it (`state`, and the `status` whose checks stay on show until
+    /// the next analysis), or a new one starting now when nothing usable was saved.
+    pub fn restored(
+        cfg: Arc<CanaryConfig>,
+        state: Option<&str>,
+        status: Option<&str>,
+        now: i64,
+    ) -> Controller {
+        let Some(st) = state.and_then(|s| serde_json::from_str::<Persisted>(s).ok()) else {
+            return Controller::new(cfg, now);
+        };
+        let mut ctl = Controller::restore(cfg, st);
+        if let Some(s) = status.and_then(|s| serde_json::from_str::<CanaryStatus>(s).ok()) {
+            ctl.checks = s.checks;
+            ctl.triggers = s.triggers;
+            ctl.analysis_at = s.analysis_at.map(|t| t.millis().div_euclid(1000));
+        }
+        ctl
+    }
+
+    /// `now`, but never before a second already seen: a wall clock stepping back neither
+    /// reorders the metrics nor freezes the analysis (which counts ticks).
+    fn clock(&mut self, now: i64) -> i64 {
+        self.wall = self.wall.max(now);
+        self.wall
     }
 
     pub fn weight_bp(&self) -> u32 {
@@ -91,22 +150,38 @@ impl Controller {
         self.st.state
     }
 
-    /// Runs the checks and triggers now.
+    /// Runs the checks and triggers now, and keeps what they learned for a restart.
     pub fn analyze(&mut self, m: &Metrics, now: i64) {
-        self.checks = analysis::checks(m, &self.cfg);
-        self.triggers = analysis::triggers(m, now, &self.cfg, &mut self.held);
+        let elapsed = self.since_analysis.unwrap_or(0);
+        self.checks = analysis::checks(m, now, &self.cfg, &mut self.det);
+        self.triggers = analysis::triggers(m, now, &self.cfg, &mut self.held, elapsed);
         self.analysis_at = Some(now);
+        self.since_analysis = Some(0);
+        self.st.evidence = Some(Evidence {
+            legacy: m.epoch(Version::Legacy).save(),
+            canary: m.epoch(Version::Canary).save(),
+            detectors: self.det,
+            held: self.held,
+        });
     }
 
     /// Called every second: analyses when an interval has passed, then rolls back on a failed
     /// check or a fired trigger, or advances a step whose pause is over and whose checks pass.
     pub fn tick(&mut self, m: &mut Metrics, now: i64) -> Option<ActionRecord> {
+        let now = self.clock(now);
         if self.st.state.is_final() {
             return None;
         }
-        let due = self
-            .analysis_at
-            .is_none_or(|at| now - at >= self.cfg.analysis.interval_s as i64);
+        self.st.step_elapsed_s = self.st.step_elapsed_s.saturating_add(1);
+        self.since_analysis = self.since_analysis.map(|t| t.saturating_add(1));
+        // The e-processes see every second; once one crosses, the analysis runs now rather
+        // than at the next interval.
+        analysis::bet(m, now, &self.cfg, &mut self.det);
+        let crossed = self.st.weight_bp > 0 && analysis::evidence_crossed(&self.det, &self.cfg);
+        let due = crossed
+            || self
+                .since_analysis
+                .is_none_or(|t| t >= self.cfg.analysis.interval_s);
         if !due {
             return None;
         }
@@ -139,13 +214,18 @@ impl Controller {
             return None;
         }
         let step = self.cfg.steps.get(self.st.step)?;
-        let pause = step.pause_s? as i64;
+        let pause = step.pause_s?;
         let all_pass = self.checks.iter().all(|c| c.verdict == Verdict::Pass);
-        if now - self.st.step_started_at >= pause && all_pass {
+        // Promoting to a weight listed in `require_proven` takes proof, not just no sign of harm.
+        let next_weight = self.cfg.steps.get(self.st.step + 1).map(|s| s.weight_bp);
+        let proof_needed =
+            next_weight.is_some_and(|w| self.cfg.analysis.require_proven.contains(&w));
+        let proven = self.checks.iter().all(|c| c.proven_within_slo);
+        if self.st.step_elapsed_s >= pause && all_pass && (proven || !proof_needed) {
             let reason = format!(
                 "step {} held {} with every check passing",
                 self.st.step + 1,
-                crate::model::duration::to_spec(std::time::Duration::from_secs(pause as u64))
+                crate::model::duration::to_spec(std::time::Duration::from_secs(pause))
             );
             return Some(self.advance(AUTOMATIC, &reason, now, m));
         }
@@ -165,6 +245,7 @@ impl Controller {
             s.step = next;
             s.weight_bp = step.weight_bp;
             s.step_started_at = now;
+            s.step_elapsed_s = 0;
             if last {
                 s.state = CanaryState::Promoted;
                 s.outcome = Some("promoted: all traffic on the canary".into());
@@ -172,8 +253,8 @@ impl Controller {
         })
     }
 
-    /// Applies `change` to the saved state, starts a new analysis epoch when the weight moved,
-    /// and records who did it, why, and the analysis at that moment.
+    /// Applies `change` to the saved state and records who did it, why, and the analysis at
+    /// that moment. The evidence carries on across weight changes: it is the rollout's.
     fn transition(
         &mut self,
         action: &str,
@@ -196,16 +277,7 @@ impl Controller {
             weight_after: percent(self.st.weight_bp),
             analysis: json!({ "checks": self.checks, "triggers": self.triggers }),
         };
-        if self.st.weight_bp != weight_before {
-            m.reset_epoch(now);
-            self.held = Held::default();
-            // An ended rollout keeps the checks that decided it on show; a new step starts
-            // its analysis afresh.
-            if !self.st.state.is_final() {
-                self.analysis_at = Some(now);
-                self.checks = analysis::checks(m, &self.cfg);
-            }
-        }
+        let _ = m;
         self.st.last_action = Some(record.clone());
         record
     }
@@ -239,6 +311,7 @@ impl Controller {
         if let Some(why) = action.refusal(&self.cfg.name, self.st.state) {
             return Err(Refused(why));
         }
+        let now = self.clock(now);
         let outcome = |what: &str| Some(format!("{what} by {actor}: {reason}"));
         let rec = match action {
             CanaryAction::Promote => self.advance(actor, reason, now, m),
@@ -250,6 +323,7 @@ impl Controller {
                     s.step = last;
                     s.weight_bp = FULL;
                     s.step_started_at = now;
+                    s.step_elapsed_s = 0;
                     s.outcome = o;
                 })
             }
@@ -260,12 +334,14 @@ impl Controller {
                 s.state = CanaryState::Progressing;
                 // The pause starts again: the step must hold its weight for its whole pause.
                 s.step_started_at = now;
+                s.step_elapsed_s = 0;
             }),
             CanaryAction::SetWeight(w) => {
                 self.transition("set_weight", actor, reason, now, m, |s| {
                     s.weight_bp = w * 100;
                     s.state = CanaryState::Paused;
                     s.step_started_at = now;
+                    s.step_elapsed_s = 0;
                 })
             }
             CanaryAction::Rollback => {
@@ -296,10 +372,15 @@ impl Controller {
             s.weight_bp = first;
             s.started_at = now;
             s.step_started_at = now;
+            s.step_elapsed_s = 0;
             s.outcome = None;
+            s.evidence = None;
         });
+        // A restart is a new rollout: new evidence, new budget.
         m.reset_epoch(now);
         self.held = Held::default();
+        self.det = Detectors::default();
+        self.since_analysis = None;
         rec
     }
 

@@ -40,6 +40,13 @@ impl Totals {
         let _ = self.latency.add(&other.latency);
     }
 
+    /// Takes out totals that were added before.
+    pub fn subtract(&mut self, other: &Totals) {
+        self.requests = self.requests.saturating_sub(other.requests);
+        self.errors = self.errors.saturating_sub(other.errors);
+        let _ = self.latency.subtract(&other.latency);
+    }
+
     pub fn error_rate(&self) -> Option<f64> {
         (self.requests > 0).then(|| self.errors as f64 / self.requests as f64)
     }
@@ -47,6 +54,52 @@ impl Totals {
     /// The latency at quantile `q` in ms, if there is any data.
     pub fn quantile(&self, q: f64) -> Option<f64> {
         (!self.latency.is_empty()).then(|| self.latency.value_at_quantile(q) as f64)
+    }
+}
+
+/// Totals in a form that survives a restart: the histogram as (value, count) pairs of its
+/// recorded buckets, a few hundred at most.
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct SavedTotals {
+    pub requests: u64,
+    pub errors: u64,
+    pub latency: Vec<(u64, u64)>,
+}
+
+impl Totals {
+    pub fn save(&self) -> SavedTotals {
+        SavedTotals {
+            requests: self.requests,
+            errors: self.errors,
+            latency: self
+                .latency
+                .iter_recorded()
+                .map(|v| (v.value_iterated_to(), u64::from(v.count_at_value())))
+                .collect(),
+        }
+    }
+
+    pub fn restore(s: &SavedTotals) -> Totals {
+        let mut t = Totals::new();
+        t.requests = s.requests;
+        t.errors = s.errors;
+        for &(value, count) in &s.latency {
+            let n = u32::try_from(count).unwrap_or(u32::MAX);
+            let _ = t.latency.record_n(value.clamp(1, MAX_MS), n);
+        }
+        t
+    }
+
+    /// How many recorded latencies are above `ms`.
+    pub fn above(&self, ms: f64) -> u64 {
+        if self.latency.is_empty() {
+            return 0;
+        }
+        let from = (ms.max(0.0).floor() as u64).saturating_add(1);
+        if from > self.latency.max() {
+            return 0;
+        }
+        self.latency.count_between(from, self.latency.max())
     }
 }
 
@@ -70,7 +123,16 @@ struct Series {
     epoch: Totals,
     /// The first second that counts towards `epoch`.
     epoch_from: i64,
+    /// The closed seconds of the last minute, kept up to date as seconds close, so the
+    /// triggers' 60-second window costs one merge, not sixty.
+    recent: Totals,
+    /// The seconds `recent` covers: `recent_from..=recent_to`.
+    recent_from: i64,
+    recent_to: i64,
 }
+
+/// Seconds in the window that `Metrics::last_minute` answers for.
+pub const MINUTE: i64 = 60;
 
 /// Both versions' traffic.
 #[derive(Debug, Clone)]
@@ -91,6 +153,9 @@ impl Default for Series {
             minutes: VecDeque::new(),
             epoch: Totals::new(),
             epoch_from: i64::MIN,
+            recent: Totals::new(),
+            recent_from: i64::MIN,
+            recent_to: i64::MIN,
         }
     }
 }
@@ -131,6 +196,21 @@ impl Metrics {
                 if last.sec >= s.epoch_from {
                     s.epoch.add(&last.totals);
                 }
+                // The rolling minute takes the closed second and lets go of those that are
+                // now more than a minute old (closed seconds c-58..=c, plus the open one).
+                let closed = last.sec;
+                s.recent.add(&last.totals);
+                let keep_from = closed - (MINUTE - 2);
+                let recent_from = s.recent_from;
+                for old in s
+                    .seconds
+                    .iter()
+                    .filter(|b| b.sec >= recent_from && b.sec < keep_from)
+                {
+                    s.recent.subtract(&old.totals);
+                }
+                s.recent_from = keep_from;
+                s.recent_to = closed;
             }
             s.seconds.push_back(Slot {
                 sec,
@@ -182,6 +262,53 @@ impl Metrics {
             t.add(&b.totals);
         }
         t
+    }
+
+    /// Requests since the epoch began, without copying any histogram.
+    pub fn epoch_requests(&self, v: Version) -> u64 {
+        let s = &self.series[idx(v)];
+        let open = s
+            .seconds
+            .back()
+            .filter(|b| b.sec >= s.epoch_from)
+            .map_or(0, |b| b.totals.requests);
+        s.epoch.requests + open
+    }
+
+    /// One closed second's totals, if that second is still kept and had traffic.
+    pub fn second(&self, v: Version, sec: i64) -> Option<&Totals> {
+        self.series[idx(v)]
+            .seconds
+            .iter()
+            .rev()
+            .find(|s| s.sec <= sec)
+            .filter(|s| s.sec == sec)
+            .map(|s| &s.totals)
+    }
+
+    /// Carries on from saved totals after a restart: the epoch counts them, then everything
+    /// recorded from now on.
+    pub fn restore_epoch(&mut self, legacy: &SavedTotals, canary: &SavedTotals) {
+        for (v, saved) in [(Version::Legacy, legacy), (Version::Canary, canary)] {
+            let s = &mut self.series[idx(v)];
+            s.epoch = Totals::restore(saved);
+            s.epoch_from = i64::MIN;
+        }
+    }
+
+    /// The last minute up to `now` (`now - 59..=now`): the rolling total of closed seconds plus
+    /// the open one when they line up with `now` (as every second of a live host), else the
+    /// same window summed second by second.
+    pub fn last_minute(&self, v: Version, now: i64) -> Totals {
+        let s = &self.series[idx(v)];
+        match s.seconds.back() {
+            Some(open) if open.sec == now && s.recent_to == now - 1 => {
+                let mut t = s.recent.clone();
+                t.add(&open.totals);
+                t
+            }
+            _ => self.window(v, now - MINUTE + 1, now),
+        }
     }
 
     /// Totals over `from..=to` (seconds), at one-second resolution where kept, else by minute.
@@ -239,6 +366,53 @@ mod tests {
         m.record(120, Version::Canary, 100, false);
         assert_eq!(m.epoch(Version::Canary).requests, 1);
         assert_eq!(m.window(Version::Legacy, 0, 119).requests, 120);
+    }
+
+    #[test]
+    fn the_rolling_minute_equals_the_window() {
+        let mut m = Metrics::new(300, 3_600);
+        for sec in 0..400 {
+            if sec % 7 == 3 {
+                continue; // seconds without traffic
+            }
+            for i in 0..=(sec % 5) {
+                m.record(
+                    sec,
+                    Version::Canary,
+                    10 + (sec as u64 * 13 + i as u64) % 900,
+                    i == 0,
+                );
+            }
+            let a = m.last_minute(Version::Canary, sec);
+            let b = m.window(Version::Canary, sec - 59, sec);
+            assert_eq!(
+                (a.requests, a.errors),
+                (b.requests, b.errors),
+                "second {sec}"
+            );
+            assert_eq!(a.quantile(0.95), b.quantile(0.95), "second {sec}");
+        }
+    }
+
+    #[test]
+    fn saved_totals_restore_the_same_counts_and_quantiles() {
+        let mut t = Totals::new();
+        for i in 1..=1_000u64 {
+            t.requests += 1;
+            t.errors += u64::from(i % 50 == 0);
+            t.latency.saturating_record(i);
+        }
+        let back = Totals::restore(&t.save());
+        assert_eq!((back.requests, back.errors), (1_000, 20));
+        assert_eq!(back.quantile(0.95), t.quantile(0.95));
+        assert_eq!(back.above(900.0), t.above(900.0));
+        assert!((90..=110).contains(&t.above(900.0)), "{}", t.above(900.0));
+        let json = serde_json::to_string(&t.save()).unwrap();
+        assert!(
+            json.len() < 8_000,
+            "a saved histogram stays small: {}",
+            json.len()
+        );
     }
 
     #[test]

@@ -6,6 +6,7 @@
 pub mod analysis;
 pub mod config;
 pub mod controller;
+pub mod detect;
 pub mod drill;
 pub mod metrics;
 pub mod router;
@@ -41,12 +42,17 @@ impl Rollout {
         Rollout::resume(Controller::new(cfg, now), seed)
     }
 
-    /// Carries on from a saved controller (after a restart: fresh metrics, same state).
+    /// Carries on from a saved controller: after a restart the charts start empty, but the
+    /// checks go on from the saved evidence (totals, e-processes, detectors, held triggers).
     pub fn resume(ctl: Controller, seed: u64) -> Rollout {
         let fine = (ctl.cfg.analysis.window_s as i64).max(MIN_FINE_S);
+        let mut metrics = Metrics::new(fine, RETENTION_S);
+        if let Some(e) = &ctl.st.evidence {
+            metrics.restore_epoch(&e.legacy, &e.canary);
+        }
         Rollout {
             ctl,
-            metrics: Metrics::new(fine, RETENTION_S),
+            metrics,
             rng: Rng::new(seed),
         }
     }

@@ -153,21 +153,14 @@ fn restore(
     row: Option<&(String, String, String)>,
     now: i64,
 ) -> Controller {
-    let restored = row.and_then(|(_, state, _)| serde_json::from_str::<Persisted>(state).ok());
-    let Some(st) = restored else {
-        return Controller::new(cfg.clone(), now);
-    };
-    let mut ctl = Controller::restore(cfg.clone(), st);
     // The last analysis stays on show (for an ended rollout, the one that decided it) until a
     // new one runs.
-    if let Some(s) =
-        row.and_then(|(_, _, status)| serde_json::from_str::<CanaryStatus>(status).ok())
-    {
-        ctl.checks = s.checks;
-        ctl.triggers = s.triggers;
-        ctl.analysis_at = s.analysis_at.map(|t| t.millis().div_euclid(1000));
-    }
-    ctl
+    Controller::restored(
+        cfg.clone(),
+        row.map(|(_, state, _)| state.as_str()),
+        row.map(|(_, _, status)| status.as_str()),
+        now,
+    )
 }
 
 impl CanaryService {

@@ -83,14 +83,20 @@ pub fn bernoulli_cs(s: u64, n: u64, alpha: f64, prior: Prior) -> (f64, f64) {
     }
     let (s, n) = (s.min(n) as f64, n as f64);
     let limit = (1.0 / alpha).ln();
-    let inside = |p: f64| log_mixture(s, n, p, prior) < limit;
+    // The mixture's beta terms do not depend on p: computed once, each bisection step costs
+    // two logarithms (this runs several times a second per canary).
+    let mixed = ln_beta(prior.a + s, prior.b + n - s) - ln_beta(prior.a, prior.b);
+    let inside = |p: f64| {
+        let p = p.clamp(1e-300, 1.0 - 1e-16);
+        mixed - s * p.ln() - (n - s) * (1.0 - p).ln() < limit
+    };
     let centre = (s / n).clamp(1e-12, 1.0 - 1e-12);
     // The log-mixture is convex in p with its minimum at s/n: bisect on each side.
     let lo = if inside(1e-12) {
         0.0
     } else {
         let (mut out, mut inn) = (1e-12, centre);
-        for _ in 0..100 {
+        for _ in 0..60 {
             let mid = 0.5 * (out + inn);
             if inside(mid) { inn = mid } else { out = mid }
         }
@@ -100,7 +106,7 @@ pub fn bernoulli_cs(s: u64, n: u64, alpha: f64, prior: Prior) -> (f64, f64) {
         1.0
     } else {
         let (mut inn, mut out) = (centre, 1.0 - 1e-12);
-        for _ in 0..100 {
+        for _ in 0..60 {
             let mid = 0.5 * (out + inn);
             if inside(mid) { inn = mid } else { out = mid }
         }

@@ -136,11 +136,18 @@ pub fn render(s: &CanaryStatus, now_ms: i64) -> String {
     if let Some(outcome) = &s.outcome {
         let _ = writeln!(o, "Outcome:     {outcome}");
     }
-    let at = s.analysis_at.map_or_else(
+    // The time the verdicts were decided on (for an ended rollout: the analysis that ended it).
+    let decided = s.checks.first().and_then(|c| c.at).or(s.analysis_at);
+    let at = decided.map_or_else(
         || "not yet".into(),
         |t| t.datetime().format("%H:%M:%S UTC").to_string(),
     );
-    let _ = writeln!(o, "Analysis:    {at}");
+    let what = if s.state.is_final() {
+        " (the one that decided the rollout; request counts above are live)"
+    } else {
+        ""
+    };
+    let _ = writeln!(o, "Analysis:    {at}{what}");
     for c in &s.checks {
         let proven = if c.proven_within_slo {
             " (proven within SLO)"

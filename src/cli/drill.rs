@@ -81,6 +81,11 @@ pub fn run(args: &DrillArgs) -> CliResult {
                     .map(|(k, v)| format!("{k} {v}"))
                     .collect();
                 say!("{} seeds: {}", summary.seeds, outcomes.join(", "))?;
+                say!(
+                    "false rollbacks: {}, missed regressions: {}",
+                    summary.false_rollbacks,
+                    summary.missed_regressions
+                )?;
                 if let Some(t) = &summary.time_to_rollback_s {
                     say!(
                         "time to rollback: median {}, max {}",

@@ -204,6 +204,10 @@ pub struct Check {
     pub summary: String,
     /// Counts, rates, quantiles, bounds and the threshold, by name.
     pub numbers: Map<String, Value>,
+    /// When the verdict and its numbers were computed: after a rollout ends, the check that
+    /// decided it stays on show with this time while the charts go on live.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub at: Option<Timestamp>,
 }
 
 /// One hard rollback trigger and where it stands.

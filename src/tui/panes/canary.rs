@@ -539,6 +539,22 @@ fn render_state(f: &mut Frame, area: Rect, c: &CanaryStatus, ctx: &Ctx<'_>) {
     );
 }
 
+/// The numbers' column heading says when they were computed, and after a rollout ends that
+/// they are the ones that decided it while the charts go on live.
+fn numbers_heading(c: &CanaryStatus) -> String {
+    let at = c
+        .checks
+        .first()
+        .and_then(|k| k.at)
+        .or(c.analysis_at)
+        .map(|t| t.datetime().format("%H:%M:%S").to_string());
+    match (at, c.state.is_final()) {
+        (Some(at), true) => format!("NUMBERS that decided it at {at} (charts are live)"),
+        (Some(at), false) => format!("NUMBERS at {at}"),
+        (None, _) => "NUMBERS".to_string(),
+    }
+}
+
 fn render_checks(f: &mut Frame, area: Rect, c: &CanaryStatus, ctx: &Ctx<'_>) {
     let t = ctx.theme;
     if c.checks.is_empty() {
@@ -577,8 +593,14 @@ fn render_checks(f: &mut Frame, area: Rect, c: &CanaryStatus, ctx: &Ctx<'_>) {
             )
         })
         .collect();
-    let table = Table::new(rows, widths)
-        .header(Row::new(vec!["CHECK", "VERDICT", "NUMBERS"]).style(t.style("ui.dim")));
+    let table = Table::new(rows, widths).header(
+        Row::new(vec![
+            "CHECK".to_string(),
+            "VERDICT".to_string(),
+            numbers_heading(c),
+        ])
+        .style(t.style("ui.dim")),
+    );
     f.render_widget(table, area);
 }
 
