@@ -57,7 +57,7 @@ fn record(c: &mut Criterion) {
                 } else {
                     Version::Legacy
                 };
-                m.record(sec + (i / 2_000) as i64, v, *l, i % 200 == 0);
+                m.record(sec + (i / 2_000) as i64, v, (*l) as f64, i % 200 == 0);
             }
             sec += (N / 2_000) as i64;
         });

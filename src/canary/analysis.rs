@@ -59,7 +59,7 @@ fn at_rank(t: &Totals, rank: u64, low: bool) -> Option<f64> {
             } else {
                 t.latency.highest_equivalent(value)
             };
-            return Some(edge as f64);
+            return Some(edge as f64 / 1_000.0);
         }
     }
     None
@@ -508,7 +508,9 @@ mod tests {
         t.requests = n;
         t.errors = errors;
         for i in 0..n {
-            t.latency.saturating_record(lo + (hi - lo) * i / n.max(1));
+            let ms = lo + (hi - lo) * i / n.max(1);
+            t.latency
+                .saturating_record(crate::canary::metrics::us(ms as f64));
         }
         t
     }
@@ -584,7 +586,7 @@ mod tests {
         let mut held = Held::default();
         // Five errors in ten requests: no trigger, too few requests.
         for i in 0..10 {
-            m.record(0, Version::Canary, 50, i < 5);
+            m.record(0, Version::Canary, 50.0, i < 5);
         }
         assert!(triggers(&m, 0, &cfg, &mut held, 1).iter().all(|t| !t.fired));
         // 3,000ms for long enough fires the P95 trigger only after p95_for, counted in the
@@ -592,7 +594,7 @@ mod tests {
         let mut fired_at = None;
         for sec in 1..=400 {
             for _ in 0..2 {
-                m.record(sec, Version::Canary, 3_000, false);
+                m.record(sec, Version::Canary, 3_000.0, false);
             }
             let t = triggers(&m, sec, &cfg, &mut held, 1);
             if t[1].fired && fired_at.is_none() {
@@ -605,19 +607,19 @@ mod tests {
         // A window without data (as after a restart) keeps the held time.
         let mut empty = Metrics::new(300, 3_600);
         let before = held;
-        empty.record(5_000, Version::Legacy, 10, false);
+        empty.record(5_000, Version::Legacy, 10.0, false);
         let _ = triggers(&empty, 5_000, &cfg, &mut held, 10);
         assert_eq!(held, before, "no data is not a reason to forget");
         // Ten percent errors of 200 requests: the raw rate is over 5% but its lower bound is
         // not, so nothing fires; a clear 30% does.
         let mut m = Metrics::new(300, 3_600);
         for i in 0..200 {
-            m.record(1, Version::Canary, 50, i % 10 == 0);
+            m.record(1, Version::Canary, 50.0, i % 10 == 0);
         }
         assert!(!triggers(&m, 1, &cfg, &mut Held::default(), 1)[0].fired);
         let mut m = Metrics::new(300, 3_600);
         for i in 0..200 {
-            m.record(1, Version::Canary, 50, i % 10 < 3);
+            m.record(1, Version::Canary, 50.0, i % 10 < 3);
         }
         assert!(triggers(&m, 1, &cfg, &mut Held::default(), 1)[0].fired);
     }

@@ -76,10 +76,15 @@ pub struct CanaryConfig {
     pub slo: Slo,
     pub rollback: Rollback,
     pub route: RouteKey,
+    /// `latency = { exclude_errors = true }`: errors count as requests and errors but not in
+    /// latency (an upstream that fails fast would otherwise flatter the canary's P95).
+    pub exclude_errors_from_latency: bool,
 }
 
 /// The keys of `[canary.NAME]` besides each source's own table.
-const KEYS: &[&str] = &["source", "steps", "analysis", "slo", "rollback", "route"];
+const KEYS: &[&str] = &[
+    "source", "steps", "analysis", "slo", "rollback", "route", "latency",
+];
 
 impl Default for Analysis {
     fn default() -> Self {
@@ -148,6 +153,7 @@ impl CanaryConfig {
             slo: Slo::default(),
             rollback: Rollback::default(),
             route: RouteKey::Header("x-user-id".into()),
+            exclude_errors_from_latency: false,
         }
     }
 }
@@ -254,6 +260,14 @@ pub fn parse_one(
     let slo = slo(c, t, ctx);
     let rollback = rollback(c, t, ctx);
     let route = route(c, t, ctx);
+    let mut exclude_errors_from_latency = false;
+    if let Some((lt, _)) = c.table(t, "latency", ctx) {
+        let lctx = format!("`latency` of {ctx}");
+        c.known_keys(lt, &["exclude_errors"], &lctx);
+        if let Some((b, _)) = c.bool(lt, "exclude_errors", &lctx) {
+            exclude_errors_from_latency = b;
+        }
+    }
     let own = kind
         .table
         .and_then(|key| c.table(t, key, ctx))
@@ -270,6 +284,7 @@ pub fn parse_one(
         slo,
         rollback,
         route: route?,
+        exclude_errors_from_latency,
     })
 }
 

@@ -556,10 +556,10 @@ mod tests {
         // Healthy traffic on both versions.
         for sec in 401..=1_200 {
             for i in 0..40 {
-                m.record(sec, Version::Legacy, 50 + i, false);
+                m.record(sec, Version::Legacy, f64::from(50 + i), false);
             }
             for i in 0..4 {
-                m.record(sec, Version::Canary, 50 + i * 10, false);
+                m.record(sec, Version::Canary, f64::from(50 + i * 10), false);
             }
             if let Some(rec) = c.tick(&mut m, sec) {
                 assert_eq!(
@@ -580,10 +580,10 @@ mod tests {
         c.act(CanaryAction::Pause, "t", "look", 0, &mut m).unwrap();
         for sec in 1..=60 {
             for _ in 0..20 {
-                m.record(sec, Version::Legacy, 50, false);
+                m.record(sec, Version::Legacy, 50.0, false);
             }
             for i in 0..5 {
-                m.record(sec, Version::Canary, 50, i < 2);
+                m.record(sec, Version::Canary, 50.0, i < 2);
             }
             if let Some(rec) = c.tick(&mut m, sec) {
                 assert_eq!(rec.action, "rollback");

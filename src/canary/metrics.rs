@@ -9,12 +9,18 @@ use hdrhistogram::Histogram;
 
 use crate::model::Version;
 
-/// Latencies are kept in whole milliseconds, up to ten minutes, to two significant digits (1%).
-const MAX_MS: u64 = 600_000;
+/// Latencies are kept in microseconds (so fast services are not all "1 ms"), up to ten minutes,
+/// to two significant digits (1%). Everything outside this module speaks milliseconds.
+const MAX_US: u64 = 600_000_000;
 
 pub fn new_histogram() -> Histogram<u32> {
     // Fails only for invalid constant bounds, which these are not.
-    Histogram::new_with_bounds(1, MAX_MS, 2).expect("constant histogram bounds are valid")
+    Histogram::new_with_bounds(1, MAX_US, 2).expect("constant histogram bounds are valid")
+}
+
+/// Milliseconds as the histogram's microseconds.
+pub fn us(ms: f64) -> u64 {
+    (ms.max(0.0) * 1_000.0).round() as u64
 }
 
 /// Requests, errors and latencies of some stretch of time.
@@ -53,7 +59,7 @@ impl Totals {
 
     /// The latency at quantile `q` in ms, if there is any data.
     pub fn quantile(&self, q: f64) -> Option<f64> {
-        (!self.latency.is_empty()).then(|| self.latency.value_at_quantile(q) as f64)
+        (!self.latency.is_empty()).then(|| self.latency.value_at_quantile(q) as f64 / 1_000.0)
     }
 }
 
@@ -64,6 +70,9 @@ pub struct SavedTotals {
     pub requests: u64,
     pub errors: u64,
     pub latency: Vec<(u64, u64)>,
+    /// The latency values are microseconds (saved before this, they were milliseconds).
+    #[serde(default)]
+    pub micros: bool,
 }
 
 impl Totals {
@@ -76,6 +85,7 @@ impl Totals {
                 .iter_recorded()
                 .map(|v| (v.value_iterated_to(), u64::from(v.count_at_value())))
                 .collect(),
+            micros: true,
         }
     }
 
@@ -83,9 +93,12 @@ impl Totals {
         let mut t = Totals::new();
         t.requests = s.requests;
         t.errors = s.errors;
+        let scale = if s.micros { 1 } else { 1_000 };
         for &(value, count) in &s.latency {
             let n = u32::try_from(count).unwrap_or(u32::MAX);
-            let _ = t.latency.record_n(value.clamp(1, MAX_MS), n);
+            let _ = t
+                .latency
+                .record_n(value.saturating_mul(scale).clamp(1, MAX_US), n);
         }
         t
     }
@@ -95,7 +108,7 @@ impl Totals {
         if self.latency.is_empty() {
             return 0;
         }
-        let from = (ms.max(0.0).floor() as u64).saturating_add(1);
+        let from = us(ms).saturating_add(1);
         if from > self.latency.max() {
             return 0;
         }
@@ -237,12 +250,27 @@ impl Metrics {
         &mut s.seconds[last].totals
     }
 
-    /// Records one request.
-    pub fn record(&mut self, sec: i64, v: Version, latency_ms: u64, error: bool) {
+    /// Records one request that took `latency_ms` (fractions kept to the microsecond). With
+    /// `errors_in_latency` false, an error counts as a request and an error but not in latency
+    /// (`latency.exclude_errors`: failures that answer fast would flatter the P95).
+    pub fn record(&mut self, sec: i64, v: Version, latency_ms: f64, error: bool) {
+        self.record_with(sec, v, latency_ms, error, true);
+    }
+
+    pub fn record_with(
+        &mut self,
+        sec: i64,
+        v: Version,
+        latency_ms: f64,
+        error: bool,
+        errors_in_latency: bool,
+    ) {
         let t = self.slot(v, sec);
         t.requests += 1;
         t.errors += u64::from(error);
-        t.latency.saturating_record(latency_ms.max(1));
+        if errors_in_latency || !error {
+            t.latency.saturating_record(us(latency_ms).max(1));
+        }
     }
 
     /// Starts a new analysis epoch with the second after `now`: the sequential tests begin
@@ -353,9 +381,9 @@ mod tests {
         let mut m = Metrics::new(300, 3_600);
         for sec in 0..120 {
             for i in 0..10 {
-                m.record(sec, Version::Canary, 100 + i, i == 0);
+                m.record(sec, Version::Canary, f64::from(100 + i), i == 0);
             }
-            m.record(sec, Version::Legacy, 50, false);
+            m.record(sec, Version::Legacy, 50.0, false);
         }
         let w = m.window(Version::Canary, 60, 119);
         assert_eq!((w.requests, w.errors), (600, 60));
@@ -363,9 +391,29 @@ mod tests {
         assert_eq!(m.epoch(Version::Canary).requests, 1_200);
         m.reset_epoch(119);
         assert_eq!(m.epoch(Version::Canary).requests, 0);
-        m.record(120, Version::Canary, 100, false);
+        m.record(120, Version::Canary, 100.0, false);
         assert_eq!(m.epoch(Version::Canary).requests, 1);
         assert_eq!(m.window(Version::Legacy, 0, 119).requests, 120);
+    }
+
+    #[test]
+    fn latency_is_kept_in_microseconds_and_errors_can_stay_out_of_it() {
+        let mut m = Metrics::new(300, 3_600);
+        m.record_with(0, Version::Canary, 0.25, false, false);
+        m.record_with(0, Version::Canary, 5_000.0, true, false);
+        let w = m.window(Version::Canary, 0, 0);
+        assert_eq!((w.requests, w.errors, w.latency.len()), (2, 1, 1));
+        let p = w.quantile(0.5).unwrap();
+        assert!(
+            (p - 0.25).abs() < 0.01,
+            "a quarter millisecond is not rounded to 1 ms: {p}"
+        );
+        m.record(1, Version::Canary, 5_000.0, true);
+        assert_eq!(
+            m.window(Version::Canary, 1, 1).latency.len(),
+            1,
+            "by default errors count"
+        );
     }
 
     #[test]
@@ -379,7 +427,7 @@ mod tests {
                 m.record(
                     sec,
                     Version::Canary,
-                    10 + (sec as u64 * 13 + i as u64) % 900,
+                    (10 + (sec as u64 * 13 + i as u64) % 900) as f64,
                     i == 0,
                 );
             }
@@ -400,7 +448,7 @@ mod tests {
         for i in 1..=1_000u64 {
             t.requests += 1;
             t.errors += u64::from(i % 50 == 0);
-            t.latency.saturating_record(i);
+            t.latency.saturating_record(us(i as f64));
         }
         let back = Totals::restore(&t.save());
         assert_eq!((back.requests, back.errors), (1_000, 20));
@@ -419,7 +467,7 @@ mod tests {
     fn memory_is_bounded_by_retention() {
         let mut m = Metrics::new(60, 600);
         for sec in 0..5_000 {
-            m.record(sec, Version::Canary, 10, false);
+            m.record(sec, Version::Canary, 10.0, false);
         }
         let s = &m.series[1];
         assert!(s.seconds.len() <= 60, "{}", s.seconds.len());

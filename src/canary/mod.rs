@@ -66,8 +66,10 @@ impl Rollout {
         r
     }
 
-    pub fn observe(&mut self, sec: i64, v: Version, latency_ms: u64, error: bool) {
-        self.metrics.record(sec, v, latency_ms, error);
+    pub fn observe(&mut self, sec: i64, v: Version, latency_ms: f64, error: bool) {
+        let with_errors = !self.ctl.cfg.exclude_errors_from_latency;
+        self.metrics
+            .record_with(sec, v, latency_ms, error, with_errors);
     }
 
     /// Once a second: analysis when due, then automatic promotion or rollback.

@@ -68,7 +68,7 @@ impl Shared {
     }
 
     /// Records one request's outcome in second `sec`.
-    pub fn observe(&self, sec: i64, v: Version, latency_ms: u64, error: bool) {
+    pub fn observe(&self, sec: i64, v: Version, latency_ms: f64, error: bool) {
         self.lock().rollout.observe(sec, v, latency_ms, error);
     }
 }

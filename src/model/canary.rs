@@ -136,7 +136,8 @@ impl CanaryAction {
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct Observation {
     pub version: Version,
-    pub latency_ms: u64,
+    /// Milliseconds, fractions allowed (kept to the microsecond).
+    pub latency_ms: f64,
     pub error: bool,
 }
 

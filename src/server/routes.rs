@@ -407,6 +407,21 @@ pub async fn observations(
         &format!("canary/{name}"),
     )
     .await?;
+    if let Some((i, o)) = body
+        .observations
+        .iter()
+        .enumerate()
+        .find(|(_, o)| !(o.latency_ms.is_finite() && (0.0..=600_000.0).contains(&o.latency_ms)))
+    {
+        return Err(Failure::new(
+            ErrorCode::Validation,
+            format!(
+                "observation {i} has latency_ms {}; it must be from 0 to 600000 (ten minutes)",
+                o.latency_ms
+            ),
+        )
+        .with_details(json!({ "field": format!("observations[{i}].latency_ms") })));
+    }
     let n = s.host.canary_ingest(&name, &body.observations)?;
     Ok(ok(
         json!({ "accepted": n, "weight": s.host.canary_weight(&name)? }),

@@ -34,6 +34,95 @@ async fn upstream(name: &'static str, failing: Arc<AtomicBool>) -> SocketAddr {
     addr
 }
 
+/// An upstream that never answers.
+async fn hung() -> SocketAddr {
+    let app = axum::Router::new().fallback(|| async {
+        tokio::time::sleep(Duration::from_secs(3_600)).await;
+        "too late"
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    addr
+}
+
+/// A hung canary is never invisible: its requests time out as errors (504 to the client), and a
+/// client that gives up first is counted too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hung_and_abandoned_canary_requests_count_as_errors() {
+    let legacy = upstream("legacy", Arc::new(AtomicBool::new(false))).await;
+    let canary = hung().await;
+    let (port, port2) = (crate::support::free_port(), crate::support::free_port());
+    let ws = TestWorkspace::new();
+    ws.write(
+        "opsdeck.toml",
+        &format!(
+            r#"[canary.timeouts]
+source = "proxy"
+proxy = {{ listen = "127.0.0.1:{port}", legacy = "http://{legacy}", canary = "http://{canary}", timeout = "300ms" }}
+steps = [ {{weight = 99, pause = "1h"}}, {{weight = 100}} ]
+route = {{ key = "header:x-user-id" }}
+
+[canary.abandoned]
+source = "proxy"
+proxy = {{ listen = "127.0.0.1:{port2}", legacy = "http://{legacy}", canary = "http://{canary}", timeout = "1h" }}
+steps = [ {{weight = 99, pause = "1h"}}, {{weight = 100}} ]
+route = {{ key = "header:x-user-id" }}
+"#
+        ),
+    );
+    ws.run(&["validate", ws.path("opsdeck.toml").to_str().unwrap()])
+        .expect_code(0);
+    let mut opts = HostOptions::long_lived("timeouts");
+    opts.seed = Some(3);
+    let host = Host::start(ws.open(), opts).await.unwrap();
+    let http = crate::support::http();
+    // Through the proxy with a 300 ms timeout: a 504 that names the version.
+    let r = http
+        .get(format!("http://127.0.0.1:{port}/pay"))
+        .header("x-user-id", "u1")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 504);
+    assert_eq!(r.headers()["x-opsdeck-version"], "canary");
+    assert!(
+        r.text()
+            .await
+            .unwrap()
+            .contains("did not answer within 300ms")
+    );
+    // A client that gives up after 200 ms on the other proxy.
+    let quick = reqwest::Client::builder()
+        .timeout(Duration::from_millis(200))
+        .build()
+        .unwrap();
+    assert!(
+        quick
+            .get(format!("http://127.0.0.1:{port2}/pay"))
+            .header("x-user-id", "u1")
+            .send()
+            .await
+            .is_err()
+    );
+    // Both were recorded as canary errors.
+    for name in ["timeouts", "abandoned"] {
+        until(&format!("{name} to count its error"), || {
+            let host = host.clone();
+            async move {
+                host.canary(name)
+                    .unwrap()
+                    .requests
+                    .get("canary")
+                    .and_then(serde_json::Value::as_u64)
+                    == Some(1)
+            }
+        })
+        .await;
+    }
+    host.shutdown().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_proxy_splits_sticks_labels_and_rolls_back_within_one_interval() {
     let broken = Arc::new(AtomicBool::new(false));

@@ -1,12 +1,14 @@
 //! The `proxy` source: the host listens on the configured address and reverse-proxies every
 //! request to the legacy or the canary upstream, chosen by the router from the request's route
 //! key. Bodies stream both ways; each response says which version served it in
-//! `x-opsdeck-version`; 5xx answers and connection failures count as errors.
+//! `x-opsdeck-version`; 5xx answers, connection failures and timeouts count as errors, and so
+//! does a request its client abandons before the answer (with the time it waited), so a hung
+//! canary is never invisible.
 
 use std::net::SocketAddr;
 use std::ops::Range;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::body::Body;
@@ -44,6 +46,38 @@ pub struct Proxy {
     pub listen: SocketAddr,
     pub legacy: String,
     pub canary: String,
+    /// Connecting to an upstream takes at most this long (`connect_timeout`, default 2s).
+    pub connect_timeout: Duration,
+    /// An upstream answers (its response head) within this (`timeout`, default 30s).
+    pub timeout: Duration,
+}
+
+/// One request on its way: recorded exactly once, when it is answered, fails, times out, or
+/// is dropped because the client went away.
+struct Pending {
+    canary: Shared,
+    clock: Arc<dyn Clock>,
+    version: Version,
+    started: Instant,
+    recorded: bool,
+}
+
+impl Pending {
+    fn record(&mut self, error: bool) {
+        if !self.recorded {
+            self.recorded = true;
+            let ms = self.started.elapsed().as_secs_f64() * 1_000.0;
+            let now = self.clock.now().timestamp();
+            self.canary.observe(now, self.version, ms, error);
+        }
+    }
+}
+
+impl Drop for Pending {
+    /// The client disconnected before the upstream answered: an error for that version.
+    fn drop(&mut self) {
+        self.record(true);
+    }
 }
 
 #[derive(Clone)]
@@ -94,22 +128,39 @@ async fn forward(
             headers.append(k.clone(), v.clone());
         }
     }
-    let started = Instant::now();
-    let sent = s
+    let mut pending = Pending {
+        canary: s.canary.clone(),
+        clock: s.clock.clone(),
+        version,
+        started: Instant::now(),
+        recorded: false,
+    };
+    let request = s
         .http
         .request(parts.method, &url)
         .headers(headers)
         .body(reqwest::Body::wrap_stream(body.into_data_stream()))
-        .send()
-        .await;
-    let latency_ms = started.elapsed().as_millis() as u64;
-    let now = s.clock.now().timestamp();
+        .send();
+    let limit = s.upstreams.timeout;
     let version_value = HeaderValue::from_static(version.as_str());
+    let Ok(sent) = tokio::time::timeout(limit, request).await else {
+        pending.record(true);
+        let mut r = (
+            StatusCode::GATEWAY_TIMEOUT,
+            format!(
+                "opsdeck proxy: the {version} upstream did not answer within {}\n",
+                crate::model::duration::to_spec(limit)
+            ),
+        )
+            .into_response();
+        r.headers_mut()
+            .insert(HeaderName::from_static(VERSION_HEADER), version_value);
+        return r;
+    };
     match sent {
         Ok(resp) => {
             let status = resp.status();
-            s.canary
-                .observe(now, version, latency_ms, status.is_server_error());
+            pending.record(status.is_server_error());
             let mut out = Response::builder().status(status.as_u16());
             if let Some(h) = out.headers_mut() {
                 for (k, v) in resp.headers() {
@@ -124,7 +175,7 @@ async fn forward(
                 .unwrap_or_else(|_| StatusCode::BAD_GATEWAY.into_response())
         }
         Err(e) => {
-            s.canary.observe(now, version, latency_ms, true);
+            pending.record(true);
             tracing::debug!(error = %e, upstream = %base, "proxy: the upstream did not answer");
             let mut r = (
                 StatusCode::BAD_GATEWAY,
@@ -166,6 +217,7 @@ impl Source for Proxy {
             route: Arc::new(canary.route_key()),
             http: crate::net::bare_builder()
                 .redirect(reqwest::redirect::Policy::none())
+                .connect_timeout(self.connect_timeout)
                 .build()
                 .unwrap_or_default(),
             clock: env.clock.clone(),
@@ -208,7 +260,17 @@ pub const KIND: Kind = Kind {
 };
 
 fn proxy(c: &mut Checker<'_>, t: &DeTable<'_>, span: &Range<usize>, ctx: &str) -> Option<Proxy> {
-    c.known_keys(t, &["listen", "legacy", "canary"], ctx);
+    c.known_keys(
+        t,
+        &["listen", "legacy", "canary", "connect_timeout", "timeout"],
+        ctx,
+    );
+    let connect_timeout = c
+        .duration(t, "connect_timeout", ctx, Duration::from_millis(1))
+        .map_or(Duration::from_secs(2), |(d, _)| d);
+    let timeout = c
+        .duration(t, "timeout", ctx, Duration::from_millis(1))
+        .map_or(Duration::from_secs(30), |(d, _)| d);
     let listen = match c.str(t, "listen", ctx) {
         Some((s, sspan)) => match s.parse::<SocketAddr>() {
             Ok(a) => Some(a),
@@ -248,6 +310,8 @@ fn proxy(c: &mut Checker<'_>, t: &DeTable<'_>, span: &Range<usize>, ctx: &str) -
         listen: listen?,
         legacy: legacy?,
         canary: canary?,
+        connect_timeout,
+        timeout,
     })
 }
 

@@ -225,9 +225,9 @@ impl Sampler {
         }
     }
 
-    fn sample(&self, rng: &mut Rng) -> (u64, bool) {
+    fn sample(&self, rng: &mut Rng) -> (f64, bool) {
         let ms = (self.mu + self.sigma * rng.normal()).exp() + self.extra_ms;
-        (ms.round().max(1.0) as u64, rng.next_f64() < self.error_rate)
+        (ms.max(0.001), rng.next_f64() < self.error_rate)
     }
 }
 
@@ -315,9 +315,9 @@ mod tests {
         };
         let s = Sampler::new(&p, Fault::default());
         let mut rng = Rng::new(3);
-        let mut v: Vec<(u64, bool)> = (0..100_000).map(|_| s.sample(&mut rng)).collect();
-        v.sort_unstable();
-        let q = |f: f64| v[(f * v.len() as f64) as usize].0 as f64;
+        let mut v: Vec<(f64, bool)> = (0..100_000).map(|_| s.sample(&mut rng)).collect();
+        v.sort_unstable_by(|a, b| a.0.total_cmp(&b.0));
+        let q = |f: f64| v[(f * v.len() as f64) as usize].0;
         assert!((q(0.5) - 80.0).abs() < 3.0, "{}", q(0.5));
         assert!((q(0.95) - 200.0).abs() < 10.0, "{}", q(0.95));
         let errors = v.iter().filter(|x| x.1).count() as f64 / 100_000.0;
@@ -329,7 +329,7 @@ mod tests {
                 latency_ms: 100.0,
             },
         );
-        assert!(slow.sample(&mut rng).0 > 100);
+        assert!(slow.sample(&mut rng).0 > 100.0);
     }
 
     #[test]
