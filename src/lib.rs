@@ -10,6 +10,7 @@ pub mod host;
 pub mod logging;
 pub mod model;
 pub mod net;
+pub mod proc;
 pub mod rng;
 pub mod runtime;
 pub mod server;

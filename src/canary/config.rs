@@ -79,11 +79,13 @@ pub struct CanaryConfig {
     /// `latency = { exclude_errors = true }`: errors count as requests and errors but not in
     /// latency (an upstream that fails fast would otherwise flatter the canary's P95).
     pub exclude_errors_from_latency: bool,
+    /// A hook that applies the weight to a router opsdeck does not own.
+    pub traffic: Option<Arc<super::traffic::Traffic>>,
 }
 
 /// The keys of `[canary.NAME]` besides each source's own table.
 const KEYS: &[&str] = &[
-    "source", "steps", "analysis", "slo", "rollback", "route", "latency",
+    "source", "steps", "analysis", "slo", "rollback", "route", "latency", "traffic",
 ];
 
 impl Default for Analysis {
@@ -154,6 +156,7 @@ impl CanaryConfig {
             rollback: Rollback::default(),
             route: RouteKey::Header("x-user-id".into()),
             exclude_errors_from_latency: false,
+            traffic: None,
         }
     }
 }
@@ -268,6 +271,7 @@ pub fn parse_one(
             exclude_errors_from_latency = b;
         }
     }
+    let traffic = super::traffic::parse(c, t, ctx);
     let own = kind
         .table
         .and_then(|key| c.table(t, key, ctx))
@@ -285,6 +289,7 @@ pub fn parse_one(
         rollback,
         route: route?,
         exclude_errors_from_latency,
+        traffic: traffic?.map(Arc::new),
     })
 }
 
@@ -535,6 +540,45 @@ simulate = { rps = 50, legacy = { p50_ms = 60, p95_ms = 180, error_rate = 0.004 
         let minimal = check("[canary.a]\nsource = \"ingest\"\n").unwrap();
         assert_eq!(minimal[0].steps, c.steps);
         assert_eq!(minimal[0].source.name(), "ingest");
+    }
+
+    #[test]
+    fn traffic_hooks_are_checked() {
+        let cfgs = check(
+            "[canary.a]\nsource = \"ingest\"\ntraffic = { command = [\"./w\", \"{{weight}}\"], retries = 2 }\n",
+        )
+        .unwrap();
+        let t = cfgs[0].traffic.as_ref().unwrap();
+        assert_eq!(
+            (t.via(), t.retries, t.timeout),
+            ("command", 2, std::time::Duration::from_secs(10))
+        );
+        for (text, want) in [
+            (
+                "traffic = { }",
+                "opsdeck.toml:3:11: `traffic` of [canary.a] needs `command = [...]` or `webhook = \"URL\"`",
+            ),
+            (
+                "traffic = { command = [] }",
+                "`command` in `traffic` of [canary.a] is empty",
+            ),
+            (
+                "traffic = { webhook = \"ftp://x\" }",
+                "write it like http://127.0.0.1:8080/weight",
+            ),
+            (
+                "traffic = { webhook = \"http://x\", command = [\"a\"] }",
+                "has both `command` and `webhook`; keep one",
+            ),
+            (
+                "traffic = { command = [\"a\"], retries = -1 }",
+                "`retries` in `traffic` of [canary.a] must be an integer from 0 to 100",
+            ),
+            ("traffic = { command = [\"a\"], tries = 1 }", "tries"),
+        ] {
+            let errs = check(&format!("[canary.a]\nsource = \"ingest\"\n{text}\n")).unwrap_err();
+            assert!(errs.join("\n").contains(want), "{text}: {errs:?}");
+        }
     }
 
     #[test]

@@ -14,7 +14,7 @@ use super::metrics::{Metrics, SavedTotals};
 use super::router::FULL;
 use crate::model::{
     ActionRecord, CanaryAction, CanaryState, CanaryStatus, Check, StepInfo, Timestamp,
-    TriggerStatus, Verdict, Version,
+    TrafficState, TrafficStatus, TriggerStatus, Verdict, Version,
 };
 
 /// Who automatic actions are recorded as.
@@ -49,6 +49,21 @@ pub struct Evidence {
     pub held: Held,
 }
 
+/// A metrics backend that cannot be used: since when, why, and how long before the analysis
+/// pauses.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Upstream {
+    pub since: i64,
+    pub problem: String,
+    pub pause_after_s: u64,
+}
+
+impl Upstream {
+    fn paused(&self, now: i64) -> bool {
+        now - self.since >= self.pause_after_s as i64
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct Controller {
     pub cfg: Arc<CanaryConfig>,
@@ -62,6 +77,10 @@ pub struct Controller {
     since_analysis: Option<u64>,
     /// The latest second seen: time used for metrics never goes back.
     wall: i64,
+    /// The metrics backend cannot be used now (`prometheus` source).
+    pub upstream: Option<Upstream>,
+    /// Where the `traffic` hook stands, for a canary that has one.
+    pub traffic: Option<TrafficStatus>,
 }
 
 /// Why an action was refused: a sentence naming the state and what would work.
@@ -112,6 +131,8 @@ impl Controller {
             det,
             since_analysis: None,
             wall: i64::MIN,
+            upstream: None,
+            traffic: None,
         }
     }
 
@@ -165,6 +186,16 @@ impl Controller {
         });
     }
 
+    /// Whether the rollout must wait before its step's time counts and it may promote: its
+    /// metrics cannot be had, or its traffic hook has not applied the weight yet.
+    fn waiting(&self) -> bool {
+        self.upstream.is_some()
+            || self.traffic.as_ref().is_some_and(|t| {
+                t.state != TrafficState::Applied
+                    || (t.weight * 100.0 - f64::from(self.st.weight_bp)).abs() >= 0.5
+            })
+    }
+
     /// Called every second: analyses when an interval has passed, then rolls back on a failed
     /// check or a fired trigger, or advances a step whose pause is over and whose checks pass.
     pub fn tick(&mut self, m: &mut Metrics, now: i64) -> Option<ActionRecord> {
@@ -172,7 +203,14 @@ impl Controller {
         if self.st.state.is_final() {
             return None;
         }
-        self.st.step_elapsed_s = self.st.step_elapsed_s.saturating_add(1);
+        // Without usable metrics the rollout neither moves nor counts its step's time, and
+        // after `pause_after` the analysis waits too (its numbers would be stale).
+        if self.upstream.as_ref().is_some_and(|u| u.paused(now)) {
+            return None;
+        }
+        if !self.waiting() {
+            self.st.step_elapsed_s = self.st.step_elapsed_s.saturating_add(1);
+        }
         self.since_analysis = self.since_analysis.map(|t| t.saturating_add(1));
         // The e-processes see every second; once one crosses, the analysis runs now rather
         // than at the next interval.
@@ -210,7 +248,7 @@ impl Controller {
                 );
             }
         }
-        if self.st.state != CanaryState::Progressing {
+        if self.st.state != CanaryState::Progressing || self.waiting() {
             return None;
         }
         let step = self.cfg.steps.get(self.st.step)?;
@@ -413,6 +451,19 @@ impl Controller {
             last_action: self.st.last_action.clone(),
             requests,
             outcome: self.st.outcome.clone(),
+            upstream: self.upstream.as_ref().map(|u| {
+                let paused = if u.paused(self.wall) {
+                    "; analysis paused"
+                } else {
+                    "; promotion waits"
+                };
+                format!(
+                    "{} (since {}{paused})",
+                    u.problem,
+                    ts(u.since).datetime().format("%H:%M:%S UTC")
+                )
+            }),
+            traffic: self.traffic.clone(),
         }
     }
 }
@@ -572,6 +623,69 @@ mod tests {
             }
         }
         panic!("never advanced: {:?}", c.checks);
+    }
+
+    /// Healthy seconds from `from` until the first action, or `None` by `to`.
+    fn healthy(
+        c: &mut Controller,
+        m: &mut Metrics,
+        from: i64,
+        to: i64,
+    ) -> Option<(i64, ActionRecord)> {
+        for sec in from..=to {
+            for i in 0..40 {
+                m.record(sec, Version::Legacy, f64::from(50 + i), false);
+            }
+            for i in 0..4 {
+                m.record(sec, Version::Canary, f64::from(50 + i * 10), false);
+            }
+            if let Some(rec) = c.tick(m, sec) {
+                return Some((sec, rec));
+            }
+        }
+        None
+    }
+
+    #[test]
+    fn a_weight_the_router_has_not_taken_or_missing_metrics_hold_the_step() {
+        // Unhindered, the first step promotes at some second `free`.
+        let (mut c, mut m) = ctl();
+        let (free, _) = healthy(&mut c, &mut m, 0, 3_000).expect("promotes");
+        // A traffic hook that has not applied the weight: neither the step's time counts nor
+        // does it promote, however healthy the numbers.
+        let (mut c, mut m) = ctl();
+        c.traffic = Some(TrafficStatus {
+            via: "command".into(),
+            weight: 5.0,
+            state: TrafficState::Failing,
+            attempts: 6,
+            at: None,
+            message: Some("exit 1".into()),
+        });
+        assert!(healthy(&mut c, &mut m, 0, free + 600).is_none());
+        assert_eq!(c.st.step_elapsed_s, 0);
+        // Applied, but a different weight than the rollout's: still waits.
+        c.traffic.as_mut().unwrap().state = TrafficState::Applied;
+        c.traffic.as_mut().unwrap().weight = 10.0;
+        assert!(healthy(&mut c, &mut m, free + 601, free + 700).is_none());
+        // Applied at the rollout's weight: the step's whole pause counts from here.
+        c.traffic.as_mut().unwrap().weight = 5.0;
+        let (at, rec) = healthy(&mut c, &mut m, free + 701, free + 3_000).expect("promotes");
+        assert_eq!(rec.action, "promote");
+        assert!(
+            at >= free + 1_000,
+            "the 5m pause counted only once applied: {at}"
+        );
+        // Metrics that cannot be had hold it the same way.
+        let (mut c, mut m) = ctl();
+        c.upstream = Some(Upstream {
+            since: 0,
+            problem: "prometheus did not answer".into(),
+            pause_after_s: 60,
+        });
+        assert!(healthy(&mut c, &mut m, 0, free + 600).is_none());
+        assert_eq!(c.st.step_elapsed_s, 0);
+        assert!(c.status(&m).upstream.unwrap().contains("analysis paused"));
     }
 
     #[test]

@@ -250,6 +250,27 @@ impl Metrics {
         &mut s.seconds[last].totals
     }
 
+    /// Records counts measured elsewhere (a Prometheus query): `requests` and `errors` in second
+    /// `sec`, and latencies as (upper bound in ms, how many) buckets.
+    pub fn record_counts(
+        &mut self,
+        sec: i64,
+        v: Version,
+        requests: u64,
+        errors: u64,
+        buckets: &[(f64, u64)],
+    ) {
+        let t = self.slot(v, sec);
+        t.requests = t.requests.saturating_add(requests);
+        t.errors = t.errors.saturating_add(errors.min(requests));
+        for &(ms, n) in buckets {
+            let _ = t.latency.record_n(
+                us(ms).clamp(1, MAX_US),
+                u32::try_from(n).unwrap_or(u32::MAX),
+            );
+        }
+    }
+
     /// Records one request that took `latency_ms` (fractions kept to the microsecond). With
     /// `errors_in_latency` false, an error counts as a request and an error but not in latency
     /// (`latency.exclude_errors`: failures that answer fast would flatter the P95).

@@ -13,6 +13,7 @@ pub mod router;
 pub mod service;
 pub mod source;
 pub mod stats;
+pub mod traffic;
 
 use std::sync::Arc;
 

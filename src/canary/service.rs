@@ -13,7 +13,7 @@ use super::{Controller, Persisted, Rollout};
 use crate::clock::Clock;
 use crate::model::{
     ActionRecord, Actor, AuditRecord, CanaryAction, CanaryAt, CanaryStatus, EventKind, Fault,
-    Observation, SeriesPoint, Verdict, Version,
+    Observation, SeriesPoint, TrafficState, TrafficStatus, Verdict, Version,
 };
 use crate::store::{NewEvent, Op, Reader, Writer};
 
@@ -47,6 +47,8 @@ pub struct LiveCanary {
 pub struct Shared {
     cfg: Arc<CanaryConfig>,
     live: Arc<Mutex<LiveCanary>>,
+    /// The weight the `traffic` hook should apply, for a canary that has one.
+    hook: Option<Arc<tokio::sync::watch::Sender<u32>>>,
 }
 
 impl Shared {
@@ -71,6 +73,65 @@ impl Shared {
     pub fn observe(&self, sec: i64, v: Version, latency_ms: f64, error: bool) {
         self.lock().rollout.observe(sec, v, latency_ms, error);
     }
+
+    /// Records what a metrics backend counted for one version over its last interval.
+    pub fn record_counts(&self, sec: i64, v: Version, c: &super::source::prometheus::Counts) {
+        self.lock()
+            .rollout
+            .metrics
+            .record_counts(sec, v, c.requests, c.errors, &c.buckets);
+    }
+
+    /// Hands a changed weight to the `traffic` hook; until it reports back, the rollout waits.
+    fn follow_weight(&self, l: &mut LiveCanary) {
+        let (Some(tx), Some(t)) = (&self.hook, &self.cfg.traffic) else {
+            return;
+        };
+        let w = l.rollout.ctl.weight_bp();
+        if tx.send_if_modified(|old| std::mem::replace(old, w) != w) {
+            l.rollout.ctl.traffic = Some(TrafficStatus::applying(t.via(), w));
+        }
+    }
+
+    /// What the `traffic` hook made of `weight_bp`; ignored when the weight has moved on.
+    pub fn traffic_outcome(
+        &self,
+        weight_bp: u32,
+        state: TrafficState,
+        attempts: u32,
+        message: Option<String>,
+        now: i64,
+    ) {
+        let mut l = self.lock();
+        if l.rollout.ctl.weight_bp() != weight_bp {
+            return;
+        }
+        if let Some(t) = l.rollout.ctl.traffic.as_mut() {
+            t.state = state;
+            t.attempts = attempts;
+            t.message = message;
+            t.at = Some(super::controller::ts(now));
+        }
+    }
+
+    /// Says whether the metrics backend is usable (`None`) or what is wrong with it; while it
+    /// is not, promotion waits, and after `pause_after` the analysis pauses.
+    pub fn set_upstream(
+        &self,
+        now: i64,
+        problem: Option<String>,
+        pause_after: std::time::Duration,
+    ) {
+        let mut l = self.lock();
+        l.rollout.ctl.upstream = problem.map(|problem| {
+            let since = l.rollout.ctl.upstream.as_ref().map_or(now, |u| u.since);
+            super::controller::Upstream {
+                since,
+                problem,
+                pause_after_s: pause_after.as_secs(),
+            }
+        });
+    }
 }
 
 /// What the service is built with: the host's clock, store writer and task lifetime.
@@ -80,6 +141,8 @@ pub struct Deps {
     pub writer: Writer,
     pub shutdown: tokio_util::sync::CancellationToken,
     pub tasks: tokio_util::task::TaskTracker,
+    /// The workspace directory: hook commands run there, as stage commands do.
+    pub dir: std::path::PathBuf,
 }
 
 /// Every canary of a host. The list is fixed when the host starts; clones share it.
@@ -196,9 +259,16 @@ impl CanaryService {
                     data: json!({"canary": cfg.name, "weight": f64::from(live.rollout.ctl.weight_bp()) / 100.0, "source": cfg.source.name()}),
                 }));
             }
+            let mut live = live;
+            let hook = cfg.traffic.as_ref().map(|t| {
+                let w = live.rollout.ctl.weight_bp();
+                live.rollout.ctl.traffic = Some(TrafficStatus::applying(t.via(), w));
+                Arc::new(tokio::sync::watch::Sender::new(w))
+            });
             list.push(Shared {
                 cfg: cfg.clone(),
                 live: Arc::new(Mutex::new(live)),
+                hook,
             });
         }
         let service = CanaryService {
@@ -222,6 +292,11 @@ impl CanaryService {
         };
         for c in &self.list {
             c.cfg.source.start(c, &env)?;
+            if let (Some(tx), Some(t)) = (&c.hook, &c.cfg.traffic) {
+                let worker =
+                    super::traffic::worker(t.clone(), c.clone(), tx.subscribe(), self.deps.clone());
+                self.deps.tasks.spawn(worker);
+            }
         }
         self.start_clock(now);
         Ok(())
@@ -303,6 +378,7 @@ impl CanaryService {
             .rollout
             .act(action, actor, reason, now)
             .map_err(|e| CanaryError::Conflict(e.0))?;
+        shared.follow_weight(&mut l);
         let ops = action_ops(&l, &rec, now);
         Ok((rec, ops))
     }
@@ -356,6 +432,7 @@ impl CanaryService {
                 )
             {
                 ops.extend(automatic_ops(&l, &rec, now));
+                c.follow_weight(&mut l);
             }
         }
         ops
@@ -373,6 +450,7 @@ impl CanaryService {
                 f.second(&mut l.rollout, now, t_s);
             }
             let acted = l.rollout.tick(now);
+            c.follow_weight(l);
             if let Some(rec) = &acted {
                 ops.extend(automatic_ops(l, rec, now));
             } else if l.rollout.ctl.analysis_at == Some(now) {

@@ -136,6 +136,12 @@ pub fn render(s: &CanaryStatus, now_ms: i64) -> String {
     if let Some(outcome) = &s.outcome {
         let _ = writeln!(o, "Outcome:     {outcome}");
     }
+    if let Some(u) = &s.upstream {
+        let _ = writeln!(o, "Upstream:    {u}");
+    }
+    if let Some(t) = &s.traffic {
+        let _ = writeln!(o, "Traffic:     {}", t.describe());
+    }
     // The time the verdicts were decided on (for an ended rollout: the analysis that ended it).
     let decided = s.checks.first().and_then(|c| c.at).or(s.analysis_at);
     let at = decided.map_or_else(

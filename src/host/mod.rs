@@ -216,6 +216,7 @@ impl Host {
                 writer: writer.clone(),
                 shutdown: shutdown.clone(),
                 tasks: tasks.clone(),
+                dir: ws.dir.clone(),
             },
             seed,
         );

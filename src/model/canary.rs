@@ -41,6 +41,15 @@ impl CanaryState {
 }
 
 string_enum!(
+    /// Where a `traffic` hook stands with the weight it was last asked to apply.
+    TrafficState, "traffic state" {
+        Applying => "applying",
+        Applied => "applied",
+        Failing => "failing",
+    }
+);
+
+string_enum!(
     /// What one check says about the canary.
     Verdict, "verdict" {
         Pass => "pass",
@@ -268,6 +277,79 @@ pub struct CanaryStatus {
     pub requests: Map<String, Value>,
     /// Why the rollout ended, when it has.
     pub outcome: Option<String>,
+    /// What is wrong with the metrics backend (`prometheus`), while something is.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upstream: Option<String>,
+    /// How far the `traffic` hook has got applying the weight, for a canary that has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub traffic: Option<TrafficStatus>,
+}
+
+/// A `traffic` hook applying the rollout's weight to a router opsdeck does not own (nginx,
+/// Envoy, a mesh). While the weight is not applied the step's time does not count and the
+/// rollout does not promote: the metrics would describe a split that is not there.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TrafficStatus {
+    /// `command` or `webhook`.
+    pub via: String,
+    /// The weight asked of the router, in percent.
+    pub weight: f64,
+    pub state: TrafficState,
+    /// Attempts for this weight so far.
+    pub attempts: u32,
+    /// When the last attempt ended.
+    pub at: Option<Timestamp>,
+    /// The hook's last words: its output when it worked, why not when it failed.
+    pub message: Option<String>,
+}
+
+impl TrafficStatus {
+    /// A weight just handed to the hook, not yet tried.
+    pub fn applying(via: &str, weight_bp: u32) -> TrafficStatus {
+        TrafficStatus {
+            via: via.into(),
+            weight: f64::from(weight_bp) / 100.0,
+            state: TrafficState::Applying,
+            attempts: 0,
+            at: None,
+            message: None,
+        }
+    }
+
+    /// One line for the pane and `canary status`: where the hook stands with which weight.
+    pub fn describe(&self) -> String {
+        let when = self
+            .at
+            .map(|t| format!(" at {}", t.datetime().format("%H:%M:%S UTC")))
+            .unwrap_or_default();
+        let tries = if self.attempts == 1 {
+            "1 attempt".to_string()
+        } else {
+            format!("{} attempts", self.attempts)
+        };
+        let words = self
+            .message
+            .as_deref()
+            .map(|m| format!(": {m}"))
+            .unwrap_or_default();
+        match self.state {
+            TrafficState::Applied => {
+                format!("{}% applied by the {}{when}{words}", self.weight, self.via)
+            }
+            TrafficState::Applying if self.attempts == 0 => format!(
+                "{}% being applied by the {}; promotion waits",
+                self.weight, self.via
+            ),
+            TrafficState::Applying => format!(
+                "{}% not applied yet by the {} ({tries}, retrying){words}; promotion waits",
+                self.weight, self.via
+            ),
+            TrafficState::Failing => format!(
+                "{}% NOT applied: the {} failed {tries}{when}, retried every 30s{words}; promotion waits",
+                self.weight, self.via
+            ),
+        }
+    }
 }
 
 /// One version's traffic over one chart step.

@@ -18,7 +18,8 @@ mod time;
 
 pub use canary::{
     ActionRecord, CanaryAction, CanaryState, CanaryStatus, Check, Fault, MAX_FAULT_LATENCY_MS,
-    Observation, SeriesPoint, StepInfo, TriggerStatus, Verdict, Version, VersionPoint,
+    Observation, SeriesPoint, StepInfo, TrafficState, TrafficStatus, TriggerStatus, Verdict,
+    Version, VersionPoint,
 };
 pub use control::{
     AUTOMATIC_ACTOR, Actor, AuditQuery, AuditRecord, CanaryAt, Command, MAX_AUDIT_LIMIT,

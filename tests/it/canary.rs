@@ -509,3 +509,183 @@ fn canary_list_keeps_every_word_when_piped() {
     list.expect_code(0);
     assert!(list.stdout().contains(reason), "{}", list.stdout());
 }
+
+/// The traffic status of canary `pay`, once it satisfies `f`.
+async fn traffic_until(
+    host: &Host,
+    what: &str,
+    f: impl Fn(&opsdeck::model::TrafficStatus) -> bool,
+) -> opsdeck::model::TrafficStatus {
+    until(what, || {
+        let host = host.clone();
+        let ok = host.canary("pay").unwrap().traffic.as_ref().is_some_and(&f);
+        async move { ok }
+    })
+    .await;
+    host.canary("pay").unwrap().traffic.unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_traffic_command_applies_every_weight_retries_and_is_audited() {
+    use opsdeck::model::{CanaryAction, Command as Cmd, TrafficState};
+    let ws = TestWorkspace::new();
+    ws.write(
+        "set-weight.sh",
+        "#!/bin/sh\nif [ -e broken ]; then echo 'router said no' >&2; exit 3; fi\necho \"$1 $OPSDECK_CANARY\" >> weights.log\necho \"split set to $1\"\n",
+    );
+    std::fs::set_permissions(
+        ws.path("set-weight.sh"),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    ws.write(
+        "opsdeck.toml",
+        r#"[canary.pay]
+source = "ingest"
+steps = [ {weight = 10, pause = "1h"}, {weight = 50, pause = "1h"}, {weight = 100} ]
+traffic = { command = ["./set-weight.sh", "{{weight}}"], retries = 1, timeout = "5s" }
+"#,
+    );
+    let host = Host::start(ws.open(), HostOptions::long_lived("traffic test"))
+        .await
+        .unwrap();
+    let log = || std::fs::read_to_string(ws.path("weights.log")).unwrap_or_default();
+    let canary = |action| Cmd::Canary {
+        canary: "pay".into(),
+        action,
+        expect: None,
+    };
+    // A host that starts asserts the weight it starts at.
+    let t = traffic_until(&host, "10% applied", |t| {
+        t.state == TrafficState::Applied && (t.weight - 10.0).abs() < 1e-9
+    })
+    .await;
+    assert_eq!((t.via.as_str(), t.attempts), ("command", 1));
+    assert_eq!(t.message.as_deref(), Some("split set to 10"));
+    assert!(
+        t.describe().contains("10% applied by the command"),
+        "{}",
+        t.describe()
+    );
+    crate::support::act(&host, canary(CanaryAction::Promote), "looks fine")
+        .await
+        .unwrap();
+    traffic_until(&host, "50% applied", |t| {
+        t.state == TrafficState::Applied && (t.weight - 50.0).abs() < 1e-9
+    })
+    .await;
+    assert_eq!(log(), "10 pay\n50 pay\n");
+
+    // The router refuses: retried, then shown as failing with its words.
+    ws.write("broken", "");
+    crate::support::act(&host, canary(CanaryAction::Rollback), "drill")
+        .await
+        .unwrap();
+    let t = traffic_until(&host, "0% failing", |t| t.state == TrafficState::Failing).await;
+    assert_eq!((t.weight, t.attempts), (0.0, 2));
+    let line = t.describe();
+    assert!(
+        line.contains("0% NOT applied") && line.contains("router said no"),
+        "{line}"
+    );
+    assert_eq!(log(), "10 pay\n50 pay\n", "nothing applied while broken");
+
+    // The next weight supersedes the one that never got through.
+    std::fs::remove_file(ws.path("broken")).unwrap();
+    crate::support::act(&host, canary(CanaryAction::Restart), "fixed the router")
+        .await
+        .unwrap();
+    traffic_until(&host, "10% applied again", |t| {
+        t.state == TrafficState::Applied && (t.weight - 10.0).abs() < 1e-9
+    })
+    .await;
+    assert_eq!(log(), "10 pay\n50 pay\n10 pay\n");
+    host.shutdown().await;
+
+    // Each outcome is in the audit log, opsdeck as the actor.
+    let audit = opsdeck::store::Reader::open(&ws.path(".opsdeck/state.db"))
+        .unwrap()
+        .audit(&opsdeck::model::AuditQuery {
+            limit: 50,
+            ..Default::default()
+        })
+        .unwrap();
+    let traffic: Vec<(String, f64, String)> = audit
+        .iter()
+        .rev()
+        .filter(|r| r.action == "canary.traffic")
+        .map(|r| {
+            assert_eq!(
+                (r.actor.as_str(), r.target.as_str()),
+                ("opsdeck", "canary/pay")
+            );
+            (
+                r.outcome.clone(),
+                r.details["weight"].as_f64().unwrap(),
+                r.details["message"].as_str().unwrap_or("").to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        traffic,
+        vec![
+            ("ok".into(), 10.0, "split set to 10".into()),
+            ("ok".into(), 50.0, "split set to 50".into()),
+            (
+                "failed: upstream".into(),
+                0.0,
+                "the traffic command `./set-weight.sh` exited with status 3: router said no".into()
+            ),
+            ("ok".into(), 10.0, "split set to 10".into()),
+        ]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_traffic_webhook_is_posted_the_weight_and_retried() {
+    use opsdeck::model::TrafficState;
+    let posted: Arc<std::sync::Mutex<Vec<serde_json::Value>>> = Arc::default();
+    let seen = posted.clone();
+    let app = axum::Router::new().route(
+        "/weight",
+        axum::routing::post(move |axum::Json(body): axum::Json<serde_json::Value>| {
+            let seen = seen.clone();
+            async move {
+                let mut v = seen.lock().unwrap();
+                v.push(body);
+                // The first call finds the router busy.
+                if v.len() == 1 {
+                    (axum::http::StatusCode::SERVICE_UNAVAILABLE, "busy")
+                } else {
+                    (axum::http::StatusCode::OK, "ok")
+                }
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    let ws = TestWorkspace::new();
+    ws.write(
+        "opsdeck.toml",
+        &format!(
+            r#"[canary.pay]
+source = "ingest"
+steps = [ {{weight = 2.5, pause = "1h"}}, {{weight = 100}} ]
+traffic = {{ webhook = "http://{addr}/weight" }}
+"#
+        ),
+    );
+    let host = Host::start(ws.open(), HostOptions::long_lived("webhook test"))
+        .await
+        .unwrap();
+    let t = traffic_until(&host, "2.5% applied", |t| t.state == TrafficState::Applied).await;
+    assert_eq!((t.via.as_str(), t.weight, t.attempts), ("webhook", 2.5, 2));
+    let bodies = posted.lock().unwrap().clone();
+    assert_eq!(bodies.len(), 2);
+    assert_eq!(
+        bodies[1],
+        serde_json::json!({"canary": "pay", "weight": 2.5})
+    );
+    host.shutdown().await;
+}

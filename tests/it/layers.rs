@@ -4,7 +4,7 @@
 //! docs/ARCHITECTURE.md:
 //!
 //! ```text
-//! foundation (model, clock, rng, diag, config, net, sync)
+//! foundation (model, clock, rng, diag, config, net, proc, sync)
 //!   <- store <- runtime, canary (siblings) <- host <- client <- server, tui, cli
 //! ```
 
@@ -12,7 +12,9 @@ use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
 /// The foundation: plain data and small utilities every layer may use.
-const FOUNDATION: &[&str] = &["model", "clock", "rng", "diag", "config", "net", "sync"];
+const FOUNDATION: &[&str] = &[
+    "model", "clock", "rng", "diag", "config", "net", "proc", "sync",
+];
 const ABOVE_STORE: &[&str] = &[
     "store", "runtime", "canary", "host", "client", "server", "tui", "cli", "logging",
 ];

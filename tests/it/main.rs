@@ -18,6 +18,7 @@ mod crash;
 mod dag_props;
 mod engine;
 mod layers;
+mod prometheus;
 mod pty;
 mod support;
 mod tui;

@@ -4,6 +4,7 @@
 //! the [`KINDS`] table, so a new source is one new file and one line in that table.
 
 pub mod ingest;
+pub mod prometheus;
 pub mod proxy;
 pub mod simulate;
 
@@ -79,7 +80,7 @@ pub struct Kind {
 }
 
 /// Every source opsdeck knows, in the order the docs list them.
-pub const KINDS: &[Kind] = &[simulate::KIND, proxy::KIND, ingest::KIND];
+pub const KINDS: &[Kind] = &[simulate::KIND, proxy::KIND, ingest::KIND, prometheus::KIND];
 
 /// The source named `name`.
 pub fn kind(name: &str) -> Option<&'static Kind> {

@@ -6,32 +6,16 @@ use std::path::{Path, PathBuf};
 use std::process::{ExitStatus, Stdio};
 use std::time::Duration;
 
-use nix::sys::signal::{Signal, killpg};
-use nix::unistd::Pid;
 use tokio::io::AsyncWriteExt;
 use tokio::process::Command;
 use tokio::task::JoinHandle;
 
 use super::{Captured, ExecCtx, ExecResult, Failure, Outcome, capture};
+use nix::sys::signal::{Signal, killpg};
+use nix::unistd::Pid;
+
+use crate::proc::GroupGuard;
 use crate::runtime::spec::CommandStage;
-
-/// Kills a process group when dropped, so an attempt abandoned for any reason (even a panic
-/// or a dropped future) leaves no processes behind.
-struct GroupGuard(Option<i32>);
-
-impl GroupGuard {
-    fn kill(&mut self) {
-        if let Some(pgid) = self.0.take() {
-            let _ = killpg(Pid::from_raw(pgid), Signal::SIGKILL);
-        }
-    }
-}
-
-impl Drop for GroupGuard {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
 
 enum End {
     Exited(std::io::Result<ExitStatus>),
@@ -115,7 +99,7 @@ pub async fn run(spec: &CommandStage, ctx: &ExecCtx<'_>) -> ExecResult {
         }
     };
     let pid = child.id();
-    let mut group = GroupGuard(pid.map(|p| p as i32));
+    let mut group = GroupGuard::of(pid);
     if let Some(pid) = pid {
         (ctx.on_spawn)(pid);
     }

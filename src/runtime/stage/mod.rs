@@ -9,7 +9,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use serde_json::Value;
-use tokio::io::{AsyncRead, AsyncReadExt};
+use tokio::io::AsyncRead;
 use tokio_util::sync::CancellationToken;
 
 use super::spec::{Stage, StageKind};
@@ -101,20 +101,8 @@ pub struct Captured {
     pub total: u64,
 }
 
-pub async fn capture<R: AsyncRead + Unpin>(mut r: R, limit: usize) -> Captured {
-    let mut bytes = Vec::new();
-    let mut total = 0u64;
-    let mut buf = vec![0u8; 64 * 1024];
-    loop {
-        match r.read(&mut buf).await {
-            Ok(0) | Err(_) => break,
-            Ok(n) => {
-                total += n as u64;
-                let room = limit.saturating_sub(bytes.len());
-                bytes.extend_from_slice(&buf[..n.min(room)]);
-            }
-        }
-    }
+pub async fn capture<R: AsyncRead + Unpin>(r: R, limit: usize) -> Captured {
+    let (bytes, total) = crate::proc::read_head(r, limit).await;
     Captured { bytes, total }
 }
 

@@ -514,6 +514,25 @@ fn render_state(f: &mut Frame, area: Rect, c: &CanaryStatus, ctx: &Ctx<'_>) {
             t.style("ui.text"),
         ),
     ];
+    if let Some(u) = &c.upstream {
+        // Metrics that cannot be had are never a silent pass: said first, as an alert.
+        spans.push(Span::styled(
+            format!("· {} upstream: {u} ", glyph::ALERT),
+            t.style("alert"),
+        ));
+    }
+    if let Some(tr) = &c.traffic {
+        // A weight the router has not taken is an alert; one it has is a quiet note.
+        let applied = tr.state == crate::model::TrafficState::Applied;
+        spans.push(Span::styled(
+            if applied {
+                format!("· traffic {} ", tr.describe())
+            } else {
+                format!("· {} traffic {} ", glyph::ALERT, tr.describe())
+            },
+            t.style(if applied { "ui.dim" } else { "alert" }),
+        ));
+    }
     if let Some(o) = &c.outcome {
         spans.push(Span::styled(
             format!("· {o}"),
