@@ -205,7 +205,13 @@ fn loaded_app(f: &Fixture, w: u16, h: u16) -> App {
             })
             .await
             .expect("runs");
-        let dlq = b.dlq().await.expect("dlq");
+        let dlq = b
+            .dlq(opsdeck::model::DlqQuery {
+                limit: opsdeck::model::MAX_DLQ_LIMIT,
+                ..Default::default()
+            })
+            .await
+            .expect("dlq");
         let events = b.recent_events(500).await.expect("events");
         let run = b.run(f.real_run).await.expect("run");
         let io = b.stage_io(f.real_run, "extract").await.expect("io");

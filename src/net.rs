@@ -19,3 +19,37 @@ pub fn bare_builder() -> reqwest::ClientBuilder {
     });
     reqwest::Client::builder()
 }
+
+/// A URL as it may be shown to anyone who can read runs: without user, password, query or
+/// fragment (where secrets and tokens travel), so a stage's error does not leak them to every
+/// viewer. A URL that does not parse is not shown at all.
+pub fn redacted_url(url: &str) -> String {
+    let Ok(mut u) = reqwest::Url::parse(url) else {
+        return "the configured URL".into();
+    };
+    let _ = u.set_username("");
+    let _ = u.set_password(None);
+    let had_query = u.query().is_some_and(|q| !q.is_empty());
+    u.set_query(None);
+    u.set_fragment(None);
+    let mut out = u.to_string();
+    if had_query {
+        out.push_str("?…");
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secrets_in_urls_are_not_shown() {
+        assert_eq!(
+            redacted_url("https://bob:hunter2@api.example/v1/pay?token=abc#x"),
+            "https://api.example/v1/pay?…"
+        );
+        assert_eq!(redacted_url("http://payments/api"), "http://payments/api");
+        assert_eq!(redacted_url("not a url"), "the configured URL");
+    }
+}

@@ -3,6 +3,7 @@
 //! lines instead, so `opsdeck > log` still does something useful.
 
 use std::io::IsTerminal;
+use std::io::Write as _;
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -66,6 +67,7 @@ pub fn remote_token(cli: &Cli) -> Result<Option<String>, CliError> {
                 path.display()
             ))
         })?;
+        warn_if_shared(path);
         let token = text.trim().to_string();
         if token.is_empty() {
             return Err(CliError::bad_input(format!(
@@ -212,6 +214,24 @@ async fn print_events(host: &Host) -> CliResult {
                     say!("{}", event_line(&ev))?;
                 }
             }
+        }
+    }
+}
+
+/// Warns (without refusing: the file is the user's to keep) when a token file can be read by
+/// the file's group or by others, as ssh does for keys.
+fn warn_if_shared(path: &std::path::Path) {
+    use std::os::unix::fs::PermissionsExt;
+    if let Ok(meta) = std::fs::metadata(path) {
+        let mode = meta.permissions().mode();
+        if mode & 0o077 != 0 {
+            let _ = writeln!(
+                std::io::stderr(),
+                "warning: the token file {} can be read by others (mode {:o}); `chmod 600 {}` keeps the token yours",
+                path.display(),
+                mode & 0o777,
+                path.display()
+            );
         }
     }
 }

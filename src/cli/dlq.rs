@@ -10,7 +10,7 @@ use super::{
     with_backend,
 };
 use crate::client::Backend;
-use crate::model::{Command, DlqId, Outcome};
+use crate::model::{Command, DlqId, DlqQuery, Outcome};
 
 #[derive(Debug, Subcommand)]
 pub enum DlqCommand {
@@ -18,6 +18,9 @@ pub enum DlqCommand {
     List {
         #[arg(long)]
         json: bool,
+        /// How many of the newest to list (1 to 1000)
+        #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u16).range(1..=1000))]
+        limit: u16,
     },
     /// Give the entry's stage a new attempt in its run and follow the run to its end
     Requeue {
@@ -51,14 +54,23 @@ pub async fn run(cli: &Cli, cmd: &DlqCommand) -> CliResult {
         None => (None, None),
     };
     match cmd {
-        DlqCommand::List { json } => {
-            let entries = match (&ws, served(cli, None)?) {
-                (_, Some(remote)) => remote.dlq().await?,
-                (Some(ws), None) => reader(ws)?.dlq().map_err(|e| CliError::failed(e.0))?,
-                (None, None) => Vec::new(),
+        DlqCommand::List { json, limit } => {
+            let q = DlqQuery {
+                limit: usize::from(*limit),
+                ..DlqQuery::default()
             };
+            let page = match (&ws, served(cli, None)?) {
+                (_, Some(remote)) => remote.dlq(q).await?,
+                (Some(ws), None) => reader(ws)?.dlq(&q).map_err(|e| CliError::failed(e.0))?,
+                (None, None) => crate::model::Page {
+                    items: Vec::new(),
+                    next: None,
+                    total: 0,
+                },
+            };
+            let entries = &page.items;
             if *json {
-                print_json(&entries)?;
+                print_json(entries)?;
             } else if entries.is_empty() {
                 say!("the dead-letter queue is empty")?;
             } else {
@@ -66,7 +78,7 @@ pub async fn run(cli: &Cli, cmd: &DlqCommand) -> CliResult {
                 let mut t = Table::new(vec![
                     "ID", "RUN", "PIPELINE", "STAGE", "ATTEMPTS", "AGE", "ERROR",
                 ]);
-                for e in &entries {
+                for e in entries {
                     t.row(vec![
                         e.id.to_string(),
                         e.run_id.to_string(),
@@ -78,6 +90,13 @@ pub async fn run(cli: &Cli, cmd: &DlqCommand) -> CliResult {
                     ]);
                 }
                 say_raw!("{}", t.render())?;
+                if page.total > entries.len() as u64 {
+                    say!(
+                        "the newest {} of {} entries; --limit shows up to 1000",
+                        entries.len(),
+                        page.total
+                    )?;
+                }
             }
             Ok(EXIT_OK)
         }

@@ -140,6 +140,12 @@ pub async fn follow(b: &dyn Backend, since: u64, id: RunId, json: bool) -> CliRe
                     }
                 }
                 Some(StreamItem::Connected(_)) => {}
+                // Too far behind to replay: whether the run ended is asked directly.
+                Some(StreamItem::Reset { .. }) => {
+                    if b.run(id).await?.status.is_finished() {
+                        break;
+                    }
+                }
                 None => return Err(CliError::failed(format!("lost the event stream while following run {id}"))),
             },
             _ = tokio::signal::ctrl_c(), if !interrupted => {

@@ -95,12 +95,14 @@ pub async fn run(cli: &Cli, args: &RunsArgs) -> CliResult {
             }
             Some(RunsCommand::Show { id, json }) => {
                 let run = remote.run(*id).await?;
-                let dlq: Vec<_> = remote
-                    .dlq()
+                let dlq = remote
+                    .dlq(crate::model::DlqQuery {
+                        run: Some(*id),
+                        limit: crate::model::MAX_DLQ_LIMIT,
+                        ..Default::default()
+                    })
                     .await?
-                    .into_iter()
-                    .filter(|e| e.run_id == *id)
-                    .collect();
+                    .items;
                 return print_run(&run, &dlq, *json);
             }
             Some(_) => return control(cli, None, args).await,

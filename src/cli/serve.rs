@@ -3,6 +3,7 @@
 //! stderr as JSON lines. On stop it takes no new work, lets requests in flight finish, and
 //! flushes the store.
 
+use std::io::Write as _;
 use std::net::SocketAddr;
 
 use clap::Args;
@@ -117,16 +118,8 @@ pub fn spawn_api(
     let mut state = AppState::new(host.clone(), config);
     state.read_only = read_only;
     let stop = state.stop.clone();
-    let until = stop.clone();
-    let task = tokio::spawn(async move {
-        let served = axum::serve(listener, server::app(state))
-            // Event streams end at once; requests in flight finish.
-            .with_graceful_shutdown(async move { until.cancelled().await })
-            .await;
-        if let Err(e) = served {
-            tracing::error!(error = %e, "the API server stopped");
-        }
-    });
+    // Event streams end at once when it stops; requests in flight finish.
+    let task = tokio::spawn(server::serve(listener, state));
     host.publish_address(&format!("http://{addr}"), token.as_deref());
     Ok(Endpoint { addr, stop, task })
 }
@@ -169,6 +162,13 @@ pub async fn run(cli: &Cli, args: &ServeArgs) -> CliResult {
         },
     )?;
     tracing::info!(address = %endpoint.addr, read_only = args.read_only, "serving the API");
+    if !endpoint.addr.ip().is_loopback() {
+        let _ = writeln!(
+            std::io::stderr(),
+            "warning: serving on {} in plain HTTP: tokens and data cross the network in clear text unless a TLS proxy (Caddy, nginx) fronts this server; see the README's \"Running on a server\"",
+            endpoint.addr
+        );
+    }
     stop_signal().await;
     endpoint.stop().await;
     tracing::info!("stopping: interrupting active runs, flushing the store");

@@ -5,22 +5,38 @@ use std::collections::VecDeque;
 use async_trait::async_trait;
 use tokio::sync::broadcast::{self, error::RecvError};
 
-use super::{Backend, EventStream, Result, StreamItem};
+use super::{Backend, DEFAULT_RESUME_HORIZON, EventStream, Result, StreamItem};
 use crate::host::Host;
 use crate::model::{
-    Actor, AuditQuery, AuditRecord, CanaryStatus, Command, DlqEntry, Event, Outcome, Overview,
-    Page, Run, RunId, RunQuery, RunSummary, SeriesPoint, StageIo,
+    Actor, AuditQuery, AuditRecord, CanaryStatus, Command, DlqEntry, DlqId, DlqQuery, Event,
+    Outcome, Overview, Page, Run, RunId, RunQuery, RunSummary, SeriesPoint, StageIo,
 };
 
 /// The runtime of a workspace this process hosts.
 #[derive(Clone)]
 pub struct Embedded {
     host: Host,
+    horizon: u64,
 }
+
+/// Events a stream pages through at a time while it catches up: its memory, whatever the
+/// log's size.
+const PAGE: usize = 500;
 
 impl Embedded {
     pub fn new(host: Host) -> Self {
-        Embedded { host }
+        Embedded {
+            host,
+            horizon: DEFAULT_RESUME_HORIZON,
+        }
+    }
+
+    /// How far back a stream may resume: a client further behind gets a reset instead of the
+    /// backlog.
+    #[must_use]
+    pub fn with_horizon(mut self, horizon: u64) -> Self {
+        self.horizon = horizon;
+        self
     }
 
     pub fn host(&self) -> &Host {
@@ -28,64 +44,112 @@ impl Embedded {
     }
 }
 
-/// Events to deliver in order: stored ones to catch up, then live ones, never a gap or a
-/// duplicate. A receiver that lagged behind the live channel catches up from the store.
+/// Events to deliver in order: stored ones to catch up, a page at a time and only when the
+/// client has taken the last, then live ones; never a gap or a duplicate. A receiver that
+/// lagged behind the live channel catches up from the store the same way.
 struct Tail {
     host: Host,
     live: broadcast::Receiver<Event>,
+    /// The resume point asked for, until the stream starts; then the last event delivered.
     last: Option<u64>,
+    horizon: u64,
+    /// At most one page of stored events, or the live events that came in one go.
     queue: VecDeque<Event>,
     announced: bool,
+    /// Stored events remain to be paged through.
+    backlog: Option<Backlog>,
+    /// The live event that showed a gap, delivered once the gap is filled.
+    held: Option<Event>,
+    /// A reset to deliver after the connection is announced.
+    reset: Option<u64>,
+}
+
+/// How far a stream's backlog goes.
+#[derive(Debug, Clone, Copy)]
+enum Backlog {
+    /// To the end of the log (a resume, or a receiver that lagged).
+    ToEnd,
+    /// Up to, not including, this sequence number (a live event showed a gap before it).
+    Until(u64),
 }
 
 impl Tail {
-    async fn catch_up(&mut self, upto: Option<u64>) {
-        let Some(mut from) = self.last else { return };
-        loop {
-            let page = self.host.events(from, 1_000).await.unwrap_or_default();
-            let Some(last) = page.last().map(|e| e.seq) else {
-                return;
-            };
-            for e in page {
-                if upto.is_some_and(|u| e.seq >= u) {
-                    return;
-                }
-                from = e.seq;
-                self.queue.push_back(e);
+    fn last(&self) -> u64 {
+        self.last.unwrap_or(0)
+    }
+
+    /// Reads the next page of the backlog into the queue. `false` when the store failed: the
+    /// stream ends and the client resumes from the last event it has, losing nothing.
+    async fn page(&mut self, upto: Backlog) -> bool {
+        let upto = match upto {
+            Backlog::ToEnd => None,
+            Backlog::Until(u) => Some(u),
+        };
+        let Ok(page) = self.host.events(self.last(), PAGE).await else {
+            return false;
+        };
+        let full = page.len() == PAGE;
+        let mut reached = false;
+        for e in page {
+            if upto.is_some_and(|u| e.seq >= u) {
+                reached = true;
+                break;
             }
-            if upto.is_some_and(|u| last + 1 >= u) {
-                return;
+            self.queue.push_back(e);
+        }
+        if reached || !full || self.queue.is_empty() {
+            self.backlog = None;
+            if let Some(h) = self.held.take() {
+                self.queue.push_back(h);
             }
         }
+        true
+    }
+
+    async fn start(&mut self) -> Option<StreamItem> {
+        self.announced = true;
+        let last_seq = self.host.overview().await.ok()?.last_seq;
+        match self.last {
+            // Live from now: anchored at the newest stored event, so a lagging receiver knows
+            // where to catch up from.
+            None => self.last = Some(last_seq),
+            Some(since) if last_seq.saturating_sub(since) > self.horizon => {
+                self.last = Some(last_seq);
+                self.reset = Some(last_seq);
+            }
+            Some(_) => self.backlog = Some(Backlog::ToEnd),
+        }
+        Some(StreamItem::Connected(true))
     }
 
     async fn next(&mut self) -> Option<StreamItem> {
         if !self.announced {
-            self.announced = true;
-            if self.last.is_none() {
-                // Live from now: anchor at the newest stored event so a lagging receiver knows
-                // where to catch up from.
-                self.last = Some(self.host.overview().await.map_or(0, |o| o.last_seq));
-            }
-            self.catch_up(None).await;
-            return Some(StreamItem::Connected(true));
+            return self.start().await;
+        }
+        if let Some(last_seq) = self.reset.take() {
+            return Some(StreamItem::Reset { last_seq });
         }
         loop {
             if let Some(e) = self.queue.pop_front() {
-                if self.last.is_some_and(|l| e.seq <= l) {
+                if e.seq <= self.last() {
                     continue;
                 }
                 self.last = Some(e.seq);
                 return Some(StreamItem::Event(e));
             }
-            match self.live.recv().await {
-                Ok(e) => {
-                    if self.last.is_some_and(|l| e.seq > l + 1) {
-                        self.catch_up(Some(e.seq)).await;
-                    }
-                    self.queue.push_back(e);
+            if let Some(upto) = self.backlog {
+                if !self.page(upto).await {
+                    return None;
                 }
-                Err(RecvError::Lagged(_)) => self.catch_up(None).await,
+                continue;
+            }
+            match self.live.recv().await {
+                Ok(e) if e.seq > self.last().saturating_add(1) => {
+                    self.backlog = Some(Backlog::Until(e.seq));
+                    self.held = Some(e);
+                }
+                Ok(e) => self.queue.push_back(e),
+                Err(RecvError::Lagged(_)) => self.backlog = Some(Backlog::ToEnd),
                 Err(RecvError::Closed) => return None,
             }
         }
@@ -103,8 +167,12 @@ impl Backend for Embedded {
             host: self.host.clone(),
             live: self.host.subscribe(),
             last: since,
+            horizon: self.horizon,
             queue: VecDeque::new(),
             announced: false,
+            backlog: None,
+            held: None,
+            reset: None,
         };
         Box::pin(futures::stream::unfold(tail, |mut t| async move {
             t.next().await.map(|item| (item, t))
@@ -135,8 +203,12 @@ impl Backend for Embedded {
         Ok(self.host.stage_io(id, stage).await?)
     }
 
-    async fn dlq(&self) -> Result<Vec<DlqEntry>> {
-        Ok(self.host.dlq().await?)
+    async fn dlq(&self, q: DlqQuery) -> Result<Page<DlqEntry, DlqId>> {
+        Ok(self.host.dlq(q).await?)
+    }
+
+    async fn dlq_entry(&self, id: DlqId) -> Result<DlqEntry> {
+        Ok(self.host.dlq_entry(id).await?)
     }
 
     async fn canaries(&self) -> Result<Vec<CanaryStatus>> {

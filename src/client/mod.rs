@@ -14,8 +14,9 @@ pub use embedded::Embedded;
 pub use remote::{CLAIM_ACTOR, CLAIM_VIA, Remote};
 
 use crate::model::{
-    Actor, ApiError, AuditQuery, AuditRecord, CanaryStatus, Command, DlqEntry, Event, Outcome,
-    Overview, Page, Role, Run, RunId, RunQuery, RunSummary, SeriesPoint, StageIo, Via,
+    Actor, ApiError, AuditQuery, AuditRecord, CanaryStatus, Command, DlqEntry, DlqId, DlqQuery,
+    Event, Outcome, Overview, Page, Role, Run, RunId, RunQuery, RunSummary, SeriesPoint, StageIo,
+    Via,
 };
 
 pub type Result<T> = std::result::Result<T, ApiError>;
@@ -26,7 +27,14 @@ pub enum StreamItem {
     Event(Event),
     /// The stream is (re)connected and caught up (`true`), or lost its source (`false`).
     Connected(bool),
+    /// The resume point was further back than the server keeps streams for: the stream goes
+    /// on live from `last_seq`, and views built from events must be loaded again.
+    Reset {
+        last_seq: u64,
+    },
 }
+
+pub use crate::model::DEFAULT_RESUME_HORIZON;
 
 /// Ordered, gap-free and resumable by sequence number.
 pub type EventStream = Pin<Box<dyn Stream<Item = StreamItem> + Send>>;
@@ -56,7 +64,10 @@ pub trait Backend: Send + Sync {
     async fn runs(&self, q: RunQuery) -> Result<Page<RunSummary>>;
     async fn run(&self, id: RunId) -> Result<Run>;
     async fn stage_io(&self, id: RunId, stage: &str) -> Result<StageIo>;
-    async fn dlq(&self) -> Result<Vec<DlqEntry>>;
+    /// A page of dead-letter entries, newest first, without inputs.
+    async fn dlq(&self, q: DlqQuery) -> Result<Page<DlqEntry, DlqId>>;
+    /// One entry, with its input.
+    async fn dlq_entry(&self, id: DlqId) -> Result<DlqEntry>;
     /// Every canary rollout, in config order.
     async fn canaries(&self) -> Result<Vec<CanaryStatus>>;
     /// Chart points for one canary: `points` steps of `step_s` seconds ending now.

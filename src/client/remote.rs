@@ -3,6 +3,7 @@
 //! sequence number seen, with reconnects backing off from 0.5 s to 10 s. While the server is
 //! unreachable the stream says so (`Connected(false)`) and the dashboard keeps its last data.
 
+use std::fmt::Write as _;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -16,8 +17,8 @@ use tokio::sync::mpsc;
 use super::{Backend, EventStream, Result, StreamItem};
 use crate::model::{
     ActionRecord, Actor, ApiError, AuditQuery, AuditRecord, CanaryAction, CanaryStatus, Command,
-    DlqEntry, DlqId, ErrorCode, Event, Outcome, Overview, Page, Run, RunId, RunQuery, RunSummary,
-    SeriesPoint, StageIo, Via,
+    DlqEntry, DlqId, DlqQuery, ErrorCode, Event, MAX_DLQ_LIMIT, Outcome, Overview, Page, Run,
+    RunId, RunQuery, RunSummary, SeriesPoint, StageIo, Via,
 };
 
 /// The first and the longest wait between reconnects.
@@ -32,6 +33,64 @@ pub struct Remote {
     http: reqwest::Client,
     /// Who a control request says it is for (see [`CLAIM_ACTOR`]).
     claim: Option<(String, Via)>,
+    /// An event stream silent this long is taken for dead (the server sends a heartbeat every
+    /// 15 s): it is dropped, the data marked stale, and the stream resumed.
+    silence: Duration,
+}
+
+/// Three heartbeats.
+const SILENCE: Duration = Duration::from_secs(45);
+
+/// The longest event frame taken from a server: a stream that sends more without ending a
+/// frame is dropped rather than buffered without bound.
+pub const MAX_FRAME_BYTES: usize = 4 * 1024 * 1024;
+
+/// Why a stream's bytes were cut off.
+fn cut(why: &str) -> std::io::Error {
+    std::io::Error::other(why.to_string())
+}
+
+/// The bytes of an event stream, ended when the server falls silent for `silence` or sends a
+/// frame longer than [`MAX_FRAME_BYTES`].
+fn guarded(
+    bytes: impl futures::Stream<Item = reqwest::Result<bytes::Bytes>> + Send + 'static,
+    silence: Duration,
+) -> impl futures::Stream<Item = std::io::Result<bytes::Bytes>> + Send {
+    // (stream, bytes since the last frame boundary, last byte was a newline, ended)
+    let start = (Box::pin(bytes), 0usize, false, false);
+    futures::stream::unfold(
+        start,
+        move |(mut s, mut run, mut newline, ended)| async move {
+            if ended {
+                return None;
+            }
+            let item = match tokio::time::timeout(silence, s.next()).await {
+                Err(_) => {
+                    return Some((Err(cut("the server fell silent")), (s, run, newline, true)));
+                }
+                Ok(None) => return None,
+                Ok(Some(Err(e))) => {
+                    return Some((Err(std::io::Error::other(e)), (s, run, newline, true)));
+                }
+                Ok(Some(Ok(chunk))) => chunk,
+            };
+            for &b in &item {
+                match b {
+                    b'\n' if newline => run = 0,
+                    b'\n' => newline = true,
+                    b'\r' => {}
+                    _ => {
+                        newline = false;
+                        run += 1;
+                    }
+                }
+            }
+            if run > MAX_FRAME_BYTES {
+                return Some((Err(cut("an event frame too long")), (s, run, newline, true)));
+            }
+            Some((Ok(item), (s, run, newline, false)))
+        },
+    )
 }
 
 /// Headers a client names its user and tool in; a server only trusts them without tokens.
@@ -67,7 +126,15 @@ impl Remote {
             token,
             http,
             claim: None,
+            silence: SILENCE,
         }
+    }
+
+    /// Takes an event stream silent for `silence` for dead (tests use less than the 45 s).
+    #[must_use]
+    pub fn with_silence(mut self, silence: Duration) -> Remote {
+        self.silence = silence;
+        self
     }
 
     pub fn base(&self) -> &str {
@@ -158,6 +225,19 @@ impl Remote {
             .send()
             .await;
         let Ok(resp) = resp else { return (last, false) };
+        if resp.status() == reqwest::StatusCode::BAD_REQUEST
+            && let Ok(o) = self.overview().await
+            && o.last_seq < since
+        {
+            // Our place is beyond the server's log (it was replaced): go on from its end.
+            let gone = tx
+                .send(StreamItem::Reset {
+                    last_seq: o.last_seq,
+                })
+                .await
+                .is_err();
+            return (o.last_seq, gone);
+        }
         if !resp.status().is_success() {
             return (last, false);
         }
@@ -166,8 +246,22 @@ impl Remote {
         }
         // Frames are parsed by `eventsource-stream` (multi-line data, comments such as the
         // heartbeats, UTF-8 split across chunks); each data is one opsdeck event.
-        let mut frames = resp.bytes_stream().eventsource();
+        let mut frames = Box::pin(guarded(resp.bytes_stream(), self.silence).eventsource());
         while let Some(Ok(frame)) = frames.next().await {
+            if frame.event == "reset" {
+                // The server will not replay from where we were: go on from where it is.
+                let Some(last_seq) = serde_json::from_str::<Value>(&frame.data)
+                    .ok()
+                    .and_then(|v| v["last_seq"].as_u64())
+                else {
+                    continue;
+                };
+                last = last_seq;
+                if tx.send(StreamItem::Reset { last_seq }).await.is_err() {
+                    return (last, true);
+                }
+                continue;
+            }
             let Ok(e) = serde_json::from_str::<Event>(&frame.data) else {
                 continue;
             };
@@ -264,8 +358,19 @@ impl Backend for Remote {
             .await
     }
 
-    async fn dlq(&self) -> Result<Vec<DlqEntry>> {
-        self.get("/v1/dlq").await
+    async fn dlq(&self, q: DlqQuery) -> Result<Page<DlqEntry, DlqId>> {
+        let mut path = format!("/v1/dlq?limit={}", q.limit.clamp(1, MAX_DLQ_LIMIT));
+        if let Some(b) = q.before {
+            let _ = write!(path, "&cursor={}", b.0);
+        }
+        if let Some(r) = q.run {
+            let _ = write!(path, "&run={}", r.0);
+        }
+        self.get(&path).await
+    }
+
+    async fn dlq_entry(&self, id: DlqId) -> Result<DlqEntry> {
+        self.get(&format!("/v1/dlq/{}", id.0)).await
     }
 
     async fn canaries(&self) -> Result<Vec<CanaryStatus>> {

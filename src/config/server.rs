@@ -25,6 +25,22 @@ pub struct ServerConfig {
     pub body_limit: usize,
     /// Control requests allowed per token per minute.
     pub rate_limit: u32,
+    /// How many events back an event stream may resume; a client further behind gets a
+    /// `reset` event and reloads its views instead of the backlog.
+    pub resume_horizon: u64,
+    /// Open connections at once; more are answered 429 and closed.
+    pub max_connections: usize,
+    /// How long a client may take to send a request's headers.
+    pub header_timeout: std::time::Duration,
+    /// Open event streams per token, and in all.
+    pub sse_per_token: usize,
+    pub sse_total: usize,
+    /// Read requests allowed per token per minute.
+    pub read_rate_limit: u32,
+    /// Requests without a valid token allowed per client address per minute.
+    pub anon_rate_limit: u32,
+    /// Whether `/metrics` needs a token (any role); off, it is open as Prometheus expects.
+    pub metrics_need_token: bool,
     pub tokens: Vec<Token>,
 }
 
@@ -36,6 +52,14 @@ impl Default for ServerConfig {
             bind: SocketAddr::from(([127, 0, 0, 1], 7070)),
             body_limit: 1024 * 1024,
             rate_limit: 120,
+            resume_horizon: crate::model::DEFAULT_RESUME_HORIZON,
+            max_connections: 512,
+            header_timeout: std::time::Duration::from_secs(10),
+            sse_per_token: 16,
+            sse_total: 256,
+            read_rate_limit: 6_000,
+            anon_rate_limit: 60,
+            metrics_need_token: false,
             tokens: Vec::new(),
         }
     }
@@ -68,6 +92,37 @@ fn unhex(s: &str) -> Option<[u8; 32]> {
     Some(out)
 }
 
+/// The numeric limits of `[server]`, each range-checked.
+fn limits(c: &mut Checker<'_>, t: &DeTable<'_>, ctx: &str, cfg: &mut ServerConfig) {
+    let mut int = |key: &str, min: i64, max: i64| c.int(t, key, ctx, min, max).map(|(n, _)| n);
+    if let Some(n) = int("body_limit", 1024, 1 << 30) {
+        cfg.body_limit = usize::try_from(n).unwrap_or(cfg.body_limit);
+    }
+    let per_minute =
+        |n: Option<i64>, old: u32| n.and_then(|n| u32::try_from(n).ok()).unwrap_or(old);
+    cfg.rate_limit = per_minute(int("rate_limit", 1, 1_000_000), cfg.rate_limit);
+    cfg.read_rate_limit = per_minute(int("read_rate_limit", 1, 10_000_000), cfg.read_rate_limit);
+    cfg.anon_rate_limit = per_minute(int("anon_rate_limit", 1, 1_000_000), cfg.anon_rate_limit);
+    let count = |n: Option<i64>, old: usize| n.and_then(|n| usize::try_from(n).ok()).unwrap_or(old);
+    cfg.max_connections = count(int("max_connections", 1, 100_000), cfg.max_connections);
+    cfg.sse_per_token = count(int("sse_per_token", 1, 100_000), cfg.sse_per_token);
+    cfg.sse_total = count(int("sse_total", 1, 100_000), cfg.sse_total);
+    if let Some(n) = int("resume_horizon", 1, 100_000_000) {
+        cfg.resume_horizon = n.unsigned_abs();
+    }
+    if let Some((d, _)) = c.duration(
+        t,
+        "header_timeout",
+        ctx,
+        std::time::Duration::from_millis(100),
+    ) {
+        cfg.header_timeout = d;
+    }
+    if let Some((b, _)) = c.bool(t, "metrics_need_token", ctx) {
+        cfg.metrics_need_token = b;
+    }
+}
+
 /// Checks the `[server]` table of a whole `opsdeck.toml` (defaults when it is absent).
 pub fn parse(c: &mut Checker<'_>, root: &DeTable<'_>) -> ServerConfig {
     let mut cfg = ServerConfig::default();
@@ -75,7 +130,24 @@ pub fn parse(c: &mut Checker<'_>, root: &DeTable<'_>) -> ServerConfig {
         return cfg;
     };
     let ctx = "[server]";
-    c.known_keys(t, &["bind", "body_limit", "rate_limit", "tokens"], ctx);
+    c.known_keys(
+        t,
+        &[
+            "bind",
+            "body_limit",
+            "rate_limit",
+            "read_rate_limit",
+            "anon_rate_limit",
+            "resume_horizon",
+            "max_connections",
+            "header_timeout",
+            "sse_per_token",
+            "sse_total",
+            "metrics_need_token",
+            "tokens",
+        ],
+        ctx,
+    );
     if let Some((s, span)) = c.str(t, "bind", ctx) {
         match s.parse::<SocketAddr>() {
             Ok(a) => cfg.bind = a,
@@ -85,12 +157,7 @@ pub fn parse(c: &mut Checker<'_>, root: &DeTable<'_>) -> ServerConfig {
             ),
         }
     }
-    if let Some((n, _)) = c.int(t, "body_limit", ctx, 1024, 1 << 30) {
-        cfg.body_limit = n as usize;
-    }
-    if let Some((n, _)) = c.int(t, "rate_limit", ctx, 1, 1_000_000) {
-        cfg.rate_limit = n as u32;
-    }
+    limits(c, t, ctx, &mut cfg);
     if let Some(v) = crate::diag::get(t, "tokens") {
         let DeValue::Array(items) = v.get_ref() else {
             c.error(

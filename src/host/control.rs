@@ -42,7 +42,7 @@ fn record(
         role: Some(actor.role),
         via: Some(actor.via),
         action: cmd.action(),
-        target: cmd.target(),
+        target: crate::model::bounded(&cmd.target(), crate::model::MAX_TARGET_BYTES),
         reason: reason.to_string(),
         outcome,
         details,

@@ -19,9 +19,9 @@ use tokio_util::task::TaskTracker;
 use crate::canary::{CanaryError, CanaryService, Deps};
 use crate::clock::{Clock, SystemClock};
 use crate::model::{
-    Actor, ApiError, AuditQuery, AuditRecord, CanaryStatus, Command, DlqEntry, ErrorCode, Event,
-    Observation, Overview, Page, PipelineInfo, Run, RunId, RunQuery, RunStatus, RunSummary,
-    SeriesPoint, StageIo, Timestamp, Trigger,
+    Actor, ApiError, AuditQuery, AuditRecord, CanaryStatus, Command, DlqEntry, DlqId, DlqQuery,
+    ErrorCode, Event, Observation, Overview, Page, PipelineInfo, Run, RunId, RunQuery, RunStatus,
+    RunSummary, SeriesPoint, StageIo, Timestamp, Trigger,
 };
 use crate::rng::Rng;
 use crate::runtime::stage::kill_orphan;
@@ -322,8 +322,13 @@ impl Host {
         Ok(self.inner.runtime.stage_io(id, stage).await?)
     }
 
-    pub async fn dlq(&self) -> Result<Vec<DlqEntry>> {
-        Ok(self.inner.runtime.dlq().await?)
+    /// One dead-letter entry with its input, or a sentence saying where it went.
+    pub async fn dlq_entry(&self, id: DlqId) -> Result<DlqEntry> {
+        Ok(self.inner.runtime.dlq_entry(id).await?)
+    }
+
+    pub async fn dlq(&self, q: DlqQuery) -> Result<Page<DlqEntry, DlqId>> {
+        Ok(self.inner.runtime.dlq(q).await?)
     }
 
     /// Stored events after `since`, oldest first.

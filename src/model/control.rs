@@ -78,6 +78,17 @@ impl Actor {
     }
 }
 
+/// The least role that may ask for an action, by its audit name (`dlq.discard`): checked
+/// before anything else about a request, so a token that may not ask learns nothing of the
+/// target. Dropping a dead letter destroys its input, and a fault breaks traffic on purpose:
+/// both are the admin's; every other change is an operator's.
+pub fn role_for(action: &str) -> Role {
+    match action {
+        "dlq.discard" | "canary.fault" => Role::Admin,
+        _ => Role::Operator,
+    }
+}
+
 /// Every state change a person (or a script) can ask for.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "command", rename_all = "snake_case")]
@@ -165,7 +176,7 @@ impl Command {
 
     /// The least role that may ask for it.
     pub fn needs_role(&self) -> Role {
-        Role::Operator
+        role_for(&self.action())
     }
 
     /// Whether it must say why: everything the dashboard confirms does. Starting and resuming
@@ -290,6 +301,21 @@ pub const MAX_AUDIT_LIMIT: usize = 10_000;
 
 /// The longest reason kept, in bytes: reasons are sentences for people, not payloads.
 pub const MAX_REASON_BYTES: usize = 1024;
+
+/// The longest target kept in an audit record, in bytes (a path from outside can be long).
+pub const MAX_TARGET_BYTES: usize = 256;
+
+/// `text` cut to at most `max` bytes at a character boundary, with `…` when cut.
+pub fn bounded(text: &str, max: usize) -> String {
+    if text.len() <= max {
+        return text.to_string();
+    }
+    let mut end = max.saturating_sub('…'.len_utf8());
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &text[..end])
+}
 
 /// The audited action groups, and the actions in each, as `--action` and `?action=` take them.
 pub fn audit_actions() -> Vec<(&'static str, Vec<String>)> {

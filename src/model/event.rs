@@ -42,3 +42,7 @@ pub struct Event {
     pub stage: Option<String>,
     pub data: Value,
 }
+
+/// How many events back a stream may resume by default before it gets a reset instead of the
+/// backlog (`[server] resume_horizon`).
+pub const DEFAULT_RESUME_HORIZON: u64 = 10_000;

@@ -23,11 +23,12 @@ pub use canary::{
 };
 pub use control::{
     AUTOMATIC_ACTOR, Actor, AuditQuery, AuditRecord, CanaryAt, Command, MAX_AUDIT_LIMIT,
-    MAX_REASON_BYTES, Outcome, Role, Via, audit_action, audit_actions,
+    MAX_REASON_BYTES, MAX_TARGET_BYTES, Outcome, Role, Via, audit_action, audit_actions, bounded,
+    role_for,
 };
-pub use dlq::DlqEntry;
+pub use dlq::{DlqEntry, DlqQuery, MAX_DLQ_LIMIT};
 pub use error::{ApiError, ErrorCode};
-pub use event::{Event, EventKind};
+pub use event::{DEFAULT_RESUME_HORIZON, Event, EventKind};
 pub use ids::{DlqId, ParseIdError, RunId};
 pub use overview::{BreakerInfo, Overview, PipelineInfo, StartRun};
 pub use run::{

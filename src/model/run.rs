@@ -166,9 +166,9 @@ pub struct RunQuery {
 /// One page of results, the cursor for the next (absent on the last page), and how many rows
 /// match in all.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Page<T> {
+pub struct Page<T, C = RunId> {
     pub items: Vec<T>,
-    pub next: Option<RunId>,
+    pub next: Option<C>,
     pub total: u64,
 }
 

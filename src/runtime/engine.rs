@@ -20,8 +20,8 @@ use super::error::{Result, RuntimeError};
 use super::stage::http_client;
 use crate::clock::Clock;
 use crate::model::{
-    BreakerInfo, DlqEntry, DlqId, Event, EventKind, Page, Run, RunId, RunQuery, RunStatus,
-    RunSummary, StageIo, StageStatus, Trigger,
+    BreakerInfo, DlqEntry, DlqId, DlqQuery, Event, EventKind, Page, Run, RunId, RunQuery,
+    RunStatus, RunSummary, StageIo, StageStatus, Trigger,
 };
 use crate::rng::Rng;
 use crate::store::{NewStage, Op, ReadPool, Reader, Writer};
@@ -381,8 +381,8 @@ impl Runtime {
         }
     }
 
-    pub async fn dlq(&self) -> Result<Vec<DlqEntry>> {
-        Ok(self.e.reads.with(Reader::dlq).await?)
+    pub async fn dlq(&self, q: DlqQuery) -> Result<Page<DlqEntry, DlqId>> {
+        Ok(self.e.reads.with(move |r| r.dlq(&q)).await?)
     }
 
     /// Stored events after `since`, oldest first.

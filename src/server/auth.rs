@@ -118,6 +118,13 @@ impl<C: Clock + Clone> RateLimiter<C> {
         }
     }
 
+    /// Forgets keys whose limit is back to full, so the table does not grow with every
+    /// client ever seen.
+    pub fn forget_idle(&self) {
+        self.cells.retain_recent();
+        self.cells.shrink_to_fit();
+    }
+
     /// `Ok` if `who` may make another control request now, else the whole seconds to wait.
     pub fn check(&self, who: &str) -> Result<(), u64> {
         self.cells
@@ -148,12 +155,50 @@ impl AppState {
                 role,
                 via: Some(Via::Api),
                 action: action.to_string(),
-                target: target.to_string(),
+                target: crate::model::bounded(target, crate::model::MAX_TARGET_BYTES),
                 reason: String::new(),
                 outcome: format!("denied: {}", f.error.code),
                 details: json!({ "message": f.error.message }),
             })
             .await;
+        f
+    }
+}
+
+impl AppState {
+    /// Refuses a request that has no valid token: over the per-address limit it is a 429,
+    /// otherwise `f`; either way it is counted in the folded audit of that address.
+    pub async fn deny_anonymous(
+        &self,
+        peer: &str,
+        who: &str,
+        target: &str,
+        mut f: Failure,
+    ) -> Failure {
+        if let Err(wait) = self.anon_rate.check(peer) {
+            f = Failure::new(
+                ErrorCode::RateLimited,
+                format!(
+                    "too many requests without a valid token from {peer} ({} a minute are answered); retry in {wait}s",
+                    self.config.anon_rate_limit
+                ),
+            );
+            f.retry_after_s = Some(wait);
+        }
+        let rec = AuditRecord {
+            at: now_ts(),
+            actor: who.to_string(),
+            role: None,
+            via: Some(Via::Api),
+            action: "authenticate".to_string(),
+            target: target.to_string(),
+            reason: String::new(),
+            outcome: format!("denied: {}", f.error.code),
+            details: json!({ "message": f.error.message }),
+        };
+        if let Some(rec) = self.denials.note(peer, rec) {
+            self.host.record_denial(rec).await;
+        }
         f
     }
 }
@@ -224,6 +269,8 @@ impl FromRequestParts<AppState> for Principal {
             });
         }
         let target = parts.uri.path().to_string();
+        let peer = super::listen::peer(&parts.extensions)
+            .map_or_else(|| "unknown".to_string(), |a| a.ip().to_string());
         let presented = parts
             .headers
             .get(axum::http::header::AUTHORIZATION)
@@ -236,23 +283,37 @@ impl FromRequestParts<AppState> for Principal {
                 ErrorCode::Unauthenticated,
                 "this server needs a token: send `Authorization: Bearer TOKEN`",
             );
-            return Err(state
-                .deny("anonymous", None, "authenticate", &target, f)
-                .await);
+            return Err(state.deny_anonymous(&peer, "anonymous", &target, f).await);
         };
         match find(&state.config.tokens, presented) {
-            Some(t) => Ok(Principal {
-                name: t.name.clone(),
-                role: t.role,
-                via,
-            }),
+            Some(t) => {
+                // Reads are limited per token too (control requests have their own limit).
+                if parts.method == axum::http::Method::GET
+                    && let Err(wait) = state.reads.check(&t.name)
+                {
+                    let mut f = Failure::new(
+                        ErrorCode::RateLimited,
+                        format!(
+                            "the token `{}` made more than {} reads this minute; retry in {wait}s",
+                            t.name, state.config.read_rate_limit
+                        ),
+                    );
+                    f.retry_after_s = Some(wait);
+                    return Err(f);
+                }
+                Ok(Principal {
+                    name: t.name.clone(),
+                    role: t.role,
+                    via,
+                })
+            }
             None => {
                 let f = Failure::new(
                     ErrorCode::Unauthenticated,
                     "the token is not valid on this server",
                 );
                 Err(state
-                    .deny("unknown token", None, "authenticate", &target, f)
+                    .deny_anonymous(&peer, "unknown token", &target, f)
                     .await)
             }
         }
@@ -285,5 +346,136 @@ mod tests {
             r.check("a").is_ok() && r.check("a").is_ok(),
             "a quiet minute refills"
         );
+    }
+}
+
+/// Whether a `Host` or `Origin` authority (`localhost:7070`, `127.0.0.1`, `[::1]:80`) names
+/// this machine.
+pub fn is_loopback_authority(authority: &str) -> bool {
+    let host = if let Some(rest) = authority.strip_prefix('[') {
+        rest.split(']').next().unwrap_or("")
+    } else {
+        match authority.rsplit_once(':') {
+            Some((h, port)) if port.bytes().all(|b| b.is_ascii_digit()) => h,
+            _ => authority,
+        }
+    };
+    host.eq_ignore_ascii_case("localhost")
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
+/// Whether a request's `Host` and `Origin` (when present) both name this machine.
+fn addressed_locally(headers: &axum::http::HeaderMap) -> bool {
+    let header = |name| {
+        headers
+            .get(name)
+            .map(|v: &axum::http::HeaderValue| v.to_str().unwrap_or("\u{fffd}").to_string())
+    };
+    let host_ok = header(axum::http::header::HOST).is_none_or(|h| is_loopback_authority(&h));
+    let origin_ok = header(axum::http::header::ORIGIN).is_none_or(|o| {
+        reqwest::Url::parse(&o)
+            .ok()
+            .and_then(|u| u.host_str().map(str::to_string))
+            .is_some_and(|h| is_loopback_authority(&h))
+    });
+    host_ok && origin_ok
+}
+
+/// With no tokens whoever reaches the port is admin, so only this machine may: the `Host`
+/// must name a loopback address (a page using DNS rebinding sends its own name) and a
+/// browser's `Origin`, when there is one, must be loopback too. Servers with tokens let the
+/// tokens decide.
+pub async fn local_only(
+    axum::extract::State(s): axum::extract::State<AppState>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    if !s.config.tokens.is_empty() {
+        return next.run(req).await;
+    }
+    let local = addressed_locally(req.headers());
+    if local {
+        return next.run(req).await;
+    }
+    let f = Failure::new(
+        ErrorCode::Forbidden,
+        "this server has no tokens, so it answers only requests addressed to this machine (Host localhost or a loopback address) and never a web page from elsewhere (Origin); add [[server.tokens]] to serve others",
+    );
+    let target = req.uri().path().to_string();
+    let peer = super::listen::peer(req.extensions())
+        .map_or_else(|| "unknown".to_string(), |a| a.ip().to_string());
+    s.deny_anonymous(&peer, "anonymous", &target, f)
+        .await
+        .into_response()
+}
+
+#[cfg(test)]
+mod local_tests {
+    use super::is_loopback_authority;
+
+    #[test]
+    fn only_this_machine_is_local() {
+        for ok in [
+            "localhost",
+            "LOCALHOST:7070",
+            "127.0.0.1:80",
+            "127.9.9.9",
+            "[::1]:7070",
+            "[::1]",
+        ] {
+            assert!(is_loopback_authority(ok), "{ok}");
+        }
+        for bad in [
+            "attacker.example",
+            "attacker.example:7070",
+            "10.0.0.1:7070",
+            "localhost.attacker.example",
+            "[fe80::1]:80",
+            "",
+        ] {
+            assert!(!is_loopback_authority(bad), "{bad}");
+        }
+    }
+}
+
+/// A route anyone may call (`/healthz`, and `/metrics` unless `metrics_need_token`). Each
+/// still reads the store, so on a server with tokens (one reachable from elsewhere) callers
+/// without a token are limited per address like any other anonymous request.
+pub struct Public;
+
+impl FromRequestParts<AppState> for Public {
+    type Rejection = Failure;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        if state.config.tokens.is_empty() {
+            return Ok(Public);
+        }
+        let has_token = parts
+            .headers
+            .contains_key(axum::http::header::AUTHORIZATION);
+        if has_token || (state.config.metrics_need_token && parts.uri.path() == "/metrics") {
+            Principal::from_request_parts(parts, state).await?;
+            return Ok(Public);
+        }
+        let peer = super::listen::peer(&parts.extensions)
+            .map_or_else(|| "unknown".to_string(), |a| a.ip().to_string());
+        if let Err(wait) = state.anon_rate.check(&peer) {
+            let mut f = Failure::new(
+                ErrorCode::RateLimited,
+                format!(
+                    "too many requests without a token from {peer} ({} a minute are answered); retry in {wait}s, or send a token",
+                    state.config.anon_rate_limit
+                ),
+            );
+            f.retry_after_s = Some(wait);
+            return Err(f);
+        }
+        Ok(Public)
     }
 }

@@ -102,7 +102,10 @@ impl StageMetrics {
     }
 }
 
-pub async fn scrape(State(s): State<AppState>) -> Result<Response, Failure> {
+pub async fn scrape(
+    State(s): State<AppState>,
+    _p: super::auth::Public,
+) -> Result<Response, Failure> {
     let mut reg = Registry::default();
     reg.register(
         "opsdeck_stage_attempts",

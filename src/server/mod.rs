@@ -5,7 +5,9 @@
 //! here.
 
 pub mod auth;
+pub mod denials;
 pub mod error;
+pub mod listen;
 pub mod metrics;
 mod routes;
 
@@ -19,6 +21,7 @@ use axum::routing::{get, post};
 use crate::client::Embedded;
 pub use crate::config::ServerConfig;
 use crate::host::Host;
+pub use listen::serve;
 
 /// What every handler shares.
 #[derive(Clone)]
@@ -27,10 +30,18 @@ pub struct AppState {
     pub backend: Embedded,
     pub config: Arc<ServerConfig>,
     pub rate: Arc<auth::RateLimiter>,
+    /// Read requests per token.
+    pub reads: Arc<auth::RateLimiter>,
+    /// Requests without a valid token, per client address.
+    pub anon_rate: Arc<auth::RateLimiter>,
+    /// Denials of such requests, folded per address and minute.
+    pub denials: Arc<denials::DenialFold>,
     /// Refuse every control action whatever the token.
     pub read_only: bool,
-    /// Open SSE streams, for `/metrics`.
+    /// Open SSE streams, for `/metrics` and the cap.
     pub sse_clients: Arc<AtomicU64>,
+    /// Open SSE streams per token, for its cap.
+    pub sse_by_token: Arc<std::sync::Mutex<std::collections::HashMap<String, usize>>>,
     /// Cancelled when the server stops, so event streams end and shutdown is not held open.
     pub stop: tokio_util::sync::CancellationToken,
     pub stages: metrics::StageMetrics,
@@ -41,16 +52,50 @@ impl AppState {
     pub fn new(host: Host, config: ServerConfig) -> AppState {
         let stages = metrics::StageMetrics::default();
         stages.collect(&host);
-        AppState {
+        let state = AppState {
             stages,
-            backend: Embedded::new(host.clone()),
+            backend: Embedded::new(host.clone()).with_horizon(config.resume_horizon),
             host,
             rate: Arc::new(auth::RateLimiter::per_minute(config.rate_limit)),
+            reads: Arc::new(auth::RateLimiter::per_minute(config.read_rate_limit)),
+            anon_rate: Arc::new(auth::RateLimiter::per_minute(config.anon_rate_limit)),
+            denials: Arc::default(),
             config: Arc::new(config),
             read_only: false,
             sse_clients: Arc::new(AtomicU64::new(0)),
+            sse_by_token: Arc::default(),
             stop: tokio_util::sync::CancellationToken::new(),
+        };
+        state.start_minutes();
+        state
+    }
+
+    /// Once a minute: writes the folded denials and forgets addresses the limits no longer
+    /// need, so neither grows with the number of clients ever seen.
+    fn start_minutes(&self) {
+        let me = self.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(std::time::Duration::from_secs(60));
+            tick.tick().await;
+            loop {
+                tokio::select! {
+                    () = me.stop.cancelled() => break,
+                    _ = tick.tick() => {}
+                }
+                me.flush_denials().await;
+            }
+            me.flush_denials().await;
+        });
+    }
+
+    /// Writes the denials counted since each address's first record this minute.
+    pub async fn flush_denials(&self) {
+        for rec in self.denials.flush() {
+            self.host.record_denial(rec).await;
         }
+        self.anon_rate.forget_idle();
+        self.reads.forget_idle();
+        self.rate.forget_idle();
     }
 }
 
@@ -71,6 +116,7 @@ pub fn app(state: AppState) -> Router {
         .route("/v1/runs/{id}/resume", post(routes::resume_run))
         .route("/v1/runs/{id}/stages/{stage}", get(routes::stage_io))
         .route("/v1/dlq", get(routes::dlq))
+        .route("/v1/dlq/{id}", get(routes::dlq_entry))
         .route("/v1/dlq/{id}/requeue", post(routes::requeue))
         .route("/v1/dlq/{id}/discard", post(routes::discard))
         .route("/v1/canaries", get(routes::canaries))
@@ -89,5 +135,9 @@ pub fn app(state: AppState) -> Router {
         .fallback(routes::not_found)
         .method_not_allowed_fallback(routes::wrong_method)
         .layer(DefaultBodyLimit::max(limit))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            auth::local_only,
+        ))
         .with_state(state)
 }

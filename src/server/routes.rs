@@ -19,9 +19,9 @@ use super::auth::Principal;
 use super::error::{ApiResult, Body, Failure, ok};
 use crate::client::{Backend, StreamItem};
 use crate::model::{
-    ApiError, AuditQuery, CanaryAction, CanaryAt, Command, DlqId, ErrorCode, Fault,
-    MAX_AUDIT_LIMIT, Observation, Outcome, Role, RunId, RunQuery, RunSort, RunStatus, StartRun,
-    Timestamp, audit_action,
+    ApiError, AuditQuery, CanaryAction, CanaryAt, Command, DlqId, DlqQuery, ErrorCode, Fault,
+    MAX_AUDIT_LIMIT, MAX_DLQ_LIMIT, Observation, Outcome, Role, RunId, RunQuery, RunSort,
+    RunStatus, StartRun, Timestamp, audit_action,
 };
 
 /// Heartbeats keep proxies from closing an idle event stream.
@@ -69,6 +69,23 @@ async fn control(
     Ok(s.backend.control(cmd, &actor, reason).await?)
 }
 
+/// The role check, first of all: a token that may not ask for `action` learns nothing about
+/// the target (no 404 or 400 before the 403), and the refusal is audited.
+async fn gate(s: &AppState, p: &Principal, action: &str, target: &str) -> Result<(), Failure> {
+    let needed = crate::model::role_for(action);
+    if p.role.allows(needed) {
+        return Ok(());
+    }
+    let f = Failure::new(
+        ErrorCode::Forbidden,
+        format!(
+            "the token `{}` has role {}; {action} needs {needed} or above",
+            p.name, p.role
+        ),
+    );
+    Err(s.deny(&p.name, Some(p.role), action, target, f).await)
+}
+
 /// A known path with a method it does not take.
 pub async fn wrong_method(method: axum::http::Method, uri: axum::http::Uri) -> Failure {
     Failure::new(
@@ -87,11 +104,13 @@ pub async fn not_found() -> Failure {
     )
 }
 
-pub async fn healthz(State(s): State<AppState>) -> ApiResult {
+pub async fn healthz(State(s): State<AppState>, _p: super::auth::Public) -> ApiResult {
+    // Anyone may ask: the detail (paths, SQLite's words) goes to the server's log only.
     let o = s.backend.overview().await.map_err(|e| {
+        tracing::error!(error = %e, "health check: the store does not answer");
         Failure::new(
             ErrorCode::Upstream,
-            format!("the store does not answer: {e}"),
+            "the store does not answer; the server's log has the details",
         )
     })?;
     Ok(ok(json!({ "status": "ok", "last_seq": o.last_seq })))
@@ -154,9 +173,10 @@ pub async fn start_run(
     State(s): State<AppState>,
     p: Principal,
     Path(name): Path<String>,
-    body: Body<StartBody>,
+    body: Result<Body<StartBody>, Failure>,
 ) -> ApiResult {
-    let Body(body) = body;
+    gate(&s, &p, "run.start", &format!("pipeline/{name}")).await?;
+    let Body(body) = body?;
     // The workspace knows its pipelines (and says which there are); no store read needed.
     s.host
         .workspace()
@@ -247,29 +267,76 @@ fn ids_of(outcome: &Outcome) -> Value {
 /// A control route on one run or dead-letter entry: `{"reason"}` in, the command made from
 /// the id by `$cmd`.
 macro_rules! id_control {
-    ($name:ident, $parse:ident, |$id:ident| $cmd:expr) => {
+    ($name:ident, $action:literal, $kind:literal, $parse:ident, |$id:ident| $cmd:expr) => {
         pub async fn $name(
             State(s): State<AppState>,
             p: Principal,
             Path(id): Path<String>,
-            body: Body<ReasonBody>,
+            body: Result<Body<ReasonBody>, Failure>,
         ) -> ApiResult {
+            gate(&s, &p, $action, &format!("{}/{id}", $kind)).await?;
             let $id = $parse(&id)?;
-            let Body(body) = body;
+            let Body(body) = body?;
             let outcome = control(&s, &p, $cmd, &body.reason).await?;
             Ok(ok(ids_of(&outcome)))
         }
     };
 }
 
-id_control!(cancel_run, run_id, |id| Command::CancelRun { run: id });
-id_control!(retry_run, run_id, |id| Command::RetryRun { run: id });
-id_control!(resume_run, run_id, |id| Command::ResumeRun { run: id });
-id_control!(requeue, dlq_id, |id| Command::Requeue { entry: id });
-id_control!(discard, dlq_id, |id| Command::Discard { entry: id });
+id_control!(cancel_run, "run.cancel", "run", run_id, |id| {
+    Command::CancelRun { run: id }
+});
+id_control!(retry_run, "run.retry", "run", run_id, |id| {
+    Command::RetryRun { run: id }
+});
+id_control!(resume_run, "run.resume", "run", run_id, |id| {
+    Command::ResumeRun { run: id }
+});
+id_control!(requeue, "dlq.requeue", "dlq", dlq_id, |id| {
+    Command::Requeue { entry: id }
+});
+id_control!(discard, "dlq.discard", "dlq", dlq_id, |id| {
+    Command::Discard { entry: id }
+});
 
-pub async fn dlq(State(s): State<AppState>, _p: Principal) -> ApiResult {
-    Ok(ok(s.backend.dlq().await?))
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DlqParams {
+    cursor: Option<i64>,
+    run: Option<i64>,
+    limit: Option<usize>,
+}
+
+/// Dead-letter entries, newest first, a page at a time and without their inputs.
+pub async fn dlq(
+    State(s): State<AppState>,
+    _p: Principal,
+    q: Result<Query<DlqParams>, QueryRejection>,
+) -> ApiResult {
+    let Query(q) = q?;
+    let limit = q.limit.unwrap_or(100);
+    if !(1..=MAX_DLQ_LIMIT).contains(&limit) {
+        return Err(Failure::new(
+            ErrorCode::Validation,
+            format!("`limit` must be from 1 to {MAX_DLQ_LIMIT}, not {limit}"),
+        )
+        .with_details(json!({ "field": "limit" })));
+    }
+    let query = DlqQuery {
+        before: q.cursor.map(DlqId),
+        run: q.run.map(RunId),
+        limit,
+    };
+    Ok(ok(s.backend.dlq(query).await?))
+}
+
+/// One dead-letter entry, with its input.
+pub async fn dlq_entry(
+    State(s): State<AppState>,
+    _p: Principal,
+    Path(id): Path<String>,
+) -> ApiResult {
+    Ok(ok(s.backend.dlq_entry(dlq_id(&id)?).await?))
 }
 
 pub async fn canaries(State(s): State<AppState>, _p: Principal) -> ApiResult {
@@ -339,9 +406,16 @@ pub async fn canary_action(
     State(s): State<AppState>,
     p: Principal,
     Path(name): Path<String>,
-    body: Body<ActionBody>,
+    body: Result<Body<ActionBody>, Failure>,
 ) -> ApiResult {
-    let Body(body) = body;
+    // Every canary action needs the same role, checked before the body is judged; the audit
+    // names the action when the body does.
+    let asked = match &body {
+        Ok(Body(b)) if ACTIONS.split(", ").any(|a| a == b.action) => format!("canary.{}", b.action),
+        _ => "canary.action".to_string(),
+    };
+    gate(&s, &p, &asked, &format!("canary/{name}")).await?;
+    let Body(body) = body?;
     let action = match (body.action.as_str(), body.weight) {
         ("promote", _) => CanaryAction::Promote,
         ("promote_full", _) => CanaryAction::PromoteFull,
@@ -396,9 +470,8 @@ pub async fn observations(
     State(s): State<AppState>,
     p: Principal,
     Path(name): Path<String>,
-    body: Body<ObservationsBody>,
+    body: Result<Body<ObservationsBody>, Failure>,
 ) -> ApiResult {
-    let Body(body) = body;
     // Routers post often: this needs the operator role but is not audited line by line.
     p.require(
         &s,
@@ -407,6 +480,7 @@ pub async fn observations(
         &format!("canary/{name}"),
     )
     .await?;
+    let Body(body) = body?;
     if let Some((i, o)) = body
         .observations
         .iter()
@@ -489,18 +563,59 @@ pub struct EventsParams {
     since: Option<u64>,
 }
 
-/// Decrements the SSE client count when a stream ends.
-struct ClientGuard(std::sync::Arc<std::sync::atomic::AtomicU64>);
+/// One open event stream, counted in all and for its token until it ends.
+struct ClientGuard {
+    state: AppState,
+    token: String,
+}
+
+impl ClientGuard {
+    /// Counts a new stream for `token`, or says which cap it would pass.
+    fn open(s: &AppState, token: &str) -> Result<ClientGuard, Failure> {
+        let mut by_token = crate::sync::lock(&s.sse_by_token);
+        let total = s.sse_clients.load(Ordering::Relaxed);
+        let mine = by_token.get(token).copied().unwrap_or(0);
+        let refusal = if total >= s.config.sse_total as u64 {
+            Some(format!(
+                "the server has {total} event streams open, as many as it allows (sse_total); retry later"
+            ))
+        } else if mine >= s.config.sse_per_token {
+            Some(format!(
+                "the token `{token}` has {mine} event streams open, as many as one token may (sse_per_token); close one first"
+            ))
+        } else {
+            None
+        };
+        if let Some(m) = refusal {
+            let mut f = Failure::new(ErrorCode::RateLimited, m);
+            f.retry_after_s = Some(5);
+            return Err(f);
+        }
+        by_token.insert(token.to_string(), mine + 1);
+        s.sse_clients.fetch_add(1, Ordering::Relaxed);
+        Ok(ClientGuard {
+            state: s.clone(),
+            token: token.to_string(),
+        })
+    }
+}
 
 impl Drop for ClientGuard {
     fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::Relaxed);
+        self.state.sse_clients.fetch_sub(1, Ordering::Relaxed);
+        let mut by_token = crate::sync::lock(&self.state.sse_by_token);
+        if let Some(n) = by_token.get_mut(&self.token) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                by_token.remove(&self.token);
+            }
+        }
     }
 }
 
 pub async fn events(
     State(s): State<AppState>,
-    _p: Principal,
+    p: Principal,
     headers: HeaderMap,
     q: Result<Query<EventsParams>, QueryRejection>,
 ) -> Result<Response, Failure> {
@@ -510,20 +625,24 @@ pub async fn events(
         .and_then(|v| v.to_str().ok())
         .map(str::trim);
     let since = match header {
-        Some(h) => Some(h.parse::<u64>().map_err(|_| {
-            Failure::new(
-                ErrorCode::Validation,
-                format!("`Last-Event-ID` is `{h}`; it must be an event sequence number"),
-            )
-        })?),
-        None => q.since,
+        Some(h) => Some((
+            h.parse::<u64>().map_err(|_| {
+                Failure::new(
+                    ErrorCode::Validation,
+                    format!("`Last-Event-ID` is `{h}`; it must be an event sequence number"),
+                )
+                .with_details(json!({ "field": "Last-Event-ID" }))
+            })?,
+            "Last-Event-ID",
+        )),
+        None => q.since.map(|n| (n, "since")),
     };
+    let last_seq = s.backend.overview().await?.last_seq;
     let since = match since {
-        Some(n) => n,
-        None => s.backend.overview().await?.last_seq,
+        Some((n, field)) => resume_point(n, last_seq, field)?,
+        None => last_seq,
     };
-    s.sse_clients.fetch_add(1, Ordering::Relaxed);
-    let guard = ClientGuard(s.sse_clients.clone());
+    let guard = ClientGuard::open(&s, &p.name)?;
     let stop = s.stop.clone().cancelled_owned();
     let stream: std::pin::Pin<Box<dyn Stream<Item = Result<SseEvent, Infallible>> + Send>> =
         Box::pin(
@@ -537,6 +656,10 @@ pub async fn events(
                             .id(e.seq.to_string())
                             .event(e.kind.as_str())
                             .data(serde_json::to_string(&e).unwrap_or_default()))),
+                        StreamItem::Reset { last_seq } => Some(Ok(SseEvent::default()
+                            .id(last_seq.to_string())
+                            .event("reset")
+                            .data(json!({ "last_seq": last_seq }).to_string()))),
                         StreamItem::Connected(_) => None,
                     };
                     std::future::ready(out)
@@ -562,10 +685,26 @@ pub async fn events_log(
 ) -> ApiResult {
     let Query(q) = q?;
     let limit = q.limit.unwrap_or(500).clamp(1, 10_000);
-    Ok(ok(s
-        .backend
-        .events_after(q.since.unwrap_or(0), limit)
-        .await?))
+    let since = match q.since {
+        Some(n) => resume_point(n, s.backend.overview().await?.last_seq, "since")?,
+        None => 0,
+    };
+    Ok(ok(s.backend.events_after(since, limit).await?))
+}
+
+/// A sequence number to read after, from outside: at most the last one stored (so it also
+/// fits the store's signed integers), or a 400 naming the field and the end of the log.
+fn resume_point(n: u64, last_seq: u64, field: &str) -> Result<u64, Failure> {
+    if n > last_seq {
+        return Err(Failure::new(
+            ErrorCode::Validation,
+            format!(
+                "`{field}` is {n}, but the event log ends at {last_seq}; give at most {last_seq}, or leave it out to start from the newest event"
+            ),
+        )
+        .with_details(json!({ "field": field, "last_seq": last_seq })));
+    }
+    Ok(n)
 }
 
 #[derive(Debug, Deserialize)]
@@ -584,9 +723,10 @@ pub async fn fault(
     State(s): State<AppState>,
     p: Principal,
     Path(name): Path<String>,
-    body: Body<FaultBody>,
+    body: Result<Body<FaultBody>, Failure>,
 ) -> ApiResult {
-    let Body(body) = body;
+    gate(&s, &p, "canary.fault", &format!("canary/{name}")).await?;
+    let Body(body) = body?;
     let fault = Fault::new(body.error_rate, body.latency_ms)
         .map_err(|m| Failure::new(ErrorCode::Validation, m))?;
     let cmd = Command::Fault {

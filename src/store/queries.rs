@@ -9,9 +9,9 @@ use serde_json::Value;
 
 use super::{Result, StoreError, connect};
 use crate::model::{
-    Attempt, AttemptError, AuditQuery, AuditRecord, DlqEntry, DlqId, Event, MAX_AUDIT_LIMIT, Page,
-    Run, RunId, RunQuery, RunSort, RunStatus, RunSummary, StageIo, StageRecord, StageStatus,
-    Timestamp, Trigger,
+    Attempt, AttemptError, AuditQuery, AuditRecord, DlqEntry, DlqId, DlqQuery, Event,
+    MAX_AUDIT_LIMIT, MAX_DLQ_LIMIT, Page, Run, RunId, RunQuery, RunSort, RunStatus, RunSummary,
+    StageIo, StageRecord, StageStatus, Timestamp, Trigger,
 };
 
 /// One read connection.
@@ -115,6 +115,9 @@ fn dlq_entry(row: &Row<'_>) -> rusqlite::Result<DlqEntry> {
 
 const DLQ_COLUMNS: &str =
     "id, run_id, pipeline, stage_id, attempts, input, error_code, error_message, created_at";
+/// The same without the input (a list's rows stay small however large the inputs).
+const DLQ_LIST_COLUMNS: &str =
+    "id, run_id, pipeline, stage_id, attempts, 'null', error_code, error_message, created_at";
 
 fn event(row: &Row<'_>) -> rusqlite::Result<Event> {
     Ok(Event {
@@ -473,13 +476,31 @@ impl Reader {
             .collect::<rusqlite::Result<_>>()?)
     }
 
-    pub fn dlq(&self) -> Result<Vec<DlqEntry>> {
-        let sql = format!("SELECT {DLQ_COLUMNS} FROM dlq ORDER BY id DESC");
-        Ok(self
+    /// A page of dead-letter entries, newest first, without their inputs.
+    pub fn dlq(&self, q: &DlqQuery) -> Result<Page<DlqEntry, DlqId>> {
+        let before = q.before.map(|d| d.0);
+        let run = q.run.map(|r| r.0);
+        let limit = q.limit.clamp(1, MAX_DLQ_LIMIT);
+        let mut items: Vec<DlqEntry> = self
             .conn
-            .prepare_cached(&sql)?
-            .query_map([], dlq_entry)?
-            .collect::<rusqlite::Result<_>>()?)
+            .prepare_cached(&format!(
+                "SELECT {DLQ_LIST_COLUMNS} FROM dlq WHERE (?1 IS NULL OR id < ?1) AND (?2 IS NULL OR run_id = ?2) ORDER BY id DESC LIMIT ?3"
+            ))?
+            .query_map(params![before, run, limit as i64 + 1], dlq_entry)?
+            .collect::<rusqlite::Result<_>>()?;
+        let next = (items.len() > limit).then(|| {
+            items.truncate(limit);
+            items.last().map(|e| e.id)
+        });
+        let total: i64 = self
+            .conn
+            .prepare_cached("SELECT COUNT(*) FROM dlq WHERE (?1 IS NULL OR run_id = ?1)")?
+            .query_row(params![run], |r| r.get(0))?;
+        Ok(Page {
+            items,
+            next: next.flatten(),
+            total: total.unsigned_abs(),
+        })
     }
 
     pub fn dlq_entry(&self, id: DlqId) -> Result<Option<DlqEntry>> {
@@ -537,10 +558,15 @@ impl Reader {
 
     /// Events with `seq > since`, oldest first, at most `limit`.
     pub fn events(&self, since: u64, limit: usize) -> Result<Vec<Event>> {
+        // Past what a sequence number can be: nothing is after it (never "from the start").
+        let Ok(since) = i64::try_from(since) else {
+            return Ok(Vec::new());
+        };
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
         Ok(self
             .conn
             .prepare_cached("SELECT seq, at, kind, run_id, stage_id, data FROM events WHERE seq > ?1 ORDER BY seq LIMIT ?2")?
-            .query_map(params![since as i64, limit as i64], event)?
+            .query_map(params![since, limit], event)?
             .collect::<rusqlite::Result<_>>()?)
     }
 
@@ -573,13 +599,20 @@ impl Reader {
 pub struct ReadPool {
     path: PathBuf,
     idle: Arc<Mutex<Vec<Reader>>>,
+    /// Reads at once: however many clients ask, at most this many connections and blocking
+    /// threads; the others wait their turn.
+    permits: Arc<tokio::sync::Semaphore>,
 }
+
+/// Store reads running at once (and connections kept open for them).
+pub const MAX_READERS: usize = 8;
 
 impl ReadPool {
     pub fn new(path: &Path) -> ReadPool {
         ReadPool {
             path: path.to_path_buf(),
             idle: Arc::new(Mutex::new(Vec::new())),
+            permits: Arc::new(tokio::sync::Semaphore::new(MAX_READERS)),
         }
     }
 
@@ -588,8 +621,15 @@ impl ReadPool {
         T: Send + 'static,
         F: FnOnce(&Reader) -> Result<T> + Send + 'static,
     {
+        let permit = self
+            .permits
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|e| StoreError(format!("the store's readers are closed: {e}")))?;
         let pool = self.clone();
         tokio::task::spawn_blocking(move || {
+            let _permit = permit;
             let reader = crate::sync::lock(&pool.idle).pop();
             let reader = match reader {
                 Some(r) => r,
@@ -597,7 +637,7 @@ impl ReadPool {
             };
             let out = f(&reader);
             let mut idle = crate::sync::lock(&pool.idle);
-            if idle.len() < 4 {
+            if idle.len() < MAX_READERS {
                 idle.push(reader);
             }
             out

@@ -54,6 +54,13 @@ impl App {
                 self.panes.events.push([e], view);
             }
             Msg::Stream(StreamItem::Connected(up)) => self.connected(up),
+            Msg::Stream(StreamItem::Reset { .. }) => {
+                // The server would not replay that far back: start the views afresh.
+                self.panes.events.reset();
+                self.outbox.push(Request::RecentEvents { limit: 500 });
+                self.stale.extend(ALL);
+                self.refresh();
+            }
             Msg::Runs { tag, offset, page } => {
                 let rows = super::panes::table_rows(self.size);
                 self.panes.runs.list.apply_page(tag, offset, page, rows);
@@ -91,9 +98,9 @@ impl App {
                 step_s,
                 points,
             } => self.panes.canary.series = Some((name, step_s, points)),
-            Msg::Dlq(entries) => {
+            Msg::Dlq(page) => {
                 let rows = super::panes::dlq::table_rows(self.size);
-                self.panes.dlq.apply(entries, rows);
+                self.panes.dlq.apply(page, rows);
             }
             Msg::Done(outcome) => self.done(&outcome),
             Msg::Failed(text) => self.flash(text, true),

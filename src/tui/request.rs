@@ -11,8 +11,9 @@ use tokio::sync::mpsc;
 use super::prepare::{DiffView, PreparedIo, prepare_diff, prepare_io};
 use crate::client::{Backend, StreamItem};
 use crate::model::{
-    Actor, ApiError, CanaryStatus, Command, DlqEntry, ErrorCode, Event, Outcome, Overview, Page,
-    Run, RunId, RunQuery, RunStatus, RunSummary, SeriesPoint,
+    Actor, ApiError, CanaryStatus, Command, DlqEntry, DlqId, DlqQuery, ErrorCode, Event,
+    MAX_DLQ_LIMIT, Outcome, Overview, Page, Run, RunId, RunQuery, RunStatus, RunSummary,
+    SeriesPoint,
 };
 
 #[derive(Debug, Clone, PartialEq)]
@@ -89,7 +90,7 @@ pub enum Msg {
         stage: String,
         runs: Vec<RunSummary>,
     },
-    Dlq(Vec<DlqEntry>),
+    Dlq(Page<DlqEntry, DlqId>),
     Canaries(Vec<CanaryStatus>),
     CanarySeries {
         name: String,
@@ -209,7 +210,7 @@ async fn handle(b: &dyn Backend, actor: &Actor, req: Request) -> Msg {
                 },
             )
         }
-        Request::Dlq => b.dlq().await.map_or_else(
+        Request::Dlq => b.dlq(DlqQuery::newest(MAX_DLQ_LIMIT)).await.map_or_else(
             |e| failed("cannot load the dead-letter queue", &e),
             Msg::Dlq,
         ),

@@ -1,6 +1,7 @@
 //! The HTTP API on a real loopback socket: the envelope and every error code, auth and roles
 //! (denials audited), the rate limit, body limits, SSE resume, `/metrics`, canary routes.
 
+use std::fmt::Write as _;
 use std::time::Duration;
 
 use futures::StreamExt;
@@ -14,6 +15,7 @@ use crate::support::{TestWorkspace, until};
 
 const VIEWER: &str = "viewer-token";
 const OPERATOR: &str = "operator-token";
+const ADMIN: &str = "admin-token";
 
 struct Api {
     base: String,
@@ -35,13 +37,18 @@ sha256 = "{}"
 name = "ci"
 role = "operator"
 sha256 = "{}"
+[[server.tokens]]
+name = "root"
+role = "admin"
+sha256 = "{}"
 
 [canary.edge]
 source = "ingest"
 steps = [ {{weight = 10, pause = "1h"}}, {{weight = 100}} ]
 "#,
         hex(&sha256(VIEWER)),
-        hex(&sha256(OPERATOR))
+        hex(&sha256(OPERATOR)),
+        hex(&sha256(ADMIN))
     )
 }
 
@@ -56,7 +63,7 @@ async fn start(rate_limit: u32) -> Api {
     let state = AppState::new(host.clone(), cfg);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move { axum::serve(listener, server::app(state)).await.unwrap() });
+    tokio::spawn(server::serve(listener, state));
     Api {
         base: format!("http://{addr}"),
         http: crate::support::http(),
@@ -562,10 +569,528 @@ async fn every_control_route_refuses_a_viewer_and_audits_it() {
             "{path} is audited as {action}: {records:?}"
         );
     }
-    // The operator gets past the role check on each (the answer depends on the state).
-    for (path, body, _) in &routes {
+    // The role comes first: a viewer learns nothing of ids, names or bodies it may not use.
+    for (path, body) in [
+        ("/v1/pipelines/nope/runs", "{}"),
+        ("/v1/pipelines/etl/runs", "[]"),
+        ("/v1/runs/nope/cancel", "{}"),
+        ("/v1/runs/999999/retry", "{\"reason\": 7}"),
+        ("/v1/dlq/x/requeue", "{}"),
+        ("/v1/canaries/nope/actions", "{\"action\": \"explode\"}"),
+        ("/v1/canaries/edge/actions", "not json"),
+        ("/v1/canaries/edge/fault", "{\"error_rate\": 9}"),
+        ("/v1/canaries/edge/observations", "{\"observations\": 1}"),
+    ] {
+        let (s, v) = api.post(path, VIEWER, body).await;
+        assert_eq!((s, code(&v)), (403, "forbidden"), "{path} {body}: {v}");
+    }
+    // Dropping a dead letter and injecting a fault are the admin's; the rest the operator's.
+    for (path, body, action) in &routes {
         let (s, v) = api.post(path, OPERATOR, body).await;
-        assert_ne!(code(&v), "forbidden", "{path}: {s} {v}");
+        if ["dlq.discard", "canary.fault"].contains(action) {
+            assert_eq!((s, code(&v)), (403, "forbidden"), "{path}: {v}");
+            let (s, v) = api.post(path, ADMIN, body).await;
+            assert_ne!(code(&v), "forbidden", "{path}: {s} {v}");
+        } else {
+            assert_ne!(code(&v), "forbidden", "{path}: {s} {v}");
+        }
     }
     api.host.shutdown().await;
+}
+
+/// A server whose log holds several pages of events, with a resume horizon of 600.
+async fn long_log() -> (Api, u64) {
+    let ws = TestWorkspace::new();
+    ws.write(
+        "opsdeck.toml",
+        &format!(
+            "[server]\nresume_horizon = 600\n[[server.tokens]]\nname = \"dash\"\nrole = \"viewer\"\nsha256 = \"{}\"\n",
+            hex(&sha256(VIEWER))
+        ),
+    );
+    let mut stages = String::new();
+    for i in 0..60 {
+        let _ = writeln!(
+            stages,
+            "[[stage]]\nid = \"s{i}\"\nkind = \"simulate\"\noutput = {{ n = {i} }}"
+        );
+    }
+    ws.pipeline("wide", &format!("[pipeline]\nname = \"wide\"\n{stages}"));
+    let host = Host::start(ws.open(), HostOptions::long_lived("api test"))
+        .await
+        .unwrap();
+    while host.overview().await.unwrap().last_seq < 700 {
+        crate::support::run_to_end(&host, "wide").await;
+    }
+    let last = host.overview().await.unwrap().last_seq;
+    let cfg = opsdeck::host::Workspace::open(&ws.path("")).unwrap().server;
+    let state = AppState::new(host.clone(), cfg);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(server::serve(listener, state));
+    let api = Api {
+        base: format!("http://{addr}"),
+        http: crate::support::http(),
+        host,
+        _ws: ws,
+    };
+    (api, last)
+}
+
+/// The first `n` SSE frames from `/v1/events` with `Last-Event-ID: since`: (event, id).
+async fn frames(api: &Api, since: &str, n: usize) -> Vec<(String, u64)> {
+    let resp = api
+        .http
+        .get(format!("{}/v1/events", api.base))
+        .bearer_auth(VIEWER)
+        .header("last-event-id", since)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 200);
+    let mut body = resp.bytes_stream();
+    let (mut text, mut out) = (String::new(), Vec::new());
+    while out.len() < n {
+        let chunk = tokio::time::timeout(Duration::from_secs(20), body.next())
+            .await
+            .expect("the stream goes on")
+            .unwrap()
+            .unwrap();
+        text.push_str(&String::from_utf8_lossy(&chunk));
+        while let Some(end) = text.find("\n\n") {
+            let frame: String = text.drain(..end + 2).collect();
+            let id = frame.lines().find_map(|l| l.strip_prefix("id: "));
+            let event = frame.lines().find_map(|l| l.strip_prefix("event: "));
+            if let (Some(id), Some(event)) = (id, event) {
+                out.push((event.to_string(), id.parse().unwrap()));
+            }
+        }
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn resuming_pages_through_the_log_and_far_back_gets_a_reset() {
+    let (api, last) = long_log().await;
+    // Within the horizon, over more than one page: every event once, in order.
+    let from = last - 550;
+    let got = frames(&api, &from.to_string(), 550).await;
+    let ids: Vec<u64> = got.iter().map(|(_, id)| *id).collect();
+    assert_eq!(ids, (from + 1..=last).collect::<Vec<_>>());
+    assert!(got.iter().all(|(e, _)| e != "reset"));
+
+    // Further back than the horizon: a reset naming where the stream goes on, not the backlog;
+    // then live events follow it.
+    let host = api.host.clone();
+    let more = tokio::spawn(async move { crate::support::run_to_end(&host, "wide").await });
+    let got = frames(&api, "0", 3).await;
+    assert_eq!(got[0].0, "reset", "{got:?}");
+    assert!(got[0].1 >= last, "{got:?}");
+    assert_eq!(
+        got[1].1,
+        got[0].1 + 1,
+        "live events follow the reset: {got:?}"
+    );
+    more.await.unwrap();
+
+    // The same through the remote client: it reports the reset and goes on from there.
+    let remote = opsdeck::client::Remote::new(&api.base, Some(VIEWER.into()));
+    let mut stream = opsdeck::client::Backend::events(&remote, Some(0));
+    let mut reset = None;
+    while reset.is_none() {
+        match tokio::time::timeout(Duration::from_secs(20), stream.next())
+            .await
+            .unwrap()
+            .unwrap()
+        {
+            opsdeck::client::StreamItem::Reset { last_seq } => reset = Some(last_seq),
+            opsdeck::client::StreamItem::Event(e) => panic!("no backlog expected, got {}", e.seq),
+            opsdeck::client::StreamItem::Connected(_) => {}
+        }
+    }
+    assert!(reset.unwrap() > last);
+    api.host.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_resume_point_past_the_end_of_the_log_is_refused() {
+    let api = start(1_000).await;
+    api.run_etl().await;
+    let last = api.host.overview().await.unwrap().last_seq;
+    for bad in [
+        (last + 1).to_string(),
+        i64::MAX.to_string(),
+        u64::MAX.to_string(),
+    ] {
+        let r = api
+            .http
+            .get(format!("{}/v1/events", api.base))
+            .bearer_auth(VIEWER)
+            .header("last-event-id", &bad)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status().as_u16(), 400, "Last-Event-ID {bad}");
+        let v: Value = r.json().await.unwrap();
+        assert_eq!(code(&v), "validation");
+        assert_eq!(v["error"]["details"]["field"], "Last-Event-ID");
+        assert!(
+            v["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains(&format!("ends at {last}")),
+            "{v}"
+        );
+        for path in [
+            format!("/v1/events?since={bad}"),
+            format!("/v1/events/log?since={bad}"),
+        ] {
+            let (s, v, _) = api.call("GET", &path, Some(VIEWER), None).await;
+            assert_eq!((s, code(&v)), (400, "validation"), "{path}: {v}");
+            assert_eq!(v["error"]["details"]["field"], "since");
+        }
+    }
+    // At the end exactly is fine: nothing yet.
+    let (s, v) = api
+        .get(&format!("/v1/events/log?since={last}"), VIEWER)
+        .await;
+    assert_eq!((s, v["data"].as_array().map(Vec::len)), (200, Some(0)));
+    api.host.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_tokens_only_this_machine_may_ask() {
+    let ws = TestWorkspace::new();
+    ws.pipeline("etl", crate::support::ETL);
+    let (api, _) = serve_ws(ws).await;
+    let (host, addr) = (
+        api.host.clone(),
+        api.base.trim_start_matches("http://").to_string(),
+    );
+    let http = crate::support::http();
+    let post = |host_header: Option<&'static str>, origin: Option<&'static str>| {
+        let (http, addr) = (http.clone(), addr.clone());
+        async move {
+            let mut r = http
+                .post(format!("http://{addr}/v1/pipelines/etl/runs"))
+                .header("content-type", "application/json")
+                .body("{}");
+            if let Some(h) = host_header {
+                r = r.header("host", h);
+            }
+            if let Some(o) = origin {
+                r = r.header("origin", o);
+            }
+            let resp = r.send().await.unwrap();
+            let status = resp.status().as_u16();
+            (status, resp.json::<Value>().await.unwrap())
+        }
+    };
+    // A page on another site, through DNS rebinding, or posting across origins: refused.
+    for (h, o) in [
+        (Some("attacker.example"), None),
+        (
+            Some("attacker.example:7070"),
+            Some("http://attacker.example:7070"),
+        ),
+        (None, Some("http://attacker.example")),
+        (None, Some("null")),
+    ] {
+        let (s, v) = post(h, o).await;
+        assert_eq!((s, code(&v)), (403, "forbidden"), "{h:?} {o:?}: {v}");
+        assert!(
+            v["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("[[server.tokens]]"),
+            "{v}"
+        );
+    }
+    assert_eq!(host.overview().await.unwrap().last_seq, 0, "nothing ran");
+    // This machine, by name or address, from a local page or none: allowed.
+    for (h, o) in [
+        (None, None),
+        (Some("localhost:7070"), None),
+        (None, Some("http://localhost:3000")),
+    ] {
+        let (s, v) = post(h, o).await;
+        assert_eq!(s, 200, "{h:?} {o:?}: {v}");
+    }
+    host.shutdown().await;
+}
+
+/// A server with the viewer and operator tokens and `settings` in its `[server]` table; the
+/// state is returned too, for what a test drives directly (the minute's denial flush).
+async fn serve_with(settings: &str) -> (Api, AppState) {
+    let ws = TestWorkspace::new();
+    ws.write(
+        "opsdeck.toml",
+        &format!(
+            "[server]\n{settings}\n[[server.tokens]]\nname = \"dash\"\nrole = \"viewer\"\nsha256 = \"{}\"\n[[server.tokens]]\nname = \"ci\"\nrole = \"operator\"\nsha256 = \"{}\"\n",
+            hex(&sha256(VIEWER)),
+            hex(&sha256(OPERATOR))
+        ),
+    );
+    ws.pipeline("etl", crate::support::ETL);
+    serve_ws(ws).await
+}
+
+/// Hosts and serves `ws` as it is.
+async fn serve_ws(ws: TestWorkspace) -> (Api, AppState) {
+    let host = Host::start(ws.open(), HostOptions::long_lived("api test"))
+        .await
+        .unwrap();
+    let cfg = opsdeck::host::Workspace::open(&ws.path("")).unwrap().server;
+    let state = AppState::new(host.clone(), cfg);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(server::serve(listener, state.clone()));
+    let api = Api {
+        base: format!("http://{addr}"),
+        http: crate::support::http(),
+        host,
+        _ws: ws,
+    };
+    (api, state)
+}
+
+async fn audit_rows(api: &Api) -> Vec<opsdeck::model::AuditRecord> {
+    api.host
+        .audit_log(opsdeck::model::AuditQuery {
+            limit: 10_000,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn anonymous_floods_are_limited_and_folded_in_the_audit_log() {
+    let (api, state) = serve_with("anon_rate_limit = 20").await;
+    let long = format!("/v1/runs/{}", "x".repeat(30_000));
+    let mut limited = 0;
+    for i in 0..300 {
+        let token = (i % 2 == 1).then_some("not-a-token");
+        let (s, v, h) = api.call("GET", &long, token, None).await;
+        match s {
+            401 => assert_eq!(code(&v), "unauthenticated"),
+            429 => {
+                limited += 1;
+                assert!(h.contains_key("retry-after"), "{h:?}");
+                assert!(
+                    v["error"]["message"]
+                        .as_str()
+                        .unwrap()
+                        .contains("without a valid token")
+                );
+            }
+            other => panic!("{other}: {v}"),
+        }
+    }
+    assert!(limited >= 250, "only {limited} of 300 were limited");
+    // A valid token is not held back by what anonymous clients did from the same address.
+    assert_eq!(api.get("/v1/runs", VIEWER).await.0, 200);
+    let rows = until_rows(&api, 2).await;
+    assert_eq!(
+        rows.len(),
+        2,
+        "one record per actor for the minute so far: {rows:?}"
+    );
+    for r in &rows {
+        assert!(r.target.len() <= 256, "{}", r.target.len());
+        assert_eq!(r.details["peer"], "127.0.0.1");
+    }
+    // The minute ends: one more record per actor, with how many more denials it stands for.
+    state.flush_denials().await;
+    let rows = until_rows(&api, 4).await;
+    let counted: u64 = rows
+        .iter()
+        .map(|r| r.details["count"].as_u64().unwrap())
+        .sum();
+    assert_eq!(counted, 300, "{rows:?}");
+    api.host.shutdown().await;
+}
+
+/// The audit rows, once there are `n` (the denials are written without waiting).
+async fn until_rows(api: &Api, n: usize) -> Vec<opsdeck::model::AuditRecord> {
+    until("the audit rows", || async {
+        audit_rows(api).await.len() >= n
+    })
+    .await;
+    audit_rows(api).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_headers_time_out_and_connections_and_streams_are_capped() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (api, _state) = serve_with(
+        "header_timeout = \"1s\"\nmax_connections = 3\nsse_per_token = 2\nsse_total = 3",
+    )
+    .await;
+    let addr = api.base.trim_start_matches("http://").to_string();
+    // Half a request, then silence: the server closes the connection rather than wait.
+    let mut slow = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    slow.write_all(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\n")
+        .await
+        .unwrap();
+    let mut buf = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(30), slow.read_to_end(&mut buf)).await;
+    assert!(read.is_ok(), "the slow client was never cut off");
+    assert!(!String::from_utf8_lossy(&buf).contains("200 OK"));
+
+    // Event streams: two per token, three in all; each over the cap is a 429 with Retry-After.
+    let open = |token: &'static str| {
+        let (http, base) = (api.http.clone(), api.base.clone());
+        async move {
+            http.get(format!("{base}/v1/events"))
+                .bearer_auth(token)
+                .send()
+                .await
+                .unwrap()
+        }
+    };
+    let a = open(VIEWER).await;
+    let b = open(VIEWER).await;
+    assert_eq!((a.status().as_u16(), b.status().as_u16()), (200, 200));
+    let c = open(VIEWER).await;
+    assert_eq!(c.status().as_u16(), 429);
+    assert!(c.headers().contains_key("retry-after"));
+    let c: Value = c.json().await.unwrap();
+    assert!(
+        c["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("sse_per_token"),
+        "{c}"
+    );
+    let d = open(OPERATOR).await;
+    assert_eq!(d.status().as_u16(), 200);
+    let e = open(OPERATOR).await;
+    assert_eq!(e.status().as_u16(), 429, "three streams in all");
+    // Connections: the three streams hold three; a fourth connection is answered at once.
+    let fresh = crate::support::http();
+    let f = fresh
+        .get(format!("{}/v1/runs", api.base))
+        .bearer_auth(VIEWER)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(f.status().as_u16(), 429);
+    assert!(f.headers().contains_key("retry-after"));
+    let f: Value = f.json().await.unwrap();
+    assert!(
+        f["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("max_connections"),
+        "{f}"
+    );
+    // A stream that ends frees its place.
+    drop(d);
+    until("the stream's place to be free", || async {
+        open(OPERATOR).await.status().as_u16() == 200
+    })
+    .await;
+    drop((a, b));
+    api.host.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_dead_letter_queue_pages_and_one_entry_has_its_input() {
+    let ws = TestWorkspace::new();
+    ws.write("opsdeck.toml", &config(1_000));
+    let mut spec =
+        String::from("[pipeline]\nname = \"flaky\"\n[pipeline.retry]\nmax_attempts = 1\n");
+    for i in 0..130 {
+        let _ = writeln!(
+            spec,
+            "[[stage]]\nid = \"s{i}\"\nkind = \"simulate\"\nfail_rate = 1.0\ntarget = \"t{i}\""
+        );
+    }
+    ws.pipeline("flaky", &spec);
+    let (api, _) = serve_ws(ws).await;
+    crate::support::run_to_end(&api.host, "flaky").await;
+    let (s, v) = api.get("/v1/dlq", VIEWER).await;
+    assert_eq!(s, 200, "{v}");
+    let page = &v["data"];
+    assert_eq!(page["total"], 130, "{page}");
+    let items = page["items"].as_array().unwrap();
+    assert_eq!(items.len(), 100, "a page, not the whole queue");
+    assert!(
+        items.iter().all(|e| e["input"].is_null()),
+        "lists leave inputs out"
+    );
+    let ids: Vec<i64> = items.iter().map(|e| e["id"].as_i64().unwrap()).collect();
+    assert!(ids.windows(2).all(|w| w[0] > w[1]), "newest first");
+    let next = page["next"].as_i64().unwrap();
+    let (_, v) = api.get(&format!("/v1/dlq?cursor={next}"), VIEWER).await;
+    let rest = v["data"]["items"].as_array().unwrap();
+    assert_eq!(rest.len(), 30);
+    assert!(v["data"]["next"].is_null());
+    assert!(rest.iter().all(|e| e["id"].as_i64().unwrap() < next));
+    let (s, v) = api.get(&format!("/v1/dlq/{}", ids[0]), VIEWER).await;
+    assert_eq!(s, 200, "{v}");
+    assert!(
+        v["data"]["input"].is_object(),
+        "one entry has its input: {v}"
+    );
+    for bad in ["/v1/dlq?limit=0", "/v1/dlq?limit=1001", "/v1/dlq?cursor=x"] {
+        let (s, v) = api.get(bad, VIEWER).await;
+        assert_eq!((s, code(&v)), (400, "validation"), "{bad}: {v}");
+    }
+    let (s, v) = api.get("/v1/dlq/999999", VIEWER).await;
+    assert_eq!((s, code(&v)), (404, "not_found"), "{v}");
+    api.host.shutdown().await;
+}
+
+#[test]
+fn operators_are_told_about_clear_text_and_shared_token_files() {
+    let ws = TestWorkspace::new();
+    ws.write("opsdeck.toml", &config(1_000));
+    // Beyond loopback, with tokens: it serves, and says what travels in clear text.
+    let port = crate::support::free_port();
+    let child = ws
+        .cmd()
+        .args(["serve", "--bind", &format!("0.0.0.0:{port}")])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let host_json = ws.path(".opsdeck/host.json");
+    crate::support::eventually("serve to publish its address", || {
+        std::fs::read_to_string(&host_json).is_ok_and(|t| t.contains(&port.to_string()))
+    });
+    let _ = nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    );
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("clear text") && err.contains("TLS proxy"),
+        "{err}"
+    );
+
+    // A token file others can read: used, with a warning; one only its owner reads: quietly.
+    ws.write("token", OPERATOR);
+    for (mode, warned) in [(0o644, true), (0o600, false)] {
+        std::fs::set_permissions(
+            ws.path("token"),
+            std::os::unix::fs::PermissionsExt::from_mode(mode),
+        )
+        .unwrap();
+        let out = ws.run(&[
+            "runs",
+            "--remote",
+            "http://127.0.0.1:9",
+            "--token-file",
+            ws.path("token").to_str().unwrap(),
+        ]);
+        let err = out.stderr();
+        assert_eq!(
+            err.contains("can be read by others") && err.contains("chmod 600"),
+            warned,
+            "mode {mode:o}: {err}"
+        );
+    }
 }

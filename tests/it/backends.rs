@@ -77,7 +77,16 @@ async fn behaviour(b: Arc<dyn Backend>, which: &str) {
         .await
         .unwrap_err();
     assert_eq!(finished.code, ErrorCode::Conflict, "{which}: {finished}");
-    assert!(b.dlq().await.unwrap().is_empty());
+    assert_eq!(
+        b.dlq(opsdeck::model::DlqQuery {
+            limit: 10,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .total,
+        0
+    );
 
     // Events: stored ones in order from the start, with no gaps.
     let stored = b.events_after(0, 3).await.unwrap();
@@ -96,6 +105,9 @@ async fn behaviour(b: Arc<dyn Backend>, which: &str) {
         {
             StreamItem::Event(e) => seqs.push(e.seq),
             StreamItem::Connected(up) => assert!(up, "{which}: the stream connects"),
+            StreamItem::Reset { last_seq } => {
+                panic!("{which}: reset to {last_seq} within the horizon")
+            }
         }
     }
     assert_eq!(seqs, vec![1, 2, 3], "{which}");
@@ -253,7 +265,7 @@ async fn the_remote_backend_over_loopback() {
     let state = AppState::new(host.clone(), opsdeck::server::ServerConfig::default());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move { axum::serve(listener, server::app(state)).await.unwrap() });
+    tokio::spawn(server::serve(listener, state));
     behaviour(
         Arc::new(Remote::new(&format!("http://{addr}"), None)),
         "remote",
@@ -277,4 +289,78 @@ async fn a_remote_stream_says_when_the_server_is_gone() {
         .await
         .unwrap();
     assert_eq!(first, Some(StreamItem::Connected(false)));
+}
+
+/// A server whose event stream says nothing after connecting (`/quiet`) or sends one endless
+/// frame (`/flood`), counting connections.
+async fn bad_stream(flood: bool) -> (String, Arc<std::sync::atomic::AtomicUsize>) {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let connections = Arc::new(AtomicUsize::new(0));
+    let seen = connections.clone();
+    let app = axum::Router::new().route(
+        "/v1/events",
+        axum::routing::get(move || {
+            seen.fetch_add(1, Ordering::SeqCst);
+            async move {
+                let chunks = futures::stream::unfold(0usize, move |i| async move {
+                    if !flood || i >= 80 {
+                        tokio::time::sleep(Duration::from_secs(3_600)).await;
+                        return None;
+                    }
+                    let text = if i == 0 {
+                        "data: ".to_string()
+                    } else {
+                        "a".repeat(64 * 1024)
+                    };
+                    Some((Ok::<_, std::io::Error>(text), i + 1))
+                });
+                (
+                    [("content-type", "text/event-stream")],
+                    axum::body::Body::from_stream(chunks),
+                )
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    (format!("http://{addr}"), connections)
+}
+
+/// The next connection change a stream reports, skipping anything else.
+async fn next_connection(stream: &mut opsdeck::client::EventStream) -> bool {
+    loop {
+        let item = tokio::time::timeout(Duration::from_secs(30), stream.next())
+            .await
+            .expect("the stream reports a change")
+            .expect("the stream goes on");
+        if let StreamItem::Connected(up) = item {
+            return up;
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_or_flooding_stream_is_dropped_and_resumed() {
+    use std::sync::atomic::Ordering;
+    // Silent past three heartbeats (here 300 ms): dropped, marked stale, reconnected.
+    let (base, connections) = bad_stream(false).await;
+    let remote = Remote::new(&base, None).with_silence(Duration::from_millis(300));
+    let mut stream = remote.events(Some(0));
+    assert!(next_connection(&mut stream).await);
+    assert!(
+        !next_connection(&mut stream).await,
+        "the silent stream is given up"
+    );
+    assert!(next_connection(&mut stream).await, "and resumed");
+    assert!(connections.load(Ordering::SeqCst) >= 2);
+    // A frame that never ends is cut at the cap, not buffered without bound.
+    let (base, _) = bad_stream(true).await;
+    let remote = Remote::new(&base, None).with_silence(Duration::from_secs(600));
+    let mut stream = remote.events(Some(0));
+    assert!(next_connection(&mut stream).await);
+    assert!(
+        !next_connection(&mut stream).await,
+        "the endless frame is dropped"
+    );
 }

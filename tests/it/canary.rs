@@ -689,3 +689,114 @@ traffic = {{ webhook = "http://{addr}/weight" }}
     );
     host.shutdown().await;
 }
+
+/// An upstream that answers with the headers it was sent (as JSON), a hop-by-hop header named
+/// in `Connection`, and, at `/slow`, a body whose last byte comes 400 ms after the head.
+async fn echo() -> SocketAddr {
+    let app = axum::Router::new()
+        .route(
+            "/slow",
+            axum::routing::get(|| async {
+                let chunks = futures::stream::unfold(0, |i| async move {
+                    if i == 2 {
+                        return None;
+                    }
+                    if i == 1 {
+                        tokio::time::sleep(Duration::from_millis(400)).await;
+                    }
+                    Some((Ok::<_, std::io::Error>(format!("part {i}\n")), i + 1))
+                });
+                axum::body::Body::from_stream(chunks)
+            }),
+        )
+        .fallback(|headers: axum::http::HeaderMap| async move {
+            let seen: HashMap<String, String> = headers
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_str().unwrap_or("").to_string()))
+                .collect();
+            (
+                [("x-hop", "secret"), ("connection", "x-hop")],
+                axum::Json(seen),
+            )
+        });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    addr
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_proxy_says_who_asked_drops_hop_by_hop_headers_and_times_to_the_last_byte() {
+    let up = echo().await;
+    let port = crate::support::free_port();
+    let ws = TestWorkspace::new();
+    ws.write(
+        "opsdeck.toml",
+        &format!(
+            r#"[canary.echo]
+source = "proxy"
+proxy = {{ listen = "127.0.0.1:{port}", legacy = "http://{up}", canary = "http://{up}" }}
+steps = [ {{weight = 50, pause = "1h"}}, {{weight = 100}} ]
+route = {{ key = "header:x-user-id" }}
+"#
+        ),
+    );
+    let host = Host::start(ws.open(), HostOptions::long_lived("proxy headers"))
+        .await
+        .unwrap();
+    let http = crate::support::http();
+    let r = http
+        .get(format!("http://127.0.0.1:{port}/who"))
+        .header("x-user-id", "u1")
+        .header("x-forwarded-for", "6.6.6.6")
+        .header("x-forwarded-host", "evil.example")
+        .header("forwarded", "for=6.6.6.6")
+        .header("proxy-connection", "keep-alive")
+        .header("connection", "x-private")
+        .header("x-private", "connection-scoped")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    assert!(!r.headers().contains_key("x-hop"), "{:?}", r.headers());
+    let seen: HashMap<String, String> = r.json().await.unwrap();
+    assert_eq!(seen["x-forwarded-for"], "127.0.0.1", "{seen:?}");
+    assert_eq!(seen["x-forwarded-proto"], "http");
+    assert_eq!(seen["x-forwarded-host"], format!("127.0.0.1:{port}"));
+    for gone in ["forwarded", "proxy-connection", "x-private"] {
+        assert!(
+            !seen.contains_key(gone),
+            "{gone} reached the upstream: {seen:?}"
+        );
+    }
+    assert_eq!(seen["x-user-id"], "u1", "end-to-end headers pass");
+
+    // Latency runs to the body's last byte, not the response head.
+    let r = http
+        .get(format!("http://127.0.0.1:{port}/slow"))
+        .header("x-user-id", "u2")
+        .send()
+        .await
+        .unwrap();
+    let version = r.headers()["x-opsdeck-version"]
+        .to_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(r.text().await.unwrap(), "part 0\npart 1\n");
+    until("the slow request to be recorded", || {
+        let host = host.clone();
+        let version = version.clone();
+        async move {
+            host.canary_series("echo", 60, 2).unwrap().iter().any(|p| {
+                let v = if version == "canary" {
+                    p.canary
+                } else {
+                    p.legacy
+                };
+                v.p99_ms.is_some_and(|ms| ms >= 400.0)
+            })
+        }
+    })
+    .await;
+    host.shutdown().await;
+}

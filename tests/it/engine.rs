@@ -174,14 +174,15 @@ async fn a_requeued_dead_letter_continues_its_run_to_success() {
         "independent branches carry on"
     );
 
-    let dlq = host.dlq().await.unwrap();
+    let dlq = all_dlq(&host).await;
     assert_eq!(dlq.len(), 1);
     assert_eq!(
         (dlq[0].run_id, dlq[0].stage.as_str(), dlq[0].attempts),
         (run.id, "b", 1)
     );
+    assert_eq!(dlq[0].input, json!(null), "a list leaves inputs out");
     assert_eq!(
-        dlq[0].input,
+        host.dlq_entry(dlq[0].id).await.unwrap().input,
         json!({"params": {}, "stages": {"a": {"a": 1}}}),
         "the last input is kept"
     );
@@ -209,7 +210,7 @@ async fn a_requeued_dead_letter_continues_its_run_to_success() {
         "what succeeded is not run again"
     );
     assert_eq!(read(&ws.path("side.count")), "side\n");
-    assert!(host.dlq().await.unwrap().is_empty());
+    assert!(all_dlq(&host).await.is_empty());
     let kinds: Vec<EventKind> = events_of(&host, run.id)
         .await
         .iter()
@@ -225,7 +226,7 @@ async fn a_discarded_dead_letter_leaves_the_run_failed() {
     ws.pipeline("fragile", DLQ_PIPELINE);
     let host = ws.host().await;
     let run = run_to_end(&host, "fragile").await;
-    let entry = host.dlq().await.unwrap().remove(0);
+    let entry = all_dlq(&host).await.remove(0);
     act(
         &host,
         Command::Discard { entry: entry.id },
@@ -233,7 +234,7 @@ async fn a_discarded_dead_letter_leaves_the_run_failed() {
     )
     .await
     .unwrap();
-    assert!(host.dlq().await.unwrap().is_empty());
+    assert!(all_dlq(&host).await.is_empty());
     assert_eq!(host.run(run.id).await.unwrap().status, RunStatus::Failed);
     let discarded = events_of(&host, run.id)
         .await
@@ -306,6 +307,40 @@ url = "{url}/orders"
 {extra}
 "#
     )
+}
+
+#[tokio::test]
+async fn http_errors_never_show_credentials_or_query_strings() {
+    let server = scripted_server(vec![(503, "busy"), (503, "busy"), (503, "busy")]).await;
+    let port = crate::support::free_port();
+    let ws = TestWorkspace::new();
+    let with_secrets = server.url.replace("http://", "http://bob:hunter2@");
+    ws.pipeline(
+        "api",
+        &http_pipeline(&format!("{with_secrets}?token=abc"), ""),
+    );
+    ws.pipeline(
+        "down",
+        &http_pipeline(
+            &format!("http://bob:hunter2@127.0.0.1:{port}/x?token=abc"),
+            "",
+        )
+        .replace("name = \"api\"", "name = \"down\""),
+    );
+    let host = ws.host().await;
+    for name in ["api", "down"] {
+        let run = run_to_end(&host, name).await;
+        let attempts = &run.stage("call").unwrap().attempts;
+        for a in attempts {
+            let m = &a.error.as_ref().unwrap().message;
+            assert!(
+                !m.contains("hunter2") && !m.contains("bob") && !m.contains("token=abc"),
+                "{name}: {m}"
+            );
+            assert!(m.contains("127.0.0.1"), "the host is still named: {m}");
+        }
+    }
+    host.shutdown().await;
 }
 
 #[tokio::test]
@@ -618,4 +653,15 @@ latency = { p50_ms = 90_000 }
     assert!(runs.iter().all(|r| r.trigger == Trigger::Schedule));
     assert_eq!(runs[1].status, RunStatus::Succeeded);
     host.shutdown().await;
+}
+
+/// The newest page of the dead-letter queue.
+async fn all_dlq(host: &opsdeck::host::Host) -> Vec<opsdeck::model::DlqEntry> {
+    host.dlq(opsdeck::model::DlqQuery {
+        limit: 1_000,
+        ..Default::default()
+    })
+    .await
+    .unwrap()
+    .items
 }

@@ -287,7 +287,7 @@ fn app(w: u16, h: u16) -> App {
     app.apply(Msg::Stream(StreamItem::Connected(true)));
     let items: Vec<RunSummary> = (1..=50).rev().map(summary).collect();
     app.apply(runs_page(tag, items, 50));
-    app.apply(Msg::Dlq(dlq()));
+    app.apply(Msg::Dlq(page_of(dlq())));
     app.apply(Msg::RecentEvents(events()));
     app.take_requests();
     app
@@ -537,7 +537,7 @@ fn scenes() -> Vec<Scene> {
                 e.pipeline = format!("{}-nightly-reconciliation-eu-west", e.pipeline);
                 e.stage = format!("{}-with-exchange-rates", e.stage);
             }
-            a.apply(Msg::Dlq(entries));
+            a.apply(Msg::Dlq(page_of(entries)));
             a.on_action(Action::PaneDlq);
         }),
         ("canary_details", |a| {
@@ -654,7 +654,7 @@ fn the_terminal_theme_uses_only_ansi_colours_and_mono_none() {
             let tag = a.panes.runs.list.tag;
             a.apply(Msg::Overview(overview()));
             a.apply(runs_page(tag, (1..=50).rev().map(summary).collect(), 50));
-            a.apply(Msg::Dlq(dlq()));
+            a.apply(Msg::Dlq(page_of(dlq())));
             setup(&mut a);
             let t = draw(&a);
             for cell in t.backend().buffer().content() {
@@ -1261,7 +1261,7 @@ fn the_dlq_detail_keeps_a_long_error_on_screen_at_80_columns() {
     entries[0].pipeline = "nightly-payments-reconciliation-eu-west".into();
     entries[0].stage = "enrich-payments-with-fx-rates".into();
     entries[0].error.message = format!("{} LAST-WORDS", "upstream refused ".repeat(6));
-    a.apply(Msg::Dlq(entries));
+    a.apply(Msg::Dlq(page_of(entries)));
     a.on_action(Action::PaneDlq);
     let screen = text(&a);
     assert!(screen.contains("LAST-WORDS"), "{screen}");
@@ -1372,6 +1372,36 @@ fn a_lost_connection_marks_the_data_stale_and_a_new_one_refetches_it() {
 }
 
 #[test]
+fn a_reset_stream_reloads_the_events_and_every_view() {
+    let mut a = app(120, 30);
+    a.apply(Msg::Stream(StreamItem::Event(Event {
+        seq: 950,
+        at: at(4),
+        kind: EventKind::RunStarted,
+        run_id: None,
+        stage: None,
+        data: json!({}),
+    })));
+    assert_eq!(a.panes.events.last_seq(), 950);
+    a.take_requests();
+    a.apply(Msg::Stream(StreamItem::Reset { last_seq: 90_000 }));
+    assert!(
+        a.panes.events.events.is_empty(),
+        "the gap is not papered over"
+    );
+    let reqs = a.take_requests();
+    assert!(
+        reqs.contains(&Request::RecentEvents { limit: 500 }),
+        "{reqs:?}"
+    );
+    assert!(reqs.contains(&Request::Overview), "{reqs:?}");
+    assert!(
+        reqs.iter().any(|r| matches!(r, Request::Runs { .. })),
+        "{reqs:?}"
+    );
+}
+
+#[test]
 fn read_only_hides_and_refuses_control_actions() {
     let mut c = config("dark");
     c.read_only = true;
@@ -1405,4 +1435,16 @@ fn a_viewer_token_hides_the_controls_too() {
     a.on_action(Action::NewRun);
     assert!(a.popups.is_empty());
     assert!(a.flash.as_ref().unwrap().text.contains("read-only"));
+}
+
+/// Entries as the one page the dashboard loads.
+fn page_of(
+    items: Vec<opsdeck::model::DlqEntry>,
+) -> opsdeck::model::Page<opsdeck::model::DlqEntry, opsdeck::model::DlqId> {
+    let total = items.len() as u64;
+    opsdeck::model::Page {
+        items,
+        next: None,
+        total,
+    }
 }

@@ -15,7 +15,6 @@ use axum::body::Body;
 use axum::extract::{ConnectInfo, Request, State};
 use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use futures::TryStreamExt;
 use toml::de::DeTable;
 
 use super::{Env, Kind, Source};
@@ -28,9 +27,11 @@ use crate::model::Version;
 /// The response header that names the version that answered.
 pub const VERSION_HEADER: &str = "x-opsdeck-version";
 
-/// Headers that belong to one connection, never forwarded.
+/// Headers that belong to one connection, never forwarded (with any the `Connection` header
+/// names), and the forwarding headers the proxy sets itself rather than pass on a client's.
 const HOP_BY_HOP: &[&str] = &[
     "connection",
+    "proxy-connection",
     "keep-alive",
     "proxy-authenticate",
     "proxy-authorization",
@@ -39,7 +40,74 @@ const HOP_BY_HOP: &[&str] = &[
     "transfer-encoding",
     "upgrade",
     "host",
+    "forwarded",
+    "x-forwarded-for",
+    "x-forwarded-proto",
+    "x-forwarded-host",
 ];
+
+/// `headers` without hop-by-hop ones, those its `Connection` header names included.
+fn end_to_end(headers: &HeaderMap) -> HeaderMap {
+    let named: Vec<String> = headers
+        .get_all("connection")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(|n| n.trim().to_ascii_lowercase())
+        .collect();
+    let mut out = HeaderMap::with_capacity(headers.len());
+    for (k, v) in headers {
+        if !HOP_BY_HOP.contains(&k.as_str()) && !named.iter().any(|n| n == k.as_str()) {
+            out.append(k.clone(), v.clone());
+        }
+    }
+    out
+}
+
+/// A response body on its way to the client: the request is recorded when the body ends
+/// (latency to the last byte), fails, or is dropped unfinished (the client went away).
+struct Timed {
+    inner:
+        std::pin::Pin<Box<dyn futures::Stream<Item = reqwest::Result<axum::body::Bytes>> + Send>>,
+    pending: Pending,
+    /// The status was a 5xx: an error however the body ends.
+    failed: bool,
+    /// The body's length when the upstream said it (the server stops reading at that length,
+    /// so the end is seen by counting), and the bytes passed on so far.
+    length: Option<u64>,
+    sent: u64,
+}
+
+impl futures::Stream for Timed {
+    type Item = std::io::Result<axum::body::Bytes>;
+
+    fn poll_next(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Self::Item>> {
+        use std::task::Poll;
+        match self.inner.as_mut().poll_next(cx) {
+            Poll::Ready(None) => {
+                let failed = self.failed;
+                self.pending.record(failed);
+                Poll::Ready(None)
+            }
+            Poll::Ready(Some(Err(e))) => {
+                self.pending.record(true);
+                Poll::Ready(Some(Err(std::io::Error::other(e))))
+            }
+            Poll::Ready(Some(Ok(b))) => {
+                self.sent = self.sent.saturating_add(b.len() as u64);
+                if self.length.is_some_and(|n| self.sent >= n) {
+                    let failed = self.failed;
+                    self.pending.record(failed);
+                }
+                Poll::Ready(Some(Ok(b)))
+            }
+            Poll::Pending => Poll::Pending,
+        }
+    }
+}
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct Proxy {
@@ -122,11 +190,18 @@ async fn forward(
     let path = req.uri().path_and_query().map_or("/", |p| p.as_str());
     let url = format!("{base}{path}");
     let (parts, body) = req.into_parts();
-    let mut headers = reqwest::header::HeaderMap::new();
-    for (k, v) in &parts.headers {
-        if !HOP_BY_HOP.contains(&k.as_str()) {
-            headers.append(k.clone(), v.clone());
-        }
+    let head_only = parts.method == axum::http::Method::HEAD;
+    let mut headers = end_to_end(&parts.headers);
+    // The proxy says who asked, for what host, over what; a client's own claims are dropped.
+    if let Ok(v) = HeaderValue::from_str(&peer.ip().to_string()) {
+        headers.insert(HeaderName::from_static("x-forwarded-for"), v);
+    }
+    headers.insert(
+        HeaderName::from_static("x-forwarded-proto"),
+        HeaderValue::from_static("http"),
+    );
+    if let Some(host) = parts.headers.get("host") {
+        headers.insert(HeaderName::from_static("x-forwarded-host"), host.clone());
     }
     let mut pending = Pending {
         canary: s.canary.clone(),
@@ -160,18 +235,31 @@ async fn forward(
     match sent {
         Ok(resp) => {
             let status = resp.status();
-            pending.record(status.is_server_error());
             let mut out = Response::builder().status(status.as_u16());
             if let Some(h) = out.headers_mut() {
-                for (k, v) in resp.headers() {
-                    if !HOP_BY_HOP.contains(&k.as_str()) {
-                        h.append(k.clone(), v.clone());
-                    }
-                }
+                *h = end_to_end(resp.headers());
                 h.insert(HeaderName::from_static(VERSION_HEADER), version_value);
             }
-            let stream = resp.bytes_stream().map_err(std::io::Error::other);
-            out.body(Body::from_stream(stream))
+            // Answers without a body end with their head.
+            let bodiless = head_only
+                || status == reqwest::StatusCode::NO_CONTENT
+                || status == reqwest::StatusCode::NOT_MODIFIED;
+            let length = if bodiless {
+                Some(0)
+            } else {
+                resp.content_length()
+            };
+            if length == Some(0) {
+                pending.record(status.is_server_error());
+            }
+            let body = Timed {
+                inner: Box::pin(resp.bytes_stream()),
+                pending,
+                failed: status.is_server_error(),
+                length,
+                sent: 0,
+            };
+            out.body(Body::from_stream(body))
                 .unwrap_or_else(|_| StatusCode::BAD_GATEWAY.into_response())
         }
         Err(e) => {

@@ -60,7 +60,8 @@ pub async fn run(spec: &HttpStage, ctx: &ExecCtx<'_>) -> ExecResult {
         () = ctx.clock.sleep(ctx.timeout) => End::TimedOut,
         () = ctx.cancel.cancelled() => End::Cancelled,
     };
-    let url = &spec.url;
+    // Errors are read by every viewer: the URL is shown without credentials or query.
+    let url = &crate::net::redacted_url(&spec.url);
     match end {
         End::Done(Ok((status, body))) => {
             let output = body.into_output();
@@ -82,6 +83,7 @@ pub async fn run(spec: &HttpStage, ctx: &ExecCtx<'_>) -> ExecResult {
             }
         }
         End::Done(Err(e)) => {
+            let e = e.without_url();
             let (code, what) = if e.is_connect() {
                 ("connect", "could not connect to")
             } else if e.is_timeout() {

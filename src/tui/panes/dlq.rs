@@ -6,7 +6,7 @@ use ratatui::text::{Line, Span};
 use ratatui::widgets::{Block, Paragraph, Row, Table, TableState};
 
 use super::{Cmd, Cursor, Cx, Effect, HELP, MOVE, Motion, Pane, PaneId, QUIT, cmd};
-use crate::model::{Command, DlqEntry};
+use crate::model::{Command, DlqEntry, DlqId, Page};
 use crate::tui::action::Action;
 use crate::tui::filter::{self, Field, Filter};
 use crate::tui::keymap::Context;
@@ -24,6 +24,8 @@ pub struct DlqPane {
     pub shown: Vec<usize>,
     pub cursor: Cursor,
     pub loaded: bool,
+    /// Entries in the queue: more than are loaded when it is deeper than one page.
+    pub total: u64,
 }
 
 /// The fields the DLQ filter takes: `#42` is an entry or a run.
@@ -74,9 +76,12 @@ impl DlqPane {
         self.cursor.keep_visible(self.shown.len(), view);
     }
 
-    pub fn apply(&mut self, entries: Vec<DlqEntry>, view: usize) {
+    /// Takes the newest page of the queue (the pane holds at most one page, whatever the
+    /// queue's depth).
+    pub fn apply(&mut self, page: Page<DlqEntry, DlqId>, view: usize) {
         let keep = self.selected().map(|e| e.id);
-        self.entries = entries;
+        self.total = page.total;
+        self.entries = page.items;
         self.loaded = true;
         self.refilter_keeping(keep, view);
     }
@@ -204,16 +209,27 @@ pub fn table_rows(size: Rect) -> usize {
         .max(1)
 }
 
+/// How many entries are shown, of how many loaded, of how many in the queue.
+fn count_label(p: &DlqPane) -> String {
+    match (p.filter.is_empty(), p.total > p.entries.len() as u64) {
+        (true, false) => format!("· {} · newest first ", p.entries.len()),
+        (true, true) => format!("· newest {} of {} ", p.entries.len(), p.total),
+        (false, false) => format!("· {} of {} · newest first ", p.shown.len(), p.entries.len()),
+        (false, true) => format!(
+            "· {} of the newest {} of {} ",
+            p.shown.len(),
+            p.entries.len(),
+            p.total
+        ),
+    }
+}
+
 pub fn render(f: &mut Frame, area: Rect, p: &DlqPane, ctx: &Ctx<'_>) {
     let t = ctx.theme;
     let title = Line::from(vec![
         Span::styled(" Dead-letter queue ", t.style("ui.title")),
         Span::styled(
-            if p.filter.is_empty() {
-                format!("· {} · newest first ", p.entries.len())
-            } else {
-                format!("· {} of {} · newest first ", p.shown.len(), p.entries.len())
-            },
+            count_label(p),
             if p.entries.is_empty() {
                 t.style("ui.dim")
             } else {

@@ -184,6 +184,15 @@ impl EventsPane {
         }
     }
 
+    /// Forgets what is held (the stream skipped ahead past a gap it will not fill); the
+    /// newest events are then loaded again.
+    pub fn reset(&mut self) {
+        self.events.clear();
+        self.matches.clear();
+        self.follow = true;
+        self.cursor = Cursor::default();
+    }
+
     pub fn first_seq(&self) -> u64 {
         self.events.first().map_or(0, |e| e.seq)
     }
