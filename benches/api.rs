@@ -1,7 +1,10 @@
 //! API costs, over real HTTP on loopback.
 //!
-//! - `api/runs_page`: 100 `GET /v1/runs?limit=50` requests, 4 at a time, against a store of
-//!   1,000 runs. Criterion reports requests per second.
+//! - `api/runs_page/1k` and `/100k`: 400 `GET /v1/runs?limit=50` requests, 4 clients at a
+//!   time, against a store of 1,000 and of 100,000 runs. Criterion reports requests per second.
+//!   Repeats of one page are answered from the page cache while nothing is written;
+//!   `/100k_uncached` asks for a different page each time (a cursor deep in the list), so
+//!   every request reads the store.
 //! - `api/sse_fanout_100`: one run (about 10 events) delivered to 100 SSE clients: the time
 //!   from starting the run until every client has seen it finish.
 
@@ -27,6 +30,8 @@ kind = "simulate"
 needs = ["a"]
 "#;
 
+mod common;
+
 struct Fixture {
     _dir: tempfile::TempDir,
     rt: tokio::runtime::Runtime,
@@ -35,12 +40,14 @@ struct Fixture {
     http: reqwest::Client,
 }
 
-fn fixture() -> Fixture {
+/// A server over a store of `runs` finished runs (plus the `quick` pipeline to start more).
+fn fixture(runs: i64) -> Fixture {
     let dir = tempfile::tempdir().expect("tempdir");
-    let ws = Workspace::in_memory(
-        dir.path(),
-        vec![spec::parse("quick", PIPELINE).expect("pipeline")],
-    );
+    let filled = common::populate(dir.path(), runs);
+    let mut pipelines = common::pipelines();
+    pipelines.push(spec::parse("quick", PIPELINE).expect("pipeline"));
+    let ws = Workspace::in_memory(dir.path(), pipelines);
+    drop(filled);
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -49,23 +56,17 @@ fn fixture() -> Fixture {
         let host = Host::start(ws, HostOptions::new("api benchmark"))
             .await
             .expect("host");
-        for _ in 0..1_000 {
-            let id = host
-                .start_run(
-                    "quick",
-                    &serde_json::Map::new(),
-                    opsdeck::model::Trigger::Manual,
-                )
-                .await
-                .expect("start");
-            host.wait(id).await.expect("wait");
-        }
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind");
         let addr = listener.local_addr().expect("addr");
-        let app = server::app(AppState::new(host.clone(), ServerConfig::default()));
-        tokio::spawn(async move { axum::serve(listener, app).await.expect("serve") });
+        let config = ServerConfig {
+            sse_per_token: 1_000,
+            sse_total: 1_000,
+            read_rate_limit: 10_000_000,
+            ..ServerConfig::default()
+        };
+        tokio::spawn(server::serve(listener, AppState::new(host.clone(), config)));
         (host, format!("http://{addr}"))
     });
     Fixture {
@@ -77,17 +78,23 @@ fn fixture() -> Fixture {
     }
 }
 
-fn runs_page(c: &mut Criterion, f: &Fixture) {
-    let mut g = c.benchmark_group("api");
-    g.throughput(Throughput::Elements(100));
-    g.bench_function("runs_page", |b| {
+fn runs_page(c: &mut Criterion, f: &Fixture, size: &str, distinct: bool) {
+    let mut g = c.benchmark_group("api/runs_page");
+    g.throughput(Throughput::Elements(400));
+    g.bench_function(size, |b| {
         b.iter(|| {
             f.rt.block_on(async {
-                let tasks: Vec<_> = (0..4)
-                    .map(|_| {
-                        let (http, url) = (f.http.clone(), format!("{}/v1/runs?limit=50", f.base));
+                let tasks: Vec<_> = (0..4u64)
+                    .map(|t| {
+                        let (http, base) = (f.http.clone(), f.base.clone());
                         tokio::spawn(async move {
-                            for _ in 0..25 {
+                            for i in 0..100u64 {
+                                let url = if distinct {
+                                    let cursor = 1_000 + (t * 100 + i) * 211 % 98_000;
+                                    format!("{base}/v1/runs?limit=50&cursor={cursor}")
+                                } else {
+                                    format!("{base}/v1/runs?limit=50")
+                                };
                                 let r = http.get(&url).send().await.expect("send");
                                 assert!(r.status().is_success());
                                 let _ = r.bytes().await.expect("body");
@@ -159,9 +166,13 @@ fn sse_fanout(c: &mut Criterion, f: &Fixture) {
 }
 
 fn benches(c: &mut Criterion) {
-    let f = Arc::new(fixture());
-    runs_page(c, &f);
-    sse_fanout(c, &f);
+    let small = Arc::new(fixture(1_000));
+    runs_page(c, &small, "1k", false);
+    sse_fanout(c, &small);
+    drop(small);
+    let large = fixture(100_000);
+    runs_page(c, &large, "100k", false);
+    runs_page(c, &large, "100k_uncached", true);
 }
 
 criterion_group!(api, benches);

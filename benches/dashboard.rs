@@ -14,13 +14,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use chrono::{DateTime, TimeZone, Utc};
 use criterion::{Criterion, criterion_group};
 use opsdeck::client::{Backend, Embedded, StreamItem};
-use opsdeck::host::Workspace;
 use opsdeck::host::{Host, HostOptions};
 use opsdeck::model::{
     Event, EventKind, Page, RunId, RunQuery, RunStatus, RunSummary, Timestamp, Trigger,
 };
-use opsdeck::runtime::spec;
-use opsdeck::store::{self, NewStage, Op, Writer, schema};
 use opsdeck::tui::action::Action;
 use opsdeck::tui::app::{App, Config};
 use opsdeck::tui::keymap::Keymap;
@@ -31,6 +28,8 @@ use opsdeck::tui::view;
 use ratatui::Terminal;
 use ratatui::backend::{CrosstermBackend, TestBackend};
 use ratatui::layout::Rect;
+
+mod common;
 
 const RUNS: i64 = 100_000;
 
@@ -47,93 +46,6 @@ fn config() -> Config {
     }
 }
 
-fn pipelines() -> Vec<spec::Pipeline> {
-    let etl = r#"[pipeline]
-name = "checkout-etl"
-[[stage]]
-id = "extract"
-kind = "simulate"
-output = { rows = 4821, cursor = "2026-11-23" }
-[[stage]]
-id = "transform"
-kind = "simulate"
-needs = ["extract"]
-output = { rows = 4790 }
-[[stage]]
-id = "load"
-kind = "simulate"
-needs = ["transform"]
-output = { inserted = 4790 }
-"#;
-    let bad = "[pipeline]\nname = \"partner-sync\"\n[[stage]]\nid = \"fetch\"\nkind = \"simulate\"\nfail_rate = 1.0\n";
-    vec![
-        spec::parse("etl", etl).expect("etl"),
-        spec::parse("bad", bad).expect("bad"),
-    ]
-}
-
-/// Fills the store with `RUNS` finished runs in large batches, then runs a few real ones.
-fn populate(dir: &std::path::Path) -> Workspace {
-    let ws = Workspace::in_memory(dir, pipelines());
-    std::fs::create_dir_all(ws.state_dir()).expect("state dir");
-    let mut conn = store::connect(&ws.db_path(), true).expect("db");
-    schema::migrate(&mut conn).expect("migrate");
-    let (events, _) = tokio::sync::broadcast::channel(16);
-    let (writer, thread) = Writer::spawn(conn, events).expect("writer");
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("rt");
-    let spec = serde_json::to_string(&pipelines()[0]).expect("spec");
-    rt.block_on(async {
-        let base = Utc
-            .with_ymd_and_hms(2026, 1, 1, 0, 0, 0)
-            .single()
-            .expect("date");
-        for chunk in (1..=RUNS).collect::<Vec<_>>().chunks(2_000) {
-            let mut ops = Vec::new();
-            for &id in chunk {
-                let at = Timestamp::from_datetime(base + chrono::Duration::seconds(id * 30));
-                ops.push(Op::InsertRun {
-                    id: RunId(id),
-                    pipeline: if id % 3 == 0 {
-                        "partner-sync".into()
-                    } else {
-                        "checkout-etl".into()
-                    },
-                    trigger: Trigger::Schedule,
-                    params: "{}".into(),
-                    spec: spec.clone(),
-                    created_at: at,
-                    stages: ["extract", "transform", "load"]
-                        .iter()
-                        .map(|s| NewStage {
-                            id: (*s).into(),
-                            kind: "simulate".into(),
-                            needs: vec![],
-                        })
-                        .collect(),
-                });
-                let status = if id % 11 == 0 {
-                    RunStatus::Failed
-                } else {
-                    RunStatus::Succeeded
-                };
-                ops.push(Op::UpdateRun {
-                    id: RunId(id),
-                    status,
-                    started_at: Some(at),
-                    finished_at: Some(Timestamp::from_millis(at.millis() + 4_000 + id % 997)),
-                });
-            }
-            writer.commit(ops).await.expect("insert");
-        }
-        writer.close().await;
-    });
-    thread.join();
-    ws
-}
-
 struct Fixture {
     _dir: tempfile::TempDir,
     rt: tokio::runtime::Runtime,
@@ -144,7 +56,7 @@ struct Fixture {
 
 fn fixture() -> Fixture {
     let dir = tempfile::tempdir().expect("tempdir");
-    let ws = populate(dir.path());
+    let ws = common::populate(dir.path(), RUNS);
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -385,7 +297,7 @@ fn bytes_over_a_minute(events_per_second: i64) -> u64 {
                 data: serde_json::json!({}),
             };
             seq += 1;
-            app.apply(Msg::Stream(StreamItem::Event(e)));
+            app.apply(Msg::Stream(StreamItem::Event(Arc::new(e))));
             dirty = true;
         }
         if events_per_second > 0 {

@@ -1,6 +1,7 @@
 //! [`Backend`] over a [`Host`] in this process.
 
 use std::collections::VecDeque;
+use std::sync::Arc;
 
 use async_trait::async_trait;
 use tokio::sync::broadcast::{self, error::RecvError};
@@ -49,17 +50,17 @@ impl Embedded {
 /// lagged behind the live channel catches up from the store the same way.
 struct Tail {
     host: Host,
-    live: broadcast::Receiver<Event>,
+    live: broadcast::Receiver<Arc<Event>>,
     /// The resume point asked for, until the stream starts; then the last event delivered.
     last: Option<u64>,
     horizon: u64,
     /// At most one page of stored events, or the live events that came in one go.
-    queue: VecDeque<Event>,
+    queue: VecDeque<Arc<Event>>,
     announced: bool,
     /// Stored events remain to be paged through.
     backlog: Option<Backlog>,
     /// The live event that showed a gap, delivered once the gap is filled.
-    held: Option<Event>,
+    held: Option<Arc<Event>>,
     /// A reset to deliver after the connection is announced.
     reset: Option<u64>,
 }
@@ -95,7 +96,7 @@ impl Tail {
                 reached = true;
                 break;
             }
-            self.queue.push_back(e);
+            self.queue.push_back(Arc::new(e));
         }
         if reached || !full || self.queue.is_empty() {
             self.backlog = None;

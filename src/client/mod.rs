@@ -6,6 +6,7 @@ mod embedded;
 mod remote;
 
 use std::pin::Pin;
+use std::sync::Arc;
 
 use async_trait::async_trait;
 use futures::Stream;
@@ -24,14 +25,13 @@ pub type Result<T> = std::result::Result<T, ApiError>;
 /// What an event stream yields: events in sequence order, and changes of connection state.
 #[derive(Debug, Clone, PartialEq)]
 pub enum StreamItem {
-    Event(Event),
+    /// Shared: every stream of one host hands out the same event.
+    Event(Arc<Event>),
     /// The stream is (re)connected and caught up (`true`), or lost its source (`false`).
     Connected(bool),
     /// The resume point was further back than the server keeps streams for: the stream goes
     /// on live from `last_seq`, and views built from events must be loaded again.
-    Reset {
-        last_seq: u64,
-    },
+    Reset { last_seq: u64 },
 }
 
 pub use crate::model::DEFAULT_RESUME_HORIZON;

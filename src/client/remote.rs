@@ -4,6 +4,7 @@
 //! unreachable the stream says so (`Connected(false)`) and the dashboard keeps its last data.
 
 use std::fmt::Write as _;
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -269,7 +270,7 @@ impl Remote {
                 continue;
             }
             last = e.seq;
-            if tx.send(StreamItem::Event(e)).await.is_err() {
+            if tx.send(StreamItem::Event(Arc::new(e))).await.is_err() {
                 return (last, true);
             }
         }

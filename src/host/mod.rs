@@ -77,7 +77,7 @@ struct Inner {
     reads: ReadPool,
     runtime: Runtime,
     canaries: CanaryService,
-    events: broadcast::Sender<Event>,
+    events: broadcast::Sender<Arc<Event>>,
     shutdown: CancellationToken,
     tasks: TaskTracker,
     /// Released at shutdown: the writer thread to join and the workspace lock.
@@ -116,6 +116,10 @@ fn kill_orphans(orphans: &[store::Orphan]) {
         }
     }
 }
+
+/// Live events kept for subscribers that fall behind (each slot is a shared pointer): past
+/// this a subscriber catches up from the store instead.
+const EVENT_BUFFER: usize = 16_384;
 
 /// If no host holds the workspace, marks any runs a dead host left behind as `interrupted`.
 /// Read-only commands call this so a crashed run never looks alive.
@@ -204,7 +208,7 @@ impl Host {
         kill_orphans(&orphans);
         let reader = Reader::open(&db)?;
         let next_ids = reader.next_ids()?;
-        let (events, _) = broadcast::channel(4096);
+        let (events, _) = broadcast::channel(EVENT_BUFFER);
         let (writer, thread) = Writer::spawn(conn, events.clone())?;
         let (shutdown, tasks) = (CancellationToken::new(), TaskTracker::new());
         let seed = opts.seed.unwrap_or_else(|| Rng::from_entropy().next_u64());
@@ -282,7 +286,7 @@ impl Host {
 
     /// Live events, published once committed. A receiver that falls behind gets `Lagged` and
     /// should catch up from the store with [`Host::events`].
-    pub fn subscribe(&self) -> broadcast::Receiver<Event> {
+    pub fn subscribe(&self) -> broadcast::Receiver<Arc<Event>> {
         self.inner.events.subscribe()
     }
 
@@ -399,6 +403,11 @@ impl Host {
     /// Audit records, newest first.
     pub async fn audit_log(&self, q: AuditQuery) -> Result<Vec<AuditRecord>> {
         Ok(self.inner.reads.with(move |r| r.audit(&q)).await?)
+    }
+
+    /// Write batches committed to the store so far: unchanged, so is everything stored.
+    pub fn generation(&self) -> u64 {
+        self.inner.writer.generation()
     }
 
     /// Appends a refusal that never reached the control path (a request without a valid

@@ -35,6 +35,8 @@ pub(crate) struct Engine {
     pub(crate) clock: Arc<dyn Clock>,
     pub(crate) writer: Writer,
     pub(crate) reads: ReadPool,
+    /// Run counts per filter, reused while nothing was written.
+    pub(crate) counts: Arc<crate::store::CountCache>,
     pub(crate) breakers: Breakers,
     pub(crate) rng: Mutex<Rng>,
     pub(crate) http: reqwest::Client,
@@ -84,6 +86,7 @@ impl Runtime {
                 clock: p.clock,
                 writer: p.writer,
                 reads: p.reads,
+                counts: Arc::default(),
                 breakers: Breakers::default(),
                 rng: Mutex::new(p.seed.map_or_else(Rng::from_entropy, Rng::new)),
                 http: http_client(),
@@ -353,7 +356,14 @@ impl Runtime {
     }
 
     pub async fn runs(&self, q: RunQuery) -> Result<Page<RunSummary>> {
-        Ok(self.e.reads.with(move |r| r.runs(&q)).await?)
+        // The generation before the read: a write during it only makes the count fresher.
+        let generation = self.e.writer.generation();
+        let counts = self.e.counts.clone();
+        Ok(self
+            .e
+            .reads
+            .with(move |r| r.runs_counted(&q, Some((&counts, generation))))
+            .await?)
     }
 
     pub async fn run(&self, id: RunId) -> Result<Run> {

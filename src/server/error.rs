@@ -85,7 +85,38 @@ impl IntoResponse for Failure {
 
 /// A successful answer in the envelope.
 pub fn ok<T: Serialize>(data: T) -> Response {
-    (StatusCode::OK, Json(json!({ "data": data, "error": null }))).into_response()
+    json_response(envelope(&data))
+}
+
+/// The envelope of `data`, serialized once, straight from the value (no intermediate tree).
+pub fn envelope<T: Serialize>(data: &T) -> axum::body::Bytes {
+    #[derive(Serialize)]
+    struct Envelope<'a, T> {
+        data: &'a T,
+        error: Option<()>,
+    }
+    match serde_json::to_vec(&Envelope { data, error: None }) {
+        Ok(bytes) => bytes.into(),
+        Err(e) => {
+            tracing::error!(error = %e, "an answer could not be serialized");
+            axum::body::Bytes::from_static(
+                br#"{"data":null,"error":{"code":"internal","message":"the server could not complete the request; the server log has the details","details":null}}"#,
+            )
+        }
+    }
+}
+
+/// A 200 with a JSON body already serialized.
+pub fn json_response(body: axum::body::Bytes) -> Response {
+    (
+        StatusCode::OK,
+        [(
+            axum::http::header::CONTENT_TYPE,
+            axum::http::HeaderValue::from_static("application/json"),
+        )],
+        body,
+    )
+        .into_response()
 }
 
 pub type ApiResult = Result<Response, Failure>;

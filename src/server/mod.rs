@@ -5,6 +5,7 @@
 //! here.
 
 pub mod auth;
+pub mod cache;
 pub mod denials;
 pub mod error;
 pub mod listen;
@@ -38,6 +39,10 @@ pub struct AppState {
     pub denials: Arc<denials::DenialFold>,
     /// Refuse every control action whatever the token.
     pub read_only: bool,
+    /// Answers to repeated reads, by store generation.
+    pub pages: Arc<cache::PageCache>,
+    /// Events serialized once for every stream.
+    pub event_json: Arc<cache::EventJson>,
     /// Open SSE streams, for `/metrics` and the cap.
     pub sse_clients: Arc<AtomicU64>,
     /// Open SSE streams per token, for its cap.
@@ -62,6 +67,8 @@ impl AppState {
             denials: Arc::default(),
             config: Arc::new(config),
             read_only: false,
+            pages: Arc::default(),
+            event_json: Arc::default(),
             sse_clients: Arc::new(AtomicU64::new(0)),
             sse_by_token: Arc::default(),
             stop: tokio_util::sync::CancellationToken::new(),

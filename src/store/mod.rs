@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use rusqlite::{Connection, OpenFlags};
 
-pub use queries::{LoadedRun, ReadPool, Reader};
+pub use queries::{CountCache, LoadedRun, ReadPool, Reader};
 pub use recovery::{Orphan, mark_interrupted};
 pub use writer::{NewEvent, NewStage, Op, Writer, WriterThread};
 

@@ -1,6 +1,7 @@
 //! Read queries. A [`Reader`] is one read-only connection for synchronous callers (the CLI);
 //! a [`ReadPool`] lends connections to async callers on the blocking thread pool.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
@@ -147,6 +148,16 @@ impl Reader {
     /// One page of runs, filtered and sorted, with the number of matching runs. With the
     /// default newest-first order the cursor is the last id of the page.
     pub fn runs(&self, q: &RunQuery) -> Result<Page<RunSummary>> {
+        self.runs_counted(q, None)
+    }
+
+    /// [`Reader::runs`], taking the number of matching runs from `counts` when it was counted
+    /// at the same store generation (counting 100,000 rows costs more than the page itself).
+    pub fn runs_counted(
+        &self,
+        q: &RunQuery,
+        counts: Option<(&CountCache, u64)>,
+    ) -> Result<Page<RunSummary>> {
         let limit = q.limit.clamp(1, 10_000);
         // Only the filters actually given go into the SQL, so SQLite can use its indexes and
         // its fast COUNT(*) instead of evaluating catch-all conditions on every row.
@@ -176,10 +187,20 @@ impl Reader {
         } else {
             format!("WHERE {}", conds.join(" AND "))
         };
-        let total: i64 = self
-            .conn
-            .prepare_cached(&format!("SELECT COUNT(*) FROM runs r {filter}"))?
-            .query_row(rusqlite::params_from_iter(args.iter()), |r| r.get(0))?;
+        let key = format!("{filter} {args:?}");
+        let total = match counts.and_then(|(c, g)| c.get(&key, g)) {
+            Some(n) => n,
+            None => {
+                let n: i64 = self
+                    .conn
+                    .prepare_cached(&format!("SELECT COUNT(*) FROM runs r {filter}"))?
+                    .query_row(rusqlite::params_from_iter(args.iter()), |r| r.get(0))?;
+                if let Some((c, g)) = counts {
+                    c.put(key, g, n);
+                }
+                n
+            }
+        };
 
         let order = match q.sort {
             RunSort::Newest => "r.id DESC",
@@ -590,6 +611,31 @@ impl Reader {
             Ok(seq.max(max) + 1)
         };
         Ok((next("runs")?, next("dlq")?))
+    }
+}
+
+/// How many runs match each filter, by the store generation they were counted at.
+#[derive(Debug, Default)]
+pub struct CountCache {
+    counts: Mutex<HashMap<String, (u64, i64)>>,
+}
+
+impl CountCache {
+    const MAX: usize = 256;
+
+    fn get(&self, key: &str, generation: u64) -> Option<i64> {
+        crate::sync::lock(&self.counts)
+            .get(key)
+            .filter(|(g, _)| *g == generation)
+            .map(|(_, n)| *n)
+    }
+
+    fn put(&self, key: String, generation: u64, n: i64) {
+        let mut counts = crate::sync::lock(&self.counts);
+        if counts.len() >= Self::MAX {
+            counts.clear();
+        }
+        counts.insert(key, (generation, n));
     }
 }
 

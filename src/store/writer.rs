@@ -2,6 +2,8 @@
 //! batches, applies each batch in one transaction, assigns event sequence numbers inside that
 //! transaction (so they are gap-free), acknowledges, and only then publishes the events.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::thread::JoinHandle;
 
 use rusqlite::{Connection, Transaction, params};
@@ -158,6 +160,9 @@ enum Request {
 #[derive(Clone)]
 pub struct Writer {
     tx: mpsc::Sender<Request>,
+    /// Write batches committed so far: a reader that saw the same number before and after can
+    /// reuse what it read (the server's page cache keys on it).
+    generation: Arc<AtomicU64>,
 }
 
 /// The writer thread; join it after [`Writer::close`] to be sure everything is on disk.
@@ -175,15 +180,22 @@ impl Writer {
     /// Starts the writer on a migrated connection. Committed events are published on `events`.
     pub fn spawn(
         conn: Connection,
-        events: broadcast::Sender<Event>,
+        events: broadcast::Sender<Arc<Event>>,
     ) -> Result<(Writer, WriterThread)> {
         let next_seq = max_seq(&conn)? + 1;
         let (tx, rx) = mpsc::channel(8192);
+        let generation = Arc::new(AtomicU64::new(0));
+        let counter = generation.clone();
         let handle = std::thread::Builder::new()
             .name("opsdeck-store-writer".into())
-            .spawn(move || run(conn, rx, &events, next_seq))
+            .spawn(move || run(conn, rx, &events, next_seq, &counter))
             .map_err(|e| StoreError(format!("cannot start the store writer: {e}")))?;
-        Ok((Writer { tx }, WriterThread(handle)))
+        Ok((Writer { tx, generation }, WriterThread(handle)))
+    }
+
+    /// How many write batches have committed (see [`Writer`]).
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Acquire)
     }
 
     /// Queues writes without waiting for them to commit. Order with other writes is kept.
@@ -238,8 +250,9 @@ impl Writer {
 fn run(
     mut conn: Connection,
     mut rx: mpsc::Receiver<Request>,
-    events: &broadcast::Sender<Event>,
+    events: &broadcast::Sender<Arc<Event>>,
     mut next_seq: u64,
+    generation: &AtomicU64,
 ) {
     let mut closing = false;
     while !closing {
@@ -263,10 +276,11 @@ fn run(
         match apply(&mut conn, &all, next_seq) {
             Ok(published) => {
                 next_seq += published.len() as u64;
+                generation.fetch_add(1, Ordering::Release);
                 // Publish before acknowledging: whoever learns that a write is committed can
                 // then rely on its events being in the live stream already.
                 for e in published {
-                    let _ = events.send(e);
+                    let _ = events.send(Arc::new(e));
                 }
                 for (_, ack) in batch {
                     if let Some(ack) = ack {
@@ -283,8 +297,9 @@ fn run(
                     let reply = match result {
                         Ok(published) => {
                             next_seq += published.len() as u64;
+                            generation.fetch_add(1, Ordering::Release);
                             for e in published {
-                                let _ = events.send(e);
+                                let _ = events.send(Arc::new(e));
                             }
                             Ok(())
                         }

@@ -2,6 +2,8 @@
 //! make stale, a command's typed outcome marks what it changed, and [`App::refresh`] fetches
 //! what is stale and on screen (what is off screen is fetched when it is shown).
 
+use std::sync::Arc;
+
 use super::app::App;
 use super::panes::PaneId;
 use super::popup::{Picker, Popup};
@@ -51,7 +53,7 @@ impl App {
             Msg::OlderEvents(events) => self.panes.events.prepend(events, view),
             Msg::Stream(StreamItem::Event(e)) => {
                 self.on_event(&e);
-                self.panes.events.push([e], view);
+                self.panes.events.push([Arc::unwrap_or_clone(e)], view);
             }
             Msg::Stream(StreamItem::Connected(up)) => self.connected(up),
             Msg::Stream(StreamItem::Reset { .. }) => {

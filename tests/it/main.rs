@@ -17,6 +17,7 @@ mod cli;
 mod crash;
 mod dag_props;
 mod engine;
+mod fuzz;
 mod layers;
 mod prometheus;
 mod pty;

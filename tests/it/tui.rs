@@ -391,7 +391,7 @@ fn open_failed_stage(app: &mut App) {
 
 /// An audit event of a canary rollback, selected in the Events pane.
 fn audit_event(a: &mut App) {
-    a.apply(Msg::Stream(StreamItem::Event(Event {
+    a.apply(Msg::Stream(live(Event {
         seq: 901,
         at: at(4),
         kind: EventKind::Audit,
@@ -593,7 +593,7 @@ fn scenes() -> Vec<Scene> {
             key(a, KeyCode::Up);
         }),
         ("canary_alert", |a| {
-            a.apply(Msg::Stream(StreamItem::Event(Event {
+            a.apply(Msg::Stream(live(Event {
                 seq: 900,
                 at: at(5),
                 kind: EventKind::CanaryAction,
@@ -851,7 +851,7 @@ fn live_events_refresh_only_what_is_on_screen() {
         stage: Some("x".into()),
         data: json!({}),
     };
-    a.apply(Msg::Stream(StreamItem::Event(e)));
+    a.apply(Msg::Stream(live(e)));
     assert_eq!(a.panes.events.last_seq(), 901);
     a.refresh();
     let reqs = a.take_requests();
@@ -883,7 +883,7 @@ fn new_runs_appear_at_the_top_and_the_selection_stays_on_its_run() {
         stage: None,
         data: json!({}),
     };
-    a.apply(Msg::Stream(StreamItem::Event(e)));
+    a.apply(Msg::Stream(live(e)));
     a.refresh();
     let tag = a
         .take_requests()
@@ -1374,7 +1374,7 @@ fn a_lost_connection_marks_the_data_stale_and_a_new_one_refetches_it() {
 #[test]
 fn a_reset_stream_reloads_the_events_and_every_view() {
     let mut a = app(120, 30);
-    a.apply(Msg::Stream(StreamItem::Event(Event {
+    a.apply(Msg::Stream(live(Event {
         seq: 950,
         at: at(4),
         kind: EventKind::RunStarted,
@@ -1447,4 +1447,9 @@ fn page_of(
         next: None,
         total,
     }
+}
+
+/// An event as the live stream hands it out.
+fn live(e: Event) -> StreamItem {
+    StreamItem::Event(std::sync::Arc::new(e))
 }

@@ -1,0 +1,97 @@
+//! Answers to the reads dashboards repeat (the runs page every few seconds, from every
+//! client), kept as the bytes sent and reused while nothing has been written since: the key
+//! is the request, and an entry is good only for the store generation it was read at. A
+//! write makes every entry stale at once; the table is bounded.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use axum::body::Bytes;
+
+/// Distinct requests kept; past this the table starts again.
+const MAX_ENTRIES: usize = 256;
+
+#[derive(Debug, Default)]
+pub struct PageCache {
+    entries: Mutex<HashMap<String, (u64, Bytes)>>,
+}
+
+impl PageCache {
+    /// The bytes answered for `key` at store generation `generation`, if kept.
+    pub fn get(&self, key: &str, generation: u64) -> Option<Bytes> {
+        let entries = crate::sync::lock(&self.entries);
+        entries
+            .get(key)
+            .filter(|(g, _)| *g == generation)
+            .map(|(_, b)| b.clone())
+    }
+
+    /// Keeps `bytes` as the answer for `key`, read at `generation` (the generation seen
+    /// before reading: a write during the read only makes the entry fresher than its key).
+    pub fn put(&self, key: String, generation: u64, bytes: Bytes) {
+        let mut entries = crate::sync::lock(&self.entries);
+        if entries.len() >= MAX_ENTRIES && !entries.contains_key(&key) {
+            entries.retain(|_, (g, _)| *g == generation);
+            if entries.len() >= MAX_ENTRIES {
+                entries.clear();
+            }
+        }
+        entries.insert(key, (generation, bytes));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_entry_serves_only_its_generation_and_the_table_is_bounded() {
+        let c = PageCache::default();
+        c.put("runs?limit=50".into(), 7, Bytes::from_static(b"a"));
+        assert_eq!(c.get("runs?limit=50", 7), Some(Bytes::from_static(b"a")));
+        assert_eq!(c.get("runs?limit=50", 8), None, "a write happened since");
+        assert_eq!(c.get("runs?limit=10", 7), None);
+        for i in 0..MAX_ENTRIES * 2 {
+            c.put(format!("k{i}"), 9, Bytes::from_static(b"x"));
+        }
+        assert!(crate::sync::lock(&c.entries).len() <= MAX_ENTRIES);
+    }
+}
+
+/// Events as the JSON an event stream sends, serialized once for every client that follows
+/// (a hundred dashboards would otherwise serialize each event a hundred times). Bounded: the
+/// oldest go first.
+#[derive(Debug, Default)]
+pub struct EventJson {
+    inner: Mutex<Serialized>,
+}
+
+/// Serialized events by sequence number, and their order of arrival (for eviction).
+#[derive(Debug, Default)]
+struct Serialized {
+    by_seq: HashMap<u64, std::sync::Arc<str>>,
+    order: std::collections::VecDeque<u64>,
+}
+
+impl EventJson {
+    /// Events kept serialized.
+    const MAX: usize = 16_384;
+
+    pub fn of(&self, e: &crate::model::Event) -> std::sync::Arc<str> {
+        if let Some(s) = crate::sync::lock(&self.inner).by_seq.get(&e.seq) {
+            return s.clone();
+        }
+        let json: std::sync::Arc<str> = serde_json::to_string(e).unwrap_or_default().into();
+        let mut inner = crate::sync::lock(&self.inner);
+        let Serialized { by_seq, order } = &mut *inner;
+        if by_seq.insert(e.seq, json.clone()).is_none() {
+            order.push_back(e.seq);
+            while order.len() > Self::MAX {
+                if let Some(old) = order.pop_front() {
+                    by_seq.remove(&old);
+                }
+            }
+        }
+        json
+    }
+}
