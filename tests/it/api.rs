@@ -1094,3 +1094,33 @@ fn operators_are_told_about_clear_text_and_shared_token_files() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reads_are_limited_per_token_and_metrics_can_need_one() {
+    let (api, _) =
+        serve_with("read_rate_limit = 5\nanon_rate_limit = 3\nmetrics_need_token = true").await;
+    // Five reads a minute for this token, then a 429 with Retry-After; another token is not
+    // held back by it.
+    for _ in 0..5 {
+        assert_eq!(api.get("/v1/overview", VIEWER).await.0, 200);
+    }
+    let (s, v, h) = api.call("GET", "/v1/overview", Some(VIEWER), None).await;
+    assert_eq!((s, code(&v)), (429, "rate_limited"), "{v}");
+    assert!(h.contains_key("retry-after"));
+    assert_eq!(api.get("/v1/overview", OPERATOR).await.0, 200);
+    // /metrics needs a token here; /healthz does not, but anonymous callers are limited.
+    let (s, v, _) = api.call("GET", "/metrics", None, None).await;
+    assert_eq!((s, code(&v)), (401, "unauthenticated"), "{v}");
+    let (s, text, _) = api.call("GET", "/metrics", Some(OPERATOR), None).await;
+    assert_eq!(s, 200);
+    assert!(text.as_str().is_some_and(|t| t.contains("# EOF")), "{text}");
+    let mut answered = Vec::new();
+    for _ in 0..6 {
+        answered.push(api.call("GET", "/healthz", None, None).await.0);
+    }
+    assert!(
+        answered.contains(&200) && answered.contains(&429),
+        "{answered:?}"
+    );
+    api.host.shutdown().await;
+}
