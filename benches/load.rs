@@ -140,8 +140,9 @@ async fn follow(
             }
         };
         text.push_str(&String::from_utf8_lossy(&chunk));
-        while let Some(end) = text.find("\n\n") {
-            let frame: String = text.drain(..end + 2).collect();
+        // Every whole frame in the buffer, then what is left of a frame kept for the next chunk.
+        let whole = text.rfind("\n\n").map_or(0, |i| i + 2);
+        for frame in text[..whole].split("\n\n") {
             // The frame's `id` is the sequence number and `event` its kind: only the run's
             // end needs its JSON (this client shares the machine with the server).
             let Some(seq) = frame
@@ -160,6 +161,7 @@ async fn follow(
                 finished.insert(run, Instant::now());
             }
         }
+        text.drain(..whole);
     }
     (seqs, finished)
 }

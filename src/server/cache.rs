@@ -58,33 +58,39 @@ mod tests {
     }
 }
 
-/// Events as the JSON an event stream sends, serialized once for every client that follows
-/// (a hundred dashboards would otherwise serialize each event a hundred times). Bounded: the
-/// oldest go first.
+/// Events as the frames an event stream sends (`id`, `event` and `data` lines), made once for
+/// every client that follows (a hundred dashboards would otherwise serialize each event a
+/// hundred times). Bounded: the oldest go first.
 #[derive(Debug, Default)]
-pub struct EventJson {
-    inner: Mutex<Serialized>,
+pub struct EventFrames {
+    inner: Mutex<Frames>,
 }
 
-/// Serialized events by sequence number, and their order of arrival (for eviction).
+/// Frames by sequence number, and their order of arrival (for eviction).
 #[derive(Debug, Default)]
-struct Serialized {
-    by_seq: HashMap<u64, std::sync::Arc<str>>,
+struct Frames {
+    by_seq: HashMap<u64, Bytes>,
     order: std::collections::VecDeque<u64>,
 }
 
-impl EventJson {
-    /// Events kept serialized.
+impl EventFrames {
+    /// Events kept as frames.
     const MAX: usize = 16_384;
 
-    pub fn of(&self, e: &crate::model::Event) -> std::sync::Arc<str> {
-        if let Some(s) = crate::sync::lock(&self.inner).by_seq.get(&e.seq) {
-            return s.clone();
+    pub fn of(&self, e: &crate::model::Event) -> Bytes {
+        if let Some(b) = crate::sync::lock(&self.inner).by_seq.get(&e.seq) {
+            return b.clone();
         }
-        let json: std::sync::Arc<str> = serde_json::to_string(e).unwrap_or_default().into();
+        // JSON escapes every newline, so the data is one line, as a frame needs.
+        let json = serde_json::to_string(e).unwrap_or_default();
+        let frame = Bytes::from(format!(
+            "id: {}\nevent: {}\ndata: {json}\n\n",
+            e.seq,
+            e.kind.as_str()
+        ));
         let mut inner = crate::sync::lock(&self.inner);
-        let Serialized { by_seq, order } = &mut *inner;
-        if by_seq.insert(e.seq, json.clone()).is_none() {
+        let Frames { by_seq, order } = &mut *inner;
+        if by_seq.insert(e.seq, frame.clone()).is_none() {
             order.push_back(e.seq);
             while order.len() > Self::MAX {
                 if let Some(old) = order.pop_front() {
@@ -92,6 +98,6 @@ impl EventJson {
                 }
             }
         }
-        json
+        frame
     }
 }

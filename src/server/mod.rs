@@ -11,6 +11,7 @@ pub mod error;
 pub mod listen;
 pub mod metrics;
 mod routes;
+mod sse;
 
 use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
@@ -41,8 +42,8 @@ pub struct AppState {
     pub read_only: bool,
     /// Answers to repeated reads, by store generation.
     pub pages: Arc<cache::PageCache>,
-    /// Events serialized once for every stream.
-    pub event_json: Arc<cache::EventJson>,
+    /// Events made into frames once for every stream.
+    pub event_frames: Arc<cache::EventFrames>,
     /// Open SSE streams, for `/metrics` and the cap.
     pub sse_clients: Arc<AtomicU64>,
     /// Open SSE streams per token, for its cap.
@@ -68,7 +69,7 @@ impl AppState {
             config: Arc::new(config),
             read_only: false,
             pages: Arc::default(),
-            event_json: Arc::default(),
+            event_frames: Arc::default(),
             sse_clients: Arc::new(AtomicU64::new(0)),
             sse_by_token: Arc::default(),
             stop: tokio_util::sync::CancellationToken::new(),

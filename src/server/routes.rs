@@ -1,31 +1,24 @@
 //! The handlers. Reads need any token; control routes need `operator` and go through
 //! [`control`], which checks the role and rate, does the work, and audits the outcome.
 
-use std::convert::Infallible;
 use std::sync::atomic::Ordering;
-use std::time::Duration;
 
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
 use axum::http::HeaderMap;
-use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
-use axum::response::{IntoResponse, Response};
-use futures::{Stream, StreamExt};
+use axum::response::Response;
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
 use super::AppState;
 use super::auth::Principal;
 use super::error::{ApiResult, Body, Failure, envelope, json_response, ok};
-use crate::client::{Backend, StreamItem};
+use crate::client::Backend;
 use crate::model::{
     ApiError, AuditQuery, CanaryAction, CanaryAt, Command, DlqId, DlqQuery, ErrorCode, Fault,
     MAX_AUDIT_LIMIT, MAX_DLQ_LIMIT, Observation, Outcome, Role, RunId, RunQuery, RunSort,
     RunStatus, StartRun, Timestamp, audit_action,
 };
-
-/// Heartbeats keep proxies from closing an idle event stream.
-const HEARTBEAT: Duration = Duration::from_secs(15);
 
 fn run_id(s: &str) -> Result<RunId, Failure> {
     s.parse()
@@ -652,32 +645,12 @@ pub async fn events(
         None => last_seq,
     };
     let guard = ClientGuard::open(&s, &p.name)?;
-    let json = s.event_json.clone();
-    let stop = s.stop.clone().cancelled_owned();
-    let stream: std::pin::Pin<Box<dyn Stream<Item = Result<SseEvent, Infallible>> + Send>> =
-        Box::pin(
-            s.backend
-                .events(Some(since))
-                .take_until(stop)
-                .filter_map(move |item| {
-                    let _keep = &guard;
-                    let out = match item {
-                        StreamItem::Event(e) => Some(Ok(SseEvent::default()
-                            .id(e.seq.to_string())
-                            .event(e.kind.as_str())
-                            .data(json.of(&e)))),
-                        StreamItem::Reset { last_seq } => Some(Ok(SseEvent::default()
-                            .id(last_seq.to_string())
-                            .event("reset")
-                            .data(json!({ "last_seq": last_seq }).to_string()))),
-                        StreamItem::Connected(_) => None,
-                    };
-                    std::future::ready(out)
-                }),
-        );
-    Ok(Sse::new(stream)
-        .keep_alive(KeepAlive::new().interval(HEARTBEAT).text("heartbeat"))
-        .into_response())
+    Ok(super::sse::response(super::sse::Stream {
+        items: s.backend.events(Some(since)),
+        frames: s.event_frames.clone(),
+        stop: s.stop.clone(),
+        _keep: guard,
+    }))
 }
 
 #[derive(Debug, Default, Deserialize)]
