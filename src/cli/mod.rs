@@ -14,6 +14,7 @@ macro_rules! say_raw {
 
 mod audit;
 mod canary;
+mod compare;
 mod dashboard;
 mod dlq;
 mod drill;
@@ -118,6 +119,8 @@ pub enum Command {
     Drill(drill::DrillArgs),
     /// The audit log, newest first: every command, done or refused, with who, how and why
     Audit(audit::AuditArgs),
+    /// Two runs stage by stage: status, time, output changes; exit 1 when something regressed
+    Compare(compare::CompareArgs),
 }
 
 /// Arguments shared by commands that print a run or a list.
@@ -369,6 +372,7 @@ pub async fn dispatch(cli: Cli) -> u8 {
         Some(Command::Drill(args)) => drill::run(args),
         Some(Command::Token(cmd)) => token::run(cmd),
         Some(Command::Audit(args)) => audit::run(&cli, args).await,
+        Some(Command::Compare(args)) => compare::run(&cli, args).await,
         None => dashboard::run(&cli).await,
     };
     match result {

@@ -4,6 +4,7 @@
 //! Nothing in here performs I/O, so every consumer can depend on it without pulling in the engine.
 
 mod canary;
+pub mod compare;
 mod control;
 pub mod diff;
 mod dlq;

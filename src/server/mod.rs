@@ -119,6 +119,7 @@ pub fn app(state: AppState) -> Router {
         .route("/v1/pipelines/{name}/runs", post(routes::start_run))
         .route("/v1/runs", get(routes::runs))
         .route("/v1/runs/{id}", get(routes::run))
+        .route("/v1/compare", get(routes::compare))
         .route("/v1/runs/{id}/cancel", post(routes::cancel_run))
         .route("/v1/runs/{id}/retry", post(routes::retry_run))
         .route("/v1/runs/{id}/resume", post(routes::resume_run))

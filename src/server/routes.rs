@@ -332,6 +332,29 @@ pub async fn dlq(
     Ok(ok(s.backend.dlq(query).await?))
 }
 
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CompareParams {
+    base: String,
+    candidate: String,
+}
+
+/// Two runs stage by stage (`opsdeck compare`).
+pub async fn compare(
+    State(s): State<AppState>,
+    _p: Principal,
+    q: Result<Query<CompareParams>, QueryRejection>,
+) -> ApiResult {
+    let Query(q) = q?;
+    let base = s.backend.run(run_id(&q.base)?).await?;
+    let candidate = s.backend.run(run_id(&q.candidate)?).await?;
+    Ok(ok(crate::model::compare::compare(
+        &base,
+        &candidate,
+        crate::model::compare::Slower::default(),
+    )))
+}
+
 /// One dead-letter entry, with its input.
 pub async fn dlq_entry(
     State(s): State<AppState>,

@@ -1124,3 +1124,23 @@ async fn reads_are_limited_per_token_and_metrics_can_need_one() {
     );
     api.host.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_runs_compare_over_the_api() {
+    let api = start(1_000).await;
+    let (a, b) = (api.run_etl().await, api.run_etl().await);
+    let (s, v) = api
+        .get(&format!("/v1/compare?base={a}&candidate={b}"), VIEWER)
+        .await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(v["data"]["verdict"], "same", "{v}");
+    assert_eq!(v["data"]["stages"][0]["id"], "extract");
+    assert_eq!(v["data"]["stages"][0]["output_equal"], true);
+    let (s, v) = api.get(&format!("/v1/compare?base={a}"), VIEWER).await;
+    assert_eq!((s, code(&v)), (400, "validation"), "{v}");
+    let (s, v) = api
+        .get(&format!("/v1/compare?base={a}&candidate=424242"), VIEWER)
+        .await;
+    assert_eq!((s, code(&v)), (404, "not_found"), "{v}");
+    api.host.shutdown().await;
+}

@@ -14,6 +14,7 @@ mod audit;
 mod backends;
 mod canary;
 mod cli;
+mod compare;
 mod crash;
 mod dag_props;
 mod engine;
