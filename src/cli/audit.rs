@@ -76,7 +76,10 @@ fn print(records: &[AuditRecord], json: bool) -> CliResult {
             r.via.map_or_else(|| "-".into(), |x| x.to_string()),
             r.action.clone(),
             r.target.clone(),
-            r.outcome.clone(),
+            match r.details.get("count").and_then(serde_json::Value::as_u64) {
+                Some(n) if n > 1 => format!("{} ×{n}", r.outcome),
+                _ => r.outcome.clone(),
+            },
             short(&r.reason, 60),
         ]);
     }

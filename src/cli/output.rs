@@ -84,8 +84,16 @@ impl Table {
         }
     }
 
+    /// Adds a row; control characters in a cell (text from outside: a reason, a name) are
+    /// shown as `\u{1b}` rather than sent to the terminal, where they could move the cursor
+    /// or repaint the screen.
     pub fn row(&mut self, cells: Vec<String>) {
-        self.rows.push(cells);
+        self.rows.push(
+            cells
+                .into_iter()
+                .map(|c| crate::model::printable(&c))
+                .collect(),
+        );
     }
 
     pub fn render(&self) -> String {

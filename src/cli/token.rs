@@ -27,14 +27,8 @@ fn parse_role(s: &str) -> Result<Role, String> {
 
 pub fn run(cmd: &TokenCommand) -> CliResult {
     let TokenCommand::New { name, role } = cmd;
-    if name.is_empty()
-        || !name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || "-_.@".contains(c))
-    {
-        return Err(CliError::bad_input(format!(
-            "the token name `{name}` may hold only letters, digits and - _ . @"
-        )));
+    if let Some(why) = crate::config::server::token_name_problem(name) {
+        return Err(CliError::bad_input(why));
     }
     let token = generate_token().map_err(|e| {
         CliError::failed(format!("cannot read random bytes from /dev/urandom: {e}"))

@@ -65,6 +65,35 @@ impl Default for ServerConfig {
     }
 }
 
+/// Names the audit log uses for actors that are not tokens: a token may not take them.
+pub const RESERVED_NAMES: &[&str] = &["anonymous", "unknown token", "opsdeck", "local"];
+
+/// Why `name` cannot name a token, if it cannot: the same rule for `opsdeck token new` and
+/// `[[server.tokens]]`.
+pub fn token_name_problem(name: &str) -> Option<String> {
+    if name.is_empty()
+        || !name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_.@".contains(c))
+    {
+        return Some(format!(
+            "the token name `{}` may hold only letters, digits and - _ . @ (and not be empty)",
+            crate::model::printable(name)
+        ));
+    }
+    if RESERVED_NAMES.contains(&name) {
+        return Some(format!(
+            "the token name `{name}` is what the audit log calls {}; choose another",
+            if name == "opsdeck" {
+                "opsdeck's own automatic actions"
+            } else {
+                "requests without a valid token"
+            }
+        ));
+    }
+    None
+}
+
 /// Lowercase hex of 32 bytes.
 pub fn hex(bytes: &[u8]) -> String {
     use std::fmt::Write as _;
@@ -110,17 +139,99 @@ fn limits(c: &mut Checker<'_>, t: &DeTable<'_>, ctx: &str, cfg: &mut ServerConfi
     if let Some(n) = int("resume_horizon", 1, 100_000_000) {
         cfg.resume_horizon = n.unsigned_abs();
     }
-    if let Some((d, _)) = c.duration(
+    if let Some((d, span)) = c.duration(
         t,
         "header_timeout",
         ctx,
         std::time::Duration::from_millis(100),
     ) {
-        cfg.header_timeout = d;
+        if d > std::time::Duration::from_secs(600) {
+            c.error(
+                &span,
+                format!("`header_timeout` in {ctx} must be at most 10m; a client gets that long to send a request's head"),
+            );
+        } else {
+            cfg.header_timeout = d;
+        }
     }
     if let Some((b, _)) = c.bool(t, "metrics_need_token", ctx) {
         cfg.metrics_need_token = b;
     }
+}
+
+/// One `[[server.tokens]]` table, checked against the tokens before it.
+fn token(
+    c: &mut Checker<'_>,
+    item: &toml::Spanned<DeValue<'_>>,
+    i: usize,
+    known: &[Token],
+) -> Option<Token> {
+    let tctx = format!("token {} of [server]", i + 1);
+    let DeValue::Table(tt) = item.get_ref() else {
+        c.error(
+            &item.span(),
+            format!("{tctx} must be a table with name, role and sha256"),
+        );
+        return None;
+    };
+    c.known_keys(tt, &["name", "role", "sha256"], &tctx);
+    let name = match c.str(tt, "name", &tctx) {
+        Some((s, span)) => match token_name_problem(s) {
+            Some(why) => {
+                c.error(&span, format!("{why} ({tctx})"));
+                None
+            }
+            None => Some(s.to_string()),
+        },
+        None => None,
+    };
+    let role = match c.str(tt, "role", &tctx) {
+        Some((s, span)) => match s.parse::<Role>() {
+            Ok(r) => Some(r),
+            Err(_) => {
+                c.error(
+                    &span,
+                    format!("`role` in {tctx} is `{s}`; valid roles: viewer, operator, admin"),
+                );
+                None
+            }
+        },
+        None => None,
+    };
+    let sha = match c.str(tt, "sha256", &tctx) {
+        Some((s, span)) => {
+            let h = unhex(s);
+            if h.is_none() {
+                c.error(&span, format!("`sha256` in {tctx} must be 64 lowercase hex digits (`opsdeck token new` prints it)"));
+            }
+            h
+        }
+        None => None,
+    };
+    for (key, missing) in [
+        ("name", name.is_none()),
+        ("role", role.is_none()),
+        ("sha256", sha.is_none()),
+    ] {
+        if missing && crate::diag::get(tt, key).is_none() {
+            c.missing(&item.span(), key, &tctx);
+        }
+    }
+    if let (Some(name), Some(role), Some(sha256)) = (name, role, sha) {
+        if known.iter().any(|t| t.name == name) {
+            c.error(
+                &item.span(),
+                format!(
+                    "{tctx}: a token named `{name}` is already configured; names must be unique"
+                ),
+            );
+        }
+        if let Some(other) = known.iter().find(|t| t.sha256 == sha256) {
+            c.error(&item.span(), format!("{tctx}: its `sha256` is the same as token `{}`'s, so one token would have two names and roles; make a new token with `opsdeck token new`", other.name));
+        }
+        return Some(Token { name, role, sha256 });
+    }
+    None
 }
 
 /// Checks the `[server]` table of a whole `opsdeck.toml` (defaults when it is absent).
@@ -167,52 +278,8 @@ pub fn parse(c: &mut Checker<'_>, root: &DeTable<'_>) -> ServerConfig {
             return cfg;
         };
         for (i, item) in items.iter().enumerate() {
-            let tctx = format!("token {} of [server]", i + 1);
-            let DeValue::Table(tt) = item.get_ref() else {
-                c.error(
-                    &item.span(),
-                    format!("{tctx} must be a table with name, role and sha256"),
-                );
-                continue;
-            };
-            c.known_keys(tt, &["name", "role", "sha256"], &tctx);
-            let name = c.str(tt, "name", &tctx).map(|(s, _)| s.to_string());
-            let role = match c.str(tt, "role", &tctx) {
-                Some((s, span)) => {
-                    match s.parse::<Role>() {
-                        Ok(r) => Some(r),
-                        Err(_) => {
-                            c.error(&span, format!("`role` in {tctx} is `{s}`; valid roles: viewer, operator, admin"));
-                            None
-                        }
-                    }
-                }
-                None => None,
-            };
-            let sha = match c.str(tt, "sha256", &tctx) {
-                Some((s, span)) => {
-                    let h = unhex(s);
-                    if h.is_none() {
-                        c.error(&span, format!("`sha256` in {tctx} must be 64 lowercase hex digits (`opsdeck token new` prints it)"));
-                    }
-                    h
-                }
-                None => None,
-            };
-            for (key, missing) in [
-                ("name", name.is_none()),
-                ("role", role.is_none()),
-                ("sha256", sha.is_none()),
-            ] {
-                if missing && crate::diag::get(tt, key).is_none() {
-                    c.missing(&item.span(), key, &tctx);
-                }
-            }
-            if let (Some(name), Some(role), Some(sha256)) = (name, role, sha) {
-                if cfg.tokens.iter().any(|t| t.name == name) {
-                    c.error(&item.span(), format!("{tctx}: a token named `{name}` is already configured; names must be unique"));
-                }
-                cfg.tokens.push(Token { name, role, sha256 });
+            if let Some(t) = token(c, item, i, &cfg.tokens) {
+                cfg.tokens.push(t);
             }
         }
     }
@@ -226,6 +293,30 @@ mod tests {
     fn check(text: &str) -> Result<ServerConfig, Vec<String>> {
         crate::diag::check_text("opsdeck.toml", text, parse)
             .map_err(|d| d.iter().map(ToString::to_string).collect())
+    }
+
+    #[test]
+    fn token_names_are_plain_unique_unreserved_and_hashes_unique() {
+        let (a, b) = ("a".repeat(64), "b".repeat(64));
+        let token = |name: &str, sha: &str| {
+            format!("[[server.tokens]]\nname = \"{name}\"\nrole = \"viewer\"\nsha256 = \"{sha}\"\n")
+        };
+        for (text, want) in [
+            (token("", &a), "may hold only letters"),
+            (token("bad\\u001bname", &a), "may hold only letters"),
+            (token("anonymous", &a), "requests without a valid token"),
+            (token("opsdeck", &a), "automatic actions"),
+            (token("x", &a) + &token("y", &a), "the same as token `x`'s"),
+            (
+                "[server]\nheader_timeout = \"2h\"\n".to_string(),
+                "at most 10m",
+            ),
+        ] {
+            let errs = check(&text).unwrap_err().join("\n");
+            assert!(errs.contains(want), "{text}: {errs}");
+            assert!(errs.starts_with("opsdeck.toml:"), "{errs}");
+        }
+        assert!(check(&(token("x", &a) + &token("y", &b))).is_ok());
     }
 
     #[test]

@@ -42,7 +42,10 @@ fn record(
         role: Some(actor.role),
         via: Some(actor.via),
         action: cmd.action(),
-        target: crate::model::bounded(&cmd.target(), crate::model::MAX_TARGET_BYTES),
+        target: crate::model::bounded(
+            &crate::model::printable(&cmd.target()),
+            crate::model::MAX_TARGET_BYTES,
+        ),
         reason: reason.to_string(),
         outcome,
         details,
@@ -82,6 +85,15 @@ fn admit(cmd: &Command, actor: &Actor, reason: &str) -> Result<(), Refusal> {
             format!(
                 "the reason is {} bytes; it may be at most {MAX_REASON_BYTES} (a sentence for the audit log)",
                 reason.len()
+            ),
+        )));
+    }
+    if let Some(c) = reason.chars().find(|c| c.is_control()) {
+        return Err(Refusal::Failed(ApiError::new(
+            ErrorCode::Validation,
+            format!(
+                "the reason holds a control character ({}); write it as one line of plain text",
+                c.escape_unicode()
             ),
         )));
     }
@@ -146,7 +158,7 @@ impl Host {
         how: &str,
         e: ApiError,
     ) -> ApiError {
-        let (kept, _, _) = clip(reason.to_string(), MAX_REASON_BYTES);
+        let (kept, _, _) = clip(crate::model::printable(reason), MAX_REASON_BYTES);
         let rec = record(
             self.inner.clock.timestamp(),
             cmd,

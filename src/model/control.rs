@@ -305,6 +305,23 @@ pub const MAX_REASON_BYTES: usize = 1024;
 /// The longest target kept in an audit record, in bytes (a path from outside can be long).
 pub const MAX_TARGET_BYTES: usize = 256;
 
+/// `text` with every control character written as an escape (`\u{1b}`): text from outside
+/// (a reason, a path) kept in the audit log cannot drive the terminal it is later shown on.
+pub fn printable(text: &str) -> String {
+    if !text.chars().any(char::is_control) {
+        return text.to_string();
+    }
+    text.chars()
+        .map(|c| {
+            if c.is_control() {
+                c.escape_unicode().to_string()
+            } else {
+                c.to_string()
+            }
+        })
+        .collect()
+}
+
 /// `text` cut to at most `max` bytes at a character boundary, with `…` when cut.
 pub fn bounded(text: &str, max: usize) -> String {
     if text.len() <= max {

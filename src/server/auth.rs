@@ -25,6 +25,58 @@ pub struct Principal {
     pub via: Via,
 }
 
+impl AppState {
+    /// Refuses a request that has no valid token: over the per-address limit it is a 429,
+    /// otherwise `f`; either way it is counted in the folded audit of that address.
+    pub async fn deny_anonymous(
+        &self,
+        peer: &str,
+        who: &str,
+        target: &str,
+        mut f: Failure,
+    ) -> Failure {
+        if let Err(wait) = self.anon_rate.check(peer) {
+            f = Failure::new(
+                ErrorCode::RateLimited,
+                format!(
+                    "too many requests without a valid token from {peer} ({} a minute are answered); retry in {wait}s",
+                    self.config.anon_rate_limit
+                ),
+            );
+            f.retry_after_s = Some(wait);
+        }
+        self.fold_denial(peer, (who, None), ("authenticate", target), f)
+            .await
+    }
+
+    /// Audits a refusal folded per client (`key`: an address or a token) and action: the
+    /// first in a minute at once, the rest as one line with a count when the minute ends, so
+    /// no client can fill the log by being refused. Returns the refusal.
+    pub async fn fold_denial(
+        &self,
+        key: &str,
+        (who, role): (&str, Option<Role>),
+        (action, target): (&str, &str),
+        f: Failure,
+    ) -> Failure {
+        let rec = AuditRecord {
+            at: now_ts(),
+            actor: who.to_string(),
+            role,
+            via: Some(Via::Api),
+            action: action.to_string(),
+            target: target.to_string(),
+            reason: String::new(),
+            outcome: format!("denied: {}", f.error.code),
+            details: json!({ "message": f.error.message }),
+        };
+        if let Some(rec) = self.denials.note(key, rec) {
+            self.host.record_denial(rec).await;
+        }
+        f
+    }
+}
+
 impl Principal {
     /// The token as an actor on the host's control path.
     pub fn actor(&self) -> Actor {
@@ -137,72 +189,6 @@ pub fn now_ts() -> Timestamp {
     Timestamp::from_datetime(chrono::Utc::now())
 }
 
-impl AppState {
-    /// Records a request refused before it reached the host's control path (no valid token,
-    /// or an observation batch it may not post), and returns the refusal.
-    pub async fn deny(
-        &self,
-        who: &str,
-        role: Option<Role>,
-        action: &str,
-        target: &str,
-        f: Failure,
-    ) -> Failure {
-        self.host
-            .record_denial(AuditRecord {
-                at: now_ts(),
-                actor: who.to_string(),
-                role,
-                via: Some(Via::Api),
-                action: action.to_string(),
-                target: crate::model::bounded(target, crate::model::MAX_TARGET_BYTES),
-                reason: String::new(),
-                outcome: format!("denied: {}", f.error.code),
-                details: json!({ "message": f.error.message }),
-            })
-            .await;
-        f
-    }
-}
-
-impl AppState {
-    /// Refuses a request that has no valid token: over the per-address limit it is a 429,
-    /// otherwise `f`; either way it is counted in the folded audit of that address.
-    pub async fn deny_anonymous(
-        &self,
-        peer: &str,
-        who: &str,
-        target: &str,
-        mut f: Failure,
-    ) -> Failure {
-        if let Err(wait) = self.anon_rate.check(peer) {
-            f = Failure::new(
-                ErrorCode::RateLimited,
-                format!(
-                    "too many requests without a valid token from {peer} ({} a minute are answered); retry in {wait}s",
-                    self.config.anon_rate_limit
-                ),
-            );
-            f.retry_after_s = Some(wait);
-        }
-        let rec = AuditRecord {
-            at: now_ts(),
-            actor: who.to_string(),
-            role: None,
-            via: Some(Via::Api),
-            action: "authenticate".to_string(),
-            target: target.to_string(),
-            reason: String::new(),
-            outcome: format!("denied: {}", f.error.code),
-            details: json!({ "message": f.error.message }),
-        };
-        if let Some(rec) = self.denials.note(peer, rec) {
-            self.host.record_denial(rec).await;
-        }
-        f
-    }
-}
-
 impl Principal {
     /// Allows an observation batch when the server takes changes, the role suffices and the
     /// token is within its rate; otherwise records the denial and refuses. (Commands are
@@ -220,7 +206,12 @@ impl Principal {
                 "this server is read-only; control actions are refused",
             );
             return Err(state
-                .deny(&self.name, Some(self.role), action, target, f)
+                .fold_denial(
+                    &format!("token {}", self.name),
+                    (&self.name, Some(self.role)),
+                    (action, target),
+                    f,
+                )
                 .await);
         }
         if !self.role.allows(needed) {
@@ -232,7 +223,12 @@ impl Principal {
                 ),
             );
             return Err(state
-                .deny(&self.name, Some(self.role), action, target, f)
+                .fold_denial(
+                    &format!("token {}", self.name),
+                    (&self.name, Some(self.role)),
+                    (action, target),
+                    f,
+                )
                 .await);
         }
         if let Err(wait) = state.rate.check(&self.name) {
@@ -245,7 +241,12 @@ impl Principal {
             );
             f.retry_after_s = Some(wait);
             return Err(state
-                .deny(&self.name, Some(self.role), action, target, f)
+                .fold_denial(
+                    &format!("token {}", self.name),
+                    (&self.name, Some(self.role)),
+                    (action, target),
+                    f,
+                )
                 .await);
         }
         Ok(())
@@ -299,7 +300,14 @@ impl FromRequestParts<AppState> for Principal {
                         ),
                     );
                     f.retry_after_s = Some(wait);
-                    return Err(f);
+                    return Err(state
+                        .fold_denial(
+                            &format!("token {}", t.name),
+                            (&t.name, Some(t.role)),
+                            ("read", &target),
+                            f,
+                        )
+                        .await);
                 }
                 Ok(Principal {
                     name: t.name.clone(),
@@ -474,7 +482,10 @@ impl FromRequestParts<AppState> for Public {
                 ),
             );
             f.retry_after_s = Some(wait);
-            return Err(f);
+            let target = parts.uri.path().to_string();
+            return Err(state
+                .fold_denial(&peer, ("anonymous", None), ("read", &target), f)
+                .await);
         }
         Ok(Public)
     }

@@ -15,7 +15,8 @@ pub const MAX_PEERS: usize = 4_096;
 /// The row addresses beyond [`MAX_PEERS`] share.
 const OTHERS: &str = "other addresses";
 
-/// Denials from one address (and actor) since its first record this minute.
+/// Denials from one client (an address, or a token) of one action since its first record
+/// this minute.
 #[derive(Debug, Clone)]
 struct Folded {
     /// The record written for the first one; the later ones repeat it with a count.
@@ -23,11 +24,13 @@ struct Folded {
     /// Denials after the first, not written yet.
     more: u64,
     last_at: Timestamp,
+    /// Whether the later ones named other targets than the first.
+    varied: bool,
 }
 
 #[derive(Debug, Default)]
 pub struct DenialFold {
-    rows: Mutex<HashMap<(String, String), Folded>>,
+    rows: Mutex<HashMap<(String, String, String), Folded>>,
 }
 
 impl DenialFold {
@@ -35,18 +38,20 @@ impl DenialFold {
     /// or `None` when it was only counted.
     pub fn note(&self, peer: &str, mut rec: AuditRecord) -> Option<AuditRecord> {
         let mut rows = crate::sync::lock(&self.rows);
-        let peer = if rows.len() >= MAX_PEERS && !rows.keys().any(|(p, _)| p == peer) {
+        let peer = if rows.len() >= MAX_PEERS && !rows.keys().any(|(p, _, _)| p == peer) {
             OTHERS
         } else {
             peer
         };
-        let key = (peer.to_string(), rec.actor.clone());
+        let key = (peer.to_string(), rec.actor.clone(), rec.action.clone());
         if let Some(f) = rows.get_mut(&key) {
             f.more = f.more.saturating_add(1);
             f.last_at = rec.at;
+            f.varied |=
+                bounded(&crate::model::printable(&rec.target), MAX_TARGET_BYTES) != f.first.target;
             return None;
         }
-        rec.target = bounded(&rec.target, MAX_TARGET_BYTES);
+        rec.target = bounded(&crate::model::printable(&rec.target), MAX_TARGET_BYTES);
         if let serde_json::Value::Object(m) = &mut rec.details {
             m.insert("peer".into(), json!(peer));
             m.insert("count".into(), json!(1));
@@ -57,6 +62,7 @@ impl DenialFold {
                 first: rec.clone(),
                 more: 0,
                 last_at: rec.at,
+                varied: false,
             },
         );
         Some(rec)
@@ -64,24 +70,35 @@ impl DenialFold {
 
     /// Ends the minute: one record per address that was denied again after its first, with
     /// how many times; the table starts empty.
-    pub fn flush(&self) -> Vec<AuditRecord> {
+    /// `now` is when the folded lines are written: they are stamped with it (so the log stays
+    /// in time order) and say when the denials they stand for began and ended.
+    pub fn flush(&self, now: Timestamp) -> Vec<AuditRecord> {
         let rows = std::mem::take(&mut *crate::sync::lock(&self.rows));
-        rows.into_values()
+        let mut out: Vec<AuditRecord> = rows
+            .into_values()
             .filter(|f| f.more > 0)
             .map(|f| {
                 let mut rec = f.first;
-                rec.at = f.last_at;
+                let first_at = rec.at;
+                rec.at = now;
                 rec.via = Some(Via::Api);
+                if f.varied {
+                    rec.target = format!("several, first {}", rec.target);
+                }
                 if let serde_json::Value::Object(m) = &mut rec.details {
                     m.insert("count".into(), json!(f.more));
+                    m.insert("first_at".into(), json!(first_at));
+                    m.insert("last_at".into(), json!(f.last_at));
                     m.insert(
                         "folded".into(),
-                        json!("the same denial, repeated since the first record this minute"),
+                        json!("the same denial, repeated after the first record this minute"),
                     );
                 }
                 rec
             })
-            .collect()
+            .collect();
+        out.sort_by(|a, b| a.actor.cmp(&b.actor).then(a.action.cmp(&b.action)));
+        out
     }
 }
 
@@ -121,11 +138,11 @@ mod tests {
             fold.note("10.0.0.2", denial("anonymous", "/v1/runs"))
                 .is_some()
         );
-        let flushed = fold.flush();
+        let flushed = fold.flush(Timestamp::from_millis(9));
         assert_eq!(flushed.len(), 1, "only the address that repeated");
         assert_eq!(flushed[0].details["count"], 299);
         assert_eq!(flushed[0].details["peer"], "10.0.0.1");
-        assert!(fold.flush().is_empty());
+        assert!(fold.flush(Timestamp::from_millis(9)).is_empty());
         assert!(
             fold.note("10.0.0.1", denial("anonymous", "/")).is_some(),
             "a new minute"

@@ -26,6 +26,7 @@ const DRAIN: Duration = Duration::from_secs(10);
 pub async fn serve(listener: TcpListener, state: AppState) {
     let stop = state.stop.clone();
     let permits = Arc::new(Semaphore::new(state.config.max_connections.max(1)));
+    let header_timeout = state.config.header_timeout;
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
         .http1()
@@ -52,8 +53,9 @@ pub async fn serve(listener: TcpListener, state: AppState) {
         };
         let service =
             TowerToHyperService::new(router.clone().layer(axum::Extension(ConnectInfo(peer))));
+        let io = Quiet::new(tcp, header_timeout);
         let conn = builder
-            .serve_connection_with_upgrades(TokioIo::new(tcp), service)
+            .serve_connection_with_upgrades(TokioIo::new(io), service)
             .into_owned();
         let conn = graceful.watch(conn);
         tokio::spawn(async move {
@@ -101,4 +103,99 @@ pub fn peer(extensions: &axum::http::Extensions) -> Option<SocketAddr> {
     extensions
         .get::<ConnectInfo<SocketAddr>>()
         .map(|ConnectInfo(a)| *a)
+}
+
+/// A connection that is cut when it goes quiet: its first bytes must come within
+/// `header_timeout`, and afterwards no read or write may wait longer than [`IDLE`] (an event
+/// stream writes a heartbeat every 15 s, so only a stalled client is cut). Without it a socket
+/// that never sends a byte would hold a connection slot for ever, and a body that stops half
+/// way would hold its request.
+pub struct Quiet<T> {
+    io: T,
+    deadline: std::pin::Pin<Box<tokio::time::Sleep>>,
+}
+
+/// The longest a connection may go without a byte either way once it has started.
+pub const IDLE: Duration = Duration::from_secs(30);
+
+impl<T> Quiet<T> {
+    pub fn new(io: T, first: Duration) -> Quiet<T> {
+        Quiet {
+            io,
+            deadline: Box::pin(tokio::time::sleep(first)),
+        }
+    }
+
+    fn touch(&mut self) {
+        self.deadline
+            .as_mut()
+            .reset(tokio::time::Instant::now() + IDLE);
+    }
+
+    fn expired(&mut self, cx: &mut std::task::Context<'_>) -> bool {
+        std::future::Future::poll(self.deadline.as_mut(), cx).is_ready()
+    }
+}
+
+fn quiet_error() -> std::io::Error {
+    std::io::Error::new(std::io::ErrorKind::TimedOut, "the client went quiet")
+}
+
+impl<T: tokio::io::AsyncRead + Unpin> tokio::io::AsyncRead for Quiet<T> {
+    fn poll_read(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        let me = self.get_mut();
+        let before = buf.filled().len();
+        match std::pin::Pin::new(&mut me.io).poll_read(cx, buf) {
+            std::task::Poll::Ready(r) => {
+                if buf.filled().len() > before {
+                    me.touch();
+                }
+                std::task::Poll::Ready(r)
+            }
+            std::task::Poll::Pending if me.expired(cx) => {
+                std::task::Poll::Ready(Err(quiet_error()))
+            }
+            std::task::Poll::Pending => std::task::Poll::Pending,
+        }
+    }
+}
+
+impl<T: tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite for Quiet<T> {
+    fn poll_write(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        let me = self.get_mut();
+        match std::pin::Pin::new(&mut me.io).poll_write(cx, buf) {
+            std::task::Poll::Ready(Ok(n)) => {
+                if n > 0 {
+                    me.touch();
+                }
+                std::task::Poll::Ready(Ok(n))
+            }
+            std::task::Poll::Pending if me.expired(cx) => {
+                std::task::Poll::Ready(Err(quiet_error()))
+            }
+            other => other,
+        }
+    }
+
+    fn poll_flush(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.get_mut().io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.get_mut().io).poll_shutdown(cx)
+    }
 }

@@ -98,7 +98,7 @@ impl AppState {
 
     /// Writes the denials counted since each address's first record this minute.
     pub async fn flush_denials(&self) {
-        for rec in self.denials.flush() {
+        for rec in self.denials.flush(auth::now_ts()) {
             self.host.record_denial(rec).await;
         }
         self.anon_rate.forget_idle();

@@ -45,7 +45,7 @@ async fn control(
             ErrorCode::Forbidden,
             "this server is read-only; control actions are refused",
         );
-        return Err(s.host.deny(&cmd, &actor, reason, e).await.into());
+        return Err(folded(s, p, &cmd, Failure::from(e)).await);
     }
     if let Err(wait) = s.rate.check(&p.name) {
         let e = ApiError::new(
@@ -55,11 +55,35 @@ async fn control(
                 p.name, s.config.rate_limit
             ),
         );
-        let mut f = Failure::from(s.host.deny(&cmd, &actor, reason, e).await);
+        let mut f = Failure::from(e);
         f.retry_after_s = Some(wait);
-        return Err(f);
+        return Err(folded(s, p, &cmd, f).await);
     }
     Ok(s.backend.control(cmd, &actor, reason).await?)
+}
+
+/// A refusal before the control path, audited folded per token and action (a token over its
+/// limit must not be able to fill the log by asking again).
+async fn folded(s: &AppState, p: &Principal, cmd: &Command, f: Failure) -> Failure {
+    let key = format!("token {}", p.name);
+    s.fold_denial(
+        &key,
+        (&p.name, Some(p.role)),
+        (&cmd.action(), &cmd.target()),
+        f,
+    )
+    .await
+}
+
+/// A request's JSON body, read only once the request may go on (a refused client's body is
+/// never read, however slowly it comes).
+async fn read_body<T: serde::de::DeserializeOwned>(
+    req: axum::extract::Request,
+    s: &AppState,
+) -> Result<T, Failure> {
+    let Body(body) =
+        <Body<T> as axum::extract::FromRequest<AppState>>::from_request(req, s).await?;
+    Ok(body)
 }
 
 /// The role check, first of all: a token that may not ask for `action` learns nothing about
@@ -76,7 +100,14 @@ async fn gate(s: &AppState, p: &Principal, action: &str, target: &str) -> Result
             p.name, p.role
         ),
     );
-    Err(s.deny(&p.name, Some(p.role), action, target, f).await)
+    Err(s
+        .fold_denial(
+            &format!("token {}", p.name),
+            (&p.name, Some(p.role)),
+            (action, target),
+            f,
+        )
+        .await)
 }
 
 /// A known path with a method it does not take.
@@ -166,10 +197,10 @@ pub async fn start_run(
     State(s): State<AppState>,
     p: Principal,
     Path(name): Path<String>,
-    body: Result<Body<StartBody>, Failure>,
+    req: axum::extract::Request,
 ) -> ApiResult {
     gate(&s, &p, "run.start", &format!("pipeline/{name}")).await?;
-    let Body(body) = body?;
+    let body: StartBody = read_body(req, &s).await?;
     // The workspace knows its pipelines (and says which there are); no store read needed.
     s.host
         .workspace()
@@ -274,11 +305,11 @@ macro_rules! id_control {
             State(s): State<AppState>,
             p: Principal,
             Path(id): Path<String>,
-            body: Result<Body<ReasonBody>, Failure>,
+            req: axum::extract::Request,
         ) -> ApiResult {
             gate(&s, &p, $action, &format!("{}/{id}", $kind)).await?;
             let $id = $parse(&id)?;
-            let Body(body) = body?;
+            let body: ReasonBody = read_body(req, &s).await?;
             let outcome = control(&s, &p, $cmd, &body.reason).await?;
             Ok(ok(ids_of(&outcome)))
         }
@@ -431,16 +462,11 @@ pub async fn canary_action(
     State(s): State<AppState>,
     p: Principal,
     Path(name): Path<String>,
-    body: Result<Body<ActionBody>, Failure>,
+    req: axum::extract::Request,
 ) -> ApiResult {
-    // Every canary action needs the same role, checked before the body is judged; the audit
-    // names the action when the body does.
-    let asked = match &body {
-        Ok(Body(b)) if ACTIONS.split(", ").any(|a| a == b.action) => format!("canary.{}", b.action),
-        _ => "canary.action".to_string(),
-    };
-    gate(&s, &p, &asked, &format!("canary/{name}")).await?;
-    let Body(body) = body?;
+    // Every canary action needs the same role, checked before the body is even read.
+    gate(&s, &p, "canary.action", &format!("canary/{name}")).await?;
+    let body: ActionBody = read_body(req, &s).await?;
     let action = match (body.action.as_str(), body.weight) {
         ("promote", _) => CanaryAction::Promote,
         ("promote_full", _) => CanaryAction::PromoteFull,
@@ -495,7 +521,7 @@ pub async fn observations(
     State(s): State<AppState>,
     p: Principal,
     Path(name): Path<String>,
-    body: Result<Body<ObservationsBody>, Failure>,
+    req: axum::extract::Request,
 ) -> ApiResult {
     // Routers post often: this needs the operator role but is not audited line by line.
     p.require(
@@ -505,7 +531,7 @@ pub async fn observations(
         &format!("canary/{name}"),
     )
     .await?;
-    let Body(body) = body?;
+    let body: ObservationsBody = read_body(req, &s).await?;
     if let Some((i, o)) = body
         .observations
         .iter()
@@ -667,7 +693,15 @@ pub async fn events(
         Some((n, field)) => resume_point(n, last_seq, field)?,
         None => last_seq,
     };
-    let guard = ClientGuard::open(&s, &p.name)?;
+    let guard = match ClientGuard::open(&s, &p.name) {
+        Ok(g) => g,
+        Err(f) => {
+            let key = format!("token {}", p.name);
+            return Err(s
+                .fold_denial(&key, (&p.name, Some(p.role)), ("events", "events"), f)
+                .await);
+        }
+    };
     Ok(super::sse::response(super::sse::Stream {
         items: s.backend.events(Some(since)),
         frames: s.event_frames.clone(),
@@ -729,10 +763,10 @@ pub async fn fault(
     State(s): State<AppState>,
     p: Principal,
     Path(name): Path<String>,
-    body: Result<Body<FaultBody>, Failure>,
+    req: axum::extract::Request,
 ) -> ApiResult {
     gate(&s, &p, "canary.fault", &format!("canary/{name}")).await?;
-    let Body(body) = body?;
+    let body: FaultBody = read_body(req, &s).await?;
     let fault = Fault::new(body.error_rate, body.latency_ms)
         .map_err(|m| Failure::new(ErrorCode::Validation, m))?;
     let cmd = Command::Fault {

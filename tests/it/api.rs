@@ -541,7 +541,7 @@ async fn every_control_route_refuses_a_viewer_and_audits_it() {
         (
             "/v1/canaries/edge/actions".to_string(),
             r#"{"action": "pause", "reason": "x"}"#,
-            "canary.pause",
+            "canary.action",
         ),
         (
             "/v1/canaries/edge/fault".to_string(),
@@ -1142,5 +1142,81 @@ async fn two_runs_compare_over_the_api() {
         .get(&format!("/v1/compare?base={a}&candidate=424242"), VIEWER)
         .await;
     assert_eq!((s, code(&v)), (404, "not_found"), "{v}");
+    api.host.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn quiet_sockets_stalled_bodies_and_repeated_refusals_hold_nothing() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (api, state) = serve_with("header_timeout = \"1s\"\nread_rate_limit = 3").await;
+    let addr = api.base.trim_start_matches("http://").to_string();
+    // A socket that never sends a byte is closed (it would hold a connection slot for ever).
+    let mut idle = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    let mut buf = Vec::new();
+    let closed = tokio::time::timeout(Duration::from_secs(30), idle.read_to_end(&mut buf)).await;
+    assert!(closed.is_ok(), "an idle socket was never closed");
+    // A viewer's control request is refused before its body is read, however slowly it comes.
+    let mut slow = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    slow.write_all(
+        format!(
+            "POST /v1/dlq/1/discard HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer {VIEWER}\r\ncontent-type: application/json\r\ncontent-length: 100\r\n\r\n{{"
+        )
+        .as_bytes(),
+    )
+    .await
+    .unwrap();
+    let mut head = [0u8; 12];
+    tokio::time::timeout(Duration::from_secs(10), slow.read_exact(&mut head))
+        .await
+        .expect("answered without waiting for the body")
+        .unwrap();
+    assert_eq!(&head, b"HTTP/1.1 403");
+    // A reason that would drive a terminal is refused.
+    let (s, v) = api
+        .post(
+            "/v1/pipelines/etl/runs",
+            OPERATOR,
+            r#"{"reason": "fix\u001b[2J"}"#,
+        )
+        .await;
+    assert_eq!((s, code(&v)), (400, "validation"), "{v}");
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("control character"),
+        "{v}"
+    );
+    // Forty refusals of one token and a read limit run over: folded, not forty lines.
+    for i in 0..40 {
+        let (s, _) = api
+            .post(&format!("/v1/dlq/{i}/discard"), VIEWER, "{}")
+            .await;
+        assert_eq!(s, 403);
+    }
+    for _ in 0..6 {
+        let _ = api.get("/v1/overview", OPERATOR).await;
+    }
+    let rows = until_rows(&api, 2).await;
+    let of = |rows: &[opsdeck::model::AuditRecord], action: &str| {
+        rows.iter()
+            .filter(|r| r.action == action)
+            .cloned()
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(of(&rows, "dlq.discard").len(), 1, "{rows:?}");
+    assert_eq!(of(&rows, "read").len(), 1, "{rows:?}");
+    state.flush_denials().await;
+    let rows = until_rows(&api, 4).await;
+    let discards = of(&rows, "dlq.discard");
+    let counted: u64 = discards
+        .iter()
+        .map(|r| r.details["count"].as_u64().unwrap())
+        .sum();
+    assert_eq!(counted, 41, "the slow one and forty: {discards:?}");
+    assert!(
+        discards.iter().any(|r| r.target.starts_with("several")),
+        "{discards:?}"
+    );
     api.host.shutdown().await;
 }
