@@ -5,8 +5,7 @@ use clap::Args;
 
 use super::output::{Table, print_json, short};
 use super::{Cli, CliError, CliResult, EXIT_OK, open_workspace, parse_run_id, reader, served};
-use crate::client::Backend;
-use crate::model::compare::{Comparison, Slower, StageVerdict, compare};
+use crate::model::compare::{Comparison, StageVerdict, compare};
 use crate::model::{Run, RunId};
 
 #[derive(Debug, Args)]
@@ -29,11 +28,8 @@ fn missing(id: RunId) -> CliError {
 }
 
 pub async fn run(cli: &Cli, args: &CompareArgs) -> CliResult {
-    let (base, candidate) = if let Some(remote) = served(cli, None)? {
-        (
-            remote.run(args.base).await?,
-            remote.run(args.candidate).await?,
-        )
+    let c = if let Some(remote) = served(cli, None)? {
+        remote.compare(args.base, args.candidate).await?
     } else {
         let (ws, _log) = open_workspace(cli, false, false)?;
         let r = reader(&ws)?;
@@ -42,9 +38,14 @@ pub async fn run(cli: &Cli, args: &CompareArgs) -> CliResult {
                 .map_err(|e| CliError::failed(e.0))?
                 .ok_or_else(|| missing(id))
         };
-        (get(args.base)?, get(args.candidate)?)
+        let (base, candidate) = (get(args.base)?, get(args.candidate)?);
+        // Compared as the candidate's pipeline says (`[pipeline.compare]`).
+        let settings = ws
+            .pipeline(&candidate.pipeline)
+            .map(|p| p.compare.clone())
+            .unwrap_or_default();
+        compare(&base, &candidate, &settings)
     };
-    let c = compare(&base, &candidate, Slower::default());
     if args.json {
         print_json(&c)?;
     } else {

@@ -192,6 +192,19 @@ impl Remote {
         })
     }
 
+    /// Two runs compared by the server (`GET /v1/compare`), with its pipeline's settings.
+    pub async fn compare(
+        &self,
+        base: RunId,
+        candidate: RunId,
+    ) -> Result<crate::model::compare::Comparison> {
+        self.get(&format!(
+            "/v1/compare?base={}&candidate={}",
+            base.0, candidate.0
+        ))
+        .await
+    }
+
     async fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T> {
         self.send(self.request(reqwest::Method::GET, path)).await
     }

@@ -35,6 +35,19 @@ impl Default for Slower {
     }
 }
 
+/// How a pipeline's runs are compared (`[pipeline.compare]`).
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct CompareSettings {
+    pub slower: Slower,
+    /// Per stage, the field that identifies an item of an array in its output: arrays are then
+    /// matched by it rather than by position (an item inserted at the top is one addition, not
+    /// a change to every item after it).
+    pub keys: std::collections::BTreeMap<String, String>,
+    /// Numbers closer than this are equal.
+    pub tolerance: f64,
+}
+
 /// One path of a stage's output that differs.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct OutputChange {
@@ -101,8 +114,9 @@ fn stage(
     id: &str,
     a: Option<&StageRecord>,
     b: Option<&StageRecord>,
-    slower: Slower,
+    settings: &CompareSettings,
 ) -> StageComparison {
+    let slower = settings.slower;
     let duration_ms = [a.and_then(total_ms), b.and_then(total_ms)];
     let delta_ms = match duration_ms {
         [Some(x), Some(y)] => Some(y - x),
@@ -144,11 +158,12 @@ fn stage(
         let none = Value::Null;
         let oa = la.and_then(|x| x.output.as_ref()).unwrap_or(&none);
         let ob = lb.and_then(|x| x.output.as_ref()).unwrap_or(&none);
-        let d = diff(oa, ob);
-        c.output_equal = Some(d.is_same());
-        c.changes = d
+        let key = settings.keys.get(id).map(String::as_str);
+        let (oa, ob) = (keyed(oa, key), keyed(ob, key));
+        c.changes = diff(&oa, &ob)
             .changes
             .into_iter()
+            .filter(|p| !within(p.before.as_ref(), p.after.as_ref(), settings.tolerance))
             .map(|p| OutputChange {
                 path: p.path,
                 kind: p.kind,
@@ -156,20 +171,22 @@ fn stage(
                 new: p.after,
             })
             .collect();
+        c.output_equal = Some(c.changes.is_empty());
     }
-    let slow = delta_ms.is_some_and(|d| d > slower.ms) && delta_pct.is_some_and(|p| p > slower.pct);
-    let fast =
-        delta_ms.is_some_and(|d| -d > slower.ms) && delta_pct.is_some_and(|p| -p > slower.pct);
+    // From 0 ms any increase is an infinite percentage: the ms threshold alone decides.
+    let pct_over =
+        |sign: f64| delta_pct.map_or(c.duration_ms[0] == Some(0), |p| sign * p > slower.pct);
+    let slow = delta_ms.is_some_and(|d| d > slower.ms) && pct_over(1.0);
+    let fast = delta_ms.is_some_and(|d| -d > slower.ms) && pct_over(-1.0);
     let (ra, rb) = (rank(a.status), rank(b.status));
     c.verdict = if rb < ra {
         c.note = Some(format!("{} before, {} now", a.status, b.status));
         StageVerdict::Regressed
     } else if slow {
-        c.note = Some(format!(
-            "slower by {} ms (+{:.0}%)",
-            delta_ms.unwrap_or(0),
-            delta_pct.unwrap_or(0.0)
-        ));
+        c.note = Some(match delta_pct {
+            Some(p) => format!("slower by {} ms (+{p:.0}%)", delta_ms.unwrap_or(0)),
+            None => format!("slower by {} ms (from 0 ms)", delta_ms.unwrap_or(0)),
+        });
         StageVerdict::Regressed
     } else if c.output_equal == Some(false) {
         StageVerdict::Changed
@@ -181,8 +198,54 @@ fn stage(
     c
 }
 
+/// Arrays of objects turned into objects keyed by `key` (`items[sku=b]`), where every item has
+/// it and no two share it; anything else as it is.
+fn keyed(v: &Value, key: Option<&str>) -> Value {
+    let Some(key) = key else { return v.clone() };
+    match v {
+        Value::Array(items) => {
+            let ids: Option<Vec<String>> = items
+                .iter()
+                .map(|i| {
+                    i.get(key).map(|k| match k {
+                        Value::String(s) => s.clone(),
+                        other => other.to_string(),
+                    })
+                })
+                .collect();
+            match ids {
+                Some(ids)
+                    if ids.iter().collect::<std::collections::BTreeSet<_>>().len() == ids.len() =>
+                {
+                    Value::Object(
+                        ids.into_iter()
+                            .zip(items)
+                            .map(|(id, i)| (format!("{key}={id}"), keyed(i, Some(key))))
+                            .collect(),
+                    )
+                }
+                _ => Value::Array(items.iter().map(|i| keyed(i, Some(key))).collect()),
+            }
+        }
+        Value::Object(m) => Value::Object(
+            m.iter()
+                .map(|(k, x)| (k.clone(), keyed(x, Some(key))))
+                .collect(),
+        ),
+        other => other.clone(),
+    }
+}
+
+/// Two numbers within `tolerance` of each other.
+fn within(a: Option<&Value>, b: Option<&Value>, tolerance: f64) -> bool {
+    match (a.and_then(Value::as_f64), b.and_then(Value::as_f64)) {
+        (Some(x), Some(y)) => tolerance > 0.0 && (x - y).abs() <= tolerance,
+        _ => false,
+    }
+}
+
 /// Every stage of either run, in the base run's order and then the candidate's new ones.
-pub fn compare(base: &Run, candidate: &Run, slower: Slower) -> Comparison {
+pub fn compare(base: &Run, candidate: &Run, settings: &CompareSettings) -> Comparison {
     let mut ids: Vec<&str> = base.stages.iter().map(|s| s.id.as_str()).collect();
     for s in &candidate.stages {
         if !ids.contains(&s.id.as_str()) {
@@ -191,7 +254,7 @@ pub fn compare(base: &Run, candidate: &Run, slower: Slower) -> Comparison {
     }
     let stages: Vec<StageComparison> = ids
         .iter()
-        .map(|id| stage(id, base.stage(id), candidate.stage(id), slower))
+        .map(|id| stage(id, base.stage(id), candidate.stage(id), settings))
         .collect();
     let any = |v: StageVerdict| stages.iter().any(|s| s.verdict == v);
     let verdict = if any(StageVerdict::Regressed) {
@@ -209,5 +272,91 @@ pub fn compare(base: &Run, candidate: &Run, slower: Slower) -> Comparison {
         pipeline: [base.pipeline.clone(), candidate.pipeline.clone()],
         verdict,
         stages,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+    use crate::model::{Attempt, AttemptStatus, RunStatus, Timestamp, Trigger};
+
+    /// A run of stages given as (id, status, ms, output, truncated).
+    fn run(id: i64, stages: &[(&str, StageStatus, i64, Value, bool)]) -> Run {
+        Run {
+            id: RunId(id),
+            pipeline: "p".into(),
+            status: RunStatus::Succeeded,
+            trigger: Trigger::Manual,
+            params: json!({}),
+            created_at: Timestamp::from_millis(0),
+            started_at: None,
+            finished_at: None,
+            duration_ms: None,
+            stages: stages
+                .iter()
+                .map(|(sid, status, ms, out, cut)| StageRecord {
+                    id: (*sid).into(),
+                    kind: "simulate".into(),
+                    needs: vec![],
+                    status: *status,
+                    attempts: vec![Attempt {
+                        n: 1,
+                        status: AttemptStatus::Succeeded,
+                        started_at: Timestamp::from_millis(0),
+                        finished_at: None,
+                        duration_ms: Some(*ms),
+                        input: json!({}),
+                        output: Some(out.clone()),
+                        output_truncated: *cut,
+                        output_bytes: None,
+                        stderr: None,
+                        error: None,
+                    }],
+                })
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn verdicts_follow_status_time_and_output() {
+        use StageStatus::{Failed, Succeeded};
+        let base = run(
+            1,
+            &[
+                ("zero", Succeeded, 0, json!(1), false),
+                ("cut", Succeeded, 10, json!("a"), true),
+                ("fails", Succeeded, 10, json!(1), false),
+                ("faster", Succeeded, 500, json!(1), false),
+                ("gone", Succeeded, 10, json!(1), false),
+            ],
+        );
+        let candidate = run(
+            2,
+            &[
+                ("zero", Succeeded, 60, json!(1), false),
+                ("cut", Succeeded, 10, json!("b"), false),
+                ("fails", Failed, 10, json!(1), false),
+                ("faster", Succeeded, 100, json!(1), false),
+                ("new", Succeeded, 10, json!(1), false),
+            ],
+        );
+        let c = compare(&base, &candidate, &CompareSettings::default());
+        let v = |id: &str| {
+            let s = c.stages.iter().find(|s| s.id == id).unwrap();
+            (s.verdict, s.output_equal)
+        };
+        // From 0 ms, 60 ms more is over the 50 ms threshold whatever the percentage.
+        assert_eq!(v("zero"), (StageVerdict::Regressed, Some(true)));
+        // A cut output is never called equal (nor different).
+        assert_eq!(v("cut"), (StageVerdict::Same, None));
+        assert_eq!(v("fails").0, StageVerdict::Regressed);
+        assert_eq!(v("faster").0, StageVerdict::Improved);
+        assert_eq!(v("gone").0, StageVerdict::Removed);
+        assert_eq!(v("new").0, StageVerdict::Added);
+        assert_eq!(c.verdict, StageVerdict::Regressed);
+        let same = compare(&base, &base, &CompareSettings::default());
+        assert_eq!(same.verdict, StageVerdict::Same);
     }
 }

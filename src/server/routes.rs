@@ -379,10 +379,15 @@ pub async fn compare(
     let Query(q) = q?;
     let base = s.backend.run(run_id(&q.base)?).await?;
     let candidate = s.backend.run(run_id(&q.candidate)?).await?;
+    // Compared as the candidate's pipeline says (`[pipeline.compare]`), defaults otherwise.
+    let settings = s
+        .host
+        .workspace()
+        .pipeline(&candidate.pipeline)
+        .map(|p| p.compare.clone())
+        .unwrap_or_default();
     Ok(ok(crate::model::compare::compare(
-        &base,
-        &candidate,
-        crate::model::compare::Slower::default(),
+        &base, &candidate, &settings,
     )))
 }
 

@@ -126,3 +126,76 @@ fn compare_tells_same_changed_slower_and_failed_stages_apart_and_gates_on_regres
     let out = ws.run(&["compare", &base.to_string(), "999"]);
     out.expect_error(2, "there is no run 999");
 }
+
+#[test]
+fn the_pipeline_says_how_to_match_items_and_what_differences_count() {
+    let ws = TestWorkspace::new();
+    ws.pipeline(
+        "etl",
+        r#"[pipeline]
+name = "etl"
+[pipeline.compare]
+key = { extract = "sku" }
+tolerance = 0.1
+slower_pct = 1000
+[[stage]]
+id = "extract"
+kind = "command"
+command = ["sh", "-c", "cat data.json"]
+"#,
+    );
+    ws.write(
+        "data.json",
+        r#"{"score": 0.91, "items": [{"sku": "a", "price": 1}, {"sku": "b", "price": 2}]}"#,
+    );
+    let base = run(&ws);
+    // An item inserted at the top, and a score that moved less than the tolerance.
+    ws.write(
+        "data.json",
+        r#"{"score": 0.95, "items": [{"sku": "z", "price": 9}, {"sku": "a", "price": 1}, {"sku": "b", "price": 3}]}"#,
+    );
+    let candidate = run(&ws);
+    let out = ws.run(&[
+        "compare",
+        &base.to_string(),
+        &candidate.to_string(),
+        "--json",
+    ]);
+    out.expect_code(0);
+    let v: Value = serde_json::from_str(&out.stdout()).unwrap();
+    let changes: Vec<(String, String)> = v["stages"][0]["changes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| {
+            (
+                c["path"].as_str().unwrap().to_string(),
+                c["kind"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        changes,
+        vec![
+            (
+                r#"$.items["sku=b"].price"#.to_string(),
+                "changed".to_string()
+            ),
+            (r#"$.items["sku=z"]"#.to_string(), "added".to_string()),
+        ],
+        "matched by sku, not by position; the score is within tolerance"
+    );
+    // A mistake in the settings names its place.
+    ws.pipeline(
+        "bad",
+        "[pipeline]\nname = \"bad\"\n[pipeline.compare]\ntolerance = -1\n[[stage]]\nid = \"a\"\nkind = \"simulate\"\n",
+    );
+    let out = ws.run(&["validate", ws.path("pipelines/bad.toml").to_str().unwrap()]);
+    out.expect_code(2);
+    assert!(
+        out.stdout()
+            .contains("bad.toml:4:13: `tolerance` in [pipeline.compare] must be a number"),
+        "{}",
+        out.stdout()
+    );
+}

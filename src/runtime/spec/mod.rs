@@ -28,6 +28,9 @@ pub struct Pipeline {
     /// Declared parameters and their defaults; `--param` may only set these.
     pub params: Map<String, Value>,
     pub stages: Vec<Stage>,
+    /// How runs of this pipeline are compared (`[pipeline.compare]`).
+    #[serde(default)]
+    pub compare: crate::model::compare::CompareSettings,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -85,6 +88,7 @@ const PIPELINE_KEYS: &[&str] = &[
     "retry",
     "breaker",
     "params",
+    "compare",
 ];
 const COMMON_KEYS: &[&str] = &[
     "id",
@@ -262,6 +266,7 @@ pub fn parse(file_name: &str, text: &str) -> Result<Pipeline, Vec<Diagnostic>> {
             concurrency: p.concurrency,
             schedule: p.schedule,
             params: p.params,
+            compare: p.compare,
             stages: stages.into_iter().flatten().collect(),
         }),
         _ => Err(problems),
@@ -291,6 +296,7 @@ struct PipelineHead {
     concurrency: u32,
     schedule: Option<Schedule>,
     params: Map<String, Value>,
+    compare: crate::model::compare::CompareSettings,
     defaults: Defaults,
 }
 
@@ -369,18 +375,43 @@ fn pipeline_table(c: &mut Checker<'_>, t: &DeTable<'_>, span: &Range<usize>) -> 
             _ => Map::new(),
         })
         .unwrap_or_default();
+    let compare = c
+        .table(t, "compare", CTX)
+        .map(|(ct, _)| compare_table(c, ct))
+        .unwrap_or_default();
     PipelineHead {
         name,
         description,
         concurrency,
         schedule,
         params,
+        compare,
         defaults: Defaults {
             timeout_ms,
             retry,
             breaker,
         },
     }
+}
+
+/// `[pipeline.compare]`: `slower_pct`, `slower_ms`, `key = { stage = "field" }`, `tolerance`.
+fn compare_table(c: &mut Checker<'_>, t: &DeTable<'_>) -> crate::model::compare::CompareSettings {
+    let ctx = "[pipeline.compare]";
+    c.known_keys(t, &["slower_pct", "slower_ms", "key", "tolerance"], ctx);
+    let mut s = crate::model::compare::CompareSettings::default();
+    if let Some((v, _)) = c.number(t, "slower_pct", ctx, 0.0, 100_000.0) {
+        s.slower.pct = v;
+    }
+    if let Some((v, _)) = c.int(t, "slower_ms", ctx, 0, MAX_TIMEOUT_MS) {
+        s.slower.ms = v;
+    }
+    if let Some((v, _)) = c.number(t, "tolerance", ctx, 0.0, f64::INFINITY) {
+        s.tolerance = v;
+    }
+    if let Some((m, _)) = c.str_map(t, "key", ctx) {
+        s.keys = m.into_iter().collect();
+    }
+    s
 }
 
 fn retry_table(c: &mut Checker<'_>, t: &DeTable<'_>, ctx: &str, base: &RetryPolicy) -> RetryPolicy {
