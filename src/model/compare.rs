@@ -74,7 +74,13 @@ pub struct StageComparison {
     /// Why, in a few words (`slower by 120 ms (+35%)`, `output cut at the store's limit`).
     pub note: Option<String>,
     pub changes: Vec<OutputChange>,
+    /// For text outputs that differ: a line diff (at most [`MAX_LINES`] lines).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub lines: Vec<super::diff::DiffLine>,
 }
+
+/// Lines of a text output's diff kept in a comparison.
+pub const MAX_LINES: usize = 400;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Comparison {
@@ -140,6 +146,7 @@ fn stage(
         verdict: StageVerdict::Same,
         note: None,
         changes: Vec::new(),
+        lines: Vec::new(),
     };
     let (Some(a), Some(b)) = (a, b) else {
         c.verdict = if a.is_none() {
@@ -172,6 +179,10 @@ fn stage(
             })
             .collect();
         c.output_equal = Some(c.changes.is_empty());
+        if let (Value::String(_), Value::String(_), false) = (&oa, &ob, c.changes.is_empty()) {
+            c.lines = diff(&oa, &ob).lines;
+            c.lines.truncate(MAX_LINES);
+        }
     }
     // From 0 ms any increase is an infinite percentage: the ms threshold alone decides.
     let pct_over =
@@ -351,6 +362,25 @@ mod tests {
         assert_eq!(v("zero"), (StageVerdict::Regressed, Some(true)));
         // A cut output is never called equal (nor different).
         assert_eq!(v("cut"), (StageVerdict::Same, None));
+        // Text outputs that differ carry a line diff.
+        let text = compare(
+            &run(3, &[("t", Succeeded, 1, json!("a\nb\nc"), false)]),
+            &run(4, &[("t", Succeeded, 1, json!("a\nB\nc"), false)]),
+            &CompareSettings::default(),
+        );
+        let lines: Vec<(super::super::diff::LineTag, &str)> = text.stages[0]
+            .lines
+            .iter()
+            .map(|l| (l.tag, l.text.as_str()))
+            .collect();
+        assert!(
+            lines.contains(&(super::super::diff::LineTag::Removed, "b")),
+            "{lines:?}"
+        );
+        assert!(
+            lines.contains(&(super::super::diff::LineTag::Added, "B")),
+            "{lines:?}"
+        );
         assert_eq!(v("fails").0, StageVerdict::Regressed);
         assert_eq!(v("faster").0, StageVerdict::Improved);
         assert_eq!(v("gone").0, StageVerdict::Removed);
