@@ -120,6 +120,9 @@ impl Remote {
     pub fn new(base: &str, token: Option<String>) -> Remote {
         let http = crate::net::client_builder()
             .connect_timeout(Duration::from_secs(5))
+            // The server closes a connection quiet for 30 s; letting idle ones go sooner means
+            // a request is never sent on a connection the server is closing.
+            .pool_idle_timeout(Duration::from_secs(20))
             .build()
             .unwrap_or_default();
         Remote {
