@@ -39,6 +39,23 @@ pub fn redacted_url(url: &str) -> String {
     out
 }
 
+/// A response's body, refused once it passes `limit` bytes (said up front by its length, or
+/// found while reading): whatever answers, opsdeck never holds more than it expects of it.
+pub async fn read_capped(mut resp: reqwest::Response, limit: usize) -> Result<Vec<u8>, String> {
+    let too_big = || format!("the answer is larger than the {limit} bytes opsdeck reads");
+    if resp.content_length().is_some_and(|n| n > limit as u64) {
+        return Err(too_big());
+    }
+    let mut body = Vec::new();
+    while let Some(chunk) = resp.chunk().await.map_err(|e| e.to_string())? {
+        if body.len().saturating_add(chunk.len()) > limit {
+            return Err(too_big());
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -75,8 +75,9 @@ impl Traffic {
                     .await
                     .map_err(|e| format!("the traffic webhook {url} did not answer: {e}"))?;
                 let status = resp.status();
-                let body = resp.text().await.unwrap_or_default();
-                let body = cut(&body);
+                let body = crate::net::read_capped(resp, OUTPUT_LIMIT)
+                    .await
+                    .map_or_else(|e| e, |b| cut(&String::from_utf8_lossy(&b)));
                 if status.is_success() {
                     Ok(body)
                 } else {

@@ -39,6 +39,10 @@ pub struct Remote {
     silence: Duration,
 }
 
+/// The largest answer read from a server: a run with every attempt's input and output (each
+/// at most the store's output limit) fits many times over.
+const MAX_ANSWER_BYTES: usize = 256 * 1024 * 1024;
+
 /// Three heartbeats.
 const SILENCE: Duration = Duration::from_secs(45);
 
@@ -167,8 +171,16 @@ impl Remote {
             .await
             .map_err(|e| unreachable(&self.base, &e))?;
         let status = resp.status();
-        let body: Value = resp.json().await.map_err(|e| {
-            ApiError::new(ErrorCode::Upstream, format!("the server at {} answered {status} with something other than the opsdeck envelope: {}", self.base, short(&e)))
+        let bytes = crate::net::read_capped(resp, MAX_ANSWER_BYTES)
+            .await
+            .map_err(|e| {
+                ApiError::new(
+                    ErrorCode::Upstream,
+                    format!("the server at {}: {e}", self.base),
+                )
+            })?;
+        let body: Value = serde_json::from_slice(&bytes).map_err(|e| {
+            ApiError::new(ErrorCode::Upstream, format!("the server at {} answered {status} with something other than the opsdeck envelope: {e}", self.base))
         })?;
         if let Some(err) = body.get("error").filter(|e| !e.is_null()) {
             let code = err["code"]

@@ -8,8 +8,10 @@ use std::sync::Mutex;
 
 use axum::body::Bytes;
 
-/// Distinct requests kept; past this the table starts again.
+/// Distinct requests kept, and the bytes they may hold in all; past either the table starts
+/// again (a thousand-row page is large, and a client can ask for many different ones).
 const MAX_ENTRIES: usize = 256;
+const MAX_BYTES: usize = 16 * 1024 * 1024;
 
 #[derive(Debug, Default)]
 pub struct PageCache {
@@ -29,10 +31,17 @@ impl PageCache {
     /// Keeps `bytes` as the answer for `key`, read at `generation` (the generation seen
     /// before reading: a write during the read only makes the entry fresher than its key).
     pub fn put(&self, key: String, generation: u64, bytes: Bytes) {
+        if bytes.len() > MAX_BYTES / 4 {
+            return;
+        }
         let mut entries = crate::sync::lock(&self.entries);
-        if entries.len() >= MAX_ENTRIES && !entries.contains_key(&key) {
+        let held: usize = entries.values().map(|(_, b)| b.len()).sum();
+        if (entries.len() >= MAX_ENTRIES && !entries.contains_key(&key))
+            || held + bytes.len() > MAX_BYTES
+        {
             entries.retain(|_, (g, _)| *g == generation);
-            if entries.len() >= MAX_ENTRIES {
+            let held: usize = entries.values().map(|(_, b)| b.len()).sum();
+            if entries.len() >= MAX_ENTRIES || held + bytes.len() > MAX_BYTES {
                 entries.clear();
             }
         }
@@ -55,6 +64,16 @@ mod tests {
             c.put(format!("k{i}"), 9, Bytes::from_static(b"x"));
         }
         assert!(crate::sync::lock(&c.entries).len() <= MAX_ENTRIES);
+        // However large the pages, the table holds at most its byte budget.
+        let big = Bytes::from(vec![b'x'; MAX_BYTES / 8]);
+        for i in 0..20 {
+            c.put(format!("big{i}"), 9, big.clone());
+        }
+        let held: usize = crate::sync::lock(&c.entries)
+            .values()
+            .map(|(_, b)| b.len())
+            .sum();
+        assert!(held <= MAX_BYTES, "{held}");
     }
 }
 

@@ -161,11 +161,17 @@ impl From<QueryRejection> for Failure {
             .map(|(f, _)| f.to_string())
             .filter(|f| f.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'))
             .or_else(|| detail.split('`').nth(1).map(str::to_string));
-        Failure::new(
-            ErrorCode::Validation,
-            format!("the query string is not valid: {detail}"),
-        )
-        .with_details(json!({ "field": field }))
+        // serde's words for a number that does not parse say nothing of what would.
+        let number = ["invalid digit", "too large", "cannot parse integer"]
+            .iter()
+            .any(|w| detail.contains(w));
+        let message = match (&field, number) {
+            (Some(f), true) => format!(
+                "`{f}` in the query string must be a whole number of 0 or more within range ({detail})"
+            ),
+            _ => format!("the query string is not valid: {detail}"),
+        };
+        Failure::new(ErrorCode::Validation, message).with_details(json!({ "field": field }))
     }
 }
 

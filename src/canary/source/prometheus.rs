@@ -43,6 +43,10 @@ pub struct Prometheus {
     pub pause_after: Duration,
 }
 
+/// The largest answer read from Prometheus: a query meant to sum to one number (or one per
+/// bucket) that returns more has matched far more series than it should.
+const MAX_ANSWER_BYTES: usize = 8 * 1024 * 1024;
+
 /// What one query cycle learned for one version.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Counts {
@@ -105,7 +109,10 @@ async fn vector(
         .await
         .map_err(|e| format!("prometheus at {} did not answer: {e}", p.url))?;
     let status = resp.status();
-    let body: Value = resp.json().await.map_err(|e| {
+    let bytes = crate::net::read_capped(resp, MAX_ANSWER_BYTES)
+        .await
+        .map_err(|e| format!("prometheus at {}: {e}", p.url))?;
+    let body: Value = serde_json::from_slice(&bytes).map_err(|e| {
         format!(
             "prometheus at {} answered something that is not JSON: {e}",
             p.url
