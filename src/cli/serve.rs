@@ -151,6 +151,14 @@ pub async fn run(cli: &Cli, args: &ServeArgs) -> CliResult {
     let host = Host::start(ws, HostOptions::long_lived("opsdeck serve"))
         .await
         .map_err(|e| CliError::from(e).context("cannot serve the workspace"))?;
+    // Said before the address is published, so whoever finds the server has been warned.
+    let bound = listener.local_addr().unwrap_or(config.bind);
+    if !bound.ip().is_loopback() {
+        let _ = writeln!(
+            std::io::stderr(),
+            "warning: serving on {bound} in plain HTTP: tokens and data cross the network in clear text unless a TLS proxy (Caddy, nginx) fronts this server; see the README's \"Running on a server\""
+        );
+    }
     let session_token = !config.tokens.is_empty();
     let endpoint = spawn_api(
         &host,
@@ -162,13 +170,6 @@ pub async fn run(cli: &Cli, args: &ServeArgs) -> CliResult {
         },
     )?;
     tracing::info!(address = %endpoint.addr, read_only = args.read_only, "serving the API");
-    if !endpoint.addr.ip().is_loopback() {
-        let _ = writeln!(
-            std::io::stderr(),
-            "warning: serving on {} in plain HTTP: tokens and data cross the network in clear text unless a TLS proxy (Caddy, nginx) fronts this server; see the README's \"Running on a server\"",
-            endpoint.addr
-        );
-    }
     stop_signal().await;
     endpoint.stop().await;
     tracing::info!("stopping: interrupting active runs, flushing the store");
