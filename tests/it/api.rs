@@ -7,8 +7,8 @@ use std::time::Duration;
 use futures::StreamExt;
 use opsdeck::config::server::hex;
 use opsdeck::host::{Host, HostOptions};
+use opsdeck::server::AppState;
 use opsdeck::server::auth::sha256;
-use opsdeck::server::{self, AppState};
 use serde_json::{Value, json};
 
 use crate::support::{TestWorkspace, until};
@@ -56,20 +56,7 @@ async fn start(rate_limit: u32) -> Api {
     let ws = TestWorkspace::new();
     ws.write("opsdeck.toml", &config(rate_limit));
     ws.pipeline("etl", crate::support::ETL);
-    let host = Host::start(ws.open(), HostOptions::long_lived("api test"))
-        .await
-        .unwrap();
-    let cfg = opsdeck::host::Workspace::open(&ws.path("")).unwrap().server;
-    let state = AppState::new(host.clone(), cfg);
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(server::serve(listener, state));
-    Api {
-        base: format!("http://{addr}"),
-        http: crate::support::http(),
-        host,
-        _ws: ws,
-    }
+    serve_ws(ws).await.0
 }
 
 impl Api {
@@ -616,24 +603,11 @@ async fn long_log() -> (Api, u64) {
         );
     }
     ws.pipeline("wide", &format!("[pipeline]\nname = \"wide\"\n{stages}"));
-    let host = Host::start(ws.open(), HostOptions::long_lived("api test"))
-        .await
-        .unwrap();
-    while host.overview().await.unwrap().last_seq < 700 {
-        crate::support::run_to_end(&host, "wide").await;
+    let (api, _) = serve_ws(ws).await;
+    while api.host.overview().await.unwrap().last_seq < 700 {
+        crate::support::run_to_end(&api.host, "wide").await;
     }
-    let last = host.overview().await.unwrap().last_seq;
-    let cfg = opsdeck::host::Workspace::open(&ws.path("")).unwrap().server;
-    let state = AppState::new(host.clone(), cfg);
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(server::serve(listener, state));
-    let api = Api {
-        base: format!("http://{addr}"),
-        http: crate::support::http(),
-        host,
-        _ws: ws,
-    };
+    let last = api.host.overview().await.unwrap().last_seq;
     (api, last)
 }
 
@@ -841,10 +815,7 @@ async fn serve_ws(ws: TestWorkspace) -> (Api, AppState) {
         .await
         .unwrap();
     let cfg = opsdeck::host::Workspace::open(&ws.path("")).unwrap().server;
-    let state = AppState::new(host.clone(), cfg);
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(server::serve(listener, state.clone()));
+    let (addr, state) = crate::support::serve_api(&host, cfg).await;
     let api = Api {
         base: format!("http://{addr}"),
         http: crate::support::http(),
@@ -1038,6 +1009,15 @@ async fn the_dead_letter_queue_pages_and_one_entry_has_its_input() {
         let (s, v) = api.get(bad, VIEWER).await;
         assert_eq!((s, code(&v)), (400, "validation"), "{bad}: {v}");
     }
+    let (s, v) = api.get("/v1/dlq?limit=-1", VIEWER).await;
+    assert_eq!((s, code(&v)), (400, "validation"), "{v}");
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("`limit` in the query string must be a whole number"),
+        "{v}"
+    );
     let (s, v) = api.get("/v1/dlq/999999", VIEWER).await;
     assert_eq!((s, code(&v)), (404, "not_found"), "{v}");
     api.host.shutdown().await;

@@ -11,7 +11,6 @@ use opsdeck::model::{
     Actor, ApiError, AuditQuery, CanaryAction, CanaryAt, CanaryState, Command, ErrorCode, Outcome,
     Role, RunId, RunQuery, StartRun, Via,
 };
-use opsdeck::server::{self, AppState};
 
 use crate::support::{TestWorkspace, until};
 
@@ -262,10 +261,8 @@ async fn the_remote_backend_over_loopback() {
     let host = Host::start(ws.open(), HostOptions::long_lived("behaviour"))
         .await
         .unwrap();
-    let state = AppState::new(host.clone(), opsdeck::server::ServerConfig::default());
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(server::serve(listener, state));
+    let (addr, _state) =
+        crate::support::serve_api(&host, opsdeck::server::ServerConfig::default()).await;
     behaviour(
         Arc::new(Remote::new(&format!("http://{addr}"), None)),
         "remote",
@@ -321,9 +318,7 @@ async fn bad_stream(flood: bool) -> (String, Arc<std::sync::atomic::AtomicUsize>
             }
         }),
     );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    let addr = crate::support::serve_router(app).await;
     (format!("http://{addr}"), connections)
 }
 

@@ -28,10 +28,7 @@ async fn upstream(name: &'static str, failing: Arc<AtomicBool>) -> SocketAddr {
             }
         }
     });
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-    addr
+    crate::support::serve_router(app).await
 }
 
 /// An upstream that never answers.
@@ -40,10 +37,7 @@ async fn hung() -> SocketAddr {
         tokio::time::sleep(Duration::from_secs(3_600)).await;
         "too late"
     });
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-    addr
+    crate::support::serve_router(app).await
 }
 
 /// A hung canary is never invisible: its requests time out as errors (504 to the client), and a
@@ -662,9 +656,7 @@ async fn a_traffic_webhook_is_posted_the_weight_and_retried() {
             }
         }),
     );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    let addr = crate::support::serve_router(app).await;
     let ws = TestWorkspace::new();
     ws.write(
         "opsdeck.toml",
@@ -719,10 +711,7 @@ async fn echo() -> SocketAddr {
                 axum::Json(seen),
             )
         });
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-    addr
+    crate::support::serve_router(app).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -9,7 +9,6 @@ use std::time::Duration;
 use opsdeck::config::server::hex;
 use opsdeck::host::{Host, HostOptions};
 use opsdeck::server::auth::sha256;
-use opsdeck::server::{self, AppState};
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestRunner};
 use serde_json::Value;
@@ -350,10 +349,7 @@ fn every_route_answers_random_input_in_the_envelope() {
             .await
             .unwrap();
         let cfg = opsdeck::host::Workspace::open(&ws.path("")).unwrap().server;
-        let state = AppState::new(host.clone(), cfg);
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        tokio::spawn(server::serve(listener, state));
+        let (addr, _state) = crate::support::serve_api(&host, cfg).await;
         (host, format!("http://{addr}"))
     });
     let http = crate::support::http();

@@ -67,10 +67,7 @@ async fn exporter(state: Arc<Mutex<Exported>>) -> SocketAddr {
             async move { state.lock().unwrap().text() }
         }),
     );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-    addr
+    crate::support::serve_router(app).await
 }
 
 /// Traffic every 100 ms: legacy 20 requests with 1% errors, the canary 5 with

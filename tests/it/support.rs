@@ -315,6 +315,27 @@ kind = "command"
 command = ["sh", "-c", "echo '{\"rows\": 3}'"]
 "#;
 
+/// Serves `app` on a free loopback port in the background; its address.
+pub async fn serve_router(app: axum::Router) -> std::net::SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    addr
+}
+
+/// The API of `host` with `config`, served as `opsdeck serve` serves it, on a free loopback
+/// port; its address and the server's state (for what a test drives directly).
+pub async fn serve_api(
+    host: &Host,
+    config: opsdeck::server::ServerConfig,
+) -> (std::net::SocketAddr, opsdeck::server::AppState) {
+    let state = opsdeck::server::AppState::new(host.clone(), config);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(opsdeck::server::serve(listener, state.clone()));
+    (addr, state)
+}
+
 /// A loopback port free a moment ago.
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
