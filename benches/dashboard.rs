@@ -230,6 +230,7 @@ fn summary(id: i64, status: RunStatus, start: DateTime<Utc>, done: u32) -> RunSu
         stages_done: done,
         stages_succeeded: done,
         stages_failed: 0,
+        test: false,
     }
 }
 

@@ -74,6 +74,9 @@ pub fn populate(dir: &std::path::Path, runs: i64) -> Workspace {
                             needs: vec![],
                         })
                         .collect(),
+                    overrides: "{}".into(),
+                    assets: "{}".into(),
+                    test_input: None,
                 });
                 let status = if id % 11 == 0 {
                     RunStatus::Failed

@@ -5,6 +5,7 @@ use clap::Args;
 
 use super::output::{Table, print_json, short};
 use super::{Cli, CliError, CliResult, EXIT_OK, open_workspace, parse_run_id, reader, served};
+use crate::client::Backend;
 use crate::model::compare::{Comparison, StageVerdict, compare};
 use crate::model::{Run, RunId};
 

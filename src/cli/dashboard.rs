@@ -151,6 +151,9 @@ pub async fn run(cli: &Cli) -> CliResult {
     let host = Host::start(ws, HostOptions::long_lived("opsdeck (dashboard)"))
         .await
         .map_err(|e| CliError::from(e).context("cannot host the workspace"))?;
+    if source == crate::host::workspace::Source::Demo {
+        crate::host::demo::prime(&host).await;
+    }
     let endpoint = local_endpoint(&host, serving).await;
     let result = match config {
         Some(config) => crate::tui::run(Arc::new(Embedded::new(host.clone())), config)

@@ -12,6 +12,7 @@ macro_rules! say_raw {
     ($($arg:tt)*) => { $crate::cli::output::emit(&format!($($arg)*)) };
 }
 
+mod assets;
 mod audit;
 mod canary;
 mod compare;
@@ -23,6 +24,7 @@ mod output;
 mod run;
 mod runs;
 mod serve;
+mod stage;
 mod token;
 mod validate;
 
@@ -121,6 +123,12 @@ pub enum Command {
     Audit(audit::AuditArgs),
     /// Two runs stage by stage: status, time, output changes; exit 1 when something regressed
     Compare(compare::CompareArgs),
+    /// Versioned assets: list, show, diff, put, pin, rollback
+    #[command(subcommand)]
+    Assets(assets::AssetsCommand),
+    /// One stage alone: `stage test PIPELINE STAGE` runs it in test mode
+    #[command(subcommand)]
+    Stage(stage::StageCommand),
 }
 
 /// Arguments shared by commands that print a run or a list.
@@ -373,6 +381,8 @@ pub async fn dispatch(cli: Cli) -> u8 {
         Some(Command::Token(cmd)) => token::run(cmd),
         Some(Command::Audit(args)) => audit::run(&cli, args).await,
         Some(Command::Compare(args)) => compare::run(&cli, args).await,
+        Some(Command::Assets(cmd)) => assets::run(&cli, cmd).await,
+        Some(Command::Stage(cmd)) => stage::run(&cli, cmd).await,
         None => dashboard::run(&cli).await,
     };
     match result {

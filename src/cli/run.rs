@@ -22,6 +22,9 @@ pub struct RunArgs {
     /// Print the finished run as JSON on stdout instead of progress lines
     #[arg(long)]
     pub json: bool,
+    /// Use version N of asset NAME for this run only; repeatable
+    #[arg(long = "override", value_name = "NAME=N", value_parser = crate::model::asset::parse_override)]
+    pub overrides: Vec<(String, u32)>,
     /// Why, for the audit log
     #[arg(long, default_value = "")]
     pub reason: String,
@@ -78,8 +81,13 @@ pub async fn run(cli: &Cli, args: &RunArgs) -> CliResult {
             })?;
         let params = crate::runtime::spec::params_from_text(&p.name, &p.params, &args.params)
             .map_err(CliError::bad_input)?;
-        let (name, json) = (p.name.clone(), args.json);
-        return start_and_follow(&remote, name, params, json, &args.reason).await;
+        let req = StartRun {
+            pipeline: p.name.clone(),
+            params,
+            overrides: args.overrides.iter().cloned().collect(),
+            test: None,
+        };
+        return start_and_follow(&remote, req, args.json, &args.reason).await;
     }
     let (ws, _log) = open_workspace(cli, true, false)?;
     let pipeline = ws.pipeline(&args.pipeline).map_err(CliError::bad_input)?;
@@ -88,36 +96,43 @@ pub async fn run(cli: &Cli, args: &RunArgs) -> CliResult {
         .map_err(CliError::bad_input)?;
     let command = format!("opsdeck run {}", args.pipeline);
     let (json, reason) = (args.json, args.reason.as_str());
+    let req = StartRun {
+        pipeline: pipeline.name.clone(),
+        params,
+        overrides: args.overrides.iter().cloned().collect(),
+        test: None,
+    };
     with_backend(
         cli,
         Some(ws),
         command,
         &format!("cannot run `{}`", args.pipeline),
-        async move |b| start_and_follow(b, pipeline.name.clone(), params, json, reason).await,
+        async move |b| start_and_follow(b, req, json, reason).await,
     )
     .await
 }
 
-/// Starts a run and follows it to its end.
-async fn start_and_follow(
+/// Starts a run (or a stage test) and follows it to its end.
+pub async fn start_and_follow(
     b: &dyn Backend,
-    pipeline: String,
-    params: serde_json::Map<String, serde_json::Value>,
+    req: StartRun,
     json: bool,
     reason: &str,
 ) -> CliResult {
     let since = b.overview().await?.last_seq;
-    let start = Command::StartRun(StartRun {
-        pipeline: pipeline.clone(),
-        params,
-    });
+    let pipeline = req.pipeline.clone();
+    let what = match &req.test {
+        Some(t) => format!("test run {{id}} of stage `{}` of `{pipeline}`", t.stage),
+        None => format!("run {{id}} of `{pipeline}`"),
+    };
+    let start = Command::StartRun(req);
     let Outcome::RunStarted { run: id } = command(b, start, reason).await? else {
         return Err(CliError::failed(
             "the host did not say which run it started",
         ));
     };
     if !json {
-        say!("run {id} of `{pipeline}` started")?;
+        say!("{} started", what.replace("{id}", &id.to_string()))?;
     }
     follow(b, since, id, json).await
 }

@@ -35,6 +35,9 @@ pub struct ListArgs {
     /// Only runs older than this id (to page back through history)
     #[arg(long, value_parser = parse_run_id, value_name = "ID")]
     pub before: Option<RunId>,
+    /// List isolated stage tests (`opsdeck stage test`) instead of production runs
+    #[arg(long)]
+    pub tests: bool,
     /// Print JSON instead of a table
     #[arg(long)]
     pub json: bool,
@@ -162,6 +165,7 @@ fn query(args: &ListArgs) -> RunQuery {
         status: args.status,
         before: args.before,
         limit: args.limit as usize,
+        tests: args.tests,
         ..RunQuery::default()
     }
 }
@@ -200,7 +204,7 @@ fn list(ws: &Workspace, args: &ListArgs) -> CliResult {
 
 /// Whether the list was narrowed (so an empty one means "none match", not "none yet").
 fn filtered(args: &ListArgs) -> bool {
-    args.pipeline.is_some() || args.status.is_some() || args.before.is_some()
+    args.pipeline.is_some() || args.status.is_some() || args.before.is_some() || args.tests
 }
 
 fn show(ws: &Workspace, id: RunId, json: bool) -> CliResult {
@@ -215,6 +219,14 @@ fn show(ws: &Workspace, id: RunId, json: bool) -> CliResult {
         })?;
     let entries = r.dlq_for_run(id).map_err(|e| CliError::failed(e.0))?;
     print_run(&run, &entries, json)
+}
+
+/// `prompt@2 rules@5`: asset versions as a stage names them.
+pub fn versions_text(v: &std::collections::BTreeMap<String, u32>) -> String {
+    v.iter()
+        .map(|(n, v)| format!("{n}@{v}"))
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 fn print_run(run: &crate::model::Run, entries: &[crate::model::DlqEntry], json: bool) -> CliResult {
@@ -232,8 +244,18 @@ fn print_run(run: &crate::model::Run, entries: &[crate::model::DlqEntry], json: 
         took(run.duration_ms)
     )?;
     say!("params {}", run.params)?;
+    if run.test {
+        say!(
+            "test run: one stage alone, kept out of run lists, metrics, breakers and the dead-letter queue"
+        )?;
+    }
+    if !run.overrides.is_empty() {
+        say!("overrides {}", versions_text(&run.overrides))?;
+    }
     say!()?;
-    let mut t = Table::new(vec!["STAGE", "STATUS", "ATTEMPTS", "DURATION", "ERROR"]);
+    let mut t = Table::new(vec![
+        "STAGE", "STATUS", "ATTEMPTS", "DURATION", "ASSETS", "ERROR",
+    ]);
     for s in &run.stages {
         let last = s.last_attempt();
         t.row(vec![
@@ -241,6 +263,7 @@ fn print_run(run: &crate::model::Run, entries: &[crate::model::DlqEntry], json: 
             format!("{} {}", stage_symbol(s.status), s.status),
             s.attempts.len().to_string(),
             took(last.and_then(|a| a.duration_ms)),
+            last.map(|a| versions_text(&a.assets)).unwrap_or_default(),
             last.and_then(|a| a.error.as_ref())
                 .map(|e| short(&format!("{}: {}", e.code, e.message), 70))
                 .unwrap_or_default(),

@@ -8,6 +8,9 @@ use tokio::sync::broadcast::{self, error::RecvError};
 
 use super::{Backend, DEFAULT_RESUME_HORIZON, EventStream, Result, StreamItem};
 use crate::host::Host;
+use crate::model::asset::{AssetDetail, AssetSummary};
+use crate::model::compare::Comparison;
+use crate::model::lens::PipelineStats;
 use crate::model::{
     Actor, AuditQuery, AuditRecord, CanaryStatus, Command, DlqEntry, DlqId, DlqQuery, Event,
     Outcome, Overview, Page, Run, RunId, RunQuery, RunSummary, SeriesPoint, StageIo,
@@ -227,6 +230,22 @@ impl Backend for Embedded {
 
     async fn audit(&self, q: AuditQuery) -> Result<Vec<AuditRecord>> {
         Ok(self.host.audit_log(q).await?)
+    }
+
+    async fn pipeline_stats(&self, name: &str, runs: usize) -> Result<PipelineStats> {
+        self.host.pipeline_stats(name, runs).await
+    }
+
+    async fn compare(&self, base: RunId, candidate: RunId) -> Result<Comparison> {
+        self.host.compare(base, candidate).await
+    }
+
+    async fn assets(&self) -> Result<Vec<AssetSummary>> {
+        self.host.assets().await
+    }
+
+    async fn asset(&self, name: &str, version: Option<u32>) -> Result<AssetDetail> {
+        self.host.asset(name, version).await
     }
 
     async fn control(&self, cmd: Command, actor: &Actor, reason: &str) -> Result<Outcome> {

@@ -14,6 +14,9 @@ use futures::Stream;
 pub use embedded::Embedded;
 pub use remote::{CLAIM_ACTOR, CLAIM_VIA, Remote};
 
+use crate::model::asset::{AssetDetail, AssetSummary};
+use crate::model::compare::Comparison;
+use crate::model::lens::PipelineStats;
 use crate::model::{
     Actor, ApiError, AuditQuery, AuditRecord, CanaryStatus, Command, DlqEntry, DlqId, DlqQuery,
     Event, Outcome, Overview, Page, Role, Run, RunId, RunQuery, RunSummary, SeriesPoint, StageIo,
@@ -64,6 +67,10 @@ pub trait Backend: Send + Sync {
     async fn runs(&self, q: RunQuery) -> Result<Page<RunSummary>>;
     async fn run(&self, id: RunId) -> Result<Run>;
     async fn stage_io(&self, id: RunId, stage: &str) -> Result<StageIo>;
+    /// Each stage's health over the pipeline's last `runs` runs (the pipeline lens).
+    async fn pipeline_stats(&self, name: &str, runs: usize) -> Result<PipelineStats>;
+    /// Two runs stage by stage, as the candidate's pipeline says runs compare.
+    async fn compare(&self, base: RunId, candidate: RunId) -> Result<Comparison>;
     /// A page of dead-letter entries, newest first, without inputs.
     async fn dlq(&self, q: DlqQuery) -> Result<Page<DlqEntry, DlqId>>;
     /// One entry, with its input.
@@ -79,6 +86,10 @@ pub trait Backend: Send + Sync {
     ) -> Result<Vec<SeriesPoint>>;
     /// Audit records, newest first.
     async fn audit(&self, q: AuditQuery) -> Result<Vec<AuditRecord>>;
+    /// Every asset, with its pinned and newest versions and the stages that use it.
+    async fn assets(&self) -> Result<Vec<AssetSummary>>;
+    /// One asset's versions and pins, and one version's content (the pinned one by default).
+    async fn asset(&self, name: &str, version: Option<u32>) -> Result<AssetDetail>;
     /// Every state change: one command with who asks and why, checked, performed and audited
     /// by the host. A remote host identifies the actor by its token instead.
     async fn control(&self, cmd: Command, actor: &Actor, reason: &str) -> Result<Outcome>;

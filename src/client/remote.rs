@@ -16,6 +16,7 @@ use serde_json::{Value, json};
 use tokio::sync::mpsc;
 
 use super::{Backend, EventStream, Result, StreamItem};
+use crate::model::asset::{AssetDetail, AssetSummary};
 use crate::model::{
     ActionRecord, Actor, ApiError, AuditQuery, AuditRecord, CanaryAction, CanaryStatus, Command,
     DlqEntry, DlqId, DlqQuery, ErrorCode, Event, MAX_DLQ_LIMIT, Outcome, Overview, Page, Run,
@@ -208,18 +209,6 @@ impl Remote {
     }
 
     /// Two runs compared by the server (`GET /v1/compare`), with its pipeline's settings.
-    pub async fn compare(
-        &self,
-        base: RunId,
-        candidate: RunId,
-    ) -> Result<crate::model::compare::Comparison> {
-        self.get(&format!(
-            "/v1/compare?base={}&candidate={}",
-            base.0, candidate.0
-        ))
-        .await
-    }
-
     async fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T> {
         self.send(self.request(reqwest::Method::GET, path)).await
     }
@@ -374,6 +363,9 @@ impl Backend for Remote {
         if let Some(b) = q.before {
             params.push(("cursor", b.0.to_string()));
         }
+        if q.tests {
+            params.push(("tests", "true".into()));
+        }
         self.get(&format!("/v1/runs?{}", query_string(&params)))
             .await
     }
@@ -420,6 +412,37 @@ impl Backend for Remote {
         .await
     }
 
+    async fn compare(
+        &self,
+        base: RunId,
+        candidate: RunId,
+    ) -> Result<crate::model::compare::Comparison> {
+        self.get(&format!(
+            "/v1/compare?base={}&candidate={}",
+            base.0, candidate.0
+        ))
+        .await
+    }
+
+    async fn pipeline_stats(
+        &self,
+        name: &str,
+        runs: usize,
+    ) -> Result<crate::model::lens::PipelineStats> {
+        self.get(&format!("/v1/pipelines/{}/stats?runs={runs}", encode(name)))
+            .await
+    }
+
+    async fn assets(&self) -> Result<Vec<AssetSummary>> {
+        self.get("/v1/assets").await
+    }
+
+    async fn asset(&self, name: &str, version: Option<u32>) -> Result<AssetDetail> {
+        let query = version.map(|v| format!("?version={v}")).unwrap_or_default();
+        self.get(&format!("/v1/assets/{}{query}", encode(name)))
+            .await
+    }
+
     async fn audit(&self, q: AuditQuery) -> Result<Vec<AuditRecord>> {
         let mut params: Vec<(&str, String)> = vec![("limit", q.limit.to_string())];
         if let Some(t) = q.since {
@@ -459,7 +482,8 @@ impl Remote {
                 let v: Value = self
                     .post(
                         &format!("/v1/pipelines/{}/runs", encode(&req.pipeline)),
-                        &json!({ "params": req.params, "reason": reason }),
+                        &json!({ "params": req.params, "overrides": req.overrides,
+                                 "test": req.test, "reason": reason }),
                     )
                     .await?;
                 Outcome::RunStarted {
@@ -523,6 +547,24 @@ impl Remote {
                 )
                 .await?;
                 Outcome::Fault { canary, fault }
+            }
+            Command::PutAsset { name, content, pin } => {
+                self.post(
+                    &format!("/v1/assets/{}", encode(&name)),
+                    &json!({ "content": content, "pin": pin, "reason": reason }),
+                )
+                .await?
+            }
+            Command::PinAsset { name, version } => {
+                self.post(
+                    &format!("/v1/assets/{}/pin", encode(&name)),
+                    &json!({ "version": version, "reason": reason }),
+                )
+                .await?
+            }
+            Command::RollbackAsset { name } => {
+                self.post(&format!("/v1/assets/{}/rollback", encode(&name)), &body)
+                    .await?
             }
         })
     }

@@ -196,8 +196,9 @@ impl Host {
         let outcome = match cmd {
             Command::StartRun(req) => {
                 let run = rt
-                    .start_run(&req.pipeline, &req.params, Trigger::Manual, |id| {
-                        audit(json!({ "run": id }))
+                    .start(req, Trigger::Manual, |id| {
+                        audit(json!({ "run": id, "overrides": req.overrides,
+                                      "test": req.test.as_ref().map(|t| &t.stage) }))
                     })
                     .await
                     .map_err(ApiError::from)?;
@@ -275,6 +276,9 @@ impl Host {
                     canary: canary.clone(),
                     fault: *fault,
                 }
+            }
+            Command::PutAsset { .. } | Command::PinAsset { .. } | Command::RollbackAsset { .. } => {
+                self.asset_command(cmd, actor, reason, audit).await?
             }
         };
         Ok(outcome)

@@ -5,7 +5,9 @@
 //! checks, performs and audits each command. Read-only access needs no host: see
 //! [`open_reader`].
 
+mod assets;
 mod control;
+pub mod demo;
 pub mod lock;
 pub mod workspace;
 
@@ -80,6 +82,8 @@ struct Inner {
     events: broadcast::Sender<Arc<Event>>,
     shutdown: CancellationToken,
     tasks: TaskTracker,
+    /// Serialises asset changes (version numbers, pins).
+    asset_lock: tokio::sync::Mutex<()>,
     /// Released at shutdown: the writer thread to join and the workspace lock.
     lifetime: Mutex<Option<(WriterThread, HostLock)>>,
 }
@@ -248,10 +252,15 @@ impl Host {
                 events,
                 shutdown,
                 tasks,
+                asset_lock: tokio::sync::Mutex::new(()),
                 lifetime: Mutex::new(Some((thread, lock))),
             }),
         };
         tracing::info!(workspace = %host.inner.ws.dir.display(), command = %opts.command, "host started");
+        if let Err(e) = host.seed_assets().await {
+            host.shutdown().await;
+            return Err(e);
+        }
         if opts.resume_interrupted {
             host.resume_interrupted().await?;
         }
@@ -358,6 +367,17 @@ impl Host {
                 schedule: p.schedule.as_ref().map(|s| s.text().to_string()),
                 stages: p.stages.iter().map(|s| s.id.clone()).collect(),
                 params: p.params.clone(),
+                graph: p
+                    .stages
+                    .iter()
+                    .map(|s| crate::model::lens::StageInfo {
+                        id: s.id.clone(),
+                        kind: s.kind.name().to_string(),
+                        needs: s.needs.clone(),
+                        assets: s.assets.iter().map(ToString::to_string).collect(),
+                        breaker: s.breaker_target(),
+                    })
+                    .collect(),
             })
             .collect();
         Ok(Overview {
@@ -370,6 +390,30 @@ impl Host {
             running: self.inner.runtime.running() as u64,
             role: None,
         })
+    }
+
+    /// Each stage's health over the pipeline's last `runs` production runs.
+    pub async fn pipeline_stats(
+        &self,
+        name: &str,
+        runs: usize,
+    ) -> Result<crate::model::lens::PipelineStats> {
+        let p = self
+            .inner
+            .ws
+            .pipeline(name)
+            .map_err(|m| ApiError::new(ErrorCode::NotFound, m))?;
+        let stages: Vec<String> = p.stages.iter().map(|s| s.id.clone()).collect();
+        let (pipeline, n) = (
+            name.to_string(),
+            runs.clamp(1, crate::model::lens::MAX_LENS_RUNS),
+        );
+        let (ids, rows) = self
+            .inner
+            .reads
+            .with(move |r| r.lens_rows(&pipeline, n))
+            .await?;
+        Ok(crate::model::lens::stats(name, &stages, ids, &rows))
     }
 
     pub fn canaries(&self) -> Vec<CanaryStatus> {

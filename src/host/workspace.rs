@@ -123,6 +123,40 @@ impl Workspace {
         self.pipelines.iter()
     }
 
+    /// Stages of this workspace's pipelines that name asset `name`.
+    pub fn asset_uses(&self, name: &str) -> Vec<crate::model::asset::AssetUse> {
+        self.pipelines()
+            .flat_map(|p| {
+                p.stages.iter().filter_map(move |s| {
+                    s.assets.iter().find(|a| a.name == name).map(|a| {
+                        crate::model::asset::AssetUse {
+                            pipeline: p.name.clone(),
+                            stage: s.id.clone(),
+                            version: a.version,
+                        }
+                    })
+                })
+            })
+            .collect()
+    }
+
+    /// Every asset from the store's rows, with where each is used here.
+    pub fn asset_summaries(
+        &self,
+        rows: Vec<crate::store::AssetRow>,
+    ) -> Vec<crate::model::asset::AssetSummary> {
+        rows.into_iter()
+            .map(|r| crate::model::asset::AssetSummary {
+                used_by: self.asset_uses(&r.name),
+                name: r.name,
+                pinned: r.pinned,
+                latest: r.latest,
+                versions: r.versions,
+                updated_at: r.updated_at,
+            })
+            .collect()
+    }
+
     /// A pipeline by name, or a sentence saying why not (see [`Pipelines::get`]).
     pub fn pipeline(&self, name: &str) -> Result<Arc<Pipeline>, String> {
         self.pipelines.get(name)
@@ -151,6 +185,10 @@ pub const DEMO_FILES: &[(&str, &str)] = &[
     (
         "pipelines/fraud-model.toml",
         include_str!("../../assets/demo/pipelines/fraud-model.toml"),
+    ),
+    (
+        "assets/fraud-rules.json",
+        include_str!("../../assets/demo/assets/fraud-rules.json"),
     ),
 ];
 

@@ -77,6 +77,28 @@ pub struct StageComparison {
     /// For text outputs that differ: a line diff (at most [`MAX_LINES`] lines).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub lines: Vec<super::diff::DiffLine>,
+    /// Asset versions the stage used that differ between the runs.
+    #[serde(default)]
+    pub assets: Vec<AssetDelta>,
+}
+
+/// An asset whose version differs for a stage (`null` where the run did not use it).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AssetDelta {
+    pub name: String,
+    pub base: Option<u32>,
+    pub candidate: Option<u32>,
+}
+
+/// What one changed asset reached: the stages that used another version of it, and the
+/// stages downstream of those whose outcome changed too.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AssetImpact {
+    pub name: String,
+    pub base_version: Option<u32>,
+    pub candidate_version: Option<u32>,
+    pub stages: Vec<String>,
+    pub downstream_changed: Vec<String>,
 }
 
 /// Lines of a text output's diff kept in a comparison.
@@ -89,6 +111,13 @@ pub struct Comparison {
     pub pipeline: [String; 2],
     pub verdict: StageVerdict,
     pub stages: Vec<StageComparison>,
+    /// Each asset whose version differs, and what it reached.
+    #[serde(default)]
+    pub assets: Vec<AssetImpact>,
+    /// Stages that are not `same` without a changed asset to explain it (neither using one
+    /// nor downstream of one): the change came from somewhere else.
+    #[serde(default)]
+    pub unexplained: Vec<String>,
 }
 
 impl Comparison {
@@ -147,6 +176,7 @@ fn stage(
         note: None,
         changes: Vec::new(),
         lines: Vec::new(),
+        assets: asset_deltas(a, b),
     };
     let (Some(a), Some(b)) = (a, b) else {
         c.verdict = if a.is_none() {
@@ -255,6 +285,101 @@ fn within(a: Option<&Value>, b: Option<&Value>, tolerance: f64) -> bool {
     }
 }
 
+/// The asset versions a stage used (its last attempt's).
+fn versions(s: Option<&StageRecord>) -> super::asset::AssetVersions {
+    s.and_then(StageRecord::last_attempt)
+        .map(|a| a.assets.clone())
+        .unwrap_or_default()
+}
+
+fn asset_deltas(a: Option<&StageRecord>, b: Option<&StageRecord>) -> Vec<AssetDelta> {
+    let (va, vb) = (versions(a), versions(b));
+    let names: std::collections::BTreeSet<&String> = va.keys().chain(vb.keys()).collect();
+    names
+        .into_iter()
+        .filter(|n| va.get(*n) != vb.get(*n))
+        .map(|n| AssetDelta {
+            name: n.clone(),
+            base: va.get(n).copied(),
+            candidate: vb.get(n).copied(),
+        })
+        .collect()
+}
+
+/// An asset's versions in each run and the stages that used them.
+type Users<'a> = (Option<u32>, Option<u32>, Vec<&'a str>);
+
+/// For each changed asset, the stages it reached; and the changed stages no asset explains.
+fn impact(
+    candidate: &Run,
+    base: &Run,
+    stages: &[StageComparison],
+) -> (Vec<AssetImpact>, Vec<String>) {
+    use std::collections::{BTreeMap, BTreeSet};
+    // Who needs whom, from either run (a stage in one run only still has its edges).
+    let mut needed_by: BTreeMap<&str, BTreeSet<&str>> = BTreeMap::new();
+    for s in base.stages.iter().chain(&candidate.stages) {
+        for n in &s.needs {
+            needed_by
+                .entry(n.as_str())
+                .or_default()
+                .insert(s.id.as_str());
+        }
+    }
+    let downstream = |from: &[&str]| -> BTreeSet<String> {
+        let mut seen: BTreeSet<&str> = BTreeSet::new();
+        let mut todo: Vec<&str> = from.to_vec();
+        while let Some(id) = todo.pop() {
+            for next in needed_by.get(id).into_iter().flatten() {
+                if seen.insert(next) {
+                    todo.push(next);
+                }
+            }
+        }
+        seen.into_iter().map(str::to_string).collect()
+    };
+    let mut by_asset: BTreeMap<&str, Users<'_>> = BTreeMap::new();
+    for s in stages {
+        for d in &s.assets {
+            let e = by_asset
+                .entry(d.name.as_str())
+                .or_insert((d.base, d.candidate, Vec::new()));
+            e.2.push(s.id.as_str());
+        }
+    }
+    let changed: BTreeSet<&str> = stages
+        .iter()
+        .filter(|s| s.verdict != StageVerdict::Same)
+        .map(|s| s.id.as_str())
+        .collect();
+    let mut explained: BTreeSet<String> = BTreeSet::new();
+    let impacts = by_asset
+        .into_iter()
+        .map(|(name, (b, c, users))| {
+            let below = downstream(&users);
+            let downstream_changed: Vec<String> = below
+                .into_iter()
+                .filter(|id| changed.contains(id.as_str()) && !users.contains(&id.as_str()))
+                .collect();
+            explained.extend(users.iter().map(|u| (*u).to_string()));
+            explained.extend(downstream_changed.iter().cloned());
+            AssetImpact {
+                name: name.to_string(),
+                base_version: b,
+                candidate_version: c,
+                stages: users.iter().map(|u| (*u).to_string()).collect(),
+                downstream_changed,
+            }
+        })
+        .collect();
+    let unexplained = stages
+        .iter()
+        .filter(|s| s.verdict != StageVerdict::Same && !explained.contains(&s.id))
+        .map(|s| s.id.clone())
+        .collect();
+    (impacts, unexplained)
+}
+
 /// Every stage of either run, in the base run's order and then the candidate's new ones.
 pub fn compare(base: &Run, candidate: &Run, settings: &CompareSettings) -> Comparison {
     let mut ids: Vec<&str> = base.stages.iter().map(|s| s.id.as_str()).collect();
@@ -277,12 +402,15 @@ pub fn compare(base: &Run, candidate: &Run, settings: &CompareSettings) -> Compa
     } else {
         StageVerdict::Same
     };
+    let (assets, unexplained) = impact(candidate, base, &stages);
     Comparison {
         base: base.id,
         candidate: candidate.id,
         pipeline: [base.pipeline.clone(), candidate.pipeline.clone()],
         verdict,
         stages,
+        assets,
+        unexplained,
     }
 }
 
@@ -324,10 +452,65 @@ mod tests {
                         output_bytes: None,
                         stderr: None,
                         error: None,
+                        assets: std::collections::BTreeMap::default(),
                     }],
                 })
                 .collect(),
+            overrides: std::collections::BTreeMap::default(),
+            test: false,
         }
+    }
+
+    #[test]
+    fn impact_follows_a_changed_asset_down_the_chain_and_names_what_it_does_not_explain() {
+        let ok = StageStatus::Succeeded;
+        let mut base = run(
+            1,
+            &[
+                ("rules", ok, 10, json!({"n": 1}), false),
+                ("score", ok, 10, json!({"s": 1}), false),
+                ("publish", ok, 10, json!({"p": 1}), false),
+                ("audit", ok, 10, json!({"a": 1}), false),
+            ],
+        );
+        let mut cand = run(
+            2,
+            &[
+                // The stage using the asset gives the same output; only downstream changes.
+                ("rules", ok, 10, json!({"n": 1}), false),
+                ("score", ok, 10, json!({"s": 2}), false),
+                ("publish", ok, 10, json!({"p": 1}), false),
+                ("audit", ok, 10, json!({"a": 2}), false),
+            ],
+        );
+        for r in [&mut base, &mut cand] {
+            r.stages[1].needs = vec!["rules".into()];
+            r.stages[2].needs = vec!["score".into()];
+        }
+        base.stages[0].attempts[0]
+            .assets
+            .insert("thresholds".into(), 1);
+        cand.stages[0].attempts[0]
+            .assets
+            .insert("thresholds".into(), 2);
+        let c = compare(&base, &cand, &CompareSettings::default());
+        assert_eq!(c.stages[0].verdict, StageVerdict::Same);
+        assert_eq!(
+            c.stages[0].assets,
+            vec![AssetDelta {
+                name: "thresholds".into(),
+                base: Some(1),
+                candidate: Some(2)
+            }]
+        );
+        assert_eq!(c.assets.len(), 1, "{:?}", c.assets);
+        let i = &c.assets[0];
+        assert_eq!((i.base_version, i.candidate_version), (Some(1), Some(2)));
+        assert_eq!(i.stages, ["rules"]);
+        assert_eq!(i.downstream_changed, ["score"]);
+        assert_eq!(c.unexplained, ["audit"]);
+        let v = serde_json::to_value(&c).unwrap();
+        assert_eq!(v["assets"][0]["downstream_changed"][0], "score");
     }
 
     #[test]

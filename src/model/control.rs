@@ -80,11 +80,12 @@ impl Actor {
 
 /// The least role that may ask for an action, by its audit name (`dlq.discard`): checked
 /// before anything else about a request, so a token that may not ask learns nothing of the
-/// target. Dropping a dead letter destroys its input, and a fault breaks traffic on purpose:
-/// both are the admin's; every other change is an operator's.
+/// target. Dropping a dead letter destroys its input, a fault breaks traffic on purpose, and a
+/// new or pinned asset version changes what production runs: those are the admin's; every
+/// other change (rolling an asset back included) is an operator's.
 pub fn role_for(action: &str) -> Role {
     match action {
-        "dlq.discard" | "canary.fault" => Role::Admin,
+        "dlq.discard" | "canary.fault" | "asset.put" | "asset.pin" => Role::Admin,
         _ => Role::Operator,
     }
 }
@@ -126,6 +127,22 @@ pub enum Command {
         canary: String,
         fault: Fault,
     },
+    /// Store a new version of an asset (and pin it when `pin`).
+    PutAsset {
+        name: String,
+        content: String,
+        #[serde(default)]
+        pin: bool,
+    },
+    /// Make `version` the one runs use.
+    PinAsset {
+        name: String,
+        version: u32,
+    },
+    /// Undo the current pin: the version pinned before it is used again.
+    RollbackAsset {
+        name: String,
+    },
 }
 
 impl Command {
@@ -140,6 +157,9 @@ impl Command {
             Command::Discard { .. } => "dlq.discard".into(),
             Command::Canary { action, .. } => format!("canary.{}", action.name()),
             Command::Fault { .. } => "canary.fault".into(),
+            Command::PutAsset { .. } => "asset.put".into(),
+            Command::PinAsset { .. } => "asset.pin".into(),
+            Command::RollbackAsset { .. } => "asset.rollback".into(),
         }
     }
 
@@ -154,6 +174,9 @@ impl Command {
             Command::Canary { canary, .. } | Command::Fault { canary, .. } => {
                 format!("canary/{canary}")
             }
+            Command::PutAsset { name, .. }
+            | Command::PinAsset { name, .. }
+            | Command::RollbackAsset { name } => format!("asset/{name}"),
         }
     }
 
@@ -171,6 +194,9 @@ impl Command {
                 format!("{} canary {canary}", action.name().replace('_', " "))
             }
             Command::Fault { canary, .. } => format!("inject a fault into canary {canary}"),
+            Command::PutAsset { name, .. } => format!("store a new version of asset {name}"),
+            Command::PinAsset { name, version } => format!("pin version {version} of asset {name}"),
+            Command::RollbackAsset { name } => format!("roll back asset {name}"),
         }
     }
 
@@ -180,11 +206,14 @@ impl Command {
     }
 
     /// Whether it must say why: everything the dashboard confirms does. Starting and resuming
-    /// a run, and faults (drills), may go without.
+    /// a run, faults (drills) and storing an unpinned asset version may go without.
     pub fn needs_reason(&self) -> bool {
         !matches!(
             self,
-            Command::StartRun(_) | Command::ResumeRun { .. } | Command::Fault { .. }
+            Command::StartRun(_)
+                | Command::ResumeRun { .. }
+                | Command::Fault { .. }
+                | Command::PutAsset { pin: false, .. }
         )
     }
 }
@@ -222,6 +251,12 @@ pub enum Outcome {
         canary: String,
         fault: Fault,
     },
+    /// An asset changed: `version` is the one stored or pinned, `pinned` the one runs now use.
+    Asset {
+        name: String,
+        version: u32,
+        pinned: Option<u32>,
+    },
 }
 
 impl Outcome {
@@ -234,7 +269,7 @@ impl Outcome {
             | Outcome::RunResumed { run }
             | Outcome::Requeued { run, .. }
             | Outcome::Discarded { run, .. } => Some(*run),
-            Outcome::Canary { .. } | Outcome::Fault { .. } => None,
+            Outcome::Canary { .. } | Outcome::Fault { .. } | Outcome::Asset { .. } => None,
         }
     }
 
@@ -259,6 +294,19 @@ impl Outcome {
                 format!("canary {canary}: fault cleared")
             }
             Outcome::Fault { canary, fault } => format!("canary {canary}: {}", fault.describe()),
+            Outcome::Asset {
+                name,
+                version,
+                pinned: Some(p),
+            } if p == version => format!("asset {name}: version {version} is pinned"),
+            Outcome::Asset {
+                name,
+                version,
+                pinned,
+            } => format!(
+                "asset {name}: version {version} stored; runs use {}",
+                pinned.map_or_else(|| "no version".to_string(), |p| format!("version {p}"))
+            ),
         }
     }
 }
@@ -322,6 +370,19 @@ pub fn printable(text: &str) -> String {
         .collect()
 }
 
+/// [`printable`] for text of several lines: line breaks and tabs are kept.
+pub fn printable_text(text: &str) -> String {
+    text.split('\n')
+        .map(|line| {
+            line.split('\t')
+                .map(|part| printable(part.strip_suffix('\r').unwrap_or(part)))
+                .collect::<Vec<_>>()
+                .join("\t")
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
 /// `text` cut to at most `max` bytes at a character boundary, with `…` when cut.
 pub fn bounded(text: &str, max: usize) -> String {
     if text.len() <= max {
@@ -367,6 +428,13 @@ pub fn audit_actions() -> Vec<(&'static str, Vec<String>)> {
                 .collect(),
         ),
         ("canary", canary),
+        (
+            "asset",
+            ["put", "pin", "rollback"]
+                .iter()
+                .map(|a| format!("asset.{a}"))
+                .collect(),
+        ),
         ("authenticate", Vec::new()),
     ]
 }

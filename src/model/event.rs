@@ -26,6 +26,8 @@ string_enum!(
         CanaryStarted => "canary_started",
         CanaryAction => "canary_action",
         CanaryAnalysis => "canary_analysis",
+        /// A new asset version, or a pin or rollback changing which version runs use.
+        AssetChanged => "asset_changed",
         /// A command from an actor, done or refused: the audit record, in the live log too.
         Audit => "audit",
     }

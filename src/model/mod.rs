@@ -3,6 +3,7 @@
 //!
 //! Nothing in here performs I/O, so every consumer can depend on it without pulling in the engine.
 
+pub mod asset;
 mod canary;
 pub mod compare;
 mod control;
@@ -12,6 +13,7 @@ pub mod duration;
 mod error;
 mod event;
 mod ids;
+pub mod lens;
 mod overview;
 mod run;
 pub(crate) mod status;
@@ -25,7 +27,7 @@ pub use canary::{
 pub use control::{
     AUTOMATIC_ACTOR, Actor, AuditQuery, AuditRecord, CanaryAt, Command, MAX_AUDIT_LIMIT,
     MAX_REASON_BYTES, MAX_TARGET_BYTES, Outcome, Role, Via, audit_action, audit_actions, bounded,
-    printable, role_for,
+    printable, printable_text, role_for,
 };
 pub use dlq::{DlqEntry, DlqQuery, MAX_DLQ_LIMIT};
 pub use error::{ApiError, ErrorCode};

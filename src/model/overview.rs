@@ -31,6 +31,9 @@ pub struct PipelineInfo {
     pub stages: Vec<String>,
     /// Declared params and their defaults.
     pub params: Map<String, Value>,
+    /// The stages with what they need, for drawing the DAG.
+    #[serde(default)]
+    pub graph: Vec<super::lens::StageInfo>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -45,4 +48,10 @@ pub struct StartRun {
     pub pipeline: String,
     #[serde(default)]
     pub params: Map<String, Value>,
+    /// Asset versions this run uses instead of the pinned ones.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub overrides: super::asset::Overrides,
+    /// Run one stage alone in test mode instead of the whole pipeline.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub test: Option<Box<super::asset::StageTest>>,
 }

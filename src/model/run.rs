@@ -41,6 +41,12 @@ pub struct Run {
     pub finished_at: Option<Timestamp>,
     pub duration_ms: Option<i64>,
     pub stages: Vec<StageRecord>,
+    /// Asset versions the run was told to use instead of the pinned ones.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub overrides: super::asset::Overrides,
+    /// An isolated stage test, kept out of run lists, metrics, breakers and the DLQ.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub test: bool,
 }
 
 impl Run {
@@ -82,6 +88,9 @@ pub struct Attempt {
     pub output_bytes: Option<u64>,
     pub stderr: Option<String>,
     pub error: Option<AttemptError>,
+    /// The asset versions this attempt used, by asset name.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub assets: super::asset::AssetVersions,
 }
 
 /// Why an attempt failed: a stable machine-readable code and a sentence for people.
@@ -107,6 +116,9 @@ pub struct RunSummary {
     pub stages_done: u32,
     pub stages_succeeded: u32,
     pub stages_failed: u32,
+    /// An isolated stage test (listed only when asked for).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub test: bool,
 }
 
 /// The order of a runs listing.
@@ -161,6 +173,9 @@ pub struct RunQuery {
     /// Rows to skip, for jumping anywhere in a long list.
     pub offset: u64,
     pub limit: usize,
+    /// List isolated stage tests instead of production runs.
+    #[serde(default)]
+    pub tests: bool,
 }
 
 /// One page of results, the cursor for the next (absent on the last page), and how many rows

@@ -37,6 +37,8 @@ pub(crate) struct AttemptJob {
     pub n: u32,
     pub input: Value,
     pub started_at: Timestamp,
+    /// An isolated stage test: it neither asks nor tells the stage's breaker.
+    pub test: bool,
     pub cancel: CancellationToken,
     pub stop: Arc<AtomicU8>,
     pub tx: mpsc::UnboundedSender<Msg>,
@@ -202,7 +204,7 @@ fn finish_ops(
 pub(crate) async fn run(job: AttemptJob) {
     let engine = &job.engine;
     let stage = &job.pipeline.stages[job.idx];
-    let target = stage.breaker_target();
+    let target = stage.breaker_target().filter(|_| !job.test);
     let result = match admit(engine, stage, target.as_deref()).await {
         Err(after) => ExecResult::failed(Failure {
             code: "breaker_open",

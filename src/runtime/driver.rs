@@ -3,7 +3,7 @@
 //! skip their dependents while independent branches carry on. One driver task per active run
 //! owns that run's state; nothing else mutates it.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU8, Ordering};
 
@@ -15,6 +15,7 @@ use super::attempt::{self, AttemptEnd, AttemptJob};
 use super::engine::Engine;
 use super::error::{Result, RuntimeError};
 use super::spec::Pipeline;
+use crate::model::asset::{INPUT_KEY, input_value};
 use crate::model::{
     AttemptError, DlqEntry, DlqId, EventKind, RunId, RunStatus, StageStatus, Timestamp,
 };
@@ -99,6 +100,11 @@ struct Driver {
     cancel: CancellationToken,
     stop: Arc<AtomicU8>,
     started_at: Timestamp,
+    /// Each stage's assets (by stage id): version and content.
+    assets: BTreeMap<String, BTreeMap<String, (u32, Arc<str>)>>,
+    /// An isolated stage test: its stage's fixed input. Test runs stay out of breakers and
+    /// the dead-letter queue.
+    test_input: Option<Value>,
 }
 
 /// The run moves to `running` (its first start time is kept).
@@ -181,6 +187,7 @@ pub(crate) async fn launch(
         ))
     })?;
     let (states, needs, stored) = stage_states(&pipeline, loaded.stages);
+    let assets = super::assets::load(engine, &loaded.assets).await?;
     let now = engine.clock.timestamp();
     let (tx, rx) = mpsc::unbounded_channel();
     let (control_tx, control_rx) = mpsc::unbounded_channel();
@@ -200,6 +207,8 @@ pub(crate) async fn launch(
         cancel: CancellationToken::new(),
         stop: Arc::new(AtomicU8::new(STOP_NONE)),
         started_at: loaded.started_at.unwrap_or(now),
+        assets,
+        test_input: loaded.test_input,
     };
     driver.reset(&reset, &stored, now, &mut ops);
     {
@@ -290,6 +299,28 @@ impl Driver {
     }
 
     fn input_for(&self, idx: usize) -> Value {
+        let mut input = match &self.test_input {
+            Some(fixed) => fixed.clone(),
+            None => self.pipeline_input(idx),
+        };
+        if let (Some(assets), Value::Object(map)) =
+            (self.assets.get(self.stage_id(idx)), &mut input)
+        {
+            map.insert(INPUT_KEY.into(), input_value(assets));
+        }
+        input
+    }
+
+    /// The versions of each asset stage `idx` uses, as its attempts record them.
+    fn asset_versions(&self, idx: usize) -> Option<String> {
+        self.assets.get(self.stage_id(idx)).map(|m| {
+            let versions: BTreeMap<&str, u32> =
+                m.iter().map(|(n, (v, _))| (n.as_str(), *v)).collect();
+            serde_json::to_string(&versions).unwrap_or_default()
+        })
+    }
+
+    fn pipeline_input(&self, idx: usize) -> Value {
         let mut stages = Map::new();
         for &n in &self.needs[idx] {
             stages.insert(
@@ -421,6 +452,7 @@ impl Driver {
                     n,
                     started_at: now,
                     input: input_text,
+                    assets: self.asset_versions(idx),
                 },
                 Op::stage_event(
                     now,
@@ -440,6 +472,7 @@ impl Driver {
             n,
             input,
             started_at: now,
+            test: self.test_input.is_some(),
             cancel: self.cancel.child_token(),
             stop: self.stop.clone(),
             tx: self.tx.clone(),
@@ -501,6 +534,7 @@ impl Driver {
                 });
                 StageStatus::Retrying
             }
+            AttemptEnd::Failed(_) if self.test_input.is_some() => StageStatus::Failed,
             AttemptEnd::Failed(f) => {
                 tracing::warn!(
                     run = %self.id,

@@ -13,6 +13,7 @@ use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use super::assets;
 use super::breaker::Breakers;
 use super::catalog::Pipelines;
 use super::driver::{self, ActiveRun, Control, Reset};
@@ -21,7 +22,7 @@ use super::stage::http_client;
 use crate::clock::Clock;
 use crate::model::{
     BreakerInfo, DlqEntry, DlqId, DlqQuery, Event, EventKind, Page, Run, RunId, RunQuery,
-    RunStatus, RunSummary, StageIo, StageStatus, Trigger,
+    RunStatus, RunSummary, StageIo, StageStatus, StartRun, Trigger,
 };
 use crate::rng::Rng;
 use crate::store::{NewStage, Op, ReadPool, Reader, Writer};
@@ -123,7 +124,22 @@ impl Runtime {
         trigger: Trigger,
         extra: impl FnOnce(RunId) -> Vec<Op>,
     ) -> Result<RunId> {
-        start_run(&self.e, pipeline, params, trigger, extra).await
+        let req = StartRun {
+            pipeline: pipeline.to_string(),
+            params: params.clone(),
+            ..StartRun::default()
+        };
+        start_run(&self.e, &req, trigger, extra).await
+    }
+
+    /// [`Runtime::start_run`] with asset overrides, or one stage alone in test mode.
+    pub async fn start(
+        &self,
+        req: &StartRun,
+        trigger: Trigger,
+        extra: impl FnOnce(RunId) -> Vec<Op>,
+    ) -> Result<RunId> {
+        start_run(&self.e, req, trigger, extra).await
     }
 
     pub fn is_active(&self, id: RunId) -> bool {
@@ -430,20 +446,36 @@ impl Runtime {
 
 pub(crate) async fn start_run(
     e: &Arc<Engine>,
-    pipeline: &str,
-    params: &Map<String, Value>,
+    req: &StartRun,
     trigger: Trigger,
     extra: impl FnOnce(RunId) -> Vec<Op>,
 ) -> Result<RunId> {
     if e.shutdown.is_cancelled() {
         return Err(RuntimeError::Conflict("the host is shutting down".into()));
     }
-    let p = e.pipelines.get(pipeline).map_err(RuntimeError::BadInput)?;
-    let params = p.params_from_json(params).map_err(RuntimeError::BadInput)?;
+    let found = e
+        .pipelines
+        .get(&req.pipeline)
+        .map_err(RuntimeError::BadInput)?;
+    let params = found
+        .params_from_json(&req.params)
+        .map_err(RuntimeError::BadInput)?;
+    let (p, test_input) = match &req.test {
+        Some(t) => {
+            let (one, input) = assets::test_run(e, &found, t).await?;
+            (Arc::new(one), Some(input))
+        }
+        None => (found, None),
+    };
+    let resolved = assets::resolve(e, &p, &req.overrides).await?;
     let id = RunId(e.next_run.fetch_add(1, Ordering::SeqCst));
     let now = e.clock.timestamp();
     let spec = serde_json::to_string(p.as_ref()).map_err(|e| RuntimeError::Io(e.to_string()))?;
     let params_text = Value::Object(params.clone()).to_string();
+    let overrides =
+        serde_json::to_string(&req.overrides).map_err(|e| RuntimeError::Io(e.to_string()))?;
+    let assets = serde_json::to_string(&resolved).map_err(|e| RuntimeError::Io(e.to_string()))?;
+    let test_stage = req.test.as_ref().map(|t| t.stage.clone());
     let mut ops = vec![
         Op::InsertRun {
             id,
@@ -461,12 +493,16 @@ pub(crate) async fn start_run(
                     needs: s.needs.clone(),
                 })
                 .collect(),
+            overrides,
+            assets,
+            test_input: test_input.map(|v| v.to_string()),
         },
         Op::run_event(
             now,
             EventKind::RunCreated,
             id,
-            json!({"pipeline": p.name, "trigger": trigger, "params": params}),
+            json!({"pipeline": p.name, "trigger": trigger, "params": params,
+                   "overrides": req.overrides, "test": test_stage}),
         ),
     ];
     ops.extend(extra(id));

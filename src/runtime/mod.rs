@@ -2,6 +2,7 @@
 //! queue and schedules. Knows nothing of canaries, terminals or HTTP APIs; the host builds a
 //! [`Runtime`] from the store, clock and task tracker it owns.
 
+mod assets;
 mod attempt;
 pub mod breaker;
 pub mod catalog;

@@ -4,11 +4,11 @@
 
 use std::sync::Arc;
 
-use serde_json::{Map, json};
+use serde_json::json;
 
 use super::engine::{Engine, start_run};
 use super::spec::Pipeline;
-use crate::model::{EventKind, RunId, Trigger};
+use crate::model::{EventKind, RunId, StartRun, Trigger};
 use crate::store::Op;
 
 pub(crate) fn start(engine: &Arc<Engine>) {
@@ -47,8 +47,10 @@ async fn schedule_loop(engine: Arc<Engine>, pipeline: Arc<Pipeline>) {
             }
             _ => match start_run(
                 &engine,
-                &pipeline.name,
-                &Map::new(),
+                &StartRun {
+                    pipeline: pipeline.name.clone(),
+                    ..StartRun::default()
+                },
                 Trigger::Schedule,
                 |_| Vec::new(),
             )

@@ -4,6 +4,7 @@
 //! path, which checks the role and audits them; requests without a valid token are audited
 //! here.
 
+mod assets;
 pub mod auth;
 pub mod cache;
 pub mod denials;
@@ -117,9 +118,19 @@ pub fn app(state: AppState) -> Router {
         .route("/v1/pipelines", get(routes::pipelines))
         .route("/v1/pipelines/{name}", get(routes::pipeline))
         .route("/v1/pipelines/{name}/runs", post(routes::start_run))
+        .route("/v1/pipelines/{name}/stats", get(assets::pipeline_stats))
         .route("/v1/runs", get(routes::runs))
         .route("/v1/runs/{id}", get(routes::run))
         .route("/v1/compare", get(routes::compare))
+        .route("/v1/assets", get(assets::list))
+        .route(
+            "/v1/assets/{name}",
+            get(assets::show)
+                .post(assets::put)
+                .layer(DefaultBodyLimit::max(limit.max(assets::BODY_LIMIT))),
+        )
+        .route("/v1/assets/{name}/pin", post(assets::pin))
+        .route("/v1/assets/{name}/rollback", post(assets::rollback))
         .route("/v1/runs/{id}/cancel", post(routes::cancel_run))
         .route("/v1/runs/{id}/retry", post(routes::retry_run))
         .route("/v1/runs/{id}/resume", post(routes::resume_run))

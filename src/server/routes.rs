@@ -33,7 +33,7 @@ fn dlq_id(s: &str) -> Result<DlqId, Failure> {
 /// Sends a command down the host's one control path as the token's actor. A read-only server
 /// and a token over its rate are refused here, before the host, and audited as denials; the
 /// host checks the role and everything else, and audits the rest.
-async fn control(
+pub(super) async fn control(
     s: &AppState,
     p: &Principal,
     cmd: Command,
@@ -77,7 +77,7 @@ async fn folded(s: &AppState, p: &Principal, cmd: &Command, f: Failure) -> Failu
 
 /// A request's JSON body, read only once the request may go on (a refused client's body is
 /// never read, however slowly it comes).
-async fn read_body<T: serde::de::DeserializeOwned>(
+pub(super) async fn read_body<T: serde::de::DeserializeOwned>(
     req: axum::extract::Request,
     s: &AppState,
 ) -> Result<T, Failure> {
@@ -88,7 +88,12 @@ async fn read_body<T: serde::de::DeserializeOwned>(
 
 /// The role check, first of all: a token that may not ask for `action` learns nothing about
 /// the target (no 404 or 400 before the 403), and the refusal is audited.
-async fn gate(s: &AppState, p: &Principal, action: &str, target: &str) -> Result<(), Failure> {
+pub(super) async fn gate(
+    s: &AppState,
+    p: &Principal,
+    action: &str,
+    target: &str,
+) -> Result<(), Failure> {
     let needed = crate::model::role_for(action);
     if p.role.allows(needed) {
         return Ok(());
@@ -189,6 +194,12 @@ pub async fn pipeline(
 pub struct StartBody {
     #[serde(default)]
     params: Map<String, Value>,
+    /// Asset versions this run uses instead of the pinned ones.
+    #[serde(default)]
+    overrides: crate::model::asset::Overrides,
+    /// One stage alone, in test mode.
+    #[serde(default)]
+    test: Option<Box<crate::model::asset::StageTest>>,
     #[serde(default)]
     reason: String,
 }
@@ -209,6 +220,8 @@ pub async fn start_run(
     let cmd = Command::StartRun(StartRun {
         pipeline: name,
         params: body.params,
+        overrides: body.overrides,
+        test: body.test,
     });
     match control(&s, &p, cmd, &body.reason).await? {
         Outcome::RunStarted { run } => Ok(ok(json!({ "id": run }))),
@@ -226,6 +239,8 @@ pub struct RunsParams {
     limit: Option<usize>,
     cursor: Option<i64>,
     offset: Option<u64>,
+    /// List isolated stage tests instead of production runs.
+    tests: Option<bool>,
 }
 
 pub async fn runs(
@@ -250,6 +265,7 @@ pub async fn runs(
         before: q.cursor.map(RunId),
         offset: q.offset.unwrap_or(0),
         limit,
+        tests: q.tests.unwrap_or(false),
     };
     // Dashboards ask for the same page over and over: while nothing was written, the bytes
     // answered last time are the answer.
@@ -377,18 +393,8 @@ pub async fn compare(
     q: Result<Query<CompareParams>, QueryRejection>,
 ) -> ApiResult {
     let Query(q) = q?;
-    let base = s.backend.run(run_id(&q.base)?).await?;
-    let candidate = s.backend.run(run_id(&q.candidate)?).await?;
-    // Compared as the candidate's pipeline says (`[pipeline.compare]`), defaults otherwise.
-    let settings = s
-        .host
-        .workspace()
-        .pipeline(&candidate.pipeline)
-        .map(|p| p.compare.clone())
-        .unwrap_or_default();
-    Ok(ok(crate::model::compare::compare(
-        &base, &candidate, &settings,
-    )))
+    let (base, candidate) = (run_id(&q.base)?, run_id(&q.candidate)?);
+    Ok(ok(s.backend.compare(base, candidate).await?))
 }
 
 /// One dead-letter entry, with its input.

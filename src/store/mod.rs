@@ -2,6 +2,7 @@
 //! event log. One writer thread owns the write connection and batches requests into
 //! transactions; readers open their own connections and never block it.
 
+mod assets;
 mod queries;
 mod recovery;
 pub mod schema;
@@ -12,6 +13,7 @@ use std::time::Duration;
 
 use rusqlite::{Connection, OpenFlags};
 
+pub use assets::{AssetRow, no_asset};
 pub use queries::{CountCache, LoadedRun, ReadPool, Reader};
 pub use recovery::{Orphan, mark_interrupted};
 pub use writer::{NewEvent, NewStage, Op, Writer, WriterThread};

@@ -17,7 +17,7 @@ use crate::model::{
 
 /// One read connection.
 pub struct Reader {
-    conn: Connection,
+    pub(super) conn: Connection,
 }
 
 /// What a driver needs to continue a run: its definition as started, its params, and each
@@ -28,9 +28,13 @@ pub struct LoadedRun {
     pub params: Value,
     pub started_at: Option<Timestamp>,
     pub stages: Vec<(String, StageStatus, u32, Option<Value>)>,
+    /// Each stage's asset versions (by stage id, then asset name).
+    pub assets: std::collections::BTreeMap<String, std::collections::BTreeMap<String, u32>>,
+    /// For an isolated stage test: the input its one stage gets.
+    pub test_input: Option<Value>,
 }
 
-fn ts(s: Option<String>) -> Option<Timestamp> {
+pub(super) fn ts(s: Option<String>) -> Option<Timestamp> {
     s.and_then(|s| Timestamp::parse(&s).ok())
 }
 
@@ -38,7 +42,7 @@ fn json(s: Option<String>) -> Option<Value> {
     s.map(|s| serde_json::from_str(&s).unwrap_or(Value::String(s)))
 }
 
-fn parse_status<T: std::str::FromStr>(s: &str) -> rusqlite::Result<T> {
+pub(super) fn parse_status<T: std::str::FromStr>(s: &str) -> rusqlite::Result<T> {
     s.parse().map_err(|_| {
         rusqlite::Error::InvalidColumnType(0, format!("status `{s}`"), rusqlite::types::Type::Text)
     })
@@ -48,7 +52,7 @@ fn duration(start: Option<Timestamp>, end: Option<Timestamp>) -> Option<i64> {
     Some(end?.millis_since(start?))
 }
 
-const SUMMARY_COLUMNS: &str = "r.id, r.pipeline, r.status, r.trigger, r.created_at, r.started_at, r.finished_at, r.stages_total,
+const SUMMARY_COLUMNS: &str = "r.id, r.pipeline, r.status, r.trigger, r.created_at, r.started_at, r.finished_at, r.stages_total, r.test,
     (SELECT COUNT(*) FROM stages s WHERE s.run_id = r.id AND s.status IN ('succeeded','failed','skipped','cancelled')),
     (SELECT COUNT(*) FROM stages s WHERE s.run_id = r.id AND s.status = 'succeeded'),
     (SELECT COUNT(*) FROM stages s WHERE s.run_id = r.id AND s.status = 'failed')";
@@ -66,9 +70,10 @@ fn summary(row: &Row<'_>) -> rusqlite::Result<RunSummary> {
         finished_at,
         duration_ms: duration(started_at, finished_at),
         stages_total: row.get(7)?,
-        stages_done: row.get(8)?,
-        stages_succeeded: row.get(9)?,
-        stages_failed: row.get(10)?,
+        test: row.get(8)?,
+        stages_done: row.get(9)?,
+        stages_succeeded: row.get(10)?,
+        stages_failed: row.get(11)?,
     })
 }
 
@@ -76,6 +81,7 @@ fn summary(row: &Row<'_>) -> rusqlite::Result<RunSummary> {
 fn attempt_at(row: &Row<'_>, at: usize) -> rusqlite::Result<Attempt> {
     let code: Option<String> = row.get(at + 10)?;
     let message: Option<String> = row.get(at + 11)?;
+    let assets: Option<String> = row.get(at + 12)?;
     Ok(Attempt {
         n: row.get(at)?,
         status: parse_status(&row.get::<_, String>(at + 1)?)?,
@@ -91,12 +97,15 @@ fn attempt_at(row: &Row<'_>, at: usize) -> rusqlite::Result<Attempt> {
             code,
             message: message.unwrap_or_default(),
         }),
+        assets: assets
+            .and_then(|a| serde_json::from_str(&a).ok())
+            .unwrap_or_default(),
     })
 }
 
 const ATTEMPT_COLUMNS: &str =
     "n, status, started_at, finished_at, duration_ms, input, output, output_truncated,
-    output_bytes, stderr, error_code, error_message";
+    output_bytes, stderr, error_code, error_message, assets";
 
 fn dlq_entry(row: &Row<'_>) -> rusqlite::Result<DlqEntry> {
     Ok(DlqEntry {
@@ -161,7 +170,7 @@ impl Reader {
         let limit = q.limit.clamp(1, 10_000);
         // Only the filters actually given go into the SQL, so SQLite can use its indexes and
         // its fast COUNT(*) instead of evaluating catch-all conditions on every row.
-        let mut conds: Vec<&str> = Vec::new();
+        let mut conds: Vec<&str> = vec![if q.tests { "r.test = 1" } else { "r.test = 0" }];
         let mut args: Vec<rusqlite::types::Value> = Vec::new();
         if let Some(p) = &q.pipeline {
             conds.push("r.pipeline = ?");
@@ -282,7 +291,7 @@ impl Reader {
         let row = self
             .conn
             .prepare_cached(
-                "SELECT id, pipeline, status, trigger, params, created_at, started_at, finished_at FROM runs WHERE id = ?1",
+                "SELECT id, pipeline, status, trigger, params, created_at, started_at, finished_at, overrides, test FROM runs WHERE id = ?1",
             )?
             .query_row(params![id.0], |r| {
                 Ok((
@@ -293,10 +302,21 @@ impl Reader {
                     r.get::<_, String>(5)?,
                     r.get::<_, Option<String>>(6)?,
                     r.get::<_, Option<String>>(7)?,
+                    (r.get::<_, String>(8)?, r.get::<_, bool>(9)?),
                 ))
             })
             .optional()?;
-        let Some((pipeline, status, trigger, params_text, created, started, finished)) = row else {
+        let Some((
+            pipeline,
+            status,
+            trigger,
+            params_text,
+            created,
+            started,
+            finished,
+            (overrides, test),
+        )) = row
+        else {
             return Ok(None);
         };
         let mut stages: Vec<StageRecord> = self
@@ -339,6 +359,8 @@ impl Reader {
             finished_at,
             duration_ms: duration(started_at, finished_at),
             stages,
+            overrides: serde_json::from_str(&overrides).unwrap_or_default(),
+            test,
         }))
     }
 
@@ -382,17 +404,19 @@ impl Reader {
     pub fn load_run(&self, id: RunId) -> Result<Option<LoadedRun>> {
         let row = self
             .conn
-            .prepare_cached("SELECT status, spec, params, started_at FROM runs WHERE id = ?1")?
+            .prepare_cached("SELECT status, spec, params, started_at, assets, test_input FROM runs WHERE id = ?1")?
             .query_row(params![id.0], |r| {
                 Ok((
-                    r.get::<_, String>(0)?,
+                    (r.get::<_, String>(0)?,
                     r.get::<_, String>(1)?,
                     r.get::<_, String>(2)?,
-                    r.get::<_, Option<String>>(3)?,
+                    r.get::<_, Option<String>>(3)?),
+                    (r.get::<_, String>(4)?,
+                    r.get::<_, Option<String>>(5)?),
                 ))
             })
             .optional()?;
-        let Some((status, spec, params_text, started)) = row else {
+        let Some(((status, spec, params_text, started), (assets, test_input))) = row else {
             return Ok(None);
         };
         let stages = self
@@ -419,6 +443,8 @@ impl Reader {
             params: serde_json::from_str(&params_text)?,
             started_at: ts(started),
             stages,
+            assets: serde_json::from_str(&assets)?,
+            test_input: test_input.map(|t| serde_json::from_str(&t)).transpose()?,
         }))
     }
 
@@ -434,7 +460,7 @@ impl Reader {
     pub fn run_counts(&self) -> Result<Vec<(String, String, u64)>> {
         Ok(self
             .conn
-            .prepare_cached("SELECT pipeline, status, COUNT(*) FROM runs GROUP BY pipeline, status ORDER BY pipeline, status")?
+            .prepare_cached("SELECT pipeline, status, COUNT(*) FROM runs WHERE test = 0 GROUP BY pipeline, status ORDER BY pipeline, status")?
             .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get::<_, i64>(2)? as u64)))?
             .collect::<rusqlite::Result<_>>()?)
     }

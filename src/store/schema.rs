@@ -102,6 +102,37 @@ const MIGRATIONS: &[&str] = &[
     ALTER TABLE audit ADD COLUMN via TEXT;
     CREATE INDEX audit_by_at ON audit(at);
     ",
+    // 4: versioned assets and their pins; which versions a run was told to use (overrides)
+    // and each stage resolved; isolated stage tests kept apart from production runs.
+    r"
+    CREATE TABLE assets (
+        name TEXT NOT NULL,
+        version INTEGER NOT NULL,
+        content TEXT NOT NULL,
+        created_at TEXT NOT NULL,
+        actor TEXT NOT NULL,
+        reason TEXT NOT NULL,
+        PRIMARY KEY (name, version)
+    );
+    CREATE TABLE asset_pins (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        name TEXT NOT NULL,
+        version INTEGER NOT NULL,
+        at TEXT NOT NULL,
+        actor TEXT NOT NULL,
+        reason TEXT NOT NULL,
+        undone INTEGER NOT NULL DEFAULT 0
+    );
+    CREATE INDEX asset_pins_by_name ON asset_pins(name, id);
+    ALTER TABLE runs ADD COLUMN overrides TEXT NOT NULL DEFAULT '{}';
+    ALTER TABLE runs ADD COLUMN assets TEXT NOT NULL DEFAULT '{}';
+    ALTER TABLE runs ADD COLUMN test INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE runs ADD COLUMN test_input TEXT;
+    ALTER TABLE attempts ADD COLUMN assets TEXT;
+    CREATE INDEX runs_production ON runs(id) WHERE test = 0;
+    CREATE INDEX runs_production_by_pipeline ON runs(pipeline, id) WHERE test = 0;
+    CREATE INDEX runs_production_by_status ON runs(status, id) WHERE test = 0;
+    ",
 ];
 
 /// The schema version this binary writes.

@@ -48,6 +48,11 @@ pub enum Op {
         spec: String,
         created_at: Timestamp,
         stages: Vec<NewStage>,
+        /// JSON: the overrides asked for, and each stage's resolved asset versions.
+        overrides: String,
+        assets: String,
+        /// An isolated stage test, with the input its stage gets.
+        test_input: Option<String>,
     },
     /// Sets the status; `started_at` is kept once set; `finished_at` is replaced (None clears).
     UpdateRun {
@@ -67,6 +72,8 @@ pub enum Op {
         n: u32,
         started_at: Timestamp,
         input: String,
+        /// JSON: the asset versions the attempt used, if any.
+        assets: Option<String>,
     },
     /// The process that runs an attempt, so a host that restarts after a crash can kill it.
     AttemptProcess {
@@ -106,6 +113,27 @@ pub enum Op {
     },
     /// Appends to the audit log.
     Audit(AuditRecord),
+    /// A new asset version (numbered by the host, which serialises asset changes).
+    InsertAsset {
+        name: String,
+        version: u32,
+        content: String,
+        at: Timestamp,
+        actor: String,
+        reason: String,
+    },
+    /// Pins a version of an asset.
+    PinAsset {
+        name: String,
+        version: u32,
+        at: Timestamp,
+        actor: String,
+        reason: String,
+    },
+    /// Marks an asset's current pin undone, so the pin before it is current again.
+    UndoPin {
+        name: String,
+    },
 }
 
 impl Op {
@@ -384,6 +412,9 @@ fn apply_op(tx: &Transaction<'_>, op: &Op, seq: u64, published: &mut Vec<Event>)
                 .execute(params![id.0])?;
         }
         Op::Event(e) => published.push(insert_event(tx, seq, e)?),
+        Op::InsertAsset { .. } | Op::PinAsset { .. } | Op::UndoPin { .. } => {
+            apply_asset_op(tx, op)?;
+        }
         Op::SaveCanary {
             name,
             state,
@@ -428,12 +459,16 @@ fn apply_run_op(tx: &Transaction<'_>, op: &Op) -> Result<()> {
             spec,
             created_at,
             stages,
+            overrides,
+            assets,
+            test_input,
         } => {
             tx.prepare_cached(
-                "INSERT INTO runs (id, pipeline, status, trigger, params, spec, created_at, stages_total)
-                 VALUES (?1, ?2, 'pending', ?3, ?4, ?5, ?6, ?7)",
+                "INSERT INTO runs (id, pipeline, status, trigger, params, spec, created_at, stages_total, overrides, assets, test, test_input)
+                 VALUES (?1, ?2, 'pending', ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
             )?
-            .execute(params![id.0, pipeline, trigger.as_str(), params, spec, created_at.to_string(), stages.len() as i64])?;
+            .execute(params![id.0, pipeline, trigger.as_str(), params, spec, created_at.to_string(), stages.len() as i64,
+                overrides, assets, test_input.is_some(), test_input])?;
             let mut stmt = tx.prepare_cached(
                 "INSERT INTO stages (run_id, stage_id, ord, kind, needs, status) VALUES (?1, ?2, ?3, ?4, ?5, 'pending')",
             )?;
@@ -485,12 +520,13 @@ fn apply_attempt_op(tx: &Transaction<'_>, op: &Op) -> Result<()> {
             n,
             started_at,
             input,
+            assets,
         } => {
             tx.prepare_cached(
-                "INSERT OR REPLACE INTO attempts (run_id, stage_id, n, status, started_at, input)
-                 VALUES (?1, ?2, ?3, 'running', ?4, ?5)",
+                "INSERT OR REPLACE INTO attempts (run_id, stage_id, n, status, started_at, input, assets)
+                 VALUES (?1, ?2, ?3, 'running', ?4, ?5, ?6)",
             )?
-            .execute(params![run_id.0, stage, n, started_at.to_string(), input])?;
+            .execute(params![run_id.0, stage, n, started_at.to_string(), input, assets])?;
         }
         Op::AttemptProcess {
             run_id,
@@ -534,6 +570,46 @@ fn apply_attempt_op(tx: &Transaction<'_>, op: &Op) -> Result<()> {
                 error.as_ref().map(|e| &e.0),
                 error.as_ref().map(|e| &e.1),
             ])?;
+        }
+        _ => {}
+    }
+    Ok(())
+}
+
+/// The writes about assets and their pins.
+fn apply_asset_op(tx: &Transaction<'_>, op: &Op) -> Result<()> {
+    match op {
+        Op::InsertAsset {
+            name,
+            version,
+            content,
+            at,
+            actor,
+            reason,
+        } => {
+            tx.prepare_cached(
+                "INSERT INTO assets (name, version, content, created_at, actor, reason) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            )?
+            .execute(params![name, version, content, at.to_string(), actor, reason])?;
+        }
+        Op::PinAsset {
+            name,
+            version,
+            at,
+            actor,
+            reason,
+        } => {
+            tx.prepare_cached(
+                "INSERT INTO asset_pins (name, version, at, actor, reason) VALUES (?1, ?2, ?3, ?4, ?5)",
+            )?
+            .execute(params![name, version, at.to_string(), actor, reason])?;
+        }
+        Op::UndoPin { name } => {
+            tx.prepare_cached(
+                "UPDATE asset_pins SET undone = 1 WHERE id =
+                   (SELECT MAX(id) FROM asset_pins WHERE name = ?1 AND undone = 0)",
+            )?
+            .execute(params![name])?;
         }
         _ => {}
     }

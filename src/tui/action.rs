@@ -37,8 +37,11 @@ actions! {
     PaneRuns => "pane_runs", "Show runs";
     PaneStage => "pane_stage", "Show the stage input and output";
     PaneCanary => "pane_canary", "Show canary rollouts";
+    PaneCompare => "pane_compare", "Compare two runs stage by stage (mark them with space in Runs)";
     PaneDlq => "pane_dlq", "Show the dead-letter queue";
+    PaneAssets => "pane_assets", "Show versioned assets: versions, pins, diffs, tests and rollback";
     PaneEvents => "pane_events", "Show the event log and the audit records in it";
+    PanePipelines => "pane_pipelines", "Show each pipeline's DAG with per-stage health over recent runs";
     Confirm => "confirm", "In a dialog: confirm (and in a filter: keep it)";
     Complete => "complete", "In the command palette: complete the word; in a form: the next field";
     Up => "up", "Move up";
@@ -51,6 +54,12 @@ actions! {
     Filter => "filter", "Filter the list: words, field:value (status:, pipeline:, stage:, kind:) and #ID";
     Sort => "sort", "Sort by newest, oldest, longest or pipeline";
     NewRun => "new_run", "Start a run of a pipeline, picked from a list";
+    Mark => "mark", "Mark the run for comparison; with two marked, compare them";
+    EditAsset => "edit_asset", "Write a new version of the asset in an editor, saved with a reason (not pinned)";
+    TestStage => "test_stage", "Test a stage that uses the asset alone with the selected version, beside its last production output";
+    PinVersion => "pin_version", "Pin the selected version: runs use it from now (asks first)";
+    RollbackAsset => "rollback_asset", "Roll the asset back to the version pinned before (asks first)";
+    SwitchList => "switch_list", "Move between the list of assets and the list of versions";
     RetryRun => "retry_run", "Retry the run from its failed stages (asks first)";
     CancelRun => "cancel_run", "Cancel the run (asks first)";
     NextAttempt => "next_attempt", "Show the next attempt";
@@ -82,8 +91,11 @@ impl Action {
         Action::PaneRuns,
         Action::PaneStage,
         Action::PaneCanary,
+        Action::PaneCompare,
         Action::PaneDlq,
+        Action::PaneAssets,
         Action::PaneEvents,
+        Action::PanePipelines,
         Action::Palette,
         Action::Messages,
         Action::Help,
@@ -117,6 +129,10 @@ impl Action {
                 | Action::SetWeight
                 | Action::Rollback
                 | Action::Restart
+                | Action::EditAsset
+                | Action::TestStage
+                | Action::PinVersion
+                | Action::RollbackAsset
         )
     }
 }

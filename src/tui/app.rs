@@ -12,9 +12,12 @@ use ratatui::layout::Rect;
 
 use super::action::Action;
 use super::keymap::{Context, DialogKeys, Key, Keymap, Lookup};
+use super::panes::assets::AssetsPane;
 use super::panes::canary::CanaryPane;
+use super::panes::compare::ComparePane;
 use super::panes::dlq::DlqPane;
 use super::panes::events::EventsPane;
+use super::panes::pipelines::PipelinesPane;
 use super::panes::runs::RunsPane;
 use super::panes::stage::{StagePane, Target};
 use super::panes::{Cx, Effect, Pane, PaneId, areas, inner, too_small};
@@ -74,8 +77,11 @@ pub struct Panes {
     pub runs: RunsPane,
     pub stage: StagePane,
     pub canary: CanaryPane,
+    pub compare: ComparePane,
     pub dlq: DlqPane,
+    pub assets: AssetsPane,
     pub events: EventsPane,
+    pub pipelines: PipelinesPane,
 }
 
 impl Panes {
@@ -84,8 +90,11 @@ impl Panes {
             PaneId::Runs => &self.runs,
             PaneId::Stage => &self.stage,
             PaneId::Canary => &self.canary,
+            PaneId::Compare => &self.compare,
             PaneId::Dlq => &self.dlq,
+            PaneId::Assets => &self.assets,
             PaneId::Events => &self.events,
+            PaneId::Pipelines => &self.pipelines,
         }
     }
 
@@ -94,8 +103,11 @@ impl Panes {
             PaneId::Runs => &mut self.runs,
             PaneId::Stage => &mut self.stage,
             PaneId::Canary => &mut self.canary,
+            PaneId::Compare => &mut self.compare,
             PaneId::Dlq => &mut self.dlq,
+            PaneId::Assets => &mut self.assets,
             PaneId::Events => &mut self.events,
+            PaneId::Pipelines => &mut self.pipelines,
         }
     }
 }
@@ -129,6 +141,9 @@ pub struct App {
     pub(super) outbox: Vec<Request>,
     pub(super) stale: BTreeSet<Stale>,
     pub(super) subscribed: bool,
+    /// A stage test was asked for: its run opens on that stage, diffed against the last
+    /// production run, once the host says which run it is.
+    pub(super) pending_test: Option<(String, String)>,
 }
 
 /// The context a pane gets, built from the app's fields (not `&App`, so a pane can be borrowed
@@ -165,6 +180,7 @@ impl App {
             outbox: Vec::new(),
             stale: BTreeSet::new(),
             subscribed: false,
+            pending_test: None,
         };
         app.outbox
             .extend([Request::Overview, Request::Dlq, Request::Canaries]);
@@ -284,7 +300,8 @@ impl App {
     /// other key through the keymap's dialog contexts.
     fn dialog_key(&mut self, key: KeyEvent) {
         let takes_text = self.input.is_some() || self.popups.last().is_some_and(Popup::takes_text);
-        if takes_text && popup::is_text(&key) {
+        let editing = matches!(self.popups.last(), Some(Popup::EditAsset(e)) if e.takes(&key));
+        if editing || (takes_text && popup::is_text(&key)) {
             if self.input.is_some() {
                 self.input_text(key);
             } else if let Some(top) = self.popups.last_mut() {
@@ -442,6 +459,11 @@ impl App {
             Effect::Focus(pane) => self.focus_pane(pane),
             Effect::OpenRun { id, from } => self.open_run(id, from),
             Effect::OpenStage(target) => self.open_stage(target),
+            Effect::OpenStageDiff { target, baseline } => {
+                self.open_stage(target);
+                self.panes.stage.diff_when_loaded = Some(baseline);
+            }
+            Effect::Compare(a, b) => self.compare(a, b),
             Effect::EditFilter(current) => {
                 let placeholder = self.focused().filter_placeholder();
                 let mut text = popup::text_input(placeholder);
@@ -479,6 +501,25 @@ impl App {
                 });
             }
             Outcome::Pipeline(name) => self.start_run(name),
+            Outcome::TestStage {
+                asset,
+                version,
+                stage,
+            } => {
+                self.pending_test = Some((stage.pipeline.clone(), stage.stage.clone()));
+                self.outbox.push(Request::Control {
+                    cmd: Command::StartRun(StartRun {
+                        pipeline: stage.pipeline,
+                        overrides: std::iter::once((asset, version)).collect(),
+                        test: Some(Box::new(crate::model::asset::StageTest {
+                            stage: stage.stage,
+                            ..Default::default()
+                        })),
+                        ..StartRun::default()
+                    }),
+                    reason: String::new(),
+                });
+            }
             Outcome::Baseline(id) => {
                 let req = self.panes.stage.request_diff(Some(id));
                 self.outbox.extend(req);
@@ -511,6 +552,12 @@ impl App {
             self.alert = None;
             self.stale.insert(Stale::Canaries);
         }
+        if pane == PaneId::Assets && !self.panes.assets.loaded {
+            self.stale.insert(Stale::Assets);
+        }
+        if pane == PaneId::Pipelines {
+            self.stale.insert(Stale::Pipelines);
+        }
         self.refresh();
     }
 
@@ -519,6 +566,13 @@ impl App {
         self.focus = PaneId::Runs;
         let req = self.panes.runs.open(id, from);
         self.outbox.push(req);
+    }
+
+    /// Shows two runs side by side in the Compare pane.
+    pub fn compare(&mut self, a: crate::model::RunId, b: crate::model::RunId) {
+        let req = self.panes.compare.open(a, b);
+        self.outbox.push(req);
+        self.focus = PaneId::Compare;
     }
 
     pub fn open_stage(&mut self, target: Target) {

@@ -20,15 +20,19 @@ pub enum Stale {
     Stage,
     Dlq,
     Canaries,
+    Assets,
+    Pipelines,
 }
 
-const ALL: [Stale; 6] = [
+const ALL: [Stale; 8] = [
     Stale::Overview,
     Stale::Runs,
     Stale::Detail,
     Stale::Stage,
     Stale::Dlq,
     Stale::Canaries,
+    Stale::Assets,
+    Stale::Pipelines,
 ];
 
 impl App {
@@ -77,7 +81,36 @@ impl App {
                     .is_some_and(|t| t.run == io.run_id && t.stage == io.stage);
                 if same {
                     self.panes.stage.apply_io(*io);
+                    let ready =
+                        self.panes.stage.io.as_ref().is_some_and(|io| {
+                            io.attempts.last().is_some_and(|a| a.output.is_some())
+                        });
+                    if ready && let Some(base) = self.panes.stage.diff_when_loaded.take() {
+                        self.outbox
+                            .extend(self.panes.stage.request_diff(Some(base)));
+                    }
+                    if ready && std::mem::take(&mut self.panes.stage.diff_previous) {
+                        self.outbox.extend(self.panes.stage.request_diff(None));
+                    }
                 }
+            }
+            Msg::Compare(v) => self.panes.compare.apply(*v),
+            Msg::PipelineStats(stats) => {
+                if let Some(o) = &self.overview {
+                    self.panes
+                        .pipelines
+                        .apply(*stats, &o.pipelines, &o.breakers);
+                }
+            }
+            Msg::Assets(list) => {
+                let rows = super::panes::table_rows(self.size);
+                let more = self.panes.assets.apply_list(list, rows);
+                self.outbox.extend(more);
+            }
+            Msg::Asset { detail, pinned } => self.panes.assets.apply_detail(*detail, pinned),
+            Msg::CompareFailed(why) => {
+                self.panes.compare.failed(why.clone());
+                self.flash(why, true);
             }
             Msg::Diff(v) => {
                 if let Some(d) = &mut self.panes.stage.diff {
@@ -145,7 +178,17 @@ impl App {
             |app: &App, run: RunId| app.panes.runs.detail.as_ref().is_some_and(|d| d.id == run);
         match outcome {
             Outcome::RunStarted { run } => {
-                self.open_run(*run, PaneId::Runs);
+                if let Some((pipeline, stage)) = self.pending_test.take() {
+                    self.open_stage(super::panes::stage::Target {
+                        run: *run,
+                        pipeline,
+                        stage,
+                    });
+                    // Beside the last production output (the previous successful run).
+                    self.panes.stage.diff_previous = true;
+                } else {
+                    self.open_run(*run, PaneId::Runs);
+                }
                 self.stale.extend([Stale::Runs, Stale::Overview]);
             }
             Outcome::RunCancelled { run }
@@ -166,6 +209,9 @@ impl App {
             Outcome::Canary { .. } | Outcome::Fault { .. } => {
                 self.stale.insert(Stale::Canaries);
             }
+            Outcome::Asset { .. } => {
+                self.stale.insert(Stale::Assets);
+            }
         }
         self.refresh();
     }
@@ -182,6 +228,8 @@ impl App {
                 Stale::Stage => self.focus == PaneId::Stage,
                 Stale::Dlq => self.focus == PaneId::Dlq,
                 Stale::Canaries => self.focus == PaneId::Canary,
+                Stale::Assets => self.focus == PaneId::Assets,
+                Stale::Pipelines => self.focus == PaneId::Pipelines,
             };
             if !visible {
                 self.stale.insert(s);
@@ -200,6 +248,14 @@ impl App {
                 }
                 Stale::Stage => self.outbox.extend(self.panes.stage.refetch()),
                 Stale::Dlq => self.outbox.push(Request::Dlq),
+                Stale::Assets => self.outbox.extend(self.panes.assets.refetch()),
+                Stale::Pipelines => {
+                    let req = self
+                        .overview
+                        .as_ref()
+                        .and_then(|o| self.panes.pipelines.request(&o.pipelines));
+                    self.outbox.extend(req);
+                }
                 Stale::Canaries => {
                     self.outbox.push(Request::Canaries);
                     self.outbox.extend(self.panes.canary.series_request());
@@ -231,10 +287,13 @@ impl App {
             | EventKind::RunStarted
             | EventKind::RunFinished
             | EventKind::RunInterrupted => {
-                self.stale.insert(Stale::Overview);
+                self.stale.extend([Stale::Overview, Stale::Pipelines]);
             }
             EventKind::CanaryStarted | EventKind::CanaryAction | EventKind::CanaryAnalysis => {
                 self.stale.insert(Stale::Canaries);
+            }
+            EventKind::AssetChanged => {
+                self.stale.insert(Stale::Assets);
             }
             _ => {}
         }

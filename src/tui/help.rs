@@ -227,14 +227,20 @@ pub fn readme_tables(km: &Keymap) -> String {
     };
     let (stage, canary) = (StagePane::default(), CanaryPane::default());
     let (dlq, events) = (DlqPane::default(), EventsPane::default());
+    let compare = crate::tui::panes::compare::ComparePane::default();
+    let assets = crate::tui::panes::assets::AssetsPane::default();
+    let pipelines = crate::tui::panes::pipelines::PipelinesPane::default();
     markdown(
         &[
             ("Runs (`1`)", &list),
             ("A run (`enter` on a run)", &run),
             ("Stage (`2`)", &stage),
             ("Canary (`3`)", &canary),
+            ("Compare (`4`)", &compare),
             ("DLQ (`5`)", &dlq),
+            ("Assets (`6`)", &assets),
             ("Events (`7`)", &events),
+            ("Pipelines (`8`)", &pipelines),
         ],
         km,
     )

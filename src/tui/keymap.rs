@@ -24,6 +24,9 @@ pub enum Context {
     Dlq,
     Events,
     Canary,
+    Compare,
+    Assets,
+    Pipelines,
     Dialog,
 }
 
@@ -31,7 +34,7 @@ impl Context {
     /// Where a dialog (a popup or the footer's filter) looks its keys up.
     pub const DIALOG: &'static [Context] = &[Context::Dialog, Context::List, Context::Global];
 
-    pub const ALL: [Context; 9] = [
+    pub const ALL: [Context; 12] = [
         Context::Global,
         Context::List,
         Context::Runs,
@@ -40,6 +43,9 @@ impl Context {
         Context::Dlq,
         Context::Events,
         Context::Canary,
+        Context::Compare,
+        Context::Assets,
+        Context::Pipelines,
         Context::Dialog,
     ];
 
@@ -53,6 +59,9 @@ impl Context {
             Context::Dlq => "dlq",
             Context::Events => "events",
             Context::Canary => "canary",
+            Context::Compare => "compare",
+            Context::Assets => "assets",
+            Context::Pipelines => "pipelines",
             Context::Dialog => "dialog",
         }
     }

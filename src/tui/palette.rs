@@ -9,7 +9,7 @@ use super::panes::PaneId;
 use super::popup::Popup;
 use super::request::Request;
 use super::theme::Theme;
-use crate::model::{Command, Fault};
+use crate::model::{Command, Fault, RunId};
 
 /// What a typed command takes after its name.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -24,6 +24,8 @@ pub enum Arg {
     Theme,
     /// `ERRORS% [MS]` or `off`.
     Fault,
+    /// Two run ids.
+    Runs2,
 }
 
 /// A command typed in the palette.
@@ -61,6 +63,11 @@ pub const TYPED: &[Typed] = &[
         Arg::Fault,
         "simulated canary: `:fault ERRORS% [MS]` adds errors and latency, `:fault off` clears",
     ),
+    typed(
+        "compare",
+        Arg::Runs2,
+        "compare two runs stage by stage: `:compare 41 42`",
+    ),
     typed("dlq", Arg::None, "show the dead-letter queue"),
     typed("events", Arg::None, "show the event log"),
     typed("theme", Arg::Theme, "switch the theme: `:theme NAME`"),
@@ -82,6 +89,7 @@ pub enum Parsed {
     Show(PaneId),
     Canary(Option<String>),
     Fault(Fault),
+    Compare(RunId, RunId),
     Theme(String),
     Help,
     Quit,
@@ -113,6 +121,23 @@ fn fault(args: &[&str]) -> Result<Fault, String> {
     }
 }
 
+/// `:compare A B`, or `:compare` alone for the pane.
+fn compare(args: &[&str]) -> Result<Parsed, String> {
+    const USAGE: &str = "write `:compare BASE CANDIDATE` with two run ids, like `:compare 41 42`";
+    match args {
+        [] => Ok(Parsed::Show(PaneId::Compare)),
+        [a, b] => {
+            let id = |s: &str| {
+                s.trim_start_matches('#')
+                    .parse::<RunId>()
+                    .map_err(|_| format!("`{s}` is not a run id; {USAGE}"))
+            };
+            Ok(Parsed::Compare(id(a)?, id(b)?))
+        }
+        _ => Err(format!("`:compare` takes two run ids; {USAGE}")),
+    }
+}
+
 /// Reads a palette line against the typed commands and the focused pane's `actions`.
 pub fn parse(line: &str, actions: &[Action]) -> Result<Parsed, String> {
     let words: Vec<&str> = line.split_whitespace().collect();
@@ -126,6 +151,7 @@ pub fn parse(line: &str, actions: &[Action]) -> Result<Parsed, String> {
         "stage" => Parsed::Show(PaneId::Stage),
         "canary" | "canaries" => Parsed::Canary(arg),
         "fault" => Parsed::Fault(fault(args)?),
+        "compare" => compare(args)?,
         "dlq" => Parsed::Show(PaneId::Dlq),
         "events" => Parsed::Show(PaneId::Events),
         "theme" => Parsed::Theme(arg.ok_or("`:theme` needs a name")?),
@@ -255,6 +281,7 @@ impl App {
                 self.select_canary(name.as_deref());
             }
             Parsed::Fault(fault) => self.inject(fault, ":fault"),
+            Parsed::Compare(a, b) => self.compare(a, b),
             Parsed::Theme(name) => self.switch_theme(&name),
             Parsed::Help => self.popups.push(Popup::Help { scroll: 0 }),
             Parsed::Quit => self.quit_flow(false),

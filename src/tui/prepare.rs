@@ -253,6 +253,7 @@ mod tests {
                 output_bytes: None,
                 stderr: Some("line\twith tab\n".into()),
                 error: None,
+                assets: std::collections::BTreeMap::default(),
             }],
         };
         let p = prepare_io(io);

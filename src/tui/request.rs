@@ -57,8 +57,25 @@ pub enum Request {
         stage: String,
         before: RunId,
     },
+    /// Two runs stage by stage, with both runs for the timelines.
+    Compare {
+        base: RunId,
+        candidate: RunId,
+    },
     Dlq,
     Canaries,
+    /// The pipeline lens: each stage's health over the recent runs.
+    PipelineStats {
+        pipeline: String,
+    },
+    Assets,
+    /// One asset at `version` (the pinned one when `None`), and the text of version
+    /// `against` for a diff.
+    Asset {
+        name: String,
+        version: Option<u32>,
+        against: Option<u32>,
+    },
     CanarySeries {
         name: String,
         step_s: i64,
@@ -89,6 +106,14 @@ pub enum Msg {
     BaselineCandidates {
         stage: String,
         runs: Vec<RunSummary>,
+    },
+    Compare(Box<super::panes::compare::CompareView>),
+    CompareFailed(String),
+    PipelineStats(Box<crate::model::lens::PipelineStats>),
+    Assets(Vec<crate::model::asset::AssetSummary>),
+    Asset {
+        detail: Box<crate::model::asset::AssetDetail>,
+        pinned: Option<String>,
     },
     Dlq(Page<DlqEntry, DlqId>),
     Canaries(Vec<CanaryStatus>),
@@ -145,6 +170,39 @@ impl Worker {
     }
 }
 
+/// A comparison with both runs, for the timelines.
+async fn compare_msg(b: &dyn Backend, base: RunId, candidate: RunId) -> Msg {
+    let got = async {
+        let c = b.compare(base, candidate).await?;
+        Ok::<_, ApiError>((c, b.run(base).await?, b.run(candidate).await?))
+    };
+    match got.await {
+        Ok((c, x, y)) => Msg::Compare(Box::new(super::panes::compare::CompareView::new(c, &x, &y))),
+        Err(e) => Msg::CompareFailed(format!(
+            "cannot compare run {base} with run {candidate}: {e}"
+        )),
+    }
+}
+
+/// One asset, with the text of version `against` for a diff.
+async fn asset_msg(b: &dyn Backend, name: &str, version: Option<u32>, against: Option<u32>) -> Msg {
+    let got = async {
+        let d = b.asset(name, version).await?;
+        let pinned = match against {
+            Some(v) => b.asset(name, Some(v)).await?.shown.content,
+            None => None,
+        };
+        Ok::<_, ApiError>((d, pinned))
+    };
+    match got.await {
+        Ok((d, pinned)) => Msg::Asset {
+            detail: Box::new(d),
+            pinned,
+        },
+        Err(e) => failed(&format!("cannot load asset `{name}`"), &e),
+    }
+}
+
 async fn handle(b: &dyn Backend, actor: &Actor, req: Request) -> Msg {
     match req {
         Request::Overview => b
@@ -195,21 +253,24 @@ async fn handle(b: &dyn Backend, actor: &Actor, req: Request) -> Msg {
             pipeline,
             stage,
             before,
-        } => {
-            let q = RunQuery {
-                pipeline: Some(pipeline),
-                before: Some(before),
-                limit: 50,
-                ..RunQuery::default()
-            };
-            b.runs(q).await.map_or_else(
-                |e| failed("cannot list earlier runs", &e),
-                |page| Msg::BaselineCandidates {
-                    stage,
-                    runs: page.items,
-                },
-            )
-        }
+        } => baselines(b, pipeline, stage, before).await,
+        Request::Compare { base, candidate } => compare_msg(b, base, candidate).await,
+        Request::PipelineStats { pipeline } => b
+            .pipeline_stats(&pipeline, crate::model::lens::DEFAULT_LENS_RUNS)
+            .await
+            .map_or_else(
+                |e| failed(&format!("cannot load the lens of `{pipeline}`"), &e),
+                |s| Msg::PipelineStats(Box::new(s)),
+            ),
+        Request::Assets => b
+            .assets()
+            .await
+            .map_or_else(|e| failed("cannot load assets", &e), Msg::Assets),
+        Request::Asset {
+            name,
+            version,
+            against,
+        } => asset_msg(b, &name, version, against).await,
         Request::Dlq => b.dlq(DlqQuery::newest(MAX_DLQ_LIMIT)).await.map_or_else(
             |e| failed("cannot load the dead-letter queue", &e),
             Msg::Dlq,
@@ -230,18 +291,36 @@ async fn handle(b: &dyn Backend, actor: &Actor, req: Request) -> Msg {
             },
             Err(e) => failed(&format!("cannot load the charts of canary {name}"), &e),
         },
-        Request::Control { cmd, reason } => {
-            let what = format!("cannot {} {}", cmd.action(), cmd.target());
-            match b.control(cmd, actor, &reason).await {
-                Ok(outcome) => Msg::Done(outcome),
-                // A refusal is the host's own sentence, which names what it refused and why:
-                // shown first and whole, not behind the command's internal name.
-                Err(e) if matches!(e.code, ErrorCode::Conflict | ErrorCode::Validation) => {
-                    Msg::Failed(e.message)
-                }
-                Err(e) => failed(&what, &e),
-            }
+        Request::Control { cmd, reason } => control_msg(b, actor, cmd, &reason).await,
+    }
+}
+
+async fn baselines(b: &dyn Backend, pipeline: String, stage: String, before: RunId) -> Msg {
+    let q = RunQuery {
+        pipeline: Some(pipeline),
+        before: Some(before),
+        limit: 50,
+        ..RunQuery::default()
+    };
+    b.runs(q).await.map_or_else(
+        |e| failed("cannot list earlier runs", &e),
+        |page| Msg::BaselineCandidates {
+            stage,
+            runs: page.items,
+        },
+    )
+}
+
+async fn control_msg(b: &dyn Backend, actor: &Actor, cmd: Command, reason: &str) -> Msg {
+    let what = format!("cannot {} {}", cmd.action(), cmd.target());
+    match b.control(cmd, actor, reason).await {
+        Ok(outcome) => Msg::Done(outcome),
+        // A refusal is the host's own sentence, which names what it refused and why: shown
+        // first and whole, not behind the command's internal name.
+        Err(e) if matches!(e.code, ErrorCode::Conflict | ErrorCode::Validation) => {
+            Msg::Failed(e.message)
         }
+        Err(e) => failed(&what, &e),
     }
 }
 

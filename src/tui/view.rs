@@ -39,8 +39,11 @@ fn pane_key(app: &App, p: PaneId) -> String {
         PaneId::Runs => Action::PaneRuns,
         PaneId::Stage => Action::PaneStage,
         PaneId::Canary => Action::PaneCanary,
+        PaneId::Compare => Action::PaneCompare,
         PaneId::Dlq => Action::PaneDlq,
+        PaneId::Assets => Action::PaneAssets,
         PaneId::Events => Action::PaneEvents,
+        PaneId::Pipelines => Action::PanePipelines,
     };
     app.config
         .keymap
@@ -67,7 +70,9 @@ enum Level {
 
 fn tab_label(app: &App, p: PaneId, level: Level) -> String {
     let (key, title) = (pane_key(app, p), p.title());
-    match (level == Level::Minimal, key.is_empty()) {
+    // Tab numbers alone, but the pane shown keeps its title: one knows where one is.
+    let minimal = level == Level::Minimal && p != app.focus;
+    match (minimal, key.is_empty()) {
         (true, false) => format!(" {key} "),
         (_, true) => format!(" {title} "),
         (false, false) => format!(" {key} {title} "),

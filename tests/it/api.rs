@@ -540,6 +540,21 @@ async fn every_control_route_refuses_a_viewer_and_audits_it() {
             r#"{"observations": []}"#,
             "canary.observe",
         ),
+        (
+            "/v1/assets/rules".to_string(),
+            r#"{"content": "limit = 5", "reason": "x"}"#,
+            "asset.put",
+        ),
+        (
+            "/v1/assets/rules/pin".to_string(),
+            r#"{"version": 1, "reason": "x"}"#,
+            "asset.pin",
+        ),
+        (
+            "/v1/assets/rules/rollback".to_string(),
+            r#"{"reason": "x"}"#,
+            "asset.rollback",
+        ),
     ];
     for (path, body, _) in &routes {
         let (s, v) = api.post(path, VIEWER, body).await;
@@ -571,10 +586,11 @@ async fn every_control_route_refuses_a_viewer_and_audits_it() {
         let (s, v) = api.post(path, VIEWER, body).await;
         assert_eq!((s, code(&v)), (403, "forbidden"), "{path} {body}: {v}");
     }
-    // Dropping a dead letter and injecting a fault are the admin's; the rest the operator's.
+    // Dropping a dead letter, injecting a fault and putting or pinning an asset are the
+    // admin's; the rest (rolling an asset back included) the operator's.
     for (path, body, action) in &routes {
         let (s, v) = api.post(path, OPERATOR, body).await;
-        if ["dlq.discard", "canary.fault"].contains(action) {
+        if ["dlq.discard", "canary.fault", "asset.put", "asset.pin"].contains(action) {
             assert_eq!((s, code(&v)), (403, "forbidden"), "{path}: {v}");
             let (s, v) = api.post(path, ADMIN, body).await;
             assert_ne!(code(&v), "forbidden", "{path}: {s} {v}");
@@ -582,6 +598,21 @@ async fn every_control_route_refuses_a_viewer_and_audits_it() {
             assert_ne!(code(&v), "forbidden", "{path}: {s} {v}");
         }
     }
+    // A viewer reads assets.
+    let (s, v) = api.get("/v1/assets", VIEWER).await;
+    assert_eq!(
+        (s, v["data"][0]["name"].as_str()),
+        (200, Some("rules")),
+        "{v}"
+    );
+    let (s, v) = api.get("/v1/assets/rules?version=1", VIEWER).await;
+    assert_eq!(
+        (s, v["data"]["shown"]["content"].as_str()),
+        (200, Some("limit = 5")),
+        "{v}"
+    );
+    let (s, v) = api.get("/v1/assets/rules?version=x", VIEWER).await;
+    assert_eq!((s, code(&v)), (400, "validation"), "{v}");
     api.host.shutdown().await;
 }
 

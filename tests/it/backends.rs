@@ -24,6 +24,17 @@ steps = [ {weight = 10, pause = "1h"}, {weight = 100} ]
 "#,
     );
     ws.pipeline("etl", crate::support::ETL);
+    ws.pipeline(
+        "greet",
+        r#"[pipeline]
+name = "greet"
+[[stage]]
+id = "render"
+kind = "command"
+asset = "greeting"
+command = ["sh", "-c", "cat"]
+"#,
+    );
     ws
 }
 
@@ -243,6 +254,203 @@ async fn canaries_and_audit(b: &Arc<dyn Backend>, which: &str) {
         .await
         .unwrap();
     assert!(by_nobody.is_empty(), "{which}");
+    assets(b, which).await;
+}
+
+/// Starts a run and waits for its end.
+async fn finished(b: &Arc<dyn Backend>, req: StartRun) -> opsdeck::model::Run {
+    let Outcome::RunStarted { run: id } = act(b, Command::StartRun(req), "").await.unwrap() else {
+        panic!("starting a run says which run");
+    };
+    until("the run to finish", || {
+        let b = b.clone();
+        async move { b.run(id).await.is_ok_and(|r| r.status.is_finished()) }
+    })
+    .await;
+    b.run(id).await.unwrap()
+}
+
+/// Assets: versions, pins, overrides, an isolated test and rollback, with audit and events.
+async fn assets(b: &Arc<dyn Backend>, which: &str) {
+    assert!(b.assets().await.unwrap().is_empty(), "{which}");
+    let greet = || StartRun {
+        pipeline: "greet".into(),
+        ..StartRun::default()
+    };
+    let missing = act(b, Command::StartRun(greet()), "").await.unwrap_err();
+    assert!(
+        missing.code == ErrorCode::Validation && missing.message.contains("`greeting`"),
+        "{which}: {missing}"
+    );
+    let put = |content: &str, pin: bool| Command::PutAsset {
+        name: "greeting".into(),
+        content: content.into(),
+        pin,
+    };
+    // The first version is pinned at once; later ones wait for a pin.
+    let first = act(b, put("hello", false), "").await.unwrap();
+    assert_eq!(
+        first,
+        Outcome::Asset {
+            name: "greeting".into(),
+            version: 1,
+            pinned: Some(1)
+        },
+        "{which}"
+    );
+    let same = act(b, put("hello", false), "").await.unwrap_err();
+    assert_eq!(same.code, ErrorCode::Conflict, "{which}: {same}");
+    act(b, put("hej", false), "a Danish greeting")
+        .await
+        .unwrap();
+    let list = b.assets().await.unwrap();
+    assert_eq!(
+        (
+            list[0].pinned,
+            list[0].latest,
+            list[0].used_by[0].stage.as_str()
+        ),
+        (Some(1), 2, "render"),
+        "{which}"
+    );
+    let shown = |d: opsdeck::model::asset::AssetDetail| d.shown.content.unwrap_or_default();
+    assert_eq!(shown(b.asset("greeting", None).await.unwrap()), "hello");
+    assert_eq!(shown(b.asset("greeting", Some(2)).await.unwrap()), "hej");
+    let nine = b.asset("greeting", Some(9)).await.unwrap_err();
+    assert!(
+        nine.code == ErrorCode::NotFound && nine.message.contains("1 to 2"),
+        "{which}: {nine}"
+    );
+    assert_eq!(
+        b.asset("nope", None).await.unwrap_err().code,
+        ErrorCode::NotFound
+    );
+
+    // The pinned version by default; another for one run only with an override.
+    let run = finished(b, greet()).await;
+    let attempt = &run.stages[0].attempts[0];
+    assert_eq!(attempt.assets.get("greeting"), Some(&1), "{which}");
+    assert_eq!(
+        attempt.output.as_ref().unwrap()["asset"]["greeting"]["content"],
+        "hello"
+    );
+    let mut req = greet();
+    req.overrides.insert("greeting".into(), 2);
+    let over = finished(b, req).await;
+    assert_eq!(over.overrides.get("greeting"), Some(&2), "{which}");
+    assert_eq!(
+        over.stages[0].attempts[0].output.as_ref().unwrap()["asset"]["greeting"]["content"],
+        "hej"
+    );
+
+    // An isolated test with a given input: recorded, flagged, listed only when asked.
+    let mut req = greet();
+    req.overrides.insert("greeting".into(), 2);
+    req.test = Some(Box::new(opsdeck::model::asset::StageTest {
+        stage: "render".into(),
+        input: Some(serde_json::json!({"params": {"who": "tests"}, "stages": {}})),
+        from_run: None,
+    }));
+    let test = finished(b, req).await;
+    assert!(test.test, "{which}");
+    let out = test.stages[0].attempts[0].output.clone().unwrap();
+    assert_eq!(
+        (&out["params"]["who"], &out["asset"]["greeting"]["version"]),
+        (&serde_json::json!("tests"), &serde_json::json!(2))
+    );
+    let listed = |tests: bool| {
+        let b = b.clone();
+        async move {
+            b.runs(RunQuery {
+                limit: 50,
+                tests,
+                ..RunQuery::default()
+            })
+            .await
+            .unwrap()
+            .items
+            .iter()
+            .map(|r| r.id)
+            .collect::<Vec<_>>()
+        }
+    };
+    assert!(!listed(false).await.contains(&test.id), "{which}");
+    assert_eq!(listed(true).await, vec![test.id], "{which}");
+
+    // Pin, then roll back to the pin before; a second rollback has nowhere to go.
+    let pin = Command::PinAsset {
+        name: "greeting".into(),
+        version: 2,
+    };
+    let no_reason = act(b, pin.clone(), "").await.unwrap_err();
+    assert_eq!(no_reason.code, ErrorCode::Validation, "{which}");
+    act(b, pin.clone(), "ship hej").await.unwrap();
+    assert_eq!(
+        act(b, pin, "again").await.unwrap_err().code,
+        ErrorCode::Conflict
+    );
+    let back = Command::RollbackAsset {
+        name: "greeting".into(),
+    };
+    assert_eq!(
+        act(b, back.clone(), "customers complained").await.unwrap(),
+        Outcome::Asset {
+            name: "greeting".into(),
+            version: 1,
+            pinned: Some(1)
+        },
+        "{which}"
+    );
+    assert_eq!(
+        act(b, back, "once more").await.unwrap_err().code,
+        ErrorCode::Conflict
+    );
+    let d = b.asset("greeting", None).await.unwrap();
+    assert_eq!(
+        (
+            d.pinned,
+            d.pins.len(),
+            d.pins[0].undone,
+            d.pins[0].reason.as_str()
+        ),
+        (Some(1), 2, true, "ship hej"),
+        "{which}"
+    );
+
+    let audit = b
+        .audit(AuditQuery {
+            action: Some("asset".into()),
+            limit: 100,
+            ..AuditQuery::default()
+        })
+        .await
+        .unwrap();
+    let rows: Vec<(&str, &str)> = audit
+        .iter()
+        .map(|r| (r.action.as_str(), r.outcome.as_str()))
+        .collect();
+    assert_eq!(
+        rows,
+        [
+            ("asset.rollback", "failed: conflict"),
+            ("asset.rollback", "ok"),
+            ("asset.pin", "failed: conflict"),
+            ("asset.pin", "ok"),
+            ("asset.pin", "failed: validation"),
+            ("asset.put", "ok"),
+            ("asset.put", "failed: conflict"),
+            ("asset.put", "ok"),
+        ],
+        "{which}"
+    );
+    assert_eq!(audit[1].reason, "customers complained");
+    let events = b.recent_events(500).await.unwrap();
+    let changes: Vec<&str> = events
+        .iter()
+        .filter(|e| e.kind == opsdeck::model::EventKind::AssetChanged)
+        .map(|e| e.data["action"].as_str().unwrap_or_default())
+        .collect();
+    assert_eq!(changes, ["put", "put", "pin", "rollback"], "{which}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

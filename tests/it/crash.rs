@@ -39,6 +39,20 @@ fn kill_mid_run(ws: &TestWorkspace) -> i32 {
     eventually("stage b to start", || {
         read(&pid_file).trim().parse::<i32>().is_ok()
     });
+    // Killed only once the host has recorded b's process: a host killed between spawning a
+    // stage and recording it leaves nothing for recovery to find.
+    let db = ws.path(".opsdeck/state.db");
+    eventually("the host to record stage b's process", || {
+        rusqlite::Connection::open_with_flags(&db, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+            .and_then(|c| {
+                c.query_row(
+                    "SELECT COUNT(*) FROM attempts WHERE stage_id = 'b' AND pid IS NOT NULL",
+                    [],
+                    |r| r.get::<_, i64>(0),
+                )
+            })
+            .is_ok_and(|n| n > 0)
+    });
     signal(&child, Signal::SIGKILL);
     child.wait().unwrap();
     read(&pid_file).trim().parse().unwrap()

@@ -10,6 +10,7 @@
 )]
 
 mod api;
+mod assets;
 mod audit;
 mod backends;
 mod canary;

@@ -405,19 +405,7 @@ simulate = { rps = 40 }
     t.keys("q");
     assert!(t.wait_exit().success());
 
-    let audit = ws.run(&["audit", "--action", "canary", "--json"]).json();
-    let rows: Vec<(String, String, String)> = audit
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|r| {
-            (
-                r["action"].as_str().unwrap().to_string(),
-                r["via"].as_str().unwrap().to_string(),
-                r["outcome"].as_str().unwrap_or_default().to_string(),
-            )
-        })
-        .collect();
+    let rows = crate::support::audit_rows(&ws, "canary", ["action", "via", "outcome"]);
     for want in [
         ("canary.promote", "cli"),
         ("canary.rollback", "dashboard"),
@@ -649,4 +637,88 @@ fn the_arrows_keymap_drives_every_dialog_without_letters() {
         );
         std::thread::sleep(Duration::from_millis(50));
     }
+}
+
+/// One session in a real terminal: edit an asset, test a stage with the new version, pin it,
+/// run the pipeline, compare with the run before, and roll the asset back.
+#[test]
+fn an_asset_is_edited_tested_pinned_compared_and_rolled_back_in_one_session() {
+    let ws = TestWorkspace::new();
+    ws.pipeline(
+        "greet",
+        r#"[pipeline]
+name = "greet"
+[[stage]]
+id = "render"
+kind = "command"
+asset = "greeting"
+command = ["sh", "-c", "cat"]
+"#,
+    );
+    ws.write("assets/greeting.txt", "hello\n");
+    ws.run(&["run", "greet"]).expect_code(0);
+    let mut t = Term::start(&ws, 120, 30);
+    t.wait_for("Runs");
+    t.keys("6");
+    t.wait_for("greeting · v1 pinned");
+    // A new version in the editor, saved with a reason.
+    t.keys("e");
+    t.wait_for("New version of greeting");
+    t.keys("hej ");
+    t.keys("\t");
+    t.keys("try Danish");
+    t.keys("\r");
+    t.wait_for("version 2 stored; runs use version 1");
+    // The new version alone on its stage, beside the last production output.
+    t.keys("\t");
+    t.keys("k");
+    t.wait_for("── v2");
+    t.keys("t");
+    t.wait_for("Test a stage with greeting v2");
+    t.keys("\r");
+    t.wait_for("hej hello");
+    // Pin it, run the pipeline, and compare with the run before.
+    t.keys("6");
+    t.keys("p");
+    t.wait_for("Pin version 2 of greeting?");
+    t.keys("ship it");
+    t.keys("\r");
+    t.wait_for("version 2 is pinned");
+    t.keys("1");
+    t.keys("n");
+    t.wait_for("Start a run");
+    t.keys("\r");
+    t.wait_for("succeeded");
+    t.keys("\x1b");
+    t.keys("1");
+    t.keys(" ");
+    t.keys("j");
+    t.keys(" ");
+    t.wait_for("◆ greeting 1→2: render");
+    // Roll the asset back, with a reason.
+    t.keys("6");
+    t.keys("u");
+    t.wait_for("Roll back greeting?");
+    t.keys("too casual");
+    t.keys("\r");
+    t.wait_for("version 1 is pinned");
+    t.keys("q");
+    assert!(t.wait_exit().success());
+
+    let rows = crate::support::audit_rows(&ws, "asset", ["action", "via", "reason"]);
+    let done: Vec<(&str, &str, &str)> = rows
+        .iter()
+        .map(|(a, v, r)| (a.as_str(), v.as_str(), r.as_str()))
+        .collect();
+    assert_eq!(
+        done,
+        [
+            ("asset.rollback", "dashboard", "too casual"),
+            ("asset.pin", "dashboard", "ship it"),
+            ("asset.put", "dashboard", "try Danish"),
+            ("asset.put", "automatic", "seeded from assets/greeting.txt"),
+        ]
+    );
+    let tests = ws.run(&["runs", "--tests", "--json"]).json();
+    assert_eq!(tests.as_array().unwrap().len(), 1, "{tests}");
 }

@@ -349,3 +349,26 @@ pub fn free_port() -> u16 {
 pub fn http() -> reqwest::Client {
     opsdeck::runtime::stage::http_client()
 }
+
+/// `opsdeck audit --action GROUP --json` as rows of three fields of each record (`""` where
+/// a field is absent), newest first.
+pub fn audit_rows(
+    ws: &TestWorkspace,
+    group: &str,
+    fields: [&str; 3],
+) -> Vec<(String, String, String)> {
+    let audit = ws.run(&["audit", "--action", group, "--json"]).json();
+    let field = |r: &Value, f: &str| r[f].as_str().unwrap_or_default().to_string();
+    audit
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            (
+                field(r, fields[0]),
+                field(r, fields[1]),
+                field(r, fields[2]),
+            )
+        })
+        .collect()
+}

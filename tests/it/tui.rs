@@ -73,6 +73,7 @@ fn summary(id: i64) -> RunSummary {
             _ => 3,
         },
         stages_failed: u32::from(status == RunStatus::Failed),
+        test: false,
     }
 }
 
@@ -100,6 +101,7 @@ fn attempt(
             code: c.into(),
             message: m.into(),
         }),
+        assets: std::collections::BTreeMap::new(),
     }
 }
 
@@ -122,6 +124,8 @@ fn run_50() -> Run {
         started_at: Some(at(60)),
         finished_at: Some(at(52)),
         duration_ms: Some(8_000),
+        overrides: std::collections::BTreeMap::new(),
+        test: false,
         stages: vec![
             stage(
                 "extract-orders",
@@ -201,6 +205,7 @@ fn overview() -> Overview {
         pipelines: PIPELINES
             .iter()
             .map(|p| PipelineInfo {
+                graph: graph(),
                 name: (*p).to_string(),
                 description: Some(format!("The {p} job")),
                 schedule: Some("every 30s".into()),
@@ -217,6 +222,208 @@ fn overview() -> Overview {
         running: 0,
         role: None,
     }
+}
+
+/// The checkout-etl DAG (every fixture pipeline has it): a diamond with a tail.
+fn graph() -> Vec<opsdeck::model::lens::StageInfo> {
+    let s = |id: &str, needs: &[&str], asset: Option<&str>, breaker: Option<&str>| {
+        opsdeck::model::lens::StageInfo {
+            id: id.into(),
+            kind: "simulate".into(),
+            needs: needs.iter().map(ToString::to_string).collect(),
+            assets: asset.into_iter().map(str::to_string).collect(),
+            breaker: breaker.map(str::to_string),
+        }
+    };
+    vec![
+        s("extract-orders", &[], None, None),
+        s(
+            "transform-orders",
+            &["extract-orders"],
+            Some("order-rules"),
+            None,
+        ),
+        s(
+            "enrich-payments",
+            &["extract-orders"],
+            None,
+            Some("http:payments:80"),
+        ),
+        s(
+            "load-warehouse",
+            &["transform-orders", "enrich-payments"],
+            None,
+            None,
+        ),
+        s("verify-counts", &["load-warehouse"], None, None),
+    ]
+}
+
+/// The lens over 20 runs of that DAG: enrich-payments fails one run in five.
+fn lens_stats() -> opsdeck::model::lens::PipelineStats {
+    let mut rows = Vec::new();
+    for run in 31..=50 {
+        for (i, st) in graph().iter().enumerate() {
+            let failed = st.id == "enrich-payments" && run % 5 == 0;
+            rows.push(opsdeck::model::lens::AttemptRow {
+                run: RunId(run),
+                stage: st.id.clone(),
+                n: 1,
+                status: if failed {
+                    AttemptStatus::Failed
+                } else {
+                    AttemptStatus::Succeeded
+                },
+                started_at: at(run * 10),
+                duration_ms: Some(300 + 150 * i as i64 + run * 7),
+                error: failed.then(|| "http_status".to_string()),
+                stage_status: if failed {
+                    StageStatus::Failed
+                } else {
+                    StageStatus::Succeeded
+                },
+            });
+        }
+    }
+    let stages: Vec<String> = graph().iter().map(|s| s.id.clone()).collect();
+    opsdeck::model::lens::stats(
+        "checkout-etl",
+        &stages,
+        (31..=50).rev().map(RunId).collect(),
+        &rows,
+    )
+}
+
+/// Run 50 against run 49: transform-orders read another version of its rules, got slower
+/// and changed its output; load-warehouse changed downstream of it.
+fn comparison_msg() -> Msg {
+    let base = {
+        let mut r = run_50();
+        r.id = RunId(49);
+        r
+    };
+    let mut cand = run_50();
+    for s in &mut cand.stages {
+        if s.id == "transform-orders" {
+            s.attempts[0].duration_ms = Some(2_400);
+            let start = s.attempts[0].started_at.millis();
+            s.attempts[0].finished_at = Some(Timestamp::from_millis(start + 2_400));
+            s.attempts[0].output = Some(json!({"rows": 4702, "rejected": 119}));
+            s.attempts[0].assets.insert("order-rules".into(), 4);
+        }
+        if s.id == "load-warehouse"
+            && let Some(a) = s.attempts.first_mut()
+        {
+            a.output = Some(json!({"inserted": 4702}));
+        }
+    }
+    let mut base = base;
+    for s in &mut base.stages {
+        if s.id == "transform-orders" {
+            s.attempts[0].assets.insert("order-rules".into(), 3);
+        }
+    }
+    let c = opsdeck::model::compare::compare(
+        &base,
+        &cand,
+        &opsdeck::model::compare::CompareSettings::default(),
+    );
+    Msg::Compare(Box::new(opsdeck::tui::panes::compare::CompareView::new(
+        c, &base, &cand,
+    )))
+}
+
+fn open_compare(a: &mut App) {
+    a.compare(RunId(49), RunId(50));
+    a.apply(comparison_msg());
+}
+
+fn asset_detail(version: u32) -> opsdeck::model::asset::AssetDetail {
+    use opsdeck::model::asset::{AssetDetail, AssetUse, AssetVersion, PinRecord};
+    let v = |n: u32, who: &str, why: &str| AssetVersion {
+        version: n,
+        created_at: at(i64::from(10 - n) * 3600),
+        actor: who.into(),
+        reason: why.into(),
+        bytes: 120,
+        content: None,
+    };
+    let text = |n: u32| {
+        format!(
+            "reject_if:\n  amount_over: {}\n  country_not_in: [DE, FR, NL]\n  velocity_per_min: 5\n",
+            500 * n
+        )
+    };
+    AssetDetail {
+        name: "order-rules".into(),
+        pinned: Some(3),
+        versions: vec![
+            v(4, "dana", "tighten the amount limit"),
+            v(3, "alice", "add NL"),
+            v(
+                2,
+                "opsdeck",
+                "assets/order-rules.yaml changed since version 1",
+            ),
+            v(1, "opsdeck", "seeded from assets/order-rules.yaml"),
+        ],
+        pins: vec![
+            PinRecord {
+                version: 3,
+                at: at(7200),
+                actor: "alice".into(),
+                reason: "add NL".into(),
+                undone: false,
+            },
+            PinRecord {
+                version: 2,
+                at: at(20000),
+                actor: "opsdeck".into(),
+                reason: "assets/order-rules.yaml changed".into(),
+                undone: false,
+            },
+        ],
+        used_by: vec![AssetUse {
+            pipeline: "checkout-etl".into(),
+            stage: "transform-orders".into(),
+            version: None,
+        }],
+        shown: {
+            let mut s = v(version, "dana", "tighten the amount limit");
+            s.content = Some(text(version));
+            s
+        },
+    }
+}
+
+fn open_assets(a: &mut App, version: u32, diff: bool) {
+    use opsdeck::model::asset::AssetSummary;
+    a.on_action(Action::PaneAssets);
+    let list = ["fraud-rules", "order-rules", "prompt.summary"]
+        .iter()
+        .enumerate()
+        .map(|(i, n)| AssetSummary {
+            name: (*n).to_string(),
+            pinned: Some(3),
+            latest: 4 + u32::try_from(i % 2).unwrap(),
+            versions: 4,
+            updated_at: at(3600),
+            used_by: vec![],
+        })
+        .collect();
+    a.apply(Msg::Assets(list));
+    a.on_action(Action::Down);
+    a.panes.assets.diff = diff;
+    let pinned = diff.then(|| asset_detail(3).shown.content.unwrap());
+    a.apply(Msg::Asset {
+        detail: Box::new(asset_detail(version)),
+        pinned,
+    });
+}
+
+fn open_pipelines(a: &mut App) {
+    a.on_action(Action::PanePipelines);
+    a.apply(Msg::PipelineStats(Box::new(lens_stats())));
 }
 
 fn dlq() -> Vec<DlqEntry> {
@@ -602,6 +809,25 @@ fn scenes() -> Vec<Scene> {
                 data: json!({"canary": "checkout-api", "action": "rollback", "actor": "opsdeck",
                     "state_after": "rolled_back", "reason": "error_rate failed: canary errors 7.9% vs legacy 0.4%"}),
             })));
+        }),
+        ("run_detail_assets", |a| {
+            a.on_action(Action::Open);
+            let mut run = run_50();
+            run.overrides.insert("order-rules".into(), 2);
+            for s in &mut run.stages {
+                if s.id == "transform-orders" {
+                    s.attempts[0].assets.insert("order-rules".into(), 2);
+                }
+            }
+            a.apply(Msg::Run(Box::new(run)));
+        }),
+        ("compare", open_compare),
+        ("assets", |a| open_assets(a, 3, false)),
+        ("assets_diff", |a| open_assets(a, 4, true)),
+        ("pipelines", open_pipelines),
+        ("asset_editor", |a| {
+            open_assets(a, 3, false);
+            a.on_action(Action::EditAsset);
         }),
         ("pick_baseline", |a| {
             open_stage(a);
@@ -1353,7 +1579,7 @@ fn faults_are_injected_into_the_selected_canary_from_the_palette() {
 
 #[test]
 fn a_lost_connection_marks_the_data_stale_and_a_new_one_refetches_it() {
-    let mut a = app(120, 30);
+    let mut a = app(180, 30);
     a.apply(Msg::Stream(StreamItem::Connected(false)));
     let header = text(&a).lines().next().unwrap().to_string();
     assert!(header.contains("stale, reconnecting"), "{header}");
@@ -1452,4 +1678,128 @@ fn page_of(
 /// An event as the live stream hands it out.
 fn live(e: Event) -> StreamItem {
     StreamItem::Event(std::sync::Arc::new(e))
+}
+
+#[test]
+fn the_regression_panes_at_160x48() {
+    let scenes: [Scene; 3] = [
+        ("compare", open_compare),
+        ("assets_diff", |a| open_assets(a, 4, true)),
+        ("pipelines", open_pipelines),
+    ];
+    for (name, setup) in scenes {
+        let mut a = app(160, 48);
+        setup(&mut a);
+        insta::assert_snapshot!(format!("{name}_160x48"), text(&a));
+    }
+}
+
+#[test]
+fn two_marked_runs_are_compared_and_enter_diffs_a_stage_against_the_base() {
+    let mut a = app(120, 30);
+    key(&mut a, KeyCode::Char(' '));
+    assert!(text(&a).contains("run 50 marked"), "{}", text(&a));
+    chars(&mut a, "j");
+    key(&mut a, KeyCode::Char(' '));
+    let reqs = a.take_requests();
+    assert!(
+        reqs.contains(&Request::Compare {
+            base: RunId(49),
+            candidate: RunId(50)
+        }),
+        "the older run is the base: {reqs:?}"
+    );
+    assert_eq!(a.focus, opsdeck::tui::panes::PaneId::Compare);
+    a.apply(comparison_msg());
+    let screen = text(&a);
+    assert!(
+        screen.contains("regressed") && screen.contains("◆ transform-orders"),
+        "{screen}"
+    );
+    assert!(
+        screen.contains("◆ order-rules 3→4: transform-orders"),
+        "{screen}"
+    );
+    chars(&mut a, "j");
+    key(&mut a, KeyCode::Enter);
+    assert_eq!(a.focus, opsdeck::tui::panes::PaneId::Stage);
+    assert_eq!(a.panes.stage.diff_when_loaded, Some(RunId(49)));
+    // The palette compares too, and says what it takes.
+    a.on_action(Action::Palette);
+    chars(&mut a, "compare 12 x");
+    key(&mut a, KeyCode::Enter);
+    assert!(
+        a.flash
+            .as_ref()
+            .unwrap()
+            .text
+            .contains("`x` is not a run id")
+    );
+}
+
+#[test]
+fn the_assets_pane_edits_tests_pins_and_rolls_back_through_the_control_path() {
+    let mut a = app(120, 30);
+    open_assets(&mut a, 3, false);
+    assert!(text(&a).contains("order-rules · v3 pinned · used by checkout-etl/transform-orders"));
+    // e: a new version in the editor; enter is a new line, tab goes to the reason.
+    key(&mut a, KeyCode::Char('e'));
+    key(&mut a, KeyCode::Down);
+    key(&mut a, KeyCode::End);
+    key(&mut a, KeyCode::Enter);
+    chars(&mut a, "  hold: true");
+    key(&mut a, KeyCode::Tab);
+    a.take_requests();
+    key(&mut a, KeyCode::Enter);
+    assert!(a.take_requests().is_empty(), "a reason first");
+    chars(&mut a, "hold big orders");
+    key(&mut a, KeyCode::Enter);
+    let reqs = a.take_requests();
+    let put = reqs.iter().find_map(|r| match r {
+        Request::Control {
+            cmd: Command::PutAsset { name, content, pin },
+            reason,
+        } => Some((name.clone(), content.clone(), *pin, reason.clone())),
+        _ => None,
+    });
+    let (name, content, pin, reason) = put.expect("a put");
+    assert_eq!(
+        (name.as_str(), pin, reason.as_str()),
+        ("order-rules", false, "hold big orders")
+    );
+    assert!(
+        content.contains("amount_over: 1500\n  hold: true\n"),
+        "{content}"
+    );
+    // t: pick the stage, and the test runs with this version.
+    key(&mut a, KeyCode::Char('t'));
+    key(&mut a, KeyCode::Enter);
+    let reqs = a.take_requests();
+    assert!(
+        reqs.iter().any(
+            |r| matches!(r, Request::Control { cmd: Command::StartRun(s), .. }
+            if s.test.as_ref().is_some_and(|t| t.stage == "transform-orders")
+                && s.overrides.get("order-rules") == Some(&3))
+        ),
+        "{reqs:?}"
+    );
+    a.apply(Msg::Done(opsdeck::model::Outcome::RunStarted {
+        run: RunId(77),
+    }));
+    assert_eq!(a.focus, opsdeck::tui::panes::PaneId::Stage);
+    assert!(
+        a.panes.stage.diff_previous,
+        "beside the last production output"
+    );
+    // p pins the selected version, u rolls back: both ask for a reason first.
+    a.on_action(Action::PaneAssets);
+    key(&mut a, KeyCode::Tab);
+    key(&mut a, KeyCode::Up);
+    key(&mut a, KeyCode::Char('p'));
+    assert!(matches!(a.popups.last(), Some(Popup::Confirm(c))
+        if c.command == Command::PinAsset { name: "order-rules".into(), version: 4 }));
+    key(&mut a, KeyCode::Esc);
+    key(&mut a, KeyCode::Char('u'));
+    assert!(matches!(a.popups.last(), Some(Popup::Confirm(c))
+        if c.command == Command::RollbackAsset { name: "order-rules".into() }));
 }

@@ -86,7 +86,7 @@ fn unknown_keys_name_the_valid_keys_and_a_likely_typo() {
     assert_eq!(
         lines,
         vec![
-            "p.toml:8:1: unknown key `retries` in stage `a` (kind command) (did you mean `retry`?); valid keys: id, kind, description, needs, timeout_ms, retry, breaker, command, env, workdir"
+            "p.toml:8:1: unknown key `retries` in stage `a` (kind command) (did you mean `retry`?); valid keys: id, kind, description, needs, timeout_ms, retry, breaker, asset, assets, command, env, workdir"
         ]
     );
 }

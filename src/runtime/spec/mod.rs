@@ -41,6 +41,10 @@ pub struct Stage {
     pub timeout_ms: u64,
     pub retry: RetryPolicy,
     pub breaker: BreakerConfig,
+    /// Assets the stage reads (`asset = "NAME"` or `assets = ["NAME@2", ...]`); each arrives
+    /// in its input as `asset.NAME.{version,content}`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub assets: Vec<crate::model::asset::AssetRef>,
     #[serde(flatten)]
     pub kind: StageKind,
 }
@@ -98,6 +102,8 @@ const COMMON_KEYS: &[&str] = &[
     "timeout_ms",
     "retry",
     "breaker",
+    "asset",
+    "assets",
 ];
 const COMMAND_KEYS: &[&str] = &["command", "env", "workdir"];
 const HTTP_KEYS: &[&str] = &["method", "url", "headers", "body"];
@@ -308,20 +314,9 @@ struct StageHead {
     needs_spans: Vec<Range<usize>>,
 }
 
-fn valid_name(s: &str) -> bool {
-    !s.is_empty()
-        && s.len() <= 64
-        && s.chars().next().is_some_and(|c| c.is_ascii_alphanumeric())
-        && s.chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
-}
-
 fn check_name(c: &mut Checker<'_>, what: &str, name: &str, span: &Range<usize>) {
-    if !valid_name(name) {
-        c.error(
-            span,
-            format!("{what} `{name}` is not valid; use 1-64 letters, digits, `-`, `_` or `.`, starting with a letter or digit"),
-        );
+    if !crate::model::asset::valid_name(name) {
+        c.error(span, crate::model::asset::name_rule(what, name));
     }
 }
 

@@ -13,6 +13,7 @@ use super::{
     breaker_table, check_name, retry_table,
 };
 use crate::diag::{Checker, get, suggest, to_json};
+use crate::model::asset::AssetRef;
 use crate::rng::seed_of;
 
 /// The stage's id (checked) and the name messages call it by.
@@ -141,6 +142,7 @@ pub(super) fn stage_table(
         || defaults.breaker.clone(),
         |(bt, _)| breaker_table(c, bt, &format!("`breaker` of {ctx}"), &defaults.breaker),
     );
+    let assets = stage_assets(c, t, &ctx);
     let kind = match kind_name.as_deref() {
         Some("command") => command_stage(c, t, span, &ctx).map(StageKind::Command),
         Some("http") => http_stage(c, t, span, &ctx).map(StageKind::Http),
@@ -169,9 +171,40 @@ pub(super) fn stage_table(
         timeout_ms,
         retry,
         breaker,
+        assets,
         kind,
     });
     (head, stage)
+}
+
+/// `asset = "NAME"` or `assets = ["NAME", "OTHER@2"]`: each a valid name, at most one
+/// reference to an asset per stage.
+fn stage_assets(c: &mut Checker<'_>, t: &DeTable<'_>, ctx: &str) -> Vec<AssetRef> {
+    let mut given: Vec<(String, Range<usize>)> = Vec::new();
+    if let Some((one, s)) = c.str(t, "asset", ctx) {
+        given.push((one.to_string(), s));
+    }
+    if let Some((list, s)) = c.str_list(t, "assets", ctx) {
+        if !given.is_empty() {
+            c.error(
+                &s,
+                format!("{ctx} has both `asset` and `assets`; name every asset in `assets`"),
+            );
+        }
+        given.extend(list);
+    }
+    let mut out: Vec<AssetRef> = Vec::new();
+    for (text, span) in given {
+        match AssetRef::parse(&text) {
+            Ok(r) if out.iter().any(|o| o.name == r.name) => c.error(
+                &span,
+                format!("{ctx} names asset `{}` twice; name each asset once", r.name),
+            ),
+            Ok(r) => out.push(r),
+            Err(e) => c.error(&span, format!("{e} (in {ctx})")),
+        }
+    }
+    out
 }
 
 fn command_stage(

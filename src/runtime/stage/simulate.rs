@@ -4,7 +4,10 @@
 
 use std::time::Duration;
 
+use serde_json::Value;
+
 use super::{ExecCtx, ExecResult, Failure, Outcome, Output};
+use crate::model::asset::INPUT_KEY;
 use crate::rng::{Rng, seed_of};
 use crate::runtime::spec::SimulateStage;
 
@@ -24,15 +27,52 @@ pub fn sample_latency_ms(p50: f64, p95: f64, rng: &mut Rng) -> f64 {
     (p50.ln() + sigma * rng.normal()).exp().min(p95 * 5.0)
 }
 
+/// What the stage's assets change: an asset whose text is a JSON object may set `latency`
+/// (`{p50_ms, p95_ms}`) and add or replace keys of `output`, so a simulated stage behaves as
+/// its rule table or prompt says (the demo's slower second version of a rule table).
+fn with_assets(spec: &SimulateStage, input: &Value) -> (f64, f64, Value) {
+    let (mut p50, mut p95, mut output) = (spec.p50_ms, spec.p95_ms, spec.output.clone());
+    let Some(assets) = input.get(INPUT_KEY).and_then(Value::as_object) else {
+        return (p50, p95, output);
+    };
+    for asset in assets.values() {
+        let Some(Ok(Value::Object(doc))) = asset
+            .get("content")
+            .and_then(Value::as_str)
+            .map(serde_json::from_str::<Value>)
+        else {
+            continue;
+        };
+        if let Some(l) = doc.get("latency") {
+            p50 = l
+                .get("p50_ms")
+                .and_then(Value::as_f64)
+                .unwrap_or(p50)
+                .max(0.0);
+            p95 = l
+                .get("p95_ms")
+                .and_then(Value::as_f64)
+                .unwrap_or(p95)
+                .max(0.0);
+        }
+        if let (Some(Value::Object(extra)), Value::Object(out)) = (doc.get("output"), &mut output) {
+            for (k, v) in extra {
+                out.insert(k.clone(), v.clone());
+            }
+        }
+    }
+    (p50, p95, output)
+}
+
 pub async fn run(spec: &SimulateStage, ctx: &ExecCtx<'_>) -> ExecResult {
+    let (p50, p95, output) = with_assets(spec, ctx.input);
     let mut rng = Rng::new(seed_of(&[
         &spec.seed.to_le_bytes(),
         &ctx.ids.run_id.to_le_bytes(),
         ctx.ids.stage.as_bytes(),
         &ctx.ids.attempt.to_le_bytes(),
     ]));
-    let latency =
-        Duration::from_secs_f64(sample_latency_ms(spec.p50_ms, spec.p95_ms, &mut rng) / 1000.0);
+    let latency = Duration::from_secs_f64(sample_latency_ms(p50, p95, &mut rng) / 1000.0);
     let fails = rng.next_f64() < spec.fail_rate;
     let target = spec.target.as_deref().unwrap_or("simulated target");
     if latency > ctx.timeout {
@@ -64,11 +104,11 @@ pub async fn run(spec: &SimulateStage, ctx: &ExecCtx<'_>) -> ExecResult {
             target_unhealthy: true,
         });
     }
-    let bytes = spec.output.to_string().len() as u64;
+    let bytes = output.to_string().len() as u64;
     ExecResult {
         outcome: Outcome::Succeeded,
         output: Some(Output {
-            value: spec.output.clone(),
+            value: output,
             truncated: false,
             bytes,
         }),

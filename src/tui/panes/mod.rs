@@ -4,9 +4,12 @@
 //! pure function of the terminal size, shared by rendering and by the key handling that needs
 //! to know how many rows a page has.
 
+pub mod assets;
 pub mod canary;
+pub mod compare;
 pub mod dlq;
 pub mod events;
+pub mod pipelines;
 pub mod run_detail;
 pub mod runs;
 pub mod stage;
@@ -44,6 +47,13 @@ pub enum Effect {
         from: PaneId,
     },
     OpenStage(stage::Target),
+    /// Open a stage with its output diffed against the same stage of `baseline`.
+    OpenStageDiff {
+        target: stage::Target,
+        baseline: RunId,
+    },
+    /// Compare two runs in the Compare pane.
+    Compare(RunId, RunId),
     /// Type a filter for this pane in the footer, starting from the current one.
     EditFilter(String),
     /// Say something went wrong, in the footer.
@@ -147,17 +157,23 @@ pub enum PaneId {
     Runs,
     Stage,
     Canary,
+    Compare,
     Dlq,
+    Assets,
     Events,
+    Pipelines,
 }
 
 impl PaneId {
-    pub const ALL: [PaneId; 5] = [
+    pub const ALL: [PaneId; 8] = [
         PaneId::Runs,
         PaneId::Stage,
         PaneId::Canary,
+        PaneId::Compare,
         PaneId::Dlq,
+        PaneId::Assets,
         PaneId::Events,
+        PaneId::Pipelines,
     ];
 
     /// The pane an action shows (`pane_runs`, ...).
@@ -166,8 +182,11 @@ impl PaneId {
             Action::PaneRuns => PaneId::Runs,
             Action::PaneStage => PaneId::Stage,
             Action::PaneCanary => PaneId::Canary,
+            Action::PaneCompare => PaneId::Compare,
             Action::PaneDlq => PaneId::Dlq,
+            Action::PaneAssets => PaneId::Assets,
             Action::PaneEvents => PaneId::Events,
+            Action::PanePipelines => PaneId::Pipelines,
             _ => return None,
         })
     }
@@ -178,8 +197,11 @@ impl PaneId {
             PaneId::Runs => "Runs",
             PaneId::Stage => "Stage",
             PaneId::Canary => "Canary",
+            PaneId::Compare => "Compare",
             PaneId::Dlq => "DLQ",
+            PaneId::Assets => "Assets",
             PaneId::Events => "Events",
+            PaneId::Pipelines => "Pipelines",
         }
     }
 }

@@ -3,7 +3,7 @@
 use ratatui::Frame;
 use ratatui::layout::{Constraint, Layout, Rect};
 use ratatui::text::{Line, Span};
-use ratatui::widgets::{Block, Paragraph, Row, Table, TableState};
+use ratatui::widgets::{Block, Paragraph, Row};
 
 use super::{Cursor, inner};
 use crate::model::{Run, RunId};
@@ -107,8 +107,10 @@ pub fn render(f: &mut Frame, body: Rect, d: &RunDetail, ctx: &Ctx<'_>) {
         Paragraph::new(Span::styled(
             fit(
                 &format!(
-                    "{} · started {started} · params {}",
+                    "{}{} · started {started}{} · params {}",
+                    if run.test { "stage test · " } else { "" },
                     run.trigger.as_str(),
+                    versions(" · overrides ", &run.overrides),
                     run.params
                 ),
                 usize::from(info.width),
@@ -136,11 +138,25 @@ pub fn render(f: &mut Frame, body: Rect, d: &RunDetail, ctx: &Ctx<'_>) {
     }
 }
 
-/// The stage table: status, attempts, duration and the last error of each stage.
+/// `prefix` and the versions as `name@N`, or nothing when there are none.
+fn versions(prefix: &str, v: &std::collections::BTreeMap<String, u32>) -> String {
+    if v.is_empty() {
+        return String::new();
+    }
+    let list: Vec<String> = v.iter().map(|(n, v)| format!("{n}@{v}")).collect();
+    format!("{prefix}{}", list.join(" "))
+}
+
+/// The stage table: status, attempts, duration, the asset versions used (when any stage used
+/// one) and the last error of each stage.
 fn render_stages(f: &mut Frame, area: Rect, d: &RunDetail, run: &Run, ctx: &Ctx<'_>) {
     let t = ctx.theme;
     let name_max = usize::from(area.width / 3).max(16);
-    let widths = [
+    let with_assets = run
+        .stages
+        .iter()
+        .any(|s| s.last_attempt().is_some_and(|a| !a.assets.is_empty()));
+    let mut widths = vec![
         Constraint::Length(
             u16::try_from(
                 run.stages
@@ -155,8 +171,14 @@ fn render_stages(f: &mut Frame, area: Rect, d: &RunDetail, run: &Run, ctx: &Ctx<
         Constraint::Length(13),
         Constraint::Length(8),
         Constraint::Length(9),
-        Constraint::Fill(1),
     ];
+    let mut header = vec!["STAGE", "STATUS", "ATTEMPTS", "DURATION"];
+    if with_assets {
+        widths.push(Constraint::Length(18));
+        header.push("ASSETS");
+    }
+    widths.push(Constraint::Fill(1));
+    header.push("ERROR");
     let cols = column_widths(area.width, &widths);
     let rows: Vec<Row> = run
         .stages
@@ -167,29 +189,24 @@ fn render_stages(f: &mut Frame, area: Rect, d: &RunDetail, run: &Run, ctx: &Ctx<
                 .and_then(|a| a.error.as_ref())
                 .map(|e| format!("{}: {}", e.code, e.message))
                 .unwrap_or_default();
-            fitted_row(
-                vec![
-                    Line::raw(s.id.clone()),
-                    Line::from(status_span(t, stage_status(s.status), s.status.as_str())),
-                    Line::raw(s.attempts.len().to_string()),
-                    Line::raw(last.map_or_else(
-                        || "-".into(),
-                        |a| elapsed(Some(a.started_at), a.duration_ms, ctx.now),
-                    )),
-                    Line::styled(error, t.style("status.failed")),
-                ],
-                &cols,
-            )
+            let mut cells = vec![
+                Line::raw(s.id.clone()),
+                Line::from(status_span(t, stage_status(s.status), s.status.as_str())),
+                Line::raw(s.attempts.len().to_string()),
+                Line::raw(last.map_or_else(
+                    || "-".into(),
+                    |a| elapsed(Some(a.started_at), a.duration_ms, ctx.now),
+                )),
+            ];
+            if with_assets {
+                cells.push(Line::styled(
+                    last.map(|a| versions("", &a.assets)).unwrap_or_default(),
+                    t.style("ui.key"),
+                ));
+            }
+            cells.push(Line::styled(error, t.style("status.failed")));
+            fitted_row(cells, &cols)
         })
         .collect();
-    let table = Table::new(rows, widths)
-        .header(
-            Row::new(vec!["STAGE", "STATUS", "ATTEMPTS", "DURATION", "ERROR"])
-                .style(t.style("ui.dim")),
-        )
-        .row_highlight_style(t.style("ui.selection"));
-    let mut state = TableState::default()
-        .with_offset(d.cursor.offset)
-        .with_selected(Some(d.cursor.selected));
-    f.render_stateful_widget(table, area, &mut state);
+    crate::tui::widgets::render_list(f, area, (rows, widths, header), d.cursor, t);
 }

@@ -8,7 +8,9 @@ use ratatui::widgets::{Block, Paragraph, Row, Table, TableState};
 
 use super::run_detail::{self, RunDetail};
 use super::stage::Target;
-use super::{BACK, Cmd, Cursor, Cx, Effect, HELP, MOVE, Motion, Pane, PaneId, QUIT, cmd, more};
+use super::{
+    BACK, Cmd, Cursor, Cx, Effect, HELP, MOVE, Motion, Pane, PaneId, QUIT, cmd, more, spare,
+};
 use crate::model::{Command, Page, Run, RunId, RunQuery, RunSort, RunStatus, RunSummary};
 use crate::tui::action::Action;
 use crate::tui::filter::{self, Field};
@@ -159,6 +161,8 @@ impl RunsList {
 pub struct RunsPane {
     pub list: RunsList,
     pub detail: Option<RunDetail>,
+    /// A run marked with `space` to compare with the next one marked.
+    pub marked: Option<RunId>,
 }
 
 const LIST: &[Cmd] = &[
@@ -167,6 +171,7 @@ const LIST: &[Cmd] = &[
     cmd(&[Action::Filter], "filter"),
     cmd(&[Action::Sort], "sort"),
     cmd(&[Action::NewRun], "new run"),
+    spare(&[Action::Mark], "mark"),
     cmd(&[Action::Palette], "command"),
     more(&[Action::RetryRun, Action::CancelRun]),
     HELP,
@@ -311,6 +316,21 @@ impl RunsPane {
         }
     }
 
+    /// Marks the selected run; the second run marked is compared with the first.
+    fn mark(&mut self) -> Effect {
+        let Some(id) = self.list.selected().map(|r| r.id) else {
+            return Effect::None;
+        };
+        match self.marked.take() {
+            None => {
+                self.marked = Some(id);
+                Effect::None
+            }
+            Some(first) if first == id => Effect::None,
+            Some(first) => Effect::Compare(first, id),
+        }
+    }
+
     fn back(&mut self, cx: &Cx<'_>) -> Effect {
         if let Some(d) = self.detail.take() {
             return if d.origin == PaneId::Runs {
@@ -366,6 +386,7 @@ impl Pane for RunsPane {
                 }
                 None => Effect::None,
             },
+            Action::Mark if listing => self.mark(),
             Action::Back => self.back(cx),
             _ => Effect::None,
         }
@@ -413,13 +434,16 @@ impl Pane for RunsPane {
     fn render(&self, f: &mut Frame, area: Rect, ctx: &Ctx<'_>) {
         match &self.detail {
             Some(d) => run_detail::render(f, area, d, ctx),
-            None => render(f, area, &self.list, ctx),
+            None => render(f, area, &self.list, self.marked, ctx),
         }
     }
 }
 
-pub fn render(f: &mut Frame, area: Rect, list: &RunsList, ctx: &Ctx<'_>) {
-    let t = ctx.theme;
+fn title(
+    list: &RunsList,
+    marked: Option<RunId>,
+    t: &crate::tui::theme::Theme,
+) -> Vec<Span<'static>> {
     let mut title = vec![
         Span::styled(" Runs ", t.style("ui.title")),
         Span::styled(
@@ -433,6 +457,19 @@ pub fn render(f: &mut Frame, area: Rect, list: &RunsList, ctx: &Ctx<'_>) {
             t.style("ui.key"),
         ));
     }
+    if let Some(m) = marked {
+        title.push(Span::styled(
+            format!("· ● run {m} marked: space on another compares "),
+            t.style("ui.key"),
+        ));
+    }
+    title
+}
+
+/// `marked`: a run marked for comparison, shown with a dot and named in the title.
+pub fn render(f: &mut Frame, area: Rect, list: &RunsList, marked: Option<RunId>, ctx: &Ctx<'_>) {
+    let t = ctx.theme;
+    let title = title(list, marked, t);
     let block = Block::bordered()
         .title(Line::from(title))
         .border_style(t.style("ui.border.focused"));
@@ -485,8 +522,9 @@ pub fn render(f: &mut Frame, area: Rect, list: &RunsList, ctx: &Ctx<'_>) {
     let rows: Vec<Row> = (list.cursor.offset..end)
         .map(|i| match list.row(i) {
             Some(r) => {
+                let dot = if marked == Some(r.id) { "●" } else { "" };
                 let mut cells = vec![
-                    Line::raw(r.id.to_string()),
+                    Line::raw(format!("{dot}{}", r.id)),
                     Line::raw(r.pipeline.clone()),
                     Line::from(status_span(t, run_status(r.status), r.status.as_str())),
                 ];

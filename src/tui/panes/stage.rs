@@ -51,6 +51,10 @@ pub struct StagePane {
     pub wrap: bool,
     /// Columns scrolled right when lines are cut.
     pub hscroll: usize,
+    /// Diff against this run as soon as the stage's output is loaded (from Compare).
+    pub diff_when_loaded: Option<RunId>,
+    /// Diff against the previous successful run once the output is loaded (a stage test).
+    pub diff_previous: bool,
 }
 
 /// Whether an attempt failed with nothing more to say than its exit status: its stderr then

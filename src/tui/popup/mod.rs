@@ -14,6 +14,7 @@ pub use render::{centered, render};
 use super::action::Action;
 use super::palette;
 use super::panes::{Cursor, Motion};
+use crate::model::asset::AssetUse;
 use crate::model::{CanaryAction, Command, PipelineInfo, RunId, RunSummary};
 
 /// Rows a picker moves by on page up and page down.
@@ -121,8 +122,8 @@ pub enum Popup {
     Help {
         scroll: usize,
     },
-    Palette(Palette),
-    Confirm(Confirm),
+    Palette(Box<Palette>),
+    Confirm(Box<Confirm>),
     PickPipeline(Picker<PipelineInfo>),
     PickBaseline {
         stage: String,
@@ -135,6 +136,54 @@ pub enum Popup {
     /// A whole record (an event with its reason, actor and data), scrolled; confirm opens
     /// its run when it has one.
     Record(Record),
+    /// A new version of an asset being written, and the reason it is saved with.
+    EditAsset(Box<Editor>),
+    /// The stage to test alone with a version of an asset.
+    PickStage {
+        asset: String,
+        version: u32,
+        picker: Picker<AssetUse>,
+    },
+}
+
+/// An asset's text in a multi-line editor: `enter` starts a line, `tab` moves to the reason,
+/// `enter` there saves the text as a new (unpinned) version.
+#[derive(Debug, Clone)]
+pub struct Editor {
+    pub name: String,
+    /// The version the text started from.
+    pub from: u32,
+    pub text: TextArea<'static>,
+    pub reason: TextArea<'static>,
+    pub on_reason: bool,
+    /// Save was pressed without a reason.
+    pub needs_reason: bool,
+}
+
+/// An editor holding `text`, version `from` of asset `name`.
+pub fn editor(name: &str, from: u32, text: &str) -> Popup {
+    let mut area = TextArea::from(text.lines().map(str::to_string).collect::<Vec<_>>());
+    area.set_cursor_line_style(ratatui::style::Style::default());
+    Popup::EditAsset(Box::new(Editor {
+        name: name.to_string(),
+        from,
+        text: area,
+        reason: text_input("why? (recorded with the new version)"),
+        on_reason: false,
+        needs_reason: false,
+    }))
+}
+
+impl Editor {
+    /// Whether `key` edits the text itself (new lines and moving between them), which the
+    /// keymap must not take while the text has the cursor.
+    pub fn takes(&self, key: &KeyEvent) -> bool {
+        !self.on_reason
+            && matches!(
+                key.code,
+                KeyCode::Enter | KeyCode::Up | KeyCode::Down | KeyCode::PageUp | KeyCode::PageDown
+            )
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -158,6 +207,8 @@ impl PartialEq for Popup {
             }
             (Popup::Palette(_), Popup::Palette(_)) => true,
             (Popup::Record(a), Popup::Record(b)) => a == b,
+            (Popup::EditAsset(a), Popup::EditAsset(b)) => (&a.name, a.from) == (&b.name, b.from),
+            (Popup::PickStage { picker: a, .. }, Popup::PickStage { picker: b, .. }) => a == b,
             _ => false,
         }
     }
@@ -174,6 +225,12 @@ pub enum Outcome {
     },
     Pipeline(String),
     Baseline(RunId),
+    /// Test `stage` alone with version `version` of `asset`.
+    TestStage {
+        asset: String,
+        version: u32,
+        stage: AssetUse,
+    },
     OpenRun(RunId),
     Command(String),
     /// The palette's text changed: recompute its candidates.
@@ -192,14 +249,14 @@ pub fn text_input(placeholder: &str) -> TextArea<'static> {
 
 /// A confirmation that says what will happen and takes the reason recorded with `command`.
 pub fn confirm(title: String, body: Vec<String>, command: Command) -> Popup {
-    Popup::Confirm(Confirm {
+    Popup::Confirm(Box::new(Confirm {
         title,
         body,
         reason: text_input("why? (recorded with the action)"),
         command,
         weight: None,
         needs_reason: false,
-    })
+    }))
 }
 
 /// A confirmation that also picks a canary weight, starting at `weight` percent.
@@ -217,11 +274,11 @@ pub fn confirm_weight(title: String, body: Vec<String>, command: Command, weight
 }
 
 pub fn palette() -> Popup {
-    Popup::Palette(Palette {
+    Popup::Palette(Box::new(Palette {
         input: text_input("runs, run NAME, canary NAME, rollback NAME, theme NAME, quit"),
         selected: 0,
         candidates: Vec::new(),
-    })
+    }))
 }
 
 /// Whether a key edits text (in a text field it is typed, never looked up in the keymap).
@@ -243,7 +300,10 @@ pub fn is_text(key: &KeyEvent) -> bool {
 impl Popup {
     /// Whether the popup has a text field that typed keys go into.
     pub fn takes_text(&self) -> bool {
-        matches!(self, Popup::Palette(_) | Popup::Confirm(_))
+        matches!(
+            self,
+            Popup::Palette(_) | Popup::Confirm(_) | Popup::EditAsset(_)
+        )
     }
 
     /// A key typed into the popup's text field.
@@ -269,6 +329,15 @@ impl Popup {
                 p.selected = 0;
                 Outcome::PaletteEdited
             }
+            Popup::EditAsset(e) => {
+                if e.on_reason {
+                    e.reason.input(key);
+                    e.needs_reason = false;
+                } else {
+                    e.text.input(key);
+                }
+                Outcome::Keep
+            }
             _ => Outcome::Keep,
         }
     }
@@ -293,6 +362,16 @@ impl Popup {
             Popup::PickBaseline { picker, .. } => {
                 pick_action(picker, a, |r| Outcome::Baseline(r.id))
             }
+            Popup::PickStage {
+                asset,
+                version,
+                picker,
+            } => pick_action(picker, a, |u| Outcome::TestStage {
+                asset: asset.clone(),
+                version: *version,
+                stage: u.clone(),
+            }),
+            Popup::EditAsset(e) => editor_action(e, a),
         }
     }
 }
@@ -354,6 +433,39 @@ fn confirm_action(c: &mut Confirm, a: Action) -> Outcome {
             Outcome::Confirmed { command, reason }
         }
         Action::Quit | Action::Interrupt => Outcome::Unhandled,
+        _ => Outcome::Keep,
+    }
+}
+
+fn editor_action(e: &mut Editor, a: Action) -> Outcome {
+    match a {
+        Action::Back => Outcome::Close,
+        Action::Complete => {
+            e.on_reason = !e.on_reason;
+            Outcome::Keep
+        }
+        Action::Confirm if !e.on_reason => {
+            e.on_reason = true;
+            Outcome::Keep
+        }
+        Action::Confirm => {
+            let reason = e.reason.lines().join(" ").trim().to_string();
+            if reason.is_empty() {
+                e.needs_reason = true;
+                return Outcome::Keep;
+            }
+            let mut content = e.text.lines().join("\n");
+            content.push('\n');
+            Outcome::Confirmed {
+                command: Command::PutAsset {
+                    name: e.name.clone(),
+                    content,
+                    pin: false,
+                },
+                reason,
+            }
+        }
+        Action::Interrupt => Outcome::Unhandled,
         _ => Outcome::Keep,
     }
 }

@@ -5,7 +5,7 @@ use ratatui::layout::{Constraint, Flex, Layout, Rect};
 use ratatui::text::{Line, Span};
 use ratatui::widgets::{Block, Clear, Paragraph, Wrap};
 
-use super::{Confirm, Picker, Popup};
+use super::{Confirm, Editor, Picker, Popup};
 use crate::tui::view::Ctx;
 use crate::tui::widgets::{clock_time, fit, run_status, status_span};
 
@@ -80,6 +80,26 @@ pub fn render(
                         ),
                     ]
                 },
+            );
+        }
+        Popup::EditAsset(e) => render_editor(f, screen, e, ctx),
+        Popup::PickStage {
+            asset,
+            version,
+            picker,
+        } => {
+            let title = format!(
+                "Test a stage with {asset} v{version} ({} starts)",
+                ctx.keys.confirm
+            );
+            render_picker(
+                f,
+                screen,
+                (&title, 60),
+                picker,
+                "No stage uses this asset.",
+                ctx,
+                |u| vec![Span::raw(format!("{} / {}", u.pipeline, u.stage))],
             );
         }
         Popup::PickBaseline { stage, picker } => {
@@ -270,6 +290,68 @@ fn render_palette(f: &mut Frame, screen: Rect, p: &super::Palette, ctx: &Ctx<'_>
     f.render_widget(Paragraph::new(lines), list);
 }
 
+/// The label over a reason field; after a confirm without one, it says to type it first.
+fn reason_label(missing: bool, what: &str, ctx: &Ctx<'_>) -> Line<'static> {
+    let t = ctx.theme;
+    if missing {
+        Line::from(vec![
+            Span::styled("Reason: ", t.style("ui.header")),
+            Span::styled(
+                format!("type why first; it is recorded with the {what}"),
+                t.style("ui.error"),
+            ),
+        ])
+    } else {
+        Line::styled("Reason:", t.style("ui.header"))
+    }
+}
+
+/// The asset editor: most of the screen for the text, a line for the reason, and the keys.
+fn render_editor(f: &mut Frame, screen: Rect, e: &Editor, ctx: &Ctx<'_>) {
+    let t = ctx.theme;
+    let area = centered(
+        screen,
+        screen.width.saturating_sub(4).max(40),
+        screen.height.saturating_sub(2).max(10),
+    );
+    let title = format!("New version of {} (from v{})", e.name, e.from);
+    let inner = frame(f, area, &title, ctx);
+    let [text, label, reason, hint] = Layout::vertical([
+        Constraint::Min(3),
+        Constraint::Length(1),
+        Constraint::Length(1),
+        Constraint::Length(1),
+    ])
+    .areas(inner);
+    let mut body = e.text.clone();
+    body.set_block(Block::bordered().border_style(if e.on_reason {
+        t.style("ui.border")
+    } else {
+        t.style("ui.border.focused")
+    }));
+    f.render_widget(&body, text);
+    f.render_widget(reason_label(e.needs_reason, "version", ctx), label);
+    let mut reason_field = e.reason.clone();
+    reason_field.set_placeholder_style(t.style("ui.dim"));
+    f.render_widget(&reason_field, reason);
+    let keys = ctx.keys;
+    let hint_text = if e.on_reason {
+        format!(
+            "{} saves (not pinned) · {} back to the text · {} cancels",
+            keys.confirm, keys.complete, keys.back
+        )
+    } else {
+        format!(
+            "enter: new line · {} to the reason · {} cancels",
+            keys.complete, keys.back
+        )
+    };
+    f.render_widget(
+        Line::styled(fit(&hint_text, usize::from(hint.width)), t.style("ui.dim")),
+        hint,
+    );
+}
+
 fn render_confirm(f: &mut Frame, screen: Rect, c: &Confirm, ctx: &Ctx<'_>) {
     let t = ctx.theme;
     let mut body = c.body.clone();
@@ -301,18 +383,7 @@ fn render_confirm(f: &mut Frame, screen: Rect, c: &Confirm, ctx: &Ctx<'_>) {
         .map(|l| Line::styled(l.clone(), t.style("ui.text")))
         .collect();
     f.render_widget(Paragraph::new(text).wrap(Wrap { trim: true }), body_area);
-    let label_line = if c.needs_reason {
-        Line::from(vec![
-            Span::styled("Reason: ", t.style("ui.header")),
-            Span::styled(
-                "type why first; it is recorded with the action",
-                t.style("ui.error"),
-            ),
-        ])
-    } else {
-        Line::styled("Reason:", t.style("ui.header"))
-    };
-    f.render_widget(label_line, label);
+    f.render_widget(reason_label(c.needs_reason, "action", ctx), label);
     f.render_widget(&reason_field, reason);
     f.render_widget(
         key_line(ctx, "confirm", "cancel"),

@@ -230,6 +230,24 @@ pub fn thousands(n: u64) -> String {
     out
 }
 
+/// Draws `rows` as a table with a dim header, the selected row highlighted and scrolled as
+/// `cursor` says: the list every pane shows.
+pub fn render_list(
+    f: &mut ratatui::Frame,
+    area: ratatui::layout::Rect,
+    (rows, widths, header): (Vec<Row<'_>>, Vec<Constraint>, Vec<&str>),
+    cursor: crate::tui::panes::Cursor,
+    theme: &Theme,
+) {
+    let table = ratatui::widgets::Table::new(rows, widths)
+        .header(Row::new(header).style(theme.style("ui.dim")))
+        .row_highlight_style(theme.style("ui.selection"));
+    let mut state = ratatui::widgets::TableState::default()
+        .with_offset(cursor.offset)
+        .with_selected(Some(cursor.selected));
+    f.render_stateful_widget(table, area, &mut state);
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
