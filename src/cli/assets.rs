@@ -25,7 +25,7 @@ pub enum AssetsCommand {
     Show {
         name: String,
         /// Show this version's text instead of the pinned one's
-        #[arg(long, value_name = "N")]
+        #[arg(long, value_name = "N", value_parser = crate::model::asset::parse_version)]
         version: Option<u32>,
         #[arg(long)]
         json: bool,
@@ -33,7 +33,9 @@ pub enum AssetsCommand {
     /// The lines that differ between two versions
     Diff {
         name: String,
+        #[arg(value_parser = crate::model::asset::parse_version)]
         a: u32,
+        #[arg(value_parser = crate::model::asset::parse_version)]
         b: u32,
         #[arg(long)]
         json: bool,
@@ -53,6 +55,7 @@ pub enum AssetsCommand {
     /// Make version N the one runs use
     Pin {
         name: String,
+        #[arg(value_parser = crate::model::asset::parse_version)]
         version: u32,
         /// Why, for the audit log
         #[arg(long)]

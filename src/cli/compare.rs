@@ -109,5 +109,26 @@ fn print_comparison(c: &Comparison) -> Result<(), CliError> {
             say!("regressed: {}: {n}", s.id)?;
         }
     }
+    let v = |x: Option<u32>| x.map_or_else(|| "-".to_string(), |x| x.to_string());
+    for a in &c.assets {
+        let below = if a.downstream_changed.is_empty() {
+            String::new()
+        } else {
+            format!("; changed downstream: {}", a.downstream_changed.join(", "))
+        };
+        say!(
+            "asset {} {} → {}: used by {}{below}",
+            a.name,
+            v(a.base_version),
+            v(a.candidate_version),
+            a.stages.join(", ")
+        )?;
+    }
+    if !c.unexplained.is_empty() && !c.assets.is_empty() {
+        say!(
+            "not explained by a changed asset: {}",
+            c.unexplained.join(", ")
+        )?;
+    }
     Ok(())
 }

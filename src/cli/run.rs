@@ -84,7 +84,8 @@ pub async fn run(cli: &Cli, args: &RunArgs) -> CliResult {
         let req = StartRun {
             pipeline: p.name.clone(),
             params,
-            overrides: args.overrides.iter().cloned().collect(),
+            overrides: crate::model::asset::overrides_from(&args.overrides)
+                .map_err(CliError::bad_input)?,
             test: None,
         };
         return start_and_follow(&remote, req, args.json, &args.reason).await;
@@ -99,7 +100,8 @@ pub async fn run(cli: &Cli, args: &RunArgs) -> CliResult {
     let req = StartRun {
         pipeline: pipeline.name.clone(),
         params,
-        overrides: args.overrides.iter().cloned().collect(),
+        overrides: crate::model::asset::overrides_from(&args.overrides)
+            .map_err(CliError::bad_input)?,
         test: None,
     };
     with_backend(

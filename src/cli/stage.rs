@@ -72,7 +72,7 @@ pub async fn run(cli: &Cli, cmd: &StageCommand) -> CliResult {
     let req = StartRun {
         pipeline: pipeline.clone(),
         params: serde_json::Map::new(),
-        overrides: overrides.iter().cloned().collect(),
+        overrides: crate::model::asset::overrides_from(overrides).map_err(CliError::bad_input)?,
         test: Some(Box::new(StageTest {
             stage: stage.clone(),
             input,

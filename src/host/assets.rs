@@ -144,6 +144,7 @@ impl Host {
             name,
             version: plan.version,
             pinned: plan.pinned,
+            created: latest == 0,
         })
     }
 

@@ -105,6 +105,28 @@ pub fn parse_override(text: &str) -> Result<(String, u32), String> {
     Ok((name.to_string(), n))
 }
 
+/// A version number as the command line takes it, or a sentence saying what one is.
+pub fn parse_version(text: &str) -> Result<u32, String> {
+    text.trim()
+        .parse::<u32>()
+        .ok()
+        .filter(|n| *n >= 1)
+        .ok_or_else(|| format!("`{text}` is not a version; a version is a whole number from 1"))
+}
+
+/// `--override` pairs as one map, or a sentence naming an asset given twice.
+pub fn overrides_from(pairs: &[(String, u32)]) -> Result<Overrides, String> {
+    let mut out = Overrides::new();
+    for (name, v) in pairs {
+        if let Some(before) = out.insert(name.clone(), *v) {
+            return Err(format!(
+                "--override names asset `{name}` twice ({before} and {v}); give each asset once"
+            ));
+        }
+    }
+    Ok(out)
+}
+
 /// One version of an asset. `content` is left out of lists.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct AssetVersion {

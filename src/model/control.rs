@@ -256,6 +256,9 @@ pub enum Outcome {
         name: String,
         version: u32,
         pinned: Option<u32>,
+        /// The put made a new asset.
+        #[serde(default)]
+        created: bool,
     },
 }
 
@@ -296,13 +299,20 @@ impl Outcome {
             Outcome::Fault { canary, fault } => format!("canary {canary}: {}", fault.describe()),
             Outcome::Asset {
                 name,
+                created: true,
+                ..
+            } => format!("asset {name} created: version 1 stored and pinned"),
+            Outcome::Asset {
+                name,
                 version,
                 pinned: Some(p),
+                ..
             } if p == version => format!("asset {name}: version {version} is pinned"),
             Outcome::Asset {
                 name,
                 version,
                 pinned,
+                ..
             } => format!(
                 "asset {name}: version {version} stored; runs use {}",
                 pinned.map_or_else(|| "no version".to_string(), |p| format!("version {p}"))

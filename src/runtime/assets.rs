@@ -36,9 +36,14 @@ pub(crate) async fn resolve(e: &Engine, p: &Pipeline, overrides: &Overrides) -> 
                 format!("`{}` uses {}", p.name, names.join(", "))
             };
             return Err(RuntimeError::BadInput(format!(
-                "--override names asset `{name}`, which no stage of the run uses; {valid}"
+                "the override names asset `{name}`, which no stage of the run uses; {valid}"
             )));
         }
+    }
+    if let Some((name, _)) = overrides.iter().find(|(_, v)| **v == 0) {
+        return Err(RuntimeError::BadInput(format!(
+            "the override of asset `{name}` names version 0; a version is a whole number from 1"
+        )));
     }
     if used.is_empty() {
         return Ok(Resolved::new());
@@ -70,10 +75,10 @@ pub(crate) async fn resolve(e: &Engine, p: &Pipeline, overrides: &Overrides) -> 
                 )));
             }
             let (version, why) = match (overrides.get(&a.name), a.version) {
-                (Some(v), _) => (*v, "--override"),
-                (None, Some(v)) => (v, "the stage"),
+                (Some(v), _) => (*v, "the override".to_string()),
+                (None, Some(v)) => (v, format!("stage `{}`", s.id)),
                 (None, None) => match pinned.get(&a.name) {
-                    Some(v) => (*v, "the pin"),
+                    Some(v) => (*v, "the pin".to_string()),
                     None => {
                         return Err(RuntimeError::BadInput(format!(
                             "asset `{}` has no pinned version (every pin was rolled back); pin one with `opsdeck assets pin {} N --reason R` or pass --override {}=N",
@@ -176,10 +181,15 @@ pub(crate) async fn test_run(e: &Engine, p: &Pipeline, t: &StageTest) -> Result<
                     ))
                 })?,
                 (None, Some(run)) => {
-                    return Err(RuntimeError::BadInput(format!(
-                        "run {run} has no attempt of stage `{}` to take the input from",
-                        stage.id
-                    )));
+                    let exists = e.reads.with(move |r| r.run_summary(run)).await?.is_some();
+                    return Err(RuntimeError::BadInput(if exists {
+                        format!(
+                            "run {run} has no attempt of stage `{}` to take the input from",
+                            stage.id
+                        )
+                    } else {
+                        format!("there is no run {run}; list runs with `opsdeck runs`")
+                    }));
                 }
                 (None, None) => {
                     return Err(RuntimeError::BadInput(format!(

@@ -507,7 +507,28 @@ pub(crate) async fn start_run(
     ];
     ops.extend(extra(id));
     e.writer.commit(ops).await?;
-    driver::launch(e, id, Reset::New, Vec::new()).await?;
+    if let Err(err) = driver::launch(e, id, Reset::New, Vec::new()).await {
+        // Recorded but never started: end it as failed, so nothing waits on it forever.
+        let now = e.clock.timestamp();
+        let end = vec![
+            Op::UpdateRun {
+                id,
+                status: RunStatus::Failed,
+                started_at: None,
+                finished_at: Some(now),
+            },
+            Op::run_event(
+                now,
+                EventKind::RunFinished,
+                id,
+                json!({"status": RunStatus::Failed, "error": err.to_string()}),
+            ),
+        ];
+        if let Err(w) = e.writer.commit(end).await {
+            tracing::error!(run = %id, error = %w, "could not record a run that failed to start");
+        }
+        return Err(err);
+    }
     Ok(id)
 }
 

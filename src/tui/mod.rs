@@ -16,6 +16,7 @@ pub mod panes;
 pub mod popup;
 pub mod prepare;
 pub mod request;
+pub mod snapshot;
 pub mod theme;
 pub mod view;
 pub mod widgets;

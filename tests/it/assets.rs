@@ -232,6 +232,20 @@ fn bad_asset_input_names_what_is_wrong_and_changes_nothing() {
         .expect_error(2, "versions 1 to 1");
     ws.run(&["run", "greet", "--override", "greeting"])
         .expect_error(2, "NAME=VERSION");
+    ws.run(&[
+        "run",
+        "greet",
+        "--override",
+        "greeting=1",
+        "--override",
+        "greeting=1",
+    ])
+    .expect_error(2, "names asset `greeting` twice");
+    ws.run(&["assets", "show", "greeting", "--version", "x"])
+        .expect_error(
+            2,
+            "`x` is not a version; a version is a whole number from 1",
+        );
     ws.run(&["assets", "show", "nope"])
         .expect_error(2, "there is no asset `nope`; assets: greeting");
     ws.run(&["assets", "pin", "greeting", "4", "--reason", "x"])
@@ -393,5 +407,57 @@ breaker = { failure_threshold = 2, cooldown_ms = 600000 }
     host.wait(run).await.unwrap();
     assert_eq!(host.overview().await.unwrap().dlq_depth, 1);
     assert_eq!(host.run_counts().await.unwrap().len(), 1);
+    host.shutdown().await;
+}
+
+/// An override of version 0 sent to the API is refused before any run exists, and a stage
+/// test from a run that does not exist says so.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_impossible_override_leaves_no_run_behind() {
+    use opsdeck::model::asset::StageTest;
+    use opsdeck::model::{Command, ErrorCode, RunQuery, StartRun};
+    let ws = TestWorkspace::new();
+    ws.pipeline("greet", GREET);
+    ws.write("assets/greeting.txt", "hello\n");
+    let host = ws.host().await;
+    let (addr, _state) =
+        crate::support::serve_api(&host, opsdeck::server::ServerConfig::default()).await;
+    let res = crate::support::http()
+        .post(format!("http://{addr}/v1/pipelines/greet/runs"))
+        .json(&serde_json::json!({"overrides": {"greeting": 0}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status().as_u16(), 400);
+    let v: Value = res.json().await.unwrap();
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("names version 0; a version is a whole number from 1"),
+        "{v}"
+    );
+    let missing = Command::StartRun(StartRun {
+        pipeline: "greet".into(),
+        test: Some(Box::new(StageTest {
+            stage: "render".into(),
+            input: None,
+            from_run: Some(opsdeck::model::RunId(999)),
+        })),
+        ..StartRun::default()
+    });
+    let e = crate::support::act(&host, missing, "").await.unwrap_err();
+    assert!(
+        e.code == ErrorCode::Validation && e.message.contains("there is no run 999"),
+        "{e}"
+    );
+    for tests in [false, true] {
+        let q = RunQuery {
+            limit: 10,
+            tests,
+            ..RunQuery::default()
+        };
+        assert_eq!(host.runs(q).await.unwrap().total, 0);
+    }
     host.shutdown().await;
 }

@@ -294,7 +294,8 @@ async fn assets(b: &Arc<dyn Backend>, which: &str) {
         Outcome::Asset {
             name: "greeting".into(),
             version: 1,
-            pinned: Some(1)
+            pinned: Some(1),
+            created: true,
         },
         "{which}"
     );
@@ -397,7 +398,8 @@ async fn assets(b: &Arc<dyn Backend>, which: &str) {
         Outcome::Asset {
             name: "greeting".into(),
             version: 1,
-            pinned: Some(1)
+            pinned: Some(1),
+            created: false,
         },
         "{which}"
     );
