@@ -43,6 +43,7 @@ fn config() -> Config {
         no_color: false,
         label: None,
         read_only: false,
+        reports_dir: None,
     }
 }
 

@@ -19,7 +19,6 @@ use opsdeck::model::{
 };
 use opsdeck::tui::action::Action;
 use opsdeck::tui::app::{App, Config};
-use opsdeck::tui::keymap::Keymap;
 use opsdeck::tui::request::Msg;
 use opsdeck::tui::theme::{ColorDepth, Theme};
 use opsdeck::tui::view;
@@ -181,16 +180,7 @@ fn lens_frame(c: &mut Criterion) {
         .collect();
     let ids: Vec<String> = graph.iter().map(|s| s.id.clone()).collect();
     let st = stats("big", &ids, (1..=20).rev().map(RunId).collect(), &rows);
-    let config = Config {
-        theme: Theme::load("dark", None, ColorDepth::Ansi256).expect("theme"),
-        keymap: Keymap::builtin_default(),
-        mouse: false,
-        theme_dir: None,
-        depth: ColorDepth::Ansi256,
-        no_color: false,
-        label: None,
-        read_only: false,
-    };
+    let config = Config::with_theme(Theme::load("dark", None, ColorDepth::Ansi256).expect("theme"));
     let now = Utc
         .with_ymd_and_hms(2026, 11, 30, 12, 0, 0)
         .single()

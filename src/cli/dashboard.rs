@@ -24,6 +24,33 @@ fn problems(what: &str, diags: &[crate::diag::Diagnostic]) -> CliError {
     ))
 }
 
+/// The dashboard's configuration for a snapshot: `--theme` (light by default, for white
+/// pages) in true colour, the keymap from `--keymap` (its keys show in the footer).
+pub fn snapshot_config(cli: &Cli) -> Result<Config, CliError> {
+    let dir = user_dir();
+    let theme_dir: Option<PathBuf> = dir.as_ref().map(|d| d.join("themes"));
+    let keymap_dir: Option<PathBuf> = dir.as_ref().map(|d| d.join("keymaps"));
+    let name = cli.theme.clone().unwrap_or_else(|| "light".into());
+    let theme = Theme::load(&name, theme_dir.as_deref(), ColorDepth::TrueColor)
+        .map_err(|d| problems("theme", &d))?;
+    let keymap = Keymap::load(
+        cli.keymap.as_deref().unwrap_or("default"),
+        keymap_dir.as_deref(),
+    )
+    .map_err(|d| problems("keymap", &d))?;
+    Ok(Config {
+        theme,
+        keymap,
+        mouse: false,
+        theme_dir,
+        depth: ColorDepth::TrueColor,
+        no_color: false,
+        label: None,
+        read_only: false,
+        reports_dir: None,
+    })
+}
+
 /// Theme, keymap and mouse from the flags, then settings; `NO_COLOR` forces the mono theme.
 pub fn dashboard_config(cli: &Cli, settings: &Settings) -> Result<Config, CliError> {
     let dir = user_dir();
@@ -55,6 +82,7 @@ pub fn dashboard_config(cli: &Cli, settings: &Settings) -> Result<Config, CliErr
         no_color,
         label: None,
         read_only: false,
+        reports_dir: crate::config::reports_dir(&settings.ui),
     })
 }
 

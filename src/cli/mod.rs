@@ -21,9 +21,11 @@ mod dlq;
 mod drill;
 mod events;
 mod output;
+mod report;
 mod run;
 mod runs;
 mod serve;
+mod snapshot;
 mod stage;
 mod token;
 mod validate;
@@ -123,6 +125,10 @@ pub enum Command {
     Audit(audit::AuditArgs),
     /// Two runs stage by stage: status, time, output changes; exit 1 when something regressed
     Compare(compare::CompareArgs),
+    /// An incident report of a period: timeline, rollbacks with their analysis, charts, compares
+    Report(report::ReportArgs),
+    /// Render a pane from live data to SVG, PNG, HTML, ANSI or text, without a terminal
+    Snapshot(snapshot::SnapshotArgs),
     /// Versioned assets: list, show, diff, put, pin, rollback
     #[command(subcommand)]
     Assets(assets::AssetsCommand),
@@ -382,6 +388,8 @@ pub async fn dispatch(cli: Cli) -> u8 {
         Some(Command::Audit(args)) => audit::run(&cli, args).await,
         Some(Command::Compare(args)) => compare::run(&cli, args).await,
         Some(Command::Assets(cmd)) => assets::run(&cli, cmd).await,
+        Some(Command::Snapshot(args)) => snapshot::run(&cli, args).await,
+        Some(Command::Report(args)) => report::run(&cli, args).await,
         Some(Command::Stage(cmd)) => stage::run(&cli, cmd).await,
         None => dashboard::run(&cli).await,
     };

@@ -38,6 +38,8 @@ pub struct UiSettings {
     pub theme: String,
     pub keymap: String,
     pub mouse: bool,
+    /// Where `S` saves screens; empty: the data directory's `reports/`.
+    pub reports_dir: String,
 }
 
 impl Default for StoreSettings {
@@ -62,6 +64,7 @@ impl Default for UiSettings {
             theme: "dark".into(),
             keymap: "default".into(),
             mouse: false,
+            reports_dir: String::new(),
         }
     }
 }
@@ -132,7 +135,21 @@ pub const KEYS: &[Key] = &[
         kind: Kind::Bool,
         doc: "mouse support in the dashboard (default false)",
     },
+    Key {
+        table: "ui",
+        key: "reports_dir",
+        kind: Kind::Text,
+        doc: "where `S` saves the screen as SVG and text (default: the data directory's reports/, like ~/.local/share/opsdeck/reports)",
+    },
 ];
+
+/// Where `S` saves screens: `ui.reports_dir`, else `reports/` in the user's data directory.
+pub fn reports_dir(ui: &UiSettings) -> Option<PathBuf> {
+    if !ui.reports_dir.trim().is_empty() {
+        return Some(PathBuf::from(ui.reports_dir.trim()));
+    }
+    directories::ProjectDirs::from("", "", "opsdeck").map(|d| d.data_dir().join("reports"))
+}
 
 fn tables() -> Vec<&'static str> {
     let mut t: Vec<&str> = KEYS.iter().map(|k| k.table).collect();
@@ -400,7 +417,7 @@ mod tests {
             errs,
             [
                 "environment: OPSDECK_STORE__MAX_OUTPUT_BYTES=100: must be an integer from 1024 to 1073741824",
-                "environment: OPSDECK_STORE__MAX_OUTPUTBYTES is not a setting (did you mean OPSDECK_STORE__MAX_OUTPUT_BYTES?); settings: OPSDECK_STORE__MAX_OUTPUT_BYTES, OPSDECK_LOG__LEVEL, OPSDECK_UI__THEME, OPSDECK_UI__KEYMAP, OPSDECK_UI__MOUSE",
+                "environment: OPSDECK_STORE__MAX_OUTPUTBYTES is not a setting (did you mean OPSDECK_STORE__MAX_OUTPUT_BYTES?); settings: OPSDECK_STORE__MAX_OUTPUT_BYTES, OPSDECK_LOG__LEVEL, OPSDECK_UI__THEME, OPSDECK_UI__KEYMAP, OPSDECK_UI__MOUSE, OPSDECK_UI__REPORTS_DIR",
             ]
         );
     }

@@ -34,6 +34,7 @@ actions! {
     Help => "help", "Show the keys of the focused pane";
     Palette => "command_palette", "Open the command palette";
     Messages => "messages", "Show the footer's recent messages in full, newest first";
+    SaveScreen => "save_screen", "Save the screen as shown, as SVG and text, in the reports directory (ui.reports_dir)";
     PaneRuns => "pane_runs", "Show runs";
     PaneStage => "pane_stage", "Show the stage input and output";
     PaneCanary => "pane_canary", "Show canary rollouts";
@@ -98,6 +99,7 @@ impl Action {
         Action::PanePipelines,
         Action::Palette,
         Action::Messages,
+        Action::SaveScreen,
         Action::Help,
         Action::Back,
         Action::Quit,

@@ -44,6 +44,26 @@ pub struct Config {
     pub label: Option<String>,
     /// Refuse (and hide) every control action: `--read-only`.
     pub read_only: bool,
+    /// Where `S` saves the screen (`ui.reports_dir`).
+    pub reports_dir: Option<PathBuf>,
+}
+
+impl Config {
+    /// The built-in keymap and `theme` in true colour, nothing else set: for snapshots,
+    /// tests and benchmarks that must not depend on the user's files.
+    pub fn with_theme(theme: Theme) -> Config {
+        Config {
+            theme,
+            keymap: Keymap::builtin_default(),
+            mouse: false,
+            theme_dir: None,
+            depth: ColorDepth::TrueColor,
+            no_color: false,
+            label: None,
+            read_only: false,
+            reports_dir: None,
+        }
+    }
 }
 
 /// A line in the footer for a few seconds.
@@ -421,6 +441,7 @@ impl App {
                 self.popups.push(popup::palette());
                 self.update_palette();
             }
+            Action::SaveScreen => self.save_screen(),
             Action::Confirm | Action::Complete => {}
             _ => self.route(a),
         }
@@ -566,6 +587,38 @@ impl App {
         self.focus = PaneId::Runs;
         let req = self.panes.runs.open(id, from);
         self.outbox.push(req);
+    }
+
+    /// Saves the screen exactly as shown, as SVG and text, into the reports directory (the
+    /// worker writes the files; the footer says where).
+    fn save_screen(&mut self) {
+        let Some(dir) = self.config.reports_dir.clone() else {
+            return self.flash(
+                "no reports directory: set ui.reports_dir in ~/.config/opsdeck/config.toml",
+                true,
+            );
+        };
+        let buffer = super::headless::draw(self);
+        let label = self.focused().title().to_lowercase();
+        let page = super::snapshot::Page {
+            buffer: &buffer,
+            theme: &self.config.theme,
+            title: super::headless::title(&label, self.now),
+        };
+        let stem = format!("opsdeck-{label}-{}", self.now.format("%Y%m%d-%H%M%S"));
+        self.outbox.push(Request::SaveFiles {
+            dir,
+            files: vec![
+                (
+                    format!("{stem}.svg"),
+                    super::snapshot::svg(&page).into_bytes(),
+                ),
+                (
+                    format!("{stem}.txt"),
+                    super::snapshot::txt(&page).into_bytes(),
+                ),
+            ],
+        });
     }
 
     /// Shows two runs side by side in the Compare pane.

@@ -94,24 +94,12 @@ impl App {
                     }
                 }
             }
-            Msg::Compare(v) => self.panes.compare.apply(*v),
-            Msg::PipelineStats(stats) => {
-                if let Some(o) = &self.overview {
-                    self.panes
-                        .pipelines
-                        .apply(*stats, &o.pipelines, &o.breakers);
-                }
-            }
-            Msg::Assets(list) => {
-                let rows = super::panes::table_rows(self.size);
-                let more = self.panes.assets.apply_list(list, rows);
-                self.outbox.extend(more);
-            }
-            Msg::Asset { detail, pinned } => self.panes.assets.apply_detail(*detail, pinned),
-            Msg::CompareFailed(why) => {
-                self.panes.compare.failed(why.clone());
-                self.flash(why, true);
-            }
+            Msg::Compare(_)
+            | Msg::CompareFailed(_)
+            | Msg::Saved(_)
+            | Msg::PipelineStats(_)
+            | Msg::Assets(_)
+            | Msg::Asset { .. } => self.apply_regression(msg),
             Msg::Diff(v) => {
                 if let Some(d) = &mut self.panes.stage.diff {
                     d.view = Some(*v);
@@ -261,6 +249,35 @@ impl App {
                     self.outbox.extend(self.panes.canary.series_request());
                 }
             }
+        }
+    }
+
+    /// Answers for the Compare, Assets and Pipelines panes, and a saved screen.
+    fn apply_regression(&mut self, msg: Msg) {
+        match msg {
+            Msg::Compare(v) => self.panes.compare.apply(*v),
+            Msg::Saved(paths) => {
+                let names: Vec<String> = paths.iter().map(|p| p.display().to_string()).collect();
+                self.flash(format!("saved the screen: {}", names.join(", ")), false);
+            }
+            Msg::PipelineStats(stats) => {
+                if let Some(o) = &self.overview {
+                    self.panes
+                        .pipelines
+                        .apply(*stats, &o.pipelines, &o.breakers);
+                }
+            }
+            Msg::Assets(list) => {
+                let rows = super::panes::table_rows(self.size);
+                let more = self.panes.assets.apply_list(list, rows);
+                self.outbox.extend(more);
+            }
+            Msg::Asset { detail, pinned } => self.panes.assets.apply_detail(*detail, pinned),
+            Msg::CompareFailed(why) => {
+                self.panes.compare.failed(why.clone());
+                self.flash(why, true);
+            }
+            _ => {}
         }
     }
 

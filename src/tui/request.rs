@@ -81,6 +81,11 @@ pub enum Request {
         step_s: i64,
         points: usize,
     },
+    /// Files to write into `dir` (a saved screen), each whole or not at all.
+    SaveFiles {
+        dir: std::path::PathBuf,
+        files: Vec<(String, Vec<u8>)>,
+    },
     /// A state change, down the host's one control path with this dashboard's actor.
     Control {
         cmd: Command,
@@ -122,6 +127,8 @@ pub enum Msg {
         step_s: i64,
         points: Vec<SeriesPoint>,
     },
+    /// Files were written: where.
+    Saved(Vec<std::path::PathBuf>),
     /// A control action succeeded: what it changed.
     Done(Outcome),
     /// A request failed: a sentence for the footer.
@@ -167,6 +174,21 @@ impl Worker {
             let msg = handle(backend.as_ref(), &actor, req).await;
             let _ = tx.send(msg);
         });
+    }
+}
+
+/// Answers a read request (a snapshot's: commands and the live stream are the dashboard's).
+pub async fn answer(b: &dyn Backend, req: Request) -> Msg {
+    let nobody = Actor::new(
+        "snapshot",
+        crate::model::Role::Viewer,
+        crate::model::Via::Cli,
+    );
+    match req {
+        Request::Control { .. } | Request::Subscribe { .. } => {
+            Msg::Failed("a snapshot changes nothing".into())
+        }
+        other => handle(b, &nobody, other).await,
     }
 }
 
@@ -292,7 +314,37 @@ async fn handle(b: &dyn Backend, actor: &Actor, req: Request) -> Msg {
             Err(e) => failed(&format!("cannot load the charts of canary {name}"), &e),
         },
         Request::Control { cmd, reason } => control_msg(b, actor, cmd, &reason).await,
+        Request::SaveFiles { dir, files } => {
+            match tokio::task::spawn_blocking(move || save_files(&dir, &files)).await {
+                Ok(Ok(paths)) => Msg::Saved(paths),
+                Ok(Err(e)) => Msg::Failed(e),
+                Err(e) => Msg::Failed(format!("cannot save the screen: {e}")),
+            }
+        }
     }
+}
+
+/// Writes each file into `dir` (made if missing) through a temporary file, so none is ever
+/// half written.
+fn save_files(
+    dir: &std::path::Path,
+    files: &[(String, Vec<u8>)],
+) -> Result<Vec<std::path::PathBuf>, String> {
+    let fail = |e: std::io::Error| format!("cannot save the screen in {}: {e}", dir.display());
+    std::fs::create_dir_all(dir).map_err(fail)?;
+    let mut out = Vec::new();
+    for (name, bytes) in files {
+        let path = dir.join(name);
+        let tmp = dir.join(format!(".{name}.tmp"));
+        std::fs::write(&tmp, bytes)
+            .and_then(|()| std::fs::rename(&tmp, &path))
+            .map_err(|e| {
+                let _ = std::fs::remove_file(&tmp);
+                fail(e)
+            })?;
+        out.push(path);
+    }
+    Ok(out)
 }
 
 async fn baselines(b: &dyn Backend, pipeline: String, stage: String, before: RunId) -> Msg {

@@ -4,7 +4,6 @@
 //! shapes, so borders join and charts read the same whatever font the reader has.
 
 use std::fmt::Write as _;
-use std::sync::{Arc, OnceLock};
 
 use ratatui::buffer::{Buffer, Cell};
 use ratatui::style::{Color, Modifier};
@@ -57,7 +56,8 @@ impl Format {
 pub const CELL_W: f64 = 8.43;
 pub const CELL_H: f64 = 17.0;
 const FONT_SIZE: f64 = 14.0;
-const BASELINE: f64 = 13.0;
+/// Where a row's text sits: its baseline, down from the row's top.
+pub const BASELINE_Y: f64 = 13.0;
 const FAMILY: &str = "DejaVu Sans Mono, DejaVu Sans, monospace";
 
 /// A screen to write: its cells, the theme they were drawn in (for the page colours), and a
@@ -173,7 +173,7 @@ fn look(cell: &Cell, (dfg, dbg): (Rgb, Rgb)) -> Look {
 
 /// The rows of the buffer as (column, symbol, look), wide characters once (the cells they
 /// cover after the first are left out).
-fn rows(page: &Page<'_>) -> Vec<Vec<(u16, String, Look)>> {
+fn rows<'a>(page: &Page<'a>) -> Vec<Vec<(u16, &'a str, Look)>> {
     let colours = page_colours(page.theme);
     let area = page.buffer.area;
     (0..area.height)
@@ -187,11 +187,11 @@ fn rows(page: &Page<'_>) -> Vec<Vec<(u16, String, Look)>> {
                     continue;
                 }
                 let sym = if cell.symbol().is_empty() {
-                    " ".to_string()
+                    " "
                 } else {
-                    cell.symbol().to_string()
+                    cell.symbol()
                 };
-                let width = unicode_cells(&sym);
+                let width = unicode_cells(sym);
                 skip = width.saturating_sub(1);
                 out.push((x, sym, look(cell, colours)));
             }
@@ -221,7 +221,7 @@ pub fn render(format: Format, page: &Page<'_>, scale: f32) -> Result<Vec<u8>, St
 pub fn txt(page: &Page<'_>) -> String {
     let mut out = String::new();
     for row in rows(page) {
-        let line: String = row.iter().map(|(_, s, _)| s.as_str()).collect();
+        let line: String = row.iter().map(|(_, s, _)| *s).collect();
         out.push_str(line.trim_end());
         out.push('\n');
     }
@@ -305,7 +305,7 @@ pub fn html(page: &Page<'_>) -> String {
             let l = row[i].2;
             let mut text = String::new();
             while i < row.len() && row[i].2 == l {
-                text.push_str(&row[i].1);
+                text.push_str(row[i].1);
                 i += 1;
             }
             let _ = write!(
@@ -399,85 +399,169 @@ const DOTS: [(f64, f64); 8] = [
     (1.0, 3.0),
 ];
 
-/// Whether the SVG draws `c` as a shape instead of a glyph.
+/// A shape of a cell in user units: a rectangle (with an opacity) or a dot.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Prim {
+    Rect {
+        x: f64,
+        y: f64,
+        w: f64,
+        h: f64,
+        opacity: f64,
+    },
+    Dot {
+        cx: f64,
+        cy: f64,
+        r: f64,
+    },
+}
+
+/// A line from `from` to `to` (one of them the cell's centre) as a rectangle `t` thick that
+/// covers the centre but stops at the cell's edge.
+fn bar(from: (f64, f64), to: (f64, f64), t: f64) -> Prim {
+    let horizontal = (from.1 - to.1).abs() < f64::EPSILON;
+    let (x, y, w, h) = if horizontal {
+        let (l, r) = (from.0.min(to.0), from.0.max(to.0));
+        let (l, r) = if from.0 < to.0 {
+            (l - t / 2.0, r)
+        } else {
+            (l, r + t / 2.0)
+        };
+        (l, from.1 - t / 2.0, r - l, t)
+    } else {
+        let (top, bot) = (from.1.min(to.1), from.1.max(to.1));
+        let (top, bot) = if from.1 < to.1 {
+            (top - t / 2.0, bot)
+        } else {
+            (top, bot + t / 2.0)
+        };
+        (from.0 - t / 2.0, top, t, bot - top)
+    };
+    Prim::Rect {
+        x,
+        y,
+        w,
+        h,
+        opacity: 1.0,
+    }
+}
+
+/// Whether the drawing makes `c` of shapes instead of a glyph.
 pub fn drawn_as_shape(c: char) -> bool {
     box_lines(c).is_some() || block_rects(c).is_some() || (0x2800..=0x28FF).contains(&u32::from(c))
 }
 
-/// The shapes for one cell at (x, y) in user units, or nothing for a glyph.
-fn shape(out: &mut String, c: char, (x, y): (f64, f64), colour: &str, cell: (u16, u16)) {
-    let tag = format!(
-        "data-cell=\"{},{}\" data-ch=\"{}\"",
-        cell.0,
-        cell.1,
-        xml_escape(&c.to_string())
-    );
+/// The shapes of a cell at (x, y), or none for a glyph. Box-drawing lines are rectangles from
+/// the centre to the edge, so neighbouring cells meet without seams or overlapping caps.
+fn prims(c: char, (x, y): (f64, f64)) -> Vec<Prim> {
+    let mut out = Vec::new();
     if let Some(lines) = box_lines(c) {
         let (cx, cy) = (x + CELL_W / 2.0, y + CELL_H / 2.0);
         let ends = [(cx, y), (cx, y + CELL_H), (x, cy), (x + CELL_W, cy)];
-        let _ = write!(
-            out,
-            "<g {tag} stroke=\"{colour}\" stroke-linecap=\"square\">"
-        );
         for (i, kind) in lines.iter().enumerate() {
             let (ex, ey) = ends[i];
             match kind {
                 0 => {}
                 3 => {
-                    // Double: two light lines either side of the centre.
+                    // Double: two thin lines either side of the centre.
                     let (dx, dy) = if i < 2 { (1.5, 0.0) } else { (0.0, 1.5) };
-                    for s in [-1.0, 1.0] {
-                        let _ = write!(
-                            out,
-                            "<line x1=\"{:.2}\" y1=\"{:.2}\" x2=\"{:.2}\" y2=\"{:.2}\" stroke-width=\"1\"/>",
-                            cx + s * dx,
-                            cy + s * dy,
-                            ex + s * dx,
-                            ey + s * dy
-                        );
+                    for sgn in [-1.0, 1.0] {
+                        out.push(bar(
+                            (cx + sgn * dx, cy + sgn * dy),
+                            (ex + sgn * dx, ey + sgn * dy),
+                            1.0,
+                        ));
                     }
                 }
-                k => {
-                    let _ = write!(
-                        out,
-                        "<line x1=\"{cx:.2}\" y1=\"{cy:.2}\" x2=\"{ex:.2}\" y2=\"{ey:.2}\" stroke-width=\"{}\"/>",
-                        if *k == 2 { 2.5 } else { 1.2 }
-                    );
-                }
+                k => out.push(bar((cx, cy), (ex, ey), if *k == 2 { 2.4 } else { 1.2 })),
             }
         }
-        out.push_str("</g>");
     } else if let Some((rects, opacity)) = block_rects(c) {
-        let _ = write!(
-            out,
-            "<g {tag} fill=\"{colour}\" fill-opacity=\"{opacity}\">"
-        );
         for (rx, ry, rw, rh) in rects {
-            let _ = write!(
-                out,
-                "<rect x=\"{:.2}\" y=\"{:.2}\" width=\"{:.2}\" height=\"{:.2}\"/>",
-                x + rx * CELL_W,
-                y + ry * CELL_H,
-                rw * CELL_W,
-                rh * CELL_H
-            );
+            out.push(Prim::Rect {
+                x: x + rx * CELL_W,
+                y: y + ry * CELL_H,
+                w: rw * CELL_W,
+                h: rh * CELL_H,
+                opacity,
+            });
         }
-        out.push_str("</g>");
-    } else {
+    } else if (0x2800..=0x28FF).contains(&u32::from(c)) {
         let bits = u32::from(c) - 0x2800;
-        let _ = write!(out, "<g {tag} fill=\"{colour}\">");
         for (i, (dx, dy)) in DOTS.iter().enumerate() {
             if bits & (1 << i) != 0 {
-                let _ = write!(
-                    out,
-                    "<circle cx=\"{:.2}\" cy=\"{:.2}\" r=\"1.2\"/>",
-                    x + (dx + 0.5) * CELL_W / 2.0,
-                    y + (dy + 0.5) * CELL_H / 4.0
-                );
+                out.push(Prim::Dot {
+                    cx: x + (dx + 0.5) * CELL_W / 2.0,
+                    cy: y + (dy + 0.5) * CELL_H / 4.0,
+                    r: 1.2,
+                });
             }
         }
-        out.push_str("</g>");
     }
+    out
+}
+
+/// `v` with two decimals, written without the float formatter (a screen has thousands).
+fn num(out: &mut String, v: f64) {
+    let hundredths = (v * 100.0).round() as i64;
+    let (sign, abs) = if hundredths < 0 {
+        ("-", -hundredths)
+    } else {
+        ("", hundredths)
+    };
+    let _ = write!(out, "{sign}{}.{:02}", abs / 100, abs % 100);
+}
+
+/// A cell's shapes as SVG, tagged with the cell and its character.
+fn shape(out: &mut String, c: char, at: (f64, f64), colour: &str, cell: (u16, u16)) {
+    let dots = (0x2800..=0x28FF).contains(&u32::from(c));
+    let _ = write!(
+        out,
+        "<g data-cell=\"{},{}\" data-ch=\"{}\" fill=\"{colour}\"{}>",
+        cell.0,
+        cell.1,
+        xml_escape(&c.to_string()),
+        if dots {
+            " shape-rendering=\"geometricPrecision\""
+        } else {
+            ""
+        }
+    );
+    for p in prims(c, at) {
+        match p {
+            Prim::Rect {
+                x,
+                y,
+                w,
+                h,
+                opacity,
+            } => {
+                out.push_str("<rect x=\"");
+                num(out, x);
+                out.push_str("\" y=\"");
+                num(out, y);
+                out.push_str("\" width=\"");
+                num(out, w);
+                out.push_str("\" height=\"");
+                num(out, h);
+                if opacity < 1.0 {
+                    out.push_str("\" fill-opacity=\"");
+                    num(out, opacity);
+                }
+                out.push_str("\"/>");
+            }
+            Prim::Dot { cx, cy, r } => {
+                out.push_str("<circle cx=\"");
+                num(out, cx);
+                out.push_str("\" cy=\"");
+                num(out, cy);
+                out.push_str("\" r=\"");
+                num(out, r);
+                out.push_str("\"/>");
+            }
+        }
+    }
+    out.push_str("</g>");
 }
 
 /// The cells on an exact grid: background rectangles for runs of one colour, a `<text>` for
@@ -490,7 +574,7 @@ pub fn svg(page: &Page<'_>) -> String {
     );
     let (_, page_bg) = page_colours(page.theme);
     let mut out = format!(
-        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{w:.2}\" height=\"{h:.2}\" viewBox=\"0 0 {w:.2} {h:.2}\" font-family=\"{FAMILY}\" font-size=\"{FONT_SIZE}\">\n<title>{}</title>\n<rect width=\"100%\" height=\"100%\" fill=\"{}\"/>\n",
+        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{w:.2}\" height=\"{h:.2}\" viewBox=\"0 0 {w:.2} {h:.2}\" font-family=\"{FAMILY}\" font-size=\"{FONT_SIZE}\" shape-rendering=\"crispEdges\">\n<title>{}</title>\n<rect width=\"100%\" height=\"100%\" fill=\"{}\"/>\n",
         xml_escape(&page.title),
         hex(page_bg)
     );
@@ -559,7 +643,7 @@ pub fn svg(page: &Page<'_>) -> String {
                 out,
                 "<text x=\"{:.2}\" y=\"{:.2}\" textLength=\"{:.2}\" lengthAdjust=\"spacingAndGlyphs\" xml:space=\"preserve\" {attrs}>{}</text>",
                 f64::from(start) * CELL_W,
-                top + BASELINE,
+                top + BASELINE_Y,
                 f64::from(cells) * CELL_W,
                 xml_escape(&text)
             );
@@ -569,41 +653,227 @@ pub fn svg(page: &Page<'_>) -> String {
     out
 }
 
-/// The bundled fonts, loaded once: DejaVu Sans Mono for the grid, DejaVu Sans for what it
-/// lacks.
-fn fonts() -> Arc<resvg::usvg::fontdb::Database> {
-    static DB: OnceLock<Arc<resvg::usvg::fontdb::Database>> = OnceLock::new();
-    DB.get_or_init(|| {
-        let mut db = resvg::usvg::fontdb::Database::new();
-        db.load_font_data(include_bytes!("../../assets/fonts/DejaVuSansMono.ttf").to_vec());
-        db.load_font_data(include_bytes!("../../assets/fonts/DejaVuSans.ttf").to_vec());
-        db.set_monospace_family("DejaVu Sans Mono");
-        db.set_sans_serif_family("DejaVu Sans");
-        Arc::new(db)
-    })
-    .clone()
+/// The bundled fonts: DejaVu Sans Mono for the grid, DejaVu Sans for what it lacks.
+const MONO: &[u8] = include_bytes!("../../assets/fonts/DejaVuSansMono.ttf");
+const SANS: &[u8] = include_bytes!("../../assets/fonts/DejaVuSans.ttf");
+
+/// A glyph outline as a tiny-skia path, y down, with its origin at the baseline.
+struct Pen(resvg::tiny_skia::PathBuilder);
+
+impl skrifa::outline::OutlinePen for Pen {
+    fn move_to(&mut self, x: f32, y: f32) {
+        self.0.move_to(x, -y);
+    }
+    fn line_to(&mut self, x: f32, y: f32) {
+        self.0.line_to(x, -y);
+    }
+    fn quad_to(&mut self, cx0: f32, cy0: f32, x: f32, y: f32) {
+        self.0.quad_to(cx0, -cy0, x, -y);
+    }
+    fn curve_to(&mut self, cx0: f32, cy0: f32, cx1: f32, cy1: f32, x: f32, y: f32) {
+        self.0.cubic_to(cx0, -cy0, cx1, -cy1, x, -y);
+    }
+    fn close(&mut self) {
+        self.0.close();
+    }
 }
 
-/// The SVG rasterised with the bundled fonts, never the machine's.
+/// The outline of `c` at `px` pixels from the first bundled font that has it.
+fn outline(c: char, px: f32) -> Option<resvg::tiny_skia::Path> {
+    use skrifa::MetadataProvider as _;
+    use skrifa::instance::{LocationRef, Size};
+    use skrifa::outline::DrawSettings;
+    for data in [MONO, SANS] {
+        let Ok(font) = skrifa::FontRef::new(data) else {
+            continue;
+        };
+        let Some(gid) = font.charmap().map(c) else {
+            continue;
+        };
+        let glyph = font.outline_glyphs().get(gid)?;
+        let mut pen = Pen(resvg::tiny_skia::PathBuilder::new());
+        glyph
+            .draw(
+                DrawSettings::unhinted(Size::new(px), LocationRef::default()),
+                &mut pen,
+            )
+            .ok()?;
+        return pen.0.finish();
+    }
+    None
+}
+
+fn paint(rgb: Rgb, opacity: f64) -> resvg::tiny_skia::Paint<'static> {
+    let mut p = resvg::tiny_skia::Paint::default();
+    let alpha = (opacity.clamp(0.0, 1.0) * 255.0).round() as u8;
+    p.set_color_rgba8(rgb.0, rgb.1, rgb.2, alpha);
+    p.anti_alias = true;
+    p
+}
+
+/// One glyph in `fg` on a transparent cell-sized pixmap, its baseline where the grid's is.
+fn glyph_pixmap(
+    c: char,
+    fg: Rgb,
+    bold: bool,
+    s: f64,
+    (gw, gh): (u32, u32),
+) -> Option<resvg::tiny_skia::Pixmap> {
+    use resvg::tiny_skia::{FillRule, Pixmap, Stroke, Transform};
+    let path = outline(c, (FONT_SIZE * s) as f32)?;
+    let mut g = Pixmap::new(gw, gh)?;
+    let at = Transform::from_translate(0.0, (BASELINE_Y * s) as f32);
+    g.fill_path(&path, &paint(fg, 1.0), FillRule::Winding, at, None);
+    if bold {
+        // The bundled face has no bold: a thin stroke thickens the glyph.
+        let stroke = Stroke {
+            width: (0.6 * s) as f32,
+            ..Stroke::default()
+        };
+        g.stroke_path(&path, &paint(fg, 1.0), &stroke, at, None);
+    }
+    Some(g)
+}
+
+/// A cell's shapes, painted as the SVG draws them.
+fn paint_prims(pm: &mut resvg::tiny_skia::Pixmap, prims: &[Prim], fg: Rgb, s: f64) {
+    use resvg::tiny_skia::{FillRule, PathBuilder, Rect, Transform};
+    for prim in prims {
+        match *prim {
+            Prim::Rect {
+                x,
+                y,
+                w,
+                h,
+                opacity,
+            } => {
+                let mut p = paint(fg, opacity);
+                p.anti_alias = false;
+                if let Some(r) = Rect::from_xywh(
+                    (x * s) as f32,
+                    (y * s) as f32,
+                    (w * s) as f32,
+                    (h * s) as f32,
+                ) {
+                    pm.fill_rect(r, &p, Transform::identity(), None);
+                }
+            }
+            Prim::Dot { cx, cy, r } => {
+                if let Some(path) =
+                    PathBuilder::from_circle((cx * s) as f32, (cy * s) as f32, (r * s) as f32)
+                {
+                    pm.fill_path(
+                        &path,
+                        &paint(fg, 1.0),
+                        FillRule::Winding,
+                        Transform::identity(),
+                        None,
+                    );
+                }
+            }
+        }
+    }
+}
+
+/// The cells painted straight from the same grid and shapes as the SVG, each distinct glyph
+/// rasterised once with the bundled fonts and copied into its cells, never the machine's fonts.
 pub fn png(page: &Page<'_>, scale: f32) -> Result<Vec<u8>, String> {
-    let svg = svg(page);
-    let opt = resvg::usvg::Options {
-        fontdb: fonts(),
-        ..resvg::usvg::Options::default()
-    };
-    let tree = resvg::usvg::Tree::from_str(&svg, &opt)
-        .map_err(|e| format!("cannot draw the snapshot: {e}"))?;
-    let size = tree.size().to_int_size().scale_by(scale).ok_or_else(|| {
+    use resvg::tiny_skia::{Pixmap, PixmapPaint, Rect, Transform};
+    use std::collections::HashMap;
+    let area = page.buffer.area;
+    let s = f64::from(scale);
+    let (w, h) = (
+        (f64::from(area.width) * CELL_W * s).round(),
+        (f64::from(area.height) * CELL_H * s).round(),
+    );
+    let mut pm = Pixmap::new(w as u32, h as u32).ok_or_else(|| {
         format!("--scale {scale} gives an image of no size; give a number from 0.25 to 4")
     })?;
-    let mut pixmap = resvg::tiny_skia::Pixmap::new(size.width(), size.height())
-        .ok_or_else(|| "the snapshot is too large to draw".to_string())?;
-    resvg::render(
-        &tree,
-        resvg::tiny_skia::Transform::from_scale(scale, scale),
-        &mut pixmap.as_mut(),
-    );
-    pixmap
-        .encode_png()
+    let (_, page_bg) = page_colours(page.theme);
+    pm.fill(resvg::tiny_skia::Color::from_rgba8(
+        page_bg.0, page_bg.1, page_bg.2, 255,
+    ));
+    let fill =
+        |pm: &mut Pixmap, (x, y, rw, rh): (f64, f64, f64, f64), p: &resvg::tiny_skia::Paint<'_>| {
+            if let Some(r) = Rect::from_xywh(
+                (x * s) as f32,
+                (y * s) as f32,
+                (rw * s) as f32,
+                (rh * s) as f32,
+            ) {
+                pm.fill_rect(r, p, Transform::identity(), None);
+            }
+        };
+    let rows = rows(page);
+    let mut glyphs: HashMap<(&str, Rgb, bool), Option<Pixmap>> = HashMap::new();
+    let (gw, gh) = ((CELL_W * s * 2.0).ceil() as u32, (CELL_H * s).ceil() as u32);
+    for (y, row) in rows.iter().enumerate() {
+        let top = y as f64 * CELL_H;
+        for (x, sym, l) in row {
+            let left = f64::from(*x) * CELL_W;
+            let cells = unicode_cells(sym) as f64;
+            if l.bg != page_bg {
+                let mut bgp = paint(l.bg, 1.0);
+                bgp.anti_alias = false;
+                fill(&mut pm, (left, top, CELL_W * cells, CELL_H), &bgp);
+            }
+            let c = sym.chars().next().unwrap_or(' ');
+            if sym.chars().count() == 1 && drawn_as_shape(c) {
+                paint_prims(&mut pm, &prims(c, (left, top)), l.fg, s);
+            } else if !sym.trim().is_empty() {
+                let key = (*sym, l.fg, l.bold);
+                let glyph = glyphs
+                    .entry(key)
+                    .or_insert_with(|| glyph_pixmap(c, l.fg, l.bold, s, (gw, gh)));
+                if let Some(g) = glyph {
+                    pm.draw_pixmap(
+                        (left * s).round() as i32,
+                        (top * s).round() as i32,
+                        g.as_ref(),
+                        &PixmapPaint::default(),
+                        Transform::identity(),
+                        None,
+                    );
+                }
+            }
+            if l.underline {
+                fill(
+                    &mut pm,
+                    (left, top + BASELINE_Y + 1.5, CELL_W * cells, 1.0),
+                    &paint(l.fg, 1.0),
+                );
+            }
+        }
+    }
+    pm.encode_png()
         .map_err(|e| format!("cannot encode the PNG: {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every symbol the dashboard draws has a glyph in a bundled font, or is drawn as shapes.
+    #[test]
+    fn every_symbol_the_dashboard_draws_renders() {
+        let symbols = "✓✗●○↻⊘↷◆↳⚠▶·…→←↑↓─│┌┐└┘├┤┬┴┼━┃╭╮╯╰═║▀▄█▌▐▁▂▃▄▅▆▇░▒▓⣿⡀⠁▏ABCxyz09%";
+        for c in symbols.chars() {
+            assert!(
+                drawn_as_shape(c) || outline(c, 14.0).is_some(),
+                "{c:?} has no glyph in either bundled font"
+            );
+        }
+        // The monospace face lacks braille: those are shapes, never a missing glyph.
+        assert!(drawn_as_shape('⣿'));
+    }
+
+    #[test]
+    fn numbers_are_written_with_two_decimals() {
+        let mut s = String::new();
+        for v in [0.0, 8.43, -1.5, 1011.6, 0.005] {
+            num(&mut s, v);
+            s.push(' ');
+        }
+        assert_eq!(s, "0.00 8.43 -1.50 1011.60 0.01 ");
+    }
 }

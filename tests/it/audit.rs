@@ -12,7 +12,6 @@ use opsdeck::host::{Host, HostOptions};
 use opsdeck::model::{Actor, AuditQuery, AuditRecord, Role, Via};
 use opsdeck::tui::action::Action;
 use opsdeck::tui::app::{App, Config};
-use opsdeck::tui::keymap::Keymap;
 use opsdeck::tui::request::{Msg, Request, Worker};
 use opsdeck::tui::theme::{ColorDepth, Theme};
 use ratatui::crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
@@ -81,16 +80,7 @@ impl Driven {
     fn new(backend: Arc<dyn Backend>) -> Driven {
         let (tx, rx) = mpsc::unbounded_channel();
         let actor = Actor::new("dana", Role::Admin, Via::Dashboard);
-        let config = Config {
-            theme: Theme::load("dark", None, ColorDepth::TrueColor).unwrap(),
-            keymap: Keymap::builtin_default(),
-            mouse: false,
-            theme_dir: None,
-            depth: ColorDepth::TrueColor,
-            no_color: false,
-            label: None,
-            read_only: false,
-        };
+        let config = Config::with_theme(Theme::load("dark", None, ColorDepth::TrueColor).unwrap());
         Driven {
             app: App::new(config, Rect::new(0, 0, 120, 40), Utc::now()),
             worker: Worker::new(backend, actor, tx),

@@ -23,6 +23,7 @@ mod fuzz;
 mod layers;
 mod prometheus;
 mod pty;
+mod snapshot;
 mod support;
 mod tui;
 mod validate;

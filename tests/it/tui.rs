@@ -481,6 +481,7 @@ fn config(theme: &str) -> Config {
         no_color: false,
         label: None,
         read_only: false,
+        reports_dir: None,
     }
 }
 
@@ -1802,4 +1803,35 @@ fn the_assets_pane_edits_tests_pins_and_rolls_back_through_the_control_path() {
     key(&mut a, KeyCode::Char('u'));
     assert!(matches!(a.popups.last(), Some(Popup::Confirm(c))
         if c.command == Command::RollbackAsset { name: "order-rules".into() }));
+}
+
+#[test]
+fn s_saves_the_screen_as_shown_in_svg_and_text() {
+    let mut a = app(100, 30);
+    a.config.reports_dir = Some(std::path::PathBuf::from("/reports"));
+    a.take_requests();
+    key(&mut a, KeyCode::Char('S'));
+    let reqs = a.take_requests();
+    let Some(Request::SaveFiles { dir, files }) = reqs.first() else {
+        panic!("{reqs:?}");
+    };
+    assert_eq!(dir, &std::path::PathBuf::from("/reports"));
+    let names: Vec<&str> = files.iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(
+        names,
+        [
+            "opsdeck-runs-20261123-180000.svg",
+            "opsdeck-runs-20261123-180000.txt"
+        ]
+    );
+    let txt = String::from_utf8(files[1].1.clone()).unwrap();
+    let shown: Vec<String> = text(&a).lines().map(|l| l.trim_end().to_string()).collect();
+    assert_eq!(txt.lines().collect::<Vec<_>>(), shown, "exactly as shown");
+    assert!(
+        String::from_utf8(files[0].1.clone())
+            .unwrap()
+            .starts_with("<svg")
+    );
+    a.apply(Msg::Saved(vec!["/reports/x.svg".into()]));
+    assert!(a.flash.as_ref().unwrap().text.contains("/reports/x.svg"));
 }

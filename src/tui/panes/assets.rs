@@ -73,6 +73,22 @@ impl AssetsPane {
         })
     }
 
+    /// Selects asset `name`; the fetch of its detail, or a sentence naming the assets there are.
+    pub fn select(&mut self, name: &str) -> Result<Request, String> {
+        let i = self
+            .list
+            .iter()
+            .position(|a| a.name == name)
+            .ok_or_else(|| {
+                let names: Vec<&str> = self.list.iter().map(|a| a.name.as_str()).collect();
+                format!("there is no asset `{name}`; assets: {}", names.join(", "))
+            })?;
+        self.cursor.selected = i;
+        self.versions = Cursor::default();
+        self.detail_request(None)
+            .ok_or_else(|| format!("there is no asset `{name}`"))
+    }
+
     /// Takes the asset list, keeping the selection on the same asset.
     pub fn apply_list(&mut self, list: Vec<AssetSummary>, view: usize) -> Option<Request> {
         let keep = self.selected().map(|a| a.name.clone());
