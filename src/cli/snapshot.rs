@@ -33,7 +33,9 @@ pub struct SnapshotArgs {
     /// Pixels per cell unit for PNG (2 for high-DPI screens), from 0.25 to 4
     #[arg(long, default_value_t = 1.0)]
     pub scale: f32,
-    /// Draw as of this time (RFC 3339), for reproducible reports [default: now]
+    /// The time the snapshot says it was taken (its clock and title), RFC 3339 or a duration
+    /// ago such as 10m, so the same data gives the same file; the data is the store's now
+    /// [default: now]
     #[arg(long, value_name = "TIME")]
     pub at: Option<String>,
 }
@@ -43,10 +45,16 @@ pub fn parse_size(s: &str) -> Result<(u16, u16), String> {
     use crate::tui::panes::{MIN_HEIGHT, MIN_WIDTH};
     let bad = || format!("`{s}` is not a size; write COLSxROWS, like 120x40");
     let (c, r) = s.trim().split_once(['x', 'X']).ok_or_else(bad)?;
-    let (c, r): (u16, u16) = (
+    let (c, r): (u32, u32) = (
         c.trim().parse().map_err(|_| bad())?,
         r.trim().parse().map_err(|_| bad())?,
     );
+    if c > 500 || r > 300 {
+        return Err(format!(
+            "{c}x{r} is larger than a snapshot may be (500x300)"
+        ));
+    }
+    let (c, r) = (c as u16, r as u16);
     if c < MIN_WIDTH || r < MIN_HEIGHT {
         return Err(format!(
             "{c}x{r} is below the dashboard's minimum of {MIN_WIDTH}x{MIN_HEIGHT}"
@@ -83,6 +91,17 @@ pub fn write_whole(path: &Path, bytes: &[u8]) -> Result<(), CliError> {
                 path.display()
             ))
         })?;
+    // A device, a pipe or a symlink is written through, never replaced: only a regular file
+    // (or a new one) is written beside and renamed into place.
+    let special = std::fs::symlink_metadata(path).is_ok_and(|m| !m.file_type().is_file());
+    if special {
+        return std::fs::OpenOptions::new()
+            .write(true)
+            .truncate(true)
+            .open(path)
+            .and_then(|mut f| f.write_all(bytes).and_then(|()| f.flush()))
+            .map_err(|e| CliError::bad_input(format!("cannot write {}: {e}", path.display())));
+    }
     let tmp = dir.join(format!(".{name}.{}.tmp", std::process::id()));
     let result = std::fs::write(&tmp, bytes).and_then(|()| std::fs::rename(&tmp, path));
     if let Err(e) = result {
@@ -107,8 +126,8 @@ pub async fn run(cli: &Cli, args: &SnapshotArgs) -> CliResult {
         )));
     }
     let now = match &args.at {
-        Some(t) => Timestamp::parse(t)
-            .map_err(|e| CliError::bad_input(format!("--at `{t}`: {e}")))?
+        Some(t) => Timestamp::parse_since(t, chrono::Utc::now())
+            .map_err(|e| CliError::bad_input(format!("--at: {e}")))?
             .datetime(),
         None => chrono::Utc::now(),
     };

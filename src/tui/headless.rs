@@ -54,8 +54,14 @@ impl Target {
                 .ok_or_else(|| format!("--select `{s}` is not {what}; write it like 42/extract"))?;
             Ok((id(run)?, stage.to_string()))
         };
+        let none = |t: Target| match select {
+            Some(s) => Err(format!(
+                "--pane {pane} shows everything and takes no --select (given `{s}`)"
+            )),
+            None => Ok(t),
+        };
         Ok(match pane.trim() {
-            "runs" => Target::Runs,
+            "runs" => none(Target::Runs)?,
             "run" => Target::Run(id(need("RUN")?)?),
             "stage" => {
                 let (r, s) = stage("RUN/STAGE")?;
@@ -73,10 +79,10 @@ impl Target {
                 })?;
                 Target::Compare(id(a)?, id(b)?)
             }
-            "dlq" => Target::Dlq,
+            "dlq" => none(Target::Dlq)?,
             "assets" => Target::Assets(select.map(str::to_string)),
             "pipelines" => Target::Pipelines(select.map(str::to_string)),
-            "events" => Target::Events,
+            "events" => none(Target::Events)?,
             other => {
                 return Err(format!("unknown pane `{other}`; valid panes: {PANES}"));
             }

@@ -176,7 +176,12 @@ pub async fn build(b: &dyn Backend, scope: Scope) -> Result<Report, String> {
         fmt_t(scope.since),
         fmt_t(scope.until)
     );
-    let backend = b.overview().await.map_err(|e| e.message)?.backend;
+    let o = b.overview().await.map_err(|e| e.message)?;
+    let backend = if o.backend == "embedded" {
+        format!("the workspace {}", o.workspace)
+    } else {
+        format!("{} (workspace {})", o.backend, o.workspace)
+    };
     if html {
         let _ = write!(
             doc,

@@ -228,26 +228,77 @@ pub fn txt(page: &Page<'_>) -> String {
     out
 }
 
-/// Escape codes for colours and styles, one reset at the end of each line, for `cat`.
+/// A colour as an SGR parameter: the 16 colours and 256-colour indices as themselves (so the
+/// `terminal` theme stays in the reader's palette), others as 24-bit; `None` leaves the
+/// terminal's own colour.
+fn sgr(c: Color, fg: bool) -> Option<String> {
+    let (base, bright, ext) = if fg { (30, 90, 38) } else { (40, 100, 48) };
+    Some(match c {
+        Color::Reset => return None,
+        Color::Black => format!("{base}"),
+        Color::Red => format!("{}", base + 1),
+        Color::Green => format!("{}", base + 2),
+        Color::Yellow => format!("{}", base + 3),
+        Color::Blue => format!("{}", base + 4),
+        Color::Magenta => format!("{}", base + 5),
+        Color::Cyan => format!("{}", base + 6),
+        Color::Gray => format!("{}", base + 7),
+        Color::DarkGray => format!("{bright}"),
+        Color::LightRed => format!("{}", bright + 1),
+        Color::LightGreen => format!("{}", bright + 2),
+        Color::LightYellow => format!("{}", bright + 3),
+        Color::LightBlue => format!("{}", bright + 4),
+        Color::LightMagenta => format!("{}", bright + 5),
+        Color::LightCyan => format!("{}", bright + 6),
+        Color::White => format!("{}", bright + 7),
+        Color::Indexed(i) => format!("{ext};5;{i}"),
+        Color::Rgb(r, g, b) => format!("{ext};2;{r};{g};{b}"),
+    })
+}
+
+/// Escape codes for the cells' own colours and styles, one reset at the end of each line, for
+/// `cat` in another terminal.
 pub fn ansi(page: &Page<'_>) -> String {
+    let area = page.buffer.area;
     let mut out = String::new();
-    for row in rows(page) {
-        let mut last: Option<Look> = None;
-        for (_, sym, l) in &row {
-            if last != Some(*l) {
-                let (f, b) = (l.fg, l.bg);
-                let _ = write!(
-                    out,
-                    "\x1b[0;38;2;{};{};{};48;2;{};{};{}",
-                    f.0, f.1, f.2, b.0, b.1, b.2
-                );
-                for (on, code) in [(l.bold, 1), (l.italic, 3), (l.underline, 4)] {
-                    if on {
-                        let _ = write!(out, ";{code}");
+    for y in 0..area.height {
+        let mut last = None;
+        let mut skip = 0usize;
+        for x in 0..area.width {
+            let cell = &page.buffer[(area.x + x, area.y + y)];
+            if skip > 0 {
+                skip -= 1;
+                continue;
+            }
+            let sym = if cell.symbol().is_empty() {
+                " "
+            } else {
+                cell.symbol()
+            };
+            skip = unicode_cells(sym).saturating_sub(1);
+            let key = (cell.fg, cell.bg, cell.modifier);
+            if last != Some(key) {
+                out.push_str("\x1b[0");
+                for code in [sgr(cell.fg, true), sgr(cell.bg, false)]
+                    .into_iter()
+                    .flatten()
+                {
+                    out.push(';');
+                    out.push_str(&code);
+                }
+                for (m, code) in [
+                    (Modifier::BOLD, ";1"),
+                    (Modifier::DIM, ";2"),
+                    (Modifier::ITALIC, ";3"),
+                    (Modifier::UNDERLINED, ";4"),
+                    (Modifier::REVERSED, ";7"),
+                ] {
+                    if cell.modifier.contains(m) {
+                        out.push_str(code);
                     }
                 }
                 out.push('m');
-                last = Some(*l);
+                last = Some(key);
             }
             out.push_str(sym);
         }

@@ -7,7 +7,7 @@ use ratatui::Frame;
 use ratatui::layout::{Constraint, Layout, Rect};
 use ratatui::style::Style;
 use ratatui::text::{Line, Span};
-use ratatui::widgets::{Block, Paragraph, Row};
+use ratatui::widgets::{Block, Paragraph, Row, Table, TableState};
 
 use super::stage::Target;
 use super::{Cmd, Cursor, Cx, Effect, HELP, MOVE, Motion, Pane, QUIT, cmd};
@@ -18,7 +18,7 @@ use crate::tui::keymap::Context;
 use crate::tui::request::Request;
 use crate::tui::theme::Theme;
 use crate::tui::view::Ctx;
-use crate::tui::widgets::{column_widths, fit, fitted_row, render_list};
+use crate::tui::widgets::{column_widths, fit, fitted_row};
 
 /// When a stage ran in each run, as ms from its run's start (`None` where it did not run).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -357,7 +357,8 @@ pub fn render(f: &mut Frame, area: Rect, p: &ComparePane, ctx: &Ctx<'_>) {
         Constraint::Fill(1),
     ]);
     header.extend(["DELTA", "OUTPUT", "TIMELINE"]);
-    let cols = column_widths(table_area.width, &widths);
+    // Less the selection mark's two columns.
+    let cols = column_widths(table_area.width.saturating_sub(2), &widths);
     let bar_w = cols.last().copied().unwrap_or(10);
     let rows: Vec<Row> =
         v.c.stages
@@ -378,7 +379,17 @@ pub fn render(f: &mut Frame, area: Rect, p: &ComparePane, ctx: &Ctx<'_>) {
                 fitted_row(cells, &cols)
             })
             .collect();
-    render_list(f, table_area, (rows, widths, header), p.cursor, t);
+    // The selection is marked without a background, which would hide the timelines' colours.
+    let mut selected = t.style("ui.selection");
+    selected.bg = None;
+    let table = Table::new(rows, widths)
+        .header(Row::new(header).style(t.style("ui.dim")))
+        .row_highlight_style(selected.add_modifier(ratatui::style::Modifier::BOLD))
+        .highlight_symbol("› ");
+    let mut state = TableState::default()
+        .with_offset(p.cursor.offset)
+        .with_selected(Some(p.cursor.selected));
+    f.render_stateful_widget(table, table_area, &mut state);
 }
 
 #[cfg(test)]
