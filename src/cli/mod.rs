@@ -27,6 +27,7 @@ mod runs;
 mod serve;
 mod snapshot;
 mod stage;
+mod store;
 mod token;
 mod validate;
 
@@ -127,6 +128,9 @@ pub enum Command {
     Compare(compare::CompareArgs),
     /// An incident report of a period: timeline, rollbacks with their analysis, charts, compares
     Report(report::ReportArgs),
+    /// The store: backup FILE (a consistent copy, even while hosted), restore FILE
+    #[command(subcommand)]
+    Store(store::StoreCommand),
     /// Render a pane from live data to SVG, PNG, HTML, ANSI or text, without a terminal
     Snapshot(snapshot::SnapshotArgs),
     /// Versioned assets: list, show, diff, put, pin, rollback
@@ -390,6 +394,7 @@ pub async fn dispatch(cli: Cli) -> u8 {
         Some(Command::Assets(cmd)) => assets::run(&cli, cmd).await,
         Some(Command::Snapshot(args)) => snapshot::run(&cli, args).await,
         Some(Command::Report(args)) => report::run(&cli, args).await,
+        Some(Command::Store(cmd)) => store::run(&cli, cmd),
         Some(Command::Stage(cmd)) => stage::run(&cli, cmd).await,
         None => dashboard::run(&cli).await,
     };

@@ -3,6 +3,7 @@
 //! transactions; readers open their own connections and never block it.
 
 mod assets;
+pub mod backup;
 mod queries;
 mod recovery;
 pub mod schema;

@@ -24,6 +24,7 @@ mod layers;
 mod prometheus;
 mod pty;
 mod snapshot;
+mod store_ops;
 mod support;
 mod tui;
 mod validate;
