@@ -60,8 +60,27 @@ pub fn run(cli: &Cli, cmd: &StoreCommand) -> CliResult {
                         "a host holds this workspace{by}; stop it before restoring the store"
                     ))
                 })?;
-            let checked =
-                crate::store::backup::restore(file, &db).map_err(|e| CliError::bad_input(e.0))?;
+            let actor = crate::client::local_actor(crate::model::Via::Cli);
+            let shown = crate::model::printable(&file.display().to_string());
+            let record = crate::model::AuditRecord {
+                at: crate::model::Timestamp::from_datetime(chrono::Utc::now()),
+                actor: actor.name,
+                role: Some(actor.role),
+                via: Some(actor.via),
+                action: "store.restore".into(),
+                target: crate::model::bounded(
+                    &format!("store/{shown}"),
+                    crate::model::MAX_TARGET_BYTES,
+                ),
+                reason: crate::model::bounded(
+                    &format!("restored from {shown}"),
+                    crate::model::MAX_REASON_BYTES,
+                ),
+                outcome: "ok".into(),
+                details: serde_json::json!({}),
+            };
+            let checked = crate::store::backup::restore(file, &db, record)
+                .map_err(|e| CliError::bad_input(e.0))?;
             drop(lock);
             tracing::warn!(from = %file.display(), runs = checked.runs, "the store was restored from a copy");
             say!(

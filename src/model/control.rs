@@ -445,6 +445,7 @@ pub fn audit_actions() -> Vec<(&'static str, Vec<String>)> {
                 .map(|a| format!("asset.{a}"))
                 .collect(),
         ),
+        ("store", vec!["store.restore".to_string()]),
         ("authenticate", Vec::new()),
     ]
 }

@@ -82,9 +82,10 @@ pub fn check(file: &Path) -> Result<Checked> {
 }
 
 /// Replaces the store at `db` with the checked copy `file`, through SQLite (so the live
-/// database's journal stays consistent), then brings it up to this binary's schema. The caller
-/// holds the workspace lock.
-pub fn restore(file: &Path, db: &Path) -> Result<Checked> {
+/// database's journal stays consistent), brings it up to this binary's schema, and appends
+/// `audit` (who restored it, from where) to the restored log with its event. The caller holds
+/// the workspace lock.
+pub fn restore(file: &Path, db: &Path, audit: crate::model::AuditRecord) -> Result<Checked> {
     let checked = check(file)?;
     let src = Connection::open_with_flags(file, OpenFlags::SQLITE_OPEN_READ_ONLY)?;
     let mut dst = super::connect(db, true)?;
@@ -93,5 +94,6 @@ pub fn restore(file: &Path, db: &Path) -> Result<Checked> {
         b.run_to_completion(PAGES_PER_STEP, Duration::from_millis(5), None)?;
     }
     schema::migrate(&mut dst)?;
+    super::writer::apply_offline(&mut dst, &super::Op::audited(audit, None))?;
     Ok(checked)
 }

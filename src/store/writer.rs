@@ -345,6 +345,15 @@ fn run(
     }
 }
 
+/// Commits `ops` on a connection of a store no host is writing to (the caller holds the
+/// workspace lock), numbering events after the last one: how offline commands such as a
+/// restore leave their audit record, through the same writes a host makes.
+pub(crate) fn apply_offline(conn: &mut Connection, ops: &[Op]) -> Result<()> {
+    let next = max_seq(conn)? + 1;
+    let refs: Vec<&Op> = ops.iter().collect();
+    apply(conn, &refs, next).map(drop)
+}
+
 fn max_seq(conn: &Connection) -> Result<u64> {
     let seq: i64 = conn.query_row("SELECT COALESCE(MAX(seq), 0) FROM events", [], |r| r.get(0))?;
     Ok(seq as u64)

@@ -357,8 +357,10 @@ async fn a_host_resuming_interrupted_runs_says_so_in_the_audit_log() {
 #[test]
 fn audit_filters_are_checked_and_refusals_keep_at_most_a_kilobyte_of_reason() {
     let ws = workspace();
-    ws.run(&["audit", "--action", "bogus"])
-        .expect_error(2, "give a group (run, dlq, canary, asset, authenticate)");
+    ws.run(&["audit", "--action", "bogus"]).expect_error(
+        2,
+        "give a group (run, dlq, canary, asset, store, authenticate)",
+    );
     ws.run(&["audit", "--actor", ""])
         .expect_error(2, "cannot be empty");
     ws.run(&["audit", "--limit", "0"])

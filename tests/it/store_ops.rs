@@ -32,6 +32,14 @@ fn a_backup_is_taken_while_hosted_and_restored_only_when_nobody_hosts() {
     assert!(out.stdout().contains("2 runs"), "{}", out.stdout());
     let runs = ws.run(&["runs", "--json"]).json();
     assert_eq!(runs.as_array().unwrap().len(), 2, "{runs}");
+    // The restore is in the restored audit log, with who did it and from where.
+    let rows = crate::support::audit_rows(&ws, "store", ["action", "actor", "reason"]);
+    assert_eq!(rows.len(), 1, "{rows:?}");
+    assert_eq!(
+        (rows[0].0.as_str(), rows[0].1.as_str()),
+        ("store.restore", "alice")
+    );
+    assert!(rows[0].2.contains("copy.db"), "{rows:?}");
     // The restored store works: a new run is recorded after the copied ones.
     ws.run(&["run", "etl"]).expect_code(0);
     assert_eq!(
