@@ -175,6 +175,19 @@ fn look(cell: &Cell, (dfg, dbg): (Rgb, Rgb)) -> Look {
 /// cover after the first are left out).
 fn rows<'a>(page: &Page<'a>) -> Vec<Vec<(u16, &'a str, Look)>> {
     let colours = page_colours(page.theme);
+    cells(page)
+        .into_iter()
+        .map(|row| {
+            row.into_iter()
+                .map(|(x, sym, cell)| (x, sym, look(cell, colours)))
+                .collect()
+        })
+        .collect()
+}
+
+/// The rows of the buffer as (column, symbol, cell), each wide character once (the cells it
+/// covers after the first are left out), a blank symbol as a space.
+fn cells<'a>(page: &Page<'a>) -> Vec<Vec<(u16, &'a str, &'a Cell)>> {
     let area = page.buffer.area;
     (0..area.height)
         .map(|y| {
@@ -191,9 +204,8 @@ fn rows<'a>(page: &Page<'a>) -> Vec<Vec<(u16, &'a str, Look)>> {
                 } else {
                     cell.symbol()
                 };
-                let width = unicode_cells(sym);
-                skip = width.saturating_sub(1);
-                out.push((x, sym, look(cell, colours)));
+                skip = unicode_cells(sym).saturating_sub(1);
+                out.push((x, sym, cell));
             }
             out
         })
@@ -259,23 +271,10 @@ fn sgr(c: Color, fg: bool) -> Option<String> {
 /// Escape codes for the cells' own colours and styles, one reset at the end of each line, for
 /// `cat` in another terminal.
 pub fn ansi(page: &Page<'_>) -> String {
-    let area = page.buffer.area;
     let mut out = String::new();
-    for y in 0..area.height {
+    for row in cells(page) {
         let mut last = None;
-        let mut skip = 0usize;
-        for x in 0..area.width {
-            let cell = &page.buffer[(area.x + x, area.y + y)];
-            if skip > 0 {
-                skip -= 1;
-                continue;
-            }
-            let sym = if cell.symbol().is_empty() {
-                " "
-            } else {
-                cell.symbol()
-            };
-            skip = unicode_cells(sym).saturating_sub(1);
+        for (_, sym, cell) in row {
             let key = (cell.fg, cell.bg, cell.modifier);
             if last != Some(key) {
                 out.push_str("\x1b[0");

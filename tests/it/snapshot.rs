@@ -350,6 +350,20 @@ async fn a_report_has_the_rollback_with_its_reason_and_numbers() {
         .await;
     }
     assert_eq!(host.canary("api").unwrap().state, CanaryState::RolledBack);
+    // The rollback's audit record commits just after the state changes in memory.
+    until("the rollback to be in the audit log", || {
+        let host = host.clone();
+        async move {
+            host.audit_log(opsdeck::model::AuditQuery {
+                action: Some("canary.rollback".into()),
+                limit: 10,
+                ..opsdeck::model::AuditQuery::default()
+            })
+            .await
+            .is_ok_and(|r| !r.is_empty())
+        }
+    })
+    .await;
     let b = Embedded::new(host.clone());
     for format in [ReportFormat::Markdown, ReportFormat::Html] {
         let scope = Scope {
