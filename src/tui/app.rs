@@ -555,9 +555,19 @@ impl App {
     }
 
     pub(super) fn start_run(&mut self, pipeline: String) {
+        self.start_run_with(pipeline, crate::model::asset::Overrides::new());
+    }
+
+    /// Starts a run with other asset versions than the pinned ones (`:run NAME rules=2`).
+    pub(super) fn start_run_with(
+        &mut self,
+        pipeline: String,
+        overrides: crate::model::asset::Overrides,
+    ) {
         self.outbox.push(Request::Control {
             cmd: Command::StartRun(StartRun {
                 pipeline,
+                overrides,
                 ..StartRun::default()
             }),
             reason: String::new(),

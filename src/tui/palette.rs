@@ -50,7 +50,7 @@ pub const TYPED: &[Typed] = &[
     typed(
         "run",
         Arg::Pipeline,
-        "start a run of a pipeline: `:run NAME`",
+        "start a run of a pipeline: `:run NAME`, or with other asset versions: `:run NAME rules=2`",
     ),
     typed("stage", Arg::None, "show the stage input and output"),
     typed(
@@ -85,7 +85,8 @@ pub fn known(word: &str) -> bool {
 pub enum Parsed {
     Nothing,
     Runs(Option<String>),
-    Run(String),
+    /// A pipeline, and the asset versions to use instead of the pinned ones.
+    Run(String, crate::model::asset::Overrides),
     Show(PaneId),
     Canary(Option<String>),
     Fault(Fault),
@@ -147,7 +148,14 @@ pub fn parse(line: &str, actions: &[Action]) -> Result<Parsed, String> {
     let arg = args.first().map(|a| (*a).to_string());
     Ok(match cmd {
         "runs" => Parsed::Runs(arg),
-        "run" => Parsed::Run(arg.ok_or("`:run` needs a pipeline name, like `:run checkout-etl`")?),
+        "run" => {
+            let name = arg.ok_or("`:run` needs a pipeline name, like `:run checkout-etl`")?;
+            let pairs = args[1..]
+                .iter()
+                .map(|a| crate::model::asset::parse_override(a))
+                .collect::<Result<Vec<_>, _>>()?;
+            Parsed::Run(name, crate::model::asset::overrides_from(&pairs)?)
+        }
         "stage" => Parsed::Show(PaneId::Stage),
         "canary" | "canaries" => Parsed::Canary(arg),
         "fault" => Parsed::Fault(fault(args)?),
@@ -271,10 +279,10 @@ impl App {
                     self.flash(e, true);
                 }
             }
-            Parsed::Run(_) | Parsed::Fault(_) if read_only => {
+            Parsed::Run(..) | Parsed::Fault(_) if read_only => {
                 self.flash(self.read_only_why(), true);
             }
-            Parsed::Run(name) => self.run_named(name),
+            Parsed::Run(name, overrides) => self.run_named(name, overrides),
             Parsed::Show(pane) => self.focus_pane(pane),
             Parsed::Canary(name) => {
                 self.focus_pane(PaneId::Canary);
@@ -311,14 +319,14 @@ impl App {
         });
     }
 
-    fn run_named(&mut self, name: String) {
+    fn run_named(&mut self, name: String, overrides: crate::model::asset::Overrides) {
         let names: Vec<String> = self
             .overview
             .as_ref()
             .map(|o| o.pipelines.iter().map(|p| p.name.clone()).collect())
             .unwrap_or_default();
         if names.contains(&name) {
-            self.start_run(name);
+            self.start_run_with(name, overrides);
         } else {
             self.flash(
                 format!(

@@ -1835,3 +1835,25 @@ fn s_saves_the_screen_as_shown_in_svg_and_text() {
     a.apply(Msg::Saved(vec!["/reports/x.svg".into()]));
     assert!(a.flash.as_ref().unwrap().text.contains("/reports/x.svg"));
 }
+
+#[test]
+fn the_palette_starts_a_run_with_other_asset_versions() {
+    let mut a = app(120, 30);
+    a.take_requests();
+    a.on_action(Action::Palette);
+    chars(&mut a, "run checkout-etl order-rules=2");
+    key(&mut a, KeyCode::Enter);
+    let reqs = a.take_requests();
+    assert!(
+        reqs.iter().any(
+            |r| matches!(r, Request::Control { cmd: Command::StartRun(s), .. }
+            if s.pipeline == "checkout-etl" && s.overrides.get("order-rules") == Some(&2))
+        ),
+        "{reqs:?}"
+    );
+    a.on_action(Action::Palette);
+    chars(&mut a, "run checkout-etl order-rules");
+    key(&mut a, KeyCode::Enter);
+    assert!(a.take_requests().is_empty());
+    assert!(a.flash.as_ref().unwrap().text.contains("NAME=VERSION"));
+}
