@@ -37,7 +37,7 @@ output = { inserted = 4790 }
 pub fn populate(dir: &std::path::Path, runs: i64) -> Workspace {
     let ws = Workspace::in_memory(dir, pipelines());
     std::fs::create_dir_all(ws.state_dir()).expect("state dir");
-    let mut conn = store::connect(&ws.db_path(), true).expect("db");
+    let mut conn = store::open_sqlite(&ws.db_path(), true).expect("db");
     schema::migrate(&mut conn).expect("migrate");
     let (events, _) = tokio::sync::broadcast::channel(16);
     let (writer, thread) = Writer::spawn(conn, events).expect("writer");

@@ -128,7 +128,7 @@ pub enum Command {
     Compare(compare::CompareArgs),
     /// An incident report of a period: timeline, rollbacks with their analysis, charts, compares
     Report(report::ReportArgs),
-    /// The store: backup FILE (a consistent copy, even while hosted), restore FILE
+    /// The store: backup FILE (a consistent copy, even while hosted), restore FILE, migrate --to URL (into PostgreSQL)
     #[command(subcommand)]
     Store(store::StoreCommand),
     /// Render a pane from live data to SVG, PNG, HTML, ANSI or text, without a terminal

@@ -24,6 +24,8 @@ pub struct Settings {
 pub struct StoreSettings {
     /// Outputs, inputs and stderr larger than this are stored truncated with a marker.
     pub max_output_bytes: u64,
+    /// Where the state lives: empty for the workspace's SQLite file, or a PostgreSQL URL.
+    pub url: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -46,6 +48,7 @@ impl Default for StoreSettings {
     fn default() -> Self {
         StoreSettings {
             max_output_bytes: 1024 * 1024,
+            url: String::new(),
         }
     }
 }
@@ -74,11 +77,19 @@ pub const LOG_LEVELS: &[&str] = &["error", "warn", "info", "debug", "trace"];
 /// The type and range of one setting.
 #[derive(Debug, Clone, Copy)]
 pub enum Kind {
-    Int { min: i64, max: i64 },
+    Int {
+        min: i64,
+        max: i64,
+    },
     Choice(&'static [&'static str]),
     Text,
     Bool,
+    /// Text that is empty or starts with one of these schemes.
+    Url(&'static [&'static str]),
 }
+
+/// The schemes `[store] url` takes.
+pub const STORE_SCHEMES: &[&str] = &["postgres://", "postgresql://"];
 
 /// One documented setting.
 #[derive(Debug, Clone, Copy)]
@@ -110,6 +121,12 @@ pub const KEYS: &[Key] = &[
             max: 1 << 30,
         },
         doc: "inputs, outputs and stderr above this many bytes are stored truncated with a marker (default 1048576)",
+    },
+    Key {
+        table: "store",
+        key: "url",
+        kind: Kind::Url(STORE_SCHEMES),
+        doc: "where the state lives: empty for the workspace's SQLite file (.opsdeck/state.db), or a PostgreSQL URL such as postgres://opsdeck@db.internal:5432/opsdeck (default empty)",
     },
     Key {
         table: "log",
@@ -207,6 +224,20 @@ pub fn check(src: &SourceFile, other_sections: &[&str]) -> Vec<Diagnostic> {
                 Kind::Text => {
                     c.str(t, k.key, &ctx);
                 }
+                Kind::Url(schemes) => {
+                    if let Some((v, span)) = c.str(t, k.key, &ctx)
+                        && !url_ok(v, schemes)
+                    {
+                        c.error(
+                            &span,
+                            format!(
+                                "`{}` in {ctx} is `{v}`; give a URL starting with {}, or leave it empty for the workspace's SQLite file",
+                                k.key,
+                                schemes.join(" or ")
+                            ),
+                        );
+                    }
+                }
                 Kind::Choice(choices) => {
                     if let Some((v, span)) = c.str(t, k.key, &ctx)
                         && !choices.contains(&v)
@@ -225,6 +256,13 @@ pub fn check(src: &SourceFile, other_sections: &[&str]) -> Vec<Diagnostic> {
         }
     }
     c.into_problems()
+}
+
+fn url_ok(v: &str, schemes: &[&str]) -> bool {
+    v.is_empty()
+        || schemes
+            .iter()
+            .any(|s| v.starts_with(s) && v.len() > s.len())
 }
 
 /// Reads `OPSDECK_<TABLE>__<KEY>` variables, checking each against the schema. Other
@@ -264,6 +302,7 @@ fn env_settings(
             Kind::Bool => matches!(value.as_str(), "true" | "false"),
             Kind::Text => !value.is_empty(),
             Kind::Choice(choices) => choices.contains(&value.as_str()),
+            Kind::Url(schemes) => url_ok(&value, schemes),
         };
         if !ok {
             let want = match k.kind {
@@ -271,6 +310,9 @@ fn env_settings(
                 Kind::Bool => "true or false".to_string(),
                 Kind::Text => "not empty".to_string(),
                 Kind::Choice(choices) => format!("one of {}", choices.join(", ")),
+                Kind::Url(schemes) => {
+                    format!("empty, or a URL starting with {}", schemes.join(" or "))
+                }
             };
             problems.push(Diagnostic::whole_file(
                 "environment",
@@ -417,7 +459,7 @@ mod tests {
             errs,
             [
                 "environment: OPSDECK_STORE__MAX_OUTPUT_BYTES=100: must be an integer from 1024 to 1073741824",
-                "environment: OPSDECK_STORE__MAX_OUTPUTBYTES is not a setting (did you mean OPSDECK_STORE__MAX_OUTPUT_BYTES?); settings: OPSDECK_STORE__MAX_OUTPUT_BYTES, OPSDECK_LOG__LEVEL, OPSDECK_UI__THEME, OPSDECK_UI__KEYMAP, OPSDECK_UI__MOUSE, OPSDECK_UI__REPORTS_DIR",
+                "environment: OPSDECK_STORE__MAX_OUTPUTBYTES is not a setting (did you mean OPSDECK_STORE__MAX_OUTPUT_BYTES?); settings: OPSDECK_STORE__MAX_OUTPUT_BYTES, OPSDECK_STORE__URL, OPSDECK_LOG__LEVEL, OPSDECK_UI__THEME, OPSDECK_UI__KEYMAP, OPSDECK_UI__MOUSE, OPSDECK_UI__REPORTS_DIR",
             ]
         );
     }

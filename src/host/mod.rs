@@ -28,7 +28,7 @@ use crate::model::{
 use crate::rng::Rng;
 use crate::runtime::stage::kill_orphan;
 use crate::runtime::{self, Runtime, RuntimeError};
-use crate::store::{self, Op, ReadPool, Reader, Writer, WriterThread, schema};
+use crate::store::{self, Op, ReadPool, Reader, Target, Writer, WriterThread, schema};
 
 /// What a host answers with: the seam's error, a code and a sentence.
 pub type Result<T, E = ApiError> = std::result::Result<T, E>;
@@ -128,13 +128,14 @@ const EVENT_BUFFER: usize = 16_384;
 /// If no host holds the workspace, marks any runs a dead host left behind as `interrupted`.
 /// Read-only commands call this so a crashed run never looks alive.
 pub fn recover_if_unhosted(ws: &Workspace) -> runtime::Result<()> {
-    if !ws.db_path().exists() {
+    // A PostgreSQL store may be hosted from another machine: only its host recovers it.
+    if !matches!(ws.store(), Target::Sqlite(_)) || !ws.db_path().exists() {
         return Ok(());
     }
     let Some(lock) = HostLock::try_quiet(&ws.state_dir()).map_err(hosted)? else {
         return Ok(());
     };
-    let mut conn = store::connect(&ws.db_path(), true)?;
+    let mut conn = store::open_sqlite(&ws.db_path(), true)?;
     schema::migrate(&mut conn)?;
     let (runs, orphans) =
         store::mark_interrupted(&mut conn, Timestamp::from_datetime(chrono::Utc::now()))?;
@@ -150,13 +151,40 @@ pub fn recover_if_unhosted(ws: &Workspace) -> runtime::Result<()> {
 /// A reader on the workspace's store, usable while another process hosts it.
 pub fn open_reader(ws: &Workspace) -> runtime::Result<Reader> {
     recover_if_unhosted(ws)?;
-    if ws.db_path().exists() {
-        Ok(Reader::open(&ws.db_path())?)
-    } else {
+    match ws.store() {
+        Target::Sqlite(path) if path.exists() => Ok(Reader::open(&path)?),
         // Nothing has run here yet: answer from an empty store rather than create files in a
         // directory that was only read.
-        Ok(Reader::empty()?)
+        Target::Sqlite(_) => Ok(Reader::empty()?),
+        pg @ Target::Postgres(_) => Ok(pg.reader()?),
     }
+}
+
+/// A session-level advisory lock on a PostgreSQL store: one host writes to it at a time (it
+/// hands out run ids and event numbers itself). Held by the writer's connection, so it is let
+/// go when that connection closes, a crash included.
+const PG_HOST_LOCK: i64 = 0x6f70_7364_6563_6b00;
+
+/// Opens the store for a host: migrated, held, and recovered after a crash.
+fn open_store(
+    target: &Target,
+    now: Timestamp,
+) -> runtime::Result<(store::Db, Vec<RunId>, Vec<store::Orphan>)> {
+    let mut conn = target.writer()?;
+    schema::migrate(&mut conn)?;
+    if let Target::Postgres(_) = target {
+        let held = conn
+            .one("SELECT pg_try_advisory_lock(?1)", &[PG_HOST_LOCK.into()])?
+            .bool(0)?;
+        if !held {
+            return Err(RuntimeError::Hosted(format!(
+                "the PostgreSQL store {} is already hosted by another opsdeck; stop it first (one host writes to a store at a time)",
+                target.describe()
+            )));
+        }
+    }
+    let (recovered, orphans) = store::mark_interrupted(&mut conn, now)?;
+    Ok((conn, recovered, orphans))
 }
 
 impl From<RuntimeError> for ApiError {
@@ -202,15 +230,13 @@ impl Host {
             token: None,
         };
         let lock = HostLock::acquire(&state_dir, &info).map_err(hosted)?;
-        let db = ws.db_path();
-        let mut conn = store::connect(&db, true)?;
-        schema::migrate(&mut conn)?;
-        let (recovered, orphans) = store::mark_interrupted(&mut conn, opts.clock.timestamp())?;
+        let target = ws.store();
+        let (conn, recovered, orphans) = open_store(&target, opts.clock.timestamp())?;
         if !recovered.is_empty() {
             tracing::warn!(runs = %ids(&recovered), "runs of a stopped host were interrupted");
         }
         kill_orphans(&orphans);
-        let reader = Reader::open(&db)?;
+        let reader = target.reader()?;
         let next_ids = reader.next_ids()?;
         let (events, _) = broadcast::channel(EVENT_BUFFER);
         let (writer, thread) = Writer::spawn(conn, events.clone())?;
@@ -234,7 +260,7 @@ impl Host {
             dir: ws.dir.clone(),
             clock: opts.clock.clone(),
             writer: writer.clone(),
-            reads: ReadPool::new(&db),
+            reads: ReadPool::new(target.clone()),
             seed: opts.seed,
             limit: usize::try_from(ws.settings.store.max_output_bytes).unwrap_or(usize::MAX),
             shutdown: shutdown.clone(),
@@ -243,7 +269,7 @@ impl Host {
         });
         let host = Host {
             inner: Arc::new(Inner {
-                reads: ReadPool::new(&db),
+                reads: ReadPool::new(target.clone()),
                 ws,
                 clock: opts.clock,
                 writer,

@@ -110,6 +110,15 @@ impl Workspace {
         self.state_dir().join("state.db")
     }
 
+    /// Where this workspace's state lives (`[store] url`, else its SQLite file).
+    pub fn store(&self) -> crate::store::Target {
+        if self.settings.store.url.is_empty() {
+            crate::store::Target::Sqlite(self.db_path())
+        } else {
+            crate::store::Target::Postgres(self.settings.store.url.clone())
+        }
+    }
+
     pub fn logs_dir(&self) -> PathBuf {
         self.state_dir().join("logs")
     }

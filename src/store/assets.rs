@@ -3,10 +3,9 @@
 
 use std::collections::BTreeMap;
 
-use rusqlite::{OptionalExtension, params};
-
 use super::Result;
-use super::queries::{Reader, parse_status, ts};
+use super::db::{Dialect, Row, args};
+use super::queries::{Reader, parse_status, ts0};
 use crate::model::asset::{AssetDetail, AssetVersion, MAX_VERSIONS_LISTED, PinRecord};
 use crate::model::{ApiError, ErrorCode, Timestamp};
 
@@ -34,14 +33,24 @@ pub struct AssetRow {
 
 const PINNED: &str = "(SELECT version FROM asset_pins p WHERE p.name = a.name AND p.undone = 0 ORDER BY p.id DESC LIMIT 1)";
 
+fn version(mut r: Row) -> Result<AssetVersion> {
+    Ok(AssetVersion {
+        version: r.u32(0)?,
+        created_at: ts0(r.opt_text(1)?),
+        actor: r.text(2)?,
+        reason: r.text(3)?,
+        bytes: r.i64(4)?.unsigned_abs(),
+        content: None,
+    })
+}
+
 impl Reader {
     /// The names of every asset.
     pub fn asset_names(&self) -> Result<Vec<String>> {
-        Ok(self
-            .conn
-            .prepare_cached("SELECT DISTINCT name FROM assets ORDER BY name")?
-            .query_map([], |r| r.get(0))?
-            .collect::<rusqlite::Result<_>>()?)
+        self.rows("SELECT DISTINCT name FROM assets ORDER BY name", &[])?
+            .into_iter()
+            .map(|mut r| r.text(0))
+            .collect()
     }
 
     /// One asset with `version` (else the pinned, else the newest) and its content, and
@@ -76,130 +85,120 @@ impl Reader {
 
     /// Every asset, by name.
     pub fn assets(&self) -> Result<Vec<AssetRow>> {
+        let greatest = match self.dialect()? {
+            Dialect::Sqlite => "MAX",
+            Dialect::Postgres => "GREATEST",
+        };
         let sql = format!(
             "SELECT a.name, {PINNED}, MAX(a.version), COUNT(*),
-                MAX(COALESCE((SELECT MAX(at) FROM asset_pins p WHERE p.name = a.name), ''), MAX(a.created_at))
+                {greatest}(COALESCE((SELECT MAX(at) FROM asset_pins p WHERE p.name = a.name), ''), MAX(a.created_at))
              FROM assets a GROUP BY a.name ORDER BY a.name"
         );
-        Ok(self
-            .conn
-            .prepare_cached(&sql)?
-            .query_map([], |r| {
+        self.rows(&sql, &[])?
+            .into_iter()
+            .map(|mut r| {
                 Ok(AssetRow {
-                    name: r.get(0)?,
-                    pinned: r.get(1)?,
-                    latest: r.get(2)?,
-                    versions: r.get(3)?,
-                    updated_at: ts(r.get(4)?).unwrap_or(Timestamp::from_millis(0)),
+                    name: r.text(0)?,
+                    pinned: r.opt_i64(1)?.and_then(|v| u32::try_from(v).ok()),
+                    latest: r.u32(2)?,
+                    versions: r.u32(3)?,
+                    updated_at: ts0(r.opt_text(4)?),
                 })
-            })?
-            .collect::<rusqlite::Result<_>>()?)
+            })
+            .collect()
     }
 
     /// The version of each asset runs use now.
     pub fn pinned_assets(&self) -> Result<BTreeMap<String, u32>> {
-        let rows: Vec<(String, Option<u32>)> = self
-            .conn
-            .prepare_cached(&format!(
-                "SELECT a.name, {PINNED} FROM (SELECT DISTINCT name FROM assets) a"
-            ))?
-            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
-            .collect::<rusqlite::Result<_>>()?;
-        Ok(rows
-            .into_iter()
-            .filter_map(|(n, v)| v.map(|v| (n, v)))
-            .collect())
+        let rows = self.rows(
+            &format!("SELECT a.name, {PINNED} FROM (SELECT DISTINCT name FROM assets) a"),
+            &[],
+        )?;
+        let mut out = BTreeMap::new();
+        for mut r in rows {
+            if let Some(v) = r.opt_i64(1)?.and_then(|v| u32::try_from(v).ok()) {
+                out.insert(r.text(0)?, v);
+            }
+        }
+        Ok(out)
     }
 
     /// An asset's versions, newest first, without content (at most [`MAX_VERSIONS_LISTED`]).
     pub fn asset_versions(&self, name: &str) -> Result<Vec<AssetVersion>> {
-        Ok(self
-            .conn
-            .prepare_cached(
-                "SELECT version, created_at, actor, reason, LENGTH(CAST(content AS BLOB))
-                 FROM assets WHERE name = ?1 ORDER BY version DESC LIMIT ?2",
-            )?
-            .query_map(params![name, MAX_VERSIONS_LISTED as i64], |r| {
-                Ok(AssetVersion {
-                    version: r.get(0)?,
-                    created_at: ts(r.get(1)?).unwrap_or(Timestamp::from_millis(0)),
-                    actor: r.get(2)?,
-                    reason: r.get(3)?,
-                    bytes: r.get::<_, i64>(4)?.unsigned_abs(),
-                    content: None,
-                })
-            })?
-            .collect::<rusqlite::Result<_>>()?)
+        self.rows(
+            "SELECT version, created_at, actor, reason, OCTET_LENGTH(content)
+             FROM assets WHERE name = ?1 ORDER BY version DESC LIMIT ?2",
+            args![name, MAX_VERSIONS_LISTED],
+        )?
+        .into_iter()
+        .map(version)
+        .collect()
     }
 
     /// One version with its content.
     pub fn asset_version(&self, name: &str, version: u32) -> Result<Option<AssetVersion>> {
-        Ok(self
-            .conn
-            .prepare_cached(
-                "SELECT version, created_at, actor, reason, content FROM assets WHERE name = ?1 AND version = ?2",
-            )?
-            .query_row(params![name, version], |r| {
-                let content: String = r.get(4)?;
-                Ok(AssetVersion {
-                    version: r.get(0)?,
-                    created_at: ts(r.get(1)?).unwrap_or(Timestamp::from_millis(0)),
-                    actor: r.get(2)?,
-                    reason: r.get(3)?,
-                    bytes: content.len() as u64,
-                    content: Some(content),
-                })
-            })
-            .optional()?)
+        let Some(mut r) = self.row(
+            "SELECT version, created_at, actor, reason, 0, content FROM assets WHERE name = ?1 AND version = ?2",
+            args![name, version],
+        )?
+        else {
+            return Ok(None);
+        };
+        let content = r.text(5)?;
+        let mut v = self::version(r)?;
+        v.bytes = content.len() as u64;
+        v.content = Some(content);
+        Ok(Some(v))
     }
 
     /// The newest version number of an asset (0 when there is none).
     pub fn asset_latest(&self, name: &str) -> Result<u32> {
-        Ok(self
-            .conn
-            .prepare_cached("SELECT COALESCE(MAX(version), 0) FROM assets WHERE name = ?1")?
-            .query_row(params![name], |r| r.get(0))?)
+        self.row(
+            "SELECT COALESCE(MAX(version), 0) FROM assets WHERE name = ?1",
+            args![name],
+        )?
+        .map_or(Ok(0), |mut r| r.u32(0))
     }
 
     /// The version holding exactly `content`, if one does (seeding never stores a duplicate).
     pub fn asset_with_content(&self, name: &str, content: &str) -> Result<Option<u32>> {
-        Ok(self
-            .conn
-            .prepare_cached(
-                "SELECT version FROM assets WHERE name = ?1 AND content = ?2 ORDER BY version DESC LIMIT 1",
-            )?
-            .query_row(params![name, content], |r| r.get(0))
-            .optional()?)
+        self.row(
+            "SELECT version FROM assets WHERE name = ?1 AND content = ?2 ORDER BY version DESC LIMIT 1",
+            args![name, content],
+        )?
+        .map(|mut r| r.u32(0))
+        .transpose()
     }
 
     /// An asset's pins, newest first (at most [`MAX_VERSIONS_LISTED`]).
     pub fn asset_pins(&self, name: &str) -> Result<Vec<PinRecord>> {
-        Ok(self
-            .conn
-            .prepare_cached(
-                "SELECT version, at, actor, reason, undone FROM asset_pins WHERE name = ?1 ORDER BY id DESC LIMIT ?2",
-            )?
-            .query_map(params![name, MAX_VERSIONS_LISTED as i64], |r| {
-                Ok(PinRecord {
-                    version: r.get(0)?,
-                    at: ts(r.get(1)?).unwrap_or(Timestamp::from_millis(0)),
-                    actor: r.get(2)?,
-                    reason: r.get(3)?,
-                    undone: r.get(4)?,
-                })
-            })?
-            .collect::<rusqlite::Result<_>>()?)
+        self.rows(
+            "SELECT version, at, actor, reason, undone FROM asset_pins WHERE name = ?1 ORDER BY id DESC LIMIT ?2",
+            args![name, MAX_VERSIONS_LISTED],
+        )?
+        .into_iter()
+        .map(|mut r| {
+            Ok(PinRecord {
+                version: r.u32(0)?,
+                at: ts0(r.opt_text(1)?),
+                actor: r.text(2)?,
+                reason: r.text(3)?,
+                undone: r.bool(4)?,
+            })
+        })
+        .collect()
     }
 
     /// The versions a rollback would move between: the current pin and the live pin before it.
     pub fn pin_and_previous(&self, name: &str) -> Result<(Option<u32>, Option<u32>)> {
-        let live: Vec<u32> = self
-            .conn
-            .prepare_cached(
+        let live = self
+            .rows(
                 "SELECT version FROM asset_pins WHERE name = ?1 AND undone = 0 ORDER BY id DESC LIMIT 2",
+                args![name],
             )?
-            .query_map(params![name], |r| r.get(0))?
-            .collect::<rusqlite::Result<_>>()?;
+            .into_iter()
+            .map(|mut r| r.u32(0))
+            .collect::<Result<Vec<u32>>>()?;
         Ok((live.first().copied(), live.get(1).copied()))
     }
 }
@@ -216,25 +215,25 @@ impl Reader {
         let run: Option<i64> = match from {
             Some(id) => Some(id.0),
             None => self
-                .conn
-                .prepare_cached(
+                .row(
                     "SELECT r.id FROM runs r JOIN stages s ON s.run_id = r.id AND s.stage_id = ?2
                      WHERE r.pipeline = ?1 AND r.status = 'succeeded' AND r.test = 0
                      ORDER BY r.id DESC LIMIT 1",
+                    args![pipeline, stage],
                 )?
-                .query_row(params![pipeline, stage], |r| r.get(0))
-                .optional()?,
+                .map(|mut r| r.i64(0))
+                .transpose()?,
         };
         let Some(run) = run else {
             return Ok(None);
         };
-        let input: Option<String> = self
-            .conn
-            .prepare_cached(
+        let input = self
+            .row(
                 "SELECT input FROM attempts WHERE run_id = ?1 AND stage_id = ?2 ORDER BY n DESC LIMIT 1",
+                args![run, stage],
             )?
-            .query_row(params![run, stage], |r| r.get(0))
-            .optional()?;
+            .map(|mut r| r.text(0))
+            .transpose()?;
         Ok(input.map(|i| (crate::model::RunId(run), i)))
     }
 }
@@ -250,37 +249,39 @@ impl Reader {
         Vec<crate::model::RunId>,
         Vec<crate::model::lens::AttemptRow>,
     )> {
-        let ids: Vec<i64> = self
-            .conn
-            .prepare_cached(
+        let ids = self
+            .rows(
                 "SELECT id FROM runs WHERE pipeline = ?1 AND test = 0 ORDER BY id DESC LIMIT ?2",
+                args![pipeline, n],
             )?
-            .query_map(params![pipeline, n as i64], |r| r.get(0))?
-            .collect::<rusqlite::Result<_>>()?;
+            .into_iter()
+            .map(|mut r| r.i64(0))
+            .collect::<Result<Vec<i64>>>()?;
         let (Some(&newest), Some(&oldest)) = (ids.first(), ids.last()) else {
             return Ok((Vec::new(), Vec::new()));
         };
         let rows = self
-            .conn
-            .prepare_cached(
+            .rows(
                 "SELECT a.run_id, a.stage_id, a.n, a.status, a.started_at, a.duration_ms, a.error_code, s.status
                  FROM attempts a JOIN stages s ON s.run_id = a.run_id AND s.stage_id = a.stage_id
                  JOIN runs r ON r.id = a.run_id
                  WHERE r.pipeline = ?1 AND r.test = 0 AND a.run_id BETWEEN ?2 AND ?3",
+                args![pipeline, oldest, newest],
             )?
-            .query_map(params![pipeline, oldest, newest], |r| {
+            .into_iter()
+            .map(|mut r| {
                 Ok(crate::model::lens::AttemptRow {
-                    run: crate::model::RunId(r.get(0)?),
-                    stage: r.get(1)?,
-                    n: r.get(2)?,
-                    status: parse_status(&r.get::<_, String>(3)?)?,
-                    started_at: ts(r.get(4)?).unwrap_or(Timestamp::from_millis(0)),
-                    duration_ms: r.get(5)?,
-                    error: r.get(6)?,
-                    stage_status: parse_status(&r.get::<_, String>(7)?)?,
+                    run: crate::model::RunId(r.i64(0)?),
+                    stage: r.text(1)?,
+                    n: r.u32(2)?,
+                    status: parse_status(&r.text(3)?)?,
+                    started_at: ts0(r.opt_text(4)?),
+                    duration_ms: r.opt_i64(5)?,
+                    error: r.opt_text(6)?,
+                    stage_status: parse_status(&r.text(7)?)?,
                 })
-            })?
-            .collect::<rusqlite::Result<_>>()?;
+            })
+            .collect::<Result<_>>()?;
         Ok((ids.into_iter().map(crate::model::RunId).collect(), rows))
     }
 }

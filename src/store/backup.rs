@@ -93,6 +93,7 @@ pub fn restore(file: &Path, db: &Path, audit: crate::model::AuditRecord) -> Resu
         let b = rusqlite::backup::Backup::new(&src, &mut dst)?;
         b.run_to_completion(PAGES_PER_STEP, Duration::from_millis(5), None)?;
     }
+    let mut dst = super::Db::Sqlite(dst);
     schema::migrate(&mut dst)?;
     super::writer::apply_offline(&mut dst, &super::Op::audited(audit, None))?;
     Ok(checked)

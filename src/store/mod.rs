@@ -4,17 +4,20 @@
 
 mod assets;
 pub mod backup;
+pub mod db;
+pub mod migrate;
 mod queries;
 mod recovery;
 pub mod schema;
 mod writer;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use rusqlite::{Connection, OpenFlags};
 
 pub use assets::{AssetRow, no_asset};
+pub use db::{Db, Dialect};
 pub use queries::{CountCache, LoadedRun, ReadPool, Reader};
 pub use recovery::{Orphan, mark_interrupted};
 pub use writer::{NewEvent, NewStage, Op, Writer, WriterThread};
@@ -64,6 +67,49 @@ pub fn connect(path: &Path, writable: bool) -> Result<Connection> {
         conn.pragma_update(None, "query_only", true)?;
     }
     Ok(conn)
+}
+
+/// [`connect`], as a store connection.
+pub fn open_sqlite(path: &Path, writable: bool) -> Result<Db> {
+    Ok(Db::Sqlite(connect(path, writable)?))
+}
+
+/// Where a host keeps its state: the workspace's SQLite file, or a PostgreSQL database.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Target {
+    Sqlite(PathBuf),
+    /// A connection string (`postgres://user@host:port/db`).
+    Postgres(String),
+}
+
+impl Target {
+    /// A connection for writing (the writer thread, recovery, migrations).
+    pub fn writer(&self) -> Result<Db> {
+        match self {
+            Target::Sqlite(path) => open_sqlite(path, true),
+            Target::Postgres(url) => Db::postgres(url),
+        }
+    }
+
+    /// A connection that only reads.
+    pub fn reader(&self) -> Result<Reader> {
+        match self {
+            Target::Sqlite(path) => Reader::open(path),
+            Target::Postgres(url) => {
+                let mut db = Db::postgres(url)?;
+                db.batch("SET default_transaction_read_only = on")?;
+                Ok(Reader::on(db))
+            }
+        }
+    }
+
+    /// The store as a sentence names it (a PostgreSQL password is never shown).
+    pub fn describe(&self) -> String {
+        match self {
+            Target::Sqlite(path) => path.display().to_string(),
+            Target::Postgres(url) => db::redact(url),
+        }
+    }
 }
 
 /// Cuts text longer than `limit` bytes at a character boundary and appends a marker saying so.

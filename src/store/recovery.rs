@@ -1,11 +1,11 @@
 //! Recovery after a host died: whoever next opens the store while no host holds the workspace
 //! lock marks the dead host's runs `interrupted`, so they are never left looking alive.
 
-use rusqlite::{Connection, params};
 use serde_json::json;
 
 use super::Result;
-use super::writer::{NewEvent, insert_event};
+use super::db::{Db, Dialect, args};
+use super::writer::{NewEvent, insert_event, max_seq};
 use crate::model::{EventKind, RunId, Timestamp};
 
 /// A process that was running an attempt when its host died; it may still be running.
@@ -20,70 +20,79 @@ pub struct Orphan {
 /// stages whose latest attempt had already succeeded become `succeeded` (so they are not run
 /// again), and other in-flight stages become `interrupted`. Must only be called while holding
 /// the workspace lock with no writer thread running.
-pub fn mark_interrupted(
-    conn: &mut Connection,
-    now: Timestamp,
-) -> Result<(Vec<RunId>, Vec<Orphan>)> {
-    let tx = conn.transaction()?;
-    let runs: Vec<RunId> = tx
-        .prepare("SELECT id FROM runs WHERE status IN ('pending', 'running') ORDER BY id")?
-        .query_map([], |r| Ok(RunId(r.get(0)?)))?
-        .collect::<rusqlite::Result<_>>()?;
-    if runs.is_empty() {
-        return Ok((runs, Vec::new()));
-    }
-    let orphans: Vec<Orphan> = tx
-        .prepare(
-            "SELECT pid, pid_start FROM attempts WHERE status = 'running' AND pid IS NOT NULL",
-        )?
-        .query_map([], |r| {
-            Ok(Orphan {
-                pid: r.get(0)?,
-                pid_start: r.get(1)?,
+pub fn mark_interrupted(db: &mut Db, now: Timestamp) -> Result<(Vec<RunId>, Vec<Orphan>)> {
+    let elapsed = match db.dialect() {
+        Dialect::Sqlite => {
+            "MAX(0, CAST((julianday(?1) - julianday(started_at)) * 86400000 AS INTEGER))"
+        }
+        Dialect::Postgres => {
+            "GREATEST(0, CAST(EXTRACT(EPOCH FROM (CAST(CAST(?1 AS TEXT) AS timestamptz) - CAST(started_at AS timestamptz))) * 1000 AS BIGINT))"
+        }
+    };
+    db.transaction(|tx| {
+        let runs = tx
+            .rows(
+                "SELECT id FROM runs WHERE status IN ('pending', 'running') ORDER BY id",
+                &[],
+            )?
+            .into_iter()
+            .map(|mut r| Ok(RunId(r.i64(0)?)))
+            .collect::<Result<Vec<_>>>()?;
+        if runs.is_empty() {
+            return Ok((runs, Vec::new()));
+        }
+        let orphans = tx
+            .rows(
+                "SELECT pid, pid_start FROM attempts WHERE status = 'running' AND pid IS NOT NULL",
+                &[],
+            )?
+            .into_iter()
+            .map(|mut r| {
+                Ok(Orphan {
+                    pid: r.i64(0)?,
+                    pid_start: r.opt_i64(1)?,
+                })
             })
-        })?
-        .collect::<rusqlite::Result<_>>()?;
-    let now_text = now.to_string();
-    tx.execute(
-        "UPDATE attempts SET status = 'interrupted', finished_at = ?1,
-            duration_ms = MAX(0, CAST((julianday(?1) - julianday(started_at)) * 86400000 AS INTEGER)),
-            error_code = 'interrupted', error_message = 'the host stopped during this attempt'
-         WHERE status = 'running'",
-        params![now_text],
-    )?;
-    let mut seq: u64 = tx.query_row("SELECT COALESCE(MAX(seq), 0) FROM events", [], |r| {
-        r.get::<_, i64>(0)
-    })? as u64;
-    for run in &runs {
+            .collect::<Result<Vec<_>>>()?;
         tx.execute(
-            "UPDATE stages SET status = 'succeeded'
-             WHERE run_id = ?1 AND status IN ('pending', 'running', 'retrying') AND EXISTS (
-                SELECT 1 FROM attempts a WHERE a.run_id = stages.run_id AND a.stage_id = stages.stage_id
-                  AND a.status = 'succeeded'
-                  AND a.n = (SELECT MAX(n) FROM attempts b WHERE b.run_id = a.run_id AND b.stage_id = a.stage_id))",
-            params![run.0],
+            &format!(
+                "UPDATE attempts SET status = 'interrupted', finished_at = ?1, duration_ms = {elapsed},
+                    error_code = 'interrupted', error_message = 'the host stopped during this attempt'
+                 WHERE status = 'running'"
+            ),
+            args![now.to_string()],
         )?;
-        tx.execute(
-            "UPDATE stages SET status = 'interrupted' WHERE run_id = ?1 AND status IN ('running', 'retrying')",
-            params![run.0],
-        )?;
-        tx.execute(
-            "UPDATE runs SET status = 'interrupted', finished_at = NULL WHERE id = ?1",
-            params![run.0],
-        )?;
-        seq += 1;
-        insert_event(
-            &tx,
-            seq,
-            &NewEvent {
-                at: now,
-                kind: EventKind::RunInterrupted,
-                run_id: Some(*run),
-                stage: None,
-                data: json!({"reason": "the process that hosted this run stopped before it finished"}),
-            },
-        )?;
-    }
-    tx.commit()?;
-    Ok((runs, orphans))
+        let mut seq = max_seq(tx)?;
+        for run in &runs {
+            tx.execute(
+                "UPDATE stages SET status = 'succeeded'
+                 WHERE run_id = ?1 AND status IN ('pending', 'running', 'retrying') AND EXISTS (
+                    SELECT 1 FROM attempts a WHERE a.run_id = stages.run_id AND a.stage_id = stages.stage_id
+                      AND a.status = 'succeeded'
+                      AND a.n = (SELECT MAX(n) FROM attempts b WHERE b.run_id = a.run_id AND b.stage_id = a.stage_id))",
+                args![run.0],
+            )?;
+            tx.execute(
+                "UPDATE stages SET status = 'interrupted' WHERE run_id = ?1 AND status IN ('running', 'retrying')",
+                args![run.0],
+            )?;
+            tx.execute(
+                "UPDATE runs SET status = 'interrupted', finished_at = NULL WHERE id = ?1",
+                args![run.0],
+            )?;
+            seq += 1;
+            insert_event(
+                tx,
+                seq,
+                &NewEvent {
+                    at: now,
+                    kind: EventKind::RunInterrupted,
+                    run_id: Some(*run),
+                    stage: None,
+                    data: json!({"reason": "the process that hosted this run stopped before it finished"}),
+                },
+            )?;
+        }
+        Ok((runs, orphans))
+    })
 }

@@ -6,10 +6,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::thread::JoinHandle;
 
-use rusqlite::{Connection, Transaction, params};
 use serde_json::Value;
 use tokio::sync::{broadcast, mpsc, oneshot};
 
+use super::db::{Db, Dialect, args};
 use super::{Result, StoreError};
 use crate::model::{
     AttemptStatus, AuditRecord, DlqEntry, DlqId, Event, EventKind, Role, RunId, RunStatus,
@@ -207,17 +207,30 @@ impl WriterThread {
 impl Writer {
     /// Starts the writer on a migrated connection. Committed events are published on `events`.
     pub fn spawn(
-        conn: Connection,
+        mut conn: Db,
         events: broadcast::Sender<Arc<Event>>,
     ) -> Result<(Writer, WriterThread)> {
-        let next_seq = max_seq(&conn)? + 1;
         let (tx, rx) = mpsc::channel(8192);
         let generation = Arc::new(AtomicU64::new(0));
         let counter = generation.clone();
+        // The connection is used on its own thread only (a PostgreSQL client must not block
+        // an async worker), the first query included.
+        let (ready, started) = std::sync::mpsc::sync_channel(1);
         let handle = std::thread::Builder::new()
             .name("opsdeck-store-writer".into())
-            .spawn(move || run(conn, rx, &events, next_seq, &counter))
+            .spawn(move || match max_seq(&mut conn) {
+                Ok(last) => {
+                    let _ = ready.send(Ok(()));
+                    run(conn, rx, &events, last + 1, &counter);
+                }
+                Err(e) => {
+                    let _ = ready.send(Err(e));
+                }
+            })
             .map_err(|e| StoreError(format!("cannot start the store writer: {e}")))?;
+        started
+            .recv()
+            .map_err(|_| StoreError("the store writer stopped as it started".into()))??;
         Ok((Writer { tx, generation }, WriterThread(handle)))
     }
 
@@ -276,7 +289,7 @@ impl Writer {
 }
 
 fn run(
-    mut conn: Connection,
+    mut conn: Db,
     mut rx: mpsc::Receiver<Request>,
     events: &broadcast::Sender<Arc<Event>>,
     mut next_seq: u64,
@@ -348,39 +361,43 @@ fn run(
 /// Commits `ops` on a connection of a store no host is writing to (the caller holds the
 /// workspace lock), numbering events after the last one: how offline commands such as a
 /// restore leave their audit record, through the same writes a host makes.
-pub(crate) fn apply_offline(conn: &mut Connection, ops: &[Op]) -> Result<()> {
+pub(crate) fn apply_offline(conn: &mut Db, ops: &[Op]) -> Result<()> {
     let next = max_seq(conn)? + 1;
     let refs: Vec<&Op> = ops.iter().collect();
     apply(conn, &refs, next).map(drop)
 }
 
-fn max_seq(conn: &Connection) -> Result<u64> {
-    let seq: i64 = conn.query_row("SELECT COALESCE(MAX(seq), 0) FROM events", [], |r| r.get(0))?;
-    Ok(seq as u64)
+pub(crate) fn max_seq(conn: &mut Db) -> Result<u64> {
+    let seq = conn
+        .one("SELECT COALESCE(MAX(seq), 0) FROM events", &[])?
+        .i64(0)?;
+    Ok(seq.unsigned_abs())
 }
 
-fn apply(conn: &mut Connection, ops: &[&Op], first_seq: u64) -> Result<Vec<Event>> {
-    let tx = conn.transaction()?;
-    let mut published = Vec::new();
-    for op in ops {
-        apply_op(&tx, op, first_seq + published.len() as u64, &mut published)?;
-    }
-    tx.commit()?;
-    Ok(published)
+fn apply(conn: &mut Db, ops: &[&Op], first_seq: u64) -> Result<Vec<Event>> {
+    conn.transaction(|tx| {
+        let mut published = Vec::new();
+        for op in ops {
+            apply_op(tx, op, first_seq + published.len() as u64, &mut published)?;
+        }
+        Ok(published)
+    })
 }
 
 /// Appends one event with the given sequence number. Shared with recovery, which writes
 /// without the writer thread while it holds the workspace lock.
-pub(crate) fn insert_event(tx: &Transaction<'_>, seq: u64, e: &NewEvent) -> Result<Event> {
-    tx.prepare_cached("INSERT INTO events (seq, at, kind, run_id, stage_id, data) VALUES (?1, ?2, ?3, ?4, ?5, ?6)")?
-        .execute(params![
-            seq as i64,
+pub(crate) fn insert_event(tx: &mut Db, seq: u64, e: &NewEvent) -> Result<Event> {
+    tx.execute(
+        "INSERT INTO events (seq, at, kind, run_id, stage_id, data) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        args![
+            seq,
             e.at.to_string(),
             e.kind.as_str(),
             e.run_id.map(|r| r.0),
-            e.stage,
+            e.stage.as_deref(),
             e.data.to_string()
-        ])?;
+        ],
+    )?;
     Ok(Event {
         seq,
         at: e.at,
@@ -391,7 +408,20 @@ pub(crate) fn insert_event(tx: &Transaction<'_>, seq: u64, e: &NewEvent) -> Resu
     })
 }
 
-fn apply_op(tx: &Transaction<'_>, op: &Op, seq: u64, published: &mut Vec<Event>) -> Result<()> {
+/// Remembers the highest id handed out for `table` where the database does not (PostgreSQL
+/// has no `sqlite_sequence`): ids are never reused, even after deletes.
+fn mark_id(tx: &mut Db, table: &str, id: i64) -> Result<()> {
+    if tx.dialect() == Dialect::Postgres {
+        tx.execute(
+            "INSERT INTO id_marks (name, last) VALUES (?1, ?2)
+             ON CONFLICT (name) DO UPDATE SET last = GREATEST(id_marks.last, excluded.last)",
+            args![table, id],
+        )?;
+    }
+    Ok(())
+}
+
+fn apply_op(tx: &mut Db, op: &Op, seq: u64, published: &mut Vec<Event>) -> Result<()> {
     match op {
         Op::InsertRun { .. } | Op::UpdateRun { .. } | Op::UpdateStage { .. } => {
             apply_run_op(tx, op)?;
@@ -400,25 +430,25 @@ fn apply_op(tx: &Transaction<'_>, op: &Op, seq: u64, published: &mut Vec<Event>)
             apply_attempt_op(tx, op)?;
         }
         Op::InsertDlq { entry, input } => {
-            tx.prepare_cached(
+            tx.execute(
                 "INSERT INTO dlq (id, run_id, pipeline, stage_id, attempts, input, error_code, error_message, created_at)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
-            )?
-            .execute(params![
-                entry.id.0,
-                entry.run_id.0,
-                entry.pipeline,
-                entry.stage,
-                entry.attempts,
-                input,
-                entry.error.code,
-                entry.error.message,
-                entry.created_at.to_string()
-            ])?;
+                args![
+                    entry.id.0,
+                    entry.run_id.0,
+                    entry.pipeline.as_str(),
+                    entry.stage.as_str(),
+                    entry.attempts,
+                    input.as_str(),
+                    entry.error.code.as_str(),
+                    entry.error.message.as_str(),
+                    entry.created_at.to_string()
+                ],
+            )?;
+            mark_id(tx, "dlq", entry.id.0)?;
         }
         Op::DeleteDlq { id } => {
-            tx.prepare_cached("DELETE FROM dlq WHERE id = ?1")?
-                .execute(params![id.0])?;
+            tx.execute("DELETE FROM dlq WHERE id = ?1", args![id.0])?;
         }
         Op::Event(e) => published.push(insert_event(tx, seq, e)?),
         Op::InsertAsset { .. } | Op::PinAsset { .. } | Op::UndoPin { .. } => {
@@ -430,35 +460,35 @@ fn apply_op(tx: &Transaction<'_>, op: &Op, seq: u64, published: &mut Vec<Event>)
             status,
             at,
         } => {
-            tx.prepare_cached(
+            tx.execute(
                 "INSERT INTO canaries (name, state, status, updated_at) VALUES (?1, ?2, ?3, ?4)
-                 ON CONFLICT(name) DO UPDATE SET state = ?2, status = ?3, updated_at = ?4",
-            )?
-            .execute(params![name, state, status, at.to_string()])?;
+                 ON CONFLICT (name) DO UPDATE SET state = excluded.state, status = excluded.status, updated_at = excluded.updated_at",
+                args![name.as_str(), state.as_str(), status.as_str(), at.to_string()],
+            )?;
         }
         Op::Audit(a) => {
-            tx.prepare_cached(
+            tx.execute(
                 "INSERT INTO audit (at, actor, role, via, action, target, reason, outcome, details)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
-            )?
-            .execute(params![
-                a.at.to_string(),
-                a.actor,
-                a.role.map(Role::as_str),
-                a.via.map(Via::as_str),
-                a.action,
-                a.target,
-                a.reason,
-                a.outcome,
-                a.details.to_string()
-            ])?;
+                args![
+                    a.at.to_string(),
+                    a.actor.as_str(),
+                    a.role.map(Role::as_str),
+                    a.via.map(Via::as_str),
+                    a.action.as_str(),
+                    a.target.as_str(),
+                    a.reason.as_str(),
+                    a.outcome.as_str(),
+                    a.details.to_string()
+                ],
+            )?;
         }
     }
     Ok(())
 }
 
 /// The writes about runs and their stages.
-fn apply_run_op(tx: &Transaction<'_>, op: &Op) -> Result<()> {
+fn apply_run_op(tx: &mut Db, op: &Op) -> Result<()> {
     match op {
         Op::InsertRun {
             id,
@@ -472,23 +502,35 @@ fn apply_run_op(tx: &Transaction<'_>, op: &Op) -> Result<()> {
             assets,
             test_input,
         } => {
-            tx.prepare_cached(
+            tx.execute(
                 "INSERT INTO runs (id, pipeline, status, trigger, params, spec, created_at, stages_total, overrides, assets, test, test_input)
                  VALUES (?1, ?2, 'pending', ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
-            )?
-            .execute(params![id.0, pipeline, trigger.as_str(), params, spec, created_at.to_string(), stages.len() as i64,
-                overrides, assets, test_input.is_some(), test_input])?;
-            let mut stmt = tx.prepare_cached(
-                "INSERT INTO stages (run_id, stage_id, ord, kind, needs, status) VALUES (?1, ?2, ?3, ?4, ?5, 'pending')",
-            )?;
-            for (i, s) in stages.iter().enumerate() {
-                stmt.execute(params![
+                args![
                     id.0,
-                    s.id,
-                    i as i64,
-                    s.kind,
-                    serde_json::to_string(&s.needs)?
-                ])?;
+                    pipeline.as_str(),
+                    trigger.as_str(),
+                    params.as_str(),
+                    spec.as_str(),
+                    created_at.to_string(),
+                    stages.len(),
+                    overrides.as_str(),
+                    assets.as_str(),
+                    test_input.is_some(),
+                    test_input.as_deref()
+                ],
+            )?;
+            mark_id(tx, "runs", id.0)?;
+            for (i, s) in stages.iter().enumerate() {
+                tx.execute(
+                    "INSERT INTO stages (run_id, stage_id, ord, kind, needs, status) VALUES (?1, ?2, ?3, ?4, ?5, 'pending')",
+                    args![
+                        id.0,
+                        s.id.as_str(),
+                        i,
+                        s.kind.as_str(),
+                        serde_json::to_string(&s.needs)?
+                    ],
+                )?;
             }
         }
         Op::UpdateRun {
@@ -497,23 +539,25 @@ fn apply_run_op(tx: &Transaction<'_>, op: &Op) -> Result<()> {
             started_at,
             finished_at,
         } => {
-            tx.prepare_cached(
+            tx.execute(
                 "UPDATE runs SET status = ?2, started_at = COALESCE(started_at, ?3), finished_at = ?4 WHERE id = ?1",
-            )?
-            .execute(params![
-                id.0,
-                status.as_str(),
-                started_at.map(|t| t.to_string()),
-                finished_at.map(|t| t.to_string())
-            ])?;
+                args![
+                    id.0,
+                    status.as_str(),
+                    started_at.map(|t| t.to_string()),
+                    finished_at.map(|t| t.to_string())
+                ],
+            )?;
         }
         Op::UpdateStage {
             run_id,
             stage,
             status,
         } => {
-            tx.prepare_cached("UPDATE stages SET status = ?3 WHERE run_id = ?1 AND stage_id = ?2")?
-                .execute(params![run_id.0, stage, status.as_str()])?;
+            tx.execute(
+                "UPDATE stages SET status = ?3 WHERE run_id = ?1 AND stage_id = ?2",
+                args![run_id.0, stage.as_str(), status.as_str()],
+            )?;
         }
         _ => {}
     }
@@ -521,7 +565,7 @@ fn apply_run_op(tx: &Transaction<'_>, op: &Op) -> Result<()> {
 }
 
 /// The writes about attempts.
-fn apply_attempt_op(tx: &Transaction<'_>, op: &Op) -> Result<()> {
+fn apply_attempt_op(tx: &mut Db, op: &Op) -> Result<()> {
     match op {
         Op::StartAttempt {
             run_id,
@@ -531,11 +575,24 @@ fn apply_attempt_op(tx: &Transaction<'_>, op: &Op) -> Result<()> {
             input,
             assets,
         } => {
-            tx.prepare_cached(
-                "INSERT OR REPLACE INTO attempts (run_id, stage_id, n, status, started_at, input, assets)
-                 VALUES (?1, ?2, ?3, 'running', ?4, ?5, ?6)",
-            )?
-            .execute(params![run_id.0, stage, n, started_at.to_string(), input, assets])?;
+            // A new attempt replaces whatever an interrupted one of the same number left.
+            tx.execute(
+                "INSERT INTO attempts (run_id, stage_id, n, status, started_at, input, assets)
+                 VALUES (?1, ?2, ?3, 'running', ?4, ?5, ?6)
+                 ON CONFLICT (run_id, stage_id, n) DO UPDATE SET status = 'running',
+                   started_at = excluded.started_at, input = excluded.input, assets = excluded.assets,
+                   finished_at = NULL, duration_ms = NULL, output = NULL, output_truncated = 0,
+                   output_bytes = NULL, stderr = NULL, error_code = NULL, error_message = NULL,
+                   pid = NULL, pid_start = NULL",
+                args![
+                    run_id.0,
+                    stage.as_str(),
+                    *n,
+                    started_at.to_string(),
+                    input.as_str(),
+                    assets.as_deref()
+                ],
+            )?;
         }
         Op::AttemptProcess {
             run_id,
@@ -544,8 +601,10 @@ fn apply_attempt_op(tx: &Transaction<'_>, op: &Op) -> Result<()> {
             pid,
             pid_start,
         } => {
-            tx.prepare_cached("UPDATE attempts SET pid = ?4, pid_start = ?5 WHERE run_id = ?1 AND stage_id = ?2 AND n = ?3")?
-                .execute(params![run_id.0, stage, n, pid, pid_start])?;
+            tx.execute(
+                "UPDATE attempts SET pid = ?4, pid_start = ?5 WHERE run_id = ?1 AND stage_id = ?2 AND n = ?3",
+                args![run_id.0, stage.as_str(), *n, *pid, *pid_start],
+            )?;
         }
         Op::FinishAttempt {
             run_id,
@@ -560,25 +619,25 @@ fn apply_attempt_op(tx: &Transaction<'_>, op: &Op) -> Result<()> {
             stderr,
             error,
         } => {
-            tx.prepare_cached(
+            tx.execute(
                 "UPDATE attempts SET status = ?4, finished_at = ?5, duration_ms = ?6, output = ?7,
                    output_truncated = ?8, output_bytes = ?9, stderr = ?10, error_code = ?11, error_message = ?12
                  WHERE run_id = ?1 AND stage_id = ?2 AND n = ?3",
-            )?
-            .execute(params![
-                run_id.0,
-                stage,
-                n,
-                status.as_str(),
-                finished_at.to_string(),
-                duration_ms,
-                output,
-                output_truncated,
-                output_bytes.map(|b| b as i64),
-                stderr,
-                error.as_ref().map(|e| &e.0),
-                error.as_ref().map(|e| &e.1),
-            ])?;
+                args![
+                    run_id.0,
+                    stage.as_str(),
+                    *n,
+                    status.as_str(),
+                    finished_at.to_string(),
+                    *duration_ms,
+                    output.as_deref(),
+                    *output_truncated,
+                    *output_bytes,
+                    stderr.as_deref(),
+                    error.as_ref().map(|e| e.0.as_str()),
+                    error.as_ref().map(|e| e.1.as_str()),
+                ],
+            )?;
         }
         _ => {}
     }
@@ -586,7 +645,7 @@ fn apply_attempt_op(tx: &Transaction<'_>, op: &Op) -> Result<()> {
 }
 
 /// The writes about assets and their pins.
-fn apply_asset_op(tx: &Transaction<'_>, op: &Op) -> Result<()> {
+fn apply_asset_op(tx: &mut Db, op: &Op) -> Result<()> {
     match op {
         Op::InsertAsset {
             name,
@@ -596,10 +655,17 @@ fn apply_asset_op(tx: &Transaction<'_>, op: &Op) -> Result<()> {
             actor,
             reason,
         } => {
-            tx.prepare_cached(
+            tx.execute(
                 "INSERT INTO assets (name, version, content, created_at, actor, reason) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-            )?
-            .execute(params![name, version, content, at.to_string(), actor, reason])?;
+                args![
+                    name.as_str(),
+                    *version,
+                    content.as_str(),
+                    at.to_string(),
+                    actor.as_str(),
+                    reason.as_str()
+                ],
+            )?;
         }
         Op::PinAsset {
             name,
@@ -608,17 +674,17 @@ fn apply_asset_op(tx: &Transaction<'_>, op: &Op) -> Result<()> {
             actor,
             reason,
         } => {
-            tx.prepare_cached(
+            tx.execute(
                 "INSERT INTO asset_pins (name, version, at, actor, reason) VALUES (?1, ?2, ?3, ?4, ?5)",
-            )?
-            .execute(params![name, version, at.to_string(), actor, reason])?;
+                args![name.as_str(), *version, at.to_string(), actor.as_str(), reason.as_str()],
+            )?;
         }
         Op::UndoPin { name } => {
-            tx.prepare_cached(
+            tx.execute(
                 "UPDATE asset_pins SET undone = 1 WHERE id =
                    (SELECT MAX(id) FROM asset_pins WHERE name = ?1 AND undone = 0)",
-            )?
-            .execute(params![name])?;
+                args![name.as_str()],
+            )?;
         }
         _ => {}
     }

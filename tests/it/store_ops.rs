@@ -79,3 +79,59 @@ fn a_restore_refuses_what_is_not_a_usable_store_and_changes_nothing() {
         1
     );
 }
+
+/// A backup taken while 100 runs are in flight is a sound store holding every run committed
+/// before it began.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backup_during_a_hundred_running_runs_holds_every_run_committed_before_it() {
+    let ws = TestWorkspace::new();
+    ws.pipeline(
+        "slow",
+        "[pipeline]\nname = \"slow\"\nconcurrency = 200\n[[stage]]\nid = \"a\"\nkind = \"command\"\ncommand = [\"sh\", \"-c\", \"sleep 0.3; echo '{}'\"]\n[[stage]]\nid = \"b\"\nkind = \"command\"\nneeds = [\"a\"]\ncommand = [\"sh\", \"-c\", \"sleep 0.3; echo '{}'\"]\n",
+    );
+    let host = ws.host().await;
+    let mut ids = Vec::new();
+    for _ in 0..100 {
+        ids.push(
+            host.start_run(
+                "slow",
+                &serde_json::Map::new(),
+                opsdeck::model::Trigger::Manual,
+            )
+            .await
+            .unwrap(),
+        );
+    }
+    // What is committed now must be in the copy; the runs go on while it is taken.
+    let committed = host
+        .runs(opsdeck::model::RunQuery {
+            limit: 1_000,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .total;
+    assert_eq!(committed, 100);
+    let copy = ws.path("during.db");
+    let db = ws.open().db_path();
+    let copied = tokio::task::spawn_blocking({
+        let copy = copy.clone();
+        move || opsdeck::store::backup::backup(&db, &copy).unwrap()
+    })
+    .await
+    .unwrap();
+    assert!(copied >= committed, "{copied} of {committed}");
+    for id in &ids {
+        host.wait(*id).await.unwrap();
+    }
+    host.shutdown().await;
+    let checked = opsdeck::store::backup::check(&copy).unwrap();
+    assert_eq!(checked.runs, 100);
+    let reader = opsdeck::store::Reader::open(&copy).unwrap();
+    for id in ids {
+        assert!(
+            reader.run(id).unwrap().is_some(),
+            "run {id} is missing from the copy"
+        );
+    }
+}

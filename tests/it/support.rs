@@ -372,3 +372,35 @@ pub fn audit_rows(
         })
         .collect()
 }
+
+/// A fresh, empty PostgreSQL database for one test, on the server `.ci/run` starts
+/// (`OPSDECK_TEST_POSTGRES`): its URL. Fails, never skips, when there is no server.
+pub fn postgres_db() -> String {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let admin = std::env::var("OPSDECK_TEST_POSTGRES").unwrap_or_else(|_| {
+        panic!(
+            "OPSDECK_TEST_POSTGRES is not set: the PostgreSQL tests need a server; ./.ci/run starts one (or set it to a superuser URL such as postgres://opsdeck@127.0.0.1:5432/postgres)"
+        )
+    });
+    let name = format!(
+        "opsdeck_t{}_{}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    );
+    // Off any async runtime: the synchronous client drives one of its own.
+    let admin2 = admin.clone();
+    let name2 = name.clone();
+    std::thread::spawn(move || {
+        let mut c = postgres::Client::connect(&admin2, postgres::NoTls)
+            .unwrap_or_else(|e| panic!("cannot reach the test PostgreSQL at {admin2}: {e}"));
+        c.batch_execute(&format!("DROP DATABASE IF EXISTS {name2}"))
+            .unwrap();
+        c.batch_execute(&format!("CREATE DATABASE {name2}"))
+            .unwrap();
+    })
+    .join()
+    .unwrap();
+    let (base, _) = admin.rsplit_once('/').unwrap();
+    format!("{base}/{name}")
+}

@@ -1,0 +1,550 @@
+//! One connection to either store: SQLite (the embedded default) or PostgreSQL. Every query of
+//! the store is written once, against this type, in the SQL both databases speak (`?N`
+//! placeholders, `ON CONFLICT`, `RETURNING`); the few places where they differ ask
+//! [`Db::dialect`]. Values cross in four shapes ([`Val`]) so rows read the same from both.
+//!
+//! PostgreSQL is reached through the synchronous `postgres` client (tokio-postgres driven on
+//! the calling thread): the store's connections already live on their own threads (the writer
+//! thread, the blocking read pool), so both databases are used the same way.
+
+use std::collections::HashMap;
+use std::fmt;
+
+use super::{Result, StoreError};
+
+/// Which database a connection speaks to, for the few statements that differ.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dialect {
+    Sqlite,
+    Postgres,
+}
+
+/// A value bound to a statement or read from a row.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Val {
+    Null,
+    Int(i64),
+    Real(f64),
+    Text(String),
+}
+
+impl From<i64> for Val {
+    fn from(v: i64) -> Val {
+        Val::Int(v)
+    }
+}
+
+impl From<u32> for Val {
+    fn from(v: u32) -> Val {
+        Val::Int(i64::from(v))
+    }
+}
+
+impl From<usize> for Val {
+    fn from(v: usize) -> Val {
+        Val::Int(i64::try_from(v).unwrap_or(i64::MAX))
+    }
+}
+
+impl From<u64> for Val {
+    fn from(v: u64) -> Val {
+        Val::Int(i64::try_from(v).unwrap_or(i64::MAX))
+    }
+}
+
+impl From<bool> for Val {
+    fn from(v: bool) -> Val {
+        Val::Int(i64::from(v))
+    }
+}
+
+impl From<f64> for Val {
+    fn from(v: f64) -> Val {
+        Val::Real(v)
+    }
+}
+
+impl From<String> for Val {
+    fn from(v: String) -> Val {
+        Val::Text(v)
+    }
+}
+
+impl From<&String> for Val {
+    fn from(v: &String) -> Val {
+        Val::Text(v.clone())
+    }
+}
+
+impl From<&str> for Val {
+    fn from(v: &str) -> Val {
+        Val::Text(v.to_string())
+    }
+}
+
+impl<T: Into<Val>> From<Option<T>> for Val {
+    fn from(v: Option<T>) -> Val {
+        v.map_or(Val::Null, Into::into)
+    }
+}
+
+/// Statement arguments: `args![a, b]` converts each with `Val::from`.
+macro_rules! args {
+    ($($v:expr),* $(,)?) => {
+        &[$($crate::store::db::Val::from($v)),*][..]
+    };
+}
+pub(crate) use args;
+
+/// One row, its columns taken out by index.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Row(pub Vec<Val>);
+
+impl Row {
+    fn take(&mut self, i: usize) -> Result<Val> {
+        self.0
+            .get_mut(i)
+            .map(|v| std::mem::replace(v, Val::Null))
+            .ok_or_else(|| StoreError(format!("the store's query has no column {i}")))
+    }
+
+    fn wrong(i: usize, want: &str, got: &Val) -> StoreError {
+        StoreError(format!(
+            "the state database holds {got:?} in column {i} where {want} belongs"
+        ))
+    }
+
+    pub fn opt_i64(&mut self, i: usize) -> Result<Option<i64>> {
+        match self.take(i)? {
+            Val::Null => Ok(None),
+            Val::Int(v) => Ok(Some(v)),
+            other => Err(Row::wrong(i, "an integer", &other)),
+        }
+    }
+
+    pub fn i64(&mut self, i: usize) -> Result<i64> {
+        self.opt_i64(i)?
+            .ok_or_else(|| Row::wrong(i, "an integer", &Val::Null))
+    }
+
+    pub fn u32(&mut self, i: usize) -> Result<u32> {
+        let v = self.i64(i)?;
+        u32::try_from(v).map_err(|_| Row::wrong(i, "a small count", &Val::Int(v)))
+    }
+
+    pub fn bool(&mut self, i: usize) -> Result<bool> {
+        Ok(self.i64(i)? != 0)
+    }
+
+    pub fn opt_text(&mut self, i: usize) -> Result<Option<String>> {
+        match self.take(i)? {
+            Val::Null => Ok(None),
+            Val::Text(v) => Ok(Some(v)),
+            Val::Int(v) => Ok(Some(v.to_string())),
+            other @ Val::Real(_) => Err(Row::wrong(i, "text", &other)),
+        }
+    }
+
+    pub fn text(&mut self, i: usize) -> Result<String> {
+        self.opt_text(i)?
+            .ok_or_else(|| Row::wrong(i, "text", &Val::Null))
+    }
+}
+
+/// A PostgreSQL connection and the statements it has prepared. (`None` only while dropping.)
+pub struct Pg {
+    client: Option<postgres::Client>,
+    prepared: HashMap<String, postgres::Statement>,
+}
+
+impl Drop for Pg {
+    fn drop(&mut self) {
+        // Closing says goodbye to the server, which blocks: never on an async worker.
+        if let Some(client) = self.client.take() {
+            off_async(move || drop(client));
+        }
+    }
+}
+
+/// Runs blocking database work where it may block: as is on a plain thread (the writer, the
+/// blocking pool), through `block_in_place` on an async worker thread. The synchronous
+/// PostgreSQL client drives its own small runtime, which must not run inside an async task.
+fn off_async<T>(f: impl FnOnce() -> T) -> T {
+    match tokio::runtime::Handle::try_current() {
+        Ok(h) if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
+            tokio::task::block_in_place(f)
+        }
+        _ => f(),
+    }
+}
+
+/// Statements kept prepared per PostgreSQL connection; past this the cache starts again.
+const MAX_PREPARED: usize = 256;
+
+impl fmt::Debug for Pg {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Pg")
+    }
+}
+
+/// A store connection.
+#[derive(Debug)]
+pub enum Db {
+    Sqlite(rusqlite::Connection),
+    Postgres(Box<Pg>),
+}
+
+impl Db {
+    /// Connects to the PostgreSQL database at `url` (`postgres://user@host:port/db`, or
+    /// `host=/run/postgresql` for a unix socket).
+    pub fn postgres(url: &str) -> Result<Db> {
+        let client =
+            off_async(|| postgres::Client::connect(url, postgres::NoTls)).map_err(|e| {
+                StoreError(format!(
+                    "cannot connect to the PostgreSQL store at {}: {}",
+                    redact(url),
+                    pg_message(&e)
+                ))
+            })?;
+        Ok(Db::Postgres(Box::new(Pg {
+            client: Some(client),
+            prepared: HashMap::new(),
+        })))
+    }
+
+    pub fn dialect(&self) -> Dialect {
+        match self {
+            Db::Sqlite(_) => Dialect::Sqlite,
+            Db::Postgres(_) => Dialect::Postgres,
+        }
+    }
+
+    /// Runs a statement; returns the rows it changed.
+    pub fn execute(&mut self, sql: &str, args: &[Val]) -> Result<u64> {
+        match self {
+            Db::Sqlite(c) => {
+                let n = c
+                    .prepare_cached(sql)?
+                    .execute(rusqlite::params_from_iter(args.iter()))?;
+                Ok(n as u64)
+            }
+            Db::Postgres(pg) => off_async(|| {
+                let stmt = pg.prepare(sql)?;
+                let refs = pg_args(args);
+                pg.client()?.execute(&stmt, &refs).map_err(pg_error)
+            }),
+        }
+    }
+
+    /// Every row a query returns.
+    pub fn rows(&mut self, sql: &str, args: &[Val]) -> Result<Vec<Row>> {
+        match self {
+            Db::Sqlite(c) => {
+                let mut stmt = c.prepare_cached(sql)?;
+                let width = stmt.column_count();
+                let mut rows = stmt.query(rusqlite::params_from_iter(args.iter()))?;
+                let mut out = Vec::new();
+                while let Some(r) = rows.next()? {
+                    let mut vals = Vec::with_capacity(width);
+                    for i in 0..width {
+                        vals.push(sqlite_val(r.get_ref(i)?));
+                    }
+                    out.push(Row(vals));
+                }
+                Ok(out)
+            }
+            Db::Postgres(pg) => off_async(|| {
+                let stmt = pg.prepare(sql)?;
+                let refs = pg_args(args);
+                let rows = pg.client()?.query(&stmt, &refs).map_err(pg_error)?;
+                rows.iter()
+                    .map(|r| {
+                        (0..r.len())
+                            .map(|i| r.try_get::<_, Val>(i).map_err(pg_error))
+                            .collect::<Result<Vec<_>>>()
+                            .map(Row)
+                    })
+                    .collect()
+            }),
+        }
+    }
+
+    /// The first row of a query, if any.
+    pub fn row(&mut self, sql: &str, args: &[Val]) -> Result<Option<Row>> {
+        Ok(self.rows(sql, args)?.into_iter().next())
+    }
+
+    /// The row a query always returns (an aggregate).
+    pub fn one(&mut self, sql: &str, args: &[Val]) -> Result<Row> {
+        self.row(sql, args)?
+            .ok_or_else(|| StoreError(format!("the store's query returned no row: {sql}")))
+    }
+
+    /// Runs several statements without arguments (migrations).
+    pub fn batch(&mut self, sql: &str) -> Result<()> {
+        match self {
+            Db::Sqlite(c) => Ok(c.execute_batch(sql)?),
+            Db::Postgres(pg) => off_async(|| pg.client()?.batch_execute(sql).map_err(pg_error)),
+        }
+    }
+
+    /// Runs `f` in one transaction: committed if it returns `Ok`, rolled back otherwise.
+    pub fn transaction<T>(&mut self, f: impl FnOnce(&mut Db) -> Result<T>) -> Result<T> {
+        self.batch("BEGIN")?;
+        match f(self) {
+            Ok(v) => {
+                if let Err(e) = self.batch("COMMIT") {
+                    let _ = self.batch("ROLLBACK");
+                    return Err(e);
+                }
+                Ok(v)
+            }
+            Err(e) => {
+                if let Err(r) = self.batch("ROLLBACK") {
+                    tracing::warn!(error = %r, "could not roll back a failed store transaction");
+                }
+                Err(e)
+            }
+        }
+    }
+}
+
+impl Pg {
+    fn client(&mut self) -> Result<&mut postgres::Client> {
+        self.client
+            .as_mut()
+            .ok_or_else(|| StoreError("the PostgreSQL connection is closed".into()))
+    }
+
+    fn prepare(&mut self, sql: &str) -> Result<postgres::Statement> {
+        if let Some(s) = self.prepared.get(sql) {
+            return Ok(s.clone());
+        }
+        let stmt = self
+            .client()?
+            .prepare(&placeholders(sql))
+            .map_err(pg_error)?;
+        if self.prepared.len() >= MAX_PREPARED {
+            self.prepared.clear();
+        }
+        self.prepared.insert(sql.to_string(), stmt.clone());
+        Ok(stmt)
+    }
+}
+
+fn pg_args(args: &[Val]) -> Vec<&(dyn postgres::types::ToSql + Sync)> {
+    args.iter()
+        .map(|a| a as &(dyn postgres::types::ToSql + Sync))
+        .collect()
+}
+
+fn sqlite_val(v: rusqlite::types::ValueRef<'_>) -> Val {
+    use rusqlite::types::ValueRef;
+    match v {
+        ValueRef::Null => Val::Null,
+        ValueRef::Integer(i) => Val::Int(i),
+        ValueRef::Real(f) => Val::Real(f),
+        ValueRef::Text(t) | ValueRef::Blob(t) => Val::Text(String::from_utf8_lossy(t).into_owned()),
+    }
+}
+
+impl rusqlite::ToSql for Val {
+    fn to_sql(&self) -> rusqlite::Result<rusqlite::types::ToSqlOutput<'_>> {
+        use rusqlite::types::{ToSqlOutput, ValueRef};
+        Ok(match self {
+            Val::Null => ToSqlOutput::Borrowed(ValueRef::Null),
+            Val::Int(i) => ToSqlOutput::Borrowed(ValueRef::Integer(*i)),
+            Val::Real(f) => ToSqlOutput::Borrowed(ValueRef::Real(*f)),
+            Val::Text(s) => ToSqlOutput::Borrowed(ValueRef::Text(s.as_bytes())),
+        })
+    }
+}
+
+type BoxError = Box<dyn std::error::Error + Sync + Send>;
+
+impl postgres::types::ToSql for Val {
+    fn to_sql(
+        &self,
+        ty: &postgres::types::Type,
+        out: &mut bytes::BytesMut,
+    ) -> std::result::Result<postgres::types::IsNull, BoxError> {
+        use postgres::types::{IsNull, Type};
+        match self {
+            Val::Null => Ok(IsNull::Yes),
+            Val::Int(i) => match *ty {
+                Type::INT2 => i16::try_from(*i)?.to_sql(ty, out),
+                Type::INT4 => i32::try_from(*i)?.to_sql(ty, out),
+                Type::BOOL => (*i != 0).to_sql(ty, out),
+                #[allow(clippy::cast_precision_loss)]
+                Type::FLOAT8 => (*i as f64).to_sql(ty, out),
+                Type::TEXT | Type::VARCHAR | Type::BPCHAR | Type::NAME => {
+                    i.to_string().to_sql(ty, out)
+                }
+                _ => i.to_sql(ty, out),
+            },
+            Val::Real(f) => f.to_sql(ty, out),
+            Val::Text(s) => s.as_str().to_sql(ty, out),
+        }
+    }
+
+    fn accepts(_: &postgres::types::Type) -> bool {
+        true
+    }
+
+    postgres::types::to_sql_checked!();
+}
+
+impl<'a> postgres::types::FromSql<'a> for Val {
+    fn from_sql(ty: &postgres::types::Type, raw: &'a [u8]) -> std::result::Result<Val, BoxError> {
+        use postgres::types::Type;
+        Ok(match *ty {
+            Type::INT8 => Val::Int(i64::from_sql(ty, raw)?),
+            Type::INT4 => Val::Int(i64::from(i32::from_sql(ty, raw)?)),
+            Type::INT2 => Val::Int(i64::from(i16::from_sql(ty, raw)?)),
+            Type::BOOL => Val::Int(i64::from(bool::from_sql(ty, raw)?)),
+            Type::FLOAT8 => Val::Real(f64::from_sql(ty, raw)?),
+            Type::FLOAT4 => Val::Real(f64::from(f32::from_sql(ty, raw)?)),
+            _ => Val::Text(String::from_sql(ty, raw)?),
+        })
+    }
+
+    fn from_sql_null(_: &postgres::types::Type) -> std::result::Result<Val, BoxError> {
+        Ok(Val::Null)
+    }
+
+    fn accepts(ty: &postgres::types::Type) -> bool {
+        use postgres::types::Type;
+        matches!(
+            *ty,
+            Type::INT8
+                | Type::INT4
+                | Type::INT2
+                | Type::BOOL
+                | Type::FLOAT8
+                | Type::FLOAT4
+                | Type::TEXT
+                | Type::VARCHAR
+                | Type::BPCHAR
+                | Type::NAME
+                | Type::UNKNOWN
+        )
+    }
+}
+
+/// `?N` and `?` placeholders as PostgreSQL's `$N` (outside quoted text).
+fn placeholders(sql: &str) -> String {
+    let mut out = String::with_capacity(sql.len() + 8);
+    let mut chars = sql.chars().peekable();
+    let (mut quoted, mut next) = (false, 1);
+    while let Some(c) = chars.next() {
+        match c {
+            '\'' => {
+                quoted = !quoted;
+                out.push(c);
+            }
+            '?' if !quoted => {
+                out.push('$');
+                if chars.peek().is_some_and(char::is_ascii_digit) {
+                    while let Some(d) = chars.next_if(char::is_ascii_digit) {
+                        out.push(d);
+                    }
+                } else {
+                    out.push_str(&next.to_string());
+                    next += 1;
+                }
+            }
+            _ => out.push(c),
+        }
+    }
+    out
+}
+
+/// A PostgreSQL error as one sentence: the server's message, not a Debug dump.
+fn pg_message(e: &postgres::Error) -> String {
+    match e.as_db_error() {
+        Some(db) => db.message().to_string(),
+        None => {
+            let mut text = e.to_string();
+            let mut source = std::error::Error::source(e);
+            while let Some(s) = source {
+                text = format!("{text}: {s}");
+                source = s.source();
+            }
+            text
+        }
+    }
+}
+
+#[allow(clippy::needless_pass_by_value)] // for `map_err`
+fn pg_error(e: postgres::Error) -> StoreError {
+    StoreError(format!("PostgreSQL store error: {}", pg_message(&e)))
+}
+
+/// A URL with its password replaced, for messages and logs.
+pub fn redact(url: &str) -> String {
+    if let Some((scheme, rest)) = url.split_once("://")
+        && let Some((cred, host)) = rest.rsplit_once('@')
+        && let Some((user, _)) = cred.split_once(':')
+    {
+        return format!("{scheme}://{user}:***@{host}");
+    }
+    if url.contains("password=") {
+        return url
+            .split_whitespace()
+            .map(|kv| {
+                if kv.starts_with("password=") {
+                    "password=***"
+                } else {
+                    kv
+                }
+            })
+            .collect::<Vec<_>>()
+            .join(" ");
+    }
+    url.to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn placeholders_become_numbered_outside_quotes() {
+        assert_eq!(
+            placeholders("SELECT '?' , ?1, ?2 WHERE a = ?2"),
+            "SELECT '?' , $1, $2 WHERE a = $2"
+        );
+        assert_eq!(placeholders("a = ? AND b = ?"), "a = $1 AND b = $2");
+    }
+
+    #[test]
+    fn passwords_are_not_shown() {
+        assert_eq!(
+            redact("postgres://ops:secret@db:5432/opsdeck"),
+            "postgres://ops:***@db:5432/opsdeck"
+        );
+        assert_eq!(
+            redact("host=/tmp user=ops password=secret"),
+            "host=/tmp user=ops password=***"
+        );
+        assert_eq!(redact("postgres://db/x"), "postgres://db/x");
+    }
+
+    #[test]
+    fn rows_read_the_same_from_sqlite() {
+        let mut db = Db::Sqlite(rusqlite::Connection::open_in_memory().unwrap());
+        db.batch("CREATE TABLE t (a INTEGER, b TEXT)").unwrap();
+        db.execute("INSERT INTO t VALUES (?1, ?2)", args![7_i64, "x"])
+            .unwrap();
+        db.execute(
+            "INSERT INTO t VALUES (?1, ?2)",
+            args![None::<i64>, None::<String>],
+        )
+        .unwrap();
+        let mut rows = db.rows("SELECT a, b FROM t ORDER BY a", &[]).unwrap();
+        assert_eq!(rows[0].opt_i64(0).unwrap(), None);
+        assert_eq!(rows[1].i64(0).unwrap(), 7);
+        assert_eq!(rows[1].text(1).unwrap(), "x");
+        assert!(rows[0].text(1).unwrap_err().0.contains("column 1"));
+    }
+}

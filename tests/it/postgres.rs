@@ -1,0 +1,103 @@
+//! A workspace on a PostgreSQL store (a real server, started by `.ci/run`): runs, reads, the
+//! migration from SQLite, one host at a time, and the errors a wrong URL gets.
+
+use crate::support::{ETL, TestWorkspace, free_port, postgres_db, serve, stop};
+
+#[test]
+fn a_sqlite_store_migrates_to_postgres_and_the_workspace_runs_on_it() {
+    let ws = TestWorkspace::new();
+    ws.pipeline("etl", ETL);
+    ws.run(&["run", "etl"]).expect_code(0);
+    ws.run(&["run", "etl"]).expect_code(0);
+    let url = postgres_db();
+
+    let out = ws.run(&["store", "migrate", "--to", &url]);
+    out.expect_code(0);
+    assert!(out.stdout().contains("2 runs"), "{}", out.stdout());
+    assert!(out.stdout().contains("url ="), "{}", out.stdout());
+    // Only into an empty database: a second copy would duplicate everything.
+    ws.run(&["store", "migrate", "--to", &url])
+        .expect_error(2, "already holds");
+
+    ws.write("opsdeck.toml", &format!("[store]\nurl = \"{url}\"\n"));
+    let runs = ws.run(&["runs", "--json"]).json();
+    assert_eq!(runs.as_array().unwrap().len(), 2, "{runs}");
+    // A new run on PostgreSQL continues the ids and the event log.
+    let out = ws.run(&["run", "etl", "--json"]);
+    out.expect_code(0);
+    assert_eq!(out.json()["id"], 3, "{}", out.stdout());
+    assert_eq!(out.json()["status"], "succeeded");
+    let show = ws.run(&["runs", "show", "3", "--json"]).json();
+    assert_eq!(
+        show["stages"][0]["attempts"][0]["output"]["rows"], 3,
+        "{show}"
+    );
+    // The migration is in the PostgreSQL store's audit log.
+    let audit = ws.run(&["audit", "--action", "store", "--json"]).json();
+    assert_eq!(audit[0]["action"], "store.migrate", "{audit}");
+    assert_eq!(audit[0]["actor"], "alice");
+    // SQLite file copies do not apply to it.
+    ws.run(&["store", "backup", ws.path("b.db").to_str().unwrap()])
+        .expect_error(2, "pg_dump");
+}
+
+#[test]
+fn one_host_at_a_time_writes_to_a_postgres_store() {
+    let url = postgres_db();
+    let (a, b) = (TestWorkspace::new(), TestWorkspace::new());
+    for ws in [&a, &b] {
+        ws.pipeline("etl", ETL);
+        ws.write("opsdeck.toml", &format!("[store]\nurl = \"{url}\"\n"));
+    }
+    let child = serve(&a, free_port());
+    // Another workspace on the same database cannot host it while `serve` does.
+    b.run(&["run", "etl"])
+        .expect_error(1, "already hosted by another opsdeck");
+    // But it reads it.
+    b.run(&["runs", "--json"]).expect_code(0);
+    stop(child);
+    // Once the host is gone (its connection closed), another may host.
+    b.run(&["run", "etl"]).expect_code(0);
+    assert_eq!(
+        a.run(&["runs", "--json"]).json().as_array().unwrap().len(),
+        1
+    );
+}
+
+#[test]
+fn a_wrong_store_url_is_explained() {
+    let ws = TestWorkspace::new();
+    ws.pipeline("etl", ETL);
+    ws.write("opsdeck.toml", "[store]\nurl = \"mysql://db/x\"\n");
+    ws.run(&["runs"])
+        .expect_error(2, "give a URL starting with postgres:// or postgresql://");
+    std::fs::remove_file(ws.path("opsdeck.toml")).unwrap();
+    ws.cmd()
+        .env("OPSDECK_STORE__URL", "sqlite:x")
+        .args(["runs"])
+        .output()
+        .map(crate::support::Out)
+        .unwrap()
+        .expect_error(2, "OPSDECK_STORE__URL=sqlite:x: must be empty, or a URL");
+    // A server that is not there: one sentence naming it, without the password.
+    let out = ws
+        .cmd()
+        .env(
+            "OPSDECK_STORE__URL",
+            format!("postgres://ops:hunter2@127.0.0.1:{}/x", free_port()),
+        )
+        .args(["run", "etl"])
+        .output()
+        .map(crate::support::Out)
+        .unwrap();
+    assert_ne!(out.code(), 0);
+    let err = out.stderr();
+    assert!(
+        err.contains("cannot connect to the PostgreSQL store at postgres://ops:***@127.0.0.1"),
+        "{err}"
+    );
+    assert!(!err.contains("hunter2"), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+    ws.run(&["store", "migrate", "--to", "mysql://x"])
+        .expect_error(2, "give a PostgreSQL URL");
+}

@@ -1,0 +1,431 @@
+//! The store behaviour suite: the same writes and reads against the SQLite store and the
+//! PostgreSQL store (a real server, started by `.ci/run`), which must answer alike.
+
+use std::sync::Arc;
+
+use opsdeck::model::{
+    AttemptError, AttemptStatus, AuditQuery, AuditRecord, DlqEntry, DlqId, DlqQuery, EventKind,
+    RunId, RunQuery, RunSort, RunStatus, StageStatus, Timestamp, Trigger, Via,
+};
+use opsdeck::store::{self, NewEvent, NewStage, Op, Reader, Target, Writer, schema};
+use serde_json::{Value, json};
+
+fn at(secs: i64) -> Timestamp {
+    Timestamp::from_millis(1_790_000_000_000 + secs * 1000)
+}
+
+fn insert_run(id: i64, pipeline: &str, created: i64) -> Op {
+    Op::InsertRun {
+        id: RunId(id),
+        pipeline: pipeline.into(),
+        trigger: Trigger::Manual,
+        params: "{\"n\":1}".into(),
+        spec: "spec".into(),
+        created_at: at(created),
+        stages: ["extract", "load"]
+            .iter()
+            .map(|s| NewStage {
+                id: (*s).into(),
+                kind: "command".into(),
+                needs: if *s == "load" {
+                    vec!["extract".into()]
+                } else {
+                    vec![]
+                },
+            })
+            .collect(),
+        overrides: "{\"rules\":1}".into(),
+        assets: "{\"extract\":{\"rules\":1}}".into(),
+        test_input: None,
+    }
+}
+
+fn attempt(id: i64, stage: &str, n: u32, ok: bool, t: i64) -> Vec<Op> {
+    vec![
+        Op::StartAttempt {
+            run_id: RunId(id),
+            stage: stage.into(),
+            n,
+            started_at: at(t),
+            input: "{\"in\":true}".into(),
+            assets: Some("{\"rules\":1}".into()),
+        },
+        Op::AttemptProcess {
+            run_id: RunId(id),
+            stage: stage.into(),
+            n,
+            pid: 4242,
+            pid_start: Some(99),
+        },
+        Op::FinishAttempt {
+            run_id: RunId(id),
+            stage: stage.into(),
+            n,
+            status: if ok {
+                AttemptStatus::Succeeded
+            } else {
+                AttemptStatus::Failed
+            },
+            finished_at: at(t + 2),
+            duration_ms: 2000,
+            output: ok.then(|| format!("{{\"rows\":{n}}}")),
+            output_truncated: false,
+            output_bytes: Some(10),
+            stderr: Some("warn".into()),
+            error: (!ok).then(|| ("exit".to_string(), "exit status 1".to_string())),
+        },
+        Op::UpdateStage {
+            run_id: RunId(id),
+            stage: stage.into(),
+            status: if ok {
+                StageStatus::Succeeded
+            } else {
+                StageStatus::Failed
+            },
+        },
+    ]
+}
+
+fn event(kind: EventKind, run: Option<i64>, data: Value) -> Op {
+    Op::Event(NewEvent {
+        at: at(5),
+        kind,
+        run_id: run.map(RunId),
+        stage: None,
+        data,
+    })
+}
+
+fn audit(action: &str, t: i64) -> AuditRecord {
+    AuditRecord {
+        at: at(t),
+        actor: "alice".into(),
+        role: None,
+        via: Some(Via::Cli),
+        action: action.into(),
+        target: "x".into(),
+        reason: "because".into(),
+        outcome: "ok".into(),
+        details: json!({"k": 1}),
+    }
+}
+
+/// The writes every store gets, in batches as a host sends them.
+fn batches() -> Vec<Vec<Op>> {
+    let mut b = vec![
+        vec![
+            insert_run(1, "etl", 0),
+            insert_run(2, "etl", 10),
+            insert_run(3, "report", 20),
+        ],
+        vec![Op::UpdateRun {
+            id: RunId(1),
+            status: RunStatus::Running,
+            started_at: Some(at(1)),
+            finished_at: None,
+        }],
+    ];
+    b.push(attempt(1, "extract", 1, false, 1));
+    b.push(attempt(1, "extract", 2, true, 4));
+    b.push(attempt(1, "load", 1, true, 8));
+    b.push(vec![
+        Op::UpdateRun {
+            id: RunId(1),
+            status: RunStatus::Succeeded,
+            started_at: Some(at(99)),
+            finished_at: Some(at(30)),
+        },
+        event(
+            EventKind::RunFinished,
+            Some(1),
+            json!({"status": "succeeded"}),
+        ),
+    ]);
+    b.push(vec![
+        Op::UpdateRun {
+            id: RunId(2),
+            status: RunStatus::Running,
+            started_at: Some(at(11)),
+            finished_at: None,
+        },
+        Op::UpdateStage {
+            run_id: RunId(2),
+            stage: "extract".into(),
+            status: StageStatus::Running,
+        },
+        Op::StartAttempt {
+            run_id: RunId(2),
+            stage: "extract".into(),
+            n: 1,
+            started_at: at(12),
+            input: "{}".into(),
+            assets: None,
+        },
+    ]);
+    let dlq = |id: i64| DlqEntry {
+        id: DlqId(id),
+        run_id: RunId(3),
+        pipeline: "report".into(),
+        stage: "load".into(),
+        attempts: 3,
+        input: Value::Null,
+        error: AttemptError {
+            code: "exit".into(),
+            message: "exit status 2".into(),
+        },
+        created_at: at(40),
+    };
+    b.push(vec![
+        Op::InsertDlq {
+            entry: dlq(1),
+            input: "{\"x\":1}".into(),
+        },
+        Op::InsertDlq {
+            entry: dlq(2),
+            input: "{\"x\":2}".into(),
+        },
+    ]);
+    b.push(vec![
+        Op::DeleteDlq { id: DlqId(2) },
+        event(
+            EventKind::DlqDiscarded,
+            Some(3),
+            json!({"dlq_id": 2, "stage": "load"}),
+        ),
+    ]);
+    b.push(vec![
+        Op::SaveCanary {
+            name: "web".into(),
+            state: "{\"weight\":5}".into(),
+            status: "{}".into(),
+            at: at(50),
+        },
+        Op::SaveCanary {
+            name: "web".into(),
+            state: "{\"weight\":10}".into(),
+            status: "{\"ok\":true}".into(),
+            at: at(51),
+        },
+    ]);
+    b.push(Op::audited(audit("canary.rollback", 60), None).to_vec());
+    b.push(Op::audited(audit("run.start", 61), Some(RunId(2))).to_vec());
+    b.push(vec![
+        Op::InsertAsset {
+            name: "rules".into(),
+            version: 1,
+            content: "a=1\n".into(),
+            at: at(70),
+            actor: "seed".into(),
+            reason: "first".into(),
+        },
+        Op::InsertAsset {
+            name: "rules".into(),
+            version: 2,
+            content: "a=2 é\n".into(),
+            at: at(71),
+            actor: "bob".into(),
+            reason: "tune".into(),
+        },
+        Op::PinAsset {
+            name: "rules".into(),
+            version: 1,
+            at: at(72),
+            actor: "seed".into(),
+            reason: "first".into(),
+        },
+        Op::PinAsset {
+            name: "rules".into(),
+            version: 2,
+            at: at(73),
+            actor: "bob".into(),
+            reason: "tune".into(),
+        },
+        Op::UndoPin {
+            name: "rules".into(),
+        },
+    ]);
+    b
+}
+
+/// Everything the readers answer, as JSON, for comparing stores.
+fn read_all(r: &Reader) -> Value {
+    let q = |sort, pipeline: Option<&str>, text: Option<&str>| RunQuery {
+        sort,
+        pipeline: pipeline.map(String::from),
+        text: text.map(String::from),
+        limit: 2,
+        ..RunQuery::default()
+    };
+    let page = |p: opsdeck::model::Page<opsdeck::model::RunSummary>| {
+        json!({
+            "ids": p.items.iter().map(|r| r.id.0).collect::<Vec<_>>(),
+            "next": p.next.map(|n| n.0),
+            "total": p.total,
+            "first": serde_json::to_value(p.items.first()).unwrap(),
+        })
+    };
+    let dlq = r
+        .dlq(&DlqQuery {
+            limit: 50,
+            ..DlqQuery::default()
+        })
+        .unwrap();
+    json!({
+        "newest": page(r.runs(&q(RunSort::Newest, None, None)).unwrap()),
+        "oldest": page(r.runs(&q(RunSort::Oldest, None, None)).unwrap()),
+        "longest": page(r.runs(&q(RunSort::Longest, None, None)).unwrap()),
+        "by_pipeline": page(r.runs(&q(RunSort::Pipeline, Some("etl"), None)).unwrap()),
+        "text": page(r.runs(&q(RunSort::Newest, None, Some("rep"))).unwrap()),
+        "run1": serde_json::to_value(r.run(RunId(1)).unwrap()).unwrap(),
+        "missing": r.run(RunId(77)).unwrap().is_none(),
+        "io": serde_json::to_value(r.stage_io(RunId(1), "extract").unwrap()).unwrap(),
+        "stage_ids": r.stage_ids(RunId(1)).unwrap(),
+        "loaded": r.load_run(RunId(1)).unwrap().map(|l| json!({
+            "status": l.status, "params": l.params, "stages": l.stages.iter()
+                .map(|s| json!([s.0, s.1, s.2, s.3])).collect::<Vec<_>>(),
+            "assets": l.assets,
+        })),
+        "running": r.run_ids_with_status(RunStatus::Running).unwrap().iter().map(|i| i.0).collect::<Vec<_>>(),
+        "counts": r.run_counts().unwrap(),
+        "canaries": r.canaries().unwrap(),
+        "audit": serde_json::to_value(r.audit(&AuditQuery { action: Some("canary".into()), limit: 50, ..AuditQuery::default() }).unwrap()).unwrap(),
+        "audit_all": r.audit(&AuditQuery { limit: 50, ..AuditQuery::default() }).unwrap().len(),
+        "dlq": serde_json::to_value(&dlq.items).unwrap(),
+        "dlq_total": dlq.total,
+        "dlq_entry": serde_json::to_value(r.dlq_entry(DlqId(1)).unwrap()).unwrap(),
+        "dlq_fate": r.dlq_fate(DlqId(2)).unwrap(),
+        "dlq_for_run": r.dlq_for_run(RunId(3)).unwrap().len(),
+        "events": serde_json::to_value(r.events(0, 100).unwrap()).unwrap(),
+        "events_after": r.events(3, 1).unwrap().iter().map(|e| e.seq).collect::<Vec<_>>(),
+        "last_seq": r.last_seq().unwrap(),
+        "dlq_depth": r.dlq_depth().unwrap(),
+        "next_ids": r.next_ids().unwrap(),
+        "assets": r.assets().unwrap().iter().map(|a| json!([a.name, a.pinned, a.latest, a.versions, a.updated_at])).collect::<Vec<_>>(),
+        "pinned": r.pinned_assets().unwrap(),
+        "versions": serde_json::to_value(r.asset_versions("rules").unwrap()).unwrap(),
+        "version2": serde_json::to_value(r.asset_version("rules", 2).unwrap()).unwrap(),
+        "with_content": r.asset_with_content("rules", "a=2 é\n").unwrap(),
+        "pins": serde_json::to_value(r.asset_pins("rules").unwrap()).unwrap(),
+        "pin_and_previous": r.pin_and_previous("rules").unwrap(),
+        "stage_input": r.stage_input("etl", "extract", Some(RunId(1))).unwrap().map(|(id, i)| (id.0, i)),
+        "lens": r.lens_rows("etl", 10).unwrap().1.len(),
+    })
+}
+
+/// Writes the suite's batches to `target`, reads everything back, then recovers the running
+/// run as a new host would; returns (reads before, reads after recovery).
+fn exercise(target: &Target) -> (Value, Value) {
+    let mut db = target.writer().unwrap();
+    schema::migrate(&mut db).unwrap();
+    // Migrating again is a no-op.
+    schema::migrate(&mut db).unwrap();
+    assert_eq!(schema::version(&mut db).unwrap(), schema::VERSION);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let (events, mut rx) = tokio::sync::broadcast::channel(1024);
+    let (writer, thread) = Writer::spawn(db, events).unwrap();
+    rt.block_on(async {
+        for b in batches() {
+            writer.commit(b).await.unwrap();
+        }
+        // A bad write fails alone and loses nothing else.
+        let dup = writer.commit(vec![insert_run(1, "etl", 0)]).await;
+        assert!(dup.is_err());
+        writer.close().await;
+    });
+    thread.join();
+    let mut published = Vec::new();
+    while let Ok(e) = rx.try_recv() {
+        published.push(Arc::unwrap_or_clone(e).seq);
+    }
+    assert_eq!(published, vec![1, 2, 3, 4]);
+
+    let before = read_all(&target.reader().unwrap());
+
+    let mut db = target.writer().unwrap();
+    let (runs, orphans) = store::mark_interrupted(&mut db, at(100)).unwrap();
+    assert_eq!(runs, vec![RunId(2), RunId(3)]);
+    assert_eq!(orphans.len(), 0);
+    // The audit log is append-only on every store.
+    let err = db
+        .execute("UPDATE audit SET actor = 'mallory'", &[])
+        .unwrap_err();
+    assert!(err.0.contains("append-only"), "{err}");
+    drop(db);
+    let after = read_all(&target.reader().unwrap());
+    (before, after)
+}
+
+#[test]
+fn sqlite_and_postgres_stores_answer_alike() {
+    let dir = tempfile::tempdir().unwrap();
+    let sqlite = Target::Sqlite(dir.path().join("state.db"));
+    let pg = Target::Postgres(crate::support::postgres_db());
+    let (s_before, s_after) = exercise(&sqlite);
+    let (p_before, p_after) = exercise(&pg);
+    for key in s_before.as_object().unwrap().keys() {
+        assert_eq!(s_before[key], p_before[key], "`{key}` differs");
+    }
+    for key in s_after.as_object().unwrap().keys() {
+        assert_eq!(s_after[key], p_after[key], "`{key}` after recovery differs");
+    }
+
+    // What the reads say, on both.
+    let b = &s_before;
+    assert_eq!(b["newest"]["ids"], json!([3, 2]));
+    assert_eq!(b["newest"]["next"], json!(2));
+    assert_eq!(b["newest"]["total"], json!(3));
+    assert_eq!(b["oldest"]["ids"], json!([1, 2]));
+    assert_eq!(b["longest"]["ids"][0], json!(2), "{}", b["longest"]);
+    assert_eq!(b["by_pipeline"]["total"], json!(2));
+    assert_eq!(b["text"]["ids"], json!([3]));
+    assert_eq!(b["run1"]["status"], json!("succeeded"));
+    assert_eq!(
+        b["run1"]["started_at"],
+        json!(at(1)),
+        "started_at is kept once set"
+    );
+    assert_eq!(b["run1"]["duration_ms"], json!(29_000));
+    let extract = &b["run1"]["stages"][0];
+    assert_eq!(extract["attempts"].as_array().unwrap().len(), 2);
+    assert_eq!(extract["attempts"][0]["error"]["code"], json!("exit"));
+    assert_eq!(extract["attempts"][1]["output"], json!({"rows": 2}));
+    assert_eq!(
+        b["loaded"]["stages"][0],
+        json!(["extract", "succeeded", 2, {"rows": 2}])
+    );
+    assert_eq!(b["running"], json!([2]));
+    assert_eq!(
+        b["canaries"],
+        json!([["web", "{\"weight\":10}", "{\"ok\":true}"]])
+    );
+    assert_eq!(b["audit"].as_array().unwrap().len(), 1);
+    assert_eq!(b["audit_all"], json!(2));
+    assert_eq!(b["dlq_total"], json!(1));
+    assert_eq!(b["dlq"][0]["input"], Value::Null, "lists leave inputs out");
+    assert_eq!(b["dlq_entry"]["input"], json!({"x": 1}));
+    assert!(b["dlq_fate"].as_str().unwrap().contains("discarded"));
+    assert_eq!(b["last_seq"], json!(4));
+    assert_eq!(b["events_after"], json!([4]));
+    assert_eq!(
+        b["next_ids"],
+        json!([4, 3]),
+        "a deleted entry's id is not handed out again"
+    );
+    assert_eq!(b["assets"], json!([["rules", 1, 2, 2, at(73)]]));
+    assert_eq!(b["pinned"], json!({"rules": 1}));
+    assert_eq!(b["versions"][0]["bytes"], json!(7), "bytes, not characters");
+    assert_eq!(b["with_content"], json!(2));
+    assert_eq!(b["pin_and_previous"], json!([1, null]));
+    assert_eq!(b["lens"], json!(4));
+
+    // Recovery: the running run and its stage are interrupted, with an event.
+    let a = &s_after;
+    assert_eq!(a["running"], json!([]));
+    assert_eq!(a["last_seq"], json!(6));
+    let run2 = a["events"].as_array().unwrap().last().unwrap();
+    assert_eq!(run2["kind"], json!("run_interrupted"));
+}
