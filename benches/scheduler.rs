@@ -5,6 +5,9 @@
 //! Shapes: `wide` (1,000 independent stages, concurrency 64), `layered` (10 layers of 100, each
 //! stage needing two of the previous layer, concurrency 32) and `chain` (1,000 in a line, the
 //! worst case: every stage waits for its predecessor's commit).
+//!
+//! With `OPSDECK_BENCH_POSTGRES` set to a superuser URL (`postgres://you@127.0.0.1:5432/postgres`)
+//! the same runs go through one host on a PostgreSQL store too, in a fresh database.
 
 use std::fmt::Write as _;
 
@@ -29,13 +32,8 @@ fn pipeline(name: &str, concurrency: u32, needs: impl Fn(usize) -> Vec<usize>) -
     spec::parse(name, &t).expect("benchmark pipelines are valid")
 }
 
-fn scheduling(c: &mut Criterion) {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .expect("runtime");
-    let dir = tempfile::tempdir().expect("tempdir");
-    let pipelines = vec![
+fn pipelines() -> Vec<Pipeline> {
+    vec![
         pipeline("wide", 64, |_| Vec::new()),
         pipeline("layered", 32, |i| {
             if i < 100 {
@@ -49,29 +47,54 @@ fn scheduling(c: &mut Criterion) {
             1,
             |i| if i == 0 { Vec::new() } else { vec![i - 1] },
         ),
-    ];
-    let host = rt
-        .block_on(Host::start(
-            Workspace::in_memory(dir.path(), pipelines),
-            HostOptions::new("benchmark"),
-        ))
-        .expect("host");
-    let mut group = c.benchmark_group("schedule_1000_stages");
-    group.throughput(Throughput::Elements(STAGES as u64));
-    group.sample_size(10);
-    for name in ["wide", "layered", "chain"] {
-        group.bench_function(name, |b| {
-            b.to_async(&rt).iter(|| async {
-                let id = host
-                    .start_run(name, &serde_json::Map::new(), Trigger::Manual)
-                    .await
-                    .expect("start");
-                host.wait(id).await.expect("wait")
-            });
-        });
+    ]
+}
+
+/// A fresh database on the server at `admin`: its URL.
+fn fresh_database(admin: &str) -> String {
+    let name = format!("opsdeck_bench_{}", std::process::id());
+    let mut c = postgres::Client::connect(admin, postgres::NoTls).expect("PostgreSQL");
+    c.batch_execute(&format!("DROP DATABASE IF EXISTS {name}"))
+        .expect("drop");
+    c.batch_execute(&format!("CREATE DATABASE {name}"))
+        .expect("create");
+    let (base, _) = admin.rsplit_once('/').expect("a URL with a database");
+    format!("{base}/{name}")
+}
+
+fn scheduling(c: &mut Criterion) {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let mut stores = vec![("schedule_1000_stages", String::new())];
+    if let Ok(admin) = std::env::var("OPSDECK_BENCH_POSTGRES") {
+        stores.push(("schedule_1000_stages_postgres", fresh_database(&admin)));
     }
-    group.finish();
-    rt.block_on(host.shutdown());
+    for (group_name, url) in stores {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut ws = Workspace::in_memory(dir.path(), pipelines());
+        ws.settings.store.url = url;
+        let host = rt
+            .block_on(Host::start(ws, HostOptions::new("benchmark")))
+            .expect("host");
+        let mut group = c.benchmark_group(group_name);
+        group.throughput(Throughput::Elements(STAGES as u64));
+        group.sample_size(10);
+        for name in ["wide", "layered", "chain"] {
+            group.bench_function(name, |b| {
+                b.to_async(&rt).iter(|| async {
+                    let id = host
+                        .start_run(name, &serde_json::Map::new(), Trigger::Manual)
+                        .await
+                        .expect("start");
+                    host.wait(id).await.expect("wait")
+                });
+            });
+        }
+        group.finish();
+        rt.block_on(host.shutdown());
+    }
 }
 
 criterion_group!(benches, scheduling);

@@ -165,6 +165,21 @@ pub fn open_reader(ws: &Workspace) -> runtime::Result<Reader> {
 /// go when that connection closes, a crash included.
 const PG_HOST_LOCK: i64 = 0x6f70_7364_6563_6b00;
 
+/// Takes the one-host lock on a PostgreSQL store's connection.
+fn hold_postgres(conn: &mut store::Db, target: &Target) -> runtime::Result<()> {
+    let held = conn
+        .one("SELECT pg_try_advisory_lock(?1)", &[PG_HOST_LOCK.into()])?
+        .bool(0)?;
+    if held {
+        Ok(())
+    } else {
+        Err(RuntimeError::Hosted(format!(
+            "the PostgreSQL store {} is already hosted by another opsdeck; stop it first (one host writes to a store at a time)",
+            target.describe()
+        )))
+    }
+}
+
 /// Opens the store for a host: migrated, held, and recovered after a crash.
 fn open_store(
     target: &Target,
@@ -173,18 +188,24 @@ fn open_store(
     let mut conn = target.writer()?;
     schema::migrate(&mut conn)?;
     if let Target::Postgres(_) = target {
-        let held = conn
-            .one("SELECT pg_try_advisory_lock(?1)", &[PG_HOST_LOCK.into()])?
-            .bool(0)?;
-        if !held {
-            return Err(RuntimeError::Hosted(format!(
-                "the PostgreSQL store {} is already hosted by another opsdeck; stop it first (one host writes to a store at a time)",
-                target.describe()
-            )));
-        }
+        hold_postgres(&mut conn, target)?;
     }
     let (recovered, orphans) = store::mark_interrupted(&mut conn, now)?;
     Ok((conn, recovered, orphans))
+}
+
+/// How the writer reconnects to a PostgreSQL store whose connection broke: a new connection
+/// that takes the one-host lock again (the old one let go of it when it closed).
+fn reopen(target: &Target) -> Option<store::Reopen> {
+    let Target::Postgres(_) = target else {
+        return None;
+    };
+    let target = target.clone();
+    Some(Box::new(move || {
+        let mut conn = target.writer()?;
+        hold_postgres(&mut conn, &target).map_err(|e| store::StoreError(e.to_string()))?;
+        Ok(conn)
+    }))
 }
 
 impl From<RuntimeError> for ApiError {
@@ -239,7 +260,7 @@ impl Host {
         let reader = target.reader()?;
         let next_ids = reader.next_ids()?;
         let (events, _) = broadcast::channel(EVENT_BUFFER);
-        let (writer, thread) = Writer::spawn(conn, events.clone())?;
+        let (writer, thread) = Writer::spawn_with(conn, reopen(&target), events.clone())?;
         let (shutdown, tasks) = (CancellationToken::new(), TaskTracker::new());
         let seed = opts.seed.unwrap_or_else(|| Rng::from_entropy().next_u64());
         let (canaries, canary_ops) = CanaryService::load(

@@ -55,9 +55,9 @@ pub(crate) async fn resolve(e: &Engine, p: &Pipeline, overrides: &Overrides) -> 
             move |r| {
                 let pinned = r.pinned_assets()?;
                 let mut latest = BTreeMap::new();
-                for n in names {
-                    let v = r.asset_latest(&n)?;
-                    latest.insert(n, v);
+                for n in &names {
+                    let v = r.asset_latest(n)?;
+                    latest.insert(n.clone(), v);
                 }
                 Ok((pinned, latest))
             }
@@ -123,9 +123,12 @@ pub(crate) async fn load(
         .reads
         .with(move |r| {
             let mut out = BTreeMap::new();
-            for (name, v) in wanted {
-                if let Some(av) = r.asset_version(&name, v)? {
-                    out.insert((name, v), Arc::<str>::from(av.content.unwrap_or_default()));
+            for (name, v) in &wanted {
+                if let Some(av) = r.asset_version(name, *v)? {
+                    out.insert(
+                        (name.clone(), *v),
+                        Arc::<str>::from(av.content.unwrap_or_default()),
+                    );
                 }
             }
             Ok(out)

@@ -188,6 +188,11 @@ impl Reader {
         Ok(self.db()?.one(sql, args)?.i64(0)?.unsigned_abs())
     }
 
+    /// Whether this reader's connection is gone and a new one is needed.
+    pub fn is_broken(&self) -> bool {
+        self.db.try_borrow().is_ok_and(|db| db.is_broken())
+    }
+
     pub(super) fn dialect(&self) -> Result<Dialect> {
         Ok(self.db()?.dialect())
     }
@@ -675,7 +680,7 @@ impl ReadPool {
     pub async fn with<T, F>(&self, f: F) -> Result<T>
     where
         T: Send + 'static,
-        F: FnOnce(&Reader) -> Result<T> + Send + 'static,
+        F: Fn(&Reader) -> Result<T> + Send + 'static,
     {
         let permit = self
             .permits
@@ -687,14 +692,22 @@ impl ReadPool {
         tokio::task::spawn_blocking(move || {
             let _permit = permit;
             let reader = crate::sync::lock(&pool.idle).pop();
-            let reader = match reader {
+            let mut reader = match reader {
                 Some(r) => r,
                 None => pool.target.reader()?,
             };
-            let out = f(&reader);
-            let mut idle = crate::sync::lock(&pool.idle);
-            if idle.len() < MAX_READERS {
-                idle.push(reader);
+            let mut out = f(&reader);
+            if out.is_err() && reader.is_broken() {
+                // A kept connection the server has since closed (it restarted): reads change
+                // nothing, so the read is asked again on a new one.
+                reader = pool.target.reader()?;
+                out = f(&reader);
+            }
+            if !reader.is_broken() {
+                let mut idle = crate::sync::lock(&pool.idle);
+                if idle.len() < MAX_READERS {
+                    idle.push(reader);
+                }
             }
             out
         })

@@ -207,7 +207,16 @@ impl WriterThread {
 impl Writer {
     /// Starts the writer on a migrated connection. Committed events are published on `events`.
     pub fn spawn(
+        conn: Db,
+        events: broadcast::Sender<Arc<Event>>,
+    ) -> Result<(Writer, WriterThread)> {
+        Writer::spawn_with(conn, None, events)
+    }
+
+    /// [`Writer::spawn`], reconnecting with `reopen` when the connection breaks.
+    pub fn spawn_with(
         mut conn: Db,
+        reopen: Option<Reopen>,
         events: broadcast::Sender<Arc<Event>>,
     ) -> Result<(Writer, WriterThread)> {
         let (tx, rx) = mpsc::channel(8192);
@@ -221,7 +230,7 @@ impl Writer {
             .spawn(move || match max_seq(&mut conn) {
                 Ok(last) => {
                     let _ = ready.send(Ok(()));
-                    run(conn, rx, &events, last + 1, &counter);
+                    run(conn, reopen, rx, &events, last + 1, &counter);
                 }
                 Err(e) => {
                     let _ = ready.send(Err(e));
@@ -288,13 +297,91 @@ impl Writer {
     }
 }
 
+/// Opens the store again after its connection broke (a PostgreSQL server restarted, or the
+/// network dropped): a new connection, holding what the old one held.
+pub type Reopen = Box<dyn FnMut() -> Result<Db> + Send>;
+
+/// How long the writer keeps trying to reconnect before it fails the writes in hand (the next
+/// writes try again).
+const RECONNECT_FOR: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// The writer's connection and the next event number.
+struct Link {
+    conn: Db,
+    reopen: Option<Reopen>,
+    next_seq: u64,
+}
+
+impl Link {
+    /// Reconnects with backoff after the connection broke; false if it cannot (SQLite, or the
+    /// store stayed unreachable for [`RECONNECT_FOR`]).
+    fn reconnect(&mut self) -> bool {
+        let Some(reopen) = self.reopen.as_mut() else {
+            return false;
+        };
+        let started = std::time::Instant::now();
+        let mut delay = std::time::Duration::from_millis(100);
+        loop {
+            match reopen().and_then(|mut db| max_seq(&mut db).map(|last| (db, last))) {
+                Ok((db, last)) => {
+                    self.conn = db;
+                    self.next_seq = last + 1;
+                    tracing::warn!("reconnected to the store; writes go on");
+                    return true;
+                }
+                Err(e) if started.elapsed() < RECONNECT_FOR => {
+                    tracing::error!(error = %e, retry_in_ms = delay.as_millis(), "lost the store; reconnecting");
+                    std::thread::sleep(delay);
+                    delay = (delay * 2).min(std::time::Duration::from_secs(5));
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "the store stayed unreachable; failing the writes in hand");
+                    return false;
+                }
+            }
+        }
+    }
+
+    fn apply(&mut self, ops: &[&Op]) -> Result<Vec<Event>> {
+        if self.conn.is_broken() {
+            self.reconnect();
+        }
+        let out = apply(&mut self.conn, ops, self.next_seq);
+        match out {
+            Err(_) if self.conn.is_broken() && self.reconnect() => {
+                // The transaction died with the connection (or committed just before: then the
+                // retry fails on its own keys and says so).
+                apply(&mut self.conn, ops, self.next_seq)
+            }
+            other => other,
+        }
+    }
+}
+
 fn run(
-    mut conn: Db,
+    conn: Db,
+    reopen: Option<Reopen>,
     mut rx: mpsc::Receiver<Request>,
     events: &broadcast::Sender<Arc<Event>>,
-    mut next_seq: u64,
+    next_seq: u64,
     generation: &AtomicU64,
 ) {
+    let mut link = Link {
+        conn,
+        reopen,
+        next_seq,
+    };
+    let mut commit = |ops: &[&Op]| -> Result<()> {
+        let published = link.apply(ops)?;
+        link.next_seq += published.len() as u64;
+        generation.fetch_add(1, Ordering::Release);
+        // Publish before acknowledging: whoever learns that a write is committed can then
+        // rely on its events being in the live stream already.
+        for e in published {
+            let _ = events.send(Arc::new(e));
+        }
+        Ok(())
+    };
     let mut closing = false;
     while !closing {
         let Some(first) = rx.blocking_recv() else {
@@ -314,45 +401,22 @@ fn run(
             }
         }
         let all: Vec<&Op> = batch.iter().flat_map(|(ops, _)| ops.iter()).collect();
-        match apply(&mut conn, &all, next_seq) {
-            Ok(published) => {
-                next_seq += published.len() as u64;
-                generation.fetch_add(1, Ordering::Release);
-                // Publish before acknowledging: whoever learns that a write is committed can
-                // then rely on its events being in the live stream already.
-                for e in published {
-                    let _ = events.send(Arc::new(e));
-                }
-                for (_, ack) in batch {
-                    if let Some(ack) = ack {
-                        let _ = ack.send(Ok(()));
-                    }
+        if let Err(e) = commit(&all) {
+            // One bad request must not sink the others: retry each on its own.
+            tracing::warn!(error = %e, "a write batch failed; retrying its requests one by one");
+            for (ops, ack) in &mut batch {
+                let refs: Vec<&Op> = ops.iter().collect();
+                let reply = commit(&refs).inspect_err(|e| {
+                    tracing::error!(error = %e, "a write failed and was not stored");
+                });
+                if let Some(ack) = ack.take() {
+                    let _ = ack.send(reply);
                 }
             }
-            Err(e) => {
-                // One bad request must not sink the others: retry each on its own.
-                tracing::warn!(error = %e, "a write batch failed; retrying its requests one by one");
-                for (ops, ack) in batch {
-                    let refs: Vec<&Op> = ops.iter().collect();
-                    let result = apply(&mut conn, &refs, next_seq);
-                    let reply = match result {
-                        Ok(published) => {
-                            next_seq += published.len() as u64;
-                            generation.fetch_add(1, Ordering::Release);
-                            for e in published {
-                                let _ = events.send(Arc::new(e));
-                            }
-                            Ok(())
-                        }
-                        Err(e) => {
-                            tracing::error!(error = %e, "a write failed and was not stored");
-                            Err(e)
-                        }
-                    };
-                    if let Some(ack) = ack {
-                        let _ = ack.send(reply);
-                    }
-                }
+        }
+        for (_, ack) in batch {
+            if let Some(ack) = ack {
+                let _ = ack.send(Ok(()));
             }
         }
     }

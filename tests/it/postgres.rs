@@ -101,3 +101,72 @@ fn a_wrong_store_url_is_explained() {
     ws.run(&["store", "migrate", "--to", "mysql://x"])
         .expect_error(2, "give a PostgreSQL URL");
 }
+
+/// Ends every connection the server has to `url`'s database, as a server restart would.
+fn cut_connections(url: &str) -> u64 {
+    let admin = std::env::var("OPSDECK_TEST_POSTGRES").unwrap();
+    let db = url.rsplit('/').next().unwrap().to_string();
+    std::thread::spawn(move || {
+        let mut c = postgres::Client::connect(&admin, postgres::NoTls).unwrap();
+        c.query(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1",
+            &[&db],
+        )
+        .unwrap()
+        .len() as u64
+    })
+    .join()
+    .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_host_whose_connections_are_cut_reconnects_and_goes_on() {
+    let url = postgres_db();
+    let ws = TestWorkspace::new();
+    ws.pipeline("etl", ETL);
+    ws.write("opsdeck.toml", &format!("[store]\nurl = \"{url}\"\n"));
+    let host = ws.host().await;
+    let first = crate::support::run_to_end(&host, "etl").await;
+    assert_eq!(first.status, opsdeck::model::RunStatus::Succeeded);
+    let cut = tokio::task::spawn_blocking({
+        let url = url.clone();
+        move || cut_connections(&url)
+    })
+    .await
+    .unwrap();
+    assert!(cut >= 2, "the writer and a reader were connected ({cut})");
+    // Writes and reads go on over new connections.
+    let second = crate::support::run_to_end(&host, "etl").await;
+    assert_eq!(second.status, opsdeck::model::RunStatus::Succeeded);
+    assert_eq!(
+        host.runs(opsdeck::model::RunQuery::default())
+            .await
+            .unwrap()
+            .total,
+        2
+    );
+    let seqs: Vec<u64> = host
+        .events(0, 10_000)
+        .await
+        .unwrap()
+        .iter()
+        .map(|e| e.seq)
+        .collect();
+    assert_eq!(
+        seqs,
+        (1..=seqs.len() as u64).collect::<Vec<_>>(),
+        "gap-free"
+    );
+    // The new writer connection holds the store again: another host is still refused.
+    let other = TestWorkspace::new();
+    other.pipeline("etl", ETL);
+    other.write("opsdeck.toml", &format!("[store]\nurl = \"{url}\"\n"));
+    let refused =
+        opsdeck::host::Host::start(other.open(), opsdeck::host::HostOptions::new("second host"))
+            .await;
+    assert!(
+        refused.is_err_and(|e| e.to_string().contains("already hosted")),
+        "a second host started"
+    );
+    host.shutdown().await;
+}

@@ -104,7 +104,7 @@ fn audit(action: &str, t: i64) -> AuditRecord {
         via: Some(Via::Cli),
         action: action.into(),
         target: "x".into(),
-        reason: "because".into(),
+        reason: "because it's \\ late; DROP TABLE runs; --".into(),
         outcome: "ok".into(),
         details: json!({"k": 1}),
     }

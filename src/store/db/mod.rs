@@ -3,14 +3,14 @@
 //! placeholders, `ON CONFLICT`, `RETURNING`); the few places where they differ ask
 //! [`Db::dialect`]. Values cross in four shapes ([`Val`]) so rows read the same from both.
 //!
-//! PostgreSQL is reached through the synchronous `postgres` client (tokio-postgres driven on
-//! the calling thread): the store's connections already live on their own threads (the writer
-//! thread, the blocking read pool), so both databases are used the same way.
+//! PostgreSQL is reached through tokio-postgres driven on the calling thread ([`pg`]): the
+//! store's connections already live on their own threads (the writer thread, the blocking read
+//! pool), so both databases are used the same way.
 
-use std::collections::HashMap;
-use std::fmt;
+mod pg;
 
 use super::{Result, StoreError};
+pub use pg::Pg;
 
 /// Which database a connection speaks to, for the few statements that differ.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -151,42 +151,6 @@ impl Row {
     }
 }
 
-/// A PostgreSQL connection and the statements it has prepared. (`None` only while dropping.)
-pub struct Pg {
-    client: Option<postgres::Client>,
-    prepared: HashMap<String, postgres::Statement>,
-}
-
-impl Drop for Pg {
-    fn drop(&mut self) {
-        // Closing says goodbye to the server, which blocks: never on an async worker.
-        if let Some(client) = self.client.take() {
-            off_async(move || drop(client));
-        }
-    }
-}
-
-/// Runs blocking database work where it may block: as is on a plain thread (the writer, the
-/// blocking pool), through `block_in_place` on an async worker thread. The synchronous
-/// PostgreSQL client drives its own small runtime, which must not run inside an async task.
-fn off_async<T>(f: impl FnOnce() -> T) -> T {
-    match tokio::runtime::Handle::try_current() {
-        Ok(h) if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
-            tokio::task::block_in_place(f)
-        }
-        _ => f(),
-    }
-}
-
-/// Statements kept prepared per PostgreSQL connection; past this the cache starts again.
-const MAX_PREPARED: usize = 256;
-
-impl fmt::Debug for Pg {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("Pg")
-    }
-}
-
 /// A store connection.
 #[derive(Debug)]
 pub enum Db {
@@ -195,21 +159,19 @@ pub enum Db {
 }
 
 impl Db {
-    /// Connects to the PostgreSQL database at `url` (`postgres://user@host:port/db`, or
-    /// `host=/run/postgresql` for a unix socket).
+    /// Connects to the PostgreSQL database at `url` (`postgres://user@host:port/db`; a unix
+    /// socket as a percent-encoded host, `postgres://user@%2Frun%2Fpostgresql/db`).
     pub fn postgres(url: &str) -> Result<Db> {
-        let client =
-            off_async(|| postgres::Client::connect(url, postgres::NoTls)).map_err(|e| {
-                StoreError(format!(
-                    "cannot connect to the PostgreSQL store at {}: {}",
-                    redact(url),
-                    pg_message(&e)
-                ))
-            })?;
-        Ok(Db::Postgres(Box::new(Pg {
-            client: Some(client),
-            prepared: HashMap::new(),
-        })))
+        Ok(Db::Postgres(Box::new(Pg::connect(url)?)))
+    }
+
+    /// Whether the connection is gone (PostgreSQL: the server closed it, or the network did);
+    /// a new one must be opened. A SQLite connection never breaks this way.
+    pub fn is_broken(&self) -> bool {
+        match self {
+            Db::Sqlite(_) => false,
+            Db::Postgres(pg) => pg.is_broken(),
+        }
     }
 
     pub fn dialect(&self) -> Dialect {
@@ -219,7 +181,8 @@ impl Db {
         }
     }
 
-    /// Runs a statement; returns the rows it changed.
+    /// Runs a statement; returns the rows it changed (inside a PostgreSQL transaction the
+    /// write is sent when the transaction ends, and this returns 0).
     pub fn execute(&mut self, sql: &str, args: &[Val]) -> Result<u64> {
         match self {
             Db::Sqlite(c) => {
@@ -228,11 +191,7 @@ impl Db {
                     .execute(rusqlite::params_from_iter(args.iter()))?;
                 Ok(n as u64)
             }
-            Db::Postgres(pg) => off_async(|| {
-                let stmt = pg.prepare(sql)?;
-                let refs = pg_args(args);
-                pg.client()?.execute(&stmt, &refs).map_err(pg_error)
-            }),
+            Db::Postgres(pg) => pg.execute(sql, args),
         }
     }
 
@@ -253,19 +212,7 @@ impl Db {
                 }
                 Ok(out)
             }
-            Db::Postgres(pg) => off_async(|| {
-                let stmt = pg.prepare(sql)?;
-                let refs = pg_args(args);
-                let rows = pg.client()?.query(&stmt, &refs).map_err(pg_error)?;
-                rows.iter()
-                    .map(|r| {
-                        (0..r.len())
-                            .map(|i| r.try_get::<_, Val>(i).map_err(pg_error))
-                            .collect::<Result<Vec<_>>>()
-                            .map(Row)
-                    })
-                    .collect()
-            }),
+            Db::Postgres(pg) => pg.rows(sql, args),
         }
     }
 
@@ -284,12 +231,20 @@ impl Db {
     pub fn batch(&mut self, sql: &str) -> Result<()> {
         match self {
             Db::Sqlite(c) => Ok(c.execute_batch(sql)?),
-            Db::Postgres(pg) => off_async(|| pg.client()?.batch_execute(sql).map_err(pg_error)),
+            Db::Postgres(pg) => pg.batch(sql),
         }
     }
 
     /// Runs `f` in one transaction: committed if it returns `Ok`, rolled back otherwise.
     pub fn transaction<T>(&mut self, f: impl FnOnce(&mut Db) -> Result<T>) -> Result<T> {
+        if let Db::Postgres(pg) = self {
+            pg.begin();
+            let out = f(self);
+            return match self {
+                Db::Postgres(pg) => pg.finish(out),
+                Db::Sqlite(_) => out,
+            };
+        }
         self.batch("BEGIN")?;
         match f(self) {
             Ok(v) => {
@@ -307,35 +262,6 @@ impl Db {
             }
         }
     }
-}
-
-impl Pg {
-    fn client(&mut self) -> Result<&mut postgres::Client> {
-        self.client
-            .as_mut()
-            .ok_or_else(|| StoreError("the PostgreSQL connection is closed".into()))
-    }
-
-    fn prepare(&mut self, sql: &str) -> Result<postgres::Statement> {
-        if let Some(s) = self.prepared.get(sql) {
-            return Ok(s.clone());
-        }
-        let stmt = self
-            .client()?
-            .prepare(&placeholders(sql))
-            .map_err(pg_error)?;
-        if self.prepared.len() >= MAX_PREPARED {
-            self.prepared.clear();
-        }
-        self.prepared.insert(sql.to_string(), stmt.clone());
-        Ok(stmt)
-    }
-}
-
-fn pg_args(args: &[Val]) -> Vec<&(dyn postgres::types::ToSql + Sync)> {
-    args.iter()
-        .map(|a| a as &(dyn postgres::types::ToSql + Sync))
-        .collect()
 }
 
 fn sqlite_val(v: rusqlite::types::ValueRef<'_>) -> Val {
@@ -362,13 +288,13 @@ impl rusqlite::ToSql for Val {
 
 type BoxError = Box<dyn std::error::Error + Sync + Send>;
 
-impl postgres::types::ToSql for Val {
+impl tokio_postgres::types::ToSql for Val {
     fn to_sql(
         &self,
-        ty: &postgres::types::Type,
+        ty: &tokio_postgres::types::Type,
         out: &mut bytes::BytesMut,
-    ) -> std::result::Result<postgres::types::IsNull, BoxError> {
-        use postgres::types::{IsNull, Type};
+    ) -> std::result::Result<tokio_postgres::types::IsNull, BoxError> {
+        use tokio_postgres::types::{IsNull, Type};
         match self {
             Val::Null => Ok(IsNull::Yes),
             Val::Int(i) => match *ty {
@@ -387,16 +313,19 @@ impl postgres::types::ToSql for Val {
         }
     }
 
-    fn accepts(_: &postgres::types::Type) -> bool {
+    fn accepts(_: &tokio_postgres::types::Type) -> bool {
         true
     }
 
-    postgres::types::to_sql_checked!();
+    tokio_postgres::types::to_sql_checked!();
 }
 
-impl<'a> postgres::types::FromSql<'a> for Val {
-    fn from_sql(ty: &postgres::types::Type, raw: &'a [u8]) -> std::result::Result<Val, BoxError> {
-        use postgres::types::Type;
+impl<'a> tokio_postgres::types::FromSql<'a> for Val {
+    fn from_sql(
+        ty: &tokio_postgres::types::Type,
+        raw: &'a [u8],
+    ) -> std::result::Result<Val, BoxError> {
+        use tokio_postgres::types::Type;
         Ok(match *ty {
             Type::INT8 => Val::Int(i64::from_sql(ty, raw)?),
             Type::INT4 => Val::Int(i64::from(i32::from_sql(ty, raw)?)),
@@ -408,12 +337,12 @@ impl<'a> postgres::types::FromSql<'a> for Val {
         })
     }
 
-    fn from_sql_null(_: &postgres::types::Type) -> std::result::Result<Val, BoxError> {
+    fn from_sql_null(_: &tokio_postgres::types::Type) -> std::result::Result<Val, BoxError> {
         Ok(Val::Null)
     }
 
-    fn accepts(ty: &postgres::types::Type) -> bool {
-        use postgres::types::Type;
+    fn accepts(ty: &tokio_postgres::types::Type) -> bool {
+        use tokio_postgres::types::Type;
         matches!(
             *ty,
             Type::INT8
@@ -432,7 +361,7 @@ impl<'a> postgres::types::FromSql<'a> for Val {
 }
 
 /// `?N` and `?` placeholders as PostgreSQL's `$N` (outside quoted text).
-fn placeholders(sql: &str) -> String {
+pub(crate) fn placeholders(sql: &str) -> String {
     let mut out = String::with_capacity(sql.len() + 8);
     let mut chars = sql.chars().peekable();
     let (mut quoted, mut next) = (false, 1);
@@ -457,27 +386,6 @@ fn placeholders(sql: &str) -> String {
         }
     }
     out
-}
-
-/// A PostgreSQL error as one sentence: the server's message, not a Debug dump.
-fn pg_message(e: &postgres::Error) -> String {
-    match e.as_db_error() {
-        Some(db) => db.message().to_string(),
-        None => {
-            let mut text = e.to_string();
-            let mut source = std::error::Error::source(e);
-            while let Some(s) = source {
-                text = format!("{text}: {s}");
-                source = s.source();
-            }
-            text
-        }
-    }
-}
-
-#[allow(clippy::needless_pass_by_value)] // for `map_err`
-fn pg_error(e: postgres::Error) -> StoreError {
-    StoreError(format!("PostgreSQL store error: {}", pg_message(&e)))
 }
 
 /// A URL with its password replaced, for messages and logs.

@@ -1,0 +1,265 @@
+//! The PostgreSQL side of [`Db`](super::Db): tokio-postgres driven by a small runtime of the
+//! connection's own, on whichever thread uses it (the store's connections live on their own
+//! threads). A transaction's writes are held until it ends and then sent pipelined with its
+//! `BEGIN` and `COMMIT`, as prepared statements: one round trip per transaction, whatever the
+//! number of writes, and no parsing on the server for statements it has seen.
+
+use std::collections::HashMap;
+use std::fmt;
+
+use futures::future::join_all;
+use tokio_postgres::{Client, NoTls, Statement};
+
+use super::{Row, Val, placeholders, redact};
+use crate::store::{Result, StoreError};
+
+/// Statements kept prepared per connection; past this the cache starts again.
+const MAX_PREPARED: usize = 256;
+
+/// A PostgreSQL connection and the statements it has prepared.
+pub struct Pg {
+    /// Drives the connection while a request waits; `None` only while dropping.
+    rt: Option<tokio::runtime::Runtime>,
+    client: Client,
+    prepared: HashMap<String, Statement>,
+    /// Inside a transaction: the writes not yet sent.
+    deferred: Option<Vec<(String, Vec<Val>)>>,
+    /// Whether this transaction's `BEGIN` has reached the server.
+    begun: bool,
+}
+
+impl fmt::Debug for Pg {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Pg")
+    }
+}
+
+impl Drop for Pg {
+    fn drop(&mut self) {
+        // A runtime must not be dropped on an async worker.
+        if let Some(rt) = self.rt.take() {
+            off_async(move || drop(rt));
+        }
+    }
+}
+
+/// Runs blocking database work where it may block: as is on a plain thread (the writer, the
+/// blocking pool), through `block_in_place` on an async worker thread.
+pub(super) fn off_async<T>(f: impl FnOnce() -> T) -> T {
+    match tokio::runtime::Handle::try_current() {
+        Ok(h) if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
+            tokio::task::block_in_place(f)
+        }
+        _ => f(),
+    }
+}
+
+fn args(vals: &[Val]) -> Vec<&(dyn tokio_postgres::types::ToSql + Sync)> {
+    vals.iter()
+        .map(|a| a as &(dyn tokio_postgres::types::ToSql + Sync))
+        .collect()
+}
+
+impl Pg {
+    /// Connects to the database at `url`.
+    pub fn connect(url: &str) -> Result<Pg> {
+        off_async(|| {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .map_err(|e| StoreError(format!("cannot start the PostgreSQL client: {e}")))?;
+            let (client, connection) =
+                rt.block_on(tokio_postgres::connect(url, NoTls))
+                    .map_err(|e| {
+                        StoreError(format!(
+                            "cannot connect to the PostgreSQL store at {}: {}",
+                            redact(url),
+                            message(&e)
+                        ))
+                    })?;
+            // Polled whenever this thread waits on the runtime for a request.
+            rt.spawn(async move {
+                if let Err(e) = connection.await {
+                    tracing::warn!(error = %message(&e), "a PostgreSQL connection ended");
+                }
+            });
+            Ok(Pg {
+                rt: Some(rt),
+                client,
+                prepared: HashMap::new(),
+                deferred: None,
+                begun: false,
+            })
+        })
+    }
+
+    pub fn is_broken(&self) -> bool {
+        self.client.is_closed()
+    }
+
+    fn block_on<F: Future>(&self, f: F) -> Result<F::Output> {
+        let rt = self
+            .rt
+            .as_ref()
+            .ok_or_else(|| StoreError("the PostgreSQL connection is closed".into()))?;
+        Ok(off_async(|| rt.block_on(f)))
+    }
+
+    /// Prepares the statements not prepared yet (pipelined), keyed by their text.
+    fn prepare_all(&mut self, sqls: &[&str]) -> Result<()> {
+        let mut missing: Vec<&str> = sqls
+            .iter()
+            .copied()
+            .filter(|s| !self.prepared.contains_key(*s))
+            .collect();
+        missing.sort_unstable();
+        missing.dedup();
+        if missing.is_empty() {
+            return Ok(());
+        }
+        if self.prepared.len() + missing.len() > MAX_PREPARED {
+            self.prepared.clear();
+        }
+        let numbered: Vec<String> = missing.iter().map(|s| placeholders(s)).collect();
+        let client = &self.client;
+        let done = self.block_on(join_all(numbered.iter().map(|s| client.prepare(s))))?;
+        for (sql, stmt) in missing.into_iter().zip(done) {
+            self.prepared.insert(sql.to_string(), stmt.map_err(error)?);
+        }
+        Ok(())
+    }
+
+    fn statement(&mut self, sql: &str) -> Result<Statement> {
+        self.prepare_all(&[sql])?;
+        self.prepared
+            .get(sql)
+            .cloned()
+            .ok_or_else(|| StoreError("a prepared statement went missing".into()))
+    }
+
+    pub fn execute(&mut self, sql: &str, vals: &[Val]) -> Result<u64> {
+        if let Some(writes) = self.deferred.as_mut() {
+            writes.push((sql.to_string(), vals.to_vec()));
+            return Ok(0);
+        }
+        let stmt = self.statement(sql)?;
+        let refs = args(vals);
+        self.block_on(self.client.execute(&stmt, &refs))?
+            .map_err(error)
+    }
+
+    pub fn rows(&mut self, sql: &str, vals: &[Val]) -> Result<Vec<Row>> {
+        self.flush(false)?;
+        let stmt = self.statement(sql)?;
+        let refs = args(vals);
+        let rows = self
+            .block_on(self.client.query(&stmt, &refs))?
+            .map_err(error)?;
+        rows.iter()
+            .map(|r| {
+                (0..r.len())
+                    .map(|i| r.try_get::<_, Val>(i).map_err(error))
+                    .collect::<Result<Vec<_>>>()
+                    .map(Row)
+            })
+            .collect()
+    }
+
+    pub fn batch(&mut self, sql: &str) -> Result<()> {
+        self.flush(false)?;
+        self.block_on(self.client.batch_execute(sql))?
+            .map_err(error)
+    }
+
+    /// Starts a transaction: writes wait until it ends (or until a read inside it).
+    pub fn begin(&mut self) {
+        self.deferred = Some(Vec::new());
+        self.begun = false;
+    }
+
+    /// Ends the transaction [`Pg::begin`] started: commits it if `out` is `Ok`.
+    pub fn finish<T>(&mut self, out: Result<T>) -> Result<T> {
+        let v = match out {
+            Ok(v) => v,
+            Err(e) => {
+                self.abort();
+                return Err(e);
+            }
+        };
+        match self.flush(true) {
+            Ok(()) => Ok(v),
+            Err(e) => {
+                self.abort();
+                Err(e)
+            }
+        }
+    }
+
+    /// Sends the held writes in one pipeline: `BEGIN` first (once), `COMMIT` last when
+    /// `commit`. The first failure is the answer; the server's transaction is then aborted.
+    fn flush(&mut self, commit: bool) -> Result<()> {
+        let Some(writes) = self.deferred.take() else {
+            return Ok(());
+        };
+        let mut texts: Vec<&str> = writes.iter().map(|(s, _)| s.as_str()).collect();
+        texts.extend(["BEGIN", "COMMIT"]);
+        self.prepare_all(&texts)?;
+        let mut stmts = Vec::with_capacity(writes.len() + 2);
+        let none: Vec<Val> = Vec::new();
+        if !self.begun {
+            stmts.push((self.statement("BEGIN")?, &none));
+        }
+        for (sql, vals) in &writes {
+            stmts.push((self.statement(sql)?, vals));
+        }
+        if commit {
+            stmts.push((self.statement("COMMIT")?, &none));
+        }
+        self.begun = true;
+        let client = &self.client;
+        let refs: Vec<_> = stmts.iter().map(|(st, vals)| (st, args(vals))).collect();
+        let results = self.block_on(join_all(
+            refs.iter().map(|(st, a)| client.execute(*st, a.as_slice())),
+        ))?;
+        if let Some(e) = results.into_iter().find_map(std::result::Result::err) {
+            return Err(error(e));
+        }
+        if commit {
+            self.begun = false;
+        } else {
+            self.deferred = Some(Vec::new());
+        }
+        Ok(())
+    }
+
+    /// Drops the held writes and rolls back what reached the server.
+    fn abort(&mut self) {
+        self.deferred = None;
+        if std::mem::take(&mut self.begun)
+            && let Ok(Err(e)) = self.block_on(self.client.batch_execute("ROLLBACK"))
+        {
+            tracing::warn!(error = %message(&e), "could not roll back a failed store transaction");
+        }
+    }
+}
+
+/// A PostgreSQL error as one sentence: the server's message, not a Debug dump.
+pub(super) fn message(e: &tokio_postgres::Error) -> String {
+    match e.as_db_error() {
+        Some(db) => db.message().to_string(),
+        None => {
+            let mut text = e.to_string();
+            let mut source = std::error::Error::source(e);
+            while let Some(s) = source {
+                text = format!("{text}: {s}");
+                source = s.source();
+            }
+            text
+        }
+    }
+}
+
+#[allow(clippy::needless_pass_by_value)] // for `map_err`
+fn error(e: tokio_postgres::Error) -> StoreError {
+    StoreError(format!("PostgreSQL store error: {}", message(&e)))
+}
