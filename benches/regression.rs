@@ -202,6 +202,7 @@ fn lens_frame(c: &mut Criterion) {
         last_seq: 0,
         running: 0,
         role: None,
+        workers: None,
     }));
     app.on_action(Action::PanePipelines);
     app.apply(Msg::PipelineStats(Box::new(st)));

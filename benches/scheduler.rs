@@ -11,6 +11,9 @@
 
 use std::fmt::Write as _;
 
+#[allow(dead_code)] // only the PostgreSQL fixture is used here
+mod common;
+
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use opsdeck::host::Workspace;
 use opsdeck::host::{Host, HostOptions};
@@ -50,18 +53,6 @@ fn pipelines() -> Vec<Pipeline> {
     ]
 }
 
-/// A fresh database on the server at `admin`: its URL.
-fn fresh_database(admin: &str) -> String {
-    let name = format!("opsdeck_bench_{}", std::process::id());
-    let mut c = postgres::Client::connect(admin, postgres::NoTls).expect("PostgreSQL");
-    c.batch_execute(&format!("DROP DATABASE IF EXISTS {name}"))
-        .expect("drop");
-    c.batch_execute(&format!("CREATE DATABASE {name}"))
-        .expect("create");
-    let (base, _) = admin.rsplit_once('/').expect("a URL with a database");
-    format!("{base}/{name}")
-}
-
 fn scheduling(c: &mut Criterion) {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -69,7 +60,10 @@ fn scheduling(c: &mut Criterion) {
         .expect("runtime");
     let mut stores = vec![("schedule_1000_stages", String::new())];
     if let Ok(admin) = std::env::var("OPSDECK_BENCH_POSTGRES") {
-        stores.push(("schedule_1000_stages_postgres", fresh_database(&admin)));
+        stores.push((
+            "schedule_1000_stages_postgres",
+            common::fresh_database(&admin, &format!("opsdeck_bench_{}", std::process::id())),
+        ));
     }
     for (group_name, url) in stores {
         let dir = tempfile::tempdir().expect("tempdir");

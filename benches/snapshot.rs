@@ -69,6 +69,7 @@ fn screen() -> (ratatui::buffer::Buffer, Theme) {
         last_seq: 0,
         running: 0,
         role: None,
+        workers: None,
     }));
     app.on_action(Action::PanePipelines);
     app.apply(Msg::PipelineStats(Box::new(stats(

@@ -1,4 +1,5 @@
-//! Fixtures shared by the benchmarks: a store filled with many finished runs.
+//! Fixtures shared by the benchmarks: a store filled with many finished runs, and a fresh
+//! PostgreSQL database.
 
 use chrono::{TimeZone, Utc};
 use opsdeck::host::Workspace;
@@ -96,4 +97,16 @@ pub fn populate(dir: &std::path::Path, runs: i64) -> Workspace {
     });
     thread.join();
     ws
+}
+
+/// A fresh database on the PostgreSQL server at `admin` (a superuser URL): its URL.
+#[allow(dead_code)] // the store benchmarks use it, the others not
+pub fn fresh_database(admin: &str, name: &str) -> String {
+    let mut c = postgres::Client::connect(admin, postgres::NoTls).expect("PostgreSQL");
+    c.batch_execute(&format!("DROP DATABASE IF EXISTS {name}"))
+        .expect("drop");
+    c.batch_execute(&format!("CREATE DATABASE {name}"))
+        .expect("create");
+    let (base, _) = admin.rsplit_once('/').expect("a URL with a database");
+    format!("{base}/{name}")
 }

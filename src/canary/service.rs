@@ -143,6 +143,8 @@ pub struct Deps {
     pub tasks: tokio_util::task::TaskTracker,
     /// The workspace directory: hook commands run there, as stage commands do.
     pub dir: std::path::PathBuf,
+    /// Another worker on the same store drives these canaries: commands are refused here.
+    pub follower: bool,
 }
 
 /// Every canary of a host. The list is fixed when the host starts; clones share it.
@@ -151,6 +153,18 @@ pub struct CanaryService {
     list: Vec<Shared>,
     configs: Vec<Arc<CanaryConfig>>,
     deps: Deps,
+}
+
+impl CanaryService {
+    /// Commands act where the canaries are driven.
+    fn lead(&self) -> Result<(), CanaryError> {
+        if self.deps.follower {
+            return Err(CanaryError::Conflict(
+                "another worker on this store drives the canaries; send canary commands to it (`opsdeck workers` lists the workers and their addresses)".into(),
+            ));
+        }
+        Ok(())
+    }
 }
 
 fn save_op(l: &LiveCanary, now: i64) -> Op {
@@ -352,6 +366,7 @@ impl CanaryService {
         expect: Option<CanaryAt>,
         (actor, reason): (&str, &str),
     ) -> Result<(ActionRecord, Vec<Op>), CanaryError> {
+        self.lead()?;
         let now = self.deps.clock.now().timestamp();
         let shared = self.find(name)?;
         let mut l = shared.lock();
@@ -385,6 +400,7 @@ impl CanaryService {
 
     /// Adds a fault to a simulated canary (or clears it with the default).
     pub fn inject(&self, name: &str, fault: Fault) -> Result<(), CanaryError> {
+        self.lead()?;
         let shared = self.find(name)?;
         let mut l = shared.lock();
         match l.feed.as_mut() {

@@ -30,6 +30,7 @@ mod stage;
 mod store;
 mod token;
 mod validate;
+mod workers;
 
 use std::io::Write as _;
 use std::path::PathBuf;
@@ -124,6 +125,8 @@ pub enum Command {
     Drill(drill::DrillArgs),
     /// The audit log, newest first: every command, done or refused, with who, how and why
     Audit(audit::AuditArgs),
+    /// The workers sharing a PostgreSQL store: their leases and the runs each drives
+    Workers(workers::WorkersArgs),
     /// Two runs stage by stage: status, time, output changes; exit 1 when something regressed
     Compare(compare::CompareArgs),
     /// An incident report of a period: timeline, rollbacks with their analysis, charts, compares
@@ -390,6 +393,7 @@ pub async fn dispatch(cli: Cli) -> u8 {
         Some(Command::Drill(args)) => drill::run(args),
         Some(Command::Token(cmd)) => token::run(cmd),
         Some(Command::Audit(args)) => audit::run(&cli, args).await,
+        Some(Command::Workers(args)) => workers::run(&cli, args).await,
         Some(Command::Compare(args)) => compare::run(&cli, args).await,
         Some(Command::Assets(cmd)) => assets::run(&cli, cmd).await,
         Some(Command::Snapshot(args)) => snapshot::run(&cli, args).await,

@@ -232,6 +232,10 @@ impl Backend for Embedded {
         Ok(self.host.audit_log(q).await?)
     }
 
+    async fn workers(&self) -> Result<Vec<crate::model::WorkerInfo>> {
+        Ok(self.host.workers().await?)
+    }
+
     async fn pipeline_stats(&self, name: &str, runs: usize) -> Result<PipelineStats> {
         self.host.pipeline_stats(name, runs).await
     }

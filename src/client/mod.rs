@@ -86,6 +86,8 @@ pub trait Backend: Send + Sync {
     ) -> Result<Vec<SeriesPoint>>;
     /// Audit records, newest first.
     async fn audit(&self, q: AuditQuery) -> Result<Vec<AuditRecord>>;
+    /// The workers sharing the store (none on SQLite).
+    async fn workers(&self) -> Result<Vec<crate::model::WorkerInfo>>;
     /// Every asset, with its pinned and newest versions and the stages that use it.
     async fn assets(&self) -> Result<Vec<AssetSummary>>;
     /// One asset's versions and pins, and one version's content (the pinned one by default).

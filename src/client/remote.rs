@@ -443,6 +443,10 @@ impl Backend for Remote {
             .await
     }
 
+    async fn workers(&self) -> Result<Vec<crate::model::WorkerInfo>> {
+        self.get("/v1/workers").await
+    }
+
     async fn audit(&self, q: AuditQuery) -> Result<Vec<AuditRecord>> {
         let mut params: Vec<(&str, String)> = vec![("limit", q.limit.to_string())];
         if let Some(t) = q.since {

@@ -17,6 +17,26 @@ pub struct Settings {
     pub store: StoreSettings,
     pub log: LogSettings,
     pub ui: UiSettings,
+    pub worker: WorkerSettings,
+}
+
+/// How a host takes part when several share a PostgreSQL store.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default)]
+pub struct WorkerSettings {
+    /// Runs this worker drives at once, at most; more wait for another worker or a free slot.
+    pub max_in_flight: u32,
+    /// Seconds without a heartbeat after which a worker's runs move to the others.
+    pub lease_timeout: u32,
+}
+
+impl Default for WorkerSettings {
+    fn default() -> Self {
+        WorkerSettings {
+            max_in_flight: 32,
+            lease_timeout: 15,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -127,6 +147,21 @@ pub const KEYS: &[Key] = &[
         key: "url",
         kind: Kind::Url(STORE_SCHEMES),
         doc: "where the state lives: empty for the workspace's SQLite file (.opsdeck/state.db), or a PostgreSQL URL such as postgres://opsdeck@db.internal:5432/opsdeck (default empty)",
+    },
+    Key {
+        table: "worker",
+        key: "max_in_flight",
+        kind: Kind::Int {
+            min: 1,
+            max: 10_000,
+        },
+        doc: "runs one worker drives at once on a PostgreSQL store; more wait for a free slot or another worker (default 32)",
+    },
+    Key {
+        table: "worker",
+        key: "lease_timeout",
+        kind: Kind::Int { min: 3, max: 3_600 },
+        doc: "seconds without a heartbeat after which a worker's runs are interrupted and resumed by another worker (default 15)",
     },
     Key {
         table: "log",
@@ -459,7 +494,7 @@ mod tests {
             errs,
             [
                 "environment: OPSDECK_STORE__MAX_OUTPUT_BYTES=100: must be an integer from 1024 to 1073741824",
-                "environment: OPSDECK_STORE__MAX_OUTPUTBYTES is not a setting (did you mean OPSDECK_STORE__MAX_OUTPUT_BYTES?); settings: OPSDECK_STORE__MAX_OUTPUT_BYTES, OPSDECK_STORE__URL, OPSDECK_LOG__LEVEL, OPSDECK_UI__THEME, OPSDECK_UI__KEYMAP, OPSDECK_UI__MOUSE, OPSDECK_UI__REPORTS_DIR",
+                "environment: OPSDECK_STORE__MAX_OUTPUTBYTES is not a setting (did you mean OPSDECK_STORE__MAX_OUTPUT_BYTES?); settings: OPSDECK_STORE__MAX_OUTPUT_BYTES, OPSDECK_STORE__URL, OPSDECK_WORKER__MAX_IN_FLIGHT, OPSDECK_WORKER__LEASE_TIMEOUT, OPSDECK_LOG__LEVEL, OPSDECK_UI__THEME, OPSDECK_UI__KEYMAP, OPSDECK_UI__MOUSE, OPSDECK_UI__REPORTS_DIR",
             ]
         );
     }

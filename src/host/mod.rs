@@ -9,6 +9,7 @@ mod assets;
 mod control;
 pub mod demo;
 pub mod lock;
+mod worker;
 pub mod workspace;
 
 use std::sync::{Arc, Mutex};
@@ -160,27 +161,18 @@ pub fn open_reader(ws: &Workspace) -> runtime::Result<Reader> {
     }
 }
 
-/// A session-level advisory lock on a PostgreSQL store: one host writes to it at a time (it
-/// hands out run ids and event numbers itself). Held by the writer's connection, so it is let
-/// go when that connection closes, a crash included.
-const PG_HOST_LOCK: i64 = 0x6f70_7364_6563_6b00;
+/// A session-level advisory lock on a PostgreSQL store: the worker holding it drives the
+/// workspace's canaries (one controller per canary, whatever the number of workers). Held by
+/// the writer's connection, so it is let go when that connection closes, a crash included.
+const PG_CANARY_LEAD: i64 = 0x6f70_7364_6563_6b01;
 
-/// Takes the one-host lock on a PostgreSQL store's connection.
-fn hold_postgres(conn: &mut store::Db, target: &Target) -> runtime::Result<()> {
-    let held = conn
-        .one("SELECT pg_try_advisory_lock(?1)", &[PG_HOST_LOCK.into()])?
-        .bool(0)?;
-    if held {
-        Ok(())
-    } else {
-        Err(RuntimeError::Hosted(format!(
-            "the PostgreSQL store {} is already hosted by another opsdeck; stop it first (one host writes to a store at a time)",
-            target.describe()
-        )))
-    }
+fn take_canary_lead(conn: &mut store::Db) -> store::Result<bool> {
+    conn.one("SELECT pg_try_advisory_lock(?1)", &[PG_CANARY_LEAD.into()])?
+        .bool(0)
 }
 
-/// Opens the store for a host: migrated, held, and recovered after a crash.
+/// Opens the store for a host: migrated, and on SQLite recovered after a crash (on
+/// PostgreSQL a dead worker's runs are moved by the live ones, see `worker`).
 fn open_store(
     target: &Target,
     now: Timestamp,
@@ -188,22 +180,61 @@ fn open_store(
     let mut conn = target.writer()?;
     schema::migrate(&mut conn)?;
     if let Target::Postgres(_) = target {
-        hold_postgres(&mut conn, target)?;
+        return Ok((conn, Vec::new(), Vec::new()));
     }
     let (recovered, orphans) = store::mark_interrupted(&mut conn, now)?;
     Ok((conn, recovered, orphans))
 }
 
-/// How the writer reconnects to a PostgreSQL store whose connection broke: a new connection
-/// that takes the one-host lock again (the old one let go of it when it closed).
-fn reopen(target: &Target) -> Option<store::Reopen> {
+fn ws_lease(ws: &Workspace) -> std::time::Duration {
+    std::time::Duration::from_secs(u64::from(ws.settings.worker.lease_timeout))
+}
+
+/// Opens the store and starts its writer (recovering SQLite after a crash). On PostgreSQL this
+/// host is one worker of possibly several: it registers, and leads the canaries if no other
+/// worker does. Returns the writer, its thread, whether this host drives the canaries, and
+/// this worker's row.
+async fn open_writer(
+    ws: &Workspace,
+    target: &Target,
+    opts: &HostOptions,
+    events: &broadcast::Sender<Arc<Event>>,
+) -> runtime::Result<(Writer, WriterThread, bool, Option<crate::model::WorkerInfo>)> {
+    let (mut conn, recovered, orphans) = open_store(target, opts.clock.timestamp())?;
+    if !recovered.is_empty() {
+        tracing::warn!(runs = %ids(&recovered), "runs of a stopped host were interrupted");
+    }
+    kill_orphans(&orphans);
+    let shared = matches!(target, Target::Postgres(_));
+    let lead = !shared || (opts.schedules && take_canary_lead(&mut conn)?);
+    let me =
+        shared.then(|| worker::identity(ws.settings.worker.max_in_flight, opts.clock.timestamp()));
+    let (writer, thread) =
+        Writer::spawn_with(conn, reopen(target, shared && lead), events.clone())?;
+    if let Some(me) = me.clone() {
+        let ms = u64::try_from(ws_lease(ws).as_millis()).unwrap_or(u64::MAX);
+        writer
+            .on_conn(move |db| store::workers::register(db, &me, ms))
+            .await?;
+    }
+    Ok((writer, thread, lead, me))
+}
+
+/// How the writer reconnects to a PostgreSQL store whose connection broke: a new connection,
+/// which takes the canaries' lead again when this worker had it. If another worker has taken
+/// it meanwhile, this one stops writing (and says so) rather than drive canaries twice.
+fn reopen(target: &Target, lead: bool) -> Option<store::Reopen> {
     let Target::Postgres(_) = target else {
         return None;
     };
     let target = target.clone();
     Some(Box::new(move || {
         let mut conn = target.writer()?;
-        hold_postgres(&mut conn, &target).map_err(|e| store::StoreError(e.to_string()))?;
+        if lead && !take_canary_lead(&mut conn)? {
+            return Err(store::StoreError(
+                "another worker took the lead of the canaries while this one was cut off from the store; stop this worker and start it again".into(),
+            ));
+        }
         Ok(conn)
     }))
 }
@@ -252,15 +283,9 @@ impl Host {
         };
         let lock = HostLock::acquire(&state_dir, &info).map_err(hosted)?;
         let target = ws.store();
-        let (conn, recovered, orphans) = open_store(&target, opts.clock.timestamp())?;
-        if !recovered.is_empty() {
-            tracing::warn!(runs = %ids(&recovered), "runs of a stopped host were interrupted");
-        }
-        kill_orphans(&orphans);
-        let reader = target.reader()?;
-        let next_ids = reader.next_ids()?;
         let (events, _) = broadcast::channel(EVENT_BUFFER);
-        let (writer, thread) = Writer::spawn_with(conn, reopen(&target), events.clone())?;
+        let (writer, thread, canary_lead, me) = open_writer(&ws, &target, &opts, &events).await?;
+        let reader = target.reader()?;
         let (shutdown, tasks) = (CancellationToken::new(), TaskTracker::new());
         let seed = opts.seed.unwrap_or_else(|| Rng::from_entropy().next_u64());
         let (canaries, canary_ops) = CanaryService::load(
@@ -272,6 +297,7 @@ impl Host {
                 shutdown: shutdown.clone(),
                 tasks: tasks.clone(),
                 dir: ws.dir.clone(),
+                follower: !canary_lead,
             },
             seed,
         );
@@ -286,7 +312,10 @@ impl Host {
             limit: usize::try_from(ws.settings.store.max_output_bytes).unwrap_or(usize::MAX),
             shutdown: shutdown.clone(),
             tasks: tasks.clone(),
-            next_ids,
+            worker: me.as_ref().map(|w| runtime::WorkerSlot {
+                id: w.id.clone(),
+                max_in_flight: usize::try_from(w.max_in_flight).unwrap_or(usize::MAX),
+            }),
         });
         let host = Host {
             inner: Arc::new(Inner {
@@ -308,17 +337,27 @@ impl Host {
             host.shutdown().await;
             return Err(e);
         }
-        if opts.resume_interrupted {
+        if let Target::Postgres(url) = &target {
+            // Interrupted runs are resumed by whichever worker claims them.
+            let lease = ws_lease(&host.inner.ws);
+            worker::spawn(&host, url.clone(), lease, opts.schedules);
+        } else if opts.resume_interrupted {
             host.resume_interrupted().await?;
         }
-        host.inner.writer.commit(canary_ops).await?;
+        if canary_lead {
+            host.inner.writer.commit(canary_ops).await?;
+        }
         if opts.schedules {
             host.inner.runtime.start_schedules();
-            host.inner
-                .canaries
-                .start()
-                .await
-                .map_err(RuntimeError::Io)?;
+            if canary_lead {
+                host.inner
+                    .canaries
+                    .start()
+                    .await
+                    .map_err(RuntimeError::Io)?;
+            } else if !host.inner.ws.canaries.is_empty() {
+                tracing::info!("another worker on this store drives the canaries");
+            }
         }
         Ok(host)
     }
@@ -436,6 +475,10 @@ impl Host {
             last_seq,
             running: self.inner.runtime.running() as u64,
             role: None,
+            workers: match self.inner.runtime.worker() {
+                Some(_) => Some(self.workers().await?.len() as u64),
+                None => None,
+            },
         })
     }
 
@@ -496,6 +539,11 @@ impl Host {
         Ok(self.inner.reads.with(move |r| r.audit(&q)).await?)
     }
 
+    /// The workers sharing this host's PostgreSQL store (none on SQLite: one host).
+    pub async fn workers(&self) -> Result<Vec<crate::model::WorkerInfo>> {
+        Ok(self.inner.reads.with(Reader::workers).await?)
+    }
+
     /// Write batches committed to the store so far: unchanged, so is everything stored.
     pub fn generation(&self) -> u64 {
         self.inner.writer.generation()
@@ -522,6 +570,20 @@ impl Host {
                 tracing::warn!(error = %e, "cannot publish the host's address; commands on this workspace will be refused while it runs");
             }
         }
+        drop(lifetime);
+        if let Some(w) = self.inner.runtime.worker() {
+            // Other workers' operators find this one's API in `opsdeck workers`.
+            let (me, address, writer) =
+                (w.id.clone(), address.to_string(), self.inner.writer.clone());
+            tokio::spawn(async move {
+                let set = writer
+                    .on_conn(move |db| store::workers::set_address(db, &me, &address))
+                    .await;
+                if let Err(e) = set {
+                    tracing::warn!(error = %e, "cannot record this worker's address in the store");
+                }
+            });
+        }
     }
 
     /// Stops schedules and canaries, interrupts active runs (they resume when a host next
@@ -533,6 +595,18 @@ impl Host {
         self.inner.shutdown.cancel();
         self.inner.tasks.close();
         self.inner.tasks.wait().await;
+        if let Some(w) = self.inner.runtime.worker() {
+            // Runs interrupted by this stop go to the other workers at once.
+            let me = w.id.clone();
+            if let Err(e) = self
+                .inner
+                .writer
+                .on_conn(move |db| store::workers::release(db, &me))
+                .await
+            {
+                tracing::warn!(error = %e, "could not hand this worker's runs back to the store");
+            }
+        }
         self.inner.writer.close().await;
         let lifetime = lock(&self.inner.lifetime).take();
         if let Some((thread, lock)) = lifetime {

@@ -18,6 +18,7 @@ mod overview;
 mod run;
 pub(crate) mod status;
 mod time;
+mod worker;
 
 pub use canary::{
     ActionRecord, CanaryAction, CanaryState, CanaryStatus, Check, Fault, MAX_FAULT_LATENCY_MS,
@@ -40,3 +41,4 @@ pub use run::{
 pub(crate) use status::string_enum;
 pub use status::{AttemptStatus, ParseStatusError, RunStatus, StageStatus};
 pub use time::Timestamp;
+pub use worker::WorkerInfo;

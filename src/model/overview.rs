@@ -21,6 +21,9 @@ pub struct Overview {
     /// The caller's role on a server (`viewer`, `operator`, `admin`); absent when embedded.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub role: Option<String>,
+    /// Live workers sharing the store (PostgreSQL); absent on SQLite, where one host runs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workers: Option<u64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -176,6 +176,30 @@ pub(crate) async fn launch(
     reset: Reset,
     mut ops: Vec<Op>,
 ) -> Result<()> {
+    // Only the worker that owns a run drives it (a new run is owned from its start or claim).
+    if let Some(w) = engine
+        .worker
+        .as_ref()
+        .filter(|_| !matches!(reset, Reset::New))
+    {
+        let me = w.id.clone();
+        let taken = engine
+            .writer
+            .on_conn(move |db| {
+                if crate::store::workers::claim_one(db, &me, id)? {
+                    Ok(None)
+                } else {
+                    crate::store::workers::owner(db, &me, id)
+                        .map(|o| Some(o.unwrap_or_else(|| "another worker".into())))
+                }
+            })
+            .await?;
+        if let Some(owner) = taken {
+            return Err(RuntimeError::Conflict(format!(
+                "run {id} is driven by worker {owner}; ask again once it has finished"
+            )));
+        }
+    }
     let loaded = engine
         .reads
         .with(move |r| r.load_run(id))
@@ -543,8 +567,15 @@ impl Driver {
                     error = %f.message,
                     "a stage failed and was parked in the dead-letter queue"
                 );
+                let id = match self.engine.writer.next_id(crate::store::IdKind::Dlq).await {
+                    Ok(id) => id,
+                    Err(e) => {
+                        tracing::error!(run = %self.id, error = %e, "no dead-letter id; the stage stays failed");
+                        0
+                    }
+                };
                 let dlq = DlqEntry {
-                    id: DlqId(self.engine.next_dlq.fetch_add(1, Ordering::SeqCst)),
+                    id: DlqId(id),
                     run_id: self.id,
                     pipeline: self.pipeline.name.clone(),
                     stage: stage.id.clone(),
@@ -729,6 +760,8 @@ impl Driver {
                     active.remove(&self.id);
                     drop(active);
                     self.done.send_replace(Some(status));
+                    // A worker with runs waiting for room claims the next one now.
+                    self.engine.freed.notify_one();
                     return true;
                 }
             }

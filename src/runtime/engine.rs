@@ -5,7 +5,6 @@
 
 use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use serde_json::{Map, Value, json};
@@ -42,12 +41,50 @@ pub(crate) struct Engine {
     pub(crate) rng: Mutex<Rng>,
     pub(crate) http: reqwest::Client,
     pub(crate) active: Mutex<HashMap<RunId, ActiveRun>>,
-    pub(crate) next_dlq: AtomicI64,
-    next_run: AtomicI64,
     pub(crate) shutdown: CancellationToken,
     pub(crate) tasks: TaskTracker,
     /// Inputs, outputs and stderr above this many bytes are stored clipped.
     pub(crate) limit: usize,
+    /// When several workers share the store (PostgreSQL): this one's id and how many runs
+    /// it drives at once. A run is driven only by the worker that owns it in the store.
+    pub(crate) worker: Option<WorkerSlot>,
+    /// Woken whenever a run ends here: room for another.
+    pub(crate) freed: Arc<tokio::sync::Notify>,
+    /// Runs this worker has taken but not yet started (counted with the active ones, so
+    /// starts at the same moment cannot take more than `max_in_flight`).
+    pub(crate) reserved: std::sync::atomic::AtomicUsize,
+}
+
+impl Engine {
+    /// Takes a slot for one more run if this worker has room; give it back with
+    /// [`Engine::unreserve`] once the run is started (or failed to start).
+    fn reserve(&self, max: usize) -> bool {
+        let active = lock(&self.active).len();
+        self.reserved
+            .fetch_update(
+                std::sync::atomic::Ordering::AcqRel,
+                std::sync::atomic::Ordering::Acquire,
+                |r| (active + r < max).then_some(r + 1),
+            )
+            .is_ok()
+    }
+
+    fn unreserve(&self) {
+        self.reserved
+            .fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
+    }
+
+    /// Runs this worker drives or is about to.
+    pub(crate) fn load(&self) -> usize {
+        lock(&self.active).len() + self.reserved.load(std::sync::atomic::Ordering::Acquire)
+    }
+}
+
+/// This worker among several.
+#[derive(Debug, Clone)]
+pub struct WorkerSlot {
+    pub id: String,
+    pub max_in_flight: usize,
 }
 
 /// What the runtime is built from; the host owns the store, the clock and the tasks.
@@ -62,8 +99,7 @@ pub struct Parts {
     pub limit: usize,
     pub shutdown: CancellationToken,
     pub tasks: TaskTracker,
-    /// The next run and dead-letter ids (from the store).
-    pub next_ids: (i64, i64),
+    pub worker: Option<WorkerSlot>,
 }
 
 /// The runtime of a host. Cloning shares it.
@@ -92,11 +128,12 @@ impl Runtime {
                 rng: Mutex::new(p.seed.map_or_else(Rng::from_entropy, Rng::new)),
                 http: http_client(),
                 active: Mutex::new(HashMap::new()),
-                next_dlq: AtomicI64::new(p.next_ids.1),
-                next_run: AtomicI64::new(p.next_ids.0),
                 shutdown: p.shutdown,
                 tasks: p.tasks,
                 limit: p.limit,
+                worker: p.worker,
+                freed: Arc::new(tokio::sync::Notify::new()),
+                reserved: std::sync::atomic::AtomicUsize::new(0),
             }),
         }
     }
@@ -146,12 +183,13 @@ impl Runtime {
         self.e.is_active(id)
     }
 
-    /// Runs in flight now.
+    /// Runs in flight now (with, on a worker, those it is starting).
     pub fn running(&self) -> usize {
-        lock(&self.e.active).len()
+        self.e.load()
     }
 
-    /// Waits until the run is no longer active and returns its stored status.
+    /// Waits until the run is no longer active and returns its stored status. With several
+    /// workers, a run another one drives is waited for until it has finished.
     pub async fn wait(&self, id: RunId) -> Result<RunStatus> {
         loop {
             let done = lock(&self.e.active).get(&id).map(|a| a.done.clone());
@@ -159,10 +197,33 @@ impl Runtime {
                 Some(mut rx) => {
                     let _ = rx.wait_for(Option::is_some).await;
                 }
-                None => break,
+                None => {
+                    let status = self.summary(id).await?.status;
+                    if self.e.worker.is_none()
+                        || status.is_finished()
+                        || self.e.shutdown.is_cancelled()
+                    {
+                        return Ok(status);
+                    }
+                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                }
             }
         }
-        Ok(self.summary(id).await?.status)
+    }
+
+    /// Starts a run this worker has just claimed from the store.
+    pub async fn start_claimed(&self, id: RunId) -> Result<()> {
+        driver::launch(&self.e, id, Reset::New, Vec::new()).await
+    }
+
+    /// This worker among several, if it is one.
+    pub fn worker(&self) -> Option<&WorkerSlot> {
+        self.e.worker.as_ref()
+    }
+
+    /// Woken whenever a run ends here (a worker then has room to claim another).
+    pub fn freed(&self) -> Arc<tokio::sync::Notify> {
+        self.e.freed.clone()
     }
 
     fn refuse_when_stopping(&self) -> Result<()> {
@@ -206,6 +267,27 @@ impl Runtime {
             let _ = acked.await;
             return Ok(());
         };
+        if let Some(w) = &self.e.worker {
+            let (me, why) = (w.id.clone(), reason.to_string());
+            let elsewhere = self
+                .e
+                .writer
+                .on_conn(move |db| {
+                    let owner = crate::store::workers::owner(db, &me, id)?;
+                    if owner.is_some() {
+                        crate::store::workers::request_cancel(db, id, &why)?;
+                    }
+                    Ok(owner)
+                })
+                .await?;
+            if let Some(owner) = elsewhere {
+                // The worker that drives it cancels it; the request is recorded here.
+                self.e.writer.commit(extra).await?;
+                tracing::info!(run = %id, worker = %owner, "asked the worker driving the run to cancel it");
+                self.wait(id).await?;
+                return Ok(());
+            }
+        }
         let summary = self.summary(id).await?;
         if let Some(why) = summary.status.cancel_refusal(id) {
             return Err(RuntimeError::Conflict(why));
@@ -468,7 +550,7 @@ pub(crate) async fn start_run(
         None => (found, None),
     };
     let resolved = assets::resolve(e, &p, &req.overrides).await?;
-    let id = RunId(e.next_run.fetch_add(1, Ordering::SeqCst));
+    let id = RunId(e.writer.next_id(crate::store::IdKind::Run).await?);
     let now = e.clock.timestamp();
     let spec = serde_json::to_string(p.as_ref()).map_err(|e| RuntimeError::Io(e.to_string()))?;
     let params_text = Value::Object(params.clone()).to_string();
@@ -506,30 +588,60 @@ pub(crate) async fn start_run(
         ),
     ];
     ops.extend(extra(id));
-    e.writer.commit(ops).await?;
-    if let Err(err) = driver::launch(e, id, Reset::New, Vec::new()).await {
-        // Recorded but never started: end it as failed, so nothing waits on it forever.
-        let now = e.clock.timestamp();
-        let end = vec![
-            Op::UpdateRun {
-                id,
-                status: RunStatus::Failed,
-                started_at: None,
-                finished_at: Some(now),
-            },
-            Op::run_event(
-                now,
-                EventKind::RunFinished,
-                id,
-                json!({"status": RunStatus::Failed, "error": err.to_string()}),
-            ),
-        ];
-        if let Err(w) = e.writer.commit(end).await {
-            tracing::error!(run = %id, error = %w, "could not record a run that failed to start");
-        }
+    // Several workers: this one drives the run if it has room (owning it from the start, so
+    // no other worker claims it), else the others are told there is work.
+    let room = e
+        .worker
+        .as_ref()
+        .map(|w| (w.id.clone(), e.reserve(w.max_in_flight)));
+    if let Some((me, true)) = &room {
+        ops.push(Op::Own {
+            id,
+            worker: me.clone(),
+        });
+    }
+    let committed = e.writer.commit(ops).await;
+    if committed.is_err() && matches!(room, Some((_, true))) {
+        e.unreserve();
+    }
+    committed?;
+    if let Some((_, false)) = room {
+        e.writer
+            .on_conn(|db| db.execute("SELECT pg_notify('opsdeck_work', '')", &[]))
+            .await?;
+        return Ok(id);
+    }
+    let launched = driver::launch(e, id, Reset::New, Vec::new()).await;
+    if matches!(room, Some((_, true))) {
+        e.unreserve();
+    }
+    if let Err(err) = launched {
+        never_started(e, id, &err).await;
         return Err(err);
     }
     Ok(id)
+}
+
+/// A run recorded but never started ends as failed, so nothing waits on it forever.
+async fn never_started(e: &Engine, id: RunId, err: &RuntimeError) {
+    let now = e.clock.timestamp();
+    let end = vec![
+        Op::UpdateRun {
+            id,
+            status: RunStatus::Failed,
+            started_at: None,
+            finished_at: Some(now),
+        },
+        Op::run_event(
+            now,
+            EventKind::RunFinished,
+            id,
+            json!({"status": RunStatus::Failed, "error": err.to_string()}),
+        ),
+    ];
+    if let Err(w) = e.writer.commit(end).await {
+        tracing::error!(run = %id, error = %w, "could not record a run that failed to start");
+    }
 }
 
 impl Engine {

@@ -89,6 +89,43 @@ impl Schedule {
     }
 }
 
+impl Schedule {
+    /// [`Schedule::first_fire`] for several workers: an interval's fires fall on multiples of
+    /// it since the epoch, so every worker names the same ticks (one fires each).
+    pub fn first_shared_fire(&self, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
+        match &self.kind {
+            Kind::Every(d) => align_up(now, *d),
+            Kind::Cron(c) => c.next_after(now),
+        }
+    }
+
+    /// [`Schedule::next_fire`] on the same grid as [`Schedule::first_shared_fire`].
+    pub fn next_shared_fire(
+        &self,
+        last: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> Option<DateTime<Utc>> {
+        match &self.kind {
+            Kind::Every(d) => {
+                let step = chrono::Duration::from_std(*d).ok()?;
+                align_up((last + step).max(now), *d)
+            }
+            Kind::Cron(c) => c.next_after(last.max(now)),
+        }
+    }
+}
+
+/// `t` rounded up to a multiple of `every` since the epoch.
+fn align_up(t: DateTime<Utc>, every: std::time::Duration) -> Option<DateTime<Utc>> {
+    let step = i64::try_from(every.as_millis()).ok().filter(|s| *s > 0)?;
+    let ms = t.timestamp_millis();
+    let up = ms
+        .checked_add(step - 1)?
+        .div_euclid(step)
+        .checked_mul(step)?;
+    DateTime::from_timestamp_millis(up)
+}
+
 impl Serialize for Schedule {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         s.serialize_str(&self.text)

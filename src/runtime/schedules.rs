@@ -8,8 +8,8 @@ use serde_json::json;
 
 use super::engine::{Engine, start_run};
 use super::spec::Pipeline;
-use crate::model::{EventKind, RunId, StartRun, Trigger};
-use crate::store::Op;
+use crate::model::{EventKind, RunId, StartRun, Timestamp, Trigger};
+use crate::store::{Op, workers};
 
 pub(crate) fn start(engine: &Arc<Engine>) {
     for p in engine.pipelines.iter() {
@@ -20,11 +20,46 @@ pub(crate) fn start(engine: &Arc<Engine>) {
     }
 }
 
+/// Claims the tick at `at` for this worker: `None` if another worker has it, else the
+/// scheduled run still going, if any.
+async fn fire_once(
+    engine: &Arc<Engine>,
+    pipeline: &str,
+    at: chrono::DateTime<chrono::Utc>,
+) -> Option<Option<RunId>> {
+    let (name, tick) = (
+        pipeline.to_string(),
+        Timestamp::from_datetime(at).to_string(),
+    );
+    let before = Timestamp::from_datetime(at - chrono::Duration::hours(1)).to_string();
+    let claimed = engine
+        .writer
+        .on_conn(move |db| {
+            if !workers::claim_tick(db, &name, &tick, &before)? {
+                return Ok(None);
+            }
+            workers::unfinished_scheduled(db, &name).map(Some)
+        })
+        .await;
+    match claimed {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::warn!(pipeline = %pipeline, error = %e, "could not claim a schedule tick; skipped");
+            None
+        }
+    }
+}
+
 async fn schedule_loop(engine: Arc<Engine>, pipeline: Arc<Pipeline>) {
     let Some(schedule) = pipeline.schedule.clone() else {
         return;
     };
-    let mut next = schedule.first_fire(engine.clock.now());
+    let shared = engine.worker.is_some();
+    let mut next = if shared {
+        schedule.first_shared_fire(engine.clock.now())
+    } else {
+        schedule.first_fire(engine.clock.now())
+    };
     let mut last: Option<RunId> = None;
     while let Some(at) = next {
         let wait = (at - engine.clock.now()).to_std().unwrap_or_default();
@@ -32,8 +67,20 @@ async fn schedule_loop(engine: Arc<Engine>, pipeline: Arc<Pipeline>) {
             () = engine.clock.sleep(wait) => {}
             () = engine.shutdown.cancelled() => return,
         }
-        match last {
-            Some(prev) if engine.is_active(prev) => {
+        let going = match &engine.worker {
+            // Several workers: one of them fires each tick, and skips it while the
+            // previous scheduled run (on whichever worker) is going.
+            Some(_) => match fire_once(&engine, &pipeline.name, at).await {
+                Some(going) => going,
+                None => {
+                    next = schedule.next_shared_fire(at, engine.clock.now());
+                    continue;
+                }
+            },
+            None => last.filter(|prev| engine.is_active(*prev)),
+        };
+        match going {
+            Some(prev) => {
                 engine
                     .writer
                     .send(vec![Op::run_event(
@@ -62,6 +109,10 @@ async fn schedule_loop(engine: Arc<Engine>, pipeline: Arc<Pipeline>) {
                 }
             },
         }
-        next = schedule.next_fire(at, engine.clock.now());
+        next = if shared {
+            schedule.next_shared_fire(at, engine.clock.now())
+        } else {
+            schedule.next_fire(at, engine.clock.now())
+        };
     }
 }

@@ -149,6 +149,7 @@ pub fn app(state: AppState) -> Router {
         )
         .route("/v1/canaries/{name}/weight", get(routes::canary_weight))
         .route("/v1/audit", get(routes::audit))
+        .route("/v1/workers", get(routes::workers))
         .route("/v1/events", get(routes::events))
         .route("/v1/events/log", get(routes::events_log))
         .route("/v1/canaries/{name}/fault", post(routes::fault))

@@ -575,6 +575,12 @@ pub struct AuditParams {
 
 /// The audit log, newest first: `since` (RFC 3339, or a duration ago like `1h`), `actor`,
 /// `action` (a whole group when it has no dot: `canary`), `limit`.
+/// The workers sharing the store, with their leases and load (viewer).
+pub async fn workers(State(s): State<AppState>, _p: Principal) -> ApiResult {
+    let list = s.backend.workers().await?;
+    Ok(ok(serde_json::to_value(list).unwrap_or(Value::Null)))
+}
+
 pub async fn audit(
     State(s): State<AppState>,
     _p: Principal,

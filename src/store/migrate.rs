@@ -56,6 +56,10 @@ pub fn sqlite_to(from: &Path, to: &mut Db, audit: crate::model::AuditRecord) -> 
                     &[],
                 )?;
             }
+            tx.execute(
+                "UPDATE event_seq SET last = (SELECT COALESCE(MAX(seq), 0) FROM events)",
+                &[],
+            )?;
             for mut r in src.rows("SELECT name, seq FROM sqlite_sequence WHERE name IN ('runs', 'dlq')", &[])? {
                 tx.execute(
                     "INSERT INTO id_marks (name, last) VALUES (?1, ?2)",

@@ -9,6 +9,7 @@ pub mod migrate;
 mod queries;
 mod recovery;
 pub mod schema;
+pub mod workers;
 mod writer;
 
 use std::path::{Path, PathBuf};
@@ -20,7 +21,7 @@ pub use assets::{AssetRow, no_asset};
 pub use db::{Db, Dialect};
 pub use queries::{CountCache, LoadedRun, ReadPool, Reader};
 pub use recovery::{Orphan, mark_interrupted};
-pub use writer::{NewEvent, NewStage, Op, Reopen, Writer, WriterThread};
+pub use writer::{IdKind, NewEvent, NewStage, Op, Reopen, Writer, WriterThread};
 
 /// A store failure, as one sentence. Cloneable so a batch failure can be reported to every
 /// request in the batch.

@@ -188,6 +188,15 @@ impl Reader {
         Ok(self.db()?.one(sql, args)?.i64(0)?.unsigned_abs())
     }
 
+    /// The workers sharing a PostgreSQL store, oldest first; none on SQLite (one host).
+    pub fn workers(&self) -> Result<Vec<crate::model::WorkerInfo>> {
+        let mut db = self.db()?;
+        match db.dialect() {
+            Dialect::Sqlite => Ok(Vec::new()),
+            Dialect::Postgres => super::workers::list(&mut db),
+        }
+    }
+
     /// Whether this reader's connection is gone and a new one is needed.
     pub fn is_broken(&self) -> bool {
         self.db.try_borrow().is_ok_and(|db| db.is_broken())
@@ -597,36 +606,44 @@ impl Reader {
 
     /// Events with `seq > since`, oldest first, at most `limit`.
     pub fn events(&self, since: u64, limit: usize) -> Result<Vec<Event>> {
-        // Past what a sequence number can be: nothing is after it (never "from the start").
-        let Ok(since) = i64::try_from(since) else {
-            return Ok(Vec::new());
-        };
-        all(
-            self.rows(
-                "SELECT seq, at, kind, run_id, stage_id, data FROM events WHERE seq > ?1 ORDER BY seq LIMIT ?2",
-                args![since, limit],
-            )?,
-            event,
-        )
+        events_after(&mut *self.db()?, since, limit)
     }
 
     /// The next run and dead-letter ids to hand out (ids are never reused, even after deletes).
     pub fn next_ids(&self) -> Result<(i64, i64)> {
-        let marks = match self.dialect()? {
-            Dialect::Sqlite => "SELECT COALESCE(MAX(seq), 0) FROM sqlite_sequence WHERE name = ?1",
-            Dialect::Postgres => "SELECT COALESCE(MAX(last), 0) FROM id_marks WHERE name = ?1",
-        };
-        let next = |table: &str| -> Result<i64> {
-            let seq = self
-                .row(marks, args![table])?
-                .map(|mut r| r.i64(0))
-                .transpose()?
-                .unwrap_or(0);
-            let max = self.count(&format!("SELECT COALESCE(MAX(id), 0) FROM {table}"), &[])?;
-            Ok(seq.max(i64::try_from(max).unwrap_or(i64::MAX)) + 1)
-        };
-        Ok((next("runs")?, next("dlq")?))
+        next_ids(&mut *self.db()?)
     }
+}
+
+/// [`Reader::events`] on any connection.
+pub(crate) fn events_after(db: &mut Db, since: u64, limit: usize) -> Result<Vec<Event>> {
+    // Past what a sequence number can be: nothing is after it (never "from the start").
+    let Ok(since) = i64::try_from(since) else {
+        return Ok(Vec::new());
+    };
+    all(
+        db.rows(
+            "SELECT seq, at, kind, run_id, stage_id, data FROM events WHERE seq > ?1 ORDER BY seq LIMIT ?2",
+            args![since, limit],
+        )?,
+        event,
+    )
+}
+
+/// [`Reader::next_ids`] on any connection.
+pub(crate) fn next_ids(db: &mut Db) -> Result<(i64, i64)> {
+    let marks = match db.dialect() {
+        Dialect::Sqlite => "SELECT COALESCE(MAX(seq), 0) FROM sqlite_sequence WHERE name = ?1",
+        Dialect::Postgres => "SELECT COALESCE(MAX(last), 0) FROM id_marks WHERE name = ?1",
+    };
+    let mut next = |table: &str| -> Result<i64> {
+        let seq = db.one(marks, args![table])?.i64(0)?;
+        let max = db
+            .one(&format!("SELECT COALESCE(MAX(id), 0) FROM {table}"), &[])?
+            .i64(0)?;
+        Ok(seq.max(max) + 1)
+    };
+    Ok((next("runs")?, next("dlq")?))
 }
 
 /// How many runs match each filter, by the store generation they were counted at.

@@ -5,7 +5,7 @@ use serde_json::json;
 
 use super::Result;
 use super::db::{Db, Dialect, args};
-use super::writer::{NewEvent, insert_event, max_seq};
+use super::writer::{NewEvent, insert_event, max_seq, seq_block};
 use crate::model::{EventKind, RunId, Timestamp};
 
 /// A process that was running an attempt when its host died; it may still be running.
@@ -21,78 +21,110 @@ pub struct Orphan {
 /// again), and other in-flight stages become `interrupted`. Must only be called while holding
 /// the workspace lock with no writer thread running.
 pub fn mark_interrupted(db: &mut Db, now: Timestamp) -> Result<(Vec<RunId>, Vec<Orphan>)> {
-    let elapsed = match db.dialect() {
-        Dialect::Sqlite => {
-            "MAX(0, CAST((julianday(?1) - julianday(started_at)) * 86400000 AS INTEGER))"
-        }
-        Dialect::Postgres => {
-            "GREATEST(0, CAST(EXTRACT(EPOCH FROM (CAST(CAST(?1 AS TEXT) AS timestamptz) - CAST(started_at AS timestamptz))) * 1000 AS BIGINT))"
-        }
-    };
     db.transaction(|tx| {
-        let runs = tx
-            .rows(
-                "SELECT id FROM runs WHERE status IN ('pending', 'running') ORDER BY id",
-                &[],
-            )?
-            .into_iter()
-            .map(|mut r| Ok(RunId(r.i64(0)?)))
-            .collect::<Result<Vec<_>>>()?;
-        if runs.is_empty() {
-            return Ok((runs, Vec::new()));
-        }
-        let orphans = tx
-            .rows(
-                "SELECT pid, pid_start FROM attempts WHERE status = 'running' AND pid IS NOT NULL",
-                &[],
-            )?
-            .into_iter()
-            .map(|mut r| {
-                Ok(Orphan {
-                    pid: r.i64(0)?,
-                    pid_start: r.opt_i64(1)?,
-                })
-            })
-            .collect::<Result<Vec<_>>>()?;
-        tx.execute(
-            &format!(
-                "UPDATE attempts SET status = 'interrupted', finished_at = ?1, duration_ms = {elapsed},
-                    error_code = 'interrupted', error_message = 'the host stopped during this attempt'
-                 WHERE status = 'running'"
-            ),
-            args![now.to_string()],
+        let runs = ids(tx.rows(
+            "SELECT id FROM runs WHERE status IN ('pending', 'running') ORDER BY id",
+            &[],
+        )?)?;
+        let orphans = interrupt(
+            tx,
+            &runs,
+            now,
+            "the process that hosted this run stopped before it finished",
         )?;
-        let mut seq = max_seq(tx)?;
-        for run in &runs {
-            tx.execute(
-                "UPDATE stages SET status = 'succeeded'
-                 WHERE run_id = ?1 AND status IN ('pending', 'running', 'retrying') AND EXISTS (
-                    SELECT 1 FROM attempts a WHERE a.run_id = stages.run_id AND a.stage_id = stages.stage_id
-                      AND a.status = 'succeeded'
-                      AND a.n = (SELECT MAX(n) FROM attempts b WHERE b.run_id = a.run_id AND b.stage_id = a.stage_id))",
-                args![run.0],
-            )?;
-            tx.execute(
-                "UPDATE stages SET status = 'interrupted' WHERE run_id = ?1 AND status IN ('running', 'retrying')",
-                args![run.0],
-            )?;
-            tx.execute(
-                "UPDATE runs SET status = 'interrupted', finished_at = NULL WHERE id = ?1",
-                args![run.0],
-            )?;
-            seq += 1;
-            insert_event(
-                tx,
-                seq,
-                &NewEvent {
-                    at: now,
-                    kind: EventKind::RunInterrupted,
-                    run_id: Some(*run),
-                    stage: None,
-                    data: json!({"reason": "the process that hosted this run stopped before it finished"}),
-                },
-            )?;
-        }
         Ok((runs, orphans))
     })
+}
+
+/// [`mark_interrupted`] for the runs a dead worker owned (PostgreSQL, several workers): they
+/// are let go (no owner), so another worker claims and resumes them.
+pub fn interrupt_owned(tx: &mut Db, worker: &str, now: Timestamp) -> Result<Vec<RunId>> {
+    let runs = ids(tx.rows(
+        "SELECT id FROM runs WHERE owner = ?1 AND status IN ('pending', 'running') ORDER BY id FOR UPDATE",
+        args![worker],
+    )?)?;
+    interrupt(
+        tx,
+        &runs,
+        now,
+        &format!("worker {worker}, which ran it, stopped renewing its lease"),
+    )?;
+    tx.execute(
+        "UPDATE runs SET owner = NULL WHERE owner = ?1",
+        args![worker],
+    )?;
+    Ok(runs)
+}
+
+fn ids(rows: Vec<super::db::Row>) -> Result<Vec<RunId>> {
+    rows.into_iter().map(|mut r| Ok(RunId(r.i64(0)?))).collect()
+}
+
+/// Interrupts `runs` (inside the caller's transaction): their attempts in flight, their
+/// stages, the runs, and an event each. Returns the processes that were running attempts.
+fn interrupt(tx: &mut Db, runs: &[RunId], now: Timestamp, reason: &str) -> Result<Vec<Orphan>> {
+    if runs.is_empty() {
+        return Ok(Vec::new());
+    }
+    let elapsed = match tx.dialect() {
+        Dialect::Sqlite => {
+            "MAX(0, CAST((julianday(?2) - julianday(started_at)) * 86400000 AS INTEGER))"
+        }
+        Dialect::Postgres => {
+            "GREATEST(0, CAST(EXTRACT(EPOCH FROM (CAST(CAST(?2 AS TEXT) AS timestamptz) - CAST(started_at AS timestamptz))) * 1000 AS BIGINT))"
+        }
+    };
+    let mut orphans = Vec::new();
+    for run in runs {
+        for mut r in tx.rows(
+            "SELECT pid, pid_start FROM attempts WHERE run_id = ?1 AND status = 'running' AND pid IS NOT NULL",
+            args![run.0],
+        )? {
+            orphans.push(Orphan {
+                pid: r.i64(0)?,
+                pid_start: r.opt_i64(1)?,
+            });
+        }
+    }
+    let next = max_seq(tx)? + 1;
+    let mut seq = seq_block(tx, runs.len(), next)? - 1;
+    for run in runs {
+        tx.execute(
+            &format!(
+                "UPDATE attempts SET status = 'interrupted', finished_at = ?2, duration_ms = {elapsed},
+                    error_code = 'interrupted', error_message = 'the host stopped during this attempt'
+                 WHERE run_id = ?1 AND status = 'running'"
+            ),
+            args![run.0, now.to_string()],
+        )?;
+        tx.execute(
+            "UPDATE stages SET status = 'succeeded'
+             WHERE run_id = ?1 AND status IN ('pending', 'running', 'retrying') AND EXISTS (
+                SELECT 1 FROM attempts a WHERE a.run_id = stages.run_id AND a.stage_id = stages.stage_id
+                  AND a.status = 'succeeded'
+                  AND a.n = (SELECT MAX(n) FROM attempts b WHERE b.run_id = a.run_id AND b.stage_id = a.stage_id))",
+            args![run.0],
+        )?;
+        tx.execute(
+            "UPDATE stages SET status = 'interrupted' WHERE run_id = ?1 AND status IN ('running', 'retrying')",
+            args![run.0],
+        )?;
+        tx.execute(
+            "UPDATE runs SET status = 'interrupted', finished_at = NULL WHERE id = ?1",
+            args![run.0],
+        )?;
+        seq += 1;
+        insert_event(
+            tx,
+            seq,
+            &NewEvent {
+                at: now,
+                kind: EventKind::RunInterrupted,
+                run_id: Some(*run),
+                stage: None,
+                data: json!({ "reason": reason }),
+            },
+        )?;
+    }
+    Ok(orphans)
 }

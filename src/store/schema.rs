@@ -136,9 +136,10 @@ const MIGRATIONS: &[&str] = &[
     ",
 ];
 
-/// The same schema for PostgreSQL. Run and dead-letter ids are handed out by the host (and
-/// remembered in `id_marks`, as SQLite's `sqlite_sequence` does), audit and pin ids by the
-/// database.
+/// The same schema for PostgreSQL. Run and dead-letter ids come from `id_marks` (the highest
+/// handed out, as SQLite's `sqlite_sequence` remembers), event numbers from `event_seq`: both
+/// counters every worker shares. Audit and pin ids come from the database. `workers` and
+/// each run's `owner` are how several workers share the runs (see `store::workers`).
 const PG_MIGRATIONS: &[&str] = &[
     r"
     CREATE TABLE runs (
@@ -208,6 +209,28 @@ const PG_MIGRATIONS: &[&str] = &[
     CREATE TABLE id_marks (
         name TEXT PRIMARY KEY,
         last BIGINT NOT NULL
+    );
+    CREATE TABLE event_seq (last BIGINT NOT NULL);
+    INSERT INTO event_seq (last) VALUES (0);
+    CREATE TABLE workers (
+        id TEXT PRIMARY KEY,
+        host TEXT NOT NULL,
+        pid BIGINT NOT NULL,
+        address TEXT,
+        started_at TEXT NOT NULL,
+        heartbeat_ms BIGINT NOT NULL,
+        lease_until_ms BIGINT NOT NULL,
+        max_in_flight BIGINT NOT NULL,
+        in_flight BIGINT NOT NULL DEFAULT 0
+    );
+    ALTER TABLE runs ADD COLUMN owner TEXT;
+    ALTER TABLE runs ADD COLUMN cancel_requested TEXT;
+    CREATE INDEX runs_unowned ON runs(id) WHERE owner IS NULL AND status IN ('pending', 'interrupted');
+    CREATE INDEX runs_by_owner ON runs(owner) WHERE owner IS NOT NULL;
+    CREATE TABLE schedule_fires (
+        pipeline TEXT NOT NULL,
+        tick TEXT NOT NULL,
+        PRIMARY KEY (pipeline, tick)
     );
     ",
     r"

@@ -3,7 +3,7 @@
 //! transaction (so they are gap-free), acknowledges, and only then publishes the events.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::thread::JoinHandle;
 
 use serde_json::Value;
@@ -134,6 +134,11 @@ pub enum Op {
     UndoPin {
         name: String,
     },
+    /// Run `id` belongs to worker `worker` (PostgreSQL, several workers; nothing on SQLite).
+    Own {
+        id: RunId,
+        worker: String,
+    },
 }
 
 impl Op {
@@ -181,7 +186,26 @@ enum Request {
         ops: Vec<Op>,
         ack: Option<oneshot::Sender<Result<()>>>,
     },
+    NextId {
+        kind: IdKind,
+        ack: oneshot::Sender<Result<i64>>,
+    },
+    /// Work on the write connection itself (claims, leases), between batches.
+    Conn(ConnJob),
+    /// Publish what other workers have committed since the last event published here.
+    Tail,
     Close,
+}
+
+/// Work for the write connection; called again (with `true`: the last try) when the
+/// connection broke under it and came back. Returns false to ask for that.
+type ConnJob = Box<dyn FnMut(&mut Db, bool) -> bool + Send>;
+
+/// Where new ids come from: counters in this process when it is the store's only writer
+/// (SQLite), the store's shared counters when several workers write (PostgreSQL).
+enum Ids {
+    Local { run: AtomicI64, dlq: AtomicI64 },
+    Store,
 }
 
 /// A handle for submitting writes; cheap to clone.
@@ -191,6 +215,9 @@ pub struct Writer {
     /// Write batches committed so far: a reader that saw the same number before and after can
     /// reuse what it read (the server's page cache keys on it).
     generation: Arc<AtomicU64>,
+    ids: Arc<Ids>,
+    /// A tail request is queued: notifications arriving meanwhile need no other.
+    tail_queued: Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// The writer thread; join it after [`Writer::close`] to be sure everything is on disk.
@@ -223,24 +250,49 @@ impl Writer {
         let generation = Arc::new(AtomicU64::new(0));
         let counter = generation.clone();
         // The connection is used on its own thread only (a PostgreSQL client must not block
-        // an async worker), the first query included.
+        // an async worker), the first queries included.
         let (ready, started) = std::sync::mpsc::sync_channel(1);
+        let tail_flag = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let tail_seen = tail_flag.clone();
         let handle = std::thread::Builder::new()
             .name("opsdeck-store-writer".into())
-            .spawn(move || match max_seq(&mut conn) {
-                Ok(last) => {
-                    let _ = ready.send(Ok(()));
-                    run(conn, reopen, rx, &events, last + 1, &counter);
-                }
-                Err(e) => {
-                    let _ = ready.send(Err(e));
+            .spawn(move || {
+                let first = max_seq(&mut conn).and_then(|last| {
+                    let ids = match conn.dialect() {
+                        Dialect::Sqlite => {
+                            let (run, dlq) = super::queries::next_ids(&mut conn)?;
+                            Ids::Local {
+                                run: AtomicI64::new(run),
+                                dlq: AtomicI64::new(dlq),
+                            }
+                        }
+                        Dialect::Postgres => Ids::Store,
+                    };
+                    Ok((last, ids))
+                });
+                match first {
+                    Ok((last, ids)) => {
+                        let _ = ready.send(Ok(ids));
+                        run(conn, reopen, rx, &events, last + 1, &counter, &tail_seen);
+                    }
+                    Err(e) => {
+                        let _ = ready.send(Err(e));
+                    }
                 }
             })
             .map_err(|e| StoreError(format!("cannot start the store writer: {e}")))?;
-        started
+        let ids = started
             .recv()
             .map_err(|_| StoreError("the store writer stopped as it started".into()))??;
-        Ok((Writer { tx, generation }, WriterThread(handle)))
+        Ok((
+            Writer {
+                tx,
+                generation,
+                ids: Arc::new(ids),
+                tail_queued: tail_flag,
+            },
+            WriterThread(handle),
+        ))
     }
 
     /// How many write batches have committed (see [`Writer`]).
@@ -291,6 +343,63 @@ impl Writer {
             .map_err(|_| StoreError("the store writer stopped before committing".into()))?
     }
 
+    /// A new run or dead-letter id, never handed out before.
+    pub async fn next_id(&self, kind: IdKind) -> Result<i64> {
+        match &*self.ids {
+            Ids::Local { run, dlq } => Ok(match kind {
+                IdKind::Run => run.fetch_add(1, Ordering::SeqCst),
+                IdKind::Dlq => dlq.fetch_add(1, Ordering::SeqCst),
+            }),
+            Ids::Store => {
+                let (ack, answer) = oneshot::channel();
+                self.tx
+                    .send(Request::NextId { kind, ack })
+                    .await
+                    .map_err(|_| StoreError("the store is closed".into()))?;
+                answer
+                    .await
+                    .map_err(|_| StoreError("the store writer stopped".into()))?
+            }
+        }
+    }
+
+    /// Runs `f` on the write connection, between batches (claims and leases go there).
+    pub async fn on_conn<T, F>(&self, mut f: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnMut(&mut Db) -> Result<T> + Send + 'static,
+    {
+        let (ack, answer) = oneshot::channel();
+        let mut ack = Some(ack);
+        let job = Box::new(move |db: &mut Db, last: bool| {
+            let out = f(db);
+            if out.is_err() && db.is_broken() && !last {
+                return false;
+            }
+            if let Some(ack) = ack.take() {
+                let _ = ack.send(out);
+            }
+            true
+        });
+        self.tx
+            .send(Request::Conn(job))
+            .await
+            .map_err(|_| StoreError("the store is closed".into()))?;
+        answer
+            .await
+            .map_err(|_| StoreError("the store writer stopped".into()))?
+    }
+
+    /// Asks the writer to publish what other workers have committed (woken by the store's
+    /// notification). Skipped when the queue is full: the next commit catches up anyway.
+    pub fn tail(&self) {
+        if !self.tail_queued.swap(true, Ordering::AcqRel)
+            && self.tx.try_send(Request::Tail).is_err()
+        {
+            self.tail_queued.store(false, Ordering::Release);
+        }
+    }
+
     /// Asks the writer to finish what is queued and stop.
     pub async fn close(&self) {
         let _ = self.tx.send(Request::Close).await;
@@ -310,6 +419,9 @@ struct Link {
     conn: Db,
     reopen: Option<Reopen>,
     next_seq: u64,
+    /// The last event published on this process's live stream: events are published in
+    /// order, others' (other workers') fetched from the store to fill any gap first.
+    published: u64,
 }
 
 impl Link {
@@ -358,6 +470,71 @@ impl Link {
     }
 }
 
+impl Link {
+    /// Commits `ops` and publishes their events, counting the batch.
+    fn commit(
+        &mut self,
+        ops: &[&Op],
+        events: &broadcast::Sender<Arc<Event>>,
+        generation: &AtomicU64,
+    ) -> Result<()> {
+        let published = self.apply(ops)?;
+        generation.fetch_add(1, Ordering::Release);
+        if self.conn.dialect() == Dialect::Postgres {
+            // Ours, and whatever other workers committed before, in order.
+            self.tail(events, u64::MAX);
+            return Ok(());
+        }
+        if let Some(first) = published.first() {
+            // Others' events numbered before ours go out first.
+            if first.seq > self.published + 1 {
+                self.tail(events, first.seq - 1);
+            }
+        }
+        // Publish before acknowledging: whoever learns that a write is committed can then
+        // rely on its events being in the live stream already.
+        for e in published {
+            self.next_seq = e.seq + 1;
+            self.published = e.seq;
+            let _ = events.send(Arc::new(e));
+        }
+        Ok(())
+    }
+
+    /// Publishes the stored events after the last one published here, up to `until`.
+    fn tail(&mut self, events: &broadcast::Sender<Arc<Event>>, until: u64) {
+        while self.published < until {
+            let page = match super::queries::events_after(&mut self.conn, self.published, 1_000) {
+                Ok(page) => page,
+                Err(e) => {
+                    tracing::warn!(error = %e, "could not read other workers' events");
+                    return;
+                }
+            };
+            let Some(last) = page.last().map(|e| e.seq) else {
+                return;
+            };
+            for e in page.into_iter().filter(|e| e.seq <= until) {
+                let _ = events.send(Arc::new(e));
+            }
+            self.published = last.min(until);
+            if self.published >= self.next_seq {
+                self.next_seq = self.published + 1;
+            }
+        }
+    }
+
+    fn next_id(&mut self, kind: IdKind) -> Result<i64> {
+        if self.conn.is_broken() {
+            self.reconnect();
+        }
+        match next_id(&mut self.conn, kind) {
+            Err(_) if self.conn.is_broken() && self.reconnect() => next_id(&mut self.conn, kind),
+            other => other,
+        }
+    }
+}
+
 fn run(
     conn: Db,
     reopen: Option<Reopen>,
@@ -365,22 +542,13 @@ fn run(
     events: &broadcast::Sender<Arc<Event>>,
     next_seq: u64,
     generation: &AtomicU64,
+    tail_queued: &std::sync::atomic::AtomicBool,
 ) {
     let mut link = Link {
         conn,
         reopen,
         next_seq,
-    };
-    let mut commit = |ops: &[&Op]| -> Result<()> {
-        let published = link.apply(ops)?;
-        link.next_seq += published.len() as u64;
-        generation.fetch_add(1, Ordering::Release);
-        // Publish before acknowledging: whoever learns that a write is committed can then
-        // rely on its events being in the live stream already.
-        for e in published {
-            let _ = events.send(Arc::new(e));
-        }
-        Ok(())
+        published: next_seq - 1,
     };
     let mut closing = false;
     while !closing {
@@ -394,19 +562,38 @@ fn run(
         {
             match req {
                 Request::Write { ops, ack } => batch.push((ops, ack)),
+                Request::NextId { kind, ack } => {
+                    let _ = ack.send(link.next_id(kind));
+                }
+                Request::Conn(mut job) => {
+                    if link.conn.is_broken() {
+                        link.reconnect();
+                    }
+                    if !job(&mut link.conn, false) {
+                        link.reconnect();
+                        job(&mut link.conn, true);
+                    }
+                }
+                Request::Tail => {
+                    tail_queued.store(false, Ordering::Release);
+                    link.tail(events, u64::MAX);
+                }
                 Request::Close => {
                     closing = true;
                     break;
                 }
             }
         }
+        if batch.is_empty() {
+            continue;
+        }
         let all: Vec<&Op> = batch.iter().flat_map(|(ops, _)| ops.iter()).collect();
-        if let Err(e) = commit(&all) {
+        if let Err(e) = link.commit(&all, events, generation) {
             // One bad request must not sink the others: retry each on its own.
             tracing::warn!(error = %e, "a write batch failed; retrying its requests one by one");
             for (ops, ack) in &mut batch {
                 let refs: Vec<&Op> = ops.iter().collect();
-                let reply = commit(&refs).inspect_err(|e| {
+                let reply = link.commit(&refs, events, generation).inspect_err(|e| {
                     tracing::error!(error = %e, "a write failed and was not stored");
                 });
                 if let Some(ack) = ack.take() {
@@ -438,8 +625,86 @@ pub(crate) fn max_seq(conn: &mut Db) -> Result<u64> {
     Ok(seq.unsigned_abs())
 }
 
-fn apply(conn: &mut Db, ops: &[&Op], first_seq: u64) -> Result<Vec<Event>> {
+/// What the writer hands out besides writes: ids of new runs and dead-letter entries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IdKind {
+    Run,
+    Dlq,
+}
+
+impl IdKind {
+    fn table(self) -> &'static str {
+        match self {
+            IdKind::Run => "runs",
+            IdKind::Dlq => "dlq",
+        }
+    }
+}
+
+/// The next id of `kind` from the store's counter (PostgreSQL, shared by every worker; never
+/// reused, even after deletes). Its own transaction, so the counter row is not held.
+pub(crate) fn next_id(conn: &mut Db, kind: IdKind) -> Result<i64> {
+    let table = kind.table();
+    super::workers::quick(conn, |conn| {
+        let max = conn
+            .one(&format!("SELECT COALESCE(MAX(id), 0) FROM {table}"), &[])?
+            .i64(0)?;
+        conn.one(
+            "INSERT INTO id_marks (name, last) VALUES (?1, ?2 + 1)
+             ON CONFLICT (name) DO UPDATE SET last = GREATEST(id_marks.last, ?2) + 1
+             RETURNING last",
+            args![table, max],
+        )?
+        .i64(0)
+    })
+}
+
+/// The first of `n` event numbers for a transaction. SQLite's one writer numbers from memory
+/// (`next`); on PostgreSQL, where several workers write, the `event_seq` row is the counter:
+/// its lock is held to the commit, so numbers are gap-free and become visible in order.
+pub(crate) fn seq_block(tx: &mut Db, n: usize, next: u64) -> Result<u64> {
+    if tx.dialect() == Dialect::Sqlite || n == 0 {
+        return Ok(next);
+    }
+    let last = tx
+        .one(
+            "UPDATE event_seq SET last = last + ?1 RETURNING last",
+            args![n],
+        )?
+        .i64(0)?
+        .unsigned_abs();
+    // Other workers' streams wake on this, sent when the transaction commits.
+    tx.execute(
+        "SELECT pg_notify('opsdeck_events', ?1)",
+        args![last.to_string()],
+    )?;
+    Ok(last + 1 - n as u64)
+}
+
+/// Commits `ops` in one transaction; returns the events to publish. On PostgreSQL the events
+/// are numbered by the store inside the same pipeline (no round trip before the writes, so the
+/// counter's row is held for one round trip), and the writer then reads them back in order
+/// with any other worker's (`Link::tail`): it returns none.
+fn apply(conn: &mut Db, ops: &[&Op], next_seq: u64) -> Result<Vec<Event>> {
+    let events = ops.iter().filter(|o| matches!(o, Op::Event(_))).count();
     conn.transaction(|tx| {
+        if tx.dialect() == Dialect::Postgres {
+            if events > 0 {
+                tx.execute("UPDATE event_seq SET last = last + ?1", args![events])?;
+                tx.execute("SELECT pg_notify('opsdeck_events', '')", &[])?;
+            }
+            let mut left = events;
+            for op in ops {
+                if let Op::Event(e) = op {
+                    left -= 1;
+                    insert_event_numbered_by_store(tx, left, e)?;
+                } else {
+                    apply_op(tx, op, 0, &mut Vec::new())?;
+                }
+            }
+            return Ok(Vec::new());
+        }
+        let first_seq = seq_block(tx, events, next_seq)?;
         let mut published = Vec::new();
         for op in ops {
             apply_op(tx, op, first_seq + published.len() as u64, &mut published)?;
@@ -448,20 +713,38 @@ fn apply(conn: &mut Db, ops: &[&Op], first_seq: u64) -> Result<Vec<Event>> {
     })
 }
 
+/// Appends an event numbered `before_last` below the counter's new value (PostgreSQL).
+fn insert_event_numbered_by_store(tx: &mut Db, before_last: usize, e: &NewEvent) -> Result<()> {
+    write_event(
+        tx,
+        "(SELECT last FROM event_seq) - ?1",
+        before_last.into(),
+        e,
+    )
+}
+
+/// The event's row, its number given by `seq_sql` with `seq` as its `?1`.
+fn write_event(tx: &mut Db, seq_sql: &str, seq: super::db::Val, e: &NewEvent) -> Result<()> {
+    tx.execute(
+        &format!(
+            "INSERT INTO events (seq, at, kind, run_id, stage_id, data) VALUES ({seq_sql}, ?2, ?3, ?4, ?5, ?6)"
+        ),
+        &[
+            seq,
+            e.at.to_string().into(),
+            e.kind.as_str().into(),
+            e.run_id.map(|r| r.0).into(),
+            e.stage.as_deref().into(),
+            e.data.to_string().into(),
+        ],
+    )?;
+    Ok(())
+}
+
 /// Appends one event with the given sequence number. Shared with recovery, which writes
 /// without the writer thread while it holds the workspace lock.
 pub(crate) fn insert_event(tx: &mut Db, seq: u64, e: &NewEvent) -> Result<Event> {
-    tx.execute(
-        "INSERT INTO events (seq, at, kind, run_id, stage_id, data) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-        args![
-            seq,
-            e.at.to_string(),
-            e.kind.as_str(),
-            e.run_id.map(|r| r.0),
-            e.stage.as_deref(),
-            e.data.to_string()
-        ],
-    )?;
+    write_event(tx, "?1", seq.into(), e)?;
     Ok(Event {
         seq,
         at: e.at,
@@ -513,6 +796,14 @@ fn apply_op(tx: &mut Db, op: &Op, seq: u64, published: &mut Vec<Event>) -> Resul
         }
         Op::DeleteDlq { id } => {
             tx.execute("DELETE FROM dlq WHERE id = ?1", args![id.0])?;
+        }
+        Op::Own { id, worker } => {
+            if tx.dialect() == Dialect::Postgres {
+                tx.execute(
+                    "UPDATE runs SET owner = ?2 WHERE id = ?1",
+                    args![id.0, worker.as_str()],
+                )?;
+            }
         }
         Op::Event(e) => published.push(insert_event(tx, seq, e)?),
         Op::InsertAsset { .. } | Op::PinAsset { .. } | Op::UndoPin { .. } => {

@@ -110,8 +110,14 @@ fn right_spans(app: &App, ctx: &Ctx<'_>, level: Level) -> Vec<Span<'static>> {
         let name = std::path::Path::new(&o.workspace)
             .file_name()
             .map_or_else(String::new, |n| n.to_string_lossy().into_owned());
+        // Several workers share the store: how many are live now.
+        let workers = match o.workers {
+            Some(1) => " · 1 worker".to_string(),
+            Some(n) => format!(" · {n} workers"),
+            None => String::new(),
+        };
         right.push(Span::styled(
-            format!("{name} · {}  ", o.backend),
+            format!("{name} · {}{workers}  ", o.backend),
             t.style("ui.dim"),
         ));
     }

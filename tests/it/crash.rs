@@ -208,7 +208,11 @@ fn serve_resumes_interrupted_runs_and_refuses_a_second_host() {
 
 /// Reads SSE frames from `/v1/events` (after `since`) until `stop` says enough; returns the
 /// events as JSON.
-async fn sse_until(base: &str, since: u64, stop: impl Fn(&[Value]) -> bool) -> Vec<Value> {
+pub(crate) async fn sse_until(
+    base: &str,
+    since: u64,
+    stop: impl Fn(&[Value]) -> bool,
+) -> Vec<Value> {
     use futures::StreamExt;
     let resp = crate::support::http()
         .get(format!("{base}/v1/events?since={since}"))

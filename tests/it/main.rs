@@ -30,3 +30,4 @@ mod store_suite;
 mod support;
 mod tui;
 mod validate;
+mod workers;

@@ -42,26 +42,46 @@ fn a_sqlite_store_migrates_to_postgres_and_the_workspace_runs_on_it() {
 }
 
 #[test]
-fn one_host_at_a_time_writes_to_a_postgres_store() {
+fn workspaces_on_one_postgres_store_share_its_runs_as_workers() {
     let url = postgres_db();
     let (a, b) = (TestWorkspace::new(), TestWorkspace::new());
     for ws in [&a, &b] {
         ws.pipeline("etl", ETL);
         ws.write("opsdeck.toml", &format!("[store]\nurl = \"{url}\"\n"));
     }
-    let child = serve(&a, free_port());
-    // Another workspace on the same database cannot host it while `serve` does.
-    b.run(&["run", "etl"])
-        .expect_error(1, "already hosted by another opsdeck");
-    // But it reads it.
-    b.run(&["runs", "--json"]).expect_code(0);
-    stop(child);
-    // Once the host is gone (its connection closed), another may host.
+    let port = free_port();
+    let child = serve(&a, port);
+    // Another workspace on the same database is a second worker: it runs beside `serve`.
     b.run(&["run", "etl"]).expect_code(0);
+    let workers = b.run(&["workers", "--json"]).json();
+    let list = workers.as_array().unwrap();
+    assert_eq!(list.len(), 1, "only serve is live now: {workers}");
+    assert_eq!(
+        list[0]["address"],
+        format!("http://127.0.0.1:{port}"),
+        "{workers}"
+    );
+    assert!(list[0]["lease_left_ms"].as_i64().unwrap() > 0, "{workers}");
+    // The same through serve's API.
+    let api = a
+        .cmd()
+        .args(["workers", "--remote", &format!("http://127.0.0.1:{port}")])
+        .output()
+        .map(crate::support::Out)
+        .unwrap();
+    api.expect_code(0);
+    assert!(api.stdout().contains("left"), "{}", api.stdout());
+    stop(child);
     assert_eq!(
         a.run(&["runs", "--json"]).json().as_array().unwrap().len(),
         1
     );
+    // Stopped on purpose: its row is gone at once.
+    assert_eq!(b.run(&["workers", "--json"]).json(), serde_json::json!([]));
+    let sqlite = TestWorkspace::new();
+    let out = sqlite.run(&["workers"]);
+    out.expect_code(0);
+    assert!(out.stdout().contains("SQLite"), "{}", out.stdout());
 }
 
 #[test]
@@ -156,17 +176,6 @@ async fn a_host_whose_connections_are_cut_reconnects_and_goes_on() {
         seqs,
         (1..=seqs.len() as u64).collect::<Vec<_>>(),
         "gap-free"
-    );
-    // The new writer connection holds the store again: another host is still refused.
-    let other = TestWorkspace::new();
-    other.pipeline("etl", ETL);
-    other.write("opsdeck.toml", &format!("[store]\nurl = \"{url}\"\n"));
-    let refused =
-        opsdeck::host::Host::start(other.open(), opsdeck::host::HostOptions::new("second host"))
-            .await;
-    assert!(
-        refused.is_err_and(|e| e.to_string().contains("already hosted")),
-        "a second host started"
     );
     host.shutdown().await;
 }

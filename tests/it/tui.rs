@@ -221,6 +221,7 @@ fn overview() -> Overview {
         last_seq: 900,
         running: 0,
         role: None,
+        workers: None,
     }
 }
 
@@ -1856,4 +1857,20 @@ fn the_palette_starts_a_run_with_other_asset_versions() {
     key(&mut a, KeyCode::Enter);
     assert!(a.take_requests().is_empty());
     assert!(a.flash.as_ref().unwrap().text.contains("NAME=VERSION"));
+}
+
+/// Workers sharing a PostgreSQL store are counted in the header; SQLite shows no count.
+#[test]
+fn the_header_counts_the_workers_sharing_a_store() {
+    let mut a = app(200, 50);
+    let first = |a: &App| text(a).lines().next().unwrap_or_default().to_string();
+    assert!(!first(&a).contains("worker"), "{}", first(&a));
+    let mut o = overview();
+    o.workers = Some(3);
+    a.apply(Msg::Overview(o));
+    assert!(
+        first(&a).contains("ops · embedded · 3 workers"),
+        "{}",
+        first(&a)
+    );
 }

@@ -10,7 +10,7 @@
 mod pg;
 
 use super::{Result, StoreError};
-pub use pg::Pg;
+pub use pg::{Pg, message as pg_message};
 
 /// Which database a connection speaks to, for the few statements that differ.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -26,6 +26,9 @@ pub struct Pg {
     deferred: Option<Vec<(String, Vec<Val>)>>,
     /// Whether this transaction's `BEGIN` has reached the server.
     begun: bool,
+    /// The server ended the session (a restart, an administrator), or the connection failed:
+    /// known from the error before the client notices the socket close.
+    lost: bool,
 }
 
 impl fmt::Debug for Pg {
@@ -89,12 +92,29 @@ impl Pg {
                 prepared: HashMap::new(),
                 deferred: None,
                 begun: false,
+                lost: false,
             })
         })
     }
 
     pub fn is_broken(&self) -> bool {
-        self.client.is_closed()
+        self.lost || self.client.is_closed()
+    }
+
+    /// The error as a store error, noting when it means the session is gone.
+    fn fail(&mut self, e: &tokio_postgres::Error) -> StoreError {
+        use tokio_postgres::error::SqlState;
+        let gone = e.is_closed()
+            || e.code().is_some_and(|c| {
+                *c == SqlState::ADMIN_SHUTDOWN
+                    || *c == SqlState::CRASH_SHUTDOWN
+                    || *c == SqlState::CANNOT_CONNECT_NOW
+                    || c.code().starts_with("08")
+            });
+        if gone {
+            self.lost = true;
+        }
+        error(e)
     }
 
     fn block_on<F: Future>(&self, f: F) -> Result<F::Output> {
@@ -124,7 +144,8 @@ impl Pg {
         let client = &self.client;
         let done = self.block_on(join_all(numbered.iter().map(|s| client.prepare(s))))?;
         for (sql, stmt) in missing.into_iter().zip(done) {
-            self.prepared.insert(sql.to_string(), stmt.map_err(error)?);
+            let stmt = stmt.map_err(|e| self.fail(&e))?;
+            self.prepared.insert(sql.to_string(), stmt);
         }
         Ok(())
     }
@@ -144,21 +165,20 @@ impl Pg {
         }
         let stmt = self.statement(sql)?;
         let refs = args(vals);
-        self.block_on(self.client.execute(&stmt, &refs))?
-            .map_err(error)
+        let out = self.block_on(self.client.execute(&stmt, &refs))?;
+        out.map_err(|e| self.fail(&e))
     }
 
     pub fn rows(&mut self, sql: &str, vals: &[Val]) -> Result<Vec<Row>> {
         self.flush(false)?;
         let stmt = self.statement(sql)?;
         let refs = args(vals);
-        let rows = self
-            .block_on(self.client.query(&stmt, &refs))?
-            .map_err(error)?;
+        let rows = self.block_on(self.client.query(&stmt, &refs))?;
+        let rows = rows.map_err(|e| self.fail(&e))?;
         rows.iter()
             .map(|r| {
                 (0..r.len())
-                    .map(|i| r.try_get::<_, Val>(i).map_err(error))
+                    .map(|i| r.try_get::<_, Val>(i).map_err(|e| error(&e)))
                     .collect::<Result<Vec<_>>>()
                     .map(Row)
             })
@@ -167,8 +187,8 @@ impl Pg {
 
     pub fn batch(&mut self, sql: &str) -> Result<()> {
         self.flush(false)?;
-        self.block_on(self.client.batch_execute(sql))?
-            .map_err(error)
+        let out = self.block_on(self.client.batch_execute(sql))?;
+        out.map_err(|e| self.fail(&e))
     }
 
     /// Starts a transaction: writes wait until it ends (or until a read inside it).
@@ -222,7 +242,7 @@ impl Pg {
             refs.iter().map(|(st, a)| client.execute(*st, a.as_slice())),
         ))?;
         if let Some(e) = results.into_iter().find_map(std::result::Result::err) {
-            return Err(error(e));
+            return Err(self.fail(&e));
         }
         if commit {
             self.begun = false;
@@ -244,7 +264,7 @@ impl Pg {
 }
 
 /// A PostgreSQL error as one sentence: the server's message, not a Debug dump.
-pub(super) fn message(e: &tokio_postgres::Error) -> String {
+pub fn message(e: &tokio_postgres::Error) -> String {
     match e.as_db_error() {
         Some(db) => db.message().to_string(),
         None => {
@@ -259,7 +279,6 @@ pub(super) fn message(e: &tokio_postgres::Error) -> String {
     }
 }
 
-#[allow(clippy::needless_pass_by_value)] // for `map_err`
-fn error(e: tokio_postgres::Error) -> StoreError {
-    StoreError(format!("PostgreSQL store error: {}", message(&e)))
+fn error(e: &tokio_postgres::Error) -> StoreError {
+    StoreError(format!("PostgreSQL store error: {}", message(e)))
 }

@@ -1,0 +1,131 @@
+//! What several workers on one PostgreSQL store buy, beside one host on SQLite: persisted
+//! stage attempts per second with one, two and three workers (hosts in this process, each
+//! with its own workspace, sharing the database), on two shapes:
+//!
+//! - `zero`: 60 runs of 20 zero-latency `simulate` stages (what the store costs);
+//! - `wait20`: 240 runs of one stage that waits 20 ms, at most 16 runs in flight per worker
+//!   (what adding workers buys when the work, not the store, is the limit).
+//!
+//! Needs `OPSDECK_BENCH_POSTGRES` (a superuser URL such as `postgres://you@127.0.0.1:5432/postgres`);
+//! without it only the SQLite rows run.
+
+use std::fmt::Write as _;
+use std::time::{Duration, Instant};
+
+#[allow(dead_code)] // only the PostgreSQL fixture is used here
+mod common;
+
+use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use opsdeck::host::{Host, HostOptions, Workspace};
+use opsdeck::model::{EventKind, Trigger};
+use opsdeck::runtime::spec::{self, Pipeline};
+
+fn pipelines() -> Vec<Pipeline> {
+    let mut zero = String::from("[pipeline]\nname = \"zero\"\nconcurrency = 20\n");
+    for i in 0..20 {
+        let _ = write!(zero, "[[stage]]\nid = \"s{i}\"\nkind = \"simulate\"\n");
+    }
+    let wait = "[pipeline]\nname = \"wait20\"\n[[stage]]\nid = \"w\"\nkind = \"simulate\"\nlatency = { p50_ms = 20, p95_ms = 20 }\n";
+    vec![
+        spec::parse("zero", &zero).expect("zero"),
+        spec::parse("wait20", wait).expect("wait20"),
+    ]
+}
+
+/// `n` hosts on the store at `url` (SQLite when empty: then `n` is 1).
+async fn hosts(dirs: &[tempfile::TempDir], url: &str) -> Vec<Host> {
+    let mut out = Vec::new();
+    for d in dirs {
+        let mut ws = Workspace::in_memory(d.path(), pipelines());
+        ws.settings.store.url = url.to_string();
+        ws.settings.worker.max_in_flight = 16;
+        out.push(
+            Host::start(ws, HostOptions::long_lived("benchmark"))
+                .await
+                .expect("host"),
+        );
+    }
+    out
+}
+
+/// Starts `runs` runs of `pipeline` spread over `hosts` and waits for all: the time taken.
+/// Every run's end reaches every worker's live stream, whichever worker drove it.
+async fn batch(hosts: &[Host], pipeline: &str, runs: usize) -> Duration {
+    let mut live = hosts[0].subscribe();
+    let start = Instant::now();
+    // Submitted as many clients would, all at once, spread over the workers.
+    let params = serde_json::Map::new();
+    let starts =
+        (0..runs).map(|i| hosts[i % hosts.len()].start_run(pipeline, &params, Trigger::Manual));
+    let mut ids: std::collections::HashSet<_> = futures::future::join_all(starts)
+        .await
+        .into_iter()
+        .map(|r| r.expect("start"))
+        .collect();
+    while !ids.is_empty() {
+        match live.recv().await {
+            Ok(e) if e.kind == EventKind::RunFinished => {
+                if let Some(id) = e.run_id {
+                    ids.remove(&id);
+                }
+            }
+            Ok(_) => {}
+            Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
+                // Fell behind: ask the store which are done.
+                let mut left = std::collections::HashSet::new();
+                for id in ids {
+                    if !hosts[0].run(id).await.expect("run").status.is_finished() {
+                        left.insert(id);
+                    }
+                }
+                ids = left;
+            }
+            Err(e) => panic!("the live stream ended: {e}"),
+        }
+    }
+    start.elapsed()
+}
+
+fn workers(c: &mut Criterion) {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let mut setups: Vec<(String, String, usize)> = vec![("sqlite".into(), String::new(), 1)];
+    if let Ok(admin) = std::env::var("OPSDECK_BENCH_POSTGRES") {
+        for n in 1..=3 {
+            let url = common::fresh_database(
+                &admin,
+                &format!("opsdeck_bench_w{n}_{}", std::process::id()),
+            );
+            setups.push((format!("postgres_{n}_workers"), url, n));
+        }
+    }
+    for (label, url, n) in setups {
+        let dirs: Vec<_> = (0..n)
+            .map(|_| tempfile::tempdir().expect("tempdir"))
+            .collect();
+        let hs = rt.block_on(hosts(&dirs, &url));
+        for (shape, runs, stages) in [("zero", 60, 20), ("wait20", 240, 1)] {
+            let mut group = c.benchmark_group(format!("workers_{shape}"));
+            group.throughput(Throughput::Elements((runs * stages) as u64));
+            group.sample_size(10);
+            group.bench_function(&label, |b| {
+                b.iter_custom(|iters| {
+                    let mut total = Duration::ZERO;
+                    for _ in 0..iters {
+                        total += rt.block_on(batch(&hs, shape, runs));
+                    }
+                    total
+                });
+            });
+            group.finish();
+        }
+        for h in hs {
+            rt.block_on(h.shutdown());
+        }
+    }
+}
+
+criterion_group!(benches, workers);
+criterion_main!(benches);

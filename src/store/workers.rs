@@ -1,0 +1,255 @@
+//! Several workers on one PostgreSQL store. The database is the coordinator: each worker keeps
+//! a row with a lease it renews; a run belongs to the worker in its `owner` column, which
+//! claims it with `FOR UPDATE SKIP LOCKED` (so two workers never take the same run) and alone
+//! drives it; a worker whose lease ran out has its runs interrupted and let go, for others to
+//! claim and resume. Times are the database's clock, so workers' clocks need not agree.
+
+use super::db::{Db, args};
+use super::recovery::interrupt_owned;
+use super::{Result, StoreError};
+use crate::model::{RunId, RunStatus, Timestamp, WorkerInfo};
+
+/// Runs `f` in a transaction whose commit does not wait for the disk: for bookkeeping whose
+/// loss in a database crash harms nothing, because whatever relies on it is committed later,
+/// durably, and a durable commit writes everything logged before it.
+pub(crate) fn quick<T>(db: &mut Db, f: impl FnOnce(&mut Db) -> Result<T>) -> Result<T> {
+    db.transaction(|tx| {
+        tx.execute("SET LOCAL synchronous_commit = off", &[])?;
+        f(tx)
+    })
+}
+
+/// Milliseconds since the epoch by the database's clock.
+const NOW_MS: &str = "CAST(EXTRACT(EPOCH FROM clock_timestamp()) * 1000 AS BIGINT)";
+
+/// Adds (or renews) this worker's row with a lease of `lease_ms`.
+pub fn register(db: &mut Db, w: &WorkerInfo, lease_ms: u64) -> Result<()> {
+    db.execute(
+        &format!(
+            "INSERT INTO workers (id, host, pid, address, started_at, heartbeat_ms, lease_until_ms, max_in_flight)
+             VALUES (?1, ?2, ?3, ?4, ?5, {NOW_MS}, {NOW_MS} + ?6, ?7)
+             ON CONFLICT (id) DO UPDATE SET address = excluded.address, heartbeat_ms = excluded.heartbeat_ms,
+               lease_until_ms = excluded.lease_until_ms, max_in_flight = excluded.max_in_flight"
+        ),
+        args![
+            w.id.as_str(),
+            w.host.as_str(),
+            w.pid,
+            w.address.as_deref(),
+            w.started_at.to_string(),
+            lease_ms,
+            w.max_in_flight
+        ],
+    )?;
+    Ok(())
+}
+
+/// Renews the lease; false when the row is gone (the lease ran out and another worker took
+/// this one's runs).
+pub fn heartbeat(db: &mut Db, id: &str, lease_ms: u64) -> Result<bool> {
+    quick(db, |db| {
+        Ok(!db
+        .rows(
+            &format!(
+                "UPDATE workers SET heartbeat_ms = {NOW_MS}, lease_until_ms = {NOW_MS} + ?2 WHERE id = ?1 RETURNING id"
+            ),
+            args![id, lease_ms],
+        )?
+        .is_empty())
+    })
+}
+
+/// Interrupts and lets go the runs of every worker whose lease ran out (and of owners with no
+/// row at all), and removes those workers. Returns each one's runs.
+pub fn reap(db: &mut Db, now: Timestamp) -> Result<Vec<(String, Vec<RunId>)>> {
+    db.transaction(|tx| {
+        let mut dead: Vec<String> = tx
+            .rows(
+                &format!("SELECT id FROM workers WHERE lease_until_ms < {NOW_MS} FOR UPDATE SKIP LOCKED"),
+                &[],
+            )?
+            .into_iter()
+            .map(|mut r| r.text(0))
+            .collect::<Result<_>>()?;
+        for mut r in tx.rows(
+            "SELECT DISTINCT owner FROM runs WHERE owner IS NOT NULL AND status IN ('pending', 'running')
+             AND owner NOT IN (SELECT id FROM workers)",
+            &[],
+        )? {
+            let owner = r.text(0)?;
+            if !dead.contains(&owner) {
+                dead.push(owner);
+            }
+        }
+        let mut out = Vec::new();
+        for w in dead {
+            let runs = interrupt_owned(tx, &w, now)?;
+            tx.execute("DELETE FROM workers WHERE id = ?1", args![w.as_str()])?;
+            out.push((w, runs));
+        }
+        Ok(out)
+    })
+}
+
+/// Claims up to `n` runs no worker owns that are waiting to start or to be resumed.
+pub fn claim(db: &mut Db, me: &str, n: usize) -> Result<Vec<(RunId, RunStatus)>> {
+    if n == 0 {
+        return Ok(Vec::new());
+    }
+    quick(db, |db| {
+        db.rows(
+            "UPDATE runs SET owner = ?1 WHERE id IN (
+            SELECT id FROM runs WHERE owner IS NULL AND status IN ('pending', 'interrupted')
+            ORDER BY id LIMIT ?2 FOR UPDATE SKIP LOCKED)
+         RETURNING id, status",
+            args![me, n],
+        )?
+        .into_iter()
+        .map(|mut r| {
+            let status = r.text(1)?;
+            Ok((
+                RunId(r.i64(0)?),
+                status.parse().map_err(|_| {
+                    StoreError(format!(
+                        "the state database holds an unknown status `{status}`"
+                    ))
+                })?,
+            ))
+        })
+        .collect()
+    })
+}
+
+/// Takes run `id` for `me` unless a live worker owns it; false if one does.
+pub fn claim_one(db: &mut Db, me: &str, id: RunId) -> Result<bool> {
+    quick(db, |db| {
+        Ok(!db
+            .rows(
+                "UPDATE runs SET owner = ?1 WHERE id = ?2
+               AND (owner IS NULL OR owner = ?1 OR owner NOT IN (SELECT id FROM workers))
+             RETURNING id",
+                args![me, id.0],
+            )?
+            .is_empty())
+    })
+}
+
+/// The live worker that owns run `id`, if another one does.
+pub fn owner(db: &mut Db, me: &str, id: RunId) -> Result<Option<String>> {
+    db.row(
+        "SELECT owner FROM runs WHERE id = ?1 AND owner <> ?2 AND owner IN (SELECT id FROM workers)",
+        args![id.0, me],
+    )?
+    .map(|mut r| r.text(0))
+    .transpose()
+}
+
+/// Lets go every run `me` owns and removes its row: a worker stopping on purpose.
+pub fn release(db: &mut Db, me: &str) -> Result<()> {
+    db.transaction(|tx| {
+        tx.execute("UPDATE runs SET owner = NULL WHERE owner = ?1", args![me])?;
+        tx.execute("DELETE FROM workers WHERE id = ?1", args![me])?;
+        tx.execute("SELECT pg_notify('opsdeck_work', '')", &[])?;
+        Ok(())
+    })
+}
+
+/// Asks the worker that drives run `id` to cancel it (it is woken by a notification).
+pub fn request_cancel(db: &mut Db, id: RunId, reason: &str) -> Result<()> {
+    db.transaction(|tx| {
+        tx.execute(
+            "UPDATE runs SET cancel_requested = ?2 WHERE id = ?1",
+            args![id.0, reason],
+        )?;
+        tx.execute("SELECT pg_notify('opsdeck_work', '')", &[])?;
+        Ok(())
+    })
+}
+
+/// The cancellations asked of `me`'s runs, taken (each is handed over once).
+pub fn take_cancels(db: &mut Db, me: &str) -> Result<Vec<(RunId, String)>> {
+    // Nothing asked (almost always): a read, no commit to wait for.
+    if db
+        .row(
+            "SELECT 1 FROM runs WHERE owner = ?1 AND cancel_requested IS NOT NULL LIMIT 1",
+            args![me],
+        )?
+        .is_none()
+    {
+        return Ok(Vec::new());
+    }
+    db.rows(
+        "WITH asked AS (SELECT id, cancel_requested FROM runs
+                        WHERE owner = ?1 AND cancel_requested IS NOT NULL FOR UPDATE)
+         UPDATE runs r SET cancel_requested = NULL FROM asked WHERE r.id = asked.id
+         RETURNING r.id, asked.cancel_requested",
+        args![me],
+    )?
+    .into_iter()
+    .map(|mut r| Ok((RunId(r.i64(0)?), r.text(1)?)))
+    .collect()
+}
+
+/// Every worker with a row, oldest first.
+pub fn list(db: &mut Db) -> Result<Vec<WorkerInfo>> {
+    db.rows(
+        &format!(
+            "SELECT id, host, pid, address, started_at, {NOW_MS} - heartbeat_ms, lease_until_ms - {NOW_MS},
+                max_in_flight,
+                (SELECT COUNT(*) FROM runs r WHERE r.owner = w.id AND r.status IN ('pending', 'running'))
+             FROM workers w ORDER BY started_at, id"
+        ),
+        &[],
+    )?
+    .into_iter()
+    .map(|mut r| {
+        Ok(WorkerInfo {
+            id: r.text(0)?,
+            host: r.text(1)?,
+            pid: u32::try_from(r.i64(2)?).unwrap_or_default(),
+            address: r.opt_text(3)?,
+            started_at: Timestamp::parse(&r.text(4)?)
+                .unwrap_or_else(|_| Timestamp::from_millis(0)),
+            heartbeat_age_ms: r.i64(5)?.max(0).unsigned_abs(),
+            lease_left_ms: r.i64(6)?,
+            max_in_flight: r.u32(7)?,
+            runs: r.u32(8)?,
+        })
+    })
+    .collect()
+}
+
+/// Takes schedule tick `tick` of `pipeline` for this worker: true for exactly one worker.
+/// Ticks older than an hour before it are forgotten.
+pub fn claim_tick(db: &mut Db, pipeline: &str, tick: &str, hour_before: &str) -> Result<bool> {
+    db.execute(
+        "DELETE FROM schedule_fires WHERE pipeline = ?1 AND tick < ?2",
+        args![pipeline, hour_before],
+    )?;
+    Ok(!db
+        .rows(
+            "INSERT INTO schedule_fires (pipeline, tick) VALUES (?1, ?2) ON CONFLICT DO NOTHING RETURNING tick",
+            args![pipeline, tick],
+        )?
+        .is_empty())
+}
+
+/// The newest scheduled run of `pipeline` that has not finished, whichever worker runs it.
+pub fn unfinished_scheduled(db: &mut Db, pipeline: &str) -> Result<Option<RunId>> {
+    db.row(
+        "SELECT id FROM runs WHERE pipeline = ?1 AND trigger = 'schedule'
+           AND status IN ('pending', 'running', 'interrupted') ORDER BY id DESC LIMIT 1",
+        args![pipeline],
+    )?
+    .map(|mut r| Ok(RunId(r.i64(0)?)))
+    .transpose()
+}
+
+/// Records where `me` serves its API.
+pub fn set_address(db: &mut Db, me: &str, address: &str) -> Result<()> {
+    db.execute(
+        "UPDATE workers SET address = ?2 WHERE id = ?1",
+        args![me, address],
+    )?;
+    Ok(())
+}
