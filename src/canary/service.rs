@@ -143,8 +143,9 @@ pub struct Deps {
     pub tasks: tokio_util::task::TaskTracker,
     /// The workspace directory: hook commands run there, as stage commands do.
     pub dir: std::path::PathBuf,
-    /// Another worker on the same store drives these canaries: commands are refused here.
-    pub follower: bool,
+    /// Whether this host drives the canaries. False on a worker while another worker on the
+    /// same store leads them: commands are refused here until it takes over.
+    pub lead: Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// Every canary of a host. The list is fixed when the host starts; clones share it.
@@ -153,12 +154,13 @@ pub struct CanaryService {
     list: Vec<Shared>,
     configs: Vec<Arc<CanaryConfig>>,
     deps: Deps,
+    seed: u64,
 }
 
 impl CanaryService {
     /// Commands act where the canaries are driven.
     fn lead(&self) -> Result<(), CanaryError> {
-        if self.deps.follower {
+        if !self.deps.lead.load(std::sync::atomic::Ordering::Acquire) {
             return Err(CanaryError::Conflict(
                 "another worker on this store drives the canaries; send canary commands to it (`opsdeck workers` lists the workers and their addresses)".into(),
             ));
@@ -289,8 +291,23 @@ impl CanaryService {
             list,
             configs: configs.to_vec(),
             deps,
+            seed,
         };
         (service, ops)
+    }
+
+    /// The worker that drove the canaries stopped and this one took their lead: each canary
+    /// goes on from the state its last leader saved (no second start, promotion or rollback).
+    /// Returns the writes for canaries that had none saved; commit them, then [`Self::start`].
+    pub fn take_over(&self, reader: &Reader) -> Vec<Op> {
+        let (saved, ops) = CanaryService::load(&self.configs, reader, self.deps.clone(), self.seed);
+        for (mine, theirs) in self.list.iter().zip(&saved.list) {
+            std::mem::swap(&mut *mine.lock(), &mut *theirs.lock());
+        }
+        self.deps
+            .lead
+            .store(true, std::sync::atomic::Ordering::Release);
+        ops
     }
 
     /// Starts the canaries in a long-lived host: restarts ended demo rollouts, starts each

@@ -133,6 +133,12 @@ fn migrate(ws: &crate::host::Workspace, to: &str) -> CliResult {
             crate::config::STORE_SCHEMES.join(" or ")
         )));
     }
+    if let pg @ crate::store::Target::Postgres(_) = ws.store() {
+        return Err(CliError::bad_input(format!(
+            "this workspace already keeps its state in PostgreSQL ({}); `store migrate` copies a workspace's SQLite file, so leave `[store] url` (and OPSDECK_STORE__URL) unset to migrate it",
+            pg.describe()
+        )));
+    }
     let db = ws.db_path();
     if !db.exists() {
         return Err(CliError::bad_input(format!(
@@ -168,8 +174,14 @@ fn migrate(ws: &crate::host::Workspace, to: &str) -> CliResult {
     drop(lock);
     let listed: Vec<String> = counts.iter().map(|(t, n)| format!("{n} {t}")).collect();
     say!("copied the store into {shown}: {}", listed.join(", "))?;
-    say!(
-        "every table holds the same number of rows in both; to use it, set `url = \"{shown}\"` under [store] in opsdeck.toml (or OPSDECK_STORE__URL)"
-    )?;
+    if crate::store::db::has_password(to) {
+        say!(
+            "every table holds the same number of rows in both; to use it, set `url` under [store] in opsdeck.toml (or OPSDECK_STORE__URL) to the URL given to --to (its password is not shown here)"
+        )?;
+    } else {
+        say!(
+            "every table holds the same number of rows in both; to use it, set `url = \"{to}\"` under [store] in opsdeck.toml (or OPSDECK_STORE__URL)"
+        )?;
+    }
     Ok(EXIT_OK)
 }

@@ -87,6 +87,9 @@ struct Inner {
     asset_lock: tokio::sync::Mutex<()>,
     /// Released at shutdown: the writer thread to join and the workspace lock.
     lifetime: Mutex<Option<(WriterThread, HostLock)>>,
+    /// Whether this host drives the canaries (always on SQLite; on PostgreSQL the worker
+    /// holding the canaries' lead).
+    canary_lead: Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// A running host. Cloning shares it.
@@ -157,7 +160,16 @@ pub fn open_reader(ws: &Workspace) -> runtime::Result<Reader> {
         // Nothing has run here yet: answer from an empty store rather than create files in a
         // directory that was only read.
         Target::Sqlite(_) => Ok(Reader::empty()?),
-        pg @ Target::Postgres(_) => Ok(pg.reader()?),
+        pg @ Target::Postgres(_) => {
+            let r = pg.reader()?;
+            if r.schema_version()? == 0 {
+                return Err(RuntimeError::BadInput(format!(
+                    "the PostgreSQL store {} has no opsdeck tables yet: start a host on it (`opsdeck serve`), or copy a SQLite store into it with `opsdeck store migrate --to URL`",
+                    pg.describe()
+                )));
+            }
+            Ok(r)
+        }
     }
 }
 
@@ -166,7 +178,7 @@ pub fn open_reader(ws: &Workspace) -> runtime::Result<Reader> {
 /// the writer's connection, so it is let go when that connection closes, a crash included.
 const PG_CANARY_LEAD: i64 = 0x6f70_7364_6563_6b01;
 
-fn take_canary_lead(conn: &mut store::Db) -> store::Result<bool> {
+pub(crate) fn take_canary_lead(conn: &mut store::Db) -> store::Result<bool> {
     conn.one("SELECT pg_try_advisory_lock(?1)", &[PG_CANARY_LEAD.into()])?
         .bool(0)
 }
@@ -190,27 +202,36 @@ fn ws_lease(ws: &Workspace) -> std::time::Duration {
     std::time::Duration::from_secs(u64::from(ws.settings.worker.lease_timeout))
 }
 
+/// What [`open_writer`] returns: the writer, its thread, whether this host drives the
+/// canaries (shared with the writer's reconnects and the canaries), and this worker's row.
+type Opened = (
+    Writer,
+    WriterThread,
+    Arc<std::sync::atomic::AtomicBool>,
+    Option<crate::model::WorkerInfo>,
+);
+
 /// Opens the store and starts its writer (recovering SQLite after a crash). On PostgreSQL this
 /// host is one worker of possibly several: it registers, and leads the canaries if no other
-/// worker does. Returns the writer, its thread, whether this host drives the canaries, and
-/// this worker's row.
+/// worker does.
 async fn open_writer(
     ws: &Workspace,
     target: &Target,
     opts: &HostOptions,
     events: &broadcast::Sender<Arc<Event>>,
-) -> runtime::Result<(Writer, WriterThread, bool, Option<crate::model::WorkerInfo>)> {
+) -> runtime::Result<Opened> {
     let (mut conn, recovered, orphans) = open_store(target, opts.clock.timestamp())?;
     if !recovered.is_empty() {
         tracing::warn!(runs = %ids(&recovered), "runs of a stopped host were interrupted");
     }
     kill_orphans(&orphans);
     let shared = matches!(target, Target::Postgres(_));
-    let lead = !shared || (opts.schedules && take_canary_lead(&mut conn)?);
+    let lead = Arc::new(std::sync::atomic::AtomicBool::new(
+        !shared || (opts.schedules && take_canary_lead(&mut conn)?),
+    ));
     let me =
         shared.then(|| worker::identity(ws.settings.worker.max_in_flight, opts.clock.timestamp()));
-    let (writer, thread) =
-        Writer::spawn_with(conn, reopen(target, shared && lead), events.clone())?;
+    let (writer, thread) = Writer::spawn_with(conn, reopen(target, lead.clone()), events.clone())?;
     if let Some(me) = me.clone() {
         let ms = u64::try_from(ws_lease(ws).as_millis()).unwrap_or(u64::MAX);
         writer
@@ -221,16 +242,16 @@ async fn open_writer(
 }
 
 /// How the writer reconnects to a PostgreSQL store whose connection broke: a new connection,
-/// which takes the canaries' lead again when this worker had it. If another worker has taken
+/// which takes the canaries' lead again when this worker has it. If another worker has taken
 /// it meanwhile, this one stops writing (and says so) rather than drive canaries twice.
-fn reopen(target: &Target, lead: bool) -> Option<store::Reopen> {
+fn reopen(target: &Target, lead: Arc<std::sync::atomic::AtomicBool>) -> Option<store::Reopen> {
     let Target::Postgres(_) = target else {
         return None;
     };
     let target = target.clone();
     Some(Box::new(move || {
         let mut conn = target.writer()?;
-        if lead && !take_canary_lead(&mut conn)? {
+        if lead.load(std::sync::atomic::Ordering::Acquire) && !take_canary_lead(&mut conn)? {
             return Err(store::StoreError(
                 "another worker took the lead of the canaries while this one was cut off from the store; stop this worker and start it again".into(),
             ));
@@ -297,7 +318,7 @@ impl Host {
                 shutdown: shutdown.clone(),
                 tasks: tasks.clone(),
                 dir: ws.dir.clone(),
-                follower: !canary_lead,
+                lead: canary_lead.clone(),
             },
             seed,
         );
@@ -330,6 +351,7 @@ impl Host {
                 tasks,
                 asset_lock: tokio::sync::Mutex::new(()),
                 lifetime: Mutex::new(Some((thread, lock))),
+                canary_lead: canary_lead.clone(),
             }),
         };
         tracing::info!(workspace = %host.inner.ws.dir.display(), command = %opts.command, "host started");
@@ -344,12 +366,13 @@ impl Host {
         } else if opts.resume_interrupted {
             host.resume_interrupted().await?;
         }
-        if canary_lead {
+        let leads = canary_lead.load(std::sync::atomic::Ordering::Acquire);
+        if leads {
             host.inner.writer.commit(canary_ops).await?;
         }
         if opts.schedules {
             host.inner.runtime.start_schedules();
-            if canary_lead {
+            if leads {
                 host.inner
                     .canaries
                     .start()
@@ -572,9 +595,13 @@ impl Host {
         }
         drop(lifetime);
         if let Some(w) = self.inner.runtime.worker() {
-            // Other workers' operators find this one's API in `opsdeck workers`.
-            let (me, address, writer) =
-                (w.id.clone(), address.to_string(), self.inner.writer.clone());
+            // Other workers' operators find this one's API in `opsdeck workers`: by the
+            // machine's name when it listens on every address.
+            let host = w.id.split(':').next().unwrap_or("localhost");
+            let address = address
+                .replace("//0.0.0.0:", &format!("//{host}:"))
+                .replace("//[::]:", &format!("//{host}:"));
+            let (me, writer) = (w.id.clone(), self.inner.writer.clone());
             tokio::spawn(async move {
                 let set = writer
                     .on_conn(move |db| store::workers::set_address(db, &me, &address))

@@ -68,6 +68,9 @@ async fn run(host: Host, wake: Arc<Notify>, lease: Duration, claim: bool) {
             last_beat = Some(tokio::time::Instant::now());
             keep_lease(&host, &slot, lease).await;
             move_dead_workers_runs(&host).await;
+            if claim {
+                lead_canaries_if_free(&host).await;
+            }
         }
         hand_over_cancels(&host, &slot).await;
         if claim {
@@ -140,6 +143,43 @@ async fn move_dead_workers_runs(host: &Host) {
     }
 }
 
+/// A long-lived worker that does not drive the canaries takes their lead when the worker that
+/// did has stopped (its lock went with its connection).
+async fn lead_canaries_if_free(host: &Host) {
+    use std::sync::atomic::Ordering;
+    let inner = &host.inner;
+    if inner.ws.canaries.is_empty() || inner.canary_lead.load(Ordering::Acquire) {
+        return;
+    }
+    let taken = match inner.writer.on_conn(super::take_canary_lead).await {
+        Ok(taken) => taken,
+        Err(e) => {
+            tracing::warn!(error = %e, "could not ask for the canaries' lead");
+            return;
+        }
+    };
+    if !taken {
+        return;
+    }
+    let ops = match inner.ws.store().reader() {
+        Ok(reader) => inner.canaries.take_over(&reader),
+        Err(e) => {
+            tracing::error!(error = %e, "took the canaries' lead but cannot read their state");
+            return;
+        }
+    };
+    let started = match inner.writer.commit(ops).await {
+        Ok(()) => inner.canaries.start().await,
+        Err(e) => Err(e.0),
+    };
+    match started {
+        Ok(()) => tracing::warn!(
+            "the worker that drove the canaries stopped: this one drives them now, from their saved state"
+        ),
+        Err(e) => tracing::error!(error = %e, "took the canaries' lead but could not start them"),
+    }
+}
+
 async fn hand_over_cancels(host: &Host, slot: &WorkerSlot) {
     let me = slot.id.clone();
     let asked = match host
@@ -186,8 +226,15 @@ async fn claim_runs(host: &Host, slot: &WorkerSlot) {
             return;
         }
     };
-    for (run, status) in claimed {
-        let started = if status == RunStatus::Interrupted {
+    for (run, status, cancel) in claimed {
+        let started = if let Some(reason) = cancel {
+            // Cancelled while no worker drove it: it ends here, and never runs again.
+            host.inner
+                .runtime
+                .cancel_run(run, &reason, Vec::new())
+                .await
+                .map_err(|e| e.to_string())
+        } else if status == RunStatus::Interrupted {
             // Resuming is a command of its own: recorded in the audit log, as at a start.
             let why =
                 "a worker took over a run that another worker or a stopped host left interrupted";

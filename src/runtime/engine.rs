@@ -268,6 +268,10 @@ impl Runtime {
             return Ok(());
         };
         if let Some(w) = &self.e.worker {
+            // A finished run is refused here too, whichever worker drove it.
+            if let Some(why) = self.summary(id).await?.status.cancel_refusal(id) {
+                return Err(RuntimeError::Conflict(why));
+            }
             let (me, why) = (w.id.clone(), reason.to_string());
             let elsewhere = self
                 .e

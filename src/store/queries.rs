@@ -197,6 +197,11 @@ impl Reader {
         }
     }
 
+    /// The store's schema version (0: no opsdeck tables yet).
+    pub fn schema_version(&self) -> Result<i64> {
+        super::schema::version(&mut *self.db()?)
+    }
+
     /// Whether this reader's connection is gone and a new one is needed.
     pub fn is_broken(&self) -> bool {
         self.db.try_borrow().is_ok_and(|db| db.is_broken())

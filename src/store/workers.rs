@@ -91,17 +91,23 @@ pub fn reap(db: &mut Db, now: Timestamp) -> Result<Vec<(String, Vec<RunId>)>> {
     })
 }
 
+/// A run a worker has just claimed, and the cancellation asked of it meanwhile, if any (the
+/// claim takes it: the claimer cancels the run instead of starting it).
+pub type Claimed = (RunId, RunStatus, Option<String>);
+
 /// Claims up to `n` runs no worker owns that are waiting to start or to be resumed.
-pub fn claim(db: &mut Db, me: &str, n: usize) -> Result<Vec<(RunId, RunStatus)>> {
+pub fn claim(db: &mut Db, me: &str, n: usize) -> Result<Vec<Claimed>> {
     if n == 0 {
         return Ok(Vec::new());
     }
     quick(db, |db| {
         db.rows(
-            "UPDATE runs SET owner = ?1 WHERE id IN (
-            SELECT id FROM runs WHERE owner IS NULL AND status IN ('pending', 'interrupted')
-            ORDER BY id LIMIT ?2 FOR UPDATE SKIP LOCKED)
-         RETURNING id, status",
+            "WITH taken AS (
+                SELECT id, cancel_requested FROM runs
+                WHERE owner IS NULL AND status IN ('pending', 'interrupted')
+                ORDER BY id LIMIT ?2 FOR UPDATE SKIP LOCKED)
+             UPDATE runs r SET owner = ?1, cancel_requested = NULL FROM taken WHERE r.id = taken.id
+             RETURNING r.id, r.status, taken.cancel_requested",
             args![me, n],
         )?
         .into_iter()
@@ -114,6 +120,7 @@ pub fn claim(db: &mut Db, me: &str, n: usize) -> Result<Vec<(RunId, RunStatus)>>
                         "the state database holds an unknown status `{status}`"
                     ))
                 })?,
+                r.opt_text(2)?,
             ))
         })
         .collect()

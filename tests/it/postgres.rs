@@ -20,6 +20,9 @@ fn a_sqlite_store_migrates_to_postgres_and_the_workspace_runs_on_it() {
         .expect_error(2, "already holds");
 
     ws.write("opsdeck.toml", &format!("[store]\nurl = \"{url}\"\n"));
+    // Now on PostgreSQL, its old SQLite file is not copied again by mistake.
+    ws.run(&["store", "migrate", "--to", &postgres_db()])
+        .expect_error(2, "already keeps its state in PostgreSQL");
     let runs = ws.run(&["runs", "--json"]).json();
     assert_eq!(runs.as_array().unwrap().len(), 2, "{runs}");
     // A new run on PostgreSQL continues the ids and the event log.
@@ -120,6 +123,14 @@ fn a_wrong_store_url_is_explained() {
     assert!(!err.contains("panicked"), "{err}");
     ws.run(&["store", "migrate", "--to", "mysql://x"])
         .expect_error(2, "give a PostgreSQL URL");
+    // A database nothing has used yet: reading it says what to do first.
+    ws.cmd()
+        .env("OPSDECK_STORE__URL", postgres_db())
+        .args(["runs"])
+        .output()
+        .map(crate::support::Out)
+        .unwrap()
+        .expect_error(2, "has no opsdeck tables yet");
 }
 
 /// Ends every connection the server has to `url`'s database, as a server restart would.

@@ -172,12 +172,35 @@ fn a_killed_workers_runs_finish_on_another_and_finished_stages_are_not_run_again
             "SELECT COUNT(*) FROM attempts WHERE stage_id = 'b' AND status = 'running'",
         ) == 4
     });
-    let (_b, survivor, _) = worker(&url, &p, 3);
+    let (_b, survivor, base2) = worker(&url, &p, 3);
     doomed.kill();
-    eventually("the survivor to finish every run", || {
-        count(&url, "SELECT COUNT(*) FROM runs WHERE status = 'succeeded'") == 4
+    // One run is cancelled through the survivor before the dead worker's lease has run out:
+    // the survivor takes the cancellation with the run and never runs it again.
+    let cancelled = runs[0];
+    let (status, body) = post(
+        &base2,
+        &format!("/v1/runs/{cancelled}/cancel"),
+        r#"{"reason": "not needed"}"#,
+    );
+    assert_eq!(status, 200, "{body}");
+    eventually("the survivor to finish every other run", || {
+        count(&url, "SELECT COUNT(*) FROM runs WHERE status = 'succeeded'") == 3
     });
-    for run in runs {
+    let status: String = sql(
+        &url,
+        &format!("SELECT status FROM runs WHERE id = {cancelled}"),
+    )[0]
+    .get(0);
+    assert_eq!(status, "cancelled");
+    assert_eq!(
+        count(
+            &url,
+            &format!("SELECT COUNT(*) FROM attempts WHERE run_id = {cancelled} AND stage_id = 'b'")
+        ),
+        1,
+        "the cancelled run's stage was not started again"
+    );
+    for run in runs.into_iter().skip(1) {
         let attempts = |stage: &str| {
             sql(
                 &url,
@@ -199,6 +222,10 @@ fn a_killed_workers_runs_finish_on_another_and_finished_stages_are_not_run_again
     let seen = noted(&log);
     assert_eq!(seen.keys().filter(|k| k.1 == "a").count(), 4);
     assert!(
+        !seen.contains_key(&(cancelled, "b".to_string(), 2)),
+        "{seen:?}"
+    );
+    assert!(
         seen.iter()
             .all(|(k, n)| *n == 1 && (k.1 == "b" || k.2 == 1)),
         "{seen:?}"
@@ -209,7 +236,7 @@ fn a_killed_workers_runs_finish_on_another_and_finished_stages_are_not_run_again
             &url,
             "SELECT COUNT(*) FROM audit WHERE action = 'run.resume' AND actor = 'opsdeck'"
         ),
-        4
+        3
     );
     assert_gap_free(&url);
     drop(survivor);
@@ -300,6 +327,15 @@ fn a_run_driven_by_one_worker_is_cancelled_through_another() {
     )[0]
     .get(0);
     assert_eq!(b, "cancelled");
+    // Once it has ended, another cancel is refused on every worker.
+    for base in [&base1, &base2] {
+        let (status, body) = post(
+            base,
+            &format!("/v1/runs/{run}/cancel"),
+            r#"{"reason": "again"}"#,
+        );
+        assert_eq!(status, 409, "{body}");
+    }
     // Asked on one worker, done on the other, recorded once with the reason.
     assert_eq!(
         count(
@@ -360,4 +396,81 @@ async fn a_stream_resumed_on_another_worker_misses_nothing() {
     let want: Vec<u64> = (resume_at + 1..=u64::try_from(last).unwrap()).collect();
     assert_eq!(seqs, want);
     drop((w1, w2));
+}
+
+#[test]
+fn a_canary_moves_to_another_worker_when_its_leader_dies_and_acts_once() {
+    let url = postgres_db();
+    let canary = "[canary.api]\nsource = \"simulate\"\nsteps = [ {weight = 10, pause = \"1h\"}, {weight = 100} ]\nsimulate = { rps = 5 }\n";
+    let p = [("etl", crate::support::ETL.to_string())];
+    // Every worker has the canary in its workspace.
+    let make = |p: &[(&str, String)]| {
+        let ws = TestWorkspace::new();
+        for (name, text) in p {
+            ws.pipeline(name, text);
+        }
+        ws.write(
+            "opsdeck.toml",
+            &format!("[store]\nurl = \"{url}\"\n[worker]\nlease_timeout = 3\n{canary}"),
+        );
+        let port = free_port();
+        let child = serve(&ws, port);
+        (ws, Served(Some(child)), format!("http://127.0.0.1:{port}"))
+    };
+    let mut leader = make(&p);
+    eventually("the canary to start", || {
+        count(
+            &url,
+            "SELECT COUNT(*) FROM events WHERE kind = 'canary_started'",
+        ) == 1
+    });
+    let follower = make(&p);
+    // Commands go where the canary is driven.
+    let (status, body) = post(
+        &follower.2,
+        "/v1/canaries/api/actions",
+        r#"{"action": "pause", "reason": "hold"}"#,
+    );
+    assert_eq!(status, 409, "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("another worker"),
+        "{body}"
+    );
+    let (status, body) = post(
+        &leader.2,
+        "/v1/canaries/api/actions",
+        r#"{"action": "set_weight", "weight": 30, "reason": "hold at 30"}"#,
+    );
+    assert_eq!(status, 200, "{body}");
+    leader.1.kill();
+    // The follower takes the lead and goes on from the saved state: still at 30%, paused.
+    eventually("the follower to drive the canary", || {
+        let (status, _) = post(
+            &follower.2,
+            "/v1/canaries/api/actions",
+            r#"{"action": "resume", "reason": "the new leader goes on"}"#,
+        );
+        status == 200
+    });
+    let actions: Vec<String> = sql(
+        &url,
+        "SELECT data FROM events WHERE kind = 'canary_action' ORDER BY seq",
+    )
+    .iter()
+    .map(|r| r.get::<_, String>(0))
+    .collect();
+    assert_eq!(actions.len(), 2, "set_weight, then resume: {actions:?}");
+    assert!(actions[1].contains("\"weight_before\":30"), "{actions:?}");
+    assert_eq!(
+        count(
+            &url,
+            "SELECT COUNT(*) FROM events WHERE kind = 'canary_started'"
+        ),
+        1,
+        "taken over, not started again"
+    );
+    drop(follower);
 }

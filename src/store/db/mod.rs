@@ -390,26 +390,35 @@ pub(crate) fn placeholders(sql: &str) -> String {
 
 /// A URL with its password replaced, for messages and logs.
 pub fn redact(url: &str) -> String {
+    let mut out = url.to_string();
     if let Some((scheme, rest)) = url.split_once("://")
         && let Some((cred, host)) = rest.rsplit_once('@')
         && let Some((user, _)) = cred.split_once(':')
     {
-        return format!("{scheme}://{user}:***@{host}");
+        out = format!("{scheme}://{user}:***@{host}");
     }
-    if url.contains("password=") {
-        return url
-            .split_whitespace()
-            .map(|kv| {
-                if kv.starts_with("password=") {
-                    "password=***"
-                } else {
-                    kv
-                }
-            })
-            .collect::<Vec<_>>()
-            .join(" ");
+    // `password=` as a query parameter (`?password=x&...`) or a `key=value` word.
+    let mut shown = String::with_capacity(out.len());
+    let mut rest = out.as_str();
+    while let Some(at) = rest.find("password=") {
+        let starts_word = at == 0 || matches!(rest.as_bytes()[at - 1], b'?' | b'&' | b' ');
+        let (before, after) = rest.split_at(at + "password=".len());
+        shown.push_str(before);
+        if starts_word {
+            let end = after.find(['&', ' ']).unwrap_or(after.len());
+            shown.push_str("***");
+            rest = &after[end..];
+        } else {
+            rest = after;
+        }
     }
-    url.to_string()
+    shown.push_str(rest);
+    shown
+}
+
+/// Whether a connection string carries a password (which [`redact`] hides).
+pub fn has_password(url: &str) -> bool {
+    redact(url) != url
 }
 
 #[cfg(test)]
@@ -436,6 +445,15 @@ mod tests {
             "host=/tmp user=ops password=***"
         );
         assert_eq!(redact("postgres://db/x"), "postgres://db/x");
+        assert_eq!(
+            redact("postgres://ops@db/x?password=TOPSECRET&host=h"),
+            "postgres://ops@db/x?password=***&host=h"
+        );
+        assert_eq!(
+            redact("postgres://ops@db/x?sslmode=disable&password=a&b=c"),
+            "postgres://ops@db/x?sslmode=disable&password=***&b=c"
+        );
+        assert!(has_password("postgres://a:b@h/x") && !has_password("postgres://a@h/x"));
     }
 
     #[test]
