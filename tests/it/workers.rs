@@ -260,13 +260,17 @@ fn a_schedule_fires_once_per_tick_across_three_workers() {
         &url,
         "SELECT COUNT(*) FROM events WHERE kind = 'schedule_skipped'",
     );
-    assert_eq!(runs + skipped, ticks, "one run (or one skip) per tick");
-    // No two runs in the same second: each tick fired once.
-    let seconds = count(
-        &url,
-        "SELECT COUNT(DISTINCT substr(created_at, 1, 19)) FROM runs WHERE trigger = 'schedule'",
+    // Each tick is claimed once (its key is unique), and each claim fired one run or one skip:
+    // a tick two workers both fired would make more runs than ticks. (A tick claimed by a
+    // worker as it was being stopped may have fired nothing.)
+    assert!(
+        runs + skipped <= ticks,
+        "{runs} runs and {skipped} skips for {ticks} ticks"
     );
-    assert_eq!(seconds, runs);
+    assert!(
+        ticks - (runs + skipped) <= 3,
+        "{runs} runs and {skipped} skips for {ticks} ticks"
+    );
 }
 
 fn post(base: &str, path: &str, body: &str) -> (u16, Value) {
