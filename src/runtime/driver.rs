@@ -567,35 +567,14 @@ impl Driver {
                     error = %f.message,
                     "a stage failed and was parked in the dead-letter queue"
                 );
-                let id = match self.engine.writer.next_id(crate::store::IdKind::Dlq).await {
-                    Ok(id) => id,
+                match self.engine.writer.next_id(crate::store::IdKind::Dlq).await {
+                    Ok(id) => self.dead_letter(idx, DlqId(id), n, &f, now, &mut ops),
                     Err(e) => {
-                        tracing::error!(run = %self.id, error = %e, "no dead-letter id; the stage stays failed");
-                        0
+                        // No id to park it under: the stage fails without an entry rather
+                        // than under an id another entry could take.
+                        tracing::error!(run = %self.id, error = %e, "no dead-letter id; the stage failed without a dead-letter entry");
                     }
-                };
-                let dlq = DlqEntry {
-                    id: DlqId(id),
-                    run_id: self.id,
-                    pipeline: self.pipeline.name.clone(),
-                    stage: stage.id.clone(),
-                    attempts: n,
-                    input: Value::Null,
-                    error: AttemptError {
-                        code: f.code.to_string(),
-                        message: f.message.clone(),
-                    },
-                    created_at: now,
-                };
-                let (input, _, _) = clip_json(&self.input_for(idx), self.engine.limit);
-                ops.push(Op::stage_event(
-                    now,
-                    EventKind::DlqAdded,
-                    self.id,
-                    &stage.id,
-                    json!({"dlq_id": dlq.id, "attempts": n, "error": dlq.error}),
-                ));
-                ops.insert(0, Op::InsertDlq { entry: dlq, input });
+                }
                 StageStatus::Failed
             }
         };
@@ -609,6 +588,41 @@ impl Driver {
             },
         );
         self.engine.writer.send(ops).await;
+    }
+
+    /// The writes that park stage `idx`'s failure in the dead-letter queue as entry `id`.
+    fn dead_letter(
+        &self,
+        idx: usize,
+        id: DlqId,
+        n: u32,
+        f: &super::stage::Failure,
+        now: Timestamp,
+        ops: &mut Vec<Op>,
+    ) {
+        let stage = &self.pipeline.stages[idx];
+        let dlq = DlqEntry {
+            id,
+            run_id: self.id,
+            pipeline: self.pipeline.name.clone(),
+            stage: stage.id.clone(),
+            attempts: n,
+            input: Value::Null,
+            error: AttemptError {
+                code: f.code.to_string(),
+                message: f.message.clone(),
+            },
+            created_at: now,
+        };
+        let (input, _, _) = clip_json(&self.input_for(idx), self.engine.limit);
+        ops.push(Op::stage_event(
+            now,
+            EventKind::DlqAdded,
+            self.id,
+            &stage.id,
+            json!({"dlq_id": dlq.id, "attempts": n, "error": dlq.error}),
+        ));
+        ops.insert(0, Op::InsertDlq { entry: dlq, input });
     }
 
     async fn on_control(&mut self, ctl: Control) {
