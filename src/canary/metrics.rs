@@ -53,6 +53,16 @@ impl Totals {
         let _ = self.latency.subtract(&other.latency);
     }
 
+    /// Counts one request that took `latency_ms`; an error is left out of the latency when
+    /// `errors_in_latency` is false.
+    pub fn record(&mut self, latency_ms: f64, error: bool, errors_in_latency: bool) {
+        self.requests += 1;
+        self.errors += u64::from(error);
+        if errors_in_latency || !error {
+            self.latency.saturating_record(us(latency_ms).max(1));
+        }
+    }
+
     pub fn error_rate(&self) -> Option<f64> {
         (self.requests > 0).then(|| self.errors as f64 / self.requests as f64)
     }
@@ -286,12 +296,13 @@ impl Metrics {
         error: bool,
         errors_in_latency: bool,
     ) {
-        let t = self.slot(v, sec);
-        t.requests += 1;
-        t.errors += u64::from(error);
-        if errors_in_latency || !error {
-            t.latency.saturating_record(us(latency_ms).max(1));
-        }
+        self.slot(v, sec)
+            .record(latency_ms, error, errors_in_latency);
+    }
+
+    /// Adds totals measured elsewhere (another worker's proxy) to second `sec`.
+    pub fn record_totals(&mut self, sec: i64, v: Version, t: &Totals) {
+        self.slot(v, sec).add(t);
     }
 
     /// Starts a new analysis epoch with the second after `now`: the sequential tests begin

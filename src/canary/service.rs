@@ -8,6 +8,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use serde_json::{Value, json};
 
 use super::config::{CanaryConfig, RouteKey};
+use super::metrics::Totals;
 use super::source::{Env, Feed};
 use super::{Controller, Persisted, Rollout};
 use crate::clock::Clock;
@@ -19,6 +20,10 @@ use crate::store::{NewEvent, Op, Reader, Writer};
 
 /// Seconds a host that fell behind (a suspended laptop) replays at most.
 const MAX_CATCH_UP_S: i64 = 10;
+
+/// Seconds-and-version entries of traffic a worker holds for the store at most (a store that
+/// does not answer loses the oldest rather than grow the worker's memory).
+const OUTBOX_MAX: usize = 600;
 
 /// Why a canary request was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -40,6 +45,33 @@ pub struct LiveCanary {
     traffic_from: i64,
     /// The verdicts last logged, so an analysis event is written only when they change.
     logged: Vec<(String, Verdict)>,
+    /// Traffic this worker's source saw while another worker drives the canaries, by second
+    /// and version, until it goes to the store for that worker to merge.
+    outbox: std::collections::VecDeque<(i64, Version, Totals)>,
+    /// The saved state and status last followed from the driving worker.
+    followed: Option<(String, String)>,
+}
+
+impl LiveCanary {
+    /// Holds one request for the worker that drives the canary.
+    fn hold(&mut self, sec: i64, v: Version, latency_ms: f64, error: bool, with_errors: bool) {
+        let open = self
+            .outbox
+            .iter_mut()
+            .rev()
+            .take(4)
+            .find(|(s, w, _)| *s == sec && *w == v);
+        if let Some((_, _, t)) = open {
+            t.record(latency_ms, error, with_errors);
+            return;
+        }
+        if self.outbox.len() >= OUTBOX_MAX {
+            self.outbox.pop_front();
+        }
+        let mut t = Totals::new();
+        t.record(latency_ms, error, with_errors);
+        self.outbox.push_back((sec, v, t));
+    }
 }
 
 /// A canary shared with its source (a proxy routes and records through it).
@@ -49,6 +81,8 @@ pub struct Shared {
     live: Arc<Mutex<LiveCanary>>,
     /// The weight the `traffic` hook should apply, for a canary that has one.
     hook: Option<Arc<tokio::sync::watch::Sender<u32>>>,
+    /// Whether this host drives the canary (else its traffic goes to the store).
+    lead: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl Shared {
@@ -69,9 +103,20 @@ impl Shared {
         self.lock().rollout.route(key).version
     }
 
-    /// Records one request's outcome in second `sec`.
+    /// Records one request's outcome in second `sec`: in the rollout where it is driven, else
+    /// for the worker that drives it.
     pub fn observe(&self, sec: i64, v: Version, latency_ms: f64, error: bool) {
-        self.lock().rollout.observe(sec, v, latency_ms, error);
+        let mut l = self.lock();
+        self.record(&mut l, sec, v, latency_ms, error);
+    }
+
+    fn record(&self, l: &mut LiveCanary, sec: i64, v: Version, latency_ms: f64, error: bool) {
+        if self.lead.load(std::sync::atomic::Ordering::Acquire) {
+            l.rollout.observe(sec, v, latency_ms, error);
+        } else {
+            let with_errors = !self.cfg.exclude_errors_from_latency;
+            l.hold(sec, v, latency_ms, error, with_errors);
+        }
     }
 
     /// Records what a metrics backend counted for one version over its last interval.
@@ -143,6 +188,9 @@ pub struct Deps {
     pub tasks: tokio_util::task::TaskTracker,
     /// The workspace directory: hook commands run there, as stage commands do.
     pub dir: std::path::PathBuf,
+    /// Several workers share the store (PostgreSQL): the driving worker merges the traffic
+    /// the others' sources saw.
+    pub several: bool,
     /// Whether this host drives the canaries. False on a worker while another worker on the
     /// same store leads them: commands are refused here until it takes over.
     pub lead: Arc<std::sync::atomic::AtomicBool>,
@@ -155,6 +203,8 @@ pub struct CanaryService {
     configs: Vec<Arc<CanaryConfig>>,
     deps: Deps,
     seed: u64,
+    /// The sources (a proxy's listener) are started, by following or by leading.
+    sources: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl CanaryService {
@@ -264,6 +314,8 @@ impl CanaryService {
                 feed: cfg.source.feed(seed),
                 traffic_from: now,
                 logged: Vec::new(),
+                outbox: std::collections::VecDeque::new(),
+                followed: None,
             };
             if fresh {
                 ops.push(save_op(&live, now));
@@ -285,6 +337,7 @@ impl CanaryService {
                 cfg: cfg.clone(),
                 live: Arc::new(Mutex::new(live)),
                 hook,
+                lead: deps.lead.clone(),
             });
         }
         let service = CanaryService {
@@ -292,6 +345,7 @@ impl CanaryService {
             configs: configs.to_vec(),
             deps,
             seed,
+            sources: Arc::default(),
         };
         (service, ops)
     }
@@ -316,13 +370,8 @@ impl CanaryService {
         let now = self.deps.clock.now().timestamp();
         let ops = self.restart_ended(now);
         self.deps.writer.commit(ops).await.map_err(|e| e.0)?;
-        let env = Env {
-            clock: self.deps.clock.clone(),
-            shutdown: self.deps.shutdown.clone(),
-            tasks: self.deps.tasks.clone(),
-        };
+        self.start_sources()?;
         for c in &self.list {
-            c.cfg.source.start(c, &env)?;
             if let (Some(tx), Some(t)) = (&c.hook, &c.cfg.traffic) {
                 let worker =
                     super::traffic::worker(t.clone(), c.clone(), tx.subscribe(), self.deps.clone());
@@ -330,7 +379,141 @@ impl CanaryService {
             }
         }
         self.start_clock(now);
+        if self.deps.several && !self.list.is_empty() {
+            let me = self.clone();
+            self.deps.tasks.spawn(async move { me.merge_loop().await });
+        }
         Ok(())
+    }
+
+    /// Starts each canary's source once (a proxy's listener), whether this host leads or
+    /// follows.
+    fn start_sources(&self) -> Result<(), String> {
+        if self.sources.swap(true, std::sync::atomic::Ordering::AcqRel) {
+            return Ok(());
+        }
+        let env = Env {
+            clock: self.deps.clock.clone(),
+            shutdown: self.deps.shutdown.clone(),
+            tasks: self.deps.tasks.clone(),
+        };
+        for c in &self.list {
+            c.cfg.source.start(c, &env)?;
+        }
+        Ok(())
+    }
+
+    /// A worker that does not drive the canaries still serves their traffic: its sources (a
+    /// proxy's listener) run, routing at the weight the driving worker saved, and the traffic
+    /// they see goes to the store once a second, where the driving worker merges it.
+    pub fn follow(&self, reads: crate::store::ReadPool, worker: String) -> Result<(), String> {
+        if self.list.is_empty() {
+            return Ok(());
+        }
+        self.start_sources()?;
+        let me = self.clone();
+        self.deps
+            .tasks
+            .spawn(async move { me.follow_loop(reads, worker).await });
+        Ok(())
+    }
+
+    async fn follow_loop(self, reads: crate::store::ReadPool, worker: String) {
+        loop {
+            let stopping = tokio::select! {
+                () = self.deps.shutdown.cancelled() => true,
+                () = tokio::time::sleep(std::time::Duration::from_secs(1)) => false,
+            };
+            let lead = self.deps.lead.load(std::sync::atomic::Ordering::Acquire);
+            let now = self.deps.clock.now().timestamp();
+            if !lead && !stopping {
+                match reads.with(Reader::canaries).await {
+                    Ok(rows) => self.follow_states(&rows, now),
+                    Err(e) => tracing::warn!(error = %e, "could not read the canaries' state"),
+                }
+            }
+            // Closed seconds only, unless this is the last shipment.
+            let before = if lead || stopping { i64::MAX } else { now };
+            let seconds = self.ship(before);
+            if !seconds.is_empty() {
+                self.deps
+                    .writer
+                    .send(vec![Op::CanarySeconds {
+                        worker: worker.clone(),
+                        seconds,
+                    }])
+                    .await;
+            }
+            if lead || stopping {
+                return;
+            }
+        }
+    }
+
+    /// Takes each canary's state as the driving worker last saved it (its weight routes this
+    /// worker's traffic).
+    fn follow_states(&self, rows: &[(String, String, String)], now: i64) {
+        for c in &self.list {
+            let Some(row) = rows.iter().find(|(n, _, _)| *n == c.cfg.name) else {
+                continue;
+            };
+            let mut l = c.lock();
+            let seen = (row.1.clone(), row.2.clone());
+            if l.followed.as_ref() != Some(&seen) {
+                l.rollout.ctl = restore(&c.cfg, Some(row), now);
+                l.followed = Some(seen);
+            }
+        }
+    }
+
+    /// The held traffic of seconds before `before`, as rows for the store.
+    fn ship(&self, before: i64) -> Vec<(String, i64, Version, String)> {
+        let mut out = Vec::new();
+        for c in &self.list {
+            let mut l = c.lock();
+            while l.outbox.front().is_some_and(|(s, _, _)| *s < before) {
+                if let Some((sec, v, t)) = l.outbox.pop_front() {
+                    let saved = serde_json::to_string(&t.save()).unwrap_or_default();
+                    out.push((c.cfg.name.clone(), sec, v, saved));
+                }
+            }
+        }
+        out
+    }
+
+    /// On the driving worker: once a second, merges the traffic other workers' sources saw.
+    async fn merge_loop(self) {
+        loop {
+            tokio::select! {
+                () = self.deps.shutdown.cancelled() => return,
+                () = tokio::time::sleep(std::time::Duration::from_secs(1)) => {}
+            }
+            let taken = match self
+                .deps
+                .writer
+                .on_conn(crate::store::workers::take_canary_seconds)
+                .await
+            {
+                Ok(taken) => taken,
+                Err(e) => {
+                    tracing::warn!(error = %e, "could not take other workers' canary traffic");
+                    continue;
+                }
+            };
+            for (name, sec, version, totals) in taken {
+                let (Some(c), Ok(v), Ok(saved)) = (
+                    self.list.iter().find(|c| c.cfg.name == name),
+                    version.parse::<Version>(),
+                    serde_json::from_str::<super::metrics::SavedTotals>(&totals),
+                ) else {
+                    continue;
+                };
+                c.lock()
+                    .rollout
+                    .metrics
+                    .record_totals(sec, v, &Totals::restore(&saved));
+            }
+        }
     }
 
     fn find(&self, name: &str) -> Result<&Shared, CanaryError> {
@@ -444,7 +627,7 @@ impl CanaryService {
         let now = self.deps.clock.now().timestamp();
         let mut l = shared.lock();
         for o in batch {
-            l.rollout.observe(now, o.version, o.latency_ms, o.error);
+            shared.record(&mut l, now, o.version, o.latency_ms, o.error);
         }
         Ok(batch.len() as u64)
     }

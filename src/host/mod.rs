@@ -234,9 +234,12 @@ async fn open_writer(
     let (writer, thread) = Writer::spawn_with(conn, reopen(target, lead.clone()), events.clone())?;
     if let Some(me) = me.clone() {
         let ms = u64::try_from(ws_lease(ws).as_millis()).unwrap_or(u64::MAX);
+        let id = me.id.clone();
         writer
             .on_conn(move |db| store::workers::register(db, &me, ms))
             .await?;
+        // From here on every write holds this worker's row: none lands after its runs moved.
+        writer.fence_as(id).await;
     }
     Ok((writer, thread, lead, me))
 }
@@ -319,9 +322,11 @@ impl Host {
                 tasks: tasks.clone(),
                 dir: ws.dir.clone(),
                 lead: canary_lead.clone(),
+                several: matches!(target, Target::Postgres(_)),
             },
             seed,
         );
+        let breakers = reader.breakers()?;
         drop(reader);
         let runtime = Runtime::new(runtime::Parts {
             pipelines: ws.catalog().clone(),
@@ -338,6 +343,7 @@ impl Host {
                 max_in_flight: usize::try_from(w.max_in_flight).unwrap_or(usize::MAX),
             }),
         });
+        runtime.restore_breakers(breakers);
         let host = Host {
             inner: Arc::new(Inner {
                 reads: ReadPool::new(target.clone()),
@@ -371,18 +377,37 @@ impl Host {
             host.inner.writer.commit(canary_ops).await?;
         }
         if opts.schedules {
-            host.inner.runtime.start_schedules();
-            if leads {
-                host.inner
-                    .canaries
-                    .start()
-                    .await
-                    .map_err(RuntimeError::Io)?;
-            } else if !host.inner.ws.canaries.is_empty() {
-                tracing::info!("another worker on this store drives the canaries");
-            }
+            host.start_schedules_and_canaries(&target, leads).await?;
         }
         Ok(host)
+    }
+
+    /// A long-lived host fires schedules, and drives the canaries or, on a worker that does
+    /// not, serves their traffic for the one that does.
+    async fn start_schedules_and_canaries(
+        &self,
+        target: &Target,
+        leads: bool,
+    ) -> runtime::Result<()> {
+        self.inner.runtime.start_schedules();
+        if leads {
+            self.inner
+                .canaries
+                .start()
+                .await
+                .map_err(RuntimeError::Io)?;
+        } else if let Some(w) = self.inner.runtime.worker()
+            && !self.inner.ws.canaries.is_empty()
+        {
+            tracing::info!(
+                "another worker on this store drives the canaries; this one serves their traffic and sends what it sees to the store"
+            );
+            self.inner
+                .canaries
+                .follow(ReadPool::new(target.clone()), w.id.clone())
+                .map_err(RuntimeError::Io)?;
+        }
+        Ok(())
     }
 
     /// Continues every run a stopped host left `interrupted`, each as opsdeck's own command

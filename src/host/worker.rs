@@ -18,14 +18,19 @@ use crate::store::workers;
 /// How often an idle worker looks for work (notifications wake it sooner).
 const POLL: Duration = Duration::from_secs(1);
 
-/// This worker's row, made once per process start.
-pub fn identity(max_in_flight: u32, now: crate::model::Timestamp) -> WorkerInfo {
-    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+/// This machine's name, as workers record it.
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
         .or_else(|_| std::fs::read_to_string("/etc/hostname"))
         .map(|h| h.trim().to_string())
         .ok()
         .filter(|h| !h.is_empty())
-        .unwrap_or_else(|| "localhost".into());
+        .unwrap_or_else(|| "localhost".into())
+}
+
+/// This worker's row, made once per process start.
+pub fn identity(max_in_flight: u32, now: crate::model::Timestamp) -> WorkerInfo {
+    let host = hostname();
     let pid = std::process::id();
     let tag = crate::rng::Rng::from_entropy().next_u64() & 0xffff;
     WorkerInfo {
@@ -52,10 +57,95 @@ pub(super) fn spawn(host: &Host, url: String, lease: Duration, claim: bool) {
         wake.clone(),
         inner.shutdown.clone(),
     ));
-    inner.tasks.spawn(run(host.clone(), wake, lease, claim));
+    inner.tasks.spawn(follow_breakers(host.clone()));
+    let renewed = Arc::new(Renewed::new());
+    inner
+        .tasks
+        .spawn(watchdog(host.clone(), lease, renewed.clone()));
+    inner
+        .tasks
+        .spawn(run(host.clone(), wake, lease, claim, renewed));
 }
 
-async fn run(host: Host, wake: Arc<Notify>, lease: Duration, claim: bool) {
+/// Breakers opened and closed by other workers hold here too (their changes arrive as events
+/// from the store, like every other worker's events).
+async fn follow_breakers(host: Host) {
+    use tokio::sync::broadcast::error::RecvError;
+    let mut live = host.subscribe();
+    loop {
+        tokio::select! {
+            () = host.inner.shutdown.cancelled() => return,
+            e = live.recv() => match e {
+                Ok(e) if e.kind == crate::model::EventKind::BreakerChanged => {
+                    host.inner.runtime.follow_breaker(&e);
+                }
+                Ok(_) => {}
+                Err(RecvError::Lagged(_)) => {
+                    // Fell behind the live stream: the store holds every breaker's state.
+                    match host.inner.reads.with(crate::store::Reader::breakers).await {
+                        Ok(saved) => host.inner.runtime.restore_breakers(saved),
+                        Err(e) => tracing::warn!(error = %e, "could not read the breakers' states"),
+                    }
+                }
+                Err(RecvError::Closed) => return,
+            }
+        }
+    }
+}
+
+/// When this worker last renewed its lease: the moment the renewal was sent, on this
+/// process's monotonic clock (the store's lease runs from a moment after that).
+struct Renewed {
+    base: std::time::Instant,
+    sent_ms: std::sync::atomic::AtomicU64,
+}
+
+impl Renewed {
+    fn new() -> Renewed {
+        Renewed {
+            base: std::time::Instant::now(),
+            sent_ms: std::sync::atomic::AtomicU64::new(0),
+        }
+    }
+
+    fn now_ms(&self) -> u64 {
+        millis(self.base.elapsed())
+    }
+
+    fn set(&self, sent_ms: u64) {
+        self.sent_ms
+            .fetch_max(sent_ms, std::sync::atomic::Ordering::AcqRel);
+    }
+
+    fn age(&self) -> Duration {
+        let sent = self.sent_ms.load(std::sync::atomic::Ordering::Acquire);
+        Duration::from_millis(self.now_ms().saturating_sub(sent))
+    }
+}
+
+/// Stops this worker's runs once it has gone four fifths of its lease without renewing it
+/// (the store unreachable or too slow): before the lease can run out and other workers take
+/// the runs, so no attempt runs here that another worker may also be running. Separate from
+/// the loop, which may be waiting on the store.
+async fn watchdog(host: Host, lease: Duration, renewed: Arc<Renewed>) {
+    let limit = lease * 4 / 5;
+    let tick = (lease / 20).max(Duration::from_millis(100));
+    loop {
+        tokio::select! {
+            () = host.inner.shutdown.cancelled() => return,
+            () = tokio::time::sleep(tick) => {}
+        }
+        if !host.inner.writer.fenced() && renewed.age() >= limit {
+            tracing::error!(
+                without_ms = millis(renewed.age()),
+                "cut off from the store for most of this worker's lease: stopping its runs (killing their attempts) so that other workers can take them; this worker rejoins when the store answers"
+            );
+            host.inner.runtime.fence().await;
+        }
+    }
+}
+
+async fn run(host: Host, wake: Arc<Notify>, lease: Duration, claim: bool, renewed: Arc<Renewed>) {
     let Some(slot) = host.inner.runtime.worker().cloned() else {
         return;
     };
@@ -63,23 +153,28 @@ async fn run(host: Host, wake: Arc<Notify>, lease: Duration, claim: bool) {
     let mut last_beat: Option<tokio::time::Instant> = None;
     let shutdown = host.inner.shutdown.clone();
     let freed = host.inner.runtime.freed();
+    let lost = host.inner.writer.lease_lost();
     loop {
-        if last_beat.is_none_or(|t| t.elapsed() >= beat) {
+        let fenced = host.inner.writer.fenced();
+        if fenced || last_beat.is_none_or(|t| t.elapsed() >= beat) {
             last_beat = Some(tokio::time::Instant::now());
-            keep_lease(&host, &slot, lease).await;
+            keep_lease(&host, &slot, lease, &renewed).await;
             move_dead_workers_runs(&host).await;
             if claim {
                 lead_canaries_if_free(&host).await;
             }
         }
-        hand_over_cancels(&host, &slot).await;
-        if claim {
-            claim_runs(&host, &slot).await;
+        if !host.inner.writer.fenced() {
+            hand_over_cancels(&host, &slot).await;
+            if claim {
+                claim_runs(&host, &slot).await;
+            }
         }
         tokio::select! {
             () = shutdown.cancelled() => return,
             () = wake.notified() => {}
             () = freed.notified() => {}
+            () = lost.notified() => {}
             () = tokio::time::sleep(POLL) => {}
         }
     }
@@ -89,39 +184,63 @@ fn millis(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
-async fn keep_lease(host: &Host, slot: &WorkerSlot, lease: Duration) {
+async fn keep_lease(host: &Host, slot: &WorkerSlot, lease: Duration, renewed: &Renewed) {
     let me = slot.id.clone();
     let ms = millis(lease);
+    let sent = renewed.now_ms();
     match host
         .inner
         .writer
         .on_conn(move |db| workers::heartbeat(db, &me, ms))
         .await
     {
-        Ok(true) => {}
-        Ok(false) => {
-            // Another worker found the lease expired and moved this one's runs: say so,
-            // and come back as a worker (runs still driven here end as they would).
-            tracing::error!(worker = %slot.id, "this worker's lease ran out and its runs moved to other workers; registering again");
-            let info = identity(
-                u32::try_from(slot.max_in_flight).unwrap_or(u32::MAX),
-                host.inner.clock.timestamp(),
-            );
-            let info = WorkerInfo {
-                id: slot.id.clone(),
-                ..info
-            };
-            if let Err(e) = host
-                .inner
-                .writer
-                .on_conn(move |db| workers::register(db, &info, ms))
-                .await
-            {
-                tracing::error!(error = %e, "could not register this worker again");
+        Ok(true) if !host.inner.writer.fenced() => renewed.set(sent),
+        Ok(held) => {
+            if held {
+                tracing::warn!(worker = %slot.id, "the store answers again; this worker's stopped runs go back to the store to be resumed");
+            } else {
+                tracing::error!(worker = %slot.id, "this worker's lease ran out and other workers took its runs; stopping what it still ran here and rejoining");
+            }
+            if rejoin(host, slot, ms).await {
+                renewed.set(sent);
             }
         }
         Err(e) => {
             tracing::error!(error = %e, "could not renew this worker's lease; not claiming until the store answers");
+        }
+    }
+}
+
+/// After losing the lease: stops every run here without recording more (their processes are
+/// killed), hands back whatever the store still says this worker owns, and registers again.
+/// True once the worker is back.
+async fn rejoin(host: &Host, slot: &WorkerSlot, lease_ms: u64) -> bool {
+    host.inner.runtime.fence().await;
+    let info = WorkerInfo {
+        id: slot.id.clone(),
+        ..identity(
+            u32::try_from(slot.max_in_flight).unwrap_or(u32::MAX),
+            host.inner.clock.timestamp(),
+        )
+    };
+    let now = host.inner.clock.timestamp();
+    match host
+        .inner
+        .writer
+        .on_conn(move |db| workers::rejoin(db, &info, lease_ms, now))
+        .await
+    {
+        Ok(runs) => {
+            host.inner.writer.set_fenced(false);
+            tracing::warn!(
+                handed_back = runs.len(),
+                "this worker rejoined the store's workers"
+            );
+            true
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "could not rejoin as a worker; trying again");
+            false
         }
     }
 }
@@ -135,8 +254,14 @@ async fn move_dead_workers_runs(host: &Host) {
         .await
     {
         Ok(moved) => {
-            for (worker, runs) in moved {
-                tracing::warn!(worker = %worker, runs = runs.len(), "a worker stopped renewing its lease; its runs were interrupted for another worker to resume");
+            let here = hostname();
+            for dead in moved {
+                tracing::warn!(worker = %dead.worker, runs = dead.runs.len(), "a worker stopped renewing its lease; its runs were interrupted for another worker to resume");
+                // Its attempts' processes, if they ran on this machine, go with it: the runs
+                // get new attempts elsewhere.
+                if dead.host.as_deref() == Some(here.as_str()) {
+                    super::kill_orphans(&dead.orphans);
+                }
             }
         }
         Err(e) => tracing::warn!(error = %e, "could not look for workers whose lease ran out"),

@@ -11,7 +11,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::breaker::{Admission, Transition};
-use super::driver::{Msg, STOP_SHUTDOWN};
+use super::driver::{Msg, STOP_FENCED, STOP_SHUTDOWN};
 use super::engine::Engine;
 use super::spec::{Pipeline, Stage};
 use super::stage::{
@@ -44,17 +44,34 @@ pub(crate) struct AttemptJob {
     pub tx: mpsc::UnboundedSender<Msg>,
 }
 
+/// Records a breaker's change: its event, and its state in the store, where a restarted host
+/// and the other workers find it (they follow the event, see `Runtime::follow_breaker`).
 pub(crate) async fn breaker_event(engine: &Engine, target: &str, t: Transition) {
     tracing::info!(target_name = target, from = %t.from, to = %t.to, "circuit breaker changed");
+    let at = engine.clock.timestamp();
+    let opened_at = engine
+        .breakers
+        .with(target, |b| b.opened_at())
+        .map(Timestamp::from_datetime);
+    let worker = engine.worker.as_ref().map(|w| w.id.clone());
     engine
         .writer
-        .send(vec![Op::Event(NewEvent {
-            at: engine.clock.timestamp(),
-            kind: EventKind::BreakerChanged,
-            run_id: None,
-            stage: None,
-            data: json!({"target": target, "from": t.from, "to": t.to}),
-        })])
+        .send(vec![
+            Op::SaveBreaker {
+                target: target.to_string(),
+                state: t.to.as_str().to_string(),
+                opened_at,
+                at,
+                worker: worker.clone(),
+            },
+            Op::Event(NewEvent {
+                at,
+                kind: EventKind::BreakerChanged,
+                run_id: None,
+                stage: None,
+                data: json!({"target": target, "from": t.from, "to": t.to, "opened_at": opened_at, "worker": worker}),
+            }),
+        ])
         .await;
 }
 
@@ -225,7 +242,9 @@ pub(crate) async fn run(job: AttemptJob) {
         }
     };
     let ops = finish_ops(&job, stage, &result, engine.clock.timestamp());
-    if let Err(e) = engine.writer.commit(ops).await {
+    if job.stop.load(Ordering::SeqCst) == STOP_FENCED || engine.writer.fenced() {
+        // The run is another worker's now: this attempt is recorded as it found it.
+    } else if let Err(e) = engine.writer.commit(ops).await {
         tracing::error!(run = %job.run_id, stage = %stage.id, error = %e, "could not record an attempt");
     }
     let end = match result.outcome {

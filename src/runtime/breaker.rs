@@ -153,6 +153,31 @@ impl Breaker {
         }
     }
 
+    /// When the breaker last opened, while it is not closed.
+    pub fn opened_at(&self) -> Option<DateTime<Utc>> {
+        self.opened_at
+    }
+
+    /// Takes a state saved in the store (a restarted host) or decided by another worker:
+    /// open from `opened_at` (half-open counts as open: the probe belongs to whoever let it
+    /// through, and this breaker lets its own through once the cool-down is over), or closed.
+    pub fn follow(&mut self, to: BreakerState, opened_at: Option<DateTime<Utc>>) {
+        match (to, opened_at) {
+            (BreakerState::Closed, _) => {
+                self.state = BreakerState::Closed;
+                self.consecutive_failures = 0;
+                self.opened_at = None;
+            }
+            (BreakerState::Open | BreakerState::HalfOpen, Some(at)) => {
+                if self.state == BreakerState::Closed || self.opened_at.is_none_or(|o| o < at) {
+                    self.state = BreakerState::Open;
+                    self.opened_at = Some(at);
+                }
+            }
+            (_, None) => {}
+        }
+    }
+
     /// Frees the probe slot when an admitted probe was abandoned (cancelled, interrupted).
     pub fn release_probe(&mut self, probe: bool) {
         if probe {

@@ -19,12 +19,15 @@ use crate::model::asset::{INPUT_KEY, input_value};
 use crate::model::{
     AttemptError, DlqEntry, DlqId, EventKind, RunId, RunStatus, StageStatus, Timestamp,
 };
-use crate::store::{Op, clip_json};
+use crate::store::{LoadedStage, Op, clip_json};
 use crate::sync::lock;
 
 pub(crate) const STOP_NONE: u8 = 0;
 pub(crate) const STOP_CANCEL: u8 = 1;
 pub(crate) const STOP_SHUTDOWN: u8 = 2;
+/// This worker lost its lease and its runs went to other workers: stop everything and record
+/// nothing more (the run is theirs now).
+pub(crate) const STOP_FENCED: u8 = 3;
 
 /// Which stages a (re)started driver should run again.
 #[derive(Debug, Clone)]
@@ -59,6 +62,8 @@ pub(crate) enum Control {
         ops: Vec<Op>,
         ack: oneshot::Sender<Result<()>>,
     },
+    /// This worker lost its lease: kill the attempts and end without writing.
+    Fence,
 }
 
 /// The host's handle on an active run.
@@ -83,6 +88,8 @@ struct StageState {
     output: Option<Value>,
     /// For a retrying stage: its backoff has elapsed.
     due: bool,
+    /// For a retrying stage taken from the store: when its backoff ends.
+    retry_at: Option<Timestamp>,
 }
 
 struct Driver {
@@ -118,10 +125,11 @@ fn running(id: RunId, now: Timestamp) -> Op {
 }
 
 /// Each stage's state as the store holds it (what was in flight starts over: nothing runs
-/// without a driver), the indices of what each stage needs, and the stored statuses.
+/// without a driver; a stage that was waiting out a retry's backoff waits out the rest), the
+/// indices of what each stage needs, and the stored statuses.
 fn stage_states(
     pipeline: &Pipeline,
-    stored_stages: Vec<(String, StageStatus, u32, Option<Value>)>,
+    stored_stages: Vec<LoadedStage>,
 ) -> (Vec<StageState>, Vec<Vec<usize>>, Vec<StageStatus>) {
     let index: HashMap<&str, usize> = pipeline
         .stages
@@ -145,22 +153,27 @@ fn stage_states(
         base: 0,
         output: None,
         due: false,
+        retry_at: None,
     };
     let mut states: Vec<StageState> = pipeline.stages.iter().map(|_| fresh()).collect();
     let mut stored: Vec<StageStatus> = vec![StageStatus::Pending; states.len()];
-    for (stage_id, status, attempts, output) in stored_stages {
-        if let Some(&i) = index.get(stage_id.as_str()) {
-            stored[i] = status;
-            let status = match status {
+    for s in stored_stages {
+        if let Some(&i) = index.get(s.id.as_str()) {
+            stored[i] = s.status;
+            let status = match s.status {
+                StageStatus::Retrying | StageStatus::Interrupted if s.retry_at.is_some() => {
+                    StageStatus::Retrying
+                }
                 StageStatus::Running | StageStatus::Retrying | StageStatus::Interrupted => {
                     StageStatus::Pending
                 }
-                s => s,
+                other => other,
             };
             states[i] = StageState {
                 status,
-                attempts,
-                output,
+                attempts: s.attempts,
+                output: s.output,
+                retry_at: s.retry_at,
                 ..fresh()
             };
         }
@@ -235,6 +248,7 @@ pub(crate) async fn launch(
         test_input: loaded.test_input,
     };
     driver.reset(&reset, &stored, now, &mut ops);
+    driver.wait_out_backoffs(now);
     {
         let mut active = lock(&engine.active);
         if active.contains_key(&id) {
@@ -266,6 +280,28 @@ pub(crate) async fn launch(
 }
 
 impl Driver {
+    /// Stages taken from the store in the middle of a retry's backoff get their next attempt
+    /// when it was due, not at once (a resumed run, on this host or another worker).
+    fn wait_out_backoffs(&self, now: Timestamp) {
+        for (idx, st) in self.states.iter().enumerate() {
+            let (StageStatus::Retrying, Some(at)) = (st.status, st.retry_at) else {
+                continue;
+            };
+            let left =
+                std::time::Duration::from_millis(u64::try_from(at.millis_since(now)).unwrap_or(0));
+            self.retry_after(idx, st.attempts, left);
+        }
+    }
+
+    /// Marks stage `idx` due for its attempt after `n` once `delay` has passed.
+    fn retry_after(&self, idx: usize, n: u32, delay: std::time::Duration) {
+        let (tx, clock) = (self.tx.clone(), self.engine.clock.clone());
+        tokio::spawn(async move {
+            clock.sleep(delay).await;
+            let _ = tx.send(Msg::RetryDue { idx, n });
+        });
+    }
+
     /// Reopens what `reset` asks for and adds the writes that move the run to `running`.
     fn reset(&mut self, reset: &Reset, stored: &[StageStatus], now: Timestamp, ops: &mut Vec<Op>) {
         let to_reset: Vec<String> = match reset {
@@ -357,6 +393,7 @@ impl Driver {
 
     async fn drive(mut self) {
         loop {
+            self.fenced();
             if !self.stopping() {
                 self.skip_blocked().await;
                 self.start_ready().await;
@@ -378,6 +415,20 @@ impl Driver {
                 () = shutdown.cancelled(), if !self.stopping() => self.begin_stop(STOP_SHUTDOWN),
             }
         }
+    }
+
+    /// Whether this worker is fenced off; stops the run (once) when it has just become so.
+    fn fenced(&mut self) -> bool {
+        if self.stop.load(Ordering::SeqCst) == STOP_FENCED {
+            return true;
+        }
+        if self.engine.writer.fenced() {
+            // Overrides a cancel or shutdown in progress: nothing of theirs may be written.
+            self.stop.store(STOP_FENCED, Ordering::SeqCst);
+            self.cancel.cancel();
+            return true;
+        }
+        false
     }
 
     fn begin_stop(&mut self, kind: u8) {
@@ -453,6 +504,9 @@ impl Driver {
     }
 
     async fn start_attempt(&mut self, idx: usize) {
+        if self.fenced() {
+            return;
+        }
         let input = self.input_for(idx);
         let st = &mut self.states[idx];
         st.attempts += 1;
@@ -522,6 +576,9 @@ impl Driver {
         let now = self.engine.clock.timestamp();
         let stage = self.pipeline.stages[idx].clone();
         let mut ops = Vec::new();
+        if self.fenced() {
+            return;
+        }
         let stop = self.stop.load(Ordering::SeqCst);
         let status = match end {
             AttemptEnd::Succeeded(output) => {
@@ -551,11 +608,14 @@ impl Driver {
                     json!({"attempt": n, "next_attempt": n + 1, "delay_ms": delay.as_millis() as u64,
                            "error": {"code": f.code, "message": f.message}}),
                 ));
-                let (tx, clock) = (self.tx.clone(), self.engine.clock.clone());
-                tokio::spawn(async move {
-                    clock.sleep(delay).await;
-                    let _ = tx.send(Msg::RetryDue { idx, n });
+                let delay_ms = i64::try_from(delay.as_millis()).unwrap_or(i64::MAX);
+                ops.push(Op::RetryAt {
+                    run_id: self.id,
+                    stage: stage.id.clone(),
+                    after: n,
+                    at: Timestamp::from_millis(now.millis().saturating_add(delay_ms)),
                 });
+                self.retry_after(idx, n, delay);
                 StageStatus::Retrying
             }
             AttemptEnd::Failed(_) if self.test_input.is_some() => StageStatus::Failed,
@@ -627,6 +687,13 @@ impl Driver {
 
     async fn on_control(&mut self, ctl: Control) {
         match ctl {
+            Control::Fence => {
+                self.engine.writer.set_fenced(true);
+                self.fenced();
+            }
+            Control::Cancel { ack, .. } if self.fenced() => {
+                let _ = ack.send(());
+            }
             Control::Cancel { reason, extra, ack } => {
                 let mut ops = Vec::new();
                 if !self.stopping() {
@@ -651,10 +718,10 @@ impl Driver {
                 ack,
             } => {
                 if self.stopping() {
-                    let why = if self.stop.load(Ordering::SeqCst) == STOP_SHUTDOWN {
-                        "the host is shutting down"
-                    } else {
-                        "the run is being cancelled"
+                    let why = match self.stop.load(Ordering::SeqCst) {
+                        STOP_SHUTDOWN => "the host is shutting down",
+                        STOP_FENCED => "this worker lost its lease; another worker has the run",
+                        _ => "the run is being cancelled",
                     };
                     let _ = ack.send(Err(RuntimeError::Conflict(format!(
                         "run {} cannot be reopened now: {why}",
@@ -689,6 +756,7 @@ impl Driver {
     /// Records the run's end and deregisters it, unless a reopen request arrived meanwhile,
     /// in which case the run carries on (returns false).
     async fn finish(&mut self) -> bool {
+        let fenced = self.fenced();
         let stop = self.stop.load(Ordering::SeqCst);
         let now = self.engine.clock.timestamp();
         let mut ops = Vec::new();
@@ -709,7 +777,7 @@ impl Driver {
         }
         let status = match stop {
             STOP_CANCEL => RunStatus::Cancelled,
-            STOP_SHUTDOWN => RunStatus::Interrupted,
+            STOP_SHUTDOWN | STOP_FENCED => RunStatus::Interrupted,
             _ if self
                 .states
                 .iter()
@@ -741,26 +809,33 @@ impl Driver {
                 json!({"status": status, "duration_ms": duration_ms}),
             )
         });
-        if let Err(e) = self.engine.writer.commit(ops).await {
+        if fenced {
+            tracing::warn!(run = %self.id, "stopped a run this worker no longer holds; another worker resumes it");
+        } else if let Err(e) = self.engine.writer.commit(ops).await {
             tracing::error!(run = %self.id, error = %e, "could not record the end of a run");
+        } else {
+            tracing::info!(run = %self.id, pipeline = %self.pipeline.name, %status, duration_ms, "run ended");
         }
-        tracing::info!(run = %self.id, pipeline = %self.pipeline.name, %status, duration_ms, "run ended");
         loop {
             let active = lock(&self.engine.active);
             match self.control.try_recv() {
+                Ok(Control::Fence) => drop(active),
                 Ok(Control::Cancel { ack, extra, .. }) => {
                     drop(active);
-                    if !extra.is_empty() {
+                    if !extra.is_empty() && !fenced {
                         self.engine.writer.send(extra).await;
                     }
                     let _ = ack.send(());
                 }
                 Ok(Control::Reopen { stages, ops, ack }) => {
                     drop(active);
-                    if stop == STOP_SHUTDOWN {
-                        let _ = ack.send(Err(RuntimeError::Conflict(
-                            "the host is shutting down".into(),
-                        )));
+                    if stop == STOP_SHUTDOWN || fenced {
+                        let why = if fenced {
+                            "this worker lost its lease; another worker has the run"
+                        } else {
+                            "the host is shutting down"
+                        };
+                        let _ = ack.send(Err(RuntimeError::Conflict(why.into())));
                         continue;
                     }
                     // A new lease of life: clear the stop so the run can go on.

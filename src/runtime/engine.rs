@@ -222,6 +222,23 @@ impl Runtime {
     }
 
     /// Woken whenever a run ends here (a worker then has room to claim another).
+    /// Stops every run this worker drives, without recording anything more, and waits until
+    /// all have stopped: the worker lost its lease and other workers resume its runs. Their
+    /// attempts' processes are killed. The caller clears the fence once it has rejoined.
+    pub async fn fence(&self) {
+        self.e.writer.set_fenced(true);
+        let stopping: Vec<_> = lock(&self.e.active)
+            .values()
+            .map(|a| {
+                let _ = a.send(Control::Fence);
+                a.done.clone()
+            })
+            .collect();
+        for mut done in stopping {
+            let _ = done.wait_for(Option::is_some).await;
+        }
+    }
+
     pub fn freed(&self) -> Arc<tokio::sync::Notify> {
         self.e.freed.clone()
     }
@@ -309,7 +326,10 @@ impl Runtime {
             started_at: None,
             finished_at: Some(now),
         }];
-        for (stage, status, _, _) in loaded.stages {
+        for crate::store::LoadedStage {
+            id: stage, status, ..
+        } in loaded.stages
+        {
             let to = match status {
                 StageStatus::Pending => StageStatus::Skipped,
                 StageStatus::Running | StageStatus::Retrying | StageStatus::Interrupted => {
@@ -514,6 +534,45 @@ impl Runtime {
     /// Runs counted by pipeline and status, for `/metrics`.
     pub async fn run_counts(&self) -> Result<Vec<(String, String, u64)>> {
         Ok(self.e.reads.with(Reader::run_counts).await?)
+    }
+
+    /// Takes breaker states saved in the store, as `(target, state, opened_at)` (a host
+    /// starting): a breaker open when the host stopped is open again.
+    pub fn restore_breakers(&self, saved: Vec<(String, String, Option<String>)>) {
+        for (target, state, opened_at) in saved {
+            let Ok(state) = state.parse::<super::breaker::BreakerState>() else {
+                tracing::warn!(target_name = %target, %state, "skipped a saved breaker with an unknown state");
+                continue;
+            };
+            let opened_at = opened_at
+                .and_then(|t| crate::model::Timestamp::parse(&t).ok())
+                .map(crate::model::Timestamp::datetime);
+            self.e
+                .breakers
+                .with(&target, |b| b.follow(state, opened_at));
+        }
+    }
+
+    /// Follows a `breaker_changed` event another worker recorded: a breaker that opens on one
+    /// worker is open on all, and closes on all when a probe succeeds anywhere.
+    pub fn follow_breaker(&self, e: &Event) {
+        let me = self.e.worker.as_ref().map(|w| w.id.as_str());
+        let data = &e.data;
+        let from_other = data["worker"].as_str().is_some_and(|w| Some(w) != me);
+        let (Some(target), Some(to)) = (data["target"].as_str(), data["to"].as_str()) else {
+            return;
+        };
+        let Ok(to) = to.parse::<super::breaker::BreakerState>() else {
+            return;
+        };
+        if e.kind != EventKind::BreakerChanged || !from_other {
+            return;
+        }
+        let opened_at = data["opened_at"]
+            .as_str()
+            .and_then(|t| crate::model::Timestamp::parse(t).ok())
+            .map(crate::model::Timestamp::datetime);
+        self.e.breakers.with(target, |b| b.follow(to, opened_at));
     }
 
     /// Breakers that are not closed.

@@ -17,6 +17,7 @@ pub const TABLES: &[&str] = &[
     "audit",
     "assets",
     "asset_pins",
+    "breakers",
 ];
 
 /// Rows copied per table, in [`TABLES`] order.

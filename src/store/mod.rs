@@ -19,7 +19,7 @@ use rusqlite::{Connection, OpenFlags};
 
 pub use assets::{AssetRow, no_asset};
 pub use db::{Db, Dialect};
-pub use queries::{CountCache, LoadedRun, ReadPool, Reader};
+pub use queries::{CountCache, LoadedRun, LoadedStage, ReadPool, Reader};
 pub use recovery::{Orphan, mark_interrupted};
 pub use writer::{IdKind, NewEvent, NewStage, Op, Reopen, Writer, WriterThread};
 

@@ -28,11 +28,25 @@ pub struct LoadedRun {
     pub spec: String,
     pub params: Value,
     pub started_at: Option<Timestamp>,
-    pub stages: Vec<(String, StageStatus, u32, Option<Value>)>,
+    pub stages: Vec<LoadedStage>,
     /// Each stage's asset versions (by stage id, then asset name).
     pub assets: std::collections::BTreeMap<String, std::collections::BTreeMap<String, u32>>,
     /// For an isolated stage test: the input its one stage gets.
     pub test_input: Option<Value>,
+}
+
+/// A stage of a run as a driver starts from it.
+#[derive(Debug, Clone)]
+pub struct LoadedStage {
+    pub id: String,
+    pub status: StageStatus,
+    /// Attempts made so far.
+    pub attempts: u32,
+    /// The output of its latest successful attempt.
+    pub output: Option<Value>,
+    /// When its next attempt is due, if it was waiting out a retry's backoff after its latest
+    /// attempt.
+    pub retry_at: Option<Timestamp>,
 }
 
 pub(super) fn ts(s: Option<String>) -> Option<Timestamp> {
@@ -428,17 +442,23 @@ impl Reader {
                 "SELECT s.stage_id, s.status,
                     (SELECT COALESCE(MAX(n), 0) FROM attempts a WHERE a.run_id = s.run_id AND a.stage_id = s.stage_id),
                     (SELECT output FROM attempts a WHERE a.run_id = s.run_id AND a.stage_id = s.stage_id
-                        AND a.status = 'succeeded' ORDER BY n DESC LIMIT 1)
+                        AND a.status = 'succeeded' ORDER BY n DESC LIMIT 1),
+                    s.retry_at, s.retry_after
                  FROM stages s WHERE s.run_id = ?1 ORDER BY s.ord",
                 args![id.0],
             )?,
             |mut r| {
-                Ok((
-                    r.text(0)?,
-                    parse_status::<StageStatus>(&r.text(1)?)?,
-                    r.u32(2)?,
-                    json(r.opt_text(3)?),
-                ))
+                let attempts = r.u32(2)?;
+                let retry_at = ts(r.opt_text(4)?);
+                // A due time set after an earlier attempt no longer applies.
+                let follows = r.opt_i64(5)?;
+                Ok(LoadedStage {
+                    id: r.text(0)?,
+                    status: parse_status::<StageStatus>(&r.text(1)?)?,
+                    attempts,
+                    output: json(r.opt_text(3)?),
+                    retry_at: retry_at.filter(|_| follows == Some(i64::from(attempts))),
+                })
             },
         )?;
         Ok(Some(LoadedRun {
@@ -473,6 +493,17 @@ impl Reader {
                 &[],
             )?,
             |mut r| Ok((r.text(0)?, r.text(1)?, r.i64(2)?.unsigned_abs())),
+        )
+    }
+
+    /// Saved circuit breakers as `(target, state, when it last opened)`.
+    pub fn breakers(&self) -> Result<Vec<(String, String, Option<String>)>> {
+        all(
+            self.rows(
+                "SELECT target, state, opened_at FROM breakers ORDER BY target",
+                &[],
+            )?,
+            |mut r| Ok((r.text(0)?, r.text(1)?, r.opt_text(2)?)),
         )
     }
 

@@ -37,13 +37,18 @@ pub fn mark_interrupted(db: &mut Db, now: Timestamp) -> Result<(Vec<RunId>, Vec<
 }
 
 /// [`mark_interrupted`] for the runs a dead worker owned (PostgreSQL, several workers): they
-/// are let go (no owner), so another worker claims and resumes them.
-pub fn interrupt_owned(tx: &mut Db, worker: &str, now: Timestamp) -> Result<Vec<RunId>> {
+/// are let go (no owner), so another worker claims and resumes them. Returns them, and the
+/// processes that were running their attempts.
+pub fn interrupt_owned(
+    tx: &mut Db,
+    worker: &str,
+    now: Timestamp,
+) -> Result<(Vec<RunId>, Vec<Orphan>)> {
     let runs = ids(tx.rows(
         "SELECT id FROM runs WHERE owner = ?1 AND status IN ('pending', 'running') ORDER BY id FOR UPDATE",
         args![worker],
     )?)?;
-    interrupt(
+    let orphans = interrupt(
         tx,
         &runs,
         now,
@@ -53,7 +58,9 @@ pub fn interrupt_owned(tx: &mut Db, worker: &str, now: Timestamp) -> Result<Vec<
         "UPDATE runs SET owner = NULL WHERE owner = ?1",
         args![worker],
     )?;
-    Ok(runs)
+    // Other workers claim them now rather than at their next look.
+    tx.execute("SELECT pg_notify('opsdeck_work', '')", &[])?;
+    Ok((runs, orphans))
 }
 
 fn ids(rows: Vec<super::db::Row>) -> Result<Vec<RunId>> {

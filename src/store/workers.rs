@@ -5,7 +5,7 @@
 //! claim and resume. Times are the database's clock, so workers' clocks need not agree.
 
 use super::db::{Db, args};
-use super::recovery::interrupt_owned;
+use super::recovery::{Orphan, interrupt_owned};
 use super::{Result, StoreError};
 use crate::model::{RunId, RunStatus, Timestamp, WorkerInfo};
 
@@ -59,17 +59,29 @@ pub fn heartbeat(db: &mut Db, id: &str, lease_ms: u64) -> Result<bool> {
     })
 }
 
+/// A worker whose lease ran out, and what was taken from it.
+#[derive(Debug)]
+pub struct Reaped {
+    pub worker: String,
+    /// The machine it ran on, when its row was still there.
+    pub host: Option<String>,
+    pub runs: Vec<RunId>,
+    /// The processes that ran its attempts in flight (killed by a worker on the same machine).
+    pub orphans: Vec<Orphan>,
+}
+
 /// Interrupts and lets go the runs of every worker whose lease ran out (and of owners with no
-/// row at all), and removes those workers. Returns each one's runs.
-pub fn reap(db: &mut Db, now: Timestamp) -> Result<Vec<(String, Vec<RunId>)>> {
+/// row at all), and removes those workers. A worker's row is held by each of its writes (its
+/// fence) and skipped here meanwhile: no write of a worker lands after its runs moved.
+pub fn reap(db: &mut Db, now: Timestamp) -> Result<Vec<Reaped>> {
     db.transaction(|tx| {
-        let mut dead: Vec<String> = tx
+        let mut dead: Vec<(String, Option<String>)> = tx
             .rows(
-                &format!("SELECT id FROM workers WHERE lease_until_ms < {NOW_MS} FOR UPDATE SKIP LOCKED"),
+                &format!("SELECT id, host FROM workers WHERE lease_until_ms < {NOW_MS} FOR UPDATE SKIP LOCKED"),
                 &[],
             )?
             .into_iter()
-            .map(|mut r| r.text(0))
+            .map(|mut r| Ok((r.text(0)?, Some(r.text(1)?))))
             .collect::<Result<_>>()?;
         for mut r in tx.rows(
             "SELECT DISTINCT owner FROM runs WHERE owner IS NOT NULL AND status IN ('pending', 'running')
@@ -77,17 +89,33 @@ pub fn reap(db: &mut Db, now: Timestamp) -> Result<Vec<(String, Vec<RunId>)>> {
             &[],
         )? {
             let owner = r.text(0)?;
-            if !dead.contains(&owner) {
-                dead.push(owner);
+            if !dead.iter().any(|(w, _)| *w == owner) {
+                dead.push((owner, None));
             }
         }
         let mut out = Vec::new();
-        for w in dead {
-            let runs = interrupt_owned(tx, &w, now)?;
-            tx.execute("DELETE FROM workers WHERE id = ?1", args![w.as_str()])?;
-            out.push((w, runs));
+        for (worker, host) in dead {
+            let (runs, orphans) = interrupt_owned(tx, &worker, now)?;
+            tx.execute("DELETE FROM workers WHERE id = ?1", args![worker.as_str()])?;
+            out.push(Reaped {
+                worker,
+                host,
+                runs,
+                orphans,
+            });
         }
         Ok(out)
+    })
+}
+
+/// Comes back as a worker after losing the lease (cut off from the store for longer than it,
+/// or found reaped): whatever runs it still owns are interrupted and let go, as a dead
+/// worker's are, and its row is made again. Returns those runs.
+pub fn rejoin(db: &mut Db, w: &WorkerInfo, lease_ms: u64, now: Timestamp) -> Result<Vec<RunId>> {
+    db.transaction(|tx| {
+        let (runs, _) = interrupt_owned(tx, &w.id, now)?;
+        register(tx, w, lease_ms)?;
+        Ok(runs)
     })
 }
 
@@ -101,6 +129,7 @@ pub fn claim(db: &mut Db, me: &str, n: usize) -> Result<Vec<Claimed>> {
         return Ok(Vec::new());
     }
     quick(db, |db| {
+        super::writer::fence_pass(db, me)?;
         db.rows(
             "WITH taken AS (
                 SELECT id, cancel_requested FROM runs
@@ -250,6 +279,22 @@ pub fn unfinished_scheduled(db: &mut Db, pipeline: &str) -> Result<Option<RunId>
     )?
     .map(|mut r| Ok(RunId(r.i64(0)?)))
     .transpose()
+}
+
+/// Most seconds of other workers' canary traffic taken at once.
+const CANARY_SECONDS_TAKEN: usize = 10_000;
+
+/// Takes the seconds of canary traffic other workers' proxies saw (each is taken once, by the
+/// worker that drives the canaries): (canary, second, version, saved totals JSON).
+pub fn take_canary_seconds(db: &mut Db) -> Result<Vec<(String, i64, String, String)>> {
+    db.rows(
+        "DELETE FROM canary_seconds WHERE id IN (SELECT id FROM canary_seconds ORDER BY id LIMIT ?1)
+         RETURNING canary, sec, version, totals",
+        args![CANARY_SECONDS_TAKEN],
+    )?
+    .into_iter()
+    .map(|mut r| Ok((r.text(0)?, r.i64(1)?, r.text(2)?, r.text(3)?)))
+    .collect()
 }
 
 /// Records where `me` serves its API.

@@ -134,6 +134,29 @@ pub enum Op {
     UndoPin {
         name: String,
     },
+    /// Stage `stage`'s next attempt (after attempt `after`) is due at `at`: a retry's backoff,
+    /// kept so that whoever resumes the run waits it out too.
+    RetryAt {
+        run_id: RunId,
+        stage: String,
+        after: u32,
+        at: Timestamp,
+    },
+    /// Seconds of canary traffic this worker's proxy saw while another worker drives the
+    /// canaries, for that worker to merge: (canary, second, version, saved totals JSON).
+    CanarySeconds {
+        worker: String,
+        seconds: Vec<(String, i64, crate::model::Version, String)>,
+    },
+    /// A circuit breaker's new state, kept so that a restarted host and the other workers
+    /// sharing the store hold it (`opened_at`: when it last opened).
+    SaveBreaker {
+        target: String,
+        state: String,
+        opened_at: Option<Timestamp>,
+        at: Timestamp,
+        worker: Option<String>,
+    },
     /// Run `id` belongs to worker `worker` (PostgreSQL, several workers; nothing on SQLite).
     Own {
         id: RunId,
@@ -194,7 +217,17 @@ enum Request {
     Conn(ConnJob),
     /// Publish what other workers have committed since the last event published here.
     Tail,
+    /// From now on every write passes this worker's fence (see [`Writer::fence_as`]).
+    FenceAs(String),
     Close,
+}
+
+/// What a write that failed its worker's fence says (the fence's own words, in the store).
+const FENCE_FAILED: &str = "no longer holds its lease";
+
+/// Whether `e` is a write refused because this worker's runs were taken by others.
+pub fn is_fence_error(e: &StoreError) -> bool {
+    e.0.contains(FENCE_FAILED)
 }
 
 /// Work for the write connection; called again (with `true`: the last try) when the
@@ -218,6 +251,11 @@ pub struct Writer {
     ids: Arc<Ids>,
     /// A tail request is queued: notifications arriving meanwhile need no other.
     tail_queued: Arc<std::sync::atomic::AtomicBool>,
+    /// This worker lost its lease (a write failed its fence, or the host found out itself):
+    /// nothing here may run or record attempts until the host has rejoined.
+    fenced: Arc<std::sync::atomic::AtomicBool>,
+    /// Woken when a write fails the fence, so the host rejoins at once.
+    lost: Arc<tokio::sync::Notify>,
 }
 
 /// The writer thread; join it after [`Writer::close`] to be sure everything is on disk.
@@ -254,6 +292,14 @@ impl Writer {
         let (ready, started) = std::sync::mpsc::sync_channel(1);
         let tail_flag = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let tail_seen = tail_flag.clone();
+        let fenced = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let lost = Arc::new(tokio::sync::Notify::new());
+        let watch = Watch {
+            fenced: fenced.clone(),
+            lost: lost.clone(),
+            tail_queued: tail_seen,
+            generation: counter,
+        };
         let handle = std::thread::Builder::new()
             .name("opsdeck-store-writer".into())
             .spawn(move || {
@@ -273,7 +319,7 @@ impl Writer {
                 match first {
                     Ok((last, ids)) => {
                         let _ = ready.send(Ok(ids));
-                        run(conn, reopen, rx, &events, last + 1, &counter, &tail_seen);
+                        run(conn, reopen, rx, &events, last + 1, &watch);
                     }
                     Err(e) => {
                         let _ = ready.send(Err(e));
@@ -290,6 +336,8 @@ impl Writer {
                 generation,
                 ids: Arc::new(ids),
                 tail_queued: tail_flag,
+                fenced,
+                lost,
             },
             WriterThread(handle),
         ))
@@ -400,6 +448,28 @@ impl Writer {
         }
     }
 
+    /// Makes every later write of this process pass `worker`'s fence (PostgreSQL): a write
+    /// fails when the worker's row is gone, that is when other workers have taken its runs.
+    pub async fn fence_as(&self, worker: String) {
+        let _ = self.tx.send(Request::FenceAs(worker)).await;
+    }
+
+    /// Whether this worker is fenced off: its lease was lost and it has not rejoined.
+    pub fn fenced(&self) -> bool {
+        self.fenced.load(Ordering::Acquire)
+    }
+
+    /// Sets or clears the fenced state (the host, when it finds its lease lost and when it
+    /// has rejoined).
+    pub fn set_fenced(&self, on: bool) {
+        self.fenced.store(on, Ordering::Release);
+    }
+
+    /// Woken when a write fails this worker's fence.
+    pub fn lease_lost(&self) -> Arc<tokio::sync::Notify> {
+        self.lost.clone()
+    }
+
     /// Asks the writer to finish what is queued and stop.
     pub async fn close(&self) {
         let _ = self.tx.send(Request::Close).await;
@@ -422,6 +492,16 @@ struct Link {
     /// The last event published on this process's live stream: events are published in
     /// order, others' (other workers') fetched from the store to fill any gap first.
     published: u64,
+    /// The worker whose fence every write passes (PostgreSQL with workers).
+    fence: Option<String>,
+}
+
+/// What the writer thread shares with its handles.
+struct Watch {
+    fenced: Arc<std::sync::atomic::AtomicBool>,
+    lost: Arc<tokio::sync::Notify>,
+    tail_queued: Arc<std::sync::atomic::AtomicBool>,
+    generation: Arc<AtomicU64>,
 }
 
 impl Link {
@@ -458,12 +538,13 @@ impl Link {
         if self.conn.is_broken() {
             self.reconnect();
         }
-        let out = apply(&mut self.conn, ops, self.next_seq);
+        let fence = self.fence.as_deref();
+        let out = apply(&mut self.conn, ops, self.next_seq, fence);
         match out {
             Err(_) if self.conn.is_broken() && self.reconnect() => {
                 // The transaction died with the connection (or committed just before: then the
                 // retry fails on its own keys and says so).
-                apply(&mut self.conn, ops, self.next_seq)
+                apply(&mut self.conn, ops, self.next_seq, self.fence.as_deref())
             }
             other => other,
         }
@@ -541,14 +622,15 @@ fn run(
     mut rx: mpsc::Receiver<Request>,
     events: &broadcast::Sender<Arc<Event>>,
     next_seq: u64,
-    generation: &AtomicU64,
-    tail_queued: &std::sync::atomic::AtomicBool,
+    watch: &Watch,
 ) {
+    let generation = &*watch.generation;
     let mut link = Link {
         conn,
         reopen,
         next_seq,
         published: next_seq - 1,
+        fence: None,
     };
     let mut closing = false;
     while !closing {
@@ -575,9 +657,10 @@ fn run(
                     }
                 }
                 Request::Tail => {
-                    tail_queued.store(false, Ordering::Release);
+                    watch.tail_queued.store(false, Ordering::Release);
                     link.tail(events, u64::MAX);
                 }
+                Request::FenceAs(worker) => link.fence = Some(worker),
                 Request::Close => {
                     closing = true;
                     break;
@@ -589,6 +672,19 @@ fn run(
         }
         let all: Vec<&Op> = batch.iter().flat_map(|(ops, _)| ops.iter()).collect();
         if let Err(e) = link.commit(&all, events, generation) {
+            if is_fence_error(&e) {
+                // Every write of this worker fails alike: none is retried, and the host is
+                // told at once (it stops its runs without recording more, then rejoins).
+                tracing::error!(error = %e, "writes refused: this worker's runs were taken by other workers");
+                watch.fenced.store(true, Ordering::Release);
+                watch.lost.notify_one();
+                for (_, ack) in batch {
+                    if let Some(ack) = ack {
+                        let _ = ack.send(Err(e.clone()));
+                    }
+                }
+                continue;
+            }
             // One bad request must not sink the others: retry each on its own.
             tracing::warn!(error = %e, "a write batch failed; retrying its requests one by one");
             for (ops, ack) in &mut batch {
@@ -615,7 +711,7 @@ fn run(
 pub(crate) fn apply_offline(conn: &mut Db, ops: &[Op]) -> Result<()> {
     let next = max_seq(conn)? + 1;
     let refs: Vec<&Op> = ops.iter().collect();
-    apply(conn, &refs, next).map(drop)
+    apply(conn, &refs, next, None).map(drop)
 }
 
 pub(crate) fn max_seq(conn: &mut Db) -> Result<u64> {
@@ -685,10 +781,13 @@ pub(crate) fn seq_block(tx: &mut Db, n: usize, next: u64) -> Result<u64> {
 /// are numbered by the store inside the same pipeline (no round trip before the writes, so the
 /// counter's row is held for one round trip), and the writer then reads them back in order
 /// with any other worker's (`Link::tail`): it returns none.
-fn apply(conn: &mut Db, ops: &[&Op], next_seq: u64) -> Result<Vec<Event>> {
+fn apply(conn: &mut Db, ops: &[&Op], next_seq: u64, fence: Option<&str>) -> Result<Vec<Event>> {
     let events = ops.iter().filter(|o| matches!(o, Op::Event(_))).count();
     conn.transaction(|tx| {
         if tx.dialect() == Dialect::Postgres {
+            if let Some(me) = fence {
+                fence_pass(tx, me)?;
+            }
             if events > 0 {
                 tx.execute("UPDATE event_seq SET last = last + ?1", args![events])?;
                 tx.execute("SELECT pg_notify('opsdeck_events', '')", &[])?;
@@ -711,6 +810,14 @@ fn apply(conn: &mut Db, ops: &[&Op], next_seq: u64) -> Result<Vec<Event>> {
         }
         Ok(published)
     })
+}
+
+/// Passes `me`'s fence inside the caller's transaction (PostgreSQL): fails when other workers
+/// have taken `me`'s runs, and holds `me`'s row until the commit, so the runs cannot be taken
+/// in between.
+pub(crate) fn fence_pass(tx: &mut Db, me: &str) -> Result<()> {
+    tx.execute("SELECT opsdeck_fence(?1)", args![me])?;
+    Ok(())
 }
 
 /// Appends an event numbered `before_last` below the counter's new value (PostgreSQL).
@@ -808,6 +915,9 @@ fn apply_op(tx: &mut Db, op: &Op, seq: u64, published: &mut Vec<Event>) -> Resul
         Op::Event(e) => published.push(insert_event(tx, seq, e)?),
         Op::InsertAsset { .. } | Op::PinAsset { .. } | Op::UndoPin { .. } => {
             apply_asset_op(tx, op)?;
+        }
+        Op::RetryAt { .. } | Op::CanarySeconds { .. } | Op::SaveBreaker { .. } => {
+            apply_shared_op(tx, op)?;
         }
         Op::SaveCanary {
             name,
@@ -1000,6 +1110,60 @@ fn apply_attempt_op(tx: &mut Db, op: &Op) -> Result<()> {
 }
 
 /// The writes about assets and their pins.
+/// The writes that let a restarted host or another worker go on where this one was: a
+/// retry's due time, canary traffic for the driving worker, a breaker's state.
+fn apply_shared_op(tx: &mut Db, op: &Op) -> Result<()> {
+    match op {
+        Op::RetryAt {
+            run_id,
+            stage,
+            after,
+            at,
+        } => {
+            tx.execute(
+                "UPDATE stages SET retry_at = ?3, retry_after = ?4 WHERE run_id = ?1 AND stage_id = ?2",
+                args![run_id.0, stage.as_str(), at.to_string(), *after],
+            )?;
+        }
+        Op::CanarySeconds { worker, seconds } => {
+            for (canary, sec, version, totals) in seconds {
+                tx.execute(
+                    "INSERT INTO canary_seconds (canary, worker, sec, version, totals) VALUES (?1, ?2, ?3, ?4, ?5)",
+                    args![
+                        canary.as_str(),
+                        worker.as_str(),
+                        *sec,
+                        version.as_str(),
+                        totals.as_str()
+                    ],
+                )?;
+            }
+        }
+        Op::SaveBreaker {
+            target,
+            state,
+            opened_at,
+            at,
+            worker,
+        } => {
+            tx.execute(
+                "INSERT INTO breakers (target, state, opened_at, changed_at, worker) VALUES (?1, ?2, ?3, ?4, ?5)
+                 ON CONFLICT (target) DO UPDATE SET state = excluded.state, opened_at = excluded.opened_at,
+                   changed_at = excluded.changed_at, worker = excluded.worker",
+                args![
+                    target.as_str(),
+                    state.as_str(),
+                    opened_at.map(|t| t.to_string()),
+                    at.to_string(),
+                    worker.as_deref()
+                ],
+            )?;
+        }
+        _ => {}
+    }
+    Ok(())
+}
+
 fn apply_asset_op(tx: &mut Db, op: &Op) -> Result<()> {
     match op {
         Op::InsertAsset {

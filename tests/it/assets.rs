@@ -361,20 +361,7 @@ async fn failing_stage_tests_stay_out_of_breakers_the_dlq_and_metrics() {
     use opsdeck::model::asset::StageTest;
     use opsdeck::model::{Command, Outcome, RunStatus, StartRun};
     let ws = TestWorkspace::new();
-    ws.pipeline(
-        "flaky",
-        r#"[pipeline]
-name = "flaky"
-[pipeline.retry]
-max_attempts = 1
-[[stage]]
-id = "call"
-kind = "simulate"
-target = "partner-api"
-fail_rate = 1.0
-breaker = { failure_threshold = 2, cooldown_ms = 600000 }
-"#,
-    );
+    ws.pipeline("flaky", crate::support::FLAKY);
     let host = ws.host().await;
     for _ in 0..4 {
         let cmd = Command::StartRun(StartRun {

@@ -14,7 +14,7 @@ use opsdeck::model::{CanaryState, Version};
 use crate::support::{TestWorkspace, until};
 
 /// An upstream that answers with its name, or 500 once `failing` is set.
-async fn upstream(name: &'static str, failing: Arc<AtomicBool>) -> SocketAddr {
+pub(crate) async fn upstream(name: &'static str, failing: Arc<AtomicBool>) -> SocketAddr {
     let app = axum::Router::new().fallback(move || {
         let failing = failing.clone();
         async move {

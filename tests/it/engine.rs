@@ -665,3 +665,68 @@ async fn all_dlq(host: &opsdeck::host::Host) -> Vec<opsdeck::model::DlqEntry> {
     .unwrap()
     .items
 }
+
+/// A run stopped while a stage waits out a retry's backoff resumes waiting out the rest of it,
+/// on the host that restarts (or, on PostgreSQL, the worker that takes the run): the next
+/// attempt is not started early.
+#[tokio::test]
+async fn a_retry_backoff_holds_across_a_restart() {
+    let ws = TestWorkspace::new();
+    ws.pipeline(
+        "patient",
+        r#"[pipeline]
+name = "patient"
+[pipeline.retry]
+max_attempts = 2
+backoff = { initial_ms = 60000, max_ms = 60000, jitter = false }
+[[stage]]
+id = "call"
+kind = "simulate"
+fail_rate = 1.0
+"#,
+    );
+    let clock = ManualClock::new(chrono::Utc::now());
+    let start = |resume: bool| {
+        let mut opts = HostOptions::new("backoff test");
+        opts.resume_interrupted = resume;
+        opts.clock = Arc::new(clock.clone());
+        Host::start(ws.open(), opts)
+    };
+    let host = start(false).await.unwrap();
+    let run = host
+        .start_run("patient", &Map::new(), Trigger::Manual)
+        .await
+        .unwrap();
+    until(
+        "the first attempt to fail and the stage to wait",
+        || async {
+            host.events(0, 1000)
+                .await
+                .unwrap()
+                .iter()
+                .any(|e| e.kind == EventKind::StageRetrying)
+        },
+    )
+    .await;
+    let failed_at = host.run(run).await.unwrap().stages[0].attempts[0]
+        .finished_at
+        .unwrap();
+    host.shutdown().await;
+    // Ten seconds later a host starts and resumes the run; fifty seconds of backoff are left.
+    clock.advance(Duration::from_secs(10));
+    let host = start(true).await.unwrap();
+    until("the run to be resumed", || async {
+        host.run(run).await.unwrap().stages[0].status == StageStatus::Retrying
+    })
+    .await;
+    clock.advance(Duration::from_secs(50));
+    assert_eq!(host.wait(run).await.unwrap(), RunStatus::Failed);
+    let detail = host.run(run).await.unwrap();
+    let second = &detail.stages[0].attempts[1];
+    assert!(
+        second.started_at.millis_since(failed_at) >= 60_000,
+        "the second attempt started {} ms after the first failed",
+        second.started_at.millis_since(failed_at)
+    );
+    host.shutdown().await;
+}

@@ -126,7 +126,20 @@ fn batches() -> Vec<Vec<Op>> {
         }],
     ];
     b.push(attempt(1, "extract", 1, false, 1));
+    // Due after attempt 1, which attempt 2 followed: no longer applies once loaded.
+    b.push(vec![Op::RetryAt {
+        run_id: RunId(1),
+        stage: "extract".into(),
+        after: 1,
+        at: at(3),
+    }]);
     b.push(attempt(1, "extract", 2, true, 4));
+    b.push(vec![Op::RetryAt {
+        run_id: RunId(1),
+        stage: "load".into(),
+        after: 1,
+        at: at(9),
+    }]);
     b.push(attempt(1, "load", 1, true, 8));
     b.push(vec![
         Op::UpdateRun {
@@ -194,6 +207,20 @@ fn batches() -> Vec<Vec<Op>> {
         ),
     ]);
     b.push(vec![
+        Op::SaveBreaker {
+            target: "http:api:443".into(),
+            state: "open".into(),
+            opened_at: Some(at(49)),
+            at: at(49),
+            worker: None,
+        },
+        Op::SaveBreaker {
+            target: "command:false".into(),
+            state: "closed".into(),
+            opened_at: None,
+            at: at(49),
+            worker: Some("w".into()),
+        },
         Op::SaveCanary {
             name: "web".into(),
             state: "{\"weight\":5}".into(),
@@ -282,12 +309,13 @@ fn read_all(r: &Reader) -> Value {
         "stage_ids": r.stage_ids(RunId(1)).unwrap(),
         "loaded": r.load_run(RunId(1)).unwrap().map(|l| json!({
             "status": l.status, "params": l.params, "stages": l.stages.iter()
-                .map(|s| json!([s.0, s.1, s.2, s.3])).collect::<Vec<_>>(),
+                .map(|s| json!([s.id, s.status, s.attempts, s.output, s.retry_at])).collect::<Vec<_>>(),
             "assets": l.assets,
         })),
         "running": r.run_ids_with_status(RunStatus::Running).unwrap().iter().map(|i| i.0).collect::<Vec<_>>(),
         "counts": r.run_counts().unwrap(),
         "canaries": r.canaries().unwrap(),
+        "breakers": r.breakers().unwrap(),
         "audit": serde_json::to_value(r.audit(&AuditQuery { action: Some("canary".into()), limit: 50, ..AuditQuery::default() }).unwrap()).unwrap(),
         "audit_all": r.audit(&AuditQuery { limit: 50, ..AuditQuery::default() }).unwrap().len(),
         "dlq": serde_json::to_value(&dlq.items).unwrap(),
@@ -389,13 +417,23 @@ fn sqlite_and_postgres_stores_answer_alike() {
         "started_at is kept once set"
     );
     assert_eq!(b["run1"]["duration_ms"], json!(29_000));
+    // A retry's due time holds only while no later attempt has started.
+    assert_eq!(b["loaded"]["stages"][0][4], Value::Null);
+    assert_eq!(b["loaded"]["stages"][1][4], json!(at(9)));
+    assert_eq!(
+        b["breakers"],
+        json!([
+            ["command:false", "closed", null],
+            ["http:api:443", "open", at(49)]
+        ])
+    );
     let extract = &b["run1"]["stages"][0];
     assert_eq!(extract["attempts"].as_array().unwrap().len(), 2);
     assert_eq!(extract["attempts"][0]["error"]["code"], json!("exit"));
     assert_eq!(extract["attempts"][1]["output"], json!({"rows": 2}));
     assert_eq!(
         b["loaded"]["stages"][0],
-        json!(["extract", "succeeded", 2, {"rows": 2}])
+        json!(["extract", "succeeded", 2, {"rows": 2}, null])
     );
     assert_eq!(b["running"], json!([2]));
     assert_eq!(

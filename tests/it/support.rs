@@ -404,3 +404,17 @@ pub fn postgres_db() -> String {
     let (base, _) = admin.rsplit_once('/').unwrap();
     format!("{base}/{name}")
 }
+
+/// A pipeline whose one stage always fails against `partner-api`, whose breaker opens after
+/// two failures and stays open for ten minutes.
+pub const FLAKY: &str = r#"[pipeline]
+name = "flaky"
+[pipeline.retry]
+max_attempts = 1
+[[stage]]
+id = "call"
+kind = "simulate"
+target = "partner-api"
+fail_rate = 1.0
+breaker = { failure_threshold = 2, cooldown_ms = 600000 }
+"#;

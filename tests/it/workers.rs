@@ -1,6 +1,7 @@
 //! Several `opsdeck serve` workers on one PostgreSQL store (a real server, started by
 //! `.ci/run`): runs shared and each stage run once, a worker killed mid-run and its runs
-//! finished by another, and schedules fired once per tick.
+//! finished by another, a worker cut off from the store or frozen past its lease fenced off,
+//! breakers shared, and schedules fired once per tick.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -8,12 +9,19 @@ use std::process::Child;
 
 use serde_json::Value;
 
+use opsdeck::host::Host;
+
 use crate::support::{TestWorkspace, eventually, free_port, postgres_db, serve, stop};
 
 /// A served worker, stopped when dropped (a failing test leaves no process behind).
 struct Served(Option<Child>);
 
 impl Served {
+    fn signal(&self, sig: nix::sys::signal::Signal) {
+        let pid = self.0.as_ref().unwrap().id();
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), sig).unwrap();
+    }
+
     fn kill(&mut self) {
         if let Some(mut c) = self.0.take() {
             c.kill().unwrap();
@@ -24,8 +32,15 @@ impl Served {
 
 impl Drop for Served {
     fn drop(&mut self) {
-        if let Some(c) = self.0.take() {
-            stop(c);
+        if let Some(mut c) = self.0.take() {
+            if std::thread::panicking() {
+                // A failed test may leave a worker that cannot stop cleanly (cut off from
+                // the store): it must not hang the suite.
+                let _ = c.kill();
+                let _ = c.wait();
+            } else {
+                stop(c);
+            }
         }
     }
 }
@@ -162,7 +177,8 @@ fn a_killed_workers_runs_finish_on_another_and_finished_stages_are_not_run_again
     let url = postgres_db();
     let dir = tempfile::tempdir().unwrap();
     let log = dir.path().join("attempts.log");
-    let p = [("diamond", diamond(&log, "4"))];
+    // `b` outlasts the dead worker's lease: its processes are killed when the runs move.
+    let p = [("diamond", diamond(&log, "8"))];
     let (_a, mut doomed, base) = worker(&url, &p, 3);
     let runs: Vec<i64> = (0..4).map(|_| post_run(&base, "diamond")).collect();
     // Each run is in its slow stage `b` (and `a` has finished) when the worker dies.
@@ -229,6 +245,12 @@ fn a_killed_workers_runs_finish_on_another_and_finished_stages_are_not_run_again
         seen.iter()
             .all(|(k, n)| *n == 1 && (k.1 == "b" || k.2 == 1)),
         "{seen:?}"
+    );
+    // The dead worker's attempts in flight ran on this machine: the worker that took its
+    // runs killed them (none lived to note its end).
+    assert!(
+        !seen.keys().any(|k| k.1 == "b" && k.2 == 1),
+        "a dead worker's attempt ran on: {seen:?}"
     );
     // The takeover is in the audit log, as opsdeck's own command.
     assert_eq!(
@@ -477,4 +499,489 @@ fn a_canary_moves_to_another_worker_when_its_leader_dies_and_acts_once() {
         "taken over, not started again"
     );
     drop(follower);
+}
+
+/// A TCP relay on loopback between one worker and PostgreSQL that can be cut: while cut it
+/// moves no bytes either way and new connections get no answer, as across a network
+/// partition (the sockets stay open, and traffic resumes when the cut is mended).
+struct Relay {
+    port: u16,
+    cut: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Relay {
+    fn to(upstream: &str) -> Relay {
+        use std::sync::atomic::Ordering;
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let cut = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (flag, upstream) = (cut.clone(), upstream.to_string());
+        std::thread::spawn(move || {
+            for client in listener.incoming().flatten() {
+                let (flag, upstream) = (flag.clone(), upstream.clone());
+                std::thread::spawn(move || {
+                    while flag.load(Ordering::SeqCst) {
+                        std::thread::sleep(std::time::Duration::from_millis(20));
+                    }
+                    let Ok(server) = std::net::TcpStream::connect(&upstream) else {
+                        return;
+                    };
+                    let (c, s, f) = (
+                        client.try_clone().unwrap(),
+                        server.try_clone().unwrap(),
+                        flag.clone(),
+                    );
+                    std::thread::spawn(move || pump(c, s, &f));
+                    pump(server, client, &flag);
+                });
+            }
+        });
+        Relay { port, cut }
+    }
+
+    fn set_cut(&self, on: bool) {
+        self.cut.store(on, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+impl Drop for Relay {
+    fn drop(&mut self) {
+        self.set_cut(false);
+    }
+}
+
+fn pump(
+    mut from: std::net::TcpStream,
+    mut to: std::net::TcpStream,
+    cut: &std::sync::atomic::AtomicBool,
+) {
+    use std::io::{Read, Write};
+    from.set_read_timeout(Some(std::time::Duration::from_millis(20)))
+        .unwrap();
+    let mut buf = [0u8; 16384];
+    loop {
+        if cut.load(std::sync::atomic::Ordering::SeqCst) {
+            std::thread::sleep(std::time::Duration::from_millis(20));
+            continue;
+        }
+        match from.read(&mut buf) {
+            Ok(0) => {
+                let _ = to.shutdown(std::net::Shutdown::Write);
+                return;
+            }
+            Ok(n) => {
+                if to.write_all(&buf[..n]).is_err() {
+                    return;
+                }
+            }
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) => {}
+            Err(_) => {
+                let _ = to.shutdown(std::net::Shutdown::Both);
+                return;
+            }
+        }
+    }
+}
+
+/// The workspace's log so far.
+fn log_text(ws: &TestWorkspace) -> String {
+    std::fs::read_dir(ws.path(".opsdeck/logs"))
+        .map(|d| {
+            d.filter_map(Result::ok)
+                .map(|f| std::fs::read_to_string(f.path()).unwrap_or_default())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Each attempt's status of `stage` in `run`, in order.
+fn attempts(url: &str, run: i64, stage: &str) -> Vec<String> {
+    sql(
+        url,
+        &format!(
+            "SELECT status FROM attempts WHERE run_id = {run} AND stage_id = '{stage}' ORDER BY n"
+        ),
+    )
+    .iter()
+    .map(|r| r.get::<_, String>(0))
+    .collect()
+}
+
+fn two_stages(name: &str, log: &Path, slow: &str) -> String {
+    format!(
+        "[pipeline]\nname = \"{name}\"\n{}{}",
+        noting("slow", &[], log, slow),
+        noting("after", &["slow"], log, "0")
+    )
+}
+
+#[test]
+fn a_worker_cut_off_from_the_store_stops_its_attempts_and_another_finishes_its_runs() {
+    let url = postgres_db();
+    let at = url.split('@').nth(1).unwrap().split('/').next().unwrap();
+    let relay = Relay::to(at);
+    let url_a = url.replacen(at, &format!("127.0.0.1:{}", relay.port), 1);
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("attempts.log");
+    let p = [("cut", two_stages("cut", &log, "6"))];
+    let (ws_a, cut_off, base_a) = worker(&url_a, &p, 3);
+    let (_b, other, _) = worker(&url, &p, 3);
+    let run = post_run(&base_a, "cut");
+    eventually("the slow stage to start on the first worker", || {
+        attempts(&url, run, "slow") == ["running"]
+    });
+    relay.set_cut(true);
+    eventually("the other worker to finish the run", || {
+        count(
+            &url,
+            &format!("SELECT COUNT(*) FROM runs WHERE id = {run} AND status = 'succeeded'"),
+        ) == 1
+    });
+    // The cut-off worker stopped its attempt itself before its lease ran out: the process
+    // was killed before it could note anything (it sleeps 6 s).
+    let seen = noted(&log);
+    assert!(
+        !seen.contains_key(&(run, "slow".to_string(), 1)),
+        "the cut-off worker's attempt ran on: {seen:?}"
+    );
+    assert_eq!(
+        seen.get(&(run, "slow".to_string(), 2)),
+        Some(&1),
+        "{seen:?}"
+    );
+    assert_eq!(
+        seen.get(&(run, "after".to_string(), 1)),
+        Some(&1),
+        "{seen:?}"
+    );
+    assert!(
+        log_text(&ws_a).contains("cut off from the store"),
+        "{}",
+        log_text(&ws_a)
+    );
+    // Mended, the worker rejoins and records nothing about the run it lost.
+    relay.set_cut(false);
+    eventually("the cut-off worker to rejoin", || {
+        log_text(&ws_a).contains("rejoined") && count(&url, "SELECT COUNT(*) FROM workers") == 2
+    });
+    assert_eq!(attempts(&url, run, "slow"), ["interrupted", "succeeded"]);
+    assert_eq!(attempts(&url, run, "after"), ["succeeded"]);
+    assert_gap_free(&url);
+    // And it takes work again.
+    let next = post_run(&base_a, "cut");
+    eventually("a new run on the rejoined worker to finish", || {
+        attempts(&url, next, "after") == ["succeeded"]
+    });
+    assert_eq!(attempts(&url, next, "slow"), ["succeeded"]);
+    drop((cut_off, other, relay));
+}
+
+#[test]
+fn a_worker_frozen_past_its_lease_records_nothing_of_the_runs_it_lost() {
+    use nix::sys::signal::Signal;
+    let url = postgres_db();
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("attempts.log");
+    let p = [("frozen", two_stages("frozen", &log, "3"))];
+    let (ws_a, frozen, base_a) = worker(&url, &p, 3);
+    let (_b, other, _) = worker(&url, &p, 3);
+    let run = post_run(&base_a, "frozen");
+    eventually("the slow stage to start on the first worker", || {
+        attempts(&url, run, "slow") == ["running"]
+    });
+    // A pause (a stopped VM, a long GC, SIGSTOP) longer than the lease: the worker cannot
+    // tell, and when it wakes its attempt has ended and it goes to record it.
+    frozen.signal(Signal::SIGSTOP);
+    eventually("the other worker to finish the run", || {
+        count(
+            &url,
+            &format!("SELECT COUNT(*) FROM runs WHERE id = {run} AND status = 'succeeded'"),
+        ) == 1
+    });
+    frozen.signal(Signal::SIGCONT);
+    eventually("the frozen worker to rejoin", || {
+        log_text(&ws_a).contains("rejoined") && count(&url, "SELECT COUNT(*) FROM workers") == 2
+    });
+    // Its writes were refused by the fence: the first attempt stays interrupted, and the
+    // next stage was never started there.
+    assert_eq!(attempts(&url, run, "slow"), ["interrupted", "succeeded"]);
+    assert_eq!(attempts(&url, run, "after"), ["succeeded"]);
+    let seen = noted(&log);
+    assert_eq!(
+        seen.get(&(run, "after".to_string(), 1)),
+        Some(&1),
+        "{seen:?}"
+    );
+    assert_eq!(
+        seen.keys().filter(|k| k.1 == "after").count(),
+        1,
+        "{seen:?}"
+    );
+    assert!(
+        log_text(&ws_a).contains("other workers took its runs"),
+        "{}",
+        log_text(&ws_a)
+    );
+    assert_gap_free(&url);
+    drop((frozen, other));
+}
+
+async fn run_and_wait(host: &Host, pipeline: &str) -> i64 {
+    crate::support::run_to_end(host, pipeline).await.id.0
+}
+
+async fn breakers_open(host: &opsdeck::host::Host) -> Vec<String> {
+    host.overview()
+        .await
+        .unwrap()
+        .breakers
+        .into_iter()
+        .map(|b| format!("{} {}", b.target, b.state))
+        .collect()
+}
+
+fn error_codes(url: &str, run: i64) -> Vec<String> {
+    sql(
+        url,
+        &format!("SELECT error_code FROM attempts WHERE run_id = {run} ORDER BY n"),
+    )
+    .iter()
+    .map(|r| r.get::<_, String>(0))
+    .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_breaker_opened_on_one_worker_holds_on_the_others_and_after_a_restart() {
+    let url = postgres_db();
+    let make = || {
+        let ws = TestWorkspace::new();
+        ws.pipeline("flaky", crate::support::FLAKY);
+        ws.write(
+            "opsdeck.toml",
+            &format!("[store]\nurl = \"{url}\"\n[worker]\nlease_timeout = 3\n"),
+        );
+        ws
+    };
+    let (ws_a, ws_b) = (make(), make());
+    let (a, b) = (ws_a.host().await, ws_b.host().await);
+    for _ in 0..2 {
+        run_and_wait(&a, "flaky").await;
+    }
+    assert_eq!(breakers_open(&a).await, ["simulate:partner-api open"]);
+    crate::support::until("the other worker's breaker to open", || async {
+        breakers_open(&b).await == ["simulate:partner-api open"]
+    })
+    .await;
+    // A run on the other worker fails fast: its attempt never reaches the target.
+    let on_b = run_and_wait(&b, "flaky").await;
+    let codes = tokio::task::spawn_blocking({
+        let url = url.clone();
+        move || error_codes(&url, on_b)
+    })
+    .await
+    .unwrap();
+    assert_eq!(codes, ["breaker_open"]);
+    a.shutdown().await;
+    b.shutdown().await;
+    // A worker started afterwards finds it open in the store.
+    let c = make().host().await;
+    assert_eq!(breakers_open(&c).await, ["simulate:partner-api open"]);
+    c.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_breaker_open_when_a_host_stops_is_open_when_it_starts_again() {
+    let ws = TestWorkspace::new();
+    ws.pipeline("flaky", crate::support::FLAKY);
+    let host = ws.host().await;
+    for _ in 0..2 {
+        run_and_wait(&host, "flaky").await;
+    }
+    host.shutdown().await;
+    let host = ws.host().await;
+    assert_eq!(breakers_open(&host).await, ["simulate:partner-api open"]);
+    let run = run_and_wait(&host, "flaky").await;
+    let detail = host.run(opsdeck::model::RunId(run)).await.unwrap();
+    let code = detail.stages[0].attempts[0]
+        .error
+        .as_ref()
+        .map(|e| e.code.clone());
+    assert_eq!(code.as_deref(), Some("breaker_open"));
+    host.shutdown().await;
+}
+
+/// The fence itself: once another worker has taken a worker's runs (its lease ran out and it
+/// was reaped), every write of that worker is refused by the store, whatever it still thinks.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_store_refuses_the_writes_of_a_worker_whose_runs_were_taken() {
+    use opsdeck::model::{EventKind, Timestamp, WorkerInfo};
+    use opsdeck::store::{NewEvent, Op, Target, Writer, schema, workers};
+    let url = postgres_db();
+    let target = Target::Postgres(url.clone());
+    let conn = tokio::task::spawn_blocking({
+        let target = target.clone();
+        move || {
+            let mut conn = target.writer().unwrap();
+            schema::migrate(&mut conn).unwrap();
+            conn
+        }
+    })
+    .await
+    .unwrap();
+    let (events, _) = tokio::sync::broadcast::channel(16);
+    let (writer, thread) = Writer::spawn(conn, events).unwrap();
+    let me = WorkerInfo {
+        id: "w1".into(),
+        host: "here".into(),
+        pid: 1,
+        address: None,
+        started_at: Timestamp::from_millis(0),
+        heartbeat_age_ms: 0,
+        lease_left_ms: 0,
+        max_in_flight: 1,
+        runs: 0,
+    };
+    // A lease of no time at all: it has run out as soon as it is taken.
+    writer
+        .on_conn(move |db| workers::register(db, &me, 0))
+        .await
+        .unwrap();
+    writer.fence_as("w1".into()).await;
+    let event = || {
+        vec![Op::Event(NewEvent {
+            at: Timestamp::from_millis(0),
+            kind: EventKind::Audit,
+            run_id: None,
+            stage: None,
+            data: serde_json::json!({}),
+        })]
+    };
+    writer.commit(event()).await.unwrap();
+    assert!(!writer.fenced());
+    let reaped = tokio::task::spawn_blocking(move || {
+        let mut other = target.writer().unwrap();
+        workers::reap(&mut other, Timestamp::from_millis(0)).unwrap()
+    })
+    .await
+    .unwrap();
+    assert_eq!(reaped.len(), 1);
+    assert_eq!(reaped[0].worker, "w1");
+    let refused = writer.commit(event()).await.unwrap_err();
+    assert!(
+        refused.0.contains("w1 no longer holds its lease"),
+        "{refused}"
+    );
+    assert!(writer.fenced(), "the host is told");
+    writer.close().await;
+    tokio::task::spawn_blocking(move || thread.join())
+        .await
+        .unwrap();
+    assert_eq!(count(&url, "SELECT COUNT(*) FROM events"), 1);
+}
+
+/// Every worker's proxy serves a canary's traffic, routed at the weight the driving worker
+/// set; what the other workers' proxies see reaches the driving worker through the store,
+/// once a second, and its analysis judges it: a canary broken behind another worker's proxy
+/// is rolled back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn traffic_seen_by_another_workers_proxy_is_judged_by_the_driving_worker() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let url = postgres_db();
+    let broken = Arc::new(AtomicBool::new(false));
+    let legacy = crate::canary::upstream("legacy", Arc::new(AtomicBool::new(false))).await;
+    let canary = crate::canary::upstream("canary", broken.clone()).await;
+    let make = |port: u16| {
+        let ws = TestWorkspace::new();
+        ws.write(
+            "opsdeck.toml",
+            &format!(
+                r#"[store]
+url = "{url}"
+[worker]
+lease_timeout = 3
+[canary.shop]
+source = "proxy"
+proxy = {{ listen = "127.0.0.1:{port}", legacy = "http://{legacy}", canary = "http://{canary}" }}
+steps = [ {{weight = 50, pause = "1h"}}, {{weight = 100}} ]
+analysis = {{ interval = "1s", min_requests = 20 }}
+route = {{ key = "header:x-user-id" }}
+"#
+            ),
+        );
+        ws
+    };
+    let (lead_port, other_port) = (free_port(), free_port());
+    let (ws_lead, ws_other) = (make(lead_port), make(other_port));
+    let start = |ws: &TestWorkspace| {
+        Host::start(ws.open(), opsdeck::host::HostOptions::long_lived("worker"))
+    };
+    let leader = start(&ws_lead).await.unwrap();
+    let other = start(&ws_other).await.unwrap();
+    let http = crate::support::http();
+    let proxy = format!("http://127.0.0.1:{other_port}/checkout");
+    let send = |n: std::ops::Range<u32>| {
+        let (http, proxy) = (http.clone(), proxy.clone());
+        async move {
+            let mut versions = HashMap::new();
+            for i in n {
+                let r = http
+                    .get(&proxy)
+                    .header("x-user-id", format!("user-{i}"))
+                    .send()
+                    .await
+                    .unwrap();
+                let v = r.headers()["x-opsdeck-version"]
+                    .to_str()
+                    .unwrap()
+                    .to_string();
+                *versions.entry(v).or_insert(0u32) += 1;
+            }
+            versions
+        }
+    };
+    // Only the other worker's proxy gets traffic; it routes at the leader's weight (50%).
+    let split = send(0..200).await;
+    assert!(
+        split.get("canary").is_some_and(|n| (60..=140).contains(n)),
+        "{split:?}"
+    );
+    let canary_requests = |host: Host| async move {
+        host.canary("shop").unwrap().requests["canary"]
+            .as_u64()
+            .unwrap_or(0)
+    };
+    crate::support::until("every request to reach the leader's analysis", || async {
+        let s = leader.canary("shop").unwrap();
+        s.requests["canary"].as_u64().unwrap_or(0) + s.requests["legacy"].as_u64().unwrap_or(0)
+            >= 200
+    })
+    .await;
+    assert_eq!(
+        canary_requests(other.clone()).await,
+        0,
+        "the other worker judges nothing"
+    );
+    // The canary breaks behind the other worker's proxy: the leader rolls it back.
+    broken.store(true, Ordering::SeqCst);
+    let _ = send(200..400).await;
+    crate::support::until("the leader to roll the canary back", || async {
+        leader.canary("shop").unwrap().state == opsdeck::model::CanaryState::RolledBack
+    })
+    .await;
+    let s = leader.canary("shop").unwrap();
+    let rec = s.last_action.unwrap();
+    assert_eq!(rec.actor, "opsdeck");
+    assert!(rec.reason.contains("error_rate"), "{}", rec.reason);
+    // The other worker follows: every request now goes to legacy.
+    crate::support::until("the other proxy to follow the rollback", || async move {
+        !send(400..450).await.contains_key("canary")
+    })
+    .await;
+    other.shutdown().await;
+    leader.shutdown().await;
 }

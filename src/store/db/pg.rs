@@ -13,6 +13,14 @@ use tokio_postgres::{Client, NoTls, Statement};
 use super::{Row, Val, placeholders, redact};
 use crate::store::{Result, StoreError};
 
+/// How long a connection attempt may take before it counts as failed (unless the URL sets
+/// `connect_timeout`).
+const CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// How long the server keeps a session that sits idle inside a transaction; opsdeck's own
+/// transactions never wait between statements for more than a round trip.
+const IDLE_IN_TRANSACTION: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// Statements kept prepared per connection; past this the cache starts again.
 const MAX_PREPARED: usize = 256;
 
@@ -71,21 +79,38 @@ impl Pg {
                 .enable_all()
                 .build()
                 .map_err(|e| StoreError(format!("cannot start the PostgreSQL client: {e}")))?;
+            let cannot = |e: &tokio_postgres::Error| {
+                StoreError(format!(
+                    "cannot connect to the PostgreSQL store at {}: {}",
+                    redact(url),
+                    message(e)
+                ))
+            };
+            let mut config: tokio_postgres::Config = url.parse().map_err(|e| cannot(&e))?;
+            if config.get_connect_timeout().is_none() {
+                // A server behind a cut network answers nothing: give up and try again.
+                config.connect_timeout(CONNECT_TIMEOUT);
+            }
+            if config.get_tcp_user_timeout().is_none() {
+                // Unanswered data (a cut network) fails the connection in seconds rather than
+                // the system's quarter of an hour; the writer then reconnects.
+                config.tcp_user_timeout(CONNECT_TIMEOUT * 2);
+            }
             let (client, connection) =
-                rt.block_on(tokio_postgres::connect(url, NoTls))
-                    .map_err(|e| {
-                        StoreError(format!(
-                            "cannot connect to the PostgreSQL store at {}: {}",
-                            redact(url),
-                            message(&e)
-                        ))
-                    })?;
+                rt.block_on(config.connect(NoTls)).map_err(|e| cannot(&e))?;
             // Polled whenever this thread waits on the runtime for a request.
             rt.spawn(async move {
                 if let Err(e) = connection.await {
                     tracing::warn!(error = %message(&e), "a PostgreSQL connection ended");
                 }
             });
+            // A transaction left open by a worker cut off mid-way must not hold its locks
+            // (its row, its runs) for long: the server ends such a session.
+            rt.block_on(client.batch_execute(&format!(
+                "SET idle_in_transaction_session_timeout = {}",
+                IDLE_IN_TRANSACTION.as_millis()
+            )))
+            .map_err(|e| cannot(&e))?;
             Ok(Pg {
                 rt: Some(rt),
                 client,
