@@ -49,7 +49,7 @@ pub fn identity(max_in_flight: u32, now: crate::model::Timestamp) -> WorkerInfo 
 /// Starts the worker's loop and listener on the host's tasks. `claim`: take runs others
 /// started or left (long-lived hosts); one-shot commands only keep their lease.
 pub(super) fn spawn(host: &Host, url: String, lease: Duration, claim: bool) {
-    let wake = Arc::new(Notify::new());
+    let wake = Arc::new(Wake::default());
     let inner = &host.inner;
     inner.tasks.spawn(listen(
         url,
@@ -91,6 +91,14 @@ async fn follow_breakers(host: Host) {
             }
         }
     }
+}
+
+/// What wakes the worker's loop: work in the store, and whether a cancellation was asked (the
+/// loop looks for those only then, and at each heartbeat).
+#[derive(Default)]
+struct Wake {
+    any: Notify,
+    cancels: std::sync::atomic::AtomicBool,
 }
 
 /// When this worker last renewed its lease: the moment the renewal was sent, on this
@@ -145,7 +153,7 @@ async fn watchdog(host: Host, lease: Duration, renewed: Arc<Renewed>) {
     }
 }
 
-async fn run(host: Host, wake: Arc<Notify>, lease: Duration, claim: bool, renewed: Arc<Renewed>) {
+async fn run(host: Host, wake: Arc<Wake>, lease: Duration, claim: bool, renewed: Arc<Renewed>) {
     let Some(slot) = host.inner.runtime.worker().cloned() else {
         return;
     };
@@ -156,7 +164,8 @@ async fn run(host: Host, wake: Arc<Notify>, lease: Duration, claim: bool, renewe
     let lost = host.inner.writer.lease_lost();
     loop {
         let fenced = host.inner.writer.fenced();
-        if fenced || last_beat.is_none_or(|t| t.elapsed() >= beat) {
+        let beating = fenced || last_beat.is_none_or(|t| t.elapsed() >= beat);
+        if beating {
             last_beat = Some(tokio::time::Instant::now());
             keep_lease(&host, &slot, lease, &renewed).await;
             move_dead_workers_runs(&host).await;
@@ -164,15 +173,20 @@ async fn run(host: Host, wake: Arc<Notify>, lease: Duration, claim: bool, renewe
                 lead_canaries_if_free(&host).await;
             }
         }
+        let asked = wake
+            .cancels
+            .swap(false, std::sync::atomic::Ordering::AcqRel);
         if !host.inner.writer.fenced() {
-            hand_over_cancels(&host, &slot).await;
+            if asked || beating {
+                hand_over_cancels(&host, &slot).await;
+            }
             if claim {
                 claim_runs(&host, &slot).await;
             }
         }
         tokio::select! {
             () = shutdown.cancelled() => return,
-            () = wake.notified() => {}
+            () = wake.any.notified() => {}
             () = freed.notified() => {}
             () = lost.notified() => {}
             () = tokio::time::sleep(POLL) => {}
@@ -351,32 +365,44 @@ async fn claim_runs(host: &Host, slot: &WorkerSlot) {
             return;
         }
     };
-    for (run, status, cancel) in claimed {
-        let started = if let Some(reason) = cancel {
-            // Cancelled while no worker drove it: it ends here, and never runs again.
-            host.inner
-                .runtime
-                .cancel_run(run, &reason, Vec::new())
-                .await
-                .map_err(|e| e.to_string())
-        } else if status == RunStatus::Interrupted {
-            // Resuming is a command of its own: recorded in the audit log, as at a start.
-            let why =
-                "a worker took over a run that another worker or a stopped host left interrupted";
-            host.control(Command::ResumeRun { run }, &Actor::automatic(), why)
-                .await
-                .map(drop)
-                .map_err(|e| e.to_string())
-        } else {
-            host.inner
-                .runtime
-                .start_claimed(run)
-                .await
-                .map_err(|e| e.to_string())
-        };
-        if let Err(e) = started {
-            tracing::warn!(run = %run, error = %e, "could not start a claimed run");
-        }
+    // Started side by side: their first writes share commits, and a wave of freed slots is
+    // filled at once rather than one run after another.
+    let starts = claimed
+        .into_iter()
+        .map(|(run, status, cancel)| start_claimed(host, run, status, cancel));
+    futures::future::join_all(starts).await;
+}
+
+/// Starts (or resumes, or cancels) one run this worker has just claimed.
+async fn start_claimed(
+    host: &Host,
+    run: crate::model::RunId,
+    status: RunStatus,
+    cancel: Option<String>,
+) {
+    let started = if let Some(reason) = cancel {
+        // Cancelled while no worker drove it: it ends here, and never runs again.
+        host.inner
+            .runtime
+            .cancel_run(run, &reason, Vec::new())
+            .await
+            .map_err(|e| e.to_string())
+    } else if status == RunStatus::Interrupted {
+        // Resuming is a command of its own: recorded in the audit log, as at a start.
+        let why = "a worker took over a run that another worker or a stopped host left interrupted";
+        host.control(Command::ResumeRun { run }, &Actor::automatic(), why)
+            .await
+            .map(drop)
+            .map_err(|e| e.to_string())
+    } else {
+        host.inner
+            .runtime
+            .start_claimed(run)
+            .await
+            .map_err(|e| e.to_string())
+    };
+    if let Err(e) = started {
+        tracing::warn!(run = %run, error = %e, "could not start a claimed run");
     }
 }
 
@@ -385,7 +411,7 @@ async fn claim_runs(host: &Host, slot: &WorkerSlot) {
 async fn listen(
     url: String,
     writer: crate::store::Writer,
-    wake: Arc<Notify>,
+    wake: Arc<Wake>,
     shutdown: tokio_util::sync::CancellationToken,
 ) {
     let mut delay = Duration::from_millis(100);
@@ -398,7 +424,8 @@ async fn listen(
                         futures::stream::poll_fn(move |cx| connection.poll_message(cx));
                     while let Some(Ok(m)) = messages.next().await {
                         if let AsyncMessage::Notification(n) = m {
-                            let _ = tx.send(n.channel() == "opsdeck_work");
+                            let _ =
+                                tx.send((n.channel() == "opsdeck_work", n.payload() == "cancel"));
                         }
                     }
                 });
@@ -410,7 +437,9 @@ async fn listen(
                     delay = Duration::from_millis(100);
                     // Whatever was missed while not listening.
                     writer.tail();
-                    wake.notify_one();
+                    wake.cancels
+                        .store(true, std::sync::atomic::Ordering::Release);
+                    wake.any.notify_one();
                     loop {
                         tokio::select! {
                             () = shutdown.cancelled() => {
@@ -418,8 +447,13 @@ async fn listen(
                                 return;
                             }
                             msg = rx.recv() => match msg {
-                                Some(true) => wake.notify_one(),
-                                Some(false) => writer.tail(),
+                                Some((true, cancel)) => {
+                                    if cancel {
+                                        wake.cancels.store(true, std::sync::atomic::Ordering::Release);
+                                    }
+                                    wake.any.notify_one();
+                                }
+                                Some((false, _)) => writer.tail(),
                                 None => break,
                             }
                         }

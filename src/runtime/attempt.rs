@@ -244,8 +244,10 @@ pub(crate) async fn run(job: AttemptJob) {
     let ops = finish_ops(&job, stage, &result, engine.clock.timestamp());
     if job.stop.load(Ordering::SeqCst) == STOP_FENCED || engine.writer.fenced() {
         // The run is another worker's now: this attempt is recorded as it found it.
-    } else if let Err(e) = engine.writer.commit(ops).await {
-        tracing::error!(run = %job.run_id, stage = %stage.id, error = %e, "could not record an attempt");
+    } else {
+        // Queued, not waited for: the driver's writes that follow are queued after it, and the
+        // run's end is committed (and waited for) only after both.
+        engine.writer.send(ops).await;
     }
     let end = match result.outcome {
         Outcome::Succeeded => AttemptEnd::Succeeded(result.output.map_or(Value::Null, |o| o.value)),

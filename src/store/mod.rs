@@ -4,6 +4,7 @@
 
 mod assets;
 pub mod backup;
+mod batch;
 pub mod db;
 pub mod migrate;
 mod queries;

@@ -197,7 +197,7 @@ pub fn request_cancel(db: &mut Db, id: RunId, reason: &str) -> Result<()> {
             "UPDATE runs SET cancel_requested = ?2 WHERE id = ?1",
             args![id.0, reason],
         )?;
-        tx.execute("SELECT pg_notify('opsdeck_work', '')", &[])?;
+        tx.execute("SELECT pg_notify('opsdeck_work', 'cancel')", &[])?;
         Ok(())
     })
 }

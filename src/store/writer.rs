@@ -788,19 +788,7 @@ fn apply(conn: &mut Db, ops: &[&Op], next_seq: u64, fence: Option<&str>) -> Resu
             if let Some(me) = fence {
                 fence_pass(tx, me)?;
             }
-            if events > 0 {
-                tx.execute("UPDATE event_seq SET last = last + ?1", args![events])?;
-                tx.execute("SELECT pg_notify('opsdeck_events', '')", &[])?;
-            }
-            let mut left = events;
-            for op in ops {
-                if let Op::Event(e) = op {
-                    left -= 1;
-                    insert_event_numbered_by_store(tx, left, e)?;
-                } else {
-                    apply_op(tx, op, 0, &mut Vec::new())?;
-                }
-            }
+            super::batch::apply_postgres(tx, ops, events)?;
             return Ok(Vec::new());
         }
         let first_seq = seq_block(tx, events, next_seq)?;
@@ -818,16 +806,6 @@ fn apply(conn: &mut Db, ops: &[&Op], next_seq: u64, fence: Option<&str>) -> Resu
 pub(crate) fn fence_pass(tx: &mut Db, me: &str) -> Result<()> {
     tx.execute("SELECT opsdeck_fence(?1)", args![me])?;
     Ok(())
-}
-
-/// Appends an event numbered `before_last` below the counter's new value (PostgreSQL).
-fn insert_event_numbered_by_store(tx: &mut Db, before_last: usize, e: &NewEvent) -> Result<()> {
-    write_event(
-        tx,
-        "(SELECT last FROM event_seq) - ?1",
-        before_last.into(),
-        e,
-    )
 }
 
 /// The event's row, its number given by `seq_sql` with `seq` as its `?1`.
@@ -875,7 +853,7 @@ fn mark_id(tx: &mut Db, table: &str, id: i64) -> Result<()> {
     Ok(())
 }
 
-fn apply_op(tx: &mut Db, op: &Op, seq: u64, published: &mut Vec<Event>) -> Result<()> {
+pub(super) fn apply_op(tx: &mut Db, op: &Op, seq: u64, published: &mut Vec<Event>) -> Result<()> {
     match op {
         Op::InsertRun { .. } | Op::UpdateRun { .. } | Op::UpdateStage { .. } => {
             apply_run_op(tx, op)?;
@@ -985,18 +963,33 @@ fn apply_run_op(tx: &mut Db, op: &Op) -> Result<()> {
                 ],
             )?;
             mark_id(tx, "runs", id.0)?;
-            for (i, s) in stages.iter().enumerate() {
-                tx.execute(
-                    "INSERT INTO stages (run_id, stage_id, ord, kind, needs, status) VALUES (?1, ?2, ?3, ?4, ?5, 'pending')",
-                    args![
-                        id.0,
-                        s.id.as_str(),
-                        i,
-                        s.kind.as_str(),
-                        serde_json::to_string(&s.needs)?
-                    ],
-                )?;
-            }
+            let rows: Vec<(usize, &NewStage)> = stages.iter().enumerate().collect();
+            super::batch::in_chunks(
+                tx,
+                &rows,
+                |size| {
+                    format!(
+                        "INSERT INTO stages (run_id, stage_id, ord, kind, needs, status) VALUES {}",
+                        super::batch::rows_sql(size, 5, |p| format!(
+                            "(?{}, ?{}, ?{}, ?{}, ?{}, 'pending')",
+                            p,
+                            p + 1,
+                            p + 2,
+                            p + 3,
+                            p + 4
+                        ))
+                    )
+                },
+                |(i, s)| {
+                    vec![
+                        id.0.into(),
+                        s.id.as_str().into(),
+                        (*i).into(),
+                        s.kind.as_str().into(),
+                        serde_json::to_string(&s.needs).unwrap_or_default().into(),
+                    ]
+                },
+            )?;
         }
         Op::UpdateRun {
             id,
@@ -1032,33 +1025,7 @@ fn apply_run_op(tx: &mut Db, op: &Op) -> Result<()> {
 /// The writes about attempts.
 fn apply_attempt_op(tx: &mut Db, op: &Op) -> Result<()> {
     match op {
-        Op::StartAttempt {
-            run_id,
-            stage,
-            n,
-            started_at,
-            input,
-            assets,
-        } => {
-            // A new attempt replaces whatever an interrupted one of the same number left.
-            tx.execute(
-                "INSERT INTO attempts (run_id, stage_id, n, status, started_at, input, assets)
-                 VALUES (?1, ?2, ?3, 'running', ?4, ?5, ?6)
-                 ON CONFLICT (run_id, stage_id, n) DO UPDATE SET status = 'running',
-                   started_at = excluded.started_at, input = excluded.input, assets = excluded.assets,
-                   finished_at = NULL, duration_ms = NULL, output = NULL, output_truncated = 0,
-                   output_bytes = NULL, stderr = NULL, error_code = NULL, error_message = NULL,
-                   pid = NULL, pid_start = NULL",
-                args![
-                    run_id.0,
-                    stage.as_str(),
-                    *n,
-                    started_at.to_string(),
-                    input.as_str(),
-                    assets.as_deref()
-                ],
-            )?;
-        }
+        Op::StartAttempt { .. } => super::batch::insert_attempts(tx, &[op])?,
         Op::AttemptProcess {
             run_id,
             stage,

@@ -467,3 +467,63 @@ fn sqlite_and_postgres_stores_answer_alike() {
     let run2 = a["events"].as_array().unwrap().last().unwrap();
     assert_eq!(run2["kind"], json!("run_interrupted"));
 }
+
+/// One large batch, as a busy writer makes: many events (more than one multi-row statement
+/// holds), a stage written twice, an attempt started and finished in the same transaction.
+/// Both stores keep the submitted order of events and the last write to each row.
+#[test]
+fn a_large_batch_keeps_event_order_and_last_writes_on_both_stores() {
+    let dir = tempfile::tempdir().unwrap();
+    let targets = [
+        Target::Sqlite(dir.path().join("state.db")),
+        Target::Postgres(crate::support::postgres_db()),
+    ];
+    let mut answers = Vec::new();
+    for target in &targets {
+        let mut db = target.writer().unwrap();
+        schema::migrate(&mut db).unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let (events, _) = tokio::sync::broadcast::channel(16);
+        let (writer, thread) = Writer::spawn(db, events).unwrap();
+        let stage = |s: &str, status| Op::UpdateStage {
+            run_id: RunId(1),
+            stage: s.into(),
+            status,
+        };
+        let mut batch = vec![
+            insert_run(1, "etl", 0),
+            stage("extract", StageStatus::Running),
+        ];
+        batch.extend(attempt(1, "extract", 1, true, 1));
+        for i in 0..150 {
+            batch.push(event(EventKind::StageStarted, Some(1), json!({ "i": i })));
+        }
+        batch.push(stage("load", StageStatus::Running));
+        batch.push(stage("load", StageStatus::Skipped));
+        rt.block_on(async {
+            writer.commit(batch).await.unwrap();
+            writer.close().await;
+        });
+        thread.join();
+        let r = target.reader().unwrap();
+        let run = r.run(RunId(1)).unwrap().unwrap();
+        let evs = r.events(0, 1000).unwrap();
+        answers.push(json!({
+            "stages": run.stages.iter().map(|s| json!([s.id, s.status, s.attempts.len()])).collect::<Vec<_>>(),
+            "attempt": serde_json::to_value(&run.stages[0].attempts[0]).unwrap(),
+            "events": evs.iter().map(|e| json!([e.seq, e.data["i"]])).collect::<Vec<_>>(),
+        }));
+    }
+    assert_eq!(answers[0], answers[1]);
+    let a = &answers[0];
+    assert_eq!(
+        a["stages"],
+        json!([["extract", "succeeded", 1], ["load", "skipped", 0]])
+    );
+    assert_eq!(a["attempt"]["status"], json!("succeeded"));
+    let want: Vec<Value> = (0..150).map(|i| json!([i + 1, i])).collect();
+    assert_eq!(a["events"], json!(want));
+}
