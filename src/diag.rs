@@ -200,6 +200,14 @@ impl<'s> Checker<'s> {
         self.problems.push(self.src.at(span, message));
     }
 
+    /// [`Checker::error`] without the offending line under it (a line holding a secret, such
+    /// as a password in a URL): the file, line and column still say where.
+    pub fn error_unquoted(&mut self, span: &Range<usize>, message: impl Into<String>) {
+        let mut d = self.src.at(span, message);
+        d.excerpt = None;
+        self.problems.push(d);
+    }
+
     pub fn has_problems(&self) -> bool {
         !self.problems.is_empty()
     }

@@ -2,6 +2,7 @@
 //! `opsdeck.toml` < `OPSDECK_<TABLE>__<KEY>` environment variables < flags. One schema checks
 //! the files (with locations) and the environment alike, so a typo is an error everywhere.
 
+pub mod secret;
 pub mod server;
 
 use std::path::{Path, PathBuf};
@@ -261,15 +262,11 @@ pub fn check(src: &SourceFile, other_sections: &[&str]) -> Vec<Diagnostic> {
                 }
                 Kind::Url(schemes) => {
                     if let Some((v, span)) = c.str(t, k.key, &ctx)
-                        && !url_ok(v, schemes)
+                        && let Some(why) = url_problem(v, schemes)
                     {
-                        c.error(
+                        c.error_unquoted(
                             &span,
-                            format!(
-                                "`{}` in {ctx} is `{v}`; give a URL starting with {}, or leave it empty for the workspace's SQLite file",
-                                k.key,
-                                schemes.join(" or ")
-                            ),
+                            format!("`{}` in {ctx} is `{}`; {why}", k.key, secret::redact(v)),
                         );
                     }
                 }
@@ -293,11 +290,26 @@ pub fn check(src: &SourceFile, other_sections: &[&str]) -> Vec<Diagnostic> {
     c.into_problems()
 }
 
-fn url_ok(v: &str, schemes: &[&str]) -> bool {
-    v.is_empty()
-        || schemes
-            .iter()
-            .any(|s| v.starts_with(s) && v.len() > s.len())
+/// What is wrong with a store URL, if anything: its scheme, or (PostgreSQL) its form.
+fn url_problem(v: &str, schemes: &[&str]) -> Option<String> {
+    if v.is_empty() {
+        return None;
+    }
+    if !schemes
+        .iter()
+        .any(|s| v.starts_with(s) && v.len() > s.len())
+    {
+        return Some(format!(
+            "give a URL starting with {}, or leave it empty for the workspace's SQLite file",
+            schemes.join(" or ")
+        ));
+    }
+    match v.parse::<tokio_postgres::Config>() {
+        Ok(_) => None,
+        Err(e) => Some(format!(
+            "it is not a PostgreSQL URL opsdeck can read ({e}); the form is postgres://USER@HOST:PORT/DATABASE"
+        )),
+    }
 }
 
 /// Reads `OPSDECK_<TABLE>__<KEY>` variables, checking each against the schema. Other
@@ -337,7 +349,7 @@ fn env_settings(
             Kind::Bool => matches!(value.as_str(), "true" | "false"),
             Kind::Text => !value.is_empty(),
             Kind::Choice(choices) => choices.contains(&value.as_str()),
-            Kind::Url(schemes) => url_ok(&value, schemes),
+            Kind::Url(schemes) => url_problem(&value, schemes).is_none(),
         };
         if !ok {
             let want = match k.kind {
@@ -345,13 +357,21 @@ fn env_settings(
                 Kind::Bool => "true or false".to_string(),
                 Kind::Text => "not empty".to_string(),
                 Kind::Choice(choices) => format!("one of {}", choices.join(", ")),
-                Kind::Url(schemes) => {
-                    format!("empty, or a URL starting with {}", schemes.join(" or "))
-                }
+                Kind::Url(schemes) => match url_problem(&value, schemes) {
+                    Some(why) if !why.starts_with("give") => {
+                        format!("a URL opsdeck can read: {why}")
+                    }
+                    _ => format!("empty, or a URL starting with {}", schemes.join(" or ")),
+                },
+            };
+            // A URL may carry a password: it is never repeated.
+            let shown = match k.kind {
+                Kind::Url(_) => secret::redact(&value),
+                _ => value.clone(),
             };
             problems.push(Diagnostic::whole_file(
                 "environment",
-                format!("{name}={value}: must be {want}"),
+                format!("{name}={shown}: must be {want}"),
             ));
             continue;
         }

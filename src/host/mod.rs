@@ -90,6 +90,9 @@ struct Inner {
     /// Whether this host drives the canaries (always on SQLite; on PostgreSQL the worker
     /// holding the canaries' lead).
     canary_lead: Arc<std::sync::atomic::AtomicBool>,
+    /// This worker's row as registered (PostgreSQL), its address once published: a worker
+    /// that rejoins after losing its lease comes back as it was.
+    worker_row: Mutex<Option<crate::model::WorkerInfo>>,
 }
 
 /// A running host. Cloning shares it.
@@ -358,6 +361,7 @@ impl Host {
                 asset_lock: tokio::sync::Mutex::new(()),
                 lifetime: Mutex::new(Some((thread, lock))),
                 canary_lead: canary_lead.clone(),
+                worker_row: Mutex::new(me.clone()),
             }),
         };
         tracing::info!(workspace = %host.inner.ws.dir.display(), command = %opts.command, "host started");
@@ -626,6 +630,9 @@ impl Host {
             let address = address
                 .replace("//0.0.0.0:", &format!("//{host}:"))
                 .replace("//[::]:", &format!("//{host}:"));
+            if let Some(row) = lock(&self.inner.worker_row).as_mut() {
+                row.address = Some(address.clone());
+            }
             let (me, writer) = (w.id.clone(), self.inner.writer.clone());
             tokio::spawn(async move {
                 let set = writer

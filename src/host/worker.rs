@@ -139,15 +139,26 @@ async fn watchdog(host: Host, lease: Duration, renewed: Arc<Renewed>) {
     let limit = lease * 4 / 5;
     let tick = (lease / 20).max(Duration::from_millis(100));
     loop {
+        let slept_from = std::time::Instant::now();
         tokio::select! {
             () = host.inner.shutdown.cancelled() => return,
             () = tokio::time::sleep(tick) => {}
         }
         if !host.inner.writer.fenced() && renewed.age() >= limit {
-            tracing::error!(
-                without_ms = millis(renewed.age()),
-                "cut off from the store for most of this worker's lease: stopping its runs (killing their attempts) so that other workers can take them; this worker rejoins when the store answers"
-            );
+            // A tick that came far too late: this process was stopped (a paused machine, a
+            // SIGSTOP, starved of CPU), not the store out of reach.
+            let stalled = slept_from.elapsed();
+            if stalled >= tick + limit / 2 {
+                tracing::error!(
+                    stalled_ms = millis(stalled),
+                    "this worker was stalled (paused, frozen or starved of CPU) for most of its lease: stopping its runs (killing their attempts), which other workers may have taken; it rejoins now"
+                );
+            } else {
+                tracing::error!(
+                    without_ms = millis(renewed.age()),
+                    "cut off from the store for most of this worker's lease: stopping its runs (killing their attempts) so that other workers can take them; this worker rejoins when the store answers"
+                );
+            }
             host.inner.runtime.fence().await;
         }
     }
@@ -230,13 +241,14 @@ async fn keep_lease(host: &Host, slot: &WorkerSlot, lease: Duration, renewed: &R
 /// True once the worker is back.
 async fn rejoin(host: &Host, slot: &WorkerSlot, lease_ms: u64) -> bool {
     host.inner.runtime.fence().await;
-    let info = WorkerInfo {
+    let registered = crate::sync::lock(&host.inner.worker_row).clone();
+    let info = registered.unwrap_or_else(|| WorkerInfo {
         id: slot.id.clone(),
         ..identity(
             u32::try_from(slot.max_in_flight).unwrap_or(u32::MAX),
             host.inner.clock.timestamp(),
         )
-    };
+    });
     let now = host.inner.clock.timestamp();
     match host
         .inner

@@ -183,11 +183,14 @@ fn stage_states(
 
 /// Starts (or restarts) the driver of a run from what the store holds, after committing
 /// `ops` (the events that explain why) together with the run's move to `running`.
+/// `confirm`: wait until the start is committed (and fail if it cannot be), as a command's
+/// caller needs.
 pub(crate) async fn launch(
     engine: &Arc<Engine>,
     id: RunId,
     reset: Reset,
     mut ops: Vec<Op>,
+    confirm: bool,
 ) -> Result<()> {
     // Only the worker that owns a run drives it (a new run is owned from its start or claim).
     if let Some(w) = engine
@@ -264,7 +267,11 @@ pub(crate) async fn launch(
             },
         );
     }
-    if let Err(e) = engine.writer.commit(ops).await {
+    if !confirm {
+        // A run this worker claimed: nobody waits on its start, and its driver's writes are
+        // queued after these.
+        engine.writer.send(ops).await;
+    } else if let Err(e) = engine.writer.commit(ops).await {
         lock(&engine.active).remove(&id);
         return Err(e.into());
     }

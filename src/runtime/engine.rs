@@ -213,7 +213,7 @@ impl Runtime {
 
     /// Starts a run this worker has just claimed from the store.
     pub async fn start_claimed(&self, id: RunId) -> Result<()> {
-        driver::launch(&self.e, id, Reset::New, Vec::new()).await
+        driver::launch(&self.e, id, Reset::New, Vec::new(), false).await
     }
 
     /// This worker among several, if it is one.
@@ -381,7 +381,7 @@ impl Runtime {
             json!({"reason": reason}),
         ));
         ops.extend(extra);
-        driver::launch(&self.e, id, Reset::Retry, ops).await
+        driver::launch(&self.e, id, Reset::Retry, ops, true).await
     }
 
     /// Continues an interrupted run: finished stages keep their results and are not run again.
@@ -394,7 +394,7 @@ impl Runtime {
         let now = self.e.clock.timestamp();
         let mut ops = vec![Op::run_event(now, EventKind::RunResumed, id, json!({}))];
         ops.extend(extra);
-        driver::launch(&self.e, id, Reset::Resume, ops).await
+        driver::launch(&self.e, id, Reset::Resume, ops, true).await
     }
 
     /// Gives a dead-lettered stage a new attempt in its run; returns the run.
@@ -421,6 +421,7 @@ impl Runtime {
                 entry.run_id,
                 Reset::Stages(vec![entry.stage.clone()]),
                 ops,
+                true,
             )
             .await?;
         }
@@ -674,7 +675,7 @@ pub(crate) async fn start_run(
             .await?;
         return Ok(id);
     }
-    let launched = driver::launch(e, id, Reset::New, Vec::new()).await;
+    let launched = driver::launch(e, id, Reset::New, Vec::new(), true).await;
     if matches!(room, Some((_, true))) {
         e.unreserve();
     }

@@ -624,7 +624,6 @@ fn run(
     next_seq: u64,
     watch: &Watch,
 ) {
-    let generation = &*watch.generation;
     let mut link = Link {
         conn,
         reopen,
@@ -637,11 +636,16 @@ fn run(
         let Some(first) = rx.blocking_recv() else {
             break;
         };
-        let mut batch = Vec::new();
+        let mut batch: Pending = Vec::new();
         for req in std::iter::once(first)
             .chain(std::iter::from_fn(|| rx.try_recv().ok()))
             .take(MAX_BATCH)
         {
+            // Requests are served in the order they came: writes queued before work on the
+            // connection (a claim, a rejoin, an id) are committed before it runs.
+            if !matches!(req, Request::Write { .. } | Request::Tail) && !batch.is_empty() {
+                commit_batch(&mut link, std::mem::take(&mut batch), events, watch);
+            }
             match req {
                 Request::Write { ops, ack } => batch.push((ops, ack)),
                 Request::NextId { kind, ack } => {
@@ -667,40 +671,53 @@ fn run(
                 }
             }
         }
-        if batch.is_empty() {
-            continue;
+        if !batch.is_empty() {
+            commit_batch(&mut link, batch, events, watch);
         }
-        let all: Vec<&Op> = batch.iter().flat_map(|(ops, _)| ops.iter()).collect();
-        if let Err(e) = link.commit(&all, events, generation) {
-            if is_fence_error(&e) {
-                // Every write of this worker fails alike: none is retried, and the host is
-                // told at once (it stops its runs without recording more, then rejoins).
-                tracing::error!(error = %e, "writes refused: this worker's runs were taken by other workers");
-                watch.fenced.store(true, Ordering::Release);
-                watch.lost.notify_one();
-                for (_, ack) in batch {
-                    if let Some(ack) = ack {
-                        let _ = ack.send(Err(e.clone()));
-                    }
+    }
+}
+
+/// Writes waiting to be committed together, each with whoever waits for it.
+type Pending = Vec<(Vec<Op>, Option<oneshot::Sender<Result<()>>>)>;
+
+/// Commits `batch` in one transaction and answers each request in it.
+fn commit_batch(
+    link: &mut Link,
+    mut batch: Pending,
+    events: &broadcast::Sender<Arc<Event>>,
+    watch: &Watch,
+) {
+    let generation = &*watch.generation;
+    let all: Vec<&Op> = batch.iter().flat_map(|(ops, _)| ops.iter()).collect();
+    if let Err(e) = link.commit(&all, events, generation) {
+        if is_fence_error(&e) {
+            // Every write of this worker fails alike: none is retried, and the host is
+            // told at once (it stops its runs without recording more, then rejoins).
+            tracing::error!(error = %e, "writes refused: this worker's runs were taken by other workers");
+            watch.fenced.store(true, Ordering::Release);
+            watch.lost.notify_one();
+            for (_, ack) in batch {
+                if let Some(ack) = ack {
+                    let _ = ack.send(Err(e.clone()));
                 }
-                continue;
             }
-            // One bad request must not sink the others: retry each on its own.
-            tracing::warn!(error = %e, "a write batch failed; retrying its requests one by one");
-            for (ops, ack) in &mut batch {
-                let refs: Vec<&Op> = ops.iter().collect();
-                let reply = link.commit(&refs, events, generation).inspect_err(|e| {
-                    tracing::error!(error = %e, "a write failed and was not stored");
-                });
-                if let Some(ack) = ack.take() {
-                    let _ = ack.send(reply);
-                }
+            return;
+        }
+        // One bad request must not sink the others: retry each on its own.
+        tracing::warn!(error = %e, "a write batch failed; retrying its requests one by one");
+        for (ops, ack) in &mut batch {
+            let refs: Vec<&Op> = ops.iter().collect();
+            let reply = link.commit(&refs, events, generation).inspect_err(|e| {
+                tracing::error!(error = %e, "a write failed and was not stored");
+            });
+            if let Some(ack) = ack.take() {
+                let _ = ack.send(reply);
             }
         }
-        for (_, ack) in batch {
-            if let Some(ack) = ack {
-                let _ = ack.send(Ok(()));
-            }
+    }
+    for (_, ack) in batch {
+        if let Some(ack) = ack {
+            let _ = ack.send(Ok(()));
         }
     }
 }

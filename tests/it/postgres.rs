@@ -102,6 +102,37 @@ fn a_wrong_store_url_is_explained() {
         .map(crate::support::Out)
         .unwrap()
         .expect_error(2, "OPSDECK_STORE__URL=sqlite:x: must be empty, or a URL");
+    // A URL of the right scheme that cannot be read is bad input too.
+    ws.cmd()
+        .env("OPSDECK_STORE__URL", "postgres://op sdeck@[bad")
+        .args(["runs"])
+        .output()
+        .map(crate::support::Out)
+        .unwrap()
+        .expect_error(2, "the form is postgres://USER@HOST:PORT/DATABASE");
+    // A wrong URL with a password in it is refused without repeating the password.
+    let out = ws
+        .cmd()
+        .env("OPSDECK_STORE__URL", "mysql://ops:hunter2@db/x")
+        .args(["runs"])
+        .output()
+        .map(crate::support::Out)
+        .unwrap();
+    assert_eq!(out.code(), 2);
+    assert!(
+        out.stderr().contains("mysql://ops:***@db/x"),
+        "{}",
+        out.stderr()
+    );
+    assert!(!out.stderr().contains("hunter2"), "{}", out.stderr());
+    ws.write(
+        "opsdeck.toml",
+        "[store]\nurl = \"mysql://ops:hunter2@db/x\"\n",
+    );
+    let out = ws.run(&["runs"]);
+    assert_eq!(out.code(), 2);
+    assert!(!out.stderr().contains("hunter2"), "{}", out.stderr());
+    std::fs::remove_file(ws.path("opsdeck.toml")).unwrap();
     // A server that is not there: one sentence naming it, without the password.
     let out = ws
         .cmd()

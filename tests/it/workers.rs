@@ -706,9 +706,39 @@ fn a_worker_frozen_past_its_lease_records_nothing_of_the_runs_it_lost() {
     eventually("the frozen worker to rejoin", || {
         log_text(&ws_a).contains("rejoined") && count(&url, "SELECT COUNT(*) FROM workers") == 2
     });
+    // It came back as it was, at its address.
+    assert_eq!(
+        count(
+            &url,
+            "SELECT COUNT(*) FROM workers WHERE address IS NOT NULL"
+        ),
+        2
+    );
     // Its writes were refused by the fence: the first attempt stays interrupted, and the
     // next stage was never started there.
-    assert_eq!(attempts(&url, run, "slow"), ["interrupted", "succeeded"]);
+    assert_eq!(
+        attempts(&url, run, "slow"),
+        ["interrupted", "succeeded"],
+        "attempts {:?}; the frozen worker's log:\n{}",
+        sql(
+            &url,
+            &format!("SELECT n, status, error_code, error_message, started_at, finished_at FROM attempts WHERE run_id = {run} ORDER BY stage_id, n")
+        )
+        .iter()
+        .map(|r| format!(
+            "{:?}",
+            (
+                r.get::<_, i64>(0),
+                r.get::<_, String>(1),
+                r.get::<_, Option<String>>(2),
+                r.get::<_, Option<String>>(3),
+                r.get::<_, String>(4),
+                r.get::<_, Option<String>>(5)
+            )
+        ))
+        .collect::<Vec<_>>(),
+        log_text(&ws_a)
+    );
     assert_eq!(attempts(&url, run, "after"), ["succeeded"]);
     let seen = noted(&log);
     assert_eq!(
@@ -876,11 +906,49 @@ async fn the_store_refuses_the_writes_of_a_worker_whose_runs_were_taken() {
         "{refused}"
     );
     assert!(writer.fenced(), "the host is told");
+    // A late write queued before the worker registers again is refused too: requests are
+    // served in the order they came, even when they reach the writer together (held here
+    // behind a slow job on the connection).
+    let slow = tokio::spawn({
+        let writer = writer.clone();
+        async move {
+            writer
+                .on_conn(|_| {
+                    std::thread::sleep(std::time::Duration::from_millis(300));
+                    Ok(())
+                })
+                .await
+        }
+    });
+    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    writer.send(event()).await;
+    let again = WorkerInfo {
+        id: "w1".into(),
+        host: "here".into(),
+        pid: 1,
+        address: None,
+        started_at: Timestamp::from_millis(0),
+        heartbeat_age_ms: 0,
+        lease_left_ms: 0,
+        max_in_flight: 1,
+        runs: 0,
+    };
+    writer
+        .on_conn(move |db| workers::register(db, &again, 60_000))
+        .await
+        .unwrap();
+    slow.await.unwrap().unwrap();
+    // Registered again, the worker writes as before.
+    writer.commit(event()).await.unwrap();
     writer.close().await;
     tokio::task::spawn_blocking(move || thread.join())
         .await
         .unwrap();
-    assert_eq!(count(&url, "SELECT COUNT(*) FROM events"), 1);
+    assert_eq!(
+        count(&url, "SELECT COUNT(*) FROM events"),
+        2,
+        "the first write and the one after registering again; nothing between"
+    );
 }
 
 /// Every worker's proxy serves a canary's traffic, routed at the weight the driving worker
