@@ -844,11 +844,26 @@ async fn a_breaker_open_when_a_host_stops_is_open_when_it_starts_again() {
     host.shutdown().await;
 }
 
+/// A worker's row, as a host registers it.
+fn row(id: &str) -> opsdeck::model::WorkerInfo {
+    opsdeck::model::WorkerInfo {
+        id: id.into(),
+        host: "here".into(),
+        pid: 1,
+        address: None,
+        started_at: opsdeck::model::Timestamp::from_millis(0),
+        heartbeat_age_ms: 0,
+        lease_left_ms: 0,
+        max_in_flight: 1,
+        runs: 0,
+    }
+}
+
 /// The fence itself: once another worker has taken a worker's runs (its lease ran out and it
 /// was reaped), every write of that worker is refused by the store, whatever it still thinks.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_store_refuses_the_writes_of_a_worker_whose_runs_were_taken() {
-    use opsdeck::model::{EventKind, Timestamp, WorkerInfo};
+    use opsdeck::model::{EventKind, Timestamp};
     use opsdeck::store::{NewEvent, Op, Target, Writer, schema, workers};
     let url = postgres_db();
     let target = Target::Postgres(url.clone());
@@ -864,17 +879,7 @@ async fn the_store_refuses_the_writes_of_a_worker_whose_runs_were_taken() {
     .unwrap();
     let (events, _) = tokio::sync::broadcast::channel(16);
     let (writer, thread) = Writer::spawn(conn, events).unwrap();
-    let me = WorkerInfo {
-        id: "w1".into(),
-        host: "here".into(),
-        pid: 1,
-        address: None,
-        started_at: Timestamp::from_millis(0),
-        heartbeat_age_ms: 0,
-        lease_left_ms: 0,
-        max_in_flight: 1,
-        runs: 0,
-    };
+    let me = row("w1");
     // A lease of no time at all: it has run out as soon as it is taken.
     writer
         .on_conn(move |db| workers::register(db, &me, 0))
@@ -922,17 +927,7 @@ async fn the_store_refuses_the_writes_of_a_worker_whose_runs_were_taken() {
     });
     tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     writer.send(event()).await;
-    let again = WorkerInfo {
-        id: "w1".into(),
-        host: "here".into(),
-        pid: 1,
-        address: None,
-        started_at: Timestamp::from_millis(0),
-        heartbeat_age_ms: 0,
-        lease_left_ms: 0,
-        max_in_flight: 1,
-        runs: 0,
-    };
+    let again = row("w1");
     writer
         .on_conn(move |db| workers::register(db, &again, 60_000))
         .await
