@@ -500,7 +500,11 @@ impl CanaryService {
                     continue;
                 }
             };
+            let now = self.deps.clock.now().timestamp();
             for (name, sec, version, totals) in taken {
+                // A second from another worker is counted no later than this one's now: one
+                // from the future would take the place of every second until then.
+                let sec = sec.min(now);
                 let (Some(c), Ok(v), Ok(saved)) = (
                     self.list.iter().find(|c| c.cfg.name == name),
                     version.parse::<Version>(),

@@ -560,15 +560,15 @@ impl Runtime {
         let me = self.e.worker.as_ref().map(|w| w.id.as_str());
         let data = &e.data;
         let from_other = data["worker"].as_str().is_some_and(|w| Some(w) != me);
+        if e.kind != EventKind::BreakerChanged || !from_other {
+            return;
+        }
         let (Some(target), Some(to)) = (data["target"].as_str(), data["to"].as_str()) else {
             return;
         };
         let Ok(to) = to.parse::<super::breaker::BreakerState>() else {
             return;
         };
-        if e.kind != EventKind::BreakerChanged || !from_other {
-            return;
-        }
         let opened_at = data["opened_at"]
             .as_str()
             .and_then(|t| crate::model::Timestamp::parse(t).ok())

@@ -784,14 +784,23 @@ pub(crate) fn seq_block(tx: &mut Db, n: usize, next: u64) -> Result<u64> {
             "UPDATE event_seq SET last = last + ?1 RETURNING last",
             args![n],
         )?
-        .i64(0)?
-        .unsigned_abs();
+        .i64(0)?;
+    // The counter is the store's: a value that cannot follow from `n` numbers is refused.
+    let first = u64::try_from(last)
+        .ok()
+        .and_then(|l| l.checked_add(1)?.checked_sub(u64::try_from(n).ok()?))
+        .filter(|f| *f > 0)
+        .ok_or_else(|| {
+            StoreError(format!(
+                "the store's event counter reads {last}, which cannot number {n} new events"
+            ))
+        })?;
     // Other workers' streams wake on this, sent when the transaction commits.
     tx.execute(
         "SELECT pg_notify('opsdeck_events', ?1)",
         args![last.to_string()],
     )?;
-    Ok(last + 1 - n as u64)
+    Ok(first)
 }
 
 /// Commits `ops` in one transaction; returns the events to publish. On PostgreSQL the events
