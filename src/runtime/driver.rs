@@ -302,9 +302,12 @@ impl Driver {
 
     /// Marks stage `idx` due for its attempt after `n` once `delay` has passed.
     fn retry_after(&self, idx: usize, n: u32, delay: std::time::Duration) {
-        let (tx, clock) = (self.tx.clone(), self.engine.clock.clone());
+        let tx = self.tx.clone();
+        // The deadline is taken now, not when the task first runs: a clock that moves in
+        // between (a virtual one, advanced at once) would otherwise push it later.
+        let due = self.engine.clock.sleep(delay);
         tokio::spawn(async move {
-            clock.sleep(delay).await;
+            due.await;
             let _ = tx.send(Msg::RetryDue { idx, n });
         });
     }

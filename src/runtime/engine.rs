@@ -658,11 +658,13 @@ pub(crate) async fn start_run(
         .worker
         .as_ref()
         .map(|w| (w.id.clone(), e.reserve(w.max_in_flight)));
-    if let Some((me, true)) = &room {
-        ops.push(Op::Own {
+    match &room {
+        Some((me, true)) => ops.push(Op::Own {
             id,
             worker: me.clone(),
-        });
+        }),
+        Some((_, false)) => ops.push(Op::WakeWorkers),
+        None => {}
     }
     let committed = e.writer.commit(ops).await;
     if committed.is_err() && matches!(room, Some((_, true))) {
@@ -670,9 +672,6 @@ pub(crate) async fn start_run(
     }
     committed?;
     if let Some((_, false)) = room {
-        e.writer
-            .on_conn(|db| db.execute("SELECT pg_notify('opsdeck_work', '')", &[]))
-            .await?;
         return Ok(id);
     }
     let launched = driver::launch(e, id, Reset::New, Vec::new(), true).await;

@@ -1,16 +1,18 @@
 //! A write batch on PostgreSQL, as few statements as its rows allow (and the multi-row insert
-//! both stores use for a new run's stages). Every statement costs the
-//! server its own round of work (bind, executor start, end), which on a busy store is most of
-//! what a write costs; so the many small writes of a batch (attempts started and finished,
-//! stage statuses, events) go as multi-row statements, grouped by table in an order that keeps
-//! every dependency between them: new runs first, then the writes the batch holds in between
-//! (in their own order), then new attempts, the processes and ends of attempts, stage
-//! statuses, run statuses, and last the events, numbered in the order they were submitted.
-//! A batch that writes the same row twice keeps the last write, as one after the other would.
+//! both stores use for a new run's stages). Every statement costs the server its own round of
+//! work (bind, executor start, end, a reply), which on a busy store is most of what a write
+//! costs; so the many small writes of a batch (attempts started and finished, stage statuses,
+//! run statuses, events) go as one statement per kind, each column of their rows bound as one
+//! array and turned back into rows by `unnest` (one statement shape whatever the number of
+//! rows). They are grouped by table in an order that keeps every dependency between them: new
+//! runs first, then the writes the batch holds in between (in their own order), then new
+//! attempts, the processes and ends of attempts, stage statuses, run statuses, and last the
+//! events, numbered in the order they were submitted. A batch that writes the same row twice
+//! keeps the last write, as one after the other would.
 
 use super::Result;
-use super::db::{Db, Val, args};
-use super::writer::{NewEvent, Op, apply_op};
+use super::db::{Db, Dialect, Val, args};
+use super::writer::{NewEvent, Op, apply_op, row_vals};
 
 /// Rows per multi-row statement at most; a group is cut into chunks of powers of two up to
 /// this, so a connection prepares a handful of statement shapes, not one per batch size.
@@ -85,6 +87,7 @@ pub(super) fn apply_postgres(tx: &mut Db, ops: &[&Op], events: usize) -> Result<
     let mut stages = Vec::new();
     let mut run_updates = Vec::new();
     let mut evs: Vec<&NewEvent> = Vec::with_capacity(events);
+    let mut wake = false;
     for op in ops {
         match op {
             Op::InsertRun { .. } => runs.push(*op),
@@ -94,34 +97,175 @@ pub(super) fn apply_postgres(tx: &mut Db, ops: &[&Op], events: usize) -> Result<
             Op::UpdateStage { .. } => stages.push(*op),
             Op::UpdateRun { .. } => run_updates.push(*op),
             Op::Event(e) => evs.push(e),
+            Op::WakeWorkers => wake = true,
             _ => between.push(*op),
         }
     }
+    let marks = [
+        (
+            "runs",
+            runs.iter()
+                .filter_map(|op| match op {
+                    Op::InsertRun { id, .. } => Some(id.0),
+                    _ => None,
+                })
+                .max(),
+        ),
+        (
+            "dlq",
+            between
+                .iter()
+                .filter_map(|op| match op {
+                    Op::InsertDlq { entry, .. } => Some(entry.id.0),
+                    _ => None,
+                })
+                .max(),
+        ),
+    ];
     for op in runs.into_iter().chain(between) {
         apply_op(tx, op, 0, &mut Vec::new())?;
+    }
+    for (table, id) in marks {
+        if let Some(id) = id {
+            mark_id(tx, table, id)?;
+        }
     }
     insert_attempts(tx, &last_per_key(starts, attempt_key))?;
     for op in processes {
         apply_op(tx, op, 0, &mut Vec::new())?;
     }
-    // Updates one statement a row: a many-row `UPDATE ... FROM (VALUES ...)` is planned as a
-    // scan of the whole table once it names more than a few rows.
-    for op in last_per_key(finishes, attempt_key)
-        .into_iter()
-        .chain(last_per_key(stages, stage_key))
-    {
-        apply_op(tx, op, 0, &mut Vec::new())?;
+    if !(finishes.is_empty() && stages.is_empty() && run_updates.is_empty()) {
+        // The many-row updates below find their rows by key. Planned as a join, one could be
+        // planned (and its plan kept) as a scan of the whole table while that is small, and go
+        // on scanning it once it is not: a nested loop over the key's index is the only plan.
+        tx.execute(
+            "SELECT set_config('enable_hashjoin', 'off', true), set_config('enable_mergejoin', 'off', true)",
+            &[],
+        )?;
     }
-    for op in run_updates {
-        apply_op(tx, op, 0, &mut Vec::new())?;
+    many(
+        tx,
+        UPDATE_ATTEMPTS,
+        last_per_key(finishes, attempt_key)
+            .into_iter()
+            .map(row_vals),
+    )?;
+    many(
+        tx,
+        UPDATE_STAGES,
+        last_per_key(stages, stage_key).into_iter().map(row_vals),
+    )?;
+    let runs = merge_runs(&run_updates);
+    many(tx, UPDATE_RUNS, runs.iter().map(row_vals))?;
+    if wake {
+        apply_op(tx, &Op::WakeWorkers, 0, &mut Vec::new())?;
     }
     if evs.is_empty() {
         return Ok(());
     }
-    tx.execute("UPDATE event_seq SET last = last + ?1", args![evs.len()])?;
+    // The counter's new value comes back with the commit: the writer numbers its own events
+    // from it and publishes them without reading them back.
+    tx.keep(
+        "UPDATE event_seq SET last = last + ?1 RETURNING last",
+        args![evs.len()],
+    )?;
     // Other workers' streams wake on this, sent when the transaction commits.
     tx.execute("SELECT pg_notify('opsdeck_events', '')", &[])?;
     insert_events(tx, &evs)
+}
+
+/// Remembers `id` as handed out for `table` (PostgreSQL has no `sqlite_sequence`), so it is
+/// never handed out again even once deleted. Ids from the store's counter are marked already:
+/// then neither statement writes or locks the counter's row, so the batches of workers that
+/// all start runs do not queue behind each other on it.
+fn mark_id(tx: &mut Db, table: &str, id: i64) -> Result<()> {
+    tx.execute(
+        "INSERT INTO id_marks (name, last) VALUES (?1, ?2) ON CONFLICT (name) DO NOTHING",
+        args![table, id],
+    )?;
+    tx.execute(
+        "UPDATE id_marks SET last = ?2 WHERE name = ?1 AND last < ?2",
+        args![table, id],
+    )?;
+    Ok(())
+}
+
+/// Attempts' ends: one array per column, joined to the table by key (planned as one index
+/// lookup per row; a `VALUES` list of as many rows is planned as a scan of the whole table).
+const UPDATE_ATTEMPTS: &str =
+    "UPDATE attempts a SET status = u.status, finished_at = u.finished_at,
+    duration_ms = u.duration_ms, output = u.output, output_truncated = u.output_truncated,
+    output_bytes = u.output_bytes, stderr = u.stderr, error_code = u.error_code,
+    error_message = u.error_message
+  FROM unnest(?1::bigint[], ?2::text[], ?3::bigint[], ?4::text[], ?5::text[], ?6::bigint[],
+    ?7::text[], ?8::bigint[], ?9::bigint[], ?10::text[], ?11::text[], ?12::text[])
+    AS u(run_id, stage_id, n, status, finished_at, duration_ms, output, output_truncated,
+    output_bytes, stderr, error_code, error_message)
+  WHERE a.run_id = u.run_id AND a.stage_id = u.stage_id AND a.n = u.n";
+
+/// Stage statuses, as [`UPDATE_ATTEMPTS`].
+const UPDATE_STAGES: &str = "UPDATE stages s SET status = u.status
+  FROM unnest(?1::bigint[], ?2::text[], ?3::text[]) AS u(run_id, stage_id, status)
+  WHERE s.run_id = u.run_id AND s.stage_id = u.stage_id";
+
+/// Run statuses, as [`UPDATE_ATTEMPTS`] (one row per run: see [`merge_runs`]).
+const UPDATE_RUNS: &str = "UPDATE runs r SET status = u.status,
+    started_at = COALESCE(r.started_at, u.started_at), finished_at = u.finished_at
+  FROM unnest(?1::bigint[], ?2::text[], ?3::text[], ?4::text[])
+    AS u(id, status, started_at, finished_at)
+  WHERE r.id = u.id";
+
+/// Runs `sql` once for all of `rows`, binding each column of their values as one array (its
+/// `unnest` gives the rows back). An update through it must be given one row per key: a table
+/// row joined to two array rows would take either.
+fn many(tx: &mut Db, sql: &str, rows: impl Iterator<Item = Vec<Val>>) -> Result<()> {
+    let mut columns: Vec<Vec<Val>> = Vec::new();
+    for row in rows {
+        if columns.is_empty() {
+            columns = vec![Vec::new(); row.len()];
+        }
+        for (column, v) in columns.iter_mut().zip(row) {
+            column.push(v);
+        }
+    }
+    if columns.is_empty() {
+        return Ok(());
+    }
+    let arrays: Vec<Val> = columns.into_iter().map(Val::List).collect();
+    tx.execute(sql, &arrays).map(|_| ())
+}
+
+/// A run's updates in a batch as one, as they would leave it applied in turn: the last
+/// status and end, the first start (a start is only ever filled in once).
+fn merge_runs(updates: &[&Op]) -> Vec<Op> {
+    let mut out: Vec<Op> = Vec::new();
+    let mut at = std::collections::HashMap::new();
+    for op in updates {
+        let Op::UpdateRun {
+            id,
+            status,
+            started_at,
+            finished_at,
+        } = op
+        else {
+            continue;
+        };
+        if let Some(Op::UpdateRun {
+            status: s,
+            started_at: st,
+            finished_at: f,
+            ..
+        }) = at.get(&id.0).and_then(|&i: &usize| out.get_mut(i))
+        {
+            *s = *status;
+            *st = st.or(*started_at);
+            *f = *finished_at;
+        } else {
+            at.insert(id.0, out.len());
+            out.push((*op).clone());
+        }
+    }
+    out
 }
 
 fn attempt_key(op: &Op) -> (i64, String, u32) {
@@ -143,19 +287,40 @@ fn stage_key(op: &Op) -> (i64, String) {
     }
 }
 
+/// What a new attempt's row does to one an interrupted attempt of the same number left.
+macro_rules! attempt_conflict {
+    () => {
+        " ON CONFLICT (run_id, stage_id, n) DO UPDATE SET status = 'running',
+           started_at = excluded.started_at, input = excluded.input, assets = excluded.assets,
+           finished_at = NULL, duration_ms = NULL, output = NULL, output_truncated = 0,
+           output_bytes = NULL, stderr = NULL, error_code = NULL, error_message = NULL,
+           pid = NULL, pid_start = NULL"
+    };
+}
+
+/// New attempts on PostgreSQL, one array per column (one statement whatever their number).
+const INSERT_ATTEMPTS: &str = concat!(
+    "INSERT INTO attempts (run_id, stage_id, n, status, started_at, input, assets)
+     SELECT u.run_id, u.stage_id, u.n, 'running', u.started_at, u.input, u.assets
+     FROM unnest(?1::bigint[], ?2::text[], ?3::bigint[], ?4::text[], ?5::text[], ?6::text[])
+       AS u(run_id, stage_id, n, started_at, input, assets)",
+    attempt_conflict!()
+);
+
 /// New attempts (a new attempt replaces whatever an interrupted one of the same number left).
 pub(super) fn insert_attempts(tx: &mut Db, starts: &[&Op]) -> Result<()> {
+    if tx.dialect() == Dialect::Postgres {
+        return many(tx, INSERT_ATTEMPTS, starts.iter().map(|op| start_vals(op)));
+    }
     in_chunks(
         tx,
         starts,
         |size| {
             format!(
-                "INSERT INTO attempts (run_id, stage_id, n, status, started_at, input, assets) VALUES {}
-                 ON CONFLICT (run_id, stage_id, n) DO UPDATE SET status = 'running',
-                   started_at = excluded.started_at, input = excluded.input, assets = excluded.assets,
-                   finished_at = NULL, duration_ms = NULL, output = NULL, output_truncated = 0,
-                   output_bytes = NULL, stderr = NULL, error_code = NULL, error_message = NULL,
-                   pid = NULL, pid_start = NULL",
+                concat!(
+                    "INSERT INTO attempts (run_id, stage_id, n, status, started_at, input, assets) VALUES {}",
+                    attempt_conflict!()
+                ),
                 rows_sql(size, 6, |p| {
                     format!(
                         "(?{}, ?{}, ?{}, 'running', ?{}, ?{}, ?{})",
@@ -169,62 +334,54 @@ pub(super) fn insert_attempts(tx: &mut Db, starts: &[&Op]) -> Result<()> {
                 })
             )
         },
-        |op| match op {
-            Op::StartAttempt {
-                run_id,
-                stage,
-                n,
-                started_at,
-                input,
-                assets,
-            } => args![
-                run_id.0,
-                stage.as_str(),
-                *n,
-                started_at.to_string(),
-                input.as_str(),
-                assets.as_deref()
-            ]
-            .to_vec(),
-            _ => Vec::new(),
-        },
+        |op| start_vals(op),
     )
 }
 
-/// The events, numbered below the counter's new value in the order they were submitted.
+fn start_vals(op: &Op) -> Vec<Val> {
+    match op {
+        Op::StartAttempt {
+            run_id,
+            stage,
+            n,
+            started_at,
+            input,
+            assets,
+        } => args![
+            run_id.0,
+            stage.as_str(),
+            *n,
+            started_at.to_string(),
+            input.as_str(),
+            assets.as_deref()
+        ]
+        .to_vec(),
+        _ => Vec::new(),
+    }
+}
+
+/// The events, numbered below the counter's new value in the order they were submitted: one
+/// array per column, the counter read once.
+const INSERT_EVENTS: &str = "INSERT INTO events (seq, at, kind, run_id, stage_id, data)
+  SELECT c.last - u.before_last, u.at, u.kind, u.run_id, u.stage_id, u.data
+  FROM event_seq c, unnest(?1::bigint[], ?2::text[], ?3::text[], ?4::bigint[], ?5::text[], ?6::text[])
+    AS u(before_last, at, kind, run_id, stage_id, data)";
+
 fn insert_events(tx: &mut Db, evs: &[&NewEvent]) -> Result<()> {
-    let numbered: Vec<(usize, &NewEvent)> = evs
-        .iter()
-        .enumerate()
-        .map(|(i, e)| (evs.len() - 1 - i, *e))
-        .collect();
-    in_chunks(
+    let count = evs.len();
+    many(
         tx,
-        &numbered,
-        |size| {
-            format!(
-                "INSERT INTO events (seq, at, kind, run_id, stage_id, data) VALUES {}",
-                rows_sql(size, 6, |p| format!(
-                    "((SELECT last FROM event_seq) - ?{}, ?{}, ?{}, ?{}, ?{}, ?{})",
-                    p,
-                    p + 1,
-                    p + 2,
-                    p + 3,
-                    p + 4,
-                    p + 5
-                ))
-            )
-        },
-        |(before_last, e)| {
+        INSERT_EVENTS,
+        evs.iter().enumerate().map(|(i, e)| {
             vec![
-                (*before_last).into(),
+                (count - 1 - i).into(),
                 e.at.to_string().into(),
                 e.kind.as_str().into(),
                 e.run_id.map(|r| r.0).into(),
                 e.stage.as_deref().into(),
                 e.data.to_string().into(),
             ]
-        },
+        }),
     )
 }
 
@@ -239,6 +396,31 @@ mod tests {
         assert_eq!(chunks(37), [32, 4, 1]);
         assert_eq!(chunks(130), [64, 64, 2]);
         assert_eq!(chunks(200).iter().sum::<usize>(), 200);
+    }
+
+    #[test]
+    fn a_runs_updates_in_one_batch_leave_it_as_applied_in_turn() {
+        use crate::model::{RunId, RunStatus, Timestamp};
+        let at = |ms| Some(Timestamp::from_millis(ms));
+        let update = |id, status, started_at, finished_at| Op::UpdateRun {
+            id: RunId(id),
+            status,
+            started_at,
+            finished_at,
+        };
+        let ops = [
+            update(1, RunStatus::Running, at(10), None),
+            update(2, RunStatus::Running, at(20), None),
+            update(1, RunStatus::Running, at(30), None),
+            update(1, RunStatus::Succeeded, None, at(40)),
+        ];
+        let refs: Vec<&Op> = ops.iter().collect();
+        let merged = merge_runs(&refs);
+        let want = [
+            update(1, RunStatus::Succeeded, at(10), at(40)),
+            update(2, RunStatus::Running, at(20), None),
+        ];
+        assert_eq!(format!("{merged:?}"), format!("{want:?}"));
     }
 
     #[test]

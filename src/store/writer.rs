@@ -9,7 +9,7 @@ use std::thread::JoinHandle;
 use serde_json::Value;
 use tokio::sync::{broadcast, mpsc, oneshot};
 
-use super::db::{Db, Dialect, args};
+use super::db::{Db, Dialect, Val, args};
 use super::{Result, StoreError};
 use crate::model::{
     AttemptStatus, AuditRecord, DlqEntry, DlqId, Event, EventKind, Role, RunId, RunStatus,
@@ -35,6 +35,20 @@ pub struct NewEvent {
     pub run_id: Option<RunId>,
     pub stage: Option<String>,
     pub data: Value,
+}
+
+impl NewEvent {
+    /// The event as stored under `seq`.
+    fn numbered(&self, seq: u64) -> Event {
+        Event {
+            seq,
+            at: self.at,
+            kind: self.kind,
+            run_id: self.run_id,
+            stage: self.stage.clone(),
+            data: self.data.clone(),
+        }
+    }
 }
 
 /// One change to the store.
@@ -162,6 +176,9 @@ pub enum Op {
         id: RunId,
         worker: String,
     },
+    /// Tells the other workers there is a run to claim, when the batch commits (PostgreSQL;
+    /// nothing on SQLite). A batch sends it once however many it holds.
+    WakeWorkers,
 }
 
 impl Op {
@@ -561,11 +578,6 @@ impl Link {
     ) -> Result<()> {
         let published = self.apply(ops)?;
         generation.fetch_add(1, Ordering::Release);
-        if self.conn.dialect() == Dialect::Postgres {
-            // Ours, and whatever other workers committed before, in order.
-            self.tail(events, u64::MAX);
-            return Ok(());
-        }
         if let Some(first) = published.first() {
             // Others' events numbered before ours go out first.
             if first.seq > self.published + 1 {
@@ -574,7 +586,9 @@ impl Link {
         }
         // Publish before acknowledging: whoever learns that a write is committed can then
         // rely on its events being in the live stream already.
-        for e in published {
+        // (Never one already out: a stream sees each event once, in order.)
+        let out = self.published;
+        for e in published.into_iter().filter(|e| e.seq > out) {
             self.next_seq = e.seq + 1;
             self.published = e.seq;
             let _ = events.send(Arc::new(e));
@@ -605,12 +619,36 @@ impl Link {
         }
     }
 
-    fn next_id(&mut self, kind: IdKind) -> Result<i64> {
+    /// Answers every id request of `asked` of one kind from one transaction: a burst of new
+    /// runs (many clients starting runs at once) takes one trip to the counter, not one each.
+    fn answer_ids(&mut self, asked: Vec<(IdKind, oneshot::Sender<Result<i64>>)>) {
+        let (runs, dlqs): (Vec<_>, Vec<_>) =
+            asked.into_iter().partition(|(k, _)| *k == IdKind::Run);
+        for (kind, acks) in [(IdKind::Run, runs), (IdKind::Dlq, dlqs)] {
+            if acks.is_empty() {
+                continue;
+            }
+            let count = i64::try_from(acks.len()).unwrap_or(i64::MAX);
+            let first = self.next_ids(kind, count);
+            for (i, (_, ack)) in (0_i64..).zip(acks) {
+                let _ = ack.send(match &first {
+                    Ok(first) => first
+                        .checked_add(i)
+                        .ok_or_else(|| StoreError("the store's id counter is exhausted".into())),
+                    Err(e) => Err(e.clone()),
+                });
+            }
+        }
+    }
+
+    fn next_ids(&mut self, kind: IdKind, count: i64) -> Result<i64> {
         if self.conn.is_broken() {
             self.reconnect();
         }
-        match next_id(&mut self.conn, kind) {
-            Err(_) if self.conn.is_broken() && self.reconnect() => next_id(&mut self.conn, kind),
+        match next_ids(&mut self.conn, kind, count) {
+            Err(_) if self.conn.is_broken() && self.reconnect() => {
+                next_ids(&mut self.conn, kind, count)
+            }
             other => other,
         }
     }
@@ -637,20 +675,24 @@ fn run(
             break;
         };
         let mut batch: Pending = Vec::new();
+        let mut ids = Vec::new();
         for req in std::iter::once(first)
             .chain(std::iter::from_fn(|| rx.try_recv().ok()))
             .take(MAX_BATCH)
         {
             // Requests are served in the order they came: writes queued before work on the
             // connection (a claim, a rejoin, an id) are committed before it runs.
-            if !matches!(req, Request::Write { .. } | Request::Tail) && !batch.is_empty() {
+            // Ids depend on no write, so they wait for none.
+            if !matches!(
+                req,
+                Request::Write { .. } | Request::Tail | Request::NextId { .. }
+            ) && !batch.is_empty()
+            {
                 commit_batch(&mut link, std::mem::take(&mut batch), events, watch);
             }
             match req {
                 Request::Write { ops, ack } => batch.push((ops, ack)),
-                Request::NextId { kind, ack } => {
-                    let _ = ack.send(link.next_id(kind));
-                }
+                Request::NextId { kind, ack } => ids.push((kind, ack)),
                 Request::Conn(mut job) => {
                     if link.conn.is_broken() {
                         link.reconnect();
@@ -670,6 +712,9 @@ fn run(
                     break;
                 }
             }
+        }
+        if !ids.is_empty() {
+            link.answer_ids(ids);
         }
         if !batch.is_empty() {
             commit_batch(&mut link, batch, events, watch);
@@ -754,22 +799,25 @@ impl IdKind {
     }
 }
 
-/// The next id of `kind` from the store's counter (PostgreSQL, shared by every worker; never
-/// reused, even after deletes). Its own transaction, so the counter row is not held.
-pub(crate) fn next_id(conn: &mut Db, kind: IdKind) -> Result<i64> {
+/// The first of `count` new ids of `kind` from the store's counter (PostgreSQL, shared by
+/// every worker; never reused, even after deletes). Its own transaction, so the counter row is
+/// not held.
+pub(crate) fn next_ids(conn: &mut Db, kind: IdKind, count: i64) -> Result<i64> {
     let table = kind.table();
-    super::workers::quick(conn, |conn| {
+    let last = super::workers::quick(conn, |conn| {
         let max = conn
             .one(&format!("SELECT COALESCE(MAX(id), 0) FROM {table}"), &[])?
             .i64(0)?;
         conn.one(
-            "INSERT INTO id_marks (name, last) VALUES (?1, ?2 + 1)
-             ON CONFLICT (name) DO UPDATE SET last = GREATEST(id_marks.last, ?2) + 1
+            "INSERT INTO id_marks (name, last) VALUES (?1, ?2::bigint + ?3::bigint)
+             ON CONFLICT (name) DO UPDATE SET last = GREATEST(id_marks.last, ?2) + ?3
              RETURNING last",
-            args![table, max],
+            args![table, max, count],
         )?
         .i64(0)
-    })
+    })?;
+    last.checked_sub(count - 1)
+        .ok_or_else(|| StoreError("the store's id counter went backwards".into()))
 }
 
 /// The first of `n` event numbers for a transaction. SQLite's one writer numbers from memory
@@ -809,14 +857,16 @@ pub(crate) fn seq_block(tx: &mut Db, n: usize, next: u64) -> Result<u64> {
 /// with any other worker's (`Link::tail`): it returns none.
 fn apply(conn: &mut Db, ops: &[&Op], next_seq: u64, fence: Option<&str>) -> Result<Vec<Event>> {
     let events = ops.iter().filter(|o| matches!(o, Op::Event(_))).count();
-    conn.transaction(|tx| {
-        if tx.dialect() == Dialect::Postgres {
+    if conn.dialect() == Dialect::Postgres {
+        conn.transaction(|tx| {
             if let Some(me) = fence {
                 fence_pass(tx, me)?;
             }
-            super::batch::apply_postgres(tx, ops, events)?;
-            return Ok(Vec::new());
-        }
+            super::batch::apply_postgres(tx, ops, events)
+        })?;
+        return numbered(conn, ops, events);
+    }
+    conn.transaction(|tx| {
         let first_seq = seq_block(tx, events, next_seq)?;
         let mut published = Vec::new();
         for op in ops {
@@ -824,6 +874,38 @@ fn apply(conn: &mut Db, ops: &[&Op], next_seq: u64, fence: Option<&str>) -> Resu
         }
         Ok(published)
     })
+}
+
+/// The events of `ops` as PostgreSQL numbered them: the last of them is the counter's value the
+/// transaction returned, the others before it in the order they were submitted.
+fn numbered(conn: &mut Db, ops: &[&Op], events: usize) -> Result<Vec<Event>> {
+    if events == 0 {
+        return Ok(Vec::new());
+    }
+    let last = conn
+        .take_kept()
+        .and_then(|rows| rows.into_iter().next())
+        .ok_or_else(|| StoreError("the event counter returned no value".into()))?
+        .i64(0)?;
+    let count = i64::try_from(events).unwrap_or(i64::MAX);
+    let first = last
+        .checked_sub(count - 1)
+        .and_then(|f| u64::try_from(f).ok())
+        .filter(|f| *f > 0)
+        .ok_or_else(|| {
+            StoreError(format!(
+                "the event counter returned {last}, below the {events} events just written"
+            ))
+        })?;
+    Ok(ops
+        .iter()
+        .filter_map(|op| match op {
+            Op::Event(e) => Some(e),
+            _ => None,
+        })
+        .zip(first..)
+        .map(|(e, seq)| e.numbered(seq))
+        .collect())
 }
 
 /// Passes `me`'s fence inside the caller's transaction (PostgreSQL): fails when other workers
@@ -856,27 +938,7 @@ fn write_event(tx: &mut Db, seq_sql: &str, seq: super::db::Val, e: &NewEvent) ->
 /// without the writer thread while it holds the workspace lock.
 pub(crate) fn insert_event(tx: &mut Db, seq: u64, e: &NewEvent) -> Result<Event> {
     write_event(tx, "?1", seq.into(), e)?;
-    Ok(Event {
-        seq,
-        at: e.at,
-        kind: e.kind,
-        run_id: e.run_id,
-        stage: e.stage.clone(),
-        data: e.data.clone(),
-    })
-}
-
-/// Remembers the highest id handed out for `table` where the database does not (PostgreSQL
-/// has no `sqlite_sequence`): ids are never reused, even after deletes.
-fn mark_id(tx: &mut Db, table: &str, id: i64) -> Result<()> {
-    if tx.dialect() == Dialect::Postgres {
-        tx.execute(
-            "INSERT INTO id_marks (name, last) VALUES (?1, ?2)
-             ON CONFLICT (name) DO UPDATE SET last = GREATEST(id_marks.last, excluded.last)",
-            args![table, id],
-        )?;
-    }
-    Ok(())
+    Ok(e.numbered(seq))
 }
 
 pub(super) fn apply_op(tx: &mut Db, op: &Op, seq: u64, published: &mut Vec<Event>) -> Result<()> {
@@ -903,7 +965,6 @@ pub(super) fn apply_op(tx: &mut Db, op: &Op, seq: u64, published: &mut Vec<Event
                     entry.created_at.to_string()
                 ],
             )?;
-            mark_id(tx, "dlq", entry.id.0)?;
         }
         Op::DeleteDlq { id } => {
             tx.execute("DELETE FROM dlq WHERE id = ?1", args![id.0])?;
@@ -914,6 +975,11 @@ pub(super) fn apply_op(tx: &mut Db, op: &Op, seq: u64, published: &mut Vec<Event
                     "UPDATE runs SET owner = ?2 WHERE id = ?1",
                     args![id.0, worker.as_str()],
                 )?;
+            }
+        }
+        Op::WakeWorkers => {
+            if tx.dialect() == Dialect::Postgres {
+                tx.execute("SELECT pg_notify('opsdeck_work', '')", &[])?;
             }
         }
         Op::Event(e) => published.push(insert_event(tx, seq, e)?),
@@ -988,7 +1054,6 @@ fn apply_run_op(tx: &mut Db, op: &Op) -> Result<()> {
                     test_input.as_deref()
                 ],
             )?;
-            mark_id(tx, "runs", id.0)?;
             let rows: Vec<(usize, &NewStage)> = stages.iter().enumerate().collect();
             super::batch::in_chunks(
                 tx,
@@ -1017,35 +1082,73 @@ fn apply_run_op(tx: &mut Db, op: &Op) -> Result<()> {
                 },
             )?;
         }
-        Op::UpdateRun {
-            id,
-            status,
-            started_at,
-            finished_at,
-        } => {
+        Op::UpdateRun { .. } => {
             tx.execute(
                 "UPDATE runs SET status = ?2, started_at = COALESCE(started_at, ?3), finished_at = ?4 WHERE id = ?1",
-                args![
-                    id.0,
-                    status.as_str(),
-                    started_at.map(|t| t.to_string()),
-                    finished_at.map(|t| t.to_string())
-                ],
+                &row_vals(op),
             )?;
         }
-        Op::UpdateStage {
-            run_id,
-            stage,
-            status,
-        } => {
+        Op::UpdateStage { .. } => {
             tx.execute(
                 "UPDATE stages SET status = ?3 WHERE run_id = ?1 AND stage_id = ?2",
-                args![run_id.0, stage.as_str(), status.as_str()],
+                &row_vals(op),
             )?;
         }
         _ => {}
     }
     Ok(())
+}
+
+/// The values of the row an update writes, in the order of its statement's placeholders
+/// (key columns first): one statement's arguments, or one row of a many-row update's arrays.
+pub(super) fn row_vals(op: &Op) -> Vec<Val> {
+    match op {
+        Op::UpdateRun {
+            id,
+            status,
+            started_at,
+            finished_at,
+        } => args![
+            id.0,
+            status.as_str(),
+            started_at.map(|t| t.to_string()),
+            finished_at.map(|t| t.to_string())
+        ]
+        .to_vec(),
+        Op::UpdateStage {
+            run_id,
+            stage,
+            status,
+        } => args![run_id.0, stage.as_str(), status.as_str()].to_vec(),
+        Op::FinishAttempt {
+            run_id,
+            stage,
+            n,
+            status,
+            finished_at,
+            duration_ms,
+            output,
+            output_truncated,
+            output_bytes,
+            stderr,
+            error,
+        } => args![
+            run_id.0,
+            stage.as_str(),
+            *n,
+            status.as_str(),
+            finished_at.to_string(),
+            *duration_ms,
+            output.as_deref(),
+            *output_truncated,
+            *output_bytes,
+            stderr.as_deref(),
+            error.as_ref().map(|e| e.0.as_str()),
+            error.as_ref().map(|e| e.1.as_str()),
+        ]
+        .to_vec(),
+        _ => Vec::new(),
+    }
 }
 
 /// The writes about attempts.
@@ -1064,37 +1167,12 @@ fn apply_attempt_op(tx: &mut Db, op: &Op) -> Result<()> {
                 args![run_id.0, stage.as_str(), *n, *pid, *pid_start],
             )?;
         }
-        Op::FinishAttempt {
-            run_id,
-            stage,
-            n,
-            status,
-            finished_at,
-            duration_ms,
-            output,
-            output_truncated,
-            output_bytes,
-            stderr,
-            error,
-        } => {
+        Op::FinishAttempt { .. } => {
             tx.execute(
                 "UPDATE attempts SET status = ?4, finished_at = ?5, duration_ms = ?6, output = ?7,
                    output_truncated = ?8, output_bytes = ?9, stderr = ?10, error_code = ?11, error_message = ?12
                  WHERE run_id = ?1 AND stage_id = ?2 AND n = ?3",
-                args![
-                    run_id.0,
-                    stage.as_str(),
-                    *n,
-                    status.as_str(),
-                    finished_at.to_string(),
-                    *duration_ms,
-                    output.as_deref(),
-                    *output_truncated,
-                    *output_bytes,
-                    stderr.as_deref(),
-                    error.as_ref().map(|e| e.0.as_str()),
-                    error.as_ref().map(|e| e.1.as_str()),
-                ],
+                &row_vals(op),
             )?;
         }
         _ => {}

@@ -264,9 +264,9 @@ async fn a_killed_server_resumes_the_run_and_keeps_every_event_it_sent() {
             .any(|e| e["kind"] == "stage_started" && e["stage"] == "b")
     })
     .await;
-    signal(&server, Signal::SIGKILL);
+    server.signal(Signal::SIGKILL);
     let mut server = server;
-    server.wait().unwrap();
+    server.wait();
     std::fs::write(ws.path("fast"), "").unwrap();
 
     let server = crate::support::serve(&ws, port);

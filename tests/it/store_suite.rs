@@ -527,3 +527,51 @@ fn a_large_batch_keeps_event_order_and_last_writes_on_both_stores() {
     let want: Vec<Value> = (0..150).map(|i| json!([i + 1, i])).collect();
     assert_eq!(a["events"], json!(want));
 }
+
+/// Ids asked for at once (a burst of new runs) come out distinct and in one block, and are
+/// never handed out again after a restart, on both stores.
+fn ids_asked_at_once(target: &Target) {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let mut db = target.writer().unwrap();
+    schema::migrate(&mut db).unwrap();
+    let (events, _rx) = tokio::sync::broadcast::channel(16);
+    let (writer, thread) = Writer::spawn(db, events).unwrap();
+    let mut ids: Vec<i64> = rt.block_on(async {
+        let asks = (0..40).map(|_| writer.next_id(store::IdKind::Run));
+        let ids = futures::future::join_all(asks).await;
+        let dlq = writer.next_id(store::IdKind::Dlq).await.unwrap();
+        assert_eq!(dlq, 1, "dead-letter ids are counted apart from run ids");
+        // The highest id is used; the others never are.
+        let top = *ids.iter().map(|r| r.as_ref().unwrap()).max().unwrap();
+        writer
+            .commit(vec![insert_run(top, "etl", 0)])
+            .await
+            .unwrap();
+        writer.close().await;
+        ids.into_iter().map(Result::unwrap).collect()
+    });
+    thread.join();
+    ids.sort_unstable();
+    assert_eq!(ids, (1..=40).collect::<Vec<_>>());
+
+    let (events, _rx) = tokio::sync::broadcast::channel(16);
+    let (writer, thread) = Writer::spawn(target.writer().unwrap(), events).unwrap();
+    let next = rt.block_on(async {
+        let next = writer.next_id(store::IdKind::Run).await.unwrap();
+        writer.close().await;
+        next
+    });
+    thread.join();
+    assert_eq!(next, 41);
+}
+
+#[test]
+fn ids_asked_at_once_are_distinct_and_never_handed_out_again() {
+    let dir = tempfile::tempdir().unwrap();
+    ids_asked_at_once(&Target::Sqlite(dir.path().join("state.db")));
+    ids_asked_at_once(&Target::Postgres(crate::support::postgres_db()));
+}

@@ -283,7 +283,7 @@ pub fn read(path: &Path) -> String {
 }
 
 /// `opsdeck serve` on `port` as a child process, once it has published its address.
-pub fn serve(ws: &TestWorkspace, port: u16) -> std::process::Child {
+pub fn serve(ws: &TestWorkspace, port: u16) -> Served {
     let child = ws
         .cmd()
         .args(["serve", "--bind", &format!("127.0.0.1:{port}")])
@@ -291,19 +291,58 @@ pub fn serve(ws: &TestWorkspace, port: u16) -> std::process::Child {
         .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap();
+    // Guarded before waiting: a server that never publishes is not left behind either.
+    let served = Served(Some(child));
     let host_json = ws.path(".opsdeck/host.json");
     eventually("serve to publish its address", || {
         std::fs::read_to_string(&host_json).is_ok_and(|t| t.contains(&format!("127.0.0.1:{port}")))
     });
-    child
+    served
 }
 
-pub fn stop(mut child: std::process::Child) {
-    let _ = nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(child.id() as i32),
-        nix::sys::signal::Signal::SIGTERM,
-    );
-    let _ = child.wait();
+/// A served process, stopped (SIGTERM, then waited for) when dropped; killed instead when the
+/// test is failing, so a failed test leaves no process behind and cannot hang on one.
+pub struct Served(Option<std::process::Child>);
+
+impl Served {
+    pub fn signal(&self, sig: nix::sys::signal::Signal) {
+        let pid = self.0.as_ref().unwrap().id();
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), sig).unwrap();
+    }
+
+    /// SIGKILL, and waits for the process to go.
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.0.take() {
+            c.kill().unwrap();
+            c.wait().unwrap();
+        }
+    }
+
+    /// Waits for the process to end by itself (after a signal).
+    pub fn wait(&mut self) -> std::process::ExitStatus {
+        self.0.take().unwrap().wait().unwrap()
+    }
+}
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.0.take() {
+            if std::thread::panicking() {
+                let _ = c.kill();
+            } else {
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(c.id() as i32),
+                    nix::sys::signal::Signal::SIGTERM,
+                );
+            }
+            let _ = c.wait();
+        }
+    }
+}
+
+/// Stops a served process (SIGTERM) and waits for it.
+pub fn stop(served: Served) {
+    drop(served);
 }
 
 /// A one-stage pipeline `etl` whose stage prints `{"rows": 3}`.

@@ -5,45 +5,12 @@
 
 use std::collections::HashMap;
 use std::path::Path;
-use std::process::Child;
 
 use serde_json::Value;
 
 use opsdeck::host::Host;
 
-use crate::support::{TestWorkspace, eventually, free_port, postgres_db, serve, stop};
-
-/// A served worker, stopped when dropped (a failing test leaves no process behind).
-struct Served(Option<Child>);
-
-impl Served {
-    fn signal(&self, sig: nix::sys::signal::Signal) {
-        let pid = self.0.as_ref().unwrap().id();
-        nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), sig).unwrap();
-    }
-
-    fn kill(&mut self) {
-        if let Some(mut c) = self.0.take() {
-            c.kill().unwrap();
-            c.wait().unwrap();
-        }
-    }
-}
-
-impl Drop for Served {
-    fn drop(&mut self) {
-        if let Some(mut c) = self.0.take() {
-            if std::thread::panicking() {
-                // A failed test may leave a worker that cannot stop cleanly (cut off from
-                // the store): it must not hang the suite.
-                let _ = c.kill();
-                let _ = c.wait();
-            } else {
-                stop(c);
-            }
-        }
-    }
-}
+use crate::support::{Served, TestWorkspace, eventually, free_port, postgres_db, serve};
 
 /// A workspace on `url` with `pipelines`, served on a free port: the workspace, the process
 /// and its API's address.
@@ -60,7 +27,7 @@ fn worker(url: &str, pipelines: &[(&str, String)], lease: u32) -> (TestWorkspace
     );
     let port = free_port();
     let child = serve(&ws, port);
-    (ws, Served(Some(child)), format!("http://127.0.0.1:{port}"))
+    (ws, child, format!("http://127.0.0.1:{port}"))
 }
 
 /// A command stage that notes `RUN STAGE ATTEMPT` in `log` after `sleep` seconds.
@@ -441,7 +408,7 @@ fn a_canary_moves_to_another_worker_when_its_leader_dies_and_acts_once() {
         );
         let port = free_port();
         let child = serve(&ws, port);
-        (ws, Served(Some(child)), format!("http://127.0.0.1:{port}"))
+        (ws, child, format!("http://127.0.0.1:{port}"))
     };
     let mut leader = make(&p);
     eventually("the canary to start", || {

@@ -1,7 +1,7 @@
 //! One connection to either store: SQLite (the embedded default) or PostgreSQL. Every query of
 //! the store is written once, against this type, in the SQL both databases speak (`?N`
 //! placeholders, `ON CONFLICT`, `RETURNING`); the few places where they differ ask
-//! [`Db::dialect`]. Values cross in four shapes ([`Val`]) so rows read the same from both.
+//! [`Db::dialect`]. Values cross in four shapes (and arrays, PostgreSQL only) ([`Val`]) so rows read the same from both.
 //!
 //! PostgreSQL is reached through tokio-postgres driven on the calling thread ([`pg`]): the
 //! store's connections already live on their own threads (the writer thread, the blocking read
@@ -26,6 +26,9 @@ pub enum Val {
     Int(i64),
     Real(f64),
     Text(String),
+    /// A PostgreSQL array (one parameter standing for a column of many rows); SQLite has no
+    /// arrays and refuses it.
+    List(Vec<Val>),
 }
 
 impl From<i64> for Val {
@@ -141,7 +144,7 @@ impl Row {
             Val::Null => Ok(None),
             Val::Text(v) => Ok(Some(v)),
             Val::Int(v) => Ok(Some(v.to_string())),
-            other @ Val::Real(_) => Err(Row::wrong(i, "text", &other)),
+            other @ (Val::Real(_) | Val::List(_)) => Err(Row::wrong(i, "text", &other)),
         }
     }
 
@@ -192,6 +195,25 @@ impl Db {
                 Ok(n as u64)
             }
             Db::Postgres(pg) => pg.execute(sql, args),
+        }
+    }
+
+    /// Runs a write whose rows are wanted (`RETURNING`): on PostgreSQL, inside a transaction,
+    /// sent with the other writes and read with [`Db::take_kept`] after the commit.
+    pub fn keep(&mut self, sql: &str, args: &[Val]) -> Result<()> {
+        match self {
+            Db::Sqlite(_) => Err(StoreError(
+                "kept rows are for PostgreSQL transactions".into(),
+            )),
+            Db::Postgres(pg) => pg.keep(sql, args),
+        }
+    }
+
+    /// The rows the last [`Db::keep`] returned, once.
+    pub fn take_kept(&mut self) -> Option<Vec<Row>> {
+        match self {
+            Db::Sqlite(_) => None,
+            Db::Postgres(pg) => pg.take_kept(),
         }
     }
 
@@ -282,6 +304,11 @@ impl rusqlite::ToSql for Val {
             Val::Int(i) => ToSqlOutput::Borrowed(ValueRef::Integer(*i)),
             Val::Real(f) => ToSqlOutput::Borrowed(ValueRef::Real(*f)),
             Val::Text(s) => ToSqlOutput::Borrowed(ValueRef::Text(s.as_bytes())),
+            Val::List(_) => {
+                return Err(rusqlite::Error::ToSqlConversionFailure(
+                    "SQLite takes no arrays".into(),
+                ));
+            }
         })
     }
 }
@@ -310,6 +337,7 @@ impl tokio_postgres::types::ToSql for Val {
             },
             Val::Real(f) => f.to_sql(ty, out),
             Val::Text(s) => s.as_str().to_sql(ty, out),
+            Val::List(items) => items.to_sql(ty, out),
         }
     }
 

@@ -32,6 +32,9 @@ pub struct Pg {
     prepared: HashMap<String, Statement>,
     /// Inside a transaction: the writes not yet sent.
     deferred: Option<Vec<(String, Vec<Val>)>>,
+    /// Which of the held writes has its rows kept ([`Pg::keep`]), and the rows once it ran.
+    keep_at: Option<usize>,
+    kept: Option<Vec<Row>>,
     /// Whether this transaction's `BEGIN` has reached the server.
     begun: bool,
     /// The server ended the session (a restart, an administrator), or the connection failed:
@@ -116,6 +119,8 @@ impl Pg {
                 client,
                 prepared: HashMap::new(),
                 deferred: None,
+                keep_at: None,
+                kept: None,
                 begun: false,
                 lost: false,
             })
@@ -200,14 +205,30 @@ impl Pg {
         let refs = args(vals);
         let rows = self.block_on(self.client.query(&stmt, &refs))?;
         let rows = rows.map_err(|e| self.fail(&e))?;
-        rows.iter()
-            .map(|r| {
-                (0..r.len())
-                    .map(|i| r.try_get::<_, Val>(i).map_err(|e| error(&e)))
-                    .collect::<Result<Vec<_>>>()
-                    .map(Row)
-            })
-            .collect()
+        convert(&rows)
+    }
+
+    /// Runs `sql` as a write of the transaction (sent with the others) and keeps its rows,
+    /// taken with [`Pg::take_kept`] once the transaction is over: what a write returns,
+    /// without a round trip of its own.
+    pub fn keep(&mut self, sql: &str, vals: &[Val]) -> Result<()> {
+        match self.deferred.as_mut() {
+            Some(writes) => {
+                self.keep_at = Some(writes.len());
+                writes.push((sql.to_string(), vals.to_vec()));
+                Ok(())
+            }
+            None => {
+                let rows = self.rows(sql, vals)?;
+                self.kept = Some(rows);
+                Ok(())
+            }
+        }
+    }
+
+    /// The rows [`Pg::keep`] kept, once.
+    pub fn take_kept(&mut self) -> Option<Vec<Row>> {
+        self.kept.take()
     }
 
     pub fn batch(&mut self, sql: &str) -> Result<()> {
@@ -264,10 +285,21 @@ impl Pg {
         let client = &self.client;
         let refs: Vec<_> = stmts.iter().map(|(st, vals)| (st, args(vals))).collect();
         let results = self.block_on(join_all(
-            refs.iter().map(|(st, a)| client.execute(*st, a.as_slice())),
+            refs.iter().map(|(st, a)| client.query(*st, a.as_slice())),
         ))?;
-        if let Some(e) = results.into_iter().find_map(std::result::Result::err) {
-            return Err(self.fail(&e));
+        let keep_at = self
+            .keep_at
+            .take()
+            .map(|i| i + usize::from(stmts.len() > writes.len() + usize::from(commit)));
+        let mut kept = None;
+        for (i, result) in results.into_iter().enumerate() {
+            let rows = result.map_err(|e| self.fail(&e))?;
+            if Some(i) == keep_at {
+                kept = Some(convert(&rows)?);
+            }
+        }
+        if kept.is_some() {
+            self.kept = kept;
         }
         if commit {
             self.begun = false;
@@ -280,12 +312,25 @@ impl Pg {
     /// Drops the held writes and rolls back what reached the server.
     fn abort(&mut self) {
         self.deferred = None;
+        self.keep_at = None;
+        self.kept = None;
         if std::mem::take(&mut self.begun)
             && let Ok(Err(e)) = self.block_on(self.client.batch_execute("ROLLBACK"))
         {
             tracing::warn!(error = %message(&e), "could not roll back a failed store transaction");
         }
     }
+}
+
+fn convert(rows: &[tokio_postgres::Row]) -> Result<Vec<Row>> {
+    rows.iter()
+        .map(|r| {
+            (0..r.len())
+                .map(|i| r.try_get::<_, Val>(i).map_err(|e| error(&e)))
+                .collect::<Result<Vec<_>>>()
+                .map(Row)
+        })
+        .collect()
 }
 
 /// A PostgreSQL error as one sentence: the server's message, not a Debug dump.
