@@ -2,6 +2,7 @@
 //! `opsdeck.toml` < `OPSDECK_<TABLE>__<KEY>` environment variables < flags. One schema checks
 //! the files (with locations) and the environment alike, so a typo is an error everywhere.
 
+pub mod pgtls;
 pub mod secret;
 pub mod server;
 
@@ -304,7 +305,19 @@ fn url_problem(v: &str, schemes: &[&str]) -> Option<String> {
             schemes.join(" or ")
         ));
     }
-    match v.parse::<tokio_postgres::Config>() {
+    let tls = match pgtls::read(v) {
+        Ok(tls) => tls,
+        Err(e) => return Some(e),
+    };
+    if let Some(pgtls::Roots::File(path)) = &tls.roots
+        && !path.is_file()
+    {
+        return Some(format!(
+            "sslrootcert {} is not a file: give a PEM file of CA certificates, or `system`",
+            path.display()
+        ));
+    }
+    match tls.url.parse::<tokio_postgres::Config>() {
         Ok(_) => None,
         Err(e) => Some(format!(
             "it is not a PostgreSQL URL opsdeck can read ({e}); the form is postgres://USER@HOST:PORT/DATABASE"

@@ -428,12 +428,10 @@ async fn listen(
 ) {
     let mut delay = Duration::from_millis(100);
     loop {
-        match tokio_postgres::connect(&url, tokio_postgres::NoTls).await {
-            Ok((client, mut connection)) => {
+        match crate::store::db::open_postgres(&url).await {
+            Ok((client, mut messages)) => {
                 let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
                 let forward = tokio::spawn(async move {
-                    let mut messages =
-                        futures::stream::poll_fn(move |cx| connection.poll_message(cx));
                     while let Some(Ok(m)) = messages.next().await {
                         if let AsyncMessage::Notification(n) = m {
                             let _ =
@@ -475,7 +473,7 @@ async fn listen(
                 tracing::warn!("lost the store's notifications; listening again");
             }
             Err(e) => {
-                tracing::warn!(error = %crate::store::db::pg_message(&e), "cannot listen for the store's notifications");
+                tracing::warn!(error = %e, "cannot listen for the store's notifications");
             }
         }
         tokio::select! {

@@ -110,6 +110,27 @@ fn a_wrong_store_url_is_explained() {
         .map(crate::support::Out)
         .unwrap()
         .expect_error(2, "the form is postgres://USER@HOST:PORT/DATABASE");
+    // TLS parameters are checked the same way, naming the choices.
+    ws.cmd()
+        .env("OPSDECK_STORE__URL", "postgres://ops@db/x?sslmode=strict")
+        .args(["runs"])
+        .output()
+        .map(crate::support::Out)
+        .unwrap()
+        .expect_error(
+            2,
+            "sslmode `strict` is not one of disable, prefer, require, verify-ca or verify-full",
+        );
+    ws.cmd()
+        .env(
+            "OPSDECK_STORE__URL",
+            "postgres://ops@db/x?sslmode=verify-full&sslrootcert=/nowhere/ca.pem",
+        )
+        .args(["runs"])
+        .output()
+        .map(crate::support::Out)
+        .unwrap()
+        .expect_error(2, "sslrootcert /nowhere/ca.pem is not a file");
     // A wrong URL with a password in it is refused without repeating the password.
     let out = ws
         .cmd()
@@ -220,4 +241,97 @@ async fn a_host_whose_connections_are_cut_reconnects_and_goes_on() {
         "gap-free"
     );
     host.shutdown().await;
+}
+
+/// The test server's CA certificate (`OPSDECK_TEST_POSTGRES_CA`, or the other CA's).
+fn test_ca(other: bool) -> String {
+    let name = if other {
+        "OPSDECK_TEST_POSTGRES_OTHER_CA"
+    } else {
+        "OPSDECK_TEST_POSTGRES_CA"
+    };
+    std::env::var(name).unwrap_or_else(|_| {
+        panic!("{name} is not set: ./.ci/run starts PostgreSQL with TLS from a throwaway CA and sets it")
+    })
+}
+
+/// Whether the connection `url` opens is encrypted, as the server sees it; or the error.
+fn encrypted(url: &str) -> Result<bool, String> {
+    let mut db = opsdeck::store::Target::Postgres(url.to_string())
+        .writer()
+        .map_err(|e| e.to_string())?;
+    let row = db
+        .one(
+            "SELECT ssl::int FROM pg_stat_ssl WHERE pid = pg_backend_pid()",
+            &[],
+        )
+        .map_err(|e| e.to_string());
+    Ok(row?.i64(0).unwrap() == 1)
+}
+
+#[test]
+fn a_store_over_tls_checks_the_servers_certificate_as_sslmode_asks() {
+    let url = postgres_db();
+    let ca = test_ca(false);
+    let other = test_ca(true);
+    // As libpq: TLS when the server offers it, by default; none when disabled.
+    assert_eq!(encrypted(&url), Ok(true));
+    assert_eq!(encrypted(&format!("{url}?sslmode=disable")), Ok(false));
+    // Checked against the CA that signed the server's certificate, for 127.0.0.1.
+    assert_eq!(
+        encrypted(&format!("{url}?sslmode=verify-full&sslrootcert={ca}")),
+        Ok(true)
+    );
+    // A certificate from a CA the client does not trust is refused, for every checked mode.
+    for mode in ["verify-full", "verify-ca", "require"] {
+        let err = encrypted(&format!("{url}?sslmode={mode}&sslrootcert={other}")).unwrap_err();
+        assert!(err.contains("certificate"), "{mode}: {err}");
+        assert!(
+            err.contains("cannot connect to the PostgreSQL store"),
+            "{mode}: {err}"
+        );
+    }
+    // The certificate names 127.0.0.1, not localhost: verify-full refuses the name,
+    // verify-ca checks only the CA.
+    let by_name = url.replace("127.0.0.1", "localhost");
+    let err = encrypted(&format!("{by_name}?sslmode=verify-full&sslrootcert={ca}")).unwrap_err();
+    assert!(err.contains("certificate"), "{err}");
+    assert_eq!(
+        encrypted(&format!("{by_name}?sslmode=verify-ca&sslrootcert={ca}")),
+        Ok(true)
+    );
+    // A file that is not a CA certificate is named.
+    let dir = tempfile::tempdir().unwrap();
+    let junk = dir.path().join("junk.pem");
+    std::fs::write(&junk, "not a certificate\n").unwrap();
+    let err = encrypted(&format!(
+        "{url}?sslmode=verify-full&sslrootcert={}",
+        junk.display()
+    ))
+    .unwrap_err();
+    assert!(
+        err.contains("junk.pem") && err.contains("no CA certificate"),
+        "{err}"
+    );
+}
+
+#[test]
+fn workers_run_over_verified_tls() {
+    let url = format!(
+        "{}?sslmode=verify-full&sslrootcert={}",
+        postgres_db(),
+        test_ca(false)
+    );
+    let ws = TestWorkspace::new();
+    ws.pipeline("etl", ETL);
+    ws.write("opsdeck.toml", &format!("[store]\nurl = \"{url}\"\n"));
+    let port = free_port();
+    let server = serve(&ws, port);
+    // A run through the CLI (its own connection) and through the worker (its writer, its
+    // readers and its notifications), all verified.
+    ws.run(&["run", "etl"]).expect_code(0);
+    let out = ws.run(&["workers"]);
+    out.expect_code(0);
+    assert!(out.stdout().contains("127.0.0.1"), "{}", out.stdout());
+    stop(server);
 }

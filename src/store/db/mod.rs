@@ -8,9 +8,10 @@
 //! pool), so both databases are used the same way.
 
 mod pg;
+mod tls;
 
 use super::{Result, StoreError};
-pub use pg::{Pg, message as pg_message};
+pub use pg::{Messages, Pg, message as pg_message, open as open_postgres};
 
 /// Which database a connection speaks to, for the few statements that differ.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -7,8 +7,9 @@
 use std::collections::HashMap;
 use std::fmt;
 
+use futures::StreamExt;
 use futures::future::join_all;
-use tokio_postgres::{Client, NoTls, Statement};
+use tokio_postgres::{AsyncMessage, Client, NoTls, Statement};
 
 use super::{Row, Val, placeholders, redact};
 use crate::store::{Result, StoreError};
@@ -89,22 +90,14 @@ impl Pg {
                     message(e)
                 ))
             };
-            let mut config: tokio_postgres::Config = url.parse().map_err(|e| cannot(&e))?;
-            if config.get_connect_timeout().is_none() {
-                // A server behind a cut network answers nothing: give up and try again.
-                config.connect_timeout(CONNECT_TIMEOUT);
-            }
-            if config.get_tcp_user_timeout().is_none() {
-                // Unanswered data (a cut network) fails the connection in seconds rather than
-                // the system's quarter of an hour; the writer then reconnects.
-                config.tcp_user_timeout(CONNECT_TIMEOUT * 2);
-            }
-            let (client, connection) =
-                rt.block_on(config.connect(NoTls)).map_err(|e| cannot(&e))?;
+            let (client, mut messages) = rt.block_on(open(url))?;
             // Polled whenever this thread waits on the runtime for a request.
             rt.spawn(async move {
-                if let Err(e) = connection.await {
-                    tracing::warn!(error = %message(&e), "a PostgreSQL connection ended");
+                while let Some(m) = messages.next().await {
+                    if let Err(e) = m {
+                        tracing::warn!(error = %message(&e), "a PostgreSQL connection ended");
+                        break;
+                    }
                 }
             });
             // A transaction left open by a worker cut off mid-way must not hold its locks
@@ -331,6 +324,51 @@ fn convert(rows: &[tokio_postgres::Row]) -> Result<Vec<Row>> {
                 .map(Row)
         })
         .collect()
+}
+
+/// What a connection says besides answers (notifications), until it ends.
+pub type Messages = std::pin::Pin<
+    Box<
+        dyn futures::Stream<Item = std::result::Result<AsyncMessage, tokio_postgres::Error>> + Send,
+    >,
+>;
+
+/// Opens a connection to the store at `url` with the TLS its `sslmode` asks for, and the
+/// timeouts a cut network needs: the client and the connection's messages, which must be
+/// polled for the client to be answered.
+pub async fn open(url: &str) -> Result<(Client, Messages)> {
+    let cannot = |why: String| {
+        StoreError(format!(
+            "cannot connect to the PostgreSQL store at {}: {why}",
+            redact(url)
+        ))
+    };
+    let tls = crate::config::pgtls::read(url).map_err(cannot)?;
+    let mut config: tokio_postgres::Config = tls.url.parse().map_err(|e| cannot(message(&e)))?;
+    if config.get_connect_timeout().is_none() {
+        // A server behind a cut network answers nothing: give up and try again.
+        config.connect_timeout(CONNECT_TIMEOUT);
+    }
+    if config.get_tcp_user_timeout().is_none() {
+        // Unanswered data (a cut network) fails the connection in seconds rather than the
+        // system's quarter of an hour; the writer then reconnects.
+        config.tcp_user_timeout(CONNECT_TIMEOUT * 2);
+    }
+    let failed = |e: tokio_postgres::Error| cannot(message(&e));
+    Ok(match super::tls::connector(&tls)? {
+        None => {
+            let (client, mut conn) = config.connect(NoTls).await.map_err(failed)?;
+            let messages: Messages =
+                Box::pin(futures::stream::poll_fn(move |cx| conn.poll_message(cx)));
+            (client, messages)
+        }
+        Some(tls) => {
+            let (client, mut conn) = config.connect(tls).await.map_err(failed)?;
+            let messages: Messages =
+                Box::pin(futures::stream::poll_fn(move |cx| conn.poll_message(cx)));
+            (client, messages)
+        }
+    })
 }
 
 /// A PostgreSQL error as one sentence: the server's message, not a Debug dump.

@@ -1,0 +1,142 @@
+//! TLS for PostgreSQL connections (rustls, as every other TLS connection of opsdeck), as the
+//! URL's `sslmode` and `sslrootcert` ask ([`crate::config::pgtls`]): unchecked encryption for
+//! `prefer` and `require` (libpq's meaning), the CA checked for `verify-ca` (and for `require`
+//! given a root certificate), the CA and the host name for `verify-full`.
+
+use std::sync::Arc;
+
+use rustls::client::WebPkiServerVerifier;
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::crypto::CryptoProvider;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls::{CertificateError, DigitallySignedStruct, RootCertStore, SignatureScheme};
+use tokio_postgres_rustls::MakeRustlsConnect;
+
+use super::super::{Result, StoreError};
+use crate::config::pgtls::{PgTls, Roots, TlsMode};
+
+/// The connector for `tls`; `None` for `sslmode=disable`.
+pub fn connector(tls: &PgTls) -> Result<Option<MakeRustlsConnect>> {
+    if tls.mode == TlsMode::Disable {
+        return Ok(None);
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| StoreError(format!("cannot set up TLS for PostgreSQL: {e}")))?;
+    let verifier: Arc<dyn ServerCertVerifier> = match tls.checked() {
+        None => Arc::new(Looser { provider, ca: None }),
+        Some(roots) => {
+            let store = Arc::new(root_store(&roots)?);
+            let webpki = WebPkiServerVerifier::builder_with_provider(store, provider.clone())
+                .build()
+                .map_err(|e| StoreError(format!("cannot use the CA certificates: {e}")))?;
+            if tls.mode == TlsMode::VerifyFull {
+                webpki
+            } else {
+                Arc::new(Looser {
+                    provider,
+                    ca: Some(webpki),
+                })
+            }
+        }
+    };
+    let config = builder
+        .dangerous()
+        .with_custom_certificate_verifier(verifier)
+        .with_no_client_auth();
+    Ok(Some(MakeRustlsConnect::new(config)))
+}
+
+/// The CA certificates `roots` names.
+fn root_store(roots: &Roots) -> Result<RootCertStore> {
+    let mut store = RootCertStore::empty();
+    match roots {
+        Roots::File(path) => {
+            let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(path)
+                .and_then(Iterator::collect)
+                .map_err(|e| {
+                    StoreError(format!(
+                        "cannot read the CA certificates in sslrootcert {}: {e}",
+                        path.display()
+                    ))
+                })?;
+            let (added, _) = store.add_parsable_certificates(certs);
+            if added == 0 {
+                return Err(StoreError(format!(
+                    "sslrootcert {} holds no CA certificate opsdeck can use (a PEM file of `CERTIFICATE` blocks)",
+                    path.display()
+                )));
+            }
+        }
+        Roots::System => {
+            let found = rustls_native_certs::load_native_certs();
+            store.add_parsable_certificates(found.certs);
+            if store.is_empty() {
+                return Err(StoreError(
+                    "no CA certificates found on this machine for sslrootcert=system; give sslrootcert=FILE"
+                        .into(),
+                ));
+            }
+        }
+    }
+    Ok(store)
+}
+
+/// A looser check than [`WebPkiServerVerifier`]'s: with `ca`, the chain to a trusted CA but
+/// not the host name (`verify-ca`); without, no certificate check at all (`prefer`,
+/// `require`). The handshake's signatures are verified either way, so the session is with
+/// whoever holds the certificate's key.
+#[derive(Debug)]
+struct Looser {
+    provider: Arc<CryptoProvider>,
+    ca: Option<Arc<WebPkiServerVerifier>>,
+}
+
+impl ServerCertVerifier for Looser {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &ServerName<'_>,
+        ocsp_response: &[u8],
+        now: UnixTime,
+    ) -> std::result::Result<ServerCertVerified, rustls::Error> {
+        let Some(ca) = &self.ca else {
+            return Ok(ServerCertVerified::assertion());
+        };
+        match ca.verify_server_cert(end_entity, intermediates, server_name, ocsp_response, now) {
+            Err(rustls::Error::InvalidCertificate(
+                CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. },
+            )) => Ok(ServerCertVerified::assertion()),
+            other => other,
+        }
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> std::result::Result<HandshakeSignatureValid, rustls::Error> {
+        let algorithms = &self.provider.signature_verification_algorithms;
+        rustls::crypto::verify_tls12_signature(message, cert, dss, algorithms)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> std::result::Result<HandshakeSignatureValid, rustls::Error> {
+        let algorithms = &self.provider.signature_verification_algorithms;
+        rustls::crypto::verify_tls13_signature(message, cert, dss, algorithms)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.provider
+            .signature_verification_algorithms
+            .supported_schemes()
+    }
+}
