@@ -310,12 +310,17 @@ fn url_problem(v: &str, schemes: &[&str]) -> Option<String> {
         Err(e) => return Some(e),
     };
     if let Some(pgtls::Roots::File(path)) = &tls.roots
-        && !path.is_file()
+        && tls.mode != pgtls::TlsMode::Disable
     {
-        return Some(format!(
-            "sslrootcert {} is not a file: give a PEM file of CA certificates, or `system`",
-            path.display()
-        ));
+        if !path.is_file() {
+            return Some(format!(
+                "sslrootcert {} is not a file: give a PEM file of CA certificates, or `system`",
+                path.display()
+            ));
+        }
+        if let Err(e) = pgtls::root_file(path) {
+            return Some(e);
+        }
     }
     match tls.url.parse::<tokio_postgres::Config>() {
         Ok(_) => None,

@@ -4,7 +4,10 @@
 //! library knows neither `verify-*` nor `sslrootcert`, so they are taken out of the URL here and
 //! the rest is handed on; settings checks and the store read URLs through the same function.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+
+use rustls::pki_types::CertificateDer;
+use rustls::pki_types::pem::PemObject;
 
 /// What `sslmode` asks for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -39,11 +42,29 @@ impl TlsMode {
 /// Which CA certificates a checked connection trusts.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Roots {
-    /// The machine's (`sslrootcert=system`, and the default for the `verify-*` modes).
+    /// The machine's (`sslrootcert=system`, and the default for `verify-full`). Only with
+    /// `verify-full`, as libpq: any publicly trusted CA signs certificates for any name, so the
+    /// name is what makes the check mean anything.
     System,
-    /// The PEM file `sslrootcert` names.
+    /// The PEM file `sslrootcert` names (an absolute path).
     File(PathBuf),
 }
+
+/// Parameters libpq knows and opsdeck does not: refused by name rather than as an unreadable URL.
+const UNSUPPORTED: &[&str] = &[
+    "sslcert",
+    "sslkey",
+    "sslpassword",
+    "sslcertmode",
+    "sslcrl",
+    "sslcrldir",
+    "sslsni",
+    "sslnegotiation",
+    "sslcompression",
+    "ssl_min_protocol_version",
+    "ssl_max_protocol_version",
+    "requiressl",
+];
 
 /// A store URL's TLS wishes, and the URL as the client library reads it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -72,38 +93,48 @@ impl PgTls {
 /// and the valid choices.
 pub fn read(url: &str) -> Result<PgTls, String> {
     let (base, query) = url.split_once('?').unwrap_or((url, ""));
-    let mut mode = TlsMode::Prefer;
+    let mut mode = None;
     let mut roots = None;
     let mut kept = Vec::new();
     for pair in query.split('&').filter(|p| !p.is_empty()) {
-        let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
-        match key {
-            "sslmode" => {
-                mode = TlsMode::parse(value).ok_or_else(|| {
-                    format!("sslmode `{value}` is not one of {}", TlsMode::CHOICES)
-                })?;
-            }
-            "sslrootcert" => {
-                let path = percent_decoded(value)
-                    .ok_or_else(|| format!("sslrootcert `{value}` is not a valid path"))?;
-                roots = Some(if path == "system" {
-                    Roots::System
-                } else if path.is_empty() {
-                    return Err(
-                        "sslrootcert is empty: give a PEM file of CA certificates, or `system`"
-                            .into(),
-                    );
-                } else {
-                    Roots::File(PathBuf::from(path))
-                });
-            }
-            "sslcert" | "sslkey" | "sslpassword" => {
-                return Err(format!(
-                    "{key}: client certificates are not supported; authenticate with a password, over TLS with sslmode=verify-full"
-                ));
-            }
-            _ => kept.push(pair.to_string()),
+        let (key, raw) = pair.split_once('=').unwrap_or((pair, ""));
+        if UNSUPPORTED.contains(&key) {
+            return Err(format!(
+                "{key} is not supported: the TLS parameters opsdeck reads are sslmode and sslrootcert (client certificates are not supported: authenticate with a password, over TLS with sslmode=verify-full)"
+            ));
         }
+        if key != "sslmode" && key != "sslrootcert" {
+            kept.push(pair.to_string());
+            continue;
+        }
+        let value = percent_decoded(raw)
+            .filter(|v| !v.chars().any(char::is_control))
+            .ok_or_else(|| {
+                format!("{key} holds an escape or a control character that is not allowed")
+            })?;
+        let twice = if key == "sslmode" {
+            let parsed = TlsMode::parse(&value)
+                .ok_or_else(|| format!("sslmode `{value}` is not one of {}", TlsMode::CHOICES))?;
+            mode.replace(parsed).is_some()
+        } else {
+            roots.replace(root_value(&value)?).is_some()
+        };
+        if twice {
+            return Err(format!("{key} is given twice: give it once"));
+        }
+    }
+    let mode = mode.unwrap_or(TlsMode::Prefer);
+    if roots == Some(Roots::System) && !matches!(mode, TlsMode::VerifyFull | TlsMode::Disable) {
+        return Err(
+            "sslrootcert=system needs sslmode=verify-full: a certificate any public CA signed, for any name, would pass otherwise"
+                .into(),
+        );
+    }
+    if mode == TlsMode::VerifyCa && roots.is_none() {
+        return Err(
+            "sslmode=verify-ca needs sslrootcert=FILE, the CA that signed the server's certificate (or use verify-full, which checks the name against the machine's CAs)"
+                .into(),
+        );
     }
     let passed = match mode {
         TlsMode::Disable => "disable",
@@ -116,6 +147,32 @@ pub fn read(url: &str) -> Result<PgTls, String> {
         roots,
         url: format!("{base}?{}", kept.join("&")),
     })
+}
+
+fn root_value(value: &str) -> Result<Roots, String> {
+    if value == "system" {
+        return Ok(Roots::System);
+    }
+    if Path::new(value).is_absolute() {
+        return Ok(Roots::File(PathBuf::from(value)));
+    }
+    Err(format!(
+        "sslrootcert `{value}` is not an absolute path: give the full path of a PEM file of CA certificates, or `system`"
+    ))
+}
+
+/// The CA certificates in the PEM file `path`, checked to be some.
+pub fn root_file(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(path)
+        .and_then(Iterator::collect)
+        .map_err(|e| format!("sslrootcert {} cannot be read: {e}", path.display()))?;
+    if certs.is_empty() {
+        return Err(format!(
+            "sslrootcert {} holds no certificate: give a PEM file of `CERTIFICATE` blocks",
+            path.display()
+        ));
+    }
+    Ok(certs)
 }
 
 /// `%XX` escapes decoded; `None` when one is malformed or the result is not UTF-8.
@@ -158,15 +215,18 @@ mod tests {
         assert_eq!(t.mode, TlsMode::VerifyFull);
         assert_eq!(t.checked(), Some(Roots::File("/etc/ca.pem".into())));
         assert_eq!(t.url, "postgres://u@h/db?sslmode=require");
-        let t = read("postgres://u@h/db?sslmode=verify-ca").unwrap();
+        let t = read("postgres://u@h/db?sslmode=verify-full").unwrap();
         assert_eq!(t.checked(), Some(Roots::System));
         // As libpq: `require` with a root certificate checks it.
-        let t = read("postgres://u@h/db?sslmode=require&sslrootcert=system").unwrap();
-        assert_eq!(t.checked(), Some(Roots::System));
+        let t = read("postgres://u@h/db?sslmode=require&sslrootcert=/ca.pem").unwrap();
+        assert_eq!(t.checked(), Some(Roots::File("/ca.pem".into())));
         assert_eq!(
             read("postgres://u@h/db?sslmode=require").unwrap().checked(),
             None
         );
+        // Escapes are read in every value.
+        let t = read("postgres://u@h/db?sslmode=verify%2Dfull").unwrap();
+        assert_eq!(t.mode, TlsMode::VerifyFull);
     }
 
     #[test]
@@ -176,9 +236,25 @@ mod tests {
             e.contains("sslmode `strict`") && e.contains("verify-full"),
             "{e}"
         );
-        let e = read("postgres://u@h/db?sslcert=/c.pem").unwrap_err();
-        assert!(e.contains("sslcert") && e.contains("not supported"), "{e}");
+        for unsupported in ["sslcert=/c.pem", "sslcrl=/crl", "sslnegotiation=direct"] {
+            let e = read(&format!("postgres://u@h/db?{unsupported}")).unwrap_err();
+            assert!(e.contains("not supported"), "{e}");
+        }
         let e = read("postgres://u@h/db?sslrootcert=%zz").unwrap_err();
         assert!(e.contains("sslrootcert"), "{e}");
+        let e = read("postgres://u@h/db?sslrootcert=/a%1B[31m").unwrap_err();
+        assert!(
+            e.contains("control character") && !e.contains('\u{1b}'),
+            "{e}"
+        );
+        let e = read("postgres://u@h/db?sslrootcert=ca.pem").unwrap_err();
+        assert!(e.contains("absolute path"), "{e}");
+        let e = read("postgres://u@h/db?sslmode=verify-full&sslmode=disable").unwrap_err();
+        assert!(e.contains("sslmode is given twice"), "{e}");
+        // The machine's CAs only where the name is checked; verify-ca needs its CA named.
+        let e = read("postgres://u@h/db?sslmode=require&sslrootcert=system").unwrap_err();
+        assert!(e.contains("needs sslmode=verify-full"), "{e}");
+        let e = read("postgres://u@h/db?sslmode=verify-ca").unwrap_err();
+        assert!(e.contains("needs sslrootcert=FILE"), "{e}");
     }
 }

@@ -310,9 +310,20 @@ fn a_store_over_tls_checks_the_servers_certificate_as_sslmode_asks() {
     ))
     .unwrap_err();
     assert!(
-        err.contains("junk.pem") && err.contains("no CA certificate"),
+        err.contains("junk.pem") && err.contains("holds no certificate"),
         "{err}"
     );
+    // Through the settings, the same file is bad input, refused before anything connects.
+    let ws = TestWorkspace::new();
+    ws.pipeline("etl", ETL);
+    ws.write(
+        "opsdeck.toml",
+        &format!(
+            "[store]\nurl = \"{url}?sslmode=verify-full&sslrootcert={}\"\n",
+            junk.display()
+        ),
+    );
+    ws.run(&["runs"]).expect_error(2, "holds no certificate");
 }
 
 #[test]

@@ -8,7 +8,6 @@ use std::sync::Arc;
 use rustls::client::WebPkiServerVerifier;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::crypto::CryptoProvider;
-use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::{CertificateError, DigitallySignedStruct, RootCertStore, SignatureScheme};
 use tokio_postgres_rustls::MakeRustlsConnect;
@@ -54,18 +53,11 @@ fn root_store(roots: &Roots) -> Result<RootCertStore> {
     let mut store = RootCertStore::empty();
     match roots {
         Roots::File(path) => {
-            let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(path)
-                .and_then(Iterator::collect)
-                .map_err(|e| {
-                    StoreError(format!(
-                        "cannot read the CA certificates in sslrootcert {}: {e}",
-                        path.display()
-                    ))
-                })?;
+            let certs = crate::config::pgtls::root_file(path).map_err(StoreError)?;
             let (added, _) = store.add_parsable_certificates(certs);
             if added == 0 {
                 return Err(StoreError(format!(
-                    "sslrootcert {} holds no CA certificate opsdeck can use (a PEM file of `CERTIFICATE` blocks)",
+                    "sslrootcert {} holds no CA certificate opsdeck can use",
                     path.display()
                 )));
             }
