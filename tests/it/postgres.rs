@@ -95,50 +95,23 @@ fn a_wrong_store_url_is_explained() {
     ws.run(&["runs"])
         .expect_error(2, "give a URL starting with postgres:// or postgresql://");
     std::fs::remove_file(ws.path("opsdeck.toml")).unwrap();
-    ws.cmd()
-        .env("OPSDECK_STORE__URL", "sqlite:x")
-        .args(["runs"])
-        .output()
-        .map(crate::support::Out)
-        .unwrap()
+    runs_on(&ws, "sqlite:x")
         .expect_error(2, "OPSDECK_STORE__URL=sqlite:x: must be empty, or a URL");
     // A URL of the right scheme that cannot be read is bad input too.
-    ws.cmd()
-        .env("OPSDECK_STORE__URL", "postgres://op sdeck@[bad")
-        .args(["runs"])
-        .output()
-        .map(crate::support::Out)
-        .unwrap()
+    runs_on(&ws, "postgres://op sdeck@[bad")
         .expect_error(2, "the form is postgres://USER@HOST:PORT/DATABASE");
     // TLS parameters are checked the same way, naming the choices.
-    ws.cmd()
-        .env("OPSDECK_STORE__URL", "postgres://ops@db/x?sslmode=strict")
-        .args(["runs"])
-        .output()
-        .map(crate::support::Out)
-        .unwrap()
-        .expect_error(
-            2,
-            "sslmode `strict` is not one of disable, prefer, require, verify-ca or verify-full",
-        );
-    ws.cmd()
-        .env(
-            "OPSDECK_STORE__URL",
-            "postgres://ops@db/x?sslmode=verify-full&sslrootcert=/nowhere/ca.pem",
-        )
-        .args(["runs"])
-        .output()
-        .map(crate::support::Out)
-        .unwrap()
-        .expect_error(2, "sslrootcert /nowhere/ca.pem is not a file");
+    runs_on(&ws, "postgres://ops@db/x?sslmode=strict").expect_error(
+        2,
+        "sslmode `strict` is not one of disable, prefer, require, verify-ca or verify-full",
+    );
+    runs_on(
+        &ws,
+        "postgres://ops@db/x?sslmode=verify-full&sslrootcert=/nowhere/ca.pem",
+    )
+    .expect_error(2, "sslrootcert /nowhere/ca.pem is not a file");
     // A wrong URL with a password in it is refused without repeating the password.
-    let out = ws
-        .cmd()
-        .env("OPSDECK_STORE__URL", "mysql://ops:hunter2@db/x")
-        .args(["runs"])
-        .output()
-        .map(crate::support::Out)
-        .unwrap();
+    let out = runs_on(&ws, "mysql://ops:hunter2@db/x");
     assert_eq!(out.code(), 2);
     assert!(
         out.stderr().contains("mysql://ops:***@db/x"),
@@ -176,13 +149,17 @@ fn a_wrong_store_url_is_explained() {
     ws.run(&["store", "migrate", "--to", "mysql://x"])
         .expect_error(2, "give a PostgreSQL URL");
     // A database nothing has used yet: reading it says what to do first.
+    runs_on(&ws, &postgres_db()).expect_error(2, "has no opsdeck tables yet");
+}
+
+/// `opsdeck runs` in `ws` with `OPSDECK_STORE__URL=url`.
+fn runs_on(ws: &TestWorkspace, url: &str) -> crate::support::Out {
     ws.cmd()
-        .env("OPSDECK_STORE__URL", postgres_db())
+        .env("OPSDECK_STORE__URL", url)
         .args(["runs"])
         .output()
         .map(crate::support::Out)
         .unwrap()
-        .expect_error(2, "has no opsdeck tables yet");
 }
 
 /// Ends every connection the server has to `url`'s database, as a server restart would.
@@ -311,6 +288,23 @@ fn a_store_over_tls_checks_the_servers_certificate_as_sslmode_asks() {
     .unwrap_err();
     assert!(
         err.contains("junk.pem") && err.contains("holds no certificate"),
+        "{err}"
+    );
+    // A bundle with one block that is no certificate among good ones is refused, not thinned.
+    let mixed = dir.path().join("mixed.pem");
+    let good = std::fs::read_to_string(&ca).unwrap();
+    std::fs::write(
+        &mixed,
+        format!("{good}-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n"),
+    )
+    .unwrap();
+    let err = encrypted(&format!(
+        "{url}?sslmode=verify-full&sslrootcert={}",
+        mixed.display()
+    ))
+    .unwrap_err();
+    assert!(
+        err.contains("1 of its certificates cannot be read"),
         "{err}"
     );
     // Through the settings, the same file is bad input, refused before anything connects.

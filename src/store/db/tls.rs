@@ -54,10 +54,12 @@ fn root_store(roots: &Roots) -> Result<RootCertStore> {
     match roots {
         Roots::File(path) => {
             let certs = crate::config::pgtls::root_file(path).map_err(StoreError)?;
-            let (added, _) = store.add_parsable_certificates(certs);
-            if added == 0 {
+            // Every certificate of a file named on purpose must be usable: one that is not
+            // is a mistake to show, not to pass over.
+            let (_, unusable) = store.add_parsable_certificates(certs);
+            if unusable > 0 {
                 return Err(StoreError(format!(
-                    "sslrootcert {} holds no CA certificate opsdeck can use",
+                    "sslrootcert {}: {unusable} of its certificates cannot be read as a CA certificate",
                     path.display()
                 )));
             }
