@@ -133,6 +133,13 @@ fn migrate(ws: &crate::host::Workspace, to: &str) -> CliResult {
             crate::config::STORE_SCHEMES.join(" or ")
         )));
     }
+    // Read as `[store] url` is (its form, its TLS parameters), before anything is touched.
+    if let Some(why) = crate::config::store_url_problem(to) {
+        return Err(CliError::bad_input(format!(
+            "--to is `{}`: {why}",
+            crate::store::db::redact(to)
+        )));
+    }
     if let pg @ crate::store::Target::Postgres(_) = ws.store() {
         return Err(CliError::bad_input(format!(
             "this workspace already keeps its state in PostgreSQL ({}); `store migrate` copies a workspace's SQLite file, so leave `[store] url` (and OPSDECK_STORE__URL) unset to migrate it",

@@ -291,6 +291,12 @@ pub fn check(src: &SourceFile, other_sections: &[&str]) -> Vec<Diagnostic> {
     c.into_problems()
 }
 
+/// What is wrong with a PostgreSQL store URL given anywhere else than `[store] url` (such as
+/// `store migrate --to`), checked as that setting is.
+pub fn store_url_problem(v: &str) -> Option<String> {
+    url_problem(v, STORE_SCHEMES)
+}
+
 /// What is wrong with a store URL, if anything: its scheme, or (PostgreSQL) its form.
 fn url_problem(v: &str, schemes: &[&str]) -> Option<String> {
     if v.is_empty() {

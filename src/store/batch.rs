@@ -10,6 +10,8 @@
 //! events, numbered in the order they were submitted. A batch that writes the same row twice
 //! keeps the last write, as one after the other would.
 
+use std::collections::HashMap;
+
 use super::Result;
 use super::db::{Db, Dialect, Val, args};
 use super::writer::{NewEvent, Op, apply_op, row_vals};
@@ -130,11 +132,12 @@ pub(super) fn apply_postgres(tx: &mut Db, ops: &[&Op], events: usize) -> Result<
             mark_id(tx, table, id)?;
         }
     }
-    insert_attempts(tx, &last_per_key(starts, attempt_key))?;
+    let (rows, finishes_left) = with_ends(ops, starts, finishes);
+    insert_attempts_postgres(tx, &rows)?;
     for op in processes {
         apply_op(tx, op, 0, &mut Vec::new())?;
     }
-    if !(finishes.is_empty() && stages.is_empty() && run_updates.is_empty()) {
+    if !(finishes_left.is_empty() && stages.is_empty() && run_updates.is_empty()) {
         // The many-row updates below find their rows by key. Planned as a join, one could be
         // planned (and its plan kept) as a scan of the whole table while that is small, and go
         // on scanning it once it is not: a nested loop over the key's index is the only plan.
@@ -143,13 +146,7 @@ pub(super) fn apply_postgres(tx: &mut Db, ops: &[&Op], events: usize) -> Result<
             &[],
         )?;
     }
-    many(
-        tx,
-        UPDATE_ATTEMPTS,
-        last_per_key(finishes, attempt_key)
-            .into_iter()
-            .map(row_vals),
-    )?;
+    many(tx, UPDATE_ATTEMPTS, finishes_left.into_iter().map(row_vals))?;
     many(
         tx,
         UPDATE_STAGES,
@@ -172,6 +169,46 @@ pub(super) fn apply_postgres(tx: &mut Db, ops: &[&Op], events: usize) -> Result<
     // Other workers' streams wake on this, sent when the transaction commits.
     tx.execute("SELECT pg_notify('opsdeck_events', '')", &[])?;
     insert_events(tx, &evs)
+}
+
+/// Pairs each attempt started in the batch with its end, when the end came later in the same
+/// batch: such an attempt is inserted as it ended, its row written once instead of written and
+/// then updated (which writes its indexes again). The ends left are updates.
+fn with_ends<'a>(
+    ops: &[&'a Op],
+    starts: Vec<&'a Op>,
+    finishes: Vec<&'a Op>,
+) -> (Vec<(&'a Op, Option<&'a Op>)>, Vec<&'a Op>) {
+    let starts = last_per_key(starts, attempt_key);
+    let finishes = last_per_key(finishes, attempt_key);
+    let last_at = |start: bool| -> HashMap<_, usize> {
+        ops.iter()
+            .enumerate()
+            .filter(|(_, op)| match op {
+                Op::StartAttempt { .. } => start,
+                Op::FinishAttempt { .. } => !start,
+                _ => false,
+            })
+            .map(|(i, op)| (attempt_key(op), i))
+            .collect()
+    };
+    let (started_at, finished_at) = (last_at(true), last_at(false));
+    let mut ended = HashMap::new();
+    let mut left = Vec::new();
+    for op in finishes {
+        let key = attempt_key(op);
+        match (started_at.get(&key), finished_at.get(&key)) {
+            (Some(s), Some(f)) if s < f => {
+                ended.insert(key, op);
+            }
+            _ => left.push(op),
+        }
+    }
+    let rows = starts
+        .into_iter()
+        .map(|op| (op, ended.get(&attempt_key(op)).copied()))
+        .collect();
+    (rows, left)
 }
 
 /// Remembers `id` as handed out for `table` (PostgreSQL has no `sqlite_sequence`), so it is
@@ -239,7 +276,7 @@ fn many(tx: &mut Db, sql: &str, rows: impl Iterator<Item = Vec<Val>>) -> Result<
 /// status and end, the first start (a start is only ever filled in once).
 fn merge_runs(updates: &[&Op]) -> Vec<Op> {
     let mut out: Vec<Op> = Vec::new();
-    let mut at = std::collections::HashMap::new();
+    let mut at = HashMap::new();
     for op in updates {
         let Op::UpdateRun {
             id,
@@ -298,19 +335,59 @@ macro_rules! attempt_conflict {
     };
 }
 
-/// New attempts on PostgreSQL, one array per column (one statement whatever their number).
-const INSERT_ATTEMPTS: &str = concat!(
-    "INSERT INTO attempts (run_id, stage_id, n, status, started_at, input, assets)
-     SELECT u.run_id, u.stage_id, u.n, 'running', u.started_at, u.input, u.assets
-     FROM unnest(?1::bigint[], ?2::text[], ?3::bigint[], ?4::text[], ?5::text[], ?6::text[])
-       AS u(run_id, stage_id, n, started_at, input, assets)",
-    attempt_conflict!()
-);
+/// New attempts on PostgreSQL, one array per column (one statement whatever their number),
+/// each as it started or, when its end came in the same batch, as it ended. A new attempt
+/// replaces whatever an interrupted one of the same number left.
+const INSERT_ATTEMPTS: &str = "INSERT INTO attempts (run_id, stage_id, n, status, started_at,
+    input, assets, finished_at, duration_ms, output, output_truncated, output_bytes, stderr,
+    error_code, error_message)
+  SELECT * FROM unnest(?1::bigint[], ?2::text[], ?3::bigint[], ?4::text[], ?5::text[],
+    ?6::text[], ?7::text[], ?8::text[], ?9::bigint[], ?10::text[], ?11::bigint[], ?12::bigint[],
+    ?13::text[], ?14::text[], ?15::text[])
+  ON CONFLICT (run_id, stage_id, n) DO UPDATE SET status = excluded.status,
+    started_at = excluded.started_at, input = excluded.input, assets = excluded.assets,
+    finished_at = excluded.finished_at, duration_ms = excluded.duration_ms,
+    output = excluded.output, output_truncated = excluded.output_truncated,
+    output_bytes = excluded.output_bytes, stderr = excluded.stderr,
+    error_code = excluded.error_code, error_message = excluded.error_message,
+    pid = NULL, pid_start = NULL";
+
+/// [`INSERT_ATTEMPTS`]: each start with its end, if the batch has it.
+fn insert_attempts_postgres(tx: &mut Db, rows: &[(&Op, Option<&Op>)]) -> Result<()> {
+    many(
+        tx,
+        INSERT_ATTEMPTS,
+        rows.iter().map(|(start, end)| {
+            let mut vals = start_vals(start);
+            // The end's columns after its key, or those of an attempt still running.
+            let mut rest = match end {
+                Some(end) => row_vals(end).split_off(3),
+                None => vec![
+                    "running".into(),
+                    Val::Null,
+                    Val::Null,
+                    Val::Null,
+                    0_i64.into(),
+                    Val::Null,
+                    Val::Null,
+                    Val::Null,
+                    Val::Null,
+                ],
+            };
+            // The status goes before the start's columns; the rest after them.
+            let status = rest.remove(0);
+            vals.insert(3, status);
+            vals.extend(rest);
+            vals
+        }),
+    )
+}
 
 /// New attempts (a new attempt replaces whatever an interrupted one of the same number left).
 pub(super) fn insert_attempts(tx: &mut Db, starts: &[&Op]) -> Result<()> {
     if tx.dialect() == Dialect::Postgres {
-        return many(tx, INSERT_ATTEMPTS, starts.iter().map(|op| start_vals(op)));
+        let rows: Vec<_> = starts.iter().map(|op| (*op, None)).collect();
+        return insert_attempts_postgres(tx, &rows);
     }
     in_chunks(
         tx,
@@ -421,6 +498,63 @@ mod tests {
             update(2, RunStatus::Running, at(20), None),
         ];
         assert_eq!(format!("{merged:?}"), format!("{want:?}"));
+    }
+
+    #[test]
+    fn an_attempt_that_starts_and_ends_in_one_batch_is_written_once() {
+        use crate::model::{AttemptStatus, RunId, Timestamp};
+        let start = |stage: &str, n| Op::StartAttempt {
+            run_id: RunId(1),
+            stage: stage.into(),
+            n,
+            started_at: Timestamp::from_millis(1),
+            input: "{}".into(),
+            assets: None,
+        };
+        let end = |stage: &str, n| Op::FinishAttempt {
+            run_id: RunId(1),
+            stage: stage.into(),
+            n,
+            status: AttemptStatus::Succeeded,
+            finished_at: Timestamp::from_millis(2),
+            duration_ms: 1,
+            output: None,
+            output_truncated: false,
+            output_bytes: None,
+            stderr: None,
+            error: None,
+        };
+        // a: both here, in order; b: only its end (its start was in an earlier batch);
+        // c: only its start; d: an end before a start of the same number (a new attempt
+        // after an interrupted one): the start must not take that end.
+        let ops = [
+            start("a", 1),
+            end("b", 1),
+            start("c", 1),
+            end("a", 1),
+            end("d", 1),
+            start("d", 1),
+        ];
+        let refs: Vec<&Op> = ops.iter().collect();
+        let starts = refs
+            .iter()
+            .copied()
+            .filter(|o| matches!(o, Op::StartAttempt { .. }));
+        let ends = refs
+            .iter()
+            .copied()
+            .filter(|o| matches!(o, Op::FinishAttempt { .. }));
+        let (rows, left) = with_ends(&refs, starts.collect(), ends.collect());
+        let paired: Vec<(String, bool)> = rows
+            .iter()
+            .map(|(s, e)| (attempt_key(s).1, e.is_some()))
+            .collect();
+        assert_eq!(
+            paired,
+            [("a".into(), true), ("c".into(), false), ("d".into(), false)]
+        );
+        let left: Vec<String> = left.iter().map(|o| attempt_key(o).1).collect();
+        assert_eq!(left, ["b", "d"]);
     }
 
     #[test]

@@ -101,9 +101,13 @@ impl Pg {
                 }
             });
             // A transaction left open by a worker cut off mid-way must not hold its locks
-            // (its row, its runs) for long: the server ends such a session.
+            // (its row, its runs) for long: the server ends such a session. Every statement
+            // is prepared and finds its rows by key: planned once (and again whenever the
+            // tables' statistics change), not for each call's values. Left to choose, the
+            // server planned some again on every call (a run's stages: as long to plan as to
+            // run).
             rt.block_on(client.batch_execute(&format!(
-                "SET idle_in_transaction_session_timeout = {}",
+                "SET idle_in_transaction_session_timeout = {}; SET plan_cache_mode = force_generic_plan",
                 IDLE_IN_TRANSACTION.as_millis()
             )))
             .map_err(|e| cannot(&e))?;
@@ -376,6 +380,9 @@ pub fn message(e: &tokio_postgres::Error) -> String {
     match e.as_db_error() {
         Some(db) => db.message().to_string(),
         None => {
+            if let Some(sentence) = super::tls::name_mismatch(e) {
+                return sentence;
+            }
             let mut text = e.to_string();
             let mut source = std::error::Error::source(e);
             while let Some(s) = source {

@@ -134,3 +134,46 @@ impl ServerCertVerifier for Looser {
             .supported_schemes()
     }
 }
+
+/// A sentence for a certificate refused for its names, if `e` (or what it wraps) is one:
+/// rustls's own text shows the names as `DnsName("…")` and `IpAddress(…)`.
+pub(super) fn name_mismatch(e: &(dyn std::error::Error + 'static)) -> Option<String> {
+    let mut at: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(err) = at {
+        let inner = err
+            .downcast_ref::<std::io::Error>()
+            .and_then(|io| io.get_ref())
+            .map(|i| i as &(dyn std::error::Error + 'static));
+        for candidate in [Some(err), inner].into_iter().flatten() {
+            if let Some(rustls::Error::InvalidCertificate(
+                CertificateError::NotValidForNameContext {
+                    expected,
+                    presented,
+                },
+            )) = candidate.downcast_ref::<rustls::Error>()
+            {
+                let names: Vec<String> = presented.iter().map(|n| bare_name(n)).collect();
+                let holds = if names.is_empty() {
+                    "names no host".to_string()
+                } else {
+                    format!("is for {}", names.join(", "))
+                };
+                return Some(format!(
+                    "the server's certificate is not for the host {} (it {holds}): connect by a name the certificate holds, or check only its CA with sslmode=verify-ca",
+                    expected.to_str()
+                ));
+            }
+        }
+        at = err.source();
+    }
+    None
+}
+
+/// A subject name as rustls writes it (`DnsName("db")`, `IpAddress(10.0.0.1)`), bare.
+fn bare_name(n: &str) -> String {
+    let inside = n
+        .split_once('(')
+        .and_then(|(_, rest)| rest.strip_suffix(')'))
+        .unwrap_or(n);
+    inside.trim_matches('"').to_string()
+}
