@@ -2,6 +2,7 @@
 //! a [`ReadPool`] lends connections to async callers on the blocking thread pool.
 
 use std::collections::HashMap;
+use std::fmt::Write as _;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
@@ -530,18 +531,28 @@ impl Reader {
                 .replace('_', "\\_");
             format!("{escaped}.%")
         });
+        let mut conds = Vec::new();
+        if let Some(t) = q.since {
+            conds.push(("at >= ?", vec![t.to_string().into()]));
+        }
+        if let Some(actor) = q.actor.as_deref() {
+            conds.push(("actor = ?", vec![actor.into()]));
+        }
+        if let (Some(action), Some(group)) = (q.action.as_deref(), group) {
+            conds.push((
+                "(action = ? OR action LIKE ? ESCAPE '\\')",
+                vec![action.into(), group.into()],
+            ));
+        }
+        let (filter, mut vals) = filtered(conds);
+        vals.push(limit.into());
         let rows = self.rows(
-            "SELECT at, actor, role, via, action, target, reason, outcome, details FROM audit
-             WHERE (CAST(?1 AS TEXT) IS NULL OR at >= ?1) AND (CAST(?2 AS TEXT) IS NULL OR actor = ?2)
-               AND (CAST(?3 AS TEXT) IS NULL OR action = ?3 OR action LIKE ?4 ESCAPE '\\')
-             ORDER BY id DESC LIMIT ?5",
-            args![
-                q.since.map(|t| t.to_string()),
-                q.actor.as_deref(),
-                q.action.as_deref(),
-                group,
-                limit
-            ],
+            &format!(
+                "SELECT at, actor, role, via, action, target, reason, outcome, details FROM audit
+                 {filter} ORDER BY id DESC LIMIT ?{}",
+                vals.len()
+            ),
+            &vals,
         )?;
         all(rows, |mut r| {
             Ok(AuditRecord {
@@ -563,13 +574,22 @@ impl Reader {
         let before = q.before.map(|d| d.0);
         let run = q.run.map(|r| r.0);
         let limit = q.limit.clamp(1, MAX_DLQ_LIMIT);
+        let by_run = || run.map(|r| ("run_id = ?", vec![r.into()]));
+        let (filter, mut vals) = filtered(
+            before
+                .map(|b| ("id < ?", vec![b.into()]))
+                .into_iter()
+                .chain(by_run())
+                .collect(),
+        );
+        vals.push((limit + 1).into());
         let mut items = all(
             self.rows(
                 &format!(
-                    "SELECT {DLQ_LIST_COLUMNS} FROM dlq WHERE (CAST(?1 AS BIGINT) IS NULL OR id < ?1)
-                     AND (CAST(?2 AS BIGINT) IS NULL OR run_id = ?2) ORDER BY id DESC LIMIT ?3"
+                    "SELECT {DLQ_LIST_COLUMNS} FROM dlq {filter} ORDER BY id DESC LIMIT ?{}",
+                    vals.len()
                 ),
-                args![before, run, limit + 1],
+                &vals,
             )?,
             dlq_entry,
         )?;
@@ -577,10 +597,8 @@ impl Reader {
             items.truncate(limit);
             items.last().map(|e| e.id)
         });
-        let total = self.count(
-            "SELECT COUNT(*) FROM dlq WHERE (CAST(?1 AS BIGINT) IS NULL OR run_id = ?1)",
-            args![run],
-        )?;
+        let (filter, vals) = filtered(by_run().into_iter().collect());
+        let total = self.count(&format!("SELECT COUNT(*) FROM dlq {filter}"), &vals)?;
         Ok(Page {
             items,
             next: next.flatten(),
@@ -767,4 +785,28 @@ impl ReadPool {
         .await
         .map_err(|e| StoreError(format!("a store read was aborted: {e}")))?
     }
+}
+
+/// A `WHERE` clause of the filters asked for (each a condition on `?` and its values), numbered
+/// from `?1`, and their values. Only what is asked is in the statement, so each combination is
+/// planned for what it filters (by an index where one serves) rather than one plan serving all:
+/// PostgreSQL plans a prepared statement once, without its values.
+fn filtered(conds: Vec<(&str, Vec<Val>)>) -> (String, Vec<Val>) {
+    let mut clauses = Vec::new();
+    let mut vals = Vec::new();
+    for (cond, values) in conds {
+        let mut clause = String::new();
+        for (i, part) in cond.split('?').enumerate() {
+            if i > 0 {
+                let _ = write!(clause, "?{}", vals.len() + i);
+            }
+            clause.push_str(part);
+        }
+        vals.extend(values);
+        clauses.push(clause);
+    }
+    if clauses.is_empty() {
+        return (String::new(), vals);
+    }
+    (format!("WHERE {}", clauses.join(" AND ")), vals)
 }

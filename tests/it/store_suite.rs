@@ -318,6 +318,13 @@ fn read_all(r: &Reader) -> Value {
         "breakers": r.breakers().unwrap(),
         "audit": serde_json::to_value(r.audit(&AuditQuery { action: Some("canary".into()), limit: 50, ..AuditQuery::default() }).unwrap()).unwrap(),
         "audit_all": r.audit(&AuditQuery { limit: 50, ..AuditQuery::default() }).unwrap().len(),
+        // Each filter alone and together (each combination is a statement of its own).
+        "audit_since": r.audit(&AuditQuery { since: Some(at(61)), limit: 50, ..AuditQuery::default() }).unwrap().iter().map(|a| a.action.clone()).collect::<Vec<_>>(),
+        "audit_actor": r.audit(&AuditQuery { actor: Some("bob".into()), limit: 50, ..AuditQuery::default() }).unwrap().len(),
+        "audit_all_filters": r.audit(&AuditQuery { since: Some(at(60)), actor: Some("alice".into()), action: Some("run.start".into()), limit: 50 }).unwrap().iter().map(|a| a.action.clone()).collect::<Vec<_>>(),
+        "dlq_before": r.dlq(&DlqQuery { before: Some(DlqId(2)), limit: 50, ..DlqQuery::default() }).unwrap().items.iter().map(|e| e.id.0).collect::<Vec<_>>(),
+        "dlq_before_run": serde_json::to_value(r.dlq(&DlqQuery { before: Some(DlqId(2)), run: Some(RunId(3)), limit: 50 }).map(|p| (p.items.iter().map(|e| e.id.0).collect::<Vec<_>>(), p.total)).unwrap()).unwrap(),
+        "dlq_other_run": r.dlq(&DlqQuery { run: Some(RunId(1)), limit: 50, ..DlqQuery::default() }).unwrap().total,
         "dlq": serde_json::to_value(&dlq.items).unwrap(),
         "dlq_total": dlq.total,
         "dlq_entry": serde_json::to_value(r.dlq_entry(DlqId(1)).unwrap()).unwrap(),
@@ -442,6 +449,12 @@ fn sqlite_and_postgres_stores_answer_alike() {
     );
     assert_eq!(b["audit"].as_array().unwrap().len(), 1);
     assert_eq!(b["audit_all"], json!(2));
+    assert_eq!(b["audit_since"], json!(["run.start"]));
+    assert_eq!(b["audit_actor"], json!(0));
+    assert_eq!(b["audit_all_filters"], json!(["run.start"]));
+    assert_eq!(b["dlq_before"], json!([1]));
+    assert_eq!(b["dlq_before_run"], json!([[1], 1]));
+    assert_eq!(b["dlq_other_run"], json!(0));
     assert_eq!(b["dlq_total"], json!(1));
     assert_eq!(b["dlq"][0]["input"], Value::Null, "lists leave inputs out");
     assert_eq!(b["dlq_entry"]["input"], json!({"x": 1}));
