@@ -73,6 +73,7 @@ fn run(id: i64, outputs: Vec<(String, Value)>) -> Run {
             .collect(),
         overrides: BTreeMap::new(),
         test: false,
+        owner: None,
     }
 }
 

@@ -244,6 +244,9 @@ fn print_run(run: &crate::model::Run, entries: &[crate::model::DlqEntry], json: 
         took(run.duration_ms)
     )?;
     say!("params {}", run.params)?;
+    if let Some(owner) = &run.owner {
+        say!("worker {owner}")?;
+    }
     if run.test {
         say!(
             "test run: one stage alone, kept out of run lists, metrics, breakers and the dead-letter queue"

@@ -458,6 +458,7 @@ mod tests {
                 .collect(),
             overrides: std::collections::BTreeMap::default(),
             test: false,
+            owner: None,
         }
     }
 

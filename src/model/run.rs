@@ -47,6 +47,11 @@ pub struct Run {
     /// An isolated stage test, kept out of run lists, metrics, breakers and the DLQ.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub test: bool,
+    /// The worker driving the run now (several workers on PostgreSQL): where its processes
+    /// run and its log is, when something needs a look. A worker that stops lets go of its
+    /// runs, so a finished run usually has none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner: Option<String>,
 }
 
 impl Run {

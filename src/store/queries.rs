@@ -346,8 +346,15 @@ impl Reader {
     }
 
     pub fn run(&self, id: RunId) -> Result<Option<Run>> {
+        // Only PostgreSQL's runs have owners (workers).
+        let owner = match self.dialect()? {
+            Dialect::Sqlite => "CAST(NULL AS TEXT)",
+            Dialect::Postgres => "owner",
+        };
         let Some(mut r) = self.row(
-            "SELECT id, pipeline, status, trigger, params, created_at, started_at, finished_at, overrides, test FROM runs WHERE id = ?1",
+            &format!(
+                "SELECT id, pipeline, status, trigger, params, created_at, started_at, finished_at, overrides, test, {owner} FROM runs WHERE id = ?1"
+            ),
             args![id.0],
         )?
         else {
@@ -393,6 +400,7 @@ impl Reader {
             stages,
             overrides: serde_json::from_str(&r.text(8)?).unwrap_or_default(),
             test: r.bool(9)?,
+            owner: r.opt_text(10)?,
         }))
     }
 

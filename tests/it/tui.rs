@@ -126,6 +126,7 @@ fn run_50() -> Run {
         duration_ms: Some(8_000),
         overrides: std::collections::BTreeMap::new(),
         test: false,
+        owner: None,
         stages: vec![
             stage(
                 "extract-orders",
@@ -1176,6 +1177,18 @@ fn the_readme_key_tables_are_the_generated_help() {
         "keys",
         &opsdeck::tui::help::readme_tables(&Keymap::builtin_default()),
     );
+}
+
+/// A run another worker drives names that worker in its header.
+#[test]
+fn a_run_driven_by_a_worker_names_it() {
+    let mut a = app(120, 30);
+    a.on_action(Action::Open);
+    let mut run = run_50();
+    run.owner = Some("db-worker-2".into());
+    a.apply(Msg::Run(Box::new(run)));
+    let screen = text(&a);
+    assert!(screen.contains("· worker db-worker-2 · params"), "{screen}");
 }
 
 /// The README's screenshot is the dashboard as it draws today (a run at 80x24).

@@ -292,7 +292,7 @@ fn a_run_driven_by_one_worker_is_cancelled_through_another() {
     let log = dir.path().join("attempts.log");
     let p = [("diamond", diamond(&log, "30"))];
     let (_a, w1, base1) = worker(&url, &p, 15);
-    let (_b, w2, base2) = worker(&url, &p, 15);
+    let (b_ws, w2, base2) = worker(&url, &p, 15);
     let run = post_run(&base1, "diamond");
     eventually("the slow stage to start", || {
         count(
@@ -302,6 +302,18 @@ fn a_run_driven_by_one_worker_is_cancelled_through_another() {
             ),
         ) == 1
     });
+    // Any worker's view of the run names the worker driving it: where its processes are.
+    let owner: String = sql(&url, &format!("SELECT owner FROM runs WHERE id = {run}"))[0].get(0);
+    let shown = b_ws
+        .run(&["runs", "show", &run.to_string(), "--json"])
+        .json();
+    assert_eq!(shown["owner"], owner.as_str(), "{shown}");
+    let text = b_ws.run(&["runs", "show", &run.to_string()]);
+    assert!(
+        text.stdout().contains(&format!("worker {owner}")),
+        "{}",
+        text.stdout()
+    );
     let (status, body) = post(
         &base2,
         &format!("/v1/runs/{run}/cancel"),

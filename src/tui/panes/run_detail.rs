@@ -107,9 +107,13 @@ pub fn render(f: &mut Frame, body: Rect, d: &RunDetail, ctx: &Ctx<'_>) {
         Paragraph::new(Span::styled(
             fit(
                 &format!(
-                    "{}{} · started {started}{} · params {}",
+                    "{}{} · started {started}{}{} · params {}",
                     if run.test { "stage test · " } else { "" },
                     run.trigger.as_str(),
+                    run.owner
+                        .as_ref()
+                        .map(|w| format!(" · worker {w}"))
+                        .unwrap_or_default(),
                     versions(" · overrides ", &run.overrides),
                     run.params
                 ),
