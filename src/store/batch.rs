@@ -173,7 +173,9 @@ pub(super) fn apply_postgres(tx: &mut Db, ops: &[&Op], events: usize) -> Result<
 
 /// Pairs each attempt started in the batch with its end, when the end came later in the same
 /// batch: such an attempt is inserted as it ended, its row written once instead of written and
-/// then updated (which writes its indexes again). The ends left are updates.
+/// then updated (which writes its indexes again). An end before a new start of the same number
+/// (an interrupted attempt's, then its replacement's) is dropped: the start replaces that row,
+/// as applied in turn. The ends left are updates.
 fn with_ends<'a>(
     ops: &[&'a Op],
     starts: Vec<&'a Op>,
@@ -201,6 +203,7 @@ fn with_ends<'a>(
             (Some(s), Some(f)) if s < f => {
                 ended.insert(key, op);
             }
+            (Some(_), Some(_)) => {}
             _ => left.push(op),
         }
     }
@@ -324,17 +327,6 @@ fn stage_key(op: &Op) -> (i64, String) {
     }
 }
 
-/// What a new attempt's row does to one an interrupted attempt of the same number left.
-macro_rules! attempt_conflict {
-    () => {
-        " ON CONFLICT (run_id, stage_id, n) DO UPDATE SET status = 'running',
-           started_at = excluded.started_at, input = excluded.input, assets = excluded.assets,
-           finished_at = NULL, duration_ms = NULL, output = NULL, output_truncated = 0,
-           output_bytes = NULL, stderr = NULL, error_code = NULL, error_message = NULL,
-           pid = NULL, pid_start = NULL"
-    };
-}
-
 /// New attempts on PostgreSQL, one array per column (one statement whatever their number),
 /// each as it started or, when its end came in the same batch, as it ended. A new attempt
 /// replaces whatever an interrupted one of the same number left.
@@ -394,10 +386,12 @@ pub(super) fn insert_attempts(tx: &mut Db, starts: &[&Op]) -> Result<()> {
         starts,
         |size| {
             format!(
-                concat!(
-                    "INSERT INTO attempts (run_id, stage_id, n, status, started_at, input, assets) VALUES {}",
-                    attempt_conflict!()
-                ),
+                "INSERT INTO attempts (run_id, stage_id, n, status, started_at, input, assets) VALUES {}
+                 ON CONFLICT (run_id, stage_id, n) DO UPDATE SET status = 'running',
+                   started_at = excluded.started_at, input = excluded.input, assets = excluded.assets,
+                   finished_at = NULL, duration_ms = NULL, output = NULL, output_truncated = 0,
+                   output_bytes = NULL, stderr = NULL, error_code = NULL, error_message = NULL,
+                   pid = NULL, pid_start = NULL",
                 rows_sql(size, 6, |p| {
                     format!(
                         "(?{}, ?{}, ?{}, 'running', ?{}, ?{}, ?{})",
@@ -526,7 +520,8 @@ mod tests {
         };
         // a: both here, in order; b: only its end (its start was in an earlier batch);
         // c: only its start; d: an end before a start of the same number (a new attempt
-        // after an interrupted one): the start must not take that end.
+        // after an interrupted one): the start replaces the row, and the end is not applied
+        // after it.
         let ops = [
             start("a", 1),
             end("b", 1),
@@ -554,7 +549,7 @@ mod tests {
             [("a".into(), true), ("c".into(), false), ("d".into(), false)]
         );
         let left: Vec<String> = left.iter().map(|o| attempt_key(o).1).collect();
-        assert_eq!(left, ["b", "d"]);
+        assert_eq!(left, ["b"]);
     }
 
     #[test]

@@ -2,7 +2,6 @@
 //! a [`ReadPool`] lends connections to async callers on the blocking thread pool.
 
 use std::collections::HashMap;
-use std::fmt::Write as _;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
@@ -263,7 +262,7 @@ impl Reader {
             args.push(pattern.into());
             args.push(t.into());
         }
-        let filter = format!("WHERE {}", conds.join(" AND "));
+        let filter = where_all(&conds);
         let key = format!("{filter} {args:?}");
         let total = match counts.and_then(|(c, g)| c.get(&key, g)) {
             Some(n) => n,
@@ -299,7 +298,7 @@ impl Reader {
             page_conds.push("r.id < ?");
             page_args.push(before.0.into());
         }
-        let page_filter = format!("WHERE {}", page_conds.join(" AND "));
+        let page_filter = where_all(&page_conds);
         page_args.push((limit + 1).into());
         page_args.push(q.offset.into());
         // First the ids of the page (a walk of an index), then the summaries of those rows
@@ -540,25 +539,26 @@ impl Reader {
             format!("{escaped}.%")
         });
         let mut conds = Vec::new();
+        let mut vals: Vec<Val> = Vec::new();
         if let Some(t) = q.since {
-            conds.push(("at >= ?", vec![t.to_string().into()]));
+            conds.push("at >= ?");
+            vals.push(t.to_string().into());
         }
         if let Some(actor) = q.actor.as_deref() {
-            conds.push(("actor = ?", vec![actor.into()]));
+            conds.push("actor = ?");
+            vals.push(actor.into());
         }
         if let (Some(action), Some(group)) = (q.action.as_deref(), group) {
-            conds.push((
-                "(action = ? OR action LIKE ? ESCAPE '\\')",
-                vec![action.into(), group.into()],
-            ));
+            conds.push("(action = ? OR action LIKE ? ESCAPE '\\')");
+            vals.push(action.into());
+            vals.push(group.into());
         }
-        let (filter, mut vals) = filtered(conds);
         vals.push(limit.into());
         let rows = self.rows(
             &format!(
                 "SELECT at, actor, role, via, action, target, reason, outcome, details FROM audit
-                 {filter} ORDER BY id DESC LIMIT ?{}",
-                vals.len()
+                 {} ORDER BY id DESC LIMIT ?",
+                where_all(&conds)
             ),
             &vals,
         )?;
@@ -582,20 +582,25 @@ impl Reader {
         let before = q.before.map(|d| d.0);
         let run = q.run.map(|r| r.0);
         let limit = q.limit.clamp(1, MAX_DLQ_LIMIT);
-        let by_run = || run.map(|r| ("run_id = ?", vec![r.into()]));
-        let (filter, mut vals) = filtered(
-            before
-                .map(|b| ("id < ?", vec![b.into()]))
-                .into_iter()
-                .chain(by_run())
-                .collect(),
-        );
+        // The run's filter alone counts the entries; the cursor only pages them.
+        let (mut conds, mut vals): (Vec<&str>, Vec<Val>) = match run {
+            Some(r) => (vec!["run_id = ?"], vec![r.into()]),
+            None => (Vec::new(), Vec::new()),
+        };
+        let total = self.count(
+            &format!("SELECT COUNT(*) FROM dlq {}", where_all(&conds)),
+            &vals,
+        )?;
+        if let Some(b) = before {
+            conds.push("id < ?");
+            vals.push(b.into());
+        }
         vals.push((limit + 1).into());
         let mut items = all(
             self.rows(
                 &format!(
-                    "SELECT {DLQ_LIST_COLUMNS} FROM dlq {filter} ORDER BY id DESC LIMIT ?{}",
-                    vals.len()
+                    "SELECT {DLQ_LIST_COLUMNS} FROM dlq {} ORDER BY id DESC LIMIT ?",
+                    where_all(&conds)
                 ),
                 &vals,
             )?,
@@ -605,8 +610,6 @@ impl Reader {
             items.truncate(limit);
             items.last().map(|e| e.id)
         });
-        let (filter, vals) = filtered(by_run().into_iter().collect());
-        let total = self.count(&format!("SELECT COUNT(*) FROM dlq {filter}"), &vals)?;
         Ok(Page {
             items,
             next: next.flatten(),
@@ -795,26 +798,13 @@ impl ReadPool {
     }
 }
 
-/// A `WHERE` clause of the filters asked for (each a condition on `?` and its values), numbered
-/// from `?1`, and their values. Only what is asked is in the statement, so each combination is
-/// planned for what it filters (by an index where one serves) rather than one plan serving all:
-/// PostgreSQL plans a prepared statement once, without its values.
-fn filtered(conds: Vec<(&str, Vec<Val>)>) -> (String, Vec<Val>) {
-    let mut clauses = Vec::new();
-    let mut vals = Vec::new();
-    for (cond, values) in conds {
-        let mut clause = String::new();
-        for (i, part) in cond.split('?').enumerate() {
-            if i > 0 {
-                let _ = write!(clause, "?{}", vals.len() + i);
-            }
-            clause.push_str(part);
-        }
-        vals.extend(values);
-        clauses.push(clause);
+/// `WHERE` and the conditions of the filters asked for (none: nothing), their `?`s bound in
+/// order. Only what is asked is in the statement, so each combination is planned for what it
+/// filters (by an index where one serves), not one catch-all plan for every row: PostgreSQL
+/// plans a prepared statement once, without its values.
+fn where_all(conds: &[&str]) -> String {
+    if conds.is_empty() {
+        return String::new();
     }
-    if clauses.is_empty() {
-        return (String::new(), vals);
-    }
-    (format!("WHERE {}", clauses.join(" AND ")), vals)
+    format!("WHERE {}", conds.join(" AND "))
 }
