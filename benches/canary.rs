@@ -91,6 +91,9 @@ fn analysis_15m(c: &mut Criterion) {
             black_box(d)
         });
     });
+    c.bench_function("canary/bounds_1s", |b| {
+        b.iter(|| black_box(analysis::bounds_crossed(&r.metrics, &cfg)));
+    });
 }
 
 fn drill(c: &mut Criterion) {

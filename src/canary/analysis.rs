@@ -87,12 +87,50 @@ pub fn error_check(legacy: &Totals, canary: &Totals, cfg: &CanaryConfig) -> Chec
     error_check_with(legacy, canary, cfg).0
 }
 
+/// Legacy's and the canary's error-rate bounds (lower, upper), each at half the check's
+/// error budget.
+fn error_bounds(legacy: &Totals, canary: &Totals, cfg: &CanaryConfig) -> ((f64, f64), (f64, f64)) {
+    let alpha = (1.0 - cfg.analysis.confidence) / 2.0;
+    (
+        bernoulli_cs(legacy.errors, legacy.requests, alpha, Prior::RATES),
+        bernoulli_cs(canary.errors, canary.requests, alpha, Prior::RATES),
+    )
+}
+
+/// Legacy's P95 bounds and the canary's (lower, upper, in ms), each at half the check's error
+/// budget; `None` while a version has too few latencies for that bound.
+type P95Bounds = ((Option<f64>, Option<f64>), (Option<f64>, Option<f64>));
+
+fn latency_bounds(legacy: &Totals, canary: &Totals, cfg: &CanaryConfig) -> P95Bounds {
+    let alpha = (1.0 - cfg.analysis.confidence) / 2.0;
+    let (c_lo_rank, c_hi_rank) = quantile_ranks(canary.latency.len(), 0.95, alpha);
+    (
+        legacy_p95_bounds(legacy, alpha),
+        (
+            at_rank(canary, c_lo_rank, true),
+            at_rank(canary, c_hi_rank, false),
+        ),
+    )
+}
+
+/// Whether the canary is shown over its SLO by the bounds alone (a `fail` of either check
+/// before the detectors are consulted). Confidence sequences hold at every sample size, so
+/// this is looked at every second at no cost in false alarms: a canary shown bad is rolled
+/// back at once, not at the next interval.
+pub fn bounds_crossed(m: &Metrics, cfg: &CanaryConfig) -> bool {
+    let (l, c) = (m.epoch(Version::Legacy), m.epoch(Version::Canary));
+    let ((_, l_hi), (c_lo, _)) = error_bounds(&l, &c, cfg);
+    if c_lo - l_hi > cfg.slo.max_error_rate_delta {
+        return true;
+    }
+    let ((_, l_hi), (c_lo, _)) = latency_bounds(&l, &c, cfg);
+    matches!((c_lo, l_hi), (Some(c), Some(l)) if c > (1.0 + cfg.slo.max_p95_increase) * l)
+}
+
 /// The error check and the head of its summary (`errors 0.30% vs 0.36%`).
 fn error_check_with(legacy: &Totals, canary: &Totals, cfg: &CanaryConfig) -> (Check, String) {
-    let alpha = (1.0 - cfg.analysis.confidence) / 2.0;
     let delta = cfg.slo.max_error_rate_delta;
-    let (l_lo, l_hi) = bernoulli_cs(legacy.errors, legacy.requests, alpha, Prior::RATES);
-    let (c_lo, c_hi) = bernoulli_cs(canary.errors, canary.requests, alpha, Prior::RATES);
+    let ((l_lo, l_hi), (c_lo, c_hi)) = error_bounds(legacy, canary, cfg);
     let diff_lower = c_lo - l_hi;
     let diff_upper = c_hi - l_lo;
     let failed = diff_lower > delta;
@@ -171,13 +209,9 @@ pub fn latency_check(legacy: &Totals, canary: &Totals, cfg: &CanaryConfig) -> Ch
 }
 
 fn latency_check_with(legacy: &Totals, canary: &Totals, cfg: &CanaryConfig) -> (Check, String) {
-    let alpha = (1.0 - cfg.analysis.confidence) / 2.0;
     let factor = 1.0 + cfg.slo.max_p95_increase;
     let (nl, nc) = (legacy.latency.len(), canary.latency.len());
-    let (l_lo, l_hi) = legacy_p95_bounds(legacy, alpha);
-    let (c_lo_rank, c_hi_rank) = quantile_ranks(nc, 0.95, alpha);
-    let c_lo = at_rank(canary, c_lo_rank, true);
-    let c_hi = at_rank(canary, c_hi_rank, false);
+    let ((l_lo, l_hi), (c_lo, c_hi)) = latency_bounds(legacy, canary, cfg);
     let failed = matches!((c_lo, l_hi), (Some(c), Some(l)) if c > factor * l);
     let proven = matches!((c_hi, l_lo), (Some(c), Some(l)) if c <= factor * l);
     let (verdict, enough) = decide(failed, legacy, canary, cfg);

@@ -212,10 +212,12 @@ impl Controller {
             self.st.step_elapsed_s = self.st.step_elapsed_s.saturating_add(1);
         }
         self.since_analysis = self.since_analysis.map(|t| t.saturating_add(1));
-        // The e-processes see every second; once one crosses, the analysis runs now rather
-        // than at the next interval.
+        // The e-processes and the bounds are looked at every second; once one crosses, the
+        // analysis runs now rather than at the next interval.
         analysis::bet(m, now, &self.cfg, &mut self.det);
-        let crossed = self.st.weight_bp > 0 && analysis::evidence_crossed(&self.det, &self.cfg);
+        let crossed = self.st.weight_bp > 0
+            && (analysis::evidence_crossed(&self.det, &self.cfg)
+                || analysis::bounds_crossed(m, &self.cfg));
         let due = crossed
             || self
                 .since_analysis

@@ -221,7 +221,6 @@ impl Runtime {
         self.e.worker.as_ref()
     }
 
-    /// Woken whenever a run ends here (a worker then has room to claim another).
     /// Stops every run this worker drives, without recording anything more, and waits until
     /// all have stopped: the worker lost its lease and other workers resume its runs. Their
     /// attempts' processes are killed. The caller clears the fence once it has rejoined.
@@ -239,6 +238,7 @@ impl Runtime {
         }
     }
 
+    /// Woken whenever a run ends here (a worker then has room to claim another).
     pub fn freed(&self) -> Arc<tokio::sync::Notify> {
         self.e.freed.clone()
     }

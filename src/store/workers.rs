@@ -128,9 +128,11 @@ pub fn claim(db: &mut Db, me: &str, n: usize) -> Result<Vec<Claimed>> {
     if n == 0 {
         return Ok(Vec::new());
     }
+    // Sent with the transaction's other statements and its commit: a claim is one round trip,
+    // and it sits between a freed slot and the next run's start.
     quick(db, |db| {
         super::writer::fence_pass(db, me)?;
-        db.rows(
+        db.keep(
             "WITH taken AS (
                 SELECT id, cancel_requested FROM runs
                 WHERE owner IS NULL AND status IN ('pending', 'interrupted')
@@ -138,7 +140,10 @@ pub fn claim(db: &mut Db, me: &str, n: usize) -> Result<Vec<Claimed>> {
              UPDATE runs r SET owner = ?1, cancel_requested = NULL FROM taken WHERE r.id = taken.id
              RETURNING r.id, r.status, taken.cancel_requested",
             args![me, n],
-        )?
+        )
+    })?;
+    db.take_kept()
+        .unwrap_or_default()
         .into_iter()
         .map(|mut r| {
             let status = r.text(1)?;
@@ -153,7 +158,6 @@ pub fn claim(db: &mut Db, me: &str, n: usize) -> Result<Vec<Claimed>> {
             ))
         })
         .collect()
-    })
 }
 
 /// Takes run `id` for `me` unless a live worker owns it; false if one does.
