@@ -1,4 +1,4 @@
-//! The checks: canary against legacy, per SLO, on everything since the step began, with
+//! The checks: canary against legacy, per SLO, on everything since the rollout began, with
 //! anytime-valid bounds (see `stats`), and the hard rollback triggers on their own windows.
 
 use serde::{Deserialize, Serialize};
@@ -441,10 +441,10 @@ pub fn triggers(
 ) -> Vec<TriggerStatus> {
     let r = &cfg.rollback;
     let alpha = (1.0 - cfg.analysis.confidence) / 2.0;
-    let w = m.last_minute(Version::Canary, now);
+    let w = m.last_minute_of_epoch(Version::Canary, now);
     // A trigger guards against a canary that is worse than everything: when legacy is past the
     // same threshold over the same window, rolling back would not help, so it does not fire.
-    let lw = m.last_minute(Version::Legacy, now);
+    let lw = m.last_minute_of_epoch(Version::Legacy, now);
     let legacy_rate = lw.error_rate().unwrap_or(0.0);
     let legacy_p95 = lw.quantile(0.95).unwrap_or(0.0);
     let rate = (w.requests > 0).then(|| w.errors as f64 / w.requests as f64);

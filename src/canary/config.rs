@@ -172,13 +172,19 @@ pub fn find(configs: &[Arc<CanaryConfig>], name: &str) -> Result<Arc<CanaryConfi
             "there is no canary `{name}`: this workspace defines none (add a [canary.NAME] table to opsdeck.toml)"
         ));
     }
-    let hint = suggest(name, &names)
+    Err(unknown(name, &names))
+}
+
+/// The sentence for a canary name that is not among `names` (at least one): the closest name
+/// if one is close, and every name.
+pub fn unknown(name: &str, names: &[&str]) -> String {
+    let hint = suggest(name, names)
         .map(|s| format!(" (did you mean `{s}`?)"))
         .unwrap_or_default();
-    Err(format!(
+    format!(
         "there is no canary `{name}`{hint}; canaries: {}",
         names.join(", ")
-    ))
+    )
 }
 
 /// Checks every `[canary.NAME]` table under `root` (the whole `opsdeck.toml`).
@@ -207,6 +213,60 @@ pub fn parse_all(c: &mut Checker<'_>, root: &DeTable<'_>) -> Vec<CanaryConfig> {
         }
     }
     out
+}
+
+/// Every `[canary.*]` table and `[server]`, with the addresses they listen on checked against
+/// each other: two listeners on one address cannot both start, and finding out when `opsdeck
+/// serve` starts (with a bare "address in use") is too late.
+pub fn parse_with_server(
+    c: &mut Checker<'_>,
+    root: &DeTable<'_>,
+) -> (Vec<CanaryConfig>, crate::config::server::ServerConfig) {
+    let canaries = parse_all(c, root);
+    let server = crate::config::server::parse(c, root);
+    let mut taken: Vec<(std::net::SocketAddr, String)> = Vec::new();
+    // Only a `bind` written down: without one, the API's address is whatever `--bind` says.
+    let bind_given = crate::diag::get(root, "server").is_some_and(|v| match v.get_ref() {
+        toml::de::DeValue::Table(t) => crate::diag::get(t, "bind").is_some(),
+        _ => false,
+    });
+    if bind_given {
+        taken.push((server.bind, "the API (`bind` in [server])".to_string()));
+    }
+    for cfg in &canaries {
+        let Some(addr) = cfg.source.listens() else {
+            continue;
+        };
+        let clash = |a: &std::net::SocketAddr| {
+            a.port() == addr.port()
+                && (a.ip() == addr.ip() || a.ip().is_unspecified() || addr.ip().is_unspecified())
+        };
+        if let Some((_, who)) = taken.iter().find(|(a, _)| clash(a)) {
+            let span = listen_span(root, &cfg.name).unwrap_or(0..0);
+            c.error(
+                &span,
+                format!(
+                    "`listen` in `proxy` of [canary.{}] is {addr}, where {who} listens too; give each its own port",
+                    cfg.name
+                ),
+            );
+        } else {
+            taken.push((addr, format!("[canary.{}]'s proxy", cfg.name)));
+        }
+    }
+    (canaries, server)
+}
+
+/// Where `listen` of `[canary.NAME]`'s `proxy` is written.
+fn listen_span(root: &DeTable<'_>, name: &str) -> Option<Range<usize>> {
+    let mut v = crate::diag::get(root, "canary")?;
+    for key in [name, "proxy", "listen"] {
+        let toml::de::DeValue::Table(t) = v.get_ref() else {
+            return None;
+        };
+        v = crate::diag::get(t, key)?;
+    }
+    Some(v.span())
 }
 
 fn valid_name(name: &str) -> bool {
@@ -252,12 +312,33 @@ pub fn parse_one(
         }
         None if needs_source => {
             if crate::diag::get(t, "source").is_none() {
-                c.missing(span, "source", ctx);
+                c.error(
+                    span,
+                    format!(
+                        "{ctx} is missing the required key `source`; valid sources: {}",
+                        source::names().join(", ")
+                    ),
+                );
             }
             return None;
         }
         None => &simulate::KIND,
     };
+    // Another source's table is a mistake, not settings kept for later: the canary would run
+    // without what it says (a `proxy` table under `source = "simulate"` proxies nothing).
+    for other in source::KINDS.iter().filter(|k| k.name != kind.name) {
+        if let Some(v) = other.table.and_then(|name| crate::diag::get(t, name)) {
+            c.error(
+                &v.span(),
+                format!(
+                    "`{}` in {ctx} is the table of source = \"{}\", but this canary's source is `{}`; remove it or change `source`",
+                    other.table.unwrap_or_default(),
+                    other.name,
+                    kind.name
+                ),
+            );
+        }
+    }
     let steps = steps(c, t, ctx);
     let analysis = analysis(c, t, ctx);
     let slo = slo(c, t, ctx);
@@ -351,6 +432,19 @@ fn steps(c: &mut Checker<'_>, t: &DeTable<'_>, ctx: &str) -> Option<Vec<Step>> {
             .map(|(d, _)| d.as_secs());
         if i < last && pause.is_none() && crate::diag::get(st, "pause").is_none() {
             c.missing(&item.span(), "pause", &sctx);
+            ok = false;
+        }
+        if i == last
+            && weight_bp == 10_000
+            && let Some(p) = crate::diag::get(st, "pause")
+        {
+            // Reaching the last step completes the rollout: a pause there would never be held.
+            c.error(
+                &p.span(),
+                format!(
+                    "{sctx} is the last step, where the rollout completes: it takes no `pause`"
+                ),
+            );
             ok = false;
         }
         out.push(Step {
@@ -582,6 +676,56 @@ simulate = { rps = 50, legacy = { p50_ms = 60, p95_ms = 180, error_rate = 0.004 
     }
 
     #[test]
+    fn a_missing_source_lists_the_sources_and_another_sources_table_is_refused() {
+        let errs = check("[canary.a]\nroute = { key = \"client-ip\" }\n").unwrap_err();
+        assert!(
+            errs[0].contains(
+                "is missing the required key `source`; valid sources: simulate, proxy, ingest"
+            ),
+            "{errs:?}"
+        );
+        let errs =
+            check("[canary.a]\nsource = \"simulate\"\nproxy = { listen = \"127.0.0.1:1\" }\n")
+                .unwrap_err();
+        assert_eq!(errs.len(), 1, "{errs:?}");
+        assert!(
+            errs[0].starts_with("opsdeck.toml:3:9: `proxy` in [canary.a] is the table of source = \"proxy\", but this canary's source is `simulate`"),
+            "{errs:?}"
+        );
+    }
+
+    #[test]
+    fn two_listeners_on_one_address_are_refused_where_the_second_is_written() {
+        let with_server = |text: &str| {
+            crate::diag::check_text("opsdeck.toml", text, |c, root| parse_with_server(c, root).0)
+                .map_err(|d| d.iter().map(ToString::to_string).collect::<Vec<_>>())
+        };
+        let proxy = |name: &str, listen: &str| {
+            format!(
+                "[canary.{name}]\nsource = \"proxy\"\nproxy = {{ listen = \"{listen}\", legacy = \"http://127.0.0.1:9001\", canary = \"http://127.0.0.1:9002\" }}\n"
+            )
+        };
+        let errs = with_server(&format!(
+            "[server]\nbind = \"127.0.0.1:7070\"\n{}{}{}",
+            proxy("a", "127.0.0.1:7070"),
+            proxy("b", "0.0.0.0:8080"),
+            proxy("c", "127.0.0.1:8080"),
+        ))
+        .unwrap_err();
+        assert_eq!(errs.len(), 2, "{errs:?}");
+        assert!(
+            errs[0].starts_with("opsdeck.toml:5:20: `listen` in `proxy` of [canary.a] is 127.0.0.1:7070, where the API (`bind` in [server]) listens too"),
+            "{errs:?}"
+        );
+        assert!(
+            errs[1].contains("[canary.c] is 127.0.0.1:8080, where [canary.b]'s proxy listens too"),
+            "{errs:?}"
+        );
+        // Without a `bind` written down, the API's port is whatever `--bind` says.
+        assert!(with_server(&proxy("a", "127.0.0.1:7070")).is_ok());
+    }
+
+    #[test]
     fn mistakes_are_reported_with_their_place_and_the_choices() {
         let errs = check(
             r#"[canary.a]
@@ -613,5 +757,13 @@ analysis = { confidence = 2, interval = "10x" }
             check("[canary.c]\nsource = \"ingest\"\nsteps = [{weight = 5, pause = \"1m\"}]\n")
                 .unwrap_err();
         assert!(errs[0].contains("must have weight 100"), "{errs:?}");
+        let errs = check(
+            "[canary.c]\nsource = \"ingest\"\nsteps = [{weight = 5, pause = \"1m\"}, {weight = 100, pause = \"1h\"}]\n",
+        )
+        .unwrap_err();
+        assert!(
+            errs[0].contains("step 2 of [canary.c] is the last step, where the rollout completes: it takes no `pause`"),
+            "{errs:?}"
+        );
     }
 }

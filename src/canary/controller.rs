@@ -273,10 +273,12 @@ impl Controller {
     }
 
     fn advance(&mut self, actor: &str, reason: &str, now: i64, m: &mut Metrics) -> ActionRecord {
-        // The next step that raises the weight: promoting never takes traffic from the canary
-        // (after a set-weight above the plan, it skips the steps already passed by weight).
+        // The first step above the weight: promoting never takes traffic from the canary
+        // (after a set-weight above the plan, it skips the steps already passed by weight),
+        // and never jumps past the plan (after a set-weight to 0, it goes to the first step,
+        // not to whatever followed the step the rollout was at).
         let last_index = self.cfg.steps.len() - 1;
-        let next = (self.st.step + 1..=last_index)
+        let next = (0..=last_index)
             .find(|&i| self.cfg.steps[i].weight_bp > self.st.weight_bp)
             .unwrap_or(last_index);
         let step = self.cfg.steps[next];
@@ -416,11 +418,15 @@ impl Controller {
             s.outcome = None;
             s.evidence = None;
         });
-        // A restart is a new rollout: new evidence, new budget.
+        // A restart is a new rollout: new evidence, new budget, and nothing of the last
+        // rollout's analysis on show as if it were this one's.
         m.reset_epoch(now);
         self.held = Held::default();
         self.det = Detectors::default();
         self.since_analysis = None;
+        self.checks.clear();
+        self.triggers.clear();
+        self.analysis_at = None;
         rec
     }
 
@@ -447,6 +453,7 @@ impl Controller {
             source: self.cfg.source.name().into(),
             started_at: ts(self.st.started_at),
             step_started_at: ts(self.st.step_started_at),
+            step_elapsed_s: self.st.step_elapsed_s,
             analysis_at: self.analysis_at.map(ts),
             checks: self.checks.clone(),
             triggers: self.triggers.clone(),
@@ -530,7 +537,7 @@ mod tests {
                     Some((S::RolledBack, 0.0))
                 }
                 A::Abort if live => Some((S::Aborted, 0.0)),
-                A::Restart => Some((S::Progressing, 5.0)),
+                A::Restart if !live => Some((S::Progressing, 5.0)),
                 _ => None,
             }
         };
@@ -594,6 +601,47 @@ mod tests {
             (3, 50.0),
             "skips 10% and 25%"
         );
+
+        // A weight set to 0 late in the plan is promoted to the first step, not to 100%.
+        let (mut c, mut m) = ctl();
+        for _ in 0..3 {
+            c.act(A::Promote, "t", "r", 1, &mut m).unwrap();
+        }
+        assert_eq!(c.st.weight_bp, 5_000);
+        c.act(A::SetWeight(0), "t", "r", 2, &mut m).unwrap();
+        let rec = c.act(A::Promote, "t", "r", 3, &mut m).unwrap();
+        assert_eq!(
+            (c.st.step, c.status(&m).weight, c.state()),
+            (0, 5.0, S::Paused),
+            "back to the first step, still paused: {rec:?}"
+        );
+    }
+
+    #[test]
+    fn a_restarted_rollout_shows_nothing_of_the_last_one() {
+        let (mut c, mut m) = ctl();
+        for sec in 0..40 {
+            for i in 0..20 {
+                m.record(sec, Version::Legacy, 50.0, false);
+                m.record(sec, Version::Canary, 50.0, i % 2 == 0);
+            }
+            c.tick(&mut m, sec);
+        }
+        assert_eq!(c.state(), CanaryState::RolledBack, "half the requests fail");
+        assert!(
+            c.triggers[0].value.is_some_and(|e| e > 0.4),
+            "{:?}",
+            c.triggers
+        );
+        c.act(CanaryAction::Restart, "t", "r", 40, &mut m).unwrap();
+        assert!(c.checks.is_empty() && c.triggers.is_empty() && c.analysis_at.is_none());
+        // The first analysis of the new rollout: its trigger window holds only its own second.
+        for _ in 0..20 {
+            m.record(41, Version::Legacy, 50.0, false);
+            m.record(41, Version::Canary, 50.0, false);
+        }
+        c.analyze(&m, 41);
+        assert_eq!(c.triggers[0].value, Some(0.0), "{:?}", c.triggers);
     }
 
     #[test]

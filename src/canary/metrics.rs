@@ -371,6 +371,17 @@ impl Metrics {
         }
     }
 
+    /// [`Metrics::last_minute`] without the seconds before the epoch began: a restarted
+    /// rollout's triggers judge its own traffic, not the last rollout's.
+    pub fn last_minute_of_epoch(&self, v: Version, now: i64) -> Totals {
+        let from = self.series[idx(v)].epoch_from;
+        if from > now - MINUTE + 1 {
+            self.window(v, from, now)
+        } else {
+            self.last_minute(v, now)
+        }
+    }
+
     /// Totals over `from..=to` (seconds), at one-second resolution where kept, else by minute.
     pub fn window(&self, v: Version, from: i64, to: i64) -> Totals {
         let s = &self.series[idx(v)];

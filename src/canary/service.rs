@@ -259,6 +259,15 @@ pub fn audit_details(rec: &ActionRecord) -> Value {
 /// An automatic action, audited like a manual one but with opsdeck as the actor.
 fn automatic_ops(l: &LiveCanary, rec: &ActionRecord, now: i64) -> Vec<Op> {
     let actor = Actor::automatic();
+    // Manual actions are logged by the control path; the judge's own go to the log here, so
+    // the log of an incident shows the rollback that ended it.
+    let canary = l.rollout.ctl.cfg.name.as_str();
+    let (from, to) = (rec.weight_before, rec.weight_after);
+    if rec.action == "rollback" {
+        tracing::warn!(canary, weight_before = from, reason = %rec.reason, "canary rolled back automatically");
+    } else {
+        tracing::info!(canary, action = %rec.action, weight_before = from, weight_after = to, reason = %rec.reason, "canary action");
+    }
     let mut ops = action_ops(l, rec, now);
     ops.extend(Op::audited(
         AuditRecord {

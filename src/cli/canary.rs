@@ -1,6 +1,6 @@
 //! `opsdeck canary`: list rollouts, show one (once or watching), and act on one with a reason.
-//! Reads work while another process hosts the workspace (they read the saved status);
-//! actions host the workspace for the moment they take, like runs.
+//! While a host serves the workspace, it answers and acts; otherwise reads show the saved
+//! status and actions host the workspace for the moment they take, like runs.
 
 use std::fmt::Write as _;
 
@@ -51,6 +51,8 @@ pub enum CanaryCommand {
     },
     /// Send all traffic to legacy now
     Rollback(ActArgs),
+    /// Stop the rollout without a verdict on the canary: all traffic to legacy (`aborted`)
+    Abort(ActArgs),
     /// Start a rollout that ended again from its first step
     Restart(ActArgs),
 }
@@ -104,7 +106,7 @@ pub fn verdict_symbol(v: Verdict) -> &'static str {
 }
 
 /// The compact text view of `status` and `status --watch`.
-pub fn render(s: &CanaryStatus, now_ms: i64) -> String {
+pub fn render(s: &CanaryStatus) -> String {
     let mut o = String::new();
     let step = s.steps.get(s.step);
     let pause = step.and_then(|st| st.pause_s).map_or_else(
@@ -119,17 +121,22 @@ pub fn render(s: &CanaryStatus, now_ms: i64) -> String {
         s.state,
         s.source
     );
+    // The step's time as the controller counts it (host seconds), not the wall clock's: they
+    // part while no host runs the rollout, and only the first decides a promotion.
+    let held = i64::try_from(s.step_elapsed_s)
+        .ok()
+        .and_then(|secs| secs.checked_mul(1000));
     let _ = writeln!(
         o,
-        "Step:        {}/{}   weight {}%   ({pause}, {} in step)",
+        "Step:        {}/{}   weight {}%   ({pause}, {} held)",
         s.step + 1,
         s.steps.len(),
         s.weight,
-        took(Some(now_ms - s.step_started_at.millis()))
+        took(held)
     );
     let _ = writeln!(
         o,
-        "Requests:    legacy {}   canary {}   (since the step began)",
+        "Requests:    legacy {}   canary {}   (since the rollout began)",
         s.requests.get("legacy").cloned().unwrap_or_default(),
         s.requests.get("canary").cloned().unwrap_or_default()
     );
@@ -195,7 +202,7 @@ fn print_status(s: &CanaryStatus, json: bool) -> CliResult {
     if json {
         print_json(s)?;
     } else {
-        say_raw!("{}", render(s, chrono::Utc::now().timestamp_millis()))?;
+        say_raw!("{}", render(s))?;
     }
     Ok(EXIT_OK)
 }
@@ -259,6 +266,7 @@ fn action_of(cmd: &CanaryCommand) -> Option<(&str, CanaryAction, &str)> {
         CanaryCommand::Pause(a) => (&a.name, CanaryAction::Pause, &a.reason),
         CanaryCommand::Resume(a) => (&a.name, CanaryAction::Resume, &a.reason),
         CanaryCommand::Rollback(a) => (&a.name, CanaryAction::Rollback, &a.reason),
+        CanaryCommand::Abort(a) => (&a.name, CanaryAction::Abort, &a.reason),
         CanaryCommand::Restart(a) => (&a.name, CanaryAction::Restart, &a.reason),
     })
 }
@@ -295,74 +303,86 @@ async fn act(
 }
 
 pub async fn run(cli: &Cli, cmd: &CanaryCommand) -> CliResult {
+    let watching = matches!(cmd, CanaryCommand::Status { watch: true, .. });
     // With --remote everything goes through the server (watching reads the local store).
-    if !matches!(cmd, CanaryCommand::Status { watch: true, .. })
-        && let Some(remote) = served(cli, None)?
-    {
-        return match cmd {
-            CanaryCommand::List { json } => print_list(&remote.canaries().await?, *json),
-            CanaryCommand::Status { name, json, .. } => {
-                let all = remote.canaries().await?;
-                let s = all.iter().find(|s| s.name == *name).ok_or_else(|| {
-                    CliError::bad_input(format!("there is no canary `{name}` on {}", remote.base()))
-                })?;
-                print_status(s, *json)
-            }
-            _ => match action_of(cmd) {
-                Some((name, action, reason)) => {
-                    act(&remote, Some(remote.base()), name, action, reason).await
-                }
-                None => Ok(EXIT_OK),
-            },
-        };
+    if !watching && let Some(remote) = served(cli, None)? {
+        return on_host(&remote, cmd).await;
     }
     let (ws, _log) = open_workspace(cli, false, false)?;
+    // While a host serves the workspace, it answers, and takes the action itself: its
+    // canaries are the ones routing traffic, whatever opsdeck.toml says now, so a file edited
+    // or broken since the host started never stands between an on-call engineer and a
+    // rollback. (List and status are its live view; the store has the last analysis.)
+    if !watching && let Some(remote) = served(cli, Some(&ws))? {
+        return on_host(&remote, cmd).await;
+    }
     // A canary table that does not check out must not look like "no canaries".
     let bad = crate::diag::render_all(ws.problems.iter().filter(|d| d.file == "opsdeck.toml"));
     if !bad.is_empty() {
         return Err(CliError::bad_input(bad));
-    }
-    // While a host publishes its endpoint, list and status are its live view (the store only
-    // has what it saved at the last analysis).
-    if let CanaryCommand::List { .. } | CanaryCommand::Status { watch: false, .. } = cmd
-        && let Some(remote) = served(cli, Some(&ws))?
-    {
-        let all = remote.canaries().await?;
-        return match cmd {
-            CanaryCommand::Status { name, json, .. } => {
-                ws.canary(name).map_err(CliError::bad_input)?;
-                let s = all.iter().find(|s| s.name == *name).ok_or_else(|| {
-                    CliError::bad_input(format!("the host has no canary `{name}` loaded"))
-                })?;
-                print_status(s, *json)
-            }
-            _ => print_list(&all, matches!(cmd, CanaryCommand::List { json: true })),
-        };
     }
     let (name, action, reason) = match cmd {
         CanaryCommand::List { json } => return print_list(&statuses(&ws)?, *json),
         CanaryCommand::Status {
             name, watch: true, ..
         } => return watch_status(&ws, name).await,
-        CanaryCommand::Status { name, json, .. } => return print_status(&one(&ws, name)?, *json),
+        CanaryCommand::Status { name, json, .. } => {
+            print_status(&one(&ws, name)?, *json)?;
+            if !*json && crate::host::lock::HostLock::holder(&ws.state_dir()).is_none() {
+                say!(
+                    "No host runs this workspace: the rollout stands still (its step's time does not count) until `opsdeck serve` or the dashboard hosts it."
+                )?;
+            }
+            return Ok(EXIT_OK);
+        }
         _ => match action_of(cmd) {
             Some((name, action, reason)) => (name.to_string(), action, reason.to_string()),
             None => return Ok(EXIT_OK),
         },
     };
     ws.canary(&name).map_err(CliError::bad_input)?;
-    // A host that serves the API takes the action itself, so it works during an incident
-    // while `opsdeck serve` holds the workspace.
-    let base = served(cli, Some(&ws))?.map(|r| r.base().to_string());
-    let verb = action.name().replace('_', "-");
     with_backend(
         cli,
         Some(ws),
-        format!("opsdeck canary {verb} {name}"),
-        &format!("cannot {} canary {name}", action.name().replace('_', " ")),
-        async move |b| act(b, base.as_deref(), &name, action, &reason).await,
+        format!("opsdeck canary {} {name}", action.name().replace('_', "-")),
+        &cannot(action, &name),
+        async move |b| act(b, None, &name, action, &reason).await,
     )
     .await
+}
+
+fn cannot(action: CanaryAction, name: &str) -> String {
+    format!("cannot {} canary {name}", action.name().replace('_', " "))
+}
+
+/// A command answered by a serving host: its live view, or the action down its control path
+/// (where an unknown name is refused, and audited, like any other refusal).
+async fn on_host(remote: &crate::client::Remote, cmd: &CanaryCommand) -> CliResult {
+    let base = remote.base();
+    match cmd {
+        CanaryCommand::List { json } => print_list(&remote.canaries().await?, *json),
+        CanaryCommand::Status { name, json, .. } => {
+            let all = remote.canaries().await?;
+            let Some(s) = all.iter().find(|s| s.name == *name) else {
+                let names: Vec<&str> = all.iter().map(|s| s.name.as_str()).collect();
+                return Err(CliError::bad_input(if names.is_empty() {
+                    format!("there is no canary `{name}`: the host at {base} runs none")
+                } else {
+                    format!(
+                        "{} (on the host at {base})",
+                        crate::canary::config::unknown(name, &names)
+                    )
+                }));
+            };
+            print_status(s, *json)
+        }
+        _ => match action_of(cmd) {
+            Some((name, action, reason)) => act(remote, Some(base), name, action, reason)
+                .await
+                .map_err(|e| e.context(&cannot(action, name))),
+            None => Ok(EXIT_OK),
+        },
+    }
 }
 
 async fn watch_status(ws: &Workspace, name: &str) -> CliResult {
@@ -375,7 +395,7 @@ async fn watch_status(ws: &Workspace, name: &str) -> CliResult {
         } else {
             String::from("\n")
         };
-        screen.push_str(&render(&s, chrono::Utc::now().timestamp_millis()));
+        screen.push_str(&render(&s));
         screen.push_str("\n(watching; Ctrl-C stops)\n");
         say_raw!("{screen}")?;
         tokio::select! {

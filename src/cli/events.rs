@@ -11,10 +11,10 @@ use crate::model::Event;
 #[derive(Debug, Args)]
 pub struct EventsArgs {
     /// Only events after this sequence number
-    #[arg(long, default_value_t = 0, value_name = "SEQ")]
+    #[arg(long, default_value_t = 0, value_name = "SEQ", value_parser = parse_seq)]
     pub since: u64,
     /// Print at most this many events
-    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+    #[arg(long, value_parser = parse_count)]
     pub limit: Option<u64>,
     /// One JSON object per line, each with its `seq`
     #[arg(long)]
@@ -22,6 +22,21 @@ pub struct EventsArgs {
     /// Keep printing new events as they are appended (Ctrl-C stops)
     #[arg(long, short)]
     pub follow: bool,
+}
+
+fn parse_seq(s: &str) -> Result<u64, String> {
+    s.trim().parse().map_err(|_| {
+        format!("`{s}` is not a sequence number; give a whole number such as 1200 (0 is the start of the log)")
+    })
+}
+
+fn parse_count(s: &str) -> Result<u64, String> {
+    match s.trim().parse::<u64>() {
+        Ok(n) if n >= 1 => Ok(n),
+        _ => Err(format!(
+            "`{s}` is not a number of events; give a whole number of at least 1"
+        )),
+    }
 }
 
 fn print(e: &Event, json: bool) -> Result<(), CliError> {
@@ -54,7 +69,17 @@ pub async fn run(cli: &Cli, args: &EventsArgs) -> CliResult {
         Some(remote) => (Source::Remote(remote), None),
         None => {
             let (ws, log) = open_workspace(cli, false, false)?;
-            (Source::Local(reader(&ws)?), Some(log))
+            let r = reader(&ws)?;
+            // As the API answers: a number past the end is a mistake (a log from another
+            // workspace, a typo), not a wait for events that may never come.
+            let last = r.last_seq().map_err(|e| CliError::failed(e.0))?;
+            if args.since > last {
+                return Err(CliError::bad_input(format!(
+                    "--since is {}, but the event log ends at {last}; give at most {last}, or leave it out to start from the first event",
+                    args.since
+                )));
+            }
+            (Source::Local(r), Some(log))
         }
     };
     let mut since = args.since;

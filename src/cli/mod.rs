@@ -115,7 +115,7 @@ pub enum Command {
     Events(events::EventsArgs),
     /// Host the workspace and serve the HTTP API: schedules, canaries, JSON logs on stderr
     Serve(serve::ServeArgs),
-    /// Canary rollouts: list, status, promote, promote-full, pause, resume, set-weight, rollback, restart
+    /// Canary rollouts: list, status, promote, promote-full, pause, resume, set-weight, rollback, abort, restart
     #[command(subcommand)]
     Canary(canary::CanaryCommand),
     /// API tokens for `opsdeck serve`

@@ -85,7 +85,7 @@ impl Table {
     }
 
     /// Adds a row; control characters in a cell (text from outside: a reason, a name) are
-    /// shown as `\u{1b}` rather than sent to the terminal, where they could move the cursor
+    /// shown as `\x1b` rather than sent to the terminal, where they could move the cursor
     /// or repaint the screen.
     pub fn row(&mut self, cells: Vec<String>) {
         self.rows.push(

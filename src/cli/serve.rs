@@ -145,9 +145,30 @@ pub async fn run(cli: &Cli, args: &ServeArgs) -> CliResult {
             config.bind
         )));
     }
+    // A second `serve` of the workspace is told so, not that the first one's port is taken.
+    if let Some(h) = crate::host::lock::HostLock::lasting_holder(&ws.state_dir()) {
+        return Err(CliError::from(crate::runtime::RuntimeError::Hosted(
+            crate::host::lock::LockError::Held(Some(h)).to_string(),
+        ))
+        .context("cannot serve the workspace"));
+    }
+    let from = if args.bind.is_some() {
+        "--bind"
+    } else {
+        "`bind` in [server] of opsdeck.toml"
+    };
     let listener = tokio::net::TcpListener::bind(config.bind)
         .await
-        .map_err(|e| CliError::failed(format!("cannot listen on {}: {e}", config.bind)))?;
+        .map_err(|e| {
+            if e.kind() == std::io::ErrorKind::AddrInUse {
+                CliError::bad_input(format!(
+                    "cannot listen on {} ({from}): another program listens there; choose a free port",
+                    config.bind
+                ))
+            } else {
+                CliError::failed(format!("cannot listen on {} ({from}): {e}", config.bind))
+            }
+        })?;
     let host = Host::start(ws, HostOptions::long_lived("opsdeck serve"))
         .await
         .map_err(|e| CliError::from(e).context("cannot serve the workspace"))?;

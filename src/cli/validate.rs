@@ -10,7 +10,7 @@ pub fn run(files: &[PathBuf]) -> CliResult {
     let mut bad = false;
     let mut seen: Vec<(String, &PathBuf)> = Vec::new();
     for f in files {
-        if f.file_name().is_some_and(|n| n == "opsdeck.toml") {
+        if is_settings(f) {
             bad |= !settings_file(f)?;
             continue;
         }
@@ -54,6 +54,19 @@ pub fn run(files: &[PathBuf]) -> CliResult {
     Ok(if bad { EXIT_BAD_INPUT } else { EXIT_OK })
 }
 
+/// Whether `f` is settings (`opsdeck.toml`, a candidate for it under another name, the user's
+/// `config.toml`) rather than a pipeline: told by its content, not only its name, so a
+/// candidate config is not checked as a pipeline with no `[pipeline]` table.
+fn is_settings(f: &std::path::Path) -> bool {
+    if f.file_name().is_some_and(|n| n == "opsdeck.toml") {
+        return true;
+    }
+    std::fs::read_to_string(f)
+        .ok()
+        .and_then(|text| toml::from_str::<toml::Table>(&text).ok())
+        .is_some_and(|t| !t.is_empty() && !t.contains_key("pipeline") && !t.contains_key("stage"))
+}
+
 /// Checks a workspace's `opsdeck.toml`: its settings and its canaries.
 fn settings_file(f: &std::path::Path) -> Result<bool, super::CliError> {
     let shown = f.display().to_string();
@@ -67,9 +80,7 @@ fn settings_file(f: &std::path::Path) -> Result<bool, super::CliError> {
     let src = crate::diag::SourceFile::new(shown.clone(), text);
     let mut problems = crate::config::check(&src, OTHER_SECTIONS);
     let tables = crate::diag::check_text(&shown, src.text(), |c, root| {
-        let canaries = crate::canary::config::parse_all(c, root);
-        crate::config::server::parse(c, root);
-        canaries
+        crate::canary::config::parse_with_server(c, root).0
     });
     let canaries = match tables {
         Ok(c) => c,

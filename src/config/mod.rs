@@ -356,9 +356,17 @@ fn env_settings(
             .find(|k| k.table.eq_ignore_ascii_case(table) && k.key.eq_ignore_ascii_case(key))
         else {
             let name_refs: Vec<&str> = names.iter().map(String::as_str).collect();
-            let hint = suggest(&name, &name_refs)
-                .map(|s| format!(" (did you mean {s}?)"))
-                .unwrap_or_default();
+            // `[server]` and `[canary.*]` are read from opsdeck.toml alone (they hold tokens and
+            // whole rollouts): say so rather than suggest a name of another table.
+            let hint = if table.eq_ignore_ascii_case("server") {
+                " ([server] is read from opsdeck.toml only; `opsdeck serve --bind ADDR` sets the address for one run)".to_string()
+            } else if table.eq_ignore_ascii_case("canary") {
+                " ([canary.NAME] tables are read from opsdeck.toml only)".to_string()
+            } else {
+                suggest(&name, &name_refs)
+                    .map(|s| format!(" (did you mean {s}?)"))
+                    .unwrap_or_default()
+            };
             problems.push(Diagnostic::whole_file(
                 "environment",
                 format!(
@@ -540,6 +548,14 @@ mod tests {
                 "environment: OPSDECK_STORE__MAX_OUTPUT_BYTES=100: must be an integer from 1024 to 1073741824",
                 "environment: OPSDECK_STORE__MAX_OUTPUTBYTES is not a setting (did you mean OPSDECK_STORE__MAX_OUTPUT_BYTES?); settings: OPSDECK_STORE__MAX_OUTPUT_BYTES, OPSDECK_STORE__URL, OPSDECK_WORKER__MAX_IN_FLIGHT, OPSDECK_WORKER__LEASE_TIMEOUT, OPSDECK_LOG__LEVEL, OPSDECK_UI__THEME, OPSDECK_UI__KEYMAP, OPSDECK_UI__MOUSE, OPSDECK_UI__REPORTS_DIR",
             ]
+        );
+        let env = vec![("OPSDECK_SERVER__BIND".to_string(), "0.0.0.0:1".to_string())];
+        let errs = load_with_env(&[], &[], env.into_iter()).unwrap_err();
+        assert!(
+            errs[0]
+                .to_string()
+                .contains("[server] is read from opsdeck.toml only; `opsdeck serve --bind ADDR`"),
+            "{errs:?}"
         );
     }
 }

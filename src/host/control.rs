@@ -93,7 +93,7 @@ fn admit(cmd: &Command, actor: &Actor, reason: &str) -> Result<(), Refusal> {
             ErrorCode::Validation,
             format!(
                 "the reason holds a control character ({}); write it as one line of plain text",
-                c.escape_unicode()
+                crate::model::control_name(c)
             ),
         )));
     }

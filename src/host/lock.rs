@@ -105,6 +105,9 @@ fn open(state_dir: &Path) -> Result<File, LockError> {
         })
 }
 
+/// Tries to take the lock, 50 ms apart: a second in all.
+const ATTEMPTS: u32 = 20;
+
 fn try_lock(file: &File, state_dir: &Path) -> Result<bool, LockError> {
     match file.try_lock() {
         Ok(()) => Ok(true),
@@ -117,11 +120,25 @@ fn try_lock(file: &File, state_dir: &Path) -> Result<bool, LockError> {
 }
 
 impl HostLock {
+    /// The host that holds the workspace, after the patience [`HostLock::acquire`] has (a
+    /// read-only command recovering a crashed host's runs holds the lock for a moment, while
+    /// the crashed host's `host.json` still names it): `None` once the lock is free.
+    pub fn lasting_holder(state_dir: &Path) -> Option<HostInfo> {
+        for attempt in 0..ATTEMPTS {
+            let h = Self::holder(state_dir)?;
+            if attempt + 1 == ATTEMPTS {
+                return Some(h);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        None
+    }
+
     /// Takes the lock to host the workspace and publishes `info`. Waits up to a second, since
     /// a read-only command may hold the lock for a moment while it recovers a crashed host's runs.
     pub fn acquire(state_dir: &Path, info: &HostInfo) -> Result<HostLock, LockError> {
         let file = open(state_dir)?;
-        for attempt in 0..20 {
+        for attempt in 0..ATTEMPTS {
             if try_lock(&file, state_dir)? {
                 let path = publish(state_dir, info)?;
                 return Ok(HostLock {
@@ -129,7 +146,7 @@ impl HostLock {
                     _file: file,
                 });
             }
-            if attempt < 19 {
+            if attempt + 1 < ATTEMPTS {
                 std::thread::sleep(Duration::from_millis(50));
             }
         }
@@ -148,6 +165,11 @@ impl HostLock {
 
     /// The current host, if one holds the lock and has published itself.
     pub fn holder(state_dir: &Path) -> Option<HostInfo> {
+        // A host makes the lock file before it takes the lock: without one, nobody hosts the
+        // workspace, and a read-only command leaves no file behind by asking.
+        if !lock_path(state_dir).exists() {
+            return None;
+        }
         let file = open(state_dir).ok()?;
         if try_lock(&file, state_dir).ok()? {
             // Nobody holds it: any host.json is stale.

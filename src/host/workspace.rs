@@ -69,12 +69,7 @@ impl Workspace {
             &self.dir.join("opsdeck.toml"),
             "opsdeck.toml",
             (Vec::new(), ServerConfig::default()),
-            |c, root| {
-                (
-                    crate::canary::config::parse_all(c, root),
-                    config::server::parse(c, root),
-                )
-            },
+            crate::canary::config::parse_with_server,
         );
         match checked {
             Ok((canaries, server)) => {

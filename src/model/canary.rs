@@ -136,6 +136,12 @@ impl CanaryAction {
                     state.words()
                 ))
             }
+            // Restarting a live rollout would throw its evidence away without a word; to
+            // start over, it is rolled back (or aborted) first, which is audited as such.
+            CanaryAction::Restart if !state.is_final() => Some(format!(
+                "canary {name} is {}: `restart` starts a rollout that ended again; to start this one over, roll it back first",
+                state.words()
+            )),
             _ => None,
         }
     }
@@ -269,6 +275,11 @@ pub struct CanaryStatus {
     pub source: String,
     pub started_at: Timestamp,
     pub step_started_at: Timestamp,
+    /// Seconds the step has counted towards its pause: the host's seconds, which stand still
+    /// while no host runs the rollout or its weight waits to be applied, so not the wall
+    /// clock's time since `step_started_at`.
+    #[serde(default)]
+    pub step_elapsed_s: u64,
     pub analysis_at: Option<Timestamp>,
     pub checks: Vec<Check>,
     pub triggers: Vec<TriggerStatus>,

@@ -363,21 +363,32 @@ pub const MAX_REASON_BYTES: usize = 1024;
 /// The longest target kept in an audit record, in bytes (a path from outside can be long).
 pub const MAX_TARGET_BYTES: usize = 256;
 
-/// `text` with every control character written as an escape (`\u{1b}`): text from outside
-/// (a reason, a path) kept in the audit log cannot drive the terminal it is later shown on.
+/// `text` with every control character written as an escape (`\t`, `\x1b`): text from
+/// outside (a reason, a path) kept in the audit log cannot drive the terminal it is later
+/// shown on.
 pub fn printable(text: &str) -> String {
     if !text.chars().any(char::is_control) {
         return text.to_string();
     }
     text.chars()
-        .map(|c| {
-            if c.is_control() {
-                c.escape_unicode().to_string()
-            } else {
-                c.to_string()
-            }
+        .map(|c| match c {
+            '\t' => "\\t".to_string(),
+            '\n' => "\\n".to_string(),
+            '\r' => "\\r".to_string(),
+            // Every control character is below U+00A0: two hex digits.
+            c if c.is_control() => format!("\\x{:02x}", u32::from(c)),
+            c => c.to_string(),
         })
         .collect()
+}
+
+/// A control character named for a person: `a tab`, `a line break`, `U+001B`.
+pub fn control_name(c: char) -> String {
+    match c {
+        '\t' => "a tab".to_string(),
+        '\n' | '\r' => "a line break".to_string(),
+        c => format!("U+{:04X}", u32::from(c)),
+    }
 }
 
 /// [`printable`] for text of several lines: line breaks and tabs are kept.

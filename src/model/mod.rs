@@ -28,7 +28,7 @@ pub use canary::{
 pub use control::{
     AUTOMATIC_ACTOR, Actor, AuditQuery, AuditRecord, CanaryAt, Command, MAX_AUDIT_LIMIT,
     MAX_REASON_BYTES, MAX_TARGET_BYTES, Outcome, Role, Via, audit_action, audit_actions, bounded,
-    printable, printable_text, role_for,
+    control_name, printable, printable_text, role_for,
 };
 pub use dlq::{DlqEntry, DlqQuery, MAX_DLQ_LIMIT};
 pub use error::{ApiError, ErrorCode};

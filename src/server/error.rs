@@ -167,7 +167,7 @@ impl From<QueryRejection> for Failure {
             .any(|w| detail.contains(w));
         let message = match (&field, number) {
             (Some(f), true) => format!(
-                "`{f}` in the query string must be a whole number of 0 or more within range ({detail})"
+                "`{f}` in the query string must be a whole number of 0 or more (and not too large)"
             ),
             _ => format!("the query string is not valid: {detail}"),
         };

@@ -187,8 +187,8 @@ fn canaries(reg: &mut Registry, s: &AppState) {
     let requests = family!(
         reg,
         Gauge,
-        "opsdeck_canary_step_requests",
-        "Requests since the current step began, by version"
+        "opsdeck_canary_rollout_requests",
+        "Requests since the rollout began (what the checks judge), by version"
     );
     let verdicts = family!(
         reg,
@@ -200,13 +200,13 @@ fn canaries(reg: &mut Registry, s: &AppState) {
         reg,
         Float,
         "opsdeck_canary_p95_ms",
-        "P95 latency since the step began, by version"
+        "P95 latency since the rollout began, by version"
     );
     let errors = family!(
         reg,
         Float,
         "opsdeck_canary_error_rate",
-        "Error rate since the step began, by version"
+        "Error rate since the rollout began, by version"
     );
     for c in s.host.canaries() {
         weight

@@ -459,7 +459,8 @@ pub async fn canary_series(
 #[serde(deny_unknown_fields)]
 pub struct ActionBody {
     action: String,
-    weight: Option<u32>,
+    /// Any JSON, checked here: a sentence for `50.5` or `-1`, not serde's type names.
+    weight: Option<Value>,
     /// Where the caller saw the canary: the action is refused if it has moved since.
     expect: Option<CanaryAt>,
     /// Left out, the host refuses the action for want of one (and audits that).
@@ -478,7 +479,20 @@ pub async fn canary_action(
     // Every canary action needs the same role, checked before the body is even read.
     gate(&s, &p, "canary.action", &format!("canary/{name}")).await?;
     let body: ActionBody = read_body(req, &s).await?;
-    let action = match (body.action.as_str(), body.weight) {
+    let weight = match &body.weight {
+        None => None,
+        Some(v) => match v.as_u64().and_then(|w| u32::try_from(w).ok()) {
+            Some(w) if w <= 100 => Some(w),
+            _ => {
+                return Err(Failure::new(
+                    ErrorCode::Validation,
+                    format!("`weight` is {v}; a weight is a whole percentage from 0 to 100"),
+                )
+                .with_details(json!({ "field": "weight" })));
+            }
+        },
+    };
+    let action = match (body.action.as_str(), weight) {
         ("promote", _) => CanaryAction::Promote,
         ("promote_full", _) => CanaryAction::PromoteFull,
         ("pause", _) => CanaryAction::Pause,
@@ -502,15 +516,6 @@ pub async fn canary_action(
             .with_details(json!({ "field": "action" })));
         }
     };
-    if let CanaryAction::SetWeight(w) = action
-        && w > 100
-    {
-        return Err(Failure::new(
-            ErrorCode::Validation,
-            format!("`weight` is {w}; a weight is a percentage from 0 to 100"),
-        )
-        .with_details(json!({ "field": "weight" })));
-    }
     let cmd = Command::Canary {
         canary: name,
         action,

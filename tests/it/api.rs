@@ -258,6 +258,23 @@ async fn the_envelope_and_every_error_code() {
             "a wrong type names its field: {v}"
         );
     }
+    for weight in ["50.5", "-1", "\"abc\"", "101"] {
+        let body = format!(r#"{{"action": "set_weight", "weight": {weight}, "reason": "x"}}"#);
+        let (s, v, _) = api
+            .call(
+                "POST",
+                "/v1/canaries/edge/actions",
+                Some(OPERATOR),
+                Some(&body),
+            )
+            .await;
+        assert_eq!(s, 400, "{weight}: {v}");
+        assert_eq!(
+            v["error"]["message"],
+            format!("`weight` is {weight}; a weight is a whole percentage from 0 to 100"),
+            "{v}"
+        );
+    }
     let big = format!(r#"{{"reason": "{}"}}"#, "x".repeat(10_000));
     let (s, v, _) = api
         .call("POST", "/v1/runs/1/cancel", Some(OPERATOR), Some(&big))

@@ -395,6 +395,30 @@ fn a_bad_canary_table_is_reported_with_its_place() {
     );
     let status = ws.run(&["canary", "list"]);
     status.expect_error(2, "opsdeck.toml:3:28");
+
+    // A candidate config under another name is checked as settings, by its content; and an
+    // upstream that is the proxy itself is caught before anything starts.
+    ws.write(
+        "candidate.toml",
+        "[canary.web]\nsource = \"proxy\"\nproxy = { listen = \"127.0.0.1:8080\", legacy = \"http://localhost:8080\", canary = \"http://127.0.0.1:9002/?v=2\" }\n",
+    );
+    let out = ws.run(&["validate", ws.path("candidate.toml").to_str().unwrap()]);
+    out.expect_code(2);
+    for want in [
+        "candidate.toml:3:47: `legacy` in `proxy` of [canary.web] is `http://localhost:8080`; that is this proxy's own `listen` address",
+        "candidate.toml:3:81: `canary` in `proxy` of [canary.web] is `http://127.0.0.1:9002/?v=2`; an upstream is a base URL",
+    ] {
+        assert!(out.stdout().contains(want), "{want}\n{}", out.stdout());
+    }
+    ws.write("candidate.toml", "[canary.web]\nsource = \"simulate\"\n");
+    let out = ws.run(&["validate", ws.path("candidate.toml").to_str().unwrap()]);
+    out.expect_code(0);
+    assert!(
+        out.stdout()
+            .contains("candidate.toml: ok: settings, canaries web"),
+        "{}",
+        out.stdout()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -465,6 +489,19 @@ fn cli_actions_go_through_the_api_of_a_serving_host() {
     ws.write("opsdeck.toml", SIMULATED);
     let port = crate::support::free_port();
     let server = crate::support::serve(&ws, port);
+    // A live rollout is not restarted (its evidence would go without a word).
+    ws.run(&["canary", "restart", "api", "--reason", "again"])
+        .expect_error(2, "roll it back first");
+    // A second `serve` of the workspace is told who hosts it, not that a port is taken.
+    ws.run(&["serve", "--bind", &format!("127.0.0.1:{port}")])
+        .expect_error(1, "the workspace is hosted by `opsdeck serve`");
+    // opsdeck.toml edited into something broken while the host runs: the host still takes
+    // the rollback (its canaries are the ones routing traffic), and knows its canaries' names.
+    ws.write("opsdeck.toml", "[canary.api]\nsorce = \"simulate\"\n");
+    ws.run(&["canary", "status", "apj"]).expect_error(
+        2,
+        "did you mean `api`?); canaries: api (on the host at http://",
+    );
     let out = ws.run(&["canary", "rollback", "api", "--reason", "pager went off"]);
     out.expect_code(0);
     assert!(

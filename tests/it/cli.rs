@@ -308,6 +308,14 @@ fn events_print_json_lines_from_a_sequence_number() {
     let human = ws.run(&["events", "--limit", "1"]).stdout();
     assert!(human.starts_with("#1 "), "{human}");
     assert!(human.contains("run_created"), "{human}");
+    // Mistakes are named, as the API names them.
+    ws.run(&["events", "--since", "abc"])
+        .expect_error(2, "`abc` is not a sequence number");
+    ws.run(&["events", "--limit", "0"])
+        .expect_error(2, "give a whole number of at least 1");
+    let end = all.last().unwrap()["seq"].as_u64().unwrap();
+    ws.run(&["events", "--since", &(end + 5).to_string()])
+        .expect_error(2, &format!("the event log ends at {end}"));
 }
 
 #[test]
@@ -548,6 +556,15 @@ fn reading_a_directory_that_never_ran_anything_changes_nothing() {
     ws.run(&["runs"]).expect_code(0);
     ws.run(&["events"]).expect_code(0);
     ws.run(&["dlq", "list"]).expect_code(0);
+    ws.write("opsdeck.toml", "[canary.api]\nsource = \"simulate\"\n");
+    ws.run(&["canary", "list"]).expect_code(0);
+    let status = ws.run(&["canary", "status", "api"]);
+    status.expect_code(0);
+    assert!(
+        status.stdout().contains("No host runs this workspace"),
+        "{}",
+        status.stdout()
+    );
     assert!(!ws.path(".opsdeck").exists());
 }
 

@@ -43,6 +43,12 @@ pub trait Source: fmt::Debug + Send + Sync {
     fn takes_observations(&self) -> bool {
         false
     }
+
+    /// The address the source listens on while a host runs (a proxy's), checked against the
+    /// other listeners of `opsdeck.toml` before anything starts.
+    fn listens(&self) -> Option<std::net::SocketAddr> {
+        None
+    }
 }
 
 /// Traffic made inside the host, driven once a second by the canary clock.

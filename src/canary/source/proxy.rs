@@ -287,6 +287,10 @@ impl Source for Proxy {
         "proxy"
     }
 
+    fn listens(&self) -> Option<SocketAddr> {
+        Some(self.listen)
+    }
+
     /// Listens on the configured address; a port in use is an error that names the address.
     fn start(&self, canary: &Shared, env: &Env) -> Result<(), String> {
         let name = canary.name();
@@ -376,17 +380,13 @@ fn proxy(c: &mut Checker<'_>, t: &DeTable<'_>, span: &Range<usize>, ctx: &str) -
         }
     };
     let url = |key: &str, c: &mut Checker<'_>| match c.str(t, key, ctx) {
-        Some((s, sspan)) => {
-            if reqwest::Url::parse(s).is_ok_and(|u| matches!(u.scheme(), "http" | "https")) {
-                Some(s.trim_end_matches('/').to_string())
-            } else {
-                c.error(
-                    &sspan,
-                    format!("`{key}` in {ctx} is `{s}`; write an http:// or https:// URL"),
-                );
+        Some((s, sspan)) => match upstream_problem(s, listen) {
+            None => Some(s.trim_end_matches('/').to_string()),
+            Some(why) => {
+                c.error(&sspan, format!("`{key}` in {ctx} is `{s}`; {why}"));
                 None
             }
-        }
+        },
         None => {
             c.missing(span, key, ctx);
             None
@@ -403,9 +403,72 @@ fn proxy(c: &mut Checker<'_>, t: &DeTable<'_>, span: &Range<usize>, ctx: &str) -
     })
 }
 
+/// What is wrong with `s` as an upstream's base URL for a proxy listening on `listen`.
+fn upstream_problem(s: &str, listen: Option<SocketAddr>) -> Option<String> {
+    let Some(u) = reqwest::Url::parse(s)
+        .ok()
+        .filter(|u| matches!(u.scheme(), "http" | "https"))
+    else {
+        return Some("write an http:// or https:// URL".into());
+    };
+    if u.query().is_some() || u.fragment().is_some() {
+        // Each request's path and query are appended to the base: a query in the base would
+        // land in the middle of every forwarded path.
+        return Some(
+            "an upstream is a base URL that each request's path is added to; drop the `?` or `#` part"
+                .into(),
+        );
+    }
+    let loops = listen.is_some_and(|l| {
+        let host = u.host_str().unwrap_or_default();
+        let ips: Vec<std::net::IpAddr> = if host.eq_ignore_ascii_case("localhost") {
+            vec![
+                std::net::Ipv4Addr::LOCALHOST.into(),
+                std::net::Ipv6Addr::LOCALHOST.into(),
+            ]
+        } else {
+            host.trim_start_matches('[')
+                .trim_end_matches(']')
+                .parse()
+                .into_iter()
+                .collect()
+        };
+        u.port_or_known_default() == Some(l.port())
+            && ips
+                .iter()
+                .any(|ip| *ip == l.ip() || (l.ip().is_unspecified() && ip.is_loopback()))
+    });
+    loops.then(|| {
+        "that is this proxy's own `listen` address, so every request would come back to it; point it at the service".into()
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_upstream_is_a_base_url_that_is_not_the_proxy_itself() {
+        let listen: Option<SocketAddr> = "127.0.0.1:8080".parse().ok();
+        assert_eq!(upstream_problem("http://127.0.0.1:9001/base", listen), None);
+        assert_eq!(upstream_problem("https://svc.internal", listen), None);
+        for bad in ["http://127.0.0.1:9001/?x=1", "http://127.0.0.1:9001/a#b"] {
+            assert!(
+                upstream_problem(bad, listen).is_some_and(|w| w.contains("drop the `?`")),
+                "{bad}"
+            );
+        }
+        for own in ["http://127.0.0.1:8080", "http://localhost:8080/x"] {
+            assert!(
+                upstream_problem(own, listen).is_some_and(|w| w.contains("own `listen`")),
+                "{own}"
+            );
+        }
+        let any: Option<SocketAddr> = "0.0.0.0:80".parse().ok();
+        assert!(upstream_problem("http://127.0.0.1", any).is_some());
+        assert_eq!(upstream_problem("http://127.0.0.1:81", any), None);
+        assert!(upstream_problem("ftp://x", listen).is_some_and(|w| w.contains("http://")));
+    }
 
     #[test]
     fn route_keys_come_from_headers_cookies_or_the_peer() {
