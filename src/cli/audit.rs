@@ -11,7 +11,7 @@ use crate::model::{AuditQuery, AuditRecord, Timestamp, audit_action};
 #[derive(Debug, Args)]
 pub struct AuditArgs {
     /// Only records since TIME: RFC 3339 (2026-11-29T20:00:00Z) or a duration ago (90m, 1h, 2d)
-    #[arg(long, value_name = "TIME", value_parser = parse_since)]
+    #[arg(long, value_name = "TIME", value_parser = parse_since, allow_hyphen_values = true)]
     pub since: Option<Timestamp>,
     /// Only this actor's records (a token name, or a user name for local commands)
     #[arg(long, value_name = "NAME", value_parser = parse_actor)]
@@ -20,7 +20,7 @@ pub struct AuditArgs {
     #[arg(long, value_name = "A", value_parser = audit_action)]
     pub action: Option<String>,
     /// How many records at most, newest first (1 to 10000)
-    #[arg(long, default_value_t = 50, value_parser = super::parse_limit)]
+    #[arg(long, default_value_t = 50, value_parser = super::parse_limit, allow_hyphen_values = true)]
     pub limit: u32,
     /// Print JSON instead of a table
     #[arg(long)]

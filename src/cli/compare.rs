@@ -40,6 +40,9 @@ pub async fn run(cli: &Cli, args: &CompareArgs) -> CliResult {
                 .ok_or_else(|| missing(id))
         };
         let (base, candidate) = (get(args.base)?, get(args.candidate)?);
+        if let Some(why) = crate::model::compare::incomparable(&base, &candidate) {
+            return Err(CliError::bad_input(why));
+        }
         // Compared as the candidate's pipeline says (`[pipeline.compare]`).
         let settings = ws
             .pipeline(&candidate.pipeline)

@@ -22,6 +22,13 @@ pub enum DlqCommand {
         #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u16).range(1..=1000))]
         limit: u16,
     },
+    /// One entry whole: its run, stage, attempts, error, and the input it was parked with
+    Show {
+        #[arg(value_parser = parse_dlq_id)]
+        id: DlqId,
+        #[arg(long)]
+        json: bool,
+    },
     /// Give the entry's stage a new attempt in its run and follow the run to its end
     Requeue {
         #[arg(value_parser = parse_dlq_id)]
@@ -100,6 +107,7 @@ pub async fn run(cli: &Cli, cmd: &DlqCommand) -> CliResult {
             }
             Ok(EXIT_OK)
         }
+        DlqCommand::Show { id, json } => show(cli, ws.as_ref(), *id, *json).await,
         DlqCommand::Requeue { id, json, reason } => {
             let (id, json) = (*id, *json);
             with_backend(
@@ -139,4 +147,39 @@ pub async fn run(cli: &Cli, cmd: &DlqCommand) -> CliResult {
             .await
         }
     }
+}
+
+/// `dlq show`: one entry whole, read from the server with --remote, else from the store.
+async fn show(cli: &Cli, ws: Option<&crate::host::Workspace>, id: DlqId, json: bool) -> CliResult {
+    let entry = match (ws, served(cli, None)?) {
+        (_, Some(remote)) => remote.dlq_entry(id).await?,
+        (Some(ws), None) => reader(ws)?
+            .dlq_entry_or_why(id)
+            .map_err(|e| CliError::failed(e.0))?
+            .map_err(CliError::bad_input)?,
+        (None, None) => {
+            return Err(CliError::bad_input(
+                "no workspace and no --remote to read the entry from",
+            ));
+        }
+    };
+    if json {
+        print_json(&entry)?;
+        return Ok(EXIT_OK);
+    }
+    say!(
+        "Entry:     {}\nRun:       {} ({})\nStage:     {}\nAttempts:  {}\nParked:    {}\nError:     {}: {}\nInput:",
+        entry.id,
+        entry.run_id,
+        entry.pipeline,
+        entry.stage,
+        entry.attempts,
+        entry.created_at,
+        entry.error.code,
+        crate::model::printable(&entry.error.message)
+    )?;
+    let input = serde_json::to_string_pretty(&entry.input)
+        .map_err(|e| CliError::failed(format!("could not format the input: {e}")))?;
+    say!("{}", crate::model::printable_text(&input))?;
+    Ok(EXIT_OK)
 }

@@ -11,10 +11,10 @@ use crate::model::Event;
 #[derive(Debug, Args)]
 pub struct EventsArgs {
     /// Only events after this sequence number
-    #[arg(long, default_value_t = 0, value_name = "SEQ", value_parser = parse_seq)]
+    #[arg(long, default_value_t = 0, value_name = "SEQ", value_parser = parse_seq, allow_hyphen_values = true)]
     pub since: u64,
     /// Print at most this many events
-    #[arg(long, value_parser = parse_count)]
+    #[arg(long, value_parser = parse_count, allow_hyphen_values = true)]
     pub limit: Option<u64>,
     /// One JSON object per line, each with its `seq`
     #[arg(long)]

@@ -49,6 +49,8 @@ pub const EXIT_FAILED: u8 = 1;
 pub const EXIT_BAD_INPUT: u8 = 2;
 /// The conventional code for "stopped by Ctrl-C".
 pub const EXIT_INTERRUPTED: u8 = 130;
+/// A foreground run cancelled because `opsdeck run` was sent SIGTERM (`timeout`, systemd, CI).
+pub const EXIT_TERMINATED: u8 = 143;
 
 #[derive(Debug, Parser)]
 #[command(

@@ -139,14 +139,18 @@ pub async fn start_and_follow(
     follow(b, since, id, json).await
 }
 
-/// Prints progress of a run until it ends (Ctrl-C cancels it), then the result. `since` is
-/// the last event sequence number before the run was started, so nothing is missed.
+/// Prints progress of a run until it ends (Ctrl-C or SIGTERM cancels it, so its processes
+/// stop with it), then the result. `since` is the last event sequence number before the run
+/// was started, so nothing is missed.
 pub async fn follow(b: &dyn Backend, since: u64, id: RunId, json: bool) -> CliResult {
     // Whoever reads our output may go away (`| head`); the run is not theirs to stop, so keep
     // following it quietly and still exit with its outcome.
     let mut out = Printer { closed: false };
     let mut events = b.events(Some(since));
-    let mut interrupted = false;
+    let mut interrupted: Option<super::serve::Stop> = None;
+    // Listening from the start: a signal between two events is not missed.
+    let stop = super::serve::stop_signal();
+    tokio::pin!(stop);
     loop {
         tokio::select! {
             item = events.next() => match item {
@@ -165,9 +169,13 @@ pub async fn follow(b: &dyn Backend, since: u64, id: RunId, json: bool) -> CliRe
                 }
                 None => return Err(CliError::failed(format!("lost the event stream while following run {id}"))),
             },
-            _ = tokio::signal::ctrl_c(), if !interrupted => {
-                interrupted = true;
-                command(b, Command::CancelRun { run: id }, "cancelled from the terminal (Ctrl-C)").await?;
+            how = &mut stop, if interrupted.is_none() => {
+                let why = match how {
+                    super::serve::Stop::Interrupt => "cancelled from the terminal (Ctrl-C)",
+                    super::serve::Stop::Terminate => "cancelled: `opsdeck run` was sent SIGTERM",
+                };
+                interrupted = Some(how);
+                command(b, Command::CancelRun { run: id }, why).await?;
             }
         }
     }
@@ -185,10 +193,10 @@ pub async fn follow(b: &dyn Backend, since: u64, id: RunId, json: bool) -> CliRe
             out.keep(say!("details: opsdeck runs show {id}"))?;
         }
     }
-    Ok(if interrupted {
-        EXIT_INTERRUPTED
-    } else {
-        exit_for(run.status)
+    Ok(match interrupted {
+        Some(super::serve::Stop::Interrupt) => EXIT_INTERRUPTED,
+        Some(super::serve::Stop::Terminate) => super::EXIT_TERMINATED,
+        None => exit_for(run.status),
     })
 }
 

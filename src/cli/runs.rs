@@ -30,7 +30,7 @@ pub struct ListArgs {
     #[arg(long, value_parser = parse_status)]
     pub status: Option<RunStatus>,
     /// How many runs to show (1 to 10000)
-    #[arg(long, default_value_t = 20, value_parser = super::parse_limit)]
+    #[arg(long, default_value_t = 20, value_parser = super::parse_limit, allow_hyphen_values = true)]
     pub limit: u32,
     /// Only runs older than this id (to page back through history)
     #[arg(long, value_parser = parse_run_id, value_name = "ID")]

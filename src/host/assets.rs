@@ -42,9 +42,10 @@ impl Host {
         candidate: crate::model::RunId,
     ) -> Result<crate::model::compare::Comparison> {
         let (b, c) = (self.run(base).await?, self.run(candidate).await?);
+        if let Some(why) = crate::model::compare::incomparable(&b, &c) {
+            return Err(crate::runtime::RuntimeError::BadInput(why).into());
+        }
         let settings = self
-            .inner
-            .ws
             .pipeline(&c.pipeline)
             .map(|p| p.compare.clone())
             .unwrap_or_default();

@@ -492,13 +492,20 @@ impl Host {
         Ok(self.inner.runtime.run_counts().await?)
     }
 
+    /// A pipeline by name as its file is now, or a sentence saying why not.
+    pub fn pipeline(
+        &self,
+        name: &str,
+    ) -> std::result::Result<Arc<crate::runtime::spec::Pipeline>, String> {
+        self.inner.runtime.pipelines().get(name)
+    }
+
     /// The pipelines, alert counts and event position a client needs for its first frame.
     pub async fn overview(&self) -> Result<Overview> {
         let (dlq_depth, last_seq) = self.inner.runtime.counts().await?;
-        let pipelines = self
-            .inner
-            .ws
-            .pipelines()
+        let catalog = self.inner.runtime.pipelines();
+        let pipelines = catalog
+            .iter()
             .map(|p| PipelineInfo {
                 name: p.name.clone(),
                 description: p.description.clone(),

@@ -229,9 +229,13 @@ fn stage(
             None => format!("slower by {} ms (from 0 ms)", delta_ms.unwrap_or(0)),
         });
         StageVerdict::Regressed
+    } else if rb > ra {
+        // A stage that failed and now succeeds has new output of course: the status says more.
+        c.note = Some(format!("{} before, {} now", a.status, b.status));
+        StageVerdict::Improved
     } else if c.output_equal == Some(false) {
         StageVerdict::Changed
-    } else if rb > ra || fast {
+    } else if fast {
         StageVerdict::Improved
     } else {
         StageVerdict::Same
@@ -378,6 +382,17 @@ fn impact(
         .map(|s| s.id.clone())
         .collect();
     (impacts, unexplained)
+}
+
+/// Why two runs cannot be compared stage by stage, if they cannot: two pipelines' runs have
+/// nothing to say to each other there.
+pub fn incomparable(base: &Run, candidate: &Run) -> Option<String> {
+    (base.pipeline != candidate.pipeline).then(|| {
+        format!(
+            "run {} is of `{}` and run {} of `{}`: compare two runs of one pipeline",
+            base.id, base.pipeline, candidate.id, candidate.pipeline
+        )
+    })
 }
 
 /// Every stage of either run, in the base run's order and then the candidate's new ones.
@@ -572,5 +587,17 @@ mod tests {
         assert_eq!(c.verdict, StageVerdict::Regressed);
         let same = compare(&base, &base, &CompareSettings::default());
         assert_eq!(same.verdict, StageVerdict::Same);
+        // Failed before, succeeded now: improved, though its output is new.
+        let fixed = compare(
+            &run(5, &[("s", StageStatus::Failed, 1, Value::Null, false)]),
+            &run(6, &[("s", Succeeded, 1, json!({"rows": 3}), false)]),
+            &CompareSettings::default(),
+        );
+        assert_eq!(fixed.stages[0].verdict, StageVerdict::Improved);
+        assert_eq!(
+            fixed.stages[0].note.as_deref(),
+            Some("failed before, succeeded now")
+        );
+        assert_eq!(fixed.verdict, StageVerdict::Improved);
     }
 }

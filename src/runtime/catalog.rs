@@ -20,13 +20,43 @@ pub struct Pipelines {
     conflicts: BTreeMap<String, Vec<PathBuf>>,
     /// Every problem in every file.
     problems: Vec<Diagnostic>,
+    /// The files as they were when read (name, size, modification time); `None` for pipelines
+    /// given in memory, which are never read again.
+    stamp: Option<Vec<FileStamp>>,
+}
+
+type FileStamp = (PathBuf, u64, Option<std::time::SystemTime>);
+
+/// The `*.toml` files of `dir` with their sizes and modification times, sorted by name.
+fn stamp(dir: &Path) -> Vec<FileStamp> {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    let mut out: Vec<FileStamp> = entries
+        .filter_map(Result::ok)
+        .filter(|e| e.path().extension().is_some_and(|x| x == "toml"))
+        .map(|e| {
+            let meta = e.metadata().ok();
+            (
+                e.path(),
+                meta.as_ref().map_or(0, std::fs::Metadata::len),
+                meta.and_then(|m| m.modified().ok()),
+            )
+        })
+        .collect();
+    out.sort();
+    out
 }
 
 impl Pipelines {
     /// Reads `ws_dir/pipelines/*.toml`; file names in problems are relative to `ws_dir`.
     pub fn load(ws_dir: &Path) -> Pipelines {
+        let dir = ws_dir.join("pipelines");
+        // Taken before the files are read: a file changed while they are read is read again
+        // at the next look.
         let mut out = Pipelines {
-            dir: ws_dir.join("pipelines"),
+            stamp: Some(stamp(&dir)),
+            dir,
             ..Pipelines::default()
         };
         let Ok(entries) = std::fs::read_dir(&out.dir) else {
@@ -92,6 +122,17 @@ impl Pipelines {
                 .collect(),
             ..Pipelines::default()
         }
+    }
+
+    /// The pipelines read again from their files when a file was added, edited or removed
+    /// since they were read; `None` when none was (or they were given in memory). A
+    /// long-lived host asks before each new run, so an edited file needs no restart.
+    pub fn reloaded(&self) -> Option<Pipelines> {
+        let before = self.stamp.as_ref()?;
+        if *before == stamp(&self.dir) {
+            return None;
+        }
+        self.dir.parent().map(Pipelines::load)
     }
 
     /// Every problem in every pipeline file.

@@ -29,7 +29,8 @@ use crate::sync::lock;
 
 /// Shared state of the runtime, used by run drivers, attempts and schedule tasks.
 pub(crate) struct Engine {
-    pub(crate) pipelines: Arc<Pipelines>,
+    /// Read again from the files when one changed, at each look ([`Engine::catalog`]).
+    pipelines: std::sync::Mutex<Arc<Pipelines>>,
     /// The workspace directory: command stages run in it.
     pub(crate) dir: PathBuf,
     pub(crate) clock: Arc<dyn Clock>,
@@ -118,7 +119,7 @@ impl Runtime {
     pub fn new(p: Parts) -> Runtime {
         Runtime {
             e: Arc::new(Engine {
-                pipelines: p.pipelines,
+                pipelines: std::sync::Mutex::new(p.pipelines),
                 dir: p.dir,
                 clock: p.clock,
                 writer: p.writer,
@@ -236,6 +237,11 @@ impl Runtime {
         for mut done in stopping {
             let _ = done.wait_for(Option::is_some).await;
         }
+    }
+
+    /// The pipelines runs start from, as their files are now.
+    pub fn pipelines(&self) -> Arc<Pipelines> {
+        self.e.catalog()
     }
 
     /// Woken whenever a run ends here (a worker then has room to claim another).
@@ -462,20 +468,11 @@ impl Runtime {
 
     /// A dead-letter entry, or a sentence saying where it went.
     pub async fn dlq_entry(&self, id: DlqId) -> Result<DlqEntry> {
-        let found = self
-            .e
+        self.e
             .reads
-            .with(move |r| Ok((r.dlq_entry(id)?, r.dlq_fate(id)?)))
-            .await?;
-        match found {
-            (Some(entry), _) => Ok(entry),
-            (None, Some(fate)) => Err(RuntimeError::NotFound(format!(
-                "there is no dead-letter entry {id}: {fate}"
-            ))),
-            (None, None) => Err(RuntimeError::NotFound(format!(
-                "there is no dead-letter entry {id}; list them with `opsdeck dlq list`"
-            ))),
-        }
+            .with(move |r| r.dlq_entry_or_why(id))
+            .await?
+            .map_err(RuntimeError::NotFound)
     }
 
     pub async fn runs(&self, q: RunQuery) -> Result<Page<RunSummary>> {
@@ -590,6 +587,23 @@ impl Runtime {
     }
 }
 
+impl Engine {
+    /// The pipelines as their files are now: read again when a file was added, edited or
+    /// removed since the last look (a new run of a long-lived host uses the edited file).
+    pub(crate) fn catalog(&self) -> Arc<Pipelines> {
+        let mut current = lock(&self.pipelines);
+        if let Some(fresh) = current.reloaded() {
+            tracing::info!(
+                pipelines = fresh.iter().count(),
+                problems = fresh.problems().len(),
+                "pipeline files changed; read them again"
+            );
+            *current = Arc::new(fresh);
+        }
+        current.clone()
+    }
+}
+
 pub(crate) async fn start_run(
     e: &Arc<Engine>,
     req: &StartRun,
@@ -600,7 +614,7 @@ pub(crate) async fn start_run(
         return Err(RuntimeError::Conflict("the host is shutting down".into()));
     }
     let found = e
-        .pipelines
+        .catalog()
         .get(&req.pipeline)
         .map_err(RuntimeError::BadInput)?;
     let params = found

@@ -12,7 +12,7 @@ use crate::model::{EventKind, RunId, StartRun, Timestamp, Trigger};
 use crate::store::{Op, workers};
 
 pub(crate) fn start(engine: &Arc<Engine>) {
-    for p in engine.pipelines.iter() {
+    for p in engine.catalog().iter() {
         if p.schedule.is_some() {
             let (inner2, p) = (engine.clone(), p.clone());
             engine.tasks.spawn(schedule_loop(inner2, p));

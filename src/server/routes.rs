@@ -212,9 +212,8 @@ pub async fn start_run(
 ) -> ApiResult {
     gate(&s, &p, "run.start", &format!("pipeline/{name}")).await?;
     let body: StartBody = read_body(req, &s).await?;
-    // The workspace knows its pipelines (and says which there are); no store read needed.
+    // The host knows its pipelines (and says which there are); no store read needed.
     s.host
-        .workspace()
         .pipeline(&name)
         .map_err(|m| Failure::new(ErrorCode::NotFound, m))?;
     let cmd = Command::StartRun(StartRun {

@@ -622,6 +622,20 @@ impl Reader {
         self.row(&sql, args![id.0])?.map(dlq_entry).transpose()
     }
 
+    /// A dead-letter entry, or the sentence for an id with none: what became of it (requeued,
+    /// discarded), or that it never was.
+    pub fn dlq_entry_or_why(&self, id: DlqId) -> Result<std::result::Result<DlqEntry, String>> {
+        if let Some(entry) = self.dlq_entry(id)? {
+            return Ok(Ok(entry));
+        }
+        Ok(Err(match self.dlq_fate(id)? {
+            Some(fate) => format!("there is no dead-letter entry {id}: {fate}"),
+            None => {
+                format!("there is no dead-letter entry {id}; list them with `opsdeck dlq list`")
+            }
+        }))
+    }
+
     /// What became of a dead-letter entry that is gone: requeued (and where its stage is now)
     /// or discarded. `None` if the id was never used.
     pub fn dlq_fate(&self, id: DlqId) -> Result<Option<String>> {

@@ -365,6 +365,11 @@ fn audit_filters_are_checked_and_refusals_keep_at_most_a_kilobyte_of_reason() {
         .expect_error(2, "cannot be empty");
     ws.run(&["audit", "--limit", "0"])
         .expect_error(2, "a whole number from 1 to 10000");
+    // A leading minus reaches the same sentences, not clap's "unexpected argument".
+    ws.run(&["audit", "--limit", "-5"])
+        .expect_error(2, "`-5` is not a limit");
+    ws.run(&["audit", "--since", "-1h"])
+        .expect_error(2, "neither a time nor a duration");
     ws.run(&["canary", "set-weight", "api", "20", "--reason", "hold"])
         .expect_code(0);
     let set = ws

@@ -331,6 +331,19 @@ fn the_cli_shows_and_acts_with_reasons_and_refuses_what_does_not_fit() {
 
     let unknown = ws.run(&["canary", "status", "apj"]);
     unknown.expect_error(2, "did you mean `api`");
+    // An action on an unknown canary is refused by the control path, and audited there.
+    ws.run(&["canary", "promote", "apj", "--reason", "typo"])
+        .expect_error(2, "there is no canary `apj` (did you mean `api`?)");
+    let audit = ws.run(&["audit", "--action", "canary", "--json"]);
+    let refused = audit.json();
+    assert!(
+        refused
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|r| r["target"] == "canary/apj" && r["outcome"] != "ok"),
+        "{refused}"
+    );
     let no_reason = ws.run(&["canary", "pause", "api"]);
     no_reason.expect_error(2, "--reason");
     let bad_weight = ws.run(&["canary", "set-weight", "api", "150", "--reason", "x"]);
@@ -486,9 +499,36 @@ simulate = { rps = 200 }
 #[test]
 fn cli_actions_go_through_the_api_of_a_serving_host() {
     let ws = TestWorkspace::new();
-    ws.write("opsdeck.toml", SIMULATED);
+    // And a proxied canary whose upstreams are gone: each request is a 502 and an error, and
+    // the log says so (once a minute, not once a request).
+    let (edge, gone) = (crate::support::free_port(), crate::support::free_port());
+    ws.write(
+        "opsdeck.toml",
+        &format!(
+            "{SIMULATED}[canary.edge]\nsource = \"proxy\"\nproxy = {{ listen = \"127.0.0.1:{edge}\", legacy = \"http://127.0.0.1:{gone}\", canary = \"http://127.0.0.1:{gone}\" }}\n"
+        ),
+    );
     let port = crate::support::free_port();
     let server = crate::support::serve(&ws, port);
+    for _ in 0..3 {
+        use std::io::{Read as _, Write as _};
+        let mut c = std::net::TcpStream::connect(("127.0.0.1", edge)).unwrap();
+        c.write_all(b"GET / HTTP/1.1\r\nHost: edge\r\nConnection: close\r\n\r\n")
+            .unwrap();
+        let mut answer = String::new();
+        c.read_to_string(&mut answer).unwrap();
+        assert!(answer.starts_with("HTTP/1.1 502"), "{answer}");
+    }
+    crate::support::eventually("the proxy to log the gone upstream", || {
+        crate::support::log_text(&ws).contains("proxy: the legacy upstream could not be reached")
+    });
+    assert_eq!(
+        crate::support::log_text(&ws)
+            .matches("proxy: the legacy upstream could not be reached")
+            .count(),
+        1,
+        "once a minute, not once a request"
+    );
     // A live rollout is not restarted (its evidence would go without a word).
     ws.run(&["canary", "restart", "api", "--reason", "again"])
         .expect_error(2, "roll it back first");
@@ -500,7 +540,7 @@ fn cli_actions_go_through_the_api_of_a_serving_host() {
     ws.write("opsdeck.toml", "[canary.api]\nsorce = \"simulate\"\n");
     ws.run(&["canary", "status", "apj"]).expect_error(
         2,
-        "did you mean `api`?); canaries: api (on the host at http://",
+        "did you mean `api`?); canaries: api, edge (on the host at http://",
     );
     let out = ws.run(&["canary", "rollback", "api", "--reason", "pager went off"]);
     out.expect_code(0);

@@ -221,6 +221,17 @@ fn dead_letters_can_be_listed_requeued_and_discarded() {
             .starts_with("ID  RUN  PIPELINE  STAGE  ATTEMPTS  AGE")
     );
 
+    // One entry whole, with the input it was parked with (the list leaves inputs out).
+    let one = ws.run(&["dlq", "show", "2", "--json"]);
+    one.expect_code(0);
+    assert_eq!(one.json()["stage"], "a");
+    assert!(!one.json()["input"].is_null(), "{}", one.stdout());
+    let text = ws.run(&["dlq", "show", "2"]).stdout();
+    assert!(
+        text.contains("Error:     exit_status:") && text.contains("Input:"),
+        "{text}"
+    );
+
     std::fs::write(ws.path("ok"), "").unwrap();
     let requeued = ws.run(&["dlq", "requeue", "1", "--reason", "fixed the input"]);
     requeued.expect_code(0);
@@ -236,6 +247,8 @@ fn dead_letters_can_be_listed_requeued_and_discarded() {
         "succeeded"
     );
 
+    ws.run(&["dlq", "show", "1"])
+        .expect_error(2, "there is no dead-letter entry 1: ");
     let discarded = ws.run(&["dlq", "discard", "2", "--reason", "duplicate"]);
     discarded.expect_code(0);
     assert_eq!(
@@ -585,4 +598,29 @@ fn stderr_truncation_says_how_much_was_kept() {
     );
     assert_eq!(a["output"], "hello");
     assert_eq!(a["output_bytes"], 5, "the size as produced, not as stored");
+}
+
+/// A long-lived host starts each new run from the pipeline files as they are now: a file
+/// added or edited while `opsdeck serve` runs needs no restart.
+#[test]
+fn a_serving_host_runs_pipeline_files_added_or_edited_since_it_started() {
+    let echo = |text: &str| {
+        format!(
+            "[pipeline]\nname = \"hello\"\n[[stage]]\nid = \"say\"\nkind = \"command\"\ncommand = [\"sh\", \"-c\", \"echo '{{\\\"said\\\": \\\"{text}\\\"}}'\"]\n"
+        )
+    };
+    let ws = workspace();
+    let port = crate::support::free_port();
+    let server = crate::support::serve(&ws, port);
+    ws.pipeline("hello", &echo("first"));
+    let said = |ws: &TestWorkspace| {
+        let out = ws.run(&["run", "hello", "--json"]);
+        out.expect_code(0);
+        out.json()["stages"][0]["attempts"][0]["output"]["said"].clone()
+    };
+    assert_eq!(said(&ws), "first", "a file added while hosted");
+    // A different size, so the change shows whatever the file system's clock resolution.
+    ws.pipeline("hello", &echo("second, edited"));
+    assert_eq!(said(&ws), "second, edited", "a file edited while hosted");
+    crate::support::stop(server);
 }

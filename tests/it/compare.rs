@@ -122,6 +122,18 @@ fn compare_tells_same_changed_slower_and_failed_stages_apart_and_gates_on_regres
         "{text}"
     );
 
+    // Runs of two pipelines: a sentence and exit 2, not a comparison of nothing.
+    ws.pipeline(
+        "other",
+        "[pipeline]\nname = \"other\"\n[[stage]]\nid = \"x\"\nkind = \"simulate\"\n",
+    );
+    ws.run(&["run", "other"]).expect_code(0);
+    let other = ws.run(&["runs", "--json"]).json()[0]["id"]
+        .as_i64()
+        .unwrap();
+    ws.run(&["compare", &base.to_string(), &other.to_string()])
+        .expect_error(2, "compare two runs of one pipeline");
+
     // A run that does not exist: a sentence and exit 2.
     let out = ws.run(&["compare", &base.to_string(), "999"]);
     out.expect_error(2, "there is no run 999");

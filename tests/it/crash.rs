@@ -27,6 +27,12 @@ fn signal(child: &Child, sig: Signal) {
 
 /// Starts `opsdeck run slow`, waits until stage `b` is running, and SIGKILLs it.
 fn kill_mid_run(ws: &TestWorkspace) -> i32 {
+    signal_mid_run(ws, Signal::SIGKILL).1
+}
+
+/// Starts `opsdeck run slow`, waits until stage `b` is running and recorded, and sends
+/// `sig`: the exit status of `opsdeck run`, and the pid of stage `b`'s process.
+fn signal_mid_run(ws: &TestWorkspace, sig: Signal) -> (std::process::ExitStatus, i32) {
     ws.pipeline("slow", SLOW);
     let mut child = ws
         .cmd()
@@ -53,9 +59,25 @@ fn kill_mid_run(ws: &TestWorkspace) -> i32 {
             })
             .is_ok_and(|n| n > 0)
     });
-    signal(&child, Signal::SIGKILL);
-    child.wait().unwrap();
-    read(&pid_file).trim().parse().unwrap()
+    signal(&child, sig);
+    let status = child.wait().unwrap();
+    (status, read(&pid_file).trim().parse().unwrap())
+}
+
+/// What `timeout`, systemd and CI send is handled like Ctrl-C: the run is cancelled, so its
+/// processes stop with `opsdeck run` instead of living on, and the exit code says which.
+#[test]
+fn sigterm_or_ctrl_c_to_a_foreground_run_cancels_it_and_stops_its_processes() {
+    for (sig, code) in [(Signal::SIGTERM, 143), (Signal::SIGINT, 130)] {
+        let ws = TestWorkspace::new();
+        let (status, stage_pid) = signal_mid_run(&ws, sig);
+        assert_eq!(status.code(), Some(code), "{sig}");
+        eventually("the stage's process to be killed", || {
+            process_gone(stage_pid)
+        });
+        let run = ws.run(&["runs", "show", "1", "--json"]).json();
+        assert_eq!(run["status"], "cancelled", "{sig}: {run}");
+    }
 }
 
 fn stage<'a>(run: &'a Value, id: &str) -> &'a Value {

@@ -282,6 +282,17 @@ pub fn read(path: &Path) -> String {
     std::fs::read_to_string(path).unwrap_or_default()
 }
 
+/// The workspace's log so far.
+pub fn log_text(ws: &TestWorkspace) -> String {
+    std::fs::read_dir(ws.path(".opsdeck/logs"))
+        .map(|d| {
+            d.filter_map(Result::ok)
+                .map(|f| std::fs::read_to_string(f.path()).unwrap_or_default())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 /// `opsdeck serve` on `port` as a child process, once it has published its address.
 pub fn serve(ws: &TestWorkspace, port: u16) -> Served {
     let child = ws

@@ -566,17 +566,6 @@ fn pump(
     }
 }
 
-/// The workspace's log so far.
-fn log_text(ws: &TestWorkspace) -> String {
-    std::fs::read_dir(ws.path(".opsdeck/logs"))
-        .map(|d| {
-            d.filter_map(Result::ok)
-                .map(|f| std::fs::read_to_string(f.path()).unwrap_or_default())
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
 /// Each attempt's status of `stage` in `run`, in order.
 fn attempts(url: &str, run: i64, stage: &str) -> Vec<String> {
     sql(
@@ -638,14 +627,15 @@ fn a_worker_cut_off_from_the_store_stops_its_attempts_and_another_finishes_its_r
         "{seen:?}"
     );
     assert!(
-        log_text(&ws_a).contains("cut off from the store"),
+        crate::support::log_text(&ws_a).contains("cut off from the store"),
         "{}",
-        log_text(&ws_a)
+        crate::support::log_text(&ws_a)
     );
     // Mended, the worker rejoins and records nothing about the run it lost.
     relay.set_cut(false);
     eventually("the cut-off worker to rejoin", || {
-        log_text(&ws_a).contains("rejoined") && count(&url, "SELECT COUNT(*) FROM workers") == 2
+        crate::support::log_text(&ws_a).contains("rejoined")
+            && count(&url, "SELECT COUNT(*) FROM workers") == 2
     });
     assert_eq!(attempts(&url, run, "slow"), ["interrupted", "succeeded"]);
     assert_eq!(attempts(&url, run, "after"), ["succeeded"]);
@@ -683,7 +673,8 @@ fn a_worker_frozen_past_its_lease_records_nothing_of_the_runs_it_lost() {
     });
     frozen.signal(Signal::SIGCONT);
     eventually("the frozen worker to rejoin", || {
-        log_text(&ws_a).contains("rejoined") && count(&url, "SELECT COUNT(*) FROM workers") == 2
+        crate::support::log_text(&ws_a).contains("rejoined")
+            && count(&url, "SELECT COUNT(*) FROM workers") == 2
     });
     // It came back as it was, at its address.
     assert_eq!(
@@ -716,7 +707,7 @@ fn a_worker_frozen_past_its_lease_records_nothing_of_the_runs_it_lost() {
             )
         ))
         .collect::<Vec<_>>(),
-        log_text(&ws_a)
+        crate::support::log_text(&ws_a)
     );
     assert_eq!(attempts(&url, run, "after"), ["succeeded"]);
     let seen = noted(&log);
@@ -731,9 +722,9 @@ fn a_worker_frozen_past_its_lease_records_nothing_of_the_runs_it_lost() {
         "{seen:?}"
     );
     assert!(
-        log_text(&ws_a).contains("other workers took its runs"),
+        crate::support::log_text(&ws_a).contains("other workers took its runs"),
         "{}",
-        log_text(&ws_a)
+        crate::support::log_text(&ws_a)
     );
     assert_gap_free(&url);
     drop((frozen, other));

@@ -155,6 +155,32 @@ struct ProxyState {
     route: Arc<RouteKey>,
     http: reqwest::Client,
     clock: Arc<dyn Clock>,
+    /// The second each version's upstream failure was last logged (legacy, canary): one line a
+    /// minute at most, so a dead upstream under load does not flood the log.
+    logged: Arc<[std::sync::atomic::AtomicI64; 2]>,
+}
+
+impl ProxyState {
+    /// Logs an upstream that did not answer, at most once a minute per version. Every such
+    /// request counts as an error of its version whether logged or not.
+    fn upstream_failed(&self, version: Version, upstream: &str, what: &str) {
+        use std::sync::atomic::Ordering;
+        let slot = &self.logged[usize::from(version == Version::Canary)];
+        let now = self.clock.now().timestamp();
+        let last = slot.load(Ordering::Relaxed);
+        if now.saturating_sub(last) >= 60
+            && slot
+                .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+        {
+            tracing::warn!(
+                canary = self.canary.name(),
+                %version,
+                upstream,
+                "proxy: the {version} upstream {what} (logged at most once a minute; each such request is an error of that version)"
+            );
+        }
+    }
 }
 
 /// The route key of a request, if it has one.
@@ -220,17 +246,22 @@ async fn forward(
     let version_value = HeaderValue::from_static(version.as_str());
     let Ok(sent) = tokio::time::timeout(limit, request).await else {
         pending.record(true);
-        let mut r = (
+        s.upstream_failed(
+            version,
+            base,
+            &format!(
+                "did not answer within {}",
+                crate::model::duration::to_spec(limit)
+            ),
+        );
+        return refused(
             StatusCode::GATEWAY_TIMEOUT,
             format!(
                 "opsdeck proxy: the {version} upstream did not answer within {}\n",
                 crate::model::duration::to_spec(limit)
             ),
-        )
-            .into_response();
-        r.headers_mut()
-            .insert(HeaderName::from_static(VERSION_HEADER), version_value);
-        return r;
+            version_value,
+        );
     };
     match sent {
         Ok(resp) => {
@@ -264,17 +295,22 @@ async fn forward(
         }
         Err(e) => {
             pending.record(true);
-            tracing::debug!(error = %e, upstream = %base, "proxy: the upstream did not answer");
-            let mut r = (
+            s.upstream_failed(version, base, &format!("could not be reached: {e}"));
+            refused(
                 StatusCode::BAD_GATEWAY,
                 format!("opsdeck proxy: the {version} upstream did not answer\n"),
+                version_value,
             )
-                .into_response();
-            r.headers_mut()
-                .insert(HeaderName::from_static(VERSION_HEADER), version_value);
-            r
         }
     }
+}
+
+/// The proxy's own answer when the upstream gave none, labelled with the version it chose.
+fn refused(status: StatusCode, text: String, version: HeaderValue) -> Response {
+    let mut r = (status, text).into_response();
+    r.headers_mut()
+        .insert(HeaderName::from_static(VERSION_HEADER), version);
+    r
 }
 
 /// The proxy's router, for tests that drive it without a socket.
@@ -313,6 +349,10 @@ impl Source for Proxy {
                 .build()
                 .unwrap_or_default(),
             clock: env.clock.clone(),
+            logged: Arc::new([
+                std::sync::atomic::AtomicI64::new(i64::MIN),
+                std::sync::atomic::AtomicI64::new(i64::MIN),
+            ]),
         };
         let shutdown = env.shutdown.clone();
         tracing::info!(canary = %name, listen = %self.listen, "canary proxy listening");

@@ -123,11 +123,25 @@ impl StageKind {
 }
 
 impl Stage {
-    /// The circuit-breaker key this stage calls: `host:port`, the program, or the simulated
-    /// target. Stages that share a target share a breaker.
+    /// The circuit-breaker key this stage calls: `host:port`, the command line, or the
+    /// simulated target. Stages that share a target share a breaker. A command's target is its
+    /// whole command line, not its program: five failing `sh -c` scripts say nothing about
+    /// another script `sh` runs, and must not stop it (or every pipeline's shell stages).
     pub fn breaker_target(&self) -> Option<String> {
         match &self.kind {
-            StageKind::Command(c) => c.command.first().map(|p| format!("command:{p}")),
+            StageKind::Command(c) => (!c.command.is_empty()).then(|| {
+                let line = c.command.join(" ").replace(char::is_control, " ");
+                // Long lines are cut for people and told apart by a hash of the whole.
+                if line.chars().count() <= 80 {
+                    format!("command:{line}")
+                } else {
+                    let head: String = line.chars().take(60).collect();
+                    format!(
+                        "command:{head}… #{:08x}",
+                        crate::rng::stable_hash(c.command.join("\0").as_bytes()) & 0xffff_ffff
+                    )
+                }
+            }),
             StageKind::Http(h) => reqwest::Url::parse(&h.url).ok().and_then(|u| {
                 let host = u.host_str()?.to_string();
                 let port = u.port_or_known_default()?;
@@ -583,6 +597,33 @@ method = "post"
         // Round-trips through the JSON snapshot stored with each run.
         let json = serde_json::to_string(&p).unwrap();
         assert_eq!(serde_json::from_str::<Pipeline>(&json).unwrap(), p);
+    }
+
+    #[test]
+    fn a_commands_breaker_is_its_whole_command_line() {
+        let p = parse(
+            "p.toml",
+            &format!(
+                "[pipeline]\nname = \"p\"\n[[stage]]\nid = \"a\"\nkind = \"command\"\ncommand = [\"sh\", \"-c\", \"exit 1\"]\n[[stage]]\nid = \"b\"\nkind = \"command\"\ncommand = [\"sh\", \"-c\", \"echo ok\"]\n[[stage]]\nid = \"c\"\nkind = \"command\"\ncommand = [\"sh\", \"-c\", \"{}\\necho done\"]\n",
+                "x".repeat(100)
+            ),
+        )
+        .unwrap();
+        let key = |id: &str| p.stage(id).unwrap().breaker_target().unwrap();
+        assert_eq!(key("a"), "command:sh -c exit 1");
+        assert_eq!(
+            key("b"),
+            "command:sh -c echo ok",
+            "another script, another breaker"
+        );
+        let long = key("c");
+        assert!(
+            long.starts_with("command:sh -c xxx")
+                && long.contains("… #")
+                && long.chars().count() < 90,
+            "{long}"
+        );
+        assert!(!long.contains('\n'));
     }
 
     #[test]
