@@ -4,6 +4,8 @@
 
 use std::path::{Path, PathBuf};
 
+use std::io::Write as _;
+
 use clap::Subcommand;
 
 use super::output::{Table, print_json, short, when};
@@ -77,7 +79,19 @@ pub async fn run(cli: &Cli, cmd: &AssetsCommand) -> CliResult {
             let [Got::List(list)] = got.as_slice() else {
                 return Err(CliError::failed("the assets could not be read"));
             };
-            print_list(list, *json)
+            let code = print_list(list, *json)?;
+            // Files the host left out, so a stray file is seen, not just missing.
+            if cli.remote.is_none()
+                && let Ok((ws, _)) = open_workspace(cli, false, false)
+            {
+                for p in crate::host::asset_file_problems(&ws.dir) {
+                    let _ = writeln!(
+                        std::io::stderr(),
+                        "warning: {p}; it is left out of the assets until it is fixed"
+                    );
+                }
+            }
+            Ok(code)
         }
         AssetsCommand::Show {
             name,

@@ -164,7 +164,12 @@ impl Host {
     /// a new pinned version through the control path (opsdeck as the actor), so editing a
     /// file and restarting is a recorded change, never a silent overwrite.
     pub(super) async fn seed_assets(&self) -> crate::runtime::Result<()> {
-        let files = asset_files(&self.inner.ws.dir.join("assets"))?;
+        // A file that cannot be an asset is left out, said in the log and by `assets list`:
+        // one stray file must not stop every run of the workspace.
+        let (files, problems) = asset_files(&self.inner.ws.dir.join("assets"));
+        for p in problems {
+            tracing::warn!("{p}; left out of the assets until it is fixed");
+        }
         let actor = Actor::automatic();
         for (name, file, content) in files {
             let (key, text) = (name.clone(), content.clone());
@@ -196,11 +201,18 @@ impl Host {
     }
 }
 
-/// `(NAME, file name, text)` of every file in `dir` (none when it does not exist), or a
-/// sentence naming the file that cannot be an asset.
-fn asset_files(dir: &Path) -> crate::runtime::Result<Vec<(String, String, String)>> {
+/// The sentences for the files of `ws_dir/assets` that cannot be assets (left out of them).
+pub fn asset_file_problems(ws_dir: &Path) -> Vec<String> {
+    asset_files(&ws_dir.join("assets")).1
+}
+
+/// `(NAME, file name, text)` of every file in `dir` that can be an asset (none when it does
+/// not exist), and a sentence naming each file that cannot (the first of two files of one
+/// name is kept).
+fn asset_files(dir: &Path) -> (Vec<(String, String, String)>, Vec<String>) {
+    let mut problems = Vec::new();
     let Ok(entries) = std::fs::read_dir(dir) else {
-        return Ok(Vec::new());
+        return (Vec::new(), problems);
     };
     let mut out: Vec<(String, String, String)> = Vec::new();
     let mut paths: Vec<_> = entries.filter_map(|e| e.ok().map(|e| e.path())).collect();
@@ -217,28 +229,39 @@ fn asset_files(dir: &Path) -> crate::runtime::Result<Vec<(String, String, String
             .file_stem()
             .map(|f| f.to_string_lossy().into_owned())
             .unwrap_or_default();
-        let bad = |why: String| RuntimeError::BadInput(format!("assets/{file}: {why}"));
-        if !valid_name(&name) {
-            return Err(bad(name_rule("the asset name", &name)));
+        match asset_file(&path, &name, &out) {
+            Ok(text) => out.push((name, file, text)),
+            Err(why) => problems.push(format!("assets/{file}: {why}")),
         }
-        if let Some((_, other, _)) = out.iter().find(|(n, _, _)| *n == name) {
-            return Err(bad(format!(
-                "assets/{other} already defines asset `{name}`; keep one file per asset"
-            )));
-        }
-        let size = std::fs::metadata(&path).map_or(0, |m| m.len());
-        if size > MAX_ASSET_BYTES as u64 {
-            return Err(bad(format!(
-                "{size} bytes; an asset may be at most {MAX_ASSET_BYTES} bytes"
-            )));
-        }
-        let bytes = std::fs::read(&path).map_err(|e| bad(format!("cannot read it: {e}")))?;
-        let text =
-            String::from_utf8(bytes).map_err(|_| bad("not UTF-8 text; assets are text".into()))?;
-        check_content(&name, &text).map_err(|e| bad(e.message))?;
-        out.push((name, file, text));
     }
-    Ok(out)
+    (out, problems)
+}
+
+/// The text of the asset file at `path` named `name`, or why it cannot be one.
+fn asset_file(
+    path: &Path,
+    name: &str,
+    before: &[(String, String, String)],
+) -> std::result::Result<String, String> {
+    if !valid_name(name) {
+        return Err(name_rule("the asset name", name));
+    }
+    if let Some((_, other, _)) = before.iter().find(|(n, _, _)| *n == name) {
+        return Err(format!(
+            "assets/{other} already defines asset `{name}`; keep one file per asset"
+        ));
+    }
+    let size = std::fs::metadata(path).map_or(0, |m| m.len());
+    if size > MAX_ASSET_BYTES as u64 {
+        return Err(format!(
+            "{size} bytes; an asset may be at most {MAX_ASSET_BYTES} bytes"
+        ));
+    }
+    let bytes = std::fs::read(path).map_err(|e| format!("cannot read it: {e}"))?;
+    let text =
+        String::from_utf8(bytes).map_err(|_| "not UTF-8 text; assets are text".to_string())?;
+    check_content(name, &text).map_err(|e| e.message)?;
+    Ok(text)
 }
 
 /// An asset as a command finds it, and who changes it when.

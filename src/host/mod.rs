@@ -34,6 +34,7 @@ use crate::store::{self, Op, ReadPool, Reader, Target, Writer, WriterThread, sch
 /// What a host answers with: the seam's error, a code and a sentence.
 pub type Result<T, E = ApiError> = std::result::Result<T, E>;
 use crate::sync::lock;
+pub use assets::asset_file_problems;
 use lock::{HostInfo, HostLock, LockError};
 pub use workspace::{Workspace, WorkspaceError};
 

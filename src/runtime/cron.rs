@@ -137,7 +137,7 @@ fn locate(text: &str, fields: &[(usize, &str)], detail: &str) -> CronError {
             return CronError {
                 span: *offset..offset + part.len(),
                 message: format!(
-                    "`{part}` is not valid in the {name} field; use {takes}, `*`, lists, ranges and steps ({detail})"
+                    "`{part}` is not valid in the {name} field; use {takes}, `*`, lists, ranges and steps"
                 ),
             };
         }

@@ -257,10 +257,29 @@ fn bad_asset_input_names_what_is_wrong_and_changes_nothing() {
     ws.run(&["stage", "test", "greet", "render"])
         .expect_error(2, "no successful run to take stage `render`'s input from");
     assert_eq!(ws.run(&["runs", "--json"]).json(), serde_json::json!([]));
-    // A file that cannot be an asset stops the host with its name.
+    // A file that cannot be an asset is left out and named; the others, and runs, go on.
     ws.write("assets/bad name.txt", "x");
-    ws.run(&["assets", "list"])
-        .expect_error(2, "assets/bad name.txt");
+    std::fs::write(ws.path("assets/binary.txt"), [0xff, 0xfe]).unwrap();
+    let list = ws.run(&["assets", "list"]);
+    list.expect_code(0);
+    assert!(list.stdout().contains("greeting"), "{}", list.stdout());
+    for want in [
+        "warning: assets/bad name.txt: ",
+        "warning: assets/binary.txt: not UTF-8 text; assets are text; it is left out",
+    ] {
+        assert!(list.stderr().contains(want), "{want}: {}", list.stderr());
+    }
+    ws.write("in.json", "{}");
+    let input = ws.path("in.json");
+    ws.run(&[
+        "stage",
+        "test",
+        "greet",
+        "render",
+        "--input",
+        input.to_str().unwrap(),
+    ])
+    .expect_code(0);
     // A pipeline naming an asset badly is a validation error with its line.
     ws.pipeline(
         "bad",

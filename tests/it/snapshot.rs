@@ -291,6 +291,10 @@ fn bad_snapshot_input_names_the_valid_choices_and_writes_nothing() {
         "snapshot", "--pane", "run", "--select", "42", "--format", "svg", "-o", o,
     ])
     .expect_error(2, "there is no run 42");
+    ws.run(&[
+        "snapshot", "--pane", "canary", "--select", "nope", "--format", "txt", "-o", o,
+    ])
+    .expect_error(2, "there is no canary `nope`: this workspace defines none");
     let unwritable = ws.path("missing/dir/shot.svg");
     ws.run(&[
         "snapshot",

@@ -512,7 +512,13 @@ pub fn params_from_text(
     pairs: &[(String, String)],
 ) -> Result<Map<String, Value>, String> {
     let mut out = defaults.clone();
-    for (key, text) in pairs {
+    for (i, (key, text)) in pairs.iter().enumerate() {
+        // The last of two would win without a word, as `--override` refuses too.
+        if pairs[..i].iter().any(|(k, _)| k == key) {
+            return Err(format!(
+                "-p names param `{key}` twice; give each param once"
+            ));
+        }
         let default = declared(pipeline, defaults, key)?;
         let value = match default {
             Value::Bool(_) => text
@@ -717,5 +723,9 @@ needs = ["b"]
             .params_from_text(&[("limt".into(), "1".into())])
             .unwrap_err();
         assert!(e.contains("did you mean `limit`"), "{e}");
+        let e = p
+            .params_from_text(&[("limit".into(), "1".into()), ("limit".into(), "2".into())])
+            .unwrap_err();
+        assert_eq!(e, "-p names param `limit` twice; give each param once");
     }
 }

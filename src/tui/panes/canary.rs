@@ -278,8 +278,16 @@ impl CanaryPane {
             }
             None => {
                 let names: Vec<&str> = self.canaries.iter().map(|c| c.name.as_str()).collect();
+                if names.is_empty() {
+                    return Err(format!(
+                        "there is no canary `{name}`: this workspace defines none (add a [canary.NAME] table to opsdeck.toml)"
+                    ));
+                }
+                let hint = crate::diag::suggest(name, &names)
+                    .map(|s| format!(" (did you mean `{s}`?)"))
+                    .unwrap_or_default();
                 Err(format!(
-                    "there is no canary `{name}`; canaries: {}",
+                    "there is no canary `{name}`{hint}; canaries: {}",
                     names.join(", ")
                 ))
             }
