@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use super::output::event_line;
-use super::serve::{Endpoint, Serving, Stop, check_problems, spawn_api, stop_signal};
+use super::serve::{Serving, Stop, check_problems, local_endpoint, stop_signal};
 use super::{Cli, CliError, CliResult, EXIT_OK, open_workspace_from, report_interrupted};
 use crate::client::Embedded;
 use crate::config::{Settings, user_dir};
@@ -202,30 +202,6 @@ fn exit_code(ended: crate::tui::Ended) -> u8 {
     match ended {
         crate::tui::Ended::Quit => EXIT_OK,
         crate::tui::Ended::Interrupted => super::EXIT_INTERRUPTED,
-    }
-}
-
-/// The dashboard's control endpoint on loopback, so the user's CLI commands on this workspace
-/// act through it; without one (no free port) they are refused as before, and the dashboard
-/// still works.
-async fn local_endpoint(host: &Host, serving: Serving) -> Option<Endpoint> {
-    let bind = std::net::SocketAddr::from(([127, 0, 0, 1], 0));
-    let listener = match tokio::net::TcpListener::bind(bind).await {
-        Ok(l) => l,
-        Err(e) => {
-            tracing::warn!(error = %e, "cannot listen on loopback; CLI commands on this workspace are refused while the dashboard runs");
-            return None;
-        }
-    };
-    match spawn_api(host, listener, serving) {
-        Ok(e) => {
-            tracing::info!(address = %e.addr, "serving the dashboard's control endpoint on loopback");
-            Some(e)
-        }
-        Err(e) => {
-            tracing::warn!(error = %e.message, "cannot serve the dashboard's control endpoint");
-            None
-        }
     }
 }
 

@@ -4,9 +4,7 @@ use clap::Args;
 use futures::StreamExt;
 
 use super::output::{print_json, progress_line, took};
-use super::{
-    Cli, CliError, CliResult, EXIT_INTERRUPTED, command, exit_for, open_workspace, with_backend,
-};
+use super::{Cli, CliError, CliResult, EXIT_INTERRUPTED, command, exit_for, open_workspace};
 use crate::client::{Backend, StreamItem};
 use crate::host::{Host, HostOptions, Workspace};
 use crate::model::{Command, Event, EventKind, Outcome, RunId, StartRun};
@@ -104,13 +102,33 @@ pub async fn run(cli: &Cli, args: &RunArgs) -> CliResult {
             .map_err(CliError::bad_input)?,
         test: None,
     };
-    with_backend(
-        cli,
-        Some(ws),
-        command,
-        &format!("cannot run `{}`", args.pipeline),
-        async move |b| start_and_follow(b, req, json, reason).await,
-    )
+    let what = format!("cannot run `{}`", args.pipeline);
+    if let Some(remote) = super::served(cli, Some(&ws))? {
+        return start_and_follow(&remote, req, json, reason)
+            .await
+            .map_err(|e| e.context(&what));
+    }
+    // Hosted here for as long as the run lasts: commands from another shell (a cancel, a
+    // look at the run) act through an endpoint on loopback instead of being refused.
+    let serving = super::serve::Serving {
+        config: ws.server.clone(),
+        read_only: false,
+        session_token: true,
+    };
+    with_host(ws, command, &what, async move |host| {
+        let endpoint = super::serve::local_endpoint(host, serving).await;
+        let result = start_and_follow(
+            &crate::client::Embedded::new(host.clone()),
+            req,
+            json,
+            reason,
+        )
+        .await;
+        if let Some(e) = endpoint {
+            e.stop().await;
+        }
+        result
+    })
     .await
 }
 

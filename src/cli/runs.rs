@@ -265,7 +265,9 @@ fn print_run(run: &crate::model::Run, entries: &[crate::model::DlqEntry], json: 
             s.id.clone(),
             format!("{} {}", stage_symbol(s.status), s.status),
             s.attempts.len().to_string(),
-            took(last.and_then(|a| a.duration_ms)),
+            // Every attempt's time, as `compare` counts it (the last alone can be a 0 ms
+            // fast failure after minutes of tries).
+            took(s.total_ms()),
             last.map(|a| versions_text(&a.assets)).unwrap_or_default(),
             last.and_then(|a| a.error.as_ref())
                 .map(|e| short(&format!("{}: {}", e.code, e.message), 70))

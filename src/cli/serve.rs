@@ -197,3 +197,28 @@ pub async fn run(cli: &Cli, args: &ServeArgs) -> CliResult {
     host.shutdown().await;
     Ok(EXIT_OK)
 }
+
+/// A control endpoint on loopback for a host that is not `opsdeck serve` (the dashboard, a
+/// foreground `opsdeck run`), so the user's CLI commands on this workspace act through it (a
+/// stuck run can be cancelled from another shell); without one (no free port) they are
+/// refused as before, and the host still works.
+pub async fn local_endpoint(host: &Host, serving: Serving) -> Option<Endpoint> {
+    let bind = std::net::SocketAddr::from(([127, 0, 0, 1], 0));
+    let listener = match tokio::net::TcpListener::bind(bind).await {
+        Ok(l) => l,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot listen on loopback; CLI commands on this workspace are refused while this host runs");
+            return None;
+        }
+    };
+    match spawn_api(host, listener, serving) {
+        Ok(e) => {
+            tracing::info!(address = %e.addr, "serving a control endpoint on loopback");
+            Some(e)
+        }
+        Err(e) => {
+            tracing::warn!(error = %e.message, "cannot serve a control endpoint on loopback");
+            None
+        }
+    }
+}

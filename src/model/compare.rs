@@ -140,11 +140,6 @@ fn rank(s: StageStatus) -> u8 {
     }
 }
 
-fn total_ms(s: &StageRecord) -> Option<i64> {
-    let ds: Vec<i64> = s.attempts.iter().filter_map(|a| a.duration_ms).collect();
-    (!ds.is_empty()).then(|| ds.iter().sum())
-}
-
 fn stage(
     id: &str,
     a: Option<&StageRecord>,
@@ -152,7 +147,10 @@ fn stage(
     settings: &CompareSettings,
 ) -> StageComparison {
     let slower = settings.slower;
-    let duration_ms = [a.and_then(total_ms), b.and_then(total_ms)];
+    let duration_ms = [
+        a.and_then(StageRecord::total_ms),
+        b.and_then(StageRecord::total_ms),
+    ];
     let delta_ms = match duration_ms {
         [Some(x), Some(y)] => Some(y - x),
         _ => None,

@@ -74,6 +74,13 @@ impl StageRecord {
     pub fn last_attempt(&self) -> Option<&Attempt> {
         self.attempts.last()
     }
+
+    /// The time the stage's attempts ran, all of them (what it cost the run, and what
+    /// `compare` compares); `None` before any attempt ended.
+    pub fn total_ms(&self) -> Option<i64> {
+        let ds: Vec<i64> = self.attempts.iter().filter_map(|a| a.duration_ms).collect();
+        (!ds.is_empty()).then(|| ds.iter().fold(0i64, |t, d| t.saturating_add(*d)))
+    }
 }
 
 /// One try of a stage. Inputs and outputs are kept for every attempt so failures can be replayed

@@ -223,11 +223,20 @@ pub(crate) async fn run(job: AttemptJob) {
     let stage = &job.pipeline.stages[job.idx];
     let target = stage.breaker_target().filter(|_| !job.test);
     let result = match admit(engine, stage, target.as_deref()).await {
+        // The message is kept with the attempt and read later: it says when the probe is due
+        // (a time), not "in about 59.9s", which is wrong a minute on.
         Err(after) => ExecResult::failed(Failure {
             code: "breaker_open",
             message: format!(
-                "the circuit breaker for {} is open after repeated failures; it lets a probe through in about {}",
+                "the circuit breaker for {} was open after repeated failures; it let a probe through from {} (after {})",
                 target.as_deref().unwrap_or_default(),
+                crate::model::Timestamp::from_millis(
+                    engine
+                        .clock
+                        .timestamp()
+                        .millis()
+                        .saturating_add(i64::try_from(after.as_millis()).unwrap_or(i64::MAX))
+                ),
                 duration::format(after)
             ),
             retryable: true,

@@ -33,8 +33,16 @@ fn kill_mid_run(ws: &TestWorkspace) -> i32 {
 /// Starts `opsdeck run slow`, waits until stage `b` is running and recorded, and sends
 /// `sig`: the exit status of `opsdeck run`, and the pid of stage `b`'s process.
 fn signal_mid_run(ws: &TestWorkspace, sig: Signal) -> (std::process::ExitStatus, i32) {
+    let mut child = mid_run(ws);
+    signal(&child, sig);
+    let status = child.wait().unwrap();
+    (status, read(&ws.path("b.pid")).trim().parse().unwrap())
+}
+
+/// `opsdeck run slow`, once stage `b` is running and its process recorded.
+fn mid_run(ws: &TestWorkspace) -> Child {
     ws.pipeline("slow", SLOW);
-    let mut child = ws
+    let child = ws
         .cmd()
         .args(["run", "slow"])
         .stdout(Stdio::null())
@@ -59,9 +67,30 @@ fn signal_mid_run(ws: &TestWorkspace, sig: Signal) -> (std::process::ExitStatus,
             })
             .is_ok_and(|n| n > 0)
     });
-    signal(&child, sig);
-    let status = child.wait().unwrap();
-    (status, read(&pid_file).trim().parse().unwrap())
+    child
+}
+
+/// A foreground run serves its workspace on loopback while it lasts: a stuck run is
+/// cancelled from another shell, and its processes stop.
+#[test]
+fn a_foreground_run_is_cancelled_from_another_shell() {
+    let ws = TestWorkspace::new();
+    let mut child = mid_run(&ws);
+    let stage_pid: i32 = read(&ws.path("b.pid")).trim().parse().unwrap();
+    let cancel = ws.run(&["runs", "cancel", "1", "--reason", "stuck"]);
+    cancel.expect_code(0);
+    assert_eq!(
+        child.wait().unwrap().code(),
+        Some(1),
+        "the run ended cancelled"
+    );
+    eventually("the stage's process to be killed", || {
+        process_gone(stage_pid)
+    });
+    assert_eq!(
+        ws.run(&["runs", "show", "1", "--json"]).json()["status"],
+        "cancelled"
+    );
 }
 
 /// What `timeout`, systemd and CI send is handled like Ctrl-C: the run is cancelled, so its

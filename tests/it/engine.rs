@@ -444,6 +444,17 @@ retry = {{ max_attempts = 5, backoff = {{ initial_ms = 150, multiplier = 2.0, ma
     // Two 500s open the breaker; the next try (150 + 300 ms later) fails fast without a
     // request; after the 400 ms cool-down one probe goes through and succeeds.
     assert_eq!(codes, ["http_status", "http_status", "breaker_open", "ok"]);
+    // Kept with the attempt and read later: it names a time, not "in about 0.1s".
+    let open = run.stage("call").unwrap().attempts[2]
+        .error
+        .as_ref()
+        .unwrap()
+        .message
+        .clone();
+    assert!(
+        open.contains("it let a probe through from 20") && !open.contains("in about"),
+        "{open}"
+    );
     assert_eq!(
         server.hits.load(Ordering::SeqCst),
         3,
