@@ -496,10 +496,12 @@ fn render_state(f: &mut Frame, area: Rect, c: &CanaryStatus, ctx: &Ctx<'_>) {
     let in_step = if c.state.is_final() {
         "ended".to_string()
     } else {
-        format!(
-            "{} in step",
-            elapsed(Some(c.step_started_at), None, ctx.now)
-        )
+        // The step's time as the controller counts it (host seconds: it stands still while
+        // the weight waits to be applied), not the wall clock's since the step began.
+        let held = i64::try_from(c.step_elapsed_s)
+            .ok()
+            .and_then(|s| s.checked_mul(1000));
+        format!("{} in step", elapsed(None, held, ctx.now))
     };
     let pause = c.steps.get(c.step).and_then(|s| s.pause_s).map_or_else(
         || "final step".to_string(),
