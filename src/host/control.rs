@@ -105,10 +105,9 @@ fn admit(cmd: &Command, actor: &Actor, reason: &str) -> Result<(), Refusal> {
         };
         return Err(Refusal::Failed(ApiError::new(
             ErrorCode::Validation,
-            format!(
-                "to {} opsdeck needs a reason, recorded in the audit log; {how}",
-                cmd.describe()
-            ),
+            // Said without the action: every caller already says which (`cannot pause canary
+            // api: ...`, the request, the dialog).
+            format!("a reason is required: it is recorded in the audit log with the action; {how}"),
         )));
     }
     Ok(())

@@ -346,6 +346,10 @@ fn the_cli_shows_and_acts_with_reasons_and_refuses_what_does_not_fit() {
     );
     let no_reason = ws.run(&["canary", "pause", "api"]);
     no_reason.expect_error(2, "--reason");
+    ws.run(&["canary", "pause", "api", "--reason", " "]).expect_error(
+        2,
+        "cannot pause canary api: a reason is required: it is recorded in the audit log with the action; give it with --reason",
+    );
     let bad_weight = ws.run(&["canary", "set-weight", "api", "150", "--reason", "x"]);
     bad_weight.expect_code(2);
 }
