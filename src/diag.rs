@@ -565,6 +565,18 @@ pub fn to_json(value: &DeValue<'_>) -> Value {
     }
 }
 
+/// The sentence for a name that is not among `names` (at least one): the closest name if one
+/// is close, and every name (`there is no canary `apj` (did you mean `api`?); canaries: api`).
+pub fn unknown_name(what: &str, plural: &str, name: &str, names: &[&str]) -> String {
+    let hint = suggest(name, names)
+        .map(|s| format!(" (did you mean `{s}`?)"))
+        .unwrap_or_default();
+    format!(
+        "there is no {what} `{name}`{hint}; {plural}: {}",
+        names.join(", ")
+    )
+}
+
 /// The closest valid name to a misspelt one, if it is close enough to be a likely typo: at
 /// most about 40% of the longer name differs, and less than half of it.
 pub fn suggest<'a>(given: &str, choices: &[&'a str]) -> Option<&'a str> {

@@ -178,13 +178,7 @@ pub fn find(configs: &[Arc<CanaryConfig>], name: &str) -> Result<Arc<CanaryConfi
 /// The sentence for a canary name that is not among `names` (at least one): the closest name
 /// if one is close, and every name.
 pub fn unknown(name: &str, names: &[&str]) -> String {
-    let hint = suggest(name, names)
-        .map(|s| format!(" (did you mean `{s}`?)"))
-        .unwrap_or_default();
-    format!(
-        "there is no canary `{name}`{hint}; canaries: {}",
-        names.join(", ")
-    )
+    crate::diag::unknown_name("canary", "canaries", name, names)
 }
 
 /// Checks every `[canary.NAME]` table under `root` (the whole `opsdeck.toml`).

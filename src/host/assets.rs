@@ -55,7 +55,7 @@ impl Host {
     /// Every asset with its pinned and newest versions and where it is used.
     pub async fn assets(&self) -> Result<Vec<AssetSummary>> {
         let rows = self.inner.reads.with(crate::store::Reader::assets).await?;
-        Ok(self.inner.ws.asset_summaries(rows))
+        Ok(self.inner.runtime.pipelines().asset_summaries(rows))
     }
 
     /// One asset: versions, pins, and one version's content (the pinned one by default).
@@ -66,7 +66,7 @@ impl Host {
             .reads
             .with(move |r| r.asset_detail(&key, version))
             .await??;
-        detail.used_by = self.inner.ws.asset_uses(name);
+        detail.used_by = self.inner.runtime.pipelines().asset_uses(name);
         Ok(detail)
     }
 

@@ -129,19 +129,7 @@ impl Workspace {
 
     /// Stages of this workspace's pipelines that name asset `name`.
     pub fn asset_uses(&self, name: &str) -> Vec<crate::model::asset::AssetUse> {
-        self.pipelines()
-            .flat_map(|p| {
-                p.stages.iter().filter_map(move |s| {
-                    s.assets.iter().find(|a| a.name == name).map(|a| {
-                        crate::model::asset::AssetUse {
-                            pipeline: p.name.clone(),
-                            stage: s.id.clone(),
-                            version: a.version,
-                        }
-                    })
-                })
-            })
-            .collect()
+        self.pipelines.asset_uses(name)
     }
 
     /// Every asset from the store's rows, with where each is used here.
@@ -149,16 +137,7 @@ impl Workspace {
         &self,
         rows: Vec<crate::store::AssetRow>,
     ) -> Vec<crate::model::asset::AssetSummary> {
-        rows.into_iter()
-            .map(|r| crate::model::asset::AssetSummary {
-                used_by: self.asset_uses(&r.name),
-                name: r.name,
-                pinned: r.pinned,
-                latest: r.latest,
-                versions: r.versions,
-                updated_at: r.updated_at,
-            })
-            .collect()
+        self.pipelines.asset_summaries(rows)
     }
 
     /// A pipeline by name, or a sentence saying why not (see [`Pipelines::get`]).

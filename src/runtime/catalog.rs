@@ -135,6 +135,40 @@ impl Pipelines {
         self.dir.parent().map(Pipelines::load)
     }
 
+    /// Stages of these pipelines that name asset `name`.
+    pub fn asset_uses(&self, name: &str) -> Vec<crate::model::asset::AssetUse> {
+        self.iter()
+            .flat_map(|p| {
+                p.stages.iter().filter_map(move |s| {
+                    s.assets.iter().find(|a| a.name == name).map(|a| {
+                        crate::model::asset::AssetUse {
+                            pipeline: p.name.clone(),
+                            stage: s.id.clone(),
+                            version: a.version,
+                        }
+                    })
+                })
+            })
+            .collect()
+    }
+
+    /// Every asset from the store's rows, with where each is used here.
+    pub fn asset_summaries(
+        &self,
+        rows: Vec<crate::store::AssetRow>,
+    ) -> Vec<crate::model::asset::AssetSummary> {
+        rows.into_iter()
+            .map(|r| crate::model::asset::AssetSummary {
+                used_by: self.asset_uses(&r.name),
+                name: r.name,
+                pinned: r.pinned,
+                latest: r.latest,
+                versions: r.versions,
+                updated_at: r.updated_at,
+            })
+            .collect()
+    }
+
     /// Every problem in every pipeline file.
     pub fn problems(&self) -> &[Diagnostic] {
         &self.problems

@@ -283,12 +283,8 @@ impl CanaryPane {
                         "there is no canary `{name}`: this workspace defines none (add a [canary.NAME] table to opsdeck.toml)"
                     ));
                 }
-                let hint = crate::diag::suggest(name, &names)
-                    .map(|s| format!(" (did you mean `{s}`?)"))
-                    .unwrap_or_default();
-                Err(format!(
-                    "there is no canary `{name}`{hint}; canaries: {}",
-                    names.join(", ")
+                Err(crate::diag::unknown_name(
+                    "canary", "canaries", name, &names,
                 ))
             }
         }
