@@ -99,7 +99,8 @@ pub fn populate(dir: &std::path::Path, runs: i64) -> Workspace {
     ws
 }
 
-/// A fresh database on the PostgreSQL server at `admin` (a superuser URL): its URL.
+/// A fresh database on the PostgreSQL server at `admin` (a superuser URL): its URL, with the
+/// admin URL's options.
 #[allow(dead_code)] // the store benchmarks use it, the others not
 pub fn fresh_database(admin: &str, name: &str) -> String {
     let mut c = postgres::Client::connect(admin, postgres::NoTls).expect("PostgreSQL");
@@ -107,6 +108,12 @@ pub fn fresh_database(admin: &str, name: &str) -> String {
         .expect("drop");
     c.batch_execute(&format!("CREATE DATABASE {name}"))
         .expect("create");
-    let (base, _) = admin.rsplit_once('/').expect("a URL with a database");
-    format!("{base}/{name}")
+    // The admin URL's options (such as `?sslmode=disable`) hold for the new database too.
+    let (path, query) = admin.split_once('?').unwrap_or((admin, ""));
+    let (base, _) = path.rsplit_once('/').expect("a URL with a database");
+    if query.is_empty() {
+        format!("{base}/{name}")
+    } else {
+        format!("{base}/{name}?{query}")
+    }
 }

@@ -204,7 +204,7 @@ pub fn event_line(e: &Event) -> String {
         e.seq,
         e.at,
         e.kind.as_str(),
-        e.data
+        e.summary()
     )
 }
 

@@ -418,6 +418,14 @@ async fn start_claimed(
     }
 }
 
+/// What a notification from the store says.
+enum Notice {
+    /// Runs to claim, or (`cancel`) a cancellation asked of some worker's run.
+    Work { cancel: bool },
+    /// Events committed, up to `upto` (not named by workers of older versions).
+    Events { upto: Option<u64> },
+}
+
 /// Listens for the store's notifications: new events (published here in order by the
 /// writer) and work (wakes the loop). Reconnects with backoff.
 async fn listen(
@@ -434,8 +442,15 @@ async fn listen(
                 let forward = tokio::spawn(async move {
                     while let Some(Ok(m)) = messages.next().await {
                         if let AsyncMessage::Notification(n) = m {
-                            let _ =
-                                tx.send((n.channel() == "opsdeck_work", n.payload() == "cancel"));
+                            let _ = tx.send(if n.channel() == "opsdeck_work" {
+                                Notice::Work {
+                                    cancel: n.payload() == "cancel",
+                                }
+                            } else {
+                                Notice::Events {
+                                    upto: n.payload().parse().ok(),
+                                }
+                            });
                         }
                     }
                 });
@@ -446,7 +461,7 @@ async fn listen(
                 {
                     delay = Duration::from_millis(100);
                     // Whatever was missed while not listening.
-                    writer.tail();
+                    writer.tail(None);
                     wake.cancels
                         .store(true, std::sync::atomic::Ordering::Release);
                     wake.any.notify_one();
@@ -457,13 +472,13 @@ async fn listen(
                                 return;
                             }
                             msg = rx.recv() => match msg {
-                                Some((true, cancel)) => {
+                                Some(Notice::Work { cancel }) => {
                                     if cancel {
                                         wake.cancels.store(true, std::sync::atomic::Ordering::Release);
                                     }
                                     wake.any.notify_one();
                                 }
-                                Some((false, _)) => writer.tail(),
+                                Some(Notice::Events { upto }) => writer.tail(upto),
                                 None => break,
                             }
                         }

@@ -48,3 +48,289 @@ pub struct Event {
 /// How many events back a stream may resume by default before it gets a reset instead of the
 /// backlog (`[server] resume_horizon`).
 pub const DEFAULT_RESUME_HORIZON: u64 = 10_000;
+
+impl Event {
+    /// The event's data as one line a person reads at a glance (`attempt 2 failed in 1.2s:
+    /// exit_code: exited with status 1`), for the text views of the log; the JSON views and
+    /// an event's own record keep every field. Data of an unexpected shape (an event written
+    /// by another version) is shown as it is, so nothing is hidden.
+    pub fn summary(&self) -> String {
+        summarize(self.kind, &self.data).unwrap_or_else(|| {
+            if self.data.as_object().is_some_and(serde_json::Map::is_empty) {
+                String::new()
+            } else {
+                self.data.to_string()
+            }
+        })
+    }
+}
+
+/// A string field, or `None` when it is missing or not a string.
+fn text<'a>(d: &'a Value, key: &str) -> Option<&'a str> {
+    d[key].as_str()
+}
+
+/// `: reason` when the data carries a non-empty reason.
+fn because(d: &Value) -> String {
+    text(d, "reason")
+        .filter(|r| !r.is_empty())
+        .map(|r| format!(": {r}"))
+        .unwrap_or_default()
+}
+
+/// `code: message` of an attempt's error (an object), or the error itself (a sentence).
+fn error_text(e: &Value) -> Option<String> {
+    match e {
+        Value::String(s) => Some(s.clone()),
+        Value::Object(_) => {
+            let code = e["code"].as_str().unwrap_or("error");
+            Some(match e["message"].as_str().filter(|m| !m.is_empty()) {
+                Some(m) => format!("{code}: {m}"),
+                None => code.to_string(),
+            })
+        }
+        _ => None,
+    }
+}
+
+fn took(d: &Value, key: &str) -> Option<String> {
+    d[key]
+        .as_u64()
+        .map(|ms| super::duration::format(std::time::Duration::from_millis(ms)))
+}
+
+fn percent(v: &Value) -> Option<String> {
+    v.as_f64().map(|w| format!("{w}%"))
+}
+
+/// ` in 1.5s: code: message`: how long something took and the error it ended with, if any.
+fn ended(d: &Value) -> String {
+    let took = took(d, "duration_ms")
+        .map(|t| format!(" in {t}"))
+        .unwrap_or_default();
+    let error = d
+        .get("error")
+        .and_then(error_text)
+        .map(|e| format!(": {e}"))
+        .unwrap_or_default();
+    format!("{took}{error}")
+}
+
+fn summarize(kind: EventKind, d: &Value) -> Option<String> {
+    use EventKind as K;
+    match kind {
+        K::RunCreated | K::RunStarted | K::RunFinished | K::RunResumed => run_text(kind, d),
+        K::StageStarted | K::StageFinished | K::StageRetrying => stage_text(kind, d),
+        K::CanaryStarted | K::CanaryAction | K::CanaryAnalysis => canary_text(kind, d),
+        K::RunInterrupted | K::RunRetried | K::RunCancelRequested | K::StageSkipped => {
+            text(d, "reason").map(str::to_string)
+        }
+        K::BreakerChanged => Some(format!(
+            "breaker for {}: {} → {}",
+            text(d, "target")?,
+            text(d, "from")?,
+            text(d, "to")?
+        )),
+        K::DlqAdded => Some(format!(
+            "dead-letter entry {} after {} attempt(s): {}",
+            d["dlq_id"].as_u64()?,
+            d["attempts"].as_u64()?,
+            error_text(&d["error"])?
+        )),
+        K::DlqRequeued | K::DlqDiscarded => Some(format!(
+            "dead-letter entry {}{}",
+            d["dlq_id"].as_u64()?,
+            because(d)
+        )),
+        K::ScheduleSkipped => Some(format!(
+            "{} ({}){}",
+            text(d, "pipeline")?,
+            text(d, "schedule")?,
+            because(d)
+        )),
+        K::AssetChanged => Some(format!(
+            "{} {}{} by {}{}",
+            text(d, "name")?,
+            text(d, "action")?,
+            d["version"]
+                .as_u64()
+                .map(|v| format!(" v{v}"))
+                .unwrap_or_default(),
+            text(d, "actor")?,
+            because(d)
+        )),
+        K::Audit => {
+            let s = |k: &str| text(d, k).unwrap_or("-");
+            Some(format!(
+                "{} ({} via {}) {} {} {}{}",
+                s("actor"),
+                s("role"),
+                s("via"),
+                s("action"),
+                s("target"),
+                s("outcome"),
+                because(d)
+            ))
+        }
+    }
+}
+
+fn run_text(kind: EventKind, d: &Value) -> Option<String> {
+    Some(match kind {
+        EventKind::RunCreated => {
+            let params = d["params"]
+                .as_object()
+                .filter(|p| !p.is_empty())
+                .map(|params| {
+                    let list: Vec<String> = params
+                        .iter()
+                        .map(|(k, v)| match v {
+                            Value::String(t) => format!("{k}={t}"),
+                            other => format!("{k}={other}"),
+                        })
+                        .collect();
+                    format!(" with {}", list.join(" "))
+                })
+                .unwrap_or_default();
+            let test = text(d, "test")
+                .map(|stage| format!(", a test of stage {stage}"))
+                .unwrap_or_default();
+            format!(
+                "{} ({}){params}{test}",
+                text(d, "pipeline")?,
+                text(d, "trigger")?
+            )
+        }
+        EventKind::RunStarted => text(d, "pipeline")?.to_string(),
+        EventKind::RunFinished => format!("{}{}{}", text(d, "status")?, ended(d), because(d)),
+        _ => "resumed".into(),
+    })
+}
+
+fn stage_text(kind: EventKind, d: &Value) -> Option<String> {
+    let attempt = d["attempt"].as_u64()?;
+    Some(match kind {
+        EventKind::StageStarted => format!("attempt {attempt} ({})", text(d, "kind")?),
+        EventKind::StageFinished => format!("attempt {attempt} {}{}", text(d, "status")?, ended(d)),
+        _ => format!(
+            "attempt {attempt} failed ({}); attempt {} in {}",
+            error_text(&d["error"])?,
+            d["next_attempt"].as_u64()?,
+            took(d, "delay_ms")?
+        ),
+    })
+}
+
+fn canary_text(kind: EventKind, d: &Value) -> Option<String> {
+    let name = text(d, "canary")?;
+    Some(match kind {
+        EventKind::CanaryStarted => format!(
+            "{name} at {} ({})",
+            percent(&d["weight"])?,
+            text(d, "source")?
+        ),
+        EventKind::CanaryAction => format!(
+            "{name} {} by {}: {} → {}, {} → {}{}",
+            text(d, "action")?,
+            text(d, "actor")?,
+            text(d, "state_before")?,
+            text(d, "state_after")?,
+            percent(&d["weight_before"])?,
+            percent(&d["weight_after"])?,
+            because(d)
+        ),
+        _ => {
+            let checks: Vec<String> = d["checks"]
+                .as_array()?
+                .iter()
+                .map(|c| {
+                    format!(
+                        "{} {}",
+                        c["name"].as_str().unwrap_or("check"),
+                        c["verdict"].as_str().unwrap_or("-")
+                    )
+                })
+                .collect();
+            format!(
+                "{name} {} at {}: {}",
+                text(d, "state")?,
+                percent(&d["weight"])?,
+                if checks.is_empty() {
+                    "no checks yet".to_string()
+                } else {
+                    checks.join(", ")
+                }
+            )
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn event(kind: EventKind, data: Value) -> Event {
+        Event {
+            seq: 1,
+            at: Timestamp::from_millis(0),
+            kind,
+            run_id: Some(RunId(7)),
+            stage: Some("build".into()),
+            data,
+        }
+    }
+
+    #[test]
+    fn events_read_as_sentences_with_their_numbers_and_errors() {
+        let cases = [
+            (
+                EventKind::StageFinished,
+                json!({"attempt": 2, "status": "failed", "duration_ms": 1500,
+                       "error": {"code": "exit_code", "message": "exited with status 1"}, "pipeline": "p"}),
+                "attempt 2 failed in 1.5s: exit_code: exited with status 1",
+            ),
+            (
+                EventKind::StageFinished,
+                json!({"attempt": 1, "status": "succeeded", "duration_ms": 20, "error": null}),
+                "attempt 1 succeeded in 20ms",
+            ),
+            (
+                EventKind::StageRetrying,
+                json!({"attempt": 1, "next_attempt": 2, "delay_ms": 2000,
+                       "error": {"code": "timeout", "message": "took longer than 5s"}}),
+                "attempt 1 failed (timeout: took longer than 5s); attempt 2 in 2.0s",
+            ),
+            (
+                EventKind::RunCreated,
+                json!({"pipeline": "nightly", "trigger": "manual", "params": {"day": "mon", "n": 3},
+                       "overrides": {}, "test": null}),
+                "nightly (manual) with day=mon n=3",
+            ),
+            (
+                EventKind::BreakerChanged,
+                json!({"target": "http://x", "from": "closed", "to": "open"}),
+                "breaker for http://x: closed → open",
+            ),
+            (
+                EventKind::CanaryAction,
+                json!({"canary": "api", "action": "rollback", "actor": "alice", "reason": "p95 up",
+                       "state_before": "progressing", "state_after": "rolled_back",
+                       "weight_before": 10.0, "weight_after": 0.0}),
+                "api rollback by alice: progressing → rolled_back, 10% → 0%: p95 up",
+            ),
+            (EventKind::RunResumed, json!({}), "resumed"),
+        ];
+        for (kind, data, want) in cases {
+            assert_eq!(event(kind, data).summary(), want);
+        }
+    }
+
+    #[test]
+    fn data_of_an_unexpected_shape_is_shown_whole() {
+        let e = event(EventKind::StageFinished, json!({"status": "failed"}));
+        assert_eq!(e.summary(), r#"{"status":"failed"}"#);
+        let e = event(EventKind::DlqAdded, json!("odd"));
+        assert_eq!(e.summary(), r#""odd""#);
+    }
+}

@@ -166,8 +166,12 @@ pub(super) fn apply_postgres(tx: &mut Db, ops: &[&Op], events: usize) -> Result<
         "UPDATE event_seq SET last = last + ?1 RETURNING last",
         args![evs.len()],
     )?;
-    // Other workers' streams wake on this, sent when the transaction commits.
-    tx.execute("SELECT pg_notify('opsdeck_events', '')", &[])?;
+    // Other workers' streams wake on this, sent when the transaction commits. It names the
+    // batch's last event, so a worker that has published that far (this one) reads nothing.
+    tx.execute(
+        "SELECT pg_notify('opsdeck_events', (SELECT CAST(last AS TEXT) FROM event_seq))",
+        &[],
+    )?;
     insert_events(tx, &evs)
 }
 

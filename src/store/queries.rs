@@ -696,14 +696,26 @@ impl Reader {
 
 /// [`Reader::events`] on any connection.
 pub(crate) fn events_after(db: &mut Db, since: u64, limit: usize) -> Result<Vec<Event>> {
+    events_between(db, since, u64::MAX, limit)
+}
+
+/// The events after `since` up to `until` (both sequence numbers), oldest first, at most
+/// `limit`.
+pub(crate) fn events_between(
+    db: &mut Db,
+    since: u64,
+    until: u64,
+    limit: usize,
+) -> Result<Vec<Event>> {
     // Past what a sequence number can be: nothing is after it (never "from the start").
     let Ok(since) = i64::try_from(since) else {
         return Ok(Vec::new());
     };
+    let until = i64::try_from(until).unwrap_or(i64::MAX);
     all(
         db.rows(
-            "SELECT seq, at, kind, run_id, stage_id, data FROM events WHERE seq > ?1 ORDER BY seq LIMIT ?2",
-            args![since, limit],
+            "SELECT seq, at, kind, run_id, stage_id, data FROM events WHERE seq > ?1 AND seq <= ?3 ORDER BY seq LIMIT ?2",
+            args![since, limit, until],
         )?,
         event,
     )

@@ -268,6 +268,9 @@ pub struct Writer {
     ids: Arc<Ids>,
     /// A tail request is queued: notifications arriving meanwhile need no other.
     tail_queued: Arc<std::sync::atomic::AtomicBool>,
+    /// The last event published on this process's live stream: a notification of events up
+    /// to there (this worker's own commits, most of them) needs no read.
+    published: Arc<AtomicU64>,
     /// This worker lost its lease (a write failed its fence, or the host found out itself):
     /// nothing here may run or record attempts until the host has rejoined.
     fenced: Arc<std::sync::atomic::AtomicBool>,
@@ -311,7 +314,9 @@ impl Writer {
         let tail_seen = tail_flag.clone();
         let fenced = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let lost = Arc::new(tokio::sync::Notify::new());
+        let published = Arc::new(AtomicU64::new(0));
         let watch = Watch {
+            published: published.clone(),
             fenced: fenced.clone(),
             lost: lost.clone(),
             tail_queued: tail_seen,
@@ -353,6 +358,7 @@ impl Writer {
                 generation,
                 ids: Arc::new(ids),
                 tail_queued: tail_flag,
+                published,
                 fenced,
                 lost,
             },
@@ -456,8 +462,13 @@ impl Writer {
     }
 
     /// Asks the writer to publish what other workers have committed (woken by the store's
-    /// notification). Skipped when the queue is full: the next commit catches up anyway.
-    pub fn tail(&self) {
+    /// notification, which names the last event of its commit: `upto`, when it could be read).
+    /// Skipped when those events are out already (this worker's own commits) and when the
+    /// queue is full: the next commit catches up anyway.
+    pub fn tail(&self, upto: Option<u64>) {
+        if upto.is_some_and(|seq| self.published.load(Ordering::Acquire) >= seq) {
+            return;
+        }
         if !self.tail_queued.swap(true, Ordering::AcqRel)
             && self.tx.try_send(Request::Tail).is_err()
         {
@@ -509,12 +520,15 @@ struct Link {
     /// The last event published on this process's live stream: events are published in
     /// order, others' (other workers') fetched from the store to fill any gap first.
     published: u64,
+    /// `published`, for the handles (see [`Writer::tail`]).
+    shown: Arc<AtomicU64>,
     /// The worker whose fence every write passes (PostgreSQL with workers).
     fence: Option<String>,
 }
 
 /// What the writer thread shares with its handles.
 struct Watch {
+    published: Arc<AtomicU64>,
     fenced: Arc<std::sync::atomic::AtomicBool>,
     lost: Arc<tokio::sync::Notify>,
     tail_queued: Arc<std::sync::atomic::AtomicBool>,
@@ -593,13 +607,20 @@ impl Link {
             self.published = e.seq;
             let _ = events.send(Arc::new(e));
         }
+        self.shown.store(self.published, Ordering::Release);
         Ok(())
     }
 
     /// Publishes the stored events after the last one published here, up to `until`.
     fn tail(&mut self, events: &broadcast::Sender<Arc<Event>>, until: u64) {
         while self.published < until {
-            let page = match super::queries::events_after(&mut self.conn, self.published, 1_000) {
+            // Only up to `until`: what comes after is this worker's own, published already.
+            let page = match super::queries::events_between(
+                &mut self.conn,
+                self.published,
+                until,
+                1_000,
+            ) {
                 Ok(page) => page,
                 Err(e) => {
                     tracing::warn!(error = %e, "could not read other workers' events");
@@ -613,6 +634,7 @@ impl Link {
                 let _ = events.send(Arc::new(e));
             }
             self.published = last.min(until);
+            self.shown.store(self.published, Ordering::Release);
             if self.published >= self.next_seq {
                 self.next_seq = self.published + 1;
             }
@@ -667,6 +689,7 @@ fn run(
         reopen,
         next_seq,
         published: next_seq - 1,
+        shown: watch.published.clone(),
         fence: None,
     };
     let mut closing = false;

@@ -464,13 +464,34 @@ fn events() -> Vec<Event> {
         .map(|seq| Event {
             seq,
             at: at(900 - seq as i64),
-            kind: [EventKind::StageStarted, EventKind::StageFinished, EventKind::StageRetrying, EventKind::DlqAdded, EventKind::RunFinished]
-                [(seq % 5) as usize],
+            kind: [
+                EventKind::StageStarted,
+                EventKind::StageFinished,
+                EventKind::StageRetrying,
+                EventKind::DlqAdded,
+                EventKind::RunFinished,
+            ][(seq % 5) as usize],
             run_id: Some(RunId(50)),
             stage: Some("enrich-payments".into()),
-            data: json!({"attempt": 1, "status": if seq % 3 == 0 { "failed" } else { "succeeded" }}),
+            data: event_data(seq),
         })
         .collect()
+}
+
+/// Each kind's data as the engine writes it, so the pane shows what it makes of real events.
+fn event_data(seq: u64) -> serde_json::Value {
+    let failed = seq.is_multiple_of(3);
+    let error = json!({"code": "exit_code", "message": "`sh` exited with status 1"});
+    match seq % 5 {
+        0 => json!({"attempt": 1, "kind": "command"}),
+        1 if failed => {
+            json!({"attempt": 1, "status": "failed", "duration_ms": 412, "error": error})
+        }
+        1 => json!({"attempt": 1, "status": "succeeded", "duration_ms": 412, "error": null}),
+        2 => json!({"attempt": 1, "next_attempt": 2, "delay_ms": 2000, "error": error}),
+        3 => json!({"dlq_id": 7, "attempts": 3, "error": error}),
+        _ => json!({"status": if failed { "failed" } else { "succeeded" }, "duration_ms": 5230}),
+    }
 }
 
 fn config(theme: &str) -> Config {

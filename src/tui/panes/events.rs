@@ -47,23 +47,6 @@ impl Default for EventsPane {
     }
 }
 
-/// An audit record in the tail: who did what, how, with what outcome and why.
-fn audit_text(e: &Event) -> String {
-    let d = &e.data;
-    let s = |k: &str| d[k].as_str().unwrap_or("-").to_string();
-    let reason = d["reason"].as_str().filter(|r| !r.is_empty());
-    format!(
-        "audit {} ({} via {}) {} {} {}{}",
-        s("actor"),
-        s("role"),
-        s("via"),
-        s("action"),
-        s("target"),
-        s("outcome"),
-        reason.map(|r| format!(": {r}")).unwrap_or_default()
-    )
-}
-
 /// The whole of an event: when, what it concerns, and every field of its data; for an audit
 /// record who acted, how, on what, with what outcome and why.
 pub fn record(e: &Event) -> Popup {
@@ -124,16 +107,13 @@ pub fn record(e: &Event) -> Popup {
 }
 
 fn text_of(e: &Event) -> String {
-    if e.kind == EventKind::Audit {
-        return audit_text(e);
-    }
     let run = e.run_id.map(|r| format!(" run {r}")).unwrap_or_default();
     let stage = e
         .stage
         .as_ref()
         .map(|s| format!(" {s}"))
         .unwrap_or_default();
-    format!("{}{run}{stage} {}", e.kind.as_str(), e.data)
+    format!("{}{run}{stage} {}", e.kind.as_str(), e.summary())
 }
 
 /// The fields the Events filter takes: `#42` is a run.
@@ -154,7 +134,9 @@ impl EventsPane {
             && f.field("kind").is_none_or(|k| e.kind.as_str() == k)
             && f.field("stage")
                 .is_none_or(|s| e.stage.as_deref() == Some(s))
-            && (f.words.is_empty() || f.words_in(&text_of(e)))
+            // Words match the line as shown and every field of the data behind it (a stage's
+            // events name their pipeline only there).
+            && (f.words.is_empty() || f.words_in(&format!("{} {}", text_of(e), e.data)))
     }
 
     pub fn last_seq(&self) -> u64 {
