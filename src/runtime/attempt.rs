@@ -218,6 +218,9 @@ fn finish_ops(
     ]
 }
 
+/// The error code of an attempt the open circuit breaker stopped before it ran.
+pub(crate) const BREAKER_OPEN: &str = "breaker_open";
+
 pub(crate) async fn run(job: AttemptJob) {
     let engine = &job.engine;
     let stage = &job.pipeline.stages[job.idx];
@@ -226,7 +229,7 @@ pub(crate) async fn run(job: AttemptJob) {
         // The message is kept with the attempt and read later: it says when the probe is due
         // (a time), not "in about 59.9s", which is wrong a minute on.
         Err(after) => ExecResult::failed(Failure {
-            code: "breaker_open",
+            code: BREAKER_OPEN,
             message: format!(
                 "the circuit breaker for {} was open after repeated failures; it let a probe through from {} (after {})",
                 target.as_deref().unwrap_or_default(),

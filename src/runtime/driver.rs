@@ -90,6 +90,9 @@ struct StageState {
     due: bool,
     /// For a retrying stage taken from the store: when its backoff ends.
     retry_at: Option<Timestamp>,
+    /// The last failure of an attempt that ran (`code: message`), not one an open breaker
+    /// stopped: the cause an entry parked with `breaker_open` names beside it.
+    ran_failure: Option<String>,
 }
 
 struct Driver {
@@ -154,6 +157,7 @@ fn stage_states(
         output: None,
         due: false,
         retry_at: None,
+        ran_failure: None,
     };
     let mut states: Vec<StageState> = pipeline.stages.iter().map(|_| fresh()).collect();
     let mut stored: Vec<StageStatus> = vec![StageStatus::Pending; states.len()];
@@ -590,6 +594,11 @@ impl Driver {
             return;
         }
         let stop = self.stop.load(Ordering::SeqCst);
+        if let AttemptEnd::Failed(f) = &end
+            && f.code != super::attempt::BREAKER_OPEN
+        {
+            self.states[idx].ran_failure = Some(format!("{}: {}", f.code, f.message));
+        }
         let status = match end {
             AttemptEnd::Succeeded(output) => {
                 self.states[idx].output = Some(output);
@@ -671,6 +680,16 @@ impl Driver {
         ops: &mut Vec<Op>,
     ) {
         let stage = &self.pipeline.stages[idx];
+        // Parked because the breaker stayed open: the entry says what failed before it did.
+        let message = match &self.states[idx].ran_failure {
+            Some(cause) if f.code == super::attempt::BREAKER_OPEN => {
+                format!(
+                    "{}; the last attempt that ran failed with {cause}",
+                    f.message
+                )
+            }
+            _ => f.message.clone(),
+        };
         let dlq = DlqEntry {
             id,
             run_id: self.id,
@@ -680,7 +699,7 @@ impl Driver {
             input: Value::Null,
             error: AttemptError {
                 code: f.code.to_string(),
-                message: f.message.clone(),
+                message,
             },
             created_at: now,
         };

@@ -407,6 +407,43 @@ async fn http_4xx_is_not_retried_and_connection_errors_are() {
 }
 
 #[tokio::test]
+async fn an_entry_parked_by_an_open_breaker_names_the_failure_before_it() {
+    let server = scripted_server(vec![(503, "down")]).await;
+    let ws = TestWorkspace::new();
+    ws.pipeline(
+        "api",
+        &format!(
+            r#"[pipeline]
+name = "api"
+[pipeline.breaker]
+failure_threshold = 2
+cooldown_ms = 60000
+[[stage]]
+id = "call"
+kind = "http"
+url = "{}/health"
+retry = {{ max_attempts = 3, backoff = {{ initial_ms = 10, multiplier = 1.0, max_ms = 10, jitter = false }} }}
+"#,
+            server.url
+        ),
+    );
+    let host = ws.host().await;
+    let run = run_to_end(&host, "api").await;
+    assert_status(&run, RunStatus::Failed);
+    let dlq = all_dlq(&host).await;
+    assert_eq!(dlq.len(), 1);
+    // Parked by the breaker, which hides the cause: the entry names it beside.
+    assert_eq!(dlq[0].error.code, "breaker_open");
+    let message = &dlq[0].error.message;
+    assert!(
+        message.contains("the last attempt that ran failed with http_status: ")
+            && message.contains("503"),
+        "{message}"
+    );
+    host.shutdown().await;
+}
+
+#[tokio::test]
 async fn the_breaker_opens_fails_fast_then_half_opens_and_closes() {
     let server = scripted_server(vec![(500, "down"), (500, "down"), (200, "{\"ok\": true}")]).await;
     let ws = TestWorkspace::new();
@@ -662,6 +699,42 @@ latency = { p50_ms = 90_000 }
     let runs = count(host.clone()).await;
     assert!(runs.iter().all(|r| r.trigger == Trigger::Schedule));
     assert_eq!(runs[1].status, RunStatus::Succeeded);
+    host.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_schedule_added_to_a_file_while_hosted_fires_from_its_next_tick() {
+    let plain = "[pipeline]\nname = \"tick\"\n[[stage]]\nid = \"work\"\nkind = \"simulate\"\n";
+    let ws = TestWorkspace::new();
+    ws.pipeline("tick", plain);
+    let clock = ManualClock::new(chrono::Utc::now());
+    let mut opts = HostOptions::new("schedule test");
+    opts.schedules = true;
+    opts.clock = Arc::new(clock.clone());
+    let host = Host::start(ws.open(), opts).await.unwrap();
+    let scheduled = |host: Host| async move {
+        host.runs(opsdeck::model::RunQuery {
+            limit: 100,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .filter(|r| r.trigger == Trigger::Schedule)
+        .count()
+    };
+    ws.pipeline(
+        "tick",
+        &plain.replace("[[stage]]", "schedule = \"every 1m\"\n[[stage]]"),
+    );
+    // Picked up without a restart; an edit fires nothing by itself, the next tick does.
+    until("a fire of the added schedule", || {
+        clock.advance(Duration::from_secs(60));
+        let host = host.clone();
+        async move { scheduled(host).await >= 1 }
+    })
+    .await;
     host.shutdown().await;
 }
 
