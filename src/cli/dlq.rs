@@ -151,7 +151,8 @@ pub async fn run(cli: &Cli, cmd: &DlqCommand) -> CliResult {
 
 /// `dlq show`: one entry whole, read from the server with --remote, else from the store.
 async fn show(cli: &Cli, ws: Option<&crate::host::Workspace>, id: DlqId, json: bool) -> CliResult {
-    let entry = match (ws, served(cli, None)?) {
+    let remote = served(cli, None)?;
+    let entry = match (ws, remote.as_ref()) {
         (_, Some(remote)) => remote.dlq_entry(id).await?,
         (Some(ws), None) => reader(ws)?
             .dlq_entry_or_why(id)
@@ -167,6 +168,14 @@ async fn show(cli: &Cli, ws: Option<&crate::host::Workspace>, id: DlqId, json: b
         print_json(&entry)?;
         return Ok(EXIT_OK);
     }
+    // What the stage's process said last: usually why it failed (the run may be gone).
+    let run = match (ws, remote.as_ref()) {
+        (_, Some(remote)) => remote.run(entry.run_id).await.ok(),
+        (Some(ws), None) => reader(ws)
+            .ok()
+            .and_then(|r| r.run(entry.run_id).ok().flatten()),
+        (None, None) => None,
+    };
     say!(
         "Entry:     {}\nRun:       {} ({})\nStage:     {}\nAttempts:  {}\nParked:    {}\nError:     {}: {}\nInput:",
         entry.id,
@@ -181,5 +190,13 @@ async fn show(cli: &Cli, ws: Option<&crate::host::Workspace>, id: DlqId, json: b
     let input = serde_json::to_string_pretty(&entry.input)
         .map_err(|e| CliError::failed(format!("could not format the input: {e}")))?;
     say!("{}", crate::model::printable_text(&input))?;
+    let stderr = run
+        .as_ref()
+        .and_then(|r| r.stages.iter().find(|s| s.id == entry.stage))
+        .map(super::output::stderr_block)
+        .unwrap_or_default();
+    if !stderr.is_empty() {
+        say!("{stderr}")?;
+    }
     Ok(EXIT_OK)
 }

@@ -247,6 +247,58 @@ pub fn progress_line(e: &Event) -> Option<String> {
     })
 }
 
+/// How many of its last stderr lines a failed stage shows in text output.
+const STDERR_LINES: usize = 5;
+
+/// The last lines a stage's process wrote to stderr, from its last attempt that wrote any:
+/// (attempt, lines). An exit status says that a stage failed; these usually say why.
+pub fn stderr_tail(stage: &crate::model::StageRecord) -> Option<(u32, Vec<String>)> {
+    let a = stage
+        .attempts
+        .iter()
+        .rev()
+        .find(|a| a.stderr.as_deref().is_some_and(|s| !s.trim().is_empty()))?;
+    let text = a.stderr.as_deref()?;
+    let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
+    let from = lines.len().saturating_sub(STDERR_LINES);
+    Some((
+        a.n,
+        lines[from..]
+            .iter()
+            .map(|l| short(&crate::model::printable(l), 200))
+            .collect(),
+    ))
+}
+
+/// The stderr tail of `stage` under a heading, or nothing when it wrote none.
+pub fn stderr_block(stage: &crate::model::StageRecord) -> String {
+    let Some((n, lines)) = stderr_tail(stage) else {
+        return String::new();
+    };
+    let mut out = format!(
+        "stderr of `{}`, attempt {n} (last {} line{}):",
+        stage.id,
+        lines.len(),
+        if lines.len() == 1 { "" } else { "s" }
+    );
+    for l in lines {
+        let _ = write!(out, "\n  {l}");
+    }
+    out
+}
+
+/// The stderr tails of every failed stage of `run`, each after a blank line.
+pub fn failed_stages_stderr(run: &crate::model::Run) -> String {
+    run.stages
+        .iter()
+        .filter(|s| s.status == StageStatus::Failed)
+        .map(stderr_block)
+        .filter(|b| !b.is_empty())
+        .map(|b| format!("\n{b}"))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -208,6 +208,10 @@ pub async fn follow(b: &dyn Backend, since: u64, id: RunId, json: bool) -> CliRe
             took(run.duration_ms)
         ))?;
         if run.status != crate::model::RunStatus::Succeeded {
+            let stderr = super::output::failed_stages_stderr(&run);
+            if !stderr.is_empty() {
+                out.keep(say!("{stderr}"))?;
+            }
             out.keep(say!("details: opsdeck runs show {id}"))?;
         }
     }

@@ -275,6 +275,10 @@ fn print_run(run: &crate::model::Run, entries: &[crate::model::DlqEntry], json: 
         ]);
     }
     say_raw!("{}", t.render())?;
+    let stderr = super::output::failed_stages_stderr(run);
+    if !stderr.is_empty() {
+        say!("{stderr}")?;
+    }
     if run.status == crate::model::RunStatus::Interrupted {
         say!(
             "\nthe run was interrupted (its host stopped mid-run): continue it with `opsdeck runs resume {}`",

@@ -60,7 +60,7 @@ actions! {
     TestStage => "test_stage", "Test a stage that uses the asset alone with the selected version, beside its last production output";
     PinVersion => "pin_version", "Pin the selected version: runs use it from now (asks first)";
     RollbackAsset => "rollback_asset", "Roll the asset back to the version pinned before (asks first)";
-    SwitchList => "switch_list", "Move between the list of assets and the list of versions";
+    SwitchList => "switch_list", "Switch lists: assets and their versions; the next pipeline";
     RetryRun => "retry_run", "Retry the run from its failed stages (asks first)";
     CancelRun => "cancel_run", "Cancel the run (asks first)";
     NextAttempt => "next_attempt", "Show the next attempt";

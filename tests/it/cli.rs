@@ -209,8 +209,15 @@ fn bad_input_gets_one_sentence_and_exit_2() {
 #[test]
 fn dead_letters_can_be_listed_requeued_and_discarded() {
     let ws = workspace();
+    // A failure says why in the stage's own words: the last lines it wrote to stderr, where
+    // the run ends, in `runs show` and in `dlq show`.
+    let ran = ws.run(&["run", "fragile"]);
+    ran.expect_code(1);
+    let said = "stderr of `a`, attempt 1 (last 1 line):\n  not yet\n";
+    assert!(ran.stdout().contains(said), "{}", ran.stdout());
     ws.run(&["run", "fragile"]).expect_code(1);
-    ws.run(&["run", "fragile"]).expect_code(1);
+    let shown = ws.run(&["runs", "show", "2"]).stdout();
+    assert!(shown.contains(said), "{shown}");
     let list = ws.run(&["dlq", "list", "--json"]).json();
     assert_eq!(list.as_array().unwrap().len(), 2);
     assert_eq!(list[0]["stage"], "a");
@@ -228,7 +235,7 @@ fn dead_letters_can_be_listed_requeued_and_discarded() {
     assert!(!one.json()["input"].is_null(), "{}", one.stdout());
     let text = ws.run(&["dlq", "show", "2"]).stdout();
     assert!(
-        text.contains("Error:     exit_status:") && text.contains("Input:"),
+        text.contains("Error:     exit_status:") && text.contains("Input:") && text.contains(said),
         "{text}"
     );
 

@@ -537,6 +537,47 @@ fn runs_page(tag: u64, items: Vec<RunSummary>, total: u64) -> Msg {
     }
 }
 
+/// The README's keymap example does what its comments say: `n` moves down in the runs list
+/// (its own `n` unbound) and `C-r` starts a run.
+#[test]
+fn the_readme_keymap_example_works_as_written() {
+    use opsdeck::tui::keymap::{Context, Key, Lookup};
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    let start = readme
+        .find("```toml\ninherits = \"default\"\n[list]")
+        .unwrap()
+        + "```toml\n".len();
+    let example = &readme[start..start + readme[start..].find("```").unwrap()];
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("mine.toml"), example).unwrap();
+    let km = Keymap::load("mine", Some(dir.path())).unwrap();
+    let runs = [Context::Runs, Context::List, Context::Global];
+    let key = |k: &str| vec![Key::parse(k).unwrap()];
+    assert_eq!(km.lookup(&runs, &key("n")), Lookup::Action(Action::Down));
+    assert_eq!(
+        km.lookup(&runs, &key("C-r")),
+        Lookup::Action(Action::NewRun)
+    );
+    assert_eq!(km.lookup(&runs, &key("j")), Lookup::Unbound);
+}
+
+#[test]
+fn tab_in_the_pipelines_pane_shows_the_next_pipeline_in_both_keymaps() {
+    for keymap in ["default", "arrows"] {
+        let mut a = app(100, 30);
+        a.config.keymap = Keymap::load(keymap, None).unwrap();
+        open_pipelines(&mut a);
+        assert!(text(&a).contains(&format!("Pipelines · {}", PIPELINES[0])));
+        key(&mut a, KeyCode::Tab);
+        assert!(
+            text(&a).contains(&format!("Pipelines · {}", PIPELINES[1])),
+            "{keymap}: {}",
+            text(&a)
+        );
+    }
+}
+
 fn key(app: &mut App, code: KeyCode) {
     app.on_key(KeyEvent::new(code, KeyModifiers::NONE));
 }

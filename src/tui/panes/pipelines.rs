@@ -275,6 +275,9 @@ pub struct PipelinesPane {
     pub selected: usize,
     /// The top-left cell of the drawing in view.
     pub scroll: (usize, usize),
+    /// The pipeline switched to whose layout is still loading, and how many there are: the
+    /// title names it meanwhile.
+    pub loading: Option<(String, usize)>,
 }
 
 const COMMANDS: &[Cmd] = &[
@@ -395,6 +398,10 @@ impl super::Pane for PipelinesPane {
                     return Effect::None;
                 }
                 self.index = (self.index + 1) % n;
+                self.loading = cx
+                    .overview
+                    .and_then(|o| o.pipelines.get(self.index))
+                    .map(|p| (p.name.clone(), n));
                 self.lens = None;
                 self.selected = 0;
                 self.scroll = (0, 0);
@@ -446,16 +453,19 @@ impl super::Pane for PipelinesPane {
 
 pub fn render(f: &mut Frame, area: Rect, p: &PipelinesPane, ctx: &Ctx<'_>) {
     let t = ctx.theme;
-    let name = p.lens.as_ref().map_or("", |l| l.pipeline.as_str());
-    let runs = p
-        .lens
-        .as_ref()
-        .and_then(|l| l.stats.as_ref())
-        .map_or(0, |s| s.runs.len());
+    let about = match (&p.lens, &p.loading) {
+        (Some(l), _) => format!(
+            "· {} · last {} runs ",
+            l.pipeline,
+            l.stats.as_ref().map_or(0, |s| s.runs.len())
+        ),
+        (None, Some((name, n))) => format!("· {name} ({} of {n}) ", p.index + 1),
+        (None, None) => String::new(),
+    };
     let block = Block::bordered()
         .title(Line::from(vec![
             Span::styled(" Pipelines ", t.style("ui.title")),
-            Span::styled(format!("· {name} · last {runs} runs "), t.style("ui.dim")),
+            Span::styled(about, t.style("ui.dim")),
         ]))
         .border_style(t.style("ui.border.focused"));
     let inner = block.inner(area);

@@ -197,9 +197,18 @@ fn render_stages(f: &mut Frame, area: Rect, d: &RunDetail, run: &Run, ctx: &Ctx<
                 Line::raw(s.id.clone()),
                 Line::from(status_span(t, stage_status(s.status), s.status.as_str())),
                 Line::raw(s.attempts.len().to_string()),
+                // Every attempt's time, as `runs show` and `compare` count it (the last alone
+                // can be a 0 ms fast failure after minutes of tries); a running attempt's so far.
                 Line::raw(last.map_or_else(
                     || "-".into(),
-                    |a| elapsed(Some(a.started_at), a.duration_ms, ctx.now),
+                    |a| match a.duration_ms {
+                        Some(_) => elapsed(None, s.total_ms(), ctx.now),
+                        None => {
+                            let before = s.total_ms().unwrap_or(0);
+                            let so_far = ctx.now.timestamp_millis() - a.started_at.millis();
+                            elapsed(None, Some(before.saturating_add(so_far.max(0))), ctx.now)
+                        }
+                    },
                 )),
             ];
             if with_assets {
