@@ -267,6 +267,20 @@ pub fn served(
     Ok(Some(crate::client::Remote::new(&u, token)))
 }
 
+/// Says on stderr that a canary's charts will be empty when no host runs the workspace: they
+/// are drawn from the traffic the hosting process measures, which a host started only for
+/// this command has not seen. (Over `--remote`, or while `opsdeck serve` or the dashboard
+/// hosts it, they are live.)
+pub fn warn_if_charts_unhosted(cli: &Cli, ws: Option<&Workspace>) -> Result<(), CliError> {
+    if ws.is_some_and(|w| !w.canaries.is_empty()) && served(cli, ws)?.is_none() {
+        let _ = writeln!(
+            std::io::stderr(),
+            "opsdeck: no host runs this workspace, so canary charts are empty (they show the traffic a running host measures); start `opsdeck serve` or the dashboard, or pass --remote"
+        );
+    }
+    Ok(())
+}
+
 /// Runs `f` against the runtime: the served one when there is one (so commands work while
 /// `opsdeck serve` hosts the workspace), else a host started here for the moment.
 pub async fn with_backend<F>(

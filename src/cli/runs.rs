@@ -45,10 +45,14 @@ pub struct ListArgs {
 
 #[derive(Debug, Subcommand)]
 pub enum RunsCommand {
+    /// List runs, newest first: the same as `opsdeck runs` alone
+    List(ListArgs),
     /// Show one run: its stages, attempts and errors (with --json, every input and output)
     Show {
+        /// The run's id
         #[arg(value_parser = parse_run_id)]
         id: RunId,
+        /// Print JSON instead of text
         #[arg(long)]
         json: bool,
     },
@@ -88,14 +92,18 @@ fn parse_status(s: &str) -> Result<RunStatus, String> {
 }
 
 pub async fn run(cli: &Cli, args: &RunsArgs) -> CliResult {
+    let listing = match &args.command {
+        None => Some(&args.list),
+        Some(RunsCommand::List(l)) => Some(l),
+        Some(_) => None,
+    };
     if let Some(remote) = served(cli, None)? {
         // Reads over the API: the same output as from a local store.
+        if let Some(l) = listing {
+            let page = remote.runs(query(l)).await?;
+            return print_list(&page, filtered(l), l.json);
+        }
         match &args.command {
-            None => {
-                let q = query(&args.list);
-                let page = remote.runs(q).await?;
-                return print_list(&page, filtered(&args.list), args.list.json);
-            }
             Some(RunsCommand::Show { id, json }) => {
                 let run = remote.run(*id).await?;
                 let dlq = remote
@@ -108,14 +116,16 @@ pub async fn run(cli: &Cli, args: &RunsArgs) -> CliResult {
                     .items;
                 return print_run(&run, &dlq, *json);
             }
-            Some(_) => return control(cli, None, args).await,
+            _ => return control(cli, None, args).await,
         }
     }
     let (ws, _log) = open_workspace(cli, false, false)?;
+    if let Some(l) = listing {
+        return list(&ws, l);
+    }
     match &args.command {
-        None => list(&ws, &args.list),
         Some(RunsCommand::Show { id, json }) => show(&ws, *id, *json),
-        Some(_) => control(cli, Some(ws), args).await,
+        _ => control(cli, Some(ws), args).await,
     }
 }
 

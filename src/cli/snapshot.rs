@@ -24,9 +24,9 @@ pub struct SnapshotArgs {
     /// Columns and rows, like 120x40 (at least 60x15)
     #[arg(long, default_value = "120x40", value_name = "COLSxROWS")]
     pub size: String,
-    /// svg, png, html, ansi or txt
+    /// svg, png, html, ansi or txt [default: the output file's extension]
     #[arg(long)]
-    pub format: String,
+    pub format: Option<String>,
     /// Where to write it; `-` is standard output
     #[arg(short = 'o', long = "output", value_name = "FILE")]
     pub output: PathBuf,
@@ -114,10 +114,36 @@ pub fn write_whole(path: &Path, bytes: &[u8]) -> Result<(), CliError> {
     Ok(())
 }
 
+/// The format asked for, else the one the output file's extension names (`web.png`).
+fn format_of(asked: Option<&str>, output: &std::path::Path) -> Result<Format, String> {
+    if let Some(f) = asked {
+        return Format::parse(f);
+    }
+    let ext = output
+        .extension()
+        .and_then(|e| e.to_str())
+        .map(str::to_ascii_lowercase);
+    match ext.as_deref() {
+        Some("htm") => Ok(Format::Html),
+        Some(e) => Format::parse(e).map_err(|_| {
+            format!(
+                "`{}` does not say a format by its extension; give --format ({})",
+                output.display(),
+                Format::NAMES
+            )
+        }),
+        None => Err(format!(
+            "give --format ({}): `{}` has no extension to take it from",
+            Format::NAMES,
+            output.display()
+        )),
+    }
+}
+
 pub async fn run(cli: &Cli, args: &SnapshotArgs) -> CliResult {
     let pane =
         headless::Target::parse(&args.pane, args.select.as_deref()).map_err(CliError::bad_input)?;
-    let format = Format::parse(&args.format).map_err(CliError::bad_input)?;
+    let format = format_of(args.format.as_deref(), &args.output).map_err(CliError::bad_input)?;
     let (cols, rows) = parse_size(&args.size).map_err(CliError::bad_input)?;
     if !(0.25..=4.0).contains(&args.scale) {
         return Err(CliError::bad_input(format!(
@@ -136,6 +162,9 @@ pub async fn run(cli: &Cli, args: &SnapshotArgs) -> CliResult {
     } else {
         Some(open_workspace(cli, true, false)?.0)
     };
+    if matches!(pane, headless::Target::Canary(_)) {
+        super::warn_if_charts_unhosted(cli, ws.as_ref())?;
+    }
     // `--theme` as for the dashboard, but light by default: reports go on white pages.
     let config = super::dashboard::snapshot_config(cli)?;
     let (output, scale) = (args.output.clone(), args.scale);
@@ -162,4 +191,27 @@ pub async fn run(cli: &Cli, args: &SnapshotArgs) -> CliResult {
         },
     )
     .await
+}
+
+#[cfg(test)]
+mod format_tests {
+    use super::{Format, format_of};
+    use std::path::Path;
+
+    #[test]
+    fn the_format_comes_from_the_flag_else_the_file_extension() {
+        assert_eq!(format_of(None, Path::new("web.PNG")), Ok(Format::Png));
+        assert_eq!(format_of(None, Path::new("r/web.htm")), Ok(Format::Html));
+        assert_eq!(
+            format_of(Some("svg"), Path::new("web.png")),
+            Ok(Format::Svg)
+        );
+        let no_ext = format_of(None, Path::new("-")).unwrap_err();
+        assert!(
+            no_ext.contains("give --format (svg, png, html, ansi, txt)"),
+            "{no_ext}"
+        );
+        let odd = format_of(None, Path::new("web.jpeg")).unwrap_err();
+        assert!(odd.contains("`web.jpeg` does not say a format"), "{odd}");
+    }
 }

@@ -207,6 +207,22 @@ fn bad_input_gets_one_sentence_and_exit_2() {
 }
 
 #[test]
+fn runs_list_is_runs_alone() {
+    let ws = workspace();
+    ws.run(&["run", "etl"]).expect_code(0);
+    let alone = ws.run(&["runs", "--json"]);
+    let listed = ws.run(&["runs", "list", "--json"]);
+    listed.expect_code(0);
+    assert_eq!(listed.json(), alone.json());
+    assert_eq!(listed.json().as_array().unwrap().len(), 1);
+    assert_eq!(
+        ws.run(&["runs", "list", "--status", "failed", "--json"])
+            .json(),
+        json!([])
+    );
+}
+
+#[test]
 fn dead_letters_can_be_listed_requeued_and_discarded() {
     let ws = workspace();
     // A failure says why in the stage's own words: the last lines it wrote to stderr, where

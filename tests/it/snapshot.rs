@@ -315,6 +315,52 @@ fn bad_snapshot_input_names_the_valid_choices_and_writes_nothing() {
     assert_eq!(piped.stdout().lines().count(), 24);
 }
 
+/// Without `--format` the output file's extension says it; a canary's snapshot taken with no
+/// host running says on stderr why its charts are empty.
+#[test]
+fn the_format_comes_from_the_extension_and_unhosted_charts_are_explained() {
+    let ws = TestWorkspace::new();
+    ws.pipeline("etl", crate::support::ETL).write(
+        "opsdeck.toml",
+        "[canary.api]\nsource = \"simulate\"\nsteps = [ {weight = 10, pause = \"1h\"}, {weight = 100} ]\n",
+    );
+    let svg = ws.path("runs.svg");
+    ws.run(&["snapshot", "--pane", "runs", "-o", svg.to_str().unwrap()])
+        .expect_code(0);
+    assert!(std::fs::read_to_string(&svg).unwrap().starts_with("<svg"));
+    let jpeg = ws.path("runs.jpeg");
+    ws.run(&["snapshot", "--pane", "runs", "-o", jpeg.to_str().unwrap()])
+        .expect_error(
+            2,
+            "does not say a format by its extension; give --format (svg, png, html, ansi, txt)",
+        );
+    assert!(!jpeg.exists());
+    let txt = ws.path("api.txt");
+    let shot = ws.run(&[
+        "snapshot",
+        "--pane",
+        "canary",
+        "--select",
+        "api",
+        "-o",
+        txt.to_str().unwrap(),
+    ]);
+    shot.expect_code(0);
+    assert!(
+        shot.stderr()
+            .contains("no host runs this workspace, so canary charts are empty"),
+        "{}",
+        shot.stderr()
+    );
+    // The runs pane has no charts: nothing to explain.
+    let runs = ws.run(&["snapshot", "--pane", "runs", "-o", svg.to_str().unwrap()]);
+    assert!(
+        !runs.stderr().contains("canary charts"),
+        "{}",
+        runs.stderr()
+    );
+}
+
 /// A report over a real rollback has it with the reason and the analysis numbers.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_report_has_the_rollback_with_its_reason_and_numbers() {
