@@ -577,9 +577,20 @@ pub fn unknown_name(what: &str, plural: &str, name: &str, names: &[&str]) -> Str
     )
 }
 
-/// The closest valid name to a misspelt one, if it is close enough to be a likely typo: at
+/// The valid name meant by a wrong one: the one compound name holding it as a whole word
+/// (`retry` for `retry_run`), else the closest, if it is close enough to be a likely typo: at
 /// most about 40% of the longer name differs, and less than half of it.
 pub fn suggest<'a>(given: &str, choices: &[&'a str]) -> Option<&'a str> {
+    // A whole word of exactly one compound name (`retry` for `retry_run`) is that name, however
+    // far apart the spellings are.
+    let holding: Vec<&str> = choices
+        .iter()
+        .copied()
+        .filter(|c| *c != given && c.split(['_', '-']).any(|w| w == given))
+        .collect();
+    if let [only] = holding[..] {
+        return Some(only);
+    }
     choices
         .iter()
         .map(|c| (edit_distance(given, c), *c))
@@ -638,6 +649,12 @@ mod tests {
             Some("retry")
         );
         assert_eq!(suggest("zzz", &["retry", "needs"]), None);
+        assert_eq!(
+            suggest("retry", &["restart", "retry_run", "cancel_run"]),
+            Some("retry_run")
+        );
+        // Two names hold the word: no guess between them from that.
+        assert_eq!(suggest("run", &["retry_run", "cancel_run"]), None);
         assert_eq!(
             suggest("knid", &["kind", "id"]),
             Some("kind"),

@@ -467,6 +467,27 @@ pub fn triggers(
     let avail_held = track(avail_cond, &mut held.availability, elapsed);
     let fired_rate = enough && err_lo > r.error_rate_above && legacy_rate <= r.error_rate_above;
     let window = format!("over the last {TRIGGER_WINDOW_S}s");
+    // Past a threshold that legacy is past too: said, so a canary shown over it and a trigger
+    // that does not fire do not read as a contradiction.
+    let too = |past: bool, what: String| {
+        if past {
+            format!("; legacy is {what} too, so rolling back would not help")
+        } else {
+            String::new()
+        }
+    };
+    let rate_too = too(
+        enough && err_lo > r.error_rate_above && legacy_rate > r.error_rate_above,
+        format!("above it ({})", pct(legacy_rate)),
+    );
+    let p95_too = too(
+        p95_lo.is_some_and(|p| p > r.p95_above_ms) && legacy_p95 > r.p95_above_ms,
+        format!("above it ({legacy_p95:.0}ms)"),
+    );
+    let avail_too = too(
+        enough && 1.0 - err_lo < r.availability_below && 1.0 - legacy_rate < r.availability_below,
+        format!("below it ({})", pct(1.0 - legacy_rate)),
+    );
     let conf = format!("{:.0}%", cfg.analysis.confidence * 100.0);
     vec![
         TriggerStatus {
@@ -478,7 +499,7 @@ pub fn triggers(
             for_s: 0,
             summary: match rate.filter(|_| enough) {
                 Some(e) => format!(
-                    "canary errors {} {window}, at least {} at {conf}; rolls back when that is above {}",
+                    "canary errors {} {window}, at least {} at {conf}; rolls back when that is above {}{rate_too}",
                     pct(e),
                     pct(err_lo),
                     pct(r.error_rate_above)
@@ -495,7 +516,7 @@ pub fn triggers(
             for_s: r.p95_for_s,
             summary: match p95 {
                 Some(p) => format!(
-                    "canary P95 {p:.0}ms {window}, at least {} at {conf}; rolls back after {}s above {:.0}ms{}",
+                    "canary P95 {p:.0}ms {window}, at least {} at {conf}; rolls back after {}s above {:.0}ms{}{p95_too}",
                     ms(p95_lo),
                     r.p95_for_s,
                     r.p95_above_ms,
@@ -513,7 +534,7 @@ pub fn triggers(
             for_s: r.availability_for_s,
             summary: match avail.filter(|_| enough) {
                 Some(a) => format!(
-                    "canary availability {} {window}, at most {} at {conf}; rolls back after {}s below {}{}",
+                    "canary availability {} {window}, at most {} at {conf}; rolls back after {}s below {}{}{avail_too}",
                     pct(a),
                     pct(1.0 - err_lo),
                     r.availability_for_s,
@@ -656,5 +677,43 @@ mod tests {
             m.record(1, Version::Canary, 50.0, i % 10 < 3);
         }
         assert!(triggers(&m, 1, &cfg, &mut Held::default(), 1)[0].fired);
+    }
+
+    #[test]
+    fn a_trigger_legacy_is_past_too_says_why_it_does_not_fire() {
+        let cfg = cfg();
+        let mut m = Metrics::new(300, 3_600);
+        // Both versions at 30% errors: the canary is past every error threshold, and so is
+        // legacy, so rolling back would not help.
+        for i in 0..400 {
+            m.record(1, Version::Canary, 50.0, i % 10 < 3);
+            m.record(1, Version::Legacy, 50.0, i % 10 < 3);
+        }
+        let t = triggers(&m, 1, &cfg, &mut Held::default(), 1);
+        assert!(!t[0].fired && !t[2].fired);
+        assert!(
+            t[0].summary
+                .ends_with("; legacy is above it (30.00%) too, so rolling back would not help"),
+            "{}",
+            t[0].summary
+        );
+        assert!(
+            t[2].summary
+                .ends_with("; legacy is below it (70.00%) too, so rolling back would not help"),
+            "{}",
+            t[2].summary
+        );
+        // The canary alone past it: no such words, and the rate trigger fires.
+        let mut m = Metrics::new(300, 3_600);
+        for i in 0..400 {
+            m.record(1, Version::Canary, 50.0, i % 10 < 3);
+            m.record(1, Version::Legacy, 50.0, false);
+        }
+        let t = triggers(&m, 1, &cfg, &mut Held::default(), 1);
+        assert!(
+            t[0].fired && !t[0].summary.contains("legacy is"),
+            "{}",
+            t[0].summary
+        );
     }
 }

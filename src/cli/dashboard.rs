@@ -24,6 +24,34 @@ fn problems(what: &str, diags: &[crate::diag::Diagnostic]) -> CliError {
     ))
 }
 
+/// Where a theme or keymap name came from: its flag, else the `[ui]` setting (and where that
+/// may be set), so the refusal says what to change.
+fn named_by(flag: bool, key: &str) -> String {
+    if flag {
+        format!("--{key}")
+    } else {
+        format!(
+            "ui.{key} (set in opsdeck.toml, OPSDECK_UI__{} or the user's config.toml)",
+            key.to_ascii_uppercase()
+        )
+    }
+}
+
+/// [`problems`] for a theme or keymap named `name` by `from`: a name that does not exist in
+/// one sentence, a file with problems with each of them.
+fn unusable(what: &str, name: &str, from: &str, diags: &[crate::diag::Diagnostic]) -> CliError {
+    match diags {
+        [only] if only.file == what => CliError::bad_input(format!(
+            "the {what} `{name}` named by {from} cannot be used: {}",
+            only.message
+        )),
+        _ => CliError::bad_input(format!(
+            "the {what} `{name}` named by {from} cannot be used:\n{}",
+            crate::diag::render_all(diags)
+        )),
+    }
+}
+
 /// The dashboard's configuration for a snapshot: `--theme` (light by default, for white
 /// pages) in true colour, the keymap from `--keymap` (its keys show in the footer).
 pub fn snapshot_config(cli: &Cli) -> Result<Config, CliError> {
@@ -32,12 +60,10 @@ pub fn snapshot_config(cli: &Cli) -> Result<Config, CliError> {
     let keymap_dir: Option<PathBuf> = dir.as_ref().map(|d| d.join("keymaps"));
     let name = cli.theme.clone().unwrap_or_else(|| "light".into());
     let theme = Theme::load(&name, theme_dir.as_deref(), ColorDepth::TrueColor)
-        .map_err(|d| problems("theme", &d))?;
-    let keymap = Keymap::load(
-        cli.keymap.as_deref().unwrap_or("default"),
-        keymap_dir.as_deref(),
-    )
-    .map_err(|d| problems("keymap", &d))?;
+        .map_err(|d| unusable("theme", &name, "--theme", &d))?;
+    let keymap_name = cli.keymap.as_deref().unwrap_or("default");
+    let keymap = Keymap::load(keymap_name, keymap_dir.as_deref())
+        .map_err(|d| unusable("keymap", keymap_name, "--keymap", &d))?;
     Ok(Config {
         theme,
         keymap,
@@ -65,14 +91,27 @@ pub fn dashboard_config(cli: &Cli, settings: &Settings) -> Result<Config, CliErr
     let theme = if no_color {
         Theme::mono()
     } else {
-        Theme::load(&theme_name, theme_dir.as_deref(), depth).map_err(|d| problems("theme", &d))?
+        Theme::load(&theme_name, theme_dir.as_deref(), depth).map_err(|d| {
+            unusable(
+                "theme",
+                &theme_name,
+                &named_by(cli.theme.is_some(), "theme"),
+                &d,
+            )
+        })?
     };
     let keymap_name = cli
         .keymap
         .clone()
         .unwrap_or_else(|| settings.ui.keymap.clone());
-    let keymap =
-        Keymap::load(&keymap_name, keymap_dir.as_deref()).map_err(|d| problems("keymap", &d))?;
+    let keymap = Keymap::load(&keymap_name, keymap_dir.as_deref()).map_err(|d| {
+        unusable(
+            "keymap",
+            &keymap_name,
+            &named_by(cli.keymap.is_some(), "keymap"),
+            &d,
+        )
+    })?;
     Ok(Config {
         theme,
         keymap,

@@ -67,6 +67,51 @@ fn is_settings(f: &std::path::Path) -> bool {
         .is_some_and(|t| !t.is_empty() && !t.contains_key("pipeline") && !t.contains_key("stage"))
 }
 
+/// Loads the theme and keymap `[ui]` names, as the dashboard would: a name that is neither
+/// built in nor a user file is an error at the setting; a user file with problems is an error
+/// at the setting, and its own problems (in that file) go to `theirs`.
+fn ui_names(
+    c: &mut crate::diag::Checker<'_>,
+    root: &toml::de::DeTable<'_>,
+    theirs: &mut Vec<crate::diag::Diagnostic>,
+) {
+    let Some(toml::de::DeValue::Table(ui)) = root.get("ui").map(toml::Spanned::get_ref) else {
+        return;
+    };
+    let dir = crate::config::user_dir();
+    for key in ["theme", "keymap"] {
+        let Some(value) = ui.get(key) else { continue };
+        let toml::de::DeValue::String(name) = value.get_ref() else {
+            continue;
+        };
+        let loaded = if key == "theme" {
+            let d = dir.as_ref().map(|d| d.join("themes"));
+            crate::tui::theme::Theme::load(
+                name,
+                d.as_deref(),
+                crate::tui::theme::ColorDepth::TrueColor,
+            )
+            .map(drop)
+        } else {
+            let d = dir.as_ref().map(|d| d.join("keymaps"));
+            crate::tui::keymap::Keymap::load(name, d.as_deref()).map(drop)
+        };
+        let Err(found) = loaded else { continue };
+        // "There is no theme `x`" concerns the name itself; anything else is in its file.
+        if let [only] = &found[..]
+            && only.file == key
+        {
+            c.error(&value.span(), format!("ui.{key}: {}", only.message));
+        } else {
+            c.error(
+                &value.span(),
+                format!("ui.{key}: the {key} `{name}` cannot be used; its problems follow"),
+            );
+            theirs.extend(found);
+        }
+    }
+}
+
 /// Checks a workspace's `opsdeck.toml`: its settings and its canaries.
 fn settings_file(f: &std::path::Path) -> Result<bool, super::CliError> {
     let shown = f.display().to_string();
@@ -89,7 +134,16 @@ fn settings_file(f: &std::path::Path) -> Result<bool, super::CliError> {
             Vec::new()
         }
     };
-    problems.sort_by_key(|d| (d.line, d.col));
+    // The theme and keymap the settings name must exist and load, as the dashboard will ask.
+    let mut theirs = Vec::new();
+    if let Err(p) = crate::diag::check_text(&shown, src.text(), |c, root| {
+        ui_names(c, root, &mut theirs);
+    }) {
+        problems.extend(p);
+    }
+    problems.extend(theirs);
+    // This file's problems in order, then those of the theme or keymap it names.
+    problems.sort_by_key(|d| (d.file != shown, d.line, d.col));
     problems.dedup();
     if problems.is_empty() {
         let names: Vec<&str> = canaries.iter().map(|c| c.name.as_str()).collect();

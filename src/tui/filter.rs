@@ -80,14 +80,25 @@ pub fn parse(text: &str, fields: &[Field]) -> Result<Filter, String> {
             out.id = Some(n);
         } else if let Some((name, value)) = word.split_once(':') {
             let Some(field) = fields.iter().find(|f| f.name == name) else {
-                return Err(format!("fields here: {} (not `{name}:`)", takes(fields)));
+                let names: Vec<&str> = fields.iter().map(|f| f.name).collect();
+                let hint = crate::diag::suggest(name, &names)
+                    .map(|n| format!("; did you mean `{n}:`?"))
+                    .unwrap_or_default();
+                return Err(format!(
+                    "fields here: {} (not `{name}:`{hint})",
+                    takes(fields)
+                ));
             };
             if let Some(values) = &field.values {
                 if !values.iter().any(|v| v == value) {
                     let given = if value.is_empty() {
                         "nothing yet".to_string()
                     } else {
-                        format!("not `{value}`")
+                        let names: Vec<&str> = values.iter().map(String::as_str).collect();
+                        let hint = crate::diag::suggest(value, &names)
+                            .map(|v| format!("; did you mean `{v}`?"))
+                            .unwrap_or_default();
+                        format!("not `{value}`{hint}")
                     };
                     return Err(format!("{name}: {} ({given})", or_list(values)));
                 }
@@ -133,6 +144,14 @@ mod tests {
         assert_eq!(
             parse("status:bogus", &fields()).unwrap_err(),
             "status: failed or succeeded (not `bogus`)"
+        );
+        assert_eq!(
+            parse("status:faild", &fields()).unwrap_err(),
+            "status: failed or succeeded (not `faild`; did you mean `failed`?)"
+        );
+        assert_eq!(
+            parse("stauts:failed", &fields()).unwrap_err(),
+            "fields here: status:, stage:, #ID or words (not `stauts:`; did you mean `status:`?)"
         );
         assert_eq!(
             parse("status:", &fields()).unwrap_err(),

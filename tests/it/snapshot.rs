@@ -276,7 +276,10 @@ fn bad_snapshot_input_names_the_valid_choices_and_writes_nothing() {
     ws.run(&[
         "snapshot", "--pane", "runs", "--format", "svg", "--theme", "sepia", "-o", o,
     ])
-    .expect_error(2, "sepia");
+    .expect_error(
+        2,
+        "the theme `sepia` named by --theme cannot be used: there is no theme `sepia`; valid themes: ",
+    );
     ws.run(&[
         "snapshot", "--pane", "runs", "--format", "svg", "--size", "40x10", "-o", o,
     ])

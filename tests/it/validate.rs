@@ -262,3 +262,45 @@ retry = { backoff = { initial_ms = 5000 } }
     assert!(lines[1].starts_with("p.toml:13:8: `body` in stage `b` must be a string (sent as it is) or a table or array (sent as JSON), found integer"), "{}", lines[1]);
     assert!(lines[2].starts_with("p.toml:14:36: `backoff` of `retry` of stage `b` has `max_ms` 200 below `initial_ms` 5000"), "{}", lines[2]);
 }
+
+/// A theme or keymap the settings name is loaded as the dashboard would: a name that does not
+/// exist is refused at the setting with the valid names; a user file with problems is refused
+/// at the setting, followed by the file's own problems.
+#[test]
+fn the_theme_and_keymap_the_settings_name_must_load() {
+    let (code, lines) = validate(&[(
+        "opsdeck.toml",
+        "[ui]\ntheme = \"darkk\"\nkeymap = \"vim\"\n",
+    )]);
+    assert_eq!(code, 2, "{lines:?}");
+    assert!(
+        lines[0].starts_with(
+            "opsdeck.toml:2:9: ui.theme: there is no theme `darkk`; valid themes: dark, "
+        ),
+        "{lines:?}"
+    );
+    assert!(
+        lines[1].starts_with(
+            "opsdeck.toml:3:10: ui.keymap: there is no keymap `vim`; valid keymaps: arrows, default"
+        ),
+        "{lines:?}"
+    );
+    let ws = TestWorkspace::new();
+    let themes = ws.root.path().join("home/config/opsdeck/themes");
+    std::fs::create_dir_all(&themes).unwrap();
+    std::fs::write(
+        themes.join("mine.toml"),
+        "inherits = \"dark\"\n[palette]\nred = \"#zz0000\"\n",
+    )
+    .unwrap();
+    ws.write("opsdeck.toml", "[ui]\ntheme = \"mine\"\n");
+    let out = ws.run(&["validate", ws.path("opsdeck.toml").to_str().unwrap()]);
+    out.expect_code(2);
+    let text = out.stdout();
+    assert!(
+        text.contains(
+            "opsdeck.toml:2:9: ui.theme: the theme `mine` cannot be used; its problems follow"
+        ) && text.contains("mine.toml:3:"),
+        "{text}"
+    );
+}
