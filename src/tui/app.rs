@@ -375,6 +375,8 @@ impl App {
             Action::Back => {
                 let target = input.target;
                 self.input = None;
+                // The filter is given up, and with it any refusal of it still shown.
+                self.flash = None;
                 let _ = self.set_filter(target, String::new());
             }
             Action::Quit | Action::Interrupt => self.quit_flow(a == Action::Interrupt),

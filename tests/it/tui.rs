@@ -759,6 +759,25 @@ fn open_canary(a: &mut App) {
     });
 }
 
+/// After a rollout ends its triggers are no longer looked at: their values are the last ones,
+/// said so, not shown as "now" beside live charts.
+#[test]
+fn an_ended_rollouts_trigger_values_are_not_called_now() {
+    let mut a = app(200, 50);
+    open_canary(&mut a);
+    assert!(
+        text(&a).contains("(now "),
+        "a live rollout's are: {}",
+        text(&a)
+    );
+    a.panes.canary.select("search-api").unwrap();
+    let shown = text(&a);
+    assert!(
+        shown.contains(" when it ended") && !shown.contains("(now "),
+        "{shown}"
+    );
+}
+
 /// A named way to bring a fresh app to one screen.
 type Scene = (&'static str, fn(&mut App));
 
@@ -1414,8 +1433,13 @@ fn a_half_typed_filter_is_explained_not_applied() {
     chars(&mut a, "iled");
     assert!(a.input.as_ref().unwrap().error.is_none());
     assert_eq!(a.panes.runs.list.filter, "status:failed");
+    assert!(
+        a.flash.as_ref().is_some_and(|f| f.error),
+        "Enter's refusal is shown"
+    );
     // Unknown fields are refused in every pane, with what the pane takes.
     key(&mut a, KeyCode::Esc);
+    assert!(a.flash.is_none(), "Esc gives up the filter and its refusal");
     a.on_action(Action::Filter);
     chars(&mut a, "foo:bar");
     assert_eq!(

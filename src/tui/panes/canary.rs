@@ -651,7 +651,17 @@ fn trigger_text(c: &CanaryStatus) -> String {
                 tr.value.map(pct),
             ),
         };
-        let now = value.map_or_else(|| "too few requests".to_string(), |v| format!("now {v}"));
+        // After the rollout ended the triggers are no longer looked at: their last values.
+        let now = value.map_or_else(
+            || "too few requests".to_string(),
+            |v| {
+                if c.state.is_final() {
+                    format!("{v} when it ended")
+                } else {
+                    format!("now {v}")
+                }
+            },
+        );
         let held = if tr.held_s > 0 && !tr.fired {
             format!(", held {}", span(tr.held_s))
         } else {
