@@ -103,7 +103,9 @@ pub struct Cli {
 pub enum Command {
     /// Check pipeline files (and opsdeck.toml) and report every problem as FILE:LINE:COL
     Validate {
-        #[arg(required = true, value_name = "FILE")]
+        /// Pipeline files and settings files [default: the workspace's opsdeck.toml and
+        /// pipelines/*.toml]
+        #[arg(value_name = "FILE")]
         files: Vec<PathBuf>,
     },
     /// Run a pipeline in the foreground and wait for it (exit 0 if it succeeds, 1 if not)
@@ -399,6 +401,9 @@ pub fn parse_dlq_id(s: &str) -> Result<DlqId, String> {
 /// Runs the parsed command line and returns the process exit code.
 pub async fn dispatch(cli: Cli) -> u8 {
     let result = match &cli.command {
+        Some(Command::Validate { files }) if files.is_empty() => {
+            validate::workspace_files(cli.workspace.as_deref()).and_then(|f| validate::run(&f))
+        }
         Some(Command::Validate { files }) => validate::run(files),
         Some(Command::Run(args)) => run::run(&cli, args).await,
         Some(Command::Runs(args)) => runs::run(&cli, args).await,

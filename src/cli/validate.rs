@@ -6,6 +6,40 @@ use super::{CliResult, EXIT_BAD_INPUT, EXIT_OK};
 use crate::host::workspace::OTHER_SECTIONS;
 use crate::runtime::spec;
 
+/// The files of the workspace (`--workspace`, `OPSDECK_WORKSPACE`, else the current
+/// directory when it is one): its `opsdeck.toml`, then `pipelines/*.toml` by name.
+pub fn workspace_files(flag: Option<&std::path::Path>) -> Result<Vec<PathBuf>, super::CliError> {
+    let (dir, source) = crate::host::workspace::resolve(flag, false)?;
+    if source == crate::host::workspace::Source::Demo {
+        return Err(super::CliError::bad_input(
+            "no workspace here to check: give the files (opsdeck validate FILE...), pass --workspace DIR or run it in a workspace",
+        ));
+    }
+    let mut files = Vec::new();
+    let settings = dir.join("opsdeck.toml");
+    if settings.is_file() {
+        files.push(settings);
+    }
+    let mut pipelines: Vec<PathBuf> = std::fs::read_dir(dir.join("pipelines"))
+        .map(|entries| {
+            entries
+                .filter_map(Result::ok)
+                .map(|e| e.path())
+                .filter(|p| p.extension().is_some_and(|e| e == "toml") && p.is_file())
+                .collect()
+        })
+        .unwrap_or_default();
+    pipelines.sort();
+    files.extend(pipelines);
+    if files.is_empty() {
+        return Err(super::CliError::bad_input(format!(
+            "{} holds no opsdeck.toml and no pipelines/*.toml to check; give the files",
+            dir.display()
+        )));
+    }
+    Ok(files)
+}
+
 pub fn run(files: &[PathBuf]) -> CliResult {
     let mut bad = false;
     let mut seen: Vec<(String, &PathBuf)> = Vec::new();

@@ -304,3 +304,44 @@ fn the_theme_and_keymap_the_settings_name_must_load() {
         "{text}"
     );
 }
+
+/// With no files, the workspace's own: its settings, then its pipelines by name.
+#[test]
+fn with_no_files_the_workspace_is_checked() {
+    let ws = TestWorkspace::new();
+    ws.write("opsdeck.toml", "[ui]\ntheme = \"dark\"\n")
+        .pipeline(
+            "b",
+            "[pipeline]\nname = \"b\"\n[[stage]]\nid = \"a\"\nkind = \"simulate\"\n",
+        )
+        .pipeline(
+            "a",
+            "[pipeline]\nname = \"a\"\n[[stage]]\nid = \"a\"\nkind = \"simulat\"\n",
+        );
+    let dir = ws.dir();
+    // `run` passes the workspace with --workspace.
+    let out = ws.run(&["validate"]);
+    out.expect_code(2);
+    let text = out.stdout().replace(&format!("{}/", dir.display()), "");
+    let firsts: Vec<&str> = text
+        .lines()
+        .filter(|l| l.starts_with("opsdeck.toml") || l.starts_with("pipelines/"))
+        .collect();
+    assert_eq!(
+        firsts[0], "opsdeck.toml: ok: settings, no canaries",
+        "{text}"
+    );
+    assert!(firsts[1].starts_with("pipelines/a.toml:5:8: "), "{text}");
+    assert_eq!(
+        firsts[2], "pipelines/b.toml: ok: pipeline `b`, 1 stage",
+        "{text}"
+    );
+    // Outside any workspace it says what to give.
+    let none = crate::support::Out(ws.bare_cmd().arg("validate").output().unwrap());
+    none.expect_code(2);
+    assert!(
+        none.stderr().contains("no workspace here"),
+        "{}",
+        none.stderr()
+    );
+}
