@@ -52,12 +52,20 @@ fn unusable(what: &str, name: &str, from: &str, diags: &[crate::diag::Diagnostic
     }
 }
 
+/// Where a user's own themes and keymaps live (`themes/`, `keymaps/` in the user's config
+/// directory), if there is one.
+pub fn user_ui_dirs() -> (Option<PathBuf>, Option<PathBuf>) {
+    let dir = user_dir();
+    (
+        dir.as_ref().map(|d| d.join("themes")),
+        dir.as_ref().map(|d| d.join("keymaps")),
+    )
+}
+
 /// The dashboard's configuration for a snapshot: `--theme` (light by default, for white
 /// pages) in true colour, the keymap from `--keymap` (its keys show in the footer).
 pub fn snapshot_config(cli: &Cli) -> Result<Config, CliError> {
-    let dir = user_dir();
-    let theme_dir: Option<PathBuf> = dir.as_ref().map(|d| d.join("themes"));
-    let keymap_dir: Option<PathBuf> = dir.as_ref().map(|d| d.join("keymaps"));
+    let (theme_dir, keymap_dir) = user_ui_dirs();
     let name = cli.theme.clone().unwrap_or_else(|| "light".into());
     let theme = Theme::load(&name, theme_dir.as_deref(), ColorDepth::TrueColor)
         .map_err(|d| unusable("theme", &name, "--theme", &d))?;
@@ -79,9 +87,7 @@ pub fn snapshot_config(cli: &Cli) -> Result<Config, CliError> {
 
 /// Theme, keymap and mouse from the flags, then settings; `NO_COLOR` forces the mono theme.
 pub fn dashboard_config(cli: &Cli, settings: &Settings) -> Result<Config, CliError> {
-    let dir = user_dir();
-    let theme_dir: Option<PathBuf> = dir.as_ref().map(|d| d.join("themes"));
-    let keymap_dir: Option<PathBuf> = dir.as_ref().map(|d| d.join("keymaps"));
+    let (theme_dir, keymap_dir) = user_ui_dirs();
     let depth = ColorDepth::detect();
     let no_color = std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty());
     let theme_name = cli

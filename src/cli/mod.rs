@@ -273,14 +273,18 @@ pub fn served(
 /// are drawn from the traffic the hosting process measures, which a host started only for
 /// this command has not seen. (Over `--remote`, or while `opsdeck serve` or the dashboard
 /// hosts it, they are live.)
-pub fn warn_if_charts_unhosted(cli: &Cli, ws: Option<&Workspace>) -> Result<(), CliError> {
-    if ws.is_some_and(|w| !w.canaries.is_empty()) && served(cli, ws)?.is_none() {
+pub fn warn_if_charts_unhosted(cli: &Cli, ws: Option<&Workspace>) {
+    let Some(ws) = ws.filter(|w| !w.canaries.is_empty()) else {
+        return;
+    };
+    let hosted =
+        crate::host::lock::HostLock::holder(&ws.state_dir()).is_some_and(|h| h.address.is_some());
+    if cli.remote.is_none() && !hosted {
         let _ = writeln!(
             std::io::stderr(),
             "opsdeck: no host runs this workspace, so canary charts are empty (they show the traffic a running host measures); start `opsdeck serve` or the dashboard, or pass --remote"
         );
     }
-    Ok(())
 }
 
 /// Runs `f` against the runtime: the served one when there is one (so commands work while

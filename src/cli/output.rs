@@ -209,9 +209,7 @@ pub fn event_line(e: &Event) -> String {
 }
 
 fn err_text(data: &serde_json::Value) -> String {
-    let code = data["error"]["code"].as_str().unwrap_or("error");
-    let message = data["error"]["message"].as_str().unwrap_or("");
-    format!("{code}: {message}")
+    crate::model::error_text(&data["error"]).unwrap_or_else(|| "error".into())
 }
 
 /// A progress line for a foreground run, or `None` for events not worth a line.

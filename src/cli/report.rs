@@ -61,7 +61,7 @@ pub async fn run(cli: &Cli, args: &ReportArgs) -> CliResult {
     } else {
         Some(open_workspace(cli, true, false)?.0)
     };
-    super::warn_if_charts_unhosted(cli, ws.as_ref())?;
+    super::warn_if_charts_unhosted(cli, ws.as_ref());
     let config = super::dashboard::snapshot_config(cli)?;
     let scope = Scope {
         since,

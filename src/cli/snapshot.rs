@@ -163,7 +163,7 @@ pub async fn run(cli: &Cli, args: &SnapshotArgs) -> CliResult {
         Some(open_workspace(cli, true, false)?.0)
     };
     if matches!(pane, headless::Target::Canary(_)) {
-        super::warn_if_charts_unhosted(cli, ws.as_ref())?;
+        super::warn_if_charts_unhosted(cli, ws.as_ref());
     }
     // `--theme` as for the dashboard, but light by default: reports go on white pages.
     let config = super::dashboard::snapshot_config(cli)?;

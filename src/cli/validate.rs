@@ -112,23 +112,21 @@ fn ui_names(
     let Some(toml::de::DeValue::Table(ui)) = root.get("ui").map(toml::Spanned::get_ref) else {
         return;
     };
-    let dir = crate::config::user_dir();
+    let (theme_dir, keymap_dir) = super::dashboard::user_ui_dirs();
     for key in ["theme", "keymap"] {
         let Some(value) = ui.get(key) else { continue };
         let toml::de::DeValue::String(name) = value.get_ref() else {
             continue;
         };
         let loaded = if key == "theme" {
-            let d = dir.as_ref().map(|d| d.join("themes"));
             crate::tui::theme::Theme::load(
                 name,
-                d.as_deref(),
+                theme_dir.as_deref(),
                 crate::tui::theme::ColorDepth::TrueColor,
             )
             .map(drop)
         } else {
-            let d = dir.as_ref().map(|d| d.join("keymaps"));
-            crate::tui::keymap::Keymap::load(name, d.as_deref()).map(drop)
+            crate::tui::keymap::Keymap::load(name, keymap_dir.as_deref()).map(drop)
         };
         let Err(found) = loaded else { continue };
         // "There is no theme `x`" concerns the name itself; anything else is in its file.

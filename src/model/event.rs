@@ -79,7 +79,7 @@ fn because(d: &Value) -> String {
 }
 
 /// `code: message` of an attempt's error (an object), or the error itself (a sentence).
-fn error_text(e: &Value) -> Option<String> {
+pub fn error_text(e: &Value) -> Option<String> {
     match e {
         Value::String(s) => Some(s.clone()),
         Value::Object(_) => {

@@ -68,6 +68,13 @@ pub fn takes(fields: &[Field]) -> String {
     or_list(&parts)
 }
 
+/// `; did you mean \`NAME{tail}\`?` for the name among `names` that `given` likely meant.
+fn did_you_mean(given: &str, names: &[&str], tail: &str) -> String {
+    crate::diag::suggest(given, names)
+        .map(|n| format!("; did you mean `{n}{tail}`?"))
+        .unwrap_or_default()
+}
+
 /// Parses `text` for a pane that takes `fields`.
 pub fn parse(text: &str, fields: &[Field]) -> Result<Filter, String> {
     let mut out = Filter::default();
@@ -81,9 +88,7 @@ pub fn parse(text: &str, fields: &[Field]) -> Result<Filter, String> {
         } else if let Some((name, value)) = word.split_once(':') {
             let Some(field) = fields.iter().find(|f| f.name == name) else {
                 let names: Vec<&str> = fields.iter().map(|f| f.name).collect();
-                let hint = crate::diag::suggest(name, &names)
-                    .map(|n| format!("; did you mean `{n}:`?"))
-                    .unwrap_or_default();
+                let hint = did_you_mean(name, &names, ":");
                 return Err(format!(
                     "fields here: {} (not `{name}:`{hint})",
                     takes(fields)
@@ -95,9 +100,7 @@ pub fn parse(text: &str, fields: &[Field]) -> Result<Filter, String> {
                         "nothing yet".to_string()
                     } else {
                         let names: Vec<&str> = values.iter().map(String::as_str).collect();
-                        let hint = crate::diag::suggest(value, &names)
-                            .map(|v| format!("; did you mean `{v}`?"))
-                            .unwrap_or_default();
+                        let hint = did_you_mean(value, &names, "");
                         format!("not `{value}`{hint}")
                     };
                     return Err(format!("{name}: {} ({given})", or_list(values)));

@@ -406,25 +406,25 @@ async fn http_4xx_is_not_retried_and_connection_errors_are() {
     host.shutdown().await;
 }
 
+/// Pipeline `api`: one http stage calling `url`/health, a breaker that opens after two
+/// failures for `cooldown_ms`, and the stage's `retry` table.
+fn breaker_pipeline(url: &str, cooldown_ms: u64, retry: &str) -> String {
+    format!(
+        "[pipeline]\nname = \"api\"\n[pipeline.breaker]\nfailure_threshold = 2\ncooldown_ms = {cooldown_ms}\n\
+         [[stage]]\nid = \"call\"\nkind = \"http\"\nurl = \"{url}/health\"\nretry = {{ {retry} }}\n"
+    )
+}
+
 #[tokio::test]
 async fn an_entry_parked_by_an_open_breaker_names_the_failure_before_it() {
     let server = scripted_server(vec![(503, "down")]).await;
     let ws = TestWorkspace::new();
     ws.pipeline(
         "api",
-        &format!(
-            r#"[pipeline]
-name = "api"
-[pipeline.breaker]
-failure_threshold = 2
-cooldown_ms = 60000
-[[stage]]
-id = "call"
-kind = "http"
-url = "{}/health"
-retry = {{ max_attempts = 3, backoff = {{ initial_ms = 10, multiplier = 1.0, max_ms = 10, jitter = false }} }}
-"#,
-            server.url
+        &breaker_pipeline(
+            &server.url,
+            60_000,
+            "max_attempts = 3, backoff = { initial_ms = 10, multiplier = 1.0, max_ms = 10, jitter = false }",
         ),
     );
     let host = ws.host().await;
@@ -449,19 +449,10 @@ async fn the_breaker_opens_fails_fast_then_half_opens_and_closes() {
     let ws = TestWorkspace::new();
     ws.pipeline(
         "api",
-        &format!(
-            r#"[pipeline]
-name = "api"
-[pipeline.breaker]
-failure_threshold = 2
-cooldown_ms = 400
-[[stage]]
-id = "call"
-kind = "http"
-url = "{}/health"
-retry = {{ max_attempts = 5, backoff = {{ initial_ms = 150, multiplier = 2.0, max_ms = 300, jitter = false }} }}
-"#,
-            server.url
+        &breaker_pipeline(
+            &server.url,
+            400,
+            "max_attempts = 5, backoff = { initial_ms = 150, multiplier = 2.0, max_ms = 300, jitter = false }",
         ),
     );
     let host = ws.host().await;
