@@ -121,12 +121,18 @@ impl Default for Rollback {
     }
 }
 
+/// The plan a canary follows when it names none. A decision takes a number of canary requests,
+/// not minutes, so the first step's weight sets how soon a regression is found: at 200
+/// requests a second, 12% is the smallest first step measured whose drills find a 50% slower
+/// P95 within a minute and a 20% slower one within five (`canary::drill` measures it over many seeds).
+/// Four steps of ten minutes after it keep 35 minutes of evidence before all traffic moves,
+/// which is what keeps a canary 0.3 points over its error margin from ever being promoted.
 pub fn default_steps() -> Vec<Step> {
     [
-        (5, Some(300)),
-        (10, Some(600)),
+        (12, Some(300)),
         (25, Some(600)),
         (50, Some(600)),
+        (75, Some(600)),
         (100, None),
     ]
     .into_iter()
@@ -620,13 +626,14 @@ simulate = { rps = 50, legacy = { p50_ms = 60, p95_ms = 180, error_rate = 0.004 
         )
         .unwrap();
         let c = &cfgs[0];
-        assert_eq!(c.steps, default_steps());
+        let weights: Vec<u32> = c.steps.iter().map(|s| s.weight_bp / 100).collect();
+        assert_eq!(weights, [5, 10, 25, 50, 100]);
         assert_eq!(c.analysis, Analysis::default());
         assert_eq!(c.slo, Slo::default());
         assert_eq!(c.rollback, Rollback::default());
         assert_eq!(c.route, RouteKey::Header("x-user-id".into()));
         let minimal = check("[canary.a]\nsource = \"ingest\"\n").unwrap();
-        assert_eq!(minimal[0].steps, c.steps);
+        assert_eq!(minimal[0].steps, default_steps());
         assert_eq!(minimal[0].source.name(), "ingest");
     }
 

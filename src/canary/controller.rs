@@ -528,16 +528,16 @@ mod tests {
         let expect = |from: S, a: A| -> Option<(S, f64)> {
             let live = matches!(from, S::Progressing | S::Paused);
             match a {
-                A::Promote if live => Some((from, 10.0)),
+                A::Promote if live => Some((from, 25.0)),
                 A::PromoteFull if live => Some((S::Promoted, 100.0)),
-                A::Pause if from == S::Progressing => Some((S::Paused, 5.0)),
-                A::Resume if from == S::Paused => Some((S::Progressing, 5.0)),
+                A::Pause if from == S::Progressing => Some((S::Paused, 12.0)),
+                A::Resume if from == S::Paused => Some((S::Progressing, 12.0)),
                 A::SetWeight(w) if live => Some((S::Paused, f64::from(w))),
                 A::Rollback if !matches!(from, S::RolledBack | S::Aborted) => {
                     Some((S::RolledBack, 0.0))
                 }
                 A::Abort if live => Some((S::Aborted, 0.0)),
-                A::Restart if !live => Some((S::Progressing, 5.0)),
+                A::Restart if !live => Some((S::Progressing, 12.0)),
                 _ => None,
             }
         };
@@ -596,23 +596,19 @@ mod tests {
         c.act(A::SetWeight(30), "t", "r", 1, &mut m).unwrap();
         c.act(A::Resume, "t", "r", 2, &mut m).unwrap();
         c.act(A::Promote, "t", "r", 3, &mut m).unwrap();
-        assert_eq!(
-            (c.st.step, c.status(&m).weight),
-            (3, 50.0),
-            "skips 10% and 25%"
-        );
+        assert_eq!((c.st.step, c.status(&m).weight), (2, 50.0), "skips 25%");
 
         // A weight set to 0 late in the plan is promoted to the first step, not to 100%.
         let (mut c, mut m) = ctl();
         for _ in 0..3 {
             c.act(A::Promote, "t", "r", 1, &mut m).unwrap();
         }
-        assert_eq!(c.st.weight_bp, 5_000);
+        assert_eq!(c.st.weight_bp, 7_500);
         c.act(A::SetWeight(0), "t", "r", 2, &mut m).unwrap();
         let rec = c.act(A::Promote, "t", "r", 3, &mut m).unwrap();
         assert_eq!(
             (c.st.step, c.status(&m).weight, c.state()),
-            (0, 5.0, S::Paused),
+            (0, 12.0, S::Paused),
             "back to the first step, still paused: {rec:?}"
         );
     }
@@ -706,7 +702,7 @@ mod tests {
         let (mut c, mut m) = ctl();
         c.traffic = Some(TrafficStatus {
             via: "command".into(),
-            weight: 5.0,
+            weight: 12.0,
             state: TrafficState::Failing,
             attempts: 6,
             at: None,
@@ -716,10 +712,10 @@ mod tests {
         assert_eq!(c.st.step_elapsed_s, 0);
         // Applied, but a different weight than the rollout's: still waits.
         c.traffic.as_mut().unwrap().state = TrafficState::Applied;
-        c.traffic.as_mut().unwrap().weight = 10.0;
+        c.traffic.as_mut().unwrap().weight = 25.0;
         assert!(healthy(&mut c, &mut m, free + 601, free + 700).is_none());
         // Applied at the rollout's weight: the step's whole pause counts from here.
-        c.traffic.as_mut().unwrap().weight = 5.0;
+        c.traffic.as_mut().unwrap().weight = 12.0;
         let (at, rec) = healthy(&mut c, &mut m, free + 701, free + 3_000).expect("promotes");
         assert_eq!(rec.action, "promote");
         assert!(
