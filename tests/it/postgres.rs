@@ -255,6 +255,36 @@ fn encrypted(url: &str) -> Result<bool, String> {
 }
 
 #[test]
+fn a_store_on_a_unix_socket_connects_without_tls_whatever_sslmode_says() {
+    let url = postgres_db();
+    let dir = std::env::var("OPSDECK_TEST_POSTGRES_SOCKET").unwrap_or_else(|_| {
+        panic!("OPSDECK_TEST_POSTGRES_SOCKET is not set: ./.ci/run starts PostgreSQL with a Unix socket there and sets it")
+    });
+    // postgres://opsdeck@127.0.0.1:PORT/DB -> the same database by the socket's directory.
+    let (_, rest) = url.split_once('@').unwrap();
+    let (_, port_db) = rest.split_once(':').unwrap();
+    let encoded: String = dir
+        .bytes()
+        .map(|b| match b {
+            b'/' => "%2F".to_string(),
+            _ => char::from(b).to_string(),
+        })
+        .collect();
+    let local = format!("postgres://opsdeck@{encoded}:{port_db}");
+    // As libpq: a socket on the machine needs no TLS, so `sslmode` is not asked of it (a TLS
+    // handshake would need a host name, which a socket's path is not).
+    assert_eq!(encrypted(&local), Ok(false));
+    assert_eq!(encrypted(&format!("{local}?sslmode=require")), Ok(false));
+    // A workspace on it runs as on any other PostgreSQL store.
+    let ws = TestWorkspace::new();
+    ws.pipeline("etl", ETL);
+    ws.write("opsdeck.toml", &format!("[store]\nurl = \"{local}\"\n"));
+    ws.run(&["run", "etl"]).expect_code(0);
+    let runs = ws.run(&["runs", "--json"]).json();
+    assert_eq!(runs[0]["status"], "succeeded", "{runs}");
+}
+
+#[test]
 fn a_store_over_tls_checks_the_servers_certificate_as_sslmode_asks() {
     let url = postgres_db();
     let ca = test_ca(false);

@@ -359,7 +359,19 @@ pub async fn open(url: &str) -> Result<(Client, Messages)> {
         config.tcp_user_timeout(CONNECT_TIMEOUT * 2);
     }
     let failed = |e: tokio_postgres::Error| cannot(message(&e));
-    Ok(match super::tls::connector(&tls)? {
+    // A Unix socket is local to the machine: libpq ignores `sslmode` there, and so does
+    // opsdeck (a TLS handshake would need a host name the socket's path is not).
+    let local = config
+        .get_hosts()
+        .iter()
+        .all(|h| !matches!(h, tokio_postgres::config::Host::Tcp(_)));
+    let connector = if local {
+        config.ssl_mode(tokio_postgres::config::SslMode::Disable);
+        None
+    } else {
+        super::tls::connector(&tls)?
+    };
+    Ok(match connector {
         None => {
             let (client, mut conn) = config.connect(NoTls).await.map_err(failed)?;
             let messages: Messages =
