@@ -599,6 +599,11 @@ impl Host {
         Ok(self.inner.reads.with(move |r| r.audit(&q)).await?)
     }
 
+    /// This host's id among the workers sharing a PostgreSQL store (none on SQLite).
+    pub fn worker_id(&self) -> Option<String> {
+        self.inner.runtime.worker().map(|w| w.id.clone())
+    }
+
     /// The workers sharing this host's PostgreSQL store (none on SQLite: one host).
     pub async fn workers(&self) -> Result<Vec<crate::model::WorkerInfo>> {
         Ok(self.inner.reads.with(Reader::workers).await?)

@@ -194,6 +194,12 @@ fn finish_ops(
     let error_json = error
         .as_ref()
         .map(|(code, message)| json!({"code": code, "message": message}));
+    let mut data = json!({"attempt": job.n, "status": status, "duration_ms": duration_ms, "error": error_json, "pipeline": job.pipeline.name});
+    // Among several workers, which one ran it: each counts its own attempts in `/metrics`
+    // (summed across workers, as Prometheus sums instances), and an operator sees where.
+    if let (Some(w), Some(map)) = (&job.engine.worker, data.as_object_mut()) {
+        map.insert("worker".into(), json!(w.id));
+    }
     vec![
         Op::FinishAttempt {
             run_id: job.run_id,
@@ -213,7 +219,7 @@ fn finish_ops(
             EventKind::StageFinished,
             job.run_id,
             &stage.id,
-            json!({"attempt": job.n, "status": status, "duration_ms": duration_ms, "error": error_json, "pipeline": job.pipeline.name}),
+            data,
         ),
     ]
 }

@@ -65,8 +65,16 @@ impl Default for StageMetrics {
 }
 
 impl StageMetrics {
-    pub fn observe(&self, e: &Event) {
+    /// Counts a finished attempt that ran here: a worker sharing a store sees every worker's
+    /// events, and counting them all would multiply the sum across workers. `me` is this
+    /// worker's id (`None` on a single host, which runs everything it sees).
+    pub fn observe(&self, e: &Event, me: Option<&str>) {
         if e.kind != EventKind::StageFinished {
+            return;
+        }
+        if let (Some(me), Some(ran_on)) = (me, e.data["worker"].as_str())
+            && ran_on != me
+        {
             return;
         }
         let pipeline = e.data["pipeline"].as_str().unwrap_or("");
@@ -90,10 +98,11 @@ impl StageMetrics {
     pub fn collect(&self, host: &crate::host::Host) {
         let mut rx = host.subscribe();
         let me = self.clone();
+        let worker = host.worker_id();
         tokio::spawn(async move {
             loop {
                 match rx.recv().await {
-                    Ok(e) => me.observe(&e),
+                    Ok(e) => me.observe(&e, worker.as_deref()),
                     Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
                     Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
                 }

@@ -136,7 +136,29 @@ fn three_workers_share_200_runs_and_run_every_stage_once() {
     // Any worker lists the other two.
     let listed = workers[0].0.run(&["workers", "--json"]).json();
     assert_eq!(listed.as_array().unwrap().len(), 3, "{listed}");
+    // Each worker's `/metrics` counts the attempts it ran, so their sum is the store's: a
+    // worker sees every worker's events, and counting those too would triple it.
+    let ran: Vec<u64> = workers
+        .iter()
+        .map(|w| attempts_counted(&get_text(&format!("{}/metrics", w.2))))
+        .collect();
+    assert_eq!(ran.iter().sum::<u64>(), 800, "per worker: {ran:?}");
     drop(workers);
+}
+
+/// The stage attempts a `/metrics` page counts, over every label.
+fn attempts_counted(page: &str) -> u64 {
+    page.lines()
+        .filter(|l| l.starts_with("opsdeck_stage_attempts_total{"))
+        .filter_map(|l| l.rsplit_once(' ')?.1.parse::<u64>().ok())
+        .sum()
+}
+
+fn get_text(url: &str) -> String {
+    let url = url.to_string();
+    let (status, text) = send(move |c| c.get(&url));
+    assert_eq!(status, 200, "{text}");
+    text
 }
 
 #[test]
@@ -264,21 +286,26 @@ fn a_schedule_fires_once_per_tick_across_three_workers() {
 
 fn post(base: &str, path: &str, body: &str) -> (u16, Value) {
     let (url, body) = (format!("{base}{path}"), body.to_string());
+    let (status, text) = send(move |c| {
+        c.post(&url)
+            .header("content-type", "application/json")
+            .body(body)
+    });
+    (status, serde_json::from_str(&text).unwrap())
+}
+
+/// Sends the request `build` makes from a client, off any async runtime: its status and body.
+fn send(
+    build: impl FnOnce(reqwest::Client) -> reqwest::RequestBuilder + Send + 'static,
+) -> (u16, String) {
     std::thread::spawn(move || {
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
             .unwrap();
         rt.block_on(async {
-            let r = crate::support::http()
-                .post(&url)
-                .header("content-type", "application/json")
-                .body(body)
-                .send()
-                .await
-                .unwrap();
-            let status = r.status().as_u16();
-            (status, r.json::<Value>().await.unwrap())
+            let r = build(crate::support::http()).send().await.unwrap();
+            (r.status().as_u16(), r.text().await.unwrap())
         })
     })
     .join()
