@@ -31,6 +31,19 @@ fn pct(x: f64) -> String {
     format!("{:.2}%", x * 100.0)
 }
 
+/// `x` and `y` as `show` writes them with `decimals`, or up to two more while that would
+/// write them alike: "at least +0.50 pts, over the +0.50 pts allowed" says nothing.
+fn apart(x: f64, y: f64, decimals: usize, show: impl Fn(f64, usize) -> String) -> (String, String) {
+    let mut d = decimals;
+    loop {
+        let (a, b) = (show(x, d), show(y, d));
+        if a != b || d >= decimals + 2 {
+            return (a, b);
+        }
+        d += 1;
+    }
+}
+
 fn num(x: f64) -> Value {
     // Six significant figures are plenty for people and keep fixtures stable.
     let rounded = if x == 0.0 || !x.is_finite() {
@@ -140,11 +153,12 @@ fn error_check_with(legacy: &Totals, canary: &Totals, cfg: &CanaryConfig) -> (Ch
     let head = format!("errors {} vs {}", pct(rate(canary)), pct(rate(legacy)));
     // The numbers beside a verdict are the ones it was decided on: the difference's bounds.
     let summary = match verdict {
-        Verdict::Fail => format!(
-            "{head}: at least {}, over the {} allowed",
-            pts(diff_lower),
-            pts(delta)
-        ),
+        Verdict::Fail => {
+            let (at_least, allowed) = apart(diff_lower, delta, 2, |v, d| {
+                format!("{:+.d$} pts", v * 100.0)
+            });
+            format!("{head}: at least {at_least}, over the {allowed} allowed")
+        }
         Verdict::Inconclusive => format!(
             "{head}; needs {} requests each, has canary {} / legacy {}",
             cfg.analysis.min_requests, canary.requests, legacy.requests
@@ -219,7 +233,15 @@ fn latency_check_with(legacy: &Totals, canary: &Totals, cfg: &CanaryConfig) -> (
     let limit = l_hi.map(|l| l * factor);
     let head = format!("P95 {} vs {}", ms(cp), ms(lp));
     let summary = match verdict {
-        Verdict::Fail => format!("{head}: at least {} over the {} limit", ms(c_lo), ms(limit)),
+        Verdict::Fail => {
+            let (at_least, over) = match (c_lo, limit) {
+                (Some(c), Some(l)) => {
+                    apart(c, l, usize::from(c < 1_000.0), |v, d| format!("{v:.d$}ms"))
+                }
+                _ => (ms(c_lo), ms(limit)),
+            };
+            format!("{head}: at least {at_least}, over the {over} limit")
+        }
         Verdict::Inconclusive => format!(
             "{head}; needs {} requests each, has canary {} / legacy {}",
             cfg.analysis.min_requests, canary.requests, legacy.requests
@@ -555,6 +577,24 @@ mod tests {
 
     fn cfg() -> CanaryConfig {
         CanaryConfig::simulated("t", Simulate::steady(1.0, Profile::default()))
+    }
+
+    #[test]
+    fn a_bound_over_its_limit_is_never_written_as_equal_to_it() {
+        let pts = |v: f64, d: usize| format!("{:+.d$} pts", v * 100.0);
+        assert_eq!(
+            apart(0.005_03, 0.005, 2, pts),
+            ("+0.503 pts".into(), "+0.500 pts".into())
+        );
+        assert_eq!(
+            apart(0.007, 0.005, 2, pts),
+            ("+0.70 pts".into(), "+0.50 pts".into())
+        );
+        // At most two more decimals: a difference below them is not chased further.
+        assert_eq!(
+            apart(0.005_000_1, 0.005, 2, pts),
+            ("+0.5000 pts".into(), "+0.5000 pts".into())
+        );
     }
 
     /// `n` requests with `errors` errors, latencies spread evenly over `lo..=hi` ms.

@@ -124,9 +124,10 @@ impl Default for Rollback {
 /// The plan a canary follows when it names none. A decision takes a number of canary requests,
 /// not minutes, so the first step's weight sets how soon a regression is found: at 200
 /// requests a second, 12% is the smallest first step measured whose drills find a 50% slower
-/// P95 within a minute and a 20% slower one within five (`canary::drill` measures it over many seeds).
-/// Four steps of ten minutes after it keep 35 minutes of evidence before all traffic moves,
-/// which is what keeps a canary 0.3 points over its error margin from ever being promoted.
+/// P95 within a minute and a 20% slower one within five (`canary::drill` measures it over many
+/// seeds). Three steps of ten minutes after it (25%, 50%, 75%) keep 35 minutes of evidence
+/// before all traffic moves, which is what keeps a canary 0.3 points over its error margin from
+/// ever being promoted.
 pub fn default_steps() -> Vec<Step> {
     [
         (12, Some(300)),
@@ -418,7 +419,16 @@ fn steps(c: &mut Checker<'_>, t: &DeTable<'_>, ctx: &str) -> Option<Vec<Step>> {
             continue;
         };
         let weight_bp = (w * 100.0).round() as u32;
-        if let Some(prev) = out.last().map(|s: &Step| s.weight_bp)
+        if weight_bp == 0 {
+            // Nothing would reach the canary: no evidence, so the rollout could never move.
+            c.error(
+                &wspan,
+                format!(
+                    "{sctx} has weight {w}, which sends the canary nothing, so the rollout could never pass it; give a weight above 0 (a rollback is what sets 0)"
+                ),
+            );
+            ok = false;
+        } else if let Some(prev) = out.last().map(|s: &Step| s.weight_bp)
             && weight_bp <= prev
         {
             c.error(
@@ -745,6 +755,14 @@ analysis = { confidence = 2, interval = "10x" }
         assert!(all.contains("opsdeck.toml:5:20: `listen`"), "{all}");
         assert!(all.contains("missing the required key `canary`"), "{all}");
         assert!(all.contains("weights must rise"), "{all}");
+        let zero = check("[canary.z]\nsource = \"ingest\"\nsteps = [ {weight = 0, pause = \"1m\"}, {weight = 100} ]\n")
+            .unwrap_err()
+            .join("\n");
+        assert!(
+            zero.contains("opsdeck.toml:3:21: step 1 of [canary.z] has weight 0")
+                && zero.contains("give a weight above 0"),
+            "{zero}"
+        );
         assert!(
             all.contains("header:NAME, cookie:NAME or client-ip"),
             "{all}"

@@ -34,11 +34,25 @@ fn secs(x: Option<u64>) -> String {
     x.map_or_else(|| "-".into(), dur)
 }
 
+/// What the verdict adds to the outcome, when it is not simply correct.
+fn verdict(v: &str) -> String {
+    match v {
+        "correct" | "" => String::new(),
+        "undecided" => format!(", {UNDECIDED}"),
+        other => format!(", a {}", other.replace('_', " ")),
+    }
+}
+
+/// Why a rollout is undecided, and what to do.
+const UNDECIDED: &str =
+    "undecided: the scenario's `duration` ended before the rollout did (lengthen it)";
+
 fn line(r: &DrillResult) -> String {
     format!(
-        "seed {}: {} (rollback {}, promote {}); canary requests {}, errors {}, bad requests served {}",
+        "seed {}: {}{} (rollback {}, promote {}); canary requests {}, errors {}, bad requests served {}",
         r.seed,
         r.outcome.replace('_', " "),
+        verdict(&r.verdict),
         secs(r.time_to_rollback_s),
         secs(r.time_to_promote_s),
         r.canary_requests,
@@ -86,6 +100,14 @@ pub fn run(args: &DrillArgs) -> CliResult {
                     summary.false_rollbacks,
                     summary.missed_regressions
                 )?;
+                let undecided = summary
+                    .results
+                    .iter()
+                    .filter(|r| r.verdict == "undecided")
+                    .count();
+                if undecided > 0 {
+                    say!("{undecided} {UNDECIDED}")?;
+                }
                 if let Some(t) = &summary.time_to_rollback_s {
                     say!(
                         "time to rollback: median {}, max {}",

@@ -383,6 +383,27 @@ fn drills_report_outcomes_for_one_seed_and_many() {
     assert_eq!(m["results"].as_array().unwrap().len(), 4);
     assert!(m["time_to_rollback_s"]["median"].is_number());
 
+    // A rollout the scenario's time cuts short says so, in text as in JSON.
+    ws.write(
+        "short.toml",
+        "[scenario]\nduration = \"2m\"\n[canary_config]\nanalysis = { interval = \"10s\" }\n",
+    );
+    let short = ws.path("short.toml");
+    let one = ws.run(&["drill", short.to_str().unwrap()]);
+    one.expect_code(0);
+    assert!(
+        one.stdout()
+            .contains("seed 1: progressing, undecided: the scenario's `duration` ended"),
+        "{}",
+        one.stdout()
+    );
+    let many = ws.run(&["drill", short.to_str().unwrap(), "--seeds", "2"]);
+    assert!(
+        many.stdout().contains("2 undecided: the scenario's"),
+        "{}",
+        many.stdout()
+    );
+
     ws.write("bad.toml", "[scenario]\nrps = \"fast\"\n");
     let bad = ws.run(&["drill", ws.path("bad.toml").to_str().unwrap()]);
     bad.expect_code(2);
