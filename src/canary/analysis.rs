@@ -149,14 +149,12 @@ fn error_check_with(legacy: &Totals, canary: &Totals, cfg: &CanaryConfig) -> (Ch
     let failed = diff_lower > delta;
     let (verdict, enough) = decide(failed, legacy, canary, cfg);
     let rate = |t: &Totals| t.error_rate().unwrap_or(0.0);
-    let pts = |x: f64| format!("{:+.2} pts", x * 100.0);
+    let pts = |x: f64| pts_at(x, 2);
     let head = format!("errors {} vs {}", pct(rate(canary)), pct(rate(legacy)));
     // The numbers beside a verdict are the ones it was decided on: the difference's bounds.
     let summary = match verdict {
         Verdict::Fail => {
-            let (at_least, allowed) = apart(diff_lower, delta, 2, |v, d| {
-                format!("{:+.d$} pts", v * 100.0)
-            });
+            let (at_least, allowed) = apart(diff_lower, delta, 2, pts_at);
             format!("{head}: at least {at_least}, over the {allowed} allowed")
         }
         Verdict::Inconclusive => format!(
@@ -204,16 +202,21 @@ fn legacy_p95_bounds(legacy: &Totals, alpha: f64) -> (Option<f64>, Option<f64>) 
 }
 
 fn ms(x: Option<f64>) -> String {
-    x.map_or_else(
-        || "-".to_string(),
-        |v| {
-            if v < 1_000.0 {
-                format!("{v:.1}ms")
-            } else {
-                format!("{v:.0}ms")
-            }
-        },
-    )
+    x.map_or_else(|| "-".to_string(), |v| ms_at(v, ms_decimals(v)))
+}
+
+/// Milliseconds get one decimal below a second, none above.
+fn ms_decimals(v: f64) -> usize {
+    usize::from(v < 1_000.0)
+}
+
+fn ms_at(v: f64, decimals: usize) -> String {
+    format!("{v:.decimals$}ms")
+}
+
+/// A difference of rates in percentage points, signed.
+fn pts_at(x: f64, decimals: usize) -> String {
+    format!("{:+.decimals$} pts", x * 100.0)
 }
 
 /// Latency: the canary's P95 against legacy's times (1 + allowed increase), with bounds from
@@ -235,9 +238,7 @@ fn latency_check_with(legacy: &Totals, canary: &Totals, cfg: &CanaryConfig) -> (
     let summary = match verdict {
         Verdict::Fail => {
             let (at_least, over) = match (c_lo, limit) {
-                (Some(c), Some(l)) => {
-                    apart(c, l, usize::from(c < 1_000.0), |v, d| format!("{v:.d$}ms"))
-                }
+                (Some(c), Some(l)) => apart(c, l, ms_decimals(c), ms_at),
                 _ => (ms(c_lo), ms(limit)),
             };
             format!("{head}: at least {at_least}, over the {over} limit")
@@ -581,7 +582,7 @@ mod tests {
 
     #[test]
     fn a_bound_over_its_limit_is_never_written_as_equal_to_it() {
-        let pts = |v: f64, d: usize| format!("{:+.d$} pts", v * 100.0);
+        let pts = pts_at;
         assert_eq!(
             apart(0.005_03, 0.005, 2, pts),
             ("+0.503 pts".into(), "+0.500 pts".into())

@@ -25,8 +25,17 @@ const LOOK_EVERY: std::time::Duration = std::time::Duration::from_secs(2);
 async fn follow(engine: Arc<Engine>) {
     let mut running: Vec<(String, String, tokio_util::sync::CancellationToken)> = Vec::new();
     let mut first = true;
+    let mut seen: Option<Arc<super::catalog::Pipelines>> = None;
     loop {
         let catalog = engine.catalog();
+        // The same catalogue as at the last look (no file changed): nothing to compare.
+        if seen.as_ref().is_some_and(|s| Arc::ptr_eq(s, &catalog)) {
+            tokio::select! {
+                () = tokio::time::sleep(LOOK_EVERY) => continue,
+                () = engine.shutdown.cancelled() => return,
+            }
+        }
+        seen = Some(catalog.clone());
         let wanted: Vec<(String, String)> = catalog
             .iter()
             .filter_map(|p| {

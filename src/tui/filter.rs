@@ -140,33 +140,25 @@ mod tests {
 
     #[test]
     fn unknown_fields_and_values_are_refused_with_the_choices_first() {
-        assert_eq!(
-            parse("foo:bar", &fields()).unwrap_err(),
-            "fields here: status:, stage:, #ID or words (not `foo:`)"
-        );
-        assert_eq!(
-            parse("status:bogus", &fields()).unwrap_err(),
-            "status: failed or succeeded (not `bogus`)"
-        );
-        assert_eq!(
-            parse("status:faild", &fields()).unwrap_err(),
-            "status: failed or succeeded (not `faild`; did you mean `failed`?)"
-        );
-        assert_eq!(
-            parse("stauts:failed", &fields()).unwrap_err(),
-            "fields here: status:, stage:, #ID or words (not `stauts:`; did you mean `status:`?)"
-        );
-        assert_eq!(
-            parse("status:", &fields()).unwrap_err(),
-            "status: failed or succeeded (nothing yet)"
-        );
-        assert_eq!(
-            parse("stage:", &fields()).unwrap_err(),
-            "stage: needs a value, like stage:NAME"
-        );
-        assert_eq!(
-            parse("#x1", &fields()).unwrap_err(),
-            "#ID takes a positive number, like #42 (not `#x1`)"
-        );
+        for (typed, said) in [
+            (
+                "foo:bar",
+                "fields here: status:, stage:, #ID or words (not `foo:`)",
+            ),
+            ("status:bogus", "status: failed or succeeded (not `bogus`)"),
+            (
+                "status:faild",
+                "status: failed or succeeded (not `faild`; did you mean `failed`?)",
+            ),
+            (
+                "stauts:failed",
+                "fields here: status:, stage:, #ID or words (not `stauts:`; did you mean `status:`?)",
+            ),
+            ("status:", "status: failed or succeeded (nothing yet)"),
+            ("stage:", "stage: needs a value, like stage:NAME"),
+            ("#x1", "#ID takes a positive number, like #42 (not `#x1`)"),
+        ] {
+            assert_eq!(parse(typed, &fields()).unwrap_err(), said, "{typed}");
+        }
     }
 }

@@ -643,20 +643,8 @@ kind = "simulate"
 latency = { p50_ms = 90_000 }
 "#,
     );
-    let clock = ManualClock::new(chrono::Utc::now());
-    let mut opts = HostOptions::new("schedule test");
-    opts.schedules = true;
-    opts.clock = Arc::new(clock.clone());
-    let host = Host::start(ws.open(), opts).await.unwrap();
-    let count = |host: Host| async move {
-        host.runs(opsdeck::model::RunQuery {
-            limit: 100,
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .items
-    };
+    let (host, clock) = scheduling_host(&ws).await;
+    let count = |host: Host| async move { newest_runs(&host).await };
     // Fires at once on start; wait until its stage is sleeping on the clock.
     until("the first fire", || async {
         host.events(0, 1000)
@@ -698,22 +686,13 @@ async fn a_schedule_added_to_a_file_while_hosted_fires_from_its_next_tick() {
     let plain = "[pipeline]\nname = \"tick\"\n[[stage]]\nid = \"work\"\nkind = \"simulate\"\n";
     let ws = TestWorkspace::new();
     ws.pipeline("tick", plain);
-    let clock = ManualClock::new(chrono::Utc::now());
-    let mut opts = HostOptions::new("schedule test");
-    opts.schedules = true;
-    opts.clock = Arc::new(clock.clone());
-    let host = Host::start(ws.open(), opts).await.unwrap();
+    let (host, clock) = scheduling_host(&ws).await;
     let scheduled = |host: Host| async move {
-        host.runs(opsdeck::model::RunQuery {
-            limit: 100,
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .items
-        .into_iter()
-        .filter(|r| r.trigger == Trigger::Schedule)
-        .count()
+        newest_runs(&host)
+            .await
+            .into_iter()
+            .filter(|r| r.trigger == Trigger::Schedule)
+            .count()
     };
     ws.pipeline(
         "tick",
@@ -727,6 +706,26 @@ async fn a_schedule_added_to_a_file_while_hosted_fires_from_its_next_tick() {
     })
     .await;
     host.shutdown().await;
+}
+
+/// A host on `ws` that fires schedules, on a clock the test moves.
+async fn scheduling_host(ws: &TestWorkspace) -> (Host, ManualClock) {
+    let clock = ManualClock::new(chrono::Utc::now());
+    let mut opts = HostOptions::new("schedule test");
+    opts.schedules = true;
+    opts.clock = Arc::new(clock.clone());
+    (Host::start(ws.open(), opts).await.unwrap(), clock)
+}
+
+/// The newest hundred runs.
+async fn newest_runs(host: &Host) -> Vec<opsdeck::model::RunSummary> {
+    host.runs(opsdeck::model::RunQuery {
+        limit: 100,
+        ..Default::default()
+    })
+    .await
+    .unwrap()
+    .items
 }
 
 /// The newest page of the dead-letter queue.

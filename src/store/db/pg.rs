@@ -361,11 +361,7 @@ pub async fn open(url: &str) -> Result<(Client, Messages)> {
     let failed = |e: tokio_postgres::Error| cannot(message(&e));
     // A Unix socket is local to the machine: libpq ignores `sslmode` there, and so does
     // opsdeck (a TLS handshake would need a host name the socket's path is not).
-    let local = config
-        .get_hosts()
-        .iter()
-        .all(|h| !matches!(h, tokio_postgres::config::Host::Tcp(_)));
-    let connector = if local {
+    let connector = if over_socket(&config) {
         config.ssl_mode(tokio_postgres::config::SslMode::Disable);
         None
     } else {
@@ -385,6 +381,17 @@ pub async fn open(url: &str) -> Result<(Client, Messages)> {
             (client, messages)
         }
     })
+}
+
+/// Whether `config` reaches the server only by Unix sockets. Only then: a URL with no host, or
+/// with `hostaddr`, goes over TCP and keeps the TLS it asked for.
+fn over_socket(config: &tokio_postgres::Config) -> bool {
+    let hosts = config.get_hosts();
+    !hosts.is_empty()
+        && config.get_hostaddrs().is_empty()
+        && hosts
+            .iter()
+            .all(|h| !matches!(h, tokio_postgres::config::Host::Tcp(_)))
 }
 
 /// A PostgreSQL error as one sentence: the server's message, not a Debug dump.
@@ -408,4 +415,22 @@ pub fn message(e: &tokio_postgres::Error) -> String {
 
 fn error(e: &tokio_postgres::Error) -> StoreError {
     StoreError(format!("PostgreSQL store error: {}", message(e)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::over_socket;
+
+    #[test]
+    fn only_a_url_whose_every_host_is_a_socket_goes_without_tls() {
+        let socket = |url: &str| over_socket(&url.parse().expect("a URL"));
+        assert!(socket("postgres://u@%2Frun%2Fpostgresql/db"));
+        assert!(socket("postgres://u@%2Fa,%2Fb/db"));
+        assert!(!socket("postgres://u@db.internal/db"));
+        assert!(!socket("postgres://u@%2Frun%2Fpostgresql,db.internal/db"));
+        assert!(!socket("postgres://u@/db?hostaddr=10.0.0.1"));
+        assert!(!socket(
+            "postgres://u@%2Frun%2Fpostgresql/db?hostaddr=10.0.0.1"
+        ));
+    }
 }
