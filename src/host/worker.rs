@@ -381,17 +381,18 @@ async fn claim_runs(host: &Host, slot: &WorkerSlot) {
     // filled at once rather than one run after another.
     let starts = claimed
         .into_iter()
-        .map(|(run, status, cancel)| start_claimed(host, run, status, cancel));
+        .map(|claimed| start_claimed(host, claimed));
     futures::future::join_all(starts).await;
 }
 
 /// Starts (or resumes, or cancels) one run this worker has just claimed.
-async fn start_claimed(
-    host: &Host,
-    run: crate::model::RunId,
-    status: RunStatus,
-    cancel: Option<String>,
-) {
+async fn start_claimed(host: &Host, claimed: workers::Claimed) {
+    let workers::Claimed {
+        id: run,
+        status,
+        cancel,
+        unstarted,
+    } = claimed;
     let started = if let Some(reason) = cancel {
         // Cancelled while no worker drove it: it ends here, and never runs again.
         host.inner
@@ -409,7 +410,7 @@ async fn start_claimed(
     } else {
         host.inner
             .runtime
-            .start_claimed(run)
+            .start_claimed(run, unstarted)
             .await
             .map_err(|e| e.to_string())
     };

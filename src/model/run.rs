@@ -48,8 +48,8 @@ pub struct Run {
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub test: bool,
     /// The worker driving the run now (several workers on PostgreSQL): where its processes
-    /// run and its log is, when something needs a look. A worker that stops lets go of its
-    /// runs, so a finished run usually has none.
+    /// run and its log is, when something needs a look. A finished run is no worker's (any
+    /// worker may retry it), and a worker that stops lets go of its runs.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub owner: Option<String>,
 }

@@ -185,6 +185,47 @@ fn stage_states(
     (states, needs, stored)
 }
 
+/// A run as its driver starts from it. A run no driver has started yet is known to whoever
+/// has just created or claimed it (every stage pending, no attempt), and its driver reads
+/// nothing first; any other run is read from the store.
+pub(crate) struct Known {
+    pub pipeline: Arc<Pipeline>,
+    pub params: Value,
+    pub started_at: Option<Timestamp>,
+    pub stages: Vec<LoadedStage>,
+    pub assets: super::assets::Resolved,
+    pub test_input: Option<Value>,
+}
+
+impl Known {
+    /// Run `id` as the store holds it.
+    async fn read(engine: &Engine, id: RunId) -> Result<Known> {
+        let loaded = engine
+            .reads
+            .with(move |r| r.load_run(id))
+            .await?
+            .ok_or_else(|| RuntimeError::NotFound(format!("there is no run {id}")))?;
+        Known::from_store(id, loaded)
+    }
+
+    /// A run as read from the store (its definition as it was started).
+    pub(crate) fn from_store(id: RunId, loaded: crate::store::LoadedRun) -> Result<Known> {
+        let pipeline: Pipeline = serde_json::from_str(&loaded.spec).map_err(|e| {
+            RuntimeError::Io(format!(
+                "run {id} has a definition this opsdeck cannot read: {e}"
+            ))
+        })?;
+        Ok(Known {
+            pipeline: Arc::new(pipeline),
+            params: loaded.params,
+            started_at: loaded.started_at,
+            stages: loaded.stages,
+            assets: loaded.assets,
+            test_input: loaded.test_input,
+        })
+    }
+}
+
 /// Starts (or restarts) the driver of a run from what the store holds, after committing
 /// `ops` (the events that explain why) together with the run's move to `running`.
 /// `confirm`: wait until the start is committed (and fail if it cannot be), as a command's
@@ -195,6 +236,7 @@ pub(crate) async fn launch(
     reset: Reset,
     mut ops: Vec<Op>,
     confirm: bool,
+    known: Option<Known>,
 ) -> Result<()> {
     // Only the worker that owns a run drives it (a new run is owned from its start or claim).
     if let Some(w) = engine
@@ -220,18 +262,12 @@ pub(crate) async fn launch(
             )));
         }
     }
-    let loaded = engine
-        .reads
-        .with(move |r| r.load_run(id))
-        .await?
-        .ok_or_else(|| RuntimeError::NotFound(format!("there is no run {id}")))?;
-    let pipeline: Pipeline = serde_json::from_str(&loaded.spec).map_err(|e| {
-        RuntimeError::Io(format!(
-            "run {id} has a definition this opsdeck cannot read: {e}"
-        ))
-    })?;
-    let (states, needs, stored) = stage_states(&pipeline, loaded.stages);
-    let assets = super::assets::load(engine, &loaded.assets).await?;
+    let run = match known {
+        Some(run) => run,
+        None => Known::read(engine, id).await?,
+    };
+    let (states, needs, stored) = stage_states(&run.pipeline, run.stages);
+    let assets = super::assets::load(engine, &run.assets).await?;
     let now = engine.clock.timestamp();
     let (tx, rx) = mpsc::unbounded_channel();
     let (control_tx, control_rx) = mpsc::unbounded_channel();
@@ -239,8 +275,8 @@ pub(crate) async fn launch(
     let mut driver = Driver {
         engine: engine.clone(),
         id,
-        pipeline: Arc::new(pipeline),
-        params: loaded.params,
+        pipeline: run.pipeline,
+        params: run.params,
         needs,
         states,
         running: 0,
@@ -250,9 +286,9 @@ pub(crate) async fn launch(
         done: done_tx,
         cancel: CancellationToken::new(),
         stop: Arc::new(AtomicU8::new(STOP_NONE)),
-        started_at: loaded.started_at.unwrap_or(now),
+        started_at: run.started_at.unwrap_or(now),
         assets,
-        test_input: loaded.test_input,
+        test_input: run.test_input,
     };
     driver.reset(&reset, &stored, now, &mut ops);
     driver.wait_out_backoffs(now);
@@ -782,11 +818,9 @@ impl Driver {
         }
     }
 
-    /// Records the run's end and deregisters it, unless a reopen request arrived meanwhile,
-    /// in which case the run carries on (returns false).
-    async fn finish(&mut self) -> bool {
-        let fenced = self.fenced();
-        let stop = self.stop.load(Ordering::SeqCst);
+    /// The run's status as `stop` leaves it, how long it ran, and the writes that end it
+    /// (stages a cancel leaves undone, the run, its event).
+    fn end_ops(&mut self, stop: u8) -> (RunStatus, i64, Vec<Op>) {
         let now = self.engine.clock.timestamp();
         let mut ops = Vec::new();
         if stop == STOP_CANCEL {
@@ -838,13 +872,50 @@ impl Driver {
                 json!({"status": status, "duration_ms": duration_ms}),
             )
         });
-        if fenced {
-            tracing::warn!(run = %self.id, "stopped a run this worker no longer holds; another worker resumes it");
-        } else if let Err(e) = self.engine.writer.commit(ops).await {
-            tracing::error!(run = %self.id, error = %e, "could not record the end of a run");
-        } else {
-            tracing::info!(run = %self.id, pipeline = %self.pipeline.name, %status, duration_ms, "run ended");
+        (status, duration_ms, ops)
+    }
+
+    /// Commits the run's end (`ops`). Once they are queued the run no longer counts against
+    /// this worker's room: a worker with runs waiting claims the next one at once, and that
+    /// claim is committed after this end (the writer serves in order). True when it so counts
+    /// as ending, until the caller lets go of the run.
+    async fn record_end(&self, ops: Vec<Op>, status: RunStatus, duration_ms: i64) -> bool {
+        let (ending, committed) = match self.engine.writer.queue(ops).await {
+            Ok(committed) => {
+                self.engine.ending.fetch_add(1, Ordering::AcqRel);
+                self.engine.freed.notify_one();
+                (true, committed.await)
+            }
+            Err(e) => (false, Err(e)),
+        };
+        match committed {
+            Err(e) => {
+                tracing::error!(run = %self.id, error = %e, "could not record the end of a run");
+            }
+            Ok(()) => {
+                tracing::info!(run = %self.id, pipeline = %self.pipeline.name, %status, duration_ms, "run ended");
+            }
         }
+        ending
+    }
+
+    /// Records the run's end and deregisters it, unless a reopen request arrived meanwhile,
+    /// in which case the run carries on (returns false).
+    async fn finish(&mut self) -> bool {
+        let fenced = self.fenced();
+        let stop = self.stop.load(Ordering::SeqCst);
+        let (status, duration_ms, ops) = self.end_ops(stop);
+        let ending = if fenced {
+            tracing::warn!(run = %self.id, "stopped a run this worker no longer holds; another worker resumes it");
+            false
+        } else {
+            self.record_end(ops, status, duration_ms).await
+        };
+        let ended = || {
+            if ending {
+                self.engine.ending.fetch_sub(1, Ordering::AcqRel);
+            }
+        };
         loop {
             let active = lock(&self.engine.active);
             match self.control.try_recv() {
@@ -868,6 +939,7 @@ impl Driver {
                         continue;
                     }
                     // A new lease of life: clear the stop so the run can go on.
+                    ended();
                     self.stop.store(STOP_NONE, Ordering::SeqCst);
                     self.cancel = CancellationToken::new();
                     self.on_control(Control::Reopen { stages, ops, ack }).await;
@@ -876,6 +948,7 @@ impl Driver {
                 Err(_) => {
                     let mut active = active;
                     active.remove(&self.id);
+                    ended();
                     drop(active);
                     self.done.send_replace(Some(status));
                     // A worker with runs waiting for room claims the next one now.

@@ -54,6 +54,10 @@ pub(crate) struct Engine {
     /// Runs this worker has taken but not yet started (counted with the active ones, so
     /// starts at the same moment cannot take more than `max_in_flight`).
     pub(crate) reserved: std::sync::atomic::AtomicUsize,
+    /// Runs whose end is queued to the store but not yet committed: no longer counted against
+    /// `max_in_flight`, so the next run is claimed at once (its claim is committed after
+    /// their end, as the writer serves in order).
+    pub(crate) ending: std::sync::atomic::AtomicUsize,
 }
 
 impl Engine {
@@ -77,7 +81,9 @@ impl Engine {
 
     /// Runs this worker drives or is about to.
     pub(crate) fn load(&self) -> usize {
-        lock(&self.active).len() + self.reserved.load(std::sync::atomic::Ordering::Acquire)
+        use std::sync::atomic::Ordering;
+        (lock(&self.active).len() + self.reserved.load(Ordering::Acquire))
+            .saturating_sub(self.ending.load(Ordering::Acquire))
     }
 }
 
@@ -135,6 +141,7 @@ impl Runtime {
                 worker: p.worker,
                 freed: Arc::new(tokio::sync::Notify::new()),
                 reserved: std::sync::atomic::AtomicUsize::new(0),
+                ending: std::sync::atomic::AtomicUsize::new(0),
             }),
         }
     }
@@ -212,9 +219,16 @@ impl Runtime {
         }
     }
 
-    /// Starts a run this worker has just claimed from the store.
-    pub async fn start_claimed(&self, id: RunId) -> Result<()> {
-        driver::launch(&self.e, id, Reset::New, Vec::new(), false).await
+    /// Starts a run this worker has just claimed from the store; `unstarted`, the run as read
+    /// with its claim when no driver has started it yet.
+    pub async fn start_claimed(
+        &self,
+        id: RunId,
+        unstarted: Option<crate::store::LoadedRun>,
+    ) -> Result<()> {
+        // A definition that does not parse is read again at the start, which says so.
+        let known = unstarted.and_then(|run| driver::Known::from_store(id, run).ok());
+        driver::launch(&self.e, id, Reset::New, Vec::new(), false, known).await
     }
 
     /// This worker among several, if it is one.
@@ -387,7 +401,7 @@ impl Runtime {
             json!({"reason": reason}),
         ));
         ops.extend(extra);
-        driver::launch(&self.e, id, Reset::Retry, ops, true).await
+        driver::launch(&self.e, id, Reset::Retry, ops, true, None).await
     }
 
     /// Continues an interrupted run: finished stages keep their results and are not run again.
@@ -400,7 +414,7 @@ impl Runtime {
         let now = self.e.clock.timestamp();
         let mut ops = vec![Op::run_event(now, EventKind::RunResumed, id, json!({}))];
         ops.extend(extra);
-        driver::launch(&self.e, id, Reset::Resume, ops, true).await
+        driver::launch(&self.e, id, Reset::Resume, ops, true, None).await
     }
 
     /// Gives a dead-lettered stage a new attempt in its run; returns the run.
@@ -428,6 +442,7 @@ impl Runtime {
                 Reset::Stages(vec![entry.stage.clone()]),
                 ops,
                 true,
+                None,
             )
             .await?;
         }
@@ -636,6 +651,15 @@ pub(crate) async fn start_run(
         serde_json::to_string(&req.overrides).map_err(|e| RuntimeError::Io(e.to_string()))?;
     let assets = serde_json::to_string(&resolved).map_err(|e| RuntimeError::Io(e.to_string()))?;
     let test_stage = req.test.as_ref().map(|t| t.stage.clone());
+    // What its driver starts from, when this host drives it: nothing to read back.
+    let known = driver::Known {
+        pipeline: p.clone(),
+        params: Value::Object(params.clone()),
+        started_at: None,
+        stages: Vec::new(),
+        assets: resolved,
+        test_input: test_input.clone(),
+    };
     let mut ops = vec![
         Op::InsertRun {
             id,
@@ -688,7 +712,7 @@ pub(crate) async fn start_run(
     if let Some((_, false)) = room {
         return Ok(id);
     }
-    let launched = driver::launch(e, id, Reset::New, Vec::new(), true).await;
+    let launched = driver::launch(e, id, Reset::New, Vec::new(), true, Some(known)).await;
     if matches!(room, Some((_, true))) {
         e.unreserve();
     }

@@ -14,7 +14,7 @@ use std::collections::HashMap;
 
 use super::Result;
 use super::db::{Db, Dialect, Val, args};
-use super::writer::{NewEvent, Op, apply_op, row_vals};
+use super::writer::{NewEvent, Op, apply_op, new_run_rows, row_vals};
 
 /// Rows per multi-row statement at most; a group is cut into chunks of powers of two up to
 /// this, so a connection prepares a handful of statement shapes, not one per batch size.
@@ -60,6 +60,9 @@ pub(super) fn in_chunks<T>(
     Ok(())
 }
 
+/// At most this many of other workers' events come back with a commit; more are read after.
+pub(super) const OTHERS_WITH_COMMIT: usize = 1_000;
+
 /// Keeps the last of the items that share a key, in the order of their last appearance (a
 /// batch that writes a row twice leaves it as the second write did).
 fn last_per_key<T, K: std::hash::Hash + Eq>(items: Vec<&T>, key: impl Fn(&T) -> K) -> Vec<&T> {
@@ -76,7 +79,12 @@ fn last_per_key<T, K: std::hash::Hash + Eq>(items: Vec<&T>, key: impl Fn(&T) -> 
 /// Applies `ops` inside the caller's transaction. The events come last: the counter row that
 /// numbers them is locked from then to the commit (other workers' batches number theirs after),
 /// so it is held for as little of the transaction as can be.
-pub(super) fn apply_postgres(tx: &mut Db, ops: &[&Op], events: usize) -> Result<()> {
+pub(super) fn apply_postgres(
+    tx: &mut Db,
+    ops: &[&Op],
+    events: usize,
+    published: u64,
+) -> Result<()> {
     debug_assert_eq!(
         events,
         ops.iter().filter(|o| matches!(o, Op::Event(_))).count()
@@ -124,7 +132,8 @@ pub(super) fn apply_postgres(tx: &mut Db, ops: &[&Op], events: usize) -> Result<
                 .max(),
         ),
     ];
-    for op in runs.into_iter().chain(between) {
+    insert_runs_postgres(tx, &runs)?;
+    for op in between {
         apply_op(tx, op, 0, &mut Vec::new())?;
     }
     for (table, id) in marks {
@@ -165,6 +174,18 @@ pub(super) fn apply_postgres(tx: &mut Db, ops: &[&Op], events: usize) -> Result<
     tx.keep(
         "UPDATE event_seq SET last = last + ?1 RETURNING last",
         args![evs.len()],
+    )?;
+    // With the counter held, every event numbered before this batch's is committed: those
+    // after the last one this worker has published (other workers') come back with the commit
+    // too, so they go out before this batch's own without a read of their own.
+    tx.keep(
+        "SELECT seq, at, kind, run_id, stage_id, data FROM events
+         WHERE seq > ?1 AND seq <= (SELECT last FROM event_seq) - ?2 ORDER BY seq LIMIT ?3",
+        args![
+            i64::try_from(published).unwrap_or(i64::MAX),
+            evs.len(),
+            OTHERS_WITH_COMMIT
+        ],
     )?;
     // Other workers' streams wake on this, sent when the transaction commits. It names the
     // batch's last event, so a worker that has published that far (this one) reads nothing.
@@ -254,10 +275,37 @@ const UPDATE_STAGES: &str = "UPDATE stages s SET status = u.status
 
 /// Run statuses, as [`UPDATE_ATTEMPTS`] (one row per run: see [`merge_runs`]).
 const UPDATE_RUNS: &str = "UPDATE runs r SET status = u.status,
-    started_at = COALESCE(r.started_at, u.started_at), finished_at = u.finished_at
+    started_at = COALESCE(r.started_at, u.started_at), finished_at = u.finished_at,
+    owner = CASE WHEN u.status IN ('pending', 'running', 'interrupted') THEN r.owner END
   FROM unnest(?1::bigint[], ?2::text[], ?3::text[], ?4::text[])
     AS u(id, status, started_at, finished_at)
   WHERE r.id = u.id";
+
+/// New runs, and their stages (all pending), as [`UPDATE_ATTEMPTS`]: two statements for a
+/// burst of runs, where one per run and one per run's stages were.
+const INSERT_RUNS: &str = "INSERT INTO runs (id, pipeline, status, trigger, params, spec, created_at,
+    stages_total, overrides, assets, test, test_input)
+  SELECT u.id, u.pipeline, 'pending', u.trigger, u.params, u.spec, u.created_at, u.stages_total,
+    u.overrides, u.assets, u.test, u.test_input
+  FROM unnest(?1::bigint[], ?2::text[], ?3::text[], ?4::text[], ?5::text[], ?6::text[],
+    ?7::bigint[], ?8::text[], ?9::text[], ?10::bigint[], ?11::text[])
+    AS u(id, pipeline, trigger, params, spec, created_at, stages_total, overrides, assets, test, test_input)";
+
+const INSERT_STAGES: &str = "INSERT INTO stages (run_id, stage_id, ord, kind, needs, status)
+  SELECT u.run_id, u.stage_id, u.ord, u.kind, u.needs, 'pending'
+  FROM unnest(?1::bigint[], ?2::text[], ?3::bigint[], ?4::text[], ?5::text[])
+    AS u(run_id, stage_id, ord, kind, needs)";
+
+fn insert_runs_postgres(tx: &mut Db, runs: &[&Op]) -> Result<()> {
+    let mut rows = Vec::with_capacity(runs.len());
+    let mut stage_rows = Vec::new();
+    for (run, stages) in runs.iter().filter_map(|op| new_run_rows(op)) {
+        rows.push(run);
+        stage_rows.extend(stages);
+    }
+    many(tx, INSERT_RUNS, rows.into_iter())?;
+    many(tx, INSERT_STAGES, stage_rows.into_iter())
+}
 
 /// Runs `sql` once for all of `rows`, binding each column of their values as one array (its
 /// `unnest` gives the rows back). An update through it must be given one row per key: a table

@@ -24,7 +24,6 @@ pub struct Reader {
 /// What a driver needs to continue a run: its definition as started, its params, and each
 /// stage's status, attempt count and latest successful output.
 pub struct LoadedRun {
-    pub status: RunStatus,
     pub spec: String,
     pub params: Value,
     pub started_at: Option<Timestamp>,
@@ -47,6 +46,25 @@ pub struct LoadedStage {
     /// When its next attempt is due, if it was waiting out a retry's backoff after its latest
     /// attempt.
     pub retry_at: Option<Timestamp>,
+}
+
+/// The columns of a run's row that [`run_start`] reads, in its order.
+pub(super) const START_COLUMNS: &str = "spec, params, started_at, assets, test_input";
+
+/// A run as its driver starts from it: its row's [`START_COLUMNS`] from column `at` on, and
+/// its `stages` (read apart, or none for a run never started: every stage then starts afresh).
+pub(super) fn run_start(r: &mut Row, at: usize, stages: Vec<LoadedStage>) -> Result<LoadedRun> {
+    Ok(LoadedRun {
+        spec: r.text(at)?,
+        params: serde_json::from_str(&r.text(at + 1)?)?,
+        started_at: ts(r.opt_text(at + 2)?),
+        stages,
+        assets: serde_json::from_str(&r.text(at + 3)?)?,
+        test_input: r
+            .opt_text(at + 4)?
+            .map(|t| serde_json::from_str(&t))
+            .transpose()?,
+    })
 }
 
 pub(super) fn ts(s: Option<String>) -> Option<Timestamp> {
@@ -148,7 +166,7 @@ const DLQ_COLUMNS: &str =
 const DLQ_LIST_COLUMNS: &str =
     "id, run_id, pipeline, stage_id, attempts, 'null', error_code, error_message, created_at";
 
-fn event(mut row: Row) -> Result<Event> {
+pub(super) fn event(mut row: Row) -> Result<Event> {
     Ok(Event {
         seq: row.i64(0)?.unsigned_abs(),
         at: ts0(row.opt_text(1)?),
@@ -439,7 +457,7 @@ impl Reader {
 
     pub fn load_run(&self, id: RunId) -> Result<Option<LoadedRun>> {
         let Some(mut r) = self.row(
-            "SELECT status, spec, params, started_at, assets, test_input FROM runs WHERE id = ?1",
+            &format!("SELECT {START_COLUMNS} FROM runs WHERE id = ?1"),
             args![id.0],
         )?
         else {
@@ -469,18 +487,7 @@ impl Reader {
                 })
             },
         )?;
-        Ok(Some(LoadedRun {
-            status: parse_status(&r.text(0)?)?,
-            spec: r.text(1)?,
-            params: serde_json::from_str(&r.text(2)?)?,
-            started_at: ts(r.opt_text(3)?),
-            stages,
-            assets: serde_json::from_str(&r.text(4)?)?,
-            test_input: r
-                .opt_text(5)?
-                .map(|t| serde_json::from_str(&t))
-                .transpose()?,
-        }))
+        run_start(&mut r, 0, stages).map(Some)
     }
 
     pub fn run_ids_with_status(&self, status: RunStatus) -> Result<Vec<RunId>> {

@@ -157,6 +157,8 @@ const MIGRATIONS: &[&str] = &[
         totals TEXT NOT NULL
     );
     ",
+    // 6: nothing here (PostgreSQL lets go of the finished runs workers still owned).
+    "",
 ];
 
 /// The same schema for PostgreSQL. Run and dead-letter ids come from `id_marks` (the highest
@@ -341,6 +343,13 @@ const PG_MIGRATIONS: &[&str] = &[
             END IF;
         END;
     $$ LANGUAGE plpgsql;
+    ",
+    // 6: a finished run is no worker's (the one that drove it could otherwise refuse it a
+    // retry by another while it lives, and the index of runs by worker would keep every run
+    // it ever drove): what earlier versions left owned is let go.
+    r"
+    UPDATE runs SET owner = NULL
+        WHERE owner IS NOT NULL AND status NOT IN ('pending', 'running', 'interrupted');
     ",
 ];
 

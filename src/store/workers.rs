@@ -5,6 +5,7 @@
 //! claim and resume. Times are the database's clock, so workers' clocks need not agree.
 
 use super::db::{Db, args};
+use super::queries::{LoadedRun, START_COLUMNS, run_start};
 use super::recovery::{Orphan, interrupt_owned};
 use super::{Result, StoreError};
 use crate::model::{RunId, RunStatus, Timestamp, WorkerInfo};
@@ -119,9 +120,17 @@ pub fn rejoin(db: &mut Db, w: &WorkerInfo, lease_ms: u64, now: Timestamp) -> Res
     })
 }
 
-/// A run a worker has just claimed, and the cancellation asked of it meanwhile, if any (the
-/// claim takes it: the claimer cancels the run instead of starting it).
-pub type Claimed = (RunId, RunStatus, Option<String>);
+/// A run a worker has just claimed.
+pub struct Claimed {
+    pub id: RunId,
+    pub status: RunStatus,
+    /// The cancellation asked of it while no worker drove it, if any (the claim takes it: the
+    /// claimer cancels the run instead of starting it).
+    pub cancel: Option<String>,
+    /// A run no driver has started yet (`pending`: every stage pending, no attempt), as its
+    /// driver starts from it: read with the claim, so that starting it reads nothing more.
+    pub unstarted: Option<LoadedRun>,
+}
 
 /// Claims up to `n` runs no worker owns that are waiting to start or to be resumed.
 pub fn claim(db: &mut Db, me: &str, n: usize) -> Result<Vec<Claimed>> {
@@ -133,12 +142,14 @@ pub fn claim(db: &mut Db, me: &str, n: usize) -> Result<Vec<Claimed>> {
     quick(db, |db| {
         super::writer::fence_pass(db, me)?;
         db.keep(
-            "WITH taken AS (
-                SELECT id, cancel_requested FROM runs
-                WHERE owner IS NULL AND status IN ('pending', 'interrupted')
-                ORDER BY id LIMIT ?2 FOR UPDATE SKIP LOCKED)
-             UPDATE runs r SET owner = ?1, cancel_requested = NULL FROM taken WHERE r.id = taken.id
-             RETURNING r.id, r.status, taken.cancel_requested",
+            &format!(
+                "WITH taken AS (
+                    SELECT id, cancel_requested FROM runs
+                    WHERE owner IS NULL AND status IN ('pending', 'interrupted')
+                    ORDER BY id LIMIT ?2 FOR UPDATE SKIP LOCKED)
+                 UPDATE runs r SET owner = ?1, cancel_requested = NULL FROM taken WHERE r.id = taken.id
+                 RETURNING r.id, r.status, taken.cancel_requested, {START_COLUMNS}"
+            ),
             args![me, n],
         )
     })?;
@@ -146,16 +157,21 @@ pub fn claim(db: &mut Db, me: &str, n: usize) -> Result<Vec<Claimed>> {
         .unwrap_or_default()
         .into_iter()
         .map(|mut r| {
-            let status = r.text(1)?;
-            Ok((
-                RunId(r.i64(0)?),
-                status.parse().map_err(|_| {
-                    StoreError(format!(
-                        "the state database holds an unknown status `{status}`"
-                    ))
-                })?,
-                r.opt_text(2)?,
-            ))
+            let text = r.text(1)?;
+            let status: RunStatus = text.parse().map_err(|_| {
+                StoreError(format!(
+                    "the state database holds an unknown status `{text}`"
+                ))
+            })?;
+            Ok(Claimed {
+                id: RunId(r.i64(0)?),
+                status,
+                cancel: r.opt_text(2)?,
+                // Unreadable, it is read again at the start, which says what is wrong.
+                unstarted: (status == RunStatus::Pending)
+                    .then(|| run_start(&mut r, 3, Vec::new()).ok())
+                    .flatten(),
+            })
         })
         .collect()
 }

@@ -402,6 +402,12 @@ impl Writer {
 
     /// Queues writes and waits until they are committed.
     pub async fn commit(&self, ops: Vec<Op>) -> Result<()> {
+        self.queue(ops).await?.await
+    }
+
+    /// Queues writes; the answer is ready once they are committed. Whatever is queued on the
+    /// writer after this returns (a claim on the connection, more writes) comes after them.
+    pub async fn queue(&self, ops: Vec<Op>) -> Result<impl Future<Output = Result<()>> + use<>> {
         let (ack, done) = oneshot::channel();
         self.tx
             .send(Request::Write {
@@ -410,8 +416,10 @@ impl Writer {
             })
             .await
             .map_err(|_| StoreError("the store is closed".into()))?;
-        done.await
-            .map_err(|_| StoreError("the store writer stopped before committing".into()))?
+        Ok(async move {
+            done.await
+                .map_err(|_| StoreError("the store writer stopped before committing".into()))?
+        })
     }
 
     /// A new run or dead-letter id, never handed out before.
@@ -565,17 +573,23 @@ impl Link {
         }
     }
 
-    fn apply(&mut self, ops: &[&Op]) -> Result<Vec<Event>> {
+    fn apply(&mut self, ops: &[&Op]) -> Result<Applied> {
         if self.conn.is_broken() {
             self.reconnect();
         }
         let fence = self.fence.as_deref();
-        let out = apply(&mut self.conn, ops, self.next_seq, fence);
+        let out = apply(&mut self.conn, ops, self.next_seq, self.published, fence);
         match out {
             Err(_) if self.conn.is_broken() && self.reconnect() => {
                 // The transaction died with the connection (or committed just before: then the
                 // retry fails on its own keys and says so).
-                apply(&mut self.conn, ops, self.next_seq, self.fence.as_deref())
+                apply(
+                    &mut self.conn,
+                    ops,
+                    self.next_seq,
+                    self.published,
+                    self.fence.as_deref(),
+                )
             }
             other => other,
         }
@@ -590,10 +604,21 @@ impl Link {
         events: &broadcast::Sender<Arc<Event>>,
         generation: &AtomicU64,
     ) -> Result<()> {
-        let published = self.apply(ops)?;
+        let Applied {
+            before,
+            own: published,
+        } = self.apply(ops)?;
         generation.fetch_add(1, Ordering::Release);
         if let Some(first) = published.first() {
-            // Others' events numbered before ours go out first.
+            // Others' events numbered before ours go out first: those that came back with the
+            // commit, then (past as many as come with one) those read after it.
+            for e in before {
+                if e.seq != self.published + 1 || e.seq >= first.seq {
+                    break;
+                }
+                self.published = e.seq;
+                let _ = events.send(Arc::new(e));
+            }
             if first.seq > self.published + 1 {
                 self.tail(events, first.seq - 1);
             }
@@ -796,7 +821,7 @@ fn commit_batch(
 pub(crate) fn apply_offline(conn: &mut Db, ops: &[Op]) -> Result<()> {
     let next = max_seq(conn)? + 1;
     let refs: Vec<&Op> = ops.iter().collect();
-    apply(conn, &refs, next, None).map(drop)
+    apply(conn, &refs, next, next - 1, None).map(drop)
 }
 
 pub(crate) fn max_seq(conn: &mut Db) -> Result<u64> {
@@ -827,18 +852,25 @@ impl IdKind {
 /// not held.
 pub(crate) fn next_ids(conn: &mut Db, kind: IdKind, count: i64) -> Result<i64> {
     let table = kind.table();
-    let last = super::workers::quick(conn, |conn| {
-        let max = conn
-            .one(&format!("SELECT COALESCE(MAX(id), 0) FROM {table}"), &[])?
-            .i64(0)?;
-        conn.one(
-            "INSERT INTO id_marks (name, last) VALUES (?1, ?2::bigint + ?3::bigint)
-             ON CONFLICT (name) DO UPDATE SET last = GREATEST(id_marks.last, ?2) + ?3
-             RETURNING last",
-            args![table, max, count],
-        )?
-        .i64(0)
+    // One statement, sent with the transaction's begin and commit: one round trip, and the
+    // counter's row is locked for no more than that.
+    super::workers::quick(conn, |conn| {
+        conn.keep(
+            &format!(
+                "INSERT INTO id_marks (name, last)
+                 VALUES (?1, (SELECT COALESCE(MAX(id), 0) FROM {table}) + ?2::bigint)
+                 ON CONFLICT (name) DO UPDATE
+                    SET last = GREATEST(id_marks.last, (SELECT COALESCE(MAX(id), 0) FROM {table})) + ?2
+                 RETURNING last"
+            ),
+            args![table, count],
+        )
     })?;
+    let last = conn
+        .take_kept()
+        .and_then(|rows| rows.into_iter().next())
+        .ok_or_else(|| StoreError("the store's id counter returned no value".into()))?
+        .i64(0)?;
     last.checked_sub(count - 1)
         .ok_or_else(|| StoreError("the store's id counter went backwards".into()))
 }
@@ -876,27 +908,52 @@ pub(crate) fn seq_block(tx: &mut Db, n: usize, next: u64) -> Result<u64> {
 
 /// Commits `ops` in one transaction; returns the events to publish. On PostgreSQL the events
 /// are numbered by the store inside the same pipeline (no round trip before the writes, so the
-/// counter's row is held for one round trip), and the writer then reads them back in order
-/// with any other worker's (`Link::tail`): it returns none.
-fn apply(conn: &mut Db, ops: &[&Op], next_seq: u64, fence: Option<&str>) -> Result<Vec<Event>> {
+/// counter's row is held for one round trip), and other workers' events numbered before them
+/// come back with the commit.
+fn apply(
+    conn: &mut Db,
+    ops: &[&Op],
+    next_seq: u64,
+    published: u64,
+    fence: Option<&str>,
+) -> Result<Applied> {
     let events = ops.iter().filter(|o| matches!(o, Op::Event(_))).count();
     if conn.dialect() == Dialect::Postgres {
         conn.transaction(|tx| {
             if let Some(me) = fence {
                 fence_pass(tx, me)?;
             }
-            super::batch::apply_postgres(tx, ops, events)
+            super::batch::apply_postgres(tx, ops, events, published)
         })?;
-        return numbered(conn, ops, events);
+        let own = numbered(conn, ops, events)?;
+        let before = match conn.take_kept() {
+            Some(rows) => rows
+                .into_iter()
+                .map(super::queries::event)
+                .collect::<Result<_>>()?,
+            None => Vec::new(),
+        };
+        return Ok(Applied { before, own });
     }
-    conn.transaction(|tx| {
+    let own = conn.transaction(|tx| {
         let first_seq = seq_block(tx, events, next_seq)?;
         let mut published = Vec::new();
         for op in ops {
             apply_op(tx, op, first_seq + published.len() as u64, &mut published)?;
         }
         Ok(published)
+    })?;
+    Ok(Applied {
+        before: Vec::new(),
+        own,
     })
+}
+
+/// What a commit publishes: its own events and, on PostgreSQL, the other workers' events
+/// numbered before them that came back with it (those after the last one published here).
+struct Applied {
+    before: Vec<Event>,
+    own: Vec<Event>,
 }
 
 /// The events of `ops` as PostgreSQL numbered them: the last of them is the counter's value the
@@ -1045,42 +1102,70 @@ pub(super) fn apply_op(tx: &mut Db, op: &Op, seq: u64, published: &mut Vec<Event
     Ok(())
 }
 
+/// A new run's row (its status aside: `pending`) and its stages' rows (each pending), in the
+/// order of the statements' placeholders; None for another write.
+pub(super) fn new_run_rows(op: &Op) -> Option<(Vec<Val>, Vec<Vec<Val>>)> {
+    let Op::InsertRun {
+        id,
+        pipeline,
+        trigger,
+        params,
+        spec,
+        created_at,
+        stages,
+        overrides,
+        assets,
+        test_input,
+    } = op
+    else {
+        return None;
+    };
+    let run = args![
+        id.0,
+        pipeline.as_str(),
+        trigger.as_str(),
+        params.as_str(),
+        spec.as_str(),
+        created_at.to_string(),
+        stages.len(),
+        overrides.as_str(),
+        assets.as_str(),
+        test_input.is_some(),
+        test_input.as_deref()
+    ]
+    .to_vec();
+    let stages = stages
+        .iter()
+        .enumerate()
+        .map(|(ord, s)| {
+            args![
+                id.0,
+                s.id.as_str(),
+                ord,
+                s.kind.as_str(),
+                serde_json::to_string(&s.needs).unwrap_or_default()
+            ]
+            .to_vec()
+        })
+        .collect();
+    Some((run, stages))
+}
+
 /// The writes about runs and their stages.
 fn apply_run_op(tx: &mut Db, op: &Op) -> Result<()> {
     match op {
-        Op::InsertRun {
-            id,
-            pipeline,
-            trigger,
-            params,
-            spec,
-            created_at,
-            stages,
-            overrides,
-            assets,
-            test_input,
-        } => {
+        Op::InsertRun { .. } => {
+            let Some((run, stages)) = new_run_rows(op) else {
+                return Ok(());
+            };
             tx.execute(
                 "INSERT INTO runs (id, pipeline, status, trigger, params, spec, created_at, stages_total, overrides, assets, test, test_input)
                  VALUES (?1, ?2, 'pending', ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
-                args![
-                    id.0,
-                    pipeline.as_str(),
-                    trigger.as_str(),
-                    params.as_str(),
-                    spec.as_str(),
-                    created_at.to_string(),
-                    stages.len(),
-                    overrides.as_str(),
-                    assets.as_str(),
-                    test_input.is_some(),
-                    test_input.as_deref()
-                ],
+                &run,
             )?;
-            let rows: Vec<(usize, &NewStage)> = stages.iter().enumerate().collect();
             super::batch::in_chunks(
                 tx,
-                &rows,
+                &stages,
                 |size| {
                     format!(
                         "INSERT INTO stages (run_id, stage_id, ord, kind, needs, status) VALUES {}",
@@ -1094,15 +1179,7 @@ fn apply_run_op(tx: &mut Db, op: &Op) -> Result<()> {
                         ))
                     )
                 },
-                |(i, s)| {
-                    vec![
-                        id.0.into(),
-                        s.id.as_str().into(),
-                        (*i).into(),
-                        s.kind.as_str().into(),
-                        serde_json::to_string(&s.needs).unwrap_or_default().into(),
-                    ]
-                },
+                Clone::clone,
             )?;
         }
         Op::UpdateRun { .. } => {

@@ -308,7 +308,7 @@ fn read_all(r: &Reader) -> Value {
         "io": serde_json::to_value(r.stage_io(RunId(1), "extract").unwrap()).unwrap(),
         "stage_ids": r.stage_ids(RunId(1)).unwrap(),
         "loaded": r.load_run(RunId(1)).unwrap().map(|l| json!({
-            "status": l.status, "params": l.params, "stages": l.stages.iter()
+            "params": l.params, "stages": l.stages.iter()
                 .map(|s| json!([s.id, s.status, s.attempts, s.output, s.retry_at])).collect::<Vec<_>>(),
             "assets": l.assets,
         })),

@@ -130,8 +130,11 @@ fn three_workers_share_200_runs_and_run_every_stage_once() {
             .collect::<Vec<_>>()
     );
     assert_eq!(count(&url, "SELECT COUNT(*) FROM attempts"), 800);
-    let owners = count(&url, "SELECT COUNT(DISTINCT owner) FROM runs");
-    assert!(owners >= 2, "the runs went to {owners} worker(s)");
+    // Ended, every run is nobody's (any worker may retry it).
+    assert_eq!(
+        count(&url, "SELECT COUNT(*) FROM runs WHERE owner IS NOT NULL"),
+        0
+    );
     assert_gap_free(&url);
     // Any worker lists the other two.
     let listed = workers[0].0.run(&["workers", "--json"]).json();
@@ -143,6 +146,10 @@ fn three_workers_share_200_runs_and_run_every_stage_once() {
         .map(|w| attempts_counted(&get_text(&format!("{}/metrics", w.2))))
         .collect();
     assert_eq!(ran.iter().sum::<u64>(), 800, "per worker: {ran:?}");
+    assert!(
+        ran.iter().filter(|n| **n > 0).count() >= 2,
+        "the runs went to one worker: {ran:?}"
+    );
     drop(workers);
 }
 
@@ -376,6 +383,16 @@ fn a_run_driven_by_one_worker_is_cancelled_through_another() {
         ),
         1
     );
+    // Ended, it is nobody's: retried through the other worker, that one drives it (the worker
+    // that drove it before is still alive).
+    let (status, body) = post(
+        &base2,
+        &format!("/v1/runs/{run}/retry"),
+        r#"{"reason": "input fixed"}"#,
+    );
+    assert_eq!(status, 200, "{body}");
+    let now: String = sql(&url, &format!("SELECT owner FROM runs WHERE id = {run}"))[0].get(0);
+    assert_ne!(now, owner, "the retry is driven where it was asked");
     drop((w1, w2));
 }
 
@@ -856,26 +873,35 @@ fn row(id: &str) -> opsdeck::model::WorkerInfo {
     }
 }
 
+/// A writer on a fresh store at `url`, as a host's (no host around it).
+async fn store_writer(url: &str) -> (opsdeck::store::Writer, opsdeck::store::WriterThread) {
+    let target = opsdeck::store::Target::Postgres(url.to_string());
+    let conn = tokio::task::spawn_blocking(move || {
+        let mut conn = target.writer().unwrap();
+        opsdeck::store::schema::migrate(&mut conn).unwrap();
+        conn
+    })
+    .await
+    .unwrap();
+    let (events, _) = tokio::sync::broadcast::channel(16);
+    opsdeck::store::Writer::spawn(conn, events).unwrap()
+}
+
+async fn close(writer: opsdeck::store::Writer, thread: opsdeck::store::WriterThread) {
+    writer.close().await;
+    tokio::task::spawn_blocking(move || thread.join())
+        .await
+        .unwrap();
+}
+
 /// The fence itself: once another worker has taken a worker's runs (its lease ran out and it
 /// was reaped), every write of that worker is refused by the store, whatever it still thinks.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_store_refuses_the_writes_of_a_worker_whose_runs_were_taken() {
     use opsdeck::model::{EventKind, Timestamp};
-    use opsdeck::store::{NewEvent, Op, Target, Writer, schema, workers};
+    use opsdeck::store::{NewEvent, Op, Target, workers};
     let url = postgres_db();
-    let target = Target::Postgres(url.clone());
-    let conn = tokio::task::spawn_blocking({
-        let target = target.clone();
-        move || {
-            let mut conn = target.writer().unwrap();
-            schema::migrate(&mut conn).unwrap();
-            conn
-        }
-    })
-    .await
-    .unwrap();
-    let (events, _) = tokio::sync::broadcast::channel(16);
-    let (writer, thread) = Writer::spawn(conn, events).unwrap();
+    let (writer, thread) = store_writer(&url).await;
     let me = row("w1");
     // A lease of no time at all: it has run out as soon as it is taken.
     writer
@@ -894,8 +920,9 @@ async fn the_store_refuses_the_writes_of_a_worker_whose_runs_were_taken() {
     };
     writer.commit(event()).await.unwrap();
     assert!(!writer.fenced());
+    let other_url = url.clone();
     let reaped = tokio::task::spawn_blocking(move || {
-        let mut other = target.writer().unwrap();
+        let mut other = Target::Postgres(other_url).writer().unwrap();
         workers::reap(&mut other, Timestamp::from_millis(0)).unwrap()
     })
     .await
@@ -932,15 +959,100 @@ async fn the_store_refuses_the_writes_of_a_worker_whose_runs_were_taken() {
     slow.await.unwrap().unwrap();
     // Registered again, the worker writes as before.
     writer.commit(event()).await.unwrap();
-    writer.close().await;
-    tokio::task::spawn_blocking(move || thread.join())
-        .await
-        .unwrap();
+    close(writer, thread).await;
     assert_eq!(
         count(&url, "SELECT COUNT(*) FROM events"),
         2,
         "the first write and the one after registering again; nothing between"
     );
+}
+
+/// A new run of one stage, `id` in its params, spec and assets.
+fn new_run(id: i64) -> opsdeck::store::Op {
+    use opsdeck::model::{RunId, Timestamp, Trigger};
+    opsdeck::store::Op::InsertRun {
+        id: RunId(id),
+        pipeline: "p".into(),
+        trigger: Trigger::Manual,
+        params: format!(r#"{{"n":{id}}}"#),
+        spec: format!(r#"{{"spec":{id}}}"#),
+        created_at: Timestamp::from_millis(0),
+        stages: vec![opsdeck::store::NewStage {
+            id: "a".into(),
+            kind: "simulate".into(),
+            needs: Vec::new(),
+        }],
+        overrides: "{}".into(),
+        assets: format!(r#"{{"a":{{"model":{id}}}}}"#),
+        test_input: None,
+    }
+}
+
+/// A store of an earlier version, whose finished runs kept the worker that drove them, lets
+/// go of those when it is brought up to date (and of no run a worker still drives).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bringing_a_store_up_to_date_lets_go_of_finished_runs_only() {
+    use opsdeck::store::{Target, schema};
+    let url = postgres_db();
+    let (writer, thread) = store_writer(&url).await;
+    writer
+        .commit(vec![new_run(1), new_run(2), new_run(3)])
+        .await
+        .unwrap();
+    close(writer, thread).await;
+    sql(
+        &url,
+        "UPDATE runs SET owner = 'w1', status = CASE id WHEN 1 THEN 'succeeded' WHEN 2 THEN 'running' ELSE 'failed' END",
+    );
+    sql(&url, "UPDATE opsdeck_schema SET version = 5");
+    let target = Target::Postgres(url.clone());
+    tokio::task::spawn_blocking(move || schema::migrate(&mut target.writer().unwrap()).unwrap())
+        .await
+        .unwrap();
+    let owners: Vec<(i64, Option<String>)> = sql(&url, "SELECT id, owner FROM runs ORDER BY id")
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    assert_eq!(owners, vec![(1, None), (2, Some("w1".into())), (3, None)]);
+}
+
+/// A claim hands over a run no driver has started with everything its driver starts from
+/// (so starting it reads nothing more), and a run to resume without it: that one is read
+/// whole, its finished stages with it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_claim_carries_an_unstarted_run_and_leaves_a_run_to_resume_to_be_read() {
+    use opsdeck::model::RunStatus;
+    use opsdeck::store::workers;
+    let url = postgres_db();
+    let (writer, thread) = store_writer(&url).await;
+    let me = row("w1");
+    writer
+        .on_conn(move |db| workers::register(db, &me, 60_000))
+        .await
+        .unwrap();
+    writer.commit(vec![new_run(1), new_run(2)]).await.unwrap();
+    sql(&url, "UPDATE runs SET status = 'interrupted' WHERE id = 2");
+    let claimed = writer
+        .on_conn(|db| workers::claim(db, "w1", 5))
+        .await
+        .unwrap();
+    close(writer, thread).await;
+    let got: Vec<_> = claimed
+        .iter()
+        .map(|c| (c.id.0, c.status, c.unstarted.is_some()))
+        .collect();
+    assert_eq!(
+        got,
+        vec![
+            (1, RunStatus::Pending, true),
+            (2, RunStatus::Interrupted, false)
+        ]
+    );
+    let run = claimed[0].unstarted.as_ref().unwrap();
+    assert_eq!(run.spec, r#"{"spec":1}"#);
+    assert_eq!(run.params, serde_json::json!({"n": 1}));
+    assert_eq!(run.assets["a"]["model"], 1);
+    assert!(run.stages.is_empty() && run.started_at.is_none() && run.test_input.is_none());
 }
 
 /// Every worker's proxy serves a canary's traffic, routed at the weight the driving worker

@@ -210,7 +210,7 @@ impl Db {
         }
     }
 
-    /// The rows the last [`Db::keep`] returned, once.
+    /// The rows of the transaction's first [`Db::keep`] not taken yet, once.
     pub fn take_kept(&mut self) -> Option<Vec<Row>> {
         match self {
             Db::Sqlite(_) => None,

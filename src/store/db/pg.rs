@@ -33,9 +33,10 @@ pub struct Pg {
     prepared: HashMap<String, Statement>,
     /// Inside a transaction: the writes not yet sent.
     deferred: Option<Vec<(String, Vec<Val>)>>,
-    /// Which of the held writes has its rows kept ([`Pg::keep`]), and the rows once it ran.
-    keep_at: Option<usize>,
-    kept: Option<Vec<Row>>,
+    /// Which of the held writes have their rows kept ([`Pg::keep`]), and the rows once they
+    /// ran, in the order they were kept.
+    keep_at: Vec<usize>,
+    kept: std::collections::VecDeque<Vec<Row>>,
     /// Whether this transaction's `BEGIN` has reached the server.
     begun: bool,
     /// The server ended the session (a restart, an administrator), or the connection failed:
@@ -116,8 +117,8 @@ impl Pg {
                 client,
                 prepared: HashMap::new(),
                 deferred: None,
-                keep_at: None,
-                kept: None,
+                keep_at: Vec::new(),
+                kept: std::collections::VecDeque::new(),
                 begun: false,
                 lost: false,
             })
@@ -211,21 +212,21 @@ impl Pg {
     pub fn keep(&mut self, sql: &str, vals: &[Val]) -> Result<()> {
         match self.deferred.as_mut() {
             Some(writes) => {
-                self.keep_at = Some(writes.len());
+                self.keep_at.push(writes.len());
                 writes.push((sql.to_string(), vals.to_vec()));
                 Ok(())
             }
             None => {
                 let rows = self.rows(sql, vals)?;
-                self.kept = Some(rows);
+                self.kept.push_back(rows);
                 Ok(())
             }
         }
     }
 
-    /// The rows [`Pg::keep`] kept, once.
+    /// The rows of the first [`Pg::keep`] not taken yet, once.
     pub fn take_kept(&mut self) -> Option<Vec<Row>> {
-        self.kept.take()
+        self.kept.pop_front()
     }
 
     pub fn batch(&mut self, sql: &str) -> Result<()> {
@@ -236,6 +237,7 @@ impl Pg {
 
     /// Starts a transaction: writes wait until it ends (or until a read inside it).
     pub fn begin(&mut self) {
+        self.kept.clear();
         self.deferred = Some(Vec::new());
         self.begun = false;
     }
@@ -284,19 +286,16 @@ impl Pg {
         let results = self.block_on(join_all(
             refs.iter().map(|(st, a)| client.query(*st, a.as_slice())),
         ))?;
-        let keep_at = self
-            .keep_at
-            .take()
-            .map(|i| i + usize::from(stmts.len() > writes.len() + usize::from(commit)));
-        let mut kept = None;
+        let shift = usize::from(stmts.len() > writes.len() + usize::from(commit));
+        let keep_at: Vec<usize> = std::mem::take(&mut self.keep_at)
+            .into_iter()
+            .map(|i| i + shift)
+            .collect();
         for (i, result) in results.into_iter().enumerate() {
             let rows = result.map_err(|e| self.fail(&e))?;
-            if Some(i) == keep_at {
-                kept = Some(convert(&rows)?);
+            if keep_at.contains(&i) {
+                self.kept.push_back(convert(&rows)?);
             }
-        }
-        if kept.is_some() {
-            self.kept = kept;
         }
         if commit {
             self.begun = false;
@@ -309,8 +308,8 @@ impl Pg {
     /// Drops the held writes and rolls back what reached the server.
     fn abort(&mut self) {
         self.deferred = None;
-        self.keep_at = None;
-        self.kept = None;
+        self.keep_at.clear();
+        self.kept.clear();
         if std::mem::take(&mut self.begun)
             && let Ok(Err(e)) = self.block_on(self.client.batch_execute("ROLLBACK"))
         {
