@@ -185,6 +185,27 @@ fn stage_states(
     (states, needs, stored)
 }
 
+/// Takes run `id` for this worker (`me`), refused while another live worker drives it.
+async fn take(engine: &Engine, me: &str, id: RunId) -> Result<()> {
+    let me = me.to_string();
+    let owner = engine
+        .writer
+        .on_conn(move |db| {
+            if crate::store::workers::claim_one(db, &me, id)? {
+                return Ok(None);
+            }
+            crate::store::workers::owner(db, &me, id)
+                .map(|o| Some(o.unwrap_or_else(|| "another worker".into())))
+        })
+        .await?;
+    match owner {
+        None => Ok(()),
+        Some(owner) => Err(RuntimeError::Conflict(format!(
+            "run {id} is driven by worker {owner}; ask again once it has finished"
+        ))),
+    }
+}
+
 /// A run as its driver starts from it. A run no driver has started yet is known to whoever
 /// has just created or claimed it (every stage pending, no attempt), and its driver reads
 /// nothing first; any other run is read from the store.
@@ -245,22 +266,7 @@ pub(crate) async fn launch(
         .filter(|_| !matches!(reset, Reset::New))
     {
         let me = w.id.clone();
-        let taken = engine
-            .writer
-            .on_conn(move |db| {
-                if crate::store::workers::claim_one(db, &me, id)? {
-                    Ok(None)
-                } else {
-                    crate::store::workers::owner(db, &me, id)
-                        .map(|o| Some(o.unwrap_or_else(|| "another worker".into())))
-                }
-            })
-            .await?;
-        if let Some(owner) = taken {
-            return Err(RuntimeError::Conflict(format!(
-                "run {id} is driven by worker {owner}; ask again once it has finished"
-            )));
-        }
+        take(engine, &me, id).await?;
     }
     let run = match known {
         Some(run) => run,
@@ -936,6 +942,13 @@ impl Driver {
                             "the host is shutting down"
                         };
                         let _ = ack.send(Err(RuntimeError::Conflict(why.into())));
+                        continue;
+                    }
+                    // Its end let go of it: another worker may have taken it since (a retry).
+                    if let Some(w) = &self.engine.worker
+                        && let Err(e) = take(&self.engine, &w.id, self.id).await
+                    {
+                        let _ = ack.send(Err(e));
                         continue;
                     }
                     // A new lease of life: clear the stop so the run can go on.

@@ -304,31 +304,46 @@ impl Runtime {
             let _ = acked.await;
             return Ok(());
         };
+        let mut taken = None;
         if let Some(w) = &self.e.worker {
-            // A finished run is refused here too, whichever worker drove it.
-            if let Some(why) = self.summary(id).await?.status.cancel_refusal(id) {
-                return Err(RuntimeError::Conflict(why));
-            }
+            use crate::store::workers::{CancelAt, take_to_cancel};
             let (me, why) = (w.id.clone(), reason.to_string());
-            let elsewhere = self
+            let at = self
                 .e
                 .writer
-                .on_conn(move |db| {
-                    let owner = crate::store::workers::owner(db, &me, id)?;
-                    if owner.is_some() {
-                        crate::store::workers::request_cancel(db, id, &why)?;
-                    }
-                    Ok(owner)
-                })
+                .on_conn(move |db| take_to_cancel(db, &me, id, &why))
                 .await?;
-            if let Some(owner) = elsewhere {
-                // The worker that drives it cancels it; the request is recorded here.
-                self.e.writer.commit(extra).await?;
-                tracing::info!(run = %id, worker = %owner, "asked the worker driving the run to cancel it");
-                self.wait(id).await?;
-                return Ok(());
+            match at {
+                CancelAt::Worker(owner) => {
+                    // The worker that drives it cancels it; the request is recorded here.
+                    self.e.writer.commit(extra).await?;
+                    tracing::info!(run = %id, worker = %owner, "asked the worker driving the run to cancel it");
+                    self.wait(id).await?;
+                    return Ok(());
+                }
+                CancelAt::Here => taken = Some(w.id.clone()),
+                // Refused below, whichever worker drove it.
+                CancelAt::Finished => {}
             }
         }
+        let cancelled = self.cancel_in_store(id, reason, extra).await;
+        if let (Err(_), Some(me)) = (&cancelled, taken) {
+            // Not cancelled: another worker may claim and run it.
+            if let Err(e) = self
+                .e
+                .writer
+                .on_conn(move |db| crate::store::workers::let_go(db, &me, id))
+                .await
+            {
+                tracing::warn!(run = %id, error = %e, "could not let go of a run it failed to cancel");
+            }
+        }
+        cancelled
+    }
+
+    /// Cancels run `id`, which no driver has, in the store: its stages not finished, itself,
+    /// and its event.
+    async fn cancel_in_store(&self, id: RunId, reason: &str, extra: Vec<Op>) -> Result<()> {
         let summary = self.summary(id).await?;
         if let Some(why) = summary.status.cancel_refusal(id) {
             return Err(RuntimeError::Conflict(why));

@@ -146,15 +146,6 @@ pub(super) fn apply_postgres(
     for op in processes {
         apply_op(tx, op, 0, &mut Vec::new())?;
     }
-    if !(finishes_left.is_empty() && stages.is_empty() && run_updates.is_empty()) {
-        // The many-row updates below find their rows by key. Planned as a join, one could be
-        // planned (and its plan kept) as a scan of the whole table while that is small, and go
-        // on scanning it once it is not: a nested loop over the key's index is the only plan.
-        tx.execute(
-            "SELECT set_config('enable_hashjoin', 'off', true), set_config('enable_mergejoin', 'off', true)",
-            &[],
-        )?;
-    }
     many(tx, UPDATE_ATTEMPTS, finishes_left.into_iter().map(row_vals))?;
     many(
         tx,
@@ -276,7 +267,9 @@ const UPDATE_STAGES: &str = "UPDATE stages s SET status = u.status
 /// Run statuses, as [`UPDATE_ATTEMPTS`] (one row per run: see [`merge_runs`]).
 const UPDATE_RUNS: &str = "UPDATE runs r SET status = u.status,
     started_at = COALESCE(r.started_at, u.started_at), finished_at = u.finished_at,
-    owner = CASE WHEN u.status IN ('pending', 'running', 'interrupted') THEN r.owner END
+    owner = CASE WHEN u.status IN ('pending', 'running', 'interrupted') THEN r.owner END,
+    cancel_requested = CASE WHEN u.status IN ('pending', 'running', 'interrupted')
+      THEN r.cancel_requested END
   FROM unnest(?1::bigint[], ?2::text[], ?3::text[], ?4::text[])
     AS u(id, status, started_at, finished_at)
   WHERE r.id = u.id";

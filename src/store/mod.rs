@@ -89,7 +89,15 @@ impl Target {
     pub fn writer(&self) -> Result<Db> {
         match self {
             Target::Sqlite(path) => open_sqlite(path, true),
-            Target::Postgres(url) => Db::postgres(url),
+            Target::Postgres(url) => {
+                let mut db = Db::postgres(url)?;
+                // The writes of many rows (`batch`) find their rows by key. Planned as a join,
+                // one could be planned (and its plan kept) as a scan of the whole table while
+                // that is small, and go on scanning it once it is not: on this connection a
+                // nested loop over the key's index is the only plan.
+                db.batch("SET enable_hashjoin = off; SET enable_mergejoin = off")?;
+                Ok(db)
+            }
         }
     }
 

@@ -346,10 +346,12 @@ const PG_MIGRATIONS: &[&str] = &[
     ",
     // 6: a finished run is no worker's (the one that drove it could otherwise refuse it a
     // retry by another while it lives, and the index of runs by worker would keep every run
-    // it ever drove): what earlier versions left owned is let go.
+    // it ever drove), and a cancellation asked of it is moot (it would cancel a retry): what
+    // earlier versions left is let go.
     r"
-    UPDATE runs SET owner = NULL
-        WHERE owner IS NOT NULL AND status NOT IN ('pending', 'running', 'interrupted');
+    UPDATE runs SET owner = NULL, cancel_requested = NULL
+        WHERE (owner IS NOT NULL OR cancel_requested IS NOT NULL)
+          AND status NOT IN ('pending', 'running', 'interrupted');
     ",
 ];
 

@@ -210,14 +210,58 @@ pub fn release(db: &mut Db, me: &str) -> Result<()> {
     })
 }
 
-/// Asks the worker that drives run `id` to cancel it (it is woken by a notification).
-pub fn request_cancel(db: &mut Db, id: RunId, reason: &str) -> Result<()> {
+/// Where a cancellation of a run asked of a worker is carried out.
+#[derive(Debug, PartialEq, Eq)]
+pub enum CancelAt {
+    /// By the worker asked: the run is its own now (no live worker drove it), so no other
+    /// claims and starts it meanwhile.
+    Here,
+    /// By the live worker that drives it, asked through the store (and woken).
+    Worker(String),
+    /// Nowhere: the run has finished (or there is none).
+    Finished,
+}
+
+/// Takes run `id` for `me` to cancel it, or asks the live worker that drives it to. Only an
+/// unfinished run is taken or asked about: a request left on a finished run would cancel its
+/// retry.
+pub fn take_to_cancel(db: &mut Db, me: &str, id: RunId, reason: &str) -> Result<CancelAt> {
     db.transaction(|tx| {
-        tx.execute(
-            "UPDATE runs SET cancel_requested = ?2 WHERE id = ?1",
+        let taken = tx.rows(
+            "UPDATE runs SET owner = ?1 WHERE id = ?2 AND status IN ('pending', 'running', 'interrupted')
+               AND (owner IS NULL OR owner = ?1 OR owner NOT IN (SELECT id FROM workers))
+             RETURNING id",
+            args![me, id.0],
+        )?;
+        if !taken.is_empty() {
+            return Ok(CancelAt::Here);
+        }
+        let asked = tx.rows(
+            "UPDATE runs SET cancel_requested = ?2
+             WHERE id = ?1 AND status IN ('pending', 'running', 'interrupted')
+             RETURNING owner",
             args![id.0, reason],
         )?;
+        let Some(mut row) = asked.into_iter().next() else {
+            return Ok(CancelAt::Finished);
+        };
         tx.execute("SELECT pg_notify('opsdeck_work', 'cancel')", &[])?;
+        Ok(CancelAt::Worker(
+            row.opt_text(0)?
+                .unwrap_or_else(|| "another worker".into()),
+        ))
+    })
+}
+
+/// Lets go of run `id`, taken by `me` to cancel it, when the cancel could not be written: for
+/// another worker to claim.
+pub fn let_go(db: &mut Db, me: &str, id: RunId) -> Result<()> {
+    db.transaction(|tx| {
+        tx.execute(
+            "UPDATE runs SET owner = NULL WHERE id = ?1 AND owner = ?2",
+            args![id.0, me],
+        )?;
+        tx.execute("SELECT pg_notify('opsdeck_work', '')", &[])?;
         Ok(())
     })
 }

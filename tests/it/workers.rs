@@ -988,6 +988,56 @@ fn new_run(id: i64) -> opsdeck::store::Op {
     }
 }
 
+/// A cancel asked through a worker takes a run no live worker drives (so none claims and
+/// starts it meanwhile), asks the one that drives it otherwise, and finds nothing to do once
+/// the run has ended: its end let go of it and of the request, which would otherwise cancel
+/// its retry.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancel_takes_a_free_run_asks_its_driver_or_finds_it_ended() {
+    use opsdeck::model::{RunId, RunStatus, Timestamp};
+    use opsdeck::store::Op;
+    use opsdeck::store::workers::{self, CancelAt};
+    let url = postgres_db();
+    let (writer, thread) = store_writer(&url).await;
+    let w1 = row("w1");
+    writer
+        .on_conn(move |db| workers::register(db, &w1, 60_000))
+        .await
+        .unwrap();
+    writer.commit(vec![new_run(1), new_run(2)]).await.unwrap();
+    sql(
+        &url,
+        "UPDATE runs SET owner = 'w1', status = 'running' WHERE id = 1",
+    );
+    let cancel =
+        |id: i64| writer.on_conn(move |db| workers::take_to_cancel(db, "w2", RunId(id), "stop"));
+    assert_eq!(cancel(1).await.unwrap(), CancelAt::Worker("w1".into()));
+    assert_eq!(cancel(2).await.unwrap(), CancelAt::Here);
+    let state = |id: i64| -> (Option<String>, Option<String>) {
+        let r = &sql(
+            &url,
+            &format!("SELECT owner, cancel_requested FROM runs WHERE id = {id}"),
+        )[0];
+        (r.get(0), r.get(1))
+    };
+    assert_eq!(state(1), (Some("w1".into()), Some("stop".into())));
+    assert_eq!(state(2), (Some("w2".into()), None));
+    // Run 1 ends on w1 before w1 took the request.
+    writer
+        .commit(vec![Op::UpdateRun {
+            id: RunId(1),
+            status: RunStatus::Succeeded,
+            started_at: None,
+            finished_at: Some(Timestamp::from_millis(1)),
+        }])
+        .await
+        .unwrap();
+    assert_eq!(state(1), (None, None));
+    assert_eq!(cancel(1).await.unwrap(), CancelAt::Finished);
+    assert_eq!(state(1), (None, None));
+    close(writer, thread).await;
+}
+
 /// A store of an earlier version, whose finished runs kept the worker that drove them, lets
 /// go of those when it is brought up to date (and of no run a worker still drives).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
