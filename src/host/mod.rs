@@ -345,6 +345,7 @@ impl Host {
             worker: me.as_ref().map(|w| runtime::WorkerSlot {
                 id: w.id.clone(),
                 max_in_flight: usize::try_from(w.max_in_flight).unwrap_or(usize::MAX),
+                claims: opts.schedules,
             }),
         });
         runtime.restore_breakers(breakers);

@@ -65,6 +65,31 @@ pub(super) fn spawn(host: &Host, url: String, lease: Duration, claim: bool) {
     inner
         .tasks
         .spawn(run(host.clone(), wake, lease, claim, renewed));
+    if let Some(handed) = inner.runtime.handed_runs() {
+        inner.tasks.spawn(start_handed(host.clone(), handed));
+    }
+}
+
+/// Starts the runs this worker's run ends claimed (see `Op::Claim`), each in the slot its
+/// ending run left.
+async fn start_handed(
+    host: Host,
+    mut handed: tokio::sync::mpsc::UnboundedReceiver<workers::Claimed>,
+) {
+    loop {
+        let run = tokio::select! {
+            () = host.inner.shutdown.cancelled() => return,
+            run = handed.recv() => match run {
+                Some(run) => run,
+                None => return,
+            },
+        };
+        let starter = host.clone();
+        host.inner.tasks.spawn(async move {
+            start_claimed(&starter, run).await;
+            starter.inner.runtime.handed_started();
+        });
+    }
 }
 
 /// Breakers opened and closed by other workers hold here too (their changes arrive as events

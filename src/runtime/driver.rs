@@ -19,7 +19,7 @@ use crate::model::asset::{INPUT_KEY, input_value};
 use crate::model::{
     AttemptError, DlqEntry, DlqId, EventKind, RunId, RunStatus, StageStatus, Timestamp,
 };
-use crate::store::{LoadedStage, Op, clip_json};
+use crate::store::{ClaimAnswer, LoadedStage, Op, clip_json};
 use crate::sync::lock;
 
 pub(crate) const STOP_NONE: u8 = 0;
@@ -881,12 +881,27 @@ impl Driver {
         (status, duration_ms, ops)
     }
 
-    /// Commits the run's end (`ops`). Once they are queued the run no longer counts against
-    /// this worker's room: a worker with runs waiting claims the next one at once, and that
-    /// claim is committed after this end (the writer serves in order). True when it so counts
-    /// as ending, until the caller lets go of the run.
-    async fn record_end(&self, ops: Vec<Op>, status: RunStatus, duration_ms: i64) -> bool {
+    /// Commits the run's end (`ops`) and hands its slot on. A worker that claims runs claims
+    /// the next waiting one in the same transaction, for its starter. Otherwise, once the end is queued,
+    /// the run no longer counts against the worker's room: a worker with runs waiting claims
+    /// the next one at once, and that claim is committed after this end (the writer serves in
+    /// order). True when it so counts as ending, until the caller lets go of the run.
+    async fn record_end(&self, mut ops: Vec<Op>, status: RunStatus, duration_ms: i64) -> bool {
+        let claim = self
+            .engine
+            .worker
+            .as_ref()
+            .filter(|w| w.claims && !self.engine.shutdown.is_cancelled())
+            .map(|w| {
+                let (to, claimed) = oneshot::channel();
+                ops.push(Op::Claim {
+                    worker: w.id.clone(),
+                    answer: ClaimAnswer::new(to),
+                });
+                claimed
+            });
         let (ending, committed) = match self.engine.writer.queue(ops).await {
+            Ok(committed) if claim.is_some() => (false, committed.await),
             Ok(committed) => {
                 self.engine.ending.fetch_add(1, Ordering::AcqRel);
                 self.engine.freed.notify_one();
@@ -902,7 +917,23 @@ impl Driver {
                 tracing::info!(run = %self.id, pipeline = %self.pipeline.name, %status, duration_ms, "run ended");
             }
         }
+        if let Some(claimed) = claim {
+            // Nothing claimed (nothing waiting, or the batch failed): the slot is freed when
+            // the run lets go, as without a claim.
+            for run in claimed.await.unwrap_or_default() {
+                self.hand_on(run);
+            }
+        }
         ending
+    }
+
+    /// Hands a run this run's end claimed to the worker's starter, in this run's slot (held
+    /// in `reserved` until the new run counts itself).
+    fn hand_on(&self, run: crate::store::workers::Claimed) {
+        self.engine.reserved.fetch_add(1, Ordering::AcqRel);
+        if self.engine.handed.send(run).is_err() {
+            self.engine.unreserve();
+        }
     }
 
     /// Records the run's end and deregisters it, unless a reopen request arrived meanwhile,

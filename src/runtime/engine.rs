@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
 use serde_json::{Map, Value, json};
-use tokio::sync::oneshot;
+use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -58,6 +58,10 @@ pub(crate) struct Engine {
     /// `max_in_flight`, so the next run is claimed at once (its claim is committed after
     /// their end, as the writer serves in order).
     pub(crate) ending: std::sync::atomic::AtomicUsize,
+    /// Runs a run's end claimed, for the worker's starter; each holds a slot in `reserved`
+    /// until started. At most one per run ending, so never more than `max_in_flight`.
+    pub(crate) handed: mpsc::UnboundedSender<crate::store::workers::Claimed>,
+    handed_rx: Mutex<Option<mpsc::UnboundedReceiver<crate::store::workers::Claimed>>>,
 }
 
 impl Engine {
@@ -74,7 +78,7 @@ impl Engine {
             .is_ok()
     }
 
-    fn unreserve(&self) {
+    pub(crate) fn unreserve(&self) {
         self.reserved
             .fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
     }
@@ -92,6 +96,9 @@ impl Engine {
 pub struct WorkerSlot {
     pub id: String,
     pub max_in_flight: usize,
+    /// Takes runs others started or left (a long-lived host): a run's end then claims the
+    /// next waiting run in its own transaction.
+    pub claims: bool,
 }
 
 /// What the runtime is built from; the host owns the store, the clock and the tasks.
@@ -123,6 +130,7 @@ fn not_found_run(id: RunId) -> RuntimeError {
 
 impl Runtime {
     pub fn new(p: Parts) -> Runtime {
+        let (handed, handed_rx) = mpsc::unbounded_channel();
         Runtime {
             e: Arc::new(Engine {
                 pipelines: std::sync::Mutex::new(p.pipelines),
@@ -142,8 +150,21 @@ impl Runtime {
                 freed: Arc::new(tokio::sync::Notify::new()),
                 reserved: std::sync::atomic::AtomicUsize::new(0),
                 ending: std::sync::atomic::AtomicUsize::new(0),
+                handed,
+                handed_rx: Mutex::new(Some(handed_rx)),
             }),
         }
+    }
+
+    /// The runs ends claimed, for the worker's starter (once: the starter's).
+    pub fn handed_runs(&self) -> Option<mpsc::UnboundedReceiver<crate::store::workers::Claimed>> {
+        lock(&self.e.handed_rx).take()
+    }
+
+    /// A run from [`Runtime::handed_runs`] has been started (or could not be): its slot is
+    /// counted by the run now.
+    pub fn handed_started(&self) {
+        self.e.unreserve();
     }
 
     /// Fires pipeline schedules until the host shuts down.

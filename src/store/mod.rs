@@ -22,7 +22,7 @@ pub use assets::{AssetRow, no_asset};
 pub use db::{Db, Dialect};
 pub use queries::{CountCache, LoadedRun, LoadedStage, ReadPool, Reader};
 pub use recovery::{Orphan, mark_interrupted};
-pub use writer::{IdKind, NewEvent, NewStage, Op, Reopen, Writer, WriterThread};
+pub use writer::{ClaimAnswer, IdKind, NewEvent, NewStage, Op, Reopen, Writer, WriterThread};
 
 /// A store failure, as one sentence. Cloneable so a batch failure can be reported to every
 /// request in the batch.

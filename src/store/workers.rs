@@ -141,39 +141,48 @@ pub fn claim(db: &mut Db, me: &str, n: usize) -> Result<Vec<Claimed>> {
     // and it sits between a freed slot and the next run's start.
     quick(db, |db| {
         super::writer::fence_pass(db, me)?;
-        db.keep(
-            &format!(
-                "WITH taken AS (
-                    SELECT id, cancel_requested FROM runs
-                    WHERE owner IS NULL AND status IN ('pending', 'interrupted')
-                    ORDER BY id LIMIT ?2 FOR UPDATE SKIP LOCKED)
-                 UPDATE runs r SET owner = ?1, cancel_requested = NULL FROM taken WHERE r.id = taken.id
-                 RETURNING r.id, r.status, taken.cancel_requested, {START_COLUMNS}"
-            ),
-            args![me, n],
-        )
+        keep_claim(db, me, n)
     })?;
     db.take_kept()
         .unwrap_or_default()
         .into_iter()
-        .map(|mut r| {
-            let text = r.text(1)?;
-            let status: RunStatus = text.parse().map_err(|_| {
-                StoreError(format!(
-                    "the state database holds an unknown status `{text}`"
-                ))
-            })?;
-            Ok(Claimed {
-                id: RunId(r.i64(0)?),
-                status,
-                cancel: r.opt_text(2)?,
-                // Unreadable, it is read again at the start, which says what is wrong.
-                unstarted: (status == RunStatus::Pending)
-                    .then(|| run_start(&mut r, 3, Vec::new()).ok())
-                    .flatten(),
-            })
-        })
+        .map(claimed)
         .collect()
+}
+
+/// Claims up to `n` runs for `me` inside the caller's transaction; its rows are kept
+/// ([`Db::keep`]) for [`claimed`].
+pub(super) fn keep_claim(db: &mut Db, me: &str, n: usize) -> Result<()> {
+    db.keep(
+        &format!(
+            "WITH taken AS (
+                SELECT id, cancel_requested FROM runs
+                WHERE owner IS NULL AND status IN ('pending', 'interrupted')
+                ORDER BY id LIMIT ?2 FOR UPDATE SKIP LOCKED)
+             UPDATE runs r SET owner = ?1, cancel_requested = NULL FROM taken WHERE r.id = taken.id
+             RETURNING r.id, r.status, taken.cancel_requested, {START_COLUMNS}"
+        ),
+        args![me, n],
+    )
+}
+
+/// A run as [`keep_claim`] claimed it.
+pub(super) fn claimed(mut r: super::db::Row) -> Result<Claimed> {
+    let text = r.text(1)?;
+    let status: RunStatus = text.parse().map_err(|_| {
+        StoreError(format!(
+            "the state database holds an unknown status `{text}`"
+        ))
+    })?;
+    Ok(Claimed {
+        id: RunId(r.i64(0)?),
+        status,
+        cancel: r.opt_text(2)?,
+        // Unreadable, it is read again at the start, which says what is wrong.
+        unstarted: (status == RunStatus::Pending)
+            .then(|| run_start(&mut r, 3, Vec::new()).ok())
+            .flatten(),
+    })
 }
 
 /// Takes run `id` for `me` unless a live worker owns it; false if one does.

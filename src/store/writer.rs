@@ -179,6 +179,38 @@ pub enum Op {
     /// Tells the other workers there is a run to claim, when the batch commits (PostgreSQL;
     /// nothing on SQLite). A batch sends it once however many it holds.
     WakeWorkers,
+    /// Claims one waiting run for `worker` in the batch's own transaction (PostgreSQL; nothing
+    /// on SQLite): a run's end hands its slot on without a transaction of its own. The run
+    /// claimed, if any, is sent to `answer` once the batch has committed.
+    Claim {
+        worker: String,
+        answer: ClaimAnswer,
+    },
+}
+
+/// Where a batch's [`Op::Claim`] sends what it claimed (dropped unanswered when the batch
+/// fails: nothing was claimed).
+#[derive(Clone)]
+pub struct ClaimAnswer(
+    Arc<std::sync::Mutex<Option<oneshot::Sender<Vec<super::workers::Claimed>>>>>,
+);
+
+impl ClaimAnswer {
+    pub fn new(to: oneshot::Sender<Vec<super::workers::Claimed>>) -> ClaimAnswer {
+        ClaimAnswer(Arc::new(std::sync::Mutex::new(Some(to))))
+    }
+
+    fn send(&self, claimed: Vec<super::workers::Claimed>) {
+        if let Some(to) = crate::sync::lock(&self.0).take() {
+            let _ = to.send(claimed);
+        }
+    }
+}
+
+impl std::fmt::Debug for ClaimAnswer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ClaimAnswer")
+    }
 }
 
 impl Op {
@@ -607,6 +639,7 @@ impl Link {
         let Applied {
             before,
             own: published,
+            claimed,
         } = self.apply(ops)?;
         generation.fetch_add(1, Ordering::Release);
         if let Some(first) = published.first() {
@@ -633,6 +666,13 @@ impl Link {
             let _ = events.send(Arc::new(e));
         }
         self.shown.store(self.published, Ordering::Release);
+        // Each claim its run (one each, in order), once the batch is committed.
+        let mut claimed = claimed.into_iter();
+        for op in ops {
+            if let Op::Claim { answer, .. } = op {
+                answer.send(claimed.next().into_iter().collect());
+            }
+        }
         Ok(())
     }
 
@@ -925,6 +965,16 @@ fn apply(
             }
             super::batch::apply_postgres(tx, ops, events, published)
         })?;
+        // Kept in the order the batch asked: its claim, the counter, the others' events.
+        let claimed = if ops.iter().any(|op| matches!(op, Op::Claim { .. })) {
+            conn.take_kept()
+                .unwrap_or_default()
+                .into_iter()
+                .map(super::workers::claimed)
+                .collect::<Result<_>>()?
+        } else {
+            Vec::new()
+        };
         let own = numbered(conn, ops, events)?;
         let before = match conn.take_kept() {
             Some(rows) => rows
@@ -933,7 +983,11 @@ fn apply(
                 .collect::<Result<_>>()?,
             None => Vec::new(),
         };
-        return Ok(Applied { before, own });
+        return Ok(Applied {
+            before,
+            own,
+            claimed,
+        });
     }
     let own = conn.transaction(|tx| {
         let first_seq = seq_block(tx, events, next_seq)?;
@@ -946,6 +1000,7 @@ fn apply(
     Ok(Applied {
         before: Vec::new(),
         own,
+        claimed: Vec::new(),
     })
 }
 
@@ -954,6 +1009,8 @@ fn apply(
 struct Applied {
     before: Vec<Event>,
     own: Vec<Event>,
+    /// The runs the batch's [`Op::Claim`]s claimed (PostgreSQL).
+    claimed: Vec<super::workers::Claimed>,
 }
 
 /// The events of `ops` as PostgreSQL numbered them: the last of them is the counter's value the
@@ -1062,6 +1119,8 @@ pub(super) fn apply_op(tx: &mut Db, op: &Op, seq: u64, published: &mut Vec<Event
                 tx.execute("SELECT pg_notify('opsdeck_work', '')", &[])?;
             }
         }
+        // Claimed by the PostgreSQL batch (`batch::apply_postgres`), all of a batch's at once.
+        Op::Claim { .. } => {}
         Op::Event(e) => published.push(insert_event(tx, seq, e)?),
         Op::InsertAsset { .. } | Op::PinAsset { .. } | Op::UndoPin { .. } => {
             apply_asset_op(tx, op)?;

@@ -15,6 +15,16 @@ use crate::support::{Served, TestWorkspace, eventually, free_port, postgres_db, 
 /// A workspace on `url` with `pipelines`, served on a free port: the workspace, the process
 /// and its API's address.
 fn worker(url: &str, pipelines: &[(&str, String)], lease: u32) -> (TestWorkspace, Served, String) {
+    worker_with(url, pipelines, lease, 64)
+}
+
+/// [`worker`] driving at most `max_in_flight` runs at once.
+fn worker_with(
+    url: &str,
+    pipelines: &[(&str, String)],
+    lease: u32,
+    max_in_flight: u32,
+) -> (TestWorkspace, Served, String) {
     let ws = TestWorkspace::new();
     for (name, text) in pipelines {
         ws.pipeline(name, text);
@@ -22,7 +32,7 @@ fn worker(url: &str, pipelines: &[(&str, String)], lease: u32) -> (TestWorkspace
     ws.write(
         "opsdeck.toml",
         &format!(
-            "[store]\nurl = \"{url}\"\n[worker]\nlease_timeout = {lease}\nmax_in_flight = 64\n"
+            "[store]\nurl = \"{url}\"\n[worker]\nlease_timeout = {lease}\nmax_in_flight = {max_in_flight}\n"
         ),
     );
     let port = free_port();
@@ -71,6 +81,20 @@ fn count(url: &str, query: &str) -> i64 {
     sql(url, query)[0].get(0)
 }
 
+/// Waits for every run in the store to finish, and requires `n` runs, all succeeded.
+fn all_succeed(url: &str, n: i64) {
+    eventually("every run to finish", || {
+        count(
+            url,
+            "SELECT COUNT(*) FROM runs WHERE status NOT IN ('succeeded', 'failed', 'cancelled')",
+        ) == 0
+    });
+    assert_eq!(
+        count(url, "SELECT COUNT(*) FROM runs WHERE status = 'succeeded'"),
+        n
+    );
+}
+
 /// Each (run, stage, attempt) noted in the log, and how often.
 fn noted(log: &Path) -> HashMap<(i64, String, u32), u32> {
     let mut seen = HashMap::new();
@@ -108,16 +132,7 @@ fn three_workers_share_200_runs_and_run_every_stage_once() {
     for i in 0..200 {
         post_run(&workers[i % 3].2, "diamond");
     }
-    eventually("every run to finish", || {
-        count(
-            &url,
-            "SELECT COUNT(*) FROM runs WHERE status NOT IN ('succeeded', 'failed', 'cancelled')",
-        ) == 0
-    });
-    assert_eq!(
-        count(&url, "SELECT COUNT(*) FROM runs WHERE status = 'succeeded'"),
-        200
-    );
+    all_succeed(&url, 200);
     let seen = noted(&log);
     assert_eq!(seen.len(), 800, "4 stages of 200 runs");
     assert!(
@@ -149,6 +164,44 @@ fn three_workers_share_200_runs_and_run_every_stage_once() {
     assert!(
         ran.iter().filter(|n| **n > 0).count() >= 2,
         "the runs went to one worker: {ran:?}"
+    );
+    drop(workers);
+}
+
+/// Each worker runs no more than its `max_in_flight` at once, however its slots are handed
+/// on (a run's end claims the next waiting run) and whichever worker the runs were started
+/// through: all twelve go through one worker, and both run them, two at a time at most.
+#[test]
+fn each_worker_runs_no_more_than_its_max_in_flight() {
+    let url = postgres_db();
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("running.log");
+    // The stage's shell is a child of the worker driving it: its parent pid names the worker.
+    let p = [(
+        "capped",
+        format!(
+            "[pipeline]\nname = \"capped\"\n[[stage]]\nid = \"s\"\nkind = \"command\"\ncommand = [\"sh\", \"-c\", \"echo \\\"$PPID +\\\" >> {log}; sleep 0.3; echo \\\"$PPID -\\\" >> {log}; echo '{{}}'\"]\n",
+            log = log.display()
+        ),
+    )];
+    let workers: Vec<_> = (0..2).map(|_| worker_with(&url, &p, 15, 2)).collect();
+    for _ in 0..12 {
+        post_run(&workers[0].2, "capped");
+    }
+    all_succeed(&url, 12);
+    let mut running: HashMap<String, i32> = HashMap::new();
+    let mut most: HashMap<String, i32> = HashMap::new();
+    for line in std::fs::read_to_string(&log).unwrap().lines() {
+        let (worker, sign) = line.split_once(' ').unwrap();
+        let now = running.entry(worker.to_string()).or_default();
+        *now += if sign == "+" { 1 } else { -1 };
+        let top = most.entry(worker.to_string()).or_default();
+        *top = (*top).max(*now);
+    }
+    assert_eq!(most.len(), 2, "both workers ran some: {most:?}");
+    assert!(
+        most.values().all(|n| *n <= 2),
+        "at once per worker: {most:?}"
     );
     drop(workers);
 }
