@@ -62,33 +62,12 @@ pub(super) fn spawn(host: &Host, url: String, lease: Duration, claim: bool) {
     inner
         .tasks
         .spawn(watchdog(host.clone(), lease, renewed.clone()));
+    let gate = StartGate::default();
     inner
         .tasks
-        .spawn(run(host.clone(), wake, lease, claim, renewed));
+        .spawn(run(host.clone(), wake, lease, claim, renewed, gate.clone()));
     if let Some(handed) = inner.runtime.handed_runs() {
-        inner.tasks.spawn(start_handed(host.clone(), handed));
-    }
-}
-
-/// Starts the runs this worker's run ends claimed (see `Op::Claim`), each in the slot its
-/// ending run left.
-async fn start_handed(
-    host: Host,
-    mut handed: tokio::sync::mpsc::UnboundedReceiver<workers::Claimed>,
-) {
-    loop {
-        let run = tokio::select! {
-            () = host.inner.shutdown.cancelled() => return,
-            run = handed.recv() => match run {
-                Some(run) => run,
-                None => return,
-            },
-        };
-        let starter = host.clone();
-        host.inner.tasks.spawn(async move {
-            start_claimed(&starter, run).await;
-            starter.inner.runtime.handed_started();
-        });
+        inner.tasks.spawn(start_handed(host.clone(), handed, gate));
     }
 }
 
@@ -189,7 +168,14 @@ async fn watchdog(host: Host, lease: Duration, renewed: Arc<Renewed>) {
     }
 }
 
-async fn run(host: Host, wake: Arc<Wake>, lease: Duration, claim: bool, renewed: Arc<Renewed>) {
+async fn run(
+    host: Host,
+    wake: Arc<Wake>,
+    lease: Duration,
+    claim: bool,
+    renewed: Arc<Renewed>,
+    gate: StartGate,
+) {
     let Some(slot) = host.inner.runtime.worker().cloned() else {
         return;
     };
@@ -203,7 +189,7 @@ async fn run(host: Host, wake: Arc<Wake>, lease: Duration, claim: bool, renewed:
         let beating = fenced || last_beat.is_none_or(|t| t.elapsed() >= beat);
         if beating {
             last_beat = Some(tokio::time::Instant::now());
-            keep_lease(&host, &slot, lease, &renewed).await;
+            keep_lease(&host, &slot, lease, &renewed, &gate).await;
             move_dead_workers_runs(&host).await;
             if claim {
                 lead_canaries_if_free(&host).await;
@@ -230,11 +216,54 @@ async fn run(host: Host, wake: Arc<Wake>, lease: Duration, claim: bool, renewed:
     }
 }
 
+/// Held while runs that runs' ends claimed are started, and while the worker rejoins after
+/// losing its lease: no run starts between the fence and the rejoin handing its runs back.
+type StartGate = Arc<tokio::sync::Mutex<()>>;
+
+/// Starts the runs this worker's run ends claimed (see `Op::Claim`), each in the slot its
+/// ending run left; none while this worker is fenced off (they are its in the store, so they
+/// go back when it rejoins).
+async fn start_handed(
+    host: Host,
+    mut handed: tokio::sync::mpsc::UnboundedReceiver<crate::runtime::Handed>,
+    gate: StartGate,
+) {
+    loop {
+        let run = tokio::select! {
+            () = host.inner.shutdown.cancelled() => return,
+            run = handed.recv() => match run {
+                Some(run) => run,
+                None => return,
+            },
+        };
+        let starter = host.clone();
+        let gate = gate.clone();
+        host.inner.tasks.spawn(async move {
+            {
+                let _held = gate.lock().await;
+                let runtime = &starter.inner.runtime;
+                if !starter.inner.writer.fenced() && runtime.may_start(&run) {
+                    start_claimed(&starter, run.run).await;
+                }
+            }
+            starter.inner.runtime.handed_started();
+            // Not started (cancelled, refused, fenced off): the loop fills the slot.
+            starter.inner.runtime.freed().notify_one();
+        });
+    }
+}
+
 fn millis(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
-async fn keep_lease(host: &Host, slot: &WorkerSlot, lease: Duration, renewed: &Renewed) {
+async fn keep_lease(
+    host: &Host,
+    slot: &WorkerSlot,
+    lease: Duration,
+    renewed: &Renewed,
+    gate: &StartGate,
+) {
     let me = slot.id.clone();
     let ms = millis(lease);
     let sent = renewed.now_ms();
@@ -251,7 +280,7 @@ async fn keep_lease(host: &Host, slot: &WorkerSlot, lease: Duration, renewed: &R
             } else {
                 tracing::error!(worker = %slot.id, "this worker's lease ran out and other workers took its runs; stopping what it still ran here and rejoining");
             }
-            if rejoin(host, slot, ms).await {
+            if rejoin(host, slot, ms, gate).await {
                 renewed.set(sent);
             }
         }
@@ -264,8 +293,11 @@ async fn keep_lease(host: &Host, slot: &WorkerSlot, lease: Duration, renewed: &R
 /// After losing the lease: stops every run here without recording more (their processes are
 /// killed), hands back whatever the store still says this worker owns, and registers again.
 /// True once the worker is back.
-async fn rejoin(host: &Host, slot: &WorkerSlot, lease_ms: u64) -> bool {
+async fn rejoin(host: &Host, slot: &WorkerSlot, lease_ms: u64, gate: &StartGate) -> bool {
+    let _held = gate.lock().await;
     host.inner.runtime.fence().await;
+    // Every driver has stopped: runs their ends claimed go back to the store with the rest.
+    host.inner.runtime.rejoined();
     let registered = crate::sync::lock(&host.inner.worker_row).clone();
     let info = registered.unwrap_or_else(|| WorkerInfo {
         id: slot.id.clone(),

@@ -882,7 +882,7 @@ impl Driver {
     }
 
     /// Commits the run's end (`ops`) and hands its slot on. A worker that claims runs claims
-    /// the next waiting one in the same transaction, for its starter. Otherwise, once the end is queued,
+    /// the next waiting one in the same transaction, for its loop to start. Otherwise, once the end is queued,
     /// the run no longer counts against the worker's room: a worker with runs waiting claims
     /// the next one at once, and that claim is committed after this end (the writer serves in
     /// order). True when it so counts as ending, until the caller lets go of the run.
@@ -891,7 +891,12 @@ impl Driver {
             .engine
             .worker
             .as_ref()
-            .filter(|w| w.claims && !self.engine.shutdown.is_cancelled())
+            // Not beyond the worker's room (a retry or resume may have started runs past it).
+            .filter(|w| {
+                w.claims
+                    && !self.engine.shutdown.is_cancelled()
+                    && self.engine.load() <= w.max_in_flight
+            })
             .map(|w| {
                 let (to, claimed) = oneshot::channel();
                 ops.push(Op::Claim {
@@ -927,11 +932,12 @@ impl Driver {
         ending
     }
 
-    /// Hands a run this run's end claimed to the worker's starter, in this run's slot (held
-    /// in `reserved` until the new run counts itself).
+    /// Hands a run this run's end claimed to the worker's loop, in this run's slot (held in
+    /// `reserved` until the new run counts itself).
     fn hand_on(&self, run: crate::store::workers::Claimed) {
         self.engine.reserved.fetch_add(1, Ordering::AcqRel);
-        if self.engine.handed.send(run).is_err() {
+        let handed = super::engine::Handed::new(run, self.engine.rejoins.load(Ordering::Acquire));
+        if self.engine.handed.send(handed).is_err() {
             self.engine.unreserve();
         }
     }

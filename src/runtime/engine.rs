@@ -58,10 +58,13 @@ pub(crate) struct Engine {
     /// `max_in_flight`, so the next run is claimed at once (its claim is committed after
     /// their end, as the writer serves in order).
     pub(crate) ending: std::sync::atomic::AtomicUsize,
-    /// Runs a run's end claimed, for the worker's starter; each holds a slot in `reserved`
+    /// Runs a run's end claimed, for the worker's loop; each holds a slot in `reserved`
     /// until started. At most one per run ending, so never more than `max_in_flight`.
-    pub(crate) handed: mpsc::UnboundedSender<crate::store::workers::Claimed>,
-    handed_rx: Mutex<Option<mpsc::UnboundedReceiver<crate::store::workers::Claimed>>>,
+    pub(crate) handed: mpsc::UnboundedSender<Handed>,
+    handed_rx: Mutex<Option<mpsc::UnboundedReceiver<Handed>>>,
+    /// How many times this worker has rejoined after losing its lease: a run claimed before
+    /// a rejoin went back to the store with it, and must not start here.
+    pub(crate) rejoins: std::sync::atomic::AtomicU64,
 }
 
 impl Engine {
@@ -88,6 +91,18 @@ impl Engine {
         use std::sync::atomic::Ordering;
         (lock(&self.active).len() + self.reserved.load(Ordering::Acquire))
             .saturating_sub(self.ending.load(Ordering::Acquire))
+    }
+}
+
+/// A run a run's end claimed, and how many rejoins this worker had made when it did.
+pub struct Handed {
+    pub run: crate::store::workers::Claimed,
+    rejoins: u64,
+}
+
+impl Handed {
+    pub(crate) fn new(run: crate::store::workers::Claimed, rejoins: u64) -> Handed {
+        Handed { run, rejoins }
     }
 }
 
@@ -152,12 +167,13 @@ impl Runtime {
                 ending: std::sync::atomic::AtomicUsize::new(0),
                 handed,
                 handed_rx: Mutex::new(Some(handed_rx)),
+                rejoins: std::sync::atomic::AtomicU64::new(0),
             }),
         }
     }
 
-    /// The runs ends claimed, for the worker's starter (once: the starter's).
-    pub fn handed_runs(&self) -> Option<mpsc::UnboundedReceiver<crate::store::workers::Claimed>> {
+    /// The runs ends claimed, for the worker's loop to start (once: the loop's).
+    pub fn handed_runs(&self) -> Option<mpsc::UnboundedReceiver<Handed>> {
         lock(&self.e.handed_rx).take()
     }
 
@@ -165,6 +181,19 @@ impl Runtime {
     /// counted by the run now.
     pub fn handed_started(&self) {
         self.e.unreserve();
+    }
+
+    /// This worker has rejoined (its runs, claimed ones not yet started among them, went back
+    /// to the store): called once every driver has stopped.
+    pub fn rejoined(&self) {
+        self.e
+            .rejoins
+            .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+    }
+
+    /// Whether a run handed on as `h` may start here: no rejoin since it was claimed.
+    pub fn may_start(&self, h: &Handed) -> bool {
+        self.e.rejoins.load(std::sync::atomic::Ordering::Acquire) == h.rejoins
     }
 
     /// Fires pipeline schedules until the host shuts down.

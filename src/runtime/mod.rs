@@ -16,5 +16,5 @@ mod schedules;
 pub mod spec;
 pub mod stage;
 
-pub use engine::{Parts, Runtime, WorkerSlot};
+pub use engine::{Handed, Parts, Runtime, WorkerSlot};
 pub use error::{Result, RuntimeError};
