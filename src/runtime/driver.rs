@@ -247,7 +247,8 @@ impl Known {
     }
 }
 
-/// Starts (or restarts) the driver of a run from what the store holds, after committing
+/// Starts (or restarts) the driver of a run from what the store holds (or from `known`, a run
+/// nobody has started yet), after committing
 /// `ops` (the events that explain why) together with the run's move to `running`.
 /// `confirm`: wait until the start is committed (and fail if it cannot be), as a command's
 /// caller needs.
@@ -881,12 +882,9 @@ impl Driver {
         (status, duration_ms, ops)
     }
 
-    /// Commits the run's end (`ops`) and hands its slot on. A worker that claims runs claims
-    /// the next waiting one in the same transaction, for its loop to start. Otherwise, once the end is queued,
-    /// the run no longer counts against the worker's room: a worker with runs waiting claims
-    /// the next one at once, and that claim is committed after this end (the writer serves in
-    /// order). True when it so counts as ending, until the caller lets go of the run.
-    async fn record_end(&self, mut ops: Vec<Op>, status: RunStatus, duration_ms: i64) -> bool {
+    /// Commits the run's end (`ops`). A worker that claims runs claims the next waiting one
+    /// in the same transaction and hands it this run's slot.
+    async fn record_end(&self, mut ops: Vec<Op>, status: RunStatus, duration_ms: i64) {
         let claim = self
             .engine
             .worker
@@ -905,16 +903,7 @@ impl Driver {
                 });
                 claimed
             });
-        let (ending, committed) = match self.engine.writer.queue(ops).await {
-            Ok(committed) if claim.is_some() => (false, committed.await),
-            Ok(committed) => {
-                self.engine.ending.fetch_add(1, Ordering::AcqRel);
-                self.engine.freed.notify_one();
-                (true, committed.await)
-            }
-            Err(e) => (false, Err(e)),
-        };
-        match committed {
+        match self.engine.writer.commit(ops).await {
             Err(e) => {
                 tracing::error!(run = %self.id, error = %e, "could not record the end of a run");
             }
@@ -929,11 +918,10 @@ impl Driver {
                 self.hand_on(run);
             }
         }
-        ending
     }
 
-    /// Hands a run this run's end claimed to the worker's loop, in this run's slot (held in
-    /// `reserved` until the new run counts itself).
+    /// Hands a run this run's end claimed to the worker's starter, in this run's slot (held
+    /// in `reserved` until the new run counts itself).
     fn hand_on(&self, run: crate::store::workers::Claimed) {
         self.engine.reserved.fetch_add(1, Ordering::AcqRel);
         let handed = super::engine::Handed::new(run, self.engine.rejoins.load(Ordering::Acquire));
@@ -948,17 +936,11 @@ impl Driver {
         let fenced = self.fenced();
         let stop = self.stop.load(Ordering::SeqCst);
         let (status, duration_ms, ops) = self.end_ops(stop);
-        let ending = if fenced {
+        if fenced {
             tracing::warn!(run = %self.id, "stopped a run this worker no longer holds; another worker resumes it");
-            false
         } else {
-            self.record_end(ops, status, duration_ms).await
-        };
-        let ended = || {
-            if ending {
-                self.engine.ending.fetch_sub(1, Ordering::AcqRel);
-            }
-        };
+            self.record_end(ops, status, duration_ms).await;
+        }
         loop {
             let active = lock(&self.engine.active);
             match self.control.try_recv() {
@@ -989,7 +971,6 @@ impl Driver {
                         continue;
                     }
                     // A new lease of life: clear the stop so the run can go on.
-                    ended();
                     self.stop.store(STOP_NONE, Ordering::SeqCst);
                     self.cancel = CancellationToken::new();
                     self.on_control(Control::Reopen { stages, ops, ack }).await;
@@ -998,7 +979,6 @@ impl Driver {
                 Err(_) => {
                     let mut active = active;
                     active.remove(&self.id);
-                    ended();
                     drop(active);
                     self.done.send_replace(Some(status));
                     // A worker with runs waiting for room claims the next one now.

@@ -54,11 +54,7 @@ pub(crate) struct Engine {
     /// Runs this worker has taken but not yet started (counted with the active ones, so
     /// starts at the same moment cannot take more than `max_in_flight`).
     pub(crate) reserved: std::sync::atomic::AtomicUsize,
-    /// Runs whose end is queued to the store but not yet committed: no longer counted against
-    /// `max_in_flight`, so the next run is claimed at once (its claim is committed after
-    /// their end, as the writer serves in order).
-    pub(crate) ending: std::sync::atomic::AtomicUsize,
-    /// Runs a run's end claimed, for the worker's loop; each holds a slot in `reserved`
+    /// Runs a run's end claimed, for the worker's starter; each holds a slot in `reserved`
     /// until started. At most one per run ending, so never more than `max_in_flight`.
     pub(crate) handed: mpsc::UnboundedSender<Handed>,
     handed_rx: Mutex<Option<mpsc::UnboundedReceiver<Handed>>>,
@@ -88,9 +84,7 @@ impl Engine {
 
     /// Runs this worker drives or is about to.
     pub(crate) fn load(&self) -> usize {
-        use std::sync::atomic::Ordering;
-        (lock(&self.active).len() + self.reserved.load(Ordering::Acquire))
-            .saturating_sub(self.ending.load(Ordering::Acquire))
+        lock(&self.active).len() + self.reserved.load(std::sync::atomic::Ordering::Acquire)
     }
 }
 
@@ -164,7 +158,6 @@ impl Runtime {
                 worker: p.worker,
                 freed: Arc::new(tokio::sync::Notify::new()),
                 reserved: std::sync::atomic::AtomicUsize::new(0),
-                ending: std::sync::atomic::AtomicUsize::new(0),
                 handed,
                 handed_rx: Mutex::new(Some(handed_rx)),
                 rejoins: std::sync::atomic::AtomicU64::new(0),
@@ -172,7 +165,7 @@ impl Runtime {
         }
     }
 
-    /// The runs ends claimed, for the worker's loop to start (once: the loop's).
+    /// The runs ends claimed, for the worker's starter (once: the starter's).
     pub fn handed_runs(&self) -> Option<mpsc::UnboundedReceiver<Handed>> {
         lock(&self.e.handed_rx).take()
     }

@@ -434,12 +434,6 @@ impl Writer {
 
     /// Queues writes and waits until they are committed.
     pub async fn commit(&self, ops: Vec<Op>) -> Result<()> {
-        self.queue(ops).await?.await
-    }
-
-    /// Queues writes; the answer is ready once they are committed. Whatever is queued on the
-    /// writer after this returns (a claim on the connection, more writes) comes after them.
-    pub async fn queue(&self, ops: Vec<Op>) -> Result<impl Future<Output = Result<()>> + use<>> {
         let (ack, done) = oneshot::channel();
         self.tx
             .send(Request::Write {
@@ -448,10 +442,8 @@ impl Writer {
             })
             .await
             .map_err(|_| StoreError("the store is closed".into()))?;
-        Ok(async move {
-            done.await
-                .map_err(|_| StoreError("the store writer stopped before committing".into()))?
-        })
+        done.await
+            .map_err(|_| StoreError("the store writer stopped before committing".into()))?
     }
 
     /// A new run or dead-letter id, never handed out before.
