@@ -114,9 +114,18 @@ pub(super) fn apply_postgres(
     let mut run_updates = Vec::new();
     let mut evs: Vec<&NewEvent> = Vec::with_capacity(events);
     let mut wake = false;
+    let mut owners = HashMap::new();
+    let mut created = std::collections::HashSet::new();
     for op in ops {
         match op {
-            Op::InsertRun { .. } => runs.push(*op),
+            Op::InsertRun { id, .. } => {
+                created.insert(id.0);
+                runs.push(*op);
+            }
+            // A run this batch creates is owned from its insert (an `Own` follows its run).
+            Op::Own { id, worker } if created.contains(&id.0) => {
+                owners.insert(id.0, worker.as_str());
+            }
             Op::StartAttempt { .. } => starts.push(*op),
             Op::AttemptProcess { .. } => processes.push(*op),
             Op::FinishAttempt { .. } => finishes.push(*op),
@@ -148,7 +157,7 @@ pub(super) fn apply_postgres(
                 .max(),
         ),
     ];
-    insert_runs_postgres(tx, &runs)?;
+    insert_runs_postgres(tx, &runs, &owners)?;
     for op in between {
         apply_op(tx, op, 0, &mut Vec::new())?;
     }
@@ -162,14 +171,12 @@ pub(super) fn apply_postgres(
     for op in processes {
         apply_op(tx, op, 0, &mut Vec::new())?;
     }
-    many(tx, UPDATE_ATTEMPTS, finishes_left.into_iter().map(row_vals))?;
-    many(
+    updates(
         tx,
-        UPDATE_STAGES,
-        last_per_key(stages, stage_key).into_iter().map(row_vals),
+        &finishes_left,
+        &last_per_key(stages, stage_key),
+        &merge_runs(&run_updates),
     )?;
-    let runs = merge_runs(&run_updates);
-    many(tx, UPDATE_RUNS, runs.iter().map(row_vals))?;
     if wake {
         apply_op(tx, &Op::WakeWorkers, 0, &mut Vec::new())?;
     }
@@ -178,30 +185,15 @@ pub(super) fn apply_postgres(
         return Ok(());
     }
     // The counter's new value comes back with the commit: the writer numbers its own events
-    // from it and publishes them without reading them back.
+    // from it and publishes them without reading them back. Other workers' streams wake on
+    // the notification, sent when the transaction commits; it names the batch's last event,
+    // so a worker that has published that far (this one) reads nothing.
     tx.keep(
-        "UPDATE event_seq SET last = last + ?1 RETURNING last",
+        "WITH c AS (UPDATE event_seq SET last = last + ?1 RETURNING last)
+         SELECT c.last FROM c, pg_notify('opsdeck_events', CAST(c.last AS TEXT))",
         args![evs.len()],
     )?;
-    // With the counter held, every event numbered before this batch's is committed: those
-    // after the last one this worker has published (other workers') come back with the commit
-    // too, so they go out before this batch's own without a read of their own.
-    tx.keep(
-        "SELECT seq, at, kind, run_id, stage_id, data FROM events
-         WHERE seq > ?1 AND seq <= (SELECT last FROM event_seq) - ?2 ORDER BY seq LIMIT ?3",
-        args![
-            i64::try_from(published).unwrap_or(i64::MAX),
-            evs.len(),
-            OTHERS_WITH_COMMIT
-        ],
-    )?;
-    // Other workers' streams wake on this, sent when the transaction commits. It names the
-    // batch's last event, so a worker that has published that far (this one) reads nothing.
-    tx.execute(
-        "SELECT pg_notify('opsdeck_events', (SELECT CAST(last AS TEXT) FROM event_seq))",
-        &[],
-    )?;
-    insert_events(tx, &evs)
+    insert_events(tx, &evs, published)
 }
 
 /// Pairs each attempt started in the batch with its end, when the end came later in the same
@@ -249,78 +241,125 @@ fn with_ends<'a>(
 
 /// Remembers `id` as handed out for `table` (PostgreSQL has no `sqlite_sequence`), so it is
 /// never handed out again even once deleted. Ids from the store's counter are marked already:
-/// then neither statement writes or locks the counter's row, so the batches of workers that
+/// then the statement neither writes nor locks the counter's row, so the batches of workers that
 /// all start runs do not queue behind each other on it.
 fn mark_id(tx: &mut Db, table: &str, id: i64) -> Result<()> {
+    // One statement: the update (which locks the counter's row only when it moves it) does not
+    // see a row the insert made, which already holds `id`.
     tx.execute(
-        "INSERT INTO id_marks (name, last) VALUES (?1, ?2) ON CONFLICT (name) DO NOTHING",
-        args![table, id],
-    )?;
-    tx.execute(
-        "UPDATE id_marks SET last = ?2 WHERE name = ?1 AND last < ?2",
+        "WITH first AS (
+            INSERT INTO id_marks (name, last) VALUES (?1, ?2) ON CONFLICT (name) DO NOTHING
+         )
+         UPDATE id_marks SET last = ?2 WHERE name = ?1 AND last < ?2",
         args![table, id],
     )?;
     Ok(())
 }
 
-/// Attempts' ends: one array per column, joined to the table by key (planned as one index
-/// lookup per row; a `VALUES` list of as many rows is planned as a scan of the whole table).
-const UPDATE_ATTEMPTS: &str =
-    "UPDATE attempts a SET status = u.status, finished_at = u.finished_at,
-    duration_ms = u.duration_ms, output = u.output, output_truncated = u.output_truncated,
-    output_bytes = u.output_bytes, stderr = u.stderr, error_code = u.error_code,
-    error_message = u.error_message
-  FROM unnest(?1::bigint[], ?2::text[], ?3::bigint[], ?4::text[], ?5::text[], ?6::bigint[],
-    ?7::text[], ?8::bigint[], ?9::bigint[], ?10::text[], ?11::text[], ?12::text[])
-    AS u(run_id, stage_id, n, status, finished_at, duration_ms, output, output_truncated,
-    output_bytes, stderr, error_code, error_message)
-  WHERE a.run_id = u.run_id AND a.stage_id = u.stage_id AND a.n = u.n";
-
-/// Stage statuses, as [`UPDATE_ATTEMPTS`].
-const UPDATE_STAGES: &str = "UPDATE stages s SET status = u.status
-  FROM unnest(?1::bigint[], ?2::text[], ?3::text[]) AS u(run_id, stage_id, status)
-  WHERE s.run_id = u.run_id AND s.stage_id = u.stage_id";
-
-/// Run statuses, as [`UPDATE_ATTEMPTS`] (one row per run: see [`merge_runs`]).
-const UPDATE_RUNS: &str = "UPDATE runs r SET status = u.status,
+/// The batch's updates of rows already stored, as one statement: attempts' ends, stage
+/// statuses and run statuses (one row per run: see [`merge_runs`]), each group's columns bound
+/// as one array each and joined to its table by key (planned as one index lookup per row; a
+/// `VALUES` list of as many rows is planned as a scan of the whole table). A group with no
+/// rows is bound as empty arrays. The three tables' rows are distinct, so one snapshot for the
+/// three is as applying them in turn.
+const UPDATES: &str = "WITH ends AS (
+    UPDATE attempts a SET status = u.status, finished_at = u.finished_at,
+      duration_ms = u.duration_ms, output = u.output, output_truncated = u.output_truncated,
+      output_bytes = u.output_bytes, stderr = u.stderr, error_code = u.error_code,
+      error_message = u.error_message
+    FROM unnest(?1::bigint[], ?2::text[], ?3::bigint[], ?4::text[], ?5::text[], ?6::bigint[],
+      ?7::text[], ?8::bigint[], ?9::bigint[], ?10::text[], ?11::text[], ?12::text[])
+      AS u(run_id, stage_id, n, status, finished_at, duration_ms, output, output_truncated,
+      output_bytes, stderr, error_code, error_message)
+    WHERE a.run_id = u.run_id AND a.stage_id = u.stage_id AND a.n = u.n
+  ), statuses AS (
+    UPDATE stages s SET status = u.status
+    FROM unnest(?13::bigint[], ?14::text[], ?15::text[]) AS u(run_id, stage_id, status)
+    WHERE s.run_id = u.run_id AND s.stage_id = u.stage_id
+  )
+  UPDATE runs r SET status = u.status,
     started_at = COALESCE(r.started_at, u.started_at), finished_at = u.finished_at,
     owner = CASE WHEN u.status IN ('pending', 'running', 'interrupted') THEN r.owner END,
     cancel_requested = CASE WHEN u.status IN ('pending', 'running', 'interrupted')
       THEN r.cancel_requested END
-  FROM unnest(?1::bigint[], ?2::text[], ?3::text[], ?4::text[])
+  FROM unnest(?16::bigint[], ?17::text[], ?18::text[], ?19::text[])
     AS u(id, status, started_at, finished_at)
   WHERE r.id = u.id";
 
-/// New runs, and their stages (all pending), as [`UPDATE_ATTEMPTS`]: two statements for a
-/// burst of runs, where one per run and one per run's stages were.
-const INSERT_RUNS: &str = "INSERT INTO runs (id, pipeline, status, trigger, params, spec, created_at,
-    stages_total, overrides, assets, test, test_input)
-  SELECT u.id, u.pipeline, 'pending', u.trigger, u.params, u.spec, u.created_at, u.stages_total,
-    u.overrides, u.assets, u.test, u.test_input
-  FROM unnest(?1::bigint[], ?2::text[], ?3::text[], ?4::text[], ?5::text[], ?6::text[],
-    ?7::bigint[], ?8::text[], ?9::text[], ?10::bigint[], ?11::text[])
-    AS u(id, pipeline, trigger, params, spec, created_at, stages_total, overrides, assets, test, test_input)";
+/// Binds the groups of [`UPDATES`] (each row's values in `row_vals` order); nothing when all
+/// are empty.
+fn updates(tx: &mut Db, ends: &[&Op], stages: &[&Op], runs: &[Op]) -> Result<()> {
+    if ends.is_empty() && stages.is_empty() && runs.is_empty() {
+        return Ok(());
+    }
+    let mut vals = columns_of(ends.iter().map(|op| row_vals(op)), 12);
+    vals.extend(columns_of(stages.iter().map(|op| row_vals(op)), 3));
+    vals.extend(columns_of(runs.iter().map(row_vals), 4));
+    tx.execute(UPDATES, &vals).map(drop)
+}
 
-const INSERT_STAGES: &str = "INSERT INTO stages (run_id, stage_id, ord, kind, needs, status)
+/// New runs, and their stages (all pending), as [`UPDATES`]: one statement for a burst of
+/// runs, where one per run and one per run's stages were.
+const INSERT_RUNS: &str = "WITH new_runs AS (
+    INSERT INTO runs (id, pipeline, status, trigger, params, spec, created_at, stages_total,
+      overrides, assets, test, test_input, owner)
+    SELECT u.id, u.pipeline, 'pending', u.trigger, u.params, u.spec, u.created_at,
+      u.stages_total, u.overrides, u.assets, u.test, u.test_input, u.owner
+    FROM unnest(?1::bigint[], ?2::text[], ?3::text[], ?4::text[], ?5::text[], ?6::text[],
+      ?7::bigint[], ?8::text[], ?9::text[], ?10::bigint[], ?11::text[], ?12::text[])
+      AS u(id, pipeline, trigger, params, spec, created_at, stages_total, overrides, assets,
+        test, test_input, owner)
+  )
+  INSERT INTO stages (run_id, stage_id, ord, kind, needs, status)
   SELECT u.run_id, u.stage_id, u.ord, u.kind, u.needs, 'pending'
-  FROM unnest(?1::bigint[], ?2::text[], ?3::bigint[], ?4::text[], ?5::text[])
+  FROM unnest(?13::bigint[], ?14::text[], ?15::bigint[], ?16::text[], ?17::text[])
     AS u(run_id, stage_id, ord, kind, needs)";
 
-fn insert_runs_postgres(tx: &mut Db, runs: &[&Op]) -> Result<()> {
+/// The batch's new runs and their stages, each run with the worker that owns it from the
+/// start (its [`Op::Own`] in `owners`, written with the row rather than after it: an update of
+/// a run rewrites every index of `runs`).
+fn insert_runs_postgres(tx: &mut Db, runs: &[&Op], owners: &HashMap<i64, &str>) -> Result<()> {
     let mut rows = Vec::with_capacity(runs.len());
     let mut stage_rows = Vec::new();
-    for (run, stages) in runs.iter().filter_map(|op| new_run_rows(op)) {
+    for (op, (mut run, stages)) in runs.iter().filter_map(|op| Some((op, new_run_rows(op)?))) {
+        let owner = match op {
+            Op::InsertRun { id, .. } => owners.get(&id.0).copied(),
+            _ => None,
+        };
+        run.push(owner.into());
         rows.push(run);
         stage_rows.extend(stages);
     }
-    many(tx, INSERT_RUNS, rows.into_iter())?;
-    many(tx, INSERT_STAGES, stage_rows.into_iter())
+    if rows.is_empty() {
+        return Ok(());
+    }
+    let mut vals = columns_of(rows.into_iter(), 12);
+    vals.extend(columns_of(stage_rows.into_iter(), 5));
+    tx.execute(INSERT_RUNS, &vals).map(drop)
 }
 
 /// Runs `sql` once for all of `rows`, binding each column of their values as one array (its
 /// `unnest` gives the rows back). An update through it must be given one row per key: a table
 /// row joined to two array rows would take either.
 fn many(tx: &mut Db, sql: &str, rows: impl Iterator<Item = Vec<Val>>) -> Result<()> {
+    let arrays = columns(rows);
+    if arrays.is_empty() {
+        return Ok(());
+    }
+    tx.execute(sql, &arrays).map(|_| ())
+}
+
+/// `rows` of `width` values as `width` arrays (empty ones for no rows).
+fn columns_of(rows: impl Iterator<Item = Vec<Val>>, width: usize) -> Vec<Val> {
+    let mut out = columns(rows);
+    if out.is_empty() {
+        out = vec![Val::List(Vec::new()); width];
+    }
+    out
+}
+
+/// `rows` as one array per column (none for no rows).
+fn columns(rows: impl Iterator<Item = Vec<Val>>) -> Vec<Val> {
     let mut columns: Vec<Vec<Val>> = Vec::new();
     for row in rows {
         if columns.is_empty() {
@@ -330,11 +369,7 @@ fn many(tx: &mut Db, sql: &str, rows: impl Iterator<Item = Vec<Val>>) -> Result<
             column.push(v);
         }
     }
-    if columns.is_empty() {
-        return Ok(());
-    }
-    let arrays: Vec<Val> = columns.into_iter().map(Val::List).collect();
-    tx.execute(sql, &arrays).map(|_| ())
+    columns.into_iter().map(Val::List).collect()
 }
 
 /// A run's updates in a batch as one, as they would leave it applied in turn: the last
@@ -495,27 +530,41 @@ fn start_vals(op: &Op) -> Vec<Val> {
 
 /// The events, numbered below the counter's new value in the order they were submitted: one
 /// array per column, the counter read once.
-const INSERT_EVENTS: &str = "INSERT INTO events (seq, at, kind, run_id, stage_id, data)
-  SELECT c.last - u.before_last, u.at, u.kind, u.run_id, u.stage_id, u.data
-  FROM event_seq c, unnest(?1::bigint[], ?2::text[], ?3::text[], ?4::bigint[], ?5::text[], ?6::text[])
-    AS u(before_last, at, kind, run_id, stage_id, data)";
+/// The batch's events, numbered back from the counter's new value, and (kept) the others
+/// numbered before them since `?1`. With the counter held, every event numbered before this
+/// batch's is committed, and this statement (its snapshot taken after the counter's update)
+/// sees them: those after the last one this worker has published (other workers') come back
+/// with the commit, so they go out before this batch's own without a read of their own.
+const INSERT_EVENTS: &str = "WITH others AS (
+    SELECT seq, at, kind, run_id, stage_id, data FROM events
+    WHERE seq > ?1 AND seq <= (SELECT last FROM event_seq) - ?2 ORDER BY seq LIMIT ?3
+  ), ins AS (
+    INSERT INTO events (seq, at, kind, run_id, stage_id, data)
+    SELECT c.last - u.before_last, u.at, u.kind, u.run_id, u.stage_id, u.data
+    FROM event_seq c, unnest(?4::bigint[], ?5::text[], ?6::text[], ?7::bigint[], ?8::text[],
+      ?9::text[]) AS u(before_last, at, kind, run_id, stage_id, data)
+  )
+  SELECT * FROM others ORDER BY seq";
 
-fn insert_events(tx: &mut Db, evs: &[&NewEvent]) -> Result<()> {
+fn insert_events(tx: &mut Db, evs: &[&NewEvent], published: u64) -> Result<()> {
     let count = evs.len();
-    many(
-        tx,
-        INSERT_EVENTS,
-        evs.iter().enumerate().map(|(i, e)| {
-            vec![
-                (count - 1 - i).into(),
-                e.at.to_string().into(),
-                e.kind.as_str().into(),
-                e.run_id.map(|r| r.0).into(),
-                e.stage.as_deref().into(),
-                e.data.to_string().into(),
-            ]
-        }),
-    )
+    let mut vals = args![
+        i64::try_from(published).unwrap_or(i64::MAX),
+        count,
+        OTHERS_WITH_COMMIT
+    ]
+    .to_vec();
+    vals.extend(columns(evs.iter().enumerate().map(|(i, e)| {
+        vec![
+            (count - 1 - i).into(),
+            e.at.to_string().into(),
+            e.kind.as_str().into(),
+            e.run_id.map(|r| r.0).into(),
+            e.stage.as_deref().into(),
+            e.data.to_string().into(),
+        ]
+    })));
+    tx.keep(INSERT_EVENTS, &vals)
 }
 
 #[cfg(test)]

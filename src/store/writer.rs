@@ -298,8 +298,9 @@ pub struct Writer {
     /// reuse what it read (the server's page cache keys on it).
     generation: Arc<AtomicU64>,
     ids: Arc<Ids>,
-    /// A tail request is queued: notifications arriving meanwhile need no other.
-    tail_queued: Arc<std::sync::atomic::AtomicBool>,
+    /// How far a queued tail request is to publish (0: none queued; `u64::MAX`: all there
+    /// is): notifications arriving meanwhile raise it and need no request of their own.
+    tail_upto: Arc<AtomicU64>,
     /// The last event published on this process's live stream: a notification of events up
     /// to there (this worker's own commits, most of them) needs no read.
     published: Arc<AtomicU64>,
@@ -342,8 +343,7 @@ impl Writer {
         // The connection is used on its own thread only (a PostgreSQL client must not block
         // an async worker), the first queries included.
         let (ready, started) = std::sync::mpsc::sync_channel(1);
-        let tail_flag = Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let tail_seen = tail_flag.clone();
+        let tail_upto = Arc::new(AtomicU64::new(0));
         let fenced = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let lost = Arc::new(tokio::sync::Notify::new());
         let published = Arc::new(AtomicU64::new(0));
@@ -351,7 +351,7 @@ impl Writer {
             published: published.clone(),
             fenced: fenced.clone(),
             lost: lost.clone(),
-            tail_queued: tail_seen,
+            tail_upto: tail_upto.clone(),
             generation: counter,
         };
         let handle = std::thread::Builder::new()
@@ -389,7 +389,7 @@ impl Writer {
                 tx,
                 generation,
                 ids: Arc::new(ids),
-                tail_queued: tail_flag,
+                tail_upto,
                 published,
                 fenced,
                 lost,
@@ -496,15 +496,18 @@ impl Writer {
     /// Asks the writer to publish what other workers have committed (woken by the store's
     /// notification, which names the last event of its commit: `upto`, when it could be read).
     /// Skipped when those events are out already (this worker's own commits) and when the
-    /// queue is full: the next commit catches up anyway.
+    /// queue is full: the next commit catches up anyway. The writer skips it too when they
+    /// are out by the time it comes to it: a worker hears of its own commit about when it
+    /// publishes it, and a commit brings back other workers' events before its own.
     pub fn tail(&self, upto: Option<u64>) {
-        if upto.is_some_and(|seq| self.published.load(Ordering::Acquire) >= seq) {
+        let want = upto.unwrap_or(u64::MAX);
+        if self.published.load(Ordering::Acquire) >= want {
             return;
         }
-        if !self.tail_queued.swap(true, Ordering::AcqRel)
+        if self.tail_upto.fetch_max(want, Ordering::AcqRel) == 0
             && self.tx.try_send(Request::Tail).is_err()
         {
-            self.tail_queued.store(false, Ordering::Release);
+            self.tail_upto.store(0, Ordering::Release);
         }
     }
 
@@ -563,7 +566,7 @@ struct Watch {
     published: Arc<AtomicU64>,
     fenced: Arc<std::sync::atomic::AtomicBool>,
     lost: Arc<tokio::sync::Notify>,
-    tail_queued: Arc<std::sync::atomic::AtomicBool>,
+    tail_upto: Arc<AtomicU64>,
     generation: Arc<AtomicU64>,
 }
 
@@ -783,8 +786,9 @@ fn run(
                     }
                 }
                 Request::Tail => {
-                    watch.tail_queued.store(false, Ordering::Release);
-                    link.tail(events, u64::MAX);
+                    if link.published < watch.tail_upto.swap(0, Ordering::AcqRel) {
+                        link.tail(events, u64::MAX);
+                    }
                 }
                 Request::FenceAs(worker) => link.fence = Some(worker),
                 Request::Close => {

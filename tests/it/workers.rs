@@ -940,6 +940,18 @@ async fn store_writer(url: &str) -> (opsdeck::store::Writer, opsdeck::store::Wri
     opsdeck::store::Writer::spawn(conn, events).unwrap()
 }
 
+/// [`store_writer`] on a store holding runs 1, 2 and 3, pending.
+async fn writer_with_three_runs(
+    url: &str,
+) -> (opsdeck::store::Writer, opsdeck::store::WriterThread) {
+    let (writer, thread) = store_writer(url).await;
+    writer
+        .commit(vec![new_run(1), new_run(2), new_run(3)])
+        .await
+        .unwrap();
+    (writer, thread)
+}
+
 async fn close(writer: opsdeck::store::Writer, thread: opsdeck::store::WriterThread) {
     writer.close().await;
     tokio::task::spawn_blocking(move || thread.join())
@@ -1097,11 +1109,7 @@ async fn a_cancel_takes_a_free_run_asks_its_driver_or_finds_it_ended() {
 async fn bringing_a_store_up_to_date_lets_go_of_finished_runs_only() {
     use opsdeck::store::{Target, schema};
     let url = postgres_db();
-    let (writer, thread) = store_writer(&url).await;
-    writer
-        .commit(vec![new_run(1), new_run(2), new_run(3)])
-        .await
-        .unwrap();
+    let (writer, thread) = writer_with_three_runs(&url).await;
     close(writer, thread).await;
     sql(
         &url,
@@ -1259,4 +1267,46 @@ route = {{ key = "header:x-user-id" }}
     .await;
     other.shutdown().await;
     leader.shutdown().await;
+}
+
+/// The writer's connection finds the rows a batch updates by key, from the first batch of a
+/// new store on: its plans are kept, and one made while a table is small would otherwise scan
+/// all of it for every batch until the server next gathers the table's statistics (a minute
+/// or more), a cost that grows with the store. Nor does it compile a statement each time it
+/// runs one, which a scan left as the only way (the one-row event counter's) would be costed
+/// into.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_writer_finds_the_rows_it_updates_by_key_in_a_new_store() {
+    let url = postgres_db();
+    let (writer, thread) = writer_with_three_runs(&url).await;
+    let plans = writer
+        .on_conn(|db| {
+            // The plan kept for any arrays, as for the writer's own statements.
+            db.batch(
+                "PREPARE keyed(bigint[], text[]) AS
+                 UPDATE runs r SET status = u.status FROM unnest($1, $2) AS u(id, status)
+                 WHERE r.id = u.id",
+            )?;
+            let mut out = Vec::new();
+            for sql in [
+                "EXPLAIN EXECUTE keyed('{1, 2}', '{a, b}')",
+                "EXPLAIN UPDATE event_seq SET last = last + 1",
+            ] {
+                let mut plan = String::new();
+                for mut row in db.rows(sql, &[])? {
+                    plan.push_str(&row.text(0)?);
+                    plan.push('\n');
+                }
+                out.push(plan);
+            }
+            db.batch("DEALLOCATE keyed")?;
+            Ok(out)
+        })
+        .await
+        .unwrap();
+    close(writer, thread).await;
+    let (keyed, counter) = (&plans[0], &plans[1]);
+    assert!(keyed.contains("Index Cond: (id = u.id)"), "{keyed}");
+    assert!(!keyed.contains("Seq Scan"), "{keyed}");
+    assert!(!counter.contains("JIT"), "{counter}");
 }
