@@ -54,7 +54,7 @@ pub(super) fn in_chunks<T>(
     for size in chunks(items.len()) {
         let part = &items[from..from + size];
         let bound: Vec<Val> = part.iter().flat_map(&vals).collect();
-        tx.execute(&sql_for(size), &bound)?;
+        tx.execute_owned(&sql_for(size), bound)?;
         from += size;
     }
     Ok(())
@@ -241,16 +241,17 @@ fn with_ends<'a>(
 
 /// Remembers `id` as handed out for `table` (PostgreSQL has no `sqlite_sequence`), so it is
 /// never handed out again even once deleted. Ids from the store's counter are marked already:
-/// then the statement neither writes nor locks the counter's row, so the batches of workers that
-/// all start runs do not queue behind each other on it.
+/// then neither statement writes or locks the counter's row, so the batches of workers that
+/// all start runs do not queue behind each other on it. (Two statements: the update must see
+/// a row another worker created after the insert began, which one statement's snapshot would
+/// not; and `ON CONFLICT DO UPDATE ... WHERE` locks the row even when it changes nothing.)
 fn mark_id(tx: &mut Db, table: &str, id: i64) -> Result<()> {
-    // One statement: the update (which locks the counter's row only when it moves it) does not
-    // see a row the insert made, which already holds `id`.
     tx.execute(
-        "WITH first AS (
-            INSERT INTO id_marks (name, last) VALUES (?1, ?2) ON CONFLICT (name) DO NOTHING
-         )
-         UPDATE id_marks SET last = ?2 WHERE name = ?1 AND last < ?2",
+        "INSERT INTO id_marks (name, last) VALUES (?1, ?2) ON CONFLICT (name) DO NOTHING",
+        args![table, id],
+    )?;
+    tx.execute(
+        "UPDATE id_marks SET last = ?2 WHERE name = ?1 AND last < ?2",
         args![table, id],
     )?;
     Ok(())
@@ -295,7 +296,7 @@ fn updates(tx: &mut Db, ends: &[&Op], stages: &[&Op], runs: &[Op]) -> Result<()>
     let mut vals = columns_of(ends.iter().map(|op| row_vals(op)), 12);
     vals.extend(columns_of(stages.iter().map(|op| row_vals(op)), 3));
     vals.extend(columns_of(runs.iter().map(row_vals), 4));
-    tx.execute(UPDATES, &vals).map(drop)
+    tx.execute_owned(UPDATES, vals).map(drop)
 }
 
 /// New runs, and their stages (all pending), as [`UPDATES`]: one statement for a burst of
@@ -335,7 +336,7 @@ fn insert_runs_postgres(tx: &mut Db, runs: &[&Op], owners: &HashMap<i64, &str>) 
     }
     let mut vals = columns_of(rows.into_iter(), 12);
     vals.extend(columns_of(stage_rows.into_iter(), 5));
-    tx.execute(INSERT_RUNS, &vals).map(drop)
+    tx.execute_owned(INSERT_RUNS, vals).map(drop)
 }
 
 /// Runs `sql` once for all of `rows`, binding each column of their values as one array (its
@@ -346,7 +347,7 @@ fn many(tx: &mut Db, sql: &str, rows: impl Iterator<Item = Vec<Val>>) -> Result<
     if arrays.is_empty() {
         return Ok(());
     }
-    tx.execute(sql, &arrays).map(|_| ())
+    tx.execute_owned(sql, arrays).map(drop)
 }
 
 /// `rows` of `width` values as `width` arrays (empty ones for no rows).
@@ -528,8 +529,6 @@ fn start_vals(op: &Op) -> Vec<Val> {
     }
 }
 
-/// The events, numbered below the counter's new value in the order they were submitted: one
-/// array per column, the counter read once.
 /// The batch's events, numbered back from the counter's new value, and (kept) the others
 /// numbered before them since `?1`. With the counter held, every event numbered before this
 /// batch's is committed, and this statement (its snapshot taken after the counter's update)
@@ -564,7 +563,7 @@ fn insert_events(tx: &mut Db, evs: &[&NewEvent], published: u64) -> Result<()> {
             e.data.to_string().into(),
         ]
     })));
-    tx.keep(INSERT_EVENTS, &vals)
+    tx.keep_owned(INSERT_EVENTS, vals)
 }
 
 #[cfg(test)]

@@ -359,14 +359,17 @@ const PG_MIGRATIONS: &[&str] = &[
     // 7: as SQLite's 7, and then an attempt's end and a stage's new status change no indexed
     // column: with room left on their pages the new row version goes beside the old one and
     // no index is written (a stage's status changes twice or more, an attempt ends once). A
-    // run's definition (kilobytes of JSON) is compressed with LZ4 where the server has it,
-    // several times cheaper than the default for the same size.
+    // run's definition (kilobytes of JSON) is compressed with LZ4 where the server has it
+    // (PostgreSQL 14 and later, built with it), several times cheaper than the default for the
+    // same size. Both apply to rows written from then on.
     r"
     DROP INDEX IF EXISTS attempts_running;
     ALTER TABLE stages SET (fillfactor = 70);
     ALTER TABLE attempts SET (fillfactor = 80);
     DO $$ BEGIN
-        ALTER TABLE runs ALTER COLUMN spec SET COMPRESSION lz4;
+        IF current_setting('server_version_num')::int >= 140000 THEN
+            EXECUTE 'ALTER TABLE runs ALTER COLUMN spec SET COMPRESSION lz4';
+        END IF;
     EXCEPTION WHEN feature_not_supported THEN NULL;
     END $$;
     ",

@@ -1310,3 +1310,38 @@ async fn the_writer_finds_the_rows_it_updates_by_key_in_a_new_store() {
     assert!(!keyed.contains("Seq Scan"), "{keyed}");
     assert!(!counter.contains("JIT"), "{counter}");
 }
+
+/// A run created with its owner in one batch is owned from its insert, as when the owner
+/// comes in a later batch; an owner named before its run's insert in a batch is applied after
+/// the insert, as the batch's other writes are; a run no one owns stays free.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_owned_in_the_batch_that_creates_it_is_owned_as_if_in_turn() {
+    use opsdeck::model::RunId;
+    use opsdeck::store::Op;
+    let url = postgres_db();
+    let (writer, thread) = store_writer(&url).await;
+    let own = |id, worker: &str| Op::Own {
+        id: RunId(id),
+        worker: worker.into(),
+    };
+    writer
+        .commit(vec![new_run(1), own(1, "w1"), new_run(2), new_run(3)])
+        .await
+        .unwrap();
+    writer.commit(vec![own(2, "w2")]).await.unwrap();
+    writer.commit(vec![own(4, "w3"), new_run(4)]).await.unwrap();
+    close(writer, thread).await;
+    let owners: Vec<(i64, Option<String>)> = sql(&url, "SELECT id, owner FROM runs ORDER BY id")
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    assert_eq!(
+        owners,
+        vec![
+            (1, Some("w1".into())),
+            (2, Some("w2".into())),
+            (3, None),
+            (4, Some("w3".into()))
+        ]
+    );
+}

@@ -199,9 +199,23 @@ impl Db {
         }
     }
 
+    /// [`Db::execute`] with values it may keep: a PostgreSQL transaction holds its writes until
+    /// it ends, and a batch's arrays (every row's text) are then held as they are, not copied.
+    pub fn execute_owned(&mut self, sql: &str, args: Vec<Val>) -> Result<u64> {
+        match self {
+            Db::Sqlite(_) => self.execute(sql, &args),
+            Db::Postgres(pg) => pg.execute_owned(sql, args),
+        }
+    }
+
     /// Runs a write whose rows are wanted (`RETURNING`): on PostgreSQL, inside a transaction,
     /// sent with the other writes and read with [`Db::take_kept`] after the commit.
     pub fn keep(&mut self, sql: &str, args: &[Val]) -> Result<()> {
+        self.keep_owned(sql, args.to_vec())
+    }
+
+    /// [`Db::keep`] with values it may keep as they are (see [`Db::execute_owned`]).
+    pub fn keep_owned(&mut self, sql: &str, args: Vec<Val>) -> Result<()> {
         match self {
             Db::Sqlite(_) => Err(StoreError(
                 "kept rows are for PostgreSQL transactions".into(),

@@ -187,14 +187,25 @@ impl Pg {
     }
 
     pub fn execute(&mut self, sql: &str, vals: &[Val]) -> Result<u64> {
-        if let Some(writes) = self.deferred.as_mut() {
-            writes.push((sql.to_string(), vals.to_vec()));
-            return Ok(0);
+        if self.deferred.is_some() {
+            return self.execute_owned(sql, vals.to_vec());
         }
         let stmt = self.statement(sql)?;
         let refs = args(vals);
         let out = self.block_on(self.client.execute(&stmt, &refs))?;
         out.map_err(|e| self.fail(&e))
+    }
+
+    /// [`Pg::execute`] with values it may keep as they are: a transaction's writes are held
+    /// until it ends, and a batch's arrays (every row's text) are not copied to be held.
+    pub fn execute_owned(&mut self, sql: &str, vals: Vec<Val>) -> Result<u64> {
+        match self.deferred.as_mut() {
+            Some(writes) => {
+                writes.push((sql.to_string(), vals));
+                Ok(0)
+            }
+            None => self.execute(sql, &vals),
+        }
     }
 
     pub fn rows(&mut self, sql: &str, vals: &[Val]) -> Result<Vec<Row>> {
@@ -209,15 +220,15 @@ impl Pg {
     /// Runs `sql` as a write of the transaction (sent with the others) and keeps its rows,
     /// taken with [`Pg::take_kept`] once the transaction is over: what a write returns,
     /// without a round trip of its own.
-    pub fn keep(&mut self, sql: &str, vals: &[Val]) -> Result<()> {
+    pub fn keep(&mut self, sql: &str, vals: Vec<Val>) -> Result<()> {
         match self.deferred.as_mut() {
             Some(writes) => {
                 self.keep_at.push(writes.len());
-                writes.push((sql.to_string(), vals.to_vec()));
+                writes.push((sql.to_string(), vals));
                 Ok(())
             }
             None => {
-                let rows = self.rows(sql, vals)?;
+                let rows = self.rows(sql, &vals)?;
                 self.kept.push_back(rows);
                 Ok(())
             }
