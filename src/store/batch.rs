@@ -322,12 +322,11 @@ const INSERT_RUNS: &str = "WITH new_runs AS (
 fn insert_runs_postgres(tx: &mut Db, runs: &[&Op], owners: &HashMap<i64, &str>) -> Result<()> {
     let mut rows = Vec::with_capacity(runs.len());
     let mut stage_rows = Vec::new();
-    for (op, (mut run, stages)) in runs.iter().filter_map(|op| Some((op, new_run_rows(op)?))) {
-        let owner = match op {
-            Op::InsertRun { id, .. } => owners.get(&id.0).copied(),
-            _ => None,
+    for op in runs {
+        let (Op::InsertRun { id, .. }, Some((mut run, stages))) = (op, new_run_rows(op)) else {
+            continue;
         };
-        run.push(owner.into());
+        run.push(owners.get(&id.0).copied().into());
         rows.push(run);
         stage_rows.extend(stages);
     }
@@ -553,16 +552,19 @@ fn insert_events(tx: &mut Db, evs: &[&NewEvent], published: u64) -> Result<()> {
         OTHERS_WITH_COMMIT
     ]
     .to_vec();
-    vals.extend(columns(evs.iter().enumerate().map(|(i, e)| {
-        vec![
-            (count - 1 - i).into(),
-            e.at.to_string().into(),
-            e.kind.as_str().into(),
-            e.run_id.map(|r| r.0).into(),
-            e.stage.as_deref().into(),
-            e.data.to_string().into(),
-        ]
-    })));
+    vals.extend(columns_of(
+        evs.iter().enumerate().map(|(i, e)| {
+            vec![
+                (count - 1 - i).into(),
+                e.at.to_string().into(),
+                e.kind.as_str().into(),
+                e.run_id.map(|r| r.0).into(),
+                e.stage.as_deref().into(),
+                e.data.to_string().into(),
+            ]
+        }),
+        6,
+    ));
     tx.keep_owned(INSERT_EVENTS, vals)
 }
 

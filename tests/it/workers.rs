@@ -940,6 +940,15 @@ async fn store_writer(url: &str) -> (opsdeck::store::Writer, opsdeck::store::Wri
     opsdeck::store::Writer::spawn(conn, events).unwrap()
 }
 
+/// Registers worker `id` through `writer`'s connection, its lease good for `lease_ms`.
+async fn register(writer: &opsdeck::store::Writer, id: &str, lease_ms: u64) {
+    let me = row(id);
+    writer
+        .on_conn(move |db| opsdeck::store::workers::register(db, &me, lease_ms))
+        .await
+        .unwrap();
+}
+
 /// [`store_writer`] on a store holding runs 1, 2 and 3, pending.
 async fn writer_with_three_runs(
     url: &str,
@@ -967,12 +976,8 @@ async fn the_store_refuses_the_writes_of_a_worker_whose_runs_were_taken() {
     use opsdeck::store::{NewEvent, Op, Target, workers};
     let url = postgres_db();
     let (writer, thread) = store_writer(&url).await;
-    let me = row("w1");
     // A lease of no time at all: it has run out as soon as it is taken.
-    writer
-        .on_conn(move |db| workers::register(db, &me, 0))
-        .await
-        .unwrap();
+    register(&writer, "w1", 0).await;
     writer.fence_as("w1".into()).await;
     let event = || {
         vec![Op::Event(NewEvent {
@@ -1016,11 +1021,7 @@ async fn the_store_refuses_the_writes_of_a_worker_whose_runs_were_taken() {
     });
     tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     writer.send(event()).await;
-    let again = row("w1");
-    writer
-        .on_conn(move |db| workers::register(db, &again, 60_000))
-        .await
-        .unwrap();
+    register(&writer, "w1", 60_000).await;
     slow.await.unwrap().unwrap();
     // Registered again, the worker writes as before.
     writer.commit(event()).await.unwrap();
@@ -1064,11 +1065,7 @@ async fn a_cancel_takes_a_free_run_asks_its_driver_or_finds_it_ended() {
     use opsdeck::store::workers::{self, CancelAt};
     let url = postgres_db();
     let (writer, thread) = store_writer(&url).await;
-    let w1 = row("w1");
-    writer
-        .on_conn(move |db| workers::register(db, &w1, 60_000))
-        .await
-        .unwrap();
+    register(&writer, "w1", 60_000).await;
     writer.commit(vec![new_run(1), new_run(2)]).await.unwrap();
     sql(
         &url,
@@ -1136,11 +1133,7 @@ async fn a_claim_carries_an_unstarted_run_and_leaves_a_run_to_resume_to_be_read(
     use opsdeck::store::workers;
     let url = postgres_db();
     let (writer, thread) = store_writer(&url).await;
-    let me = row("w1");
-    writer
-        .on_conn(move |db| workers::register(db, &me, 60_000))
-        .await
-        .unwrap();
+    register(&writer, "w1", 60_000).await;
     writer.commit(vec![new_run(1), new_run(2)]).await.unwrap();
     sql(&url, "UPDATE runs SET status = 'interrupted' WHERE id = 2");
     let claimed = writer
