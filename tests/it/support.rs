@@ -302,11 +302,22 @@ pub fn serve(ws: &TestWorkspace, port: u16) -> Served {
         .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap();
+    let pid = child.id();
     // Guarded before waiting: a server that never publishes is not left behind either.
     let served = Served(Some(child));
     let host_json = ws.path(".opsdeck/host.json");
+    // This process's own record: a host killed before it (a crash test) left its own behind,
+    // with the same address, published before this one listens.
     eventually("serve to publish its address", || {
-        std::fs::read_to_string(&host_json).is_ok_and(|t| t.contains(&format!("127.0.0.1:{port}")))
+        std::fs::read_to_string(&host_json)
+            .ok()
+            .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
+            .is_some_and(|v| {
+                v["pid"] == pid
+                    && v["address"]
+                        .as_str()
+                        .is_some_and(|a| a.contains(&format!("127.0.0.1:{port}")))
+            })
     });
     served
 }
