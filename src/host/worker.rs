@@ -72,10 +72,10 @@ pub(super) fn spawn(host: &Host, url: String, lease: Duration, claim: bool) {
 }
 
 /// Breakers opened and closed by other workers hold here too (their changes arrive as events
-/// from the store, like every other worker's events).
+/// from the store, like every other worker's events; this task hears only those).
 async fn follow_breakers(host: Host) {
     use tokio::sync::broadcast::error::RecvError;
-    let mut live = host.subscribe();
+    let mut live = host.inner.writer.breaker_changes();
     loop {
         tokio::select! {
             () = host.inner.shutdown.cancelled() => return,

@@ -309,7 +309,31 @@ pub struct Writer {
     fenced: Arc<std::sync::atomic::AtomicBool>,
     /// Woken when a write fails the fence, so the host rejoins at once.
     lost: Arc<tokio::sync::Notify>,
+    /// Breaker changes only (see [`Outlets`]).
+    breakers: broadcast::Sender<Arc<Event>>,
 }
+
+/// Where committed events go: the live stream, and breaker changes also to a stream of their
+/// own. The task that follows other workers' breakers listens there: on the live stream it was
+/// woken for every event of every run, once per event the writer published (a wake on the
+/// writer's thread, between a commit and the next batch).
+struct Outlets {
+    all: broadcast::Sender<Arc<Event>>,
+    breakers: broadcast::Sender<Arc<Event>>,
+}
+
+impl Outlets {
+    fn publish(&self, e: Event) {
+        let e = Arc::new(e);
+        if e.kind == EventKind::BreakerChanged {
+            let _ = self.breakers.send(e.clone());
+        }
+        let _ = self.all.send(e);
+    }
+}
+
+/// Breaker changes a follower may fall behind by before it reads their states from the store.
+const BREAKER_BACKLOG: usize = 256;
 
 /// The writer thread; join it after [`Writer::close`] to be sure everything is on disk.
 pub struct WriterThread(JoinHandle<()>);
@@ -347,6 +371,11 @@ impl Writer {
         let fenced = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let lost = Arc::new(tokio::sync::Notify::new());
         let published = Arc::new(AtomicU64::new(0));
+        let (breakers, _) = broadcast::channel(BREAKER_BACKLOG);
+        let outlets = Outlets {
+            all: events,
+            breakers: breakers.clone(),
+        };
         let watch = Watch {
             published: published.clone(),
             fenced: fenced.clone(),
@@ -373,7 +402,7 @@ impl Writer {
                 match first {
                     Ok((last, ids)) => {
                         let _ = ready.send(Ok(ids));
-                        run(conn, reopen, rx, &events, last + 1, &watch);
+                        run(conn, reopen, rx, &outlets, last + 1, &watch);
                     }
                     Err(e) => {
                         let _ = ready.send(Err(e));
@@ -393,9 +422,16 @@ impl Writer {
                 published,
                 fenced,
                 lost,
+                breakers,
             },
             WriterThread(handle),
         ))
+    }
+
+    /// The breaker changes committed from now on, as they reach the live stream; lagging
+    /// behind by more than [`BREAKER_BACKLOG`] says so (then read the states from the store).
+    pub fn breaker_changes(&self) -> broadcast::Receiver<Arc<Event>> {
+        self.breakers.subscribe()
     }
 
     /// How many write batches have committed (see [`Writer`]).
@@ -625,12 +661,7 @@ impl Link {
 
 impl Link {
     /// Commits `ops` and publishes their events, counting the batch.
-    fn commit(
-        &mut self,
-        ops: &[&Op],
-        events: &broadcast::Sender<Arc<Event>>,
-        generation: &AtomicU64,
-    ) -> Result<()> {
+    fn commit(&mut self, ops: &[&Op], events: &Outlets, generation: &AtomicU64) -> Result<()> {
         let Applied {
             before,
             own: published,
@@ -645,7 +676,7 @@ impl Link {
                     break;
                 }
                 self.published = e.seq;
-                let _ = events.send(Arc::new(e));
+                events.publish(e);
             }
             if first.seq > self.published + 1 {
                 self.tail(events, first.seq - 1);
@@ -658,7 +689,7 @@ impl Link {
         for e in published.into_iter().filter(|e| e.seq > out) {
             self.next_seq = e.seq + 1;
             self.published = e.seq;
-            let _ = events.send(Arc::new(e));
+            events.publish(e);
         }
         self.shown.store(self.published, Ordering::Release);
         // Each claim its run (one each, in order), once the batch is committed.
@@ -672,7 +703,7 @@ impl Link {
     }
 
     /// Publishes the stored events after the last one published here, up to `until`.
-    fn tail(&mut self, events: &broadcast::Sender<Arc<Event>>, until: u64) {
+    fn tail(&mut self, events: &Outlets, until: u64) {
         while self.published < until {
             // Only up to `until`: what comes after is this worker's own, published already.
             let page = match super::queries::events_between(
@@ -691,7 +722,7 @@ impl Link {
                 return;
             };
             for e in page.into_iter().filter(|e| e.seq <= until) {
-                let _ = events.send(Arc::new(e));
+                events.publish(e);
             }
             self.published = last.min(until);
             self.shown.store(self.published, Ordering::Release);
@@ -740,7 +771,7 @@ fn run(
     conn: Db,
     reopen: Option<Reopen>,
     mut rx: mpsc::Receiver<Request>,
-    events: &broadcast::Sender<Arc<Event>>,
+    events: &Outlets,
     next_seq: u64,
     watch: &Watch,
 ) {
@@ -810,12 +841,7 @@ fn run(
 type Pending = Vec<(Vec<Op>, Option<oneshot::Sender<Result<()>>>)>;
 
 /// Commits `batch` in one transaction and answers each request in it.
-fn commit_batch(
-    link: &mut Link,
-    mut batch: Pending,
-    events: &broadcast::Sender<Arc<Event>>,
-    watch: &Watch,
-) {
+fn commit_batch(link: &mut Link, mut batch: Pending, events: &Outlets, watch: &Watch) {
     let generation = &*watch.generation;
     let all: Vec<&Op> = batch.iter().flat_map(|(ops, _)| ops.iter()).collect();
     if let Err(e) = link.commit(&all, events, generation) {

@@ -347,6 +347,25 @@ fn read_all(r: &Reader) -> Value {
     })
 }
 
+/// A writer on `db` with a runtime to submit from, and its live stream.
+fn writer_on(
+    db: store::Db,
+) -> (
+    tokio::runtime::Runtime,
+    Writer,
+    store::WriterThread,
+    tokio::sync::broadcast::Receiver<Arc<opsdeck::model::Event>>,
+) {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let (events, live) = tokio::sync::broadcast::channel(1024);
+    let (writer, thread) = Writer::spawn(db, events).unwrap();
+    (rt, writer, thread, live)
+}
+
 /// Writes the suite's batches to `target`, reads everything back, then recovers the running
 /// run as a new host would; returns (reads before, reads after recovery).
 fn exercise(target: &Target) -> (Value, Value) {
@@ -355,13 +374,7 @@ fn exercise(target: &Target) -> (Value, Value) {
     // Migrating again is a no-op.
     schema::migrate(&mut db).unwrap();
     assert_eq!(schema::version(&mut db).unwrap(), schema::VERSION);
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-        .unwrap();
-    let (events, mut rx) = tokio::sync::broadcast::channel(1024);
-    let (writer, thread) = Writer::spawn(db, events).unwrap();
+    let (rt, writer, thread, mut rx) = writer_on(db);
     rt.block_on(async {
         for b in batches() {
             writer.commit(b).await.unwrap();
@@ -587,4 +600,44 @@ fn ids_asked_at_once_are_distinct_and_never_handed_out_again() {
     let dir = tempfile::tempdir().unwrap();
     ids_asked_at_once(&Target::Sqlite(dir.path().join("state.db")));
     ids_asked_at_once(&Target::Postgres(crate::support::postgres_db()));
+}
+
+#[test]
+fn the_breaker_stream_carries_breaker_changes_and_nothing_else() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut db = Target::Sqlite(dir.path().join("state.db"))
+        .writer()
+        .unwrap();
+    schema::migrate(&mut db).unwrap();
+    let (rt, writer, thread, mut live) = writer_on(db);
+    let mut breakers = writer.breaker_changes();
+    rt.block_on(async {
+        writer
+            .commit(vec![
+                event(EventKind::RunCreated, None, json!({})),
+                event(EventKind::BreakerChanged, None, json!({"target": "a"})),
+                event(EventKind::RunCreated, None, json!({})),
+                event(EventKind::BreakerChanged, None, json!({"target": "b"})),
+            ])
+            .await
+            .unwrap();
+        writer.close().await;
+    });
+    thread.join();
+    let seqs = |rx: &mut tokio::sync::broadcast::Receiver<Arc<opsdeck::model::Event>>| {
+        let mut out = Vec::new();
+        while let Ok(e) = rx.try_recv() {
+            out.push((e.seq, e.kind));
+        }
+        out
+    };
+    // Every event on the live stream; on the breaker stream only the breakers', same numbers.
+    assert_eq!(seqs(&mut live).len(), 4);
+    assert_eq!(
+        seqs(&mut breakers),
+        vec![
+            (2, EventKind::BreakerChanged),
+            (4, EventKind::BreakerChanged)
+        ]
+    );
 }
