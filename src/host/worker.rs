@@ -75,17 +75,17 @@ pub(super) fn spawn(host: &Host, url: String, lease: Duration, claim: bool) {
 /// from the store, like every other worker's events; this task hears only those).
 async fn follow_breakers(host: Host) {
     use tokio::sync::broadcast::error::RecvError;
-    let mut live = host.inner.writer.breaker_changes();
+    let mut changes = host.inner.writer.breaker_changes();
     loop {
         tokio::select! {
             () = host.inner.shutdown.cancelled() => return,
-            e = live.recv() => match e {
+            e = changes.recv() => match e {
                 Ok(e) if e.kind == crate::model::EventKind::BreakerChanged => {
                     host.inner.runtime.follow_breaker(&e);
                 }
                 Ok(_) => {}
                 Err(RecvError::Lagged(_)) => {
-                    // Fell behind the live stream: the store holds every breaker's state.
+                    // Fell behind the changes: the store holds every breaker's state.
                     match host.inner.reads.with(crate::store::Reader::breakers).await {
                         Ok(saved) => host.inner.runtime.restore_breakers(saved),
                         Err(e) => tracing::warn!(error = %e, "could not read the breakers' states"),
