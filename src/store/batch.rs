@@ -532,10 +532,15 @@ fn start_vals(op: &Op) -> Vec<Val> {
 /// numbered before them since `?1`. With the counter held, every event numbered before this
 /// batch's is committed, and this statement (its snapshot taken after the counter's update)
 /// sees them: those after the last one this worker has published (other workers') come back
-/// with the commit, so they go out before this batch's own without a read of their own.
+/// with the commit, so they go out before this batch's own without a read of their own. Those
+/// up to the last event this session numbered are skipped too: a batch sent while the one
+/// before it is still on its way must not fetch that one's events back
+/// ([`Db::send_transaction`](super::db::Db::send_transaction)); whoever waits for this one has
+/// published them by then.
 const INSERT_EVENTS: &str = "WITH others AS (
     SELECT seq, at, kind, run_id, stage_id, data FROM events
-    WHERE seq > ?1 AND seq <= (SELECT last FROM event_seq) - ?2 ORDER BY seq LIMIT ?3
+    WHERE seq > GREATEST(?1, CAST(NULLIF(current_setting('opsdeck.numbered', true), '') AS BIGINT))
+      AND seq <= (SELECT last FROM event_seq) - ?2 ORDER BY seq LIMIT ?3
   ), ins AS (
     INSERT INTO events (seq, at, kind, run_id, stage_id, data)
     SELECT c.last - u.before_last, u.at, u.kind, u.run_id, u.stage_id, u.data

@@ -662,16 +662,53 @@ impl Link {
 impl Link {
     /// Commits `ops` and publishes their events, counting the batch.
     fn commit(&mut self, ops: &[&Op], events: &Outlets, generation: &AtomicU64) -> Result<()> {
+        let applied = self.apply(ops)?;
+        self.publish(ops, applied, events, generation);
+        Ok(())
+    }
+
+    /// Sends `ops` as one transaction without waiting for it (PostgreSQL): it commits behind
+    /// the batch sent before it, marked `mark`, only if that one committed (`after`: its
+    /// mark). [`Link::land`] takes its answer.
+    fn send(&mut self, ops: &[&Op], after: Option<u64>, mark: u64) -> Result<()> {
+        let events = ops.iter().filter(|o| matches!(o, Op::Event(_))).count();
+        let (published, fence) = (self.published, self.fence.as_deref());
+        let after = after.map(|a| a.to_string());
+        self.conn
+            .send_transaction(after.as_deref(), &mark.to_string(), events > 0, |tx| {
+                if let Some(me) = fence {
+                    fence_pass(tx, me)?;
+                }
+                super::batch::apply_postgres(tx, ops, events, published)
+            })
+    }
+
+    /// Waits for the oldest batch [`Link::send`] sent (`ops`) and publishes its events.
+    fn land(&mut self, ops: &[&Op], events: &Outlets, generation: &AtomicU64) -> Result<()> {
+        let mut kept = self.conn.wait()?;
+        let count = ops.iter().filter(|o| matches!(o, Op::Event(_))).count();
+        let applied = applied_postgres(&mut || kept.pop_front(), ops, count)?;
+        self.publish(ops, applied, events, generation);
+        Ok(())
+    }
+
+    /// Publishes what a committed batch (`ops`) brought, counting the batch, and answers its
+    /// claims.
+    fn publish(&mut self, ops: &[&Op], applied: Applied, events: &Outlets, generation: &AtomicU64) {
         let Applied {
             before,
             own: published,
             claimed,
-        } = self.apply(ops)?;
+        } = applied;
         generation.fetch_add(1, Ordering::Release);
         if let Some(first) = published.first() {
             // Others' events numbered before ours go out first: those that came back with the
-            // commit, then (past as many as come with one) those read after it.
+            // commit, then (past as many as come with one) those read after it. A batch sent
+            // before the one ahead of it landed may bring back events published since.
             for e in before {
+                if e.seq <= self.published {
+                    continue;
+                }
                 if e.seq != self.published + 1 || e.seq >= first.seq {
                     break;
                 }
@@ -699,7 +736,14 @@ impl Link {
                 answer.send(claimed.next().into_iter().collect());
             }
         }
-        Ok(())
+    }
+
+    /// Serves the handles' tail requests (see [`Writer::tail`]): reads others' events when
+    /// some wanted are not out yet.
+    fn tail_wanted(&mut self, events: &Outlets, watch: &Watch) {
+        if self.published < watch.tail_upto.swap(0, Ordering::AcqRel) {
+            self.tail(events, u64::MAX);
+        }
     }
 
     /// Publishes the stored events after the last one published here, up to `until`.
@@ -783,10 +827,30 @@ fn run(
         shown: watch.published.clone(),
         fence: None,
     };
+    // The batch sent and not landed yet (PostgreSQL): the next is built and sent while the
+    // server commits it.
+    let mut ahead: Option<Flight> = None;
+    let mut marks = 0_u64;
+    // Others' events to read: done once no batch is on its way (each batch landed brings back
+    // those numbered before its own, so a busy writer seldom needs the read).
+    let mut tail_due = false;
     let mut closing = false;
     while !closing {
-        let Some(first) = rx.blocking_recv() else {
-            break;
+        let first = match rx.try_recv() {
+            Ok(req) => req,
+            Err(_) => {
+                // Nothing to send behind it: land it, then wait for work.
+                if let Some(flight) = ahead.take() {
+                    land(&mut link, flight, None, events, watch);
+                }
+                if std::mem::take(&mut tail_due) {
+                    link.tail_wanted(events, watch);
+                }
+                match rx.blocking_recv() {
+                    Some(req) => req,
+                    None => break,
+                }
+            }
         };
         let mut batch: Pending = Vec::new();
         let mut ids = Vec::new();
@@ -795,14 +859,18 @@ fn run(
             .take(MAX_BATCH)
         {
             // Requests are served in the order they came: writes queued before work on the
-            // connection (a claim, a rejoin, an id) are committed before it runs.
-            // Ids depend on no write, so they wait for none.
+            // connection (a claim, a rejoin, an id, a read of others' events) are committed
+            // before it runs. Ids depend on no write, so they wait for none.
             if !matches!(
                 req,
-                Request::Write { .. } | Request::Tail | Request::NextId { .. }
-            ) && !batch.is_empty()
-            {
-                commit_batch(&mut link, std::mem::take(&mut batch), events, watch);
+                Request::Write { .. } | Request::NextId { .. } | Request::Tail
+            ) {
+                if let Some(flight) = ahead.take() {
+                    land(&mut link, flight, None, events, watch);
+                }
+                if !batch.is_empty() {
+                    commit_batch(&mut link, std::mem::take(&mut batch), events, watch);
+                }
             }
             match req {
                 Request::Write { ops, ack } => batch.push((ops, ack)),
@@ -816,11 +884,7 @@ fn run(
                         job(&mut link.conn, true);
                     }
                 }
-                Request::Tail => {
-                    if link.published < watch.tail_upto.swap(0, Ordering::AcqRel) {
-                        link.tail(events, u64::MAX);
-                    }
-                }
+                Request::Tail => tail_due = true,
                 Request::FenceAs(worker) => link.fence = Some(worker),
                 Request::Close => {
                     closing = true;
@@ -832,47 +896,158 @@ fn run(
             link.answer_ids(ids);
         }
         if !batch.is_empty() {
-            commit_batch(&mut link, batch, events, watch);
+            ahead = send_batch(&mut link, batch, ahead, &mut marks, events, watch);
         }
+        if ahead.is_none() && std::mem::take(&mut tail_due) {
+            link.tail_wanted(events, watch);
+        }
+    }
+    if let Some(flight) = ahead.take() {
+        land(&mut link, flight, None, events, watch);
     }
 }
 
 /// Writes waiting to be committed together, each with whoever waits for it.
 type Pending = Vec<(Vec<Op>, Option<oneshot::Sender<Result<()>>>)>;
 
-/// Commits `batch` in one transaction and answers each request in it.
-fn commit_batch(link: &mut Link, mut batch: Pending, events: &Outlets, watch: &Watch) {
-    let generation = &*watch.generation;
-    let all: Vec<&Op> = batch.iter().flat_map(|(ops, _)| ops.iter()).collect();
-    if let Err(e) = link.commit(&all, events, generation) {
-        if is_fence_error(&e) {
-            // Every write of this worker fails alike: none is retried, and the host is
-            // told at once (it stops its runs without recording more, then rejoins).
-            tracing::error!(error = %e, "writes refused: this worker's runs were taken by other workers");
-            watch.fenced.store(true, Ordering::Release);
-            watch.lost.notify_one();
-            for (_, ack) in batch {
-                if let Some(ack) = ack {
-                    let _ = ack.send(Err(e.clone()));
-                }
+/// A batch sent whole and not landed yet ([`Link::send`]), and the mark it sets.
+struct Flight {
+    batch: Pending,
+    mark: u64,
+}
+
+fn refs(batch: &Pending) -> Vec<&Op> {
+    batch.iter().flat_map(|(ops, _)| ops.iter()).collect()
+}
+
+/// Sends `batch` behind `ahead` (PostgreSQL), then lands `ahead`: the server commits the one
+/// while this thread publishes the other and gathers the next. Returns the batch still on its
+/// way, if any. Elsewhere (SQLite; a connection to reopen first) it lands `ahead` and commits
+/// `batch` in turn.
+fn send_batch(
+    link: &mut Link,
+    batch: Pending,
+    ahead: Option<Flight>,
+    marks: &mut u64,
+    events: &Outlets,
+    watch: &Watch,
+) -> Option<Flight> {
+    if link.conn.dialect() == Dialect::Postgres && !link.conn.is_broken() {
+        *marks = marks.wrapping_add(1);
+        let mark = *marks;
+        let sent = link.send(&refs(&batch), ahead.as_ref().map(|f| f.mark), mark);
+        match sent {
+            Ok(()) => {
+                let flight = Flight { batch, mark };
+                return match ahead {
+                    Some(before) => land(link, before, Some(flight), events, watch),
+                    None => Some(flight),
+                };
             }
-            return;
-        }
-        // One bad request must not sink the others: retry each on its own.
-        tracing::warn!(error = %e, "a write batch failed; retrying its requests one by one");
-        for (ops, ack) in &mut batch {
-            let refs: Vec<&Op> = ops.iter().collect();
-            let reply = link.commit(&refs, events, generation).inspect_err(|e| {
-                tracing::error!(error = %e, "a write failed and was not stored");
-            });
-            if let Some(ack) = ack.take() {
-                let _ = ack.send(reply);
+            Err(e) => {
+                // Nothing of it committed: it goes again the usual way, after `ahead`.
+                tracing::warn!(error = %e, "could not send a write batch; committing it in turn");
+                if let Some(before) = ahead {
+                    land(link, before, None, events, watch);
+                }
+                commit_batch(link, batch, events, watch);
+                return None;
             }
         }
     }
+    if let Some(before) = ahead {
+        land(link, before, None, events, watch);
+    }
+    commit_batch(link, batch, events, watch);
+    None
+}
+
+/// Waits for `flight` to commit and answers its requests; `next`, sent behind it, is returned
+/// still on its way. When `flight` failed, `next` failed with it (it checks `flight`'s mark):
+/// both are drained, then committed again the usual way, in turn.
+fn land(
+    link: &mut Link,
+    flight: Flight,
+    next: Option<Flight>,
+    events: &Outlets,
+    watch: &Watch,
+) -> Option<Flight> {
+    let generation = &*watch.generation;
+    let out = link.land(&refs(&flight.batch), events, generation);
+    let Err(e) = out else {
+        acknowledge(flight.batch);
+        return next;
+    };
+    // The batch behind it must be drained before anything is sent again.
+    let after = next.map(|n| {
+        let out = link.land(&refs(&n.batch), events, generation);
+        (n.batch, out)
+    });
+    if link.conn.is_broken() && !is_fence_error(&e) {
+        // The connection went with it: the whole batch again on a new one first.
+        commit_batch(link, flight.batch, events, watch);
+    } else {
+        recover(link, flight.batch, &e, events, watch);
+    }
+    if let Some((batch, out)) = after {
+        match out {
+            Ok(()) => acknowledge(batch),
+            Err(_) if is_fence_error(&e) => refuse(batch, &e),
+            Err(_) => commit_batch(link, batch, events, watch),
+        }
+    }
+    None
+}
+
+/// Answers every request of a committed batch.
+fn acknowledge(batch: Pending) {
     for (_, ack) in batch {
         if let Some(ack) = ack {
             let _ = ack.send(Ok(()));
+        }
+    }
+}
+
+/// Answers every request of a batch with the error that failed it.
+fn refuse(batch: Pending, e: &StoreError) {
+    for (_, ack) in batch {
+        if let Some(ack) = ack {
+            let _ = ack.send(Err(e.clone()));
+        }
+    }
+}
+
+/// Commits `batch` in one transaction and answers each request in it.
+fn commit_batch(link: &mut Link, batch: Pending, events: &Outlets, watch: &Watch) {
+    let out = link.commit(&refs(&batch), events, &watch.generation);
+    match out {
+        Ok(()) => acknowledge(batch),
+        Err(e) => recover(link, batch, &e, events, watch),
+    }
+}
+
+/// After `batch` failed as a whole with `e`: a fence refusal fails all of it; otherwise each
+/// request is tried on its own, so one bad request does not sink the others.
+fn recover(link: &mut Link, mut batch: Pending, e: &StoreError, events: &Outlets, watch: &Watch) {
+    if is_fence_error(e) {
+        // Every write of this worker fails alike: none is retried, and the host is
+        // told at once (it stops its runs without recording more, then rejoins).
+        tracing::error!(error = %e, "writes refused: this worker's runs were taken by other workers");
+        watch.fenced.store(true, Ordering::Release);
+        watch.lost.notify_one();
+        refuse(batch, e);
+        return;
+    }
+    tracing::warn!(error = %e, "a write batch failed; retrying its requests one by one");
+    for (ops, ack) in &mut batch {
+        let refs: Vec<&Op> = ops.iter().collect();
+        let reply = link
+            .commit(&refs, events, &watch.generation)
+            .inspect_err(|e| {
+                tracing::error!(error = %e, "a write failed and was not stored");
+            });
+        if let Some(ack) = ack.take() {
+            let _ = ack.send(reply);
         }
     }
 }
@@ -987,29 +1162,7 @@ fn apply(
             }
             super::batch::apply_postgres(tx, ops, events, published)
         })?;
-        // Kept in the order the batch asked: its claim, the counter, the others' events.
-        let claimed = if ops.iter().any(|op| matches!(op, Op::Claim { .. })) {
-            conn.take_kept()
-                .unwrap_or_default()
-                .into_iter()
-                .map(super::workers::claimed)
-                .collect::<Result<_>>()?
-        } else {
-            Vec::new()
-        };
-        let own = numbered(conn, ops, events)?;
-        let before = match conn.take_kept() {
-            Some(rows) => rows
-                .into_iter()
-                .map(super::queries::event)
-                .collect::<Result<_>>()?,
-            None => Vec::new(),
-        };
-        return Ok(Applied {
-            before,
-            own,
-            claimed,
-        });
+        return applied_postgres(&mut || conn.take_kept(), ops, events);
     }
     let own = conn.transaction(|tx| {
         let first_seq = seq_block(tx, events, next_seq)?;
@@ -1026,6 +1179,37 @@ fn apply(
     })
 }
 
+/// What a PostgreSQL batch's kept rows say, taken from `kept` in the order the batch asked:
+/// its claim, the counter, the others' events.
+fn applied_postgres(
+    kept: &mut dyn FnMut() -> Option<Vec<super::db::Row>>,
+    ops: &[&Op],
+    events: usize,
+) -> Result<Applied> {
+    let claimed = if ops.iter().any(|op| matches!(op, Op::Claim { .. })) {
+        kept()
+            .unwrap_or_default()
+            .into_iter()
+            .map(super::workers::claimed)
+            .collect::<Result<_>>()?
+    } else {
+        Vec::new()
+    };
+    let own = numbered(kept, ops, events)?;
+    let before = match kept() {
+        Some(rows) => rows
+            .into_iter()
+            .map(super::queries::event)
+            .collect::<Result<_>>()?,
+        None => Vec::new(),
+    };
+    Ok(Applied {
+        before,
+        own,
+        claimed,
+    })
+}
+
 /// What a commit publishes: its own events and, on PostgreSQL, the other workers' events
 /// numbered before them that came back with it (those after the last one published here).
 struct Applied {
@@ -1037,12 +1221,15 @@ struct Applied {
 
 /// The events of `ops` as PostgreSQL numbered them: the last of them is the counter's value the
 /// transaction returned, the others before it in the order they were submitted.
-fn numbered(conn: &mut Db, ops: &[&Op], events: usize) -> Result<Vec<Event>> {
+fn numbered(
+    kept: &mut dyn FnMut() -> Option<Vec<super::db::Row>>,
+    ops: &[&Op],
+    events: usize,
+) -> Result<Vec<Event>> {
     if events == 0 {
         return Ok(Vec::new());
     }
-    let last = conn
-        .take_kept()
+    let last = kept()
         .and_then(|rows| rows.into_iter().next())
         .ok_or_else(|| StoreError("the event counter returned no value".into()))?
         .i64(0)?;

@@ -641,3 +641,78 @@ fn the_breaker_stream_carries_breaker_changes_and_nothing_else() {
         ]
     );
 }
+
+/// Many writes queued at once, two of them bad, as a busy host queues them: on PostgreSQL the
+/// writer sends one batch while the one before it commits. A bad write fails alone, and every
+/// other write commits, once, in the order it was queued: a batch sent behind one that failed
+/// does not commit ahead of that one's writes, retried on their own.
+fn queued_writes_with_bad_ones(target: &Target) -> Vec<u64> {
+    const WRITES: usize = 2000;
+    const BAD: [usize; 2] = [100, 1700];
+    let mut db = target.writer().unwrap();
+    schema::migrate(&mut db).unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let (events, mut live) = tokio::sync::broadcast::channel(4 * WRITES);
+    let (writer, thread) = Writer::spawn(db, events).unwrap();
+    let acks = rt.block_on(async {
+        writer.commit(vec![insert_run(1, "etl", 0)]).await.unwrap();
+        // The writer waits on a job while every write is queued, so they come to it at once.
+        let (open, gate) = std::sync::mpsc::channel::<()>();
+        let gate = std::sync::Mutex::new(gate);
+        let held = writer.on_conn(move |_| {
+            let _ = gate.lock().unwrap().recv();
+            Ok(())
+        });
+        // Unconstrained: with tokio's budget, a send past the first 128 could wait and be
+        // overtaken by one queued after it.
+        let writes = tokio::task::unconstrained(futures::future::join_all((0..WRITES).map(|i| {
+            writer.commit(if BAD.contains(&i) {
+                vec![insert_run(1, "etl", 0)]
+            } else {
+                vec![event(EventKind::StageStarted, Some(1), json!({ "i": i }))]
+            })
+        })));
+        let (held, acks, ()) = futures::join!(held, writes, async {
+            tokio::task::yield_now().await;
+            open.send(()).unwrap();
+        });
+        held.unwrap();
+        writer.close().await;
+        acks
+    });
+    thread.join();
+    for (i, ack) in acks.iter().enumerate() {
+        assert_eq!(ack.is_err(), BAD.contains(&i), "write {i}: {ack:?}");
+    }
+    let want: Vec<usize> = (0..WRITES).filter(|i| !BAD.contains(i)).collect();
+    let stored = target.reader().unwrap().events(0, 2 * WRITES).unwrap();
+    let order: Vec<usize> = stored
+        .iter()
+        .map(|e| usize::try_from(e.data["i"].as_u64().unwrap()).unwrap())
+        .collect();
+    assert_eq!(order, want, "stored in the order queued, each once");
+    let seqs: Vec<u64> = stored.iter().map(|e| e.seq).collect();
+    assert_eq!(seqs, (1..=want.len() as u64).collect::<Vec<_>>());
+    let mut published = Vec::new();
+    while let Ok(e) = live.try_recv() {
+        published.push(e.seq);
+    }
+    published
+}
+
+#[test]
+fn queued_writes_commit_in_order_around_bad_ones_on_both_stores() {
+    let dir = tempfile::tempdir().unwrap();
+    let sqlite = queued_writes_with_bad_ones(&Target::Sqlite(dir.path().join("state.db")));
+    let pg = queued_writes_with_bad_ones(&Target::Postgres(crate::support::postgres_db()));
+    assert_eq!(
+        sqlite,
+        (1..=1998).collect::<Vec<_>>(),
+        "published in order, once"
+    );
+    assert_eq!(pg, sqlite);
+}

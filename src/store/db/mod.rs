@@ -272,6 +272,45 @@ impl Db {
         }
     }
 
+    /// Builds a transaction with `f` and sends it whole without waiting for it (PostgreSQL
+    /// only; see [`Pg::send`] for `after`, `mark` and `numbered`). Its answer is taken with
+    /// [`Db::wait`], oldest first; meanwhile the connection takes other requests, behind it.
+    pub fn send_transaction(
+        &mut self,
+        after: Option<&str>,
+        mark: &str,
+        numbered: bool,
+        f: impl FnOnce(&mut Db) -> Result<()>,
+    ) -> Result<()> {
+        let Db::Postgres(pg) = self else {
+            return Err(StoreError(
+                "only a PostgreSQL store sends transactions ahead".into(),
+            ));
+        };
+        pg.begin();
+        let built = f(self);
+        let Db::Postgres(pg) = self else {
+            return Err(StoreError(
+                "only a PostgreSQL store sends transactions ahead".into(),
+            ));
+        };
+        match built {
+            Ok(()) => pg.send(after, mark, numbered),
+            Err(e) => pg.finish(Err(e)),
+        }
+    }
+
+    /// The answer of the oldest transaction [`Db::send_transaction`] sent: its kept rows, in
+    /// the order they were kept, once it committed.
+    pub fn wait(&mut self) -> Result<std::collections::VecDeque<Vec<Row>>> {
+        match self {
+            Db::Sqlite(_) => Err(StoreError(
+                "only a PostgreSQL store sends transactions ahead".into(),
+            )),
+            Db::Postgres(pg) => pg.wait(),
+        }
+    }
+
     /// Runs `f` in one transaction: committed if it returns `Ok`, rolled back otherwise.
     pub fn transaction<T>(&mut self, f: impl FnOnce(&mut Db) -> Result<T>) -> Result<T> {
         if let Db::Postgres(pg) = self {

@@ -4,11 +4,15 @@
 //! `BEGIN` and `COMMIT`, as prepared statements: one round trip per transaction, whatever the
 //! number of writes, and no parsing on the server for statements it has seen.
 
-use std::collections::HashMap;
+use std::cell::RefCell;
+use std::collections::{HashMap, VecDeque};
 use std::fmt;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::Poll;
 
 use futures::StreamExt;
-use futures::future::join_all;
+use futures::future::{MaybeDone, join_all};
 use tokio_postgres::{AsyncMessage, Client, NoTls, Statement};
 
 use super::{Row, Val, placeholders, redact};
@@ -29,7 +33,11 @@ const MAX_PREPARED: usize = 256;
 pub struct Pg {
     /// Drives the connection while a request waits; `None` only while dropping.
     rt: Option<tokio::runtime::Runtime>,
-    client: Client,
+    client: Arc<Client>,
+    /// Transactions sent whole ([`Pg::send`]) whose answers have not been taken yet
+    /// ([`Pg::wait`]), oldest first: driven whenever this connection waits for anything, since
+    /// the connection reads no further than an answer nobody reads.
+    flights: RefCell<VecDeque<Flight>>,
     prepared: HashMap<String, Statement>,
     /// Inside a transaction: the writes not yet sent.
     deferred: Option<Vec<(String, Vec<Val>)>>,
@@ -114,7 +122,8 @@ impl Pg {
             .map_err(|e| cannot(&e))?;
             Ok(Pg {
                 rt: Some(rt),
-                client,
+                client: Arc::new(client),
+                flights: RefCell::new(VecDeque::new()),
                 prepared: HashMap::new(),
                 deferred: None,
                 keep_at: Vec::new(),
@@ -145,12 +154,26 @@ impl Pg {
         error(e)
     }
 
+    /// Runs `f` to its end on this connection's runtime, driving the transactions in flight
+    /// meanwhile (their answers come first).
     fn block_on<F: Future>(&self, f: F) -> Result<F::Output> {
         let rt = self
             .rt
             .as_ref()
             .ok_or_else(|| StoreError("the PostgreSQL connection is closed".into()))?;
-        Ok(off_async(|| rt.block_on(f)))
+        let flights = &self.flights;
+        Ok(off_async(|| {
+            rt.block_on(async {
+                let mut f = std::pin::pin!(f);
+                futures::future::poll_fn(|cx| {
+                    for flight in flights.borrow_mut().iter_mut() {
+                        flight.poll(cx);
+                    }
+                    f.as_mut().poll(cx)
+                })
+                .await
+            })
+        }))
     }
 
     /// Prepares the statements not prepared yet (pipelined), keyed by their text.
@@ -271,6 +294,103 @@ impl Pg {
         }
     }
 
+    /// Sends the transaction [`Pg::begin`] started, whole, without waiting for its answer:
+    /// its `COMMIT` follows its writes, and the next request on this connection queues behind
+    /// it. It sets the session's batch mark to `mark`; with `after`, it first checks that the
+    /// mark reads `after` (what the transaction sent before it set), so that it fails, and
+    /// commits nothing, when that one did not commit. With `numbered`, it also notes the event
+    /// counter's value (the transaction numbered events and holds the counter) as the last
+    /// event this session numbered, which a later transaction's read of other workers' events
+    /// starts after. Its answer is taken with [`Pg::wait`].
+    pub fn send(&mut self, after: Option<&str>, mark: &str, numbered: bool) -> Result<()> {
+        let Some(writes) = self.deferred.take() else {
+            return Err(StoreError("no transaction to send".into()));
+        };
+        let end = if numbered { MARK_NUMBERED } else { MARK };
+        let mut texts: Vec<&str> = writes.iter().map(|(s, _)| s.as_str()).collect();
+        texts.extend(["BEGIN", "COMMIT", CHECK_MARK, end]);
+        if let Err(e) = self.prepare_all(&texts) {
+            self.abort();
+            return Err(e);
+        }
+        let mut stmts = Vec::with_capacity(writes.len() + 4);
+        let shift = usize::from(!self.begun) + usize::from(after.is_some());
+        if !self.begun {
+            stmts.push((self.statement("BEGIN")?, Vec::new()));
+        }
+        // The check first: a transaction behind one that failed takes no lock and does no
+        // work before it fails.
+        if let Some(after) = after {
+            stmts.push((self.statement(CHECK_MARK)?, vec![after.into()]));
+        }
+        for (sql, vals) in writes {
+            stmts.push((self.statement(&sql)?, vals));
+        }
+        stmts.push((self.statement(end)?, vec![mark.into()]));
+        stmts.push((self.statement("COMMIT")?, Vec::new()));
+        self.begun = false;
+        let keep_at = std::mem::take(&mut self.keep_at)
+            .into_iter()
+            .map(|i| i + shift)
+            .collect();
+        let answers = stmts
+            .into_iter()
+            .map(|(stmt, vals)| {
+                let client = self.client.clone();
+                let answer: Answer = Box::pin(async move {
+                    let refs = args(&vals);
+                    client.query(&stmt, &refs).await
+                });
+                MaybeDone::Future(answer)
+            })
+            .collect();
+        self.flights
+            .borrow_mut()
+            .push_back(Flight { answers, keep_at });
+        // Driving it once queues its requests, in order, before anything sent after it; the
+        // yield lets the connection write them while the caller goes on.
+        self.block_on(tokio::task::yield_now())
+    }
+
+    /// Waits for the oldest transaction [`Pg::send`] sent: the rows of its kept writes, in the
+    /// order they were kept, once it committed; its first failure otherwise.
+    pub fn wait(&mut self) -> Result<VecDeque<Vec<Row>>> {
+        if self.flights.borrow().is_empty() {
+            return Err(StoreError(
+                "the connection was lost before a write batch's answer came".into(),
+            ));
+        }
+        let flights = &self.flights;
+        self.block_on(futures::future::poll_fn(|_| {
+            if flights.borrow().front().is_none_or(Flight::done) {
+                Poll::Ready(())
+            } else {
+                Poll::Pending
+            }
+        }))?;
+        let Some(mut flight) = self.flights.borrow_mut().pop_front() else {
+            return Err(StoreError("a write batch's answer went missing".into()));
+        };
+        let mut kept = VecDeque::new();
+        let mut failed = None;
+        for (i, answer) in flight.answers.iter_mut().enumerate() {
+            match Pin::new(answer).take_output() {
+                Some(Ok(rows)) if failed.is_none() && flight.keep_at.contains(&i) => {
+                    kept.push_back(convert(&rows)?);
+                }
+                Some(Ok(_)) => {}
+                Some(Err(e)) => {
+                    failed.get_or_insert(e);
+                }
+                None => return Err(StoreError("a write batch's answer went missing".into())),
+            }
+        }
+        match failed {
+            Some(e) => Err(self.fail(&e)),
+            None => Ok(kept),
+        }
+    }
+
     /// Sends the held writes in one pipeline: `BEGIN` first (once), `COMMIT` last when
     /// `commit`. The first failure is the answer; the server's transaction is then aborted.
     fn flush(&mut self, commit: bool) -> Result<()> {
@@ -328,6 +448,49 @@ impl Pg {
         }
     }
 }
+
+/// What one statement of a transaction in flight answers.
+type Answer = Pin<
+    Box<
+        dyn Future<Output = std::result::Result<Vec<tokio_postgres::Row>, tokio_postgres::Error>>
+            + Send,
+    >,
+>;
+
+/// A transaction sent whole ([`Pg::send`]): its statements' answers, and which are kept.
+struct Flight {
+    answers: Vec<MaybeDone<Answer>>,
+    keep_at: Vec<usize>,
+}
+
+impl Flight {
+    /// Drives its answers; the first time, that queues its requests on the connection.
+    fn poll(&mut self, cx: &mut std::task::Context<'_>) {
+        for answer in &mut self.answers {
+            let _ = Pin::new(answer).poll(cx);
+        }
+    }
+
+    fn done(&self) -> bool {
+        self.answers
+            .iter()
+            .all(|a| !matches!(a, MaybeDone::Future(_)))
+    }
+}
+
+/// Fails the transaction unless the session's batch mark reads `?1`: the transaction sent
+/// before it committed. (A failed transaction's `set_config` is undone with it.) The cast of
+/// the sentence is the error; a constant there would fail when the statement is planned.
+const CHECK_MARK: &str =
+    "SELECT CAST(CASE WHEN current_setting('opsdeck.batch', true) = ?1 THEN '0'
+    ELSE 'the write batch sent before this one did not commit' END AS integer)";
+
+/// Sets the session's batch mark (see [`CHECK_MARK`]).
+const MARK: &str = "SELECT set_config('opsdeck.batch', ?1, false)";
+
+/// [`MARK`], and the last event this session numbered (the transaction holds the counter).
+const MARK_NUMBERED: &str = "SELECT set_config('opsdeck.batch', ?1, false),
+    set_config('opsdeck.numbered', CAST(last AS TEXT), false) FROM event_seq";
 
 fn convert(rows: &[tokio_postgres::Row]) -> Result<Vec<Row>> {
     rows.iter()
