@@ -636,14 +636,14 @@ impl Link {
         }
     }
 
-    fn apply(&mut self, ops: &[&Op]) -> Result<Applied> {
+    fn apply(&mut self, ops: &[&Op]) -> std::result::Result<Applied, Failed> {
         if self.conn.is_broken() {
             self.reconnect();
         }
         let fence = self.fence.as_deref();
         let out = apply(&mut self.conn, ops, self.next_seq, self.published, fence);
         match out {
-            Err(_) if self.conn.is_broken() && self.reconnect() => {
+            Err(Failed::Before(_)) if self.conn.is_broken() && self.reconnect() => {
                 // The transaction died with the connection (or committed just before: then the
                 // retry fails on its own keys and says so).
                 apply(
@@ -661,7 +661,12 @@ impl Link {
 
 impl Link {
     /// Commits `ops` and publishes their events, counting the batch.
-    fn commit(&mut self, ops: &[&Op], events: &Outlets, generation: &AtomicU64) -> Result<()> {
+    fn commit(
+        &mut self,
+        ops: &[&Op],
+        events: &Outlets,
+        generation: &AtomicU64,
+    ) -> std::result::Result<(), Failed> {
         let applied = self.apply(ops)?;
         self.publish(ops, applied, events, generation);
         Ok(())
@@ -684,10 +689,20 @@ impl Link {
     }
 
     /// Waits for the oldest batch [`Link::send`] sent (`ops`) and publishes its events.
-    fn land(&mut self, ops: &[&Op], events: &Outlets, generation: &AtomicU64) -> Result<()> {
-        let mut kept = self.conn.wait()?;
+    fn land(
+        &mut self,
+        ops: &[&Op],
+        events: &Outlets,
+        generation: &AtomicU64,
+    ) -> std::result::Result<(), Failed> {
+        let mut kept = self
+            .conn
+            .wait()
+            .map_err(Failed::Before)?
+            .map_err(Failed::After)?;
         let count = ops.iter().filter(|o| matches!(o, Op::Event(_))).count();
-        let applied = applied_postgres(&mut || kept.pop_front(), ops, count)?;
+        let applied =
+            applied_postgres(&mut || kept.pop_front(), ops, count).map_err(Failed::After)?;
         self.publish(ops, applied, events, generation);
         Ok(())
     }
@@ -932,7 +947,10 @@ fn send_batch(
     events: &Outlets,
     watch: &Watch,
 ) -> Option<Flight> {
-    if link.conn.dialect() == Dialect::Postgres && !link.conn.is_broken() {
+    // Behind `ahead` only on the connection it went on (ids are answered while it is on its
+    // way, and may have reconnected).
+    let same = link.conn.in_flight() == usize::from(ahead.is_some());
+    if link.conn.dialect() == Dialect::Postgres && !link.conn.is_broken() && same {
         *marks = marks.wrapping_add(1);
         let mark = *marks;
         let sent = link.send(&refs(&batch), ahead.as_ref().map(|f| f.mark), mark);
@@ -974,9 +992,17 @@ fn land(
 ) -> Option<Flight> {
     let generation = &*watch.generation;
     let out = link.land(&refs(&flight.batch), events, generation);
-    let Err(e) = out else {
-        acknowledge(flight.batch);
-        return next;
+    let e = match out {
+        Ok(()) => {
+            acknowledge(flight.batch);
+            return next;
+        }
+        // It committed: the one behind it stands.
+        Err(Failed::After(e)) => {
+            unread(link, flight.batch, &e, events, watch);
+            return next;
+        }
+        Err(Failed::Before(e)) => e,
     };
     // The batch behind it must be drained before anything is sent again.
     let after = next.map(|n| {
@@ -991,12 +1017,32 @@ fn land(
     }
     if let Some((batch, out)) = after {
         match out {
+            // Not reached: it checks that the one before it committed.
             Ok(()) => acknowledge(batch),
-            Err(_) if is_fence_error(&e) => refuse(batch, &e),
-            Err(_) => commit_batch(link, batch, events, watch),
+            Err(Failed::After(e)) => unread(link, batch, &e, events, watch),
+            Err(Failed::Before(_)) if is_fence_error(&e) => refuse(batch, &e),
+            Err(Failed::Before(_)) => commit_batch(link, batch, events, watch),
         }
     }
     None
+}
+
+/// Why a batch's writes were not published: they were not committed, or they were and the
+/// answer could not be read (rows of a kind this version does not know, written by a newer
+/// worker). Such a batch is not committed again, which would store its writes twice and out
+/// of order.
+enum Failed {
+    Before(StoreError),
+    After(StoreError),
+}
+
+/// After `batch` committed without an answer that could be read: its requests are answered as
+/// committed (a claim it made goes unanswered), and what it stored is published from the table.
+fn unread(link: &mut Link, batch: Pending, e: &StoreError, events: &Outlets, watch: &Watch) {
+    tracing::error!(error = %e, "a write batch committed but its answer could not be read; publishing its events from the store");
+    watch.generation.fetch_add(1, Ordering::Release);
+    link.tail(events, u64::MAX);
+    acknowledge(batch);
 }
 
 /// Answers every request of a committed batch.
@@ -1022,7 +1068,8 @@ fn commit_batch(link: &mut Link, batch: Pending, events: &Outlets, watch: &Watch
     let out = link.commit(&refs(&batch), events, &watch.generation);
     match out {
         Ok(()) => acknowledge(batch),
-        Err(e) => recover(link, batch, &e, events, watch),
+        Err(Failed::After(e)) => unread(link, batch, &e, events, watch),
+        Err(Failed::Before(e)) => recover(link, batch, &e, events, watch),
     }
 }
 
@@ -1041,11 +1088,17 @@ fn recover(link: &mut Link, mut batch: Pending, e: &StoreError, events: &Outlets
     tracing::warn!(error = %e, "a write batch failed; retrying its requests one by one");
     for (ops, ack) in &mut batch {
         let refs: Vec<&Op> = ops.iter().collect();
-        let reply = link
-            .commit(&refs, events, &watch.generation)
-            .inspect_err(|e| {
+        let reply = match link.commit(&refs, events, &watch.generation) {
+            Ok(()) => Ok(()),
+            Err(Failed::After(e)) => {
+                unread(link, Vec::new(), &e, events, watch);
+                Ok(())
+            }
+            Err(Failed::Before(e)) => {
                 tracing::error!(error = %e, "a write failed and was not stored");
-            });
+                Err(e)
+            }
+        };
         if let Some(ack) = ack.take() {
             let _ = ack.send(reply);
         }
@@ -1058,7 +1111,10 @@ fn recover(link: &mut Link, mut batch: Pending, e: &StoreError, events: &Outlets
 pub(crate) fn apply_offline(conn: &mut Db, ops: &[Op]) -> Result<()> {
     let next = max_seq(conn)? + 1;
     let refs: Vec<&Op> = ops.iter().collect();
-    apply(conn, &refs, next, next - 1, None).map(drop)
+    match apply(conn, &refs, next, next - 1, None) {
+        Ok(_) => Ok(()),
+        Err(Failed::Before(e) | Failed::After(e)) => Err(e),
+    }
 }
 
 pub(crate) fn max_seq(conn: &mut Db) -> Result<u64> {
@@ -1153,7 +1209,7 @@ fn apply(
     next_seq: u64,
     published: u64,
     fence: Option<&str>,
-) -> Result<Applied> {
+) -> std::result::Result<Applied, Failed> {
     let events = ops.iter().filter(|o| matches!(o, Op::Event(_))).count();
     if conn.dialect() == Dialect::Postgres {
         conn.transaction(|tx| {
@@ -1161,17 +1217,20 @@ fn apply(
                 fence_pass(tx, me)?;
             }
             super::batch::apply_postgres(tx, ops, events, published)
-        })?;
-        return applied_postgres(&mut || conn.take_kept(), ops, events);
+        })
+        .map_err(Failed::Before)?;
+        return applied_postgres(&mut || conn.take_kept(), ops, events).map_err(Failed::After);
     }
-    let own = conn.transaction(|tx| {
-        let first_seq = seq_block(tx, events, next_seq)?;
-        let mut published = Vec::new();
-        for op in ops {
-            apply_op(tx, op, first_seq + published.len() as u64, &mut published)?;
-        }
-        Ok(published)
-    })?;
+    let own = conn
+        .transaction(|tx| {
+            let first_seq = seq_block(tx, events, next_seq)?;
+            let mut published = Vec::new();
+            for op in ops {
+                apply_op(tx, op, first_seq + published.len() as u64, &mut published)?;
+            }
+            Ok(published)
+        })
+        .map_err(Failed::Before)?;
     Ok(Applied {
         before: Vec::new(),
         own,

@@ -716,3 +716,89 @@ fn queued_writes_commit_in_order_around_bad_ones_on_both_stores() {
     );
     assert_eq!(pg, sqlite);
 }
+
+/// A value the PostgreSQL driver cannot send (here past an `integer` column's range) fails its
+/// transaction before the transaction's `COMMIT` is sent: none of its writes is stored, whether
+/// it was committed and waited for or sent ahead, and a transaction sent behind that one fails
+/// too; the connection serves the next one as usual.
+#[test]
+fn a_write_the_driver_cannot_send_commits_nothing_of_its_transaction() {
+    use opsdeck::store::db::Val;
+    let mut db = Target::Postgres(crate::support::postgres_db())
+        .writer()
+        .unwrap();
+    db.execute("CREATE TABLE t (n integer NOT NULL)", &[])
+        .unwrap();
+    let insert = |tx: &mut store::Db, n: i64| {
+        tx.execute("INSERT INTO t (n) VALUES (?1)", &[Val::Int(n)])
+            .map(drop)
+    };
+    let count = |db: &mut store::Db| {
+        db.rows("SELECT count(*) FROM t", &[]).unwrap()[0]
+            .i64(0)
+            .unwrap()
+    };
+    let out = db.transaction(|tx| {
+        insert(tx, 1)?;
+        insert(tx, i64::MAX)?;
+        insert(tx, 2)
+    });
+    assert!(out.is_err());
+    assert_eq!(count(&mut db), 0);
+    db.send_transaction(None, "1", false, |tx| {
+        insert(tx, 3)?;
+        insert(tx, i64::MAX)?;
+        insert(tx, 4)
+    })
+    .unwrap();
+    db.send_transaction(Some("1"), "2", false, |tx| insert(tx, 5))
+        .unwrap();
+    assert!(db.wait().is_err(), "the first did not commit");
+    assert!(db.wait().is_err(), "so the one behind it did not either");
+    assert_eq!(count(&mut db), 0);
+    db.send_transaction(None, "3", false, |tx| insert(tx, 6))
+        .unwrap();
+    assert!(matches!(db.wait(), Ok(Ok(_))));
+    db.transaction(|tx| insert(tx, 7)).unwrap();
+    assert_eq!(count(&mut db), 2);
+}
+
+/// A batch that committed but whose answer cannot be read (here it brings back another
+/// worker's event of a kind this version does not know) is answered as committed and stored
+/// once: before, it was committed again request by request, storing its writes twice.
+#[test]
+fn a_batch_committed_with_an_unreadable_answer_is_stored_once() {
+    let target = Target::Postgres(crate::support::postgres_db());
+    let mut db = target.writer().unwrap();
+    schema::migrate(&mut db).unwrap();
+    let (rt, writer, thread, _live) = writer_on(db);
+    let mut other = target.writer().unwrap();
+    rt.block_on(async {
+        writer
+            .commit(vec![event(EventKind::RunCreated, None, json!({"n": 1}))])
+            .await
+            .unwrap();
+        // A newer worker's event, numbered after the first.
+        other
+            .execute("UPDATE event_seq SET last = last + 1", &[])
+            .unwrap();
+        other
+            .execute(
+                "INSERT INTO events (seq, at, kind, data) VALUES (2, '2026-12-02T00:00:00Z', 'from_the_future', '{}')",
+                &[],
+            )
+            .unwrap();
+        let second = writer
+            .commit(vec![event(EventKind::RunCreated, None, json!({"n": 2}))])
+            .await;
+        assert!(second.is_ok(), "{second:?}");
+        writer.close().await;
+    });
+    thread.join();
+    let twice = other
+        .rows("SELECT count(*) FROM events WHERE data = '{\"n\":2}'", &[])
+        .unwrap()[0]
+        .i64(0)
+        .unwrap();
+    assert_eq!(twice, 1, "the second write is stored once");
+}

@@ -300,9 +300,19 @@ impl Db {
         }
     }
 
-    /// The answer of the oldest transaction [`Db::send_transaction`] sent: its kept rows, in
-    /// the order they were kept, once it committed.
-    pub fn wait(&mut self) -> Result<std::collections::VecDeque<Vec<Row>>> {
+    /// How many transactions [`Db::send_transaction`] sent on this connection have not been
+    /// waited for: none on a connection opened since they were sent.
+    pub fn in_flight(&self) -> usize {
+        match self {
+            Db::Sqlite(_) => 0,
+            Db::Postgres(pg) => pg.in_flight(),
+        }
+    }
+
+    /// The answer of the oldest transaction [`Db::send_transaction`] sent. `Err`: it did not
+    /// commit. `Ok(Err)`: it committed, but the rows it kept could not be read. Otherwise its
+    /// kept rows, in the order they were kept.
+    pub fn wait(&mut self) -> Result<Result<std::collections::VecDeque<Vec<Row>>>> {
         match self {
             Db::Sqlite(_) => Err(StoreError(
                 "only a PostgreSQL store sends transactions ahead".into(),

@@ -303,32 +303,84 @@ impl Pg {
     /// event this session numbered, which a later transaction's read of other workers' events
     /// starts after. Its answer is taken with [`Pg::wait`].
     pub fn send(&mut self, after: Option<&str>, mark: &str, numbered: bool) -> Result<()> {
-        let Some(writes) = self.deferred.take() else {
+        if self.deferred.is_none() {
             return Err(StoreError("no transaction to send".into()));
-        };
-        let end = if numbered { MARK_NUMBERED } else { MARK };
-        let mut texts: Vec<&str> = writes.iter().map(|(s, _)| s.as_str()).collect();
-        texts.extend(["BEGIN", "COMMIT", CHECK_MARK, end]);
-        if let Err(e) = self.prepare_all(&texts) {
-            self.abort();
-            return Err(e);
         }
-        let mut stmts = Vec::with_capacity(writes.len() + 4);
-        let shift = usize::from(!self.begun) + usize::from(after.is_some());
+        let end = if numbered { MARK_NUMBERED } else { MARK };
+        // The check first: a transaction behind one that failed takes no lock and does no
+        // work before it fails.
+        let first: Vec<_> = after
+            .map(|a| (CHECK_MARK, vec![a.into()]))
+            .into_iter()
+            .collect();
+        let last = vec![(end, vec![mark.into()]), ("COMMIT", Vec::new())];
+        let flight = match self.flight(first, last) {
+            Ok(flight) => flight,
+            Err(e) => {
+                self.abort();
+                return Err(e);
+            }
+        };
+        self.begun = false;
+        self.flights.borrow_mut().push_back(flight);
+        // Driving it once queues its requests, in order, before anything sent after it; the
+        // yield lets the connection write them while the caller goes on.
+        self.block_on(tokio::task::yield_now())
+    }
+
+    pub fn in_flight(&self) -> usize {
+        self.flights.borrow().len()
+    }
+
+    /// Waits for the oldest transaction [`Pg::send`] sent. `Err`: it did not commit (its first
+    /// failure). `Ok(Err)`: it committed, but the rows it kept could not be read. Otherwise the
+    /// rows of its kept writes, in the order they were kept.
+    pub fn wait(&mut self) -> Result<Result<VecDeque<Vec<Row>>>> {
+        if self.flights.borrow().is_empty() {
+            return Err(StoreError(
+                "the connection was lost before a write batch's answer came".into(),
+            ));
+        }
+        let flights = &self.flights;
+        self.block_on(futures::future::poll_fn(|_| {
+            if flights.borrow().front().is_none_or(Flight::done) {
+                Poll::Ready(())
+            } else {
+                Poll::Pending
+            }
+        }))?;
+        let Some(flight) = self.flights.borrow_mut().pop_front() else {
+            return Err(StoreError("a write batch's answer went missing".into()));
+        };
+        self.landed(flight)
+    }
+
+    /// Builds the transaction [`Pg::begin`] started as one [`Flight`], sending nothing yet:
+    /// `BEGIN` (unless a read inside it sent it already), `first`, its writes, `last`.
+    fn flight(
+        &mut self,
+        first: Vec<(&str, Vec<Val>)>,
+        last: Vec<(&str, Vec<Val>)>,
+    ) -> Result<Flight> {
+        let writes = self.deferred.take().unwrap_or_default();
+        let mut texts: Vec<&str> = writes.iter().map(|(s, _)| s.as_str()).collect();
+        texts.push("BEGIN");
+        texts.extend(first.iter().chain(&last).map(|(s, _)| *s));
+        self.prepare_all(&texts)?;
+        let shift = usize::from(!self.begun) + first.len();
+        let mut stmts = Vec::with_capacity(shift + writes.len() + last.len());
         if !self.begun {
             stmts.push((self.statement("BEGIN")?, Vec::new()));
         }
-        // The check first: a transaction behind one that failed takes no lock and does no
-        // work before it fails.
-        if let Some(after) = after {
-            stmts.push((self.statement(CHECK_MARK)?, vec![after.into()]));
+        for (sql, vals) in first {
+            stmts.push((self.statement(sql)?, vals));
         }
         for (sql, vals) in writes {
             stmts.push((self.statement(&sql)?, vals));
         }
-        stmts.push((self.statement(end)?, vec![mark.into()]));
-        stmts.push((self.statement("COMMIT")?, Vec::new()));
-        self.begun = false;
+        for (sql, vals) in last {
+            stmts.push((self.statement(sql)?, vals));
+        }
         let keep_at = std::mem::take(&mut self.keep_at)
             .into_iter()
             .map(|i| i + shift)
@@ -344,40 +396,25 @@ impl Pg {
                 MaybeDone::Future(answer)
             })
             .collect();
-        self.flights
-            .borrow_mut()
-            .push_back(Flight { answers, keep_at });
-        // Driving it once queues its requests, in order, before anything sent after it; the
-        // yield lets the connection write them while the caller goes on.
-        self.block_on(tokio::task::yield_now())
+        let client = self.client.clone();
+        let rollback: Answer =
+            Box::pin(async move { client.batch_execute("ROLLBACK").await.map(|()| Vec::new()) });
+        Ok(Flight {
+            answers,
+            keep_at,
+            sent: 0,
+            cut: false,
+            rollback: MaybeDone::Future(rollback),
+        })
     }
 
-    /// Waits for the oldest transaction [`Pg::send`] sent: the rows of its kept writes, in the
-    /// order they were kept, once it committed; its first failure otherwise.
-    pub fn wait(&mut self) -> Result<VecDeque<Vec<Row>>> {
-        if self.flights.borrow().is_empty() {
-            return Err(StoreError(
-                "the connection was lost before a write batch's answer came".into(),
-            ));
-        }
-        let flights = &self.flights;
-        self.block_on(futures::future::poll_fn(|_| {
-            if flights.borrow().front().is_none_or(Flight::done) {
-                Poll::Ready(())
-            } else {
-                Poll::Pending
-            }
-        }))?;
-        let Some(mut flight) = self.flights.borrow_mut().pop_front() else {
-            return Err(StoreError("a write batch's answer went missing".into()));
-        };
-        let mut kept = VecDeque::new();
+    /// The answer of a flight that is done (see [`Pg::wait`]).
+    fn landed(&mut self, mut flight: Flight) -> Result<Result<VecDeque<Vec<Row>>>> {
+        let mut rows = Vec::new();
         let mut failed = None;
-        for (i, answer) in flight.answers.iter_mut().enumerate() {
+        for (i, answer) in flight.answers.iter_mut().enumerate().take(flight.sent) {
             match Pin::new(answer).take_output() {
-                Some(Ok(rows)) if failed.is_none() && flight.keep_at.contains(&i) => {
-                    kept.push_back(convert(&rows)?);
-                }
+                Some(Ok(r)) if flight.keep_at.contains(&i) => rows.push(r),
                 Some(Ok(_)) => {}
                 Some(Err(e)) => {
                     failed.get_or_insert(e);
@@ -385,49 +422,41 @@ impl Pg {
                 None => return Err(StoreError("a write batch's answer went missing".into())),
             }
         }
+        if flight.cut
+            && let Some(Err(e)) = Pin::new(&mut flight.rollback).take_output()
+        {
+            let e = self.fail(&e);
+            tracing::warn!(error = %e, "could not roll back a store transaction that failed before it was sent");
+        }
         match failed {
             Some(e) => Err(self.fail(&e)),
-            None => Ok(kept),
+            None => Ok(rows.iter().map(|r| convert(r)).collect()),
         }
     }
 
     /// Sends the held writes in one pipeline: `BEGIN` first (once), `COMMIT` last when
     /// `commit`. The first failure is the answer; the server's transaction is then aborted.
     fn flush(&mut self, commit: bool) -> Result<()> {
-        let Some(writes) = self.deferred.take() else {
+        if self.deferred.is_none() {
             return Ok(());
+        }
+        let last = if commit {
+            vec![("COMMIT", Vec::new())]
+        } else {
+            Vec::new()
         };
-        let mut texts: Vec<&str> = writes.iter().map(|(s, _)| s.as_str()).collect();
-        texts.extend(["BEGIN", "COMMIT"]);
-        self.prepare_all(&texts)?;
-        let mut stmts = Vec::with_capacity(writes.len() + 2);
-        let none: Vec<Val> = Vec::new();
-        if !self.begun {
-            stmts.push((self.statement("BEGIN")?, &none));
-        }
-        for (sql, vals) in &writes {
-            stmts.push((self.statement(sql)?, vals));
-        }
-        if commit {
-            stmts.push((self.statement("COMMIT")?, &none));
-        }
+        let mut flight = self.flight(Vec::new(), last)?;
         self.begun = true;
-        let client = &self.client;
-        let refs: Vec<_> = stmts.iter().map(|(st, vals)| (st, args(vals))).collect();
-        let results = self.block_on(join_all(
-            refs.iter().map(|(st, a)| client.query(*st, a.as_slice())),
-        ))?;
-        let shift = usize::from(stmts.len() > writes.len() + usize::from(commit));
-        let keep_at: Vec<usize> = std::mem::take(&mut self.keep_at)
-            .into_iter()
-            .map(|i| i + shift)
-            .collect();
-        for (i, result) in results.into_iter().enumerate() {
-            let rows = result.map_err(|e| self.fail(&e))?;
-            if keep_at.contains(&i) {
-                self.kept.push_back(convert(&rows)?);
+        self.block_on(futures::future::poll_fn(|cx| {
+            flight.poll(cx);
+            if flight.done() {
+                Poll::Ready(())
+            } else {
+                Poll::Pending
             }
-        }
+        }))?;
+        let kept = self.landed(flight)??;
+        self.kept.extend(kept);
         if commit {
             self.begun = false;
         } else {
@@ -457,24 +486,48 @@ type Answer = Pin<
     >,
 >;
 
-/// A transaction sent whole ([`Pg::send`]): its statements' answers, and which are kept.
+/// A transaction built whole ([`Pg::send`], [`Pg::flush`]): its statements' answers, and which
+/// are kept.
 struct Flight {
     answers: Vec<MaybeDone<Answer>>,
     keep_at: Vec<usize>,
+    /// How many statements have been driven (their requests queued on the connection).
+    sent: usize,
+    /// A statement failed before it was sent (a value it could not encode): none after it is
+    /// sent, so the `COMMIT` is not, and `rollback` ends what the server began.
+    cut: bool,
+    rollback: MaybeDone<Answer>,
 }
 
 impl Flight {
-    /// Drives its answers; the first time, that queues its requests on the connection.
+    /// Drives its answers; the first time, that queues its requests on the connection, in
+    /// order, up to one that fails before it is sent.
     fn poll(&mut self, cx: &mut std::task::Context<'_>) {
-        for answer in &mut self.answers {
-            let _ = Pin::new(answer).poll(cx);
+        for i in 0..self.answers.len() {
+            if self.cut && i >= self.sent {
+                break;
+            }
+            let answer = &mut self.answers[i];
+            let _ = Pin::new(&mut *answer).poll(cx);
+            if i >= self.sent {
+                self.sent = i + 1;
+                if matches!(answer, MaybeDone::Done(Err(_))) {
+                    self.cut = true;
+                }
+            }
+        }
+        if self.cut {
+            let _ = Pin::new(&mut self.rollback).poll(cx);
         }
     }
 
     fn done(&self) -> bool {
-        self.answers
-            .iter()
-            .all(|a| !matches!(a, MaybeDone::Future(_)))
+        let pending = |a: &MaybeDone<Answer>| matches!(a, MaybeDone::Future(_));
+        if self.cut {
+            !pending(&self.rollback) && !self.answers[..self.sent].iter().any(pending)
+        } else {
+            self.sent == self.answers.len() && !self.answers.iter().any(pending)
+        }
     }
 }
 
