@@ -676,7 +676,7 @@ impl Link {
     /// the batch sent before it, marked `mark`, only if that one committed (`after`: its
     /// mark). [`Link::land`] takes its answer.
     fn send(&mut self, ops: &[&Op], after: Option<u64>, mark: u64) -> Result<()> {
-        let events = ops.iter().filter(|o| matches!(o, Op::Event(_))).count();
+        let events = event_count(ops);
         let (published, fence) = (self.published, self.fence.as_deref());
         let after = after.map(|a| a.to_string());
         self.conn
@@ -700,7 +700,7 @@ impl Link {
             .wait()
             .map_err(Failed::Before)?
             .map_err(Failed::After)?;
-        let count = ops.iter().filter(|o| matches!(o, Op::Event(_))).count();
+        let count = event_count(ops);
         let applied =
             applied_postgres(&mut || kept.pop_front(), ops, count).map_err(Failed::After)?;
         self.publish(ops, applied, events, generation);
@@ -844,7 +844,7 @@ fn run(
     };
     // The batch sent and not landed yet (PostgreSQL): the next is built and sent while the
     // server commits it.
-    let mut ahead: Option<Flight> = None;
+    let mut ahead: Option<Sent> = None;
     let mut marks = 0_u64;
     // Others' events to read: done once no batch is on its way (each batch landed brings back
     // those numbered before its own, so a busy writer seldom needs the read).
@@ -925,10 +925,16 @@ fn run(
 /// Writes waiting to be committed together, each with whoever waits for it.
 type Pending = Vec<(Vec<Op>, Option<oneshot::Sender<Result<()>>>)>;
 
-/// A batch sent whole and not landed yet ([`Link::send`]), and the mark it sets.
-struct Flight {
+/// A batch sent whole and not landed yet ([`Link::send`]), and the mark it sets. (The
+/// connection's side of it is a `db::pg::Flight`.)
+struct Sent {
     batch: Pending,
     mark: u64,
+}
+
+/// How many of `ops` are events: the numbers a batch takes from the event counter.
+fn event_count(ops: &[&Op]) -> usize {
+    ops.iter().filter(|o| matches!(o, Op::Event(_))).count()
 }
 
 fn refs(batch: &Pending) -> Vec<&Op> {
@@ -942,11 +948,11 @@ fn refs(batch: &Pending) -> Vec<&Op> {
 fn send_batch(
     link: &mut Link,
     batch: Pending,
-    ahead: Option<Flight>,
+    ahead: Option<Sent>,
     marks: &mut u64,
     events: &Outlets,
     watch: &Watch,
-) -> Option<Flight> {
+) -> Option<Sent> {
     // Behind `ahead` only on the connection it went on (ids are answered while it is on its
     // way, and may have reconnected).
     let same = link.conn.in_flight() == usize::from(ahead.is_some());
@@ -956,7 +962,7 @@ fn send_batch(
         let sent = link.send(&refs(&batch), ahead.as_ref().map(|f| f.mark), mark);
         match sent {
             Ok(()) => {
-                let flight = Flight { batch, mark };
+                let flight = Sent { batch, mark };
                 return match ahead {
                     Some(before) => land(link, before, Some(flight), events, watch),
                     None => Some(flight),
@@ -985,11 +991,11 @@ fn send_batch(
 /// both are drained, then committed again the usual way, in turn.
 fn land(
     link: &mut Link,
-    flight: Flight,
-    next: Option<Flight>,
+    flight: Sent,
+    next: Option<Sent>,
     events: &Outlets,
     watch: &Watch,
-) -> Option<Flight> {
+) -> Option<Sent> {
     let generation = &*watch.generation;
     let out = link.land(&refs(&flight.batch), events, generation);
     let e = match out {
@@ -1210,7 +1216,7 @@ fn apply(
     published: u64,
     fence: Option<&str>,
 ) -> std::result::Result<Applied, Failed> {
-    let events = ops.iter().filter(|o| matches!(o, Op::Event(_))).count();
+    let events = event_count(ops);
     if conn.dialect() == Dialect::Postgres {
         conn.transaction(|tx| {
             if let Some(me) = fence {

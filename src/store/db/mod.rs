@@ -283,16 +283,12 @@ impl Db {
         f: impl FnOnce(&mut Db) -> Result<()>,
     ) -> Result<()> {
         let Db::Postgres(pg) = self else {
-            return Err(StoreError(
-                "only a PostgreSQL store sends transactions ahead".into(),
-            ));
+            return Err(not_ahead());
         };
         pg.begin();
         let built = f(self);
         let Db::Postgres(pg) = self else {
-            return Err(StoreError(
-                "only a PostgreSQL store sends transactions ahead".into(),
-            ));
+            return Err(not_ahead());
         };
         match built {
             Ok(()) => pg.send(after, mark, numbered),
@@ -314,9 +310,7 @@ impl Db {
     /// kept rows, in the order they were kept.
     pub fn wait(&mut self) -> Result<Result<std::collections::VecDeque<Vec<Row>>>> {
         match self {
-            Db::Sqlite(_) => Err(StoreError(
-                "only a PostgreSQL store sends transactions ahead".into(),
-            )),
+            Db::Sqlite(_) => Err(not_ahead()),
             Db::Postgres(pg) => pg.wait(),
         }
     }
@@ -375,6 +369,11 @@ impl rusqlite::ToSql for Val {
             }
         })
     }
+}
+
+/// What asking a SQLite store to send a transaction ahead answers (only PostgreSQL pipelines).
+fn not_ahead() -> StoreError {
+    StoreError("only a PostgreSQL store sends transactions ahead".into())
 }
 
 type BoxError = Box<dyn std::error::Error + Sync + Send>;
