@@ -659,36 +659,56 @@ async fn long_log() -> (Api, u64) {
     (api, last)
 }
 
-/// The first `n` SSE frames from `/v1/events` with `Last-Event-ID: since`: (event, id).
-async fn frames(api: &Api, since: &str, n: usize) -> Vec<(String, u64)> {
-    let resp = api
-        .http
-        .get(format!("{}/v1/events", api.base))
-        .bearer_auth(VIEWER)
-        .header("last-event-id", since)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status().as_u16(), 200);
-    let mut body = resp.bytes_stream();
-    let (mut text, mut out) = (String::new(), Vec::new());
-    while out.len() < n {
-        let chunk = tokio::time::timeout(Duration::from_secs(20), body.next())
+/// An SSE response from `/v1/events` with `Last-Event-ID: since`, read frame by frame.
+struct Frames {
+    body: std::pin::Pin<Box<dyn futures::Stream<Item = reqwest::Result<bytes::Bytes>> + Send>>,
+    text: String,
+}
+
+impl Frames {
+    async fn open(api: &Api, since: &str) -> Frames {
+        let resp = api
+            .http
+            .get(format!("{}/v1/events", api.base))
+            .bearer_auth(VIEWER)
+            .header("last-event-id", since)
+            .send()
             .await
-            .expect("the stream goes on")
-            .unwrap()
             .unwrap();
-        text.push_str(&String::from_utf8_lossy(&chunk));
-        while let Some(end) = text.find("\n\n") {
-            let frame: String = text.drain(..end + 2).collect();
-            let id = frame.lines().find_map(|l| l.strip_prefix("id: "));
-            let event = frame.lines().find_map(|l| l.strip_prefix("event: "));
-            if let (Some(id), Some(event)) = (id, event) {
-                out.push((event.to_string(), id.parse().unwrap()));
-            }
+        assert_eq!(resp.status().as_u16(), 200);
+        Frames {
+            body: Box::pin(resp.bytes_stream()),
+            text: String::new(),
         }
     }
-    out
+
+    /// The next `n` frames that carry an event: (event, id).
+    async fn take(&mut self, n: usize) -> Vec<(String, u64)> {
+        let mut out = Vec::new();
+        while out.len() < n {
+            if let Some(end) = self.text.find("\n\n") {
+                let frame: String = self.text.drain(..end + 2).collect();
+                let id = frame.lines().find_map(|l| l.strip_prefix("id: "));
+                let event = frame.lines().find_map(|l| l.strip_prefix("event: "));
+                if let (Some(id), Some(event)) = (id, event) {
+                    out.push((event.to_string(), id.parse().unwrap()));
+                }
+                continue;
+            }
+            let chunk = tokio::time::timeout(Duration::from_secs(20), self.body.next())
+                .await
+                .expect("the stream goes on")
+                .unwrap()
+                .unwrap();
+            self.text.push_str(&String::from_utf8_lossy(&chunk));
+        }
+        out
+    }
+}
+
+/// The first `n` SSE frames from `/v1/events` with `Last-Event-ID: since`: (event, id).
+async fn frames(api: &Api, since: &str, n: usize) -> Vec<(String, u64)> {
+    Frames::open(api, since).await.take(n).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -703,17 +723,22 @@ async fn resuming_pages_through_the_log_and_far_back_gets_a_reset() {
 
     // Further back than the horizon: a reset naming where the stream goes on, not the backlog;
     // then live events follow it.
+    let mut stream = Frames::open(&api, "0").await;
+    let reset = stream.take(1).await;
+    assert_eq!(reset[0].0, "reset", "{reset:?}");
+    assert!(reset[0].1 >= last, "{reset:?}");
+    // A run started once the reset is out (one started before could end before the stream
+    // starts, leaving nothing to follow it).
     let host = api.host.clone();
     let more = tokio::spawn(async move { crate::support::run_to_end(&host, "wide").await });
-    let got = frames(&api, "0", 3).await;
-    assert_eq!(got[0].0, "reset", "{got:?}");
-    assert!(got[0].1 >= last, "{got:?}");
+    let live = stream.take(2).await;
     assert_eq!(
-        got[1].1,
-        got[0].1 + 1,
-        "live events follow the reset: {got:?}"
+        (live[0].1, live[1].1),
+        (reset[0].1 + 1, reset[0].1 + 2),
+        "live events follow the reset: {reset:?} {live:?}"
     );
     more.await.unwrap();
+    drop(stream);
 
     // The same through the remote client: it reports the reset and goes on from there.
     let remote = opsdeck::client::Remote::new(&api.base, Some(VIEWER.into()));
