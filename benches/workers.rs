@@ -8,6 +8,11 @@
 //!
 //! Needs `OPSDECK_BENCH_POSTGRES` (a superuser URL such as `postgres://you@127.0.0.1:5432/postgres`);
 //! without it only the SQLite rows run.
+//!
+//! `OPSDECK_BENCH_PAIRS=<n>` adds `n` pairs of `wait20` batches, one worker then three (or
+//! three then one), taken one right after the other on two databases whose workers are all up
+//! at once, and prints each pair's ratio and their median: a machine whose speed drifts moves
+//! the two halves of a pair together, where criterion's groups are minutes apart.
 
 use std::fmt::Write as _;
 use std::time::{Duration, Instant};
@@ -15,7 +20,7 @@ use std::time::{Duration, Instant};
 #[allow(dead_code)] // only the PostgreSQL fixture is used here
 mod common;
 
-use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use criterion::{Criterion, Throughput, criterion_group};
 use opsdeck::host::{Host, HostOptions, Workspace};
 use opsdeck::model::{EventKind, Trigger};
 use opsdeck::runtime::spec::{self, Pipeline};
@@ -127,5 +132,73 @@ fn workers(c: &mut Criterion) {
     }
 }
 
+/// The paired `wait20` measurement (see the module's documentation).
+fn pairs(admin: &str, n: usize) {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let sides: Vec<(Vec<tempfile::TempDir>, Vec<Host>)> = [1_usize, 3]
+        .into_iter()
+        .map(|workers| {
+            let url = common::fresh_database(
+                admin,
+                &format!("opsdeck_bench_pair{workers}_{}", std::process::id()),
+            );
+            let dirs: Vec<_> = (0..workers)
+                .map(|_| tempfile::tempdir().expect("tempdir"))
+                .collect();
+            let hs = rt.block_on(hosts(&dirs, &url));
+            (dirs, hs)
+        })
+        .collect();
+    // Warmed as criterion warms: statements prepared, tables past their first statistics.
+    for (_, hs) in &sides {
+        for _ in 0..3 {
+            rt.block_on(batch(hs, "wait20", 240));
+        }
+    }
+    let mut ratios = Vec::with_capacity(n);
+    for i in 0..n {
+        // Which side goes first alternates, so that neither always follows the other.
+        let order = if i % 2 == 0 { [0, 1] } else { [1, 0] };
+        let mut took = [Duration::ZERO; 2];
+        for side in order {
+            took[side] = rt.block_on(batch(&sides[side].1, "wait20", 240));
+        }
+        let ratio = took[0].as_secs_f64() / took[1].as_secs_f64();
+        println!(
+            "workers_wait20 pair {}: one worker {:.1} ms, three workers {:.1} ms, ratio {ratio:.2}",
+            i + 1,
+            took[0].as_secs_f64() * 1e3,
+            took[1].as_secs_f64() * 1e3,
+        );
+        ratios.push(ratio);
+    }
+    ratios.sort_by(f64::total_cmp);
+    if let (Some(lo), Some(hi)) = (ratios.first(), ratios.last()) {
+        println!(
+            "workers_wait20 pairs: three workers against one, median {:.2} (from {lo:.2} to {hi:.2}) over {n} pairs",
+            ratios[ratios.len() / 2]
+        );
+    }
+    for (_, hs) in sides {
+        for h in hs {
+            rt.block_on(h.shutdown());
+        }
+    }
+}
+
 criterion_group!(benches, workers);
-criterion_main!(benches);
+
+fn main() {
+    benches();
+    let paired = std::env::var("OPSDECK_BENCH_PAIRS")
+        .ok()
+        .and_then(|n| n.parse::<usize>().ok())
+        .filter(|&n| n > 0);
+    if let (Ok(admin), Some(n)) = (std::env::var("OPSDECK_BENCH_POSTGRES"), paired) {
+        pairs(&admin, n);
+    }
+    Criterion::default().configure_from_args().final_summary();
+}
