@@ -159,6 +159,7 @@ fn pairs(admin: &str, n: usize) {
         }
     }
     let mut ratios = Vec::with_capacity(n);
+    let mut times: [Vec<Duration>; 2] = [Vec::with_capacity(n), Vec::with_capacity(n)];
     for i in 0..n {
         // Which side goes first alternates, so that neither always follows the other.
         let order = if i % 2 == 0 { [0, 1] } else { [1, 0] };
@@ -174,12 +175,20 @@ fn pairs(admin: &str, n: usize) {
             took[1].as_secs_f64() * 1e3,
         );
         ratios.push(ratio);
+        for (side, t) in took.into_iter().enumerate() {
+            times[side].push(t);
+        }
     }
     ratios.sort_by(f64::total_cmp);
+    for t in &mut times {
+        t.sort();
+    }
     if let (Some(lo), Some(hi)) = (ratios.first(), ratios.last()) {
         println!(
-            "workers_wait20 pairs: three workers against one, median {:.2} (from {lo:.2} to {hi:.2}) over {n} pairs",
-            ratios[ratios.len() / 2]
+            "workers_wait20 pairs: three workers against one, median {:.2} (from {lo:.2} to {hi:.2}) over {n} pairs; median batch: one worker {:.1} ms, three workers {:.1} ms",
+            ratios[ratios.len() / 2],
+            times[0][n / 2].as_secs_f64() * 1e3,
+            times[1][n / 2].as_secs_f64() * 1e3,
         );
     }
     for (_, hs) in sides {
@@ -191,13 +200,44 @@ fn pairs(admin: &str, n: usize) {
 
 criterion_group!(benches, workers);
 
-fn main() {
-    benches();
-    let paired = std::env::var("OPSDECK_BENCH_PAIRS")
+/// Most pairs one run takes (about 45 minutes at 0.75 s a pair): a typo such as an extra
+/// zero should not tie up the machine for a day.
+const MAX_PAIRS: usize = 3600;
+
+/// `OPSDECK_BENCH_PAIRS` read before any measuring starts, so a bad value costs nothing:
+/// `Ok(None)` when unset, a sentence naming the variable and the valid range otherwise.
+fn pairs_wanted() -> Result<Option<(String, usize)>, String> {
+    let Some(raw) = std::env::var_os("OPSDECK_BENCH_PAIRS") else {
+        return Ok(None);
+    };
+    let raw = raw.to_string_lossy();
+    let n = raw
+        .trim()
+        .parse::<usize>()
         .ok()
-        .and_then(|n| n.parse::<usize>().ok())
-        .filter(|&n| n > 0);
-    if let (Ok(admin), Some(n)) = (std::env::var("OPSDECK_BENCH_POSTGRES"), paired) {
+        .filter(|n| (1..=MAX_PAIRS).contains(n))
+        .ok_or_else(|| {
+            format!(
+                "OPSDECK_BENCH_PAIRS is {raw:?}: it must be a whole number from 1 to {MAX_PAIRS} (the number of pairs)"
+            )
+        })?;
+    let admin = std::env::var("OPSDECK_BENCH_POSTGRES").map_err(|_| {
+        "OPSDECK_BENCH_PAIRS needs OPSDECK_BENCH_POSTGRES (a superuser URL such as postgres://you@127.0.0.1:5432/postgres)"
+            .to_string()
+    })?;
+    Ok(Some((admin, n)))
+}
+
+fn main() {
+    let paired = match pairs_wanted() {
+        Ok(p) => p,
+        Err(message) => {
+            eprintln!("error: {message}");
+            std::process::exit(2);
+        }
+    };
+    benches();
+    if let Some((admin, n)) = paired {
         pairs(&admin, n);
     }
     Criterion::default().configure_from_args().final_summary();

@@ -259,14 +259,15 @@ pub(crate) async fn run(job: AttemptJob) {
             result
         }
     };
-    let ops = finish_ops(&job, stage, &result, engine.clock.timestamp());
-    if job.stop.load(Ordering::SeqCst) == STOP_FENCED || engine.writer.fenced() {
+    let writes = if job.stop.load(Ordering::SeqCst) == STOP_FENCED || engine.writer.fenced() {
         // The run is another worker's now: this attempt is recorded as it found it.
+        Vec::new()
     } else {
-        // Queued, not waited for: the driver's writes that follow are queued after it, and the
-        // run's end is committed (and waited for) only after both.
-        engine.writer.send(ops).await;
-    }
+        // Handed to the driver, which queues them right before its own writes that follow
+        // (the stage's status, the next stages' starts or the run's end), so that they reach
+        // the writer together and share a commit.
+        finish_ops(&job, stage, &result, engine.clock.timestamp())
+    };
     let end = match result.outcome {
         Outcome::Succeeded => AttemptEnd::Succeeded(result.output.map_or(Value::Null, |o| o.value)),
         Outcome::Failed(f) => AttemptEnd::Failed(f),
@@ -276,5 +277,6 @@ pub(crate) async fn run(job: AttemptJob) {
         idx: job.idx,
         n: job.n,
         end,
+        writes,
     });
 }

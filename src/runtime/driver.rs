@@ -45,8 +45,17 @@ pub(crate) enum Reset {
 /// Messages from attempt and timer tasks to their driver.
 #[derive(Debug)]
 pub(crate) enum Msg {
-    Done { idx: usize, n: u32, end: AttemptEnd },
-    RetryDue { idx: usize, n: u32 },
+    /// An attempt ended; `writes` record it (none when this worker was fenced off meanwhile).
+    Done {
+        idx: usize,
+        n: u32,
+        end: AttemptEnd,
+        writes: Vec<Op>,
+    },
+    RetryDue {
+        idx: usize,
+        n: u32,
+    },
 }
 
 /// Requests from the host to a running driver.
@@ -115,6 +124,13 @@ struct Driver {
     /// An isolated stage test: its stage's fixed input. Test runs stay out of breakers and
     /// the dead-letter queue.
     test_input: Option<Value>,
+    /// Write requests held to go to the writer right before the driver's next (an attempt's
+    /// end, then the stage's status with what follows from it), so that they reach it
+    /// together with the next stages' starts or the run's end and its claim of the next run,
+    /// and share their commit: queued from two tasks, they often went in commits of their
+    /// own, which the next run waited on. Each stays a request of its own, so a write the
+    /// store refuses loses only its own. Sent before the drive loop waits.
+    unsent: Vec<Vec<Op>>,
 }
 
 /// The run moves to `running` (its first start time is kept).
@@ -248,10 +264,10 @@ impl Known {
 }
 
 /// Starts (or restarts) the driver of a run from what the store holds (or from `known`, a run
-/// nobody has started yet), after committing
+/// nobody has started yet), after queuing
 /// `ops` (the events that explain why) together with the run's move to `running`.
 /// `confirm`: wait until the start is committed (and fail if it cannot be), as a command's
-/// caller needs.
+/// caller needs; else the start is queued ahead of the driver's writes, not waited for.
 pub(crate) async fn launch(
     engine: &Arc<Engine>,
     id: RunId,
@@ -296,6 +312,7 @@ pub(crate) async fn launch(
         started_at: run.started_at.unwrap_or(now),
         assets,
         test_input: run.test_input,
+        unsent: Vec::new(),
     };
     driver.reset(&reset, &stored, now, &mut ops);
     driver.wait_out_backoffs(now);
@@ -315,8 +332,8 @@ pub(crate) async fn launch(
         );
     }
     if !confirm {
-        // A run this worker claimed: nobody waits on its start, and its driver's writes are
-        // queued after these.
+        // A new run (its record committed) or one this worker claimed: nobody waits on its
+        // start, and its driver's writes are queued after these.
         engine.writer.send(ops).await;
     } else if let Err(e) = engine.writer.commit(ops).await {
         lock(&engine.active).remove(&id);
@@ -465,6 +482,7 @@ impl Driver {
                 }
                 continue;
             }
+            self.send(Vec::new()).await;
             let shutdown = self.engine.shutdown.clone();
             tokio::select! {
                 Some(msg) = self.rx.recv() => self.on_msg(msg).await,
@@ -536,7 +554,26 @@ impl Driver {
                 break;
             }
         }
-        if !ops.is_empty() {
+        self.send(ops).await;
+    }
+
+    /// Sends the requests held in `unsent`, then `ops` (nothing that is empty); nothing at
+    /// all once this worker is fenced off, when nothing more may be recorded.
+    async fn send(&mut self, ops: Vec<Op>) {
+        self.send_unsent().await;
+        if !ops.is_empty() && !self.fenced() {
+            self.engine.writer.send(ops).await;
+        }
+    }
+
+    /// Sends the requests held in `unsent`, each on its own, or drops them when this worker
+    /// is fenced off.
+    async fn send_unsent(&mut self) {
+        let held = std::mem::take(&mut self.unsent);
+        if self.fenced() {
+            return;
+        }
+        for ops in held.into_iter().filter(|ops| !ops.is_empty()) {
             self.engine.writer.send(ops).await;
         }
     }
@@ -573,31 +610,29 @@ impl Driver {
         let now = self.engine.clock.timestamp();
         let stage = self.stage_id(idx).to_string();
         let (input_text, _, _) = clip_json(&input, self.engine.limit);
-        self.engine
-            .writer
-            .send(vec![
-                Op::UpdateStage {
-                    run_id: self.id,
-                    stage: stage.clone(),
-                    status: StageStatus::Running,
-                },
-                Op::StartAttempt {
-                    run_id: self.id,
-                    stage: stage.clone(),
-                    n,
-                    started_at: now,
-                    input: input_text,
-                    assets: self.asset_versions(idx),
-                },
-                Op::stage_event(
-                    now,
-                    EventKind::StageStarted,
-                    self.id,
-                    &stage,
-                    json!({"attempt": n, "kind": self.pipeline.stages[idx].kind.name()}),
-                ),
-            ])
-            .await;
+        self.send(vec![
+            Op::UpdateStage {
+                run_id: self.id,
+                stage: stage.clone(),
+                status: StageStatus::Running,
+            },
+            Op::StartAttempt {
+                run_id: self.id,
+                stage: stage.clone(),
+                n,
+                started_at: now,
+                input: input_text,
+                assets: self.asset_versions(idx),
+            },
+            Op::stage_event(
+                now,
+                EventKind::StageStarted,
+                self.id,
+                &stage,
+                json!({"attempt": n, "kind": self.pipeline.stages[idx].kind.name()}),
+            ),
+        ])
+        .await;
         self.running += 1;
         tokio::spawn(attempt::run(AttemptJob {
             engine: self.engine.clone(),
@@ -622,14 +657,21 @@ impl Driver {
                     st.due = true;
                 }
             }
-            Msg::Done { idx, n, end } => {
+            Msg::Done {
+                idx,
+                n,
+                end,
+                writes,
+            } => {
                 self.running = self.running.saturating_sub(1);
-                self.on_attempt_end(idx, n, end).await;
+                self.on_attempt_end(idx, n, end, writes).await;
             }
         }
     }
 
-    async fn on_attempt_end(&mut self, idx: usize, n: u32, end: AttemptEnd) {
+    /// Takes in an attempt's end (`writes` record it); its writes and the stage's wait in
+    /// `unsent` for the driver's next.
+    async fn on_attempt_end(&mut self, idx: usize, n: u32, end: AttemptEnd, writes: Vec<Op>) {
         let now = self.engine.clock.timestamp();
         let stage = self.pipeline.stages[idx].clone();
         let mut ops = Vec::new();
@@ -709,7 +751,8 @@ impl Driver {
                 status,
             },
         );
-        self.engine.writer.send(ops).await;
+        self.unsent.push(writes);
+        self.unsent.push(ops);
     }
 
     /// The writes that park stage `idx`'s failure in the dead-letter queue as entry `id`.
@@ -779,9 +822,7 @@ impl Driver {
                     self.begin_stop(STOP_CANCEL);
                 }
                 ops.extend(extra);
-                if !ops.is_empty() {
-                    self.engine.writer.send(ops).await;
-                }
+                self.send(ops).await;
                 let _ = ack.send(());
             }
             Control::Reopen {
@@ -936,6 +977,9 @@ impl Driver {
         let fenced = self.fenced();
         let stop = self.stop.load(Ordering::SeqCst);
         let (status, duration_ms, ops) = self.end_ops(stop);
+        // The last attempt's end and its stage's go to the writer right before the run's, so
+        // they share its commit.
+        self.send_unsent().await;
         if fenced {
             tracing::warn!(run = %self.id, "stopped a run this worker no longer holds; another worker resumes it");
         } else {

@@ -763,6 +763,36 @@ fn a_write_the_driver_cannot_send_commits_nothing_of_its_transaction() {
     assert_eq!(count(&mut db), 2);
 }
 
+/// PostgreSQL's text cannot hold NUL (a command's stderr can): such text is stored with
+/// U+FFFD in its place, alone or in an array, where the server would refuse the transaction.
+#[test]
+fn text_with_nul_is_stored_on_postgres() {
+    use opsdeck::store::db::Val;
+    let mut db = Target::Postgres(crate::support::postgres_db())
+        .writer()
+        .unwrap();
+    db.execute("CREATE TABLE t (s text NOT NULL)", &[]).unwrap();
+    db.transaction(|tx| {
+        tx.execute("INSERT INTO t (s) VALUES (?1)", &[Val::Text("a\0b".into())])?;
+        tx.execute(
+            "INSERT INTO t (s) SELECT * FROM unnest(?1::text[])",
+            &[Val::List(vec![
+                Val::Text("c\0".into()),
+                Val::Text("d".into()),
+            ])],
+        )
+        .map(drop)
+    })
+    .unwrap();
+    let stored: Vec<String> = db
+        .rows("SELECT s FROM t ORDER BY s", &[])
+        .unwrap()
+        .into_iter()
+        .map(|mut r| r.opt_text(0).unwrap().unwrap())
+        .collect();
+    assert_eq!(stored, ["a\u{FFFD}b", "c\u{FFFD}", "d"]);
+}
+
 /// A batch that committed but whose answer cannot be read (here it brings back another
 /// worker's event of a kind this version does not know) is answered as committed and stored
 /// once: before, it was committed again request by request, storing its writes twice.

@@ -399,6 +399,12 @@ impl tokio_postgres::types::ToSql for Val {
                 _ => i.to_sql(ty, out),
             },
             Val::Real(f) => f.to_sql(ty, out),
+            // PostgreSQL's text cannot hold NUL, which a stage's output or a request's text
+            // can carry: the server would refuse the whole transaction, losing the writes
+            // beside it. It is stored as U+FFFD, as invalid UTF-8 already is.
+            Val::Text(s) if s.contains('\0') => {
+                s.replace('\0', "\u{FFFD}").as_str().to_sql(ty, out)
+            }
             Val::Text(s) => s.as_str().to_sql(ty, out),
             Val::List(items) => items.to_sql(ty, out),
         }
