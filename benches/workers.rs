@@ -11,8 +11,10 @@
 //!
 //! `OPSDECK_BENCH_PAIRS=<n>` adds `n` pairs of `wait20` batches, one worker then three (or
 //! three then one), taken one right after the other on two databases whose workers are all up
-//! at once, and prints each pair's ratio and their median: a machine whose speed drifts moves
-//! the two halves of a pair together, where criterion's groups are minutes apart.
+//! at once, and prints each pair's ratio, their median and each side's median batch: a
+//! machine whose speed drifts moves the two halves of a pair together, where criterion's
+//! groups are minutes apart. A value that is not a whole number from 1 to 3600 is refused
+//! (exit code 2) before anything is measured.
 
 use std::fmt::Write as _;
 use std::time::{Duration, Instant};
