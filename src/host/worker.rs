@@ -181,6 +181,8 @@ async fn run(
     };
     let beat = lease / 3;
     let mut last_beat: Option<tokio::time::Instant> = None;
+    // Runs seen held here without a driver at the last look (see `release_stranded`).
+    let mut suspects: Vec<crate::model::RunId> = Vec::new();
     let shutdown = host.inner.shutdown.clone();
     let freed = host.inner.runtime.freed();
     let lost = host.inner.writer.lease_lost();
@@ -189,8 +191,13 @@ async fn run(
         let beating = fenced || last_beat.is_none_or(|t| t.elapsed() >= beat);
         if beating {
             last_beat = Some(tokio::time::Instant::now());
-            keep_lease(&host, &slot, lease, &renewed, &gate).await;
+            let held = keep_lease(&host, &slot, lease, &renewed, &gate).await;
             move_dead_workers_runs(&host).await;
+            if held {
+                release_stranded(&host, &slot, &gate, &mut suspects).await;
+            } else {
+                suspects.clear();
+            }
             if claim {
                 lead_canaries_if_free(&host).await;
             }
@@ -257,13 +264,14 @@ fn millis(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
+/// Renews the lease (rejoining when it was lost); true when it was held all along.
 async fn keep_lease(
     host: &Host,
     slot: &WorkerSlot,
     lease: Duration,
     renewed: &Renewed,
     gate: &StartGate,
-) {
+) -> bool {
     let me = slot.id.clone();
     let ms = millis(lease);
     let sent = renewed.now_ms();
@@ -273,7 +281,10 @@ async fn keep_lease(
         .on_conn(move |db| workers::heartbeat(db, &me, ms))
         .await
     {
-        Ok(true) if !host.inner.writer.fenced() => renewed.set(sent),
+        Ok(true) if !host.inner.writer.fenced() => {
+            renewed.set(sent);
+            return true;
+        }
         Ok(held) => {
             if held {
                 tracing::warn!(worker = %slot.id, "the store answers again; this worker's stopped runs go back to the store to be resumed");
@@ -288,6 +299,7 @@ async fn keep_lease(
             tracing::error!(error = %e, "could not renew this worker's lease; not claiming until the store answers");
         }
     }
+    false
 }
 
 /// After losing the lease: stops every run here without recording more (their processes are
@@ -349,6 +361,84 @@ async fn move_dead_workers_runs(host: &Host) {
         }
         Err(e) => tracing::warn!(error = %e, "could not look for workers whose lease ran out"),
     }
+}
+
+/// Lets go of the runs this worker holds in the store but does not drive, once seen so at two
+/// looks in a row (after two lease renewals, a third of the lease apart): a claim committed
+/// whose answer was lost with the connection, a resume that failed after taking its run, or a
+/// run whose end could not be recorded. While this worker keeps its lease nothing else would
+/// ever move them; let go as a dead worker's runs are, any worker claims and resumes them.
+/// Looked at only while no run is on its way to a driver here (nothing reserved or being
+/// taken, the start gate free), so a run being started is never taken for one; a look that
+/// cannot be made starts the count again.
+async fn release_stranded(
+    host: &Host,
+    slot: &WorkerSlot,
+    gate: &StartGate,
+    suspects: &mut Vec<crate::model::RunId>,
+) {
+    let Some(idle) = idle_runs(host, slot, gate).await else {
+        suspects.clear();
+        return;
+    };
+    let (stranded, first_seen): (Vec<_>, Vec<_>) =
+        idle.into_iter().partition(|id| suspects.contains(id));
+    *suspects = first_seen;
+    if stranded.is_empty() {
+        return;
+    }
+    let (me, now) = (slot.id.clone(), host.inner.clock.timestamp());
+    match host
+        .inner
+        .writer
+        .on_conn(move |db| workers::release_stranded(db, &me, &stranded, now))
+        .await
+    {
+        Ok(moved) if moved.is_empty() => {}
+        Ok(moved) => {
+            let runs: Vec<String> = moved.iter().map(ToString::to_string).collect();
+            tracing::warn!(runs = %runs.join(", "), "runs this worker held without driving them were let go for a worker to resume");
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "could not let go of runs this worker holds without driving");
+        }
+    }
+}
+
+/// The unfinished runs this worker holds in the store with no driver here and none on its
+/// way; `None` when that cannot be told now (a run is being started or taken, the worker is
+/// fenced off or stopping, the store did not answer).
+async fn idle_runs(
+    host: &Host,
+    slot: &WorkerSlot,
+    gate: &StartGate,
+) -> Option<Vec<crate::model::RunId>> {
+    let quiet = |host: &Host| {
+        let (driving, starting) = host.inner.runtime.driving();
+        let settled =
+            !starting && !host.inner.writer.fenced() && !host.inner.shutdown.is_cancelled();
+        settled.then_some(driving)
+    };
+    quiet(host)?;
+    // Runs being started hold the gate: looked at next time rather than waited for.
+    let _held = gate.try_lock().ok()?;
+    let before = quiet(host)?;
+    let me = slot.id.clone();
+    let idle = match host
+        .inner
+        .writer
+        .on_conn(move |db| workers::owned_idle(db, &me, &before))
+        .await
+    {
+        Ok(idle) => idle,
+        Err(e) => {
+            tracing::warn!(error = %e, "could not look for runs this worker holds without driving");
+            return None;
+        }
+    };
+    // A run driven or taken since the query read it is not idle.
+    let after = quiet(host)?;
+    Some(idle.into_iter().filter(|id| !after.contains(id)).collect())
 }
 
 /// A long-lived worker that does not drive the canaries takes their lead when the worker that

@@ -277,6 +277,7 @@ pub(crate) async fn launch(
     known: Option<Known>,
 ) -> Result<()> {
     // Only the worker that owns a run drives it (a new run is owned from its start or claim).
+    let _taking = engine.taking();
     if let Some(w) = engine
         .worker
         .as_ref()

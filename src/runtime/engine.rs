@@ -54,6 +54,9 @@ pub(crate) struct Engine {
     /// Runs this worker has taken but not yet started (counted with the active ones, so
     /// starts at the same moment cannot take more than `max_in_flight`).
     pub(crate) reserved: std::sync::atomic::AtomicUsize,
+    /// Runs being taken for this worker in the store by a command (a resume, retry, requeue
+    /// or cancel) and not yet driven or settled: see [`Engine::taking`].
+    pub(crate) taking: std::sync::atomic::AtomicUsize,
     /// Runs a run's end claimed, for the worker's starter; each holds a slot in `reserved`
     /// until started. At most one per run ending, so never more than `max_in_flight`.
     pub(crate) handed: mpsc::UnboundedSender<Handed>,
@@ -77,6 +80,15 @@ impl Engine {
             .is_ok()
     }
 
+    /// Counted from before a command takes a run in the store until the guard drops (the run
+    /// driven, settled or refused): meanwhile the store may say this worker holds a run that
+    /// no driver has yet, and that is not a stranded run.
+    pub(crate) fn taking(&self) -> Taking<'_> {
+        self.taking
+            .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+        Taking(self)
+    }
+
     pub(crate) fn unreserve(&self) {
         self.reserved
             .fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
@@ -85,6 +97,17 @@ impl Engine {
     /// Runs this worker drives or is about to.
     pub(crate) fn load(&self) -> usize {
         lock(&self.active).len() + self.reserved.load(std::sync::atomic::Ordering::Acquire)
+    }
+}
+
+/// See [`Engine::taking`].
+pub(crate) struct Taking<'a>(&'a Engine);
+
+impl Drop for Taking<'_> {
+    fn drop(&mut self) {
+        self.0
+            .taking
+            .fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
     }
 }
 
@@ -158,6 +181,7 @@ impl Runtime {
                 worker: p.worker,
                 freed: Arc::new(tokio::sync::Notify::new()),
                 reserved: std::sync::atomic::AtomicUsize::new(0),
+                taking: std::sync::atomic::AtomicUsize::new(0),
                 handed,
                 handed_rx: Mutex::new(Some(handed_rx)),
                 rejoins: std::sync::atomic::AtomicU64::new(0),
@@ -232,6 +256,16 @@ impl Runtime {
 
     pub fn is_active(&self, id: RunId) -> bool {
         self.e.is_active(id)
+    }
+
+    /// The runs this worker drives now, and whether some run is on its way to a driver
+    /// (between its claim or start and its driver's start): a run the store says this worker
+    /// holds that is neither has no driver here.
+    pub fn driving(&self) -> (Vec<RunId>, bool) {
+        let active = lock(&self.e.active);
+        let starting = self.e.reserved.load(std::sync::atomic::Ordering::Acquire) > 0
+            || self.e.taking.load(std::sync::atomic::Ordering::Acquire) > 0;
+        (active.keys().copied().collect(), starting)
     }
 
     /// Runs in flight now (with, on a worker, those it is starting).
@@ -332,6 +366,7 @@ impl Runtime {
     /// Cancels a run: an active run's attempts are killed and it ends `cancelled`; a pending or
     /// interrupted run is marked `cancelled` at once. `extra` is written with the change.
     pub async fn cancel_run(&self, id: RunId, reason: &str, extra: Vec<Op>) -> Result<()> {
+        let _taking = self.e.taking();
         let (ack, acked) = oneshot::channel();
         let cancel = Control::Cancel {
             reason: reason.to_string(),

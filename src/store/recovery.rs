@@ -4,7 +4,7 @@
 use serde_json::json;
 
 use super::Result;
-use super::db::{Db, Dialect, args};
+use super::db::{Db, Dialect, Val, args};
 use super::writer::{NewEvent, insert_event, max_seq, seq_block};
 use crate::model::{EventKind, RunId, Timestamp};
 
@@ -61,6 +61,54 @@ pub fn interrupt_owned(
     // Other workers claim them now rather than at their next look.
     tx.execute("SELECT pg_notify('opsdeck_work', '')", &[])?;
     Ok((runs, orphans))
+}
+
+/// Lets go those of `runs` that live worker `worker` holds unfinished although it no longer
+/// drives them: a claim committed whose answer never reached the worker (its connection broke
+/// at the commit), a resume that failed after taking its run, or a run whose end could not be
+/// recorded. Nobody else would ever take them while the worker keeps its lease. Pending and
+/// running ones are interrupted first, as a dead worker's are; then any worker claims and
+/// resumes them (finished stages kept). Returns the runs let go.
+pub fn let_go_stranded(
+    tx: &mut Db,
+    worker: &str,
+    runs: &[RunId],
+    now: Timestamp,
+) -> Result<Vec<RunId>> {
+    if runs.is_empty() {
+        return Ok(Vec::new());
+    }
+    let among = Val::List(runs.iter().map(|id| Val::Int(id.0)).collect());
+    let mut held = Vec::new();
+    let mut to_interrupt = Vec::new();
+    for mut r in tx.rows(
+        "SELECT id, status FROM runs WHERE owner = ?1 AND id = ANY(CAST(?2 AS bigint[]))
+           AND status IN ('pending', 'running', 'interrupted') ORDER BY id FOR UPDATE",
+        args![worker, among],
+    )? {
+        let id = RunId(r.i64(0)?);
+        if r.text(1)? != "interrupted" {
+            to_interrupt.push(id);
+        }
+        held.push(id);
+    }
+    if held.is_empty() {
+        return Ok(held);
+    }
+    interrupt(
+        tx,
+        &to_interrupt,
+        now,
+        &format!(
+            "worker {worker} held it without driving it (a start or an end it could not record)"
+        ),
+    )?;
+    tx.execute(
+        "UPDATE runs SET owner = NULL WHERE id = ANY(CAST(?1 AS bigint[]))",
+        args![Val::List(held.iter().map(|id| Val::Int(id.0)).collect())],
+    )?;
+    tx.execute("SELECT pg_notify('opsdeck_work', '')", &[])?;
+    Ok(held)
 }
 
 fn ids(rows: Vec<super::db::Row>) -> Result<Vec<RunId>> {

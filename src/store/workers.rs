@@ -4,9 +4,9 @@
 //! drives it; a worker whose lease ran out has its runs interrupted and let go, for others to
 //! claim and resume. Times are the database's clock, so workers' clocks need not agree.
 
-use super::db::{Db, args};
+use super::db::{Db, Val, args};
 use super::queries::{LoadedRun, START_COLUMNS, run_start};
-use super::recovery::{Orphan, interrupt_owned};
+use super::recovery::{Orphan, interrupt_owned, let_go_stranded};
 use super::{Result, StoreError};
 use crate::model::{RunId, RunStatus, Timestamp, WorkerInfo};
 
@@ -207,6 +207,39 @@ pub fn owner(db: &mut Db, me: &str, id: RunId) -> Result<Option<String>> {
     )?
     .map(|mut r| r.text(0))
     .transpose()
+}
+
+/// At most this many of a worker's idle runs are looked at per look (the rest at the next).
+const IDLE_PER_LOOK: usize = 100;
+
+/// The unfinished runs (pending, running or interrupted) `me` owns other than those it drives
+/// (`driving`): runs it holds in the store with no driver, if they stay that way (see
+/// [`release_stranded`]).
+pub fn owned_idle(db: &mut Db, me: &str, driving: &[RunId]) -> Result<Vec<RunId>> {
+    let driving = Val::List(driving.iter().map(|id| Val::Int(id.0)).collect());
+    db.rows(
+        "SELECT id FROM runs WHERE owner = ?1 AND status IN ('pending', 'running', 'interrupted')
+           AND NOT (id = ANY(CAST(?2 AS bigint[]))) ORDER BY id LIMIT ?3",
+        args![me, driving, IDLE_PER_LOOK],
+    )?
+    .into_iter()
+    .map(|mut r| Ok(RunId(r.i64(0)?)))
+    .collect()
+}
+
+/// Lets go those of `runs` that `me` still owns unfinished (interrupting those pending or
+/// running), for any worker to claim and resume (see [`let_go_stranded`]), behind `me`'s fence
+/// as every write of a worker. Returns those let go.
+pub fn release_stranded(
+    db: &mut Db,
+    me: &str,
+    runs: &[RunId],
+    now: Timestamp,
+) -> Result<Vec<RunId>> {
+    db.transaction(|tx| {
+        super::writer::fence_pass(tx, me)?;
+        let_go_stranded(tx, me, runs, now)
+    })
 }
 
 /// Lets go every run `me` owns and removes its row: a worker stopping on purpose.

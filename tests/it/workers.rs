@@ -145,6 +145,14 @@ fn three_workers_share_200_runs_and_run_every_stage_once() {
             .collect::<Vec<_>>()
     );
     assert_eq!(count(&url, "SELECT COUNT(*) FROM attempts"), 800);
+    // No run was taken for one held without a driver while its start was under way.
+    assert_eq!(
+        count(
+            &url,
+            "SELECT COUNT(*) FROM events WHERE kind = 'run_interrupted'"
+        ),
+        0
+    );
     // Ended, every run is nobody's (any worker may retry it).
     assert_eq!(
         count(&url, "SELECT COUNT(*) FROM runs WHERE owner IS NOT NULL"),
@@ -166,6 +174,86 @@ fn three_workers_share_200_runs_and_run_every_stage_once() {
         "the runs went to one worker: {ran:?}"
     );
     drop(workers);
+}
+
+/// A run a live worker holds in the store without driving it (a claim committed whose answer
+/// the worker never read, a run whose end could not be recorded) would wait for as long as the
+/// worker keeps its lease: the worker sees it so at two looks in a row, interrupts it and lets
+/// it go, and it is claimed and finished, its stages run once.
+#[test]
+fn a_run_its_worker_holds_without_driving_it_is_let_go_and_finished() {
+    let url = postgres_db();
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("attempts.log");
+    let one = format!(
+        "[pipeline]\nname = \"one\"\n{}",
+        noting("a", &[], &log, "0")
+    );
+    let w = worker(&url, &[("one", one)], 3);
+    let first = post_run(&w.2, "one");
+    all_succeed(&url, 1);
+    // Copies of that run held by the worker with no driver anywhere: as a lost claim answer
+    // leaves a new run (pending), as an unrecorded end leaves one (running), and as a lost
+    // claim answer or a failed resume leaves a run to resume (interrupted).
+    for (id, status) in [
+        (900_001, "pending"),
+        (900_002, "running"),
+        (900_003, "interrupted"),
+    ] {
+        sql(
+            &url,
+            &format!(
+                "INSERT INTO runs SELECT (jsonb_populate_record(NULL::runs, to_jsonb(r) || jsonb_build_object(
+                   'id', {id}, 'status', '{status}', 'owner', (SELECT id FROM workers),
+                   'started_at', CASE WHEN '{status}' <> 'pending' THEN r.started_at END,
+                   'finished_at', NULL))).* FROM runs r WHERE r.id = {first}"
+            ),
+        );
+        sql(
+            &url,
+            &format!(
+                "INSERT INTO stages SELECT (jsonb_populate_record(NULL::stages, to_jsonb(s) ||
+                   jsonb_build_object('run_id', {id}, 'status', 'pending'))).* FROM stages s
+                 WHERE s.run_id = {first}"
+            ),
+        );
+    }
+    all_succeed(&url, 4);
+    let interrupted = |run: i64| {
+        sql(
+            &url,
+            &format!("SELECT data FROM events WHERE run_id = {run} AND kind = 'run_interrupted'"),
+        )
+        .iter()
+        .map(|r| r.get::<_, String>(0))
+        .collect::<Vec<_>>()
+    };
+    for run in [900_001, 900_002] {
+        let why = interrupted(run);
+        assert_eq!(why.len(), 1, "run {run}: {why:?}");
+        assert!(why[0].contains("held it without driving it"), "{why:?}");
+    }
+    // Already interrupted: only let go.
+    assert!(interrupted(900_003).is_empty());
+    assert!(
+        interrupted(first).is_empty(),
+        "the driven run was left alone"
+    );
+    let seen = noted(&log);
+    for run in [first, 900_001, 900_002, 900_003] {
+        assert_eq!(
+            seen.get(&(run, "a".into(), 1)),
+            Some(&1),
+            "run {run}: {seen:?}"
+        );
+    }
+    assert_eq!(seen.len(), 4, "{seen:?}");
+    assert_eq!(
+        count(&url, "SELECT COUNT(*) FROM runs WHERE owner IS NOT NULL"),
+        0
+    );
+    assert_gap_free(&url);
+    drop(w);
 }
 
 /// Each worker runs no more than its `max_in_flight` at once, however its slots are handed
