@@ -30,6 +30,12 @@ string_enum!(
         AssetChanged => "asset_changed",
         /// A command from an actor, done or refused: the audit record, in the live log too.
         Audit => "audit",
+        /// An event of a kind this version does not know, written by a newer version sharing
+        /// the store or served by a newer server (a rolling upgrade). Read from the store, it
+        /// carries its own kind and data in its data (`{"kind": …, "data": …}`), so streams go
+        /// on past it and show it, where refusing it would stop them.
+        #[serde(other)]
+        Unknown => "unknown",
     }
 );
 
@@ -158,6 +164,11 @@ fn summarize(kind: EventKind, d: &Value) -> Option<String> {
                 .unwrap_or_default(),
             text(d, "actor")?,
             because(d)
+        )),
+        K::Unknown => Some(format!(
+            "an event of kind {} from a newer version: {}",
+            text(d, "kind")?,
+            d.get("data")?
         )),
         K::Audit => {
             let s = |k: &str| text(d, k).unwrap_or("-");
@@ -332,5 +343,24 @@ mod tests {
         assert_eq!(e.summary(), r#"{"status":"failed"}"#);
         let e = event(EventKind::DlqAdded, json!("odd"));
         assert_eq!(e.summary(), r#""odd""#);
+    }
+
+    #[test]
+    fn an_event_of_a_kind_a_newer_version_added_is_read_not_refused() {
+        // From a newer server's stream: the kind is not known here, the event still is.
+        let e: Event = serde_json::from_value(json!({"seq": 9, "at": "2026-12-02T00:00:00Z",
+            "kind": "from_the_future", "run_id": null, "stage": null, "data": {"x": 1}}))
+        .unwrap();
+        assert_eq!((e.seq, e.kind), (9, EventKind::Unknown));
+        assert_eq!(e.summary(), r#"{"x":1}"#);
+        // From the store, where its kind is kept in its data.
+        let e = event(
+            EventKind::Unknown,
+            json!({"kind": "from_the_future", "data": {"x": 1}}),
+        );
+        assert_eq!(
+            e.summary(),
+            r#"an event of kind from_the_future from a newer version: {"x":1}"#
+        );
     }
 }

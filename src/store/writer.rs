@@ -1034,9 +1034,9 @@ fn land(
 }
 
 /// Why a batch's writes were not published: they were not committed, or they were and the
-/// answer could not be read (rows of a kind this version does not know, written by a newer
-/// worker). Such a batch is not committed again, which would store its writes twice and out
-/// of order.
+/// answer could not be read (rows this version cannot decode, or an event counter that cannot
+/// have numbered the batch's events). Such a batch is not committed again, which would store
+/// its writes twice and out of order.
 enum Failed {
     Before(StoreError),
     After(StoreError),

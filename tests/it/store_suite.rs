@@ -793,9 +793,9 @@ fn text_with_nul_is_stored_on_postgres() {
     assert_eq!(stored, ["a\u{FFFD}b", "c\u{FFFD}", "d"]);
 }
 
-/// A batch that committed but whose answer cannot be read (here it brings back another
-/// worker's event of a kind this version does not know) is answered as committed and stored
-/// once: before, it was committed again request by request, storing its writes twice.
+/// A batch that committed but whose answer cannot be read (here the event counter, set wrong
+/// behind the writer's back, cannot have numbered its events) is answered as committed and
+/// stored once: before, it was committed again request by request, storing its writes twice.
 #[test]
 fn a_batch_committed_with_an_unreadable_answer_is_stored_once() {
     let target = Target::Postgres(crate::support::postgres_db());
@@ -808,15 +808,8 @@ fn a_batch_committed_with_an_unreadable_answer_is_stored_once() {
             .commit(vec![event(EventKind::RunCreated, None, json!({"n": 1}))])
             .await
             .unwrap();
-        // A newer worker's event, numbered after the first.
         other
-            .execute("UPDATE event_seq SET last = last + 1", &[])
-            .unwrap();
-        other
-            .execute(
-                "INSERT INTO events (seq, at, kind, data) VALUES (2, '2026-12-02T00:00:00Z', 'from_the_future', '{}')",
-                &[],
-            )
+            .execute("UPDATE event_seq SET last = -10", &[])
             .unwrap();
         let second = writer
             .commit(vec![event(EventKind::RunCreated, None, json!({"n": 2}))])
@@ -831,4 +824,74 @@ fn a_batch_committed_with_an_unreadable_answer_is_stored_once() {
         .i64(0)
         .unwrap();
     assert_eq!(twice, 1, "the second write is stored once");
+}
+
+/// An event of a kind this version does not know (a newer worker's, during a rolling upgrade)
+/// is read and streamed as `unknown`, its kind and data kept inside its data, and the stream
+/// goes on past it: refusing it stopped every stream at it.
+#[test]
+fn an_event_of_a_kind_this_version_does_not_know_is_read_and_streamed() {
+    let url = crate::support::postgres_db();
+    let target = Target::Postgres(url.clone());
+    let mut db = target.writer().unwrap();
+    schema::migrate(&mut db).unwrap();
+    let (rt, writer, thread, mut live) = writer_on(db);
+    let mut other = target.writer().unwrap();
+    let seen = rt.block_on(async {
+        writer
+            .commit(vec![event(EventKind::RunCreated, None, json!({"n": 1}))])
+            .await
+            .unwrap();
+        // A newer worker's event, numbered after the first.
+        other
+            .execute("UPDATE event_seq SET last = last + 1", &[])
+            .unwrap();
+        other
+            .execute(
+                "INSERT INTO events (seq, at, kind, data) VALUES (2, '2026-12-02T00:00:00Z', 'from_the_future', '{\"x\":1}')",
+                &[],
+            )
+            .unwrap();
+        writer
+            .commit(vec![event(EventKind::RunCreated, None, json!({"n": 3}))])
+            .await
+            .unwrap();
+        let mut seen = Vec::new();
+        for _ in 0..3 {
+            let e = tokio::time::timeout(std::time::Duration::from_secs(30), live.recv())
+                .await
+                .expect("the live stream went on")
+                .unwrap();
+            seen.push((e.seq, e.kind, e.data.clone()));
+        }
+        writer.close().await;
+        seen
+    });
+    thread.join();
+    let unknown = (
+        2,
+        EventKind::Unknown,
+        json!({"kind": "from_the_future", "data": {"x": 1}}),
+    );
+    assert_eq!(
+        seen,
+        [
+            (1, EventKind::RunCreated, json!({"n": 1})),
+            unknown.clone(),
+            (3, EventKind::RunCreated, json!({"n": 3})),
+        ]
+    );
+    // Read from the store, as a stream resumed from the table is.
+    let read = Reader::on(target.writer().unwrap()).events(0, 10).unwrap();
+    let kinds: Vec<_> = read
+        .iter()
+        .map(|e| (e.seq, e.kind, e.data.clone()))
+        .collect();
+    assert_eq!(kinds[1], unknown);
+    assert_eq!(kinds.len(), 3);
+    assert!(
+        read[1].summary().contains("from_the_future"),
+        "{}",
+        read[1].summary()
+    );
 }
