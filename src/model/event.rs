@@ -30,18 +30,19 @@ string_enum!(
         AssetChanged => "asset_changed",
         /// A command from an actor, done or refused: the audit record, in the live log too.
         Audit => "audit",
-        /// An event of a kind this version does not know, written by a newer version sharing
-        /// the store or served by a newer server (a rolling upgrade). Read from the store, it
-        /// carries its own kind and data in its data (`{"kind": …, "data": …}`), so streams go
-        /// on past it and show it, where refusing it would stop them.
-        #[serde(other)]
+        /// An event of a kind this version does not know, written by another version sharing
+        /// the store or sent by another version's server (a rolling upgrade). It carries its
+        /// own kind and data in its data (`{"kind": …, "data": …}`, see [`Event::read`]), so
+        /// streams go on past it and show it, where refusing it would stop them.
         Unknown => "unknown",
     }
 );
 
 /// One entry of the event log. `seq` is gap-free and strictly increasing, so a client that
 /// remembers the last `seq` it saw can resume without missing or repeating anything.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// Decoded through [`Event::read`], like a row of the store, so a kind this version does not
+/// know takes the same shape whichever way it came.
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Event {
     pub seq: u64,
     pub at: Timestamp,
@@ -55,7 +56,60 @@ pub struct Event {
 /// backlog (`[server] resume_horizon`).
 pub const DEFAULT_RESUME_HORIZON: u64 = 10_000;
 
+/// Most characters of an unknown event kind kept (a kind is a short name; the rest of a
+/// longer one is dropped rather than carried into every stream).
+const MAX_UNKNOWN_KIND: usize = 64;
+
+/// An event as it travels (JSON), its kind as the text it was sent as.
+#[derive(Deserialize)]
+struct Wire {
+    seq: u64,
+    at: Timestamp,
+    kind: String,
+    run_id: Option<RunId>,
+    stage: Option<String>,
+    data: Value,
+}
+
+impl<'de> Deserialize<'de> for Event {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Event, D::Error> {
+        let w = Wire::deserialize(d)?;
+        Ok(Event::read(w.seq, w.at, &w.kind, w.run_id, w.stage, w.data))
+    }
+}
+
 impl Event {
+    /// An event read back (from the store or from a server). A kind this version does not
+    /// know (a newer version's) becomes [`EventKind::Unknown`] with its name and data kept in
+    /// its data, `{"kind": …, "data": …}`: shown, never refused.
+    pub fn read(
+        seq: u64,
+        at: Timestamp,
+        kind: &str,
+        run_id: Option<RunId>,
+        stage: Option<String>,
+        data: Value,
+    ) -> Event {
+        let (kind, data) = match kind.parse::<EventKind>() {
+            Ok(known) => (known, data),
+            Err(_) => {
+                let name: String = kind.chars().take(MAX_UNKNOWN_KIND).collect();
+                (
+                    EventKind::Unknown,
+                    serde_json::json!({"kind": name, "data": data}),
+                )
+            }
+        };
+        Event {
+            seq,
+            at,
+            kind,
+            run_id,
+            stage,
+            data,
+        }
+    }
+
     /// The event's data as one line a person reads at a glance (`attempt 2 failed in 1.2s:
     /// exit_code: exited with status 1`), for the text views of the log; the JSON views and
     /// an event's own record keep every field. Data of an unexpected shape (an event written
@@ -122,6 +176,17 @@ fn ended(d: &Value) -> String {
     format!("{took}{error}")
 }
 
+/// Most characters of an unknown event's data shown in its one-line summary.
+const MAX_UNKNOWN_SHOWN: usize = 200;
+
+/// `s` cut to `max` characters, with an ellipsis when cut.
+fn clip(s: &str, max: usize) -> String {
+    match s.char_indices().nth(max) {
+        Some((at, _)) => format!("{}…", &s[..at]),
+        None => s.to_string(),
+    }
+}
+
 fn summarize(kind: EventKind, d: &Value) -> Option<String> {
     use EventKind as K;
     match kind {
@@ -166,9 +231,9 @@ fn summarize(kind: EventKind, d: &Value) -> Option<String> {
             because(d)
         )),
         K::Unknown => Some(format!(
-            "an event of kind {} from a newer version: {}",
+            "an event of kind {} this version does not know: {}",
             text(d, "kind")?,
-            d.get("data")?
+            clip(&d.get("data")?.to_string(), MAX_UNKNOWN_SHOWN)
         )),
         K::Audit => {
             let s = |k: &str| text(d, k).unwrap_or("-");
@@ -348,19 +413,33 @@ mod tests {
     #[test]
     fn an_event_of_a_kind_a_newer_version_added_is_read_not_refused() {
         // From a newer server's stream: the kind is not known here, the event still is.
-        let e: Event = serde_json::from_value(json!({"seq": 9, "at": "2026-12-02T00:00:00Z",
-            "kind": "from_the_future", "run_id": null, "stage": null, "data": {"x": 1}}))
-        .unwrap();
+        let sent = json!({"seq": 9, "at": "2026-12-02T00:00:00Z",
+            "kind": "from_the_future", "run_id": null, "stage": null, "data": {"x": 1}});
+        let e: Event = serde_json::from_value(sent).unwrap();
         assert_eq!((e.seq, e.kind), (9, EventKind::Unknown));
-        assert_eq!(e.summary(), r#"{"x":1}"#);
-        // From the store, where its kind is kept in its data.
-        let e = event(
-            EventKind::Unknown,
-            json!({"kind": "from_the_future", "data": {"x": 1}}),
-        );
+        // The same shape as read from the store: its kind and data kept in its data.
+        let stored = Event::read(9, e.at, "from_the_future", None, None, json!({"x": 1}));
+        assert_eq!(e, stored);
+        assert_eq!(e.data, json!({"kind": "from_the_future", "data": {"x": 1}}));
         assert_eq!(
             e.summary(),
-            r#"an event of kind from_the_future from a newer version: {"x":1}"#
+            r#"an event of kind from_the_future this version does not know: {"x":1}"#
         );
+        // Sent on by a server of this version, it reads the same again.
+        let again: Event = serde_json::from_value(serde_json::to_value(&e).unwrap()).unwrap();
+        assert_eq!(again, e);
+        // A known kind is read as itself; a long unknown one is cut, and so is its summary.
+        let known = Event::read(1, e.at, "run_started", None, None, json!({}));
+        assert_eq!(known.kind, EventKind::RunStarted);
+        let long = Event::read(
+            1,
+            e.at,
+            &"k".repeat(500),
+            None,
+            None,
+            json!("v".repeat(5000)),
+        );
+        assert_eq!(long.data["kind"].as_str().unwrap().len(), MAX_UNKNOWN_KIND);
+        assert!(long.summary().chars().count() < 400, "{}", long.summary());
     }
 }

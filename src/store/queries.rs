@@ -167,32 +167,16 @@ const DLQ_LIST_COLUMNS: &str =
     "id, run_id, pipeline, stage_id, attempts, 'null', error_code, error_message, created_at";
 
 pub(super) fn event(mut row: Row) -> Result<Event> {
-    let name = row.text(2)?;
-    let data = json(row.opt_text(5)?).unwrap_or(Value::Null);
-    // A kind this version does not know (a newer worker's): kept, named inside its data.
-    let (kind, data) = match name.parse::<crate::model::EventKind>() {
-        Ok(kind) => (kind, data),
-        Err(_) => {
-            let shown: String = name.chars().take(MAX_UNKNOWN_KIND).collect();
-            (
-                crate::model::EventKind::Unknown,
-                serde_json::json!({"kind": shown, "data": data}),
-            )
-        }
-    };
-    Ok(Event {
-        seq: row.i64(0)?.unsigned_abs(),
-        at: ts0(row.opt_text(1)?),
-        kind,
-        run_id: row.opt_i64(3)?.map(RunId),
-        stage: row.opt_text(4)?,
-        data,
-    })
+    // A kind this version does not know (another version's) is kept, named inside its data.
+    Ok(Event::read(
+        row.i64(0)?.unsigned_abs(),
+        ts0(row.opt_text(1)?),
+        &row.text(2)?,
+        row.opt_i64(3)?.map(RunId),
+        row.opt_text(4)?,
+        json(row.opt_text(5)?).unwrap_or(Value::Null),
+    ))
 }
-
-/// Most characters of an unknown event kind kept (a kind is a short name; the rest of a
-/// longer one is dropped rather than carried into every stream).
-const MAX_UNKNOWN_KIND: usize = 64;
 
 /// Maps every row with `f`.
 fn all<T>(rows: Vec<Row>, f: impl FnMut(Row) -> Result<T>) -> Result<Vec<T>> {
