@@ -56,7 +56,7 @@ pub struct Event {
 /// backlog (`[server] resume_horizon`).
 pub const DEFAULT_RESUME_HORIZON: u64 = 10_000;
 
-/// Most characters of an unknown event kind kept (a kind is a short name; the rest of a
+/// Most bytes of an unknown event kind kept (a kind is a short name; the rest of a
 /// longer one is dropped rather than carried into every stream).
 const MAX_UNKNOWN_KIND: usize = 64;
 
@@ -93,7 +93,7 @@ impl Event {
         let (kind, data) = match kind.parse::<EventKind>() {
             Ok(known) => (known, data),
             Err(_) => {
-                let name: String = kind.chars().take(MAX_UNKNOWN_KIND).collect();
+                let name = super::control::bounded(kind, MAX_UNKNOWN_KIND);
                 (
                     EventKind::Unknown,
                     serde_json::json!({"kind": name, "data": data}),
@@ -176,16 +176,8 @@ fn ended(d: &Value) -> String {
     format!("{took}{error}")
 }
 
-/// Most characters of an unknown event's data shown in its one-line summary.
+/// Most bytes of an unknown event's data shown in its one-line summary.
 const MAX_UNKNOWN_SHOWN: usize = 200;
-
-/// `s` cut to `max` characters, with an ellipsis when cut.
-fn clip(s: &str, max: usize) -> String {
-    match s.char_indices().nth(max) {
-        Some((at, _)) => format!("{}…", &s[..at]),
-        None => s.to_string(),
-    }
-}
 
 fn summarize(kind: EventKind, d: &Value) -> Option<String> {
     use EventKind as K;
@@ -233,7 +225,7 @@ fn summarize(kind: EventKind, d: &Value) -> Option<String> {
         K::Unknown => Some(format!(
             "an event of kind {} this version does not know: {}",
             text(d, "kind")?,
-            clip(&d.get("data")?.to_string(), MAX_UNKNOWN_SHOWN)
+            super::control::bounded(&d.get("data")?.to_string(), MAX_UNKNOWN_SHOWN)
         )),
         K::Audit => {
             let s = |k: &str| text(d, k).unwrap_or("-");

@@ -366,7 +366,7 @@ impl Runtime {
     /// Cancels a run: an active run's attempts are killed and it ends `cancelled`; a pending or
     /// interrupted run is marked `cancelled` at once. `extra` is written with the change.
     pub async fn cancel_run(&self, id: RunId, reason: &str, extra: Vec<Op>) -> Result<()> {
-        let _taking = self.e.taking();
+        let taking = self.e.taking();
         let (ack, acked) = oneshot::channel();
         let cancel = Control::Cancel {
             reason: reason.to_string(),
@@ -396,6 +396,9 @@ impl Runtime {
                     // The worker that drives it cancels it; the request is recorded here.
                     self.e.writer.commit(extra).await?;
                     tracing::info!(run = %id, worker = %owner, "asked the worker driving the run to cancel it");
+                    // Nothing is taken here: the wait (as long as the run takes to stop) does
+                    // not hold back the look for stranded runs.
+                    drop(taking);
                     self.wait(id).await?;
                     return Ok(());
                 }
