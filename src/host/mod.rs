@@ -332,6 +332,13 @@ impl Host {
         );
         let breakers = reader.breakers()?;
         drop(reader);
+        // A long-lived worker takes runs others started or left; a one-off command does not.
+        let claimer = match &me {
+            Some(w) if opts.schedules => {
+                Some(crate::store::Claimer::spawn(target.clone(), w.id.clone())?)
+            }
+            _ => None,
+        };
         let runtime = Runtime::new(runtime::Parts {
             pipelines: ws.catalog().clone(),
             dir: ws.dir.clone(),
@@ -345,7 +352,7 @@ impl Host {
             worker: me.as_ref().map(|w| runtime::WorkerSlot {
                 id: w.id.clone(),
                 max_in_flight: usize::try_from(w.max_in_flight).unwrap_or(usize::MAX),
-                claims: opts.schedules,
+                claimer,
             }),
         });
         runtime.restore_breakers(breakers);

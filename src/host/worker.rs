@@ -227,7 +227,7 @@ async fn run(
 /// losing its lease: no run starts between the fence and the rejoin handing its runs back.
 type StartGate = Arc<tokio::sync::Mutex<()>>;
 
-/// Starts the runs this worker's run ends claimed (see `Op::Claim`), each in the slot its
+/// Starts the runs this worker's run ends claimed (see `store::Claimer`), each in the slot its
 /// ending run left; none while this worker is fenced off (they are its in the store, so they
 /// go back when it rejoins).
 async fn start_handed(
@@ -505,25 +505,16 @@ async fn hand_over_cancels(host: &Host, slot: &WorkerSlot) {
 }
 
 async fn claim_runs(host: &Host, slot: &WorkerSlot) {
+    let Some(claimer) = slot.claimer.as_ref() else {
+        return;
+    };
     let room = slot
         .max_in_flight
         .saturating_sub(host.inner.runtime.running());
     if room == 0 || host.inner.shutdown.is_cancelled() {
         return;
     }
-    let me = slot.id.clone();
-    let claimed = match host
-        .inner
-        .writer
-        .on_conn(move |db| workers::claim(db, &me, room))
-        .await
-    {
-        Ok(claimed) => claimed,
-        Err(e) => {
-            tracing::warn!(error = %e, "could not claim runs");
-            return;
-        }
-    };
+    let claimed = claimer.claim(room).await;
     // Started side by side: their first writes share commits, and a wave of freed slots is
     // filled at once rather than one run after another.
     let starts = claimed

@@ -19,7 +19,7 @@ use crate::model::asset::{INPUT_KEY, input_value};
 use crate::model::{
     AttemptError, DlqEntry, DlqId, EventKind, RunId, RunStatus, StageStatus, Timestamp,
 };
-use crate::store::{ClaimAnswer, LoadedStage, Op, clip_json};
+use crate::store::{LoadedStage, Op, clip_json};
 use crate::sync::lock;
 
 pub(crate) const STOP_NONE: u8 = 0;
@@ -925,48 +925,50 @@ impl Driver {
     }
 
     /// Commits the run's end (`ops`). A worker that claims runs claims the next waiting one
-    /// in the same transaction and hands it this run's slot.
-    async fn record_end(&self, mut ops: Vec<Op>, status: RunStatus, duration_ms: i64) {
-        let claim = self
+    /// meanwhile, apart from the end's commit, and hands it this run's slot as soon as it has
+    /// it: the next run does not wait for this one's end to be written.
+    async fn record_end(&self, ops: Vec<Op>, status: RunStatus, duration_ms: i64) {
+        let claimer = self
             .engine
             .worker
             .as_ref()
             // Not beyond the worker's room (a retry or resume may have started runs past it).
             .filter(|w| {
-                w.claims
-                    && !self.engine.shutdown.is_cancelled()
-                    && self.engine.load() <= w.max_in_flight
+                !self.engine.shutdown.is_cancelled() && self.engine.load() <= w.max_in_flight
             })
-            .map(|w| {
-                let (to, claimed) = oneshot::channel();
-                ops.push(Op::Claim {
-                    worker: w.id.clone(),
-                    answer: ClaimAnswer::new(to),
-                });
-                claimed
-            });
-        match self.engine.writer.commit(ops).await {
-            Err(e) => {
-                tracing::error!(run = %self.id, error = %e, "could not record the end of a run");
+            .and_then(|w| w.claimer.as_ref());
+        let commit = async {
+            match self.engine.writer.commit(ops).await {
+                Err(e) => {
+                    tracing::error!(run = %self.id, error = %e, "could not record the end of a run");
+                }
+                Ok(()) => {
+                    tracing::info!(run = %self.id, pipeline = %self.pipeline.name, %status, duration_ms, "run ended");
+                }
             }
-            Ok(()) => {
-                tracing::info!(run = %self.id, pipeline = %self.pipeline.name, %status, duration_ms, "run ended");
+        };
+        let hand_on = async {
+            if let Some(claimer) = claimer {
+                // Until handed on (its slot reserved), the run claimed is this worker's in
+                // the store with no driver: not one to let go as stranded.
+                let _taking = self.engine.taking();
+                let rejoins = self.engine.rejoins.load(Ordering::Acquire);
+                // Nothing claimed (nothing waiting, or the claim failed): the slot is freed
+                // when the run lets go, as without a claim.
+                for run in claimer.claim(1).await {
+                    self.hand_on(run, rejoins);
+                }
             }
-        }
-        if let Some(claimed) = claim {
-            // Nothing claimed (nothing waiting, or the batch failed): the slot is freed when
-            // the run lets go, as without a claim.
-            for run in claimed.await.unwrap_or_default() {
-                self.hand_on(run);
-            }
-        }
+        };
+        tokio::join!(commit, hand_on);
     }
 
     /// Hands a run this run's end claimed to the worker's starter, in this run's slot (held
-    /// in `reserved` until the new run counts itself).
-    fn hand_on(&self, run: crate::store::workers::Claimed) {
+    /// in `reserved` until the new run counts itself). `rejoins`: as counted before the claim,
+    /// so that a run claimed before a rejoin (which gave it back) is not started.
+    fn hand_on(&self, run: crate::store::workers::Claimed, rejoins: u64) {
         self.engine.reserved.fetch_add(1, Ordering::AcqRel);
-        let handed = super::engine::Handed::new(run, self.engine.rejoins.load(Ordering::Acquire));
+        let handed = super::engine::Handed::new(run, rejoins);
         if self.engine.handed.send(handed).is_err() {
             self.engine.unreserve();
         }

@@ -129,8 +129,8 @@ pub struct WorkerSlot {
     pub id: String,
     pub max_in_flight: usize,
     /// Takes runs others started or left (a long-lived host): a run's end then claims the
-    /// next waiting run in its own transaction.
-    pub claims: bool,
+    /// next waiting run through it, beside the end's commit.
+    pub claimer: Option<crate::store::Claimer>,
 }
 
 /// What the runtime is built from; the host owns the store, the clock and the tasks.

@@ -60,22 +60,6 @@ pub(super) fn in_chunks<T>(
     Ok(())
 }
 
-/// The batch's claims (one run each) as one statement, kept first: before the counter's row
-/// is taken, so it is held no longer.
-fn keep_claims(tx: &mut Db, ops: &[&Op]) -> Result<()> {
-    let claims: Vec<&str> = ops
-        .iter()
-        .filter_map(|op| match op {
-            Op::Claim { worker, .. } => Some(worker.as_str()),
-            _ => None,
-        })
-        .collect();
-    match claims.first() {
-        Some(me) => super::workers::keep_claim(tx, me, claims.len()),
-        None => Ok(()),
-    }
-}
-
 /// At most this many of other workers' events come back with a commit; more are read after.
 pub(super) const OTHERS_WITH_COMMIT: usize = 1_000;
 
@@ -180,7 +164,6 @@ pub(super) fn apply_postgres(
     if wake {
         apply_op(tx, &Op::WakeWorkers, 0, &mut Vec::new())?;
     }
-    keep_claims(tx, ops)?;
     if evs.is_empty() {
         return Ok(());
     }

@@ -5,6 +5,7 @@
 mod assets;
 pub mod backup;
 mod batch;
+mod claims;
 pub mod db;
 pub mod migrate;
 mod queries;
@@ -19,10 +20,11 @@ use std::time::Duration;
 use rusqlite::{Connection, OpenFlags};
 
 pub use assets::{AssetRow, no_asset};
+pub use claims::Claimer;
 pub use db::{Db, Dialect};
 pub use queries::{CountCache, LoadedRun, LoadedStage, ReadPool, Reader};
 pub use recovery::{Orphan, mark_interrupted};
-pub use writer::{ClaimAnswer, IdKind, NewEvent, NewStage, Op, Reopen, Writer, WriterThread};
+pub use writer::{IdKind, NewEvent, NewStage, Op, Reopen, Writer, WriterThread};
 
 /// A store failure, as one sentence. Cloneable so a batch failure can be reported to every
 /// request in the batch.

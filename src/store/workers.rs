@@ -132,41 +132,37 @@ pub struct Claimed {
     pub unstarted: Option<LoadedRun>,
 }
 
-/// Claims up to `n` runs no worker owns that are waiting to start or to be resumed.
+/// Claims up to `n` runs no worker owns that are waiting to start or to be resumed; none while
+/// `me` holds no lease (its row gone: the others took its runs, and it is fenced off).
+///
+/// One statement on its own, its commit not waiting for the disk (the connection is the
+/// claimer's, see [`super::Claimer`]): a claim sits between a freed slot and the next run's
+/// start, and the server works through one message where a transaction of its own took five.
+/// Whatever relies on the claim (the run's start, its stages) is committed later, durably.
+/// `me`'s row is share-locked as the fence's is, so a worker declared dead at that moment
+/// either claims before its runs are taken or claims nothing.
 pub fn claim(db: &mut Db, me: &str, n: usize) -> Result<Vec<Claimed>> {
     if n == 0 {
         return Ok(Vec::new());
     }
-    // Sent with the transaction's other statements and its commit: a claim is one round trip,
-    // and it sits between a freed slot and the next run's start.
-    quick(db, |db| {
-        super::writer::fence_pass(db, me)?;
-        keep_claim(db, me, n)
-    })?;
-    db.take_kept()
-        .unwrap_or_default()
-        .into_iter()
-        .map(claimed)
-        .collect()
-}
-
-/// Claims up to `n` runs for `me` inside the caller's transaction; its rows are kept
-/// ([`Db::keep`]) for [`claimed`].
-pub(super) fn keep_claim(db: &mut Db, me: &str, n: usize) -> Result<()> {
-    db.keep(
+    db.rows(
         &format!(
-            "WITH taken AS (
-                SELECT id, cancel_requested FROM runs
-                WHERE owner IS NULL AND status IN ('pending', 'interrupted')
-                ORDER BY id LIMIT ?2 FOR UPDATE SKIP LOCKED)
+            "WITH me AS (SELECT id FROM workers WHERE id = ?1 FOR KEY SHARE),
+             taken AS (
+                SELECT r.id, r.cancel_requested FROM runs r, me
+                WHERE r.owner IS NULL AND r.status IN ('pending', 'interrupted')
+                ORDER BY r.id LIMIT ?2 FOR UPDATE OF r SKIP LOCKED)
              UPDATE runs r SET owner = ?1, cancel_requested = NULL FROM taken WHERE r.id = taken.id
              RETURNING r.id, r.status, taken.cancel_requested, {START_COLUMNS}"
         ),
         args![me, n],
-    )
+    )?
+    .into_iter()
+    .map(claimed)
+    .collect()
 }
 
-/// A run as [`keep_claim`] claimed it.
+/// A run as [`claim`] claimed it.
 pub(super) fn claimed(mut r: super::db::Row) -> Result<Claimed> {
     let text = r.text(1)?;
     let status: RunStatus = text.parse().map_err(|_| {

@@ -179,38 +179,6 @@ pub enum Op {
     /// Tells the other workers there is a run to claim, when the batch commits (PostgreSQL;
     /// nothing on SQLite). A batch sends it once however many it holds.
     WakeWorkers,
-    /// Claims one waiting run for `worker` in the batch's own transaction (PostgreSQL; nothing
-    /// on SQLite): a run's end hands its slot on without a transaction of its own. The run
-    /// claimed, if any, is sent to `answer` once the batch has committed.
-    Claim {
-        worker: String,
-        answer: ClaimAnswer,
-    },
-}
-
-/// Where a batch's [`Op::Claim`] sends what it claimed (dropped unanswered when the batch
-/// fails: nothing was claimed).
-#[derive(Clone)]
-pub struct ClaimAnswer(
-    Arc<std::sync::Mutex<Option<oneshot::Sender<Vec<super::workers::Claimed>>>>>,
-);
-
-impl ClaimAnswer {
-    pub fn new(to: oneshot::Sender<Vec<super::workers::Claimed>>) -> ClaimAnswer {
-        ClaimAnswer(Arc::new(std::sync::Mutex::new(Some(to))))
-    }
-
-    fn send(&self, claimed: Vec<super::workers::Claimed>) {
-        if let Some(to) = crate::sync::lock(&self.0).take() {
-            let _ = to.send(claimed);
-        }
-    }
-}
-
-impl std::fmt::Debug for ClaimAnswer {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("ClaimAnswer")
-    }
 }
 
 impl Op {
@@ -668,7 +636,7 @@ impl Link {
         generation: &AtomicU64,
     ) -> std::result::Result<(), Failed> {
         let applied = self.apply(ops)?;
-        self.publish(ops, applied, events, generation);
+        self.publish(applied, events, generation);
         Ok(())
     }
 
@@ -703,17 +671,15 @@ impl Link {
         let count = event_count(ops);
         let applied =
             applied_postgres(&mut || kept.pop_front(), ops, count).map_err(Failed::After)?;
-        self.publish(ops, applied, events, generation);
+        self.publish(applied, events, generation);
         Ok(())
     }
 
-    /// Publishes what a committed batch (`ops`) brought, counting the batch, and answers its
-    /// claims.
-    fn publish(&mut self, ops: &[&Op], applied: Applied, events: &Outlets, generation: &AtomicU64) {
+    /// Publishes what a committed batch brought, counting the batch.
+    fn publish(&mut self, applied: Applied, events: &Outlets, generation: &AtomicU64) {
         let Applied {
             before,
             own: published,
-            claimed,
         } = applied;
         generation.fetch_add(1, Ordering::Release);
         if let Some(first) = published.first() {
@@ -744,13 +710,6 @@ impl Link {
             events.publish(e);
         }
         self.shown.store(self.published, Ordering::Release);
-        // Each claim its run (one each, in order), once the batch is committed.
-        let mut claimed = claimed.into_iter();
-        for op in ops {
-            if let Op::Claim { answer, .. } = op {
-                answer.send(claimed.next().into_iter().collect());
-            }
-        }
     }
 
     /// Serves the handles' tail requests (see [`Writer::tail`]): reads others' events when
@@ -1240,26 +1199,16 @@ fn apply(
     Ok(Applied {
         before: Vec::new(),
         own,
-        claimed: Vec::new(),
     })
 }
 
 /// What a PostgreSQL batch's kept rows say, taken from `kept` in the order the batch asked:
-/// its claim, the counter, the others' events.
+/// the counter, the others' events.
 fn applied_postgres(
     kept: &mut dyn FnMut() -> Option<Vec<super::db::Row>>,
     ops: &[&Op],
     events: usize,
 ) -> Result<Applied> {
-    let claimed = if ops.iter().any(|op| matches!(op, Op::Claim { .. })) {
-        kept()
-            .unwrap_or_default()
-            .into_iter()
-            .map(super::workers::claimed)
-            .collect::<Result<_>>()?
-    } else {
-        Vec::new()
-    };
     let own = numbered(kept, ops, events)?;
     let before = match kept() {
         Some(rows) => rows
@@ -1268,11 +1217,7 @@ fn applied_postgres(
             .collect::<Result<_>>()?,
         None => Vec::new(),
     };
-    Ok(Applied {
-        before,
-        own,
-        claimed,
-    })
+    Ok(Applied { before, own })
 }
 
 /// What a commit publishes: its own events and, on PostgreSQL, the other workers' events
@@ -1280,8 +1225,6 @@ fn applied_postgres(
 struct Applied {
     before: Vec<Event>,
     own: Vec<Event>,
-    /// The runs the batch's [`Op::Claim`]s claimed (PostgreSQL).
-    claimed: Vec<super::workers::Claimed>,
 }
 
 /// The events of `ops` as PostgreSQL numbered them: the last of them is the counter's value the
@@ -1393,8 +1336,6 @@ pub(super) fn apply_op(tx: &mut Db, op: &Op, seq: u64, published: &mut Vec<Event
                 tx.execute("SELECT pg_notify('opsdeck_work', '')", &[])?;
             }
         }
-        // Claimed by the PostgreSQL batch (`batch::apply_postgres`), all of a batch's at once.
-        Op::Claim { .. } => {}
         Op::Event(e) => published.push(insert_event(tx, seq, e)?),
         Op::InsertAsset { .. } | Op::PinAsset { .. } | Op::UndoPin { .. } => {
             apply_asset_op(tx, op)?;

@@ -1247,6 +1247,35 @@ async fn a_claim_carries_an_unstarted_run_and_leaves_a_run_to_resume_to_be_read(
     assert!(run.stages.is_empty() && run.started_at.is_none() && run.test_input.is_none());
 }
 
+/// A claim takes waiting runs oldest first, never one another claim took, and none for a
+/// worker whose row is gone (declared dead: the others took its runs, and it is fenced off).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_claim_takes_each_waiting_run_once_and_nothing_for_a_worker_without_a_lease() {
+    use opsdeck::store::workers;
+    let url = postgres_db();
+    let (writer, thread) = store_writer(&url).await;
+    register(&writer, "w1", 60_000).await;
+    writer
+        .commit(vec![new_run(1), new_run(2), new_run(3)])
+        .await
+        .unwrap();
+    let claim = |me: &'static str, n: usize| {
+        writer.on_conn(move |db| {
+            workers::claim(db, me, n).map(|c| c.iter().map(|c| c.id.0).collect::<Vec<_>>())
+        })
+    };
+    assert_eq!(claim("ghost", 5).await.unwrap(), Vec::<i64>::new());
+    assert_eq!(claim("w1", 2).await.unwrap(), vec![1, 2]);
+    assert_eq!(claim("w1", 5).await.unwrap(), vec![3]);
+    assert_eq!(claim("w1", 5).await.unwrap(), Vec::<i64>::new());
+    close(writer, thread).await;
+    let owners: Vec<Option<String>> = sql(&url, "SELECT owner FROM runs ORDER BY id")
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(owners, vec![Some("w1".to_string()); 3]);
+}
+
 /// Every worker's proxy serves a canary's traffic, routed at the weight the driving worker
 /// set; what the other workers' proxies see reaches the driving worker through the store,
 /// once a second, and its analysis judges it: a canary broken behind another worker's proxy
