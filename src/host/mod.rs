@@ -676,6 +676,9 @@ impl Host {
         self.inner.tasks.close();
         self.inner.tasks.wait().await;
         if let Some(w) = self.inner.runtime.worker() {
+            if let Some(claimer) = &w.claimer {
+                claimer.close().await;
+            }
             // Runs interrupted by this stop go to the other workers at once.
             let me = w.id.clone();
             if let Err(e) = self

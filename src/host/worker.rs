@@ -514,7 +514,25 @@ async fn claim_runs(host: &Host, slot: &WorkerSlot) {
     if room == 0 || host.inner.shutdown.is_cancelled() {
         return;
     }
-    let claimed = claimer.claim(room).await;
+    let claimed = match claimer.claim(room).await {
+        Some(claimed) => claimed,
+        // The claimer cannot (its connection is down, say): the writer's connection claims.
+        None => {
+            let me = slot.id.clone();
+            match host
+                .inner
+                .writer
+                .on_conn(move |db| workers::claim(db, &me, room))
+                .await
+            {
+                Ok(claimed) => claimed,
+                Err(e) => {
+                    tracing::warn!(error = %e, "could not claim runs");
+                    return;
+                }
+            }
+        }
+    };
     // Started side by side: their first writes share commits, and a wave of freed slots is
     // filled at once rather than one run after another.
     let starts = claimed

@@ -953,9 +953,9 @@ impl Driver {
                 // the store with no driver: not one to let go as stranded.
                 let _taking = self.engine.taking();
                 let rejoins = self.engine.rejoins.load(Ordering::Acquire);
-                // Nothing claimed (nothing waiting, or the claim failed): the slot is freed
-                // when the run lets go, as without a claim.
-                for run in claimer.claim(1).await {
+                // Nothing claimed (nothing waiting, or the claimer could not): the slot is
+                // freed when the run lets go, and the worker's loop fills it.
+                for run in claimer.claim(1).await.into_iter().flatten() {
                     self.hand_on(run, rejoins);
                 }
             }

@@ -15,19 +15,21 @@ use super::Target;
 use super::db::Db;
 use super::workers::{self, Claimed};
 
-/// Asks waiting for the claimer; a caller finding it full is answered with nothing (its slot
-/// is filled by the worker's loop instead).
+/// Asks waiting for the claimer; one that finds it full is told the claimer cannot serve it.
 const QUEUE: usize = 1024;
 /// At most this many asks are served by one claim.
 const PER_CLAIM: usize = 64;
-/// After failing to connect, asks are answered with nothing for this long before the next try,
-/// so that a store that is down costs a refused connection per second, not per run's end.
+/// After failing to connect, asks are told the claimer cannot serve them for this long before
+/// the next try, so that a store that is down costs a refused connection per second, not one
+/// per run's end.
 const RETRY_AFTER: Duration = Duration::from_secs(1);
+/// Claims that fail in a row are logged once in this long (the count of the others with it).
+const WARN_EVERY: Duration = Duration::from_secs(10);
 
 /// A handle on this worker's claimer: cheap to clone.
 #[derive(Clone)]
 pub struct Claimer {
-    tx: mpsc::Sender<Ask>,
+    tx: mpsc::Sender<Msg>,
 }
 
 impl std::fmt::Debug for Claimer {
@@ -36,14 +38,18 @@ impl std::fmt::Debug for Claimer {
     }
 }
 
-struct Ask {
-    n: usize,
-    answer: oneshot::Sender<Vec<Claimed>>,
+enum Msg {
+    Ask {
+        n: usize,
+        answer: oneshot::Sender<Option<Vec<Claimed>>>,
+    },
+    /// The host is stopping: the connection closes and the thread ends.
+    Close,
 }
 
 impl Claimer {
     /// Starts claiming for worker `me` on a connection to `target` of its own (opened at the
-    /// first ask). The thread ends once every handle is dropped.
+    /// first ask). The thread ends at [`Claimer::close`] or once every handle is dropped.
     pub fn spawn(target: Target, me: String) -> super::Result<Claimer> {
         let (tx, rx) = mpsc::channel(QUEUE);
         std::thread::Builder::new()
@@ -53,69 +59,121 @@ impl Claimer {
         Ok(Claimer { tx })
     }
 
-    /// Claims up to `n` waiting runs for this worker: those it got (none when nothing waits, the
-    /// worker is fenced off or the store cannot be reached, which the claimer logs).
-    pub async fn claim(&self, n: usize) -> Vec<Claimed> {
+    /// Claims up to `n` waiting runs for this worker: those it got, none when nothing waits or
+    /// the worker is fenced off; `None` when the claimer cannot serve the ask (no connection to
+    /// the store, the claim failed, too many asks waiting, or closed), for the caller to claim
+    /// another way.
+    pub async fn claim(&self, n: usize) -> Option<Vec<Claimed>> {
         if n == 0 {
-            return Vec::new();
+            return Some(Vec::new());
         }
         let (answer, answered) = oneshot::channel();
-        if self.tx.try_send(Ask { n, answer }).is_err() {
-            return Vec::new();
+        self.tx.try_send(Msg::Ask { n, answer }).ok()?;
+        answered.await.ok().flatten()
+    }
+
+    /// Closes the claimer's connection and ends its thread (asks after it are not served).
+    pub async fn close(&self) {
+        let _ = self.tx.send(Msg::Close).await;
+    }
+}
+
+/// The claimer's connection, and when it last failed.
+struct Link<'a> {
+    target: &'a Target,
+    me: &'a str,
+    conn: Option<Db>,
+    refused_at: Option<Instant>,
+    failing: u64,
+    warned_at: Option<Instant>,
+}
+
+impl Link<'_> {
+    /// Claims `n` runs, or `None` when it cannot (logged, at most once in [`WARN_EVERY`]).
+    fn claim(&mut self, n: usize) -> Option<Vec<Claimed>> {
+        if self.conn.is_none() && self.refused_at.is_none_or(|at| at.elapsed() >= RETRY_AFTER) {
+            let opened = self.target.writer();
+            match opened {
+                Ok(db) => self.conn = Some(db),
+                Err(e) => {
+                    self.refused_at = Some(Instant::now());
+                    self.failed(&format!("cannot connect to the store to claim runs: {e}"));
+                    return None;
+                }
+            }
         }
-        answered.await.unwrap_or_default()
+        let db = self.conn.as_mut()?;
+        match workers::claim(db, self.me, n) {
+            Ok(claimed) => {
+                self.failing = 0;
+                Some(claimed)
+            }
+            Err(e) => {
+                // A connection that broke is opened again at the next ask.
+                if db.is_broken() {
+                    self.conn = None;
+                }
+                self.failed(&format!("could not claim runs: {e}"));
+                None
+            }
+        }
+    }
+
+    fn failed(&mut self, what: &str) {
+        self.failing = self.failing.saturating_add(1);
+        if self.warned_at.is_none_or(|at| at.elapsed() >= WARN_EVERY) {
+            self.warned_at = Some(Instant::now());
+            tracing::warn!(
+                failures_in_a_row = self.failing,
+                "{what}; the worker claims on its write connection meanwhile"
+            );
+        }
     }
 }
 
 /// The claimer's thread: serves asks in turn, all those waiting by one claim.
-fn serve(target: &Target, me: &str, mut rx: mpsc::Receiver<Ask>) {
-    let mut conn: Option<Db> = None;
-    let mut refused_at: Option<Instant> = None;
+fn serve(target: &Target, me: &str, mut rx: mpsc::Receiver<Msg>) {
+    let mut link = Link {
+        target,
+        me,
+        conn: None,
+        refused_at: None,
+        failing: 0,
+        warned_at: None,
+    };
+    let mut closing = false;
     while let Some(first) = rx.blocking_recv() {
-        let mut asks = vec![first];
-        while asks.len() < PER_CLAIM {
-            match rx.try_recv() {
-                Ok(ask) => asks.push(ask),
-                Err(_) => break,
+        let mut asks = Vec::new();
+        let mut next = Some(first);
+        while let Some(msg) = next.take() {
+            match msg {
+                Msg::Ask { n, answer } => asks.push((n, answer)),
+                Msg::Close => closing = true,
+            }
+            if asks.len() < PER_CLAIM && !closing {
+                next = rx.try_recv().ok();
             }
         }
-        if conn.is_none() && refused_at.is_none_or(|at| at.elapsed() >= RETRY_AFTER) {
-            match target.writer().and_then(|mut db| {
-                // A claim's commit does not wait for the disk (see `workers::claim`).
-                db.batch("SET synchronous_commit = off")?;
-                Ok(db)
-            }) {
-                Ok(db) => {
-                    conn = Some(db);
-                    refused_at = None;
-                }
-                Err(e) => {
-                    tracing::warn!(error = %e, "cannot connect to the store to claim runs; the worker's loop claims them instead");
-                    refused_at = Some(Instant::now());
-                }
+        if closing {
+            // Unanswered asks are told the claimer cannot serve them (their senders drop).
+            return;
+        }
+        let wanted = asks
+            .iter()
+            .fold(0_usize, |sum, (n, _)| sum.saturating_add(*n));
+        let Some(claimed) = link.claim(wanted) else {
+            for (_, answer) in asks {
+                let _ = answer.send(None);
             }
-        }
-        let wanted = asks.iter().fold(0_usize, |sum, a| sum.saturating_add(a.n));
-        let mut claimed = match conn.as_mut() {
-            Some(db) => match workers::claim(db, me, wanted) {
-                Ok(claimed) => claimed,
-                Err(e) => {
-                    tracing::warn!(error = %e, "could not claim runs");
-                    if db.is_broken() {
-                        conn = None;
-                    }
-                    Vec::new()
-                }
-            },
-            None => Vec::new(),
-        }
-        .into_iter();
-        for ask in asks {
-            let share: Vec<Claimed> = claimed.by_ref().take(ask.n).collect();
-            if let Err(unheard) = ask.answer.send(share) {
+            continue;
+        };
+        let mut claimed = claimed.into_iter();
+        for (n, answer) in asks {
+            let share: Vec<Claimed> = claimed.by_ref().take(n).collect();
+            if let Err(Some(unheard)) = answer.send(Some(share)) {
                 // Its asker is gone (the host is stopping): the runs go back for others.
                 for run in unheard {
-                    let back = conn.as_mut().map(|db| workers::let_go(db, me, run.id));
+                    let back = link.conn.as_mut().map(|db| workers::let_go(db, me, run.id));
                     if let Some(Err(e)) = back {
                         tracing::warn!(run = %run.id, error = %e, "could not give back a run claimed for no one; it is let go once seen held without a driver");
                     }

@@ -135,12 +135,12 @@ pub struct Claimed {
 /// Claims up to `n` runs no worker owns that are waiting to start or to be resumed; none while
 /// `me` holds no lease (its row gone: the others took its runs, and it is fenced off).
 ///
-/// One statement on its own, its commit not waiting for the disk (the connection is the
-/// claimer's, see [`super::Claimer`]): a claim sits between a freed slot and the next run's
-/// start, and the server works through one message where a transaction of its own took five.
-/// Whatever relies on the claim (the run's start, its stages) is committed later, durably.
-/// `me`'s row is share-locked as the fence's is, so a worker declared dead at that moment
-/// either claims before its runs are taken or claims nothing.
+/// One statement on its own, as the claimer sends it (see [`super::Claimer`]): a claim sits
+/// between a freed slot and the next run's start, and the server works through one message
+/// where a transaction of its own took five. Its commit is durable, as the writer's are: the
+/// run may begin work as soon as the claim answers, so a database crash must not lose it (a
+/// claim whose commit waited for no flush took no less time in the benchmark). `me`'s row is share-locked as the fence's is, so a worker declared dead at that moment
+/// either claims before its runs are taken or claims nothing. Oldest first, in id order.
 pub fn claim(db: &mut Db, me: &str, n: usize) -> Result<Vec<Claimed>> {
     if n == 0 {
         return Ok(Vec::new());
@@ -159,7 +159,12 @@ pub fn claim(db: &mut Db, me: &str, n: usize) -> Result<Vec<Claimed>> {
     )?
     .into_iter()
     .map(claimed)
-    .collect()
+    .collect::<Result<Vec<_>>>()
+    .map(|mut runs| {
+        // `RETURNING` promises no order.
+        runs.sort_by_key(|r| r.id);
+        runs
+    })
 }
 
 /// A run as [`claim`] claimed it.

@@ -230,7 +230,8 @@ enum Request {
         kind: IdKind,
         ack: oneshot::Sender<Result<i64>>,
     },
-    /// Work on the write connection itself (claims, leases), between batches.
+    /// Work on the write connection itself (leases, rejoins, a claim when the claimer cannot),
+    /// between batches.
     Conn(ConnJob),
     /// Publish what other workers have committed since the last event published here.
     Tail,
@@ -470,7 +471,8 @@ impl Writer {
         }
     }
 
-    /// Runs `f` on the write connection, between batches (claims and leases go there).
+    /// Runs `f` on the write connection, between batches (leases go there, and claims when the
+    /// worker's claimer cannot make them).
     pub async fn on_conn<T, F>(&self, mut f: F) -> Result<T>
     where
         T: Send + 'static,
@@ -1002,7 +1004,7 @@ enum Failed {
 }
 
 /// After `batch` committed without an answer that could be read: its requests are answered as
-/// committed (a claim it made goes unanswered), and what it stored is published from the table.
+/// committed, and what it stored is published from the table.
 fn unread(link: &mut Link, batch: Pending, e: &StoreError, events: &Outlets, watch: &Watch) {
     tracing::error!(error = %e, "a write batch committed but its answer could not be read; publishing its events from the store");
     watch.generation.fetch_add(1, Ordering::Release);

@@ -1253,12 +1253,8 @@ async fn a_claim_carries_an_unstarted_run_and_leaves_a_run_to_resume_to_be_read(
 async fn a_claim_takes_each_waiting_run_once_and_nothing_for_a_worker_without_a_lease() {
     use opsdeck::store::workers;
     let url = postgres_db();
-    let (writer, thread) = store_writer(&url).await;
+    let (writer, thread) = writer_with_three_runs(&url).await;
     register(&writer, "w1", 60_000).await;
-    writer
-        .commit(vec![new_run(1), new_run(2), new_run(3)])
-        .await
-        .unwrap();
     let claim = |me: &'static str, n: usize| {
         writer.on_conn(move |db| {
             workers::claim(db, me, n).map(|c| c.iter().map(|c| c.id.0).collect::<Vec<_>>())
@@ -1274,6 +1270,37 @@ async fn a_claim_takes_each_waiting_run_once_and_nothing_for_a_worker_without_a_
         .map(|r| r.get(0))
         .collect();
     assert_eq!(owners, vec![Some("w1".to_string()); 3]);
+}
+
+/// A worker's claimer serves asks that arrive together, each run to one of them; once closed,
+/// or with the store out of reach, it says it cannot (the worker then claims on its writer's
+/// connection) instead of answering that nothing waits.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_claimer_shares_runs_among_its_asks_and_says_when_it_cannot_claim() {
+    use opsdeck::store::{Claimer, Target};
+    let url = postgres_db();
+    let (writer, thread) = writer_with_three_runs(&url).await;
+    register(&writer, "w1", 60_000).await;
+    let claimer = Claimer::spawn(Target::Postgres(url.clone()), "w1".into()).unwrap();
+    let (a, b) = tokio::join!(claimer.claim(2), claimer.claim(2));
+    let mut got: Vec<i64> = a
+        .unwrap()
+        .into_iter()
+        .chain(b.unwrap())
+        .map(|c| c.id.0)
+        .collect();
+    got.sort_unstable();
+    assert_eq!(got, vec![1, 2, 3]);
+    assert_eq!(claimer.claim(1).await.map(|c| c.len()), Some(0));
+    claimer.close().await;
+    assert!(
+        claimer.claim(1).await.is_none(),
+        "a closed claimer claims nothing"
+    );
+    let nowhere = format!("postgres://opsdeck@127.0.0.1:{}/postgres", free_port());
+    let down = Claimer::spawn(Target::Postgres(nowhere), "w1".into()).unwrap();
+    assert!(down.claim(1).await.is_none(), "no store, no claim");
+    close(writer, thread).await;
 }
 
 /// Every worker's proxy serves a canary's traffic, routed at the weight the driving worker
