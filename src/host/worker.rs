@@ -369,8 +369,11 @@ async fn move_dead_workers_runs(host: &Host) {
 /// run whose end could not be recorded. While this worker keeps its lease nothing else would
 /// ever move them; let go as a dead worker's runs are, any worker claims and resumes them.
 /// Looked at only while no run is on its way to a driver here (nothing reserved or being
-/// taken, the start gate free), so a run being started is never taken for one; a look that
-/// cannot be made starts the count again.
+/// taken, the start gate free), so a run being started is never taken for one. A look that
+/// cannot be made is skipped, the suspects kept for the next one that can: on a worker that
+/// is starting runs all the time, quiet moments are rare, and restarting the count at every
+/// skipped look could keep a stranded run for ever. (A run is still let go only when two
+/// looks, each made while nothing was on its way to a driver, both found it held idle.)
 async fn release_stranded(
     host: &Host,
     slot: &WorkerSlot,
@@ -378,7 +381,6 @@ async fn release_stranded(
     suspects: &mut Vec<crate::model::RunId>,
 ) {
     let Some(idle) = idle_runs(host, slot, gate).await else {
-        suspects.clear();
         return;
     };
     let (stranded, first_seen): (Vec<_>, Vec<_>) =
