@@ -2,9 +2,10 @@
 //!
 //! A slot freed by a run's end is filled by claiming the next waiting run. Done in the end's
 //! own commit, the next run waited for that commit, and with several workers a commit waits
-//! its turn for the event counter behind the others': the slot stood idle for as long as an
-//! attempt's third. Here a claim is a short transaction that writes no event (so it never
-//! waits for the counter) on a connection no batch queues on, made while the end commits.
+//! its turn for the event counter behind the others': in the benchmark the slot stood idle
+//! about 13 ms after each 21 ms attempt with three workers. Here a claim is one statement that
+//! writes no event (so it never waits for the counter), on a connection no batch queues on,
+//! made while the end commits.
 //! Asks that arrive while a claim is on its way are served together by the next one.
 
 use std::time::{Duration, Instant};

@@ -139,8 +139,9 @@ pub struct Claimed {
 /// between a freed slot and the next run's start, and the server works through one message
 /// where a transaction of its own took five. Its commit is durable, as the writer's are: the
 /// run may begin work as soon as the claim answers, so a database crash must not lose it (a
-/// claim whose commit waited for no flush took no less time in the benchmark). `me`'s row is share-locked as the fence's is, so a worker declared dead at that moment
-/// either claims before its runs are taken or claims nothing. Oldest first, in id order.
+/// claim whose commit waited for no flush took no less time in the benchmark). `me`'s row is
+/// share-locked as the fence's is, so a worker declared dead at that moment either claims
+/// before its runs are taken or claims nothing. Oldest first, in id order.
 pub fn claim(db: &mut Db, me: &str, n: usize) -> Result<Vec<Claimed>> {
     if n == 0 {
         return Ok(Vec::new());
