@@ -78,12 +78,15 @@ fn last_per_key<T, K: std::hash::Hash + Eq>(items: Vec<&T>, key: impl Fn(&T) -> 
 
 /// Applies `ops` inside the caller's transaction. The events come last: the counter row that
 /// numbers them is locked from then to the commit (other workers' batches number theirs after),
-/// so it is held for as little of the transaction as can be.
+/// so it is held for as little of the transaction as can be. `receipt` names the writer's
+/// receipt (none outside the writer), whose last numbered event the read of others' starts
+/// after.
 pub(super) fn apply_postgres(
     tx: &mut Db,
     ops: &[&Op],
     events: usize,
     published: u64,
+    receipt: Option<&str>,
 ) -> Result<()> {
     debug_assert_eq!(
         events,
@@ -176,7 +179,7 @@ pub(super) fn apply_postgres(
          SELECT c.last FROM c, pg_notify('opsdeck_events', CAST(c.last AS TEXT))",
         args![evs.len()],
     )?;
-    insert_events(tx, &evs, published)
+    insert_events(tx, &evs, published, receipt)
 }
 
 /// Pairs each attempt started in the batch with its end, when the end came later in the same
@@ -516,13 +519,16 @@ fn start_vals(op: &Op) -> Vec<Val> {
 /// batch's is committed, and this statement (its snapshot taken after the counter's update)
 /// sees them: those after the last one this worker has published (other workers') come back
 /// with the commit, so they go out before this batch's own without a read of their own. Those
-/// up to the last event this session numbered are skipped too: a batch sent while the one
-/// before it is still on its way must not fetch that one's events back
+/// up to the last event this writer numbered (its receipt's, `?10`: see
+/// [`writer`](super::writer)) are skipped too: a batch sent while the one before it is still on
+/// its way must not fetch that one's events back
 /// ([`Db::send_transaction`](super::db::Db::send_transaction)); whoever waits for this one has
-/// published them by then.
+/// published them by then. (The receipt outlives connections: should a batch's events not have
+/// been read back after a lost answer, the others' events skipped with them are read from the
+/// table to fill the gap before anything after them is published.)
 const INSERT_EVENTS: &str = "WITH others AS (
     SELECT seq, at, kind, run_id, stage_id, data FROM events
-    WHERE seq > GREATEST(?1, CAST(NULLIF(current_setting('opsdeck.numbered', true), '') AS BIGINT))
+    WHERE seq > GREATEST(?1, (SELECT numbered FROM write_receipts WHERE writer = ?10))
       AND seq <= (SELECT last FROM event_seq) - ?2 ORDER BY seq LIMIT ?3
   ), ins AS (
     INSERT INTO events (seq, at, kind, run_id, stage_id, data)
@@ -532,7 +538,12 @@ const INSERT_EVENTS: &str = "WITH others AS (
   )
   SELECT * FROM others ORDER BY seq";
 
-fn insert_events(tx: &mut Db, evs: &[&NewEvent], published: u64) -> Result<()> {
+fn insert_events(
+    tx: &mut Db,
+    evs: &[&NewEvent],
+    published: u64,
+    receipt: Option<&str>,
+) -> Result<()> {
     let count = evs.len();
     let mut vals = args![
         i64::try_from(published).unwrap_or(i64::MAX),
@@ -553,6 +564,7 @@ fn insert_events(tx: &mut Db, evs: &[&NewEvent], published: u64) -> Result<()> {
         }),
         6,
     ));
+    vals.push(receipt.into());
     tx.keep_owned(INSERT_EVENTS, vals)
 }
 

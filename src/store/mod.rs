@@ -9,6 +9,7 @@ mod claims;
 pub mod db;
 pub mod migrate;
 mod queries;
+mod receipt;
 mod recovery;
 pub mod schema;
 pub mod workers;

@@ -162,6 +162,9 @@ const MIGRATIONS: &[&str] = &[
     // 7: no index of running attempts: every query of them names the run (the primary key's
     // first column), and the index cost every attempt's start and end a write of its own.
     "DROP INDEX IF EXISTS attempts_running;",
+    // 8: nothing here (PostgreSQL's write receipts: SQLite's one writer never loses an answer
+    // it could not tell from a failure).
+    "",
 ];
 
 /// The same schema for PostgreSQL. Run and dead-letter ids come from `id_marks` (the highest
@@ -372,6 +375,17 @@ const PG_MIGRATIONS: &[&str] = &[
         END IF;
     EXCEPTION WHEN feature_not_supported THEN NULL;
     END $$;
+    ",
+    // 8: each writer's receipt: the mark of its last committed batch and the last event that
+    // batch numbered, written inside the batch's own transaction. After a lost connection it
+    // says whether the batch in doubt committed (see `store::writer`).
+    r"
+    CREATE TABLE IF NOT EXISTS write_receipts (
+        writer TEXT PRIMARY KEY,
+        mark BIGINT NOT NULL,
+        numbered BIGINT,
+        at_ms BIGINT NOT NULL
+    );
     ",
 ];
 

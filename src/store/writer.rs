@@ -565,6 +565,12 @@ struct Link {
     shown: Arc<AtomicU64>,
     /// The worker whose fence every write passes (PostgreSQL with workers).
     fence: Option<String>,
+    /// The receipt every batch writes (PostgreSQL): whether a batch whose answer was lost with
+    /// its connection committed.
+    receipt: Option<super::receipt::Receipt>,
+    /// How many times the connection was opened again: a batch sent on an earlier one is in
+    /// doubt, whoever reconnected.
+    opened: u64,
 }
 
 /// What the writer thread shares with its handles.
@@ -589,6 +595,7 @@ impl Link {
             match reopen().and_then(|mut db| max_seq(&mut db).map(|last| (db, last))) {
                 Ok((db, last)) => {
                     self.conn = db;
+                    self.opened = self.opened.wrapping_add(1);
                     self.next_seq = last + 1;
                     tracing::warn!("reconnected to the store; writes go on");
                     return true;
@@ -610,22 +617,68 @@ impl Link {
         if self.conn.is_broken() {
             self.reconnect();
         }
-        let fence = self.fence.as_deref();
-        let out = apply(&mut self.conn, ops, self.next_seq, self.published, fence);
-        match out {
-            Err(Failed::Before(_)) if self.conn.is_broken() && self.reconnect() => {
-                // The transaction died with the connection (or committed just before: then the
-                // retry fails on its own keys and says so).
-                apply(
-                    &mut self.conn,
-                    ops,
-                    self.next_seq,
-                    self.published,
-                    self.fence.as_deref(),
-                )
+        let mark = self.receipt.as_mut().map(super::receipt::Receipt::next);
+        let out = self.apply_marked(ops, mark);
+        match (out, mark) {
+            // The connection broke with the transaction: the receipt says whether it committed
+            // (its answer lost), or died with it and goes again.
+            (Err(Failed::Before(e)), Some(mark)) if self.conn.is_broken() => {
+                match self.settle(mark, None) {
+                    Doubt::Committed { .. } => Err(Failed::After(lost_answer(&e))),
+                    Doubt::NotCommitted => {
+                        let mark = self.receipt.as_mut().map(super::receipt::Receipt::next);
+                        self.apply_marked(ops, mark)
+                    }
+                    Doubt::Unknown(e) => Err(Failed::Unknown(e)),
+                }
             }
-            other => other,
+            (Err(Failed::Before(_)), None) if self.conn.is_broken() && self.reconnect() => {
+                self.apply_marked(ops, None)
+            }
+            (other, _) => other,
         }
+    }
+
+    /// [`apply`] on this link's connection, writing the receipt with `mark`.
+    fn apply_marked(
+        &mut self,
+        ops: &[&Op],
+        mark: Option<u64>,
+    ) -> std::result::Result<Applied, Failed> {
+        let receipt = self.receipt.as_ref().zip(mark);
+        apply(
+            &mut self.conn,
+            ops,
+            self.next_seq,
+            self.published,
+            self.fence.as_deref(),
+            receipt,
+        )
+    }
+
+    /// Whether the batch marked `mark` (and the one sent behind it, marked `behind`)
+    /// committed, after the connection they went on was lost: read from the receipt on a new
+    /// connection (opened again if the first read breaks it too).
+    fn settle(&mut self, mark: u64, behind: Option<u64>) -> Doubt {
+        let mut failed = StoreError("the store stayed unreachable".into());
+        for _ in 0..3 {
+            if self.conn.is_broken() && !self.reconnect() {
+                break;
+            }
+            let Some(receipt) = self.receipt.as_ref() else {
+                return Doubt::NotCommitted;
+            };
+            match receipt.read(&mut self.conn) {
+                Ok(Some(m)) if m == mark => return Doubt::Committed { behind: false },
+                Ok(Some(m)) if Some(m) == behind => return Doubt::Committed { behind: true },
+                Ok(_) => return Doubt::NotCommitted,
+                Err(e) => failed = e,
+            }
+        }
+        tracing::error!(error = %failed, "could not read this writer's receipt after its connection broke");
+        Doubt::Unknown(StoreError(format!(
+            "the store's connection broke as this write was being committed, and whether it was stored could not be read back ({failed}); look before writing it again"
+        )))
     }
 }
 
@@ -648,14 +701,23 @@ impl Link {
     fn send(&mut self, ops: &[&Op], after: Option<u64>, mark: u64) -> Result<()> {
         let events = event_count(ops);
         let (published, fence) = (self.published, self.fence.as_deref());
-        let after = after.map(|a| a.to_string());
-        self.conn
-            .send_transaction(after.as_deref(), &mark.to_string(), events > 0, |tx| {
-                if let Some(me) = fence {
-                    fence_pass(tx, me)?;
-                }
-                super::batch::apply_postgres(tx, ops, events, published)
-            })
+        let Some(receipt) = self.receipt.as_ref() else {
+            return Err(StoreError(
+                "a write batch sent ahead needs a receipt".into(),
+            ));
+        };
+        self.conn.send_transaction(|tx| {
+            // The check first: a transaction behind one that failed takes no lock and does
+            // no work before it fails.
+            if let Some(after) = after {
+                receipt.check(tx, after)?;
+            }
+            if let Some(me) = fence {
+                fence_pass(tx, me)?;
+            }
+            super::batch::apply_postgres(tx, ops, events, published, Some(receipt.key()))?;
+            receipt.write(tx, mark, events > 0)
+        })
     }
 
     /// Waits for the oldest batch [`Link::send`] sent (`ops`) and publishes its events.
@@ -795,6 +857,7 @@ fn run(
     next_seq: u64,
     watch: &Watch,
 ) {
+    let receipt = (conn.dialect() == Dialect::Postgres).then(super::receipt::Receipt::new);
     let mut link = Link {
         conn,
         reopen,
@@ -802,11 +865,15 @@ fn run(
         published: next_seq - 1,
         shown: watch.published.clone(),
         fence: None,
+        receipt,
+        opened: 0,
     };
+    if link.receipt.is_some() {
+        super::receipt::Receipt::sweep(&mut link.conn);
+    }
     // The batch sent and not landed yet (PostgreSQL): the next is built and sent while the
     // server commits it.
     let mut ahead: Option<Sent> = None;
-    let mut marks = 0_u64;
     // Others' events to read: done once no batch is on its way (each batch landed brings back
     // those numbered before its own, so a busy writer seldom needs the read).
     let mut tail_due = false;
@@ -872,7 +939,7 @@ fn run(
             link.answer_ids(ids);
         }
         if !batch.is_empty() {
-            ahead = send_batch(&mut link, batch, ahead, &mut marks, events, watch);
+            ahead = send_batch(&mut link, batch, ahead, events, watch);
         }
         if ahead.is_none() && std::mem::take(&mut tail_due) {
             link.tail_wanted(events, watch);
@@ -881,16 +948,23 @@ fn run(
     if let Some(flight) = ahead.take() {
         land(&mut link, flight, None, events, watch);
     }
+    if let Some(receipt) = &link.receipt
+        && !link.conn.is_broken()
+    {
+        receipt.remove(&mut link.conn);
+    }
 }
 
 /// Writes waiting to be committed together, each with whoever waits for it.
 type Pending = Vec<(Vec<Op>, Option<oneshot::Sender<Result<()>>>)>;
 
-/// A batch sent whole and not landed yet ([`Link::send`]), and the mark it sets. (The
-/// connection's side of it is a `db::pg::Flight`.)
+/// A batch sent whole and not landed yet ([`Link::send`]), and the mark it writes in the
+/// receipt. (The connection's side of it is a `db::pg::Flight`.)
 struct Sent {
     batch: Pending,
     mark: u64,
+    /// [`Link::opened`] when it was sent.
+    opened: u64,
 }
 
 /// How many of `ops` are events: the numbers a batch takes from the event counter.
@@ -910,20 +984,27 @@ fn send_batch(
     link: &mut Link,
     batch: Pending,
     ahead: Option<Sent>,
-    marks: &mut u64,
     events: &Outlets,
     watch: &Watch,
 ) -> Option<Sent> {
     // Behind `ahead` only on the connection it went on (ids are answered while it is on its
     // way, and may have reconnected).
     let same = link.conn.in_flight() == usize::from(ahead.is_some());
-    if link.conn.dialect() == Dialect::Postgres && !link.conn.is_broken() && same {
-        *marks = marks.wrapping_add(1);
-        let mark = *marks;
+    let ready = same && !link.conn.is_broken();
+    if let Some(mark) = link
+        .receipt
+        .as_mut()
+        .filter(|_| ready)
+        .map(super::receipt::Receipt::next)
+    {
         let sent = link.send(&refs(&batch), ahead.as_ref().map(|f| f.mark), mark);
         match sent {
             Ok(()) => {
-                let flight = Sent { batch, mark };
+                let flight = Sent {
+                    batch,
+                    mark,
+                    opened: link.opened,
+                };
                 return match ahead {
                     Some(before) => land(link, before, Some(flight), events, watch),
                     None => Some(flight),
@@ -948,8 +1029,10 @@ fn send_batch(
 }
 
 /// Waits for `flight` to commit and answers its requests; `next`, sent behind it, is returned
-/// still on its way. When `flight` failed, `next` failed with it (it checks `flight`'s mark):
-/// both are drained, then committed again the usual way, in turn.
+/// still on its way. When `flight` failed, `next` failed with it (it checks `flight`'s mark in
+/// the receipt): both are drained, then committed again the usual way, in turn. When the
+/// connection they went on was lost, the receipt first says which of them committed with only
+/// the answer lost: those are answered as committed, not committed again.
 fn land(
     link: &mut Link,
     flight: Sent,
@@ -969,26 +1052,45 @@ fn land(
             unread(link, flight.batch, &e, events, watch);
             return next;
         }
-        Err(Failed::Before(e)) => e,
+        Err(Failed::Before(e) | Failed::Unknown(e)) => e,
     };
     // The batch behind it must be drained before anything is sent again.
-    let after = next.map(|n| {
+    let mut after = next.map(|n| {
         let out = link.land(&refs(&n.batch), events, generation);
-        (n.batch, out)
+        (n, out)
     });
-    if link.conn.is_broken() && !is_fence_error(&e) {
-        // The connection went with it: the whole batch again on a new one first.
-        commit_batch(link, flight.batch, events, watch);
+    let lost = link.conn.is_broken() || flight.opened != link.opened;
+    if lost && !is_fence_error(&e) {
+        // The connection went with it. Either batch may have committed with only its answer
+        // lost (the one behind commits only after the first).
+        let behind = after.as_ref().map(|(n, _)| n.mark);
+        match link.settle(flight.mark, behind) {
+            Doubt::Committed { behind } => {
+                unread(link, flight.batch, &lost_answer(&e), events, watch);
+                if behind && let Some((n, _)) = after.take() {
+                    acknowledge(n.batch);
+                }
+            }
+            Doubt::NotCommitted => commit_batch(link, flight.batch, events, watch),
+            Doubt::Unknown(u) => {
+                refuse(flight.batch, &u);
+                if let Some((n, _)) = after.take() {
+                    refuse(n.batch, &u);
+                }
+            }
+        }
     } else {
         recover(link, flight.batch, &e, events, watch);
     }
-    if let Some((batch, out)) = after {
+    if let Some((n, out)) = after {
+        let batch = n.batch;
         match out {
             // Not reached: it checks that the one before it committed.
             Ok(()) => acknowledge(batch),
             Err(Failed::After(e)) => unread(link, batch, &e, events, watch),
             Err(Failed::Before(_)) if is_fence_error(&e) => refuse(batch, &e),
             Err(Failed::Before(_)) => commit_batch(link, batch, events, watch),
+            Err(Failed::Unknown(u)) => refuse(batch, &u),
         }
     }
     None
@@ -1001,6 +1103,24 @@ fn land(
 enum Failed {
     Before(StoreError),
     After(StoreError),
+    /// The connection broke as it committed, and whether it did could not be read back: it is
+    /// not committed again (it may be stored), and its writers are told.
+    Unknown(StoreError),
+}
+
+/// What the receipt says of a batch in doubt (see [`Link::settle`]).
+enum Doubt {
+    /// It committed; `behind`: the batch sent behind it too.
+    Committed {
+        behind: bool,
+    },
+    NotCommitted,
+    Unknown(StoreError),
+}
+
+/// The error a batch that committed with its answer lost is published with.
+fn lost_answer(e: &StoreError) -> StoreError {
+    StoreError(format!("the connection broke as the batch committed ({e})"))
 }
 
 /// After `batch` committed without an answer that could be read: its requests are answered as
@@ -1037,6 +1157,7 @@ fn commit_batch(link: &mut Link, batch: Pending, events: &Outlets, watch: &Watch
         Ok(()) => acknowledge(batch),
         Err(Failed::After(e)) => unread(link, batch, &e, events, watch),
         Err(Failed::Before(e)) => recover(link, batch, &e, events, watch),
+        Err(Failed::Unknown(e)) => refuse(batch, &e),
     }
 }
 
@@ -1065,6 +1186,7 @@ fn recover(link: &mut Link, mut batch: Pending, e: &StoreError, events: &Outlets
                 tracing::error!(error = %e, "a write failed and was not stored");
                 Err(e)
             }
+            Err(Failed::Unknown(e)) => Err(e),
         };
         if let Some(ack) = ack.take() {
             let _ = ack.send(reply);
@@ -1078,9 +1200,9 @@ fn recover(link: &mut Link, mut batch: Pending, e: &StoreError, events: &Outlets
 pub(crate) fn apply_offline(conn: &mut Db, ops: &[Op]) -> Result<()> {
     let next = max_seq(conn)? + 1;
     let refs: Vec<&Op> = ops.iter().collect();
-    match apply(conn, &refs, next, next - 1, None) {
+    match apply(conn, &refs, next, next - 1, None, None) {
         Ok(_) => Ok(()),
-        Err(Failed::Before(e) | Failed::After(e)) => Err(e),
+        Err(Failed::Before(e) | Failed::After(e) | Failed::Unknown(e)) => Err(e),
     }
 }
 
@@ -1169,13 +1291,15 @@ pub(crate) fn seq_block(tx: &mut Db, n: usize, next: u64) -> Result<u64> {
 /// Commits `ops` in one transaction; returns the events to publish. On PostgreSQL the events
 /// are numbered by the store inside the same pipeline (no round trip before the writes, so the
 /// counter's row is held for one round trip), and other workers' events numbered before them
-/// come back with the commit.
+/// come back with the commit. With `receipt` (the writer's, and the batch's mark), the
+/// transaction writes it last.
 fn apply(
     conn: &mut Db,
     ops: &[&Op],
     next_seq: u64,
     published: u64,
     fence: Option<&str>,
+    receipt: Option<(&super::receipt::Receipt, u64)>,
 ) -> std::result::Result<Applied, Failed> {
     let events = event_count(ops);
     if conn.dialect() == Dialect::Postgres {
@@ -1183,7 +1307,12 @@ fn apply(
             if let Some(me) = fence {
                 fence_pass(tx, me)?;
             }
-            super::batch::apply_postgres(tx, ops, events, published)
+            let key = receipt.map(|(r, _)| r.key());
+            super::batch::apply_postgres(tx, ops, events, published, key)?;
+            match receipt {
+                Some((r, mark)) => r.write(tx, mark, events > 0),
+                None => Ok(()),
+            }
         })
         .map_err(Failed::Before)?;
         return applied_postgres(&mut || conn.take_kept(), ops, events).map_err(Failed::After);

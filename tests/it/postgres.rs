@@ -384,3 +384,262 @@ fn workers_run_over_verified_tls() {
     assert!(out.stdout().contains("127.0.0.1"), "{}", out.stdout());
     stop(server);
 }
+
+/// A TCP proxy to the test server that, once armed, cuts the connection that next commits a
+/// batch of events (the store writer's) just as the server answers that batch's `COMMIT`: the
+/// transaction committed and its answer never arrives, as when a network drops at that moment.
+/// It reads the protocol as it passes (without TLS, which a proxy could not read through).
+struct CommitCutter {
+    url: String,
+    armed: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    cuts: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
+
+/// One connection's transactions, as the proxy follows them: the `COMMIT`s the client sent
+/// and the server answered, and which answer to cut.
+#[derive(Default)]
+struct Commits {
+    sent: usize,
+    answered: usize,
+    cut_at: Option<usize>,
+}
+
+impl CommitCutter {
+    /// A proxy in front of the server of `url` (a database of the test server); its URL (the
+    /// same database, without TLS).
+    fn start(url: &str) -> CommitCutter {
+        let (user, rest) = url.split_once('@').unwrap();
+        let (upstream, db) = rest.split_once('/').unwrap();
+        let upstream = upstream.to_string();
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let armed = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let cuts = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let (a, c) = (armed.clone(), cuts.clone());
+        std::thread::spawn(move || {
+            for client in listener.incoming() {
+                let Ok(client) = client else { return };
+                let Ok(server) = std::net::TcpStream::connect(&upstream) else {
+                    continue;
+                };
+                let commits = std::sync::Arc::new(std::sync::Mutex::new(Commits::default()));
+                let (from_client, to_server) =
+                    (client.try_clone().unwrap(), server.try_clone().unwrap());
+                let (seen, armed) = (commits.clone(), a.clone());
+                std::thread::spawn(move || client_side(from_client, to_server, &seen, &armed));
+                let cuts = c.clone();
+                std::thread::spawn(move || server_side(server, client, &commits, &cuts));
+            }
+        });
+        CommitCutter {
+            url: format!("{user}@127.0.0.1:{port}/{db}?sslmode=disable"),
+            armed,
+            cuts,
+        }
+    }
+
+    fn arm(&self) {
+        self.armed.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    fn cuts(&self) -> usize {
+        self.cuts.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+/// The complete messages at the front of `buf` (a type byte, then a length counting itself),
+/// taken out of it: each with its type and body.
+fn messages(buf: &mut Vec<u8>) -> Vec<(u8, Vec<u8>)> {
+    let mut out = Vec::new();
+    let mut at = 0;
+    while buf.len() >= at + 5 {
+        let len = u32::from_be_bytes(buf[at + 1..at + 5].try_into().unwrap()) as usize;
+        if buf.len() < at + 1 + len {
+            break;
+        }
+        out.push((buf[at], buf[at + 5..at + 1 + len].to_vec()));
+        at += 1 + len;
+    }
+    buf.drain(..at);
+    out
+}
+
+/// The text up to the first NUL of `bytes`, and what follows that NUL.
+fn cstr(bytes: &[u8]) -> (&[u8], &[u8]) {
+    let end = bytes.iter().position(|b| *b == 0).unwrap_or(bytes.len());
+    (&bytes[..end], bytes.get(end + 1..).unwrap_or_default())
+}
+
+/// Passes the client's bytes on as they come, following its prepared statements: once armed,
+/// the first transaction that inserts events is the one whose `COMMIT` answer is cut. (The
+/// bytes are read before they are passed on, so the cut is marked before the server can
+/// answer.)
+fn client_side(
+    mut from: std::net::TcpStream,
+    mut to: std::net::TcpStream,
+    commits: &std::sync::Mutex<Commits>,
+    armed: &std::sync::atomic::AtomicBool,
+) {
+    use std::io::{Read, Write};
+    let mut statements = std::collections::HashMap::<Vec<u8>, Vec<u8>>::new();
+    let (mut buf, mut pending, mut started) = (vec![0_u8; 64 * 1024], Vec::new(), false);
+    while let Ok(n) = from.read(&mut buf) {
+        if n == 0 {
+            break;
+        }
+        pending.extend_from_slice(&buf[..n]);
+        if !started && pending.len() >= 4 {
+            // The startup message has no type byte.
+            let len = u32::from_be_bytes(pending[..4].try_into().unwrap()) as usize;
+            if pending.len() >= len {
+                pending.drain(..len);
+                started = true;
+            }
+        }
+        let read = if started {
+            messages(&mut pending)
+        } else {
+            Vec::new()
+        };
+        for (kind, body) in read {
+            match kind {
+                b'P' => {
+                    let (name, rest) = cstr(&body);
+                    statements.insert(name.to_vec(), cstr(rest).0.to_vec());
+                }
+                b'B' => {
+                    let stmt = cstr(cstr(&body).1).0;
+                    let sql = statements.get(stmt).map(Vec::as_slice).unwrap_or_default();
+                    let mut c = commits.lock().unwrap();
+                    if sql == b"COMMIT" {
+                        c.sent += 1;
+                    } else if sql.windows(18).any(|w| w == b"INSERT INTO events")
+                        && c.cut_at.is_none()
+                        && armed.swap(false, std::sync::atomic::Ordering::SeqCst)
+                    {
+                        c.cut_at = Some(c.sent + 1);
+                    }
+                }
+                _ => {}
+            }
+        }
+        if to.write_all(&buf[..n]).is_err() {
+            break;
+        }
+    }
+    let _ = from.shutdown(std::net::Shutdown::Both);
+    let _ = to.shutdown(std::net::Shutdown::Both);
+}
+
+/// Passes the server's messages on whole, and cuts both ways instead of passing on the
+/// `COMMIT` answer marked to cut.
+fn server_side(
+    mut from: std::net::TcpStream,
+    mut to: std::net::TcpStream,
+    commits: &std::sync::Mutex<Commits>,
+    cuts: &std::sync::atomic::AtomicUsize,
+) {
+    use std::io::{Read, Write};
+    let (mut buf, mut pending) = (vec![0_u8; 64 * 1024], Vec::new());
+    'read: while let Ok(n) = from.read(&mut buf) {
+        if n == 0 {
+            break;
+        }
+        pending.extend_from_slice(&buf[..n]);
+        let mut out = Vec::new();
+        for (kind, body) in messages(&mut pending) {
+            if kind == b'C' && cstr(&body).0 == b"COMMIT" {
+                let mut c = commits.lock().unwrap();
+                c.answered += 1;
+                if c.cut_at == Some(c.answered) {
+                    c.cut_at = None;
+                    cuts.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    let _ = to.write_all(&out);
+                    break 'read;
+                }
+            }
+            out.push(kind);
+            out.extend_from_slice(&u32::try_from(body.len() + 4).unwrap().to_be_bytes());
+            out.extend_from_slice(&body);
+        }
+        if to.write_all(&out).is_err() {
+            break;
+        }
+    }
+    let _ = from.shutdown(std::net::Shutdown::Both);
+    let _ = to.shutdown(std::net::Shutdown::Both);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_whose_commit_answer_is_lost_is_stored_once_and_answered_as_committed() {
+    use opsdeck::model::{EventKind, RunStatus};
+    let cutter = CommitCutter::start(&postgres_db());
+    let ws = TestWorkspace::new();
+    ws.pipeline("etl", ETL);
+    ws.write(
+        "opsdeck.toml",
+        &format!("[store]\nurl = \"{}\"\n", cutter.url),
+    );
+    let host = ws.host().await;
+    let mut live = host.subscribe();
+    let first = crate::support::run_to_end(&host, "etl").await;
+    assert_eq!(first.status, RunStatus::Succeeded);
+    for round in 1..=3 {
+        cutter.arm();
+        // The run's writes commit, one of them with its answer lost: the run goes on, and
+        // starting it is not refused (its insert is not made twice).
+        let run = crate::support::run_to_end(&host, "etl").await;
+        assert_eq!(run.status, RunStatus::Succeeded, "round {round}");
+        assert_eq!(cutter.cuts(), round, "a commit's answer was cut");
+    }
+    let runs = host
+        .runs(opsdeck::model::RunQuery::default())
+        .await
+        .unwrap();
+    assert_eq!(runs.total, 4);
+    let events = host.events(0, 10_000).await.unwrap();
+    let seqs: Vec<u64> = events.iter().map(|e| e.seq).collect();
+    assert_eq!(
+        seqs,
+        (1..=seqs.len() as u64).collect::<Vec<_>>(),
+        "gap-free"
+    );
+    // Each run's life is told once: no batch was stored twice.
+    let mut told = std::collections::HashMap::new();
+    for e in &events {
+        if let Some(run) = e.run_id {
+            *told.entry((run, e.kind, e.stage.clone())).or_insert(0) += 1;
+        }
+    }
+    let twice: Vec<_> = told.iter().filter(|(_, n)| **n > 1).collect();
+    assert!(twice.is_empty(), "events stored twice: {twice:?}");
+    // And published once each, in order, on the live stream.
+    let mut heard = Vec::new();
+    while heard.last() != seqs.last() {
+        let e = tokio::time::timeout(std::time::Duration::from_secs(30), live.recv())
+            .await
+            .expect("the live stream reaches the last stored event")
+            .unwrap();
+        heard.push(e.seq);
+    }
+    let from = seqs.iter().position(|s| Some(s) == heard.first()).unwrap();
+    assert_eq!(heard, seqs[from..], "published once each, in order");
+    assert!(
+        events
+            .iter()
+            .all(|e| e.run_id.is_none() || heard.contains(&e.seq)),
+        "every run's events were heard"
+    );
+    for kind in [
+        EventKind::RunStarted,
+        EventKind::RunFinished,
+        EventKind::StageFinished,
+    ] {
+        assert_eq!(
+            told.keys().filter(|(_, k, _)| *k == kind).count(),
+            4,
+            "{kind:?} once per run"
+        );
+    }
+    host.shutdown().await;
+}

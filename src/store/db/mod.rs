@@ -273,15 +273,9 @@ impl Db {
     }
 
     /// Builds a transaction with `f` and sends it whole without waiting for it (PostgreSQL
-    /// only; see [`Pg::send`] for `after`, `mark` and `numbered`). Its answer is taken with
-    /// [`Db::wait`], oldest first; meanwhile the connection takes other requests, behind it.
-    pub fn send_transaction(
-        &mut self,
-        after: Option<&str>,
-        mark: &str,
-        numbered: bool,
-        f: impl FnOnce(&mut Db) -> Result<()>,
-    ) -> Result<()> {
+    /// only). Its answer is taken with [`Db::wait`], oldest first; meanwhile the connection
+    /// takes other requests, behind it.
+    pub fn send_transaction(&mut self, f: impl FnOnce(&mut Db) -> Result<()>) -> Result<()> {
         let Db::Postgres(pg) = self else {
             return Err(not_ahead());
         };
@@ -291,7 +285,7 @@ impl Db {
             return Err(not_ahead());
         };
         match built {
-            Ok(()) => pg.send(after, mark, numbered),
+            Ok(()) => pg.send(),
             Err(e) => pg.finish(Err(e)),
         }
     }

@@ -296,25 +296,12 @@ impl Pg {
 
     /// Sends the transaction [`Pg::begin`] started, whole, without waiting for its answer:
     /// its `COMMIT` follows its writes, and the next request on this connection queues behind
-    /// it. It sets the session's batch mark to `mark`; with `after`, it first checks that the
-    /// mark reads `after` (what the transaction sent before it set), so that it fails, and
-    /// commits nothing, when that one did not commit. With `numbered`, it also notes the event
-    /// counter's value (the transaction numbered events and holds the counter) as the last
-    /// event this session numbered, which a later transaction's read of other workers' events
-    /// starts after. Its answer is taken with [`Pg::wait`].
-    pub fn send(&mut self, after: Option<&str>, mark: &str, numbered: bool) -> Result<()> {
+    /// it. Its answer is taken with [`Pg::wait`].
+    pub fn send(&mut self) -> Result<()> {
         if self.deferred.is_none() {
             return Err(StoreError("no transaction to send".into()));
         }
-        let end = if numbered { MARK_NUMBERED } else { MARK };
-        // The check first: a transaction behind one that failed takes no lock and does no
-        // work before it fails.
-        let first: Vec<_> = after
-            .map(|a| (CHECK_MARK, vec![a.into()]))
-            .into_iter()
-            .collect();
-        let last = vec![(end, vec![mark.into()]), ("COMMIT", Vec::new())];
-        let flight = match self.flight(first, last) {
+        let flight = match self.flight(vec![("COMMIT", Vec::new())]) {
             Ok(flight) => flight,
             Err(e) => {
                 self.abort();
@@ -356,24 +343,17 @@ impl Pg {
     }
 
     /// Builds the transaction [`Pg::begin`] started as one [`Flight`], sending nothing yet:
-    /// `BEGIN` (unless a read inside it sent it already), `first`, its writes, `last`.
-    fn flight(
-        &mut self,
-        first: Vec<(&str, Vec<Val>)>,
-        last: Vec<(&str, Vec<Val>)>,
-    ) -> Result<Flight> {
+    /// `BEGIN` (unless a read inside it sent it already), its writes, `last`.
+    fn flight(&mut self, last: Vec<(&str, Vec<Val>)>) -> Result<Flight> {
         let writes = self.deferred.take().unwrap_or_default();
         let mut texts: Vec<&str> = writes.iter().map(|(s, _)| s.as_str()).collect();
         texts.push("BEGIN");
-        texts.extend(first.iter().chain(&last).map(|(s, _)| *s));
+        texts.extend(last.iter().map(|(s, _)| *s));
         self.prepare_all(&texts)?;
-        let shift = usize::from(!self.begun) + first.len();
+        let shift = usize::from(!self.begun);
         let mut stmts = Vec::with_capacity(shift + writes.len() + last.len());
         if !self.begun {
             stmts.push((self.statement("BEGIN")?, Vec::new()));
-        }
-        for (sql, vals) in first {
-            stmts.push((self.statement(sql)?, vals));
         }
         for (sql, vals) in writes {
             stmts.push((self.statement(&sql)?, vals));
@@ -445,7 +425,7 @@ impl Pg {
         } else {
             Vec::new()
         };
-        let mut flight = self.flight(Vec::new(), last)?;
+        let mut flight = self.flight(last)?;
         self.begun = true;
         self.block_on(futures::future::poll_fn(|cx| {
             flight.poll(cx);
@@ -530,20 +510,6 @@ impl Flight {
         }
     }
 }
-
-/// Fails the transaction unless the session's batch mark reads `?1`: the transaction sent
-/// before it committed. (A failed transaction's `set_config` is undone with it.) The cast of
-/// the sentence is the error; a constant there would fail when the statement is planned.
-const CHECK_MARK: &str =
-    "SELECT CAST(CASE WHEN current_setting('opsdeck.batch', true) = ?1 THEN '0'
-    ELSE 'the write batch sent before this one did not commit' END AS integer)";
-
-/// Sets the session's batch mark (see [`CHECK_MARK`]).
-const MARK: &str = "SELECT set_config('opsdeck.batch', ?1, false)";
-
-/// [`MARK`], and the last event this session numbered (the transaction holds the counter).
-const MARK_NUMBERED: &str = "SELECT set_config('opsdeck.batch', ?1, false),
-    set_config('opsdeck.numbered', CAST(last AS TEXT), false) FROM event_seq";
 
 fn convert(rows: &[tokio_postgres::Row]) -> Result<Vec<Row>> {
     rows.iter()
