@@ -66,5 +66,18 @@ proptest! {
                 prop_assert!(finished[0] < started[0], "s{} started before its need s{} finished", i, j);
             }
         }
+        // Read in sequence order, the log never shows more stages running than the pipeline's
+        // concurrency: a stage that a freed slot let start is numbered after the end that freed it.
+        let mut running = 0_u32;
+        for e in &events {
+            match e.kind {
+                EventKind::StageStarted => {
+                    running += 1;
+                    prop_assert!(running <= concurrency, "event {} shows {} stages running at once, over the pipeline's concurrency of {}", e.seq, running, concurrency);
+                }
+                EventKind::StageFinished => running -= 1,
+                _ => {}
+            }
+        }
     }
 }
