@@ -1,4 +1,5 @@
-//! `opsdeck events`: the event log from a sequence number, optionally following it.
+//! `opsdeck events`: the event log from a sequence number, optionally following it, narrowed
+//! to one run or to some kinds (what an on-call engineer watching one run wants to see).
 
 use std::time::Duration;
 
@@ -6,7 +7,7 @@ use clap::Args;
 
 use super::output::event_line;
 use super::{Cli, CliError, CliResult, EXIT_OK, open_workspace, reader};
-use crate::model::Event;
+use crate::model::{Event, EventKind, RunId};
 
 #[derive(Debug, Args)]
 pub struct EventsArgs {
@@ -22,6 +23,31 @@ pub struct EventsArgs {
     /// Keep printing new events as they are appended (Ctrl-C stops)
     #[arg(long, short)]
     pub follow: bool,
+    /// Only this run's events
+    #[arg(long, value_name = "RUN", value_parser = super::parse_run_id)]
+    pub run: Option<RunId>,
+    /// Only events of these kinds (repeat the flag or separate them with commas), such as
+    /// `stage_finished,run_finished`
+    #[arg(long, value_name = "KIND", value_delimiter = ',', value_parser = parse_kind)]
+    pub kind: Vec<EventKind>,
+}
+
+fn parse_kind(s: &str) -> Result<EventKind, String> {
+    s.trim().parse().map_err(|_| {
+        let kinds: Vec<&str> = EventKind::ALL.iter().map(|k| k.as_str()).collect();
+        format!(
+            "`{s}` is not an event kind; valid kinds: {}",
+            kinds.join(", ")
+        )
+    })
+}
+
+impl EventsArgs {
+    /// Whether `e` is one the filters let through (every event when none is given).
+    fn wants(&self, e: &Event) -> bool {
+        self.run.is_none_or(|id| e.run_id == Some(id))
+            && (self.kind.is_empty() || self.kind.contains(&e.kind))
+    }
 }
 
 fn parse_seq(s: &str) -> Result<u64, String> {
@@ -62,6 +88,22 @@ impl Source {
             Source::Remote(r) => Ok(crate::client::Backend::events_after(r, since, limit).await?),
         }
     }
+
+    /// Refuses a run that does not exist, so a typo is named instead of printing nothing.
+    async fn check_run(&self, id: RunId) -> Result<(), CliError> {
+        match self {
+            Source::Local(r) => match r.run(id).map_err(|e| CliError::failed(e.0))? {
+                Some(_) => Ok(()),
+                None => Err(CliError::bad_input(format!(
+                    "there is no run {id}; list runs with `opsdeck runs`"
+                ))),
+            },
+            Source::Remote(r) => {
+                crate::client::Backend::run(r, id).await?;
+                Ok(())
+            }
+        }
+    }
 }
 
 pub async fn run(cli: &Cli, args: &EventsArgs) -> CliResult {
@@ -82,18 +124,25 @@ pub async fn run(cli: &Cli, args: &EventsArgs) -> CliResult {
             (Source::Local(r), Some(log))
         }
     };
+    if let Some(id) = args.run {
+        r.check_run(id).await?;
+    }
+    let filtered = args.run.is_some() || !args.kind.is_empty();
     let mut since = args.since;
+    // Events printed, not read: with a filter, the log is read a page at a time past the
+    // events it leaves out, so memory stays one page whatever the log's length.
     let mut left = args
         .limit
         .map_or(usize::MAX, |n| usize::try_from(n).unwrap_or(usize::MAX));
     loop {
         while left > 0 {
-            let page = r.page(since, left.min(1_000)).await?;
+            let want = if filtered { 1_000 } else { left.min(1_000) };
+            let page = r.page(since, want).await?;
             let Some(last) = page.last() else { break };
             since = last.seq;
-            left -= page.len();
-            for e in &page {
+            for e in page.iter().filter(|e| args.wants(e)).take(left) {
                 print(e, args.json)?;
+                left -= 1;
             }
         }
         if !args.follow || left == 0 {

@@ -355,6 +355,63 @@ fn events_print_json_lines_from_a_sequence_number() {
 }
 
 #[test]
+fn events_narrow_to_one_run_and_to_kinds() {
+    let ws = workspace();
+    ws.run(&["run", "etl"]).expect_code(0);
+    ws.run(&["run", "etl"]).expect_code(0);
+    let lines = |args: &[&str]| -> Vec<Value> {
+        ws.run(args)
+            .stdout()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    };
+    let all = lines(&["events", "--json"]);
+    let second = lines(&["events", "--run", "2", "--json"]);
+    let expected: Vec<&Value> = all.iter().filter(|e| e["run_id"] == 2).collect();
+    assert!(expected.len() >= 6, "{expected:?}");
+    assert_eq!(second.iter().collect::<Vec<_>>(), expected);
+    let ends = lines(&["events", "--kind", "run_finished,run_created", "--json"]);
+    let kinds: Vec<(&str, u64)> = ends
+        .iter()
+        .map(|e| (e["kind"].as_str().unwrap(), e["run_id"].as_u64().unwrap()))
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            ("run_created", 1),
+            ("run_finished", 1),
+            ("run_created", 2),
+            ("run_finished", 2)
+        ]
+    );
+    // The limit counts what is printed, and the filters combine.
+    let one = lines(&[
+        "events",
+        "--run",
+        "2",
+        "--kind",
+        "stage_finished",
+        "--kind",
+        "run_finished",
+        "--limit",
+        "1",
+        "--json",
+    ]);
+    assert_eq!(one.len(), 1);
+    assert_eq!(one[0]["kind"], "stage_finished");
+    assert_eq!(one[0]["run_id"], 2);
+    ws.run(&["events", "--kind", "finished"]).expect_error(
+        2,
+        "`finished` is not an event kind; valid kinds: run_created, run_started",
+    );
+    ws.run(&["events", "--run", "9"])
+        .expect_error(2, "there is no run 9; list runs with `opsdeck runs`");
+    ws.run(&["events", "--run", "x"])
+        .expect_error(2, "`x` is not a valid run id");
+}
+
+#[test]
 fn logs_go_to_the_workspace_not_the_terminal() {
     let ws = workspace();
     let out = ws.run(&["run", "etl"]);

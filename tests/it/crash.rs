@@ -229,6 +229,22 @@ fn serve_resumes_interrupted_runs_and_refuses_a_second_host() {
         .expect_error(2, "pipeline `slow` declares no params");
     let events = ws.run(&["--remote", &url, "events", "--limit", "3", "--json"]);
     assert_eq!(events.stdout().lines().count(), 3);
+    // Narrowed to one run, the API's log reads as the local one does.
+    let filter = [
+        "events",
+        "--run",
+        "2",
+        "--kind",
+        "run_started,run_finished",
+        "--json",
+    ];
+    let local = ws.run(&filter).stdout();
+    assert_eq!(local.lines().count(), 2, "{local}");
+    let mut remote_args = vec!["--remote", url.as_str()];
+    remote_args.extend(filter);
+    assert_eq!(ws.run(&remote_args).stdout(), local);
+    ws.run(&["--remote", &url, "events", "--run", "99"])
+        .expect_error(2, "there is no run 99");
     // Only one host per workspace; the refusal names the host.
     let second = ws.run(&["serve", "--bind", "127.0.0.1:0"]);
     second.expect_code(1);
