@@ -33,10 +33,11 @@ pub struct EventsArgs {
 }
 
 fn parse_kind(s: &str) -> Result<EventKind, String> {
-    s.trim().parse().map_err(|_| {
+    let s = s.trim();
+    s.parse().map_err(|_| {
         let kinds: Vec<&str> = EventKind::ALL.iter().map(|k| k.as_str()).collect();
         format!(
-            "`{s}` is not an event kind; valid kinds: {}",
+            "`{s}` is not an event kind; valid kinds: {} (`unknown`: kinds written by a newer version)",
             kinds.join(", ")
         )
     })
@@ -82,22 +83,36 @@ enum Source {
 }
 
 impl Source {
-    async fn page(&self, since: u64, limit: usize) -> Result<Vec<Event>, CliError> {
-        match self {
-            Source::Local(r) => r.events(since, limit).map_err(|e| CliError::failed(e.0)),
-            Source::Remote(r) => Ok(crate::client::Backend::events_after(r, since, limit).await?),
+    /// The next page after `since`; with `run`, only that run's events, read by its index.
+    async fn page(
+        &self,
+        run: Option<RunId>,
+        since: u64,
+        limit: usize,
+    ) -> Result<Vec<Event>, CliError> {
+        use crate::client::Backend;
+        match (self, run) {
+            (Source::Local(r), None) => r.events(since, limit).map_err(|e| CliError::failed(e.0)),
+            (Source::Local(r), Some(id)) => r
+                .run_events(id, since, limit)
+                .map_err(|e| CliError::failed(e.0)),
+            (Source::Remote(r), None) => Ok(r.events_after(since, limit).await?),
+            (Source::Remote(r), Some(id)) => Ok(r.run_events_after(id, since, limit).await?),
         }
     }
 
     /// Refuses a run that does not exist, so a typo is named instead of printing nothing.
     async fn check_run(&self, id: RunId) -> Result<(), CliError> {
         match self {
-            Source::Local(r) => match r.run(id).map_err(|e| CliError::failed(e.0))? {
-                Some(_) => Ok(()),
-                None => Err(CliError::bad_input(format!(
-                    "there is no run {id}; list runs with `opsdeck runs`"
-                ))),
-            },
+            Source::Local(r) => {
+                if r.run_exists(id).map_err(|e| CliError::failed(e.0))? {
+                    Ok(())
+                } else {
+                    Err(CliError::bad_input(format!(
+                        "there is no run {id}; list runs with `opsdeck runs`"
+                    )))
+                }
+            }
             Source::Remote(r) => {
                 crate::client::Backend::run(r, id).await?;
                 Ok(())
@@ -127,17 +142,18 @@ pub async fn run(cli: &Cli, args: &EventsArgs) -> CliResult {
     if let Some(id) = args.run {
         r.check_run(id).await?;
     }
-    let filtered = args.run.is_some() || !args.kind.is_empty();
+    let filtered = !args.kind.is_empty();
     let mut since = args.since;
-    // Events printed, not read: with a filter, the log is read a page at a time past the
-    // events it leaves out, so memory stays one page whatever the log's length.
+    // Events printed, not read: with kinds to keep, the log (or the run's part of it) is read
+    // a page at a time past the events they leave out, so memory stays one page whatever the
+    // log's length.
     let mut left = args
         .limit
         .map_or(usize::MAX, |n| usize::try_from(n).unwrap_or(usize::MAX));
     loop {
         while left > 0 {
             let want = if filtered { 1_000 } else { left.min(1_000) };
-            let page = r.page(since, want).await?;
+            let page = r.page(args.run, since, want).await?;
             let Some(last) = page.last() else { break };
             since = last.seq;
             for e in page.iter().filter(|e| args.wants(e)).take(left) {

@@ -195,6 +195,10 @@ impl Backend for Embedded {
         Ok(self.host.events(since, limit).await?)
     }
 
+    async fn run_events_after(&self, run: RunId, since: u64, limit: usize) -> Result<Vec<Event>> {
+        Ok(self.host.run_events(run, since, limit).await?)
+    }
+
     async fn runs(&self, q: RunQuery) -> Result<Page<RunSummary>> {
         Ok(self.host.runs(q).await?)
     }

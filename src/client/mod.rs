@@ -64,6 +64,9 @@ pub trait Backend: Send + Sync {
     async fn recent_events(&self, limit: usize) -> Result<Vec<Event>>;
     /// Stored events after `since`, oldest first, at most `limit` (to page back through history).
     async fn events_after(&self, since: u64, limit: usize) -> Result<Vec<Event>>;
+    /// Run `run`'s stored events after `since`, oldest first, at most `limit` (to follow one
+    /// run without reading the whole log).
+    async fn run_events_after(&self, run: RunId, since: u64, limit: usize) -> Result<Vec<Event>>;
     async fn runs(&self, q: RunQuery) -> Result<Page<RunSummary>>;
     async fn run(&self, id: RunId) -> Result<Run>;
     async fn stage_io(&self, id: RunId, stage: &str) -> Result<StageIo>;

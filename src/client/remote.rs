@@ -345,6 +345,14 @@ impl Backend for Remote {
         .await
     }
 
+    async fn run_events_after(&self, run: RunId, since: u64, limit: usize) -> Result<Vec<Event>> {
+        self.get(&format!(
+            "/v1/events/log?run={run}&since={since}&limit={}",
+            limit.clamp(1, 10_000)
+        ))
+        .await
+    }
+
     async fn runs(&self, q: RunQuery) -> Result<Page<RunSummary>> {
         let mut params: Vec<(&str, String)> = vec![
             ("limit", q.limit.clamp(1, 1_000).to_string()),

@@ -496,6 +496,11 @@ impl Host {
         Ok(self.inner.runtime.events(since, limit).await?)
     }
 
+    /// One run's stored events after `since`, oldest first, at most `limit`.
+    pub async fn run_events(&self, run: RunId, since: u64, limit: usize) -> Result<Vec<Event>> {
+        Ok(self.inner.runtime.run_events(run, since, limit).await?)
+    }
+
     /// Runs counted by pipeline and status, for `/metrics`.
     pub async fn run_counts(&self) -> Result<Vec<(String, String, u64)>> {
         Ok(self.inner.runtime.run_counts().await?)

@@ -631,6 +631,15 @@ impl Runtime {
         Ok(self.e.reads.with(move |r| r.events(since, limit)).await?)
     }
 
+    /// See [`Reader::run_events`](crate::store::Reader::run_events).
+    pub async fn run_events(&self, run: RunId, since: u64, limit: usize) -> Result<Vec<Event>> {
+        Ok(self
+            .e
+            .reads
+            .with(move |r| r.run_events(run, since, limit))
+            .await?)
+    }
+
     /// The dead-letter depth and the last event's sequence number.
     pub async fn counts(&self) -> Result<(u64, u64)> {
         Ok(self

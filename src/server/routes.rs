@@ -736,9 +736,11 @@ pub async fn events(
 pub struct LogParams {
     since: Option<u64>,
     limit: Option<usize>,
+    run: Option<u64>,
 }
 
-/// Stored events after `since`, oldest first, as JSON (for paging back through history).
+/// Stored events after `since`, oldest first, as JSON (for paging back through history); with
+/// `run`, only that run's.
 pub async fn events_log(
     State(s): State<AppState>,
     _p: Principal,
@@ -750,7 +752,23 @@ pub async fn events_log(
         Some(n) => resume_point(n, s.backend.overview().await?.last_seq, "since")?,
         None => 0,
     };
-    Ok(ok(s.backend.events_after(since, limit).await?))
+    match q.run {
+        None => Ok(ok(s.backend.events_after(since, limit).await?)),
+        Some(run) => {
+            let run = i64::try_from(run)
+                .ok()
+                .filter(|r| *r > 0)
+                .map(RunId)
+                .ok_or_else(|| {
+                    Failure::new(
+                        ErrorCode::Validation,
+                        format!("`run` is {run}, which is not a run id; ids are positive numbers such as 42"),
+                    )
+                    .with_details(json!({ "field": "run" }))
+                })?;
+            Ok(ok(s.backend.run_events_after(run, since, limit).await?))
+        }
+    }
 }
 
 /// A sequence number to read after, from outside: at most the last one stored (so it also

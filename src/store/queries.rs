@@ -696,6 +696,28 @@ impl Reader {
         events_after(&mut *self.db()?, since, limit)
     }
 
+    /// Whether run `id` is stored (without reading its stages and attempts).
+    pub fn run_exists(&self, id: RunId) -> Result<bool> {
+        Ok(!self
+            .rows("SELECT 1 FROM runs WHERE id = ?1", args![id.0])?
+            .is_empty())
+    }
+
+    /// Run `run`'s events with `seq > since`, oldest first, at most `limit`: read by the run's
+    /// index, so following one run costs its own events, not the whole log's.
+    pub fn run_events(&self, run: RunId, since: u64, limit: usize) -> Result<Vec<Event>> {
+        let Ok(since) = i64::try_from(since) else {
+            return Ok(Vec::new());
+        };
+        all(
+            self.rows(
+                "SELECT seq, at, kind, run_id, stage_id, data FROM events WHERE run_id = ?1 AND seq > ?2 ORDER BY seq LIMIT ?3",
+                args![run.0, since, limit],
+            )?,
+            event,
+        )
+    }
+
     /// The next run and dead-letter ids to hand out (ids are never reused, even after deletes).
     pub fn next_ids(&self) -> Result<(i64, i64)> {
         next_ids(&mut *self.db()?)

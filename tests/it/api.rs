@@ -808,6 +808,35 @@ async fn a_resume_point_past_the_end_of_the_log_is_refused() {
         after.iter().all(|e| e["seq"].as_u64().unwrap() > last),
         "{v}"
     );
+    // One run's events: the same as the whole log's for that run, and a run id that cannot be
+    // one is named.
+    let (_, all) = api.get("/v1/events/log?limit=10000", VIEWER).await;
+    let run = all["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find_map(|e| e["run_id"].as_u64())
+        .unwrap();
+    let (s, v) = api
+        .get(&format!("/v1/events/log?run={run}&limit=10000"), VIEWER)
+        .await;
+    assert_eq!(s, 200, "{v}");
+    let expected: Vec<&Value> = all["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["run_id"].as_u64() == Some(run))
+        .collect();
+    assert!(!expected.is_empty());
+    assert_eq!(
+        v["data"].as_array().unwrap().iter().collect::<Vec<_>>(),
+        expected
+    );
+    let (s, v, _) = api
+        .call("GET", "/v1/events/log?run=0", Some(VIEWER), None)
+        .await;
+    assert_eq!((s, code(&v)), (400, "validation"), "{v}");
+    assert_eq!(v["error"]["details"]["field"], "run");
     api.host.shutdown().await;
 }
 

@@ -412,6 +412,63 @@ fn events_narrow_to_one_run_and_to_kinds() {
 }
 
 #[test]
+fn events_follow_one_run_to_its_end() {
+    let ws = TestWorkspace::new();
+    let gate = ws.path("go");
+    ws.pipeline(
+        "gated",
+        &format!(
+            "[pipeline]\nname = \"gated\"\n[[stage]]\nid = \"wait\"\nkind = \"command\"\ncommand = [\"sh\", \"-c\", \"while [ ! -e '{}' ]; do sleep 0.05; done; echo '{{}}'\"]\n",
+            gate.display()
+        ),
+    );
+    let mut run = ws
+        .cmd()
+        .args(["run", "gated"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    crate::support::eventually("run 1 to start its stage", || {
+        !ws.run(&["events", "--run", "1", "--kind", "stage_started"])
+            .stdout()
+            .is_empty()
+    });
+    // Following run 1 for its end, which comes once the gate opens: the end alone is printed,
+    // and the limit ends the command.
+    let follow = ws
+        .cmd()
+        .args([
+            "events",
+            "--follow",
+            "--run",
+            "1",
+            "--kind",
+            "run_finished",
+            "--limit",
+            "1",
+            "--json",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::fs::write(&gate, "").unwrap();
+    assert!(run.wait().unwrap().success());
+    let out = crate::support::Out(follow.wait_with_output().unwrap());
+    out.expect_code(0);
+    let lines: Vec<Value> = out
+        .stdout()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 1, "{}", out.stdout());
+    assert_eq!(lines[0]["kind"], "run_finished");
+    assert_eq!(lines[0]["run_id"], 1);
+    assert_eq!(lines[0]["data"]["status"], "succeeded");
+}
+
+#[test]
 fn logs_go_to_the_workspace_not_the_terminal() {
     let ws = workspace();
     let out = ws.run(&["run", "etl"]);

@@ -297,7 +297,7 @@ fn read_all(r: &Reader) -> Value {
             ..DlqQuery::default()
         })
         .unwrap();
-    json!({
+    let mut all = json!({
         "newest": page(r.runs(&q(RunSort::Newest, None, None)).unwrap()),
         "oldest": page(r.runs(&q(RunSort::Oldest, None, None)).unwrap()),
         "longest": page(r.runs(&q(RunSort::Longest, None, None)).unwrap()),
@@ -344,7 +344,21 @@ fn read_all(r: &Reader) -> Value {
         "pin_and_previous": r.pin_and_previous("rules").unwrap(),
         "stage_input": r.stage_input("etl", "extract", Some(RunId(1))).unwrap().map(|(id, i)| (id.0, i)),
         "lens": r.lens_rows("etl", 10).unwrap().1.len(),
-    })
+    });
+    // One run's events (beside the json! above, which is at its macro's recursion limit).
+    let seqs = |evs: Vec<opsdeck::model::Event>| evs.iter().map(|e| e.seq).collect::<Vec<_>>();
+    let of_runs = |since, limit| {
+        (1..=3)
+            .map(|id| seqs(r.run_events(RunId(id), since, limit).unwrap()))
+            .collect::<Vec<_>>()
+    };
+    all["run_events"] = json!(of_runs(0, 100));
+    all["run_events_after"] = json!(of_runs(1, 1));
+    all["run_exists"] = json!([
+        r.run_exists(RunId(3)).unwrap(),
+        r.run_exists(RunId(99)).unwrap()
+    ]);
+    all
 }
 
 /// A writer on `db` with a runtime to submit from, and its live stream.
@@ -474,6 +488,25 @@ fn sqlite_and_postgres_stores_answer_alike() {
     assert!(b["dlq_fate"].as_str().unwrap().contains("discarded"));
     assert_eq!(b["last_seq"], json!(4));
     assert_eq!(b["events_after"], json!([4]));
+    // One run's events are the log's events of that run, in order; after a number, at most
+    // the limit of them.
+    let mut with_runs = 0;
+    for id in 1..=3_u64 {
+        let of_run: Vec<u64> = b["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|e| e["run_id"].as_u64() == Some(id))
+            .map(|e| e["seq"].as_u64().unwrap())
+            .collect();
+        with_runs += of_run.len();
+        let i = usize::try_from(id - 1).unwrap();
+        assert_eq!(b["run_events"][i], json!(of_run), "run {id}");
+        let after: Vec<u64> = of_run.into_iter().filter(|s| *s > 1).take(1).collect();
+        assert_eq!(b["run_events_after"][i], json!(after), "run {id} after 1");
+    }
+    assert!(with_runs > 0, "{}", b["events"]);
+    assert_eq!(b["run_exists"], json!([true, false]));
     assert_eq!(
         b["next_ids"],
         json!([4, 3]),
