@@ -736,7 +736,7 @@ pub async fn events(
 pub struct LogParams {
     since: Option<u64>,
     limit: Option<usize>,
-    run: Option<u64>,
+    run: Option<String>,
 }
 
 /// Stored events after `since`, oldest first, as JSON (for paging back through history); with
@@ -755,16 +755,12 @@ pub async fn events_log(
     match q.run {
         None => Ok(ok(s.backend.events_after(since, limit).await?)),
         Some(run) => {
-            let run = i64::try_from(run)
-                .ok()
-                .filter(|r| *r > 0)
-                .map(RunId)
-                .ok_or_else(|| {
-                    Failure::new(
-                        ErrorCode::Validation,
-                        format!("`run` is {run}, which is not a run id; ids are positive numbers such as 42"),
-                    )
-                    .with_details(json!({ "field": "run" }))
+            // The model's own parse, so the API and the CLI refuse an id in the same words.
+            let run = run
+                .parse::<RunId>()
+                .map_err(|e: crate::model::ParseIdError| {
+                    Failure::new(ErrorCode::Validation, e.to_string())
+                        .with_details(json!({ "field": "run" }))
                 })?;
             Ok(ok(s.backend.run_events_after(run, since, limit).await?))
         }

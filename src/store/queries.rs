@@ -706,16 +706,7 @@ impl Reader {
     /// Run `run`'s events with `seq > since`, oldest first, at most `limit`: read by the run's
     /// index, so following one run costs its own events, not the whole log's.
     pub fn run_events(&self, run: RunId, since: u64, limit: usize) -> Result<Vec<Event>> {
-        let Ok(since) = i64::try_from(since) else {
-            return Ok(Vec::new());
-        };
-        all(
-            self.rows(
-                "SELECT seq, at, kind, run_id, stage_id, data FROM events WHERE run_id = ?1 AND seq > ?2 ORDER BY seq LIMIT ?3",
-                args![run.0, since, limit],
-            )?,
-            event,
-        )
+        read_events(&mut *self.db()?, Some(run), since, u64::MAX, limit)
     }
 
     /// The next run and dead-letter ids to hand out (ids are never reused, even after deletes).
@@ -737,18 +728,33 @@ pub(crate) fn events_between(
     until: u64,
     limit: usize,
 ) -> Result<Vec<Event>> {
+    read_events(db, None, since, until, limit)
+}
+
+/// [`events_between`], of one run's events only when `run` is given (by the run's index).
+fn read_events(
+    db: &mut Db,
+    run: Option<RunId>,
+    since: u64,
+    until: u64,
+    limit: usize,
+) -> Result<Vec<Event>> {
     // Past what a sequence number can be: nothing is after it (never "from the start").
     let Ok(since) = i64::try_from(since) else {
         return Ok(Vec::new());
     };
     let until = i64::try_from(until).unwrap_or(i64::MAX);
-    all(
-        db.rows(
+    let rows = match run {
+        None => db.rows(
             "SELECT seq, at, kind, run_id, stage_id, data FROM events WHERE seq > ?1 AND seq <= ?3 ORDER BY seq LIMIT ?2",
             args![since, limit, until],
         )?,
-        event,
-    )
+        Some(run) => db.rows(
+            "SELECT seq, at, kind, run_id, stage_id, data FROM events WHERE run_id = ?4 AND seq > ?1 AND seq <= ?3 ORDER BY seq LIMIT ?2",
+            args![since, limit, until, run.0],
+        )?,
+    };
+    all(rows, event)
 }
 
 /// [`Reader::next_ids`] on any connection.

@@ -832,11 +832,25 @@ async fn a_resume_point_past_the_end_of_the_log_is_refused() {
         v["data"].as_array().unwrap().iter().collect::<Vec<_>>(),
         expected
     );
-    let (s, v, _) = api
-        .call("GET", "/v1/events/log?run=0", Some(VIEWER), None)
-        .await;
-    assert_eq!((s, code(&v)), (400, "validation"), "{v}");
-    assert_eq!(v["error"]["details"]["field"], "run");
+    for bad in ["0", "abc", "-3"] {
+        let (s, v, _) = api
+            .call(
+                "GET",
+                &format!("/v1/events/log?run={bad}"),
+                Some(VIEWER),
+                None,
+            )
+            .await;
+        assert_eq!((s, code(&v)), (400, "validation"), "{v}");
+        assert_eq!(v["error"]["details"]["field"], "run");
+        assert!(
+            v["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains(&format!("`{bad}` is not a valid run id")),
+            "{v}"
+        );
+    }
     api.host.shutdown().await;
 }
 

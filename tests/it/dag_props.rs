@@ -75,7 +75,11 @@ proptest! {
                     running += 1;
                     prop_assert!(running <= concurrency, "event {} shows {} stages running at once, over the pipeline's concurrency of {}", e.seq, running, concurrency);
                 }
-                EventKind::StageFinished => running -= 1,
+                EventKind::StageFinished => {
+                    let left = running.checked_sub(1);
+                    prop_assert!(left.is_some(), "event {} ends a stage while none is running", e.seq);
+                    running = left.unwrap_or(0);
+                }
                 _ => {}
             }
         }
