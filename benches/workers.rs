@@ -4,12 +4,15 @@
 //!
 //! - `zero`: 60 runs of 20 zero-latency `simulate` stages (what the store costs);
 //! - `wait20`: 240 runs of one stage that waits 20 ms, at most 16 runs in flight per worker
-//!   (what adding workers buys when the work, not the store, is the limit).
+//!   (what adding workers buys when the work, not the store, is the limit);
+//! - `wait20_chain`: 96 runs of four such stages in a line, with the same limit: the same
+//!   work per attempt, with a run's own bookkeeping (its claim, start and end) shared by four
+//!   attempts instead of carried by one.
 //!
 //! Needs `OPSDECK_BENCH_POSTGRES` (a superuser URL such as `postgres://you@127.0.0.1:5432/postgres`);
 //! without it only the SQLite rows run.
 //!
-//! `OPSDECK_BENCH_PAIRS=<n>` adds `n` pairs of `wait20` batches, one worker then three (or
+//! `OPSDECK_BENCH_PAIRS=<n>` adds `n` pairs of batches of each waiting shape, one worker then three (or
 //! three then one), taken one right after the other on two databases whose workers are all up
 //! at once, and prints each pair's ratio, their median and each side's median batch: a
 //! machine whose speed drifts moves the two halves of a pair together, where criterion's
@@ -27,15 +30,37 @@ use opsdeck::host::{Host, HostOptions, Workspace};
 use opsdeck::model::{EventKind, Trigger};
 use opsdeck::runtime::spec::{self, Pipeline};
 
+/// Each shape: its pipeline's name, the runs in one batch, and the stages in one run. The
+/// waiting shapes' batches are whole numbers of waves for one worker's 16 slots and three
+/// workers' 48 (and for two workers' 32 in `wait20_chain`; `wait20` keeps the 240 runs its
+/// earlier figures were measured with), so the side compared with one worker does not wait on a
+/// last, part-filled wave.
+const SHAPES: [(&str, usize, usize); 3] = [
+    ("zero", 60, 20),
+    ("wait20", 240, 1),
+    ("wait20_chain", 96, 4),
+];
+
 fn pipelines() -> Vec<Pipeline> {
     let mut zero = String::from("[pipeline]\nname = \"zero\"\nconcurrency = 20\n");
     for i in 0..20 {
         let _ = write!(zero, "[[stage]]\nid = \"s{i}\"\nkind = \"simulate\"\n");
     }
     let wait = "[pipeline]\nname = \"wait20\"\n[[stage]]\nid = \"w\"\nkind = \"simulate\"\nlatency = { p50_ms = 20, p95_ms = 20 }\n";
+    let mut chain = String::from("[pipeline]\nname = \"wait20_chain\"\n");
+    for i in 0..4 {
+        let _ = write!(
+            chain,
+            "[[stage]]\nid = \"c{i}\"\nkind = \"simulate\"\nlatency = {{ p50_ms = 20, p95_ms = 20 }}\n"
+        );
+        if i > 0 {
+            let _ = writeln!(chain, "needs = [\"c{}\"]", i - 1);
+        }
+    }
     vec![
         spec::parse("zero", &zero).expect("zero"),
         spec::parse("wait20", wait).expect("wait20"),
+        spec::parse("wait20_chain", &chain).expect("wait20_chain"),
     ]
 }
 
@@ -113,7 +138,7 @@ fn workers(c: &mut Criterion) {
             .map(|_| tempfile::tempdir().expect("tempdir"))
             .collect();
         let hs = rt.block_on(hosts(&dirs, &url));
-        for (shape, runs, stages) in [("zero", 60, 20), ("wait20", 240, 1)] {
+        for (shape, runs, stages) in SHAPES {
             let mut group = c.benchmark_group(format!("workers_{shape}"));
             group.throughput(Throughput::Elements((runs * stages) as u64));
             group.sample_size(10);
@@ -134,7 +159,7 @@ fn workers(c: &mut Criterion) {
     }
 }
 
-/// The paired `wait20` measurement (see the module's documentation).
+/// The paired measurement of the waiting shapes (see the module's documentation).
 fn pairs(admin: &str, n: usize) {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -154,44 +179,47 @@ fn pairs(admin: &str, n: usize) {
             (dirs, hs)
         })
         .collect();
-    // Warmed as criterion warms: statements prepared, tables past their first statistics.
-    for (_, hs) in &sides {
-        for _ in 0..3 {
-            rt.block_on(batch(hs, "wait20", 240));
+    // The shapes whose stages wait.
+    for (shape, runs, _) in SHAPES.into_iter().filter(|(shape, ..)| *shape != "zero") {
+        // Warmed as criterion warms: statements prepared, tables past their first statistics.
+        for (_, hs) in &sides {
+            for _ in 0..3 {
+                rt.block_on(batch(hs, shape, runs));
+            }
         }
-    }
-    let mut ratios = Vec::with_capacity(n);
-    let mut times: [Vec<Duration>; 2] = [Vec::with_capacity(n), Vec::with_capacity(n)];
-    for i in 0..n {
-        // Which side goes first alternates, so that neither always follows the other.
-        let order = if i % 2 == 0 { [0, 1] } else { [1, 0] };
-        let mut took = [Duration::ZERO; 2];
-        for side in order {
-            took[side] = rt.block_on(batch(&sides[side].1, "wait20", 240));
+        let mut ratios = Vec::with_capacity(n);
+        let mut times: [Vec<Duration>; 2] = [Vec::with_capacity(n), Vec::with_capacity(n)];
+        for i in 0..n {
+            // Which side goes first alternates, so that neither always follows the other.
+            let order = if i % 2 == 0 { [0, 1] } else { [1, 0] };
+            let mut took = [Duration::ZERO; 2];
+            for side in order {
+                took[side] = rt.block_on(batch(&sides[side].1, shape, runs));
+            }
+            let ratio = took[0].as_secs_f64() / took[1].as_secs_f64();
+            println!(
+                "workers_{shape} pair {}: one worker {:.1} ms, three workers {:.1} ms, ratio {ratio:.2}",
+                i + 1,
+                took[0].as_secs_f64() * 1e3,
+                took[1].as_secs_f64() * 1e3,
+            );
+            ratios.push(ratio);
+            for (side, t) in took.into_iter().enumerate() {
+                times[side].push(t);
+            }
         }
-        let ratio = took[0].as_secs_f64() / took[1].as_secs_f64();
-        println!(
-            "workers_wait20 pair {}: one worker {:.1} ms, three workers {:.1} ms, ratio {ratio:.2}",
-            i + 1,
-            took[0].as_secs_f64() * 1e3,
-            took[1].as_secs_f64() * 1e3,
-        );
-        ratios.push(ratio);
-        for (side, t) in took.into_iter().enumerate() {
-            times[side].push(t);
+        ratios.sort_by(f64::total_cmp);
+        for t in &mut times {
+            t.sort();
         }
-    }
-    ratios.sort_by(f64::total_cmp);
-    for t in &mut times {
-        t.sort();
-    }
-    if let (Some(lo), Some(hi)) = (ratios.first(), ratios.last()) {
-        println!(
-            "workers_wait20 pairs: three workers against one, median {:.2} (from {lo:.2} to {hi:.2}) over {n} pairs; median batch: one worker {:.1} ms, three workers {:.1} ms",
-            ratios[ratios.len() / 2],
-            times[0][n / 2].as_secs_f64() * 1e3,
-            times[1][n / 2].as_secs_f64() * 1e3,
-        );
+        if let (Some(lo), Some(hi)) = (ratios.first(), ratios.last()) {
+            println!(
+                "workers_{shape} pairs: three workers against one, median {:.2} (from {lo:.2} to {hi:.2}) over {n} pairs; median batch: one worker {:.1} ms, three workers {:.1} ms",
+                ratios[ratios.len() / 2],
+                times[0][n / 2].as_secs_f64() * 1e3,
+                times[1][n / 2].as_secs_f64() * 1e3,
+            );
+        }
     }
     for (_, hs) in sides {
         for h in hs {
@@ -202,8 +230,8 @@ fn pairs(admin: &str, n: usize) {
 
 criterion_group!(benches, workers);
 
-/// Most pairs one run takes (about 45 minutes at 0.75 s a pair): a typo such as an extra
-/// zero should not tie up the machine for a day.
+/// Most pairs of each shape one run takes (about 100 minutes at 1.7 s for a pair of each):
+/// a typo such as an extra zero should not tie up the machine for a day.
 const MAX_PAIRS: usize = 3600;
 
 /// `OPSDECK_BENCH_PAIRS` read before any measuring starts, so a bad value costs nothing:
