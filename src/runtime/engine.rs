@@ -632,12 +632,18 @@ impl Runtime {
     }
 
     /// See [`Reader::run_events`](crate::store::Reader::run_events).
+    /// One run's events after `since`; a run that does not exist is named (looked for only
+    /// when the page is empty, so a page of events costs no second read).
     pub async fn run_events(&self, run: RunId, since: u64, limit: usize) -> Result<Vec<Event>> {
-        Ok(self
+        let page = self
             .e
             .reads
             .with(move |r| r.run_events(run, since, limit))
-            .await?)
+            .await?;
+        if page.is_empty() && !self.e.reads.with(move |r| r.run_exists(run)).await? {
+            return Err(not_found_run(run));
+        }
+        Ok(page)
     }
 
     /// The dead-letter depth and the last event's sequence number.

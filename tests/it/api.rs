@@ -832,6 +832,23 @@ async fn a_resume_point_past_the_end_of_the_log_is_refused() {
         v["data"].as_array().unwrap().iter().collect::<Vec<_>>(),
         expected
     );
+    // Past a run's last event the page is empty; a run that does not exist is named.
+    let last = all["data"].as_array().unwrap().last().unwrap()["seq"]
+        .as_u64()
+        .unwrap();
+    let (s, v) = api
+        .get(&format!("/v1/events/log?run={run}&since={last}"), VIEWER)
+        .await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(v["data"], json!([]));
+    let (s, v, _) = api
+        .call("GET", "/v1/events/log?run=999999", Some(VIEWER), None)
+        .await;
+    assert_eq!((s, code(&v)), (404, "not_found"), "{v}");
+    assert!(
+        v["error"]["message"].as_str().unwrap().contains("999999"),
+        "{v}"
+    );
     for bad in ["0", "abc", "-3"] {
         let (s, v, _) = api
             .call(
