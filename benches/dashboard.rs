@@ -144,11 +144,14 @@ fn loaded_app(f: &Fixture, w: u16, h: u16) -> App {
     app.open_run(f.real_run, opsdeck::tui::panes::PaneId::Runs);
     app.apply(Msg::Run(Box::new(run)));
     app.panes.runs.detail = None;
-    app.open_stage(opsdeck::tui::panes::stage::Target {
-        run: f.real_run,
-        pipeline: "checkout-etl".into(),
-        stage: "extract".into(),
-    });
+    app.open_stage(
+        opsdeck::tui::panes::stage::Target {
+            run: f.real_run,
+            pipeline: "checkout-etl".into(),
+            stage: "extract".into(),
+        },
+        opsdeck::tui::panes::PaneId::Runs,
+    );
     app.apply(Msg::StageIo(Box::new(prepare_io(io))));
     let _ = app.take_requests();
     app

@@ -73,6 +73,7 @@ actions! {
     Wrap => "toggle_wrap", "Wrap long lines, or cut them with an ellipsis and scroll sideways";
     ScrollLeft => "scroll_left", "Scroll long lines left";
     ScrollRight => "scroll_right", "Scroll long lines right (the end of a long stderr line)";
+    OpenStage => "open_stage", "Open the dead-letter entry's stage: each attempt's input, output, stderr and error, the last attempt first";
     Requeue => "requeue", "Requeue the dead-letter entry (asks first)";
     Discard => "discard", "Discard the dead-letter entry (asks first)";
     Follow => "follow", "Follow the newest events";

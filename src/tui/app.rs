@@ -481,9 +481,9 @@ impl App {
             Effect::Popup(p) => self.popups.push(*p),
             Effect::Focus(pane) => self.focus_pane(pane),
             Effect::OpenRun { id, from } => self.open_run(id, from),
-            Effect::OpenStage(target) => self.open_stage(target),
+            Effect::OpenStage { target, from } => self.open_stage(target, from),
             Effect::OpenStageDiff { target, baseline } => {
-                self.open_stage(target);
+                self.open_stage(target, PaneId::Runs);
                 self.panes.stage.diff_when_loaded = Some(baseline);
             }
             Effect::Compare(a, b) => self.compare(a, b),
@@ -640,7 +640,7 @@ impl App {
         self.focus = PaneId::Compare;
     }
 
-    pub fn open_stage(&mut self, target: Target) {
+    pub fn open_stage(&mut self, target: Target, from: PaneId) {
         if self.panes.stage.target.as_ref() != Some(&target) {
             self.outbox.push(Request::StageIo {
                 id: target.run,
@@ -648,6 +648,7 @@ impl App {
             });
             self.panes.stage = StagePane::open(target);
         }
+        self.panes.stage.from = from;
         self.focus = PaneId::Stage;
     }
 

@@ -167,11 +167,15 @@ impl App {
         match outcome {
             Outcome::RunStarted { run } => {
                 if let Some((pipeline, stage)) = self.pending_test.take() {
-                    self.open_stage(super::panes::stage::Target {
-                        run: *run,
-                        pipeline,
-                        stage,
-                    });
+                    // Back returns to the asset whose version was tested.
+                    self.open_stage(
+                        super::panes::stage::Target {
+                            run: *run,
+                            pipeline,
+                            stage,
+                        },
+                        PaneId::Assets,
+                    );
                     // Beside the last production output (the previous successful run).
                     self.panes.stage.diff_previous = true;
                 } else {

@@ -163,11 +163,14 @@ pub async fn app_for(b: &dyn Backend, shot: &Shot) -> Result<App, String> {
                     ids.join(", ")
                 ));
             }
-            app.open_stage(StageTarget {
-                run: *id,
-                pipeline: run.pipeline.clone(),
-                stage: stage.clone(),
-            });
+            app.open_stage(
+                StageTarget {
+                    run: *id,
+                    pipeline: run.pipeline.clone(),
+                    stage: stage.clone(),
+                },
+                PaneId::Runs,
+            );
             if matches!(shot.target, Target::Diff(..)) {
                 app.panes.stage.diff_previous = true;
             }

@@ -628,12 +628,10 @@ fn open_stage(app: &mut App) {
     app.apply(Msg::StageIo(Box::new(prepare_io(io))));
 }
 
-/// A stage whose only attempt failed with a bare exit status after one 300-character stderr
-/// line.
-fn open_failed_stage(app: &mut App) {
-    open_stage(app);
+/// Attempt `n`, failed with nothing but an exit status, after `stderr`.
+fn bare_exit(n: u32, stderr: &str) -> Attempt {
     let mut failed = attempt(
-        1,
+        n,
         AttemptStatus::Failed,
         30,
         900,
@@ -641,10 +639,21 @@ fn open_failed_stage(app: &mut App) {
         Some(("exit_status", "the command exited with status 3")),
     );
     failed.output = None;
-    failed.stderr = Some(format!(
-        "connecting to payments-db.internal:5432 {} END-OF-LINE\n",
-        "x".repeat(250)
-    ));
+    failed.stderr = Some(stderr.to_string());
+    failed
+}
+
+/// A stage whose only attempt failed with a bare exit status after one 300-character stderr
+/// line.
+fn open_failed_stage(app: &mut App) {
+    open_stage(app);
+    let failed = bare_exit(
+        1,
+        &format!(
+            "connecting to payments-db.internal:5432 {} END-OF-LINE\n",
+            "x".repeat(250)
+        ),
+    );
     let io = StageIo {
         run_id: RunId(50),
         pipeline: "payments".into(),
@@ -653,11 +662,14 @@ fn open_failed_stage(app: &mut App) {
         attempts: vec![failed],
     };
     app.panes.stage = opsdeck::tui::panes::stage::StagePane::default();
-    app.open_stage(opsdeck::tui::panes::stage::Target {
-        run: RunId(50),
-        pipeline: "payments".into(),
-        stage: "enrich-payments".into(),
-    });
+    app.open_stage(
+        opsdeck::tui::panes::stage::Target {
+            run: RunId(50),
+            pipeline: "payments".into(),
+            stage: "enrich-payments".into(),
+        },
+        opsdeck::tui::panes::PaneId::Runs,
+    );
     app.apply(Msg::StageIo(Box::new(prepare_io(io))));
 }
 
@@ -1039,6 +1051,52 @@ fn keys_move_open_and_go_back() {
     chars(&mut a, "D");
     a.on_key(KeyEvent::new(KeyCode::Char('c'), KeyModifiers::CONTROL));
     assert!(a.quit);
+}
+
+/// From the dead-letter queue one key shows why the stage died: its last attempt, at the
+/// stderr when the error is a bare exit status; back (`esc`, or `q`) returns to the queue.
+#[test]
+fn a_dead_letter_opens_its_stage_at_the_stderr_and_back_returns_to_the_queue() {
+    use opsdeck::tui::panes::PaneId;
+    let mut a = app(80, 24);
+    chars(&mut a, "5");
+    let _ = a.take_requests();
+    chars(&mut a, "l");
+    assert_eq!(a.focus, PaneId::Stage);
+    assert_eq!(
+        a.take_requests(),
+        vec![Request::StageIo {
+            id: RunId(50),
+            stage: "enrich-payments".into()
+        }]
+    );
+    let failed = bare_exit(2, "connection refused: payments-db.internal:5432\n");
+    a.apply(Msg::StageIo(Box::new(prepare_io(StageIo {
+        run_id: RunId(50),
+        pipeline: "checkout-etl".into(),
+        stage: "enrich-payments".into(),
+        status: StageStatus::Failed,
+        attempts: vec![failed],
+    }))));
+    let screen = text(&a);
+    assert!(
+        screen.contains("connection refused: payments-db.internal:5432"),
+        "{screen}"
+    );
+    chars(&mut a, "q");
+    assert_eq!((a.focus, a.quit), (PaneId::Dlq, false));
+    // The second entry, this time with esc.
+    chars(&mut a, "j");
+    chars(&mut a, "l");
+    assert_eq!(
+        a.take_requests(),
+        vec![Request::StageIo {
+            id: RunId(43),
+            stage: "publish".into()
+        }]
+    );
+    key(&mut a, KeyCode::Esc);
+    assert_eq!(a.focus, PaneId::Dlq);
 }
 
 fn ctrl_c(a: &mut App) {
@@ -1892,8 +1950,10 @@ fn the_assets_pane_edits_tests_pins_and_rolls_back_through_the_control_path() {
         a.panes.stage.diff_previous,
         "beside the last production output"
     );
+    // Back returns to the asset whose version was tested.
+    key(&mut a, KeyCode::Esc);
+    assert_eq!(a.focus, opsdeck::tui::panes::PaneId::Assets);
     // p pins the selected version, u rolls back: both ask for a reason first.
-    a.on_action(Action::PaneAssets);
     key(&mut a, KeyCode::Tab);
     key(&mut a, KeyCode::Up);
     key(&mut a, KeyCode::Char('p'));

@@ -91,6 +91,7 @@ const COMMANDS: &[Cmd] = &[
     MOVE,
     cmd(&[Action::Filter], "filter"),
     cmd(&[Action::Open], "run"),
+    cmd(&[Action::OpenStage], "stage"),
     cmd(&[Action::Requeue], "requeue"),
     cmd(&[Action::Discard], "discard"),
     HELP,
@@ -160,6 +161,14 @@ impl Pane for DlqPane {
             }
             (Action::Open, Some(e)) => Effect::OpenRun {
                 id: e.run_id,
+                from: PaneId::Dlq,
+            },
+            (Action::OpenStage, Some(e)) => Effect::OpenStage {
+                target: super::stage::Target {
+                    run: e.run_id,
+                    pipeline: e.pipeline.clone(),
+                    stage: e.stage.clone(),
+                },
                 from: PaneId::Dlq,
             },
             (Action::Requeue | Action::Discard, Some(e)) => Effect::Popup(Box::new(confirm(a, e))),

@@ -46,7 +46,12 @@ pub enum Effect {
         id: RunId,
         from: PaneId,
     },
-    OpenStage(stage::Target),
+    /// Open a stage's input and output in the Stage pane; `back` returns to `from` (to Runs
+    /// only while a run is open there).
+    OpenStage {
+        target: stage::Target,
+        from: PaneId,
+    },
     /// Open a stage with its output diffed against the same stage of `baseline`.
     OpenStageDiff {
         target: stage::Target,
@@ -152,8 +157,10 @@ pub trait Pane {
 }
 
 /// Which pane has the focus.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub enum PaneId {
+    /// The first pane shown.
+    #[default]
     Runs,
     Stage,
     Canary,

@@ -306,11 +306,14 @@ impl RunsPane {
                     from: PaneId::Runs,
                 }),
             Some(d) => match (&d.run, d.selected_stage()) {
-                (Some(run), Some(stage)) => Effect::OpenStage(Target {
-                    run: run.id,
-                    pipeline: run.pipeline.clone(),
-                    stage: stage.to_string(),
-                }),
+                (Some(run), Some(stage)) => Effect::OpenStage {
+                    target: Target {
+                        run: run.id,
+                        pipeline: run.pipeline.clone(),
+                        stage: stage.to_string(),
+                    },
+                    from: PaneId::Runs,
+                },
                 _ => Effect::None,
             },
         }

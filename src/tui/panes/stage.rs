@@ -55,6 +55,9 @@ pub struct StagePane {
     pub diff_when_loaded: Option<RunId>,
     /// Diff against the previous successful run once the output is loaded (a stage test).
     pub diff_previous: bool,
+    /// Where `back` returns: the pane the stage was opened from (Runs only while a run is
+    /// open there, as the run it came from may have been closed since).
+    pub from: PaneId,
 }
 
 /// Whether an attempt failed with nothing more to say than its exit status: its stderr then
@@ -65,6 +68,15 @@ fn bare_exit(a: &PreparedAttempt) -> bool {
 }
 
 impl StagePane {
+    /// The pane `back` returns to, if any.
+    fn back_to(&self, cx: &Cx<'_>) -> Option<PaneId> {
+        self.target.as_ref()?;
+        match self.from {
+            PaneId::Runs => cx.run_open.then_some(PaneId::Runs),
+            from => Some(from),
+        }
+    }
+
     pub fn open(target: Target) -> StagePane {
         StagePane {
             target: Some(target),
@@ -276,8 +288,10 @@ impl Pane for StagePane {
                     d.scroll = 0;
                 }
             }
-            Action::Back if self.target.is_some() && cx.run_open => {
-                return Effect::Focus(PaneId::Runs);
+            Action::Back => {
+                if let Some(to) = self.back_to(cx) {
+                    return Effect::Focus(to);
+                }
             }
             _ => {}
         }
@@ -285,7 +299,7 @@ impl Pane for StagePane {
     }
 
     fn nested(&self, cx: &Cx<'_>) -> bool {
-        self.diff.is_some() || (self.target.is_some() && cx.run_open)
+        self.diff.is_some() || self.back_to(cx).is_some()
     }
 
     fn hint(&self, c: &Cmd) -> Option<&'static str> {
