@@ -230,7 +230,7 @@ fn pairs(admin: &str, n: usize) {
 
 criterion_group!(benches, workers);
 
-/// Most pairs of each shape one run takes (about 100 minutes at 1.7 s for a pair of each):
+/// Most pairs of each shape one run takes (about 80 minutes at 1.3 s for a pair of each):
 /// a typo such as an extra zero should not tie up the machine for a day.
 const MAX_PAIRS: usize = 3600;
 

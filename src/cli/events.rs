@@ -7,7 +7,7 @@ use clap::Args;
 
 use super::output::event_line;
 use super::{Cli, CliError, CliResult, EXIT_OK, open_workspace, reader};
-use crate::model::{Event, EventKind, RunId};
+use crate::model::{Event, EventKind, LogFilter, RunId};
 
 #[derive(Debug, Args)]
 pub struct EventsArgs {
@@ -28,27 +28,8 @@ pub struct EventsArgs {
     pub run: Option<RunId>,
     /// Only events of these kinds (repeat the flag or separate them with commas), such as
     /// `stage_finished,run_finished`
-    #[arg(long, value_name = "KIND", value_delimiter = ',', value_parser = parse_kind)]
+    #[arg(long, value_name = "KIND", value_delimiter = ',', value_parser = EventKind::named)]
     pub kind: Vec<EventKind>,
-}
-
-fn parse_kind(s: &str) -> Result<EventKind, String> {
-    let s = s.trim();
-    s.parse().map_err(|_| {
-        let kinds: Vec<&str> = EventKind::ALL.iter().map(|k| k.as_str()).collect();
-        format!(
-            "`{s}` is not an event kind; valid kinds: {} (`unknown`: kinds written by a newer version)",
-            kinds.join(", ")
-        )
-    })
-}
-
-impl EventsArgs {
-    /// Whether `e` is one the filters let through (every event when none is given).
-    fn wants(&self, e: &Event) -> bool {
-        self.run.is_none_or(|id| e.run_id == Some(id))
-            && (self.kind.is_empty() || self.kind.contains(&e.kind))
-    }
 }
 
 fn parse_seq(s: &str) -> Result<u64, String> {
@@ -83,21 +64,28 @@ enum Source {
 }
 
 impl Source {
-    /// The next page after `since`; with `run`, only that run's events, read by its index.
+    /// The next page after `since` of the events `filter` keeps, chosen where they are stored
+    /// (one run's by the run's index).
     async fn page(
         &self,
-        run: Option<RunId>,
+        filter: &LogFilter,
         since: u64,
         limit: usize,
     ) -> Result<Vec<Event>, CliError> {
         use crate::client::Backend;
-        match (self, run) {
-            (Source::Local(r), None) => r.events(since, limit).map_err(|e| CliError::failed(e.0)),
-            (Source::Local(r), Some(id)) => r
-                .run_events(id, since, limit)
+        match self {
+            Source::Local(r) => r
+                .log_events(filter, since, limit)
                 .map_err(|e| CliError::failed(e.0)),
-            (Source::Remote(r), None) => Ok(r.events_after(since, limit).await?),
-            (Source::Remote(r), Some(id)) => Ok(r.run_events_after(id, since, limit).await?),
+            Source::Remote(r) => Ok(r.log_events_after(filter, since, limit).await?),
+        }
+    }
+
+    /// The log's last sequence number.
+    async fn last_seq(&self) -> Result<u64, CliError> {
+        match self {
+            Source::Local(r) => r.last_seq().map_err(|e| CliError::failed(e.0)),
+            Source::Remote(r) => Ok(crate::client::Backend::overview(r).await?.last_seq),
         }
     }
 
@@ -115,7 +103,11 @@ impl Source {
             }
             Source::Remote(r) => {
                 // The served log names a run that does not exist, so one event is enough.
-                crate::client::Backend::run_events_after(r, id, 0, 1).await?;
+                let one_run = LogFilter {
+                    run: Some(id),
+                    ..LogFilter::default()
+                };
+                crate::client::Backend::log_events_after(r, &one_run, 0, 1).await?;
                 Ok(())
             }
         }
@@ -143,21 +135,30 @@ pub async fn run(cli: &Cli, args: &EventsArgs) -> CliResult {
     if let Some(id) = args.run {
         r.check_run(id).await?;
     }
-    let filtered = !args.kind.is_empty();
     let mut since = args.since;
-    // Events printed, not read: with kinds to keep, the log (or the run's part of it) is read
-    // a page at a time past the events they leave out, so memory stays one page whatever the
-    // log's length.
+    // Only the events the filter keeps come back, a page at a time, so memory stays one page
+    // whatever the log's length.
     let mut left = args
         .limit
         .map_or(usize::MAX, |n| usize::try_from(n).unwrap_or(usize::MAX));
     loop {
+        // Up to the log's end as it is now: once that is read, everything before it has been
+        // looked at, and the next look starts there, not at the last event kept (which, for a
+        // rare kind, may be far back).
+        let end = r.last_seq().await?;
+        let filter = LogFilter {
+            run: args.run,
+            kinds: args.kind.clone(),
+            until: Some(end),
+        };
         while left > 0 {
-            let want = if filtered { 1_000 } else { left.min(1_000) };
-            let page = r.page(args.run, since, want).await?;
-            let Some(last) = page.last() else { break };
+            let page = r.page(&filter, since, left.min(1_000)).await?;
+            let Some(last) = page.last() else {
+                since = since.max(end);
+                break;
+            };
             since = last.seq;
-            for e in page.iter().filter(|e| args.wants(e)).take(left) {
+            for e in page.iter().take(left) {
                 print(e, args.json)?;
                 left -= 1;
             }

@@ -13,7 +13,7 @@ use crate::model::compare::Comparison;
 use crate::model::lens::PipelineStats;
 use crate::model::{
     Actor, AuditQuery, AuditRecord, CanaryStatus, Command, DlqEntry, DlqId, DlqQuery, Event,
-    Outcome, Overview, Page, Run, RunId, RunQuery, RunSummary, SeriesPoint, StageIo,
+    LogFilter, Outcome, Overview, Page, Run, RunId, RunQuery, RunSummary, SeriesPoint, StageIo,
 };
 
 /// The runtime of a workspace this process hosts.
@@ -195,8 +195,13 @@ impl Backend for Embedded {
         Ok(self.host.events(since, limit).await?)
     }
 
-    async fn run_events_after(&self, run: RunId, since: u64, limit: usize) -> Result<Vec<Event>> {
-        Ok(self.host.run_events(run, since, limit).await?)
+    async fn log_events_after(
+        &self,
+        filter: &LogFilter,
+        since: u64,
+        limit: usize,
+    ) -> Result<Vec<Event>> {
+        Ok(self.host.log_events(filter.clone(), since, limit).await?)
     }
 
     async fn runs(&self, q: RunQuery) -> Result<Page<RunSummary>> {

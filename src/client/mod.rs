@@ -19,8 +19,8 @@ use crate::model::compare::Comparison;
 use crate::model::lens::PipelineStats;
 use crate::model::{
     Actor, ApiError, AuditQuery, AuditRecord, CanaryStatus, Command, DlqEntry, DlqId, DlqQuery,
-    Event, Outcome, Overview, Page, Role, Run, RunId, RunQuery, RunSummary, SeriesPoint, StageIo,
-    Via,
+    Event, LogFilter, Outcome, Overview, Page, Role, Run, RunId, RunQuery, RunSummary, SeriesPoint,
+    StageIo, Via,
 };
 
 pub type Result<T> = std::result::Result<T, ApiError>;
@@ -64,9 +64,14 @@ pub trait Backend: Send + Sync {
     async fn recent_events(&self, limit: usize) -> Result<Vec<Event>>;
     /// Stored events after `since`, oldest first, at most `limit` (to page back through history).
     async fn events_after(&self, since: u64, limit: usize) -> Result<Vec<Event>>;
-    /// Run `run`'s stored events after `since`, oldest first, at most `limit` (to follow one
-    /// run without reading the whole log).
-    async fn run_events_after(&self, run: RunId, since: u64, limit: usize) -> Result<Vec<Event>>;
+    /// The stored events `filter` keeps after `since`, oldest first, at most `limit`: chosen
+    /// where they are stored, so following one run or one kind moves only those.
+    async fn log_events_after(
+        &self,
+        filter: &LogFilter,
+        since: u64,
+        limit: usize,
+    ) -> Result<Vec<Event>>;
     async fn runs(&self, q: RunQuery) -> Result<Page<RunSummary>>;
     async fn run(&self, id: RunId) -> Result<Run>;
     async fn stage_io(&self, id: RunId, stage: &str) -> Result<StageIo>;

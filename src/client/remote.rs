@@ -19,8 +19,8 @@ use super::{Backend, EventStream, Result, StreamItem};
 use crate::model::asset::{AssetDetail, AssetSummary};
 use crate::model::{
     ActionRecord, Actor, ApiError, AuditQuery, AuditRecord, CanaryAction, CanaryStatus, Command,
-    DlqEntry, DlqId, DlqQuery, ErrorCode, Event, MAX_DLQ_LIMIT, Outcome, Overview, Page, Run,
-    RunId, RunQuery, RunSummary, SeriesPoint, StageIo, Via,
+    DlqEntry, DlqId, DlqQuery, ErrorCode, Event, LogFilter, MAX_DLQ_LIMIT, Outcome, Overview, Page,
+    Run, RunId, RunQuery, RunSummary, SeriesPoint, StageIo, Via,
 };
 
 /// The first and the longest wait between reconnects.
@@ -345,12 +345,27 @@ impl Backend for Remote {
         .await
     }
 
-    async fn run_events_after(&self, run: RunId, since: u64, limit: usize) -> Result<Vec<Event>> {
-        self.get(&format!(
-            "/v1/events/log?run={run}&since={since}&limit={}",
+    async fn log_events_after(
+        &self,
+        filter: &LogFilter,
+        since: u64,
+        limit: usize,
+    ) -> Result<Vec<Event>> {
+        let mut path = format!(
+            "/v1/events/log?since={since}&limit={}",
             limit.clamp(1, 10_000)
-        ))
-        .await
+        );
+        if let Some(run) = filter.run {
+            let _ = write!(path, "&run={run}");
+        }
+        if let Some(until) = filter.until {
+            let _ = write!(path, "&until={until}");
+        }
+        if !filter.kinds.is_empty() {
+            let kinds: Vec<&str> = filter.kinds.iter().map(|k| k.as_str()).collect();
+            let _ = write!(path, "&kind={}", kinds.join(","));
+        }
+        self.get(&path).await
     }
 
     async fn runs(&self, q: RunQuery) -> Result<Page<RunSummary>> {

@@ -23,8 +23,8 @@ use crate::canary::{CanaryError, CanaryService, Deps};
 use crate::clock::{Clock, SystemClock};
 use crate::model::{
     Actor, ApiError, AuditQuery, AuditRecord, CanaryStatus, Command, DlqEntry, DlqId, DlqQuery,
-    ErrorCode, Event, Observation, Overview, Page, PipelineInfo, Run, RunId, RunQuery, RunStatus,
-    RunSummary, SeriesPoint, StageIo, Timestamp, Trigger,
+    ErrorCode, Event, LogFilter, Observation, Overview, Page, PipelineInfo, Run, RunId, RunQuery,
+    RunStatus, RunSummary, SeriesPoint, StageIo, Timestamp, Trigger,
 };
 use crate::rng::Rng;
 use crate::runtime::stage::kill_orphan;
@@ -496,9 +496,14 @@ impl Host {
         Ok(self.inner.runtime.events(since, limit).await?)
     }
 
-    /// One run's stored events after `since`, oldest first, at most `limit`.
-    pub async fn run_events(&self, run: RunId, since: u64, limit: usize) -> Result<Vec<Event>> {
-        Ok(self.inner.runtime.run_events(run, since, limit).await?)
+    /// The stored events `filter` keeps after `since`, oldest first, at most `limit`.
+    pub async fn log_events(
+        &self,
+        filter: LogFilter,
+        since: u64,
+        limit: usize,
+    ) -> Result<Vec<Event>> {
+        Ok(self.inner.runtime.log_events(filter, since, limit).await?)
     }
 
     /// Runs counted by pipeline and status, for `/metrics`.

@@ -38,6 +38,34 @@ string_enum!(
     }
 );
 
+impl EventKind {
+    /// A kind by its name, or a sentence listing the names (for a flag or a query parameter).
+    pub fn named(s: &str) -> Result<EventKind, String> {
+        let s = s.trim();
+        s.parse().map_err(|_| {
+            let kinds: Vec<&str> = EventKind::ALL.iter().map(|k| k.as_str()).collect();
+            format!(
+                "`{s}` is not an event kind; valid kinds: {} (`unknown`: kinds written by a newer version)",
+                kinds.join(", ")
+            )
+        })
+    }
+}
+
+/// Which stored events a reader wants, chosen where they are stored so that only those
+/// travel: one run's (read by the run's index), some kinds, or both, up to a sequence number.
+/// The default is the whole log.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LogFilter {
+    pub run: Option<RunId>,
+    /// Empty: every kind. [`EventKind::Unknown`] keeps the kinds this version does not know.
+    pub kinds: Vec<EventKind>,
+    /// Only events numbered at most this: a reader that asked up to the log's end knows it
+    /// has looked at everything before it, kept or not, and asks after it next time instead
+    /// of scanning again past events the filter leaves out.
+    pub until: Option<u64>,
+}
+
 /// One entry of the event log. `seq` is gap-free and strictly increasing, so a client that
 /// remembers the last `seq` it saw can resume without missing or repeating anything.
 /// Decoded through [`Event::read`], like a row of the store, so a kind this version does not

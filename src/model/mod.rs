@@ -32,7 +32,7 @@ pub use control::{
 };
 pub use dlq::{DlqEntry, DlqQuery, MAX_DLQ_LIMIT};
 pub use error::{ApiError, ErrorCode};
-pub use event::{DEFAULT_RESUME_HORIZON, Event, EventKind, error_text};
+pub use event::{DEFAULT_RESUME_HORIZON, Event, EventKind, LogFilter, error_text};
 pub use ids::{DlqId, ParseIdError, RunId};
 pub use overview::{BreakerInfo, Overview, PipelineInfo, StartRun};
 pub use run::{

@@ -20,8 +20,8 @@ use super::error::{Result, RuntimeError};
 use super::stage::http_client;
 use crate::clock::Clock;
 use crate::model::{
-    BreakerInfo, DlqEntry, DlqId, DlqQuery, Event, EventKind, Page, Run, RunId, RunQuery,
-    RunStatus, RunSummary, StageIo, StageStatus, StartRun, Trigger,
+    BreakerInfo, DlqEntry, DlqId, DlqQuery, Event, EventKind, LogFilter, Page, Run, RunId,
+    RunQuery, RunStatus, RunSummary, StageIo, StageStatus, StartRun, Trigger,
 };
 use crate::rng::Rng;
 use crate::store::{NewStage, Op, ReadPool, Reader, Writer};
@@ -631,16 +631,26 @@ impl Runtime {
         Ok(self.e.reads.with(move |r| r.events(since, limit)).await?)
     }
 
-    /// See [`Reader::run_events`](crate::store::Reader::run_events).
-    /// One run's events after `since`; a run that does not exist is named (looked for only
-    /// when the page is empty, so a page of events costs no second read).
-    pub async fn run_events(&self, run: RunId, since: u64, limit: usize) -> Result<Vec<Event>> {
+    /// The events `filter` keeps after `since` (see
+    /// [`Reader::log_events`](crate::store::Reader::log_events)); a run that does not exist is
+    /// named (looked for only when the page is empty, so a page of events costs no second
+    /// read).
+    pub async fn log_events(
+        &self,
+        filter: LogFilter,
+        since: u64,
+        limit: usize,
+    ) -> Result<Vec<Event>> {
+        let run = filter.run;
         let page = self
             .e
             .reads
-            .with(move |r| r.run_events(run, since, limit))
+            .with(move |r| r.log_events(&filter, since, limit))
             .await?;
-        if page.is_empty() && !self.e.reads.with(move |r| r.run_exists(run)).await? {
+        if let Some(run) = run
+            && page.is_empty()
+            && !self.e.reads.with(move |r| r.run_exists(run)).await?
+        {
             return Err(not_found_run(run));
         }
         Ok(page)

@@ -15,9 +15,9 @@ use super::auth::Principal;
 use super::error::{ApiResult, Body, Failure, envelope, json_response, ok};
 use crate::client::Backend;
 use crate::model::{
-    ApiError, AuditQuery, CanaryAction, CanaryAt, Command, DlqId, DlqQuery, ErrorCode, Fault,
-    MAX_AUDIT_LIMIT, MAX_DLQ_LIMIT, Observation, Outcome, Role, RunId, RunQuery, RunSort,
-    RunStatus, StartRun, Timestamp, audit_action,
+    ApiError, AuditQuery, CanaryAction, CanaryAt, Command, DlqId, DlqQuery, ErrorCode, EventKind,
+    Fault, LogFilter, MAX_AUDIT_LIMIT, MAX_DLQ_LIMIT, Observation, Outcome, Role, RunId, RunQuery,
+    RunSort, RunStatus, StartRun, Timestamp, audit_action,
 };
 
 fn run_id(s: &str) -> Result<RunId, Failure> {
@@ -737,10 +737,13 @@ pub struct LogParams {
     since: Option<u64>,
     limit: Option<usize>,
     run: Option<String>,
+    kind: Option<String>,
+    until: Option<u64>,
 }
 
 /// Stored events after `since`, oldest first, as JSON (for paging back through history); with
-/// `run`, only that run's.
+/// `run`, only that run's; with `kind` (names separated by commas), only those kinds; with
+/// `until`, only those numbered at most that.
 pub async fn events_log(
     State(s): State<AppState>,
     _p: Principal,
@@ -752,19 +755,35 @@ pub async fn events_log(
         Some(n) => resume_point(n, s.backend.overview().await?.last_seq, "since")?,
         None => 0,
     };
-    match q.run {
-        None => Ok(ok(s.backend.events_after(since, limit).await?)),
-        Some(run) => {
-            // The model's own parse, so the API and the CLI refuse an id in the same words.
-            let run = run
-                .parse::<RunId>()
-                .map_err(|e: crate::model::ParseIdError| {
-                    Failure::new(ErrorCode::Validation, e.to_string())
-                        .with_details(json!({ "field": "run" }))
-                })?;
-            Ok(ok(s.backend.run_events_after(run, since, limit).await?))
+    // The model's own parses, so the API and the CLI refuse an id or a kind in the same words.
+    let invalid = |field: &str, message: String| {
+        Failure::new(ErrorCode::Validation, message).with_details(json!({ "field": field }))
+    };
+    let run = q
+        .run
+        .map(|run| run.parse::<RunId>())
+        .transpose()
+        .map_err(|e| invalid("run", e.to_string()))?;
+    let mut kinds = Vec::new();
+    for name in q.kind.iter().flat_map(|k| k.split(',')) {
+        let kind = EventKind::named(name).map_err(|e| invalid("kind", e))?;
+        // Each kind once: the list stays as short as the kinds there are.
+        if !kinds.contains(&kind) {
+            kinds.push(kind);
         }
     }
+    let filter = LogFilter {
+        run,
+        kinds,
+        until: q.until,
+    };
+    if filter == LogFilter::default() {
+        return Ok(ok(s.backend.events_after(since, limit).await?));
+    }
+    Ok(ok(s
+        .backend
+        .log_events_after(&filter, since, limit)
+        .await?))
 }
 
 /// A sequence number to read after, from outside: at most the last one stored (so it also

@@ -2,6 +2,7 @@
 //! a [`ReadPool`] lends connections to async callers on the blocking thread pool.
 
 use std::collections::HashMap;
+use std::fmt::Write as _;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
@@ -10,9 +11,9 @@ use serde_json::Value;
 use super::db::{Db, Dialect, Row, Val, args};
 use super::{Result, StoreError, Target, open_sqlite};
 use crate::model::{
-    Attempt, AttemptError, AuditQuery, AuditRecord, DlqEntry, DlqId, DlqQuery, Event,
-    MAX_AUDIT_LIMIT, MAX_DLQ_LIMIT, Page, Run, RunId, RunQuery, RunSort, RunStatus, RunSummary,
-    StageIo, StageRecord, StageStatus, Timestamp, Trigger,
+    Attempt, AttemptError, AuditQuery, AuditRecord, DlqEntry, DlqId, DlqQuery, Event, EventKind,
+    LogFilter, MAX_AUDIT_LIMIT, MAX_DLQ_LIMIT, Page, Run, RunId, RunQuery, RunSort, RunStatus,
+    RunSummary, StageIo, StageRecord, StageStatus, Timestamp, Trigger,
 };
 
 /// One read connection. Queries take `&self` (callers share a reader the way they shared a
@@ -703,10 +704,17 @@ impl Reader {
             .is_empty())
     }
 
-    /// Run `run`'s events with `seq > since`, oldest first, at most `limit`: read by the run's
-    /// index, so following one run costs its own events, not the whole log's.
-    pub fn run_events(&self, run: RunId, since: u64, limit: usize) -> Result<Vec<Event>> {
-        read_events(&mut *self.db()?, Some(run), since, u64::MAX, limit)
+    /// The events `filter` keeps with `seq > since`, oldest first, at most `limit`: one run's
+    /// are read by the run's index, so following one run costs its own events, not the whole
+    /// log's.
+    pub fn log_events(&self, filter: &LogFilter, since: u64, limit: usize) -> Result<Vec<Event>> {
+        read_events(
+            &mut *self.db()?,
+            filter,
+            since,
+            filter.until.unwrap_or(u64::MAX),
+            limit,
+        )
     }
 
     /// The next run and dead-letter ids to hand out (ids are never reused, even after deletes).
@@ -728,13 +736,13 @@ pub(crate) fn events_between(
     until: u64,
     limit: usize,
 ) -> Result<Vec<Event>> {
-    read_events(db, None, since, until, limit)
+    read_events(db, &LogFilter::default(), since, until, limit)
 }
 
-/// [`events_between`], of one run's events only when `run` is given (by the run's index).
+/// [`events_between`], of the events `filter` keeps only (one run's by the run's index).
 fn read_events(
     db: &mut Db,
-    run: Option<RunId>,
+    filter: &LogFilter,
     since: u64,
     until: u64,
     limit: usize,
@@ -744,17 +752,57 @@ fn read_events(
         return Ok(Vec::new());
     };
     let until = i64::try_from(until).unwrap_or(i64::MAX);
-    let rows = match run {
-        None => db.rows(
-            "SELECT seq, at, kind, run_id, stage_id, data FROM events WHERE seq > ?1 AND seq <= ?3 ORDER BY seq LIMIT ?2",
-            args![since, limit, until],
-        )?,
-        Some(run) => db.rows(
-            "SELECT seq, at, kind, run_id, stage_id, data FROM events WHERE run_id = ?4 AND seq > ?1 AND seq <= ?3 ORDER BY seq LIMIT ?2",
-            args![since, limit, until, run.0],
-        )?,
+    let mut sql = String::from(
+        "SELECT seq, at, kind, run_id, stage_id, data FROM events WHERE seq > ?1 AND seq <= ?3",
+    );
+    let mut params = vec![Val::from(since), Val::from(limit), Val::from(until)];
+    let mut param = |sql: &mut String, v: Val| {
+        params.push(v);
+        let _ = write!(sql, "?{}", params.len());
     };
-    all(rows, event)
+    if let Some(run) = filter.run {
+        sql.push_str(" AND run_id = ");
+        param(&mut sql, Val::from(run.0));
+    }
+    if !filter.kinds.is_empty() {
+        // Each kind once, as its stored name; `unknown` stands for every name this version
+        // does not know, which are stored as themselves.
+        let mut named: Vec<EventKind> = filter.kinds.clone();
+        named.sort_by_key(|k| k.as_str());
+        named.dedup();
+        let unknown = named.contains(&EventKind::Unknown);
+        named.retain(|k| *k != EventKind::Unknown);
+        let mut list = |sql: &mut String, kinds: &[EventKind]| {
+            for (i, k) in kinds.iter().enumerate() {
+                if i > 0 {
+                    sql.push_str(", ");
+                }
+                param(sql, Val::from(k.as_str()));
+            }
+        };
+        sql.push_str(" AND (");
+        if !named.is_empty() {
+            sql.push_str("kind IN (");
+            list(&mut sql, &named);
+            sql.push(')');
+        }
+        if unknown {
+            if !named.is_empty() {
+                sql.push_str(" OR ");
+            }
+            let known: Vec<EventKind> = EventKind::ALL
+                .iter()
+                .copied()
+                .filter(|k| *k != EventKind::Unknown)
+                .collect();
+            sql.push_str("kind NOT IN (");
+            list(&mut sql, &known);
+            sql.push(')');
+        }
+        sql.push(')');
+    }
+    sql.push_str(" ORDER BY seq LIMIT ?2");
+    all(db.rows(&sql, &params)?, event)
 }
 
 /// [`Reader::next_ids`] on any connection.
@@ -869,4 +917,73 @@ fn where_all(conds: &[&str]) -> String {
         return String::new();
     }
     format!("WHERE {}", conds.join(" AND "))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Kinds are chosen in the store; `unknown` keeps the names this version does not know
+    /// (stored as themselves by a newer version), and `until` stops the scan.
+    #[test]
+    fn the_log_is_narrowed_to_kinds_a_run_and_a_number() {
+        let mut db = Db::Sqlite(rusqlite::Connection::open_in_memory().unwrap());
+        super::super::schema::migrate(&mut db).unwrap();
+        let rows = [
+            (1_i64, "run_started", Some(1_i64)),
+            (2, "from_the_future", Some(1)),
+            (3, "run_finished", Some(1)),
+            (4, "run_started", Some(2)),
+            (5, "audit", None),
+            (6, "run_finished", Some(2)),
+        ];
+        for (seq, kind, run) in rows {
+            db.execute(
+                "INSERT INTO events (seq, at, kind, run_id, stage_id, data) VALUES (?1, '2026-12-03T00:00:00Z', ?2, ?3, NULL, '{}')",
+                args![seq, kind, run],
+            )
+            .unwrap();
+        }
+        let r = Reader::on(db);
+        let seqs = |run: Option<i64>, kinds: &[EventKind], until: Option<u64>, since: u64| {
+            let filter = LogFilter {
+                run: run.map(RunId),
+                kinds: kinds.to_vec(),
+                until,
+            };
+            r.log_events(&filter, since, 100)
+                .unwrap()
+                .iter()
+                .map(|e| e.seq)
+                .collect::<Vec<_>>()
+        };
+        let finished = [EventKind::RunFinished];
+        assert_eq!(seqs(None, &[], None, 0), [1, 2, 3, 4, 5, 6]);
+        assert_eq!(seqs(None, &finished, None, 0), [3, 6]);
+        assert_eq!(seqs(None, &finished, None, 3), [6]);
+        assert_eq!(seqs(None, &finished, Some(5), 0), [3]);
+        assert_eq!(seqs(Some(2), &finished, None, 0), [6]);
+        assert_eq!(seqs(Some(1), &[], Some(2), 0), [1, 2]);
+        assert_eq!(seqs(None, &[EventKind::Unknown], None, 0), [2]);
+        assert_eq!(
+            seqs(
+                None,
+                &[EventKind::Audit, EventKind::Unknown, EventKind::Audit],
+                None,
+                0
+            ),
+            [2, 5]
+        );
+        let unknown = r
+            .log_events(
+                &LogFilter {
+                    kinds: vec![EventKind::Unknown],
+                    ..LogFilter::default()
+                },
+                0,
+                1,
+            )
+            .unwrap();
+        assert_eq!(unknown[0].kind, EventKind::Unknown);
+    }
 }

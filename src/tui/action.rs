@@ -28,9 +28,9 @@ macro_rules! actions {
 }
 
 actions! {
-    Quit => "quit", "Quit; asks first while runs are in flight (in a run, a diff or a filter: go back)";
+    Quit => "quit", "Quit; asks first while runs are in flight (in a run, a stage opened from another pane, a diff or a filter: go back)";
     Interrupt => "interrupt", "Quit from anywhere, asking first while runs are in flight; exits with status 130";
-    Back => "back", "Go back: leave a run, close a diff, clear a filter, close a dialog";
+    Back => "back", "Go back: leave a run or a stage opened from another pane, close a diff, clear a filter, close a dialog";
     Help => "help", "Show the keys of the focused pane";
     Palette => "command_palette", "Open the command palette";
     Messages => "messages", "Show the footer's recent messages in full, newest first";

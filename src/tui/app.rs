@@ -483,7 +483,7 @@ impl App {
             Effect::OpenRun { id, from } => self.open_run(id, from),
             Effect::OpenStage { target, from } => self.open_stage(target, from),
             Effect::OpenStageDiff { target, baseline } => {
-                self.open_stage(target, PaneId::Runs);
+                self.open_stage(target, PaneId::Compare);
                 self.panes.stage.diff_when_loaded = Some(baseline);
             }
             Effect::Compare(a, b) => self.compare(a, b),
@@ -641,7 +641,9 @@ impl App {
     }
 
     pub fn open_stage(&mut self, target: Target, from: PaneId) {
-        if self.panes.stage.target.as_ref() != Some(&target) {
+        // The same stage again keeps the reader's place, except from a dead letter, which is
+        // about the last attempt: that opens afresh, at the section where its news is.
+        if self.panes.stage.target.as_ref() != Some(&target) || from == PaneId::Dlq {
             self.outbox.push(Request::StageIo {
                 id: target.run,
                 stage: target.stage.clone(),

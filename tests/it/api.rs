@@ -832,6 +832,71 @@ async fn a_resume_point_past_the_end_of_the_log_is_refused() {
         v["data"].as_array().unwrap().iter().collect::<Vec<_>>(),
         expected
     );
+    // Kinds are chosen by the server, alone, with a run, and up to a number; a kind that does
+    // not exist is named with the list.
+    let of_kinds = |run: Option<u64>, until: u64| -> Vec<&Value> {
+        all["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|e| e["kind"] == "run_finished" || e["kind"] == "stage_finished")
+            .filter(|e| run.is_none() || e["run_id"].as_u64() == run)
+            .filter(|e| e["seq"].as_u64().unwrap() <= until)
+            .collect()
+    };
+    assert!(!of_kinds(None, u64::MAX).is_empty());
+    let first = of_kinds(None, u64::MAX)[0]["seq"].as_u64().unwrap();
+    for (query, expected) in [
+        (
+            "kind=run_finished,stage_finished".to_string(),
+            Some(of_kinds(None, u64::MAX)),
+        ),
+        (
+            format!("kind=stage_finished,run_finished&run={run}"),
+            Some(of_kinds(Some(run), u64::MAX)),
+        ),
+        (
+            format!("kind=stage_finished,run_finished&until={first}"),
+            Some(of_kinds(None, first)),
+        ),
+        // `kind` given twice is refused, as any query the API does not take.
+        ("kind=stage_finished&kind=run_finished".to_string(), None),
+    ] {
+        let (s, v, _) = api
+            .call(
+                "GET",
+                &format!("/v1/events/log?limit=10000&{query}"),
+                Some(VIEWER),
+                None,
+            )
+            .await;
+        let Some(expected) = expected else {
+            assert_eq!(s, 400, "{query}: {v}");
+            continue;
+        };
+        assert_eq!(s, 200, "{query}: {v}");
+        assert!(!expected.is_empty(), "{query}");
+        assert_eq!(
+            v["data"].as_array().unwrap().iter().collect::<Vec<_>>(),
+            expected,
+            "{query}"
+        );
+    }
+    let (s, v, _) = api
+        .call(
+            "GET",
+            "/v1/events/log?kind=run_finished,bogus",
+            Some(VIEWER),
+            None,
+        )
+        .await;
+    assert_eq!((s, code(&v)), (400, "validation"), "{v}");
+    assert_eq!(v["error"]["details"]["field"], "kind");
+    let message = v["error"]["message"].as_str().unwrap();
+    assert!(
+        message.contains("`bogus` is not an event kind") && message.contains("run_finished"),
+        "{v}"
+    );
     // Past a run's last event the page is empty; a run that does not exist is named.
     let last = all["data"].as_array().unwrap().last().unwrap()["seq"]
         .as_u64()

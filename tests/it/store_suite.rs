@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use opsdeck::model::{
     AttemptError, AttemptStatus, AuditQuery, AuditRecord, DlqEntry, DlqId, DlqQuery, EventKind,
-    RunId, RunQuery, RunSort, RunStatus, StageStatus, Timestamp, Trigger, Via,
+    LogFilter, RunId, RunQuery, RunSort, RunStatus, StageStatus, Timestamp, Trigger, Via,
 };
 use opsdeck::store::{self, NewEvent, NewStage, Op, Reader, Target, Writer, schema};
 use serde_json::{Value, json};
@@ -349,11 +349,35 @@ fn read_all(r: &Reader) -> Value {
     let seqs = |evs: Vec<opsdeck::model::Event>| evs.iter().map(|e| e.seq).collect::<Vec<_>>();
     let of_runs = |since, limit| {
         (1..=3)
-            .map(|id| seqs(r.run_events(RunId(id), since, limit).unwrap()))
+            .map(|id| {
+                let one_run = LogFilter {
+                    run: Some(RunId(id)),
+                    ..LogFilter::default()
+                };
+                seqs(r.log_events(&one_run, since, limit).unwrap())
+            })
             .collect::<Vec<_>>()
     };
     all["run_events"] = json!(of_runs(0, 100));
     all["run_events_after"] = json!(of_runs(1, 1));
+    // Some kinds (the unknown one standing for names this version does not know), with and
+    // without a run, and up to a number.
+    let kinds = |run, kinds: &[EventKind], until| {
+        let filter = LogFilter {
+            run,
+            kinds: kinds.to_vec(),
+            until,
+        };
+        seqs(r.log_events(&filter, 0, 100).unwrap())
+    };
+    let finished = [EventKind::RunFinished, EventKind::StageFinished];
+    all["kinds"] = json!([
+        kinds(None, &finished, None),
+        kinds(Some(RunId(1)), &finished, None),
+        kinds(None, &finished, Some(4)),
+        kinds(None, &[EventKind::Unknown], None),
+        kinds(None, &[EventKind::Unknown, EventKind::RunFinished], None),
+    ]);
     all["run_exists"] = json!([
         r.run_exists(RunId(3)).unwrap(),
         r.run_exists(RunId(99)).unwrap()
@@ -506,6 +530,32 @@ fn sqlite_and_postgres_stores_answer_alike() {
         assert_eq!(b["run_events_after"][i], json!(after), "run {id} after 1");
     }
     assert!(with_runs > 0, "{}", b["events"]);
+    // Kinds chosen in the store are the log's events of those kinds.
+    let of_kinds = |run: Option<u64>, kinds: &[&str], until: u64| -> Vec<u64> {
+        b["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|e| kinds.contains(&e["kind"].as_str().unwrap()))
+            .filter(|e| run.is_none() || e["run_id"].as_u64() == run)
+            .map(|e| e["seq"].as_u64().unwrap())
+            .filter(|s| *s <= until)
+            .collect()
+    };
+    let finished = ["run_finished", "stage_finished"];
+    assert!(!of_kinds(None, &finished, u64::MAX).is_empty());
+    assert_eq!(
+        b["kinds"],
+        json!([
+            of_kinds(None, &finished, u64::MAX),
+            of_kinds(Some(1), &finished, u64::MAX),
+            of_kinds(None, &finished, 4),
+            Vec::<u64>::new(),
+            of_kinds(None, &["run_finished"], u64::MAX),
+        ]),
+        "{}",
+        b["events"]
+    );
     assert_eq!(b["run_exists"], json!([true, false]));
     assert_eq!(
         b["next_ids"],

@@ -1070,19 +1070,33 @@ fn a_dead_letter_opens_its_stage_at_the_stderr_and_back_returns_to_the_queue() {
             stage: "enrich-payments".into()
         }]
     );
-    let failed = bare_exit(2, "connection refused: payments-db.internal:5432\n");
-    a.apply(Msg::StageIo(Box::new(prepare_io(StageIo {
-        run_id: RunId(50),
-        pipeline: "checkout-etl".into(),
-        stage: "enrich-payments".into(),
-        status: StageStatus::Failed,
-        attempts: vec![failed],
-    }))));
+    let io = || {
+        prepare_io(StageIo {
+            run_id: RunId(50),
+            pipeline: "checkout-etl".into(),
+            stage: "enrich-payments".into(),
+            status: StageStatus::Failed,
+            attempts: vec![
+                bare_exit(1, "first try: no route to host\n"),
+                bare_exit(2, "connection refused: payments-db.internal:5432\n"),
+            ],
+        })
+    };
+    a.apply(Msg::StageIo(Box::new(io())));
     let screen = text(&a);
     assert!(
-        screen.contains("connection refused: payments-db.internal:5432"),
+        screen.contains("connection refused: payments-db.internal:5432")
+            && !screen.contains("no route to host"),
         "{screen}"
     );
+    // Read back to the first attempt, then away and back from the queue: the last attempt
+    // again.
+    chars(&mut a, "[");
+    assert!(text(&a).contains("no route to host"));
+    chars(&mut a, "5l");
+    assert_eq!(a.take_requests().len(), 1, "loaded again");
+    a.apply(Msg::StageIo(Box::new(io())));
+    assert!(text(&a).contains("connection refused"), "{}", text(&a));
     chars(&mut a, "q");
     assert_eq!((a.focus, a.quit), (PaneId::Dlq, false));
     // The second entry, this time with esc.
@@ -1883,6 +1897,9 @@ fn two_marked_runs_are_compared_and_enter_diffs_a_stage_against_the_base() {
     key(&mut a, KeyCode::Enter);
     assert_eq!(a.focus, opsdeck::tui::panes::PaneId::Stage);
     assert_eq!(a.panes.stage.diff_when_loaded, Some(RunId(49)));
+    // Back returns to the comparison.
+    key(&mut a, KeyCode::Esc);
+    assert_eq!(a.focus, opsdeck::tui::panes::PaneId::Compare);
     // The palette compares too, and says what it takes.
     a.on_action(Action::Palette);
     chars(&mut a, "compare 12 x");
