@@ -141,26 +141,39 @@ pub async fn run(cli: &Cli, args: &EventsArgs) -> CliResult {
     let mut left = args
         .limit
         .map_or(usize::MAX, |n| usize::try_from(n).unwrap_or(usize::MAX));
+    let filtered = args.run.is_some() || !args.kind.is_empty();
     loop {
-        // Up to the log's end as it is now: once that is read, everything before it has been
-        // looked at, and the next look starts there, not at the last event kept (which, for a
-        // rare kind, may be far back).
-        let end = r.last_seq().await?;
+        // With a filter, up to the log's end as it is now: once that is read, everything
+        // before it has been looked at, and the next look starts there, not at the last event
+        // kept (which, for a rare kind, may be far back). Without one, every event read is
+        // printed, so the last one is where the next look starts (and a server of the
+        // version before, which knows no `until`, is asked nothing new).
+        let end = if filtered {
+            Some(r.last_seq().await?)
+        } else {
+            None
+        };
         let filter = LogFilter {
             run: args.run,
             kinds: args.kind.clone(),
-            until: Some(end),
+            until: end,
         };
         while left > 0 {
-            let page = r.page(&filter, since, left.min(1_000)).await?;
-            let Some(last) = page.last() else {
-                since = since.max(end);
-                break;
-            };
-            since = last.seq;
-            for e in page.iter().take(left) {
+            let want = left.min(1_000);
+            let page = r.page(&filter, since, want).await?;
+            if let Some(last) = page.last() {
+                since = last.seq;
+            }
+            for e in &page {
                 print(e, args.json)?;
                 left -= 1;
+            }
+            if page.len() < want {
+                // Nothing more (up to `end`): no need to ask for an empty page.
+                if let Some(end) = end {
+                    since = since.max(end);
+                }
+                break;
             }
         }
         if !args.follow || left == 0 {

@@ -772,6 +772,12 @@ fn read_events(
         named.dedup();
         let unknown = named.contains(&EventKind::Unknown);
         named.retain(|k| *k != EventKind::Unknown);
+        // Padded to as many as there are kinds (repeating the first), so the statement's
+        // text does not vary with how many were asked for: a handful of texts in the
+        // connections' statement caches, not one per count.
+        if let Some(&first) = named.first() {
+            named.resize(EventKind::ALL.len() - 1, first);
+        }
         let mut list = |sql: &mut String, kinds: &[EventKind]| {
             for (i, k) in kinds.iter().enumerate() {
                 if i > 0 {
