@@ -39,13 +39,15 @@ string_enum!(
 );
 
 impl EventKind {
-    /// A kind by its name, or a sentence listing the names (for a flag or a query parameter).
+    /// A kind by its name, or a sentence listing the names (for a flag or a query parameter;
+    /// the name given is repeated cut to the length a kind may have).
     pub fn named(s: &str) -> Result<EventKind, String> {
         let s = s.trim();
         s.parse().map_err(|_| {
             let kinds: Vec<&str> = EventKind::ALL.iter().map(|k| k.as_str()).collect();
             format!(
-                "`{s}` is not an event kind; valid kinds: {} (`unknown`: kinds written by a newer version)",
+                "`{}` is not an event kind; valid kinds: {} (`unknown`: kinds written by a newer version)",
+                super::control::bounded(s, MAX_UNKNOWN_KIND),
                 kinds.join(", ")
             )
         })
@@ -375,6 +377,17 @@ mod tests {
             stage: Some("build".into()),
             data,
         }
+    }
+
+    #[test]
+    fn a_name_that_is_not_a_kind_is_refused_with_the_list_and_cut() {
+        assert_eq!(
+            EventKind::named(" run_finished "),
+            Ok(EventKind::RunFinished)
+        );
+        let e = EventKind::named(&"x".repeat(10_000)).unwrap_err();
+        assert!(e.contains("is not an event kind; valid kinds: ") && e.contains("audit"));
+        assert!(e.len() < 1_000, "{}", e.len());
     }
 
     #[test]

@@ -752,6 +752,16 @@ fn read_events(
         return Ok(Vec::new());
     };
     let until = i64::try_from(until).unwrap_or(i64::MAX);
+    if filter.run.is_none() && filter.kinds.is_empty() {
+        // The whole log (the writer's tail of other workers' events): one fixed statement.
+        return all(
+            db.rows(
+                "SELECT seq, at, kind, run_id, stage_id, data FROM events WHERE seq > ?1 AND seq <= ?3 ORDER BY seq LIMIT ?2",
+                args![since, limit, until],
+            )?,
+            event,
+        );
+    }
     let mut sql = String::from(
         "SELECT seq, at, kind, run_id, stage_id, data FROM events WHERE seq > ?1 AND seq <= ?3",
     );
